@@ -1,0 +1,165 @@
+/* The toolbox: errors, logging, time, buffers. Must stay free of libuv and msgpack. */
+#include "common/common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+
+const char *tsr_strerror(int code) {
+    switch (code) {
+    case 0: return "success";
+#define XX(name, value, msg)                                                                       \
+    case value: return msg;
+        TSR_ERRNO_MAP(XX)
+#undef XX
+    default: break;
+    }
+    if (code < 0 && code > -4096) {
+        /* strerror is not thread-safe in general; glibc's returns static strings for known
+         * codes, which is all we pass here. */
+        return strerror(-code);
+    }
+    return "unknown error";
+}
+
+const char *tsr_err_name(int code) {
+    switch (code) {
+    case 0: return "OK";
+#define XX(name, value, msg)                                                                       \
+    case value: return "TSR_E" #name;
+        TSR_ERRNO_MAP(XX)
+#undef XX
+    default: break;
+    }
+    if (code < 0 && code > -4096) {
+        const char *n = strerrorname_np(-code);
+        if (n) return n;
+    }
+    return "UNKNOWN";
+}
+
+int tsr__grow(void **items, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t ncap = *cap ? *cap : 8;
+    while (ncap < need) {
+        if (ncap > SIZE_MAX / 2 / elem) return -ENOMEM;
+        ncap *= 2;
+    }
+    void *p = realloc(*items, ncap * elem);
+    if (!p) return -ENOMEM;
+    *items = p;
+    *cap = ncap;
+    return 0;
+}
+
+double tsr__now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void tsr__log(const tsr__logger *lg, int level, const char *fmt, ...) {
+    if (lg && level > lg->level) return;
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* One fprintf per line so lines from several processes do not interleave mid-line. */
+    fprintf(stderr, "tessera-%s: %s: %s\n", lg && lg->who ? lg->who : "?",
+            names[level < 0 ? 0 : level > 3 ? 3 : level], msg);
+}
+
+tsr__buf *tsr__buf_new(size_t size) {
+    tsr__buf *b = malloc(sizeof *b);
+    if (!b) return NULL;
+    size_t alloc = size < 64 ? 64 : (size + 63) & ~(size_t)63;
+    b->data = aligned_alloc(64, alloc);
+    if (!b->data) {
+        free(b);
+        return NULL;
+    }
+    atomic_init(&b->refs, 1);
+    b->size = size;
+    return b;
+}
+
+tsr__buf *tsr__buf_ref(tsr__buf *b) {
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+    return b;
+}
+
+void tsr__buf_unref(tsr__buf *b) {
+    if (!b) return;
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
+        free(b->data);
+        free(b);
+    }
+}
+
+char *tsr__fmt(char *dst, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, size, fmt, ap);
+    va_end(ap);
+    return dst;
+}
+
+int tsr__parse_address(const char *addr, char *host, size_t hostsize, int *port) {
+    if (!addr || !*addr) return TSR_EINVALID;
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || !colon[1]) return TSR_EINVALID;
+    const char *h = addr;
+    size_t hlen = (size_t)(colon - addr);
+    if (h[0] == '[') {
+        if (hlen < 2 || h[hlen - 1] != ']') return TSR_EINVALID;
+        h++;
+        hlen -= 2;
+    }
+    if (hlen == 0 || hlen >= hostsize) return TSR_EINVALID;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || *end || p < 0 || p > 65535) return TSR_EINVALID;
+    memcpy(host, h, hlen);
+    host[hlen] = 0;
+    *port = (int)p;
+    return 0;
+}
+
+int tsr__is_loopback(const char *host) {
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
+}
+
+const char *tsr_dtype_name(tsr_dtype dtype) {
+    switch (dtype) {
+    case TSR_FLOAT64: return "float64";
+    case TSR_FLOAT32: return "float32";
+    }
+    return NULL;
+}
+
+int tsr_dtype_parse(const char *name, tsr_dtype *out) {
+    if (name && strcmp(name, "float64") == 0) {
+        *out = TSR_FLOAT64;
+        return 0;
+    }
+    if (name && strcmp(name, "float32") == 0) {
+        *out = TSR_FLOAT32;
+        return 0;
+    }
+    return TSR_EINVALID;
+}
+
+size_t tsr_dtype_size(tsr_dtype dtype) {
+    switch (dtype) {
+    case TSR_FLOAT64: return 8;
+    case TSR_FLOAT32: return 4;
+    }
+    return 0;
+}

@@ -1,0 +1,52 @@
+/* The small shared toolbox: error helpers, logging, monotonic time, aligned refcounted buffers
+ * and a growable-array helper. Dependency-free (libc only); every module may include it. */
+#ifndef TSR_COMMON_H
+#define TSR_COMMON_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tessera/tessera.h"
+
+#define TSR__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define TSR__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define TSR__MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Grows *items (with *cap slots of elem bytes) so that `need` fit. 0 or -ENOMEM. */
+int tsr__grow(void **items, size_t *cap, size_t need, size_t elem);
+#define TSR__GROW(ptr, cap, need) tsr__grow((void **)&(ptr), &(cap), (need), sizeof(*(ptr)))
+
+/* Seconds on a monotonic clock. */
+double tsr__now(void);
+
+/* Logging to stderr: "tessera-<who>: <level>: message". */
+enum { TSR_LOG_ERROR = 0, TSR_LOG_WARN = 1, TSR_LOG_INFO = 2, TSR_LOG_DEBUG = 3 };
+typedef struct tsr__logger {
+    const char *who; /* "scheduler", "worker w1", ... (borrowed) */
+    int level;       /* messages above this level are dropped */
+} tsr__logger;
+void tsr__log(const tsr__logger *lg, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A 64-byte aligned, reference-counted byte buffer (chunk data). */
+typedef struct tsr__buf {
+    atomic_int refs;
+    size_t size;
+    void *data; /* 64-byte aligned, size bytes (at least 64 allocated, so never NULL) */
+} tsr__buf;
+
+tsr__buf *tsr__buf_new(size_t size); /* refs = 1; NULL on ENOMEM */
+tsr__buf *tsr__buf_ref(tsr__buf *b);
+void tsr__buf_unref(tsr__buf *b); /* NULL is a no-op */
+
+/* Formats into a fixed buffer, always NUL-terminated; returns dst. */
+char *tsr__fmt(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Splits "HOST:PORT" (HOST may be "[v6]"); 0 or TSR_EINVALID. host gets at most hostsize-1. */
+int tsr__parse_address(const char *addr, char *host, size_t hostsize, int *port);
+/* Is HOST a loopback address (127.0.0.0/8, ::1, "localhost")? */
+int tsr__is_loopback(const char *host);
+
+#endif

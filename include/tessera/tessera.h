@@ -1,0 +1,343 @@
+/* Tessera: a task-graph scheduler for chunked array compute.
+ *
+ * This is the only public header. It declares the client API (lazy chunked arrays that are
+ * lowered to a chunk-task graph and computed on a cluster), the program-file loader that sits on
+ * top of it, and the entry points that run a scheduler or a worker inside the calling process.
+ *
+ * Conventions, for every function below:
+ * - Fallible functions return an int: 0 on success, a negative code on failure. System failures
+ *   are -errno; Tessera's own codes are the TSR_E* values. tsr_strerror() names any of them.
+ * - After a failure, tsr_client_errmsg() holds a readable message that names the offending array
+ *   and shape. Invalid calls never crash or abort the process.
+ * - "borrowed": the pointer stays owned by the callee and valid as long as its owner lives.
+ *   "copied": the callee keeps its own copy. "caller frees with X": ownership passes to you.
+ * - Thread-safety: a tsr_client and everything made from it (arrays, programs) must be used from
+ *   one thread at a time. Different clients are independent and may be used concurrently.
+ */
+#ifndef TESSERA_TESSERA_H
+#define TESSERA_TESSERA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TSR_API __attribute__((visibility("default")))
+#else
+#define TSR_API
+#endif
+
+#define TSR_VERSION_MAJOR 0
+#define TSR_VERSION_MINOR 1
+#define TSR_VERSION_PATCH 0
+
+/* The most axes an array may have. */
+#define TSR_MAX_NDIM 8
+
+/* Tessera's own error codes (system errors are -errno). XX(name, value, message). */
+#define TSR_ERRNO_MAP(XX)                                                                          \
+    XX(INVALID, -3001, "invalid argument")                                                         \
+    XX(SHAPE, -3002, "incompatible shapes")                                                        \
+    XX(PROGRAM, -3003, "invalid program")                                                          \
+    XX(NPY, -3004, "bad .npy file")                                                                \
+    XX(NOTCOMPUTED, -3005, "array has not been computed")                                          \
+    XX(COMPUTE, -3006, "computation failed")                                                       \
+    XX(PROTOCOL, -3007, "protocol error")                                                          \
+    XX(VERSION, -3008, "protocol version mismatch")                                                \
+    XX(AUTH, -3009, "authentication failed")                                                       \
+    XX(TOOLARGE, -3010, "too large")                                                               \
+    XX(CLOSED, -3011, "connection closed")                                                         \
+    XX(NOTCONNECTED, -3012, "client is not connected to a cluster")                                \
+    XX(INTERRUPTED, -3013, "interrupted")                                                          \
+    XX(UNSUPPORTED, -3014, "not supported")                                                        \
+    XX(SPAWN, -3015, "could not start a cluster process")
+
+typedef enum tsr_errcode {
+#define TSR__XX(name, value, msg) TSR_E##name = (value),
+    TSR_ERRNO_MAP(TSR__XX)
+#undef TSR__XX
+} tsr_errcode;
+
+/* A message for any code: TSR_E* codes, -errno codes and libuv codes. Never NULL; an unknown
+ * code gets a fixed string. Borrowed (static storage). */
+TSR_API const char *tsr_strerror(int code);
+/* The symbolic name ("TSR_ESHAPE", "ENOENT", ...), or "UNKNOWN". Borrowed (static storage). */
+TSR_API const char *tsr_err_name(int code);
+
+typedef enum tsr_dtype { TSR_FLOAT64 = 0, TSR_FLOAT32 = 1 } tsr_dtype;
+
+/* "float64" or "float32"; NULL for an invalid value. Borrowed. */
+TSR_API const char *tsr_dtype_name(tsr_dtype dtype);
+/* Parses "float64"/"float32". Returns 0 or TSR_EINVALID. */
+TSR_API int tsr_dtype_parse(const char *name, tsr_dtype *out);
+/* Bytes per element: 8 or 4; 0 for an invalid value. */
+TSR_API size_t tsr_dtype_size(tsr_dtype dtype);
+
+typedef struct tsr_client tsr_client;
+typedef struct tsr_array tsr_array;
+typedef struct tsr_program tsr_program;
+
+/* ---------------------------------------------------------------------------------------------
+ * Clients
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tsr_client_options {
+    const char *token;     /* shared token for a non-loopback scheduler; copied; NULL = none */
+    int connect_timeout_ms; /* default 10000 */
+} tsr_client_options;
+
+TSR_API void tsr_client_options_default(tsr_client_options *opts);
+
+/* Connects to a running scheduler at "HOST:PORT". On success *out is a new client that the
+ * caller frees with tsr_client_free(). On failure *out is NULL and, where one could be made,
+ * a message is in the thread's last-error buffer (tsr_last_error()). opts may be NULL. */
+TSR_API int tsr_client_connect(const char *address, const tsr_client_options *opts,
+                               tsr_client **out);
+
+typedef struct tsr_local_options {
+    int workers;              /* worker processes; default: the number of physical cores */
+    int threads;              /* executor threads per worker; default 1 */
+    const char *tessera_path; /* the `tessera` executable used to start the processes; copied;
+                                 NULL = the installed one, else `tessera` found on PATH */
+    int verbose;              /* pass the cluster processes' logs through to stderr */
+} tsr_local_options;
+
+TSR_API void tsr_local_options_default(tsr_local_options *opts);
+
+/* Starts an embedded local cluster (one scheduler and opts->workers worker processes on
+ * 127.0.0.1, each worker pinned to its own cores) and connects to it. tsr_client_free() stops
+ * the cluster and reaps every process. opts may be NULL. */
+TSR_API int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out);
+
+/* A client with no cluster: arrays can be built, checked and described (task counts, --dot),
+ * and tsr_compute() fails with TSR_ENOTCONNECTED. */
+TSR_API int tsr_client_new_offline(tsr_client **out);
+
+/* Stops a local cluster if this client started one, closes connections and frees the client.
+ * Arrays and programs made from the client must be freed first. NULL is a no-op. */
+TSR_API void tsr_client_free(tsr_client *client);
+
+/* The message of the client's last failure ("" if none). Borrowed; valid until the next call
+ * on the client. */
+TSR_API const char *tsr_client_errmsg(const tsr_client *client);
+
+/* The message of the calling thread's last failure in a function that has no client (connect,
+ * start_local). Borrowed; valid until the thread's next such call. */
+TSR_API const char *tsr_last_error(void);
+
+/* "HOST:PORT" of the scheduler; NULL for an offline client. Borrowed. */
+TSR_API const char *tsr_client_address(const tsr_client *client);
+
+/* ---------------------------------------------------------------------------------------------
+ * Lazy chunked arrays
+ *
+ * Every constructor below returns a new handle in *out that the caller frees with
+ * tsr_array_free(). Operands are borrowed: the new array keeps what it needs, so operands may be
+ * freed at any time. `chunks` arrays hold one chunk size per axis (the last chunk on an axis may
+ * be smaller); NULL picks the default, which keeps every chunk at or under 64 MiB.
+ * ------------------------------------------------------------------------------------------- */
+
+TSR_API int tsr_zeros(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
+                      tsr_dtype dtype, tsr_array **out);
+TSR_API int tsr_ones(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
+                     tsr_dtype dtype, tsr_array **out);
+TSR_API int tsr_full(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
+                     tsr_dtype dtype, double value, tsr_array **out);
+/* Uniform on [0, 1); element i (row-major index in the whole array) is SPEC §2's formula. */
+TSR_API int tsr_random(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
+                       tsr_dtype dtype, uint64_t seed, tsr_array **out);
+/* 1-d: start + i*step for i in 0 .. ceil((stop-start)/step)-1. chunk <= 0 picks the default. */
+TSR_API int tsr_arange(tsr_client *c, double start, double stop, double step, int64_t chunk,
+                       tsr_dtype dtype, tsr_array **out);
+/* A .npy file (<f8 or <f4, C order). The header is read now; the data is read by the workers
+ * when the array is computed, so the path must be readable by them. path copied (made absolute). */
+TSR_API int tsr_load_npy(tsr_client *c, const char *path, const int64_t *chunks, tsr_array **out);
+
+typedef enum tsr_unary_op {
+    TSR_NEG,
+    TSR_ABS,
+    TSR_EXP,
+    TSR_LOG,
+    TSR_SQRT,
+    TSR_SIN,
+    TSR_COS,
+    TSR_TANH
+} tsr_unary_op;
+
+typedef enum tsr_binary_op {
+    TSR_ADD,
+    TSR_SUB,
+    TSR_MUL,
+    TSR_DIV,
+    TSR_POW,
+    TSR_MAXIMUM,
+    TSR_MINIMUM
+} tsr_binary_op;
+
+typedef enum tsr_reduce_op { TSR_SUM, TSR_MEAN, TSR_MAX, TSR_MIN } tsr_reduce_op;
+
+/* Names as in program files ("neg", "add", "sum", ...); NULL for invalid values. Borrowed. */
+TSR_API const char *tsr_unary_name(tsr_unary_op op);
+TSR_API const char *tsr_binary_name(tsr_binary_op op);
+TSR_API const char *tsr_reduce_name(tsr_reduce_op op);
+
+/* Elementwise, IEEE semantics. */
+TSR_API int tsr_unary(tsr_unary_op op, tsr_array *x, tsr_array **out);
+/* Elementwise with NumPy broadcasting; operands whose chunks differ are rechunked to common
+ * chunks first. float32 with float64 promotes to float64. */
+TSR_API int tsr_binary(tsr_binary_op op, tsr_array *x, tsr_array *y, tsr_array **out);
+/* x OP s (scalar_first == 0) or s OP x (scalar_first != 0). A scalar never promotes x. */
+TSR_API int tsr_binary_scalar(tsr_binary_op op, tsr_array *x, double s, int scalar_first,
+                              tsr_array **out);
+/* NumPy's a @ b for a 2-d and b 2-d or 1-d. */
+TSR_API int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out);
+/* numpy.transpose; axes NULL (naxes 0) reverses the axes. axes copied. */
+TSR_API int tsr_transpose(tsr_array *x, const int *axes, int naxes, tsr_array **out);
+/* Reduction with keepdims=False. axes NULL reduces every axis (a 0-d result); otherwise naxes
+ * axes, negative ones counting from the end. axes copied. */
+TSR_API int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes,
+                       tsr_array **out);
+/* Same values, new chunks (one per axis). chunks copied. */
+TSR_API int tsr_rechunk(tsr_array *x, const int64_t *chunks, tsr_array **out);
+TSR_API int tsr_astype(tsr_array *x, tsr_dtype dtype, tsr_array **out);
+
+/* Names an array (for messages, progress and `check`). name copied; must be an identifier. */
+TSR_API int tsr_array_set_name(tsr_array *a, const char *name);
+/* The array's name: the one set, or a generated one such as "matmul-7". Borrowed. */
+TSR_API const char *tsr_array_name(const tsr_array *a);
+TSR_API int tsr_array_ndim(const tsr_array *a);
+/* ndim entries. Borrowed; valid while a lives. */
+TSR_API const int64_t *tsr_array_shape(const tsr_array *a);
+TSR_API tsr_dtype tsr_array_dtype(const tsr_array *a);
+/* The number of chunks along axis, and their sizes (borrowed; valid while a lives). */
+TSR_API int64_t tsr_array_numchunks(const tsr_array *a, int axis);
+TSR_API const int64_t *tsr_array_chunks(const tsr_array *a, int axis);
+/* The operation that made the array ("random", "matmul", ...). Borrowed. */
+TSR_API const char *tsr_array_op(const tsr_array *a);
+/* The client the array belongs to. Borrowed. */
+TSR_API tsr_client *tsr_array_client(const tsr_array *a);
+/* Total element count (1 for a 0-d array). */
+TSR_API int64_t tsr_array_size(const tsr_array *a);
+
+/* Drops the handle. An array that other arrays were built from lives on inside them; chunks a
+ * computed array holds on the cluster are released once no handle needs them. NULL is a no-op. */
+TSR_API void tsr_array_free(tsr_array *a);
+
+/* ---------------------------------------------------------------------------------------------
+ * Computing
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tsr_progress {
+    uint64_t done;  /* tasks finished */
+    uint64_t total; /* tasks in the submission */
+    uint64_t erred;
+    double elapsed; /* seconds since the submission */
+} tsr_progress;
+
+/* Called on the thread that called tsr_compute(), from inside it. Must not call into the
+ * client. */
+typedef void (*tsr_progress_cb)(const tsr_progress *p, void *user);
+
+typedef struct tsr_compute_options {
+    tsr_progress_cb progress; /* NULL = none */
+    void *user;
+    int progress_interval_ms; /* default 100 */
+} tsr_compute_options;
+
+TSR_API void tsr_compute_options_default(tsr_compute_options *opts);
+
+/* Computes n arrays in one submission and waits. On success every array's chunks are held on
+ * the cluster's workers until tsr_array_free(), ready for tsr_array_read() and
+ * tsr_array_save_npy(). On failure (TSR_ECOMPUTE) the message names the array and the task.
+ * opts may be NULL. */
+TSR_API int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
+                        const tsr_compute_options *opts);
+
+/* Reads a computed array into buf (C order, the array's dtype; size must be at least
+ * tsr_array_size(a) * tsr_dtype_size(dtype)). Chunks come straight from the workers. */
+TSR_API int tsr_array_read(tsr_array *a, void *buf, size_t size);
+
+/* Writes a computed array to a .npy file, chunk by chunk (the array is never assembled in
+ * memory), under a temporary name that is renamed into place once complete. path copied. */
+TSR_API int tsr_array_save_npy(tsr_array *a, const char *path);
+
+/* The number of chunk tasks computing these arrays would run (shared sub-graphs counted once). */
+TSR_API int64_t tsr_task_count(tsr_array *const *arrays, size_t n);
+
+/* Writes the chunk-task graph of these arrays in Graphviz dot syntax. */
+TSR_API int tsr_write_dot(tsr_array *const *arrays, size_t n, FILE *f);
+
+/* ---------------------------------------------------------------------------------------------
+ * Program files (SPEC §2): a client of the API above.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Loads and validates a program file, building its arrays on client c (which may be offline).
+ * Errors: TSR_EPROGRAM (or -errno), with a message such as
+ * `prog.json: array "C": matmul needs A.shape[1] == B.shape[0], got 300 and 200`
+ * in tsr_client_errmsg(c). Caller frees with tsr_program_free(). */
+TSR_API int tsr_program_load(tsr_client *c, const char *path, tsr_program **out);
+/* Same, from a string; `name` is used in messages in place of the file name. */
+TSR_API int tsr_program_load_string(tsr_client *c, const char *json, const char *name,
+                                    tsr_program **out);
+
+TSR_API size_t tsr_program_narrays(const tsr_program *p);
+/* The i-th array in dependency order (operands before their users). Borrowed. */
+TSR_API tsr_array *tsr_program_array(const tsr_program *p, size_t i);
+/* The array of that name, or NULL. Borrowed. */
+TSR_API tsr_array *tsr_program_find(const tsr_program *p, const char *name);
+TSR_API size_t tsr_program_noutputs(const tsr_program *p);
+/* Output i, in file order: its array (borrowed) and its path ("-" prints on stdout). */
+TSR_API tsr_array *tsr_program_output(const tsr_program *p, size_t i, const char **path);
+
+/* Computes every output in one submission, writes the .npy outputs (each atomically) and prints
+ * the "-" outputs on `out` in file order. opts may be NULL. */
+TSR_API int tsr_program_run(tsr_program *p, const tsr_compute_options *opts, FILE *out);
+
+TSR_API void tsr_program_free(tsr_program *p);
+
+/* ---------------------------------------------------------------------------------------------
+ * Running cluster processes (the `tessera scheduler` and `tessera worker` commands use these).
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tsr_scheduler_options {
+    const char *listen; /* "HOST:PORT"; default "127.0.0.1:8786"; port 0 picks a free port */
+    const char *token;  /* required from every peer when listening off loopback */
+    /* Called once listening, with the address actually bound ("127.0.0.1:40123"). */
+    void (*on_listen)(const char *address, void *user);
+    void *user;
+    int verbose;
+} tsr_scheduler_options;
+
+TSR_API void tsr_scheduler_options_default(tsr_scheduler_options *opts);
+/* Runs a scheduler on the calling thread until SIGINT/SIGTERM or a client's shutdown request.
+ * Returns 0 on a clean stop. */
+TSR_API int tsr_scheduler_run(const tsr_scheduler_options *opts);
+
+typedef struct tsr_worker_options {
+    const char *scheduler;    /* "HOST:PORT"; required */
+    const char *token;        /* NULL = none */
+    int threads;              /* executor threads; default 1 */
+    const char *cpus;         /* cores to pin to, hwloc list syntax ("0-3,6"); NULL = all */
+    int gpu;                  /* GPU id, -1 = CPU worker (default) */
+    const char *name;         /* NULL = "HOST-PID" */
+    const char *listen_host;  /* address peers reach this worker on; default "127.0.0.1" */
+    int64_t memory_limit;     /* bytes; 0 = no limit */
+    void (*on_ready)(const char *peer_address, void *user);
+    void *user;
+    int verbose;
+} tsr_worker_options;
+
+TSR_API void tsr_worker_options_default(tsr_worker_options *opts);
+/* Runs a worker on the calling thread until the scheduler goes away, SIGINT/SIGTERM, or a
+ * shutdown request. Returns 0 on a clean stop. */
+TSR_API int tsr_worker_run(const tsr_worker_options *opts);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TESSERA_TESSERA_H */

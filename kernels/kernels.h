@@ -1,0 +1,94 @@
+/* The kernel table: one entry per (kernel family, dtype, device), each with its cost model.
+ * Kernels are pure functions of (descriptor, input chunks) -> output chunk; they never touch
+ * the network, the event loop or global state, and must be deterministic (bitwise, for a given
+ * build and machine) whatever thread runs them.
+ *
+ * Parameter layouts (d = output ndim, all offsets/shapes are in elements; "global" means in the
+ * whole array's coordinates):
+ *
+ *  FILL          no inputs.  f = [value]
+ *  RANDOM        no inputs.  i = [seed (uint64 bits), gshape[0..d), offset[0..d)]
+ *                            element with global row-major index g gets SPEC §2's formula(seed, g)
+ *  ARANGE        no inputs, d = 1.  f = [start, step], i = [offset]
+ *                            element j = start + (offset + j) * step, computed in double
+ *  LOAD          no inputs.  s = absolute path, i = [data_offset, file_dtype, gshape[0..d),
+ *                offset[0..d)]  (data_offset: bytes from file start to the data; file is C order)
+ *  UNARY         1 input of the output's shape and dtype. fn = tsr_unary_op
+ *  BINARY        2 inputs; fn = tsr_binary_op. Each input has ndim <= d; its shape, aligned to the
+ *                right, equals the output's on every axis or is 1 there (broadcast). Inputs may
+ *                have either dtype; computation is in the output dtype.
+ *  BINARY_SCALAR 1 input of the output's shape. fn = tsr_binary_op, f = [scalar],
+ *                i = [scalar_first]  (0: x OP s, 1: s OP x). Output dtype = input dtype.
+ *  MATMUL        2 or 3 inputs: A (m x k), B (k x n, or k when d = 1), and optionally Cprev
+ *                (the output's shape): out = A @ B (+ Cprev). Inputs may be float32 or float64;
+ *                computed in the output dtype. If out->data == in[2].data the accumulation is in
+ *                place (the worker passes Cprev's buffer when it holds the only reference).
+ *  TRANSPOSE     1 input. i = [perm[0..d)]: out axis j is input axis perm[j].
+ *  REDUCE        1 input of ndim n. fn = tsr_reduce_op (MEAN reduces like SUM; the scale is
+ *                applied by COMBINE). i = [axes...] (input axes to reduce, ascending, possibly
+ *                none). Output shape = input shape without those axes. Sums accumulate in double.
+ *  COMBINE       k >= 1 inputs of the output's shape; fn = tsr_reduce_op (MEAN combines like SUM).
+ *                Inputs are combined strictly in order (((in0 op in1) op in2) ...), then
+ *                f = [scale] multiplies the result (1 for all but MEAN's last combine).
+ *                MAX/MIN propagate NaN as NumPy does.
+ *  ASSEMBLE      k >= 1 inputs (rechunk, broadcast materialisation): i = [out_offset[0..d),
+ *                in0_offset[0..d), in1_offset[0..d), ...] global offsets; each input has the
+ *                output's ndim; every output element is covered by exactly one input, whose
+ *                intersection with the output is copied (and converted to the output dtype).
+ *  ASTYPE        1 input of the output's shape; converts to the output dtype.
+ */
+#ifndef TSR_KERNELS_H
+#define TSR_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "graph/graph.h"
+
+typedef enum tsr_device { TSR_DEVICE_CPU = 0, TSR_DEVICE_GPU = 1 } tsr_device;
+
+/* A chunk as a kernel sees it: dense, C order. */
+typedef struct tsr_chunkview {
+    void *data;
+    uint8_t dtype; /* tsr_dtype */
+    uint8_t ndim;
+    int64_t shape[TSR_MAX_NDIM];
+} tsr_chunkview;
+
+/* Returns 0, or a negative code with a message in err (errlen bytes, NUL-terminated). out's
+ * data is preallocated by the caller with tsr__kdesc_nbytes(d) bytes; its dtype/ndim/shape are
+ * set from d by the caller. */
+typedef int (*tsr_kernel_fn)(const tsr_kdesc *d, const tsr_chunkview *in, int nin,
+                             tsr_chunkview *out, char *err, size_t errlen);
+
+/* The kernel for (kop, dtype, device), or NULL. */
+tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev);
+
+/* Checks the descriptor and the inputs' dtypes/shapes against the family's contract and runs
+ * the kernel. Never crashes on a malformed descriptor: returns TSR_EINVALID with a message. */
+int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                    tsr_device dev, char *err, size_t errlen);
+
+/* Cost model: floating-point operations and bytes touched for one task (input shapes as given
+ * by the descriptor's family; for families whose cost depends on the inputs, in_shapes lists
+ * them). Used for placement estimates and GFLOP/s reports. */
+double tsr__kernel_flops(const tsr_kdesc *d, const tsr_chunkview *in, int nin);
+
+/* SPEC §2's random formula for one element: global row-major index g, seed s. */
+static inline uint64_t tsr__random_bits(uint64_t s, uint64_t g) {
+    uint64_t z = s + (g + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static inline double tsr__random_f64(uint64_t s, uint64_t g) {
+    return (double)(tsr__random_bits(s, g) >> 11) * 0x1.0p-53;
+}
+static inline float tsr__random_f32(uint64_t s, uint64_t g) {
+    return (float)(tsr__random_bits(s, g) >> 40) * 0x1.0p-24f;
+}
+
+/* Makes OpenBLAS run single-threaded inside tasks (called once per worker at start-up). */
+void tsr__kernels_init_threads(int blas_threads);
+
+#endif

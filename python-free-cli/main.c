@@ -1,0 +1,4 @@
+#include "tessera/tessera.h"
+int main(void) {
+    return 0;
+}

@@ -1,0 +1,109 @@
+/* The wire, shared by client, scheduler and worker: frames, connections, msgpack helpers and
+ * limits. docs/PROTOCOL.md is the message catalogue. Nothing here knows about tasks or chunks
+ * beyond "a header and an optional payload".
+ *
+ * A frame is: a 4-byte big-endian header length H, H bytes of msgpack (a map, the header), then
+ * the payload, whose length is the header's "n" key (absent = 0). Payload bytes are never
+ * re-encoded: senders hand the chunk buffer to uv_write as its own uv_buf_t, and receivers may
+ * direct the payload straight into its final buffer (on_header's *dest). */
+#ifndef TSR_WIRE_H
+#define TSR_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+#include <uv.h>
+
+#include "common/common.h"
+
+#define TSR_PROTOCOL_VERSION 1
+#define TSR_WIRE_MAX_HEADER ((uint32_t)64 << 20)   /* 64 MiB */
+#define TSR_WIRE_MAX_PAYLOAD ((uint64_t)1 << 40)   /* 1 TiB */
+
+typedef struct tsr__conn tsr__conn;
+
+typedef struct tsr__conn_cbs {
+    /* A header arrived (hdr is a msgpack map, valid until on_frame returns). For plen > 0 the
+     * owner may point *dest at a buffer of plen bytes that receives the payload directly (and
+     * stays owned by the owner); leaving it NULL makes the connection malloc one, handed to
+     * on_frame and freed after it returns. Returning a negative code closes the connection. */
+    int (*on_header)(tsr__conn *c, const msgpack_object *hdr, uint64_t plen, void **dest);
+    /* A complete frame. payload is NULL when plen == 0. */
+    void (*on_frame)(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen);
+    /* The connection is closed (status 0 for a local close, else the error) and about to be
+     * freed: the owner drops its pointer. Called exactly once, from the loop. */
+    void (*on_close)(tsr__conn *c, int status, const char *reason);
+    /* tsr__conn_connect finished (status 0 or an error; on error on_close follows). */
+    void (*on_connect)(tsr__conn *c, int status);
+} tsr__conn_cbs;
+
+struct tsr__conn {
+    uv_tcp_t tcp; /* first: the handle's data points back at the conn */
+    uv_loop_t *loop;
+    const tsr__conn_cbs *cbs;
+    void *owner;      /* the owner's per-connection object */
+    const tsr__logger *log;
+    char peer[64];    /* "HOST:PORT" of the other end, for messages */
+    uint32_t max_header;
+    uint64_t max_payload;
+    int closing;
+    /* Reader state (private to conn.c). */
+    uint8_t *stage;   /* staging buffer for length prefixes and headers */
+    size_t stage_len, stage_cap;
+    int in_payload;
+    uint64_t plen, pgot;
+    uint8_t *pdest;
+    int pdest_owned;
+    msgpack_unpacked hdr_unpacked;
+    int have_hdr;
+    size_t queued_bytes; /* bytes handed to uv_write and not yet written */
+};
+
+/* Creates a connection object on loop (not yet connected). log is borrowed. */
+tsr__conn *tsr__conn_new(uv_loop_t *loop, const tsr__conn_cbs *cbs, void *owner,
+                         const tsr__logger *log);
+/* Accepts a pending connection from server into c and starts reading. */
+int tsr__conn_accept(tsr__conn *c, uv_stream_t *server);
+/* Connects to "HOST:PORT" (numeric host, or "localhost"); reading starts when connected. */
+int tsr__conn_connect(tsr__conn *c, const char *address);
+
+/* Sends a frame: the packed header in hdr (the function takes hdr->data; the sbuffer is left
+ * empty and reusable) and an optional payload. The payload is borrowed until done(arg) is
+ * called (after the write completes or fails); done may be NULL. Returns 0 or a negative code
+ * (in which case done has already been called). */
+int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint64_t plen,
+                   void (*done)(void *arg), void *arg);
+
+/* Closes the connection (idempotent); on_close follows from the loop. reason may be NULL. */
+void tsr__conn_close(tsr__conn *c, const char *reason);
+
+/* Listens on "HOST:PORT" with a uv_tcp_t owned by the caller (already uv_tcp_init'ed);
+ * writes the bound address ("127.0.0.1:40123") into bound. */
+int tsr__listen(uv_tcp_t *server, const char *address, uv_connection_cb cb, char *bound,
+                size_t boundsize);
+
+/* ---- msgpack helpers: lookups on peer input never assert; they report absence/mismatch. ---- */
+
+/* The value under string key `key` in map obj, or NULL (also when obj is not a map). */
+const msgpack_object *tsr__mp_get(const msgpack_object *obj, const char *key);
+/* Typed getters: 0 on success, TSR_EPROTOCOL if missing or of the wrong type. */
+int tsr__mp_get_int(const msgpack_object *obj, const char *key, int64_t *out);
+int tsr__mp_get_uint(const msgpack_object *obj, const char *key, uint64_t *out);
+int tsr__mp_get_double(const msgpack_object *obj, const char *key, double *out);
+/* Copies a string value into dst (size bytes, NUL-terminated); too long is TSR_EPROTOCOL. */
+int tsr__mp_get_str(const msgpack_object *obj, const char *key, char *dst, size_t size);
+/* Does the string key's value equal s? */
+int tsr__mp_str_eq(const msgpack_object *o, const char *s);
+/* An int from a bare object (positive or negative msgpack int). */
+int tsr__mp_as_int(const msgpack_object *o, int64_t *out);
+int tsr__mp_as_double(const msgpack_object *o, double *out);
+/* The frame type: the "t" key's string into dst (e.g. "hello"); TSR_EPROTOCOL if absent. */
+int tsr__mp_type(const msgpack_object *hdr, char *dst, size_t size);
+
+/* Packs a string (length-prefixed). */
+void tsr__mp_pack_str(msgpack_packer *pk, const char *s);
+/* Starts a header map of n entries whose first entry is "t": type (so n counts it). */
+void tsr__mp_pack_type(msgpack_packer *pk, size_t n, const char *type);
+
+#endif
