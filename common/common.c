@@ -7,15 +7,17 @@
 #include <string.h>
 #include <time.h>
 
-
 const char *tsr_strerror(int code) {
     switch (code) {
-    case 0: return "success";
+    case 0:
+        return "success";
 #define XX(name, value, msg)                                                                       \
-    case value: return msg;
+    case value:                                                                                    \
+        return msg;
         TSR_ERRNO_MAP(XX)
 #undef XX
-    default: break;
+    default:
+        break;
     }
     if (code < 0 && code > -4096) {
         /* strerror is not thread-safe in general; glibc's returns static strings for known
@@ -27,12 +29,15 @@ const char *tsr_strerror(int code) {
 
 const char *tsr_err_name(int code) {
     switch (code) {
-    case 0: return "OK";
+    case 0:
+        return "OK";
 #define XX(name, value, msg)                                                                       \
-    case value: return "TSR_E" #name;
+    case value:                                                                                    \
+        return "TSR_E" #name;
         TSR_ERRNO_MAP(XX)
 #undef XX
-    default: break;
+    default:
+        break;
     }
     if (code < 0 && code > -4096) {
         const char *n = strerrorname_np(-code);
@@ -71,7 +76,10 @@ void tsr__log(const tsr__logger *lg, int level, const char *fmt, ...) {
     va_end(ap);
     /* One fprintf per line so lines from several processes do not interleave mid-line. */
     fprintf(stderr, "tessera-%s: %s: %s\n", lg && lg->who ? lg->who : "?",
-            names[level < 0 ? 0 : level > 3 ? 3 : level], msg);
+            names[level < 0   ? 0
+                  : level > 3 ? 3
+                              : level],
+            msg);
 }
 
 tsr__buf *tsr__buf_new(size_t size) {
@@ -138,8 +146,10 @@ int tsr__is_loopback(const char *host) {
 
 const char *tsr_dtype_name(tsr_dtype dtype) {
     switch (dtype) {
-    case TSR_FLOAT64: return "float64";
-    case TSR_FLOAT32: return "float32";
+    case TSR_FLOAT64:
+        return "float64";
+    case TSR_FLOAT32:
+        return "float32";
     }
     return NULL;
 }
@@ -158,8 +168,10 @@ int tsr_dtype_parse(const char *name, tsr_dtype *out) {
 
 size_t tsr_dtype_size(tsr_dtype dtype) {
     switch (dtype) {
-    case TSR_FLOAT64: return 8;
-    case TSR_FLOAT32: return 4;
+    case TSR_FLOAT64:
+        return 8;
+    case TSR_FLOAT32:
+        return 4;
     }
     return 0;
 }

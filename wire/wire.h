@@ -18,8 +18,8 @@
 #include "common/common.h"
 
 #define TSR_PROTOCOL_VERSION 1
-#define TSR_WIRE_MAX_HEADER ((uint32_t)64 << 20)   /* 64 MiB */
-#define TSR_WIRE_MAX_PAYLOAD ((uint64_t)1 << 40)   /* 1 TiB */
+#define TSR_WIRE_MAX_HEADER ((uint32_t)64 << 20) /* 64 MiB */
+#define TSR_WIRE_MAX_PAYLOAD ((uint64_t)1 << 40) /* 1 TiB */
 
 typedef struct tsr__conn tsr__conn;
 
@@ -42,14 +42,14 @@ struct tsr__conn {
     uv_tcp_t tcp; /* first: the handle's data points back at the conn */
     uv_loop_t *loop;
     const tsr__conn_cbs *cbs;
-    void *owner;      /* the owner's per-connection object */
+    void *owner; /* the owner's per-connection object */
     const tsr__logger *log;
-    char peer[64];    /* "HOST:PORT" of the other end, for messages */
+    char peer[64]; /* "HOST:PORT" of the other end, for messages */
     uint32_t max_header;
     uint64_t max_payload;
     int closing;
     /* Reader state (private to conn.c). */
-    uint8_t *stage;   /* staging buffer for length prefixes and headers */
+    uint8_t *stage; /* staging buffer for length prefixes and headers */
     size_t stage_len, stage_cap;
     int in_payload;
     uint64_t plen, pgot;
@@ -58,6 +58,8 @@ struct tsr__conn {
     msgpack_unpacked hdr_unpacked;
     int have_hdr;
     size_t queued_bytes; /* bytes handed to uv_write and not yet written */
+    int status;          /* why it closed (0 = local close) */
+    char reason[160];
 };
 
 /* Creates a connection object on loop (not yet connected). log is borrowed. */

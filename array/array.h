@@ -1,0 +1,136 @@
+/* Lazy chunked arrays and the client side of the API: what array/ files share.
+ *
+ * An array is a node of the user's expression DAG: a definition (operation, operands,
+ * parameters), a shape, a dtype and a chunk grid. Nothing runs until tsr_compute(), which lowers
+ * the requested arrays to one chunk-task graph (lower.c), submits it (client.c) and records where
+ * each output chunk now lives (tsr_array.computed). */
+#ifndef TSR_ARRAY_H
+#define TSR_ARRAY_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/common.h"
+#include "graph/graph.h"
+
+/* Array-level operations (what a program file's "op" names). */
+typedef enum tsr_aop {
+    TSR_A_FULL, /* zeros, ones and full: value */
+    TSR_A_RANDOM,
+    TSR_A_ARANGE,
+    TSR_A_LOAD,
+    TSR_A_UNARY,
+    TSR_A_BINARY,
+    TSR_A_BINARY_SCALAR,
+    TSR_A_MATMUL,
+    TSR_A_TRANSPOSE,
+    TSR_A_REDUCE,
+    TSR_A_RECHUNK,
+    TSR_A_ASTYPE,
+} tsr_aop;
+
+/* Where a computed array's chunks live. */
+typedef struct tsr__computed {
+    uint64_t job;               /* scheduler job holding the chunks */
+    int64_t nchunks;            /* product of numchunks over axes */
+    uint32_t *task;             /* per chunk (row-major in the chunk grid): task id in the job */
+    char **addr;                /* per chunk: owned "HOST:PORT" of the worker holding it */
+    struct tsr__jobref *jobref; /* shared by the arrays computed in one submission */
+} tsr__computed;
+
+/* A job whose outputs some arrays still hold: released on the scheduler when the last of them
+ * is freed. */
+typedef struct tsr__jobref {
+    int refs;
+    uint64_t job;
+    tsr_client *client;
+} tsr__jobref;
+
+struct tsr_array {
+    int refs;       /* 1 for the user's handle (while user_alive) + 1 per array using it */
+    int user_alive; /* the user's handle has not been freed */
+    tsr_client *client;
+    char *name;         /* owned; generated ("matmul-7") unless set */
+    const char *opname; /* static: "random", "matmul", "zeros", ... */
+    tsr_dtype dtype;
+    int ndim;
+    int64_t shape[TSR_MAX_NDIM];
+    int64_t numchunks[TSR_MAX_NDIM];
+    int64_t *chunks[TSR_MAX_NDIM]; /* owned: numchunks[ax] sizes along each axis */
+
+    /* Definition. */
+    tsr_aop aop;
+    int fn;             /* unary/binary/reduce op */
+    tsr_array *args[2]; /* operands (each holds a ref) */
+    int nargs;
+    double value;           /* FULL value; BINARY_SCALAR scalar; ARANGE start */
+    double step;            /* ARANGE step */
+    int scalar_first;       /* BINARY_SCALAR */
+    uint64_t seed;          /* RANDOM */
+    int axes[TSR_MAX_NDIM]; /* TRANSPOSE perm; REDUCE axes (normalised, ascending) */
+    int naxes;
+    char *path;           /* LOAD: absolute path (owned) */
+    int64_t data_offset;  /* LOAD: bytes to the data */
+    tsr_dtype file_dtype; /* LOAD */
+
+    /* Lowering scratch (lower.c): valid while lower_epoch == the current lowering's epoch. */
+    uint64_t lower_epoch;
+    uint32_t *lower_tasks; /* per chunk: task id in the graph being built (owned) */
+
+    tsr__computed computed; /* computed.task == NULL until computed */
+};
+
+/* ---- client.c ---- */
+
+/* Records a failure message on the client (printf-style) and returns code, so call sites can
+ * `return tsr__fail(c, TSR_ESHAPE, "...")`. */
+int tsr__fail(tsr_client *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A fresh sequence number for generated array names. */
+uint64_t tsr__client_next_seq(tsr_client *c);
+/* A fresh lowering epoch. */
+uint64_t tsr__client_next_epoch(tsr_client *c);
+
+/* ---- array.c ---- */
+
+/* Allocates an array with refs = 1 (the user's handle), a generated name "<opname>-<seq>", and
+ * the given shape; chunks are filled by tsr__array_set_chunks. NULL on ENOMEM. */
+tsr_array *tsr__array_new(tsr_client *c, const char *opname, tsr_dtype dtype, int ndim,
+                          const int64_t *shape);
+/* Sets a regular chunk grid from one size per axis (each > 0; the last chunk may be smaller). */
+int tsr__array_set_chunks(tsr_array *a, const int64_t *chunks);
+/* Sets an explicit grid: sizes[ax] has n[ax] entries summing to shape[ax] (copied). */
+int tsr__array_set_chunk_sizes(tsr_array *a, int64_t *const *sizes, const int64_t *n);
+/* Total chunks (product over axes; 1 for 0-d). */
+int64_t tsr__array_nchunks(const tsr_array *a);
+/* Global offset of chunk (row-major index ci) along each axis, and its shape. */
+void tsr__array_chunk_box(const tsr_array *a, int64_t ci, int64_t *offset, int64_t *shape);
+/* Drops one reference (structural). */
+void tsr__array_unref(tsr_array *a);
+/* Releases what a computed array holds on the cluster. */
+void tsr__array_release_computed(tsr_array *a);
+
+/* ---- lower.c ---- */
+
+/* Lowers arrays to one chunk-task graph g (initialised by the caller); shared sub-graphs are
+ * lowered once. On success each arrays[k]->lower_tasks lists the task of each of its chunks,
+ * and those tasks are added as the graph's outputs (in arrays order, row-major). */
+int tsr__lower(tsr_client *c, tsr_array *const *arrays, size_t n, tsr_graph *g);
+
+/* ---- npy.c ---- */
+
+typedef struct tsr__npy_header {
+    tsr_dtype dtype;
+    int ndim;
+    int64_t shape[TSR_MAX_NDIM];
+    int64_t data_offset; /* bytes from file start to the data */
+} tsr__npy_header;
+
+/* Reads and validates a .npy header (<f8 or <f4, C order, version 1.0/2.0/3.0). Errors:
+ * -errno for I/O, TSR_ENPY with a message in err for anything malformed or unsupported; checks
+ * that the file is long enough for the data. */
+int tsr__npy_read_header(const char *path, tsr__npy_header *h, char *err, size_t errlen);
+/* Formats a version-1.0 header (padded so the data starts at a multiple of 64) into buf;
+ * returns its length, or a negative code if buf is too small. */
+int tsr__npy_format_header(tsr_dtype dtype, int ndim, const int64_t *shape, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,61 @@
+/* The client object: its error message, name sequence and (in client_run.c) its connection to a
+ * scheduler. Must not block except inside tsr_compute/read/save, which run the client's own loop.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "array/array.h"
+#include "array/client.h"
+
+static _Thread_local char last_error[1024];
+
+int tsr__fail(tsr_client *c, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (c)
+        vsnprintf(c->errmsg, sizeof c->errmsg, fmt, ap);
+    else
+        vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int tsr__fail_thread(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *tsr_last_error(void) {
+    return last_error;
+}
+
+const char *tsr_client_errmsg(const tsr_client *c) {
+    return c ? c->errmsg : last_error;
+}
+
+uint64_t tsr__client_next_seq(tsr_client *c) {
+    return ++c->seq;
+}
+
+uint64_t tsr__client_next_epoch(tsr_client *c) {
+    return ++c->epoch;
+}
+
+int tsr_client_new_offline(tsr_client **out) {
+    *out = NULL;
+    tsr_client *c = calloc(1, sizeof *c);
+    if (!c) return tsr__fail_thread(-ENOMEM, "out of memory");
+    c->log.who = "client";
+    c->log.level = TSR_LOG_WARN;
+    *out = c;
+    return 0;
+}
+
+const char *tsr_client_address(const tsr_client *c) {
+    return c && c->connected ? c->address : NULL;
+}

@@ -1,0 +1,33 @@
+/* The client struct, shared by client.c (errors, names), client_run.c (connection, submit,
+ * fetch) and local.c (the embedded local cluster). */
+#ifndef TSR_CLIENT_H
+#define TSR_CLIENT_H
+
+#include <errno.h>
+#include <uv.h>
+
+#include "common/common.h"
+
+struct tsr__conn;
+struct tsr__local;
+
+struct tsr_client {
+    char errmsg[1024];
+    uint64_t seq;   /* generated array names */
+    uint64_t epoch; /* lowering epochs */
+    tsr__logger log;
+
+    /* Connection state; connected == 0 for an offline client. */
+    int connected;
+    char address[128];
+    char token[256];
+    uv_loop_t loop;
+    int loop_init;
+    struct tsr__conn *sched;
+    struct tsr__local *local; /* the embedded cluster this client started, or NULL */
+    struct tsr__rt *rt;       /* client_run.c's private state */
+};
+
+int tsr__fail_thread(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,388 @@
+/* One framed connection: reading frames (length, msgpack header, payload straight into the
+ * owner's buffer), writing frames without copying payloads, and closing exactly once. It knows
+ * nothing of message meanings; malformed input closes this connection only. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire/wire.h"
+
+#define STAGE_CHUNK (64 * 1024)
+
+typedef struct write_req {
+    uv_write_t req;
+    uint8_t len[4];
+    char *hdr;
+    size_t bytes;
+    tsr__conn *conn;
+    void (*done)(void *arg);
+    void *arg;
+} write_req;
+
+typedef struct connect_req {
+    uv_connect_t req;
+    tsr__conn *conn;
+} connect_req;
+
+static void on_close_cb(uv_handle_t *h);
+
+tsr__conn *tsr__conn_new(uv_loop_t *loop, const tsr__conn_cbs *cbs, void *owner,
+                         const tsr__logger *log) {
+    tsr__conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (uv_tcp_init(loop, &c->tcp) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->tcp.data = c;
+    c->loop = loop;
+    c->cbs = cbs;
+    c->owner = owner;
+    c->log = log;
+    c->max_header = TSR_WIRE_MAX_HEADER;
+    c->max_payload = TSR_WIRE_MAX_PAYLOAD;
+    msgpack_unpacked_init(&c->hdr_unpacked);
+    strcpy(c->peer, "?");
+    return c;
+}
+
+static void set_peer_name(tsr__conn *c) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+    char host[48] = "?";
+    int port = 0;
+    if (ss.ss_family == AF_INET) {
+        uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+}
+
+static void close_with(tsr__conn *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void close_with(tsr__conn *c, int status, const char *fmt, ...) {
+    if (c->closing) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->reason, sizeof c->reason, fmt, ap);
+    va_end(ap);
+    c->status = status;
+    c->closing = 1;
+    uv_close((uv_handle_t *)&c->tcp, on_close_cb);
+}
+
+void tsr__conn_close(tsr__conn *c, const char *reason) {
+    if (!c || c->closing) return;
+    close_with(c, 0, "%s", reason ? reason : "closed");
+}
+
+static void on_close_cb(uv_handle_t *h) {
+    tsr__conn *c = h->data;
+    if (c->cbs && c->cbs->on_close) c->cbs->on_close(c, c->status, c->reason);
+    if (c->pdest_owned) free(c->pdest);
+    msgpack_unpacked_destroy(&c->hdr_unpacked);
+    free(c->stage);
+    free(c);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    tsr__conn *c = h->data;
+    (void)suggested;
+    if (c->in_payload) {
+        uint64_t left = c->plen - c->pgot;
+        size_t n = left > ((size_t)1 << 30) ? ((size_t)1 << 30) : (size_t)left;
+        *buf = uv_buf_init((char *)c->pdest + c->pgot, (unsigned)n);
+        return;
+    }
+    if (c->stage_cap - c->stage_len < STAGE_CHUNK) {
+        size_t ncap = c->stage_cap ? c->stage_cap : STAGE_CHUNK;
+        while (ncap - c->stage_len < STAGE_CHUNK) ncap *= 2;
+        uint8_t *p = realloc(c->stage, ncap);
+        if (!p) {
+            *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS to read_cb */
+            return;
+        }
+        c->stage = p;
+        c->stage_cap = ncap;
+    }
+    *buf = uv_buf_init((char *)c->stage + c->stage_len, (unsigned)(c->stage_cap - c->stage_len));
+}
+
+/* Delivers the pending frame whose header sits at the start of the stage. */
+static void deliver(tsr__conn *c, void *payload, uint64_t plen) {
+    c->cbs->on_frame(c, &c->hdr_unpacked.data, payload, plen);
+    c->have_hdr = 0;
+}
+
+/* Parses complete frames from the stage. Returns when it needs more bytes, enters a payload
+ * read, or the connection closes. */
+static void process_stage(tsr__conn *c) {
+    size_t pos = 0;
+    while (!c->closing && !c->in_payload) {
+        size_t avail = c->stage_len - pos;
+        if (avail < 4) break;
+        const uint8_t *p = c->stage + pos;
+        uint32_t hlen = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        if (hlen == 0 || hlen > c->max_header) {
+            close_with(c, TSR_ETOOLARGE, "frame header of %u bytes (limit %u)", hlen,
+                       c->max_header);
+            return;
+        }
+        if (avail < 4 + (size_t)hlen) break;
+        size_t off = 0;
+        msgpack_unpack_return r =
+            msgpack_unpack_next(&c->hdr_unpacked, (const char *)p + 4, hlen, &off);
+        if (r != MSGPACK_UNPACK_SUCCESS || off != hlen ||
+            c->hdr_unpacked.data.type != MSGPACK_OBJECT_MAP) {
+            close_with(c, TSR_EPROTOCOL, "malformed frame header");
+            return;
+        }
+        const msgpack_object *hdr = &c->hdr_unpacked.data;
+        uint64_t plen = 0;
+        if (tsr__mp_get(hdr, "n") && tsr__mp_get_uint(hdr, "n", &plen) != 0) {
+            close_with(c, TSR_EPROTOCOL, "malformed payload length");
+            return;
+        }
+        if (plen > c->max_payload) {
+            close_with(c, TSR_ETOOLARGE, "payload of %llu bytes (limit %llu)",
+                       (unsigned long long)plen, (unsigned long long)c->max_payload);
+            return;
+        }
+        void *dest = NULL;
+        c->have_hdr = 1;
+        if (c->cbs->on_header) {
+            int rc = c->cbs->on_header(c, hdr, plen, &dest);
+            if (rc < 0) {
+                close_with(c, rc, "rejected frame: %s", tsr_strerror(rc));
+                return;
+            }
+            if (c->closing) return;
+        }
+        size_t body = 4 + (size_t)hlen;
+        if (plen == 0) {
+            deliver(c, NULL, 0);
+            pos += body;
+            continue;
+        }
+        int owned = 0;
+        if (!dest) {
+            dest = malloc(plen);
+            if (!dest) {
+                close_with(c, -ENOMEM, "no memory for a payload of %llu bytes",
+                           (unsigned long long)plen);
+                return;
+            }
+            owned = 1;
+        }
+        size_t have = avail - body;
+        size_t take = have < plen ? have : (size_t)plen;
+        memcpy(dest, p + body, take);
+        if (take == plen) {
+            deliver(c, dest, plen);
+            if (owned) free(dest);
+            pos += body + take;
+            continue;
+        }
+        /* The rest of the payload is read straight into dest. The header stays at the start
+         * of the stage (hdr points into it) until the frame is delivered. */
+        memmove(c->stage, p, body);
+        c->stage_len = body;
+        pos = 0;
+        c->in_payload = 1;
+        c->plen = plen;
+        c->pgot = take;
+        c->pdest = dest;
+        c->pdest_owned = owned;
+        return;
+    }
+    if (c->closing) return;
+    if (pos > 0) {
+        memmove(c->stage, c->stage + pos, c->stage_len - pos);
+        c->stage_len -= pos;
+    }
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    tsr__conn *c = s->data;
+    (void)buf;
+    if (nread == 0) return;
+    if (nread < 0) {
+        if (nread == UV_EOF) {
+            if (c->in_payload || c->stage_len > 0)
+                close_with(c, TSR_EPROTOCOL, "truncated frame (connection closed mid-frame)");
+            else
+                close_with(c, TSR_ECLOSED, "closed by peer");
+        } else {
+            close_with(c, (int)nread, "read error: %s", uv_strerror((int)nread));
+        }
+        return;
+    }
+    if (c->in_payload) {
+        c->pgot += (uint64_t)nread;
+        if (c->pgot < c->plen) return;
+        uint8_t *dest = c->pdest;
+        int owned = c->pdest_owned;
+        c->in_payload = 0;
+        c->pdest = NULL;
+        c->pdest_owned = 0;
+        deliver(c, dest, c->plen);
+        if (owned) free(dest);
+        c->stage_len = 0;
+        return;
+    }
+    c->stage_len += (size_t)nread;
+    process_stage(c);
+}
+
+static int start_reading(tsr__conn *c) {
+    uv_tcp_nodelay(&c->tcp, 1);
+    set_peer_name(c);
+    return uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+}
+
+int tsr__conn_accept(tsr__conn *c, uv_stream_t *server) {
+    int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc == 0) rc = start_reading(c);
+    return rc;
+}
+
+static void connect_cb(uv_connect_t *req, int status) {
+    connect_req *cr = (connect_req *)req;
+    tsr__conn *c = cr->conn;
+    free(cr);
+    if (status == 0 && !c->closing) status = start_reading(c);
+    if (c->cbs->on_connect) c->cbs->on_connect(c, status);
+    if (status < 0) close_with(c, status, "connect failed: %s", uv_strerror(status));
+}
+
+static int resolve(const char *address, struct sockaddr_storage *ss) {
+    char host[96];
+    int port;
+    int rc = tsr__parse_address(address, host, sizeof host, &port);
+    if (rc) return rc;
+    if (strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) return 0;
+    return TSR_EINVALID;
+}
+
+int tsr__conn_connect(tsr__conn *c, const char *address) {
+    struct sockaddr_storage ss;
+    int rc = resolve(address, &ss);
+    if (rc) return rc;
+    snprintf(c->peer, sizeof c->peer, "%s", address);
+    connect_req *cr = malloc(sizeof *cr);
+    if (!cr) return -ENOMEM;
+    cr->conn = c;
+    rc = uv_tcp_connect(&cr->req, &c->tcp, (struct sockaddr *)&ss, connect_cb);
+    if (rc) free(cr);
+    return rc;
+}
+
+static void write_cb(uv_write_t *req, int status) {
+    write_req *w = (write_req *)req;
+    w->conn->queued_bytes -= w->bytes;
+    if (status < 0 && status != UV_ECANCELED)
+        close_with(w->conn, status, "write error: %s", uv_strerror(status));
+    if (w->done) w->done(w->arg);
+    free(w->hdr);
+    free(w);
+}
+
+int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint64_t plen,
+                   void (*done)(void *arg), void *arg) {
+    int rc = 0;
+    write_req *w = NULL;
+    if (c->closing) {
+        rc = TSR_ECLOSED;
+        goto fail;
+    }
+    if (hdr->size == 0 || hdr->size > TSR_WIRE_MAX_HEADER) {
+        rc = TSR_ETOOLARGE;
+        goto fail;
+    }
+    w = malloc(sizeof *w);
+    if (!w) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    uint32_t n = (uint32_t)hdr->size;
+    w->len[0] = (uint8_t)(n >> 24);
+    w->len[1] = (uint8_t)(n >> 16);
+    w->len[2] = (uint8_t)(n >> 8);
+    w->len[3] = (uint8_t)n;
+    w->hdr = hdr->data;
+    hdr->data = NULL;
+    hdr->size = 0;
+    hdr->alloc = 0;
+    w->conn = c;
+    w->done = done;
+    w->arg = arg;
+    uv_buf_t bufs[2 + 16];
+    int nb = 0;
+    bufs[nb++] = uv_buf_init((char *)w->len, 4);
+    bufs[nb++] = uv_buf_init(w->hdr, n);
+    uint64_t left = plen;
+    const char *pp = payload;
+    /* uv_buf_t.len is size_t on Unix, but stay within 1 GiB pieces for portability. */
+    while (left > 0 && nb < (int)TSR__ARRAY_LEN(bufs)) {
+        size_t piece = left > ((uint64_t)1 << 30) ? ((size_t)1 << 30) : (size_t)left;
+        bufs[nb++] = uv_buf_init((char *)pp, (unsigned)piece);
+        pp += piece;
+        left -= piece;
+    }
+    if (left > 0) {
+        free(w->hdr);
+        free(w);
+        w = NULL;
+        rc = TSR_ETOOLARGE;
+        goto fail;
+    }
+    w->bytes = 4 + n + plen;
+    c->queued_bytes += w->bytes;
+    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, (unsigned)nb, write_cb);
+    if (rc) {
+        c->queued_bytes -= w->bytes;
+        free(w->hdr);
+        free(w);
+        w = NULL;
+        goto fail;
+    }
+    return 0;
+fail:
+    msgpack_sbuffer_clear(hdr);
+    if (done) done(arg);
+    return rc;
+}
+
+int tsr__listen(uv_tcp_t *server, const char *address, uv_connection_cb cb, char *bound,
+                size_t boundsize) {
+    struct sockaddr_storage ss;
+    int rc = resolve(address, &ss);
+    if (rc) return rc;
+    rc = uv_tcp_bind(server, (struct sockaddr *)&ss, 0);
+    if (rc) return rc;
+    rc = uv_listen((uv_stream_t *)server, 511, cb);
+    if (rc) return rc;
+    struct sockaddr_storage got;
+    int len = sizeof got;
+    rc = uv_tcp_getsockname(server, (struct sockaddr *)&got, &len);
+    if (rc) return rc;
+    char host[48];
+    if (got.ss_family == AF_INET) {
+        uv_ip4_name((struct sockaddr_in *)&got, host, sizeof host);
+        snprintf(bound, boundsize, "%s:%d", host, ntohs(((struct sockaddr_in *)&got)->sin_port));
+    } else {
+        uv_ip6_name((struct sockaddr_in6 *)&got, host, sizeof host);
+        snprintf(bound, boundsize, "[%s]:%d", host,
+                 ntohs(((struct sockaddr_in6 *)&got)->sin6_port));
+    }
+    return 0;
+}
