@@ -1,4 +1,84 @@
-#include "tessera/tessera.h"
-int main(void) {
-    return 0;
+/* `tessera`: the command-line entry point. Dispatches to one subcommand per file; every
+ * subcommand takes --help. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: tessera COMMAND [OPTIONS]\n"
+    "\n"
+    "Task-graph scheduler for chunked array compute.\n"
+    "\n"
+    "commands:\n"
+    "  run FILE        run a program file on an embedded local cluster\n"
+    "  submit FILE     run a program file on a running scheduler\n"
+    "  scheduler       run a scheduler\n"
+    "  worker          run a worker\n"
+    "  check FILE      validate a program file and describe its arrays and task graph\n"
+    "\n"
+    "`tessera COMMAND --help` describes each command.\n";
+
+void cli_error(const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "tessera: %s\n", msg);
+}
+
+int cli_status(int code) {
+    switch (code) {
+    case 0:
+        return EXIT_OK;
+    case TSR_EPROGRAM:
+    case TSR_EINVALID:
+    case TSR_ESHAPE:
+    case TSR_ENPY:
+        return EXIT_INVALID;
+    case TSR_EINTERRUPTED:
+        return EXIT_INTERRUPTED;
+    default:
+        return EXIT_FAILED;
+    }
+}
+
+int cli_parse_int(const char *opt, const char *value, int min, int max) {
+    char *end;
+    long v = strtol(value, &end, 10);
+    if (!*value || *end || v < min || v > max) {
+        cli_error("%s needs an integer between %d and %d, got \"%s\"", opt, min, max, value);
+        return -1;
+    }
+    return (int)v;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return EXIT_INVALID;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(usage, stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("tessera %d.%d.%d\n", TSR_VERSION_MAJOR, TSR_VERSION_MINOR, TSR_VERSION_PATCH);
+        return EXIT_OK;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {
+        {"run", cmd_run},       {"submit", cmd_submit}, {"scheduler", cmd_scheduler},
+        {"worker", cmd_worker}, {"check", cmd_check},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
+    cli_error("unknown command \"%s\" (see tessera --help)", cmd);
+    return EXIT_INVALID;
 }

@@ -86,7 +86,7 @@ typedef struct tsr_program tsr_program;
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct tsr_client_options {
-    const char *token;     /* shared token for a non-loopback scheduler; copied; NULL = none */
+    const char *token;      /* shared token for a non-loopback scheduler; copied; NULL = none */
     int connect_timeout_ms; /* default 10000 */
 } tsr_client_options;
 
@@ -128,6 +128,10 @@ TSR_API const char *tsr_client_errmsg(const tsr_client *client);
 /* The message of the calling thread's last failure in a function that has no client (connect,
  * start_local). Borrowed; valid until the thread's next such call. */
 TSR_API const char *tsr_last_error(void);
+
+/* Makes the blocking call in progress on c (tsr_compute, tsr_array_read, tsr_array_save_npy)
+ * return TSR_EINTERRUPTED soon. Async-signal-safe: meant for a SIGINT handler. */
+TSR_API void tsr_client_interrupt(tsr_client *client);
 
 /* "HOST:PORT" of the scheduler; NULL for an offline client. Borrowed. */
 TSR_API const char *tsr_client_address(const tsr_client *client);
@@ -199,8 +203,7 @@ TSR_API int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out);
 TSR_API int tsr_transpose(tsr_array *x, const int *axes, int naxes, tsr_array **out);
 /* Reduction with keepdims=False. axes NULL reduces every axis (a 0-d result); otherwise naxes
  * axes, negative ones counting from the end. axes copied. */
-TSR_API int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes,
-                       tsr_array **out);
+TSR_API int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes, tsr_array **out);
 /* Same values, new chunks (one per axis). chunks copied. */
 TSR_API int tsr_rechunk(tsr_array *x, const int64_t *chunks, tsr_array **out);
 TSR_API int tsr_astype(tsr_array *x, tsr_dtype dtype, tsr_array **out);
@@ -318,14 +321,14 @@ TSR_API void tsr_scheduler_options_default(tsr_scheduler_options *opts);
 TSR_API int tsr_scheduler_run(const tsr_scheduler_options *opts);
 
 typedef struct tsr_worker_options {
-    const char *scheduler;    /* "HOST:PORT"; required */
-    const char *token;        /* NULL = none */
-    int threads;              /* executor threads; default 1 */
-    const char *cpus;         /* cores to pin to, hwloc list syntax ("0-3,6"); NULL = all */
-    int gpu;                  /* GPU id, -1 = CPU worker (default) */
-    const char *name;         /* NULL = "HOST-PID" */
-    const char *listen_host;  /* address peers reach this worker on; default "127.0.0.1" */
-    int64_t memory_limit;     /* bytes; 0 = no limit */
+    const char *scheduler;   /* "HOST:PORT"; required */
+    const char *token;       /* NULL = none */
+    int threads;             /* executor threads; default 1 */
+    const char *cpus;        /* cores to pin to, hwloc list syntax ("0-3,6"); NULL = all */
+    int gpu;                 /* GPU id, -1 = CPU worker (default) */
+    const char *name;        /* NULL = "HOST-PID" */
+    const char *listen_host; /* address peers reach this worker on; default "127.0.0.1" */
+    int64_t memory_limit;    /* bytes; 0 = no limit */
     void (*on_ready)(const char *peer_address, void *user);
     void *user;
     int verbose;

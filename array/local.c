@@ -1,0 +1,276 @@
+/* The embedded local cluster (`tessera run`, tsr_client_start_local): spawns the scheduler and
+ * the workers as real processes of the `tessera` executable, each worker pinned to its own
+ * cores, and stops and reaps them all when the client is freed — on success, failure or
+ * interruption alike. */
+#include <errno.h>
+#include <fcntl.h>
+#include <hwloc.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "array/array.h"
+#include "array/client.h"
+#include "array/local.h"
+#include "tsr_config.h"
+#include "wire/wire.h"
+
+extern char **environ;
+
+typedef struct tsr__local {
+    pid_t *pids; /* [0] is the scheduler */
+    int npids;
+} tsr__local;
+
+int tsr__physical_cores(int **cores) {
+    hwloc_topology_t topo;
+    if (hwloc_topology_init(&topo) != 0) return -ENOMEM;
+    if (hwloc_topology_load(topo) != 0) {
+        hwloc_topology_destroy(topo);
+        return -EIO;
+    }
+    int type = HWLOC_OBJ_CORE;
+    int n = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
+    if (n <= 0) {
+        type = HWLOC_OBJ_PU;
+        n = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
+    }
+    if (n <= 0) n = 0;
+    int *out = malloc(sizeof *out * (size_t)(n ? n : 1));
+    if (!out) {
+        hwloc_topology_destroy(topo);
+        return -ENOMEM;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        hwloc_obj_t o = hwloc_get_obj_by_type(topo, (hwloc_obj_type_t)type, (unsigned)i);
+        int pu = o && o->cpuset ? hwloc_bitmap_first(o->cpuset) : -1;
+        if (pu >= 0) out[k++] = pu;
+    }
+    hwloc_topology_destroy(topo);
+    if (k == 0) {
+        out[0] = 0;
+        k = 1;
+    }
+    *cores = out;
+    return k;
+}
+
+void tsr__local_cpus(const int *cores, int ncores, int w, int threads, char *out, size_t size) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int t = 0; t < threads; t++) {
+        int core = cores[(w * threads + t) % ncores];
+        int dup = 0;
+        for (int u = 0; u < t; u++)
+            if (cores[(w * threads + u) % ncores] == core) dup = 1;
+        if (dup) continue;
+        int n = snprintf(out + len, size - len, "%s%d", len ? "," : "", core);
+        if (n < 0 || (size_t)n >= size - len) break;
+        len += (size_t)n;
+    }
+}
+
+static int spawn(const char *exe, char *const argv[], int out_fd, pid_t *pid) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (out_fd >= 0) posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    int rc = posix_spawnp(pid, exe, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc ? -rc : 0;
+}
+
+/* Reads the scheduler's "... listening on ADDR" line from fd, within timeout_ms. */
+static int read_listen_line(int fd, char *addr, size_t size, int timeout_ms) {
+    char line[512];
+    size_t len = 0;
+    double deadline = tsr__now() + timeout_ms / 1000.0;
+    while (len < sizeof line - 1) {
+        int left = (int)((deadline - tsr__now()) * 1000);
+        if (left <= 0) return -ETIMEDOUT;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, left);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -ETIMEDOUT;
+        ssize_t n = read(fd, line + len, 1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return TSR_ESPAWN;
+        if (line[len] == '\n') {
+            line[len] = 0;
+            const char *at = strstr(line, "listening on ");
+            if (!at) {
+                len = 0;
+                continue;
+            }
+            snprintf(addr, size, "%s", at + strlen("listening on "));
+            return 0;
+        }
+        len++;
+    }
+    return TSR_ESPAWN;
+}
+
+static void reap_all(tsr__local *l, double grace) {
+    double deadline = tsr__now() + grace;
+    int sent_term = 0;
+    for (;;) {
+        int alive = 0;
+        for (int i = 0; i < l->npids; i++) {
+            if (l->pids[i] <= 0) continue;
+            pid_t r = waitpid(l->pids[i], NULL, WNOHANG);
+            if (r == l->pids[i] || (r < 0 && errno == ECHILD))
+                l->pids[i] = 0;
+            else
+                alive++;
+        }
+        if (!alive) return;
+        if (tsr__now() > deadline) {
+            int sig = sent_term ? SIGKILL : SIGTERM;
+            for (int i = 0; i < l->npids; i++)
+                if (l->pids[i] > 0) kill(l->pids[i], sig);
+            if (sent_term) {
+                for (int i = 0; i < l->npids; i++)
+                    if (l->pids[i] > 0) waitpid(l->pids[i], NULL, 0);
+                return;
+            }
+            sent_term = 1;
+            deadline = tsr__now() + 2.0;
+        }
+        usleep(5000);
+    }
+}
+
+void tsr_local_options_default(tsr_local_options *o) {
+    memset(o, 0, sizeof *o);
+    o->threads = 1;
+}
+
+int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
+    *out = NULL;
+    tsr_local_options def;
+    if (!opts) {
+        tsr_local_options_default(&def);
+        opts = &def;
+    }
+    int threads = opts->threads > 0 ? opts->threads : 1;
+    int *cores = NULL;
+    int ncores = tsr__physical_cores(&cores);
+    if (ncores < 0) return tsr__fail_thread(ncores, "cannot read the machine's topology");
+    int workers = opts->workers > 0 ? opts->workers : ncores;
+    if (workers > 1024) {
+        free(cores);
+        return tsr__fail_thread(TSR_EINVALID, "too many workers: %d", workers);
+    }
+    const char *exe = opts->tessera_path;
+    if (!exe) exe = access(TSR_INSTALLED_EXE, X_OK) == 0 ? TSR_INSTALLED_EXE : "tessera";
+
+    tsr_client *c;
+    int rc = tsr_client_new_offline(&c);
+    if (rc) {
+        free(cores);
+        return rc;
+    }
+    tsr__local *l = calloc(1, sizeof *l);
+    pid_t *pids = calloc((size_t)workers + 1, sizeof *pids);
+    if (!l || !pids) {
+        free(l);
+        free(pids);
+        free(cores);
+        tsr_client_free(c);
+        return tsr__fail_thread(-ENOMEM, "out of memory");
+    }
+    l->pids = pids;
+    c->local = l;
+
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0) {
+        rc = -errno;
+        tsr__fail_thread(rc, "pipe: %s", strerror(-rc));
+        goto fail;
+    }
+    char *sargv[] = {
+        (char *)exe, "scheduler", "--listen", "127.0.0.1:0", opts->verbose ? "--verbose" : NULL,
+        NULL};
+    rc = spawn(exe, sargv, pfd[1], &l->pids[0]);
+    close(pfd[1]);
+    if (rc) {
+        close(pfd[0]);
+        tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s scheduler\": %s", exe, strerror(-rc));
+        rc = TSR_ESPAWN;
+        goto fail;
+    }
+    l->npids = 1;
+    char addr[128];
+    rc = read_listen_line(pfd[0], addr, sizeof addr, 20000);
+    close(pfd[0]);
+    if (rc) {
+        tsr__fail_thread(TSR_ESPAWN, "the scheduler (\"%s scheduler\") did not start: %s", exe,
+                         rc == -ETIMEDOUT ? "no listening address within 20 s" : "it exited");
+        rc = TSR_ESPAWN;
+        goto fail;
+    }
+    for (int w = 0; w < workers; w++) {
+        char cpus[256], name[32], nthreads[16];
+        tsr__local_cpus(cores, ncores, w, threads, cpus, sizeof cpus);
+        snprintf(name, sizeof name, "local-%d", w);
+        snprintf(nthreads, sizeof nthreads, "%d", threads);
+        char *wargv[] = {(char *)exe,
+                         "worker",
+                         "--scheduler",
+                         addr,
+                         "--threads",
+                         nthreads,
+                         "--cpus",
+                         cpus,
+                         "--name",
+                         name,
+                         opts->verbose ? "--verbose" : NULL,
+                         NULL};
+        rc = spawn(exe, wargv, -1, &l->pids[1 + w]);
+        if (rc) {
+            tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s worker\": %s", exe, strerror(-rc));
+            rc = TSR_ESPAWN;
+            goto fail;
+        }
+        l->npids++;
+    }
+    rc = tsr__client_open(c, addr, NULL, 10000);
+    if (rc == 0) rc = tsr__client_wait_workers(c, workers, 30000);
+    if (rc) {
+        tsr__fail_thread(rc, "cannot start the local cluster: %s", c->errmsg);
+        goto fail;
+    }
+    free(cores);
+    *out = c;
+    return 0;
+fail:
+    free(cores);
+    {
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", tsr_last_error());
+        tsr_client_free(c);
+        tsr__fail_thread(rc, "%s", keep);
+    }
+    return rc;
+}
+
+void tsr_client_free(tsr_client *c) {
+    if (!c) return;
+    tsr__local *l = c->local;
+    if (l && c->connected && c->sched) tsr__client_shutdown_cluster(c);
+    tsr__client_close(c);
+    if (l) {
+        /* A clean shutdown takes milliseconds; past the grace period the stragglers are
+         * terminated, then killed. */
+        reap_all(l, 5.0);
+        free(l->pids);
+        free(l);
+    }
+    free(c);
+}

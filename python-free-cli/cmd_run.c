@@ -1,0 +1,230 @@
+/* `tessera run` and `tessera submit`: validate a program file, run it on an embedded local
+ * cluster or a running scheduler, write its outputs. The program is validated on an offline
+ * client first, so an invalid file never starts a cluster and never creates an output. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* The client a SIGINT handler interrupts (the CLI's one piece of process-wide state: signal
+ * handlers have no other way to reach it). */
+static tsr_client *volatile interrupt_target;
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+    if (interrupt_target) tsr_client_interrupt(interrupt_target);
+}
+
+static void install_sigint(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Loads the program on an offline client: 0, or the exit status after printing the error. */
+static int validate(const char *path) {
+    tsr_client *off;
+    int rc = tsr_client_new_offline(&off);
+    if (rc) {
+        cli_error("%s", tsr_last_error());
+        return EXIT_FAILED;
+    }
+    tsr_program *p;
+    rc = tsr_program_load(off, path, &p);
+    if (rc) {
+        cli_error("%s", tsr_client_errmsg(off));
+        tsr_client_free(off);
+        return cli_status(rc) == EXIT_FAILED ? EXIT_INVALID : cli_status(rc);
+    }
+    tsr_program_free(p);
+    tsr_client_free(off);
+    return 0;
+}
+
+static int run_on(tsr_client *c, const char *path, int progress) {
+    tsr_program *p;
+    int rc = tsr_program_load(c, path, &p);
+    if (rc) {
+        cli_error("%s", tsr_client_errmsg(c));
+        return EXIT_INVALID;
+    }
+    cli_progress bar = {.enabled = progress && isatty(2)};
+    tsr_compute_options co;
+    tsr_compute_options_default(&co);
+    co.progress = cli_progress_cb;
+    co.user = &bar;
+    rc = tsr_program_run(p, &co, stdout);
+    cli_progress_end(&bar);
+    fflush(stdout);
+    int status = EXIT_OK;
+    if (rc) {
+        if (interrupted || rc == TSR_EINTERRUPTED) {
+            cli_error("interrupted");
+            status = EXIT_INTERRUPTED;
+        } else {
+            cli_error("%s", tsr_client_errmsg(c));
+            status = cli_status(rc) == EXIT_INVALID ? EXIT_INVALID : EXIT_FAILED;
+        }
+    }
+    tsr_program_free(p);
+    return status;
+}
+
+static const char run_usage[] =
+    "usage: tessera run [OPTIONS] FILE\n"
+    "\n"
+    "Starts a local cluster (one scheduler and N workers on 127.0.0.1, each worker pinned to\n"
+    "its own cores), runs the program file, writes its outputs and stops the cluster.\n"
+    "\n"
+    "options:\n"
+    "  --workers N      worker processes (default: the number of physical cores)\n"
+    "  --threads T      executor threads per worker (default 1)\n"
+    "  --no-progress    no progress bar (it is drawn only when stderr is a terminal)\n"
+    "  --verbose        show the cluster processes' logs\n"
+    "  --help           this text\n"
+    "\n"
+    "exit status: 0 success, 1 the computation failed, 2 invalid program or arguments,\n"
+    "130 interrupted.\n";
+
+int cmd_run(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"workers", required_argument, 0, 'w'}, {"threads", required_argument, 0, 't'},
+        {"no-progress", no_argument, 0, 'P'},   {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+    };
+    tsr_local_options lo;
+    tsr_local_options_default(&lo);
+    int progress = 1, ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "w:t:vh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'w':
+            if ((lo.workers = cli_parse_int("--workers", optarg, 1, 1024)) < 0) return 2;
+            break;
+        case 't':
+            if ((lo.threads = cli_parse_int("--threads", optarg, 1, 1024)) < 0) return 2;
+            break;
+        case 'P':
+            progress = 0;
+            break;
+        case 'v':
+            lo.verbose = 1;
+            break;
+        case 'h':
+            fputs(run_usage, stdout);
+            return EXIT_OK;
+        default:
+            fputs(run_usage, stderr);
+            return EXIT_INVALID;
+        }
+    }
+    if (optind != argc - 1) {
+        cli_error("run needs exactly one program file (see tessera run --help)");
+        return EXIT_INVALID;
+    }
+    const char *path = argv[optind];
+    int status = validate(path);
+    if (status) return status;
+
+    /* The cluster runs the `tessera` that is running now, not whatever PATH finds. */
+    static char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        lo.tessera_path = self;
+    }
+    install_sigint();
+    tsr_client *c;
+    int rc = tsr_client_start_local(&lo, &c);
+    if (rc) {
+        cli_error("%s", tsr_last_error());
+        return interrupted ? EXIT_INTERRUPTED : EXIT_FAILED;
+    }
+    interrupt_target = c;
+    status = interrupted ? EXIT_INTERRUPTED : run_on(c, path, progress);
+    interrupt_target = NULL;
+    tsr_client_free(c);
+    return status;
+}
+
+static const char submit_usage[] =
+    "usage: tessera submit [OPTIONS] FILE\n"
+    "\n"
+    "Sends a program file to a running scheduler, waits for it and writes its outputs.\n"
+    "\n"
+    "options:\n"
+    "  --scheduler HOST:PORT  the scheduler (default: $TESSERA_SCHEDULER)\n"
+    "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
+    "  --no-progress          no progress bar (drawn only when stderr is a terminal)\n"
+    "  --help                 this text\n"
+    "\n"
+    "exit status: 0 success, 1 the computation failed, 2 invalid program or arguments,\n"
+    "130 interrupted.\n";
+
+int cmd_submit(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"scheduler", required_argument, 0, 's'},
+        {"token", required_argument, 0, 'k'},
+        {"no-progress", no_argument, 0, 'P'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *addr = getenv("TESSERA_SCHEDULER");
+    const char *token = getenv("TESSERA_TOKEN");
+    int progress = 1, ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "s:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            addr = optarg;
+            break;
+        case 'k':
+            token = optarg;
+            break;
+        case 'P':
+            progress = 0;
+            break;
+        case 'h':
+            fputs(submit_usage, stdout);
+            return EXIT_OK;
+        default:
+            fputs(submit_usage, stderr);
+            return EXIT_INVALID;
+        }
+    }
+    if (optind != argc - 1) {
+        cli_error("submit needs exactly one program file (see tessera submit --help)");
+        return EXIT_INVALID;
+    }
+    if (!addr || !*addr) {
+        cli_error("no scheduler given: use --scheduler HOST:PORT or set TESSERA_SCHEDULER");
+        return EXIT_INVALID;
+    }
+    const char *path = argv[optind];
+    int status = validate(path);
+    if (status) return status;
+    install_sigint();
+    tsr_client_options co;
+    tsr_client_options_default(&co);
+    co.token = token;
+    tsr_client *c;
+    int rc = tsr_client_connect(addr, &co, &c);
+    if (rc) {
+        cli_error("%s", tsr_last_error());
+        return rc == TSR_EINVALID ? EXIT_INVALID : EXIT_FAILED;
+    }
+    interrupt_target = c;
+    status = run_on(c, path, progress);
+    interrupt_target = NULL;
+    tsr_client_free(c);
+    return status;
+}

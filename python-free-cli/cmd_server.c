@@ -1,0 +1,177 @@
+/* `tessera scheduler` and `tessera worker`: thin wrappers over tsr_scheduler_run and
+ * tsr_worker_run. Each prints one line on stdout once it is ready, which the local cluster and
+ * the tests read to learn the port picked with port 0. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void scheduler_ready(const char *address, void *user) {
+    (void)user;
+    printf("tessera scheduler listening on %s\n", address);
+    fflush(stdout);
+}
+
+static const char scheduler_usage[] =
+    "usage: tessera scheduler [OPTIONS]\n"
+    "\n"
+    "Runs a scheduler until SIGINT/SIGTERM or a client's shutdown request. Prints\n"
+    "\"tessera scheduler listening on HOST:PORT\" once listening.\n"
+    "\n"
+    "options:\n"
+    "  --listen HOST:PORT  address to listen on (default 127.0.0.1:8786; port 0 picks one)\n"
+    "  --token TOKEN       shared token required from every client and worker; mandatory off\n"
+    "                      loopback (default: $TESSERA_TOKEN)\n"
+    "  --verbose           log connections and jobs\n"
+    "  --help              this text\n";
+
+int cmd_scheduler(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"listen", required_argument, 0, 'l'},
+        {"token", required_argument, 0, 'k'},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    tsr_scheduler_options o;
+    tsr_scheduler_options_default(&o);
+    o.token = getenv("TESSERA_TOKEN");
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "l:vh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'l':
+            o.listen = optarg;
+            break;
+        case 'k':
+            o.token = optarg;
+            break;
+        case 'v':
+            o.verbose = 1;
+            break;
+        case 'h':
+            fputs(scheduler_usage, stdout);
+            return EXIT_OK;
+        default:
+            fputs(scheduler_usage, stderr);
+            return EXIT_INVALID;
+        }
+    }
+    if (optind != argc) {
+        cli_error("scheduler takes no arguments (see tessera scheduler --help)");
+        return EXIT_INVALID;
+    }
+    o.on_listen = scheduler_ready;
+    int rc = tsr_scheduler_run(&o);
+    if (rc) {
+        cli_error("scheduler: %s", tsr_strerror(rc));
+        return rc == TSR_EINVALID ? EXIT_INVALID : EXIT_FAILED;
+    }
+    return EXIT_OK;
+}
+
+static void worker_ready(const char *address, void *user) {
+    printf("tessera worker %s ready on %s\n", (const char *)user, address);
+    fflush(stdout);
+}
+
+static const char worker_usage[] =
+    "usage: tessera worker [OPTIONS]\n"
+    "\n"
+    "Runs a worker until its scheduler goes away, SIGINT/SIGTERM or a shutdown request.\n"
+    "\n"
+    "options:\n"
+    "  --scheduler HOST:PORT  the scheduler (default: $TESSERA_SCHEDULER)\n"
+    "  --threads T            executor threads, each pinned to one core (default 1)\n"
+    "  --cpus LIST            cores to pin to, e.g. 0-3,6 (default: all)\n"
+    "  --gpu ID               run as a GPU worker on that device (not implemented yet)\n"
+    "  --name NAME            worker name (default HOST-PID)\n"
+    "  --listen-host HOST     address peers reach this worker on (default 127.0.0.1)\n"
+    "  --memory-limit BYTES   chunk memory limit (default: none)\n"
+    "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
+    "  --verbose              log tasks and transfers\n"
+    "  --help                 this text\n";
+
+int cmd_worker(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"scheduler", required_argument, 0, 's'},
+        {"threads", required_argument, 0, 't'},
+        {"cpus", required_argument, 0, 'c'},
+        {"gpu", required_argument, 0, 'g'},
+        {"name", required_argument, 0, 'n'},
+        {"listen-host", required_argument, 0, 'L'},
+        {"memory-limit", required_argument, 0, 'm'},
+        {"token", required_argument, 0, 'k'},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    tsr_worker_options o;
+    tsr_worker_options_default(&o);
+    o.scheduler = getenv("TESSERA_SCHEDULER");
+    o.token = getenv("TESSERA_TOKEN");
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "s:t:c:g:n:vh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            o.scheduler = optarg;
+            break;
+        case 't':
+            if ((o.threads = cli_parse_int("--threads", optarg, 1, 1024)) < 0) return 2;
+            break;
+        case 'c':
+            o.cpus = optarg;
+            break;
+        case 'g':
+            if ((o.gpu = cli_parse_int("--gpu", optarg, 0, 1024)) < 0) return 2;
+            break;
+        case 'n':
+            o.name = optarg;
+            break;
+        case 'L':
+            o.listen_host = optarg;
+            break;
+        case 'm': {
+            char *end;
+            long long v = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || v < 0) {
+                cli_error("--memory-limit needs a byte count, got \"%s\"", optarg);
+                return EXIT_INVALID;
+            }
+            o.memory_limit = v;
+            break;
+        }
+        case 'k':
+            o.token = optarg;
+            break;
+        case 'v':
+            o.verbose = 1;
+            break;
+        case 'h':
+            fputs(worker_usage, stdout);
+            return EXIT_OK;
+        default:
+            fputs(worker_usage, stderr);
+            return EXIT_INVALID;
+        }
+    }
+    if (optind != argc) {
+        cli_error("worker takes no arguments (see tessera worker --help)");
+        return EXIT_INVALID;
+    }
+    if (!o.scheduler || !*o.scheduler) {
+        cli_error("no scheduler given: use --scheduler HOST:PORT or set TESSERA_SCHEDULER");
+        return EXIT_INVALID;
+    }
+    o.on_ready = worker_ready;
+    o.user = (void *)(o.name ? o.name : "worker");
+    int rc = tsr_worker_run(&o);
+    if (rc) {
+        cli_error("worker: %s", tsr_strerror(rc));
+        return rc == TSR_EINVALID ? EXIT_INVALID : EXIT_FAILED;
+    }
+    return EXIT_OK;
+}
