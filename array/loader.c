@@ -1,0 +1,747 @@
+/* Program files (SPEC §2): parses a JSON program with jansson, validates it and builds its arrays
+ * in dependency order through the public API. A client of tessera.h only: it never touches array
+ * internals, and nothing is computed or written while loading. Every failure leaves a message
+ * that starts with the file name (and the array name where there is one) in the client. */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "array/array.h"
+#include "array/loader.h"
+
+/* The largest array a "-" output may print. */
+#define PRINT_MAX 1000
+/* Array names longer than this are rejected, so that messages naming them stay readable. */
+#define NAME_MAX_LEN 255
+
+typedef enum op_kind {
+    K_CONST,
+    K_FULL,
+    K_RANDOM,
+    K_ARANGE,
+    K_LOAD,
+    K_UNARY,
+    K_BINARY,
+    K_MATMUL,
+    K_TRANSPOSE,
+    K_REDUCE,
+    K_RECHUNK,
+    K_ASTYPE,
+} op_kind;
+
+typedef struct op_info {
+    const char *name;
+    op_kind kind;
+    int fn;               /* the tsr_unary_op / tsr_binary_op / tsr_reduce_op; 1 for "ones" */
+    int nargs;            /* entries in "args" (0: no "args" key) */
+    const char *keys;     /* allowed keys besides "op" and "args", comma-separated */
+    const char *required; /* keys that must be present, comma-separated */
+} op_info;
+
+static const op_info ops[] = {
+    {"zeros", K_CONST, 0, 0, "shape,chunks,dtype", "shape"},
+    {"ones", K_CONST, 1, 0, "shape,chunks,dtype", "shape"},
+    {"full", K_FULL, 0, 0, "shape,chunks,dtype,value", "shape,value"},
+    {"random", K_RANDOM, 0, 0, "shape,chunks,dtype,seed", "shape"},
+    {"arange", K_ARANGE, 0, 0, "start,stop,step,chunks,dtype", "stop"},
+    {"load", K_LOAD, 0, 0, "path,chunks", "path"},
+    {"neg", K_UNARY, TSR_NEG, 1, "", ""},
+    {"abs", K_UNARY, TSR_ABS, 1, "", ""},
+    {"exp", K_UNARY, TSR_EXP, 1, "", ""},
+    {"log", K_UNARY, TSR_LOG, 1, "", ""},
+    {"sqrt", K_UNARY, TSR_SQRT, 1, "", ""},
+    {"sin", K_UNARY, TSR_SIN, 1, "", ""},
+    {"cos", K_UNARY, TSR_COS, 1, "", ""},
+    {"tanh", K_UNARY, TSR_TANH, 1, "", ""},
+    {"add", K_BINARY, TSR_ADD, 2, "", ""},
+    {"sub", K_BINARY, TSR_SUB, 2, "", ""},
+    {"mul", K_BINARY, TSR_MUL, 2, "", ""},
+    {"div", K_BINARY, TSR_DIV, 2, "", ""},
+    {"pow", K_BINARY, TSR_POW, 2, "", ""},
+    {"maximum", K_BINARY, TSR_MAXIMUM, 2, "", ""},
+    {"minimum", K_BINARY, TSR_MINIMUM, 2, "", ""},
+    {"matmul", K_MATMUL, 0, 2, "", ""},
+    {"transpose", K_TRANSPOSE, 0, 1, "axes", ""},
+    {"sum", K_REDUCE, TSR_SUM, 1, "axis", ""},
+    {"mean", K_REDUCE, TSR_MEAN, 1, "axis", ""},
+    {"max", K_REDUCE, TSR_MAX, 1, "axis", ""},
+    {"min", K_REDUCE, TSR_MIN, 1, "axis", ""},
+    {"rechunk", K_RECHUNK, 0, 1, "chunks", "chunks"},
+    {"astype", K_ASTYPE, 0, 1, "dtype", "dtype"},
+};
+
+/* One array definition, parsed and checked before anything is built. */
+typedef struct def {
+    const char *name; /* borrowed from the JSON document */
+    json_t *obj;
+    const op_info *op;
+    int arg[2];       /* index of the operand definition, or -1 for a scalar */
+    double scalar[2]; /* the scalar where arg[k] == -1 */
+    int ndim;         /* sources with "shape" */
+    int64_t shape[TSR_MAX_NDIM];
+    int has_chunks, chunks_is_int, nchunks;
+    int64_t chunks[TSR_MAX_NDIM];
+    tsr_dtype dtype;
+    double value, start, stop, step;
+    uint64_t seed;
+    int has_axes, naxes; /* has_axes == 0: "axis"/"axes" absent or null */
+    int axes[TSR_MAX_NDIM];
+    const char *path;
+    /* Topological sort. */
+    int color, next_arg;
+    tsr_array *array;
+} def;
+
+typedef struct loader {
+    tsr_client *c;
+    const char *file; /* for messages */
+    json_t *root, *arrays, *index;
+    def *defs;
+    size_t ndefs;
+    size_t *order;
+} loader;
+
+/* Records `FILE: array "NAME": message` (or `FILE: message` without a def) and returns code. */
+static int fail(loader *L, const def *d, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(loader *L, const def *d, int code, const char *fmt, ...) {
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (d) return tsr__fail(L->c, code, "%s: array \"%s\": %s", L->file, d->name, msg);
+    return tsr__fail(L->c, code, "%s: %s", L->file, msg);
+}
+
+/* A JSON value as it would be written, shortened for messages. */
+static const char *show(const json_t *v, char *buf, size_t size) {
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (!s) return "?";
+    if (strlen(s) >= size && size > 4) {
+        memcpy(buf, s, size - 4);
+        memcpy(buf + size - 4, "...", 4);
+    } else {
+        snprintf(buf, size, "%s", s);
+    }
+    free(s);
+    return buf;
+}
+
+static int is_identifier(const char *s) {
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_')) return 0;
+    for (s++; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '_'))
+            return 0;
+    return 1;
+}
+
+/* Is key one of the comma-separated words in list? */
+static int in_list(const char *list, const char *key) {
+    size_t n = strlen(key);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !memcmp(p, key, n)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+static const op_info *find_op(const char *name) {
+    for (size_t i = 0; i < TSR__ARRAY_LEN(ops); i++)
+        if (!strcmp(ops[i].name, name)) return &ops[i];
+    return NULL;
+}
+
+/* ---- Attributes ---- */
+
+static int parse_shape(loader *L, def *d, json_t *v) {
+    char b[64];
+    if (!json_is_array(v))
+        return fail(L, d, TSR_EPROGRAM, "\"shape\" must be a list of non-negative integers, got %s",
+                    show(v, b, sizeof b));
+    if (json_array_size(v) > TSR_MAX_NDIM)
+        return fail(L, d, TSR_EPROGRAM, "\"shape\" has %zu axes; at most %d are supported",
+                    json_array_size(v), TSR_MAX_NDIM);
+    d->ndim = (int)json_array_size(v);
+    for (int i = 0; i < d->ndim; i++) {
+        json_t *x = json_array_get(v, (size_t)i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0)
+            return fail(L, d, TSR_EPROGRAM, "\"shape\"[%d] must be a non-negative integer, got %s",
+                        i, show(x, b, sizeof b));
+        d->shape[i] = json_integer_value(x);
+    }
+    return 0;
+}
+
+static int parse_chunks(loader *L, def *d, json_t *v) {
+    char b[64];
+    d->has_chunks = 1;
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) <= 0)
+            return fail(L, d, TSR_EPROGRAM, "\"chunks\" must be positive, got %s",
+                        show(v, b, sizeof b));
+        d->chunks_is_int = 1;
+        d->chunks[0] = json_integer_value(v);
+        return 0;
+    }
+    if (!json_is_array(v))
+        return fail(L, d, TSR_EPROGRAM,
+                    "\"chunks\" must be a positive integer or a list of them, got %s",
+                    show(v, b, sizeof b));
+    if (json_array_size(v) > TSR_MAX_NDIM)
+        return fail(L, d, TSR_EPROGRAM, "\"chunks\" has %zu entries; at most %d axes are supported",
+                    json_array_size(v), TSR_MAX_NDIM);
+    d->nchunks = (int)json_array_size(v);
+    for (int i = 0; i < d->nchunks; i++) {
+        json_t *x = json_array_get(v, (size_t)i);
+        if (!json_is_integer(x) || json_integer_value(x) <= 0)
+            return fail(L, d, TSR_EPROGRAM, "\"chunks\"[%d] must be a positive integer, got %s", i,
+                        show(x, b, sizeof b));
+        d->chunks[i] = json_integer_value(x);
+    }
+    return 0;
+}
+
+/* Expands d's chunks to one per axis of an ndim array into out. */
+static int expand_chunks(loader *L, const def *d, int ndim, int64_t *out) {
+    if (d->chunks_is_int) {
+        for (int i = 0; i < ndim; i++) out[i] = d->chunks[0];
+        return 0;
+    }
+    if (d->nchunks != ndim)
+        return fail(L, d, TSR_EPROGRAM, "\"chunks\" has %d %s but the array has %d %s", d->nchunks,
+                    d->nchunks == 1 ? "entry" : "entries", ndim, ndim == 1 ? "axis" : "axes");
+    memcpy(out, d->chunks, (size_t)ndim * sizeof *out);
+    return 0;
+}
+
+static int parse_number(loader *L, def *d, const char *key, json_t *v, double *out) {
+    char b[64];
+    if (!json_is_number(v))
+        return fail(L, d, TSR_EPROGRAM, "\"%s\" must be a number, got %s", key,
+                    show(v, b, sizeof b));
+    *out = json_number_value(v);
+    return 0;
+}
+
+/* Seeds are unsigned 64-bit. JSON integers above 2^63-1 do not survive jansson, so larger seeds
+ * are accepted as strings of decimal digits. */
+static int parse_seed(loader *L, def *d, json_t *v) {
+    char b[64];
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        d->seed = (uint64_t)json_integer_value(v);
+        return 0;
+    }
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        uint64_t x = 0;
+        int ok = *s != '\0';
+        for (const char *p = s; *p && ok; p++) {
+            if (*p < '0' || *p > '9' || x > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+                ok = 0;
+            else
+                x = x * 10 + (uint64_t)(*p - '0');
+        }
+        if (ok) {
+            d->seed = x;
+            return 0;
+        }
+    }
+    return fail(L, d, TSR_EPROGRAM,
+                "\"seed\" must be an integer from 0 to 2^64-1 (above 2^63-1, write it as a "
+                "string of digits), got %s",
+                show(v, b, sizeof b));
+}
+
+static int parse_axes(loader *L, def *d, const char *key, json_t *v, int allow_int) {
+    char b[64];
+    if (json_is_null(v)) return 0;
+    json_t *one = json_is_integer(v) && allow_int ? v : NULL;
+    if (!one && !json_is_array(v))
+        return fail(L, d, TSR_EPROGRAM, "\"%s\" must be %s, got %s", key,
+                    allow_int ? "null, an integer or a list of integers"
+                              : "null or a list of integers",
+                    show(v, b, sizeof b));
+    size_t n = one ? 1 : json_array_size(v);
+    if (n > TSR_MAX_NDIM)
+        return fail(L, d, TSR_EPROGRAM, "\"%s\" has %zu entries; arrays have at most %d axes", key,
+                    n, TSR_MAX_NDIM);
+    d->has_axes = 1;
+    d->naxes = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = one ? one : json_array_get(v, i);
+        json_int_t ax = json_is_integer(x) ? json_integer_value(x) : 0;
+        if (!json_is_integer(x) || ax < -TSR_MAX_NDIM || ax >= TSR_MAX_NDIM)
+            return fail(L, d, TSR_EPROGRAM, "\"%s\" must hold axis numbers from %d to %d, got %s",
+                        key, -TSR_MAX_NDIM, TSR_MAX_NDIM - 1, show(x, b, sizeof b));
+        d->axes[i] = (int)ax;
+    }
+    return 0;
+}
+
+static int parse_args(loader *L, def *d, json_t *v) {
+    char b[64];
+    const op_info *op = d->op;
+    if (!v) return fail(L, d, TSR_EPROGRAM, "%s needs \"args\"", op->name);
+    if (!json_is_array(v))
+        return fail(L, d, TSR_EPROGRAM, "\"args\" must be a list, got %s", show(v, b, sizeof b));
+    if (json_array_size(v) != (size_t)op->nargs)
+        return fail(L, d, TSR_EPROGRAM, "%s takes %d %s in \"args\", got %zu", op->name, op->nargs,
+                    op->nargs == 1 ? "argument" : "arguments", json_array_size(v));
+    int nscalars = 0;
+    for (int k = 0; k < op->nargs; k++) {
+        json_t *x = json_array_get(v, (size_t)k);
+        if (json_is_string(x)) {
+            json_t *ix = json_object_get(L->index, json_string_value(x));
+            if (!ix) return fail(L, d, TSR_EPROGRAM, "unknown array \"%s\"", json_string_value(x));
+            d->arg[k] = (int)json_integer_value(ix);
+        } else if (json_is_number(x)) {
+            if (op->kind != K_BINARY)
+                return fail(L, d, TSR_EPROGRAM, "%s takes arrays only; args[%d] is the number %s",
+                            op->name, k, show(x, b, sizeof b));
+            d->arg[k] = -1;
+            d->scalar[k] = json_number_value(x);
+            nscalars++;
+        } else {
+            return fail(L, d, TSR_EPROGRAM, "args[%d] must be an array name or a number, got %s", k,
+                        show(x, b, sizeof b));
+        }
+    }
+    if (nscalars == 2)
+        return fail(L, d, TSR_EPROGRAM, "%s needs at least one array argument, got two numbers",
+                    op->name);
+    return 0;
+}
+
+static int parse_def(loader *L, def *d) {
+    char b[64];
+    if (!json_is_object(d->obj))
+        return fail(L, d, TSR_EPROGRAM,
+                    "a definition must be an object such as {\"op\": \"zeros\", "
+                    "...}, got %s",
+                    show(d->obj, b, sizeof b));
+    json_t *opv = json_object_get(d->obj, "op");
+    if (!opv) return fail(L, d, TSR_EPROGRAM, "missing \"op\"");
+    if (!json_is_string(opv))
+        return fail(L, d, TSR_EPROGRAM, "\"op\" must be a string, got %s", show(opv, b, sizeof b));
+    d->op = find_op(json_string_value(opv));
+    if (!d->op) return fail(L, d, TSR_EPROGRAM, "unknown op \"%s\"", json_string_value(opv));
+    const op_info *op = d->op;
+
+    const char *key;
+    json_t *v;
+    json_object_foreach(d->obj, key, v) {
+        if (!strcmp(key, "op") || (op->nargs && !strcmp(key, "args")) || in_list(op->keys, key))
+            continue;
+        char allowed[128];
+        size_t len = (size_t)snprintf(allowed, sizeof allowed, "%s", op->nargs ? "args" : "");
+        for (const char *p = op->keys; *p && len + 3 < sizeof allowed; p++) {
+            if (p == op->keys && len) len += (size_t)snprintf(allowed + len, 3, ", ");
+            if (*p == ',')
+                len += (size_t)snprintf(allowed + len, 3, ", ");
+            else
+                allowed[len++] = *p;
+            allowed[len] = '\0';
+        }
+        return fail(L, d, TSR_EPROGRAM, "unknown key \"%s\" for op \"%s\" (it takes %s)", key,
+                    op->name, allowed);
+    }
+    for (const char *p = op->required; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char want[32];
+        snprintf(want, sizeof want, "%.*s", (int)len, p);
+        if (!json_object_get(d->obj, want))
+            return fail(L, d, TSR_EPROGRAM, "%s needs \"%s\"", op->name, want);
+        p = e ? e + 1 : p + len;
+    }
+
+    int rc = 0;
+    d->dtype = TSR_FLOAT64;
+    d->start = 0;
+    d->step = 1;
+    d->arg[0] = d->arg[1] = -1;
+    if (op->nargs && (rc = parse_args(L, d, json_object_get(d->obj, "args")))) return rc;
+    json_object_foreach(d->obj, key, v) {
+        if (!strcmp(key, "shape")) {
+            rc = parse_shape(L, d, v);
+        } else if (!strcmp(key, "chunks")) {
+            rc = parse_chunks(L, d, v);
+        } else if (!strcmp(key, "dtype")) {
+            if (!json_is_string(v) || tsr_dtype_parse(json_string_value(v), &d->dtype) != 0)
+                rc = fail(L, d, TSR_EPROGRAM,
+                          "unknown dtype %s (expected \"float64\" or \"float32\")",
+                          show(v, b, sizeof b));
+        } else if (!strcmp(key, "value")) {
+            rc = parse_number(L, d, key, v, &d->value);
+        } else if (!strcmp(key, "start")) {
+            rc = parse_number(L, d, key, v, &d->start);
+        } else if (!strcmp(key, "stop")) {
+            rc = parse_number(L, d, key, v, &d->stop);
+        } else if (!strcmp(key, "step")) {
+            rc = parse_number(L, d, key, v, &d->step);
+            if (!rc && d->step == 0) rc = fail(L, d, TSR_EPROGRAM, "\"step\" must not be 0");
+        } else if (!strcmp(key, "seed")) {
+            rc = parse_seed(L, d, v);
+        } else if (!strcmp(key, "axis")) {
+            rc = parse_axes(L, d, key, v, 1);
+        } else if (!strcmp(key, "axes")) {
+            rc = parse_axes(L, d, key, v, 0);
+        } else if (!strcmp(key, "path")) {
+            if (!json_is_string(v) || !*json_string_value(v))
+                rc = fail(L, d, TSR_EPROGRAM, "\"path\" must be a file name, got %s",
+                          show(v, b, sizeof b));
+            else
+                d->path = json_string_value(v);
+        }
+        if (rc) return rc;
+    }
+    /* Where the number of axes is already known, a chunks list must match it now. */
+    int64_t tmp[TSR_MAX_NDIM];
+    if (d->has_chunks && json_object_get(d->obj, "shape"))
+        rc = expand_chunks(L, d, d->ndim, tmp);
+    else if (d->has_chunks && op->kind == K_ARANGE)
+        rc = expand_chunks(L, d, 1, tmp);
+    return rc;
+}
+
+/* ---- Dependency order ---- */
+
+/* Depth-first, iteratively (a long chain of definitions must not exhaust the C stack), visiting
+ * roots in file order so that the order is stable. A grey operand closes a cycle: the stack from
+ * that operand up is the cycle. */
+static int toposort(loader *L) {
+    size_t n = L->ndefs, norder = 0, sp = 0;
+    size_t *stack = malloc((n ? n : 1) * sizeof *stack);
+    L->order = malloc((n ? n : 1) * sizeof *L->order);
+    if (!stack || !L->order) {
+        free(stack);
+        return fail(L, NULL, -ENOMEM, "out of memory");
+    }
+    for (size_t r = 0; r < n; r++) {
+        if (L->defs[r].color) continue;
+        L->defs[r].color = 1;
+        stack[sp++] = r;
+        while (sp) {
+            def *d = &L->defs[stack[sp - 1]];
+            if (d->next_arg < d->op->nargs) {
+                int child = d->arg[d->next_arg++];
+                if (child < 0 || L->defs[child].color == 2) continue;
+                if (L->defs[child].color == 0) {
+                    L->defs[child].color = 1;
+                    stack[sp++] = (size_t)child;
+                    continue;
+                }
+                char msg[800];
+                size_t len = 0, from = sp;
+                while (from > 0 && stack[from - 1] != (size_t)child) from--;
+                for (size_t i = from - 1; i < sp && len < sizeof msg; i++)
+                    len += (size_t)snprintf(msg + len, sizeof msg - len, "\"%s\" -> ",
+                                            L->defs[stack[i]].name);
+                if (len < sizeof msg)
+                    snprintf(msg + len, sizeof msg - len, "\"%s\"", L->defs[child].name);
+                free(stack);
+                return fail(L, NULL, TSR_EPROGRAM, "cycle between arrays %s", msg);
+            }
+            d->color = 2;
+            L->order[norder++] = stack[--sp];
+        }
+    }
+    free(stack);
+    return 0;
+}
+
+/* ---- Building ---- */
+
+/* Turns a failed API call into a program error: `FILE: array "NAME": <the API's message>`. */
+static int api_fail(loader *L, const def *d, int rc) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", tsr_client_errmsg(L->c));
+    if (!*msg) snprintf(msg, sizeof msg, "%s", tsr_strerror(rc));
+    int code = rc == -ENOMEM ? rc : TSR_EPROGRAM;
+    if (d->op->kind == K_LOAD && !strstr(msg, d->path))
+        return fail(L, d, code, "%s: %s", d->path, msg);
+    return fail(L, d, code, "%s", msg);
+}
+
+static int build_def(loader *L, def *d) {
+    tsr_client *c = L->c;
+    int64_t ch[TSR_MAX_NDIM];
+    const int64_t *chp = NULL;
+    tsr_array *x = d->arg[0] >= 0 ? L->defs[d->arg[0]].array : NULL;
+    tsr_array *y = d->arg[1] >= 0 ? L->defs[d->arg[1]].array : NULL;
+    tsr_array *a = NULL;
+    int rc = 0;
+    const op_info *op = d->op;
+
+    if (d->has_chunks) {
+        int ndim = d->ndim;
+        if (op->kind == K_ARANGE) ndim = 1;
+        if (op->kind == K_RECHUNK) ndim = tsr_array_ndim(x);
+        if (op->kind == K_LOAD) {
+            /* The number of axes is in the file: read its header once to learn it. */
+            tsr_array *probe = NULL;
+            if ((rc = tsr_load_npy(c, d->path, NULL, &probe))) return api_fail(L, d, rc);
+            ndim = tsr_array_ndim(probe);
+            tsr_array_free(probe);
+        }
+        if ((rc = expand_chunks(L, d, ndim, ch))) return rc;
+        chp = ch;
+    }
+    switch (op->kind) {
+    case K_CONST:
+        rc = op->fn ? tsr_ones(c, d->ndim, d->shape, chp, d->dtype, &a)
+                    : tsr_zeros(c, d->ndim, d->shape, chp, d->dtype, &a);
+        break;
+    case K_FULL:
+        rc = tsr_full(c, d->ndim, d->shape, chp, d->dtype, d->value, &a);
+        break;
+    case K_RANDOM:
+        rc = tsr_random(c, d->ndim, d->shape, chp, d->dtype, d->seed, &a);
+        break;
+    case K_ARANGE:
+        rc = tsr_arange(c, d->start, d->stop, d->step, chp ? chp[0] : 0, d->dtype, &a);
+        break;
+    case K_LOAD:
+        rc = tsr_load_npy(c, d->path, chp, &a);
+        break;
+    case K_UNARY:
+        rc = tsr_unary((tsr_unary_op)op->fn, x, &a);
+        break;
+    case K_BINARY:
+        if (x && y)
+            rc = tsr_binary((tsr_binary_op)op->fn, x, y, &a);
+        else if (x)
+            rc = tsr_binary_scalar((tsr_binary_op)op->fn, x, d->scalar[1], 0, &a);
+        else
+            rc = tsr_binary_scalar((tsr_binary_op)op->fn, y, d->scalar[0], 1, &a);
+        break;
+    case K_MATMUL:
+        rc = tsr_matmul(x, y, &a);
+        break;
+    case K_TRANSPOSE:
+        rc = tsr_transpose(x, d->has_axes ? d->axes : NULL, d->naxes, &a);
+        break;
+    case K_REDUCE:
+        /* "axis": [] reduces nothing (as in NumPy), which differs from null: pass a non-NULL
+         * pointer with zero axes. */
+        rc = tsr_reduce((tsr_reduce_op)op->fn, x, d->has_axes ? d->axes : NULL, d->naxes, &a);
+        break;
+    case K_RECHUNK:
+        rc = tsr_rechunk(x, chp, &a);
+        break;
+    case K_ASTYPE:
+        rc = tsr_astype(x, d->dtype, &a);
+        break;
+    }
+    if (rc) return api_fail(L, d, rc);
+    if ((rc = tsr_array_set_name(a, d->name))) {
+        tsr_array_free(a);
+        return api_fail(L, d, rc);
+    }
+    d->array = a;
+    return 0;
+}
+
+/* ---- Top level ---- */
+
+static void shape_str(const tsr_array *a, char *buf, size_t size) {
+    int nd = tsr_array_ndim(a);
+    const int64_t *sh = tsr_array_shape(a);
+    size_t len = (size_t)snprintf(buf, size, "(");
+    for (int i = 0; i < nd && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%" PRId64, i ? "," : "", sh[i]);
+    if (len < size) snprintf(buf + len, size - len, "%s)", nd == 1 ? "," : "");
+}
+
+/* Checks the outputs before anything is built: known names, paths, no file written twice. */
+static int check_outputs(loader *L, json_t *outs) {
+    char b[64];
+    if (!json_is_object(outs))
+        return fail(L, NULL, TSR_EPROGRAM,
+                    "\"outputs\" must be an object mapping array names to paths, got %s",
+                    show(outs, b, sizeof b));
+    const char *key, *key2;
+    json_t *v, *v2;
+    json_object_foreach(outs, key, v) {
+        if (!json_object_get(L->index, key))
+            return fail(L, NULL, TSR_EPROGRAM, "outputs: unknown array \"%s\"", key);
+        if (!json_is_string(v) || !*json_string_value(v))
+            return fail(L, NULL, TSR_EPROGRAM,
+                        "outputs: \"%s\" must map to a .npy path or \"-\", got %s", key,
+                        show(v, b, sizeof b));
+        const char *path = json_string_value(v);
+        if (!strcmp(path, "-")) continue;
+        json_object_foreach(outs, key2, v2) {
+            if (v2 == v) break;
+            if (json_is_string(v2) && !strcmp(json_string_value(v2), path))
+                return fail(L, NULL, TSR_EPROGRAM, "outputs: \"%s\" and \"%s\" both write \"%s\"",
+                            key2, key, path);
+        }
+    }
+    return 0;
+}
+
+/* Records the outputs of a built program; a "-" output must be small enough to print. */
+static int add_outputs(loader *L, tsr_program *p, json_t *outs) {
+    p->outputs = calloc(json_object_size(outs) + 1, sizeof *p->outputs);
+    if (!p->outputs) return fail(L, NULL, -ENOMEM, "out of memory");
+    const char *key;
+    json_t *v;
+    json_object_foreach(outs, key, v) {
+        const def *d = &L->defs[json_integer_value(json_object_get(L->index, key))];
+        tsr__output *o = &p->outputs[p->noutputs];
+        o->path = strdup(json_string_value(v));
+        if (!o->path) return fail(L, NULL, -ENOMEM, "out of memory");
+        o->array = d->array;
+        p->noutputs++;
+        if (!strcmp(o->path, "-") &&
+            (tsr_array_ndim(o->array) > 1 || tsr_array_size(o->array) > PRINT_MAX)) {
+            char sh[256];
+            shape_str(o->array, sh, sizeof sh);
+            return fail(L, d, TSR_EPROGRAM, "cannot print an array of shape %s; give a .npy path",
+                        sh);
+        }
+    }
+    return 0;
+}
+
+/* Checks the top level and parses every definition; builds the name index. */
+static int parse_program(loader *L) {
+    char b[64];
+    json_t *root = L->root;
+    if (!json_is_object(root))
+        return fail(L, NULL, TSR_EPROGRAM, "a program must be a JSON object, got %s",
+                    show(root, b, sizeof b));
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "tessera") && strcmp(key, "arrays") && strcmp(key, "outputs"))
+            return fail(L, NULL, TSR_EPROGRAM,
+                        "unknown top-level key \"%s\" (expected \"tessera\", \"arrays\" and "
+                        "\"outputs\")",
+                        key);
+    }
+    json_t *ver = json_object_get(root, "tessera");
+    if (!ver) return fail(L, NULL, TSR_EPROGRAM, "missing the format version \"tessera\": 1");
+    if (!json_is_integer(ver) || json_integer_value(ver) != 1)
+        return fail(L, NULL, TSR_EPROGRAM,
+                    "unsupported format version %s (expected \"tessera\": 1)",
+                    show(ver, b, sizeof b));
+    L->arrays = json_object_get(root, "arrays");
+    if (!L->arrays) return fail(L, NULL, TSR_EPROGRAM, "missing \"arrays\"");
+    if (!json_is_object(L->arrays))
+        return fail(L, NULL, TSR_EPROGRAM, "\"arrays\" must be an object, got %s",
+                    show(L->arrays, b, sizeof b));
+    json_t *outs = json_object_get(root, "outputs");
+    if (!outs) return fail(L, NULL, TSR_EPROGRAM, "missing \"outputs\" (use {} for none)");
+
+    size_t n = json_object_size(L->arrays);
+    L->defs = calloc(n ? n : 1, sizeof *L->defs);
+    L->index = json_object();
+    if (!L->defs || !L->index) return fail(L, NULL, -ENOMEM, "out of memory");
+    json_object_foreach(L->arrays, key, v) {
+        def *d = &L->defs[L->ndefs];
+        d->name = key;
+        d->obj = v;
+        if (!is_identifier(key))
+            return fail(L, NULL, TSR_EPROGRAM,
+                        "invalid array name \"%s\" (names are identifiers: a letter or '_', then "
+                        "letters, digits or '_')",
+                        key);
+        if (strlen(key) > NAME_MAX_LEN)
+            return fail(L, NULL, TSR_EPROGRAM,
+                        "array name \"%.40s...\" is longer than %d characters", key, NAME_MAX_LEN);
+        if (json_object_set_new(L->index, key, json_integer((json_int_t)L->ndefs)))
+            return fail(L, NULL, -ENOMEM, "out of memory");
+        L->ndefs++;
+    }
+    for (size_t i = 0; i < L->ndefs; i++) {
+        int rc = parse_def(L, &L->defs[i]);
+        if (rc) return rc;
+    }
+    return check_outputs(L, outs);
+}
+
+static int load_root(loader *L, tsr_program **out) {
+    int rc = parse_program(L);
+    if (!rc) rc = toposort(L);
+    tsr_program *p = NULL;
+    if (!rc) {
+        p = calloc(1, sizeof *p);
+        if (p) p->arrays = calloc(L->ndefs ? L->ndefs : 1, sizeof *p->arrays);
+        if (p) p->name = strdup(L->file);
+        if (!p || !p->arrays || !p->name) rc = fail(L, NULL, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; !rc && i < L->ndefs; i++) {
+        def *d = &L->defs[L->order[i]];
+        rc = build_def(L, d);
+        if (!rc) p->arrays[p->narrays++] = d->array;
+    }
+    if (!rc) rc = add_outputs(L, p, json_object_get(L->root, "outputs"));
+    if (p) p->client = L->c;
+    if (rc) {
+        tsr_program_free(p);
+        p = NULL;
+    }
+    json_decref(L->index);
+    free(L->defs);
+    free(L->order);
+    *out = p;
+    return rc;
+}
+
+static int syntax_error(loader *L, const json_error_t *e) {
+    const char *hint = json_error_code(e) == json_error_numeric_overflow
+                           ? " (JSON integers must lie between -2^63 and 2^63-1; write a larger "
+                             "seed as a string of digits)"
+                           : "";
+    return tsr__fail(L->c, TSR_EPROGRAM, "%s:%d:%d: JSON syntax error: %s%s", L->file, e->line,
+                     e->column, e->text, hint);
+}
+
+int tsr_program_load_string(tsr_client *c, const char *json, const char *name, tsr_program **out) {
+    if (out) *out = NULL;
+    if (!c || !json || !out)
+        return tsr__fail(c, TSR_EINVALID, "tsr_program_load_string: NULL argument");
+    loader L = {.c = c, .file = name ? name : "<string>"};
+    json_error_t e;
+    L.root = json_loads(json, JSON_REJECT_DUPLICATES, &e);
+    if (!L.root) return syntax_error(&L, &e);
+    int rc = load_root(&L, out);
+    json_decref(L.root);
+    return rc;
+}
+
+int tsr_program_load(tsr_client *c, const char *path, tsr_program **out) {
+    if (out) *out = NULL;
+    if (!c || !path || !out) return tsr__fail(c, TSR_EINVALID, "tsr_program_load: NULL argument");
+    loader L = {.c = c, .file = path};
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (!f) {
+        int e = errno;
+        return tsr__fail(c, -e, "%s: cannot open: %s", path, strerror(e));
+    }
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return tsr__fail(c, -EISDIR, "%s: cannot open: %s", path, strerror(EISDIR));
+    }
+    json_error_t e;
+    L.root = json_loadf(f, JSON_REJECT_DUPLICATES, &e);
+    fclose(f);
+    if (!L.root) return syntax_error(&L, &e);
+    int rc = load_root(&L, out);
+    json_decref(L.root);
+    return rc;
+}

@@ -1,0 +1,100 @@
+/* A loaded program: its accessors, running it (one submission for all outputs, then the .npy
+ * writes and the printed outputs in file order) and freeing it. A client of tessera.h only. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "array/array.h"
+#include "array/loader.h"
+
+size_t tsr_program_narrays(const tsr_program *p) {
+    return p ? p->narrays : 0;
+}
+
+tsr_array *tsr_program_array(const tsr_program *p, size_t i) {
+    return p && i < p->narrays ? p->arrays[i] : NULL;
+}
+
+tsr_array *tsr_program_find(const tsr_program *p, const char *name) {
+    if (!p || !name) return NULL;
+    for (size_t i = 0; i < p->narrays; i++)
+        if (!strcmp(tsr_array_name(p->arrays[i]), name)) return p->arrays[i];
+    return NULL;
+}
+
+size_t tsr_program_noutputs(const tsr_program *p) {
+    return p ? p->noutputs : 0;
+}
+
+tsr_array *tsr_program_output(const tsr_program *p, size_t i, const char **path) {
+    if (!p || i >= p->noutputs) {
+        if (path) *path = NULL;
+        return NULL;
+    }
+    if (path) *path = p->outputs[i].path;
+    return p->outputs[i].array;
+}
+
+/* Prints `NAME: v1 v2 ...` (%.17g, float32 widened to double) on one line. */
+static int print_output(tsr_program *p, const tsr__output *o, FILE *out) {
+    tsr_array *a = o->array;
+    tsr_dtype dt = tsr_array_dtype(a);
+    size_t n = (size_t)tsr_array_size(a), esz = tsr_dtype_size(dt);
+    void *buf = malloc(n ? n * esz : 1);
+    if (!buf) return tsr__fail(p->client, -ENOMEM, "out of memory");
+    int rc = tsr_array_read(a, buf, n * esz);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    fprintf(out, "%s:", tsr_array_name(a));
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, " %.17g", dt == TSR_FLOAT32 ? (double)((float *)buf)[i] : ((double *)buf)[i]);
+    fputc('\n', out);
+    free(buf);
+    if (fflush(out) != 0 || ferror(out)) {
+        int e = errno ? errno : EIO;
+        return tsr__fail(p->client, -e, "%s: array \"%s\": cannot print: %s", p->name,
+                         tsr_array_name(a), strerror(e));
+    }
+    return 0;
+}
+
+int tsr_program_run(tsr_program *p, const tsr_compute_options *opts, FILE *out) {
+    if (!p) return tsr__fail(NULL, TSR_EINVALID, "tsr_program_run: NULL program");
+    if (!out) out = stdout;
+    /* Output names are unique keys, but two names never share an array either: deduplicating
+     * keeps that true if it ever changes. */
+    tsr_array **arrays = calloc(p->noutputs ? p->noutputs : 1, sizeof *arrays);
+    if (!arrays) return tsr__fail(p->client, -ENOMEM, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < p->noutputs; i++) {
+        size_t k = 0;
+        while (k < n && arrays[k] != p->outputs[i].array) k++;
+        if (k == n) arrays[n++] = p->outputs[i].array;
+    }
+    int rc = n ? tsr_compute(p->client, arrays, n, opts) : 0;
+    free(arrays);
+    if (rc) return rc;
+    for (size_t i = 0; i < p->noutputs; i++) {
+        const tsr__output *o = &p->outputs[i];
+        if (!strcmp(o->path, "-"))
+            rc = print_output(p, o, out);
+        else
+            rc = tsr_array_save_npy(o->array, o->path);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+void tsr_program_free(tsr_program *p) {
+    if (!p) return;
+    /* Any order works: arrays keep what they need of their operands. */
+    for (size_t i = p->narrays; i-- > 0;) tsr_array_free(p->arrays[i]);
+    for (size_t i = 0; i < p->noutputs; i++) free(p->outputs[i].path);
+    free(p->arrays);
+    free(p->outputs);
+    free(p->name);
+    free(p);
+}
