@@ -1,0 +1,151 @@
+/* Every class of invalid program is rejected before anything runs: exit status 2, a message
+ * naming the file, the array and the problem, and no output file (nor a temporary one) left. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+typedef struct bad_case {
+    const char *what;
+    const char *json;
+    const char *expect[3]; /* substrings of stderr */
+} bad_case;
+
+#define HEAD "{\"tessera\": 1, \"arrays\": {"
+#define OUT "}, \"outputs\": {\"C\": \"out.npy\"}}"
+
+static const bad_case cases[] = {
+    {"syntax",
+     "{\"tessera\": 1,\n \"arrays\": {\"C\": {\"op\": \"zeros\" \"shape\": [2]}}}",
+     {"prog.json:2:", "syntax"}},
+    {"version",
+     "{\"tessera\": 2, \"arrays\": {\"C\": {\"op\": \"zeros\", \"shape\": [2]}}, "
+     "\"outputs\": {\"C\": \"out.npy\"}}",
+     {"prog.json", "version"}},
+    {"unknown op",
+     HEAD "\"C\": {\"op\": \"frobnicate\", \"args\": []}" OUT,
+     {"prog.json", "\"C\"", "frobnicate"}},
+    {"unknown array",
+     HEAD "\"C\": {\"op\": \"neg\", \"args\": [\"Q\"]}" OUT,
+     {"prog.json", "\"C\"", "\"Q\""}},
+    {"cycle",
+     HEAD "\"A\": {\"op\": \"neg\", \"args\": [\"C\"]}, \"C\": {\"op\": \"neg\", \"args\": "
+          "[\"A\"]}" OUT,
+     {"prog.json", "cycle", "\"A\""}},
+    {"broadcast",
+     HEAD "\"A\": {\"op\": \"ones\", \"shape\": [3, 4]}, \"B\": {\"op\": \"ones\", \"shape\": "
+          "[5]}, \"C\": {\"op\": \"add\", \"args\": [\"A\", \"B\"]}" OUT,
+     {"prog.json", "\"C\"", "broadcast"}},
+    {"matmul",
+     HEAD "\"A\": {\"op\": \"ones\", \"shape\": [10, 300]}, \"B\": {\"op\": \"ones\", "
+          "\"shape\": [200, 7]}, \"C\": {\"op\": \"matmul\", \"args\": [\"A\", \"B\"]}" OUT,
+     {"prog.json: array \"C\": matmul needs", "300", "200"}},
+    {"negative shape",
+     HEAD "\"C\": {\"op\": \"zeros\", \"shape\": [3, -4]}" OUT,
+     {"prog.json", "\"C\"", "-4"}},
+    {"overflowing shape",
+     HEAD "\"C\": {\"op\": \"zeros\", \"shape\": [4294967296, 4294967296, 16]}" OUT,
+     {"prog.json", "\"C\"", "large"}},
+    {"zero chunks",
+     HEAD "\"C\": {\"op\": \"zeros\", \"shape\": [4, 4], \"chunks\": 0}" OUT,
+     {"prog.json", "\"C\"", "chunk"}},
+    {"negative chunks",
+     HEAD "\"C\": {\"op\": \"zeros\", \"shape\": [4, 4], \"chunks\": [2, -1]}" OUT,
+     {"prog.json", "\"C\"", "chunk"}},
+    {"missing npy",
+     HEAD "\"C\": {\"op\": \"load\", \"path\": \"nope.npy\"}" OUT,
+     {"prog.json", "\"C\"", "nope.npy"}},
+    {"malformed npy",
+     HEAD "\"C\": {\"op\": \"load\", \"path\": \"bad.npy\"}" OUT,
+     {"prog.json", "\"C\"", "bad.npy"}},
+    {"print too large",
+     "{\"tessera\": 1, \"arrays\": {\"C\": {\"op\": \"zeros\", \"shape\": [2000]}}, "
+     "\"outputs\": {\"C\": \"-\"}}",
+     {"prog.json", "\"C\"", "print"}},
+};
+
+static void check_case(const bad_case *bc, const char *cmd) {
+    char *dir = make_tmpdir();
+    write_file(dir, "prog.json", bc->json);
+    write_file(dir, "bad.npy", "\x93NUMPY garbage");
+    const char *argv[] = {"tessera", cmd, "prog.json", NULL};
+    proc_result r = run_cmd(dir, argv, 30);
+    cr_assert_eq(r.status, 2, "%s (%s): exit status %d, want 2; stderr:\n%s", bc->what, cmd,
+                 r.status, r.err);
+    for (int i = 0; i < 3 && bc->expect[i]; i++)
+        cr_assert(strstr(r.err, bc->expect[i]), "%s (%s): message lacks \"%s\":\n%s", bc->what, cmd,
+                  bc->expect[i], r.err);
+    cr_assert_eq(dir_entries(dir), 2, "%s (%s): a file was created", bc->what, cmd);
+    proc_result_free(&r);
+}
+
+Test(badinput, run_rejects_every_class, .timeout = 120) {
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i], "run");
+}
+
+Test(badinput, check_rejects_every_class, .timeout = 120) {
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i], "check");
+}
+
+Test(badinput, submit_rejects_before_connecting, .timeout = 30) {
+    char *dir = make_tmpdir();
+    write_file(dir, "prog.json", cases[6].json);
+    /* Nothing listens on port 1: a valid program would fail with 1, an invalid one with 2. */
+    const char *argv[] = {"tessera", "submit", "--scheduler", "127.0.0.1:1", "prog.json", NULL};
+    proc_result r = run_cmd(dir, argv, 30);
+    cr_assert_eq(r.status, 2, "exit %d:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "matmul needs"));
+    proc_result_free(&r);
+}
+
+Test(badinput, bad_command_lines, .timeout = 30) {
+    const char *a1[] = {"tessera", "run", NULL};
+    proc_result r = run_cmd(NULL, a1, 10);
+    cr_assert_eq(r.status, 2);
+    proc_result_free(&r);
+    const char *a2[] = {"tessera", "run", "--workers", "zero", "x.json", NULL};
+    r = run_cmd(NULL, a2, 10);
+    cr_assert_eq(r.status, 2);
+    cr_assert(strstr(r.err, "--workers"));
+    proc_result_free(&r);
+    const char *a3[] = {"tessera", "frob", NULL};
+    r = run_cmd(NULL, a3, 10);
+    cr_assert_eq(r.status, 2);
+    proc_result_free(&r);
+    const char *cmds[] = {"run", "submit", "scheduler", "worker", "check"};
+    for (int i = 0; i < 5; i++) {
+        const char *a4[] = {"tessera", cmds[i], "--help", NULL};
+        r = run_cmd(NULL, a4, 10);
+        cr_assert_eq(r.status, 0, "%s --help", cmds[i]);
+        cr_assert(strstr(r.out, "usage: tessera"), "%s --help prints no usage", cmds[i]);
+        proc_result_free(&r);
+    }
+}
+
+Test(badinput, check_describes_valid_program, .timeout = 30) {
+    char *dir = make_tmpdir();
+    /* A: 2x2 chunks, B: 2x2 chunks, C = A @ B: 2x2 outputs x 2 k-steps = 8 matmul tasks. */
+    write_file(dir, "ok.json",
+               "{\"tessera\": 1, \"arrays\": {"
+               "\"A\": {\"op\": \"random\", \"shape\": [4, 4], \"chunks\": 2},"
+               "\"B\": {\"op\": \"random\", \"shape\": [4, 6], \"chunks\": [2, 3], "
+               "\"dtype\": \"float32\"},"
+               "\"C\": {\"op\": \"matmul\", \"args\": [\"A\", \"B\"]}},"
+               "\"outputs\": {\"C\": \"c.npy\"}}");
+    const char *argv[] = {"tessera", "check", "ok.json", NULL};
+    proc_result r = run_cmd(dir, argv, 30);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "C: matmul shape=(4, 6) dtype=float64 chunks=(2, 3)"), "%s", r.out);
+    cr_assert(strstr(r.out, "B: random shape=(4, 6) dtype=float32"), "%s", r.out);
+    cr_assert(strstr(r.out, "\n16 tasks\n"), "want 16 tasks:\n%s", r.out);
+    cr_assert_eq(dir_entries(dir), 1, "check wrote a file");
+    proc_result_free(&r);
+    const char *argv2[] = {"tessera", "check", "--dot", "ok.json", NULL};
+    r = run_cmd(dir, argv2, 30);
+    cr_assert_eq(r.status, 0);
+    cr_assert(strstr(r.out, "digraph"), "%s", r.out);
+    cr_assert(strstr(r.out, "->"), "no edges in the dot output");
+    proc_result_free(&r);
+}
