@@ -442,14 +442,25 @@ static int toposort(loader *L) {
                     stack[sp++] = (size_t)child;
                     continue;
                 }
-                char msg[800];
-                size_t len = 0, from = sp;
+                /* The cycle is stack[from-1 .. sp-1] and back to child; a long one is shown by
+                 * its ends. */
+                size_t from = sp;
                 while (from > 0 && stack[from - 1] != (size_t)child) from--;
-                for (size_t i = from - 1; i < sp && len < sizeof msg; i++)
-                    len += (size_t)snprintf(msg + len, sizeof msg - len, "\"%s\" -> ",
-                                            L->defs[stack[i]].name);
+                size_t k = sp - from + 1, len = 0;
+                char msg[800];
+                for (size_t i = 0; i < k && len < sizeof msg; i++) {
+                    if (k > 8 && i == 4) {
+                        len += (size_t)snprintf(msg + len, sizeof msg - len, "... -> ");
+                        i = k - 3;
+                    }
+                    len += (size_t)snprintf(msg + len, sizeof msg - len, "\"%.40s\" -> ",
+                                            L->defs[stack[from - 1 + i]].name);
+                }
+                char count[48] = "";
+                if (k > 8) snprintf(count, sizeof count, " (a cycle of %zu arrays)", k);
                 if (len < sizeof msg)
-                    snprintf(msg + len, sizeof msg - len, "\"%s\"", L->defs[child].name);
+                    snprintf(msg + len, sizeof msg - len, "\"%.40s\"%s", L->defs[child].name,
+                             count);
                 free(stack);
                 return fail(L, NULL, TSR_EPROGRAM, "cycle between arrays %s", msg);
             }

@@ -53,6 +53,7 @@ static int print_output(tsr_program *p, const tsr__output *o, FILE *out) {
         fprintf(out, " %.17g", dt == TSR_FLOAT32 ? (double)((float *)buf)[i] : ((double *)buf)[i]);
     fputc('\n', out);
     free(buf);
+    errno = 0;
     if (fflush(out) != 0 || ferror(out)) {
         int e = errno ? errno : EIO;
         return tsr__fail(p->client, -e, "%s: array \"%s\": cannot print: %s", p->name,
@@ -90,7 +91,8 @@ int tsr_program_run(tsr_program *p, const tsr_compute_options *opts, FILE *out) 
 
 void tsr_program_free(tsr_program *p) {
     if (!p) return;
-    /* Any order works: arrays keep what they need of their operands. */
+    /* Users before their operands: each handle dropped is then the last reference to its array,
+     * so nothing cascades (forward order would free a long chain recursively at the end). */
     for (size_t i = p->narrays; i-- > 0;) tsr_array_free(p->arrays[i]);
     for (size_t i = 0; i < p->noutputs; i++) free(p->outputs[i].path);
     free(p->arrays);

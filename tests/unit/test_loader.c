@@ -53,7 +53,7 @@ static void bad(const char *json, const char *want1, const char *want2) {
 
 /* A program with one array definition and no outputs. */
 static void bad1(const char *def, const char *want1, const char *want2) {
-    char json[1024];
+    char json[4096];
     snprintf(json, sizeof json, "{\"tessera\": 1, \"arrays\": {%s}, \"outputs\": {}}", def);
     bad(json, want1, want2);
 }
@@ -437,6 +437,20 @@ Test(loader, cycles) {
          "\"B\"]}, \"B\": {\"op\": \"exp\", \"args\": [\"C\"]}, \"C\": {\"op\": \"mul\", \"args\": "
          "[\"Z\", \"B\"]}",
          "cycle between arrays \"B\" -> \"C\" -> \"B\"", NULL);
+}
+
+Test(loader, long_cycle) {
+    /* A long cycle is shown by its ends and its length. */
+    char defs[2048];
+    size_t len = 0;
+    for (int i = 0; i < 20; i++)
+        len += (size_t)snprintf(defs + len, sizeof defs - len,
+                                "%s\"x%d\": {\"op\": \"neg\", \"args\": [\"x%d\"]}", i ? ", " : "",
+                                i, (i + 1) % 20);
+    bad1(defs,
+         "cycle between arrays \"x0\" -> \"x1\" -> \"x2\" -> \"x3\" -> ... -> \"x17\" -> \"x18\" "
+         "-> \"x19\" -> \"x0\"",
+         "(a cycle of 20 arrays)");
 }
 
 Test(loader, api_errors) {
