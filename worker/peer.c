@@ -1,0 +1,444 @@
+/* Chunks between workers: the peer server (answers get with the stored chunk's bytes, never
+ * copied, or missing) and the fetch side (one connection per peer address, at most
+ * TSR__PEER_MAX_INFLIGHT gets outstanding on it, payloads received straight into fresh chunk
+ * buffers). It knows nothing of tasks: fetch results go back to worker.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/worker.h"
+
+/* ---- Server side ---------------------------------------------------------------------------- */
+
+static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen);
+static void pin_on_close(tsr__conn *c, int status, const char *reason);
+
+static const tsr__conn_cbs pin_cbs = {
+    .on_frame = pin_on_frame,
+    .on_close = pin_on_close,
+};
+
+void tsr__peer_on_connection(uv_stream_t *server, int status) {
+    tsr__worker *w = server->data;
+    if (status < 0) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer accept failed: %s", uv_strerror(status));
+        return;
+    }
+    peer_in *p = calloc(1, sizeof *p);
+    tsr__conn *c = p ? tsr__conn_new(&w->loop, &pin_cbs, p, &w->log) : NULL;
+    if (!c) {
+        free(p);
+        tsr__log(&w->log, TSR_LOG_ERROR, "no memory for a peer connection");
+        return;
+    }
+    p->w = w;
+    p->conn = c;
+    /* Peers only ask; nothing they send carries a payload or needs a large header. */
+    c->max_payload = 0;
+    c->max_header = 64 * 1024;
+    p->next = w->pins;
+    if (w->pins) w->pins->prev = p;
+    w->pins = p;
+    int rc = tsr__conn_accept(c, server);
+    if (rc < 0) tsr__conn_close(c, uv_strerror(rc));
+}
+
+static void pin_on_close(tsr__conn *c, int status, const char *reason) {
+    peer_in *p = c->owner;
+    tsr__worker *w = p->w;
+    if (status != 0 && status != TSR_ECLOSED)
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s dropped: %s", c->peer, reason);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        w->pins = p->next;
+    if (p->next) p->next->prev = p->prev;
+    free(p);
+}
+
+static void close_after_write(void *arg) {
+    tsr__conn_close(arg, "refused");
+}
+
+static void buf_done(void *arg) {
+    tsr__buf_unref(arg);
+}
+
+static void send_error_and_close(tsr__conn *c, const char *msg) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, 2, "error");
+    tsr__mp_pack_str(&pk, "msg");
+    tsr__mp_pack_str(&pk, msg);
+    tsr__conn_send(c, &sb, NULL, 0, close_after_write, c);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void pin_hello(peer_in *p, const msgpack_object *hdr) {
+    tsr__worker *w = p->w;
+    tsr__conn *c = p->conn;
+    char type[16];
+    if (tsr__mp_type(hdr, type, sizeof type) != 0 || strcmp(type, "hello") != 0) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: first frame is not a hello", c->peer);
+        tsr__conn_close(c, "first frame is not a hello");
+        return;
+    }
+    int64_t v = 0;
+    if (tsr__mp_get_int(hdr, "v", &v) != 0 || v != TSR_PROTOCOL_VERSION) {
+        char msg[96];
+        const msgpack_object *vo = tsr__mp_get(hdr, "v");
+        if (vo && tsr__mp_as_int(vo, &v) == 0)
+            snprintf(msg, sizeof msg, "protocol version mismatch: got %lld, want %d", (long long)v,
+                     TSR_PROTOCOL_VERSION);
+        else
+            snprintf(msg, sizeof msg, "protocol version mismatch: got none, want %d",
+                     TSR_PROTOCOL_VERSION);
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: %s", c->peer, msg);
+        send_error_and_close(c, msg);
+        return;
+    }
+    const msgpack_object *role = tsr__mp_get(hdr, "role");
+    if (!role || !tsr__mp_str_eq(role, "peer")) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: hello without role \"peer\"", c->peer);
+        send_error_and_close(c, "this is a worker's peer port: role must be \"peer\"");
+        return;
+    }
+    /* Off loopback, peers prove they belong to the cluster as the scheduler's clients do. */
+    const char *token = w->opts->token;
+    const char *lh = w->opts->listen_host ? w->opts->listen_host : "127.0.0.1";
+    if (token && token[0] && !tsr__is_loopback(lh)) {
+        char got[256];
+        if (tsr__mp_get_str(hdr, "token", got, sizeof got) != 0 || strcmp(got, token) != 0) {
+            tsr__log(&w->log, TSR_LOG_WARN, "peer %s: bad or missing token", c->peer);
+            send_error_and_close(c, "authentication failed: bad or missing token");
+            return;
+        }
+    }
+    p->greeted = 1;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, 3, "welcome");
+    tsr__mp_pack_str(&pk, "v");
+    msgpack_pack_int(&pk, TSR_PROTOCOL_VERSION);
+    tsr__mp_pack_str(&pk, "id");
+    msgpack_pack_uint64(&pk, ++w->next_peer_id);
+    tsr__conn_send(c, &sb, NULL, 0, NULL, NULL);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen) {
+    peer_in *p = c->owner;
+    tsr__worker *w = p->w;
+    (void)payload;
+    (void)plen;
+    if (!p->greeted) {
+        pin_hello(p, hdr);
+        return;
+    }
+    char type[16];
+    if (tsr__mp_type(hdr, type, sizeof type) != 0 || strcmp(type, "get") != 0) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: unexpected message (want get)", c->peer);
+        tsr__conn_close(c, "unexpected message");
+        return;
+    }
+    int64_t job, id;
+    if (tsr__mp_get_int(hdr, "job", &job) != 0 || tsr__mp_get_int(hdr, "id", &id) != 0 || job < 0 ||
+        id < 0) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: malformed get", c->peer);
+        tsr__conn_close(c, "malformed get");
+        return;
+    }
+    /* Replies go out in request order because each is queued on the stream before the next
+     * request is read. */
+    const tsr__chunk *ch = tsr__store_get(&w->store, (uint64_t)job, (uint64_t)id);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    if (!ch) {
+        tsr__mp_pack_type(&pk, 3, "missing");
+        tsr__mp_pack_str(&pk, "job");
+        msgpack_pack_uint64(&pk, (uint64_t)job);
+        tsr__mp_pack_str(&pk, "id");
+        msgpack_pack_uint64(&pk, (uint64_t)id);
+        tsr__conn_send(c, &sb, NULL, 0, NULL, NULL);
+    } else {
+        tsr__mp_pack_type(&pk, 6, "chunk");
+        tsr__mp_pack_str(&pk, "job");
+        msgpack_pack_uint64(&pk, (uint64_t)job);
+        tsr__mp_pack_str(&pk, "id");
+        msgpack_pack_uint64(&pk, (uint64_t)id);
+        tsr__mp_pack_str(&pk, "dtype");
+        msgpack_pack_int(&pk, ch->dtype);
+        tsr__mp_pack_str(&pk, "shape");
+        msgpack_pack_array(&pk, ch->ndim);
+        for (int k = 0; k < ch->ndim; k++) msgpack_pack_int64(&pk, ch->shape[k]);
+        tsr__mp_pack_str(&pk, "n");
+        msgpack_pack_uint64(&pk, ch->buf->size);
+        /* The write borrows the bytes: hold a reference so a free meanwhile cannot pull them
+         * from under it. */
+        tsr__buf *b = tsr__buf_ref(ch->buf);
+        tsr__conn_send(c, &sb, b->data, b->size, buf_done, b);
+    }
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- Fetch side ----------------------------------------------------------------------------- */
+
+static int pout_on_header(tsr__conn *c, const msgpack_object *hdr, uint64_t plen, void **dest);
+static void pout_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen);
+static void pout_on_close(tsr__conn *c, int status, const char *reason);
+static void pout_on_connect(tsr__conn *c, int status);
+
+static const tsr__conn_cbs pout_cbs = {
+    .on_header = pout_on_header,
+    .on_frame = pout_on_frame,
+    .on_close = pout_on_close,
+    .on_connect = pout_on_connect,
+};
+
+static void pump(peer_out *p) {
+    tsr__worker *w = p->w;
+    while (p->welcomed && p->conn && !p->conn->closing && p->qhead &&
+           p->ninflight < TSR__PEER_MAX_INFLIGHT) {
+        wfetch *f = p->qhead;
+        p->qhead = f->qnext;
+        if (!p->qhead) p->qtail = NULL;
+        f->qnext = NULL;
+        f->state = FETCH_SENT;
+        p->inflight[(p->ihead + p->ninflight) % TSR__PEER_MAX_INFLIGHT] = f;
+        p->ninflight++;
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        tsr__mp_pack_type(&pk, 3, "get");
+        tsr__mp_pack_str(&pk, "job");
+        msgpack_pack_uint64(&pk, f->job);
+        tsr__mp_pack_str(&pk, "id");
+        msgpack_pack_uint64(&pk, f->id);
+        int rc = tsr__conn_send(p->conn, &sb, NULL, 0, NULL, NULL);
+        msgpack_sbuffer_destroy(&sb);
+        if (rc < 0) {
+            /* on_close fails everything queued and in flight. */
+            tsr__log(&w->log, TSR_LOG_WARN, "get to %s failed: %s", p->addr, tsr_strerror(rc));
+            tsr__conn_close(p->conn, "send failed");
+            return;
+        }
+    }
+}
+
+int tsr__peer_fetch(tsr__worker *w, wfetch *f, const char *addr) {
+    peer_out *p = w->peers;
+    /* A connection that is closing will fail what it holds; new requests get a fresh one. */
+    while (p && (!p->conn || p->conn->closing || strcmp(p->addr, addr) != 0)) p = p->next;
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p) return -ENOMEM;
+        p->w = w;
+        snprintf(p->addr, sizeof p->addr, "%s", addr);
+        p->conn = tsr__conn_new(&w->loop, &pout_cbs, p, &w->log);
+        if (!p->conn) {
+            free(p);
+            return -ENOMEM;
+        }
+        p->conn->max_header = 1 << 20;
+        p->next = w->peers;
+        w->peers = p;
+        int rc = tsr__conn_connect(p->conn, addr);
+        if (rc < 0) {
+            /* Queue the fetch anyway: on_close reports the failure to it like to any other. */
+            tsr__log(&w->log, TSR_LOG_WARN, "cannot connect to peer %s: %s", addr,
+                     tsr_strerror(rc));
+            tsr__conn_close(p->conn, tsr_strerror(rc));
+        }
+    }
+    f->peer = p;
+    f->state = FETCH_WAITING;
+    f->qnext = NULL;
+    if (p->qtail)
+        p->qtail->qnext = f;
+    else
+        p->qhead = f;
+    p->qtail = f;
+    pump(p);
+    return 0;
+}
+
+static void pout_on_connect(tsr__conn *c, int status) {
+    peer_out *p = c->owner;
+    if (status < 0) return; /* on_close follows */
+    p->connected = 1;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    tsr__worker_pack_peer_hello(p->w, &sb);
+    tsr__conn_send(c, &sb, NULL, 0, NULL, NULL);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static wfetch *inflight_head(peer_out *p) {
+    return p->ninflight ? p->inflight[p->ihead] : NULL;
+}
+
+static wfetch *inflight_pop(peer_out *p) {
+    wfetch *f = p->inflight[p->ihead];
+    p->inflight[p->ihead] = NULL;
+    p->ihead = (p->ihead + 1) % TSR__PEER_MAX_INFLIGHT;
+    p->ninflight--;
+    return f;
+}
+
+/* Does the reply name the request at the head of the queue? */
+static int reply_matches(const msgpack_object *hdr, const wfetch *f) {
+    int64_t job, id;
+    return f && tsr__mp_get_int(hdr, "job", &job) == 0 && tsr__mp_get_int(hdr, "id", &id) == 0 &&
+           (uint64_t)job == f->job && (uint64_t)id == f->id;
+}
+
+static int pout_on_header(tsr__conn *c, const msgpack_object *hdr, uint64_t plen, void **dest) {
+    peer_out *p = c->owner;
+    tsr__worker *w = p->w;
+    char type[16];
+    if (tsr__mp_type(hdr, type, sizeof type) != 0 || strcmp(type, "chunk") != 0) {
+        if (plen == 0) return 0; /* judged in on_frame */
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: unexpected payload", c->peer);
+        tsr__conn_close(c, "unexpected payload");
+        return 0;
+    }
+    wfetch *f = inflight_head(p);
+    const char *why = NULL;
+    int64_t dtype = -1;
+    const msgpack_object *dt = tsr__mp_get(hdr, "dtype");
+    const msgpack_object *sh = tsr__mp_get(hdr, "shape");
+    if (!p->welcomed || !reply_matches(hdr, f)) why = "chunk reply out of order";
+    if (!why && dt && dt->type == MSGPACK_OBJECT_STR) {
+        /* The catalogue leaves dtype's form open; accept a name as well as tsr_dtype. */
+        char name[16];
+        tsr_dtype d;
+        if (dt->via.str.size < sizeof name) {
+            memcpy(name, dt->via.str.ptr, dt->via.str.size);
+            name[dt->via.str.size] = '\0';
+            if (tsr_dtype_parse(name, &d) == 0) dtype = d;
+        }
+    } else if (!why && dt) {
+        tsr__mp_as_int(dt, &dtype);
+    }
+    if (!why && dtype != TSR_FLOAT64 && dtype != TSR_FLOAT32) why = "bad dtype";
+    if (!why && (!sh || sh->type != MSGPACK_OBJECT_ARRAY || sh->via.array.size > TSR_MAX_NDIM))
+        why = "bad shape";
+    uint64_t count = 1;
+    if (!why) {
+        f->ndim = (uint8_t)sh->via.array.size;
+        for (uint32_t k = 0; k < sh->via.array.size; k++) {
+            int64_t v;
+            if (tsr__mp_as_int(&sh->via.array.ptr[k], &v) != 0 || v < 0 ||
+                (v > 0 && count > UINT64_MAX / (uint64_t)v)) {
+                why = "bad shape";
+                break;
+            }
+            f->shape[k] = v;
+            count *= (uint64_t)v;
+        }
+    }
+    if (!why && (count > UINT64_MAX / 8 || count * tsr_dtype_size((tsr_dtype)dtype) != plen))
+        why = "payload size does not match dtype and shape";
+    if (why) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: %s", c->peer, why);
+        tsr__conn_close(c, why);
+        return 0;
+    }
+    f->dtype = (uint8_t)dtype;
+    if (plen > SIZE_MAX || !(f->buf = tsr__buf_new((size_t)plen))) {
+        tsr__conn_close(c, "no memory for a chunk");
+        return 0;
+    }
+    if (plen > 0) *dest = f->buf->data;
+    return 0;
+}
+
+static void pout_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen) {
+    peer_out *p = c->owner;
+    tsr__worker *w = p->w;
+    (void)payload;
+    (void)plen;
+    char type[16];
+    if (tsr__mp_type(hdr, type, sizeof type) != 0) {
+        tsr__conn_close(c, "frame without a type");
+        return;
+    }
+    if (!p->welcomed) {
+        if (strcmp(type, "welcome") == 0) {
+            p->welcomed = 1;
+            pump(p);
+            return;
+        }
+        char msg[200] = "?";
+        if (strcmp(type, "error") == 0) tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s refused us: %s", p->addr, msg);
+        tsr__conn_close(c, "refused");
+        return;
+    }
+    if (strcmp(type, "chunk") == 0) {
+        wfetch *f = inflight_pop(p); /* on_header checked it is the head and made f->buf */
+        f->state = FETCH_READY;
+        f->peer = NULL;
+        tsr__worker_fetch_done(w, f);
+    } else if (strcmp(type, "missing") == 0 && reply_matches(hdr, inflight_head(p))) {
+        wfetch *f = inflight_pop(p);
+        f->peer = NULL;
+        char why[160];
+        snprintf(why, sizeof why, "%s does not hold it", p->addr);
+        tsr__worker_fetch_failed(w, f, why);
+    } else {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: unexpected %s", p->addr, type);
+        tsr__conn_close(c, "unexpected message");
+        return;
+    }
+    pump(p);
+}
+
+static void pout_on_close(tsr__conn *c, int status, const char *reason) {
+    peer_out *p = c->owner;
+    tsr__worker *w = p->w;
+    p->conn = NULL;
+    for (peer_out **pp = &w->peers; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    /* Everything still asked of this peer fails (after unlinking, so a retry made from a
+     * failure callback opens a fresh connection). */
+    wfetch *list = NULL, **tail = &list;
+    while (p->ninflight) {
+        *tail = inflight_pop(p);
+        tail = &(*tail)->qnext;
+    }
+    *tail = p->qhead;
+    p->qhead = p->qtail = NULL;
+    if (list && !w->stopping)
+        tsr__log(&w->log, TSR_LOG_WARN, "connection to peer %s lost: %s", p->addr, reason);
+    char why[200];
+    (void)status;
+    snprintf(why, sizeof why, "connection to %s failed: %s", p->addr, reason);
+    while (list) {
+        wfetch *f = list;
+        list = f->qnext;
+        f->qnext = NULL;
+        f->peer = NULL;
+        /* A half-received payload's buffer goes with the fetch. */
+        if (!w->stopping) tsr__worker_fetch_failed(w, f, why);
+    }
+    free(p);
+}
+
+void tsr__peer_close_all(tsr__worker *w) {
+    for (peer_in *p = w->pins; p; p = p->next) tsr__conn_close(p->conn, "worker stopping");
+    for (peer_out *p = w->peers; p; p = p->next)
+        if (p->conn) tsr__conn_close(p->conn, "worker stopping");
+}

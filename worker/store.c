@@ -1,0 +1,149 @@
+/* The chunk store: a (job, id) hash map of refcounted chunk buffers with byte accounting.
+ * Pure data structure, loop thread only: no I/O, no locks. Dropping a chunk releases the
+ * store's reference only, so a peer send in progress keeps the bytes alive. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/worker.h"
+
+static size_t key_hash(uint64_t job, uint64_t id) {
+    uint64_t h = job * 0x9E3779B97F4A7C15ull ^ (id + 0x632BE59BD9B4E019ull);
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 29;
+    return (size_t)h;
+}
+
+void tsr__kmap_init(tsr__kmap *m) {
+    memset(m, 0, sizeof *m);
+}
+
+void tsr__kmap_free(tsr__kmap *m) {
+    free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+static tsr__kslot *find_slot(const tsr__kmap *m, uint64_t job, uint64_t id) {
+    if (m->cap == 0) return NULL;
+    size_t mask = m->cap - 1;
+    for (size_t i = key_hash(job, id) & mask;; i = (i + 1) & mask) {
+        tsr__kslot *s = &m->slots[i];
+        if (!s->val) return NULL;
+        if (s->job == job && s->id == id) return s;
+    }
+}
+
+void *tsr__kmap_get(const tsr__kmap *m, uint64_t job, uint64_t id) {
+    tsr__kslot *s = find_slot(m, job, id);
+    return s ? s->val : NULL;
+}
+
+static void insert_new(tsr__kslot *slots, size_t cap, uint64_t job, uint64_t id, void *val) {
+    size_t mask = cap - 1;
+    size_t i = key_hash(job, id) & mask;
+    while (slots[i].val) i = (i + 1) & mask;
+    slots[i].job = job;
+    slots[i].id = id;
+    slots[i].val = val;
+}
+
+int tsr__kmap_put(tsr__kmap *m, uint64_t job, uint64_t id, void *val, void **old) {
+    if (old) *old = NULL;
+    tsr__kslot *s = find_slot(m, job, id);
+    if (s) {
+        if (old) *old = s->val;
+        s->val = val;
+        return 0;
+    }
+    /* Keep the load factor under 1/2 so probe runs stay short. */
+    if ((m->len + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 16;
+        tsr__kslot *ns = calloc(ncap, sizeof *ns);
+        if (!ns) return -ENOMEM;
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i].val)
+                insert_new(ns, ncap, m->slots[i].job, m->slots[i].id, m->slots[i].val);
+        free(m->slots);
+        m->slots = ns;
+        m->cap = ncap;
+    }
+    insert_new(m->slots, m->cap, job, id, val);
+    m->len++;
+    return 0;
+}
+
+void *tsr__kmap_del(tsr__kmap *m, uint64_t job, uint64_t id) {
+    tsr__kslot *s = find_slot(m, job, id);
+    if (!s) return NULL;
+    void *val = s->val;
+    size_t mask = m->cap - 1;
+    size_t hole = (size_t)(s - m->slots);
+    m->slots[hole].val = NULL;
+    m->len--;
+    /* Backward-shift: move later entries of the probe run into the hole when their home slot
+     * does not lie cyclically between the hole and their current slot. */
+    for (size_t j = (hole + 1) & mask; m->slots[j].val; j = (j + 1) & mask) {
+        size_t home = key_hash(m->slots[j].job, m->slots[j].id) & mask;
+        int between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (between) continue;
+        m->slots[hole] = m->slots[j];
+        m->slots[j].val = NULL;
+        hole = j;
+    }
+    return val;
+}
+
+void tsr__store_init(tsr__store *s) {
+    memset(s, 0, sizeof *s);
+    tsr__kmap_init(&s->map);
+}
+
+static void chunk_free(tsr__store *s, tsr__chunk *c) {
+    s->bytes -= c->buf->size;
+    tsr__buf_unref(c->buf);
+    free(c);
+}
+
+void tsr__store_free(tsr__store *s) {
+    for (size_t i = 0; i < s->map.cap; i++)
+        if (s->map.slots[i].val) chunk_free(s, s->map.slots[i].val);
+    tsr__kmap_free(&s->map);
+    s->bytes = 0;
+}
+
+int tsr__store_put(tsr__store *s, uint64_t job, uint64_t id, tsr__buf *buf, uint8_t dtype,
+                   uint8_t ndim, const int64_t *shape) {
+    tsr__chunk *c = calloc(1, sizeof *c);
+    if (!c) {
+        tsr__buf_unref(buf);
+        return -ENOMEM;
+    }
+    c->job = job;
+    c->id = id;
+    c->buf = buf;
+    c->dtype = dtype;
+    c->ndim = ndim > TSR_MAX_NDIM ? TSR_MAX_NDIM : ndim;
+    if (c->ndim) memcpy(c->shape, shape, c->ndim * sizeof *shape);
+    void *old = NULL;
+    if (tsr__kmap_put(&s->map, job, id, c, &old) != 0) {
+        tsr__buf_unref(buf);
+        free(c);
+        return -ENOMEM;
+    }
+    if (old) chunk_free(s, old);
+    s->bytes += buf->size;
+    if (s->bytes > s->peak) s->peak = s->bytes;
+    return 0;
+}
+
+const tsr__chunk *tsr__store_get(const tsr__store *s, uint64_t job, uint64_t id) {
+    return tsr__kmap_get(&s->map, job, id);
+}
+
+int tsr__store_drop(tsr__store *s, uint64_t job, uint64_t id) {
+    tsr__chunk *c = tsr__kmap_del(&s->map, job, id);
+    if (!c) return 0;
+    chunk_free(s, c);
+    return 1;
+}
