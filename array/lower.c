@@ -1,0 +1,634 @@
+/* Lowering: turns lazy arrays into one chunk-task graph (tsr_graph). Owns the per-op rules
+ * (which kernel, which inputs, which parameters), memoization of shared sub-graphs within one
+ * lowering epoch, task counts and the Graphviz view. Must not validate user input (array.c did)
+ * nor talk to a cluster.
+ *
+ * Emission order: tasks are emitted depth-first, a chunk's inputs right before the task that
+ * first needs them, so that "lower id first" (the scheduler's static priority) walks the graph
+ * depth-first and frees memory early. Deep expression DAGs (more than MAX_DFS_DEPTH arrays on a
+ * path) are emitted array by array instead, which needs no recursion. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "array/array.h"
+
+#define NONE UINT32_MAX
+#define MAX_DFS_DEPTH 64
+#define FAN_IN 8
+
+/* Per-array state of one lowering, found through the array's lower_tasks[nchunks] slot. */
+typedef struct node {
+    tsr_array *a;
+    int64_t nchunks;
+    int64_t *off[TSR_MAX_NDIM]; /* cumulative chunk offsets (numchunks + 1), made on demand */
+    int64_t garray;             /* graph array record, added with the array's first task */
+    int same_grid;              /* RECHUNK to the operand's own grid: pass its tasks through */
+    int depth;                  /* longest operand path below (1 for sources) */
+} node;
+
+/* Where a task's chunk sits, for the dot labels. */
+typedef struct task_origin {
+    tsr_array *a;
+    int64_t ci;
+} task_origin;
+
+typedef struct lctx {
+    tsr_client *c;
+    tsr_graph *g;
+    uint64_t epoch;
+    node *nodes; /* in discovery order */
+    size_t nnodes, nodes_cap;
+    uint32_t *order; /* node indices in dependency order (operands first) */
+    size_t norder, order_cap;
+    task_origin *origin; /* NULL unless the dot writer asked for it */
+    size_t origin_cap;
+} lctx;
+
+static node *node_of(lctx *L, const tsr_array *a) {
+    return &L->nodes[a->lower_tasks[tsr__array_nchunks(a)]];
+}
+
+static const int64_t *offsets(lctx *L, const tsr_array *a, int ax) {
+    node *n = node_of(L, a);
+    if (!n->off[ax]) {
+        int64_t *o = malloc((size_t)(a->numchunks[ax] + 1) * sizeof *o);
+        if (!o) return NULL;
+        o[0] = 0;
+        for (int64_t k = 0; k < a->numchunks[ax]; k++) o[k + 1] = o[k] + a->chunks[ax][k];
+        n->off[ax] = o;
+    }
+    return n->off[ax];
+}
+
+/* Row-major chunk index <-> grid index. */
+static void unravel(const tsr_array *a, int64_t ci, int64_t *idx) {
+    for (int ax = a->ndim - 1; ax >= 0; ax--) {
+        idx[ax] = ci % a->numchunks[ax];
+        ci /= a->numchunks[ax];
+    }
+}
+
+static int64_t ravel(const tsr_array *a, const int64_t *idx) {
+    int64_t ci = 0;
+    for (int ax = 0; ax < a->ndim; ax++) ci = ci * a->numchunks[ax] + idx[ax];
+    return ci;
+}
+
+/* Offset and shape of the chunk at grid index idx. */
+static int box(lctx *L, const tsr_array *a, const int64_t *idx, int64_t *off, int64_t *shape) {
+    for (int ax = 0; ax < a->ndim; ax++) {
+        const int64_t *o = offsets(L, a, ax);
+        if (!o) return tsr__fail(L->c, -ENOMEM, "out of memory");
+        off[ax] = o[idx[ax]];
+        shape[ax] = a->chunks[ax][idx[ax]];
+    }
+    return 0;
+}
+
+static double nelem(int ndim, const int64_t *shape) {
+    double n = 1;
+    for (int ax = 0; ax < ndim; ax++) n *= (double)shape[ax];
+    return n;
+}
+
+static void desc_init(tsr_kdesc *d, int kop, int fn, tsr_dtype dtype, int ndim,
+                      const int64_t *shape) {
+    memset(d, 0, sizeof *d);
+    d->kop = (uint8_t)kop;
+    d->fn = (uint8_t)fn;
+    d->dtype = (uint8_t)dtype;
+    d->ndim = (uint8_t)ndim;
+    for (int ax = 0; ax < ndim; ax++) d->shape[ax] = shape[ax];
+}
+
+/* Adds one task of array a (making chunk ci, or contributing to it). */
+static int64_t add(lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d, const uint32_t *deps,
+                   uint32_t ndeps, double flops) {
+    node *n = node_of(L, a);
+    if (n->garray < 0) {
+        n->garray = tsr__graph_add_array(L->g, tsr_array_name(a), tsr_array_op(a));
+        if (n->garray < 0) return tsr__fail(L->c, (int)n->garray, "out of memory");
+    }
+    if (L->g->ntasks >= NONE - 1)
+        return tsr__fail(L->c, TSR_ETOOLARGE, "%s: the task graph is too large", tsr_array_name(a));
+    int64_t t = tsr__graph_add_task(L->g, d, (uint32_t)n->garray, deps, ndeps, flops);
+    if (t < 0) return tsr__fail(L->c, (int)t, "%s: could not add a task", tsr_array_name(a));
+    if (L->origin) {
+        if (TSR__GROW(L->origin, L->origin_cap, (size_t)t + 1) < 0)
+            return tsr__fail(L->c, -ENOMEM, "out of memory");
+        L->origin[t] = (task_origin){a, ci};
+    }
+    return t;
+}
+
+static int64_t get_chunk(lctx *L, tsr_array *a, int64_t ci);
+
+/* Fetches operand chunk ci into *dep (a task id). */
+static int dep_of(lctx *L, tsr_array *x, int64_t ci, uint32_t *dep) {
+    int64_t t = get_chunk(L, x, ci);
+    if (t < 0) return (int)t;
+    *dep = (uint32_t)t;
+    return 0;
+}
+
+/* ---- per-op emission ------------------------------------------------------------------------ */
+
+static int64_t emit_source(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx) {
+    int64_t off[TSR_MAX_NDIM], shape[TSR_MAX_NDIM], iv[2 + 2 * TSR_MAX_NDIM];
+    double fv[2];
+    int rc = box(L, a, idx, off, shape);
+    if (rc < 0) return rc;
+    tsr_kdesc d;
+    int d_ = a->ndim;
+    switch (a->aop) {
+    case TSR_A_FULL:
+        desc_init(&d, TSR_KOP_FILL, 0, a->dtype, d_, shape);
+        fv[0] = a->value;
+        d.f = fv;
+        d.nf = 1;
+        break;
+    case TSR_A_RANDOM:
+        desc_init(&d, TSR_KOP_RANDOM, 0, a->dtype, d_, shape);
+        memcpy(&iv[0], &a->seed, sizeof a->seed); /* the seed's uint64 bits */
+        for (int ax = 0; ax < d_; ax++) {
+            iv[1 + ax] = a->shape[ax];
+            iv[1 + d_ + ax] = off[ax];
+        }
+        d.i = iv;
+        d.ni = (uint32_t)(1 + 2 * d_);
+        break;
+    case TSR_A_ARANGE:
+        desc_init(&d, TSR_KOP_ARANGE, 0, a->dtype, d_, shape);
+        fv[0] = a->value;
+        fv[1] = a->step;
+        iv[0] = off[0];
+        d.f = fv;
+        d.nf = 2;
+        d.i = iv;
+        d.ni = 1;
+        break;
+    default: /* TSR_A_LOAD */
+        desc_init(&d, TSR_KOP_LOAD, 0, a->dtype, d_, shape);
+        iv[0] = a->data_offset;
+        iv[1] = (int64_t)a->file_dtype;
+        for (int ax = 0; ax < d_; ax++) {
+            iv[2 + ax] = a->shape[ax];
+            iv[2 + d_ + ax] = off[ax];
+        }
+        d.i = iv;
+        d.ni = (uint32_t)(2 + 2 * d_);
+        d.s = a->path;
+        break;
+    }
+    return add(L, a, ci, &d, NULL, 0, nelem(d_, shape));
+}
+
+/* UNARY, ASTYPE and BINARY_SCALAR: one task per chunk on the operand's matching chunk. */
+static int64_t emit_map(lctx *L, tsr_array *a, int64_t ci, const int64_t *shape) {
+    uint32_t dep;
+    int rc = dep_of(L, a->args[0], ci, &dep);
+    if (rc < 0) return rc;
+    tsr_kdesc d;
+    int64_t iv[1];
+    double fv[1];
+    if (a->aop == TSR_A_UNARY) {
+        desc_init(&d, TSR_KOP_UNARY, a->fn, a->dtype, a->ndim, shape);
+    } else if (a->aop == TSR_A_ASTYPE) {
+        desc_init(&d, TSR_KOP_ASTYPE, 0, a->dtype, a->ndim, shape);
+    } else {
+        desc_init(&d, TSR_KOP_BINARY_SCALAR, a->fn, a->dtype, a->ndim, shape);
+        fv[0] = a->value;
+        iv[0] = a->scalar_first;
+        d.f = fv;
+        d.nf = 1;
+        d.i = iv;
+        d.ni = 1;
+    }
+    return add(L, a, ci, &d, &dep, 1, nelem(a->ndim, shape));
+}
+
+/* BINARY: array.c aligned both operands to the output grid on every axis they span, so an
+ * operand's chunk index is the output's, or 0 where it is broadcast (a single chunk). */
+static int64_t emit_binary(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                           const int64_t *shape) {
+    uint32_t deps[2];
+    for (int k = 0; k < 2; k++) {
+        tsr_array *x = a->args[k];
+        int64_t xidx[TSR_MAX_NDIM];
+        int o = a->ndim - x->ndim;
+        for (int ax = 0; ax < x->ndim; ax++) xidx[ax] = x->numchunks[ax] == 1 ? 0 : idx[ax + o];
+        int rc = dep_of(L, x, ravel(x, xidx), &deps[k]);
+        if (rc < 0) return rc;
+    }
+    tsr_kdesc d;
+    desc_init(&d, TSR_KOP_BINARY, a->fn, a->dtype, a->ndim, shape);
+    return add(L, a, ci, &d, deps, 2, nelem(a->ndim, shape));
+}
+
+/* MATMUL: C[i,j] accumulates A[i,kk] @ B[kk,j] over kk in increasing order, one task per block
+ * product, each taking the previous partial sum (a fixed order: SPEC determinism). */
+static int64_t emit_matmul(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                           const int64_t *shape) {
+    tsr_array *A = a->args[0], *B = a->args[1];
+    int64_t nk = A->numchunks[1], prev = -1;
+    tsr_kdesc d;
+    desc_init(&d, TSR_KOP_MATMUL, 0, a->dtype, a->ndim, shape);
+    double mn = nelem(a->ndim, shape);
+    for (int64_t kk = 0; kk < nk; kk++) {
+        uint32_t deps[3];
+        int rc = dep_of(L, A, idx[0] * nk + kk, &deps[0]);
+        if (rc == 0) rc = dep_of(L, B, B->ndim == 2 ? kk * B->numchunks[1] + idx[1] : kk, &deps[1]);
+        if (rc < 0) return rc;
+        if (prev >= 0) deps[2] = (uint32_t)prev;
+        prev = add(L, a, ci, &d, deps, prev >= 0 ? 3 : 2, 2.0 * mn * (double)A->chunks[1][kk]);
+        if (prev < 0) return prev;
+    }
+    return prev;
+}
+
+static int64_t emit_transpose(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                              const int64_t *shape) {
+    tsr_array *x = a->args[0];
+    int64_t xidx[TSR_MAX_NDIM], perm[TSR_MAX_NDIM];
+    for (int ax = 0; ax < a->ndim; ax++) {
+        xidx[a->axes[ax]] = idx[ax];
+        perm[ax] = a->axes[ax];
+    }
+    uint32_t dep;
+    int rc = dep_of(L, x, ravel(x, xidx), &dep);
+    if (rc < 0) return rc;
+    tsr_kdesc d;
+    desc_init(&d, TSR_KOP_TRANSPOSE, 0, a->dtype, a->ndim, shape);
+    d.i = perm;
+    d.ni = (uint32_t)a->ndim;
+    return add(L, a, ci, &d, &dep, 1, nelem(a->ndim, shape));
+}
+
+/* A reduction's output chunk: what the combine tree needs to know. */
+typedef struct rctx {
+    tsr_array *a, *x;
+    int64_t ci;
+    int64_t xidx[TSR_MAX_NDIM]; /* kept axes fixed by the output chunk */
+    int64_t cnt[24];            /* items per tree level: cnt[0] partials, cnt[l] = ceil(/8) */
+    int height;
+    const int64_t *shape; /* output chunk shape */
+} rctx;
+
+/* The REDUCE partial of the p-th input chunk (row-major over the reduced axes' chunk indices). */
+static int64_t partial(lctx *L, rctx *R, int64_t p) {
+    tsr_array *a = R->a, *x = R->x;
+    for (int k = a->naxes - 1; k >= 0; k--) {
+        int ax = a->axes[k];
+        R->xidx[ax] = p % x->numchunks[ax];
+        p /= x->numchunks[ax];
+    }
+    uint32_t dep;
+    int rc = dep_of(L, x, ravel(x, R->xidx), &dep);
+    if (rc < 0) return rc;
+    int64_t axes[TSR_MAX_NDIM], xshape[TSR_MAX_NDIM];
+    for (int k = 0; k < a->naxes; k++) axes[k] = a->axes[k];
+    for (int ax = 0; ax < x->ndim; ax++) xshape[ax] = x->chunks[ax][R->xidx[ax]];
+    tsr_kdesc d;
+    desc_init(&d, TSR_KOP_REDUCE, a->fn, a->dtype, a->ndim, R->shape);
+    d.i = axes;
+    d.ni = (uint32_t)a->naxes;
+    return add(L, a, R->ci, &d, &dep, 1, nelem(x->ndim, xshape));
+}
+
+static int64_t combine(lctx *L, rctx *R, const uint32_t *deps, uint32_t n, double scale) {
+    tsr_kdesc d;
+    desc_init(&d, TSR_KOP_COMBINE, R->a->fn, R->a->dtype, R->a->ndim, R->shape);
+    d.f = &scale;
+    d.nf = 1;
+    return add(L, R->a, R->ci, &d, deps, n, (double)n * nelem(R->a->ndim, R->shape));
+}
+
+/* Item j of tree level `level`: level 0 items are the partials; an item above combines up to
+ * FAN_IN consecutive items of the level below (a lone child passes through unchanged). This is
+ * the level-by-level grouping, built in post-order so partials are combined as soon as a group
+ * is complete. */
+static int64_t tree(lctx *L, rctx *R, int level, int64_t j, double root_scale) {
+    if (level == 0) return partial(L, R, j);
+    int64_t first = j * FAN_IN, last = TSR__MIN(first + FAN_IN, R->cnt[level - 1]);
+    if (last - first == 1) return tree(L, R, level - 1, first, root_scale);
+    uint32_t deps[FAN_IN];
+    for (int64_t k = first; k < last; k++) {
+        int64_t t = tree(L, R, level - 1, k, root_scale);
+        if (t < 0) return t;
+        deps[k - first] = (uint32_t)t;
+    }
+    return combine(L, R, deps, (uint32_t)(last - first), level == R->height ? root_scale : 1.0);
+}
+
+static int64_t emit_reduce(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                           const int64_t *shape) {
+    rctx R = {.a = a, .x = a->args[0], .ci = ci, .shape = shape};
+    tsr_array *x = R.x;
+    int reduced[TSR_MAX_NDIM] = {0};
+    double count = 1;
+    R.cnt[0] = 1;
+    for (int k = 0; k < a->naxes; k++) {
+        reduced[a->axes[k]] = 1;
+        R.cnt[0] *= x->numchunks[a->axes[k]];
+        count *= (double)x->shape[a->axes[k]];
+    }
+    for (int ax = 0, o = 0; ax < x->ndim; ax++)
+        if (!reduced[ax]) R.xidx[ax] = idx[o++];
+    while (R.cnt[R.height] > 1) {
+        R.cnt[R.height + 1] = (R.cnt[R.height] + FAN_IN - 1) / FAN_IN;
+        R.height++;
+    }
+    int mean = a->fn == TSR_MEAN;
+    /* NumPy's mean over nothing is NaN (0 * NaN keeps it so, without dividing by zero). */
+    double scale = mean ? (count > 0 ? 1.0 / count : NAN) : 1.0;
+    int64_t t = tree(L, &R, R.height, 0, scale);
+    if (t < 0 || R.height > 0 || !mean) return t;
+    uint32_t dep = (uint32_t)t; /* a lone partial of a mean still needs its scale */
+    return combine(L, &R, &dep, 1, scale);
+}
+
+/* Input chunk c of an axis with cumulative offsets o[0..n] holding position pos (clamped, so
+ * the end of an axis maps to its last chunk). */
+static int64_t find_chunk(const int64_t *o, int64_t n, int64_t pos) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (o[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* RECHUNK to a different grid: one ASSEMBLE per output chunk from the overlapping input chunks,
+ * in row-major order. */
+static int64_t emit_assemble(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                             const int64_t *shape) {
+    tsr_array *x = a->args[0];
+    int d_ = a->ndim;
+    int64_t off[TSR_MAX_NDIM], sh[TSR_MAX_NDIM], lo[TSR_MAX_NDIM], hi[TSR_MAX_NDIM];
+    int64_t cur[TSR_MAX_NDIM], nin = 1;
+    int rc = box(L, a, idx, off, sh);
+    if (rc < 0) return rc;
+    for (int ax = 0; ax < d_; ax++) {
+        const int64_t *o = offsets(L, x, ax);
+        if (!o) return tsr__fail(L->c, -ENOMEM, "out of memory");
+        lo[ax] = find_chunk(o, x->numchunks[ax], off[ax]);
+        hi[ax] = sh[ax] > 0 ? find_chunk(o, x->numchunks[ax], off[ax] + sh[ax] - 1) : lo[ax];
+        nin *= hi[ax] - lo[ax] + 1;
+        cur[ax] = lo[ax];
+    }
+    uint32_t *deps = malloc((size_t)nin * sizeof *deps);
+    int64_t *iv = malloc((size_t)(nin + 1) * (size_t)TSR__MAX(d_, 1) * sizeof *iv);
+    int64_t t = 0;
+    if (!deps || !iv) t = tsr__fail(L->c, -ENOMEM, "out of memory");
+    for (int ax = 0; ax < d_ && t == 0; ax++) iv[ax] = off[ax];
+    for (int64_t k = 0; k < nin && t == 0; k++) {
+        int64_t xoff[TSR_MAX_NDIM], xsh[TSR_MAX_NDIM];
+        rc = box(L, x, cur, xoff, xsh);
+        if (rc == 0) rc = dep_of(L, x, ravel(x, cur), &deps[k]);
+        if (rc < 0) t = rc;
+        for (int ax = 0; ax < d_; ax++) iv[(k + 1) * d_ + ax] = xoff[ax];
+        for (int ax = d_ - 1; ax >= 0; ax--) { /* next input, row-major */
+            if (++cur[ax] <= hi[ax]) break;
+            cur[ax] = lo[ax];
+        }
+    }
+    if (t == 0) {
+        tsr_kdesc d;
+        desc_init(&d, TSR_KOP_ASSEMBLE, 0, a->dtype, d_, shape);
+        d.i = iv;
+        d.ni = (uint32_t)((nin + 1) * d_);
+        t = add(L, a, ci, &d, deps, (uint32_t)nin, nelem(d_, shape));
+    }
+    free(deps);
+    free(iv);
+    return t;
+}
+
+static int64_t emit(lctx *L, tsr_array *a, int64_t ci) {
+    int64_t idx[TSR_MAX_NDIM], shape[TSR_MAX_NDIM];
+    unravel(a, ci, idx);
+    for (int ax = 0; ax < a->ndim; ax++) shape[ax] = a->chunks[ax][idx[ax]];
+    switch (a->aop) {
+    case TSR_A_FULL:
+    case TSR_A_RANDOM:
+    case TSR_A_ARANGE:
+    case TSR_A_LOAD:
+        return emit_source(L, a, ci, idx);
+    case TSR_A_UNARY:
+    case TSR_A_ASTYPE:
+    case TSR_A_BINARY_SCALAR:
+        return emit_map(L, a, ci, shape);
+    case TSR_A_BINARY:
+        return emit_binary(L, a, ci, idx, shape);
+    case TSR_A_MATMUL:
+        return emit_matmul(L, a, ci, idx, shape);
+    case TSR_A_TRANSPOSE:
+        return emit_transpose(L, a, ci, idx, shape);
+    case TSR_A_REDUCE:
+        return emit_reduce(L, a, ci, idx, shape);
+    case TSR_A_RECHUNK:
+        if (node_of(L, a)->same_grid) return get_chunk(L, a->args[0], ci);
+        return emit_assemble(L, a, ci, idx, shape);
+    }
+    return tsr__fail(L->c, TSR_EINVALID, "%s: unknown operation", tsr_array_name(a));
+}
+
+static int64_t get_chunk(lctx *L, tsr_array *a, int64_t ci) {
+    if (a->lower_tasks[ci] != NONE) return a->lower_tasks[ci];
+    int64_t t = emit(L, a, ci);
+    if (t >= 0) a->lower_tasks[ci] = (uint32_t)t;
+    return t;
+}
+
+/* ---- preparation: every reachable array gets this epoch's scratch ------------------------- */
+
+static int same_grid(const tsr_array *a, const tsr_array *x) {
+    for (int ax = 0; ax < a->ndim; ax++)
+        if (a->numchunks[ax] != x->numchunks[ax] ||
+            memcmp(a->chunks[ax], x->chunks[ax], (size_t)a->numchunks[ax] * sizeof(int64_t)))
+            return 0;
+    return 1;
+}
+
+static int prepare_one(lctx *L, tsr_array *a) {
+    int64_t n = tsr__array_nchunks(a);
+    if (!a->lower_tasks) {
+        a->lower_tasks = malloc((size_t)(n + 1) * sizeof *a->lower_tasks);
+        if (!a->lower_tasks) return tsr__fail(L->c, -ENOMEM, "out of memory");
+    }
+    for (int64_t k = 0; k < n; k++) a->lower_tasks[k] = NONE;
+    if (TSR__GROW(L->nodes, L->nodes_cap, L->nnodes + 1) < 0)
+        return tsr__fail(L->c, -ENOMEM, "out of memory");
+    node *nd = &L->nodes[L->nnodes];
+    memset(nd, 0, sizeof *nd);
+    nd->a = a;
+    nd->nchunks = n;
+    nd->garray = -1;
+    nd->same_grid = a->aop == TSR_A_RECHUNK && same_grid(a, a->args[0]);
+    a->lower_tasks[n] = (uint32_t)L->nnodes++;
+    a->lower_epoch = L->epoch;
+    return 0;
+}
+
+/* Iterative post-order over the operands: nodes[] ends up in dependency order, and each node
+ * knows its depth. */
+static int prepare(lctx *L, tsr_array *root) {
+    if (root->lower_epoch == L->epoch) return 0;
+    struct frame {
+        tsr_array *a;
+        int next;
+    } *stack = NULL;
+    size_t n = 0, cap = 0;
+    int rc = prepare_one(L, root);
+    if (rc == 0 && TSR__GROW(stack, cap, 1) < 0) rc = tsr__fail(L->c, -ENOMEM, "out of memory");
+    if (rc == 0) stack[n++] = (struct frame){root, 0};
+    while (rc == 0 && n > 0) {
+        struct frame *f = &stack[n - 1];
+        if (f->next < f->a->nargs) {
+            tsr_array *x = f->a->args[f->next++];
+            if (x->lower_epoch == L->epoch) continue;
+            rc = prepare_one(L, x);
+            if (rc == 0 && TSR__GROW(stack, cap, n + 1) < 0)
+                rc = tsr__fail(L->c, -ENOMEM, "out of memory");
+            if (rc == 0) stack[n++] = (struct frame){x, 0};
+            continue;
+        }
+        int depth = 0;
+        for (int k = 0; k < f->a->nargs; k++)
+            depth = TSR__MAX(depth, node_of(L, f->a->args[k])->depth);
+        node_of(L, f->a)->depth = depth + 1;
+        if (TSR__GROW(L->order, L->order_cap, L->norder + 1) < 0)
+            rc = tsr__fail(L->c, -ENOMEM, "out of memory");
+        else
+            L->order[L->norder++] = f->a->lower_tasks[tsr__array_nchunks(f->a)];
+        n--;
+    }
+    free(stack);
+    return rc;
+}
+
+static void lctx_free(lctx *L) {
+    for (size_t k = 0; k < L->nnodes; k++)
+        for (int ax = 0; ax < TSR_MAX_NDIM; ax++) free(L->nodes[k].off[ax]);
+    free(L->nodes);
+    free(L->order);
+    free(L->origin);
+}
+
+static int lower(lctx *L, tsr_array *const *arrays, size_t n) {
+    tsr_client *c = L->c;
+    for (size_t k = 0; k < n; k++) {
+        if (!arrays[k]) return tsr__fail(c, TSR_EINVALID, "array %zu is NULL", k);
+        if (arrays[k]->client != c)
+            return tsr__fail(c, TSR_EINVALID, "%s belongs to a different client",
+                             tsr_array_name(arrays[k]));
+    }
+    L->epoch = tsr__client_next_epoch(c);
+    int depth = 0;
+    for (size_t k = 0; k < n; k++) {
+        int rc = prepare(L, arrays[k]);
+        if (rc < 0) return rc;
+        depth = TSR__MAX(depth, node_of(L, arrays[k])->depth);
+    }
+    if (depth > MAX_DFS_DEPTH) {
+        /* Array by array in dependency order: every operand chunk exists before it is asked
+         * for, so get_chunk recurses at most one level (two through a pass-through rechunk). */
+        for (size_t k = 0; k < L->norder; k++)
+            for (int64_t ci = 0; ci < L->nodes[L->order[k]].nchunks; ci++) {
+                int64_t t = get_chunk(L, L->nodes[L->order[k]].a, ci);
+                if (t < 0) return (int)t;
+            }
+    }
+    for (size_t k = 0; k < n; k++) {
+        int64_t nc = tsr__array_nchunks(arrays[k]);
+        for (int64_t ci = 0; ci < nc; ci++) {
+            int64_t t = get_chunk(L, arrays[k], ci);
+            if (t < 0) return (int)t;
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        int64_t nc = tsr__array_nchunks(arrays[k]);
+        for (int64_t ci = 0; ci < nc; ci++) {
+            int rc = tsr__graph_add_output(L->g, arrays[k]->lower_tasks[ci]);
+            if (rc < 0) return tsr__fail(c, rc, "out of memory");
+        }
+    }
+    return 0;
+}
+
+int tsr__lower(tsr_client *c, tsr_array *const *arrays, size_t n, tsr_graph *g) {
+    if (!c || !g || (n > 0 && !arrays))
+        return tsr__fail(c, TSR_EINVALID, "lower: invalid arguments");
+    lctx L = {.c = c, .g = g};
+    int rc = lower(&L, arrays, n);
+    lctx_free(&L);
+    return rc;
+}
+
+/* ---- task counts and Graphviz -----------------------------------------------------------------
+ */
+
+static tsr_client *client_of(tsr_array *const *arrays, size_t n) {
+    return n > 0 && arrays && arrays[0] ? arrays[0]->client : NULL;
+}
+
+int64_t tsr_task_count(tsr_array *const *arrays, size_t n) {
+    if (n == 0) return 0;
+    tsr_client *c = client_of(arrays, n);
+    if (!c) return tsr__fail(NULL, TSR_EINVALID, "task_count: array is NULL");
+    tsr_graph g;
+    tsr__graph_init(&g);
+    int rc = tsr__lower(c, arrays, n, &g);
+    int64_t count = rc < 0 ? rc : (int64_t)g.ntasks;
+    tsr__graph_free(&g);
+    return count;
+}
+
+/* Writes s as a dot string body (quotes and backslashes escaped). */
+static void dot_str(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') fputc('\\', f);
+        fputc(*s, f);
+    }
+}
+
+int tsr_write_dot(tsr_array *const *arrays, size_t n, FILE *f) {
+    tsr_client *c = client_of(arrays, n);
+    if (!f || (n > 0 && !c)) return tsr__fail(c, TSR_EINVALID, "write_dot: invalid arguments");
+    tsr_graph g;
+    tsr__graph_init(&g);
+    lctx L = {.c = c, .g = &g};
+    int rc = 0;
+    if (n > 0) {
+        /* Ask add() to remember each task's array and chunk for the labels. */
+        rc = TSR__GROW(L.origin, L.origin_cap, 64) < 0 ? tsr__fail(c, -ENOMEM, "out of memory")
+                                                       : lower(&L, arrays, n);
+    }
+    if (rc == 0) {
+        fprintf(f, "digraph tessera {\n  node [shape=box, fontname=\"monospace\"];\n");
+        for (size_t t = 0; t < g.ntasks; t++) {
+            const tsr_gtask *gt = &g.tasks[t];
+            task_origin *o = &L.origin[t];
+            int64_t idx[TSR_MAX_NDIM];
+            unravel(o->a, o->ci, idx);
+            fprintf(f, "  t%zu [label=\"", t);
+            dot_str(f, tsr_array_name(o->a));
+            fprintf(f, "\\n%s (", tsr__kop_name(gt->d.kop));
+            for (int ax = 0; ax < o->a->ndim; ax++)
+                fprintf(f, ax ? ",%lld" : "%lld", (long long)idx[ax]);
+            fprintf(f, ")\"];\n");
+            for (uint32_t k = 0; k < gt->ndeps; k++)
+                fprintf(f, "  t%u -> t%zu;\n", g.deps[gt->deps_off + k], t);
+        }
+        fprintf(f, "}\n");
+        if (ferror(f)) rc = tsr__fail(c, -EIO, "write_dot: write error");
+    }
+    lctx_free(&L);
+    tsr__graph_free(&g);
+    return rc;
+}
