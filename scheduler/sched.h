@@ -1,0 +1,277 @@
+/* The scheduler's private header: the pure task state machine (state.c), placement and the
+ * per-worker backlog heaps (placement.c), message encoding/decoding (proto.c) and the server
+ * (server.c, conn.c). state.c and placement.c know nothing about sockets: they change a
+ * tsr__sched and append tsr__action records that the server turns into messages. */
+#ifndef TSR_SCHED_H
+#define TSR_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+#include <uv.h>
+
+#include "common/common.h"
+
+#define TSR__NONE UINT32_MAX
+
+/* Task states (DESIGN.md): queued = in a worker's backlog (never sent); running = sent to a
+ * worker (in its in-flight window) and not reported yet; ready = no worker to place it on. */
+enum {
+    TSR__TS_WAITING = 0,
+    TSR__TS_READY,
+    TSR__TS_QUEUED,
+    TSR__TS_RUNNING,
+    TSR__TS_MEMORY,
+    TSR__TS_RELEASED,
+    TSR__TS_ERRED,
+    TSR__TS_COUNT
+};
+const char *tsr__task_state_name(int st);
+
+enum {
+    TSR__TF_OUTPUT = 1,     /* the client asked for this chunk: it holds one reference */
+    TSR__TF_MARK = 2,       /* scratch mark used while recovering from a lost worker */
+    TSR__TF_INPUT_LOST = 4, /* sent, and an input's only holder died since: an erred is retried */
+    TSR__TF_SENT = 8,       /* the compute message carrying it has been written */
+};
+
+typedef struct tsr__key {
+    uint32_t job, task;
+} tsr__key;
+
+typedef struct tsr__keyvec {
+    tsr__key *v;
+    size_t n, cap;
+} tsr__keyvec;
+
+/* One task. `pos` is its index in whichever worker list holds it (backlog heap, in-flight
+ * window or held chunks, all exclusive by state) or in the unassigned list (ready). */
+typedef struct tsr__stask {
+    uint8_t state;
+    uint8_t flags;
+    uint32_t deps_left; /* inputs not in memory (meaningful while waiting) */
+    uint32_t refs;      /* dependents not finished + (output ? 1 : 0) */
+    uint32_t where;     /* worker queued/running on, or holding the chunk (memory) */
+    uint32_t pos;
+    uint64_t nbytes; /* the graph's estimate, then the size the worker reported */
+} tsr__stask;
+
+/* A decoded submission (proto.c fills it; tsr__sched_submit takes ownership of the arrays). */
+typedef struct tsr__jobspec {
+    uint32_t ntasks, narrays, noutputs;
+    uint32_t *array;   /* ntasks: array index of each task */
+    uint32_t *dep_off; /* ntasks + 1: inputs of task t are deps[dep_off[t] .. dep_off[t+1]) */
+    uint32_t *deps;
+    uint64_t *nbytes;  /* ntasks */
+    uint64_t *kd_off;  /* ntasks + 1: kdesc bytes of t are arena[kd_off[t] .. kd_off[t+1]) */
+    uint8_t *arena;    /* every kdesc, copied out of the payload */
+    uint32_t *outputs; /* noutputs task ids, in the graph's order */
+} tsr__jobspec;
+
+void tsr__jobspec_free(tsr__jobspec *spec);
+/* Structural checks (deps < task id, indices in range, offsets monotonic). 0 or TSR_EPROGRAM. */
+int tsr__jobspec_check(const tsr__jobspec *spec, char *err, size_t errlen);
+
+typedef struct tsr__sjob {
+    uint32_t id;
+    uint32_t client; /* the server's connection id of the submitting client */
+    tsr__jobspec g;
+    tsr__stask *t;
+    uint32_t *rdep_off; /* ntasks + 1: dependents in CSR form */
+    uint32_t *rdeps;
+    uint32_t ndone, nerred;
+    uint32_t inflight; /* tasks in some worker's in-flight window */
+    uint32_t live_pos; /* index in tsr__sched.live */
+    int cancelled;     /* failed or released: only waits for in-flight reports to drain */
+    int finished_sent; /* a finished message was emitted for the current set of outputs */
+    int dirty;         /* progress changed since the last progress message */
+} tsr__sjob;
+
+typedef struct tsr__sworker {
+    uint32_t peer; /* the server's connection id (opaque here) */
+    int alive;
+    uint32_t threads, cap; /* cap: the in-flight window, 2 * threads + 2 */
+    tsr__keyvec backlog;   /* binary heap on (job, task): lower = higher priority */
+    tsr__keyvec inflight;
+    tsr__keyvec held; /* chunks in memory here */
+    uint64_t held_bytes;
+    char addr[64]; /* where peers fetch its chunks */
+    char name[64];
+} tsr__sworker;
+
+enum { TSR__ACT_COMPUTE, TSR__ACT_FREE, TSR__ACT_FINISHED, TSR__ACT_FAILED };
+
+typedef struct tsr__action {
+    int kind;
+    uint32_t worker;    /* COMPUTE, FREE */
+    uint32_t job, task; /* the key (FINISHED: job only) */
+    uint32_t client;    /* FAILED */
+    uint32_t array;     /* FAILED */
+    char *msg;          /* FAILED: owned */
+} tsr__action;
+
+typedef struct tsr__sched {
+    const tsr__logger *log;
+    tsr__sworker *w;
+    size_t nw, wcap;
+    uint32_t nalive;
+    tsr__sjob **jobs; /* by id; NULL once deleted. Slot 0 is unused (job ids start at 1). */
+    size_t njobs, jcap;
+    uint32_t *live; /* ids of jobs not deleted */
+    size_t nlive, livecap;
+    tsr__keyvec unassigned; /* ready tasks with no worker to go to */
+    tsr__action *act;
+    size_t nact, actcap;
+    uint32_t *dirty; /* jobs whose progress changed (each once, see sjob.dirty) */
+    size_t ndirty, dirtycap;
+    uint64_t backlog_total;
+    uint64_t count[TSR__TS_COUNT]; /* tasks by state over live jobs */
+    uint32_t rr;                   /* round-robin cursor for tasks without inputs */
+    uint64_t *score;               /* placement scratch, one per worker */
+    size_t score_cap;
+    tsr__keyvec s1, s2; /* recovery scratch */
+} tsr__sched;
+
+/* ---- state.c ---- */
+void tsr__sched_init(tsr__sched *s, const tsr__logger *log);
+void tsr__sched_free(tsr__sched *s);
+static inline tsr__sjob *tsr__sched_job(const tsr__sched *s, uint32_t id) {
+    return id < s->njobs ? s->jobs[id] : NULL;
+}
+static inline tsr__stask *tsr__key_task(const tsr__sched *s, tsr__key k) {
+    return &s->jobs[k.job]->t[k.task];
+}
+/* A worker joins; returns its id (index into s->w). addr/name copied. */
+uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, const char *addr,
+                               const char *name);
+/* A worker's connection closed: requeue its tasks, recompute chunks only it held. */
+void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid);
+/* A new job from client; spec's arrays are taken over (freed on failure too). 0, or
+ * TSR_EPROGRAM with a message in err. */
+int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32_t *job_out,
+                      char *err, size_t errlen);
+/* Worker wid finished (job, task), holding nbytes. TSR_EPROTOCOL for an impossible report. */
+int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes);
+int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg);
+/* The client releases a job (cancelling it if still running). TSR_EINVALID if not its job. */
+int tsr__sched_release(tsr__sched *s, uint32_t client, uint32_t job);
+void tsr__sched_client_gone(tsr__sched *s, uint32_t client);
+/* Idle workers steal from the largest backlogs. Called once per loop turn. */
+void tsr__sched_balance(tsr__sched *s);
+/* Drops the emitted actions (freeing their messages). */
+void tsr__sched_clear_actions(tsr__sched *s);
+
+/* Helpers shared with placement.c. */
+void tsr__sched_pump(tsr__sched *s, uint32_t wid);
+void tsr__keyvec_free(tsr__keyvec *kv);
+
+/* ---- placement.c ---- */
+static inline double tsr__worker_load(const tsr__sworker *w) {
+    return (double)(w->inflight.n + w->backlog.n) / (double)w->threads;
+}
+/* The worker a ready task should go to, or TSR__NONE when no worker is alive. */
+uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task);
+/* Backlog heap on (job, task); keeps each task's pos current. */
+void tsr__backlog_push(tsr__sched *s, uint32_t wid, tsr__key k);
+tsr__key tsr__backlog_pop(tsr__sched *s, uint32_t wid);
+void tsr__backlog_remove(tsr__sched *s, uint32_t wid, uint32_t pos);
+/* Moves up to what fits in thief's window from the largest backlog. Returns tasks moved. */
+uint32_t tsr__steal(tsr__sched *s, uint32_t thief);
+
+/* ---- proto.c ---- */
+typedef enum {
+    TSR__ROLE_NONE = 0,
+    TSR__ROLE_CLIENT,
+    TSR__ROLE_WORKER,
+    TSR__ROLE_MONITOR
+} tsr__role;
+
+typedef struct tsr__hello {
+    int64_t v;
+    tsr__role role;
+    char name[64];
+    char token[256];
+    int has_token;
+    int64_t threads;
+    char kind[8];
+    char addr[64];
+} tsr__hello;
+
+/* Parses a hello header. 0, TSR_EVERSION (h->v holds what was sent), or TSR_EPROTOCOL with a
+ * reason in err. */
+int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t errlen);
+/* Decodes and validates a submission payload into spec. 0, or TSR_EPROGRAM with err. */
+int tsr__proto_submit(const void *payload, size_t len, tsr__jobspec *spec, char *err,
+                      size_t errlen);
+
+void tsr__proto_welcome(msgpack_sbuffer *b, uint32_t id);
+void tsr__proto_error(msgpack_sbuffer *b, const char *msg);
+void tsr__proto_simple(msgpack_sbuffer *b, const char *type); /* {t:type} */
+void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks);
+void tsr__proto_rejected(msgpack_sbuffer *b, const char *msg);
+void tsr__proto_progress(msgpack_sbuffer *b, const tsr__sjob *j);
+void tsr__proto_failed(msgpack_sbuffer *b, uint32_t job, uint32_t task, uint32_t array,
+                       const char *msg);
+void tsr__proto_workers(msgpack_sbuffer *b, uint32_t n);
+/* {t:"finished", job, outputs:[[id, addr, nbytes], ...]} */
+void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j);
+/* {t:"compute", job, tasks:[[id, kdesc_bin, [[input, addr|nil], ...]], ...]} for worker wid. */
+void tsr__proto_compute(msgpack_sbuffer *b, const tsr__sched *s, uint32_t wid, uint32_t job,
+                        const uint32_t *tasks, size_t n);
+/* {t:"free", keys:[[job, id], ...]} */
+void tsr__proto_free(msgpack_sbuffer *b, const tsr__key *keys, size_t n);
+/* {t:"info", workers, tasks:{state: count}} for monitors. */
+void tsr__proto_info(msgpack_sbuffer *b, const tsr__sched *s);
+
+/* ---- server.c and conn.c ---- */
+typedef struct tsr__conn tsr__conn;
+typedef struct tsr__server tsr__server;
+
+/* One connection's owner object (conn.c): freed in the connection's close callback. */
+typedef struct tsr__peer {
+    tsr__server *srv;
+    tsr__conn *conn;
+    uint32_t id; /* index in srv->peers; also the id sent in welcome */
+    tsr__role role;
+    uint32_t wid; /* worker id in the state (workers only) */
+    char name[64];
+    uint32_t wait_n;         /* wait_workers target (clients), 0 = not waiting */
+    int close_when_drained;  /* close once every queued write is done */
+    int touched;             /* in srv->touched this turn */
+    tsr__keyvec out_compute; /* this turn's batch (workers) */
+    tsr__keyvec out_free;
+} tsr__peer;
+
+struct tsr__server {
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_signal_t sigint, sigterm;
+    uv_check_t check;      /* flushes the turn's batched messages */
+    uv_idle_t idle;        /* keeps poll from blocking when a flush is due */
+    uv_timer_t progress;   /* 100 ms progress ticks while some job changes */
+    uv_timer_t stop_timer; /* bounds how long a clean stop waits for writes */
+    tsr__logger log;
+    tsr__sched st;
+    tsr__peer **peers; /* by id; NULL once closed */
+    size_t npeers, peercap;
+    size_t nopen;      /* peers not yet closed */
+    uint32_t *touched; /* peers with batched output this turn */
+    size_t ntouched, touchcap;
+    const char *token; /* borrowed from the options; NULL = none required */
+    int stopping;
+};
+
+/* conn.c */
+void tsr__server_on_connection(uv_stream_t *listener, int status);
+/* Sends a packed header (b is left empty). Failures close the connection. */
+void tsr__peer_send(tsr__peer *p, msgpack_sbuffer *b);
+/* Closes after the queued writes are done. */
+void tsr__peer_close_soon(tsr__peer *p, const char *reason);
+/* server.c */
+void tsr__server_kick(tsr__server *srv); /* a flush is due though we are not in a poll turn */
+void tsr__server_stop(tsr__server *srv, const char *why);
+void tsr__server_workers_changed(tsr__server *srv);
+void tsr__server_peer_closed(tsr__server *srv);
+
+#endif

@@ -1,0 +1,321 @@
+/* The scheduler process: its own libuv loop, the listener, signals, the per-turn flush of
+ * batched messages (a uv_check), progress ticks and a clean stop in which every handle is
+ * closed and uv_loop_close() succeeds. No globals: two schedulers in one process just work. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/sched.h"
+#include "wire/wire.h"
+
+#define PROGRESS_MS 100
+#define STOP_GRACE_MS 2000
+
+void tsr_scheduler_options_default(tsr_scheduler_options *opts) {
+    memset(opts, 0, sizeof *opts);
+    opts->listen = "127.0.0.1:8786";
+}
+
+static void on_progress(uv_timer_t *t);
+
+static tsr__peer *peer_of(tsr__server *srv, uint32_t id) {
+    return id < srv->npeers ? srv->peers[id] : NULL;
+}
+
+static void touch(tsr__server *srv, tsr__peer *p) {
+    if (p->touched) return;
+    if (TSR__GROW(srv->touched, srv->touchcap, srv->ntouched + 1) != 0) abort();
+    p->touched = 1;
+    srv->touched[srv->ntouched++] = p->id;
+}
+
+static void add_key(tsr__keyvec *kv, uint32_t job, uint32_t task) {
+    if (TSR__GROW(kv->v, kv->cap, kv->n + 1) != 0) abort();
+    kv->v[kv->n++] = (tsr__key){job, task};
+}
+
+static int key_cmp(const void *a, const void *b) {
+    const tsr__key *x = a, *y = b;
+    if (x->job != y->job) return x->job < y->job ? -1 : 1;
+    return x->task < y->task ? -1 : x->task > y->task;
+}
+
+static void send_progress(tsr__server *srv, tsr__sjob *j) {
+    tsr__peer *c = peer_of(srv, j->client);
+    j->dirty = 0;
+    if (!c || j->cancelled) return;
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    tsr__proto_progress(&b, j);
+    tsr__peer_send(c, &b);
+    msgpack_sbuffer_destroy(&b);
+}
+
+static void flush_worker(tsr__server *srv, tsr__peer *p) {
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    tsr__keyvec *kv = &p->out_compute;
+    if (kv->n > 0) {
+        /* compute names one job, so a turn sends one message per (worker, job). */
+        qsort(kv->v, kv->n, sizeof *kv->v, key_cmp);
+        uint32_t *ids = malloc(kv->n * sizeof *ids);
+        if (!ids) abort();
+        for (size_t i = 0; i < kv->n;) {
+            size_t e = i, n = 0;
+            while (e < kv->n && kv->v[e].job == kv->v[i].job) ids[n++] = kv->v[e++].task;
+            tsr__proto_compute(&b, &srv->st, p->wid, kv->v[i].job, ids, n);
+            tsr__peer_send(p, &b);
+            i = e;
+        }
+        free(ids);
+        kv->n = 0;
+    }
+    if (p->out_free.n > 0) {
+        tsr__proto_free(&b, p->out_free.v, p->out_free.n);
+        tsr__peer_send(p, &b);
+        p->out_free.n = 0;
+    }
+    msgpack_sbuffer_destroy(&b);
+}
+
+/* Turns the state machine's actions of this loop turn into messages. */
+static void flush(tsr__server *srv) {
+    tsr__sched *s = &srv->st;
+    tsr__sched_balance(s);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    for (size_t i = 0; i < s->nact; i++) {
+        const tsr__action *a = &s->act[i];
+        tsr__sjob *j = tsr__sched_job(s, a->job);
+        if (a->kind == TSR__ACT_COMPUTE) {
+            /* Skip tasks taken back since (requeued after a loss, or cancelled) and duplicates
+             * of a task pumped twice in one turn. */
+            if (!j || j->cancelled) continue;
+            tsr__stask *t = &j->t[a->task];
+            if (t->state != TSR__TS_RUNNING || t->where != a->worker || (t->flags & TSR__TF_SENT))
+                continue;
+            t->flags |= TSR__TF_SENT;
+            tsr__peer *p = peer_of(srv, s->w[a->worker].peer);
+            if (!p) continue;
+            add_key(&p->out_compute, a->job, a->task);
+            touch(srv, p);
+        } else if (a->kind == TSR__ACT_FREE) {
+            if (!s->w[a->worker].alive) continue;
+            tsr__peer *p = peer_of(srv, s->w[a->worker].peer);
+            if (!p) continue;
+            add_key(&p->out_free, a->job, a->task);
+            touch(srv, p);
+        } else if (a->kind == TSR__ACT_FINISHED) {
+            if (!j || j->cancelled || !j->finished_sent) continue;
+            tsr__peer *c = peer_of(srv, j->client);
+            if (!c) continue;
+            send_progress(srv, j); /* the last progress (done == total) comes first */
+            tsr__proto_finished(&b, s, j);
+            tsr__peer_send(c, &b);
+        } else if (a->kind == TSR__ACT_FAILED) {
+            tsr__peer *c = peer_of(srv, a->client);
+            if (!c) continue;
+            tsr__proto_failed(&b, a->job, a->task, a->array, a->msg ? a->msg : "failed");
+            tsr__peer_send(c, &b);
+        }
+    }
+    msgpack_sbuffer_destroy(&b);
+    tsr__sched_clear_actions(s);
+    for (size_t i = 0; i < srv->ntouched; i++) {
+        tsr__peer *p = peer_of(srv, srv->touched[i]);
+        if (!p) continue;
+        p->touched = 0;
+        flush_worker(srv, p);
+    }
+    srv->ntouched = 0;
+    if (s->ndirty > 0 && !uv_is_active((uv_handle_t *)&srv->progress))
+        uv_timer_start(&srv->progress, on_progress, PROGRESS_MS, PROGRESS_MS);
+}
+
+static void on_progress(uv_timer_t *t) {
+    tsr__server *srv = t->data;
+    tsr__sched *s = &srv->st;
+    if (s->ndirty == 0) {
+        uv_timer_stop(t);
+        return;
+    }
+    for (size_t i = 0; i < s->ndirty; i++) {
+        tsr__sjob *j = tsr__sched_job(s, s->dirty[i]);
+        if (j && j->dirty) send_progress(srv, j);
+    }
+    s->ndirty = 0;
+}
+
+static void on_check(uv_check_t *h) {
+    tsr__server *srv = h->data;
+    uv_idle_stop(&srv->idle);
+    if (!srv->stopping) flush(srv);
+}
+
+static void on_idle(uv_idle_t *h) {
+    (void)h;
+}
+
+void tsr__server_kick(tsr__server *srv) {
+    if (!srv->stopping) uv_idle_start(&srv->idle, on_idle);
+}
+
+/* ---- stopping ---- */
+
+static void on_handle_closed(uv_handle_t *h) {
+    (void)h;
+}
+
+static void close_handle(uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, on_handle_closed);
+}
+
+static void on_stop_timer(uv_timer_t *t) {
+    tsr__server *srv = t->data;
+    tsr__log(&srv->log, TSR_LOG_WARN, "stop: forcing the remaining connections closed");
+    for (size_t i = 0; i < srv->npeers; i++)
+        if (srv->peers[i]) tsr__conn_close(srv->peers[i]->conn, "scheduler stopping");
+    close_handle((uv_handle_t *)t);
+}
+
+void tsr__server_stop(tsr__server *srv, const char *why) {
+    if (srv->stopping) return;
+    srv->stopping = 1;
+    tsr__log(&srv->log, TSR_LOG_INFO, "stopping: %s", why);
+    close_handle((uv_handle_t *)&srv->listener);
+    close_handle((uv_handle_t *)&srv->sigint);
+    close_handle((uv_handle_t *)&srv->sigterm);
+    close_handle((uv_handle_t *)&srv->check);
+    close_handle((uv_handle_t *)&srv->idle);
+    close_handle((uv_handle_t *)&srv->progress);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    size_t open = 0;
+    for (size_t i = 0; i < srv->npeers; i++) {
+        tsr__peer *p = srv->peers[i];
+        if (!p) continue;
+        open++;
+        if (p->role == TSR__ROLE_WORKER) {
+            tsr__proto_simple(&b, "shutdown");
+            tsr__peer_send(p, &b);
+        }
+        tsr__peer_close_soon(p, NULL); /* after the queued writes (shutdown, finished...) */
+    }
+    msgpack_sbuffer_destroy(&b);
+    /* Peers that do not read could keep writes pending forever: bound the wait. */
+    if (open > 0) {
+        uv_timer_start(&srv->stop_timer, on_stop_timer, STOP_GRACE_MS, 0);
+    } else {
+        close_handle((uv_handle_t *)&srv->stop_timer);
+    }
+}
+
+void tsr__server_peer_closed(tsr__server *srv) {
+    srv->nopen--;
+    if (srv->stopping && srv->nopen == 0) close_handle((uv_handle_t *)&srv->stop_timer);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    tsr__server *srv = h->data;
+    tsr__server_stop(srv, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void on_walk(uv_handle_t *h, void *arg) {
+    tsr__server *srv = arg;
+    tsr__log(&srv->log, TSR_LOG_ERROR, "handle left open at exit: %s",
+             uv_handle_type_name(uv_handle_get_type(h)));
+}
+
+/* A server must not be killed by a peer that vanishes mid-write. Only a default disposition
+ * is changed; an application that set its own handler keeps it. */
+static void ignore_sigpipe(void) {
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+        sa.sa_handler = SIG_IGN;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = 0;
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
+int tsr_scheduler_run(const tsr_scheduler_options *opts) {
+    tsr_scheduler_options def;
+    if (!opts) {
+        tsr_scheduler_options_default(&def);
+        opts = &def;
+    }
+    const char *listen_addr = opts->listen ? opts->listen : "127.0.0.1:8786";
+    tsr__server *srv = calloc(1, sizeof *srv);
+    if (!srv) return -ENOMEM;
+    srv->log.who = "scheduler";
+    srv->log.level = opts->verbose >= 2 ? TSR_LOG_DEBUG
+                     : opts->verbose    ? TSR_LOG_INFO
+                                        : TSR_LOG_WARN;
+    srv->token = opts->token && opts->token[0] ? opts->token : NULL;
+
+    char host[96];
+    int port, rc = tsr__parse_address(listen_addr, host, sizeof host, &port);
+    if (rc) {
+        tsr__log(&srv->log, TSR_LOG_ERROR, "bad listen address '%s'", listen_addr);
+        free(srv);
+        return rc;
+    }
+    if (!tsr__is_loopback(host) && !srv->token) {
+        tsr__log(&srv->log, TSR_LOG_ERROR, "listening on %s (not loopback) requires a token",
+                 listen_addr);
+        free(srv);
+        return TSR_EAUTH;
+    }
+    ignore_sigpipe();
+    rc = uv_loop_init(&srv->loop);
+    if (rc) {
+        free(srv);
+        return rc;
+    }
+    tsr__sched_init(&srv->st, &srv->log);
+    uv_tcp_init(&srv->loop, &srv->listener);
+    uv_signal_init(&srv->loop, &srv->sigint);
+    uv_signal_init(&srv->loop, &srv->sigterm);
+    uv_check_init(&srv->loop, &srv->check);
+    uv_idle_init(&srv->loop, &srv->idle);
+    uv_timer_init(&srv->loop, &srv->progress);
+    uv_timer_init(&srv->loop, &srv->stop_timer);
+    srv->listener.data = srv->sigint.data = srv->sigterm.data = srv->check.data = srv;
+    srv->idle.data = srv->progress.data = srv->stop_timer.data = srv;
+
+    char bound[96];
+    rc = tsr__listen(&srv->listener, listen_addr, tsr__server_on_connection, bound, sizeof bound);
+    int result = 0;
+    if (rc) {
+        tsr__log(&srv->log, TSR_LOG_ERROR, "cannot listen on %s: %s", listen_addr,
+                 tsr_strerror(rc));
+        result = rc;
+        srv->stopping = 1;
+        close_handle((uv_handle_t *)&srv->listener);
+        close_handle((uv_handle_t *)&srv->sigint);
+        close_handle((uv_handle_t *)&srv->sigterm);
+        close_handle((uv_handle_t *)&srv->check);
+        close_handle((uv_handle_t *)&srv->idle);
+        close_handle((uv_handle_t *)&srv->progress);
+        close_handle((uv_handle_t *)&srv->stop_timer);
+    } else {
+        uv_signal_start(&srv->sigint, on_signal, SIGINT);
+        uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+        uv_check_start(&srv->check, on_check);
+        tsr__log(&srv->log, TSR_LOG_INFO, "listening on %s", bound);
+        if (opts->on_listen) opts->on_listen(bound, opts->user);
+    }
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    rc = uv_loop_close(&srv->loop);
+    if (rc) {
+        uv_walk(&srv->loop, on_walk, srv);
+        tsr__log(&srv->log, TSR_LOG_ERROR, "uv_loop_close: %s", uv_strerror(rc));
+        if (!result) result = rc;
+    }
+    tsr__sched_free(&srv->st);
+    free(srv->peers);
+    free(srv->touched);
+    free(srv);
+    return result;
+}

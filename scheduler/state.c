@@ -1,0 +1,627 @@
+/* The task state machine: jobs, tasks and workers in flat arrays, every transition O(1) or
+ * O(inputs + dependents). Pure and deterministic: it never touches a socket, it appends
+ * tsr__action records (compute, free, finished, failed) that server.c turns into messages.
+ * Small internal vectors abort on allocation failure (as redis does); sizes that come from
+ * peers are checked and allocated in proto.c / tsr__sched_submit, which fail cleanly. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/sched.h"
+
+static void oom(void) {
+    fputs("tessera-scheduler: error: out of memory\n", stderr);
+    abort();
+}
+
+#define MUST_GROW(ptr, cap, need)                                                                  \
+    do {                                                                                           \
+        if (TSR__GROW(ptr, cap, need) != 0) oom();                                                 \
+    } while (0)
+
+const char *tsr__task_state_name(int st) {
+    static const char *names[] = {"waiting", "ready",    "queued", "running",
+                                  "memory",  "released", "erred"};
+    return st >= 0 && st < TSR__TS_COUNT ? names[st] : "?";
+}
+
+/* ---- small containers ---- */
+
+void tsr__keyvec_free(tsr__keyvec *kv) {
+    free(kv->v);
+    kv->v = NULL;
+    kv->n = kv->cap = 0;
+}
+
+/* Appends k to a position-tracked list (in-flight, held, unassigned). */
+static void list_add(tsr__sched *s, tsr__keyvec *kv, tsr__key k) {
+    MUST_GROW(kv->v, kv->cap, kv->n + 1);
+    tsr__key_task(s, k)->pos = (uint32_t)kv->n;
+    kv->v[kv->n++] = k;
+}
+
+static void list_remove(tsr__sched *s, tsr__keyvec *kv, uint32_t pos) {
+    kv->n--;
+    if (pos != kv->n) {
+        kv->v[pos] = kv->v[kv->n];
+        tsr__key_task(s, kv->v[pos])->pos = pos;
+    }
+}
+
+static void set_state(tsr__sched *s, tsr__stask *t, int st) {
+    s->count[t->state]--;
+    s->count[st]++;
+    t->state = (uint8_t)st;
+}
+
+static tsr__action *emit(tsr__sched *s, int kind) {
+    MUST_GROW(s->act, s->actcap, s->nact + 1);
+    tsr__action *a = &s->act[s->nact++];
+    memset(a, 0, sizeof *a);
+    a->kind = kind;
+    return a;
+}
+
+static void mark_dirty(tsr__sched *s, tsr__sjob *j) {
+    if (j->dirty) return;
+    j->dirty = 1;
+    MUST_GROW(s->dirty, s->dirtycap, s->ndirty + 1);
+    s->dirty[s->ndirty++] = j->id;
+}
+
+void tsr__sched_clear_actions(tsr__sched *s) {
+    for (size_t i = 0; i < s->nact; i++) free(s->act[i].msg);
+    s->nact = 0;
+}
+
+/* ---- lifecycle ---- */
+
+void tsr__sched_init(tsr__sched *s, const tsr__logger *log) {
+    memset(s, 0, sizeof *s);
+    s->log = log;
+    s->njobs = 1; /* job ids start at 1 */
+    MUST_GROW(s->jobs, s->jcap, 1);
+    s->jobs[0] = NULL;
+}
+
+void tsr__jobspec_free(tsr__jobspec *g) {
+    free(g->array);
+    free(g->dep_off);
+    free(g->deps);
+    free(g->nbytes);
+    free(g->kd_off);
+    free(g->arena);
+    free(g->outputs);
+    memset(g, 0, sizeof *g);
+}
+
+static void job_free(tsr__sjob *j) {
+    if (!j) return;
+    tsr__jobspec_free(&j->g);
+    free(j->t);
+    free(j->rdep_off);
+    free(j->rdeps);
+    free(j);
+}
+
+void tsr__sched_free(tsr__sched *s) {
+    for (size_t i = 0; i < s->njobs; i++) job_free(s->jobs[i]);
+    free(s->jobs);
+    for (size_t i = 0; i < s->nw; i++) {
+        tsr__keyvec_free(&s->w[i].backlog);
+        tsr__keyvec_free(&s->w[i].inflight);
+        tsr__keyvec_free(&s->w[i].held);
+    }
+    free(s->w);
+    free(s->live);
+    tsr__keyvec_free(&s->unassigned);
+    tsr__sched_clear_actions(s);
+    free(s->act);
+    free(s->dirty);
+    free(s->score);
+    tsr__keyvec_free(&s->s1);
+    tsr__keyvec_free(&s->s2);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- placement glue ---- */
+
+/* Moves tasks from the backlog into the in-flight window while it has room; each becomes a
+ * compute action (the server batches them per worker and loop turn). */
+void tsr__sched_pump(tsr__sched *s, uint32_t wid) {
+    tsr__sworker *w = &s->w[wid];
+    while (w->inflight.n < w->cap && w->backlog.n > 0) {
+        tsr__key k = tsr__backlog_pop(s, wid);
+        tsr__stask *t = tsr__key_task(s, k);
+        set_state(s, t, TSR__TS_RUNNING);
+        t->flags &= (uint8_t) ~(TSR__TF_SENT | TSR__TF_INPUT_LOST);
+        list_add(s, &w->inflight, k);
+        s->jobs[k.job]->inflight++;
+        tsr__action *a = emit(s, TSR__ACT_COMPUTE);
+        a->worker = wid;
+        a->job = k.job;
+        a->task = k.task;
+    }
+}
+
+static void make_ready(tsr__sched *s, tsr__sjob *j, uint32_t id) {
+    tsr__stask *t = &j->t[id];
+    tsr__key k = {j->id, id};
+    uint32_t wid = tsr__place(s, j, id);
+    if (wid == TSR__NONE) {
+        set_state(s, t, TSR__TS_READY);
+        t->where = TSR__NONE;
+        list_add(s, &s->unassigned, k);
+        return;
+    }
+    set_state(s, t, TSR__TS_QUEUED);
+    t->where = wid;
+    tsr__backlog_push(s, wid, k);
+    tsr__sched_pump(s, wid);
+}
+
+/* Takes a task out of whatever queue holds it before it was sent (ready, queued, or running
+ * but not written yet). Returns 0 if it was in none of those (it stays as it is). */
+static int unqueue(tsr__sched *s, tsr__sjob *j, uint32_t id) {
+    tsr__stask *t = &j->t[id];
+    switch (t->state) {
+    case TSR__TS_READY:
+        list_remove(s, &s->unassigned, t->pos);
+        return 1;
+    case TSR__TS_QUEUED:
+        tsr__backlog_remove(s, t->where, t->pos);
+        return 1;
+    case TSR__TS_RUNNING:
+        if (t->flags & TSR__TF_SENT) return 0;
+        list_remove(s, &s->w[t->where].inflight, t->pos);
+        j->inflight--;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The chunk is no longer needed: free it on its holder. */
+static void release_chunk(tsr__sched *s, tsr__sjob *j, uint32_t id) {
+    tsr__stask *t = &j->t[id];
+    tsr__sworker *w = &s->w[t->where];
+    list_remove(s, &w->held, t->pos);
+    w->held_bytes -= t->nbytes;
+    tsr__action *a = emit(s, TSR__ACT_FREE);
+    a->worker = t->where;
+    a->job = j->id;
+    a->task = id;
+    t->where = TSR__NONE;
+    set_state(s, t, TSR__TS_RELEASED);
+}
+
+/* ---- jobs ---- */
+
+int tsr__jobspec_check(const tsr__jobspec *g, char *err, size_t errlen) {
+    if (g->dep_off[0] != 0 || g->kd_off[0] != 0) goto bad_off;
+    for (uint32_t t = 0; t < g->ntasks; t++) {
+        if (g->dep_off[t + 1] < g->dep_off[t] || g->kd_off[t + 1] < g->kd_off[t]) goto bad_off;
+        if (g->kd_off[t + 1] == g->kd_off[t]) {
+            tsr__fmt(err, errlen, "task %u: empty kernel descriptor", t);
+            return TSR_EPROGRAM;
+        }
+        if (g->array[t] >= g->narrays) {
+            tsr__fmt(err, errlen, "task %u: array index %u out of range (%u arrays)", t,
+                     g->array[t], g->narrays);
+            return TSR_EPROGRAM;
+        }
+        for (uint32_t k = g->dep_off[t]; k < g->dep_off[t + 1]; k++) {
+            if (g->deps[k] >= t) {
+                tsr__fmt(err, errlen, "task %u: input %u is not an earlier task", t, g->deps[k]);
+                return TSR_EPROGRAM;
+            }
+        }
+    }
+    for (uint32_t o = 0; o < g->noutputs; o++) {
+        if (g->outputs[o] >= g->ntasks) {
+            tsr__fmt(err, errlen, "output %u: task id %u out of range (%u tasks)", o, g->outputs[o],
+                     g->ntasks);
+            return TSR_EPROGRAM;
+        }
+    }
+    return 0;
+bad_off:
+    tsr__fmt(err, errlen, "inconsistent task table offsets");
+    return TSR_EPROGRAM;
+}
+
+static void live_add(tsr__sched *s, tsr__sjob *j) {
+    MUST_GROW(s->live, s->livecap, s->nlive + 1);
+    j->live_pos = (uint32_t)s->nlive;
+    s->live[s->nlive++] = j->id;
+}
+
+static void job_delete(tsr__sched *s, tsr__sjob *j) {
+    s->nlive--;
+    if (j->live_pos != s->nlive) {
+        s->live[j->live_pos] = s->live[s->nlive];
+        s->jobs[s->live[j->live_pos]]->live_pos = j->live_pos;
+    }
+    for (uint32_t i = 0; i < j->g.ntasks; i++) s->count[j->t[i].state]--;
+    s->jobs[j->id] = NULL;
+    tsr__log(s->log, TSR_LOG_DEBUG, "job %u deleted", j->id);
+    job_free(j);
+}
+
+int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32_t *job_out,
+                      char *err, size_t errlen) {
+    int rc = tsr__jobspec_check(spec, err, errlen);
+    if (rc) {
+        tsr__jobspec_free(spec);
+        return rc;
+    }
+    uint32_t n = spec->ntasks;
+    tsr__sjob *j = calloc(1, sizeof *j);
+    if (j) {
+        j->t = calloc(n ? n : 1, sizeof *j->t);
+        j->rdep_off = calloc((size_t)n + 1, sizeof *j->rdep_off);
+        j->rdeps = malloc(((size_t)spec->dep_off[n] + 1) * sizeof *j->rdeps);
+    }
+    if (!j || !j->t || !j->rdep_off || !j->rdeps) {
+        job_free(j);
+        tsr__jobspec_free(spec);
+        tsr__fmt(err, errlen, "out of memory for a graph of %u tasks", n);
+        return TSR_EPROGRAM;
+    }
+    MUST_GROW(s->jobs, s->jcap, s->njobs + 1);
+    j->id = (uint32_t)s->njobs;
+    s->jobs[s->njobs++] = j;
+    j->client = client;
+    j->g = *spec;
+    memset(spec, 0, sizeof *spec);
+    const tsr__jobspec *g = &j->g;
+
+    /* Dependents in CSR form: count, prefix-sum, fill (in task order, so deterministic). */
+    for (uint32_t k = 0; k < g->dep_off[n]; k++) j->rdep_off[g->deps[k] + 1]++;
+    for (uint32_t t = 0; t < n; t++) j->rdep_off[t + 1] += j->rdep_off[t];
+    uint32_t *fill = j->rdep_off; /* reuse: fill from the start offsets, then shift back */
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t k = g->dep_off[t]; k < g->dep_off[t + 1]; k++)
+            j->rdeps[fill[g->deps[k]]++] = t;
+    for (uint32_t t = n; t > 0; t--) j->rdep_off[t] = j->rdep_off[t - 1];
+    j->rdep_off[0] = 0;
+
+    for (uint32_t t = 0; t < n; t++) {
+        tsr__stask *ts = &j->t[t];
+        ts->state = TSR__TS_WAITING;
+        ts->where = TSR__NONE;
+        ts->nbytes = g->nbytes[t];
+        ts->deps_left = g->dep_off[t + 1] - g->dep_off[t];
+        ts->refs = j->rdep_off[t + 1] - j->rdep_off[t];
+    }
+    s->count[TSR__TS_WAITING] += n;
+    for (uint32_t o = 0; o < g->noutputs; o++) {
+        tsr__stask *ts = &j->t[g->outputs[o]];
+        if (!(ts->flags & TSR__TF_OUTPUT)) {
+            ts->flags |= TSR__TF_OUTPUT;
+            ts->refs++;
+        }
+    }
+    live_add(s, j);
+    *job_out = j->id;
+    tsr__log(s->log, TSR_LOG_INFO, "job %u: %u tasks, %u outputs (client %u)", j->id, n,
+             g->noutputs, client);
+    for (uint32_t t = 0; t < n; t++)
+        if (j->t[t].deps_left == 0) make_ready(s, j, t);
+    mark_dirty(s, j);
+    if (n == 0) {
+        j->finished_sent = 1;
+        emit(s, TSR__ACT_FINISHED)->job = j->id;
+    }
+    return 0;
+}
+
+/* Cancels a job (failed or released): nothing more is sent for it, every chunk it holds is
+ * freed, and it is deleted once the tasks already sent to workers have been reported. */
+static void job_cancel(tsr__sched *s, tsr__sjob *j) {
+    j->cancelled = 1;
+    for (uint32_t id = 0; id < j->g.ntasks; id++) {
+        tsr__stask *t = &j->t[id];
+        if (t->state == TSR__TS_MEMORY) {
+            release_chunk(s, j, id);
+        } else if (unqueue(s, j, id)) {
+            set_state(s, t, TSR__TS_RELEASED);
+            t->where = TSR__NONE;
+        }
+    }
+    if (j->inflight == 0) job_delete(s, j);
+}
+
+/* ---- workers ---- */
+
+uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, const char *addr,
+                               const char *name) {
+    MUST_GROW(s->w, s->wcap, s->nw + 1);
+    MUST_GROW(s->score, s->score_cap, s->nw + 1);
+    uint32_t wid = (uint32_t)s->nw++;
+    tsr__sworker *w = &s->w[wid];
+    memset(w, 0, sizeof *w);
+    s->score[wid] = 0;
+    w->peer = peer;
+    w->alive = 1;
+    w->threads = threads ? threads : 1;
+    w->cap = 2 * w->threads + 2;
+    snprintf(w->addr, sizeof w->addr, "%s", addr);
+    snprintf(w->name, sizeof w->name, "%s", name);
+    s->nalive++;
+    /* Tasks that had nowhere to go get placed now (placement may spread them out). */
+    while (s->unassigned.n > 0) {
+        tsr__key k = s->unassigned.v[s->unassigned.n - 1];
+        list_remove(s, &s->unassigned, (uint32_t)s->unassigned.n - 1);
+        make_ready(s, s->jobs[k.job], k.task);
+    }
+    return wid;
+}
+
+static uint32_t count_missing(const tsr__sjob *j, uint32_t id) {
+    uint32_t n = 0;
+    for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++)
+        n += j->t[j->g.deps[k]].state != TSR__TS_MEMORY;
+    return n;
+}
+
+static void push_key(tsr__keyvec *kv, tsr__key k) {
+    MUST_GROW(kv->v, kv->cap, kv->n + 1);
+    kv->v[kv->n++] = k;
+}
+
+/* A task that had finished must run again: it is unfinished, so its inputs regain the
+ * reference it gave up when it finished. */
+static void resurrect(tsr__sched *s, tsr__sjob *j, uint32_t id, tsr__keyvec *S) {
+    tsr__stask *t = &j->t[id];
+    set_state(s, t, TSR__TS_WAITING);
+    t->where = TSR__NONE;
+    t->flags |= TSR__TF_MARK;
+    j->ndone--;
+    if (j->finished_sent) j->finished_sent = 0;
+    mark_dirty(s, j);
+    push_key(S, (tsr__key){j->id, id});
+}
+
+void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
+    tsr__sworker *w = &s->w[wid];
+    if (!w->alive) return;
+    w->alive = 0;
+    s->nalive--;
+    tsr__keyvec *R = &s->s1, *S = &s->s2;
+    R->n = S->n = 0;
+    tsr__log(s->log, TSR_LOG_WARN, "worker %s (%s) lost: %zu queued, %zu running, %zu chunks held",
+             w->name, w->addr, w->backlog.n, w->inflight.n, w->held.n);
+
+    /* 1. Its queued and running tasks go back to waiting (deps recounted in step 4). */
+    for (size_t i = 0; i < w->backlog.n; i++) push_key(R, w->backlog.v[i]);
+    s->backlog_total -= w->backlog.n;
+    w->backlog.n = 0;
+    for (size_t i = 0; i < w->inflight.n; i++) {
+        tsr__key k = w->inflight.v[i];
+        tsr__sjob *j = s->jobs[k.job];
+        j->inflight--;
+        if (j->cancelled) {
+            set_state(s, &j->t[k.task], TSR__TS_RELEASED);
+            continue;
+        }
+        push_key(R, k);
+    }
+    w->inflight.n = 0;
+    for (size_t i = 0; i < R->n; i++) {
+        tsr__stask *t = tsr__key_task(s, R->v[i]);
+        set_state(s, t, TSR__TS_WAITING);
+        t->where = TSR__NONE;
+        t->flags |= TSR__TF_MARK;
+    }
+
+    /* 2. Chunks it held are still needed (else they would have been freed): recompute. */
+    for (size_t i = 0; i < w->held.n; i++) {
+        tsr__key k = w->held.v[i];
+        resurrect(s, s->jobs[k.job], k.task, S);
+    }
+    w->held.n = 0;
+    w->held_bytes = 0;
+
+    /* 3. Walk producers: every resurrected task takes its inputs' references back, and an input
+     *    already freed has to be recomputed too. S grows while we walk it. */
+    for (size_t i = 0; i < S->n; i++) {
+        tsr__sjob *j = s->jobs[S->v[i].job];
+        uint32_t id = S->v[i].task;
+        for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++) {
+            uint32_t in = j->g.deps[k];
+            tsr__stask *ti = &j->t[in];
+            ti->refs++;
+            if (ti->state == TSR__TS_RELEASED && !(ti->flags & TSR__TF_MARK))
+                resurrect(s, j, in, S);
+        }
+    }
+
+    /* 4. Consumers outside the recomputed set lose an input they counted as available. */
+    for (size_t i = 0; i < S->n; i++) {
+        tsr__sjob *j = s->jobs[S->v[i].job];
+        uint32_t id = S->v[i].task;
+        for (uint32_t k = j->rdep_off[id]; k < j->rdep_off[id + 1]; k++) {
+            uint32_t d = j->rdeps[k];
+            tsr__stask *td = &j->t[d];
+            if (td->flags & TSR__TF_MARK) continue;
+            if (td->state == TSR__TS_WAITING) {
+                td->deps_left++;
+            } else if (unqueue(s, j, d)) {
+                set_state(s, td, TSR__TS_WAITING);
+                td->where = TSR__NONE;
+                td->deps_left = 1;
+            } else if (td->state == TSR__TS_RUNNING) {
+                td->flags |= TSR__TF_INPUT_LOST; /* its erred will be a retry, not a failure */
+            }
+        }
+    }
+
+    /* 5. Recount and place what can run. */
+    for (int pass = 0; pass < 2; pass++) {
+        tsr__keyvec *L = pass ? S : R;
+        for (size_t i = 0; i < L->n; i++) {
+            tsr__sjob *j = s->jobs[L->v[i].job];
+            j->t[L->v[i].task].flags &= (uint8_t)~TSR__TF_MARK;
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        tsr__keyvec *L = pass ? S : R;
+        for (size_t i = 0; i < L->n; i++) {
+            tsr__sjob *j = s->jobs[L->v[i].job];
+            uint32_t id = L->v[i].task;
+            j->t[id].deps_left = count_missing(j, id);
+            if (j->t[id].deps_left == 0) make_ready(s, j, id);
+        }
+    }
+    if (S->n)
+        tsr__log(s->log, TSR_LOG_INFO, "worker %s lost: recomputing %zu chunks", w->name, S->n);
+
+    /* 6. Cancelled jobs that were only waiting for this worker's reports can go. */
+    for (size_t i = 0; i < s->nlive;) {
+        tsr__sjob *j = s->jobs[s->live[i]];
+        if (j->cancelled && j->inflight == 0)
+            job_delete(s, j); /* swaps another id into slot i */
+        else
+            i++;
+    }
+}
+
+/* ---- reports ---- */
+
+/* Common checks for done/erred: the job (NULL when already deleted) and whether the report
+ * matches a task running on wid. */
+static int lookup_report(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, tsr__sjob **jp) {
+    tsr__sjob *j = tsr__sched_job(s, job);
+    *jp = j;
+    if (!j) return 0;
+    if (task >= j->g.ntasks) return TSR_EPROTOCOL;
+    tsr__stask *t = &j->t[task];
+    if (t->state != TSR__TS_RUNNING || t->where != wid) {
+        tsr__log(s->log, TSR_LOG_DEBUG, "worker %s: stale report for (%u, %u) in state %s",
+                 s->w[wid].name, job, task, tsr__task_state_name(t->state));
+        *jp = NULL;
+        return 1;
+    }
+    list_remove(s, &s->w[wid].inflight, t->pos);
+    j->inflight--;
+    t->flags &= (uint8_t)~TSR__TF_SENT;
+    return 0;
+}
+
+int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes) {
+    tsr__sjob *j;
+    int rc = lookup_report(s, wid, job, task, &j);
+    if (rc < 0) return rc;
+    if (rc > 0) return 0;
+    if (!j || j->cancelled) {
+        /* The job is gone or cancelled: the chunk is of no use to anyone. */
+        tsr__action *a = emit(s, TSR__ACT_FREE);
+        a->worker = wid;
+        a->job = job;
+        a->task = task;
+        if (j) {
+            set_state(s, &j->t[task], TSR__TS_RELEASED);
+            if (j->inflight == 0) job_delete(s, j);
+        }
+        return 0;
+    }
+    tsr__stask *t = &j->t[task];
+    tsr__sworker *w = &s->w[wid];
+    set_state(s, t, TSR__TS_MEMORY);
+    t->flags &= (uint8_t)~TSR__TF_INPUT_LOST;
+    t->nbytes = nbytes;
+    t->where = wid;
+    list_add(s, &w->held, (tsr__key){job, task});
+    w->held_bytes += nbytes;
+    j->ndone++;
+    mark_dirty(s, j);
+
+    const tsr__jobspec *g = &j->g;
+    for (uint32_t k = g->dep_off[task]; k < g->dep_off[task + 1]; k++) {
+        uint32_t in = g->deps[k];
+        tsr__stask *ti = &j->t[in];
+        ti->refs--;
+        if (ti->refs == 0 && ti->state == TSR__TS_MEMORY) release_chunk(s, j, in);
+    }
+    for (uint32_t k = j->rdep_off[task]; k < j->rdep_off[task + 1]; k++) {
+        uint32_t d = j->rdeps[k];
+        tsr__stask *td = &j->t[d];
+        /* Only waiting dependents count it: after a recovery, others may have finished. */
+        if (td->state == TSR__TS_WAITING && --td->deps_left == 0) make_ready(s, j, d);
+    }
+    if (t->refs == 0) release_chunk(s, j, task); /* nothing needs it (and not an output) */
+    if (j->ndone == g->ntasks && !j->finished_sent) {
+        j->finished_sent = 1;
+        emit(s, TSR__ACT_FINISHED)->job = job;
+        tsr__log(s->log, TSR_LOG_INFO, "job %u finished", job);
+    }
+    return 0;
+}
+
+int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg) {
+    tsr__sjob *j;
+    int rc = lookup_report(s, wid, job, task, &j);
+    if (rc < 0) return rc;
+    if (rc > 0 || !j) return 0;
+    tsr__stask *t = &j->t[task];
+    if (j->cancelled) {
+        set_state(s, t, TSR__TS_RELEASED);
+        if (j->inflight == 0) job_delete(s, j);
+        return 0;
+    }
+    if (t->flags & TSR__TF_INPUT_LOST) {
+        /* It most likely failed to fetch from the lost worker: run it again once its inputs
+         * are back. */
+        t->flags &= (uint8_t)~TSR__TF_INPUT_LOST;
+        tsr__log(s->log, TSR_LOG_INFO, "job %u task %u: retrying after a lost input (%s)", job,
+                 task, msg);
+        set_state(s, t, TSR__TS_WAITING);
+        t->where = TSR__NONE;
+        t->deps_left = count_missing(j, task);
+        if (t->deps_left == 0) make_ready(s, j, task);
+        return 0;
+    }
+    set_state(s, t, TSR__TS_ERRED);
+    t->where = TSR__NONE;
+    j->nerred++;
+    mark_dirty(s, j);
+    tsr__log(s->log, TSR_LOG_WARN, "job %u task %u (array %u) failed on %s: %s", job, task,
+             j->g.array[task], s->w[wid].name, msg);
+    tsr__action *a = emit(s, TSR__ACT_FAILED);
+    a->job = job;
+    a->task = task;
+    a->client = j->client;
+    a->array = j->g.array[task];
+    a->msg = strdup(msg);
+    if (!a->msg) oom();
+    job_cancel(s, j);
+    return 0;
+}
+
+int tsr__sched_release(tsr__sched *s, uint32_t client, uint32_t job) {
+    tsr__sjob *j = tsr__sched_job(s, job);
+    if (!j || j->client != client) return TSR_EINVALID;
+    if (j->cancelled) return 0;
+    tsr__log(s->log, TSR_LOG_DEBUG, "job %u released", job);
+    job_cancel(s, j);
+    return 0;
+}
+
+void tsr__sched_client_gone(tsr__sched *s, uint32_t client) {
+    for (size_t i = 0; i < s->nlive;) {
+        tsr__sjob *j = s->jobs[s->live[i]];
+        size_t before = s->nlive;
+        if (j->client == client && !j->cancelled) job_cancel(s, j);
+        if (s->nlive == before) i++; /* else slot i now holds another job */
+    }
+}
+
+void tsr__sched_balance(tsr__sched *s) {
+    if (s->backlog_total == 0) return;
+    for (uint32_t wid = 0; wid < s->nw && s->backlog_total > 0; wid++) {
+        tsr__sworker *w = &s->w[wid];
+        if (!w->alive || w->backlog.n > 0 || w->inflight.n >= w->cap) continue;
+        if (tsr__steal(s, wid) > 0) tsr__sched_pump(s, wid);
+    }
+}
