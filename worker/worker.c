@@ -426,10 +426,13 @@ static void on_free(tsr__worker *w, const msgpack_object *hdr) {
             !is_uint(&k->via.array.ptr[0]) || !is_uint(&k->via.array.ptr[1]))
             goto bad;
     }
+    size_t dropped = 0;
     for (uint32_t i = 0; i < ko->via.array.size; i++) {
         const msgpack_object *k = ko->via.array.ptr[i].via.array.ptr;
-        tsr__store_drop(&w->store, k[0].via.u64, k[1].via.u64);
+        dropped += (size_t)tsr__store_drop(&w->store, k[0].via.u64, k[1].via.u64);
     }
+    tsr__log(&w->log, TSR_LOG_DEBUG, "freed %zu of %u chunks; holding %llu bytes", dropped,
+             ko->via.array.size, (unsigned long long)w->store.bytes);
     if (w->over_limit && w->opts->memory_limit > 0 &&
         w->store.bytes <= (uint64_t)w->opts->memory_limit)
         w->over_limit = 0;

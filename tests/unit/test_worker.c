@@ -1,7 +1,10 @@
 /* The worker: core picking on this machine's topology, the chunk store, and two real workers
  * (in threads) driven over sockets by a fake scheduler written here with wire/conn. */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -702,4 +705,267 @@ Test(worker, unreachable_scheduler) {
     o.gpu = -1;
     o.scheduler = NULL;
     cr_assert_eq(tsr_worker_run(&o), TSR_EINVALID);
+}
+
+/* ---- One worker, a blocking fake scheduler, the awkward cases ------------------------------- */
+
+static void write_all(int fd, const void *p, size_t n) {
+    const char *c = p;
+    while (n > 0) {
+        ssize_t k = write(fd, c, n);
+        cr_assert(k > 0, "write: %s", strerror(errno));
+        c += k;
+        n -= (size_t)k;
+    }
+}
+
+static int read_all(int fd, void *p, size_t n) {
+    char *c = p;
+    while (n > 0) {
+        ssize_t k = read(fd, c, n);
+        if (k <= 0) return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static void put_frame(int fd, msgpack_sbuffer *sb) {
+    /* One write per frame: split writes meet Nagle and delayed ACKs, and a frame sent later on
+     * another connection could overtake this one. */
+    uint8_t *f = malloc(4 + sb->size);
+    f[0] = (uint8_t)(sb->size >> 24);
+    f[1] = (uint8_t)(sb->size >> 16);
+    f[2] = (uint8_t)(sb->size >> 8);
+    f[3] = (uint8_t)sb->size;
+    memcpy(f + 4, sb->data, sb->size);
+    write_all(fd, f, 4 + sb->size);
+    free(f);
+    msgpack_sbuffer_destroy(sb);
+}
+
+/* Reads one frame: 0, or -1 at end of stream. The payload (if any) goes to *payload (caller
+ * frees). */
+static int get_frame(int fd, msgpack_unpacked *up, void **payload, uint64_t *plen) {
+    uint8_t len[4];
+    if (read_all(fd, len, 4)) return -1;
+    uint32_t h = (uint32_t)len[0] << 24 | (uint32_t)len[1] << 16 | (uint32_t)len[2] << 8 | len[3];
+    /* The unpacked object points into the bytes: keep them until the next frame. */
+    static char *buf;
+    free(buf);
+    buf = malloc(h);
+    cr_assert_eq(read_all(fd, buf, h), 0);
+    size_t off = 0;
+    cr_assert_eq(msgpack_unpack_next(up, buf, h, &off), MSGPACK_UNPACK_SUCCESS);
+    uint64_t n = 0;
+    if (tsr__mp_get(&up->data, "n")) cr_assert_eq(tsr__mp_get_uint(&up->data, "n", &n), 0);
+    *plen = n;
+    *payload = NULL;
+    if (n) {
+        *payload = malloc(n);
+        cr_assert_eq(read_all(fd, *payload, n), 0);
+    }
+    return 0;
+}
+
+static int tcp_listen_any(char *addr, size_t size) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(fd, 4), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    snprintf(addr, size, "127.0.0.1:%d", ntohs(sa.sin_port));
+    return fd;
+}
+
+static int tcp_connect(const char *addr) {
+    char host[64];
+    int port;
+    cr_assert_eq(tsr__parse_address(addr, host, sizeof host, &port), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void set_timeout(int fd) {
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static void peer_hello(int fd, int v) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, 3, "hello");
+    tsr__mp_pack_str(&pk, "v");
+    msgpack_pack_int(&pk, v);
+    tsr__mp_pack_str(&pk, "role");
+    tsr__mp_pack_str(&pk, "peer");
+    put_frame(fd, &sb);
+}
+
+Test(worker, chains_failures_and_bad_input) {
+    char addr[64];
+    int lfd = tcp_listen_any(addr, sizeof addr);
+    wthread wt;
+    memset(&wt, 0, sizeof wt);
+    pthread_mutex_init(&wt.mu, NULL);
+    tsr_worker_options_default(&wt.o);
+    wt.o.scheduler = addr;
+    wt.o.name = "wC";
+    wt.o.threads = 3;
+    wt.o.on_ready = on_ready;
+    wt.o.user = &wt;
+    cr_assert_eq(pthread_create(&wt.th, NULL, worker_main, &wt), 0);
+    int fd = accept(lfd, NULL, NULL);
+    cr_assert(fd >= 0);
+    set_timeout(fd);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    void *payload;
+    uint64_t plen;
+    cr_assert_eq(get_frame(fd, &up, &payload, &plen), 0);
+    char type[32], paddr[96];
+    cr_assert_eq(tsr__mp_type(&up.data, type, sizeof type), 0);
+    cr_assert_str_eq(type, "hello");
+    cr_assert_eq(tsr__mp_get_str(&up.data, "addr", paddr, sizeof paddr), 0);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, 3, "welcome");
+    tsr__mp_pack_str(&pk, "v");
+    msgpack_pack_int(&pk, 1);
+    tsr__mp_pack_str(&pk, "id");
+    msgpack_pack_int(&pk, 0);
+    put_frame(fd, &sb);
+
+    /* One batch: a chain computed here (0 -> 1 -> 2), a kernel that fails (3: wrong input
+     * shape) and its dependent (4), an input at an address nobody serves (5), and a
+     * descriptor that is not one (6). */
+    start_compute(&sb, &pk, 7);
+    tsr_kdesc fill = kd(TSR_KOP_FILL, 0);
+    double v = 1.5;
+    fill.nf = 1;
+    fill.f = &v;
+    tsr_kdesc neg = kd(TSR_KOP_UNARY, TSR_NEG);
+    tsr_kdesc bad = neg;
+    bad.shape[0] = 2;
+    const char *nil[1] = {NULL}, *nowhere[1] = {"127.0.0.1:1"};
+    uint64_t i0[1] = {0}, i1[1] = {1}, i3[1] = {3}, i77[1] = {77};
+    pack_task(&pk, 0, &fill, 0, NULL, NULL);
+    pack_task(&pk, 1, &neg, 1, i0, nil);
+    pack_task(&pk, 2, &neg, 1, i1, nil);
+    pack_task(&pk, 3, &bad, 1, i0, nil);
+    pack_task(&pk, 4, &neg, 1, i3, nil);
+    pack_task(&pk, 5, &neg, 1, i77, nowhere);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_uint64(&pk, 6);
+    msgpack_pack_bin(&pk, 3);
+    msgpack_pack_bin_body(&pk, "\xc1\xc1\xc1", 3);
+    msgpack_pack_array(&pk, 0);
+    put_frame(fd, &sb);
+
+    int done[7] = {0}, erred[7] = {0};
+    char msgs[7][256];
+    memset(msgs, 0, sizeof msgs);
+    for (int got = 0; got < 7;) {
+        cr_assert_eq(get_frame(fd, &up, &payload, &plen), 0, "worker hung up");
+        cr_assert_eq(tsr__mp_type(&up.data, type, sizeof type), 0);
+        if (strcmp(type, "done") == 0) {
+            const msgpack_object *items = tsr__mp_get(&up.data, "items");
+            for (uint32_t i = 0; i < items->via.array.size; i++) {
+                uint64_t id = items->via.array.ptr[i].via.array.ptr[1].via.u64;
+                cr_assert(id < 7 && !done[id] && !erred[id]);
+                done[id] = 1;
+                got++;
+            }
+        } else {
+            cr_assert_str_eq(type, "erred");
+            int64_t id = -1;
+            cr_assert_eq(tsr__mp_get_int(&up.data, "id", &id), 0);
+            cr_assert(id >= 0 && id < 7 && !done[id] && !erred[id]);
+            erred[id] = 1;
+            tsr__mp_get_str(&up.data, "msg", msgs[id], sizeof msgs[id]);
+            got++;
+        }
+    }
+    cr_expect(done[0] && done[1] && done[2]);
+    cr_expect(erred[3] && erred[4] && erred[5] && erred[6]);
+    cr_expect(strstr(msgs[4], "input (7,3) failed") != NULL, "%s", msgs[4]);
+    cr_expect(strstr(msgs[5], "could not fetch input (7,77)") != NULL, "%s", msgs[5]);
+    cr_expect(strstr(msgs[6], "malformed kernel descriptor") != NULL, "%s", msgs[6]);
+
+    /* Drop (7,0); the peer port then answers missing for it and serves (7,2). */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, 2, "free");
+    tsr__mp_pack_str(&pk, "keys");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint64(&pk, JOB);
+    msgpack_pack_uint64(&pk, 0);
+    put_frame(fd, &sb);
+
+    int pfd = tcp_connect(paddr);
+    set_timeout(pfd);
+    peer_hello(pfd, 2);
+    cr_assert_eq(get_frame(pfd, &up, &payload, &plen), 0);
+    char msg[128] = "";
+    tsr__mp_type(&up.data, type, sizeof type);
+    tsr__mp_get_str(&up.data, "msg", msg, sizeof msg);
+    cr_assert_str_eq(type, "error");
+    cr_assert_str_eq(msg, "protocol version mismatch: got 2, want 1");
+    cr_assert_eq(get_frame(pfd, &up, &payload, &plen), -1, "not closed after the error");
+    close(pfd);
+
+    pfd = tcp_connect(paddr);
+    set_timeout(pfd);
+    peer_hello(pfd, 1);
+    cr_assert_eq(get_frame(pfd, &up, &payload, &plen), 0);
+    tsr__mp_type(&up.data, type, sizeof type);
+    cr_assert_str_eq(type, "welcome");
+    /* Pipelined gets, answered in order. */
+    for (int id = 0; id < 3; id += 2) {
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        tsr__mp_pack_type(&pk, 3, "get");
+        tsr__mp_pack_str(&pk, "job");
+        msgpack_pack_uint64(&pk, JOB);
+        tsr__mp_pack_str(&pk, "id");
+        msgpack_pack_int(&pk, id);
+        put_frame(pfd, &sb);
+    }
+    cr_assert_eq(get_frame(pfd, &up, &payload, &plen), 0);
+    tsr__mp_type(&up.data, type, sizeof type);
+    cr_assert_str_eq(type, "missing");
+    cr_assert_eq(get_frame(pfd, &up, &payload, &plen), 0);
+    tsr__mp_type(&up.data, type, sizeof type);
+    cr_assert_str_eq(type, "chunk");
+    cr_assert_eq(plen, 96);
+    for (int i = 0; i < 12; i++) cr_expect_eq(((double *)payload)[i], 1.5);
+    free(payload);
+    close(pfd);
+
+    /* A malformed message closes the scheduler connection, and the worker leaves. */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, 3, "compute");
+    tsr__mp_pack_str(&pk, "job");
+    tsr__mp_pack_str(&pk, "x");
+    tsr__mp_pack_str(&pk, "tasks");
+    msgpack_pack_array(&pk, 0);
+    put_frame(fd, &sb);
+    cr_assert_eq(get_frame(fd, &up, &payload, &plen), -1);
+
+    msgpack_unpacked_destroy(&up);
+    close(fd);
+    close(lfd);
+    pthread_join(wt.th, NULL);
+    cr_expect_eq(wt.rc, 0);
+    pthread_mutex_destroy(&wt.mu);
 }
