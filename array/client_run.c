@@ -221,7 +221,7 @@ static void sched_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *pay
         set_failed(rt, TSR_ECOMPUTE, "task %lld: %s", (long long)id, msg);
     } else if (strcmp(type, "workers") == 0) {
         int64_t n = 0;
-        tsr__mp_get_int(hdr, "n", &n);
+        tsr__mp_get_int(hdr, "count", &n);
         rt->workers = n;
         rt->got_workers = 1;
         uv_stop(&rt->c->loop);
@@ -372,7 +372,7 @@ int tsr_client_connect(const char *address, const tsr_client_options *opts, tsr_
 int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms) {
     tsr__rt *rt = c->rt;
     rt->got_workers = 0;
-    int rc = send_simple(c->sched, "wait_workers", "n", n);
+    int rc = send_simple(c->sched, "wait_workers", "count", n);
     if (rc) return tsr__fail(c, rc, "cannot talk to the scheduler: %s", tsr_strerror(rc));
     return run_until(rt, &rt->got_workers, timeout_ms);
 }

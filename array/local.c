@@ -76,11 +76,16 @@ void tsr__local_cpus(const int *cores, int ncores, int w, int threads, char *out
     }
 }
 
+/* Starts a cluster process with stdin and (unless out_fd is given) stdout on /dev/null, so its
+ * ready line never mixes with the program's printed outputs; stderr stays shared for errors. */
 static int spawn(const char *exe, char *const argv[], int out_fd, pid_t *pid) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    if (out_fd >= 0) posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    if (out_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    else
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     int rc = posix_spawnp(pid, exe, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     return rc ? -rc : 0;
