@@ -283,8 +283,7 @@ static void handle_erred(tsr__peer *p, const msgpack_object *hdr) {
         memcpy(msg, m->via.str.ptr, n);
         msg[n] = 0;
     }
-    if (tsr__sched_erred(&p->srv->st, p->wid, (uint32_t)job, (uint32_t)id, msg,
-                         tsr__now()) != 0)
+    if (tsr__sched_erred(&p->srv->st, p->wid, (uint32_t)job, (uint32_t)id, msg, tsr__now()) != 0)
         drop(p, "erred for a task id out of range");
 }
 

@@ -34,6 +34,7 @@ enum {
     TSR__TF_MARK = 2,       /* scratch mark used while recovering from a lost worker */
     TSR__TF_INPUT_LOST = 4, /* sent, and an input's only holder died since: an erred is retried */
     TSR__TF_SENT = 8,       /* the compute message carrying it has been written */
+    TSR__TF_SUSPECT = 16,   /* erred with remote inputs: parked, see tsr__sched_tick */
 };
 
 typedef struct tsr__key {
@@ -111,6 +112,16 @@ typedef struct tsr__action {
     char *msg;          /* FAILED: owned */
 } tsr__action;
 
+/* An erred task that had inputs on other workers: if one of those workers turns out lost
+ * within the grace period (its disconnect may reach us after the failed fetch), it is a retry;
+ * otherwise the job fails with msg. */
+typedef struct tsr__parked {
+    tsr__key k;
+    double since;
+    char *msg;
+    char worker[64];
+} tsr__parked;
+
 typedef struct tsr__sched {
     const tsr__logger *log;
     tsr__sworker *w;
@@ -130,7 +141,10 @@ typedef struct tsr__sched {
     uint32_t rr;                   /* round-robin cursor for tasks without inputs */
     uint64_t *score;               /* placement scratch, one per worker */
     size_t score_cap;
-    tsr__keyvec s1, s2; /* recovery scratch */
+    tsr__keyvec s1, s2;  /* recovery scratch */
+    tsr__parked *parked; /* errors that may be fetches from a worker not yet known lost */
+    size_t nparked, parkcap;
+    double grace; /* seconds a parked error waits for a loss before failing its job */
 } tsr__sched;
 
 /* ---- state.c ---- */
@@ -153,7 +167,11 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
                       char *err, size_t errlen);
 /* Worker wid finished (job, task), holding nbytes. TSR_EPROTOCOL for an impossible report. */
 int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes);
-int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg);
+/* A task failed. now: seconds on any monotonic clock (for the grace period of parked errors). */
+int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg,
+                     double now);
+/* Fails the jobs of parked errors older than the grace period. */
+void tsr__sched_tick(tsr__sched *s, double now);
 /* The client releases a job (cancelling it if still running). TSR_EINVALID if not its job. */
 int tsr__sched_release(tsr__sched *s, uint32_t client, uint32_t job);
 void tsr__sched_client_gone(tsr__sched *s, uint32_t client);

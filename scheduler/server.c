@@ -129,14 +129,18 @@ static void flush(tsr__server *srv) {
         flush_worker(srv, p);
     }
     srv->ntouched = 0;
-    if (s->ndirty > 0 && !uv_is_active((uv_handle_t *)&srv->progress))
+    if ((s->ndirty > 0 || s->nparked > 0) && !uv_is_active((uv_handle_t *)&srv->progress))
         uv_timer_start(&srv->progress, on_progress, PROGRESS_MS, PROGRESS_MS);
 }
 
 static void on_progress(uv_timer_t *t) {
     tsr__server *srv = t->data;
     tsr__sched *s = &srv->st;
-    if (s->ndirty == 0) {
+    if (s->nparked > 0) {
+        tsr__sched_tick(s, tsr__now());
+        if (s->nact > 0) tsr__server_kick(srv);
+    }
+    if (s->ndirty == 0 && s->nparked == 0) {
         uv_timer_stop(t);
         return;
     }

@@ -80,6 +80,7 @@ void tsr__sched_init(tsr__sched *s, const tsr__logger *log) {
     memset(s, 0, sizeof *s);
     s->log = log;
     s->njobs = 1; /* job ids start at 1 */
+    s->grace = 1.0;
     MUST_GROW(s->jobs, s->jcap, 1);
     s->jobs[0] = NULL;
 }
@@ -121,6 +122,8 @@ void tsr__sched_free(tsr__sched *s) {
     free(s->score);
     tsr__keyvec_free(&s->s1);
     tsr__keyvec_free(&s->s2);
+    for (size_t i = 0; i < s->nparked; i++) free(s->parked[i].msg);
+    free(s->parked);
     memset(s, 0, sizeof *s);
 }
 
@@ -193,6 +196,18 @@ static void release_chunk(tsr__sched *s, tsr__sjob *j, uint32_t id) {
     a->task = id;
     t->where = TSR__NONE;
     set_state(s, t, TSR__TS_RELEASED);
+}
+
+/* Takes a parked error off the list (it is retried, or its job is going away). */
+static void unpark(tsr__sched *s, tsr__sjob *j, uint32_t id) {
+    j->t[id].flags &= (uint8_t)~TSR__TF_SUSPECT;
+    for (size_t i = 0; i < s->nparked; i++) {
+        if (s->parked[i].k.job == j->id && s->parked[i].k.task == id) {
+            free(s->parked[i].msg);
+            s->parked[i] = s->parked[--s->nparked];
+            return;
+        }
+    }
 }
 
 /* ---- jobs ---- */
@@ -322,6 +337,7 @@ static void job_cancel(tsr__sched *s, tsr__sjob *j) {
     j->cancelled = 1;
     for (uint32_t id = 0; id < j->g.ntasks; id++) {
         tsr__stask *t = &j->t[id];
+        if (t->flags & TSR__TF_SUSPECT) unpark(s, j, id);
         if (t->state == TSR__TS_MEMORY) {
             release_chunk(s, j, id);
         } else if (unqueue(s, j, id)) {
@@ -447,6 +463,12 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
             if (td->flags & TSR__TF_MARK) continue;
             if (td->state == TSR__TS_WAITING) {
                 td->deps_left++;
+                if (td->flags & TSR__TF_SUSPECT) {
+                    /* Its error was a fetch from this worker after all: run it again. */
+                    tsr__log(s->log, TSR_LOG_INFO, "job %u task %u: retrying after a lost input",
+                             j->id, d);
+                    unpark(s, j, d);
+                }
             } else if (unqueue(s, j, d)) {
                 set_state(s, td, TSR__TS_WAITING);
                 td->where = TSR__NONE;
@@ -509,7 +531,7 @@ static int lookup_report(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t tas
     return 0;
 }
 
-int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes) {
+static int done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes) {
     tsr__sjob *j;
     int rc = lookup_report(s, wid, job, task, &j);
     if (rc < 0) return rc;
@@ -559,7 +581,27 @@ int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, ui
     return 0;
 }
 
-int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg) {
+static void fail_task(tsr__sched *s, tsr__sjob *j, uint32_t task, const char *worker,
+                      const char *msg) {
+    tsr__stask *t = &j->t[task];
+    set_state(s, t, TSR__TS_ERRED);
+    t->where = TSR__NONE;
+    j->nerred++;
+    mark_dirty(s, j);
+    tsr__log(s->log, TSR_LOG_WARN, "job %u task %u (array %u) failed on %s: %s", j->id, task,
+             j->g.array[task], worker, msg);
+    tsr__action *a = emit(s, TSR__ACT_FAILED);
+    a->job = j->id;
+    a->task = task;
+    a->client = j->client;
+    a->array = j->g.array[task];
+    a->msg = strdup(msg);
+    if (!a->msg) oom();
+    job_cancel(s, j);
+}
+
+static int erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg,
+                 double now) {
     tsr__sjob *j;
     int rc = lookup_report(s, wid, job, task, &j);
     if (rc < 0) return rc;
@@ -570,33 +612,72 @@ int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, c
         if (j->inflight == 0) job_delete(s, j);
         return 0;
     }
+    set_state(s, t, TSR__TS_WAITING);
+    t->where = TSR__NONE;
     if (t->flags & TSR__TF_INPUT_LOST) {
         /* It most likely failed to fetch from the lost worker: run it again once its inputs
          * are back. */
         t->flags &= (uint8_t)~TSR__TF_INPUT_LOST;
         tsr__log(s->log, TSR_LOG_INFO, "job %u task %u: retrying after a lost input (%s)", job,
                  task, msg);
-        set_state(s, t, TSR__TS_WAITING);
-        t->where = TSR__NONE;
         t->deps_left = count_missing(j, task);
         if (t->deps_left == 0) make_ready(s, j, task);
         return 0;
     }
-    set_state(s, t, TSR__TS_ERRED);
-    t->where = TSR__NONE;
-    j->nerred++;
-    mark_dirty(s, j);
-    tsr__log(s->log, TSR_LOG_WARN, "job %u task %u (array %u) failed on %s: %s", job, task,
-             j->g.array[task], s->w[wid].name, msg);
-    tsr__action *a = emit(s, TSR__ACT_FAILED);
-    a->job = job;
-    a->task = task;
-    a->client = j->client;
-    a->array = j->g.array[task];
-    a->msg = strdup(msg);
-    if (!a->msg) oom();
-    job_cancel(s, j);
+    int remote = 0;
+    for (uint32_t k = j->g.dep_off[task]; k < j->g.dep_off[task + 1]; k++) {
+        const tsr__stask *ti = &j->t[j->g.deps[k]];
+        remote |= ti->state == TSR__TS_MEMORY && ti->where != wid;
+    }
+    if (remote && s->grace > 0) {
+        /* Park it (waiting, in no queue) until the grace period tells a failed fetch from a
+         * worker that is dying from a real failure. */
+        MUST_GROW(s->parked, s->parkcap, s->nparked + 1);
+        tsr__parked *p = &s->parked[s->nparked++];
+        p->k = (tsr__key){job, task};
+        p->since = now;
+        p->msg = strdup(msg);
+        if (!p->msg) oom();
+        snprintf(p->worker, sizeof p->worker, "%s", s->w[wid].name);
+        t->flags |= TSR__TF_SUSPECT;
+        t->deps_left = 0;
+        return 0;
+    }
+    fail_task(s, j, task, s->w[wid].name, msg);
     return 0;
+}
+
+void tsr__sched_tick(tsr__sched *s, double now) {
+    for (size_t i = 0; i < s->nparked;) {
+        tsr__parked p = s->parked[i];
+        if (now - p.since < s->grace) {
+            i++;
+            continue;
+        }
+        s->parked[i] = s->parked[--s->nparked];
+        tsr__sjob *j = tsr__sched_job(s, p.k.job);
+        if (j && !j->cancelled && (j->t[p.k.task].flags & TSR__TF_SUSPECT)) {
+            j->t[p.k.task].flags &= (uint8_t)~TSR__TF_SUSPECT;
+            fail_task(s, j, p.k.task, p.worker, p.msg); /* may unpark others: rescan */
+            i = 0;
+        }
+        free(p.msg);
+    }
+}
+
+/* After a report the worker's window has room: refill it from its backlog (after the report's
+ * newly ready dependents were queued, so the heap picks among all of them). */
+int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes) {
+    int rc = done(s, wid, job, task, nbytes);
+    if (s->w[wid].alive) tsr__sched_pump(s, wid);
+    return rc;
+}
+
+int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg,
+                     double now) {
+    int rc = erred(s, wid, job, task, msg, now);
+    if (s->w[wid].alive) tsr__sched_pump(s, wid);
+    return rc;
 }
 
 int tsr__sched_release(tsr__sched *s, uint32_t client, uint32_t job) {
@@ -621,7 +702,8 @@ void tsr__sched_balance(tsr__sched *s) {
     if (s->backlog_total == 0) return;
     for (uint32_t wid = 0; wid < s->nw && s->backlog_total > 0; wid++) {
         tsr__sworker *w = &s->w[wid];
-        if (!w->alive || w->backlog.n > 0 || w->inflight.n >= w->cap) continue;
-        if (tsr__steal(s, wid) > 0) tsr__sched_pump(s, wid);
+        if (!w->alive || w->inflight.n >= w->cap) continue;
+        if (w->backlog.n == 0 && tsr__steal(s, wid) == 0) continue;
+        tsr__sched_pump(s, wid);
     }
 }

@@ -305,6 +305,30 @@ Test(sched_state, stealing_moves_only_backlog_tasks) {
     tsr__sched_free(&s);
 }
 
+Test(sched_state, window_refills_from_backlog_on_done) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0"); /* window 4 */
+    gb g = {0};
+    for (int i = 0; i < 10; i++) gb_task(&g, 0, NULL);
+    for (int i = 0; i < 10; i++) g.outputs[g.nout++] = (uint32_t)i;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 4);
+    for (uint32_t t = 0; t < 10; t++) {
+        cr_assert_eq(tsr__sched_done(&s, w, job, t, 10), 0);
+        drain(&s, &x);
+        if (t + 4 < 10) {
+            cr_assert_eq(x.n, 1, "task %u: one slot freed, one task sent", t);
+            cr_assert(has(&x, TSR__ACT_COMPUTE, w, t + 4), "in priority order");
+        }
+        cr_assert_leq(s.w[w].inflight.n, 4);
+    }
+    cr_assert(has_finished(&x, job));
+    tsr__sched_free(&s);
+}
+
 Test(sched_state, error_cancels_and_frees_everything) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
@@ -324,7 +348,7 @@ Test(sched_state, error_cancels_and_frees_everything) {
     drain(&s, &x);
     cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 4);
     cr_assert_gt(s.w[w].backlog.n, 0);
-    cr_assert_eq(tsr__sched_erred(&s, w, job, b, "kernel exploded"), 0);
+    cr_assert_eq(tsr__sched_erred(&s, w, job, b, "kernel exploded", 0.0), 0);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_FAILED, 0, b));
     for (size_t i = 0; i < x.n; i++)
@@ -457,7 +481,7 @@ Test(sched_state, lost_input_of_a_running_task_is_a_retry) {
     tsr__sched_done(&s, w1, job, 1, 10);
     /* 2 errs as a failed fetch would after a loss: only a retry if flagged, so make it so. */
     j->t[2].flags |= TSR__TF_INPUT_LOST;
-    cr_assert_eq(tsr__sched_erred(&s, w1, job, 2, "fetch failed"), 0);
+    cr_assert_eq(tsr__sched_erred(&s, w1, job, 2, "fetch failed", 0.0), 0);
     drain(&s, &x);
     cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
     cr_assert(has(&x, TSR__ACT_COMPUTE, w1, 2));
@@ -467,6 +491,71 @@ Test(sched_state, lost_input_of_a_running_task_is_a_retry) {
     drain(&s, &x);
     cr_assert(has_finished(&x, job));
     cr_assert_eq(s.count[TSR__TS_MEMORY], 1);
+    tsr__sched_free(&s);
+}
+
+/* 0 and 1 on different workers, 2 = f(0, 1) errs where one input is remote. */
+static uint32_t remote_setup(tsr__sched *s, uint32_t *where2, uint32_t *other) {
+    tsr__sched_init(s, &quiet);
+    uint32_t w0 = tsr__sched_add_worker(s, 1, 1, "127.0.0.1:9001", "w0");
+    uint32_t w1 = tsr__sched_add_worker(s, 2, 1, "127.0.0.1:9002", "w1");
+    gb g = {0};
+    gb_task(&g, 0, NULL);
+    gb_task(&g, 0, NULL);
+    gb_task(&g, 2, (uint32_t[]){0, 1});
+    g.outputs[g.nout++] = 2;
+    acts x;
+    uint32_t job = submit(s, &g);
+    drain(s, &x);
+    tsr__sjob *j = tsr__sched_job(s, job);
+    cr_assert_neq(j->t[0].where, j->t[1].where, "sources are spread");
+    tsr__sched_done(s, j->t[0].where, job, 0, 10);
+    tsr__sched_done(s, j->t[1].where, job, 1, 10);
+    drain(s, &x);
+    *where2 = j->t[2].where;
+    *other = *where2 == w0 ? w1 : w0;
+    cr_assert_eq(tsr__sched_erred(s, *where2, job, 2, "could not fetch input", 10.0), 0);
+    drain(s, &x);
+    cr_assert_eq(x.n, 0, "parked, not failed yet");
+    tsr__sched_tick(s, 10.5);
+    drain(s, &x);
+    cr_assert_eq(x.n, 0);
+    return job;
+}
+
+Test(sched_state, fetch_error_then_loss_is_a_retry) {
+    tsr__sched s;
+    uint32_t at, other;
+    acts x;
+    uint32_t job = remote_setup(&s, &at, &other);
+    tsr__sched_remove_worker(&s, other);
+    drain(&s, &x);
+    uint32_t lost = tsr__sched_job(&s, job)->t[0].state == TSR__TS_MEMORY ? 1 : 0;
+    cr_assert(has(&x, TSR__ACT_COMPUTE, at, lost), "the lost input is recomputed");
+    cr_assert_eq(s.nparked, 0);
+    tsr__sched_tick(&s, 100.0);
+    tsr__sched_done(&s, at, job, lost, 10);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_COMPUTE, at, 2));
+    cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
+    tsr__sched_done(&s, at, job, 2, 10);
+    drain(&s, &x);
+    cr_assert(has_finished(&x, job));
+    tsr__sched_free(&s);
+}
+
+Test(sched_state, fetch_error_without_loss_fails_after_grace) {
+    tsr__sched s;
+    uint32_t at, other;
+    acts x;
+    uint32_t job = remote_setup(&s, &at, &other);
+    tsr__sched_tick(&s, 11.5);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_FAILED, 0, 2));
+    cr_assert(has(&x, TSR__ACT_FREE, at, 0) || has(&x, TSR__ACT_FREE, other, 0));
+    cr_assert_eq(count(&x, TSR__ACT_FREE), 2);
+    cr_assert_null(tsr__sched_job(&s, job));
+    cr_assert_eq(s.nparked, 0);
     tsr__sched_free(&s);
 }
 
@@ -498,7 +587,7 @@ Test(sched_state, bogus_reports) {
     drain(&s, &x);
     cr_assert_eq(tsr__sched_done(&s, w, job, 4000, 1), TSR_EPROTOCOL);
     cr_assert_eq(tsr__sched_done(&s, w, job, 3, 1), 0, "not running: ignored");
-    cr_assert_eq(tsr__sched_erred(&s, w, job, 9, "x"), TSR_EPROTOCOL);
+    cr_assert_eq(tsr__sched_erred(&s, w, job, 9, "x", 0.0), TSR_EPROTOCOL);
     drain(&s, &x);
     cr_assert_eq(x.n, 0);
     cr_assert_eq(tsr__sched_job(&s, job)->t[3].state, TSR__TS_WAITING);
