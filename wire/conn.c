@@ -192,7 +192,12 @@ static void process_stage(tsr__conn *c) {
         }
         /* The rest of the payload is read straight into dest. The header stays at the start
          * of the stage (hdr points into it) until the frame is delivered. */
-        memmove(c->stage, p, body);
+        if (p != c->stage) {
+            /* hdr points into the bytes being moved: decode it again at its new place. */
+            memmove(c->stage, p, body);
+            off = 0;
+            msgpack_unpack_next(&c->hdr_unpacked, (const char *)c->stage + 4, hlen, &off);
+        }
         c->stage_len = body;
         pos = 0;
         c->in_payload = 1;
