@@ -1,0 +1,11 @@
+/* The float32 instance of the CPU kernels (see cpu_tmpl.c). */
+#define T float
+#define U double
+#define T_DTYPE TSR_FLOAT32
+#define U_DTYPE TSR_FLOAT64
+#define M(fn) fn##f
+#define GEMM cblas_sgemm
+#define GEMV cblas_sgemv
+#define RANDOM_VALUE tsr__random_f32
+#define CPU_TABLE tsr__cpu_kernels_f32
+#include "kernels/cpu_tmpl.c"

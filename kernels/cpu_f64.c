@@ -1,0 +1,11 @@
+/* The float64 instance of the CPU kernels (see cpu_tmpl.c). */
+#define T double
+#define U float
+#define T_DTYPE TSR_FLOAT64
+#define U_DTYPE TSR_FLOAT32
+#define M(fn) fn
+#define GEMM cblas_dgemm
+#define GEMV cblas_dgemv
+#define RANDOM_VALUE tsr__random_f64
+#define CPU_TABLE tsr__cpu_kernels_f64
+#include "kernels/cpu_tmpl.c"

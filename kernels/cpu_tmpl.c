@@ -1,0 +1,627 @@
+/* CPU kernels, written once and compiled once per dtype: cpu_f64.c and cpu_f32.c define T (the
+ * output element type), U (the other dtype), M(fn) (the libm function for T), the BLAS calls and
+ * the table's name, then include this file. Every kernel trusts its arguments (tsr__kernel_run
+ * checked them), runs its inner loop along the contiguous last axis, and never calls through a
+ * function pointer per element. Results depend only on the inputs: fixed summation orders. */
+#include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "kernels/kernels_priv.h"
+
+#define KERNEL(name)                                                                               \
+    static int name(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,      \
+                    char *err, size_t errlen)
+
+/* Elements per block where a kernel stages data (conversions, combine accumulators). */
+#define BLOCK 1024
+
+static int64_t out_nelem(const tsr_chunkview *v) {
+    return tsr__shape_nelem(v->ndim, v->shape);
+}
+
+/* n elements of dtype `dtype` at src, converted into dst. */
+static void convert_to_T(T *dst, const void *src, int dtype, int64_t n) {
+    if (dtype == T_DTYPE) {
+        if (n) memmove(dst, src, (size_t)n * sizeof(T));
+        return;
+    }
+    const U *s = src;
+    for (int64_t j = 0; j < n; j++) dst[j] = (T)s[j];
+}
+
+/* An input's data as T: its own buffer when it already is T, else a converted copy that the
+ * caller frees (*tmp). NULL only on ENOMEM. */
+static const T *input_as_T(const tsr_chunkview *v, T **tmp) {
+    *tmp = NULL;
+    if (v->dtype == T_DTYPE) return v->data;
+    int64_t n = out_nelem(v);
+    *tmp = malloc((size_t)(n ? n : 1) * sizeof(T));
+    if (!*tmp) return NULL;
+    convert_to_T(*tmp, v->data, v->dtype, n);
+    return *tmp;
+}
+
+static int oom(char *err, size_t errlen) {
+    tsr__fmt(err, errlen, "out of memory");
+    return -ENOMEM;
+}
+
+/* ---- sources ------------------------------------------------------------------------------- */
+
+KERNEL(k_fill) {
+    T *o = out->data;
+    T v = (T)d->f[0];
+    int64_t n = out_nelem(out);
+    for (int64_t j = 0; j < n; j++) o[j] = v;
+    return 0;
+}
+
+/* i = [seed, gshape[0..nd), offset[0..nd)]: each row of the chunk is a run of consecutive
+ * global indices starting at g0. */
+KERNEL(k_random) {
+    int nd = d->ndim;
+    uint64_t seed = (uint64_t)d->i[0];
+    const int64_t *gshape = d->i + 1, *off = d->i + 1 + nd;
+    T *o = out->data;
+    int64_t n = out_nelem(out);
+    if (n == 0) return 0;
+    if (nd == 0) {
+        o[0] = RANDOM_VALUE(seed, 0);
+        return 0;
+    }
+    int64_t gstride[TSR_MAX_NDIM], idx[TSR_MAX_NDIM] = {0};
+    tsr__shape_strides(nd, gshape, gstride);
+    int64_t inner = out->shape[nd - 1];
+    for (int64_t r = 0; r < n / inner; r++) {
+        uint64_t g0 = (uint64_t)off[nd - 1];
+        for (int a = 0; a < nd - 1; a++) g0 += (uint64_t)((off[a] + idx[a]) * gstride[a]);
+        T *row = o + r * inner;
+        for (int64_t j = 0; j < inner; j++) row[j] = RANDOM_VALUE(seed, g0 + (uint64_t)j);
+        tsr__next_index(idx, out->shape, nd - 1);
+    }
+    return 0;
+}
+
+KERNEL(k_arange) {
+    double start = d->f[0], step = d->f[1];
+    int64_t offset = d->i[0];
+    T *o = out->data;
+    int64_t n = out_nelem(out);
+    for (int64_t j = 0; j < n; j++) o[j] = (T)(start + (double)(offset + j) * step);
+    return 0;
+}
+
+/* Reads exactly len bytes at pos: 0, -errno, or 1 at end of file. */
+static int pread_full(int fd, void *buf, size_t len, int64_t pos) {
+    char *p = buf;
+    while (len) {
+        ssize_t got = pread(fd, p, len, (off_t)pos);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        if (got == 0) return 1;
+        p += got;
+        len -= (size_t)got;
+        pos += got;
+    }
+    return 0;
+}
+
+/* Reads `count` file elements (dtype fdt) at byte pos into dst as T; .npy data is little-endian,
+ * as is every machine we build for. */
+static int load_run(int fd, int fdt, T *dst, int64_t count, int64_t pos, U *stage) {
+    if (fdt == T_DTYPE) return pread_full(fd, dst, (size_t)count * sizeof(T), pos);
+    for (int64_t done = 0; done < count; done += BLOCK) {
+        int64_t len = TSR__MIN(BLOCK, count - done);
+        int rc = pread_full(fd, stage, (size_t)len * sizeof(U), pos + done * (int64_t)sizeof(U));
+        if (rc) return rc;
+        for (int64_t j = 0; j < len; j++) dst[done + j] = (T)stage[j];
+    }
+    return 0;
+}
+
+/* i = [data_offset, file_dtype, gshape[0..nd), offset[0..nd)]. The chunk is read as runs that
+ * are contiguous in the file: the trailing axes the chunk spans in full, plus one more. */
+KERNEL(k_load) {
+    int nd = d->ndim;
+    int64_t data_offset = d->i[0];
+    int fdt = (int)d->i[1];
+    const int64_t *gshape = d->i + 2, *off = d->i + 2 + nd;
+    int64_t fsize = (int64_t)tsr_dtype_size((tsr_dtype)fdt);
+    T *o = out->data;
+    int64_t n = out_nelem(out);
+    if (n == 0) return 0;
+
+    int64_t gstride[TSR_MAX_NDIM], idx[TSR_MAX_NDIM] = {0};
+    tsr__shape_strides(nd, gshape, gstride);
+    int k = nd ? nd - 1 : 0;
+    while (k > 0 && out->shape[k] == gshape[k]) k--;
+    int64_t run = nd ? tsr__shape_nelem(nd - k, out->shape + k) : 1;
+
+    int fd = open(d->s, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int rc = -errno;
+        tsr__fmt(err, errlen, "%s: %s", d->s, strerror(-rc));
+        return rc;
+    }
+    U *stage = fdt == T_DTYPE ? NULL : malloc(BLOCK * sizeof(U));
+    int rc = fdt != T_DTYPE && !stage ? -ENOMEM : 0;
+    for (int64_t r = 0; r < n / run && !rc; r++) {
+        int64_t g = nd ? off[k] * gstride[k] : 0;
+        for (int a = 0; a < k; a++) g += (off[a] + idx[a]) * gstride[a];
+        rc = load_run(fd, fdt, o + r * run, run, data_offset + g * fsize, stage);
+        tsr__next_index(idx, out->shape, k);
+    }
+    close(fd);
+    free(stage);
+    if (rc == 1) {
+        tsr__fmt(err, errlen, "%s: file is shorter than its header says", d->s);
+        return TSR_ENPY;
+    }
+    if (rc == -ENOMEM) return oom(err, errlen);
+    if (rc) tsr__fmt(err, errlen, "%s: read failed: %s", d->s, strerror(-rc));
+    return rc;
+}
+
+/* ---- elementwise ---------------------------------------------------------------------------- */
+
+KERNEL(k_unary) {
+    const T *a = in[0].data;
+    T *o = out->data;
+    int64_t n = out_nelem(out);
+#define UNARY_LOOP(expr)                                                                           \
+    for (int64_t j = 0; j < n; j++) {                                                              \
+        T x = a[j];                                                                                \
+        o[j] = (expr);                                                                             \
+    }                                                                                              \
+    break;
+    switch (d->fn) {
+    case TSR_NEG:
+        UNARY_LOOP(-x)
+    case TSR_ABS:
+        UNARY_LOOP(M(fabs)(x))
+    case TSR_EXP:
+        UNARY_LOOP(M(exp)(x))
+    case TSR_LOG:
+        UNARY_LOOP(M(log)(x))
+    case TSR_SQRT:
+        UNARY_LOOP(M(sqrt)(x))
+    case TSR_SIN:
+        UNARY_LOOP(M(sin)(x))
+    case TSR_COS:
+        UNARY_LOOP(M(cos)(x))
+    case TSR_TANH:
+        UNARY_LOOP(M(tanh)(x))
+    default:
+        break;
+    }
+#undef UNARY_LOOP
+    return 0;
+}
+
+/* One row of a binary operation: o[j] = a[j*sa] OP b[j*sb]. Always inlined into binary_row with
+ * constant strides (0 or 1), so each case compiles to its own straight loop. maximum/minimum
+ * return a NaN operand when there is one, as NumPy does. */
+static inline __attribute__((always_inline)) void binary_loop(int fn, T *o, const T *a, int64_t sa,
+                                                              const T *b, int64_t sb, int64_t n) {
+#define BINARY_LOOP(expr)                                                                          \
+    for (int64_t j = 0; j < n; j++) {                                                              \
+        T x = a[j * sa], y = b[j * sb];                                                            \
+        o[j] = (expr);                                                                             \
+    }                                                                                              \
+    return;
+    switch (fn) {
+    case TSR_ADD:
+        BINARY_LOOP(x + y)
+    case TSR_SUB:
+        BINARY_LOOP(x - y)
+    case TSR_MUL:
+        BINARY_LOOP(x * y)
+    case TSR_DIV:
+        BINARY_LOOP(x / y)
+    case TSR_POW:
+        BINARY_LOOP(M(pow)(x, y))
+    case TSR_MAXIMUM:
+        BINARY_LOOP((x >= y || x != x) ? x : y)
+    case TSR_MINIMUM:
+        BINARY_LOOP((x <= y || x != x) ? x : y)
+    default:
+        return;
+    }
+#undef BINARY_LOOP
+}
+
+static void binary_row(int fn, T *o, const T *a, int64_t sa, const T *b, int64_t sb, int64_t n) {
+    if (sa && sb)
+        binary_loop(fn, o, a, 1, b, 1, n);
+    else if (sa)
+        binary_loop(fn, o, a, 1, b, 0, n);
+    else if (sb)
+        binary_loop(fn, o, a, 0, b, 1, n);
+    else
+        binary_loop(fn, o, a, 0, b, 0, n);
+}
+
+/* Strides (in elements) of input v seen on the output's axes: right-aligned, 0 on broadcast
+ * axes. */
+static void broadcast_strides(const tsr_chunkview *v, const tsr_chunkview *out, int64_t *st) {
+    int64_t own[TSR_MAX_NDIM];
+    tsr__shape_strides(v->ndim, v->shape, own);
+    int lead = out->ndim - v->ndim;
+    for (int ax = 0; ax < out->ndim; ax++) {
+        int ia = ax - lead;
+        st[ax] = ia < 0 || (v->shape[ia] == 1 && out->shape[ax] != 1) ? 0 : own[ia];
+    }
+}
+
+KERNEL(k_binary) {
+    int64_t n = out_nelem(out);
+    if (n == 0) return 0;
+    T *ta, *tb;
+    const T *a = input_as_T(&in[0], &ta), *b = input_as_T(&in[1], &tb);
+    if (!a || !b) {
+        free(ta);
+        free(tb);
+        return oom(err, errlen);
+    }
+    int64_t sa0[TSR_MAX_NDIM], sb0[TSR_MAX_NDIM];
+    broadcast_strides(&in[0], out, sa0);
+    broadcast_strides(&in[1], out, sb0);
+    /* Drop unit axes, then merge neighbours that are contiguous for both inputs (the output
+     * is always contiguous), so the inner loop runs as long as possible. */
+    int64_t ext[TSR_MAX_NDIM], sa[TSR_MAX_NDIM], sb[TSR_MAX_NDIM];
+    int m = 0;
+    for (int ax = 0; ax < out->ndim; ax++) {
+        if (out->shape[ax] == 1) continue;
+        if (m && sa[m - 1] == sa0[ax] * out->shape[ax] && sb[m - 1] == sb0[ax] * out->shape[ax]) {
+            ext[m - 1] *= out->shape[ax];
+            sa[m - 1] = sa0[ax];
+            sb[m - 1] = sb0[ax];
+            continue;
+        }
+        ext[m] = out->shape[ax];
+        sa[m] = sa0[ax];
+        sb[m] = sb0[ax];
+        m++;
+    }
+    if (m == 0) {
+        ext[0] = 1;
+        sa[0] = sb[0] = 0;
+        m = 1;
+    }
+    T *o = out->data;
+    int64_t inner = ext[m - 1], idx[TSR_MAX_NDIM] = {0};
+    for (int64_t r = 0; r < n / inner; r++) {
+        int64_t oa = 0, ob = 0;
+        for (int ax = 0; ax < m - 1; ax++) {
+            oa += idx[ax] * sa[ax];
+            ob += idx[ax] * sb[ax];
+        }
+        binary_row(d->fn, o + r * inner, a + oa, sa[m - 1], b + ob, sb[m - 1], inner);
+        tsr__next_index(idx, ext, m - 1);
+    }
+    free(ta);
+    free(tb);
+    return 0;
+}
+
+/* f = [scalar], i = [scalar_first]; the scalar is taken in T (it never promotes the array). */
+KERNEL(k_binary_scalar) {
+    T s = (T)d->f[0];
+    int64_t n = out_nelem(out);
+    if (d->i[0])
+        binary_row(d->fn, out->data, &s, 0, in[0].data, 1, n);
+    else
+        binary_row(d->fn, out->data, in[0].data, 1, &s, 0, n);
+    return 0;
+}
+
+KERNEL(k_astype) {
+    convert_to_T(out->data, in[0].data, in[0].dtype, out_nelem(out));
+    return 0;
+}
+
+/* ---- matmul --------------------------------------------------------------------------------- */
+
+/* out = A @ B (+ Cprev) with beta = 1 accumulation. When Cprev is not already the output
+ * buffer it is copied there first. */
+KERNEL(k_matmul) {
+    int64_t m = in[0].shape[0], k = in[0].shape[1];
+    int64_t n = out->ndim == 2 ? out->shape[1] : 1;
+    T *o = out->data;
+    int accumulate = nin == 3;
+    if (accumulate && out->data != in[2].data) convert_to_T(o, in[2].data, in[2].dtype, m * n);
+    if (m == 0 || n == 0) return 0;
+    if (k == 0) {
+        if (!accumulate) memset(o, 0, (size_t)(m * n) * sizeof(T));
+        return 0;
+    }
+    T *ta, *tb;
+    const T *a = input_as_T(&in[0], &ta), *b = input_as_T(&in[1], &tb);
+    if (!a || !b) {
+        free(ta);
+        free(tb);
+        return oom(err, errlen);
+    }
+    T beta = accumulate ? 1 : 0;
+    if (out->ndim == 2)
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1, a,
+             (blasint)k, b, (blasint)n, beta, o, (blasint)n);
+    else
+        GEMV(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)k, 1, a, (blasint)k, b, 1, beta, o,
+             1);
+    free(ta);
+    free(tb);
+    return 0;
+}
+
+/* ---- transpose ------------------------------------------------------------------------------ */
+
+/* Output axis j reads input axis perm[j]. After dropping unit axes and merging output axes that
+ * stay contiguous in the input, either the last axis is contiguous on both sides (row copies)
+ * or the input's contiguous axis p is some other output axis: then each (p, last) plane is a
+ * 2-d transpose, done in TILE x TILE blocks so both sides stay in cache. */
+#define TILE 32
+KERNEL(k_transpose) {
+    int nd = out->ndim;
+    const int64_t *perm = d->i;
+    const T *src = in[0].data;
+    T *o = out->data;
+    int64_t n = out_nelem(out);
+    if (n == 0) return 0;
+    int64_t istr[TSR_MAX_NDIM], ostr0[TSR_MAX_NDIM];
+    tsr__shape_strides(in[0].ndim, in[0].shape, istr);
+    tsr__shape_strides(nd, out->shape, ostr0);
+    int64_t ext[TSR_MAX_NDIM], is[TSR_MAX_NDIM], os[TSR_MAX_NDIM];
+    int m = 0;
+    for (int j = 0; j < nd; j++) {
+        if (out->shape[j] == 1) continue;
+        int64_t s = istr[perm[j]];
+        if (m && is[m - 1] == s * out->shape[j]) {
+            ext[m - 1] *= out->shape[j];
+            is[m - 1] = s;
+            os[m - 1] = ostr0[j];
+            continue;
+        }
+        ext[m] = out->shape[j];
+        is[m] = s;
+        os[m] = ostr0[j];
+        m++;
+    }
+    if (m == 0) {
+        o[0] = src[0];
+        return 0;
+    }
+    int64_t idx[TSR_MAX_NDIM] = {0};
+    if (is[m - 1] == 1) {
+        int64_t inner = ext[m - 1];
+        for (int64_t r = 0; r < n / inner; r++) {
+            int64_t so = 0;
+            for (int ax = 0; ax < m - 1; ax++) so += idx[ax] * is[ax];
+            memcpy(o + r * inner, src + so, (size_t)inner * sizeof(T));
+            tsr__next_index(idx, ext, m - 1);
+        }
+        return 0;
+    }
+    int p = 0;
+    while (is[p] != 1) p++; /* exists: the input's innermost non-unit axis has stride 1 */
+    int q = m - 1;
+    int64_t oext[TSR_MAX_NDIM], ois[TSR_MAX_NDIM], oos[TSR_MAX_NDIM];
+    int mo = 0;
+    for (int ax = 0; ax < m; ax++) {
+        if (ax == p || ax == q) continue;
+        oext[mo] = ext[ax];
+        ois[mo] = is[ax];
+        oos[mo] = os[ax];
+        mo++;
+    }
+    int64_t np = ext[p], nq = ext[q], osp = os[p], isq = is[q];
+    int64_t planes = n / (np * nq);
+    for (int64_t pl = 0; pl < planes; pl++) {
+        int64_t so = 0, oo = 0;
+        for (int ax = 0; ax < mo; ax++) {
+            so += idx[ax] * ois[ax];
+            oo += idx[ax] * oos[ax];
+        }
+        const T *sp = src + so;
+        T *op = o + oo;
+        for (int64_t ib = 0; ib < np; ib += TILE) {
+            int64_t ie = TSR__MIN(np, ib + TILE);
+            for (int64_t jb = 0; jb < nq; jb += TILE) {
+                int64_t je = TSR__MIN(nq, jb + TILE);
+                for (int64_t i = ib; i < ie; i++)
+                    for (int64_t j = jb; j < je; j++) op[i * osp + j] = sp[i + j * isq];
+            }
+        }
+        tsr__next_index(idx, oext, mo);
+    }
+    return 0;
+}
+#undef TILE
+
+/* ---- reductions ----------------------------------------------------------------------------- */
+
+#define SUM_OP(s, x) ((s) + (double)(x))
+#define MAX_OP(s, x) (((double)(x) > (s) || (x) != (x)) ? (double)(x) : (s))
+#define MIN_OP(s, x) (((double)(x) < (s) || (x) != (x)) ? (double)(x) : (s))
+#define FIRST_OP(s, x) ((double)(x))
+
+/* i = [axes...]. The input is walked once in row-major order, each element folded into its
+ * output's double accumulator, so every output sees its terms in row-major order whatever the
+ * axes. Once an accumulator is NaN, MAX_OP/MIN_OP keep it NaN. */
+KERNEL(k_reduce) {
+    const tsr_chunkview *x = &in[0];
+    int64_t nout = out_nelem(out), nx = out_nelem(x);
+    if (nout == 0) return 0;
+    if (nx == 0 && (d->fn == TSR_MAX || d->fn == TSR_MIN)) {
+        tsr__fmt(err, errlen, "reduce: %s of an empty selection", d->fn == TSR_MAX ? "max" : "min");
+        return TSR_EINVALID;
+    }
+    double *acc = malloc((size_t)nout * sizeof(double));
+    if (!acc) return oom(err, errlen);
+    double init = d->fn == TSR_MAX ? -INFINITY : d->fn == TSR_MIN ? INFINITY : 0.0;
+    for (int64_t j = 0; j < nout; j++) acc[j] = init;
+
+    /* Per input axis: extent and stride into the output (0 on reduced axes). */
+    int reduced[TSR_MAX_NDIM] = {0};
+    for (uint32_t k = 0; k < d->ni; k++) reduced[d->i[k]] = 1;
+    int64_t ostr0[TSR_MAX_NDIM], ost[TSR_MAX_NDIM], ext[TSR_MAX_NDIM];
+    tsr__shape_strides(out->ndim, out->shape, ostr0);
+    int m = 0;
+    for (int a = 0, oa = 0; a < x->ndim; a++) {
+        int64_t s = reduced[a] ? 0 : ostr0[oa++];
+        if (x->shape[a] == 1) continue;
+        if (m && ost[m - 1] == s * x->shape[a]) {
+            ext[m - 1] *= x->shape[a];
+            ost[m - 1] = s;
+            continue;
+        }
+        ext[m] = x->shape[a];
+        ost[m] = s;
+        m++;
+    }
+    if (m == 0) {
+        ext[0] = 1;
+        ost[0] = 0;
+        m = 1;
+    }
+    const T *src = x->data;
+    int64_t inner = ext[m - 1], inner_os = ost[m - 1], idx[TSR_MAX_NDIM] = {0};
+#define REDUCE_WALK(OP)                                                                            \
+    for (int64_t r = 0; r < nx / inner; r++) {                                                     \
+        int64_t oo = 0;                                                                            \
+        for (int ax = 0; ax < m - 1; ax++) oo += idx[ax] * ost[ax];                                \
+        const T *row = src + r * inner;                                                            \
+        if (inner_os == 0) {                                                                       \
+            double s = acc[oo];                                                                    \
+            for (int64_t j = 0; j < inner; j++) s = OP(s, row[j]);                                 \
+            acc[oo] = s;                                                                           \
+        } else {                                                                                   \
+            double *ac = acc + oo;                                                                 \
+            for (int64_t j = 0; j < inner; j++) ac[j] = OP(ac[j], row[j]);                         \
+        }                                                                                          \
+        tsr__next_index(idx, ext, m - 1);                                                          \
+    }
+    if (d->fn == TSR_MAX) {
+        REDUCE_WALK(MAX_OP)
+    } else if (d->fn == TSR_MIN) {
+        REDUCE_WALK(MIN_OP)
+    } else {
+        REDUCE_WALK(SUM_OP)
+    }
+#undef REDUCE_WALK
+    T *o = out->data;
+    for (int64_t j = 0; j < nout; j++) o[j] = (T)acc[j];
+    free(acc);
+    return 0;
+}
+
+/* Folds len elements of input v (from element `at`) into acc with OP. */
+#define COMBINE_FOLD(OP)                                                                           \
+    do {                                                                                           \
+        if (v->dtype == T_DTYPE) {                                                                 \
+            const T *xs = (const T *)v->data + at;                                                 \
+            for (int64_t j = 0; j < len; j++) acc[j] = OP(acc[j], xs[j]);                          \
+        } else {                                                                                   \
+            const U *xs = (const U *)v->data + at;                                                 \
+            for (int64_t j = 0; j < len; j++) acc[j] = OP(acc[j], xs[j]);                          \
+        }                                                                                          \
+    } while (0)
+
+/* f = [scale]. ((in0 op in1) op in2) ... in double, block by block (so an output aliasing in0
+ * is still read before it is written), then scaled and rounded once to T. */
+KERNEL(k_combine) {
+    int64_t n = out_nelem(out);
+    double scale = d->f[0];
+    T *o = out->data;
+    double acc[BLOCK];
+    for (int64_t at = 0; at < n; at += BLOCK) {
+        int64_t len = TSR__MIN(BLOCK, n - at);
+        for (int k = 0; k < nin; k++) {
+            const tsr_chunkview *v = &in[k];
+            if (k == 0)
+                COMBINE_FOLD(FIRST_OP);
+            else if (d->fn == TSR_SUM || d->fn == TSR_MEAN)
+                COMBINE_FOLD(SUM_OP);
+            else if (d->fn == TSR_MAX)
+                COMBINE_FOLD(MAX_OP);
+            else
+                COMBINE_FOLD(MIN_OP);
+        }
+        if (scale != 1.0)
+            for (int64_t j = 0; j < len; j++) o[at + j] = (T)(acc[j] * scale);
+        else
+            for (int64_t j = 0; j < len; j++) o[at + j] = (T)acc[j];
+    }
+    return 0;
+}
+#undef COMBINE_FOLD
+
+/* ---- assemble ------------------------------------------------------------------------------- */
+
+/* i = [out_offset[0..nd), in0_offset[0..nd), ...]: each input's intersection with the output
+ * box is copied row by row along the last axis, converted to T. */
+KERNEL(k_assemble) {
+    int nd = out->ndim;
+    const int64_t *ooff = d->i;
+    T *o = out->data;
+    if (out_nelem(out) == 0) return 0;
+    if (nd == 0) {
+        convert_to_T(o, in[0].data, in[0].dtype, 1);
+        return 0;
+    }
+    int64_t ostr[TSR_MAX_NDIM];
+    tsr__shape_strides(nd, out->shape, ostr);
+    for (int k = 0; k < nin; k++) {
+        const tsr_chunkview *v = &in[k];
+        const int64_t *ioff = d->i + (size_t)nd * (size_t)(k + 1);
+        int64_t ext[TSR_MAX_NDIM], s0[TSR_MAX_NDIM], d0[TSR_MAX_NDIM], istr[TSR_MAX_NDIM];
+        int empty = 0;
+        for (int a = 0; a < nd; a++) {
+            int64_t lo = TSR__MAX(ooff[a], ioff[a]);
+            int64_t hi = TSR__MIN(ooff[a] + out->shape[a], ioff[a] + v->shape[a]);
+            if (hi <= lo) empty = 1;
+            ext[a] = hi - lo;
+            s0[a] = lo - ioff[a];
+            d0[a] = lo - ooff[a];
+        }
+        if (empty) continue;
+        tsr__shape_strides(nd, v->shape, istr);
+        int64_t rows = tsr__shape_nelem(nd - 1, ext), idx[TSR_MAX_NDIM] = {0};
+        size_t esz = tsr_dtype_size((tsr_dtype)v->dtype);
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t so = 0, doff = 0;
+            for (int a = 0; a < nd; a++) {
+                int64_t ia = a < nd - 1 ? idx[a] : 0;
+                so += (s0[a] + ia) * istr[a];
+                doff += (d0[a] + ia) * ostr[a];
+            }
+            convert_to_T(o + doff, (const char *)v->data + (size_t)so * esz, v->dtype, ext[nd - 1]);
+            tsr__next_index(idx, ext, nd - 1);
+        }
+    }
+    return 0;
+}
+
+const tsr_kernel_fn CPU_TABLE[TSR_KOP_COUNT] = {
+    [TSR_KOP_FILL] = k_fill,
+    [TSR_KOP_RANDOM] = k_random,
+    [TSR_KOP_ARANGE] = k_arange,
+    [TSR_KOP_LOAD] = k_load,
+    [TSR_KOP_UNARY] = k_unary,
+    [TSR_KOP_BINARY] = k_binary,
+    [TSR_KOP_BINARY_SCALAR] = k_binary_scalar,
+    [TSR_KOP_MATMUL] = k_matmul,
+    [TSR_KOP_TRANSPOSE] = k_transpose,
+    [TSR_KOP_REDUCE] = k_reduce,
+    [TSR_KOP_COMBINE] = k_combine,
+    [TSR_KOP_ASSEMBLE] = k_assemble,
+    [TSR_KOP_ASTYPE] = k_astype,
+};

@@ -1,0 +1,37 @@
+/* What the files of kernels/ share: the per-dtype CPU tables (instantiated from cpu_tmpl.c) and
+ * index helpers. Kernels reached through these tables trust their arguments: tsr__kernel_run
+ * (table.c) has checked them. */
+#ifndef TSR_KERNELS_PRIV_H
+#define TSR_KERNELS_PRIV_H
+
+#include "kernels/kernels.h"
+
+extern const tsr_kernel_fn tsr__cpu_kernels_f64[TSR_KOP_COUNT];
+extern const tsr_kernel_fn tsr__cpu_kernels_f32[TSR_KOP_COUNT];
+
+/* Elements of a shape (1 for ndim 0). */
+static inline int64_t tsr__shape_nelem(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int a = 0; a < ndim; a++) n *= shape[a];
+    return n;
+}
+
+/* C-order strides in elements. */
+static inline void tsr__shape_strides(int ndim, const int64_t *shape, int64_t *strides) {
+    int64_t s = 1;
+    for (int a = ndim - 1; a >= 0; a--) {
+        strides[a] = s;
+        s *= shape[a];
+    }
+}
+
+/* Advances a row-major multi-index over `shape` (n axes); 0 once it wraps around. */
+static inline int tsr__next_index(int64_t *idx, const int64_t *shape, int n) {
+    for (int a = n - 1; a >= 0; a--) {
+        if (++idx[a] < shape[a]) return 1;
+        idx[a] = 0;
+    }
+    return 0;
+}
+
+#endif

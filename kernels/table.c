@@ -1,0 +1,331 @@
+/* The kernel table keyed by (kernel family, dtype, device), the checks every descriptor passes
+ * before a kernel runs, and the cost model. Descriptors come from peers: anything that does not
+ * match its family's contract (kernels.h) is TSR_EINVALID with a message, never a crash. A GPU
+ * backend registers its table in tsr__kernel_lookup, the one place that would test TSR_HAVE_CUDA.
+ */
+#include <cblas.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "kernels/kernels_priv.h"
+
+tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
+    if (kop < 0 || kop >= TSR_KOP_COUNT || dev != TSR_DEVICE_CPU) return NULL;
+    if (dtype == TSR_FLOAT64) return tsr__cpu_kernels_f64[kop];
+    if (dtype == TSR_FLOAT32) return tsr__cpu_kernels_f32[kop];
+    return NULL;
+}
+
+void tsr__kernels_init_threads(int blas_threads) {
+    openblas_set_num_threads(blas_threads > 0 ? blas_threads : 1);
+}
+
+/* ---- checks --------------------------------------------------------------------------------- */
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        char msg_[192];                                                                            \
+        tsr__fmt(msg_, sizeof msg_, __VA_ARGS__);                                                  \
+        tsr__fmt(err, errlen, "%s kernel: %s", tsr__kop_name(d->kop), msg_);                       \
+        return TSR_EINVALID;                                                                       \
+    } while (0)
+
+/* Elements of a shape, or -1 when the product overflows int64 (shapes are non-negative). */
+static int64_t safe_nelem(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int a = 0; a < ndim; a++) {
+        if (shape[a] == 0) return 0;
+        if (n > INT64_MAX / shape[a]) return -1;
+        n *= shape[a];
+    }
+    return n;
+}
+
+static int same_shape(const tsr_chunkview *a, const tsr_kdesc *d) {
+    if (a->ndim != d->ndim) return 0;
+    for (int k = 0; k < d->ndim; k++)
+        if (a->shape[k] != d->shape[k]) return 0;
+    return 1;
+}
+
+/* Checks a global box description: gshape[nd] and offset[nd] with offset + shape <= gshape,
+ * and gshape's element count times esize plus base fitting in int64. */
+static int check_box(const tsr_kdesc *d, const int64_t *gshape, const int64_t *off, int64_t esize,
+                     int64_t base, char *err, size_t errlen) {
+    int64_t n = 1;
+    for (int a = 0; a < d->ndim; a++) {
+        if (gshape[a] < 0 || off[a] < 0 || off[a] > gshape[a] || d->shape[a] > gshape[a] - off[a])
+            FAIL("chunk at offset %lld of size %lld does not fit global extent %lld on axis %d",
+                 (long long)off[a], (long long)d->shape[a], (long long)gshape[a], a);
+        if (gshape[a] && n > INT64_MAX / gshape[a]) FAIL("global shape too large");
+        n *= gshape[a];
+    }
+    if (n > (INT64_MAX - base) / esize) FAIL("global shape too large");
+    return 0;
+}
+
+static int check_views(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                       char *err, size_t errlen) {
+    if (d->kop >= TSR_KOP_COUNT) {
+        tsr__fmt(err, errlen, "kernel family %d out of range", d->kop);
+        return TSR_EINVALID;
+    }
+    if (d->dtype > TSR_FLOAT32) FAIL("invalid output dtype %d", d->dtype);
+    if (d->ndim > TSR_MAX_NDIM) FAIL("ndim %d exceeds %d", d->ndim, TSR_MAX_NDIM);
+    for (int a = 0; a < d->ndim; a++)
+        if (d->shape[a] < 0) FAIL("negative extent on axis %d", a);
+    if (safe_nelem(d->ndim, d->shape) < 0) FAIL("chunk too large");
+    if ((d->ni && !d->i) || (d->nf && !d->f)) FAIL("missing parameters");
+    if (!out || !same_shape(out, d) || out->dtype != d->dtype)
+        FAIL("output chunk does not match the descriptor");
+    if (!out->data && safe_nelem(d->ndim, d->shape) > 0) FAIL("output chunk has no buffer");
+    if (nin < 0 || (nin > 0 && !in)) FAIL("invalid input list");
+    for (int k = 0; k < nin; k++) {
+        const tsr_chunkview *v = &in[k];
+        if (v->dtype > TSR_FLOAT32) FAIL("input %d: invalid dtype %d", k, v->dtype);
+        if (v->ndim > TSR_MAX_NDIM) FAIL("input %d: ndim %d exceeds %d", k, v->ndim, TSR_MAX_NDIM);
+        for (int a = 0; a < v->ndim; a++)
+            if (v->shape[a] < 0) FAIL("input %d: negative extent on axis %d", k, a);
+        int64_t n = safe_nelem(v->ndim, v->shape);
+        if (n < 0) FAIL("input %d: too large", k);
+        if (n > 0 && !v->data) FAIL("input %d has no buffer", k);
+    }
+    return 0;
+}
+
+#define NEED_INPUTS(cond, what)                                                                    \
+    do {                                                                                           \
+        if (!(cond)) FAIL("expects %s, got %d", what, nin);                                        \
+    } while (0)
+#define NEED_PARAMS(ni_, nf_)                                                                      \
+    do {                                                                                           \
+        if (d->ni != (uint32_t)(ni_) || d->nf != (uint32_t)(nf_))                                  \
+            FAIL("expects %d integer and %d float parameters, got %u and %u", (int)(ni_),          \
+                 (int)(nf_), d->ni, d->nf);                                                        \
+    } while (0)
+
+static int check_same_as_output(const tsr_kdesc *d, const tsr_chunkview *in, int k, int need_dtype,
+                                char *err, size_t errlen) {
+    if (!same_shape(&in[k], d)) FAIL("input %d does not have the output's shape", k);
+    if (need_dtype && in[k].dtype != d->dtype) FAIL("input %d does not have the output's dtype", k);
+    return 0;
+}
+
+static int check_binary(const tsr_kdesc *d, const tsr_chunkview *in, char *err, size_t errlen) {
+    for (int k = 0; k < 2; k++) {
+        const tsr_chunkview *v = &in[k];
+        if (v->ndim > d->ndim) FAIL("input %d has more axes than the output", k);
+        int lead = d->ndim - v->ndim;
+        for (int a = 0; a < v->ndim; a++)
+            if (v->shape[a] != d->shape[lead + a] && v->shape[a] != 1)
+                FAIL("input %d extent %lld does not broadcast to %lld on axis %d", k,
+                     (long long)v->shape[a], (long long)d->shape[lead + a], lead + a);
+    }
+    return 0;
+}
+
+static int check_matmul(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                        char *err, size_t errlen) {
+    NEED_INPUTS(nin == 2 || nin == 3, "2 or 3 inputs");
+    const tsr_chunkview *a = &in[0], *b = &in[1];
+    if (a->ndim != 2) FAIL("A must be 2-d");
+    if (d->ndim != 1 && d->ndim != 2) FAIL("output must be 1-d or 2-d");
+    if (b->ndim != d->ndim) FAIL("B must have the output's ndim");
+    if (a->shape[1] != b->shape[0])
+        FAIL("A.shape[1] == B.shape[0] needed, got %lld and %lld", (long long)a->shape[1],
+             (long long)b->shape[0]);
+    if (d->shape[0] != a->shape[0] || (d->ndim == 2 && d->shape[1] != b->shape[1]))
+        FAIL("output shape does not match A @ B");
+    for (int k = 0; k < d->ndim; k++)
+        if (d->shape[k] > INT32_MAX || a->shape[1] > INT32_MAX) FAIL("dimensions exceed BLAS's");
+    if (nin == 3) {
+        int rc = check_same_as_output(d, in, 2, 0, err, errlen);
+        if (rc) return rc;
+        if (in[2].data == out->data && in[2].dtype != d->dtype)
+            FAIL("in-place accumulation needs Cprev in the output's dtype");
+    }
+    return 0;
+}
+
+static int check_reduce(const tsr_kdesc *d, const tsr_chunkview *in, char *err, size_t errlen) {
+    const tsr_chunkview *x = &in[0];
+    if (x->dtype != d->dtype) FAIL("input does not have the output's dtype");
+    if (d->ni > (uint32_t)x->ndim) FAIL("more axes than the input has");
+    for (uint32_t k = 0; k < d->ni; k++) {
+        if (d->i[k] < 0 || d->i[k] >= x->ndim) FAIL("axis %lld out of range", (long long)d->i[k]);
+        if (k && d->i[k] <= d->i[k - 1]) FAIL("axes must be ascending and distinct");
+    }
+    if ((uint32_t)d->ndim != x->ndim - d->ni) FAIL("output ndim does not match the reduction");
+    for (int a = 0, oa = 0, k = 0; a < x->ndim; a++) {
+        if ((uint32_t)k < d->ni && d->i[k] == a) {
+            k++;
+            continue;
+        }
+        if (x->shape[a] != d->shape[oa])
+            FAIL("output extent %lld does not match input extent %lld on input axis %d",
+                 (long long)d->shape[oa], (long long)x->shape[a], a);
+        oa++;
+    }
+    return 0;
+}
+
+static int check_transpose(const tsr_kdesc *d, const tsr_chunkview *in, char *err, size_t errlen) {
+    if (d->ni != d->ndim) FAIL("expects %d axes in the permutation, got %u", d->ndim, d->ni);
+    if (in[0].ndim != d->ndim) FAIL("input ndim differs from the output's");
+    if (in[0].dtype != d->dtype) FAIL("input does not have the output's dtype");
+    int seen[TSR_MAX_NDIM] = {0};
+    for (int j = 0; j < d->ndim; j++) {
+        int64_t p = d->i[j];
+        if (p < 0 || p >= d->ndim || seen[p]) FAIL("not a permutation");
+        seen[p] = 1;
+        if (in[0].shape[p] != d->shape[j]) FAIL("output extent mismatch on axis %d", j);
+    }
+    return 0;
+}
+
+/* Each input's box must lie in the array (offsets >= 0) and the intersections must add up to
+ * the output exactly (inputs never overlap by contract, so this catches gaps). */
+static int check_assemble(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
+                          size_t errlen) {
+    NEED_INPUTS(nin >= 1, "at least 1 input");
+    int nd = d->ndim;
+    if (nd == 0 ? d->ni != 0 : d->ni != (uint64_t)nd * (uint64_t)(nin + 1))
+        FAIL("expects %d offsets, got %u", nd * (nin + 1), d->ni);
+    if (nd == 0 && nin != 1) FAIL("a 0-d chunk is assembled from exactly 1 input");
+    for (uint32_t k = 0; k < d->ni; k++)
+        if (d->i[k] < 0 || d->i[k] > INT64_MAX / 4) FAIL("offset out of range");
+    int64_t covered = 0;
+    for (int k = 0; k < nin; k++) {
+        if (in[k].ndim != nd) FAIL("input %d ndim differs from the output's", k);
+        const int64_t *ioff = d->i + (size_t)nd * (size_t)(k + 1);
+        int64_t vol = 1;
+        for (int a = 0; a < nd; a++) {
+            if (in[k].shape[a] > INT64_MAX / 4 || d->shape[a] > INT64_MAX / 4)
+                FAIL("input %d too large", k);
+            int64_t lo = TSR__MAX(d->i[a], ioff[a]);
+            int64_t hi = TSR__MIN(d->i[a] + d->shape[a], ioff[a] + in[k].shape[a]);
+            vol *= hi > lo ? hi - lo : 0;
+        }
+        covered += vol;
+        if (covered > safe_nelem(nd, d->shape)) FAIL("inputs overlap");
+    }
+    if (covered != safe_nelem(nd, d->shape))
+        FAIL("inputs cover %lld of %lld output elements", (long long)covered,
+             (long long)safe_nelem(nd, d->shape));
+    return 0;
+}
+
+static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                        char *err, size_t errlen) {
+    int nd = d->ndim;
+    switch ((tsr_kop)d->kop) {
+    case TSR_KOP_FILL:
+        NEED_INPUTS(nin == 0, "no inputs");
+        if (d->nf < 1) FAIL("expects a value");
+        return 0;
+    case TSR_KOP_RANDOM:
+        NEED_INPUTS(nin == 0, "no inputs");
+        NEED_PARAMS(1 + 2 * nd, 0);
+        return check_box(d, d->i + 1, d->i + 1 + nd, 1, 0, err, errlen);
+    case TSR_KOP_ARANGE:
+        NEED_INPUTS(nin == 0, "no inputs");
+        if (nd != 1) FAIL("output must be 1-d");
+        NEED_PARAMS(1, 2);
+        if (d->i[0] < 0 || d->i[0] > INT64_MAX - d->shape[0]) FAIL("offset out of range");
+        return 0;
+    case TSR_KOP_LOAD:
+        NEED_INPUTS(nin == 0, "no inputs");
+        NEED_PARAMS(2 + 2 * nd, 0);
+        if (!d->s || !d->s[0]) FAIL("no path");
+        if (d->i[0] < 0) FAIL("negative data offset");
+        if (d->i[1] != TSR_FLOAT64 && d->i[1] != TSR_FLOAT32)
+            FAIL("invalid file dtype %lld", (long long)d->i[1]);
+        return check_box(d, d->i + 2, d->i + 2 + nd, (int64_t)tsr_dtype_size((tsr_dtype)d->i[1]),
+                         d->i[0], err, errlen);
+    case TSR_KOP_UNARY:
+        NEED_INPUTS(nin == 1, "1 input");
+        if (d->fn > TSR_TANH) FAIL("unknown operation %d", d->fn);
+        return check_same_as_output(d, in, 0, 1, err, errlen);
+    case TSR_KOP_BINARY:
+        NEED_INPUTS(nin == 2, "2 inputs");
+        if (d->fn > TSR_MINIMUM) FAIL("unknown operation %d", d->fn);
+        return check_binary(d, in, err, errlen);
+    case TSR_KOP_BINARY_SCALAR:
+        NEED_INPUTS(nin == 1, "1 input");
+        if (d->fn > TSR_MINIMUM) FAIL("unknown operation %d", d->fn);
+        if (d->nf < 1 || d->ni < 1) FAIL("expects a scalar and its side");
+        return check_same_as_output(d, in, 0, 1, err, errlen);
+    case TSR_KOP_MATMUL:
+        return check_matmul(d, in, nin, out, err, errlen);
+    case TSR_KOP_TRANSPOSE:
+        NEED_INPUTS(nin == 1, "1 input");
+        return check_transpose(d, in, err, errlen);
+    case TSR_KOP_REDUCE:
+        NEED_INPUTS(nin == 1, "1 input");
+        if (d->fn > TSR_MIN) FAIL("unknown operation %d", d->fn);
+        return check_reduce(d, in, err, errlen);
+    case TSR_KOP_COMBINE:
+        NEED_INPUTS(nin >= 1, "at least 1 input");
+        if (d->fn > TSR_MIN) FAIL("unknown operation %d", d->fn);
+        if (d->nf < 1) FAIL("expects a scale");
+        for (int k = 0; k < nin; k++) {
+            int rc = check_same_as_output(d, in, k, 0, err, errlen);
+            if (rc) return rc;
+        }
+        return 0;
+    case TSR_KOP_ASSEMBLE:
+        return check_assemble(d, in, nin, err, errlen);
+    case TSR_KOP_ASTYPE:
+        NEED_INPUTS(nin == 1, "1 input");
+        return check_same_as_output(d, in, 0, 0, err, errlen);
+    case TSR_KOP_COUNT:
+        break;
+    }
+    FAIL("unknown kernel family");
+}
+
+int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                    tsr_device dev, char *err, size_t errlen) {
+    if (errlen) err[0] = '\0';
+    if (!d) {
+        tsr__fmt(err, errlen, "no kernel descriptor");
+        return TSR_EINVALID;
+    }
+    int rc = check_views(d, in, nin, out, err, errlen);
+    if (!rc) rc = check_family(d, in, nin, out, err, errlen);
+    if (rc) return rc;
+    tsr_kernel_fn fn = tsr__kernel_lookup(d->kop, d->dtype, dev);
+    if (!fn) {
+        tsr__fmt(err, errlen, "%s kernel: no %s kernel for %s", tsr__kop_name(d->kop),
+                 dev == TSR_DEVICE_CPU ? "CPU" : "GPU", tsr_dtype_name((tsr_dtype)d->dtype));
+        return TSR_EUNSUPPORTED;
+    }
+    return fn(d, in, nin, out, err, errlen);
+}
+
+/* ---- cost model ----------------------------------------------------------------------------- */
+
+/* Floating-point operations: 2mnk for a matmul, one per input element for reductions, (k-1)
+ * per output element for combines, and one per output element for everything else (sources and
+ * copies are memory-bound, but a zero cost would mislead placement). */
+double tsr__kernel_flops(const tsr_kdesc *d, const tsr_chunkview *in, int nin) {
+    if (d->ndim > TSR_MAX_NDIM) return 0;
+    double nout = 1;
+    for (int a = 0; a < d->ndim; a++) nout *= (double)d->shape[a];
+    switch (d->kop) {
+    case TSR_KOP_MATMUL: {
+        double k = in && nin >= 1 && in[0].ndim == 2 ? (double)in[0].shape[1] : 1;
+        return 2.0 * nout * k;
+    }
+    case TSR_KOP_REDUCE: {
+        if (!in || nin < 1 || in[0].ndim > TSR_MAX_NDIM) return nout;
+        double n = 1;
+        for (int a = 0; a < in[0].ndim; a++) n *= (double)in[0].shape[a];
+        return n;
+    }
+    case TSR_KOP_COMBINE:
+        return nout * (nin > 1 ? nin - 1 : 1);
+    default:
+        return nout;
+    }
+}

@@ -1,0 +1,846 @@
+/* Kernels against naive loops written here, for both dtypes, plus the descriptor checks. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels/kernels.h"
+
+static const int dtypes[2] = {TSR_FLOAT64, TSR_FLOAT32};
+
+static int64_t nelem(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int a = 0; a < ndim; a++) n *= shape[a];
+    return n;
+}
+
+/* A buffer of n elements of dtype dt holding x (converted). */
+static void *make(int dt, const double *x, int64_t n) {
+    void *p = calloc((size_t)(n ? n : 1), 8);
+    for (int64_t j = 0; j < n; j++) {
+        if (dt == TSR_FLOAT64)
+            ((double *)p)[j] = x[j];
+        else
+            ((float *)p)[j] = (float)x[j];
+    }
+    return p;
+}
+
+static double get(const void *p, int dt, int64_t j) {
+    return dt == TSR_FLOAT64 ? ((const double *)p)[j] : (double)((const float *)p)[j];
+}
+
+static tsr_chunkview view(void *data, int dt, int ndim, const int64_t *shape) {
+    tsr_chunkview v;
+    memset(&v, 0, sizeof v);
+    v.data = data;
+    v.dtype = (uint8_t)dt;
+    v.ndim = (uint8_t)ndim;
+    for (int a = 0; a < ndim; a++) v.shape[a] = shape[a];
+    return v;
+}
+
+static tsr_kdesc desc(int kop, int fn, int dt, int ndim, const int64_t *shape) {
+    tsr_kdesc d;
+    memset(&d, 0, sizeof d);
+    d.kop = (uint8_t)kop;
+    d.fn = (uint8_t)fn;
+    d.dtype = (uint8_t)dt;
+    d.ndim = (uint8_t)ndim;
+    for (int a = 0; a < ndim; a++) d.shape[a] = shape[a];
+    return d;
+}
+
+static char errbuf[256];
+
+/* Runs d into a fresh output buffer (*outp, caller frees). */
+static int run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, void **outp) {
+    int64_t n = nelem(d->ndim, d->shape);
+    void *o = calloc((size_t)(n ? n : 1), 8);
+    tsr_chunkview out = view(o, d->dtype, d->ndim, d->shape);
+    *outp = o;
+    errbuf[0] = '\0';
+    return tsr__kernel_run(d, in, nin, &out, TSR_DEVICE_CPU, errbuf, sizeof errbuf);
+}
+
+static double fill_value(int64_t j) {
+    return (double)((j * 37) % 23) / 4.0 - 2.5;
+}
+
+static double *ramp(int64_t n) {
+    double *x = malloc((size_t)(n ? n : 1) * sizeof *x);
+    for (int64_t j = 0; j < n; j++) x[j] = fill_value(j);
+    return x;
+}
+
+Test(kernels, lookup) {
+    cr_assert(tsr__kernel_lookup(TSR_KOP_MATMUL, TSR_FLOAT64, TSR_DEVICE_CPU));
+    cr_assert(tsr__kernel_lookup(TSR_KOP_ASTYPE, TSR_FLOAT32, TSR_DEVICE_CPU));
+    cr_assert_null(tsr__kernel_lookup(TSR_KOP_COUNT, TSR_FLOAT64, TSR_DEVICE_CPU));
+    cr_assert_null(tsr__kernel_lookup(TSR_KOP_FILL, 2, TSR_DEVICE_CPU));
+    cr_assert_null(tsr__kernel_lookup(-1, TSR_FLOAT64, TSR_DEVICE_CPU));
+}
+
+Test(kernels, fill) {
+    for (int t = 0; t < 2; t++) {
+        int dt = dtypes[t];
+        double v = 2.25;
+        int64_t sh[2] = {3, 5};
+        tsr_kdesc d = desc(TSR_KOP_FILL, 0, dt, 2, sh);
+        d.nf = 1;
+        d.f = &v;
+        void *o;
+        cr_assert_eq(run(&d, NULL, 0, &o), 0, "%s", errbuf);
+        for (int j = 0; j < 15; j++) cr_assert_eq(get(o, dt, j), 2.25);
+        free(o);
+        d.ndim = 0; /* 0-d: one element */
+        cr_assert_eq(run(&d, NULL, 0, &o), 0);
+        cr_assert_eq(get(o, dt, 0), 2.25);
+        free(o);
+        sh[1] = 0; /* zero-size */
+        d = desc(TSR_KOP_FILL, 0, dt, 2, sh);
+        d.nf = 1;
+        d.f = &v;
+        cr_assert_eq(run(&d, NULL, 0, &o), 0);
+        free(o);
+    }
+}
+
+Test(kernels, random_chunk_matches_global_index) {
+    int64_t gshape[3] = {4, 6, 7}, off[3] = {1, 2, 3}, sh[3] = {2, 3, 4};
+    uint64_t seed = 0xFEDCBA9876543210ull;
+    int64_t params[7] = {(int64_t)seed, 4, 6, 7, 1, 2, 3};
+    for (int t = 0; t < 2; t++) {
+        int dt = dtypes[t];
+        tsr_kdesc d = desc(TSR_KOP_RANDOM, 0, dt, 3, sh);
+        d.ni = 7;
+        d.i = params;
+        void *o;
+        cr_assert_eq(run(&d, NULL, 0, &o), 0, "%s", errbuf);
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 3; b++)
+                for (int c = 0; c < 4; c++) {
+                    uint64_t g = (uint64_t)(((a + off[0]) * gshape[1] + b + off[1]) * gshape[2] +
+                                            c + off[2]);
+                    double want = dt == TSR_FLOAT64 ? tsr__random_f64(seed, g)
+                                                    : (double)tsr__random_f32(seed, g);
+                    cr_assert_eq(get(o, dt, (a * 3 + b) * 4 + c), want);
+                }
+        free(o);
+    }
+    /* 0-d: global index 0. */
+    int64_t p0 = 5;
+    tsr_kdesc d = desc(TSR_KOP_RANDOM, 0, TSR_FLOAT64, 0, NULL);
+    d.ni = 1;
+    d.i = &p0;
+    void *o;
+    cr_assert_eq(run(&d, NULL, 0, &o), 0);
+    cr_assert_eq(get(o, TSR_FLOAT64, 0), tsr__random_f64(5, 0));
+    free(o);
+}
+
+Test(kernels, arange) {
+    for (int t = 0; t < 2; t++) {
+        int dt = dtypes[t];
+        int64_t sh[1] = {6}, off = 10;
+        double f[2] = {-1.5, 0.1};
+        tsr_kdesc d = desc(TSR_KOP_ARANGE, 0, dt, 1, sh);
+        d.ni = 1;
+        d.i = &off;
+        d.nf = 2;
+        d.f = f;
+        void *o;
+        cr_assert_eq(run(&d, NULL, 0, &o), 0, "%s", errbuf);
+        for (int j = 0; j < 6; j++) {
+            double want = -1.5 + (double)(10 + j) * 0.1;
+            if (dt == TSR_FLOAT32) want = (double)(float)want;
+            cr_assert_eq(get(o, dt, j), want);
+        }
+        free(o);
+    }
+}
+
+/* Writes a little .npy by hand (version 1.0, header padded to 128 bytes) and returns the data
+ * offset. */
+static int64_t write_npy(const char *path, int dt, const int64_t *shape, int ndim,
+                         const double *x) {
+    char hdr[128];
+    char sh[64] = "";
+    for (int a = 0; a < ndim; a++) {
+        char s[24];
+        snprintf(s, sizeof s, "%lld,%s", (long long)shape[a], ndim == 1 ? "" : " ");
+        strcat(sh, s);
+    }
+    int n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }",
+                     dt == TSR_FLOAT64 ? "<f8" : "<f4", sh);
+    cr_assert(n < 117);
+    memset(hdr + n, ' ', 117 - (size_t)n);
+    hdr[117] = '\n';
+    FILE *f = fopen(path, "wb");
+    cr_assert(f);
+    fwrite("\x93NUMPY\x01\x00\x76\x00", 1, 10, f);
+    fwrite(hdr, 1, 118, f);
+    int64_t total = nelem(ndim, shape);
+    for (int64_t j = 0; j < total; j++) {
+        if (dt == TSR_FLOAT64)
+            fwrite(&x[j], 8, 1, f);
+        else {
+            float v = (float)x[j];
+            fwrite(&v, 4, 1, f);
+        }
+    }
+    fclose(f);
+    return 128;
+}
+
+Test(kernels, load_chunks_from_npy) {
+    int64_t gshape[3] = {5, 6, 7};
+    int64_t total = nelem(3, gshape);
+    double *x = ramp(total);
+    char path[] = "/tmp/tsr_test_load_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    /* A chunk spanning the trailing axes in full (one run per leading index) and a ragged one. */
+    int64_t boxes[3][6] = {{1, 0, 0, 3, 6, 7}, {2, 1, 3, 3, 4, 4}, {4, 5, 6, 1, 1, 1}};
+    for (int fdt = 0; fdt < 2; fdt++) {
+        int64_t off0 = write_npy(path, fdt, gshape, 3, x);
+        for (int t = 0; t < 2; t++) {
+            int dt = dtypes[t];
+            for (int b = 0; b < 3; b++) {
+                const int64_t *off = boxes[b], *sh = boxes[b] + 3;
+                int64_t p[8] = {off0, fdt, 5, 6, 7, off[0], off[1], off[2]};
+                tsr_kdesc d = desc(TSR_KOP_LOAD, 0, dt, 3, sh);
+                d.ni = 8;
+                d.i = p;
+                d.s = path;
+                void *o;
+                cr_assert_eq(run(&d, NULL, 0, &o), 0, "%s", errbuf);
+                for (int i = 0; i < sh[0]; i++)
+                    for (int j = 0; j < sh[1]; j++)
+                        for (int k = 0; k < sh[2]; k++) {
+                            double v = x[((i + off[0]) * 6 + j + off[1]) * 7 + k + off[2]];
+                            if (fdt == TSR_FLOAT32 || dt == TSR_FLOAT32) v = (double)(float)v;
+                            cr_assert_eq(get(o, dt, (i * sh[1] + j) * sh[2] + k), v);
+                        }
+                free(o);
+            }
+        }
+    }
+    /* A file shorter than its header says. */
+    int64_t big[3] = {50, 6, 7}, p[8] = {128, 0, 50, 6, 7, 40, 0, 0}, sh[3] = {10, 6, 7};
+    tsr_kdesc d = desc(TSR_KOP_LOAD, 0, TSR_FLOAT64, 3, sh);
+    (void)big;
+    d.ni = 8;
+    d.i = p;
+    d.s = path;
+    void *o;
+    cr_assert_eq(run(&d, NULL, 0, &o), TSR_ENPY);
+    cr_assert(strstr(errbuf, path), "%s", errbuf);
+    free(o);
+    unlink(path);
+    /* A missing file: -errno and the path in the message. */
+    cr_assert_eq(run(&d, NULL, 0, &o), -ENOENT);
+    cr_assert(strstr(errbuf, path), "%s", errbuf);
+    free(o);
+    free(x);
+}
+
+static double ref_unary(int fn, double x, int dt) {
+    if (dt == TSR_FLOAT32) {
+        float f = (float)x;
+        switch (fn) {
+        case TSR_NEG:
+            return -f;
+        case TSR_ABS:
+            return fabsf(f);
+        case TSR_EXP:
+            return expf(f);
+        case TSR_LOG:
+            return logf(f);
+        case TSR_SQRT:
+            return sqrtf(f);
+        case TSR_SIN:
+            return sinf(f);
+        case TSR_COS:
+            return cosf(f);
+        default:
+            return tanhf(f);
+        }
+    }
+    switch (fn) {
+    case TSR_NEG:
+        return -x;
+    case TSR_ABS:
+        return fabs(x);
+    case TSR_EXP:
+        return exp(x);
+    case TSR_LOG:
+        return log(x);
+    case TSR_SQRT:
+        return sqrt(x);
+    case TSR_SIN:
+        return sin(x);
+    case TSR_COS:
+        return cos(x);
+    default:
+        return tanh(x);
+    }
+}
+
+static int same(double a, double b) {
+    return (isnan(a) && isnan(b)) || a == b;
+}
+
+Test(kernels, unary_all_ops) {
+    int64_t sh[2] = {4, 6};
+    double *x = ramp(24);
+    for (int t = 0; t < 2; t++) {
+        int dt = dtypes[t];
+        void *xb = make(dt, x, 24);
+        tsr_chunkview in = view(xb, dt, 2, sh);
+        for (int fn = TSR_NEG; fn <= TSR_TANH; fn++) {
+            tsr_kdesc d = desc(TSR_KOP_UNARY, fn, dt, 2, sh);
+            void *o;
+            cr_assert_eq(run(&d, &in, 1, &o), 0, "%s", errbuf);
+            for (int j = 0; j < 24; j++)
+                cr_assert(same(get(o, dt, j), ref_unary(fn, get(xb, dt, j), dt)), "fn %d j %d", fn,
+                          j);
+            free(o);
+        }
+        free(xb);
+    }
+    free(x);
+}
+
+static double ref_binary(int fn, double x, double y, int dt) {
+    if (dt == TSR_FLOAT32) {
+        float a = (float)x, b = (float)y;
+        switch (fn) {
+        case TSR_ADD:
+            return a + b;
+        case TSR_SUB:
+            return a - b;
+        case TSR_MUL:
+            return a * b;
+        case TSR_DIV:
+            return a / b;
+        case TSR_POW:
+            return powf(a, b);
+        case TSR_MAXIMUM:
+            return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
+        default:
+            return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
+        }
+    }
+    switch (fn) {
+    case TSR_ADD:
+        return x + y;
+    case TSR_SUB:
+        return x - y;
+    case TSR_MUL:
+        return x * y;
+    case TSR_DIV:
+        return x / y;
+    case TSR_POW:
+        return pow(x, y);
+    case TSR_MAXIMUM:
+        return isnan(x) || isnan(y) ? NAN : x > y ? x : y;
+    default:
+        return isnan(x) || isnan(y) ? NAN : x < y ? x : y;
+    }
+}
+
+/* Element of a right-aligned broadcast input at output multi-index idx. */
+static int64_t bcast_index(int ndim, const int64_t *shape, int ond, const int64_t *idx) {
+    int64_t k = 0;
+    for (int a = 0; a < ndim; a++) {
+        int64_t i = shape[a] == 1 ? 0 : idx[ond - ndim + a];
+        k = k * shape[a] + i;
+    }
+    return k;
+}
+
+Test(kernels, binary_broadcasting) {
+    int64_t osh[3] = {2, 3, 4};
+    struct {
+        int na, nb;
+        int64_t a[3], b[3];
+    } cases[] = {
+        {3, 3, {2, 3, 4}, {2, 3, 4}}, {3, 2, {2, 3, 4}, {3, 1}}, {3, 1, {2, 3, 4}, {4}},
+        {3, 3, {2, 1, 4}, {1, 3, 1}}, {0, 3, {0}, {2, 3, 4}},    {2, 3, {3, 4}, {2, 1, 1}},
+        {3, 2, {1, 1, 1}, {1, 4}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int64_t na = nelem(cases[c].na, cases[c].a), nb = nelem(cases[c].nb, cases[c].b);
+        double *xa = ramp(na), *xb = ramp(nb);
+        for (int64_t j = 0; j < nb; j++) xb[j] = xb[j] * 0.5 + 0.25;
+        if (na > 2) xa[2] = NAN; /* NaN in either operand propagates through maximum/minimum */
+        if (nb > 1) xb[1] = NAN;
+        for (int t = 0; t < 2; t++) {
+            int dt = dtypes[t];
+            /* Mixed input dtypes: b comes in the other dtype. */
+            int bdt = (c % 2) ? dtypes[1 - t] : dt;
+            void *ba = make(dt, xa, na), *bb = make(bdt, xb, nb);
+            tsr_chunkview in[2] = {view(ba, dt, cases[c].na, cases[c].a),
+                                   view(bb, bdt, cases[c].nb, cases[c].b)};
+            for (int fn = TSR_ADD; fn <= TSR_MINIMUM; fn++) {
+                tsr_kdesc d = desc(TSR_KOP_BINARY, fn, dt, 3, osh);
+                void *o;
+                cr_assert_eq(run(&d, in, 2, &o), 0, "%s", errbuf);
+                int64_t idx[3];
+                for (idx[0] = 0; idx[0] < 2; idx[0]++)
+                    for (idx[1] = 0; idx[1] < 3; idx[1]++)
+                        for (idx[2] = 0; idx[2] < 4; idx[2]++) {
+                            double x = get(ba, dt, bcast_index(cases[c].na, cases[c].a, 3, idx));
+                            double y = get(bb, bdt, bcast_index(cases[c].nb, cases[c].b, 3, idx));
+                            double got = get(o, dt, (idx[0] * 3 + idx[1]) * 4 + idx[2]);
+                            cr_assert(same(got, ref_binary(fn, x, y, dt)),
+                                      "case %zu fn %d dt %d: %g vs %g", c, fn, dt, got,
+                                      ref_binary(fn, x, y, dt));
+                        }
+                free(o);
+            }
+            free(ba);
+            free(bb);
+        }
+        free(xa);
+        free(xb);
+    }
+}
+
+Test(kernels, binary_scalar_both_sides) {
+    int64_t sh[1] = {9};
+    double *x = ramp(9);
+    x[4] = NAN;
+    for (int t = 0; t < 2; t++) {
+        int dt = dtypes[t];
+        void *xb = make(dt, x, 9);
+        tsr_chunkview in = view(xb, dt, 1, sh);
+        for (int fn = TSR_ADD; fn <= TSR_MINIMUM; fn++)
+            for (int64_t first = 0; first < 2; first++) {
+                double s = 1.5;
+                tsr_kdesc d = desc(TSR_KOP_BINARY_SCALAR, fn, dt, 1, sh);
+                d.nf = 1;
+                d.f = &s;
+                d.ni = 1;
+                d.i = &first;
+                void *o;
+                cr_assert_eq(run(&d, &in, 1, &o), 0, "%s", errbuf);
+                for (int j = 0; j < 9; j++) {
+                    double v = get(xb, dt, j);
+                    double want = first ? ref_binary(fn, s, v, dt) : ref_binary(fn, v, s, dt);
+                    cr_assert(same(get(o, dt, j), want));
+                }
+                free(o);
+            }
+        free(xb);
+    }
+    free(x);
+}
+
+/* Naive triple loop in double. */
+static void ref_matmul(const double *a, const double *b, double *c, int64_t m, int64_t k,
+                       int64_t n) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0;
+            for (int64_t p = 0; p < k; p++) s += a[i * k + p] * b[p * n + j];
+            c[i * n + j] += s;
+        }
+}
+
+static void check_matmul(int dt, int adt, int bdt, int64_t m, int64_t k, int64_t n, int bvec,
+                         int mode /* 0: none, 1: Cprev copy, 2: Cprev in place */) {
+    double *a = ramp(m * k), *b = ramp(k * n), *c = ramp(m * n);
+    for (int64_t j = 0; j < k * n; j++) b[j] = b[j] * 0.3 - 0.1;
+    double *want = calloc((size_t)(m * n + 1), sizeof *want);
+    if (mode)
+        for (int64_t j = 0; j < m * n; j++) want[j] = get(c, TSR_FLOAT64, j);
+    void *ba = make(adt, a, m * k), *bb = make(bdt, b, k * n), *bc = make(dt, c, m * n);
+    double *ra = malloc((size_t)(m * k + 1) * 8), *rb = malloc((size_t)(k * n + 1) * 8);
+    for (int64_t j = 0; j < m * k; j++) ra[j] = get(ba, adt, j);
+    for (int64_t j = 0; j < k * n; j++) rb[j] = get(bb, bdt, j);
+    if (mode)
+        for (int64_t j = 0; j < m * n; j++) want[j] = get(bc, dt, j);
+    ref_matmul(ra, rb, want, m, k, n);
+
+    int64_t ash[2] = {m, k}, bsh[2] = {k, n}, osh[2] = {m, n};
+    int ond = bvec ? 1 : 2;
+    tsr_chunkview in[3] = {view(ba, adt, 2, ash), view(bb, bdt, ond, bsh), view(bc, dt, ond, osh)};
+    tsr_kdesc d = desc(TSR_KOP_MATMUL, 0, dt, ond, osh);
+    tsr_chunkview out;
+    void *o = NULL;
+    if (mode == 2) {
+        out = view(bc, dt, ond, osh);
+        cr_assert_eq(tsr__kernel_run(&d, in, 3, &out, TSR_DEVICE_CPU, errbuf, sizeof errbuf), 0,
+                     "%s", errbuf);
+    } else {
+        cr_assert_eq(run(&d, in, mode ? 3 : 2, &o), 0, "%s", errbuf);
+    }
+    const void *res = mode == 2 ? bc : o;
+    double tol = dt == TSR_FLOAT64 ? 1e-12 : 1e-4;
+    for (int64_t j = 0; j < m * n; j++)
+        cr_assert(fabs(get(res, dt, j) - want[j]) <= tol * (1 + fabs(want[j])),
+                  "m%lld k%lld n%lld mode %d j %lld: %g vs %g", (long long)m, (long long)k,
+                  (long long)n, mode, (long long)j, get(res, dt, j), want[j]);
+    free(o);
+    free(a), free(b), free(c), free(want), free(ba), free(bb), free(bc), free(ra), free(rb);
+}
+
+Test(kernels, matmul) {
+    for (int t = 0; t < 2; t++) {
+        int dt = dtypes[t];
+        for (int mode = 0; mode < 3; mode++) {
+            check_matmul(dt, dt, dt, 5, 7, 3, 0, mode);
+            check_matmul(dt, dt, dt, 17, 33, 9, 0, mode);
+            check_matmul(dt, dt, dt, 6, 4, 1, 1, mode); /* 1-d B */
+            check_matmul(dt, dt, dt, 3, 0, 4, 0, mode); /* k = 0 */
+        }
+        check_matmul(dt, TSR_FLOAT32, TSR_FLOAT64, 8, 5, 6, 0, 1); /* mixed inputs */
+        check_matmul(dt, TSR_FLOAT64, TSR_FLOAT32, 8, 5, 1, 1, 0);
+        check_matmul(dt, dt, dt, 0, 3, 4, 0, 0);
+    }
+}
+
+Test(kernels, transpose_nd) {
+    int64_t sh3[3] = {3, 4, 5};
+    int perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    double *x = ramp(60);
+    for (int t = 0; t < 2; t++) {
+        int dt = dtypes[t];
+        void *xb = make(dt, x, 60);
+        tsr_chunkview in = view(xb, dt, 3, sh3);
+        for (int p = 0; p < 6; p++) {
+            int64_t perm[3], osh[3];
+            for (int j = 0; j < 3; j++) {
+                perm[j] = perms[p][j];
+                osh[j] = sh3[perm[j]];
+            }
+            tsr_kdesc d = desc(TSR_KOP_TRANSPOSE, 0, dt, 3, osh);
+            d.ni = 3;
+            d.i = perm;
+            void *o;
+            cr_assert_eq(run(&d, &in, 1, &o), 0, "%s", errbuf);
+            int64_t oi[3];
+            for (oi[0] = 0; oi[0] < osh[0]; oi[0]++)
+                for (oi[1] = 0; oi[1] < osh[1]; oi[1]++)
+                    for (oi[2] = 0; oi[2] < osh[2]; oi[2]++) {
+                        int64_t ii[3];
+                        for (int j = 0; j < 3; j++) ii[perm[j]] = oi[j];
+                        double want = get(xb, dt, (ii[0] * 4 + ii[1]) * 5 + ii[2]);
+                        cr_assert_eq(get(o, dt, (oi[0] * osh[1] + oi[1]) * osh[2] + oi[2]), want);
+                    }
+            free(o);
+        }
+        free(xb);
+    }
+    free(x);
+    /* 2-d across several tiles, ragged, and 4-d with unit axes. */
+    int64_t m = 70, n = 45, sh2[2] = {70, 45}, osh2[2] = {45, 70}, perm2[2] = {1, 0};
+    double *y = ramp(m * n);
+    for (int64_t j = 0; j < m * n; j++) y[j] += (double)j;
+    tsr_chunkview in2 = view(y, TSR_FLOAT64, 2, sh2);
+    tsr_kdesc d2 = desc(TSR_KOP_TRANSPOSE, 0, TSR_FLOAT64, 2, osh2);
+    d2.ni = 2;
+    d2.i = perm2;
+    void *o;
+    cr_assert_eq(run(&d2, &in2, 1, &o), 0, "%s", errbuf);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < m; j++) cr_assert_eq(((double *)o)[i * m + j], y[j * n + i]);
+    free(o);
+    int64_t sh4[4] = {1, 6, 1, 7}, perm4[4] = {3, 2, 0, 1}, osh4[4] = {7, 1, 1, 6};
+    tsr_chunkview in4 = view(y, TSR_FLOAT64, 4, sh4);
+    tsr_kdesc d4 = desc(TSR_KOP_TRANSPOSE, 0, TSR_FLOAT64, 4, osh4);
+    d4.ni = 4;
+    d4.i = perm4;
+    cr_assert_eq(run(&d4, &in4, 1, &o), 0, "%s", errbuf);
+    for (int64_t i = 0; i < 7; i++)
+        for (int64_t j = 0; j < 6; j++) cr_assert_eq(((double *)o)[i * 6 + j], y[j * 7 + i]);
+    free(o);
+    free(y);
+}
+
+/* Naive reduction over the axes in mask, terms in row-major order, accumulated in double. */
+static void ref_reduce(int fn, const void *x, int dt, const int64_t *sh, int mask, double *out,
+                       int64_t nout) {
+    for (int64_t j = 0; j < nout; j++)
+        out[j] = fn == TSR_MAX ? -INFINITY : fn == TSR_MIN ? INFINITY : 0.0;
+    int64_t i[3];
+    for (i[0] = 0; i[0] < sh[0]; i[0]++)
+        for (i[1] = 0; i[1] < sh[1]; i[1]++)
+            for (i[2] = 0; i[2] < sh[2]; i[2]++) {
+                int64_t o = 0;
+                for (int a = 0; a < 3; a++)
+                    if (!(mask & (1 << a))) o = o * sh[a] + i[a];
+                double v = get(x, dt, (i[0] * sh[1] + i[1]) * sh[2] + i[2]);
+                if (fn == TSR_SUM || fn == TSR_MEAN)
+                    out[o] += v;
+                else if (isnan(out[o]) || isnan(v))
+                    out[o] = NAN;
+                else if (fn == TSR_MAX)
+                    out[o] = v > out[o] ? v : out[o];
+                else
+                    out[o] = v < out[o] ? v : out[o];
+            }
+}
+
+Test(kernels, reduce_axes) {
+    int64_t sh[3] = {3, 4, 5};
+    double *x = ramp(60);
+    for (int64_t j = 0; j < 60; j++) x[j] = x[j] * 1.1e-3 + 1.0 / (double)(j + 3);
+    for (int nanc = 0; nanc < 2; nanc++) {
+        if (nanc) x[17] = NAN;
+        for (int t = 0; t < 2; t++) {
+            int dt = dtypes[t];
+            void *xb = make(dt, x, 60);
+            tsr_chunkview in = view(xb, dt, 3, sh);
+            for (int fn = TSR_SUM; fn <= TSR_MIN; fn++)
+                for (int mask = 0; mask < 8; mask++) {
+                    int64_t axes[3], osh[3];
+                    int na = 0, od = 0;
+                    for (int a = 0; a < 3; a++) {
+                        if (mask & (1 << a))
+                            axes[na++] = a;
+                        else
+                            osh[od++] = sh[a];
+                    }
+                    tsr_kdesc d = desc(TSR_KOP_REDUCE, fn, dt, od, osh);
+                    d.ni = (uint32_t)na;
+                    d.i = na ? axes : NULL;
+                    void *o;
+                    cr_assert_eq(run(&d, &in, 1, &o), 0, "%s", errbuf);
+                    int64_t nout = nelem(od, osh);
+                    double want[60];
+                    ref_reduce(fn, xb, dt, sh, mask, want, nout);
+                    for (int64_t j = 0; j < nout; j++) {
+                        double w = dt == TSR_FLOAT32 ? (double)(float)want[j] : want[j];
+                        cr_assert(same(get(o, dt, j), w),
+                                  "fn %d mask %d dt %d j %lld: %.17g vs %.17g", fn, mask, dt,
+                                  (long long)j, get(o, dt, j), w);
+                    }
+                    free(o);
+                }
+            free(xb);
+        }
+    }
+    free(x);
+}
+
+Test(kernels, combine_order_and_scale) {
+    int64_t sh[1] = {3};
+    /* (1e16 + 1) - 1e16 is 0 in double: combining in any other order would give 1. */
+    double a[3] = {1e16, 2.0, NAN}, b[3] = {1.0, 5.0, 1.0}, c[3] = {-1e16, -3.0, 2.0};
+    double scale = 0.5, one = 1.0;
+    void *o;
+    tsr_chunkview in[3] = {view(a, TSR_FLOAT64, 1, sh), view(b, TSR_FLOAT64, 1, sh),
+                           view(c, TSR_FLOAT64, 1, sh)};
+    tsr_kdesc d = desc(TSR_KOP_COMBINE, TSR_SUM, TSR_FLOAT64, 1, sh);
+    d.nf = 1;
+    d.f = &one;
+    cr_assert_eq(run(&d, in, 3, &o), 0, "%s", errbuf);
+    cr_assert_eq(((double *)o)[0], 0.0);
+    cr_assert_eq(((double *)o)[1], 4.0);
+    cr_assert(isnan(((double *)o)[2]));
+    free(o);
+    d.fn = TSR_MEAN;
+    d.f = &scale;
+    cr_assert_eq(run(&d, in, 3, &o), 0);
+    cr_assert_eq(((double *)o)[1], 2.0);
+    free(o);
+    d.fn = TSR_MAX;
+    d.f = &one;
+    cr_assert_eq(run(&d, in, 3, &o), 0);
+    cr_assert_eq(((double *)o)[0], 1e16);
+    cr_assert_eq(((double *)o)[1], 5.0);
+    cr_assert(isnan(((double *)o)[2]));
+    free(o);
+    d.fn = TSR_MIN;
+    cr_assert_eq(run(&d, in, 3, &o), 0);
+    cr_assert_eq(((double *)o)[0], -1e16);
+    cr_assert_eq(((double *)o)[1], -3.0);
+    cr_assert(isnan(((double *)o)[2]));
+    free(o);
+    /* float32 output, mixed input dtypes, many elements (several blocks). */
+    int64_t n = 3000, shn[1] = {3000};
+    double *x = ramp(n), *y = ramp(n);
+    for (int64_t j = 0; j < n; j++) y[j] = 1.0 / (double)(j + 1);
+    void *xf = make(TSR_FLOAT32, x, n);
+    tsr_chunkview in2[2] = {view(xf, TSR_FLOAT32, 1, shn), view(y, TSR_FLOAT64, 1, shn)};
+    d = desc(TSR_KOP_COMBINE, TSR_MEAN, TSR_FLOAT32, 1, shn);
+    d.nf = 1;
+    d.f = &scale;
+    cr_assert_eq(run(&d, in2, 2, &o), 0, "%s", errbuf);
+    for (int64_t j = 0; j < n; j++) {
+        float want = (float)(((double)((float *)xf)[j] + y[j]) * 0.5);
+        cr_assert_eq(((float *)o)[j], want);
+    }
+    free(o);
+    free(x), free(y), free(xf);
+}
+
+Test(kernels, assemble_from_several_inputs) {
+    /* Output box rows [2, 6) x cols [3, 8) of a global array whose value at (r, c) is
+     * 100r + c, from four inputs that tile it with overhangs. */
+    int64_t ooff[2] = {2, 3}, osh[2] = {4, 5};
+    int64_t ioffs[4][2] = {{0, 0}, {0, 5}, {4, 0}, {4, 5}},
+            ish[4][2] = {{4, 5}, {4, 4}, {3, 5}, {3, 4}};
+    for (int t = 0; t < 2; t++) {
+        int dt = dtypes[t];
+        tsr_chunkview in[4];
+        void *bufs[4];
+        for (int k = 0; k < 4; k++) {
+            double v[20];
+            for (int r = 0; r < ish[k][0]; r++)
+                for (int c = 0; c < ish[k][1]; c++)
+                    v[r * ish[k][1] + c] =
+                        100.0 * (double)(r + ioffs[k][0]) + (double)(c + ioffs[k][1]);
+            int idt = k == 2 ? dtypes[1 - t] : dt; /* one input in the other dtype */
+            bufs[k] = make(idt, v, ish[k][0] * ish[k][1]);
+            in[k] = view(bufs[k], idt, 2, ish[k]);
+        }
+        int64_t p[10] = {ooff[0], ooff[1]};
+        for (int k = 0; k < 4; k++) {
+            p[2 + 2 * k] = ioffs[k][0];
+            p[3 + 2 * k] = ioffs[k][1];
+        }
+        tsr_kdesc d = desc(TSR_KOP_ASSEMBLE, 0, dt, 2, osh);
+        d.ni = 10;
+        d.i = p;
+        void *o;
+        cr_assert_eq(run(&d, in, 4, &o), 0, "%s", errbuf);
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < 5; c++)
+                cr_assert_eq(get(o, dt, r * 5 + c), 100.0 * (r + 2) + (c + 3));
+        free(o);
+        /* Without the last input a corner is uncovered. */
+        d.ni = 8;
+        cr_assert_eq(run(&d, in, 3, &o), TSR_EINVALID);
+        free(o);
+        for (int k = 0; k < 4; k++) free(bufs[k]);
+    }
+}
+
+Test(kernels, astype) {
+    int64_t sh[2] = {2, 3};
+    double x[6] = {1.0 / 3, -2.5, 1e40, 0.0, -0.0, 7.0};
+    void *o;
+    tsr_chunkview in = view(x, TSR_FLOAT64, 2, sh);
+    tsr_kdesc d = desc(TSR_KOP_ASTYPE, 0, TSR_FLOAT32, 2, sh);
+    cr_assert_eq(run(&d, &in, 1, &o), 0, "%s", errbuf);
+    for (int j = 0; j < 6; j++) cr_assert(same(((float *)o)[j], (float)x[j]));
+    free(o);
+}
+
+Test(kernels, zero_size_chunks) {
+    int64_t sh[2] = {0, 4}, rsh[1] = {4}, axes[1] = {0};
+    double dummy = 0;
+    tsr_chunkview in = view(&dummy, TSR_FLOAT64, 2, sh);
+    void *o;
+    tsr_kdesc d = desc(TSR_KOP_UNARY, TSR_EXP, TSR_FLOAT64, 2, sh);
+    cr_assert_eq(run(&d, &in, 1, &o), 0, "%s", errbuf);
+    free(o);
+    d = desc(TSR_KOP_REDUCE, TSR_SUM, TSR_FLOAT64, 1, rsh);
+    d.ni = 1;
+    d.i = axes;
+    cr_assert_eq(run(&d, &in, 1, &o), 0, "%s", errbuf);
+    for (int j = 0; j < 4; j++) cr_assert_eq(((double *)o)[j], 0.0);
+    free(o);
+    d.fn = TSR_MAX; /* NumPy refuses this too */
+    cr_assert_eq(run(&d, &in, 1, &o), TSR_EINVALID);
+    free(o);
+}
+
+Test(kernels, malformed_descriptors) {
+    int64_t sh[2] = {2, 3}, bad[2] = {-1, 3}, sh3[2] = {3, 2};
+    double x[6] = {0}, y[6] = {0}, v = 1;
+    tsr_chunkview in[2] = {view(x, TSR_FLOAT64, 2, sh), view(y, TSR_FLOAT64, 2, sh3)};
+    void *o;
+    tsr_kdesc d;
+
+    d = desc(TSR_KOP_COUNT, 0, TSR_FLOAT64, 2, sh);
+    cr_assert_eq(run(&d, NULL, 0, &o), TSR_EINVALID);
+    free(o);
+    d = desc(TSR_KOP_FILL, 0, 7, 2, sh); /* bad dtype */
+    cr_assert_eq(run(&d, NULL, 0, &o), TSR_EINVALID);
+    free(o);
+    d = desc(TSR_KOP_FILL, 0, TSR_FLOAT64, 2, sh); /* no value */
+    cr_assert_eq(run(&d, NULL, 0, &o), TSR_EINVALID);
+    cr_assert(strlen(errbuf) > 0);
+    free(o);
+    d = desc(TSR_KOP_FILL, 0, TSR_FLOAT64, 2, sh);
+    d.ndim = 9; /* ndim > max */
+    d.nf = 1;
+    d.f = &v;
+    cr_assert_eq(run(&d, NULL, 0, &o), TSR_EINVALID);
+    free(o);
+    d = desc(TSR_KOP_UNARY, 99, TSR_FLOAT64, 2, sh); /* unknown op */
+    cr_assert_eq(run(&d, in, 1, &o), TSR_EINVALID);
+    free(o);
+    d = desc(TSR_KOP_UNARY, TSR_EXP, TSR_FLOAT64, 2, sh); /* wrong input count */
+    cr_assert_eq(run(&d, in, 2, &o), TSR_EINVALID);
+    free(o);
+    d = desc(TSR_KOP_BINARY, TSR_ADD, TSR_FLOAT64, 2, sh); /* does not broadcast */
+    cr_assert_eq(run(&d, in, 2, &o), TSR_EINVALID);
+    cr_assert(strstr(errbuf, "broadcast"), "%s", errbuf);
+    free(o);
+    d = desc(TSR_KOP_MATMUL, 0, TSR_FLOAT64, 2, sh); /* (2x3) @ (3x2) is 2x2, not 2x3 */
+    cr_assert_eq(run(&d, in, 2, &o), TSR_EINVALID);
+    free(o);
+    int64_t perm[2] = {0, 0};
+    d = desc(TSR_KOP_TRANSPOSE, 0, TSR_FLOAT64, 2, sh);
+    d.ni = 2;
+    d.i = perm;
+    cr_assert_eq(run(&d, in, 1, &o), TSR_EINVALID);
+    free(o);
+    int64_t axes[2] = {1, 0};
+    d = desc(TSR_KOP_REDUCE, TSR_SUM, TSR_FLOAT64, 0, NULL);
+    d.ni = 2;
+    d.i = axes; /* not ascending */
+    cr_assert_eq(run(&d, in, 1, &o), TSR_EINVALID);
+    free(o);
+    int64_t rp[5] = {1, 2, 3, 1, 1}; /* chunk overhangs the global shape */
+    d = desc(TSR_KOP_RANDOM, 0, TSR_FLOAT64, 2, sh);
+    d.ni = 5;
+    d.i = rp;
+    cr_assert_eq(run(&d, NULL, 0, &o), TSR_EINVALID);
+    free(o);
+    d.ni = 3; /* wrong parameter count */
+    cr_assert_eq(run(&d, NULL, 0, &o), TSR_EINVALID);
+    free(o);
+    int64_t lp[6] = {64, 5, 2, 3, 0, 0}; /* bad file dtype */
+    d = desc(TSR_KOP_LOAD, 0, TSR_FLOAT64, 2, sh);
+    d.ni = 6;
+    d.i = lp;
+    d.s = "/nonexistent";
+    cr_assert_eq(run(&d, NULL, 0, &o), TSR_EINVALID);
+    free(o);
+    d = desc(TSR_KOP_FILL, 0, TSR_FLOAT64, 2, bad); /* negative shape */
+    d.nf = 1;
+    d.f = &v;
+    tsr_chunkview out = view(x, TSR_FLOAT64, 2, bad);
+    cr_assert_eq(tsr__kernel_run(&d, NULL, 0, &out, TSR_DEVICE_CPU, errbuf, sizeof errbuf),
+                 TSR_EINVALID);
+    tsr_chunkview nodata = view(NULL, TSR_FLOAT64, 2, sh);
+    d = desc(TSR_KOP_UNARY, TSR_EXP, TSR_FLOAT64, 2, sh);
+    cr_assert_eq(run(&d, &nodata, 1, &o), TSR_EINVALID);
+    free(o);
+    cr_assert_eq(tsr__kernel_run(NULL, NULL, 0, NULL, TSR_DEVICE_CPU, errbuf, sizeof errbuf),
+                 TSR_EINVALID);
+}
+
+Test(kernels, flops) {
+    int64_t osh[2] = {10, 20}, ash[2] = {10, 30}, bsh[2] = {30, 20};
+    tsr_chunkview in[2] = {view(NULL, TSR_FLOAT64, 2, ash), view(NULL, TSR_FLOAT64, 2, bsh)};
+    tsr_kdesc d = desc(TSR_KOP_MATMUL, 0, TSR_FLOAT64, 2, osh);
+    cr_assert_eq(tsr__kernel_flops(&d, in, 2), 2.0 * 10 * 20 * 30);
+    d = desc(TSR_KOP_UNARY, TSR_EXP, TSR_FLOAT64, 2, osh);
+    cr_assert_eq(tsr__kernel_flops(&d, in, 1), 200.0);
+}
+
+Test(kernels, init_threads) {
+    tsr__kernels_init_threads(1);
+}
