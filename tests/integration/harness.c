@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -30,14 +31,25 @@ char *make_tmpdir(void) {
     return t;
 }
 
-char *write_file(const char *dir, const char *name, const char *text) {
-    char *p;
-    cr_assert(asprintf(&p, "%s/%s", dir, name) > 0);
+void write_file(const char *dir, const char *name, const char *text) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
     FILE *f = fopen(p, "w");
     cr_assert(f, "cannot write %s", p);
     fputs(text, f);
     fclose(f);
-    return p;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void remove_tmpdir(char *dir) {
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
 }
 
 static double now(void) {

@@ -19,8 +19,10 @@ typedef struct proc_result {
 const char *tessera_exe(void);
 /* A fresh temporary directory (malloc'd path). */
 char *make_tmpdir(void);
-/* Writes text to dir/name; returns the malloc'd path. */
-char *write_file(const char *dir, const char *name, const char *text);
+/* Removes a temporary directory made by make_tmpdir and everything in it; frees dir. */
+void remove_tmpdir(char *dir);
+/* Writes text to dir/name. */
+void write_file(const char *dir, const char *name, const char *text);
 /* Runs argv (argv[0] is replaced by the tessera executable when it is "tessera") in cwd,
  * waiting at most timeout_s; a child still running then is killed and the test fails. */
 proc_result run_cmd(const char *cwd, const char *const *argv, int timeout_s);

@@ -79,6 +79,7 @@ static void check_case(const bad_case *bc, const char *cmd) {
                   bc->expect[i], r.err);
     cr_assert_eq(dir_entries(dir), 2, "%s (%s): a file was created", bc->what, cmd);
     proc_result_free(&r);
+    remove_tmpdir(dir);
 }
 
 Test(badinput, run_rejects_every_class, .timeout = 120) {
@@ -98,6 +99,7 @@ Test(badinput, submit_rejects_before_connecting, .timeout = 30) {
     cr_assert_eq(r.status, 2, "exit %d:\n%s", r.status, r.err);
     cr_assert(strstr(r.err, "matmul needs"));
     proc_result_free(&r);
+    remove_tmpdir(dir);
 }
 
 Test(badinput, bad_command_lines, .timeout = 30) {
@@ -148,4 +150,5 @@ Test(badinput, check_describes_valid_program, .timeout = 30) {
     cr_assert(strstr(r.out, "digraph"), "%s", r.out);
     cr_assert(strstr(r.out, "->"), "no edges in the dot output");
     proc_result_free(&r);
+    remove_tmpdir(dir);
 }

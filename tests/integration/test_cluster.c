@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <msgpack.h>
 #include <netinet/in.h>
@@ -64,6 +65,7 @@ Test(cluster, run_matmul, .timeout = 120) {
     /* Quiet on a non-terminal: no progress bar on stderr. */
     cr_assert(strchr(r.err, '\r') == NULL, "progress drawn on a pipe:\n%s", r.err);
     proc_result_free(&r);
+    remove_tmpdir(dir);
 }
 
 Test(cluster, submit_to_running_scheduler, .timeout = 120) {
@@ -85,6 +87,7 @@ Test(cluster, submit_to_running_scheduler, .timeout = 120) {
     cr_assert_eq(stop_proc(w2), 0);
     cr_assert_eq(stop_proc(w3), 0);
     cr_assert_eq(stop_proc(s), 0, "the scheduler did not stop cleanly on SIGTERM");
+    remove_tmpdir(dir);
 }
 
 static const char *det_prog =
@@ -108,6 +111,7 @@ static npy_data run_det(const char *workers, const char *threads, const char *na
     snprintf(path, sizeof path, "%s/%s", dir, name);
     npy_data d;
     cr_assert(read_npy(path, &d) == 0);
+    remove_tmpdir(dir);
     return d;
 }
 
@@ -266,6 +270,7 @@ Test(cluster, run_gives_each_worker_its_own_core, .timeout = 120) {
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     /* Every cluster process is gone. */
     cr_assert_eq(child_workers(pid, w, 4), 0);
+    remove_tmpdir(dir);
 }
 
 Test(cluster, interrupt_stops_cluster_and_leaves_no_file, .timeout = 60) {
@@ -297,6 +302,7 @@ Test(cluster, interrupt_stops_cluster_and_leaves_no_file, .timeout = 60) {
     /* The workers were reaped (kill(pid, 0) fails for a reaped process). */
     usleep(100000);
     for (int i = 0; i < 2; i++) cr_assert(kill(w[i], 0) != 0, "worker %d still alive", w[i]);
+    remove_tmpdir(dir);
 }
 
 /* ---- hostile connections ---- */
@@ -407,4 +413,5 @@ Test(cluster, hostile_frames_close_only_that_connection, .timeout = 120) {
     cr_assert_eq(kill(s, 0), 0, "the scheduler died");
     stop_proc(w);
     cr_assert_eq(stop_proc(s), 0);
+    remove_tmpdir(dir);
 }

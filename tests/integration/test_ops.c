@@ -314,4 +314,5 @@ Test(ops, every_op_against_naive_references, .timeout = 180) {
     cr_assert(pa && pmv && ps && pm0 && pmn && pa < pmv && pmv < ps && ps < pm0 && pm0 < pmn,
               "printed outputs out of order:\n%s", r.out);
     proc_result_free(&r);
+    remove_tmpdir(dir);
 }

@@ -39,7 +39,7 @@ static tsr_chunkview view(void *data, int dt, int ndim, const int64_t *shape) {
     v.data = data;
     v.dtype = (uint8_t)dt;
     v.ndim = (uint8_t)ndim;
-    for (int a = 0; a < ndim; a++) v.shape[a] = shape[a];
+    for (int a = 0; a < ndim && a < TSR_MAX_NDIM; a++) v.shape[a] = shape[a];
     return v;
 }
 
@@ -58,7 +58,7 @@ static char errbuf[256];
 
 /* Runs d into a fresh output buffer (*outp, caller frees). */
 static int run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, void **outp) {
-    int64_t n = nelem(d->ndim, d->shape);
+    int64_t n = nelem(d->ndim <= TSR_MAX_NDIM ? d->ndim : 0, d->shape);
     void *o = calloc((size_t)(n ? n : 1), 8);
     tsr_chunkview out = view(o, d->dtype, d->ndim, d->shape);
     *outp = o;
