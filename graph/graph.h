@@ -55,8 +55,9 @@ uint64_t tsr__kdesc_nbytes(const tsr_kdesc *d);
 
 /* Encodes a descriptor as a msgpack array [kop, fn, dtype, [shape...], [i...], [f...], s|nil]. */
 int tsr__kdesc_pack(msgpack_packer *pk, const tsr_kdesc *d);
-/* Decodes one; pointers in *d borrow from obj's zone and from `ibuf`/`fbuf`, caller-provided
- * scratch of at least obj's counts (use tsr__kdesc_unpack_alloc to size them). Returns 0 or
+/* Decodes one; pointers in *d borrow from the ibuf and fbuf it allocates and returns (the
+ * NUL-terminated string is stored after the integers in *ibuf) and the caller releases with
+ * tsr__kdesc_unpack_free, on failure too (both are NULL then). Returns 0, -ENOMEM, or
  * TSR_EPROTOCOL for anything malformed (never asserts on peer input). */
 int tsr__kdesc_unpack(const msgpack_object *obj, tsr_kdesc *d, int64_t **ibuf, double **fbuf);
 /* Frees the scratch returned by tsr__kdesc_unpack. */
