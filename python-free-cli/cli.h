@@ -23,9 +23,10 @@ int cli_status(int code);
 
 /* The progress bar: draws on stderr when `enabled`. */
 typedef struct cli_progress {
-    int enabled; /* stderr is a terminal and --no-progress was not given */
-    int drawn;   /* something is on the line */
-    double last; /* time of the last draw */
+    int enabled;  /* stderr is a terminal and --no-progress was not given */
+    int drawn;    /* something is on the line */
+    double last;  /* time of the last draw */
+    int finished; /* the 100% line was drawn and ended */
 } cli_progress;
 
 void cli_progress_cb(const tsr_progress *p, void *user);

@@ -25,7 +25,7 @@ static void fmt_time(double s, char *out, size_t size) {
 
 void cli_progress_cb(const tsr_progress *p, void *user) {
     cli_progress *bar = user;
-    if (!bar->enabled) return;
+    if (!bar->enabled || bar->finished) return;
     double t = now();
     int final = p->total && p->done >= p->total;
     if (!final && t - bar->last < 0.1) return;
@@ -37,14 +37,20 @@ void cli_progress_cb(const tsr_progress *p, void *user) {
     for (int i = 0; i < WIDTH; i++) line[i] = i < fill ? '#' : '.';
     line[WIDTH] = 0;
     double rate = p->elapsed > 0 ? (double)p->done / p->elapsed : 0;
-    char el[16], eta[16];
+    char el[48], eta[48];
     fmt_time(p->elapsed, el, sizeof el);
     fmt_time(rate > 0 ? (double)(p->total - p->done) / rate : -1, eta, sizeof eta);
     fprintf(stderr, "\r[%s] %llu/%llu %3.0f%% %.0f tasks/s %s ETA %s%s\033[K", line,
             (unsigned long long)p->done, (unsigned long long)p->total, frac * 100, rate, el, eta,
             p->erred ? " (errors)" : "");
-    fflush(stderr);
     bar->drawn = 1;
+    if (final) {
+        /* End the line now: printed outputs follow on stdout, which shares the terminal. */
+        fputc('\n', stderr);
+        bar->drawn = 0;
+        bar->finished = 1;
+    }
+    fflush(stderr);
 }
 
 void cli_progress_end(cli_progress *bar) {
