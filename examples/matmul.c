@@ -22,8 +22,7 @@ static double random_at(uint64_t seed, uint64_t i) {
 
 static void progress(const tsr_progress *p, void *user) {
     (void)user;
-    fprintf(stderr, "\r%llu/%llu tasks", (unsigned long long)p->done,
-            (unsigned long long)p->total);
+    fprintf(stderr, "\r%llu/%llu tasks", (unsigned long long)p->done, (unsigned long long)p->total);
 }
 
 int main(int argc, char **argv) {
@@ -37,8 +36,8 @@ int main(int argc, char **argv) {
     int64_t shape[2] = {N, N}, chunks[2] = {CHUNK, CHUNK};
     tsr_array *a = NULL, *b = NULL, *m = NULL, *total = NULL;
     if ((rc = tsr_random(c, 2, shape, chunks, TSR_FLOAT64, 1, &a)) ||
-        (rc = tsr_random(c, 2, shape, chunks, TSR_FLOAT64, 2, &b)) ||
-        (rc = tsr_matmul(a, b, &m)) || (rc = tsr_reduce(TSR_SUM, m, NULL, 0, &total)))
+        (rc = tsr_random(c, 2, shape, chunks, TSR_FLOAT64, 2, &b)) || (rc = tsr_matmul(a, b, &m)) ||
+        (rc = tsr_reduce(TSR_SUM, m, NULL, 0, &total)))
         goto fail;
     tsr_compute_options co;
     tsr_compute_options_default(&co);

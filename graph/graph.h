@@ -65,11 +65,11 @@ void tsr__kdesc_unpack_free(int64_t *ibuf, double *fbuf);
 
 /* One task in the client's graph. */
 typedef struct tsr_gtask {
-    tsr_kdesc d;        /* i/f/s point into the graph's pools (valid while the graph lives) */
-    uint32_t array;     /* index into graph->arrays (for names, progress by op, errors) */
-    uint32_t deps_off;  /* into graph->deps */
-    uint32_t ndeps;     /* inputs, in the order the kernel takes them */
-    double flops;       /* cost estimate */
+    tsr_kdesc d;       /* i/f/s point into the graph's pools (valid while the graph lives) */
+    uint32_t array;    /* index into graph->arrays (for names, progress by op, errors) */
+    uint32_t deps_off; /* into graph->deps */
+    uint32_t ndeps;    /* inputs, in the order the kernel takes them */
+    double flops;      /* cost estimate */
 } tsr_gtask;
 
 /* Per-array metadata carried with the graph (the scheduler uses it for messages and progress
