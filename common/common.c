@@ -66,6 +66,23 @@ double tsr__now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+int tsr__proc_mem(uint64_t *rss, uint64_t *hwm) {
+    *rss = *hwm = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[128];
+    int found = 0;
+    while (found < 2 && fgets(line, sizeof line, f)) {
+        unsigned long long kb;
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+            *rss = (uint64_t)kb << 10, found++;
+        else if (sscanf(line, "VmHWM: %llu kB", &kb) == 1)
+            *hwm = (uint64_t)kb << 10, found++;
+    }
+    fclose(f);
+    return found == 2 ? 0 : -1;
+}
+
 void tsr__log(const tsr__logger *lg, int level, const char *fmt, ...) {
     if (lg && level > lg->level) return;
     static const char *names[] = {"error", "warning", "info", "debug"};

@@ -21,6 +21,10 @@ int tsr__grow(void **items, size_t *cap, size_t need, size_t elem);
 /* Seconds on a monotonic clock. */
 double tsr__now(void);
 
+/* This process's resident memory now (VmRSS) and at its peak (VmHWM), in bytes, from
+ * /proc/self/status. 0, or -1 when it cannot be read (both are then 0). */
+int tsr__proc_mem(uint64_t *rss, uint64_t *hwm);
+
 /* Logging to stderr: "tessera-<who>: <level>: message". */
 enum { TSR_LOG_ERROR = 0, TSR_LOG_WARN = 1, TSR_LOG_INFO = 2, TSR_LOG_DEBUG = 3 };
 typedef struct tsr__logger {

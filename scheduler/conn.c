@@ -151,7 +151,8 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
     tsr__proto_welcome(&b, p->id);
     tsr__peer_send(p, &b);
     if (h.role == TSR__ROLE_WORKER) {
-        p->wid = tsr__sched_add_worker(&srv->st, p->id, (uint32_t)h.threads, h.addr, p->name);
+        int kind = strcmp(h.kind, "gpu") == 0 ? TSR__KIND_GPU : TSR__KIND_CPU;
+        p->wid = tsr__sched_add_worker(&srv->st, p->id, (uint32_t)h.threads, kind, h.addr, p->name);
         tsr__log(&srv->log, TSR_LOG_INFO, "worker %s joined: %lld threads, %s, peers at %s",
                  p->name, (long long)h.threads, h.kind[0] ? h.kind : "cpu", h.addr);
         tsr__server_workers_changed(srv);
@@ -175,11 +176,18 @@ static void handle_submit(tsr__peer *p, const void *payload, uint64_t plen) {
     uint32_t job = 0;
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
+    /* The memory the job costs is measured from here: VmRSS less the payload just received. */
+    uint64_t rss, hwm;
+    tsr__proc_mem(&rss, &hwm);
+    rss = rss > plen ? rss - plen : 0;
     int rc = tsr__proto_submit(payload, (size_t)plen, &spec, err, sizeof err);
     if (rc == 0) {
         uint32_t n = spec.ntasks;
         rc = tsr__sched_submit(&srv->st, p->id, &spec, &job, err, sizeof err);
-        if (rc == 0) tsr__proto_accepted(&b, job, n);
+        if (rc == 0) {
+            tsr__sched_job(&srv->st, job)->rss_base = rss;
+            tsr__proto_accepted(&b, job, n);
+        }
     }
     if (rc) {
         tsr__log(&srv->log, TSR_LOG_WARN, "client %s: graph rejected: %s", p->name, err);
@@ -243,6 +251,23 @@ static void handle_client(tsr__peer *p, const msgpack_object *hdr, const char *t
 
 /* ---- workers ---- */
 
+/* A worker's `st` map (PROTOCOL.md); absent or partial maps leave the rest as it was. */
+static void read_stats(tsr__peer *p, const msgpack_object *st) {
+    tsr__sched *s = &p->srv->st;
+    tsr__wstats w = s->w[p->wid].st;
+    if (!st || st->type != MSGPACK_OBJECT_MAP) return;
+    tsr__mp_get_uint(st, "rss_peak", &w.rss_peak);
+    tsr__mp_get_uint(st, "rss", &w.rss);
+    tsr__mp_get_uint(st, "chunk_bytes", &w.chunk_bytes);
+    tsr__mp_get_uint(st, "chunk_peak", &w.chunk_peak);
+    tsr__mp_get_uint(st, "tasks", &w.tasks);
+    tsr__mp_get_uint(st, "in_bytes", &w.in_bytes);
+    tsr__mp_get_uint(st, "out_bytes", &w.out_bytes);
+    tsr__mp_get_double(st, "busy_s", &w.busy_s);
+    tsr__mp_get_double(st, "in_s", &w.in_s);
+    tsr__sched_worker_stats(s, p->wid, &w);
+}
+
 static void handle_done(tsr__peer *p, const msgpack_object *hdr) {
     tsr__server *srv = p->srv;
     const msgpack_object *items = tsr__mp_get(hdr, "items");
@@ -250,9 +275,11 @@ static void handle_done(tsr__peer *p, const msgpack_object *hdr) {
         drop(p, "malformed done");
         return;
     }
+    /* Stats first: a finished job reported in this batch sends them. */
+    read_stats(p, tsr__mp_get(hdr, "st"));
     for (uint32_t i = 0; i < items->via.array.size; i++) {
         const msgpack_object *e = &items->via.array.ptr[i];
-        double secs;
+        double secs = -1;
         if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 3) goto bad;
         const msgpack_object *f = e->via.array.ptr;
         if (f[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || f[0].via.u64 > UINT32_MAX ||
@@ -261,7 +288,7 @@ static void handle_done(tsr__peer *p, const msgpack_object *hdr) {
             goto bad;
         if (e->via.array.size > 3 && tsr__mp_as_double(&f[3], &secs) != 0) goto bad;
         if (tsr__sched_done(&srv->st, p->wid, (uint32_t)f[0].via.u64, (uint32_t)f[1].via.u64,
-                            f[2].via.u64) != 0)
+                            f[2].via.u64, secs) != 0)
             goto bad;
     }
     return;

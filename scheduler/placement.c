@@ -1,6 +1,7 @@
-/* Where tasks go: the choice of worker for a ready task, the per-worker backlog heaps and
- * work stealing. Simple on purpose (most input bytes, then least loaded); the load-aware
- * placement of DESIGN.md replaces tsr__place and nothing else. Pure: no sockets, no time. */
+/* Where tasks go (DESIGN.md, docs/ARCHITECTURE.md "Placement"): an up-front partition that gives
+ * every task a home, earliest-finish-time placement of each ready task among a few candidate
+ * workers (its home, the holders of its inputs, the least loaded), the per-worker backlog heaps,
+ * and work stealing with the same cost model. Pure: no sockets, no clock. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -50,11 +51,13 @@ void tsr__backlog_push(tsr__sched *s, uint32_t wid, tsr__key k) {
     h->v[h->n++] = k;
     sift_up(s, h, h->n - 1);
     s->backlog_total++;
+    s->w[wid].q_backlog += tsr__key_task(s, k)->est;
 }
 
 void tsr__backlog_remove(tsr__sched *s, uint32_t wid, uint32_t pos) {
     tsr__keyvec *h = &s->w[wid].backlog;
     s->backlog_total--;
+    s->w[wid].q_backlog = h->n > 1 ? s->w[wid].q_backlog - tsr__key_task(s, h->v[pos])->est : 0;
     h->n--;
     if (pos == h->n) return;
     h->v[pos] = h->v[h->n];
@@ -71,76 +74,178 @@ tsr__key tsr__backlog_pop(tsr__sched *s, uint32_t wid) {
     return top;
 }
 
-/* ---- placement ---- */
+/* ---- the partition ---- */
 
-/* Is a less loaded than b? Loads are (in-flight + backlog) / threads, compared exactly. */
-static int less_loaded(const tsr__sworker *a, const tsr__sworker *b) {
-    uint64_t la = (uint64_t)(a->inflight.n + a->backlog.n) * b->threads;
-    uint64_t lb = (uint64_t)(b->inflight.n + b->backlog.n) * a->threads;
-    return la < lb;
+/* Tasks are numbered in the depth-first order of lowering, so consecutive ids share inputs (the
+ * k-chain of one output block, the rows of one operand). Cutting that order into contiguous
+ * runs of equal expected cost (in proportion to each worker's speed) keeps producers and
+ * consumers together; cheap sources are made wherever they are needed, so what crosses a cut is
+ * only the few chunks computed on one side and used on the other. docs/ARCHITECTURE.md says why
+ * this does as well as a general graph partitioner on our graphs. */
+static double class_seconds(const tsr__costs *c, uint32_t cls) {
+    const tsr__cls *k = &c->c[cls];
+    return k->n[TSR__KIND_CPU] ? k->mean[TSR__KIND_CPU] : k->model;
 }
 
-/* The least loaded live worker; ties go round-robin from the cursor. */
-static uint32_t least_loaded(tsr__sched *s) {
-    uint32_t best = TSR__NONE;
-    for (size_t n = 0; n < s->nw; n++) {
-        uint32_t wid = (uint32_t)((s->rr + n) % s->nw);
-        if (!s->w[wid].alive) continue;
-        if (best == TSR__NONE || less_loaded(&s->w[wid], &s->w[best])) best = wid;
+void tsr__partition(tsr__sched *s, tsr__sjob *j) {
+    if (s->roundrobin || s->nalive == 0) return;
+    uint32_t *ws = malloc(s->nw * sizeof *ws);
+    if (!ws) return; /* no homes: placement still works, only without the partition */
+    size_t nw = 0;
+    double cap_total = 0;
+    for (uint32_t w = 0; w < s->nw && w < TSR__NOHOME; w++) {
+        if (!s->w[w].alive) continue;
+        ws[nw++] = w;
+        cap_total += s->w[w].threads / s->w[w].speed;
     }
-    if (best != TSR__NONE) s->rr = (best + 1) % (uint32_t)s->nw;
-    return best;
+    double total = 0;
+    for (uint32_t t = 0; t < j->g.ntasks; t++)
+        if (!(j->t[t].flags & TSR__TF_VIRTUAL)) total += class_seconds(&s->cost, j->cls[t]);
+    size_t wi = 0;
+    double acc = 0, end = total * (s->w[ws[0]].threads / s->w[ws[0]].speed) / cap_total;
+    for (uint32_t t = 0; t < j->g.ntasks; t++) {
+        if (j->t[t].flags & TSR__TF_VIRTUAL) continue;
+        double c = class_seconds(&s->cost, j->cls[t]);
+        while (acc + c / 2 > end && wi + 1 < nw) { /* a task goes where its middle falls */
+            wi++;
+            end += total * (s->w[ws[wi]].threads / s->w[ws[wi]].speed) / cap_total;
+        }
+        j->t[t].home = (uint16_t)ws[wi];
+        acc += c;
+    }
+    free(ws);
+}
+
+/* ---- placement ---- */
+
+/* Seconds before task id could start on worker wid because of its inputs: nothing for inputs
+ * held there, a transfer for inputs held elsewhere, the making of a virtual source not yet
+ * there. */
+static double input_cost(const tsr__sched *s, const tsr__sjob *j, uint32_t id, uint32_t wid) {
+    double c = 0;
+    for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++) {
+        uint32_t in = j->g.deps[k];
+        const tsr__stask *ti = &j->t[in];
+        if (ti->flags & TSR__TF_VIRTUAL) {
+            if (!(wid < 64 && j->rmask && (j->rmask[in] >> wid & 1)))
+                c += tsr__cost_est(&s->cost, j->cls[in], &s->w[wid]);
+        } else if (ti->where != wid) {
+            c += tsr__cost_move(&s->cost, ti->nbytes);
+        }
+    }
+    return c;
+}
+
+/* Expected finish of task id on wid: when the worker frees up, plus its inputs, plus its run,
+ * plus (away from home) moving the result back to where its consumers are expected. */
+static double finish_time(const tsr__sched *s, const tsr__sjob *j, uint32_t id, uint32_t wid) {
+    const tsr__stask *t = &j->t[id];
+    double f = tsr__worker_load(&s->w[wid]) + input_cost(s, j, id, wid) +
+               tsr__cost_est(&s->cost, j->cls[id], &s->w[wid]);
+    if (t->home != TSR__NOHOME && t->home != wid && t->home < s->nw && s->w[t->home].alive &&
+        t->refs > 0)
+        f += tsr__cost_move(&s->cost, t->nbytes);
+    return f;
+}
+
+/* Refreshes the two least loaded live workers (every so many placements: with many workers this
+ * keeps placement from scanning them all for every task). */
+static void refresh_least(tsr__sched *s) {
+    s->least[0] = s->least[1] = TSR__NONE;
+    for (uint32_t w = 0; w < s->nw; w++) {
+        if (!s->w[w].alive) continue;
+        double l = tsr__worker_load(&s->w[w]);
+        if (s->least[0] == TSR__NONE || l < tsr__worker_load(&s->w[s->least[0]])) {
+            s->least[1] = s->least[0];
+            s->least[0] = w;
+        } else if (s->least[1] == TSR__NONE || l < tsr__worker_load(&s->w[s->least[1]])) {
+            s->least[1] = w;
+        }
+    }
+}
+
+/* Scans all workers up to this many; beyond, only the pruned candidates. */
+#define FULL_SCAN_WORKERS 8
+
+static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, uint32_t w,
+                     uint32_t *best, double *bestf) {
+    if (w >= s->nw || !s->w[w].alive) return;
+    double f = finish_time(s, j, id, w);
+    if (*best == TSR__NONE || f < *bestf || (f == *bestf && w == j->t[id].home)) {
+        *best = w;
+        *bestf = f;
+    }
+}
+
+static uint32_t round_robin(tsr__sched *s) {
+    for (size_t n = 0; n < s->nw; n++) {
+        uint32_t w = (uint32_t)((s->rr + n) % s->nw);
+        if (s->w[w].alive) {
+            s->rr = (w + 1) % (uint32_t)s->nw;
+            return w;
+        }
+    }
+    return TSR__NONE;
 }
 
 uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task) {
     if (s->nalive == 0) return TSR__NONE;
-    uint32_t lo = j->g.dep_off[task], hi = j->g.dep_off[task + 1];
-    /* Score each holder by the bytes of inputs it already has (score[] is all zero between
-     * calls: it is reset below from the same inputs). */
+    if (s->roundrobin) return round_robin(s);
     uint32_t best = TSR__NONE;
-    for (uint32_t k = lo; k < hi; k++) {
-        const tsr__stask *in = &j->t[j->g.deps[k]];
-        if (in->state != TSR__TS_MEMORY || !s->w[in->where].alive) continue;
-        s->score[in->where] += in->nbytes;
+    double bestf = 0;
+    const tsr__stask *t = &j->t[task];
+    if (s->nw <= FULL_SCAN_WORKERS) {
+        for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, w, &best, &bestf);
+        return best;
     }
-    for (uint32_t k = lo; k < hi; k++) {
+    if ((s->placements++ & 63) == 0 || s->least[0] == TSR__NONE || !s->w[s->least[0]].alive)
+        refresh_least(s);
+    if (t->home != TSR__NOHOME) consider(s, j, task, t->home, &best, &bestf);
+    for (uint32_t k = j->g.dep_off[task]; k < j->g.dep_off[task + 1]; k++) {
         const tsr__stask *in = &j->t[j->g.deps[k]];
-        if (in->state != TSR__TS_MEMORY || !s->w[in->where].alive) continue;
-        uint32_t h = in->where;
-        if (best == TSR__NONE || s->score[h] > s->score[best] ||
-            (s->score[h] == s->score[best] && less_loaded(&s->w[h], &s->w[best])))
-            best = h;
+        if (in->where != TSR__NONE) consider(s, j, task, in->where, &best, &bestf);
     }
-    for (uint32_t k = lo; k < hi; k++) {
-        const tsr__stask *in = &j->t[j->g.deps[k]];
-        if (in->state == TSR__TS_MEMORY) s->score[in->where] = 0;
-    }
-    return best != TSR__NONE ? best : least_loaded(s);
+    consider(s, j, task, s->least[0], &best, &bestf);
+    consider(s, j, task, s->least[1], &best, &bestf);
+    return best != TSR__NONE ? best : round_robin(s);
 }
 
 /* ---- stealing ---- */
 
+/* An idle worker (room in its window, nothing in its backlog) takes never-sent tasks from the
+ * most loaded backlog, from the front (the next ones due), while each would finish earlier on
+ * the thief, inputs moved, than it would start on the victim. Tasks already sent are never
+ * taken back: a stolen task has not started anywhere. */
 uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
+    if (s->roundrobin) return 0;
     tsr__sworker *t = &s->w[thief];
-    if (t->inflight.n + t->backlog.n >= t->cap) return 0;
     uint32_t victim = TSR__NONE;
     for (uint32_t wid = 0; wid < s->nw; wid++) {
         if (wid == thief || !s->w[wid].alive || s->w[wid].backlog.n == 0) continue;
-        if (victim == TSR__NONE || s->w[wid].backlog.n > s->w[victim].backlog.n) victim = wid;
+        if (victim == TSR__NONE || tsr__worker_load(&s->w[wid]) > tsr__worker_load(&s->w[victim]))
+            victim = wid;
     }
     if (victim == TSR__NONE) return 0;
-    /* Only backlog entries move: they were never sent, so no worker is computing them. Take
-     * up to what fills the thief's window, and at most half the victim's backlog (rounded up)
-     * so two workers do not trade the same tasks back and forth. */
-    size_t room = t->cap - (t->inflight.n + t->backlog.n);
-    size_t half = (s->w[victim].backlog.n + 1) / 2;
-    size_t n = room < half ? room : half;
-    for (size_t i = 0; i < n; i++) {
-        tsr__key k = tsr__backlog_pop(s, victim);
-        tsr__key_task(s, k)->where = thief;
+    tsr__sworker *v = &s->w[victim];
+    size_t half = (v->backlog.n + 1) / 2, n = 0;
+    size_t room = (size_t)TSR__WINDOW_MAX_PER_THREAD * t->threads;
+    while (n < half && n < room && v->backlog.n > 0) {
+        tsr__key k = v->backlog.v[0];
+        tsr__sjob *j = s->jobs[k.job];
+        /* The victim's wait for this task: its in-flight work (the backlog front comes next). */
+        double wait = v->q_inflight / v->threads;
+        double here = tsr__worker_load(t) + input_cost(s, j, k.task, thief) +
+                      tsr__cost_est(&s->cost, j->cls[k.task], t);
+        double there = wait + tsr__cost_est(&s->cost, j->cls[k.task], v);
+        if (here >= there) break;
+        tsr__backlog_pop(s, victim);
+        tsr__stask *ts = tsr__key_task(s, k);
+        ts->where = thief;
+        ts->est = (float)tsr__cost_est(&s->cost, j->cls[k.task], t);
         tsr__backlog_push(s, thief, k);
+        n++;
     }
-    tsr__log(s->log, TSR_LOG_DEBUG, "worker %s steals %zu tasks from %s", t->name, n,
-             s->w[victim].name);
+    if (n)
+        tsr__log(s->log, TSR_LOG_DEBUG, "worker %s steals %zu tasks from %s", t->name, n, v->name);
     return (uint32_t)n;
 }

@@ -68,58 +68,58 @@ int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t
     return 0;
 }
 
-static int as_u32(const msgpack_object *o, uint32_t *out) {
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 >= UINT32_MAX) return -1;
-    *out = (uint32_t)o->via.u64;
+static int rd_u32(tsr__mpr *r, uint32_t *out) {
+    uint64_t v;
+    if (tsr__mpr_uint(r, &v) || v >= UINT32_MAX) return -1;
+    *out = (uint32_t)v;
     return 0;
 }
 
-static int is_str(const msgpack_object *o) {
-    return o->type == MSGPACK_OBJECT_STR;
-}
+/* The submission is decoded from its bytes in two passes over the tasks (validate and size,
+ * then fill), never as a msgpack object tree: see wire/mpread.c. */
 
-/* Validates the tasks array and sizes the job (pass 1 of 2). */
-static int check_tasks(const msgpack_object *tasks, uint32_t narrays, uint64_t *ndeps,
-                       uint64_t *nkd, char *err, size_t errlen) {
+/* Pass 1: validates the tasks list and sizes the job. */
+static int check_tasks(tsr__mpr r, uint32_t n, uint32_t narrays, uint64_t *ndeps, uint64_t *nkd,
+                       char *err, size_t errlen) {
     *ndeps = *nkd = 0;
-    for (uint32_t t = 0; t < tasks->via.array.size; t++) {
-        const msgpack_object *e = &tasks->via.array.ptr[t];
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 5) {
+    for (uint32_t t = 0; t < n; t++) {
+        uint32_t nf, a, nd, kl;
+        uint64_t nbytes;
+        double flops;
+        const uint8_t *kd;
+        if (tsr__mpr_array(&r, &nf) || nf != 5) {
             tsr__fmt(err, errlen, "task %u: not [array, deps, nbytes, flops, kdesc]", t);
             return TSR_EPROGRAM;
         }
-        const msgpack_object *f = e->via.array.ptr;
-        uint32_t a;
-        if (as_u32(&f[0], &a) != 0 || a >= narrays) {
+        if (rd_u32(&r, &a) || a >= narrays) {
             tsr__fmt(err, errlen, "task %u: array index out of range (%u arrays)", t, narrays);
             return TSR_EPROGRAM;
         }
-        if (f[1].type != MSGPACK_OBJECT_ARRAY) {
+        if (tsr__mpr_array(&r, &nd)) {
             tsr__fmt(err, errlen, "task %u: deps is not an array", t);
             return TSR_EPROGRAM;
         }
-        for (uint32_t k = 0; k < f[1].via.array.size; k++) {
+        for (uint32_t k = 0; k < nd; k++) {
             uint32_t d;
-            if (as_u32(&f[1].via.array.ptr[k], &d) != 0 || d >= t) {
+            if (rd_u32(&r, &d) || d >= t) {
                 tsr__fmt(err, errlen, "task %u: input %u is not an earlier task id", t, k);
                 return TSR_EPROGRAM;
             }
         }
-        *ndeps += f[1].via.array.size;
-        if (f[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        *ndeps += nd;
+        if (tsr__mpr_uint(&r, &nbytes)) {
             tsr__fmt(err, errlen, "task %u: nbytes is not a non-negative integer", t);
             return TSR_EPROGRAM;
         }
-        double flops;
-        if (tsr__mp_as_double(&f[3], &flops) != 0 || !isfinite(flops) || flops < 0) {
+        if (tsr__mpr_double(&r, &flops) || !isfinite(flops) || flops < 0) {
             tsr__fmt(err, errlen, "task %u: flops is not a finite non-negative number", t);
             return TSR_EPROGRAM;
         }
-        if (f[4].type != MSGPACK_OBJECT_BIN || f[4].via.bin.size == 0) {
+        if (tsr__mpr_bin(&r, &kd, &kl) || kl == 0) {
             tsr__fmt(err, errlen, "task %u: kdesc is not a non-empty bin", t);
             return TSR_EPROGRAM;
         }
-        *nkd += f[4].via.bin.size;
+        *nkd += kl;
     }
     if (*ndeps >= UINT32_MAX) {
         tsr__fmt(err, errlen, "too many dependencies");
@@ -128,77 +128,134 @@ static int check_tasks(const msgpack_object *tasks, uint32_t narrays, uint64_t *
     return 0;
 }
 
-static int decode_root(const msgpack_object *root, tsr__jobspec *g, char *err, size_t errlen) {
-    int64_t v;
-    if (root->type != MSGPACK_OBJECT_MAP) {
-        tsr__fmt(err, errlen, "graph payload is not a map");
-        return TSR_EPROGRAM;
+static int fill_tasks(tsr__mpr r, tsr__jobspec *g) {
+    uint32_t dp = 0;
+    uint64_t kp = 0;
+    for (uint32_t t = 0; t < g->ntasks; t++) {
+        uint32_t nf, nd, kl;
+        uint64_t nb;
+        double flops;
+        const uint8_t *kd;
+        tsr__mpr_array(&r, &nf);
+        rd_u32(&r, &g->array[t]);
+        tsr__mpr_array(&r, &nd);
+        g->dep_off[t] = dp;
+        for (uint32_t k = 0; k < nd; k++) rd_u32(&r, &g->deps[dp++]);
+        tsr__mpr_uint(&r, &nb);
+        g->nbytes[t] = nb;
+        tsr__mpr_double(&r, &flops);
+        g->flops[t] = (float)flops;
+        tsr__mpr_bin(&r, &kd, &kl);
+        g->kd_off[t] = kp;
+        memcpy(g->arena + kp, kd, kl);
+        kp += kl;
     }
-    if (tsr__mp_get_int(root, "v", &v) != 0 || v != 1) {
-        tsr__fmt(err, errlen, "graph format version is not 1");
-        return TSR_EPROGRAM;
-    }
-    const msgpack_object *arrays = tsr__mp_get(root, "arrays");
-    const msgpack_object *tasks = tsr__mp_get(root, "tasks");
-    const msgpack_object *outputs = tsr__mp_get(root, "outputs");
-    if (!arrays || arrays->type != MSGPACK_OBJECT_ARRAY || !tasks ||
-        tasks->type != MSGPACK_OBJECT_ARRAY || !outputs || outputs->type != MSGPACK_OBJECT_ARRAY) {
-        tsr__fmt(err, errlen, "graph needs arrays, tasks and outputs lists");
-        return TSR_EPROGRAM;
-    }
-    for (uint32_t a = 0; a < arrays->via.array.size; a++) {
-        const msgpack_object *e = &arrays->via.array.ptr[a];
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
-            !is_str(&e->via.array.ptr[0]) || !is_str(&e->via.array.ptr[1])) {
+    g->dep_off[g->ntasks] = dp;
+    g->kd_off[g->ntasks] = kp;
+    return r.err ? -1 : 0; /* pass 1 checked the same bytes */
+}
+
+static int decode_arrays(tsr__mpr r, tsr__jobspec *g, char *err, size_t errlen) {
+    for (uint32_t a = 0; a < g->narrays; a++) {
+        uint32_t n, ln, lo;
+        const char *name, *op;
+        if (tsr__mpr_array(&r, &n) || n != 2 || tsr__mpr_str(&r, &name, &ln) ||
+            tsr__mpr_str(&r, &op, &lo)) {
             tsr__fmt(err, errlen, "array %u: not [name, op]", a);
             return TSR_EPROGRAM;
         }
+        size_t k = lo < sizeof g->ops[a] - 1 ? lo : sizeof g->ops[a] - 1;
+        memcpy(g->ops[a], op, k);
+        g->ops[a][k] = 0;
     }
-    uint32_t n = tasks->via.array.size;
-    if (n >= UINT32_MAX - 1) {
+    return 0;
+}
+
+static int decode_root(tsr__mpr *r, tsr__jobspec *g, char *err, size_t errlen) {
+    uint32_t nkeys;
+    uint64_t v = 0;
+    int has_v = 0;
+    tsr__mpr arrays = {0}, tasks = {0}, outputs = {0};
+    uint32_t na = 0, nt = 0, no = 0;
+    int seen = 0;
+    if (tsr__mpr_map(r, &nkeys)) {
+        tsr__fmt(err, errlen, "graph payload is not a map");
+        return TSR_EPROGRAM;
+    }
+    for (uint32_t i = 0; i < nkeys; i++) {
+        const char *key;
+        uint32_t kl;
+        if (tsr__mpr_str(r, &key, &kl)) break;
+        if (kl == 1 && key[0] == 'v') {
+            has_v = tsr__mpr_uint(r, &v) == 0;
+            continue;
+        }
+        tsr__mpr *slot = NULL;
+        uint32_t *len = NULL;
+        if (kl == 6 && memcmp(key, "arrays", 6) == 0) slot = &arrays, len = &na, seen |= 1;
+        if (kl == 5 && memcmp(key, "tasks", 5) == 0) slot = &tasks, len = &nt, seen |= 2;
+        if (kl == 7 && memcmp(key, "outputs", 7) == 0) slot = &outputs, len = &no, seen |= 4;
+        if (!slot) {
+            tsr__mpr_skip(r);
+            continue;
+        }
+        if (tsr__mpr_array(r, len)) break;
+        *slot = *r; /* positioned at the first element */
+        slot->p = r->p;
+        for (uint32_t e = 0; e < *len && !r->err; e++) tsr__mpr_skip(r);
+    }
+    if (r->err || r->p != r->end) {
+        tsr__fmt(err, errlen, "graph payload is not one well-formed msgpack map");
+        return TSR_EPROGRAM;
+    }
+    if (!has_v || v != 1) {
+        tsr__fmt(err, errlen, "graph format version is not 1");
+        return TSR_EPROGRAM;
+    }
+    if (seen != 7) {
+        tsr__fmt(err, errlen, "graph needs arrays, tasks and outputs lists");
+        return TSR_EPROGRAM;
+    }
+    if (nt >= UINT32_MAX - 1) {
         tsr__fmt(err, errlen, "too many tasks");
         return TSR_EPROGRAM;
     }
-    uint64_t ndeps, nkd;
-    int rc = check_tasks(tasks, arrays->via.array.size, &ndeps, &nkd, err, errlen);
+    g->narrays = na;
+    g->ops = calloc((size_t)na + 1, sizeof *g->ops);
+    if (!g->ops) goto oom;
+    int rc = decode_arrays(arrays, g, err, errlen);
     if (rc) return rc;
+    uint64_t ndeps, nkd;
+    rc = check_tasks(tasks, nt, na, &ndeps, &nkd, err, errlen);
+    if (rc) return rc;
+    uint32_t n = nt;
     g->ntasks = n;
-    g->narrays = arrays->via.array.size;
-    g->noutputs = outputs->via.array.size;
+    g->noutputs = no;
     g->array = malloc(((size_t)n + 1) * sizeof *g->array);
     g->dep_off = malloc(((size_t)n + 1) * sizeof *g->dep_off);
     g->deps = malloc(((size_t)ndeps + 1) * sizeof *g->deps);
     g->nbytes = malloc(((size_t)n + 1) * sizeof *g->nbytes);
+    g->flops = malloc(((size_t)n + 1) * sizeof *g->flops);
     g->kd_off = malloc(((size_t)n + 1) * sizeof *g->kd_off);
     g->arena = malloc((size_t)nkd + 1);
     g->outputs = malloc(((size_t)g->noutputs + 1) * sizeof *g->outputs);
-    if (!g->array || !g->dep_off || !g->deps || !g->nbytes || !g->kd_off || !g->arena ||
-        !g->outputs) {
-        tsr__fmt(err, errlen, "out of memory for a graph of %u tasks", n);
+    if (!g->array || !g->dep_off || !g->deps || !g->nbytes || !g->flops || !g->kd_off ||
+        !g->arena || !g->outputs)
+        goto oom;
+    if (fill_tasks(tasks, g) != 0) {
+        tsr__fmt(err, errlen, "graph tasks changed between passes");
         return TSR_EPROGRAM;
     }
-    uint32_t dp = 0;
-    uint64_t kp = 0;
-    for (uint32_t t = 0; t < n; t++) {
-        const msgpack_object *f = tasks->via.array.ptr[t].via.array.ptr;
-        g->array[t] = (uint32_t)f[0].via.u64;
-        g->dep_off[t] = dp;
-        for (uint32_t k = 0; k < f[1].via.array.size; k++)
-            g->deps[dp++] = (uint32_t)f[1].via.array.ptr[k].via.u64;
-        g->nbytes[t] = f[2].via.u64;
-        g->kd_off[t] = kp;
-        memcpy(g->arena + kp, f[4].via.bin.ptr, f[4].via.bin.size);
-        kp += f[4].via.bin.size;
-    }
-    g->dep_off[n] = dp;
-    g->kd_off[n] = kp;
-    for (uint32_t o = 0; o < g->noutputs; o++) {
-        if (as_u32(&outputs->via.array.ptr[o], &g->outputs[o]) != 0 || g->outputs[o] >= n) {
+    for (uint32_t o = 0; o < no; o++) {
+        if (rd_u32(&outputs, &g->outputs[o]) || g->outputs[o] >= n) {
             tsr__fmt(err, errlen, "output %u is not a task id below %u", o, n);
             return TSR_EPROGRAM;
         }
     }
     return 0;
+oom:
+    tsr__fmt(err, errlen, "out of memory for a graph of %u tasks", nt);
+    return TSR_EPROGRAM;
 }
 
 int tsr__proto_submit(const void *payload, size_t len, tsr__jobspec *spec, char *err,
@@ -208,18 +265,9 @@ int tsr__proto_submit(const void *payload, size_t len, tsr__jobspec *spec, char 
         tsr__fmt(err, errlen, "submit without a graph payload");
         return TSR_EPROGRAM;
     }
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    size_t off = 0;
-    int rc;
-    msgpack_unpack_return r = msgpack_unpack_next(&up, payload, len, &off);
-    if (r != MSGPACK_UNPACK_SUCCESS || off != len) {
-        tsr__fmt(err, errlen, "graph payload is not one msgpack object");
-        rc = TSR_EPROGRAM;
-    } else {
-        rc = decode_root(&up.data, spec, err, errlen);
-    }
-    msgpack_unpacked_destroy(&up);
+    tsr__mpr r;
+    tsr__mpr_init(&r, payload, len);
+    int rc = decode_root(&r, spec, err, errlen);
     if (rc) tsr__jobspec_free(spec);
     return rc;
 }
@@ -309,10 +357,21 @@ void tsr__proto_workers(msgpack_sbuffer *b, uint32_t n) {
     msgpack_pack_uint32(&pk, n);
 }
 
-void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j) {
+static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v) {
+    tsr__mp_pack_str(pk, k);
+    msgpack_pack_uint64(pk, v);
+}
+
+static void pack_kv_f(msgpack_packer *pk, const char *k, double v) {
+    tsr__mp_pack_str(pk, k);
+    msgpack_pack_double(pk, v);
+}
+
+void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j,
+                         uint64_t rss_peak) {
     msgpack_packer pk;
     pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 3, "finished");
+    tsr__mp_pack_type(&pk, 4, "finished");
     tsr__mp_pack_str(&pk, "job");
     msgpack_pack_uint32(&pk, j->id);
     tsr__mp_pack_str(&pk, "outputs");
@@ -321,17 +380,47 @@ void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjo
         const tsr__stask *t = &j->t[j->g.outputs[o]];
         msgpack_pack_array(&pk, 3);
         msgpack_pack_uint32(&pk, j->g.outputs[o]);
-        if (t->state == TSR__TS_MEMORY)
+        if (t->state == TSR__TS_MEMORY && t->where != TSR__NONE)
             tsr__mp_pack_str(&pk, s->w[t->where].addr);
         else
             msgpack_pack_nil(&pk);
         msgpack_pack_uint64(&pk, t->nbytes);
     }
+    /* Statistics (PROTOCOL.md): the workers that ran something for this job. */
+    uint32_t nw = 0, nvirt = 0;
+    for (size_t w = 0; w < j->nwtasks; w++) nw += j->wtasks[w] > 0;
+    for (uint32_t t = 0; t < j->g.ntasks; t++) nvirt += (j->t[t].flags & TSR__TF_VIRTUAL) != 0;
+    tsr__mp_pack_str(&pk, "stats");
+    msgpack_pack_map(&pk, 6);
+    pack_kv_u64(&pk, "tasks", j->g.ntasks);
+    pack_kv_u64(&pk, "sources_inline", nvirt);
+    pack_kv_u64(&pk, "moved_bytes", j->moved_bytes);
+    pack_kv_u64(&pk, "sched_rss_base", j->rss_base);
+    pack_kv_u64(&pk, "sched_rss_peak", rss_peak);
+    tsr__mp_pack_str(&pk, "workers");
+    msgpack_pack_array(&pk, nw);
+    for (size_t w = 0; w < j->nwtasks; w++) {
+        if (!j->wtasks[w]) continue;
+        const tsr__sworker *wk = &s->w[w];
+        msgpack_pack_map(&pk, 10);
+        tsr__mp_pack_str(&pk, "name");
+        tsr__mp_pack_str(&pk, wk->name);
+        tsr__mp_pack_str(&pk, "addr");
+        tsr__mp_pack_str(&pk, wk->addr);
+        pack_kv_u64(&pk, "tasks", j->wtasks[w]);
+        pack_kv_u64(&pk, "rss_peak", wk->st.rss_peak);
+        pack_kv_u64(&pk, "rss", wk->st.rss);
+        pack_kv_u64(&pk, "chunk_peak", wk->st.chunk_peak);
+        pack_kv_f(&pk, "busy_s", wk->st.busy_s);
+        pack_kv_u64(&pk, "in_bytes", wk->st.in_bytes);
+        pack_kv_f(&pk, "in_s", wk->st.in_s);
+        pack_kv_u64(&pk, "out_bytes", wk->st.out_bytes);
+    }
 }
 
-void tsr__proto_compute(msgpack_sbuffer *b, const tsr__sched *s, uint32_t wid, uint32_t job,
+void tsr__proto_compute(msgpack_sbuffer *b, tsr__sched *s, uint32_t wid, uint32_t job,
                         const uint32_t *tasks, size_t n) {
-    const tsr__sjob *j = s->jobs[job];
+    tsr__sjob *j = s->jobs[job];
     msgpack_packer pk;
     pk_init(&pk, b);
     tsr__mp_pack_type(&pk, 3, "compute");
@@ -339,6 +428,8 @@ void tsr__proto_compute(msgpack_sbuffer *b, const tsr__sched *s, uint32_t wid, u
     msgpack_pack_uint32(&pk, job);
     tsr__mp_pack_str(&pk, "tasks");
     msgpack_pack_array(&pk, n);
+    uint8_t flags[64], *fl = flags;
+    size_t flcap = sizeof flags;
     for (size_t i = 0; i < n; i++) {
         uint32_t id = tasks[i];
         msgpack_pack_array(&pk, 3);
@@ -347,20 +438,38 @@ void tsr__proto_compute(msgpack_sbuffer *b, const tsr__sched *s, uint32_t wid, u
         msgpack_pack_bin(&pk, kl);
         msgpack_pack_bin_body(&pk, j->g.arena + j->g.kd_off[id], kl);
         uint32_t lo = j->g.dep_off[id], hi = j->g.dep_off[id + 1];
+        if (hi - lo > flcap) {
+            uint8_t *nf = malloc(hi - lo);
+            if (!nf) abort();
+            if (fl != flags) free(fl);
+            fl = nf;
+            flcap = hi - lo;
+        }
+        tsr__sched_plan_inputs(s, wid, j, id, fl);
         msgpack_pack_array(&pk, hi - lo);
         for (uint32_t k = lo; k < hi; k++) {
             uint32_t in = j->g.deps[k];
             const tsr__stask *ti = &j->t[in];
-            msgpack_pack_array(&pk, 2);
+            uint8_t f = fl[k - lo];
+            msgpack_pack_array(&pk, f & TSR__IN_RECOMPUTE ? 4 : f ? 3 : 2);
             msgpack_pack_uint32(&pk, in);
-            /* nil when this worker holds it. An input that is not in memory cannot happen for
-             * a task that is sent; nil then makes the worker report it missing (erred). */
-            if (ti->state == TSR__TS_MEMORY && ti->where != wid)
+            /* nil when this worker holds it (or makes it). An input that is not in memory
+             * cannot happen for a task that is sent; nil then makes the worker report it
+             * missing (erred). */
+            if (!(f & TSR__IN_RECOMPUTE) && ti->state == TSR__TS_MEMORY && ti->where != wid &&
+                ti->where != TSR__NONE)
                 tsr__mp_pack_str(&pk, s->w[ti->where].addr);
             else
                 msgpack_pack_nil(&pk);
+            if (f) msgpack_pack_uint8(&pk, f);
+            if (f & TSR__IN_RECOMPUTE) {
+                size_t il = (size_t)(j->g.kd_off[in + 1] - j->g.kd_off[in]);
+                msgpack_pack_bin(&pk, il);
+                msgpack_pack_bin_body(&pk, j->g.arena + j->g.kd_off[in], il);
+            }
         }
     }
+    if (fl != flags) free(fl);
 }
 
 void tsr__proto_free(msgpack_sbuffer *b, const tsr__key *keys, size_t n) {

@@ -35,7 +35,12 @@ enum {
     TSR__TF_INPUT_LOST = 4, /* sent, and an input's only holder died since: an erred is retried */
     TSR__TF_SENT = 8,       /* the compute message carrying it has been written */
     TSR__TF_SUSPECT = 16,   /* erred with remote inputs: parked, see tsr__sched_tick */
+    TSR__TF_DONATED = 32,   /* its buffer was given to its last consumer: no free to send */
+    TSR__TF_VIRTUAL = 64,   /* a cheap source made where needed (RECOMPUTE), never run alone */
+    TSR__TF_FAR_REPLICA = 128, /* has replicas on workers >= 64, listed in sjob.rfar */
 };
+
+#define TSR__NOHOME UINT16_MAX
 
 typedef struct tsr__key {
     uint32_t job, task;
@@ -51,10 +56,13 @@ typedef struct tsr__keyvec {
 typedef struct tsr__stask {
     uint8_t state;
     uint8_t flags;
+    uint16_t home;      /* the partition's worker for it (TSR__NOHOME: none) */
     uint32_t deps_left; /* inputs not in memory (meaningful while waiting) */
     uint32_t refs;      /* dependents not finished + (output ? 1 : 0) */
-    uint32_t where;     /* worker queued/running on, or holding the chunk (memory) */
+    uint32_t where;     /* worker queued/running on, or holding the chunk (memory); virtual
+                         * sources: TSR__NONE */
     uint32_t pos;
+    float est;       /* expected seconds on `where`, added to its queue totals while queued */
     uint64_t nbytes; /* the graph's estimate, then the size the worker reported */
 } tsr__stask;
 
@@ -64,10 +72,12 @@ typedef struct tsr__jobspec {
     uint32_t *array;   /* ntasks: array index of each task */
     uint32_t *dep_off; /* ntasks + 1: inputs of task t are deps[dep_off[t] .. dep_off[t+1]) */
     uint32_t *deps;
-    uint64_t *nbytes;  /* ntasks */
+    uint64_t *nbytes;  /* ntasks (freed once copied into the task table) */
+    float *flops;      /* ntasks: the client's cost estimate (freed once classified) */
     uint64_t *kd_off;  /* ntasks + 1: kdesc bytes of t are arena[kd_off[t] .. kd_off[t+1]) */
     uint8_t *arena;    /* every kdesc, copied out of the payload */
     uint32_t *outputs; /* noutputs task ids, in the graph's order */
+    char (*ops)[16];   /* narrays operation names ("matmul"), truncated */
 } tsr__jobspec;
 
 void tsr__jobspec_free(tsr__jobspec *spec);
@@ -81,6 +91,14 @@ typedef struct tsr__sjob {
     tsr__stask *t;
     uint32_t *rdep_off; /* ntasks + 1: dependents in CSR form */
     uint32_t *rdeps;
+    uint32_t *cls;    /* ntasks: cost class (cost.c) */
+    uint64_t *rmask;  /* ntasks, allocated on first use: workers (< 64) holding a replica of
+                       * a virtual source */
+    tsr__keyvec rfar; /* {worker, task} replicas on workers >= 64 */
+    uint32_t *wtasks; /* tasks run per worker id (nwtasks entries) */
+    size_t nwtasks;
+    uint64_t moved_bytes; /* input bytes workers were told to fetch from other workers */
+    uint64_t rss_base;    /* the scheduler's VmRSS when the submission arrived */
     uint32_t ndone, nerred;
     uint32_t inflight; /* tasks in some worker's in-flight window */
     uint32_t live_pos; /* index in tsr__sched.live */
@@ -89,11 +107,22 @@ typedef struct tsr__sjob {
     int dirty;         /* progress changed since the last progress message */
 } tsr__sjob;
 
+/* A worker's latest `st` report (PROTOCOL.md), kept for stats and the bandwidth estimate. */
+typedef struct tsr__wstats {
+    uint64_t rss_peak, rss, chunk_bytes, chunk_peak, tasks, in_bytes, out_bytes;
+    double busy_s, in_s;
+} tsr__wstats;
+
 typedef struct tsr__sworker {
     uint32_t peer; /* the server's connection id (opaque here) */
     int alive;
-    uint32_t threads, cap; /* cap: the in-flight window, 2 * threads + 2 */
-    tsr__keyvec backlog;   /* binary heap on (job, task): lower = higher priority */
+    int kind; /* TSR__KIND_CPU or TSR__KIND_GPU */
+    uint32_t threads;
+    double q_inflight; /* expected seconds of work sent and not reported */
+    double q_backlog;  /* expected seconds of work in the backlog */
+    double speed;      /* measured / class mean (1 = typical; 2 = twice as slow) */
+    tsr__wstats st;
+    tsr__keyvec backlog; /* binary heap on (job, task): lower = higher priority */
     tsr__keyvec inflight;
     tsr__keyvec held; /* chunks in memory here */
     uint64_t held_bytes;
@@ -122,8 +151,36 @@ typedef struct tsr__parked {
     char worker[64];
 } tsr__parked;
 
+enum { TSR__KIND_CPU = 0, TSR__KIND_GPU = 1, TSR__KINDS };
+
+/* A cost class: tasks of one operation on one chunk shape (cost.c). */
+typedef struct tsr__cls {
+    uint64_t hash;
+    char op[16];
+    uint8_t kop;
+    uint32_t ndeps;
+    uint64_t nbytes;
+    float flops;
+    double model;            /* seconds from the flops/bytes model */
+    double mean[TSR__KINDS]; /* learned seconds per worker kind (normalised by worker speed) */
+    uint32_t n[TSR__KINDS];  /* samples behind mean */
+} tsr__cls;
+
+typedef struct tsr__costs {
+    tsr__cls *c; /* c[0] unused: class ids start at 1 */
+    size_t n, cap;
+    uint32_t *slot; /* open-addressing index into c (0 = empty) */
+    size_t nslot;   /* power of two */
+    double bw;      /* bytes/s of peer transfers, from workers' in_bytes / in_s */
+    double latency; /* seconds per transfer round trip */
+} tsr__costs;
+
 typedef struct tsr__sched {
     const tsr__logger *log;
+    tsr__costs cost;
+    int roundrobin;      /* bench-only baseline: TESSERA_PLACEMENT=roundrobin */
+    uint32_t placements; /* counter for refreshing `least` */
+    uint32_t least[2];   /* cached least-loaded workers (many workers only) */
     tsr__sworker *w;
     size_t nw, wcap;
     uint32_t nalive;
@@ -157,8 +214,8 @@ static inline tsr__stask *tsr__key_task(const tsr__sched *s, tsr__key k) {
     return &s->jobs[k.job]->t[k.task];
 }
 /* A worker joins; returns its id (index into s->w). addr/name copied. */
-uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, const char *addr,
-                               const char *name);
+uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, int kind,
+                               const char *addr, const char *name);
 /* A worker's connection closed: requeue its tasks, recompute chunks only it held. */
 void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid);
 /* A new job from client; spec's arrays are taken over (freed on failure too). 0, or
@@ -166,7 +223,8 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid);
 int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32_t *job_out,
                       char *err, size_t errlen);
 /* Worker wid finished (job, task), holding nbytes. TSR_EPROTOCOL for an impossible report. */
-int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes);
+int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes,
+                    double seconds);
 /* A task failed. now: seconds on any monotonic clock (for the grace period of parked errors). */
 int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg,
                      double now);
@@ -179,15 +237,47 @@ void tsr__sched_client_gone(tsr__sched *s, uint32_t client);
 void tsr__sched_balance(tsr__sched *s);
 /* Drops the emitted actions (freeing their messages). */
 void tsr__sched_clear_actions(tsr__sched *s);
+/* How the inputs of a task being sent to wid travel: per input, PROTOCOL.md flags (DONATE,
+ * RECOMPUTE) into flags[k]. Records replicas, donations and moved bytes. */
+enum { TSR__IN_DONATE = 1, TSR__IN_RECOMPUTE = 2 };
+void tsr__sched_plan_inputs(tsr__sched *s, uint32_t wid, tsr__sjob *j, uint32_t task,
+                            uint8_t *flags);
+/* A worker's st report. */
+void tsr__sched_worker_stats(tsr__sched *s, uint32_t wid, const tsr__wstats *st);
 
 /* Helpers shared with placement.c. */
 void tsr__sched_pump(tsr__sched *s, uint32_t wid);
 void tsr__keyvec_free(tsr__keyvec *kv);
 
-/* ---- placement.c ---- */
-static inline double tsr__worker_load(const tsr__sworker *w) {
-    return (double)(w->inflight.n + w->backlog.n) / (double)w->threads;
+/* ---- cost.c ---- */
+void tsr__costs_init(tsr__costs *c);
+void tsr__costs_free(tsr__costs *c);
+/* The class of a task (interned); 0 only when out of memory. */
+uint32_t tsr__cost_class(tsr__costs *c, const char *op, uint8_t kop, uint32_t ndeps,
+                         uint64_t nbytes, float flops);
+/* Expected seconds of a task of class cls on worker w. */
+double tsr__cost_est(const tsr__costs *c, uint32_t cls, const tsr__sworker *w);
+/* Learns from a measured run of a class-cls task on w. */
+void tsr__cost_learn(tsr__costs *c, uint32_t cls, tsr__sworker *w, double seconds);
+/* Seconds to move nbytes between two workers. */
+static inline double tsr__cost_move(const tsr__costs *c, uint64_t nbytes) {
+    return c->latency + (double)nbytes / c->bw;
 }
+/* The kernel family of a descriptor (its first field), or -1. */
+int tsr__kdesc_peek_kop(const uint8_t *kd, size_t len);
+
+/* ---- placement.c ---- */
+/* Seconds until w is free, from the expected durations of what it has queued. */
+static inline double tsr__worker_load(const tsr__sworker *w) {
+    return (w->q_inflight + w->q_backlog) / (double)w->threads;
+}
+/* Sizes the in-flight window: keep sending while fewer than min tasks or less than this many
+ * expected seconds per thread are in flight, up to max tasks per thread. */
+#define TSR__WINDOW_MIN_PER_THREAD 2
+#define TSR__WINDOW_SECONDS 0.004
+#define TSR__WINDOW_MAX_PER_THREAD 1024
+/* Gives each task of a new job a home (the up-front partition). */
+void tsr__partition(tsr__sched *s, tsr__sjob *j);
 /* The worker a ready task should go to, or TSR__NONE when no worker is alive. */
 uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task);
 /* Backlog heap on (job, task); keeps each task's pos current. */
@@ -232,10 +322,12 @@ void tsr__proto_progress(msgpack_sbuffer *b, const tsr__sjob *j);
 void tsr__proto_failed(msgpack_sbuffer *b, uint32_t job, uint32_t task, uint32_t array,
                        const char *msg);
 void tsr__proto_workers(msgpack_sbuffer *b, uint32_t n);
-/* {t:"finished", job, outputs:[[id, addr, nbytes], ...]} */
-void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j);
+/* {t:"finished", job, outputs:[[id, addr, nbytes], ...], stats:{...}}; rss_peak: the
+ * scheduler's VmHWM now. */
+void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j,
+                         uint64_t rss_peak);
 /* {t:"compute", job, tasks:[[id, kdesc_bin, [[input, addr|nil], ...]], ...]} for worker wid. */
-void tsr__proto_compute(msgpack_sbuffer *b, const tsr__sched *s, uint32_t wid, uint32_t job,
+void tsr__proto_compute(msgpack_sbuffer *b, tsr__sched *s, uint32_t wid, uint32_t job,
                         const uint32_t *tasks, size_t n);
 /* {t:"free", keys:[[job, id], ...]} */
 void tsr__proto_free(msgpack_sbuffer *b, const tsr__key *keys, size_t n);

@@ -111,7 +111,9 @@ static void flush(tsr__server *srv) {
             tsr__peer *c = peer_of(srv, j->client);
             if (!c) continue;
             send_progress(srv, j); /* the last progress (done == total) comes first */
-            tsr__proto_finished(&b, s, j);
+            uint64_t rss, hwm;
+            tsr__proc_mem(&rss, &hwm);
+            tsr__proto_finished(&b, s, j, hwm);
             tsr__peer_send(c, &b);
         } else if (a->kind == TSR__ACT_FAILED) {
             tsr__peer *c = peer_of(srv, a->client);
@@ -278,6 +280,13 @@ int tsr_scheduler_run(const tsr_scheduler_options *opts) {
         return rc;
     }
     tsr__sched_init(&srv->st, &srv->log);
+    /* A baseline for benchmarks only (bench/, docs/ARCHITECTURE.md): tasks go round-robin, no
+     * partition, no stealing. */
+    const char *pl = getenv("TESSERA_PLACEMENT");
+    if (pl && strcmp(pl, "roundrobin") == 0) {
+        srv->st.roundrobin = 1;
+        tsr__log(&srv->log, TSR_LOG_INFO, "placement: round-robin (TESSERA_PLACEMENT)");
+    }
     uv_tcp_init(&srv->loop, &srv->listener);
     uv_signal_init(&srv->loop, &srv->sigint);
     uv_signal_init(&srv->loop, &srv->sigterm);

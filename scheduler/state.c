@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/graph.h"
 #include "scheduler/sched.h"
 
 static void oom(void) {
@@ -81,6 +82,8 @@ void tsr__sched_init(tsr__sched *s, const tsr__logger *log) {
     s->log = log;
     s->njobs = 1; /* job ids start at 1 */
     s->grace = 1.0;
+    tsr__costs_init(&s->cost);
+    s->least[0] = s->least[1] = TSR__NONE;
     MUST_GROW(s->jobs, s->jcap, 1);
     s->jobs[0] = NULL;
 }
@@ -90,9 +93,11 @@ void tsr__jobspec_free(tsr__jobspec *g) {
     free(g->dep_off);
     free(g->deps);
     free(g->nbytes);
+    free(g->flops);
     free(g->kd_off);
     free(g->arena);
     free(g->outputs);
+    free(g->ops);
     memset(g, 0, sizeof *g);
 }
 
@@ -102,6 +107,10 @@ static void job_free(tsr__sjob *j) {
     free(j->t);
     free(j->rdep_off);
     free(j->rdeps);
+    free(j->cls);
+    free(j->rmask);
+    free(j->wtasks);
+    tsr__keyvec_free(&j->rfar);
     free(j);
 }
 
@@ -124,6 +133,7 @@ void tsr__sched_free(tsr__sched *s) {
     tsr__keyvec_free(&s->s2);
     for (size_t i = 0; i < s->nparked; i++) free(s->parked[i].msg);
     free(s->parked);
+    tsr__costs_free(&s->cost);
     memset(s, 0, sizeof *s);
 }
 
@@ -131,14 +141,31 @@ void tsr__sched_free(tsr__sched *s) {
 
 /* Moves tasks from the backlog into the in-flight window while it has room; each becomes a
  * compute action (the server batches them per worker and loop turn). */
+/* Is the in-flight window of w full? It holds at least TSR__WINDOW_MIN_PER_THREAD tasks per
+ * thread and otherwise TSR__WINDOW_SECONDS of expected work per thread: long tasks keep a
+ * short queue (stealing stays possible), tiny ones a long one, so that a worker never waits
+ * for a round trip to the scheduler (hundreds of microseconds here) between tasks. */
+static int window_full(const tsr__sworker *w) {
+    size_t n = w->inflight.n;
+    if (n < (size_t)TSR__WINDOW_MIN_PER_THREAD * w->threads) return 0;
+    if (n >= (size_t)TSR__WINDOW_MAX_PER_THREAD * w->threads) return 1;
+    return w->q_inflight >= TSR__WINDOW_SECONDS * w->threads;
+}
+
+static void inflight_remove(tsr__sched *s, tsr__sworker *w, tsr__stask *t) {
+    list_remove(s, &w->inflight, t->pos);
+    w->q_inflight = w->inflight.n ? w->q_inflight - t->est : 0;
+}
+
 void tsr__sched_pump(tsr__sched *s, uint32_t wid) {
     tsr__sworker *w = &s->w[wid];
-    while (w->inflight.n < w->cap && w->backlog.n > 0) {
+    while (w->backlog.n > 0 && !window_full(w)) {
         tsr__key k = tsr__backlog_pop(s, wid);
         tsr__stask *t = tsr__key_task(s, k);
         set_state(s, t, TSR__TS_RUNNING);
         t->flags &= (uint8_t) ~(TSR__TF_SENT | TSR__TF_INPUT_LOST);
         list_add(s, &w->inflight, k);
+        w->q_inflight += t->est;
         s->jobs[k.job]->inflight++;
         tsr__action *a = emit(s, TSR__ACT_COMPUTE);
         a->worker = wid;
@@ -159,6 +186,7 @@ static void make_ready(tsr__sched *s, tsr__sjob *j, uint32_t id) {
     }
     set_state(s, t, TSR__TS_QUEUED);
     t->where = wid;
+    t->est = (float)tsr__cost_est(&s->cost, j->cls[id], &s->w[wid]);
     tsr__backlog_push(s, wid, k);
     tsr__sched_pump(s, wid);
 }
@@ -176,7 +204,7 @@ static int unqueue(tsr__sched *s, tsr__sjob *j, uint32_t id) {
         return 1;
     case TSR__TS_RUNNING:
         if (t->flags & TSR__TF_SENT) return 0;
-        list_remove(s, &s->w[t->where].inflight, t->pos);
+        inflight_remove(s, &s->w[t->where], t);
         j->inflight--;
         return 1;
     default:
@@ -184,16 +212,42 @@ static int unqueue(tsr__sched *s, tsr__sjob *j, uint32_t id) {
     }
 }
 
-/* The chunk is no longer needed: free it on its holder. */
+static void push_key(tsr__keyvec *kv, tsr__key k);
+
+static void emit_free(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task) {
+    tsr__action *a = emit(s, TSR__ACT_FREE);
+    a->worker = wid;
+    a->job = job;
+    a->task = task;
+}
+
+/* The chunk is no longer needed: free it on its holder and on every worker that made a
+ * replica of it. A donated chunk is already gone from its holder. */
 static void release_chunk(tsr__sched *s, tsr__sjob *j, uint32_t id) {
     tsr__stask *t = &j->t[id];
-    tsr__sworker *w = &s->w[t->where];
-    list_remove(s, &w->held, t->pos);
-    w->held_bytes -= t->nbytes;
-    tsr__action *a = emit(s, TSR__ACT_FREE);
-    a->worker = t->where;
-    a->job = j->id;
-    a->task = id;
+    if (t->where != TSR__NONE) {
+        tsr__sworker *w = &s->w[t->where];
+        list_remove(s, &w->held, t->pos);
+        w->held_bytes -= t->nbytes;
+        if (!(t->flags & TSR__TF_DONATED)) emit_free(s, t->where, j->id, id);
+    }
+    if (j->rmask && j->rmask[id]) {
+        for (uint32_t w = 0; w < 64 && w < s->nw; w++)
+            if ((j->rmask[id] >> w & 1) && s->w[w].alive) emit_free(s, w, j->id, id);
+        j->rmask[id] = 0;
+    }
+    if (t->flags & TSR__TF_FAR_REPLICA) {
+        for (size_t i = 0; i < j->rfar.n;) {
+            tsr__key r = j->rfar.v[i]; /* {worker, task} */
+            if (r.task != id) {
+                i++;
+                continue;
+            }
+            if (s->w[r.job].alive) emit_free(s, r.job, j->id, id);
+            j->rfar.v[i] = j->rfar.v[--j->rfar.n];
+        }
+        t->flags &= (uint8_t)~TSR__TF_FAR_REPLICA;
+    }
     t->where = TSR__NONE;
     set_state(s, t, TSR__TS_RELEASED);
 }
@@ -276,8 +330,11 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
         j->t = calloc(n ? n : 1, sizeof *j->t);
         j->rdep_off = calloc((size_t)n + 1, sizeof *j->rdep_off);
         j->rdeps = malloc(((size_t)spec->dep_off[n] + 1) * sizeof *j->rdeps);
+        j->cls = malloc(((size_t)n + 1) * sizeof *j->cls);
+        j->nwtasks = s->nw;
+        j->wtasks = calloc(s->nw + 1, sizeof *j->wtasks);
     }
-    if (!j || !j->t || !j->rdep_off || !j->rdeps) {
+    if (!j || !j->t || !j->rdep_off || !j->rdeps || !j->cls || !j->wtasks) {
         job_free(j);
         tsr__jobspec_free(spec);
         tsr__fmt(err, errlen, "out of memory for a graph of %u tasks", n);
@@ -305,8 +362,8 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
         tsr__stask *ts = &j->t[t];
         ts->state = TSR__TS_WAITING;
         ts->where = TSR__NONE;
+        ts->home = TSR__NOHOME;
         ts->nbytes = g->nbytes[t];
-        ts->deps_left = g->dep_off[t + 1] - g->dep_off[t];
         ts->refs = j->rdep_off[t + 1] - j->rdep_off[t];
     }
     s->count[TSR__TS_WAITING] += n;
@@ -317,14 +374,45 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
             ts->refs++;
         }
     }
+    /* Cost classes, and the cheap sources that are made where they are needed (RECOMPUTE)
+     * instead of being run once and moved: they count as done from the start. */
+    for (uint32_t t = 0; t < n; t++) {
+        const uint8_t *kd = g->arena + g->kd_off[t];
+        int kop = tsr__kdesc_peek_kop(kd, (size_t)(g->kd_off[t + 1] - g->kd_off[t]));
+        uint32_t nd = g->dep_off[t + 1] - g->dep_off[t];
+        j->cls[t] =
+            tsr__cost_class(&s->cost, g->ops[g->array[t]], kop < 0 ? UINT8_MAX : (uint8_t)kop, nd,
+                            g->nbytes[t], g->flops[t]);
+        tsr__stask *ts = &j->t[t];
+        if (nd == 0 && !(ts->flags & TSR__TF_OUTPUT) &&
+            (kop == TSR_KOP_FILL || kop == TSR_KOP_RANDOM || kop == TSR_KOP_ARANGE)) {
+            ts->flags |= TSR__TF_VIRTUAL;
+            set_state(s, ts, TSR__TS_MEMORY);
+            j->ndone++;
+        }
+    }
+    for (uint32_t t = 0; t < n; t++) {
+        uint32_t left = 0;
+        for (uint32_t k = g->dep_off[t]; k < g->dep_off[t + 1]; k++)
+            left += !(j->t[g->deps[k]].flags & TSR__TF_VIRTUAL);
+        j->t[t].deps_left = left;
+    }
+    free(j->g.nbytes);
+    free(j->g.flops);
+    j->g.nbytes = NULL;
+    j->g.flops = NULL;
     live_add(s, j);
+    tsr__partition(s, j);
     *job_out = j->id;
     tsr__log(s->log, TSR_LOG_INFO, "job %u: %u tasks, %u outputs (client %u)", j->id, n,
              g->noutputs, client);
-    for (uint32_t t = 0; t < n; t++)
-        if (j->t[t].deps_left == 0) make_ready(s, j, t);
+    for (uint32_t t = 0; t < n; t++) {
+        tsr__stask *ts = &j->t[t];
+        if (ts->state == TSR__TS_MEMORY && ts->refs == 0) release_chunk(s, j, t);
+        if (ts->state == TSR__TS_WAITING && ts->deps_left == 0) make_ready(s, j, t);
+    }
     mark_dirty(s, j);
-    if (n == 0) {
+    if (j->ndone == n && !j->finished_sent) {
         j->finished_sent = 1;
         emit(s, TSR__ACT_FINISHED)->job = j->id;
     }
@@ -350,8 +438,8 @@ static void job_cancel(tsr__sched *s, tsr__sjob *j) {
 
 /* ---- workers ---- */
 
-uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, const char *addr,
-                               const char *name) {
+uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, int kind,
+                               const char *addr, const char *name) {
     MUST_GROW(s->w, s->wcap, s->nw + 1);
     MUST_GROW(s->score, s->score_cap, s->nw + 1);
     uint32_t wid = (uint32_t)s->nw++;
@@ -361,7 +449,8 @@ uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, c
     w->peer = peer;
     w->alive = 1;
     w->threads = threads ? threads : 1;
-    w->cap = 2 * w->threads + 2;
+    w->kind = kind == TSR__KIND_GPU ? TSR__KIND_GPU : TSR__KIND_CPU;
+    w->speed = 1.0;
     snprintf(w->addr, sizeof w->addr, "%s", addr);
     snprintf(w->name, sizeof w->name, "%s", name);
     s->nalive++;
@@ -374,6 +463,7 @@ uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, c
     return wid;
 }
 
+/* Inputs not available: a virtual source always is (it is made where it is needed). */
 static uint32_t count_missing(const tsr__sjob *j, uint32_t id) {
     uint32_t n = 0;
     for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++)
@@ -390,6 +480,11 @@ static void push_key(tsr__keyvec *kv, tsr__key k) {
  * reference it gave up when it finished. */
 static void resurrect(tsr__sched *s, tsr__sjob *j, uint32_t id, tsr__keyvec *S) {
     tsr__stask *t = &j->t[id];
+    if (t->flags & TSR__TF_VIRTUAL) {
+        set_state(s, t, TSR__TS_MEMORY); /* available again, nothing to recompute */
+        return;
+    }
+    t->flags &= (uint8_t)~TSR__TF_DONATED;
     set_state(s, t, TSR__TS_WAITING);
     t->where = TSR__NONE;
     t->flags |= TSR__TF_MARK;
@@ -413,6 +508,7 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
     for (size_t i = 0; i < w->backlog.n; i++) push_key(R, w->backlog.v[i]);
     s->backlog_total -= w->backlog.n;
     w->backlog.n = 0;
+    w->q_backlog = w->q_inflight = 0;
     for (size_t i = 0; i < w->inflight.n; i++) {
         tsr__key k = w->inflight.v[i];
         tsr__sjob *j = s->jobs[k.job];
@@ -525,17 +621,29 @@ static int lookup_report(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t tas
         *jp = NULL;
         return 1;
     }
-    list_remove(s, &s->w[wid].inflight, t->pos);
+    inflight_remove(s, &s->w[wid], t);
     j->inflight--;
     t->flags &= (uint8_t)~TSR__TF_SENT;
     return 0;
 }
 
-static int done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes) {
+static int done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes,
+                double seconds) {
     tsr__sjob *j;
     int rc = lookup_report(s, wid, job, task, &j);
     if (rc < 0) return rc;
     if (rc > 0) return 0;
+    if (j && seconds >= 0) tsr__cost_learn(&s->cost, j->cls[task], &s->w[wid], seconds);
+    if (j) {
+        if (wid >= j->nwtasks) {
+            uint32_t *nw = realloc(j->wtasks, (wid + 1) * sizeof *nw);
+            if (!nw) oom();
+            memset(nw + j->nwtasks, 0, (wid + 1 - j->nwtasks) * sizeof *nw);
+            j->wtasks = nw;
+            j->nwtasks = wid + 1;
+        }
+        j->wtasks[wid]++;
+    }
     if (!j || j->cancelled) {
         /* The job is gone or cancelled: the chunk is of no use to anyone. */
         tsr__action *a = emit(s, TSR__ACT_FREE);
@@ -624,11 +732,13 @@ static int erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const
         if (t->deps_left == 0) make_ready(s, j, task);
         return 0;
     }
-    int remote = 0;
+    int remote = 0, donated = 0;
     for (uint32_t k = j->g.dep_off[task]; k < j->g.dep_off[task + 1]; k++) {
         const tsr__stask *ti = &j->t[j->g.deps[k]];
-        remote |= ti->state == TSR__TS_MEMORY && ti->where != wid;
+        remote |= ti->state == TSR__TS_MEMORY && ti->where != wid && ti->where != TSR__NONE;
+        donated |= (ti->flags & TSR__TF_DONATED) != 0;
     }
+    if (donated) remote = 0; /* its input is gone: it cannot be retried (PROTOCOL.md) */
     if (remote && s->grace > 0) {
         /* Park it (waiting, in no queue) until the grace period tells a failed fetch from a
          * worker that is dying from a real failure. */
@@ -667,8 +777,9 @@ void tsr__sched_tick(tsr__sched *s, double now) {
 
 /* After a report the worker's window has room: refill it from its backlog (after the report's
  * newly ready dependents were queued, so the heap picks among all of them). */
-int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes) {
-    int rc = done(s, wid, job, task, nbytes);
+int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes,
+                    double seconds) {
+    int rc = done(s, wid, job, task, nbytes, seconds);
     if (s->w[wid].alive) tsr__sched_pump(s, wid);
     return rc;
 }
@@ -702,8 +813,54 @@ void tsr__sched_balance(tsr__sched *s) {
     if (s->backlog_total == 0) return;
     for (uint32_t wid = 0; wid < s->nw && s->backlog_total > 0; wid++) {
         tsr__sworker *w = &s->w[wid];
-        if (!w->alive || w->inflight.n >= w->cap) continue;
+        if (!w->alive || window_full(w)) continue;
         if (w->backlog.n == 0 && tsr__steal(s, wid) == 0) continue;
         tsr__sched_pump(s, wid);
     }
+}
+
+void tsr__sched_plan_inputs(tsr__sched *s, uint32_t wid, tsr__sjob *j, uint32_t task,
+                            uint8_t *flags) {
+    const tsr__jobspec *g = &j->g;
+    for (uint32_t k = g->dep_off[task]; k < g->dep_off[task + 1]; k++) {
+        uint32_t in = g->deps[k];
+        tsr__stask *ti = &j->t[in];
+        uint8_t f = 0;
+        if (ti->flags & TSR__TF_VIRTUAL) {
+            f = TSR__IN_RECOMPUTE;
+            if (wid < 64) {
+                if (!j->rmask) {
+                    j->rmask = calloc(g->ntasks, sizeof *j->rmask);
+                    if (!j->rmask) oom();
+                }
+                j->rmask[in] |= 1ull << wid;
+            } else {
+                /* Workers past the mask: an unordered list (many workers are rare). */
+                ti->flags |= TSR__TF_FAR_REPLICA;
+                push_key(&j->rfar, (tsr__key){wid, in});
+            }
+        } else if (ti->state == TSR__TS_MEMORY && ti->where == wid) {
+            /* Its last consumer, on its holder, and nobody will ask for it again (not an
+             * output; a virtual source never gets here). */
+            if (ti->refs == 1 && !(ti->flags & TSR__TF_OUTPUT)) {
+                f = TSR__IN_DONATE;
+                ti->flags |= TSR__TF_DONATED;
+            }
+        } else if (ti->state == TSR__TS_MEMORY) {
+            j->moved_bytes += ti->nbytes;
+        }
+        flags[k - g->dep_off[task]] = f;
+    }
+}
+
+void tsr__sched_worker_stats(tsr__sched *s, uint32_t wid, const tsr__wstats *st) {
+    tsr__sworker *w = &s->w[wid];
+    /* Bandwidth from the fetches since the last report (a report covering at least 1 MiB). */
+    uint64_t db = st->in_bytes > w->st.in_bytes ? st->in_bytes - w->st.in_bytes : 0;
+    double ds = st->in_s - w->st.in_s;
+    if (db >= (1u << 20) && ds > 0) {
+        double bw = (double)db / ds;
+        s->cost.bw += 0.25 * (bw - s->cost.bw);
+    }
+    w->st = *st;
 }

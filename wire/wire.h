@@ -103,6 +103,26 @@ int tsr__mp_as_double(const msgpack_object *o, double *out);
 /* The frame type: the "t" key's string into dst (e.g. "hello"); TSR_EPROTOCOL if absent. */
 int tsr__mp_type(const msgpack_object *hdr, char *dst, size_t size);
 
+/* ---- mpread.c: a bounds-checked cursor decoding msgpack in place (no object tree) ---- */
+
+typedef struct tsr__mpr {
+    const uint8_t *p, *end;
+    int err; /* sticky: set by the first failed read */
+} tsr__mpr;
+
+void tsr__mpr_init(tsr__mpr *r, const void *data, size_t len);
+/* Each returns 0, or -1 (and sets r->err) on a type mismatch or truncation. */
+int tsr__mpr_array(tsr__mpr *r, uint32_t *n);
+int tsr__mpr_map(tsr__mpr *r, uint32_t *n);
+int tsr__mpr_uint(tsr__mpr *r, uint64_t *v);
+int tsr__mpr_double(tsr__mpr *r, double *v); /* float32/64 or any int */
+int tsr__mpr_bin(tsr__mpr *r, const uint8_t **p, uint32_t *n);
+int tsr__mpr_str(tsr__mpr *r, const char **s, uint32_t *n);
+/* Reads a string and says whether it equals want (0 also on error). */
+int tsr__mpr_str_is(tsr__mpr *r, const char *want);
+/* Skips one value of any type (iteratively). */
+int tsr__mpr_skip(tsr__mpr *r);
+
 /* Packs a string (length-prefixed). */
 void tsr__mp_pack_str(msgpack_packer *pk, const char *s);
 /* Starts a header map of n entries whose first entry is "t": type (so n counts it). */

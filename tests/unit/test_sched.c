@@ -43,6 +43,9 @@ static void gb_spec(const gb *g, tsr__jobspec *s) {
     s->dep_off = calloc(g->n + 1, sizeof *s->dep_off);
     s->deps = calloc(64 * 8, sizeof *s->deps);
     s->nbytes = calloc(g->n + 1, sizeof *s->nbytes);
+    s->flops = calloc(g->n + 1, sizeof *s->flops);
+    s->ops = calloc(2, sizeof *s->ops);
+    strcpy(s->ops[0], "test");
     s->kd_off = calloc(g->n + 1, sizeof *s->kd_off);
     s->arena = calloc(g->n + 1, 1);
     s->outputs = calloc(g->nout + 1, sizeof *s->outputs);
@@ -51,6 +54,7 @@ static void gb_spec(const gb *g, tsr__jobspec *s) {
         s->dep_off[t] = dp;
         for (uint32_t k = 0; k < g->ndeps[t]; k++) s->deps[dp++] = g->deps[t][k];
         s->nbytes[t] = 1000;
+        s->flops[t] = 2e8; /* about 10 ms each: in-flight windows hold the minimum */
         s->kd_off[t] = t;
         s->arena[t] = (uint8_t)t;
     }
@@ -128,7 +132,7 @@ static int has_finished(const acts *x, uint32_t job) {
 Test(sched_state, diamond_frees_exactly_when_last_consumer_finishes) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    uint32_t w = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0");
+    uint32_t w = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
     gb g;
     diamond(&g);
     acts x;
@@ -137,22 +141,22 @@ Test(sched_state, diamond_frees_exactly_when_last_consumer_finishes) {
     cr_assert_eq(x.n, 1);
     cr_assert(has(&x, TSR__ACT_COMPUTE, w, 0));
 
-    cr_assert_eq(tsr__sched_done(&s, w, job, 0, 800), 0);
+    cr_assert_eq(tsr__sched_done(&s, w, job, 0, 800, -1), 0);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_COMPUTE, w, 1) && has(&x, TSR__ACT_COMPUTE, w, 2));
     cr_assert_eq(count(&x, TSR__ACT_FREE), 0);
 
-    tsr__sched_done(&s, w, job, 1, 800);
+    tsr__sched_done(&s, w, job, 1, 800, -1);
     drain(&s, &x);
     cr_assert_eq(x.n, 0, "task 0 is still needed by task 2");
 
-    tsr__sched_done(&s, w, job, 2, 800);
+    tsr__sched_done(&s, w, job, 2, 800, -1);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_FREE, w, 0));
     cr_assert(has(&x, TSR__ACT_COMPUTE, w, 3));
     cr_assert_eq(x.n, 2);
 
-    tsr__sched_done(&s, w, job, 3, 800);
+    tsr__sched_done(&s, w, job, 3, 800, -1);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_FREE, w, 1) && has(&x, TSR__ACT_FREE, w, 2));
     cr_assert(!has(&x, TSR__ACT_FREE, w, 3), "outputs are never freed before release");
@@ -172,27 +176,35 @@ Test(sched_state, diamond_frees_exactly_when_last_consumer_finishes) {
     tsr__sched_free(&s);
 }
 
-Test(sched_state, chain_follows_its_input) {
+Test(sched_state, chain_moves_at_most_once) {
+    /* A chain of equal tasks on two idle workers: the partition may cut it in two (each half
+     * has a home), but it never bounces between workers. */
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0");
-    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, "127.0.0.1:9002", "w1");
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
     gb g = {0};
     uint32_t prev = gb_task(&g, 0, NULL);
-    for (int i = 0; i < 5; i++) prev = gb_task(&g, 1, (uint32_t[]){prev});
+    for (int i = 0; i < 7; i++) prev = gb_task(&g, 1, (uint32_t[]){prev});
     g.outputs[g.nout++] = prev;
     acts x;
     uint32_t job = submit(&s, &g);
     drain(&s, &x);
     cr_assert_eq(x.n, 1);
-    uint32_t home = x.a[0].worker;
-    cr_assert(home == w0 || home == w1);
-    for (uint32_t t = 0; t < 6; t++) {
-        cr_assert_eq(tsr__sched_done(&s, home, job, t, 100), 0);
+    uint32_t at = x.a[0].worker, moves = 0;
+    cr_assert(at == w0 || at == w1);
+    for (uint32_t t = 0; t < 8; t++) {
+        cr_assert_eq(tsr__sched_done(&s, at, job, t, 100, 0.01), 0);
         drain(&s, &x);
-        if (t < 5) cr_assert(has(&x, TSR__ACT_COMPUTE, home, t + 1), "task %u stays home", t + 1);
-        if (t > 0) cr_assert(has(&x, TSR__ACT_FREE, home, t - 1));
+        if (t < 7) {
+            uint32_t next = has(&x, TSR__ACT_COMPUTE, w0, t + 1) ? w0 : w1;
+            cr_assert(has(&x, TSR__ACT_COMPUTE, next, t + 1));
+            moves += next != at;
+            at = next;
+        }
+        if (t > 0) cr_assert_eq(count(&x, TSR__ACT_FREE), 1, "task %u's input is freed", t);
     }
+    cr_assert_leq(moves, 1);
     cr_assert(has_finished(&x, job));
     tsr__sched_free(&s);
 }
@@ -232,7 +244,7 @@ static void run_checked(tsr__sched *s, const gb *g, uint32_t job) {
             for (uint32_t d = 0; d < g->ndeps[k.task]; d++)
                 cr_assert_eq(j->t[g->deps[k.task][d]].state, TSR__TS_MEMORY);
             done[k.task] = 1;
-            cr_assert_eq(tsr__sched_done(s, k.job, job, k.task, 1000), 0);
+            cr_assert_eq(tsr__sched_done(s, k.job, job, k.task, 1000, -1), 0);
         }
     }
     cr_assert(finished);
@@ -246,8 +258,8 @@ static void run_checked(tsr__sched *s, const gb *g, uint32_t job) {
 Test(sched_state, blocked_matmul_2x2) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0");
-    tsr__sched_add_worker(&s, 2, 2, "127.0.0.1:9002", "w1");
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    tsr__sched_add_worker(&s, 2, 2, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
     gb g = {0};
     uint32_t A[2][2], B[2][2];
     for (int i = 0; i < 2; i++)
@@ -279,51 +291,54 @@ Test(sched_state, blocked_matmul_2x2) {
 Test(sched_state, stealing_moves_only_backlog_tasks) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0"); /* window 4 */
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
     gb g = {0};
     for (int i = 0; i < 10; i++) gb_task(&g, 0, NULL);
     g.outputs[g.nout++] = 9;
     acts x;
     uint32_t job = submit(&s, &g);
     drain(&s, &x);
-    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 4);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 2, "a window of two 10 ms tasks");
     int sent0[10] = {0};
     for (size_t i = 0; i < x.n; i++) sent0[x.a[i].task] = 1;
-    cr_assert_eq(s.w[w0].backlog.n, 6);
-    cr_assert(sent0[0] && sent0[1] && sent0[2] && sent0[3], "lowest ids go first");
+    cr_assert_eq(s.w[w0].backlog.n, 8);
+    cr_assert(sent0[0] && sent0[1], "lowest ids go first");
 
-    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, "127.0.0.1:9002", "w1");
+    /* w1 steals from the front of w0's backlog while a task would finish earlier there than
+     * it would start on w0 (after w0's two in-flight tasks): two tasks. */
+    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
     drain(&s, &x);
-    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 3, "half of the backlog, within the window");
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 2);
     for (size_t i = 0; i < x.n; i++) {
         cr_assert_eq(x.a[i].worker, w1);
         cr_assert(!sent0[x.a[i].task], "task %u was already sent to w0", x.a[i].task);
         cr_assert_eq(tsr__sched_job(&s, job)->t[x.a[i].task].where, w1);
+        cr_assert_lt(x.a[i].task, 4, "the next tasks due");
     }
-    cr_assert_eq(s.w[w0].backlog.n, 3);
-    cr_assert_eq(s.w[w0].inflight.n, 4);
+    cr_assert_eq(s.w[w0].backlog.n, 6);
+    cr_assert_eq(s.w[w0].inflight.n, 2);
     tsr__sched_free(&s);
 }
 
 Test(sched_state, window_refills_from_backlog_on_done) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    uint32_t w = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0"); /* window 4 */
+    uint32_t w = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
     gb g = {0};
     for (int i = 0; i < 10; i++) gb_task(&g, 0, NULL);
     for (int i = 0; i < 10; i++) g.outputs[g.nout++] = (uint32_t)i;
     acts x;
     uint32_t job = submit(&s, &g);
     drain(&s, &x);
-    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 4);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 2);
     for (uint32_t t = 0; t < 10; t++) {
-        cr_assert_eq(tsr__sched_done(&s, w, job, t, 10), 0);
+        cr_assert_eq(tsr__sched_done(&s, w, job, t, 10, 0.01), 0);
         drain(&s, &x);
-        if (t + 4 < 10) {
+        if (t + 2 < 10) {
             cr_assert_eq(x.n, 1, "task %u: one slot freed, one task sent", t);
-            cr_assert(has(&x, TSR__ACT_COMPUTE, w, t + 4), "in priority order");
+            cr_assert(has(&x, TSR__ACT_COMPUTE, w, t + 2), "in priority order");
         }
-        cr_assert_leq(s.w[w].inflight.n, 4);
+        cr_assert_leq(s.w[w].inflight.n, 2);
     }
     cr_assert(has_finished(&x, job));
     tsr__sched_free(&s);
@@ -332,7 +347,7 @@ Test(sched_state, window_refills_from_backlog_on_done) {
 Test(sched_state, error_cancels_and_frees_everything) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    uint32_t w = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0");
+    uint32_t w = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
     gb g = {0};
     uint32_t a = gb_task(&g, 0, NULL);
     uint32_t b = gb_task(&g, 1, (uint32_t[]){a});
@@ -344,9 +359,9 @@ Test(sched_state, error_cancels_and_frees_everything) {
     acts x;
     uint32_t job = submit(&s, &g);
     drain(&s, &x);
-    tsr__sched_done(&s, w, job, a, 10);
+    tsr__sched_done(&s, w, job, a, 10, -1);
     drain(&s, &x);
-    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 4);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), TSR__WINDOW_MIN_PER_THREAD);
     cr_assert_gt(s.w[w].backlog.n, 0);
     cr_assert_eq(tsr__sched_erred(&s, w, job, b, "kernel exploded", 0.0), 0);
     drain(&s, &x);
@@ -359,8 +374,8 @@ Test(sched_state, error_cancels_and_frees_everything) {
     cr_assert_eq(s.backlog_total, 0);
     cr_assert_not_null(tsr__sched_job(&s, job), "waits for the tasks already sent");
     /* The tasks still running report: each is answered with a free, then the job goes. */
-    for (uint32_t t = c; t < c + 3; t++) {
-        cr_assert_eq(tsr__sched_done(&s, w, job, t, 10), 0);
+    for (uint32_t t = c; t < c + TSR__WINDOW_MIN_PER_THREAD - 1; t++) {
+        cr_assert_eq(tsr__sched_done(&s, w, job, t, 10, -1), 0);
         drain(&s, &x);
         cr_assert(has(&x, TSR__ACT_FREE, w, t));
         cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 0);
@@ -370,7 +385,7 @@ Test(sched_state, error_cancels_and_frees_everything) {
     cr_assert_eq(s.w[w].held.n, 0);
     for (int st = 0; st < TSR__TS_COUNT; st++) cr_assert_eq(s.count[st], 0);
     /* A late report for the deleted job is answered with a free too. */
-    tsr__sched_done(&s, w, job, 5, 10);
+    tsr__sched_done(&s, w, job, 5, 10, -1);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_FREE, w, 5));
     tsr__sched_free(&s);
@@ -379,16 +394,17 @@ Test(sched_state, error_cancels_and_frees_everything) {
 Test(sched_state, worker_loss_requeues_running_and_queued) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0");
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
     gb g = {0};
     for (int i = 0; i < 8; i++) gb_task(&g, 0, NULL);
     for (int i = 0; i < 8; i++) g.outputs[g.nout++] = (uint32_t)i;
     acts x;
     uint32_t job = submit(&s, &g);
     drain(&s, &x);
-    tsr__sched_done(&s, w0, job, 0, 10);
+    tsr__sched_done(&s, w0, job, 0, 10, -1);
     drain(&s, &x);
-    uint32_t w1 = tsr__sched_add_worker(&s, 2, 8, "127.0.0.1:9002", "w1"); /* window 18 */
+    uint32_t w1 =
+        tsr__sched_add_worker(&s, 2, 8, TSR__KIND_CPU, "127.0.0.1:9002", "w1"); /* window 18 */
     drain(&s, &x);
     tsr__sched_remove_worker(&s, w0);
     drain(&s, &x);
@@ -399,7 +415,7 @@ Test(sched_state, worker_loss_requeues_running_and_queued) {
                   tsr__task_state_name(j->t[t].state));
     }
     cr_assert_eq(j->ndone, 0);
-    for (uint32_t t = 0; t < 8; t++) tsr__sched_done(&s, w1, job, t, 10);
+    for (uint32_t t = 0; t < 8; t++) tsr__sched_done(&s, w1, job, t, 10, -1);
     drain(&s, &x);
     cr_assert(has_finished(&x, job));
     tsr__sched_free(&s);
@@ -408,7 +424,7 @@ Test(sched_state, worker_loss_requeues_running_and_queued) {
 Test(sched_state, worker_loss_recomputes_lost_chunks_recursively) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0");
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
     gb g = {0};
     gb_task(&g, 0, NULL);            /* 0 */
     gb_task(&g, 1, (uint32_t[]){0}); /* 1 */
@@ -417,13 +433,13 @@ Test(sched_state, worker_loss_recomputes_lost_chunks_recursively) {
     acts x;
     uint32_t job = submit(&s, &g);
     drain(&s, &x);
-    tsr__sched_done(&s, w0, job, 0, 10);
+    tsr__sched_done(&s, w0, job, 0, 10, -1);
     drain(&s, &x);
-    tsr__sched_done(&s, w0, job, 1, 10);
+    tsr__sched_done(&s, w0, job, 1, 10, -1);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_FREE, w0, 0));
     cr_assert(has(&x, TSR__ACT_COMPUTE, w0, 2));
-    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, "127.0.0.1:9002", "w1");
+    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
     drain(&s, &x);
     cr_assert_eq(x.n, 0);
 
@@ -437,13 +453,13 @@ Test(sched_state, worker_loss_recomputes_lost_chunks_recursively) {
     cr_assert_eq(j->t[1].refs, 1);
     cr_assert_eq(j->t[2].refs, 1);
     cr_assert_eq(j->ndone, 0);
-    tsr__sched_done(&s, w1, job, 0, 10);
+    tsr__sched_done(&s, w1, job, 0, 10, -1);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_COMPUTE, w1, 1));
-    tsr__sched_done(&s, w1, job, 1, 10);
+    tsr__sched_done(&s, w1, job, 1, 10, -1);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_FREE, w1, 0) && has(&x, TSR__ACT_COMPUTE, w1, 2));
-    tsr__sched_done(&s, w1, job, 2, 10);
+    tsr__sched_done(&s, w1, job, 2, 10, -1);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_FREE, w1, 1) && has_finished(&x, job));
     cr_assert(!has(&x, TSR__ACT_FREE, w1, 2));
@@ -455,17 +471,17 @@ Test(sched_state, worker_loss_recomputes_lost_chunks_recursively) {
 Test(sched_state, lost_input_of_a_running_task_is_a_retry) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0");
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
     gb g;
     diamond(&g);
     acts x;
     uint32_t job = submit(&s, &g);
     drain(&s, &x);
-    tsr__sched_done(&s, w0, job, 0, 10);
+    tsr__sched_done(&s, w0, job, 0, 10, -1);
     drain(&s, &x); /* 1 and 2 run on w0 */
-    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, "127.0.0.1:9002", "w1");
-    tsr__sched_done(&s, w0, job, 1, 10);
-    tsr__sched_done(&s, w0, job, 2, 10);
+    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
+    tsr__sched_done(&s, w0, job, 1, 10, -1);
+    tsr__sched_done(&s, w0, job, 2, 10, -1);
     drain(&s, &x); /* 3 runs on w0 */
     cr_assert(has(&x, TSR__ACT_COMPUTE, w0, 3));
     /* Lose w0, which holds 1 and 2 and runs 3. */
@@ -476,18 +492,18 @@ Test(sched_state, lost_input_of_a_running_task_is_a_retry) {
     cr_assert(has(&x, TSR__ACT_COMPUTE, w1, 0));
     cr_assert_eq(j->t[3].state, TSR__TS_WAITING);
     cr_assert_eq(j->t[3].deps_left, 2);
-    tsr__sched_done(&s, w1, job, 0, 10);
+    tsr__sched_done(&s, w1, job, 0, 10, -1);
     drain(&s, &x);
-    tsr__sched_done(&s, w1, job, 1, 10);
+    tsr__sched_done(&s, w1, job, 1, 10, -1);
     /* 2 errs as a failed fetch would after a loss: only a retry if flagged, so make it so. */
     j->t[2].flags |= TSR__TF_INPUT_LOST;
     cr_assert_eq(tsr__sched_erred(&s, w1, job, 2, "fetch failed", 0.0), 0);
     drain(&s, &x);
     cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
     cr_assert(has(&x, TSR__ACT_COMPUTE, w1, 2));
-    tsr__sched_done(&s, w1, job, 2, 10);
+    tsr__sched_done(&s, w1, job, 2, 10, -1);
     drain(&s, &x);
-    tsr__sched_done(&s, w1, job, 3, 10);
+    tsr__sched_done(&s, w1, job, 3, 10, -1);
     drain(&s, &x);
     cr_assert(has_finished(&x, job));
     cr_assert_eq(s.count[TSR__TS_MEMORY], 1);
@@ -497,8 +513,8 @@ Test(sched_state, lost_input_of_a_running_task_is_a_retry) {
 /* 0 and 1 on different workers, 2 = f(0, 1) errs where one input is remote. */
 static uint32_t remote_setup(tsr__sched *s, uint32_t *where2, uint32_t *other) {
     tsr__sched_init(s, &quiet);
-    uint32_t w0 = tsr__sched_add_worker(s, 1, 1, "127.0.0.1:9001", "w0");
-    uint32_t w1 = tsr__sched_add_worker(s, 2, 1, "127.0.0.1:9002", "w1");
+    uint32_t w0 = tsr__sched_add_worker(s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    uint32_t w1 = tsr__sched_add_worker(s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
     gb g = {0};
     gb_task(&g, 0, NULL);
     gb_task(&g, 0, NULL);
@@ -509,8 +525,8 @@ static uint32_t remote_setup(tsr__sched *s, uint32_t *where2, uint32_t *other) {
     drain(s, &x);
     tsr__sjob *j = tsr__sched_job(s, job);
     cr_assert_neq(j->t[0].where, j->t[1].where, "sources are spread");
-    tsr__sched_done(s, j->t[0].where, job, 0, 10);
-    tsr__sched_done(s, j->t[1].where, job, 1, 10);
+    tsr__sched_done(s, j->t[0].where, job, 0, 10, -1);
+    tsr__sched_done(s, j->t[1].where, job, 1, 10, -1);
     drain(s, &x);
     *where2 = j->t[2].where;
     *other = *where2 == w0 ? w1 : w0;
@@ -534,11 +550,11 @@ Test(sched_state, fetch_error_then_loss_is_a_retry) {
     cr_assert(has(&x, TSR__ACT_COMPUTE, at, lost), "the lost input is recomputed");
     cr_assert_eq(s.nparked, 0);
     tsr__sched_tick(&s, 100.0);
-    tsr__sched_done(&s, at, job, lost, 10);
+    tsr__sched_done(&s, at, job, lost, 10, -1);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_COMPUTE, at, 2));
     cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
-    tsr__sched_done(&s, at, job, 2, 10);
+    tsr__sched_done(&s, at, job, 2, 10, -1);
     drain(&s, &x);
     cr_assert(has_finished(&x, job));
     tsr__sched_free(&s);
@@ -569,7 +585,7 @@ Test(sched_state, no_workers_then_one_joins) {
     drain(&s, &x);
     cr_assert_eq(x.n, 0);
     cr_assert_eq(s.count[TSR__TS_READY], 1);
-    uint32_t w = tsr__sched_add_worker(&s, 3, 2, "127.0.0.1:9003", "w");
+    uint32_t w = tsr__sched_add_worker(&s, 3, 2, TSR__KIND_CPU, "127.0.0.1:9003", "w");
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_COMPUTE, w, 0));
     (void)job;
@@ -579,14 +595,14 @@ Test(sched_state, no_workers_then_one_joins) {
 Test(sched_state, bogus_reports) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
-    uint32_t w = tsr__sched_add_worker(&s, 1, 1, "127.0.0.1:9001", "w0");
+    uint32_t w = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
     gb g;
     diamond(&g);
     acts x;
     uint32_t job = submit(&s, &g);
     drain(&s, &x);
-    cr_assert_eq(tsr__sched_done(&s, w, job, 4000, 1), TSR_EPROTOCOL);
-    cr_assert_eq(tsr__sched_done(&s, w, job, 3, 1), 0, "not running: ignored");
+    cr_assert_eq(tsr__sched_done(&s, w, job, 4000, 1, -1), TSR_EPROTOCOL);
+    cr_assert_eq(tsr__sched_done(&s, w, job, 3, 1, -1), 0, "not running: ignored");
     cr_assert_eq(tsr__sched_erred(&s, w, job, 9, "x", 0.0), TSR_EPROTOCOL);
     drain(&s, &x);
     cr_assert_eq(x.n, 0);
@@ -851,8 +867,13 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
         cr_assert_eq(e[0].via.u64, (uint64_t)task);
         cr_assert_eq(e[1].type, MSGPACK_OBJECT_BIN);
         cr_assert_eq(e[2].via.array.size, (uint32_t)task, "inputs");
-        if (task == 1)
-            cr_assert_eq(e[2].via.array.ptr[0].via.array.ptr[1].type, MSGPACK_OBJECT_NIL);
+        if (task == 1) {
+            /* [0, nil, 1]: held here, and task 1 is its last consumer, so it is donated */
+            const msgpack_object *in = &e[2].via.array.ptr[0];
+            cr_assert_eq(in->via.array.size, 3);
+            cr_assert_eq(in->via.array.ptr[1].type, MSGPACK_OBJECT_NIL);
+            cr_assert_eq(in->via.array.ptr[2].via.u64, TSR__IN_DONATE);
+        }
         tsr__mp_pack_type(&pk, 2, "done");
         tsr__mp_pack_str(&pk, "items");
         msgpack_pack_array(&pk, 1);
@@ -863,7 +884,7 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
         msgpack_pack_double(&pk, 0.01);
         send_frame(wk, &b, NULL, 0);
     }
-    expect_type(wk, "free", &up, buf, sizeof buf); /* task 0, consumed */
+    /* no free for task 0: its buffer was donated to task 1 */
     for (;;) {
         cr_assert_eq(recv_frame(cl, &up, buf, sizeof buf), 0);
         if (tsr__mp_str_eq(tsr__mp_get(&up.data, "t"), "finished")) break;

@@ -1,0 +1,125 @@
+/* Expected task durations and transfer times (DESIGN.md: StarPU's history-based performance
+ * models, per worker kind). Tasks fall into cost classes (operation, kernel family, inputs,
+ * output bytes, flops: in practice one class per operation and chunk shape); a class starts
+ * from a flops/bytes model and then follows the run times workers report, normalised by each
+ * worker's speed factor so that a worker sharing its core with something else reads as slower
+ * rather than making the whole class look slow. Bandwidth comes from the workers' own
+ * measurements of their peer fetches. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "scheduler/sched.h"
+
+/* The model before any measurement: per thread, a sustained dgemm-like rate for flops and a
+ * memory-bound rate for bytes touched, plus a fixed cost per task. Only the first tasks of a
+ * class see these numbers. */
+#define MODEL_FLOPS 2e10
+#define MODEL_BYTES 4e9
+#define MODEL_TASK 2e-6
+#define LEARN_RATE 0.1  /* EWMA weight once a class has a few samples */
+#define SPEED_RATE 0.05 /* EWMA weight of a worker's speed factor */
+
+void tsr__costs_init(tsr__costs *c) {
+    memset(c, 0, sizeof *c);
+    c->bw = 1e9;
+    c->latency = 3e-4; /* a wake-up across vCPUs (see docs/ARCHITECTURE.md) */
+}
+
+void tsr__costs_free(tsr__costs *c) {
+    free(c->c);
+    free(c->slot);
+    memset(c, 0, sizeof *c);
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    return h * 0xBF58476D1CE4E5B9ull;
+}
+
+static int same(const tsr__cls *k, const char *op, uint8_t kop, uint32_t ndeps, uint64_t nbytes,
+                float flops) {
+    return k->kop == kop && k->ndeps == ndeps && k->nbytes == nbytes && k->flops == flops &&
+           strncmp(k->op, op, sizeof k->op - 1) == 0;
+}
+
+static int rehash(tsr__costs *c, size_t nslot) {
+    uint32_t *slot = calloc(nslot, sizeof *slot);
+    if (!slot) return -1;
+    for (size_t i = 1; i < c->n; i++) {
+        size_t at = c->c[i].hash & (nslot - 1);
+        while (slot[at]) at = (at + 1) & (nslot - 1);
+        slot[at] = (uint32_t)i;
+    }
+    free(c->slot);
+    c->slot = slot;
+    c->nslot = nslot;
+    return 0;
+}
+
+uint32_t tsr__cost_class(tsr__costs *c, const char *op, uint8_t kop, uint32_t ndeps,
+                         uint64_t nbytes, float flops) {
+    uint64_t h = mix(mix(mix(mix(kop, ndeps), nbytes), (uint64_t)(flops * 1.0)), 0);
+    for (const char *p = op; *p && p < op + 15; p++) h = mix(h, (uint8_t)*p);
+    if (c->nslot) {
+        for (size_t at = h & (c->nslot - 1); c->slot[at]; at = (at + 1) & (c->nslot - 1)) {
+            tsr__cls *k = &c->c[c->slot[at]];
+            if (k->hash == h && same(k, op, kop, ndeps, nbytes, flops)) return c->slot[at];
+        }
+    }
+    if (c->n == 0) c->n = 1; /* id 0 is "no class" */
+    if ((c->n + 1) * 2 > c->nslot && rehash(c, c->nslot ? c->nslot * 2 : 64) != 0) return 0;
+    if (TSR__GROW(c->c, c->cap, c->n + 1) != 0) return 0;
+    tsr__cls *k = &c->c[c->n];
+    memset(k, 0, sizeof *k);
+    k->hash = h;
+    strncpy(k->op, op, sizeof k->op - 1);
+    k->kop = kop;
+    k->ndeps = ndeps;
+    k->nbytes = nbytes;
+    k->flops = flops;
+    k->model =
+        (double)flops / MODEL_FLOPS + (double)nbytes * (1.0 + ndeps) / MODEL_BYTES + MODEL_TASK;
+    size_t at = h & (c->nslot - 1);
+    while (c->slot[at]) at = (at + 1) & (c->nslot - 1);
+    c->slot[at] = (uint32_t)c->n;
+    return (uint32_t)c->n++;
+}
+
+double tsr__cost_est(const tsr__costs *c, uint32_t cls, const tsr__sworker *w) {
+    if (cls == 0 || cls >= c->n) return MODEL_TASK;
+    const tsr__cls *k = &c->c[cls];
+    double base = k->n[w->kind] ? k->mean[w->kind] : k->model;
+    return base * w->speed;
+}
+
+void tsr__cost_learn(tsr__costs *c, uint32_t cls, tsr__sworker *w, double seconds) {
+    if (cls == 0 || cls >= c->n || !(seconds >= 0) || !isfinite(seconds)) return;
+    tsr__cls *k = &c->c[cls];
+    int kd = w->kind;
+    /* Speed: how this worker compares with the class mean, over many classes and tasks. Tiny
+     * tasks say more about overheads than about the core, so only tasks of some length count. */
+    if (k->n[kd] >= 4 && k->mean[kd] > 5e-5) {
+        double r = seconds / k->mean[kd];
+        if (r > 8) r = 8;
+        if (r < 0.125) r = 0.125;
+        w->speed += SPEED_RATE * (r - w->speed);
+    }
+    double x = seconds / w->speed;
+    if (k->n[kd] == 0)
+        k->mean[kd] = x;
+    else {
+        /* A running mean for the first samples, then an exponential one that follows drift. */
+        double a = k->n[kd] < 1.0 / LEARN_RATE ? 1.0 / (k->n[kd] + 1) : LEARN_RATE;
+        k->mean[kd] += a * (x - k->mean[kd]);
+    }
+    if (k->n[kd] < UINT32_MAX) k->n[kd]++;
+}
+
+int tsr__kdesc_peek_kop(const uint8_t *kd, size_t len) {
+    /* tsr__kdesc_pack writes a 7-element array whose first element is the family as a
+     * positive fixint. */
+    if (len < 2 || kd[0] != 0x97 || kd[1] >= TSR_KOP_COUNT) return -1;
+    return kd[1];
+}
