@@ -143,7 +143,7 @@ static double finish_time(const tsr__sched *s, const tsr__sjob *j, uint32_t id, 
     double f = tsr__worker_load(&s->w[wid]) + input_cost(s, j, id, wid) +
                tsr__cost_est(&s->cost, j->cls[id], &s->w[wid]);
     if (t->home != TSR__NOHOME && t->home != wid && t->home < s->nw && s->w[t->home].alive &&
-        t->refs > 0)
+        j->rdep_off[id + 1] > j->rdep_off[id])
         f += tsr__cost_move(&s->cost, t->nbytes);
     return f;
 }
