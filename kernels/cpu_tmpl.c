@@ -63,7 +63,7 @@ KERNEL(k_fill) {
 }
 
 /* i = [seed, gshape[0..nd), offset[0..nd)]: each row of the chunk is a run of consecutive
- * global indices starting at g0. */
+ * global indices starting at g0, which random.c fills eight lanes at a time. */
 KERNEL(k_random) {
     int nd = d->ndim;
     uint64_t seed = (uint64_t)d->i[0];
@@ -81,8 +81,7 @@ KERNEL(k_random) {
     for (int64_t r = 0; r < n / inner; r++) {
         uint64_t g0 = (uint64_t)off[nd - 1];
         for (int a = 0; a < nd - 1; a++) g0 += (uint64_t)((off[a] + idx[a]) * gstride[a]);
-        T *row = o + r * inner;
-        for (int64_t j = 0; j < inner; j++) row[j] = RANDOM_VALUE(seed, g0 + (uint64_t)j);
+        RANDOM_ROW(o + r * inner, seed, g0, inner);
         tsr__next_index(idx, out->shape, nd - 1);
     }
     return 0;
@@ -535,8 +534,8 @@ KERNEL(k_reduce) {
         }                                                                                          \
     } while (0)
 
-/* f = [scale]. ((in0 op in1) op in2) ... in double, block by block (so an output aliasing in0
- * is still read before it is written), then scaled and rounded once to T. */
+/* f = [scale]. ((in0 op in1) op in2) ... in double, block by block (so an output aliasing any
+ * input is read before it is written), then scaled and rounded once to T. */
 KERNEL(k_combine) {
     int64_t n = out_nelem(out);
     double scale = d->f[0];

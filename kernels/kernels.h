@@ -22,7 +22,8 @@
  *  MATMUL        2 or 3 inputs: A (m x k), B (k x n, or k when d = 1), and optionally Cprev
  *                (the output's shape): out = A @ B (+ Cprev). Inputs may be float32 or float64;
  *                computed in the output dtype. If out->data == in[2].data the accumulation is in
- *                place (the worker passes Cprev's buffer when it holds the only reference).
+ *                place (the worker passes Cprev's buffer when it holds the only reference; see
+ *                tsr__kernel_may_alias).
  *  TRANSPOSE     1 input. i = [perm[0..d)]: out axis j is input axis perm[j].
  *  REDUCE        1 input of ndim n. fn = tsr_reduce_op (MEAN reduces like SUM; the scale is
  *                applied by COMBINE). i = [axes...] (input axes to reduce, ascending, possibly
@@ -68,6 +69,14 @@ tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev);
  * the kernel. Never crashes on a malformed descriptor: returns TSR_EINVALID with a message. */
 int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                     tsr_device dev, char *err, size_t errlen);
+
+/* May the output chunk share input k's buffer (out->data == in[k].data)? Only where the kernel
+ * reads every input element it needs before it writes the output element at the same place, and
+ * input k has the output's shape and dtype: UNARY, BINARY_SCALAR and same-dtype ASTYPE (their
+ * one input), BINARY (either input), COMBINE (any input; it folds block by block) and MATMUL
+ * (Cprev, in[2]). The caller must own the buffer exclusively: nothing else may read it while the
+ * kernel runs. */
+int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k);
 
 /* Cost model: floating-point operations and bytes touched for one task (input shapes as given
  * by the descriptor's family; for families whose cost depends on the inputs, in_shapes lists

@@ -303,6 +303,29 @@ int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_ch
     return fn(d, in, nin, out, err, errlen);
 }
 
+/* ---- aliasing ------------------------------------------------------------------------------ */
+
+int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k) {
+    if (!d || !in || k < 0 || k >= nin || d->ndim > TSR_MAX_NDIM) return 0;
+    if (in[k].dtype != d->dtype || !same_shape(&in[k], d)) return 0;
+    switch (d->kop) {
+    case TSR_KOP_UNARY:
+    case TSR_KOP_BINARY_SCALAR:
+    case TSR_KOP_ASTYPE:
+        return nin == 1;
+    case TSR_KOP_BINARY:
+        /* Input k is not broadcast (it has the output's shape), so output element j reads
+         * element j of it, and the other input never lives in this buffer. */
+        return nin == 2;
+    case TSR_KOP_COMBINE:
+        return 1;
+    case TSR_KOP_MATMUL:
+        return nin == 3 && k == 2;
+    default:
+        return 0;
+    }
+}
+
 /* ---- cost model ----------------------------------------------------------------------------- */
 
 /* Floating-point operations: 2mnk for a matmul, one per input element for reductions, (k-1)

@@ -142,6 +142,55 @@ Test(kernels, random_chunk_matches_global_index) {
     free(o);
 }
 
+/* SPEC §2's formula written out again, to check the vectorised rows against. */
+static uint64_t spec_bits(uint64_t s, uint64_t i) {
+    uint64_t z = s + (i + 1) * UINT64_C(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+/* Rows of every length up to 41 (whole vectors and tails) at global offsets up to 2^62 and
+ * seeds that wrap, for both dtypes: each element equals the formula exactly. */
+Test(kernels, random_rows_match_formula) {
+    uint64_t seeds[3] = {0, 42, UINT64_MAX};
+    int64_t starts[4] = {0, 13, (int64_t)1 << 53, ((int64_t)1 << 62) - 7};
+    for (int t = 0; t < 2; t++)
+        for (int s = 0; s < 3; s++)
+            for (int g = 0; g < 4; g++)
+                for (int64_t len = 1; len <= 41; len++) {
+                    int64_t sh[1] = {len};
+                    int64_t p[3] = {(int64_t)seeds[s], INT64_MAX, starts[g]};
+                    tsr_kdesc d = desc(TSR_KOP_RANDOM, 0, dtypes[t], 1, sh);
+                    d.ni = 3;
+                    d.i = p;
+                    void *o;
+                    cr_assert_eq(run(&d, NULL, 0, &o), 0, "%s", errbuf);
+                    for (int64_t j = 0; j < len; j++) {
+                        uint64_t z = spec_bits(seeds[s], (uint64_t)(starts[g] + j));
+                        double want = dtypes[t] == TSR_FLOAT64
+                                          ? (double)(z >> 11) / 9007199254740992.0
+                                          : (double)((float)(z >> 40) / 16777216.0f);
+                        cr_assert_eq(get(o, dtypes[t], j), want, "dt %d seed %d start %d j %lld",
+                                     dtypes[t], s, g, (long long)j);
+                    }
+                    free(o);
+                }
+    /* Several rows of odd length: each row restarts at its own global index. */
+    int64_t sh[2] = {5, 11}, p[5] = {7, 9, 100, 3, 50};
+    tsr_kdesc d = desc(TSR_KOP_RANDOM, 0, TSR_FLOAT32, 2, sh);
+    d.ni = 5;
+    d.i = p;
+    void *o;
+    cr_assert_eq(run(&d, NULL, 0, &o), 0, "%s", errbuf);
+    for (int r = 0; r < 5; r++)
+        for (int c = 0; c < 11; c++) {
+            uint64_t z = spec_bits(7, (uint64_t)((3 + r) * 100 + 50 + c));
+            cr_assert_eq(((float *)o)[r * 11 + c], (float)(z >> 40) / 16777216.0f);
+        }
+    free(o);
+}
+
 Test(kernels, arange) {
     for (int t = 0; t < 2; t++) {
         int dt = dtypes[t];
@@ -733,6 +782,94 @@ Test(kernels, astype) {
     cr_assert_eq(run(&d, &in, 1, &o), 0, "%s", errbuf);
     for (int j = 0; j < 6; j++) cr_assert(same(((float *)o)[j], (float)x[j]));
     free(o);
+}
+
+/* Runs d twice: out of place, then with the output in a copy of input k's bytes (in[k] pointing
+ * at the same copy), and expects the same bytes. */
+static void check_in_place(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k) {
+    cr_assert(tsr__kernel_may_alias(d, in, nin, k), "kop %d input %d", d->kop, k);
+    void *o;
+    cr_assert_eq(run(d, in, nin, &o), 0, "%s", errbuf);
+    size_t nbytes = (size_t)tsr__kdesc_nbytes(d);
+    void *shared = malloc(nbytes ? nbytes : 1);
+    memcpy(shared, in[k].data, nbytes);
+    tsr_chunkview vin[8];
+    memcpy(vin, in, (size_t)nin * sizeof *in);
+    vin[k].data = shared;
+    tsr_chunkview out = view(shared, d->dtype, d->ndim, d->shape);
+    cr_assert_eq(tsr__kernel_run(d, vin, nin, &out, TSR_DEVICE_CPU, errbuf, sizeof errbuf), 0, "%s",
+                 errbuf);
+    cr_assert_eq(memcmp(shared, o, nbytes), 0, "kop %d fn %d input %d differs in place", d->kop,
+                 d->fn, k);
+    free(shared);
+    free(o);
+}
+
+Test(kernels, in_place_matches_out_of_place) {
+    int64_t n = 2500, sh[2] = {50, 50}, row[2] = {1, 50}; /* 2500 > one combine block */
+    double *x = ramp(n), *y = ramp(n), *z = ramp(n);
+    for (int64_t j = 0; j < n; j++) {
+        y[j] = y[j] * 0.7 + 3.0;
+        z[j] = 1.0 / (double)(j + 2);
+    }
+    for (int t = 0; t < 2; t++) {
+        int dt = dtypes[t], other = dtypes[1 - t];
+        void *bx = make(dt, x, n), *by = make(dt, y, n), *bz = make(other, z, n);
+        void *brow = make(dt, y, 50);
+        tsr_chunkview vx = view(bx, dt, 2, sh), vy = view(by, dt, 2, sh),
+                      vz = view(bz, other, 2, sh);
+        tsr_chunkview vrow = view(brow, dt, 2, row);
+        for (int fn = TSR_NEG; fn <= TSR_TANH; fn++) {
+            tsr_kdesc d = desc(TSR_KOP_UNARY, fn, dt, 2, sh);
+            check_in_place(&d, &vx, 1, 0);
+        }
+        for (int fn = TSR_ADD; fn <= TSR_MINIMUM; fn++) {
+            tsr_kdesc d = desc(TSR_KOP_BINARY, fn, dt, 2, sh);
+            tsr_chunkview same2[2] = {vx, vy}, bcast[2] = {vrow, vx}, mixed[2] = {vx, vz};
+            check_in_place(&d, same2, 2, 0);
+            check_in_place(&d, same2, 2, 1);
+            check_in_place(&d, bcast, 2, 1);
+            check_in_place(&d, mixed, 2, 0);
+            cr_assert(!tsr__kernel_may_alias(&d, bcast, 2, 0), "a broadcast input never aliases");
+            cr_assert(!tsr__kernel_may_alias(&d, mixed, 2, 1), "nor one of another dtype");
+            double s = 1.25;
+            int64_t first = fn % 2;
+            tsr_kdesc ds = desc(TSR_KOP_BINARY_SCALAR, fn, dt, 2, sh);
+            ds.nf = 1;
+            ds.f = &s;
+            ds.ni = 1;
+            ds.i = &first;
+            check_in_place(&ds, &vy, 1, 0);
+        }
+        tsr_kdesc a = desc(TSR_KOP_ASTYPE, 0, dt, 2, sh);
+        check_in_place(&a, &vx, 1, 0);
+        cr_assert(!tsr__kernel_may_alias(&a, &vz, 1, 0), "astype between dtypes never aliases");
+        double scale = 0.5;
+        for (int fn = TSR_SUM; fn <= TSR_MIN; fn++) {
+            tsr_kdesc c = desc(TSR_KOP_COMBINE, fn, dt, 2, sh);
+            c.nf = 1;
+            c.f = &scale;
+            tsr_chunkview three[3] = {vx, vz, vy};
+            check_in_place(&c, three, 3, 0);
+            check_in_place(&c, three, 3, 2);
+        }
+        /* Matmul accumulation: Cprev only. */
+        tsr_kdesc m = desc(TSR_KOP_MATMUL, 0, dt, 2, sh);
+        tsr_chunkview mm[3] = {vx, vy, vy};
+        check_in_place(&m, mm, 3, 2);
+        cr_assert(!tsr__kernel_may_alias(&m, mm, 3, 0));
+        cr_assert(!tsr__kernel_may_alias(&m, mm, 2, 1));
+        /* Reductions change the shape; out-of-range inputs are refused. */
+        int64_t axes[1] = {0};
+        tsr_kdesc r = desc(TSR_KOP_REDUCE, TSR_SUM, dt, 1, sh + 1);
+        r.ni = 1;
+        r.i = axes;
+        cr_assert(!tsr__kernel_may_alias(&r, &vx, 1, 0));
+        cr_assert(!tsr__kernel_may_alias(&a, &vx, 1, 1));
+        cr_assert(!tsr__kernel_may_alias(&a, &vx, 1, -1));
+        free(bx), free(by), free(bz), free(brow);
+    }
+    free(x), free(y), free(z);
 }
 
 Test(kernels, zero_size_chunks) {

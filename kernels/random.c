@@ -1,0 +1,78 @@
+/* SPEC §2's random formula over runs of consecutive global indices, four lanes at a time.
+ * Every step is exact integer arithmetic, and the conversions to floating point are exact too
+ * (53 and 24 significant bits, scaled by powers of two), so each build and instruction set gives
+ * the bits tsr__random_f64/f32 give one element at a time. x86-64 gets AVX2 and AVX-512 clones
+ * picked at load time; elsewhere the generic vector code is all there is. */
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/kernels_priv.h"
+
+/* Four lanes: GCC lowers 4 x 64-bit multiplies well for AVX2 (and natively for AVX-512), while
+ * eight-lane vectors split badly on AVX2 and gain little on AVX-512 (measured). */
+typedef uint64_t u64x4 __attribute__((vector_size(32)));
+typedef int64_t i64x4 __attribute__((vector_size(32)));
+typedef double f64x4 __attribute__((vector_size(32)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+typedef float f32x4 __attribute__((vector_size(16)));
+
+#define GOLDEN 0x9E3779B97F4A7C15ull
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+/* The helpers below pass 32-byte vectors by value but are always inlined into one clone, so no
+ * call ever crosses the ABI GCC warns about. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#else
+#define CLONES
+#endif
+
+/* The finaliser, lane by lane. */
+static inline __attribute__((always_inline)) u64x4 mix4(u64x4 z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* seed + (g + 1) * GOLDEN for g = g0 .. g0 + 3; each later group of four adds 4 * GOLDEN
+ * (wrapping, so it equals the product exactly). */
+static inline __attribute__((always_inline)) u64x4 first_state(uint64_t seed, uint64_t g0) {
+    u64x4 lane = {0, 1, 2, 3};
+    return seed + (g0 + 1 + lane) * GOLDEN;
+}
+
+/* v < 2^53 to double, exactly: its high and low 32 bits each become a double through the
+ * 2^52 exponent trick, then hi * 2^32 + lo (exact: an integer below 2^53). */
+static inline __attribute__((always_inline)) f64x4 u53_to_f64(u64x4 v) {
+    const u64x4 magic = (u64x4){0} + 0x4330000000000000ull;
+    const f64x4 two52 = (f64x4){0} + 0x1.0p52;
+    u64x4 hi = (v >> 32) | magic, lo = (v & 0xFFFFFFFFull) | magic;
+    f64x4 dh, dl;
+    memcpy(&dh, &hi, sizeof dh);
+    memcpy(&dl, &lo, sizeof dl);
+    return (dh - two52) * 0x1.0p32 + (dl - two52);
+}
+
+CLONES void tsr__random_row_f64(double *o, uint64_t seed, uint64_t g0, int64_t n) {
+    int64_t j = 0;
+    u64x4 z = first_state(seed, g0);
+    for (; j + 4 <= n; j += 4) {
+        f64x4 v = u53_to_f64(mix4(z) >> 11) * 0x1.0p-53;
+        memcpy(o + j, &v, sizeof v);
+        z += 4 * GOLDEN;
+    }
+    for (; j < n; j++) o[j] = tsr__random_f64(seed, g0 + (uint64_t)j);
+}
+
+CLONES void tsr__random_row_f32(float *o, uint64_t seed, uint64_t g0, int64_t n) {
+    int64_t j = 0;
+    u64x4 z = first_state(seed, g0);
+    for (; j + 4 <= n; j += 4) {
+        /* Below 2^24: exact as int32 and as float. */
+        i32x4 b = __builtin_convertvector((i64x4)(mix4(z) >> 40), i32x4);
+        f32x4 v = __builtin_convertvector(b, f32x4) * 0x1.0p-24f;
+        memcpy(o + j, &v, sizeof v);
+        z += 4 * GOLDEN;
+    }
+    for (; j < n; j++) o[j] = tsr__random_f32(seed, g0 + (uint64_t)j);
+}
