@@ -387,13 +387,12 @@ void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjo
         msgpack_pack_uint64(&pk, t->nbytes);
     }
     /* Statistics (PROTOCOL.md): the workers that ran something for this job. */
-    uint32_t nw = 0, nvirt = 0;
+    uint32_t nw = 0;
     for (size_t w = 0; w < j->nwtasks; w++) nw += j->wtasks[w] > 0;
-    for (uint32_t t = 0; t < j->g.ntasks; t++) nvirt += (j->t[t].flags & TSR__TF_VIRTUAL) != 0;
     tsr__mp_pack_str(&pk, "stats");
     msgpack_pack_map(&pk, 6);
     pack_kv_u64(&pk, "tasks", j->g.ntasks);
-    pack_kv_u64(&pk, "sources_inline", nvirt);
+    pack_kv_u64(&pk, "sources_inline", j->nvirtual);
     pack_kv_u64(&pk, "moved_bytes", j->moved_bytes);
     pack_kv_u64(&pk, "sched_rss_base", j->rss_base);
     pack_kv_u64(&pk, "sched_rss_peak", rss_peak);

@@ -100,6 +100,7 @@ typedef struct tsr__sjob {
     uint64_t moved_bytes; /* input bytes workers were told to fetch from other workers */
     uint64_t rss_base;    /* the scheduler's VmRSS when the submission arrived */
     uint32_t ndone, nerred;
+    uint32_t nvirtual; /* cheap sources made where needed (never run as tasks) */
     uint32_t inflight; /* tasks in some worker's in-flight window */
     uint32_t live_pos; /* index in tsr__sched.live */
     int cancelled;     /* failed or released: only waits for in-flight reports to drain */

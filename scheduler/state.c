@@ -389,6 +389,7 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
             ts->flags |= TSR__TF_VIRTUAL;
             set_state(s, ts, TSR__TS_MEMORY);
             j->ndone++;
+            j->nvirtual++;
         }
     }
     for (uint32_t t = 0; t < n; t++) {
