@@ -153,6 +153,12 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
     if (h.role == TSR__ROLE_WORKER) {
         int kind = strcmp(h.kind, "gpu") == 0 ? TSR__KIND_GPU : TSR__KIND_CPU;
         p->wid = tsr__sched_add_worker(&srv->st, p->id, (uint32_t)h.threads, kind, h.addr, p->name);
+        tsr__sworker *w = &srv->st.w[p->wid];
+        snprintf(w->cpus, sizeof w->cpus, "%s", h.cpus);
+        w->mem_limit = h.mem > 0 ? (uint64_t)h.mem : 0;
+        tsr__events_add(&srv->events, tsr__now() - srv->started,
+                        "worker %s joined (%s, %lld threads)", p->name, h.addr,
+                        (long long)h.threads);
         tsr__log(&srv->log, TSR_LOG_INFO, "worker %s joined: %lld threads, %s, peers at %s",
                  p->name, (long long)h.threads, h.kind[0] ? h.kind : "cpu", h.addr);
         tsr__server_workers_changed(srv);
@@ -161,7 +167,7 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
                  p->conn->peer);
     }
     if (h.role == TSR__ROLE_MONITOR) {
-        tsr__proto_info(&b, &srv->st);
+        tsr__proto_info(&b, &srv->st, &srv->events, tsr__now() - srv->started, srv->addr);
         tsr__peer_send(p, &b);
     }
     msgpack_sbuffer_destroy(&b);
@@ -352,7 +358,8 @@ static void on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uin
         if (strcmp(type, "info") == 0) {
             msgpack_sbuffer b;
             msgpack_sbuffer_init(&b);
-            tsr__proto_info(&b, &p->srv->st);
+            tsr__proto_info(&b, &p->srv->st, &p->srv->events, tsr__now() - p->srv->started,
+                            p->srv->addr);
             tsr__peer_send(p, &b);
             msgpack_sbuffer_destroy(&b);
         }
@@ -371,6 +378,8 @@ static void on_close(tsr__conn *c, int status, const char *reason) {
              p->name[0] ? p->name : "?", c->peer, reason && reason[0] ? reason : "closed");
     if (!srv->stopping) {
         if (p->role == TSR__ROLE_WORKER) {
+            tsr__events_add(&srv->events, tsr__now() - srv->started, "worker %s lost: %s", p->name,
+                            reason && reason[0] ? reason : "closed");
             tsr__sched_remove_worker(&srv->st, p->wid);
         } else if (p->role == TSR__ROLE_CLIENT) {
             tsr__sched_client_gone(&srv->st, p->id);

@@ -2,6 +2,8 @@
  * Pure functions on buffers (unit-testable); every read of peer input is checked, never
  * asserted. Framing lives in wire/, meanings in state.c. */
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -484,18 +486,99 @@ void tsr__proto_free(msgpack_sbuffer *b, const tsr__key *keys, size_t n) {
     }
 }
 
-void tsr__proto_info(msgpack_sbuffer *b, const tsr__sched *s) {
+void tsr__events_add(tsr__events *ev, double t, const char *fmt, ...) {
+    uint32_t i = ev->n++ % TSR__NEVENTS;
+    ev->t[i] = t;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev->msg[i], sizeof ev->msg[i], fmt, ap);
+    va_end(ap);
+}
+
+static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v) {
+    tsr__mp_pack_str(pk, k);
+    tsr__mp_pack_str(pk, v);
+}
+
+/* Tasks of (job, op) in some worker's in-flight window: walks the windows, which are short by
+ * construction, never the tasks. */
+static uint32_t running_of(const tsr__sched *s, uint32_t job, uint32_t op) {
+    uint32_t n = 0;
+    const tsr__sjob *j = s->jobs[job];
+    for (size_t w = 0; w < s->nw; w++) {
+        const tsr__keyvec *f = &s->w[w].inflight;
+        for (size_t i = 0; i < f->n; i++)
+            n += f->v[i].job == job && j->aop[j->g.array[f->v[i].task]] == op;
+    }
+    return n;
+}
+
+void tsr__proto_info(msgpack_sbuffer *b, const tsr__sched *s, const tsr__events *ev, double uptime,
+                     const char *addr) {
     msgpack_packer pk;
     pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 4, "info");
-    tsr__mp_pack_str(&pk, "workers");
-    msgpack_pack_uint32(&pk, s->nalive);
-    tsr__mp_pack_str(&pk, "jobs");
-    msgpack_pack_uint64(&pk, s->nlive);
+    tsr__mp_pack_type(&pk, 10, "info");
+    pack_kv_str(&pk, "addr", addr);
+    pack_kv_f(&pk, "uptime", uptime);
+    pack_kv_u64(&pk, "workers", s->nalive);
+    pack_kv_u64(&pk, "jobs", s->nlive);
+    pack_kv_u64(&pk, "done_total", s->done_total);
     tsr__mp_pack_str(&pk, "tasks");
     msgpack_pack_map(&pk, TSR__TS_COUNT);
     for (int st = 0; st < TSR__TS_COUNT; st++) {
         tsr__mp_pack_str(&pk, tsr__task_state_name(st));
         msgpack_pack_uint64(&pk, s->count[st]);
+    }
+    tsr__mp_pack_str(&pk, "wlist");
+    msgpack_pack_array(&pk, s->nalive);
+    for (size_t w = 0; w < s->nw; w++) {
+        const tsr__sworker *wk = &s->w[w];
+        if (!wk->alive) continue;
+        msgpack_pack_map(&pk, 15);
+        pack_kv_str(&pk, "name", wk->name);
+        pack_kv_str(&pk, "addr", wk->addr);
+        pack_kv_str(&pk, "kind", wk->kind == TSR__KIND_GPU ? "gpu" : "cpu");
+        pack_kv_str(&pk, "cpus", wk->cpus);
+        pack_kv_u64(&pk, "threads", wk->threads);
+        pack_kv_u64(&pk, "running", wk->inflight.n);
+        pack_kv_u64(&pk, "queued", wk->backlog.n);
+        pack_kv_u64(&pk, "tasks", wk->st.tasks);
+        pack_kv_u64(&pk, "rss", wk->st.rss);
+        pack_kv_u64(&pk, "mem_limit", wk->mem_limit);
+        pack_kv_u64(&pk, "chunk_bytes", wk->st.chunk_bytes);
+        pack_kv_u64(&pk, "in_bytes", wk->st.in_bytes);
+        pack_kv_u64(&pk, "out_bytes", wk->st.out_bytes);
+        pack_kv_f(&pk, "busy_s", wk->st.busy_s);
+        pack_kv_f(&pk, "speed", wk->speed);
+    }
+    tsr__mp_pack_str(&pk, "jlist");
+    msgpack_pack_array(&pk, s->nlive);
+    for (size_t i = 0; i < s->nlive; i++) {
+        const tsr__sjob *j = s->jobs[s->live[i]];
+        msgpack_pack_map(&pk, 6);
+        pack_kv_u64(&pk, "job", j->id);
+        pack_kv_u64(&pk, "total", j->g.ntasks);
+        pack_kv_u64(&pk, "done", j->ndone);
+        pack_kv_u64(&pk, "erred", j->nerred);
+        pack_kv_u64(&pk, "moved_bytes", j->moved_bytes);
+        tsr__mp_pack_str(&pk, "ops");
+        msgpack_pack_array(&pk, j->nops);
+        for (uint32_t o = 0; o < j->nops; o++) {
+            msgpack_pack_map(&pk, 6);
+            pack_kv_str(&pk, "op", j->opname[o]);
+            pack_kv_u64(&pk, "total", j->op_total[o]);
+            pack_kv_u64(&pk, "done", j->op_done[o]);
+            pack_kv_u64(&pk, "running", running_of(s, j->id, o));
+            pack_kv_u64(&pk, "erred", j->op_err[o]);
+            pack_kv_f(&pk, "flops_done", j->op_flops[o]);
+        }
+    }
+    tsr__mp_pack_str(&pk, "events");
+    uint32_t ne = ev->n < TSR__NEVENTS ? ev->n : TSR__NEVENTS;
+    msgpack_pack_array(&pk, ne);
+    for (uint32_t k = ev->n - ne; k < ev->n; k++) {
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_double(&pk, ev->t[k % TSR__NEVENTS]);
+        tsr__mp_pack_str(&pk, ev->msg[k % TSR__NEVENTS]);
     }
 }

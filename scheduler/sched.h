@@ -101,6 +101,13 @@ typedef struct tsr__sjob {
     uint64_t rss_base;    /* the scheduler's VmRSS when the submission arrived */
     uint32_t ndone, nerred;
     uint32_t nvirtual; /* cheap sources made where needed (never run as tasks) */
+    /* Progress per operation type (`tessera top`): aop maps an array to its op; counts are
+     * kept as tasks change state, never recomputed by walking tasks. */
+    uint16_t *aop;
+    uint32_t nops;
+    char (*opname)[16];
+    uint32_t *op_total, *op_done, *op_err;
+    double *op_flops;  /* flops of the done tasks */
     uint32_t inflight; /* tasks in some worker's in-flight window */
     uint32_t live_pos; /* index in tsr__sched.live */
     int cancelled;     /* failed or released: only waits for in-flight reports to drain */
@@ -129,6 +136,8 @@ typedef struct tsr__sworker {
     uint64_t held_bytes;
     char addr[64]; /* where peers fetch its chunks */
     char name[64];
+    char cpus[64]; /* as the worker said in its hello */
+    uint64_t mem_limit;
 } tsr__sworker;
 
 enum { TSR__ACT_COMPUTE, TSR__ACT_FREE, TSR__ACT_FINISHED, TSR__ACT_FAILED };
@@ -195,6 +204,7 @@ typedef struct tsr__sched {
     uint32_t *dirty; /* jobs whose progress changed (each once, see sjob.dirty) */
     size_t ndirty, dirtycap;
     uint64_t backlog_total;
+    uint64_t done_total;           /* tasks reported done since start, all jobs */
     uint64_t count[TSR__TS_COUNT]; /* tasks by state over live jobs */
     uint32_t rr;                   /* round-robin cursor for tasks without inputs */
     uint64_t *score;               /* placement scratch, one per worker */
@@ -305,6 +315,8 @@ typedef struct tsr__hello {
     int64_t threads;
     char kind[8];
     char addr[64];
+    char cpus[64]; /* worker: the cores it is pinned to (hwloc list), optional */
+    int64_t mem;   /* worker: memory limit in bytes, 0 = none, optional */
 } tsr__hello;
 
 /* Parses a hello header. 0, TSR_EVERSION (h->v holds what was sent), or TSR_EPROTOCOL with a
@@ -332,8 +344,18 @@ void tsr__proto_compute(msgpack_sbuffer *b, tsr__sched *s, uint32_t wid, uint32_
                         const uint32_t *tasks, size_t n);
 /* {t:"free", keys:[[job, id], ...]} */
 void tsr__proto_free(msgpack_sbuffer *b, const tsr__key *keys, size_t n);
-/* {t:"info", workers, tasks:{state: count}} for monitors. */
-void tsr__proto_info(msgpack_sbuffer *b, const tsr__sched *s);
+/* Recent events (worker arrivals and losses, failures) for monitors: a ring of the last few. */
+#define TSR__NEVENTS 8
+typedef struct tsr__events {
+    double t[TSR__NEVENTS];
+    char msg[TSR__NEVENTS][160];
+    uint32_t n; /* total recorded; the ring holds the last TSR__NEVENTS */
+} tsr__events;
+void tsr__events_add(tsr__events *ev, double t, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The monitor snapshot (PROTOCOL.md "Monitor"): aggregated counters only. */
+void tsr__proto_info(msgpack_sbuffer *b, const tsr__sched *s, const tsr__events *ev, double uptime,
+                     const char *addr);
 
 /* ---- server.c and conn.c ---- */
 typedef struct tsr__conn tsr__conn;
@@ -364,6 +386,9 @@ struct tsr__server {
     uv_timer_t stop_timer; /* bounds how long a clean stop waits for writes */
     tsr__logger log;
     tsr__sched st;
+    tsr__events events;
+    double started;    /* tsr__now() at start */
+    char addr[96];     /* where it listens */
     tsr__peer **peers; /* by id; NULL once closed */
     size_t npeers, peercap;
     size_t nopen;      /* peers not yet closed */

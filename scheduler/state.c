@@ -110,6 +110,12 @@ static void job_free(tsr__sjob *j) {
     free(j->cls);
     free(j->rmask);
     free(j->wtasks);
+    free(j->aop);
+    free(j->opname);
+    free(j->op_total);
+    free(j->op_done);
+    free(j->op_err);
+    free(j->op_flops);
     tsr__keyvec_free(&j->rfar);
     free(j);
 }
@@ -299,6 +305,34 @@ bad_off:
     return TSR_EPROGRAM;
 }
 
+/* Groups the job's arrays by operation name for per-operation progress. */
+static int op_table(tsr__sjob *j, const tsr__jobspec *g) {
+    j->opname = calloc((size_t)g->narrays + 1, sizeof *j->opname);
+    if (!j->opname) return -1;
+    for (uint32_t a = 0; a < g->narrays; a++) {
+        uint32_t o = 0;
+        while (o < j->nops && strcmp(j->opname[o], g->ops[a]) != 0) o++;
+        if (o == j->nops) {
+            if (j->nops == UINT16_MAX)
+                o = j->nops - 1; /* absurdly many: lump the rest */
+            else
+                memcpy(j->opname[j->nops++], g->ops[a], sizeof j->opname[0]);
+        }
+        j->aop[a] = (uint16_t)o;
+    }
+    j->op_total = calloc((size_t)j->nops + 1, sizeof *j->op_total);
+    j->op_done = calloc((size_t)j->nops + 1, sizeof *j->op_done);
+    j->op_err = calloc((size_t)j->nops + 1, sizeof *j->op_err);
+    j->op_flops = calloc((size_t)j->nops + 1, sizeof *j->op_flops);
+    if (!j->op_total || !j->op_done || !j->op_err || !j->op_flops) return -1;
+    for (uint32_t t = 0; t < g->ntasks; t++) j->op_total[j->aop[g->array[t]]]++;
+    return 0;
+}
+
+static inline uint32_t op_of(const tsr__sjob *j, uint32_t task) {
+    return j->aop[j->g.array[task]];
+}
+
 static void live_add(tsr__sched *s, tsr__sjob *j) {
     MUST_GROW(s->live, s->livecap, s->nlive + 1);
     j->live_pos = (uint32_t)s->nlive;
@@ -333,8 +367,10 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
         j->cls = malloc(((size_t)n + 1) * sizeof *j->cls);
         j->nwtasks = s->nw;
         j->wtasks = calloc(s->nw + 1, sizeof *j->wtasks);
+        j->aop = calloc((size_t)spec->narrays + 1, sizeof *j->aop);
     }
-    if (!j || !j->t || !j->rdep_off || !j->rdeps || !j->cls || !j->wtasks) {
+    if (!j || !j->t || !j->rdep_off || !j->rdeps || !j->cls || !j->wtasks || !j->aop ||
+        op_table(j, spec) != 0) {
         job_free(j);
         tsr__jobspec_free(spec);
         tsr__fmt(err, errlen, "out of memory for a graph of %u tasks", n);
@@ -390,6 +426,7 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
             set_state(s, ts, TSR__TS_MEMORY);
             j->ndone++;
             j->nvirtual++;
+            j->op_done[op_of(j, t)]++;
         }
     }
     for (uint32_t t = 0; t < n; t++) {
@@ -486,6 +523,8 @@ static void resurrect(tsr__sched *s, tsr__sjob *j, uint32_t id, tsr__keyvec *S) 
         return;
     }
     t->flags &= (uint8_t)~TSR__TF_DONATED;
+    j->op_done[op_of(j, id)]--;
+    j->op_flops[op_of(j, id)] -= s->cost.c[j->cls[id]].flops;
     set_state(s, t, TSR__TS_WAITING);
     t->where = TSR__NONE;
     t->flags |= TSR__TF_MARK;
@@ -666,6 +705,9 @@ static int done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64
     list_add(s, &w->held, (tsr__key){job, task});
     w->held_bytes += nbytes;
     j->ndone++;
+    s->done_total++;
+    j->op_done[op_of(j, task)]++;
+    j->op_flops[op_of(j, task)] += s->cost.c[j->cls[task]].flops;
     mark_dirty(s, j);
 
     const tsr__jobspec *g = &j->g;
@@ -696,6 +738,7 @@ static void fail_task(tsr__sched *s, tsr__sjob *j, uint32_t task, const char *wo
     set_state(s, t, TSR__TS_ERRED);
     t->where = TSR__NONE;
     j->nerred++;
+    j->op_err[op_of(j, task)]++;
     mark_dirty(s, j);
     tsr__log(s->log, TSR_LOG_WARN, "job %u task %u (array %u) failed on %s: %s", j->id, task,
              j->g.array[task], worker, msg);

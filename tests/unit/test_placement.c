@@ -4,6 +4,7 @@
  * order sent, for a duration that depends on the worker, and reports them as the server would
  * (planning inputs when a task is written, so transfers and replicas are counted). */
 #include "sched_fixture.h"
+#include "wire/wire.h"
 
 /* ---- a small discrete-event simulation ---- */
 
@@ -232,4 +233,52 @@ Test(placement, many_workers_place_on_the_input_holder) {
     drain(&s, &x);
     cr_assert_eq(j->t[b].where, wa);
     tsr__sched_free(&s);
+}
+
+Test(placement, per_operation_counters_add_up) {
+    /* The monitor's counters are kept as tasks change state; after a run they must agree with
+     * the graph, and the info snapshot must carry them. */
+    sim m;
+    sim_init(&m, 2);
+    gb g = {0};
+    uint32_t r = gb_task(&g, 0, NULL);
+    g.src[r] = 1 + TSR_KOP_RANDOM;
+    for (int i = 0; i < 6; i++) {
+        uint32_t a = gb_task(&g, 1, (uint32_t[]){r});
+        g.outputs[g.nout++] = gb_task(&g, 1, (uint32_t[]){a});
+    }
+    m.job = submit(&m.s, &g);
+    tsr__sjob *j = tsr__sched_job(&m.s, m.job);
+    cr_assert_eq(j->nops, 1, "one array, one op name in the fixture");
+    cr_assert_eq(j->op_total[0], g.n);
+    cr_assert_eq(j->op_done[0], 1, "the inline source");
+    sim_run(&m, 2);
+    cr_assert_eq(j->op_done[0], g.n);
+    cr_assert_eq(m.s.done_total, g.n - 1);
+
+    tsr__events ev = {0};
+    tsr__events_add(&ev, 1.5, "worker %s joined", "w0");
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    tsr__proto_info(&b, &m.s, &ev, 2.0, "127.0.0.1:1");
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    cr_assert_eq(msgpack_unpack_next(&up, b.data, b.size, &off), MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *jl = tsr__mp_get(&up.data, "jlist");
+    cr_assert_eq(jl->via.array.size, 1);
+    const msgpack_object *ops = tsr__mp_get(&jl->via.array.ptr[0], "ops");
+    uint64_t done = 0, total = 0;
+    cr_assert_eq(tsr__mp_get_uint(&ops->via.array.ptr[0], "done", &done), 0);
+    cr_assert_eq(tsr__mp_get_uint(&ops->via.array.ptr[0], "total", &total), 0);
+    cr_assert_eq(done, g.n);
+    cr_assert_eq(total, g.n);
+    const msgpack_object *wl = tsr__mp_get(&up.data, "wlist");
+    cr_assert_eq(wl->via.array.size, 2);
+    const msgpack_object *evs = tsr__mp_get(&up.data, "events");
+    cr_assert_eq(evs->via.array.size, 1);
+    cr_assert(tsr__mp_str_eq(&evs->via.array.ptr[0].via.array.ptr[1], "worker w0 joined"));
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&b);
+    tsr__sched_free(&m.s);
 }
