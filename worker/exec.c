@@ -1,21 +1,31 @@
 /* Executor threads: each is pinned to one core, pops ready tasks in FIFO order, runs the kernel
- * and hands the result back to the loop through the completion queue and uv_async_send. They
- * never touch the loop, the store or any connection; a task's inputs are references the loop
- * took before queueing it. */
+ * and hands results back to the loop through the completion queue and uv_async_send. They never
+ * touch the loop, the store, any connection or any reference count; a task's inputs are
+ * references the loop took before queueing it.
+ *
+ * Both hand-overs are batched, because tiny tasks take well under a microsecond while a futex
+ * wake or an eventfd write costs several: the loop queues a whole turn's ready tasks under one
+ * lock and wakes only idle executors, and an executor reports its finished tasks when its queue
+ * runs dry, when they have waited PUBLISH_AFTER, or before it starts a task that may be long. */
 #include <errno.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
 #include "worker/worker.h"
 
-static void run_task(wtask *t) {
-    tsr_chunkview in[64];
+#define PUBLISH_AFTER 50e-6   /* seconds since the oldest unreported task started */
+#define PUBLISH_COUNT 256     /* or this many unreported tasks */
+#define LONG_BYTES (64 << 10) /* tasks with outputs this big may run long: report first */
+
+static void run_task(tsr__worker *w, wtask *t) {
+    const tsr_kdesc *d = &t->kd->d;
+    tsr_chunkview in[16];
     tsr_chunkview *ins = in;
     tsr_chunkview *heap = NULL;
     if (t->nin > TSR__ARRAY_LEN(in)) {
-        heap = calloc(t->nin, sizeof *heap);
+        heap = malloc(t->nin * sizeof *heap);
         if (!heap) {
             t->rc = -ENOMEM;
             snprintf(t->msg, sizeof t->msg, "no memory for %u inputs", t->nin);
@@ -24,33 +34,52 @@ static void run_task(wtask *t) {
         ins = heap;
     }
     for (uint32_t k = 0; k < t->nin; k++) {
-        memset(&ins[k], 0, sizeof ins[k]);
         ins[k].data = t->in[k].buf->data;
         ins[k].dtype = t->in[k].dtype;
         ins[k].ndim = t->in[k].ndim;
         memcpy(ins[k].shape, t->in[k].shape, sizeof ins[k].shape);
     }
-    uint64_t nbytes = tsr__kdesc_nbytes(&t->d);
-    t->out = nbytes <= SIZE_MAX ? tsr__buf_new((size_t)nbytes) : NULL;
+    /* A donated input's buffer arrives as t->out already (task.c); otherwise a fresh one. */
     if (!t->out) {
-        t->rc = -ENOMEM;
-        snprintf(t->msg, sizeof t->msg, "no memory for an output chunk of %llu bytes",
-                 (unsigned long long)nbytes);
-        free(heap);
-        return;
+        uint64_t nbytes = tsr__kdesc_nbytes(d);
+        t->out = nbytes <= SIZE_MAX ? tsr__chunkmem_new(&w->mem, (size_t)nbytes) : NULL;
+        if (!t->out) {
+            t->rc = -ENOMEM;
+            snprintf(t->msg, sizeof t->msg, "no memory for an output chunk of %llu bytes",
+                     (unsigned long long)nbytes);
+            free(heap);
+            return;
+        }
     }
     tsr_chunkview out;
-    memset(&out, 0, sizeof out);
     out.data = t->out->data;
-    out.dtype = t->d.dtype;
-    out.ndim = t->d.ndim;
-    memcpy(out.shape, t->d.shape, sizeof out.shape);
-    double t0 = tsr__now();
+    out.dtype = d->dtype;
+    out.ndim = d->ndim;
+    memcpy(out.shape, d->shape, sizeof out.shape);
     t->msg[0] = '\0';
-    t->rc = tsr__kernel_run(&t->d, ins, (int)t->nin, &out, TSR_DEVICE_CPU, t->msg, sizeof t->msg);
-    t->seconds = tsr__now() - t0;
+    t->rc = tsr__kernel_run(d, ins, (int)t->nin, &out, TSR_DEVICE_CPU, t->msg, sizeof t->msg);
     if (t->rc != 0 && t->msg[0] == '\0') snprintf(t->msg, sizeof t->msg, "%s", tsr_strerror(t->rc));
     free(heap);
+}
+
+static int may_run_long(const wtask *t) {
+    const tsr_kdesc *d = &t->kd->d;
+    return d->kop == TSR_KOP_MATMUL || d->kop == TSR_KOP_LOAD || tsr__kdesc_nbytes(d) >= LONG_BYTES;
+}
+
+/* Hands an executor's finished tasks to the loop. */
+static void publish(tsr__worker *w, wtask **head, wtask **tail) {
+    if (!*head) return;
+    pthread_mutex_lock(&w->cmu);
+    if (w->ctail)
+        w->ctail->qnext = *head;
+    else
+        w->chead = *head;
+    w->ctail = *tail;
+    pthread_mutex_unlock(&w->cmu);
+    *head = *tail = NULL;
+    /* Coalesces: the loop drains the whole completion queue per callback. */
+    uv_async_send(&w->async);
 }
 
 static void *exec_main(void *arg) {
@@ -66,31 +95,62 @@ static void *exec_main(void *arg) {
                  s ? s : "?", strerror(errno));
         free(s);
     }
+    wtask *dhead = NULL, *dtail = NULL; /* finished, not yet reported */
+    size_t ndone = 0;
+    double oldest = 0; /* when the oldest unreported task started */
+    /* Back to back, a task starts when the previous one ended: one clock read per task. */
+    double last = 0;
+    int have_last = 0;
+    pthread_mutex_lock(&w->qmu);
     for (;;) {
-        pthread_mutex_lock(&w->qmu);
-        while (!w->qstop && !w->qhead) pthread_cond_wait(&w->qcv, &w->qmu);
-        if (w->qstop) {
-            pthread_mutex_unlock(&w->qmu);
-            break;
+        while (!w->qstop && !w->qhead) {
+            have_last = 0;
+            if (dhead) {
+                /* Never sleep on results the loop has not seen. */
+                pthread_mutex_unlock(&w->qmu);
+                publish(w, &dhead, &dtail);
+                ndone = 0;
+                pthread_mutex_lock(&w->qmu);
+                continue;
+            }
+            w->qidle++;
+            pthread_cond_wait(&w->qcv, &w->qmu);
+            w->qidle--;
         }
+        if (w->qstop) break;
         wtask *t = w->qhead;
         w->qhead = t->qnext;
         if (!w->qhead) w->qtail = NULL;
-        t->qnext = NULL;
         pthread_mutex_unlock(&w->qmu);
+        t->qnext = NULL;
 
-        run_task(t);
-
-        pthread_mutex_lock(&w->cmu);
-        if (w->ctail)
-            w->ctail->qnext = t;
+        if (dhead && may_run_long(t)) {
+            publish(w, &dhead, &dtail);
+            ndone = 0;
+            have_last = 0;
+        }
+        double t0 = have_last ? last : tsr__now();
+        run_task(w, t);
+        double t1 = tsr__now();
+        t->seconds = t1 - t0;
+        last = t1;
+        have_last = 1;
+        if (dtail)
+            dtail->qnext = t;
         else
-            w->chead = t;
-        w->ctail = t;
-        pthread_mutex_unlock(&w->cmu);
-        /* Coalesces: the loop drains the whole completion queue per callback. */
-        uv_async_send(&w->async);
+            dhead = t;
+        dtail = t;
+        if (ndone++ == 0) oldest = t0;
+        if (ndone >= PUBLISH_COUNT || t1 - oldest >= PUBLISH_AFTER) {
+            publish(w, &dhead, &dtail);
+            ndone = 0;
+            have_last = 0;
+        }
+        pthread_mutex_lock(&w->qmu);
     }
+    pthread_mutex_unlock(&w->qmu);
+    /* The async handle is closed only after every executor is joined. */
+    publish(w, &dhead, &dtail);
     return NULL;
 }
 
@@ -122,14 +182,29 @@ void tsr__exec_stop(tsr__worker *w) {
 
 void tsr__exec_push(tsr__worker *w, wtask *t) {
     t->qnext = NULL;
+    if (w->rq_tail)
+        w->rq_tail->qnext = t;
+    else
+        w->rq_head = t;
+    w->rq_tail = t;
+    w->nrq++;
+}
+
+void tsr__exec_flush(tsr__worker *w) {
+    if (!w->rq_head) return;
     pthread_mutex_lock(&w->qmu);
     if (w->qtail)
-        w->qtail->qnext = t;
+        w->qtail->qnext = w->rq_head;
     else
-        w->qhead = t;
-    w->qtail = t;
-    pthread_cond_signal(&w->qcv);
+        w->qhead = w->rq_head;
+    w->qtail = w->rq_tail;
+    /* Busy executors come back for more by themselves; wake only sleeping ones, no more of
+     * them than there are new tasks. */
+    size_t wake = (size_t)w->qidle < w->nrq ? (size_t)w->qidle : w->nrq;
+    for (size_t i = 0; i < wake; i++) pthread_cond_signal(&w->qcv);
     pthread_mutex_unlock(&w->qmu);
+    w->rq_head = w->rq_tail = NULL;
+    w->nrq = 0;
 }
 
 wtask *tsr__exec_take_done(tsr__worker *w) {

@@ -61,8 +61,16 @@ static void close_after_write(void *arg) {
     tsr__conn_close(arg, "refused");
 }
 
-static void buf_done(void *arg) {
-    tsr__buf_unref(arg);
+/* A chunk being written to a peer: the write borrows the bytes, so it holds a reference. */
+typedef struct send_ref {
+    tsr__worker *w;
+    tsr__buf *buf;
+} send_ref;
+
+static void send_done(void *arg) {
+    send_ref *r = arg;
+    tsr__chunkmem_unref(&r->w->mem, r->buf);
+    free(r);
 }
 
 static void send_error_and_close(tsr__conn *c, const char *msg) {
@@ -182,8 +190,16 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
         msgpack_pack_uint64(&pk, ch->buf->size);
         /* The write borrows the bytes: hold a reference so a free meanwhile cannot pull them
          * from under it. */
-        tsr__buf *b = tsr__buf_ref(ch->buf);
-        tsr__conn_send(c, &sb, b->data, b->size, buf_done, b);
+        send_ref *r = malloc(sizeof *r);
+        if (!r) {
+            msgpack_sbuffer_destroy(&sb);
+            tsr__conn_close(c, "no memory for a send");
+            return;
+        }
+        r->w = w;
+        r->buf = tsr__buf_ref(ch->buf);
+        w->st.out_bytes += r->buf->size;
+        tsr__conn_send(c, &sb, r->buf->data, r->buf->size, send_done, r);
     }
     msgpack_sbuffer_destroy(&sb);
 }
@@ -353,7 +369,7 @@ static int pout_on_header(tsr__conn *c, const msgpack_object *hdr, uint64_t plen
         return 0;
     }
     f->dtype = (uint8_t)dtype;
-    if (plen > SIZE_MAX || !(f->buf = tsr__buf_new((size_t)plen))) {
+    if (plen > SIZE_MAX || !(f->buf = tsr__chunkmem_new(&w->mem, (size_t)plen))) {
         tsr__conn_close(c, "no memory for a chunk");
         return 0;
     }

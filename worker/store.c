@@ -1,6 +1,7 @@
-/* The chunk store: a (job, id) hash map of refcounted chunk buffers with byte accounting.
- * Pure data structure, loop thread only: no I/O, no locks. Dropping a chunk releases the
- * store's reference only, so a peer send in progress keeps the bytes alive. */
+/* The chunk store: a (job, id) hash map of refcounted chunk buffers with byte accounting, and
+ * the worker-wide count of chunk buffer bytes. Pure data structures, loop thread only (but for
+ * the counters, which executors add to): no I/O, no locks. Dropping a chunk releases the store's
+ * reference only, so a peer send in progress keeps the bytes alive. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,29 @@ void *tsr__kmap_del(tsr__kmap *m, uint64_t job, uint64_t id) {
     return val;
 }
 
+/* ---- Chunk memory ---------------------------------------------------------------------------- */
+
+tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
+    tsr__buf *b = tsr__buf_new(size);
+    if (!b || !m) return b;
+    uint_fast64_t now = atomic_fetch_add_explicit(&m->bytes, size, memory_order_relaxed) + size;
+    uint_fast64_t peak = atomic_load_explicit(&m->peak, memory_order_relaxed);
+    while (now > peak && !atomic_compare_exchange_weak_explicit(
+                             &m->peak, &peak, now, memory_order_relaxed, memory_order_relaxed)) {
+    }
+    return b;
+}
+
+void tsr__chunkmem_unref(tsr__chunkmem *m, tsr__buf *b) {
+    if (!b) return;
+    /* Only the loop thread takes and drops references, so 1 means ours is the last. */
+    if (m && atomic_load_explicit(&b->refs, memory_order_acquire) == 1)
+        atomic_fetch_sub_explicit(&m->bytes, b->size, memory_order_relaxed);
+    tsr__buf_unref(b);
+}
+
+/* ---- Store ---------------------------------------------------------------------------------- */
+
 void tsr__store_init(tsr__store *s) {
     memset(s, 0, sizeof *s);
     tsr__kmap_init(&s->map);
@@ -101,7 +125,7 @@ void tsr__store_init(tsr__store *s) {
 
 static void chunk_free(tsr__store *s, tsr__chunk *c) {
     s->bytes -= c->buf->size;
-    tsr__buf_unref(c->buf);
+    tsr__chunkmem_unref(s->mem, c->buf);
     free(c);
 }
 
@@ -114,9 +138,9 @@ void tsr__store_free(tsr__store *s) {
 
 int tsr__store_put(tsr__store *s, uint64_t job, uint64_t id, tsr__buf *buf, uint8_t dtype,
                    uint8_t ndim, const int64_t *shape) {
-    tsr__chunk *c = calloc(1, sizeof *c);
+    tsr__chunk *c = malloc(sizeof *c);
     if (!c) {
-        tsr__buf_unref(buf);
+        tsr__chunkmem_unref(s->mem, buf);
         return -ENOMEM;
     }
     c->job = job;
@@ -127,7 +151,7 @@ int tsr__store_put(tsr__store *s, uint64_t job, uint64_t id, tsr__buf *buf, uint
     if (c->ndim) memcpy(c->shape, shape, c->ndim * sizeof *shape);
     void *old = NULL;
     if (tsr__kmap_put(&s->map, job, id, c, &old) != 0) {
-        tsr__buf_unref(buf);
+        tsr__chunkmem_unref(s->mem, buf);
         free(c);
         return -ENOMEM;
     }

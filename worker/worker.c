@@ -1,8 +1,9 @@
-/* The worker: its loop, the scheduler connection (hello, compute, free, shutdown), the task
- * life cycle (inputs from the store, from tasks still running here, or fetched from peers;
- * then the executor queue; then done/erred) and shutdown. Compute never runs here: ready tasks
- * go to the executors (exec.c) and come back through the completion queue. */
+/* The worker: its loop, the scheduler connection (hello, compute, free, shutdown), reporting
+ * finished tasks (done with stats, erred), start-up and shutdown. The task life cycle is in
+ * task.c; compute never runs here: ready tasks go to the executors (exec.c) and come back
+ * through the completion queue. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ static void send_sched(tsr__worker *w, msgpack_sbuffer *sb) {
     msgpack_sbuffer_destroy(sb);
 }
 
-static void send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg) {
+void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg) {
     tsr__log(&w->log, TSR_LOG_INFO, "task (%llu,%llu) failed: %s", (unsigned long long)job,
              (unsigned long long)id, msg);
     msgpack_sbuffer sb;
@@ -96,416 +97,49 @@ static void send_hello(tsr__worker *w) {
     send_sched(w, &sb);
 }
 
-/* ---- Task life cycle ----------------------------------------------------------------------- */
+/* ---- Completions -------------------------------------------------------------------------- */
 
-static int add_waiter(wwaiter **arr, size_t *n, size_t *cap, wtask *t, uint32_t idx) {
-    if (tsr__grow((void **)arr, cap, *n + 1, sizeof **arr) != 0) return -ENOMEM;
-    (*arr)[(*n)++] = (wwaiter){t, idx};
-    return 0;
-}
-
-static void fetch_release(tsr__worker *w, wfetch *f);
-
-/* Frees a task that is no longer queued, running or waited on by anything. */
-static void task_free(tsr__worker *w, wtask *t) {
-    for (uint32_t k = 0; k < t->nin; k++) {
-        tsr__buf_unref(t->in[k].buf);
-        if (t->in[k].fetch) fetch_release(w, t->in[k].fetch);
-    }
-    if (t->mapped) tsr__kmap_del(&w->pending, t->job, t->id);
-    tsr__buf_unref(t->out);
-    if (t->all_prev)
-        t->all_prev->all_next = t->all_next;
-    else if (w->all == t)
-        w->all = t->all_next;
-    if (t->all_next) t->all_next->all_prev = t->all_prev;
-    free(t->in);
-    free(t->deps);
-    free(t->ip);
-    free(t->fp);
-    free(t->sp);
-    free(t);
-}
-
-static void input_failed(tsr__worker *w, wtask *t, uint32_t idx, const char *msg);
-
-/* Sends erred once and fails every task here that waits for this one's chunk. */
-static void task_fail(tsr__worker *w, wtask *t, const char *msg) {
-    if (t->failed) return;
-    t->failed = 1;
-    send_erred(w, t->job, t->id, msg);
-    if (t->mapped) {
-        tsr__kmap_del(&w->pending, t->job, t->id);
-        t->mapped = 0;
-    }
-    wwaiter *deps = t->deps;
-    size_t n = t->ndeps;
-    t->deps = NULL;
-    t->ndeps = t->deps_cap = 0;
-    char why[128];
-    snprintf(why, sizeof why, "input (%llu,%llu) failed", (unsigned long long)t->job,
-             (unsigned long long)t->id);
-    for (size_t k = 0; k < n; k++) input_failed(w, deps[k].t, deps[k].idx, why);
-    free(deps);
-}
-
-/* One fewer input missing: a task with none left goes to the executors (or, failed, away). */
-static void task_settle(tsr__worker *w, wtask *t) {
-    if (--t->missing > 0) return;
-    if (t->failed)
-        task_free(w, t);
-    else
-        tsr__exec_push(w, t);
-}
-
-static void input_failed(tsr__worker *w, wtask *t, uint32_t idx, const char *msg) {
-    (void)idx;
-    task_fail(w, t, msg);
-    task_settle(w, t);
-}
-
-static void input_ready(tsr__worker *w, wtask *t, uint32_t idx, tsr__buf *buf, uint8_t dtype,
-                        uint8_t ndim, const int64_t *shape) {
-    wtask_in *in = &t->in[idx];
-    in->buf = tsr__buf_ref(buf);
-    in->dtype = dtype;
-    in->ndim = ndim;
-    memcpy(in->shape, shape, sizeof in->shape);
-    task_settle(w, t);
-}
-
-static void fetch_free(wfetch *f) {
-    tsr__buf_unref(f->buf);
-    free(f->waiters);
-    free(f);
-}
-
-/* A task input stops using a fetched copy; the last user drops it (it is not ours to keep:
- * the scheduler never heard that we hold it). */
-static void fetch_release(tsr__worker *w, wfetch *f) {
-    if (--f->users > 0 || f->state != FETCH_READY) return;
-    if (tsr__kmap_get(&w->fetched, f->job, f->id) == f) tsr__kmap_del(&w->fetched, f->job, f->id);
-    fetch_free(f);
-}
-
-void tsr__worker_fetch_done(tsr__worker *w, wfetch *f) {
-    tsr__log(&w->log, TSR_LOG_DEBUG, "fetched (%llu,%llu): %zu bytes", (unsigned long long)f->job,
-             (unsigned long long)f->id, f->buf->size);
-    wwaiter *ws = f->waiters;
-    size_t n = f->nwaiters;
-    f->waiters = NULL;
-    f->nwaiters = f->waiters_cap = 0;
-    /* Hold the copy while handing it out: a failed waiter may be freed (and release it)
-     * inside the loop. */
-    f->users++;
-    for (size_t k = 0; k < n; k++)
-        input_ready(w, ws[k].t, ws[k].idx, f->buf, f->dtype, f->ndim, f->shape);
-    free(ws);
-    fetch_release(w, f);
-}
-
-void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why) {
-    if (tsr__kmap_get(&w->fetched, f->job, f->id) == f) tsr__kmap_del(&w->fetched, f->job, f->id);
-    /* The waiters no longer count as users of this entry, which goes now. */
-    for (size_t k = 0; k < f->nwaiters; k++) f->waiters[k].t->in[f->waiters[k].idx].fetch = NULL;
-    wwaiter *ws = f->waiters;
-    size_t n = f->nwaiters;
-    f->waiters = NULL;
-    f->nwaiters = 0;
-    char msg[300];
-    snprintf(msg, sizeof msg, "could not fetch input (%llu,%llu): %s", (unsigned long long)f->job,
-             (unsigned long long)f->id, why);
-    fetch_free(f);
-    for (size_t k = 0; k < n; k++) input_failed(w, ws[k].t, ws[k].idx, msg);
-    free(ws);
-}
-
-/* Makes input k of t available now or registers where it will come from. */
-static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const msgpack_object *addr) {
-    wtask_in *in = &t->in[k];
-    char msg[200];
-    const tsr__chunk *ch = tsr__store_get(&w->store, in->job, in->id);
-    if (ch) {
-        input_ready(w, t, k, ch->buf, ch->dtype, ch->ndim, ch->shape);
-        return;
-    }
-    if (addr->type == MSGPACK_OBJECT_NIL) {
-        /* Not stored yet, but maybe still being computed here (a chain sent in one batch). */
-        wtask *prod = tsr__kmap_get(&w->pending, in->job, in->id);
-        if (prod && add_waiter(&prod->deps, &prod->ndeps, &prod->deps_cap, t, k) == 0) return;
-        snprintf(msg, sizeof msg, "input (%llu,%llu) is not on this worker",
-                 (unsigned long long)in->job, (unsigned long long)in->id);
-        input_failed(w, t, k, msg);
-        return;
-    }
-    char where[80];
-    memcpy(where, addr->via.str.ptr, addr->via.str.size); /* size checked by the parser */
-    where[addr->via.str.size] = '\0';
-    wfetch *f = tsr__kmap_get(&w->fetched, in->job, in->id);
-    if (!f) {
-        f = calloc(1, sizeof *f);
-        if (!f || tsr__kmap_put(&w->fetched, in->job, in->id, f, NULL) != 0) {
-            free(f);
-            input_failed(w, t, k, "no memory for a fetch");
-            return;
-        }
-        f->job = in->job;
-        f->id = in->id;
-        int rc = tsr__peer_fetch(w, f, where);
-        if (rc < 0) {
-            tsr__worker_fetch_failed(w, f, tsr_strerror(rc));
-            snprintf(msg, sizeof msg, "could not fetch input (%llu,%llu) from %s: %s",
-                     (unsigned long long)in->job, (unsigned long long)in->id, where,
-                     tsr_strerror(rc));
-            input_failed(w, t, k, msg);
-            return;
-        }
-    }
-    f->users++;
-    in->fetch = f;
-    if (f->state == FETCH_READY) {
-        input_ready(w, t, k, f->buf, f->dtype, f->ndim, f->shape);
-    } else if (add_waiter(&f->waiters, &f->nwaiters, &f->waiters_cap, t, k) != 0) {
-        in->fetch = NULL;
-        f->users--;
-        input_failed(w, t, k, "no memory for a fetch");
-    }
-}
-
-/* Copies the descriptor's parameters so the task outlives the compute message. */
-static int task_set_kdesc(wtask *t, const tsr_kdesc *d) {
-    t->d = *d;
-    t->d.i = NULL;
-    t->d.f = NULL;
-    t->d.s = NULL;
-    if (d->ni) {
-        if (!(t->ip = malloc(d->ni * sizeof *t->ip))) return -ENOMEM;
-        memcpy(t->ip, d->i, d->ni * sizeof *t->ip);
-        t->d.i = t->ip;
-    }
-    if (d->nf) {
-        if (!(t->fp = malloc(d->nf * sizeof *t->fp))) return -ENOMEM;
-        memcpy(t->fp, d->f, d->nf * sizeof *t->fp);
-        t->d.f = t->fp;
-    }
-    if (d->s) {
-        if (!(t->sp = strdup(d->s))) return -ENOMEM;
-        t->d.s = t->sp;
-    }
-    return 0;
-}
-
-/* Decodes a kdesc (a msgpack bin holding tsr__kdesc_pack's encoding) into t. */
-static int task_decode(wtask *t, const msgpack_object *kobj) {
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    const msgpack_object *o = kobj;
-    int rc = TSR_EPROTOCOL;
-    if (kobj->type == MSGPACK_OBJECT_BIN) {
-        size_t off = 0;
-        if (msgpack_unpack_next(&up, kobj->via.bin.ptr, kobj->via.bin.size, &off) !=
-                MSGPACK_UNPACK_SUCCESS ||
-            off != kobj->via.bin.size)
-            goto out;
-        o = &up.data;
-    }
-    tsr_kdesc d;
-    int64_t *ib = NULL;
-    double *fb = NULL;
-    memset(&d, 0, sizeof d);
-    rc = tsr__kdesc_unpack(o, &d, &ib, &fb);
-    if (rc == 0) rc = task_set_kdesc(t, &d);
-    tsr__kdesc_unpack_free(ib, fb);
-out:
-    msgpack_unpacked_destroy(&up);
-    return rc;
-}
-
-static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to) {
-    const msgpack_object *f = to->via.array.ptr;
-    uint64_t id = f[0].via.u64;
-    const msgpack_object *ins = &f[2];
-    if (tsr__kmap_get(&w->pending, job, id)) {
-        tsr__log(&w->log, TSR_LOG_WARN, "task (%llu,%llu) sent twice; ignoring the repeat",
-                 (unsigned long long)job, (unsigned long long)id);
-        return;
-    }
-    wtask *t = calloc(1, sizeof *t);
-    if (!t) {
-        send_erred(w, job, id, "no memory for the task");
-        return;
-    }
-    t->job = job;
-    t->id = id;
-    int rc = task_decode(t, &f[1]);
-    if (rc == 0 && ins->via.array.size > 0 && !(t->in = calloc(ins->via.array.size, sizeof *t->in)))
-        rc = -ENOMEM;
-    if (rc != 0) {
-        send_erred(w, job, id,
-                   rc == -ENOMEM ? "no memory for the task" : "malformed kernel descriptor");
-        task_free(w, t);
-        return;
-    }
-    t->nin = ins->via.array.size;
-    t->all_next = w->all;
-    if (w->all) w->all->all_prev = t;
-    w->all = t;
-    /* One extra count while inputs are attached, so the task cannot start (or go) midway. */
-    t->missing = t->nin + 1;
-    for (uint32_t k = 0; k < t->nin; k++) {
-        const msgpack_object *io = ins->via.array.ptr[k].via.array.ptr;
-        t->in[k].job = job;
-        t->in[k].id = io[0].via.u64;
-    }
-    for (uint32_t k = 0; k < t->nin; k++)
-        task_attach_input(w, t, k, &ins->via.array.ptr[k].via.array.ptr[1]);
-    if (!t->failed) {
-        if (tsr__kmap_put(&w->pending, job, id, t, NULL) == 0)
-            t->mapped = 1;
-        else
-            task_fail(w, t, "no memory for the task");
-    }
-    task_settle(w, t);
-}
-
-static int is_uint(const msgpack_object *o) {
-    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
-}
-
-/* Checks a compute message's shape completely before acting on any of it. */
-static const char *compute_check(const msgpack_object *hdr, uint64_t *job,
-                                 const msgpack_object **tasks) {
-    const msgpack_object *jo = tsr__mp_get(hdr, "job");
-    const msgpack_object *to = tsr__mp_get(hdr, "tasks");
-    if (!jo || !is_uint(jo)) return "compute without a job";
-    if (!to || to->type != MSGPACK_OBJECT_ARRAY) return "compute without tasks";
-    for (uint32_t i = 0; i < to->via.array.size; i++) {
-        const msgpack_object *t = &to->via.array.ptr[i];
-        if (t->type != MSGPACK_OBJECT_ARRAY || t->via.array.size != 3) return "malformed task";
-        const msgpack_object *f = t->via.array.ptr;
-        if (!is_uint(&f[0])) return "malformed task id";
-        if (f[1].type != MSGPACK_OBJECT_BIN && f[1].type != MSGPACK_OBJECT_ARRAY)
-            return "malformed kernel descriptor";
-        if (f[2].type != MSGPACK_OBJECT_ARRAY) return "malformed task inputs";
-        for (uint32_t k = 0; k < f[2].via.array.size; k++) {
-            const msgpack_object *in = &f[2].via.array.ptr[k];
-            if (in->type != MSGPACK_OBJECT_ARRAY || in->via.array.size != 2 ||
-                !is_uint(&in->via.array.ptr[0]))
-                return "malformed task input";
-            const msgpack_object *a = &in->via.array.ptr[1];
-            if (a->type != MSGPACK_OBJECT_NIL &&
-                (a->type != MSGPACK_OBJECT_STR || a->via.str.size == 0 || a->via.str.size >= 80))
-                return "malformed input address";
-        }
-    }
-    *job = jo->via.u64;
-    *tasks = to;
-    return NULL;
-}
-
-static void on_compute(tsr__worker *w, const msgpack_object *hdr) {
-    uint64_t job = 0;
-    const msgpack_object *tasks = NULL;
-    const char *why = compute_check(hdr, &job, &tasks);
-    if (why) {
-        tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent a bad compute: %s", why);
-        tsr__conn_close(w->sched, why);
-        return;
-    }
-    /* FIFO in the scheduler's order: it sends tasks by priority. */
-    for (uint32_t i = 0; i < tasks->via.array.size && !w->stopping; i++)
-        task_start(w, job, &tasks->via.array.ptr[i]);
-}
-
-static void on_free(tsr__worker *w, const msgpack_object *hdr) {
-    const msgpack_object *ko = tsr__mp_get(hdr, "keys");
-    if (!ko || ko->type != MSGPACK_OBJECT_ARRAY) goto bad;
-    for (uint32_t i = 0; i < ko->via.array.size; i++) {
-        const msgpack_object *k = &ko->via.array.ptr[i];
-        if (k->type != MSGPACK_OBJECT_ARRAY || k->via.array.size != 2 ||
-            !is_uint(&k->via.array.ptr[0]) || !is_uint(&k->via.array.ptr[1]))
-            goto bad;
-    }
-    size_t dropped = 0;
-    for (uint32_t i = 0; i < ko->via.array.size; i++) {
-        const msgpack_object *k = ko->via.array.ptr[i].via.array.ptr;
-        dropped += (size_t)tsr__store_drop(&w->store, k[0].via.u64, k[1].via.u64);
-    }
-    tsr__log(&w->log, TSR_LOG_DEBUG, "freed %zu of %u chunks; holding %llu bytes", dropped,
-             ko->via.array.size, (unsigned long long)w->store.bytes);
-    if (w->over_limit && w->opts->memory_limit > 0 &&
-        w->store.bytes <= (uint64_t)w->opts->memory_limit)
-        w->over_limit = 0;
-    return;
-bad:
-    tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent a malformed free");
-    tsr__conn_close(w->sched, "malformed free");
-}
-
-/* Executors finished some tasks: store the chunks, wake the tasks waiting for them, and report
+/* Executors finished some tasks: keep the chunks, wake the tasks waiting for them, and report
  * everything in one done message (and one erred per failure). */
-typedef struct done_item {
-    uint64_t job, id, nbytes;
-    double seconds;
-} done_item;
-
 static void on_async(uv_async_t *a) {
     tsr__worker *w = a->data;
     wtask *list = tsr__exec_take_done(w);
-    done_item *items = NULL;
-    size_t n = 0, cap = 0;
     while (list) {
         wtask *t = list;
         list = t->qnext;
         t->qnext = NULL;
-        if (t->rc != 0) {
-            task_fail(w, t, t->msg);
-            task_free(w, t);
-            continue;
-        }
-        tsr__buf *out = t->out;
-        t->out = NULL;
-        uint64_t nbytes = out->size;
-        if (tsr__store_put(&w->store, t->job, t->id, out, t->d.dtype, t->d.ndim, t->d.shape) != 0 ||
-            TSR__GROW(items, cap, n + 1) != 0) {
-            tsr__store_drop(&w->store, t->job, t->id);
-            task_fail(w, t, "no memory to keep the result");
-            task_free(w, t);
-            continue;
-        }
-        items[n++] = (done_item){t->job, t->id, nbytes, t->seconds};
-        if (t->mapped) {
-            tsr__kmap_del(&w->pending, t->job, t->id);
-            t->mapped = 0;
-        }
-        const tsr__chunk *ch = tsr__store_get(&w->store, t->job, t->id);
-        for (size_t k = 0; k < t->ndeps; k++)
-            input_ready(w, t->deps[k].t, t->deps[k].idx, ch->buf, ch->dtype, ch->ndim, ch->shape);
-        task_free(w, t);
+        tsr__task_finished(w, t);
     }
-    if (w->opts->memory_limit > 0 && w->store.bytes > (uint64_t)w->opts->memory_limit &&
-        !w->over_limit) {
+    uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
+    if (w->opts->memory_limit > 0 && held > (uint64_t)w->opts->memory_limit && !w->over_limit) {
         w->over_limit = 1;
         tsr__log(&w->log, TSR_LOG_WARN, "holding %llu bytes, over the memory limit of %lld",
-                 (unsigned long long)w->store.bytes, (long long)w->opts->memory_limit);
+                 (unsigned long long)held, (long long)w->opts->memory_limit);
+    } else if (w->over_limit && held <= (uint64_t)w->opts->memory_limit) {
+        w->over_limit = 0;
     }
-    if (n > 0) {
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        packer_init(&sb, &pk);
-        tsr__mp_pack_type(&pk, 2, "done");
-        tsr__mp_pack_str(&pk, "items");
-        msgpack_pack_array(&pk, n);
-        for (size_t i = 0; i < n; i++) {
-            msgpack_pack_array(&pk, 4);
-            msgpack_pack_uint64(&pk, items[i].job);
-            msgpack_pack_uint64(&pk, items[i].id);
-            msgpack_pack_uint64(&pk, items[i].nbytes);
-            msgpack_pack_double(&pk, items[i].seconds);
-        }
-        send_sched(w, &sb);
+    if (w->ndone == 0) return;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    packer_init(&sb, &pk);
+    tsr__mp_pack_type(&pk, 3, "done");
+    tsr__mp_pack_str(&pk, "items");
+    msgpack_pack_array(&pk, w->ndone);
+    for (size_t i = 0; i < w->ndone; i++) {
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_uint64(&pk, w->done[i].job);
+        msgpack_pack_uint64(&pk, w->done[i].id);
+        msgpack_pack_uint64(&pk, w->done[i].nbytes);
+        msgpack_pack_double(&pk, w->done[i].seconds);
     }
-    free(items);
+    tsr__stats_pack(w, &pk);
+    w->ndone = 0;
+    send_sched(w, &sb);
+}
+
+/* End of a loop turn: everything made ready during it goes to the executors at once. */
+static void on_check(uv_check_t *c) {
+    tsr__exec_flush(c->data);
 }
 
 /* ---- Scheduler connection ------------------------------------------------------------------ */
@@ -537,10 +171,12 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
         tsr__conn_close(c, "refused");
         return;
     }
-    if (strcmp(type, "compute") == 0) {
-        on_compute(w, hdr);
-    } else if (strcmp(type, "free") == 0) {
-        on_free(w, hdr);
+    if (strcmp(type, "compute") == 0 || strcmp(type, "free") == 0) {
+        const char *why = type[0] == 'c' ? tsr__task_compute(w, hdr) : tsr__task_free_keys(w, hdr);
+        if (why) {
+            tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent a bad %s: %s", type, why);
+            tsr__conn_close(c, why);
+        }
     } else if (strcmp(type, "shutdown") == 0) {
         worker_stop(w, "the scheduler asked us to shut down");
     } else {
@@ -597,11 +233,12 @@ static void worker_stop(tsr__worker *w, const char *why) {
     if (w->sched) tsr__conn_close(w->sched, "worker stopping");
     if (w->server_ok) uv_close((uv_handle_t *)&w->server, NULL);
     if (w->async_ok) uv_close((uv_handle_t *)&w->async, NULL);
+    if (w->check_ok) uv_close((uv_handle_t *)&w->check, NULL);
     if (w->sig_ok) {
         uv_close((uv_handle_t *)&w->sigint, NULL);
         uv_close((uv_handle_t *)&w->sigterm, NULL);
     }
-    w->server_ok = w->async_ok = w->sig_ok = 0;
+    w->server_ok = w->async_ok = w->check_ok = w->sig_ok = 0;
     tsr__peer_close_all(w);
 }
 
@@ -651,6 +288,10 @@ static int worker_start(tsr__worker *w) {
     if ((rc = uv_async_init(&w->loop, &w->async, on_async)) != 0) return rc;
     w->async.data = w;
     w->async_ok = 1;
+    if ((rc = uv_check_init(&w->loop, &w->check)) != 0) return rc;
+    w->check.data = w;
+    w->check_ok = 1;
+    uv_check_start(&w->check, on_check);
     uv_signal_init(&w->loop, &w->sigint);
     uv_signal_init(&w->loop, &w->sigterm);
     w->sigint.data = w->sigterm.data = w;
@@ -688,13 +329,10 @@ static int worker_start(tsr__worker *w) {
 }
 
 static void worker_cleanup(tsr__worker *w) {
-    while (w->all) task_free(w, w->all); /* queued, waiting or finished-but-undrained */
-    w->qhead = w->qtail = w->chead = w->ctail = NULL;
-    for (size_t i = 0; i < w->fetched.cap; i++)
-        if (w->fetched.slots[i].val) fetch_free(w->fetched.slots[i].val);
-    tsr__kmap_free(&w->fetched);
-    tsr__kmap_free(&w->pending);
+    tsr__task_cleanup(w);
     tsr__store_free(&w->store);
+    tsr__stats_free(&w->st);
+    if (w->zone) msgpack_zone_free(w->zone);
     if (w->sync_ok) {
         pthread_mutex_destroy(&w->qmu);
         pthread_mutex_destroy(&w->cmu);
@@ -703,6 +341,16 @@ static void worker_cleanup(tsr__worker *w) {
     for (int k = 0; k < w->nexec; k++) hwloc_bitmap_free(w->execs[k].set);
     free(w->execs);
     if (w->topo_ok) hwloc_topology_destroy(w->topo);
+}
+
+/* Chunk buffers of 128 KiB to tens of MiB come and go all the time. glibc's dynamic mmap
+ * threshold rises to the largest size freed so far, after which such buffers come from the heap
+ * and freed ones stay resident (only the top of the heap is trimmed), so a worker's RSS would
+ * stay near its all-time peak plus fragmentation. A fixed threshold keeps every large buffer in
+ * its own mapping, returned to the kernel when freed. Process-wide, as a worker process is. */
+static void set_malloc_policy(void) {
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024);
 }
 
 int tsr_worker_run(const tsr_worker_options *opts) {
@@ -733,10 +381,15 @@ int tsr_worker_run(const tsr_worker_options *opts) {
     w->log.level = opts->verbose > 1 ? TSR_LOG_DEBUG : opts->verbose ? TSR_LOG_INFO : TSR_LOG_WARN;
     w->nexec = opts->threads > 0 ? opts->threads : 1;
     tsr__store_init(&w->store);
+    w->store.mem = &w->mem;
     tsr__kmap_init(&w->pending);
     tsr__kmap_init(&w->fetched);
+    tsr__stats_init(&w->st);
+    set_malloc_policy();
 
-    int rc = (w->execs = calloc((size_t)w->nexec, sizeof *w->execs)) ? worker_start(w) : -ENOMEM;
+    w->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    w->execs = calloc((size_t)w->nexec, sizeof *w->execs);
+    int rc = w->zone && w->execs ? worker_start(w) : -ENOMEM;
     if (rc != 0 && w->exit_code == 0) w->exit_code = rc;
     if (rc != 0) worker_stop(w, "start-up failed");
     if (w->loop_ok) {
@@ -750,8 +403,12 @@ int tsr_worker_run(const tsr_worker_options *opts) {
         }
     }
     rc = w->exit_code;
-    tsr__log(&w->log, TSR_LOG_INFO, "stopped (peak %llu bytes held)",
-             (unsigned long long)w->store.peak);
+    uint64_t hwm = 0, rss = 0;
+    if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &rss);
+    tsr__log(&w->log, TSR_LOG_INFO,
+             "stopped: %llu tasks; chunk peak %llu bytes (%llu in the store); VmHWM %llu bytes",
+             (unsigned long long)w->st.tasks, (unsigned long long)w->mem.peak,
+             (unsigned long long)w->store.peak, (unsigned long long)hwm);
     worker_cleanup(w);
     free(w);
     return rc;

@@ -1,10 +1,14 @@
-/* What the worker's files share: the chunk store, the (job, id) hash map under it, the hwloc
- * pinning helpers, and the worker's state. The loop thread owns everything here except the
- * executor queue and the completion queue, which are guarded by their mutexes. */
+/* What the worker's files share: the chunk store, the (job, id) hash map under it, chunk memory
+ * accounting, the hwloc pinning helpers, and the worker's state. The loop thread owns everything
+ * here except the executor queue and the completion queue (guarded by their mutexes) and the
+ * chunk memory counters (atomics). References to chunk buffers are taken and dropped on the loop
+ * thread only: executors read and write the bytes but never touch a count, so on the loop a
+ * count of 1 means that nobody else holds the buffer (donation and accounting rely on it). */
 #ifndef TSR_WORKER_PRIV_H
 #define TSR_WORKER_PRIV_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +41,21 @@ int tsr__kmap_put(tsr__kmap *m, uint64_t job, uint64_t id, void *val, void **old
 /* Removes the key; returns its value or NULL. */
 void *tsr__kmap_del(tsr__kmap *m, uint64_t job, uint64_t id);
 
+/* ---- Chunk memory: the bytes of every chunk buffer alive in this worker -------------------- */
+
+/* Stored chunks, fetched copies, recomputed replicas and outputs being written all count, each
+ * buffer once however many holders it has, from allocation until its last reference goes. */
+typedef struct tsr__chunkmem {
+    atomic_uint_fast64_t bytes, peak;
+} tsr__chunkmem;
+
+/* A counted buffer of size bytes (refs = 1); any thread. NULL on ENOMEM. m may be NULL (not
+ * counted). */
+tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size);
+/* Drops one reference; the last one uncounts the bytes. Loop thread only (see the top of this
+ * file). b may be NULL. */
+void tsr__chunkmem_unref(tsr__chunkmem *m, tsr__buf *b);
+
 /* ---- Chunk store: the chunks this worker holds for the scheduler ---------------------------- */
 
 typedef struct tsr__chunk {
@@ -49,6 +68,7 @@ typedef struct tsr__chunk {
 typedef struct tsr__store {
     tsr__kmap map; /* values are tsr__chunk* */
     uint64_t bytes, peak;
+    tsr__chunkmem *mem; /* where dropped buffers are uncounted; NULL: not counted */
 } tsr__store;
 
 void tsr__store_init(tsr__store *s);
@@ -84,31 +104,48 @@ typedef struct wfetch wfetch;
 typedef struct peer_out peer_out;
 typedef struct peer_in peer_in;
 
+/* A decoded kernel descriptor, shared by every task whose compute entry carried the same bytes
+ * (task.c keeps the last few in a small cache). Counted on the loop thread; executors only read
+ * d. One allocation: i, f, s and the encoded bytes follow the struct. */
+typedef struct wkdesc {
+    tsr_kdesc d;
+    uint32_t refs;
+    uint32_t binlen; /* bytes of bin; 0 when decoded from a msgpack array (not cached) */
+    uint64_t hash;
+    const unsigned char *bin;
+} wkdesc;
+
+#define TSR__KCACHE_SLOTS 256
+
 /* A waiter: input `idx` of task `t`. */
 typedef struct wwaiter {
     wtask *t;
     uint32_t idx;
 } wwaiter;
 
+/* Input flags from the compute message (PROTOCOL.md). */
+enum { TSR__IN_DONATE = 1, TSR__IN_RECOMPUTE = 2 };
+
 typedef struct wtask_in {
     uint64_t job, id;
     tsr__buf *buf; /* a reference once the input is available */
-    uint8_t dtype, ndim;
-    int64_t shape[TSR_MAX_NDIM];
     wfetch *fetch; /* the fetched copy this input uses (its users count includes us), or NULL */
+    uint8_t dtype, ndim;
+    uint8_t flags; /* TSR__IN_* */
+    int64_t shape[TSR_MAX_NDIM];
 } wtask_in;
 
 struct wtask {
     uint64_t job, id;
-    tsr_kdesc d; /* i/f/s point at ip/fp/sp below */
-    int64_t *ip;
-    double *fp;
-    char *sp;
+    wkdesc *kd; /* one reference */
     uint32_t nin;
-    wtask_in *in;
+    uint32_t cap_in;  /* inputs the allocation has room for */
     uint32_t missing; /* inputs not yet available (+1 while the task is being set up) */
-    int failed;       /* erred already sent */
-    int mapped;       /* listed in w->pending */
+    uint8_t failed;   /* erred already sent (or, internal, its waiters failed) */
+    uint8_t mapped;   /* listed in w->pending */
+    uint8_t internal; /* a local recompute of an input: kept as a replica, never reported */
+    uint8_t drop;     /* freed while it ran: hand the chunk to waiters, do not keep it */
+    int alias;        /* the input whose buffer is also the output (donation), or -1 */
     /* Tasks on this worker waiting for this one's chunk. */
     wwaiter *deps;
     size_t ndeps, deps_cap;
@@ -116,9 +153,10 @@ struct wtask {
     tsr__buf *out;
     int rc;
     double seconds;
-    char msg[256];
-    wtask *qnext;               /* executor queue / completion queue link */
+    wtask *qnext;               /* executor queue / completion queue / pool link */
     wtask *all_prev, *all_next; /* every live task, for shutdown (loop thread only) */
+    char msg[256];              /* why it failed (written only when rc != 0) */
+    wtask_in in[];              /* nin entries */
 };
 
 enum { FETCH_WAITING = 0, FETCH_SENT, FETCH_READY };
@@ -164,6 +202,24 @@ typedef struct wexec {
     hwloc_bitmap_t set;
 } wexec;
 
+/* What `st` in done reports (PROTOCOL.md), loop thread only; chunk bytes live in w->mem. */
+typedef struct wstats {
+    double busy_s;
+    uint64_t tasks, in_bytes, out_bytes;
+    double in_s;        /* closed intervals with at least one fetch in progress */
+    size_t nfetch;      /* fetches in progress now */
+    double fetch_since; /* when nfetch last went from 0 to 1 */
+    uint64_t rss, rss_peak;
+    double rss_at; /* when they were read */
+    int status_fd; /* /proc/self/status, or -1 */
+} wstats;
+
+/* One finished task for the next done message. */
+typedef struct done_item {
+    uint64_t job, id, nbytes;
+    double seconds;
+} done_item;
+
 struct tsr__worker {
     uv_loop_t loop;
     const tsr_worker_options *opts;
@@ -174,16 +230,18 @@ struct tsr__worker {
     char cpus[256];
     int exit_code;
     int stopping;
-    int loop_ok, server_ok, async_ok, sig_ok;
+    int loop_ok, server_ok, async_ok, sig_ok, check_ok;
 
     uv_tcp_t server;
     uv_async_t async;
+    uv_check_t check; /* end of each loop turn: hand the turn's ready tasks to the executors */
     uv_signal_t sigint, sigterm;
 
     tsr__conn *sched;
     int welcomed;
     uint64_t next_peer_id;
 
+    tsr__chunkmem mem;
     tsr__store store;
     tsr__kmap pending; /* (job, id) -> wtask* not yet finished on this worker */
     tsr__kmap fetched; /* (job, id) -> wfetch* */
@@ -191,16 +249,30 @@ struct tsr__worker {
     peer_out *peers;
     peer_in *pins;
     int over_limit;
+    wstats st;
+    done_item *done;
+    size_t ndone, done_cap;
+
+    /* Descriptor decoding without per-task allocations: a zone reused for each bin, and the
+     * last descriptors seen, by hash of their bytes. */
+    msgpack_zone *zone;
+    wkdesc *kcache[TSR__KCACHE_SLOTS];
+    wtask *task_pool; /* freed small tasks for reuse */
+    size_t npool;
 
     hwloc_topology_t topo;
     int topo_ok;
     int nexec;
     wexec *execs;
 
-    /* Executor queue (FIFO), guarded by qmu. */
+    /* Tasks made ready during this loop turn (loop thread only), queued in one go at its end. */
+    wtask *rq_head, *rq_tail;
+    size_t nrq;
+    /* Executor queue (FIFO), guarded by qmu; qidle executors wait on qcv. */
     pthread_mutex_t qmu;
     pthread_cond_t qcv;
     wtask *qhead, *qtail;
+    int qidle;
     int qstop;
     /* Completion queue, guarded by cmu; the loop drains it on async. */
     pthread_mutex_t cmu;
@@ -208,12 +280,38 @@ struct tsr__worker {
     int sync_ok;
 };
 
-/* exec.c: starts/stops the executor threads; the loop hands ready tasks to tsr__exec_push. */
+/* exec.c: the executor threads. Ready tasks gather in the loop's run queue (tsr__exec_push) and
+ * move to the executors once per loop turn (tsr__exec_flush, one lock and at most one wake-up
+ * per idle executor). */
 int tsr__exec_start(tsr__worker *w);
 void tsr__exec_stop(tsr__worker *w); /* joins every started thread (their current task ends) */
 void tsr__exec_push(tsr__worker *w, wtask *t);
+void tsr__exec_flush(tsr__worker *w);
 /* Moves the completion queue into a local list (loop thread). */
 wtask *tsr__exec_take_done(tsr__worker *w);
+
+/* task.c: the task life cycle on the loop thread. */
+/* Checks a compute message completely, then starts its tasks; NULL or why it is malformed. */
+const char *tsr__task_compute(tsr__worker *w, const msgpack_object *hdr);
+/* Drops the chunks a free message names; NULL or why it is malformed. */
+const char *tsr__task_free_keys(tsr__worker *w, const msgpack_object *hdr);
+/* An executor finished t: keep its chunk, wake its waiters, queue its done item. */
+void tsr__task_finished(tsr__worker *w, wtask *t);
+void tsr__task_free(tsr__worker *w, wtask *t);
+void tsr__task_cleanup(tsr__worker *w); /* at exit: every task, fetch, pool and cache entry */
+
+/* worker.c: messages to the scheduler. */
+void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg);
+
+/* stats.c */
+void tsr__stats_init(wstats *st);
+void tsr__stats_free(wstats *st);
+void tsr__stats_fetch_begin(wstats *st);
+void tsr__stats_fetch_end(wstats *st);
+/* Packs the "st" key and its map (PROTOCOL.md) for a done header. */
+void tsr__stats_pack(tsr__worker *w, msgpack_packer *pk);
+/* Reads VmHWM and VmRSS (bytes) now; 0 or a negative code. */
+int tsr__read_rss(int fd, uint64_t *hwm, uint64_t *rss);
 
 /* peer.c: the peer server (get -> chunk/missing) and fetches from other workers. */
 void tsr__peer_on_connection(uv_stream_t *server, int status);
@@ -221,10 +319,10 @@ void tsr__peer_on_connection(uv_stream_t *server, int status);
 int tsr__peer_fetch(tsr__worker *w, wfetch *f, const char *addr);
 void tsr__peer_close_all(tsr__worker *w);
 
-/* worker.c: what peer.c reports back. */
+/* task.c: what peer.c reports back. */
 void tsr__worker_fetch_done(tsr__worker *w, wfetch *f);
 void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why);
-/* Packs the hello every outgoing connection starts with (role "peer"). */
+/* worker.c: packs the hello every outgoing connection starts with (role "peer"). */
 void tsr__worker_pack_peer_hello(tsr__worker *w, msgpack_sbuffer *sb);
 
 #endif

@@ -1,0 +1,87 @@
+/* The figures a worker piggybacks on every done message (`st`, PROTOCOL.md): memory (VmHWM and
+ * VmRSS from /proc/self/status, read at most every few milliseconds; chunk bytes from the
+ * worker's counters), executor busy time, tasks, and peer traffic with the wall time during
+ * which at least one fetch was in progress. Loop thread only. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "worker/worker.h"
+
+/* Reading /proc costs a few microseconds; done messages can come thousands of times a second. */
+#define RSS_PERIOD 0.005
+
+void tsr__stats_init(wstats *st) {
+    memset(st, 0, sizeof *st);
+    st->status_fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    st->rss_at = -1;
+}
+
+void tsr__stats_free(wstats *st) {
+    if (st->status_fd >= 0) close(st->status_fd);
+    st->status_fd = -1;
+}
+
+void tsr__stats_fetch_begin(wstats *st) {
+    if (st->nfetch++ == 0) st->fetch_since = tsr__now();
+}
+
+void tsr__stats_fetch_end(wstats *st) {
+    if (st->nfetch > 0 && --st->nfetch == 0) st->in_s += tsr__now() - st->fetch_since;
+}
+
+/* The value of "Key:   123 kB" in a /proc status text, in bytes; 0 when absent. */
+static uint64_t status_kb(const char *text, const char *key) {
+    const char *p = strstr(text, key);
+    if (!p) return 0;
+    p += strlen(key);
+    while (*p == ' ' || *p == '\t') p++;
+    return strtoull(p, NULL, 10) * 1024;
+}
+
+int tsr__read_rss(int fd, uint64_t *hwm, uint64_t *rss) {
+    char text[4096];
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    if (n < 0) return -errno;
+    text[n] = '\0';
+    *hwm = status_kb(text, "\nVmHWM:");
+    *rss = status_kb(text, "\nVmRSS:");
+    return 0;
+}
+
+static void pack_u64(msgpack_packer *pk, const char *key, uint64_t v) {
+    tsr__mp_pack_str(pk, key);
+    msgpack_pack_uint64(pk, v);
+}
+
+static void pack_f64(msgpack_packer *pk, const char *key, double v) {
+    tsr__mp_pack_str(pk, key);
+    msgpack_pack_double(pk, v);
+}
+
+void tsr__stats_pack(tsr__worker *w, msgpack_packer *pk) {
+    wstats *st = &w->st;
+    double now = tsr__now();
+    if (st->status_fd >= 0 && (st->rss_at < 0 || now - st->rss_at >= RSS_PERIOD)) {
+        uint64_t hwm, rss;
+        if (tsr__read_rss(st->status_fd, &hwm, &rss) == 0) {
+            st->rss_peak = hwm;
+            st->rss = rss;
+        }
+        st->rss_at = now;
+    }
+    double in_s = st->in_s + (st->nfetch ? now - st->fetch_since : 0);
+    tsr__mp_pack_str(pk, "st");
+    msgpack_pack_map(pk, 9);
+    pack_u64(pk, "rss_peak", st->rss_peak);
+    pack_u64(pk, "rss", st->rss);
+    pack_u64(pk, "chunk_bytes", atomic_load_explicit(&w->mem.bytes, memory_order_relaxed));
+    pack_u64(pk, "chunk_peak", atomic_load_explicit(&w->mem.peak, memory_order_relaxed));
+    pack_f64(pk, "busy_s", st->busy_s);
+    pack_u64(pk, "tasks", st->tasks);
+    pack_u64(pk, "in_bytes", st->in_bytes);
+    pack_f64(pk, "in_s", in_s);
+    pack_u64(pk, "out_bytes", st->out_bytes);
+}

@@ -1,0 +1,631 @@
+/* The task life cycle, on the loop thread: decoding compute messages, taking each input from the
+ * store, from a task still running here, from a local recompute or from a peer; donation; handing
+ * ready tasks to the executors (exec.c); keeping and reporting results; free. Compute never runs
+ * here.
+ *
+ * Tiny tasks arrive by the thousand, so the common path allocates nothing it can avoid: task
+ * records come from a pool, descriptors that repeat (same bytes) are decoded once and shared,
+ * and the rest of a descriptor's decoding reuses one msgpack zone. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "worker/worker.h"
+
+#define POOL_NIN 3    /* task records with room for this many inputs are pooled */
+#define POOL_MAX 4096 /* at most this many kept */
+
+/* ---- Kernel descriptors --------------------------------------------------------------------- */
+
+static uint64_t bytes_hash(const unsigned char *p, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        h = (h ^ v) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 29;
+    }
+    uint64_t v = 0;
+    memcpy(&v, p, n);
+    h = (h ^ v) * 0x94D049BB133111EBull;
+    return h ^ (h >> 32);
+}
+
+static void wkd_unref(wkdesc *k) {
+    if (k && --k->refs == 0) free(k);
+}
+
+/* Copies d (and the bytes it came from) into one allocation. */
+static wkdesc *wkd_new(const tsr_kdesc *d, const void *bin, size_t binlen) {
+    size_t slen = d->s ? strlen(d->s) + 1 : 0;
+    size_t size = sizeof(wkdesc) + d->ni * sizeof(int64_t) + d->nf * sizeof(double) + slen + binlen;
+    wkdesc *k = malloc(size);
+    if (!k) return NULL;
+    k->d = *d;
+    char *p = (char *)(k + 1);
+    int64_t *ip = (int64_t *)p;
+    if (d->ni) memcpy(ip, d->i, d->ni * sizeof *ip);
+    k->d.i = d->ni ? ip : NULL;
+    double *fp = (double *)(ip + d->ni);
+    if (d->nf) memcpy(fp, d->f, d->nf * sizeof *fp);
+    k->d.f = d->nf ? fp : NULL;
+    char *sp = (char *)(fp + d->nf);
+    if (slen) memcpy(sp, d->s, slen);
+    k->d.s = slen ? sp : NULL;
+    unsigned char *bp = (unsigned char *)sp + slen;
+    if (binlen) memcpy(bp, bin, binlen);
+    k->bin = bp;
+    k->binlen = (uint32_t)binlen;
+    k->refs = 1;
+    k->hash = 0;
+    return k;
+}
+
+/* A kdesc from a compute message: a msgpack bin holding tsr__kdesc_pack's encoding (or that
+ * array itself). *out gets a reference. 0, -ENOMEM or TSR_EPROTOCOL. */
+static int wkd_get(tsr__worker *w, const msgpack_object *kobj, wkdesc **out) {
+    const msgpack_object *o = kobj;
+    msgpack_object obj;
+    const unsigned char *bin = NULL;
+    size_t binlen = 0;
+    uint64_t h = 0;
+    if (kobj->type == MSGPACK_OBJECT_BIN) {
+        bin = (const unsigned char *)kobj->via.bin.ptr;
+        binlen = kobj->via.bin.size;
+        if (binlen > UINT32_MAX) return TSR_EPROTOCOL;
+        h = bytes_hash(bin, binlen);
+        wkdesc *c = w->kcache[h % TSR__KCACHE_SLOTS];
+        if (c && c->hash == h && c->binlen == binlen && memcmp(c->bin, bin, binlen) == 0) {
+            c->refs++;
+            *out = c;
+            return 0;
+        }
+        size_t off = 0;
+        msgpack_zone_clear(w->zone);
+        if (msgpack_unpack((const char *)bin, binlen, &off, w->zone, &obj) !=
+                MSGPACK_UNPACK_SUCCESS ||
+            off != binlen)
+            return TSR_EPROTOCOL;
+        o = &obj;
+    }
+    tsr_kdesc d;
+    int64_t *ib = NULL;
+    double *fb = NULL;
+    memset(&d, 0, sizeof d);
+    int rc = tsr__kdesc_unpack(o, &d, &ib, &fb);
+    wkdesc *k = NULL;
+    if (rc == 0 && !(k = wkd_new(&d, bin, binlen))) rc = -ENOMEM;
+    tsr__kdesc_unpack_free(ib, fb);
+    if (rc) return rc;
+    if (bin) {
+        k->hash = h;
+        wkdesc **slot = &w->kcache[h % TSR__KCACHE_SLOTS];
+        wkd_unref(*slot);
+        *slot = k;
+        k->refs++;
+    }
+    *out = k;
+    return 0;
+}
+
+/* ---- Task records -----------------------------------------------------------------------------
+ */
+
+static wtask *task_alloc(tsr__worker *w, uint32_t nin) {
+    uint32_t cap = nin <= POOL_NIN ? POOL_NIN : nin;
+    wtask *t;
+    if (cap == POOL_NIN && w->task_pool) {
+        t = w->task_pool;
+        w->task_pool = t->qnext;
+        w->npool--;
+    } else if (!(t = malloc(sizeof *t + cap * sizeof(wtask_in)))) {
+        return NULL;
+    }
+    memset(t, 0, offsetof(wtask, msg));
+    memset(t->in, 0, nin * sizeof *t->in);
+    t->cap_in = cap;
+    t->nin = nin;
+    t->alias = -1;
+    return t;
+}
+
+static void task_link(tsr__worker *w, wtask *t) {
+    t->all_next = w->all;
+    if (w->all) w->all->all_prev = t;
+    w->all = t;
+}
+
+static int add_waiter(wwaiter **arr, size_t *n, size_t *cap, wtask *t, uint32_t idx) {
+    if (tsr__grow((void **)arr, cap, *n + 1, sizeof **arr) != 0) return -ENOMEM;
+    (*arr)[(*n)++] = (wwaiter){t, idx};
+    return 0;
+}
+
+static void fetch_release(tsr__worker *w, wfetch *f);
+
+/* Donated inputs leave the store when their task is dispatched or, failing that, freed: the
+ * scheduler sends no free for them. Only the buffer the task holds is dropped. */
+static void drop_donated(tsr__worker *w, wtask *t) {
+    for (uint32_t k = 0; k < t->nin; k++) {
+        wtask_in *in = &t->in[k];
+        if (!(in->flags & TSR__IN_DONATE) || !in->buf) continue;
+        const tsr__chunk *ch = tsr__store_get(&w->store, in->job, in->id);
+        if (ch && ch->buf == in->buf) tsr__store_drop(&w->store, in->job, in->id);
+    }
+}
+
+/* Frees a task that is no longer queued, running or waited on by anything. */
+void tsr__task_free(tsr__worker *w, wtask *t) {
+    drop_donated(w, t);
+    for (uint32_t k = 0; k < t->nin; k++) {
+        tsr__chunkmem_unref(&w->mem, t->in[k].buf);
+        if (t->in[k].fetch) fetch_release(w, t->in[k].fetch);
+    }
+    if (t->mapped) tsr__kmap_del(&w->pending, t->job, t->id);
+    tsr__chunkmem_unref(&w->mem, t->out);
+    if (t->all_prev)
+        t->all_prev->all_next = t->all_next;
+    else if (w->all == t)
+        w->all = t->all_next;
+    if (t->all_next) t->all_next->all_prev = t->all_prev;
+    free(t->deps);
+    wkd_unref(t->kd);
+    if (t->cap_in == POOL_NIN && w->npool < POOL_MAX) {
+        t->qnext = w->task_pool;
+        w->task_pool = t;
+        w->npool++;
+    } else {
+        free(t);
+    }
+}
+
+/* ---- Failure and readiness ----------------------------------------------------------------------
+ */
+
+static void input_failed(tsr__worker *w, wtask *t, uint32_t idx, const char *msg);
+
+/* Reports the failure once (a scheduler task sends erred; a local recompute only tells its
+ * waiters) and fails every task here that waits for this one's chunk. */
+static void task_fail(tsr__worker *w, wtask *t, const char *msg) {
+    if (t->failed) return;
+    t->failed = 1;
+    char why[400];
+    if (t->internal) {
+        tsr__log(&w->log, TSR_LOG_INFO, "recomputing (%llu,%llu) failed: %s",
+                 (unsigned long long)t->job, (unsigned long long)t->id, msg);
+        snprintf(why, sizeof why, "could not recompute input (%llu,%llu): %s",
+                 (unsigned long long)t->job, (unsigned long long)t->id, msg);
+    } else {
+        tsr__worker_send_erred(w, t->job, t->id, msg);
+        snprintf(why, sizeof why, "input (%llu,%llu) failed", (unsigned long long)t->job,
+                 (unsigned long long)t->id);
+    }
+    if (t->mapped) {
+        tsr__kmap_del(&w->pending, t->job, t->id);
+        t->mapped = 0;
+    }
+    wwaiter *deps = t->deps;
+    size_t n = t->ndeps;
+    t->deps = NULL;
+    t->ndeps = t->deps_cap = 0;
+    for (size_t k = 0; k < n; k++) input_failed(w, deps[k].t, deps[k].idx, why);
+    free(deps);
+}
+
+/* With every input here: drop donated inputs from the store, and when one of them is a buffer
+ * nobody else holds and the kernel allows it, let the output be written into it (matmul
+ * accumulation, elementwise ops) instead of a fresh buffer. */
+static void task_dispatch(tsr__worker *w, wtask *t) {
+    drop_donated(w, t);
+    tsr_chunkview v[8];
+    for (uint32_t k = 0; k < t->nin && t->nin <= TSR__ARRAY_LEN(v); k++) {
+        wtask_in *in = &t->in[k];
+        if (!(in->flags & TSR__IN_DONATE) || in->fetch ||
+            atomic_load_explicit(&in->buf->refs, memory_order_acquire) != 1)
+            continue;
+        for (uint32_t j = 0; j < t->nin; j++) {
+            v[j].data = t->in[j].buf->data;
+            v[j].dtype = t->in[j].dtype;
+            v[j].ndim = t->in[j].ndim;
+            memcpy(v[j].shape, t->in[j].shape, sizeof v[j].shape);
+        }
+        if (tsr__kernel_may_alias(&t->kd->d, v, (int)t->nin, (int)k) &&
+            in->buf->size == tsr__kdesc_nbytes(&t->kd->d)) {
+            t->out = tsr__buf_ref(in->buf);
+            t->alias = (int)k;
+            break;
+        }
+    }
+    tsr__exec_push(w, t);
+}
+
+/* One fewer input missing: a task with none left goes to the executors (or, failed, away). */
+static void task_settle(tsr__worker *w, wtask *t) {
+    if (--t->missing > 0) return;
+    if (t->failed)
+        tsr__task_free(w, t);
+    else
+        task_dispatch(w, t);
+}
+
+static void input_failed(tsr__worker *w, wtask *t, uint32_t idx, const char *msg) {
+    (void)idx;
+    task_fail(w, t, msg);
+    task_settle(w, t);
+}
+
+static void input_set(wtask *t, uint32_t idx, tsr__buf *buf, uint8_t dtype, uint8_t ndim,
+                      const int64_t *shape) {
+    wtask_in *in = &t->in[idx];
+    in->buf = tsr__buf_ref(buf);
+    in->dtype = dtype;
+    in->ndim = ndim;
+    memcpy(in->shape, shape, sizeof in->shape);
+}
+
+static void input_ready(tsr__worker *w, wtask *t, uint32_t idx, tsr__buf *buf, uint8_t dtype,
+                        uint8_t ndim, const int64_t *shape) {
+    input_set(t, idx, buf, dtype, ndim, shape);
+    task_settle(w, t);
+}
+
+/* ---- Fetched inputs
+ * ------------------------------------------------------------------------------ */
+
+static void fetch_free(tsr__worker *w, wfetch *f) {
+    tsr__chunkmem_unref(&w->mem, f->buf);
+    free(f->waiters);
+    free(f);
+}
+
+/* A task input stops using a fetched copy; the last user drops it (it is not ours to keep:
+ * the scheduler never heard that we hold it). */
+static void fetch_release(tsr__worker *w, wfetch *f) {
+    if (--f->users > 0 || f->state != FETCH_READY) return;
+    if (tsr__kmap_get(&w->fetched, f->job, f->id) == f) tsr__kmap_del(&w->fetched, f->job, f->id);
+    fetch_free(w, f);
+}
+
+void tsr__worker_fetch_done(tsr__worker *w, wfetch *f) {
+    tsr__log(&w->log, TSR_LOG_DEBUG, "fetched (%llu,%llu): %zu bytes", (unsigned long long)f->job,
+             (unsigned long long)f->id, f->buf->size);
+    tsr__stats_fetch_end(&w->st);
+    w->st.in_bytes += f->buf->size;
+    wwaiter *ws = f->waiters;
+    size_t n = f->nwaiters;
+    f->waiters = NULL;
+    f->nwaiters = f->waiters_cap = 0;
+    /* Hold the copy while handing it out: a failed waiter may be freed (and release it)
+     * inside the loop. */
+    f->users++;
+    for (size_t k = 0; k < n; k++)
+        input_ready(w, ws[k].t, ws[k].idx, f->buf, f->dtype, f->ndim, f->shape);
+    free(ws);
+    fetch_release(w, f);
+}
+
+void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why) {
+    tsr__stats_fetch_end(&w->st);
+    if (tsr__kmap_get(&w->fetched, f->job, f->id) == f) tsr__kmap_del(&w->fetched, f->job, f->id);
+    /* The waiters no longer count as users of this entry, which goes now. */
+    for (size_t k = 0; k < f->nwaiters; k++) f->waiters[k].t->in[f->waiters[k].idx].fetch = NULL;
+    wwaiter *ws = f->waiters;
+    size_t n = f->nwaiters;
+    f->waiters = NULL;
+    f->nwaiters = 0;
+    char msg[300];
+    snprintf(msg, sizeof msg, "could not fetch input (%llu,%llu): %s", (unsigned long long)f->job,
+             (unsigned long long)f->id, why);
+    fetch_free(w, f);
+    for (size_t k = 0; k < n; k++) input_failed(w, ws[k].t, ws[k].idx, msg);
+    free(ws);
+}
+
+static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, const msgpack_object *addr) {
+    wtask_in *in = &t->in[k];
+    char where[80];
+    memcpy(where, addr->via.str.ptr, addr->via.str.size); /* size checked by the parser */
+    where[addr->via.str.size] = '\0';
+    wfetch *f = tsr__kmap_get(&w->fetched, in->job, in->id);
+    if (!f) {
+        f = calloc(1, sizeof *f);
+        if (!f || tsr__kmap_put(&w->fetched, in->job, in->id, f, NULL) != 0) {
+            free(f);
+            input_failed(w, t, k, "no memory for a fetch");
+            return;
+        }
+        f->job = in->job;
+        f->id = in->id;
+        tsr__stats_fetch_begin(&w->st);
+        int rc = tsr__peer_fetch(w, f, where);
+        if (rc < 0) {
+            char msg[200];
+            tsr__worker_fetch_failed(w, f, tsr_strerror(rc));
+            snprintf(msg, sizeof msg, "could not fetch input (%llu,%llu) from %s: %s",
+                     (unsigned long long)in->job, (unsigned long long)in->id, where,
+                     tsr_strerror(rc));
+            input_failed(w, t, k, msg);
+            return;
+        }
+    }
+    f->users++;
+    in->fetch = f;
+    if (f->state == FETCH_READY) {
+        input_ready(w, t, k, f->buf, f->dtype, f->ndim, f->shape);
+    } else if (add_waiter(&f->waiters, &f->nwaiters, &f->waiters_cap, t, k) != 0) {
+        in->fetch = NULL;
+        f->users--;
+        input_failed(w, t, k, "no memory for a fetch");
+    }
+}
+
+/* ---- Recomputed inputs -------------------------------------------------------------------------
+ */
+
+/* Input k of t is a source chunk this worker does not hold: compute it here from its descriptor
+ * as an internal task that keeps the result as a replica under the input's key. Later tasks
+ * needing the same key find it in w->pending (or the store) and wait instead. */
+static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, const msgpack_object *kobj) {
+    wtask_in *in = &t->in[k];
+    char msg[200];
+    wkdesc *kd = NULL;
+    int rc = wkd_get(w, kobj, &kd);
+    if (rc == 0 && kd->d.kop != TSR_KOP_FILL && kd->d.kop != TSR_KOP_RANDOM &&
+        kd->d.kop != TSR_KOP_ARANGE) {
+        snprintf(msg, sizeof msg, "input (%llu,%llu) cannot be recomputed: %s is not a source",
+                 (unsigned long long)in->job, (unsigned long long)in->id, tsr__kop_name(kd->d.kop));
+        wkd_unref(kd);
+        input_failed(w, t, k, msg);
+        return;
+    }
+    if (rc != 0) {
+        snprintf(msg, sizeof msg, "%s for recomputed input (%llu,%llu)",
+                 rc == -ENOMEM ? "no memory" : "malformed kernel descriptor",
+                 (unsigned long long)in->job, (unsigned long long)in->id);
+        input_failed(w, t, k, msg);
+        return;
+    }
+    wtask *r = task_alloc(w, 0);
+    if (!r) {
+        wkd_unref(kd);
+        input_failed(w, t, k, "no memory for a recompute");
+        return;
+    }
+    r->job = in->job;
+    r->id = in->id;
+    r->kd = kd;
+    r->internal = 1;
+    task_link(w, r);
+    r->mapped = tsr__kmap_put(&w->pending, r->job, r->id, r, NULL) == 0;
+    if (!r->mapped || add_waiter(&r->deps, &r->ndeps, &r->deps_cap, t, k) != 0) {
+        tsr__task_free(w, r);
+        input_failed(w, t, k, "no memory for a recompute");
+        return;
+    }
+    r->missing = 1;
+    task_settle(w, r);
+}
+
+/* ---- Starting tasks ----------------------------------------------------------------------------
+ */
+
+/* Makes input k of t available now or registers where it will come from: the store, a task
+ * still running here (a chain sent in one batch, or a recompute in progress), a local
+ * recompute, or a peer. */
+static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const msgpack_object *entry) {
+    wtask_in *in = &t->in[k];
+    const msgpack_object *io = entry->via.array.ptr;
+    const msgpack_object *addr = &io[1];
+    uint64_t flags = entry->via.array.size >= 3 ? io[2].via.u64 : 0;
+    const msgpack_object *kobj = entry->via.array.size >= 4 ? &io[3] : NULL;
+    int recompute = (flags & TSR__IN_RECOMPUTE) && kobj;
+    in->flags = (uint8_t)(flags & (TSR__IN_DONATE | TSR__IN_RECOMPUTE));
+    const tsr__chunk *ch = tsr__store_get(&w->store, in->job, in->id);
+    if (ch) {
+        input_ready(w, t, k, ch->buf, ch->dtype, ch->ndim, ch->shape);
+        return;
+    }
+    if (addr->type == MSGPACK_OBJECT_NIL || recompute) {
+        wtask *prod = tsr__kmap_get(&w->pending, in->job, in->id);
+        if (prod) {
+            if (add_waiter(&prod->deps, &prod->ndeps, &prod->deps_cap, t, k) != 0)
+                input_failed(w, t, k, "no memory for a waiter");
+            return;
+        }
+    }
+    if (recompute) {
+        attach_recompute(w, t, k, kobj);
+    } else if (addr->type == MSGPACK_OBJECT_NIL) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "input (%llu,%llu) is not on this worker",
+                 (unsigned long long)in->job, (unsigned long long)in->id);
+        input_failed(w, t, k, msg);
+    } else {
+        attach_fetch(w, t, k, addr);
+    }
+}
+
+static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to) {
+    const msgpack_object *f = to->via.array.ptr;
+    uint64_t id = f[0].via.u64;
+    const msgpack_object *ins = &f[2];
+    wtask *old = tsr__kmap_get(&w->pending, job, id);
+    if (old) {
+        if (old->internal) {
+            /* We are already recomputing this chunk for another task: that run becomes this
+             * task (same descriptor, same key) and is reported when it ends. */
+            old->internal = 0;
+            old->drop = 0;
+            return;
+        }
+        tsr__log(&w->log, TSR_LOG_WARN, "task (%llu,%llu) sent twice; ignoring the repeat",
+                 (unsigned long long)job, (unsigned long long)id);
+        return;
+    }
+    wtask *t = task_alloc(w, ins->via.array.size);
+    if (!t) {
+        tsr__worker_send_erred(w, job, id, "no memory for the task");
+        return;
+    }
+    t->job = job;
+    t->id = id;
+    int rc = wkd_get(w, &f[1], &t->kd);
+    if (rc != 0) {
+        tsr__worker_send_erred(
+            w, job, id, rc == -ENOMEM ? "no memory for the task" : "malformed kernel descriptor");
+        tsr__task_free(w, t);
+        return;
+    }
+    task_link(w, t);
+    /* One extra count while inputs are attached, so the task cannot start (or go) midway. */
+    t->missing = t->nin + 1;
+    for (uint32_t k = 0; k < t->nin; k++) {
+        t->in[k].job = job;
+        t->in[k].id = ins->via.array.ptr[k].via.array.ptr[0].via.u64;
+    }
+    for (uint32_t k = 0; k < t->nin; k++) task_attach_input(w, t, k, &ins->via.array.ptr[k]);
+    if (!t->failed) {
+        if (tsr__kmap_put(&w->pending, job, id, t, NULL) == 0)
+            t->mapped = 1;
+        else
+            task_fail(w, t, "no memory for the task");
+    }
+    task_settle(w, t);
+}
+
+static int is_uint(const msgpack_object *o) {
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+}
+
+static int is_kdesc(const msgpack_object *o) {
+    return o->type == MSGPACK_OBJECT_BIN || o->type == MSGPACK_OBJECT_ARRAY;
+}
+
+/* An input: [id, addr|nil] or [id, addr|nil, flags] or [id, nil, flags, kdesc]. */
+static const char *input_check(const msgpack_object *in) {
+    if (in->type != MSGPACK_OBJECT_ARRAY || in->via.array.size < 2 || in->via.array.size > 4 ||
+        !is_uint(&in->via.array.ptr[0]))
+        return "malformed task input";
+    const msgpack_object *a = &in->via.array.ptr[1];
+    if (a->type != MSGPACK_OBJECT_NIL &&
+        (a->type != MSGPACK_OBJECT_STR || a->via.str.size == 0 || a->via.str.size >= 80))
+        return "malformed input address";
+    if (in->via.array.size >= 3 && !is_uint(&in->via.array.ptr[2])) return "malformed input flags";
+    if (in->via.array.size == 4 && !is_kdesc(&in->via.array.ptr[3]))
+        return "malformed input descriptor";
+    return NULL;
+}
+
+const char *tsr__task_compute(tsr__worker *w, const msgpack_object *hdr) {
+    const msgpack_object *jo = tsr__mp_get(hdr, "job");
+    const msgpack_object *to = tsr__mp_get(hdr, "tasks");
+    if (!jo || !is_uint(jo)) return "compute without a job";
+    if (!to || to->type != MSGPACK_OBJECT_ARRAY) return "compute without tasks";
+    for (uint32_t i = 0; i < to->via.array.size; i++) {
+        const msgpack_object *t = &to->via.array.ptr[i];
+        if (t->type != MSGPACK_OBJECT_ARRAY || t->via.array.size != 3) return "malformed task";
+        const msgpack_object *f = t->via.array.ptr;
+        if (!is_uint(&f[0])) return "malformed task id";
+        if (!is_kdesc(&f[1])) return "malformed kernel descriptor";
+        if (f[2].type != MSGPACK_OBJECT_ARRAY) return "malformed task inputs";
+        for (uint32_t k = 0; k < f[2].via.array.size; k++) {
+            const char *why = input_check(&f[2].via.array.ptr[k]);
+            if (why) return why;
+        }
+    }
+    /* FIFO in the scheduler's order: it sends tasks by priority. */
+    for (uint32_t i = 0; i < to->via.array.size && !w->stopping; i++)
+        task_start(w, jo->via.u64, &to->via.array.ptr[i]);
+    return NULL;
+}
+
+/* ---- Results ------------------------------------------------------------------------------------
+ */
+
+void tsr__task_finished(tsr__worker *w, wtask *t) {
+    w->st.busy_s += t->seconds;
+    if (!t->internal) w->st.tasks++;
+    if (t->rc != 0) {
+        task_fail(w, t, t->msg);
+        tsr__task_free(w, t);
+        return;
+    }
+    const tsr_kdesc *d = &t->kd->d;
+    tsr__buf *out = t->out;
+    if ((!t->internal && TSR__GROW(w->done, w->done_cap, w->ndone + 1) != 0) ||
+        (!t->drop && tsr__store_put(&w->store, t->job, t->id, tsr__buf_ref(out), d->dtype, d->ndim,
+                                    d->shape) != 0)) {
+        task_fail(w, t, "no memory to keep the result");
+        tsr__task_free(w, t);
+        return;
+    }
+    t->out = NULL;
+    if (!t->internal) w->done[w->ndone++] = (done_item){t->job, t->id, out->size, t->seconds};
+    if (t->mapped) {
+        tsr__kmap_del(&w->pending, t->job, t->id);
+        t->mapped = 0;
+    }
+    /* Every waiter takes its reference before any of them is dispatched: a waiter with the
+     * input donated may then find the store and the waiters its only other holders. */
+    wwaiter *deps = t->deps;
+    size_t n = t->ndeps;
+    t->deps = NULL;
+    t->ndeps = t->deps_cap = 0;
+    for (size_t k = 0; k < n; k++)
+        input_set(deps[k].t, deps[k].idx, out, d->dtype, d->ndim, d->shape);
+    tsr__chunkmem_unref(&w->mem, out);
+    for (size_t k = 0; k < n; k++) task_settle(w, deps[k].t);
+    free(deps);
+    tsr__task_free(w, t);
+}
+
+const char *tsr__task_free_keys(tsr__worker *w, const msgpack_object *hdr) {
+    const msgpack_object *ko = tsr__mp_get(hdr, "keys");
+    if (!ko || ko->type != MSGPACK_OBJECT_ARRAY) return "malformed free";
+    for (uint32_t i = 0; i < ko->via.array.size; i++) {
+        const msgpack_object *k = &ko->via.array.ptr[i];
+        if (k->type != MSGPACK_OBJECT_ARRAY || k->via.array.size != 2 ||
+            !is_uint(&k->via.array.ptr[0]) || !is_uint(&k->via.array.ptr[1]))
+            return "malformed free";
+    }
+    size_t dropped = 0;
+    for (uint32_t i = 0; i < ko->via.array.size; i++) {
+        const msgpack_object *k = ko->via.array.ptr[i].via.array.ptr;
+        uint64_t job = k[0].via.u64, id = k[1].via.u64;
+        if (tsr__store_drop(&w->store, job, id)) {
+            dropped++;
+            continue;
+        }
+        /* A replica still being computed is not kept once it is done. Unknown keys (donated
+         * inputs, repeats) are fine. */
+        wtask *r = tsr__kmap_get(&w->pending, job, id);
+        if (r && r->internal) r->drop = 1;
+    }
+    tsr__log(&w->log, TSR_LOG_DEBUG, "freed %zu of %u chunks; holding %llu bytes", dropped,
+             ko->via.array.size, (unsigned long long)w->store.bytes);
+    return NULL;
+}
+
+void tsr__task_cleanup(tsr__worker *w) {
+    while (w->all) tsr__task_free(w, w->all); /* queued, waiting or finished-but-undrained */
+    w->qhead = w->qtail = w->chead = w->ctail = w->rq_head = w->rq_tail = NULL;
+    for (size_t i = 0; i < w->fetched.cap; i++)
+        if (w->fetched.slots[i].val) fetch_free(w, w->fetched.slots[i].val);
+    tsr__kmap_free(&w->fetched);
+    tsr__kmap_free(&w->pending);
+    while (w->task_pool) {
+        wtask *t = w->task_pool;
+        w->task_pool = t->qnext;
+        free(t);
+    }
+    w->npool = 0;
+    for (size_t i = 0; i < TSR__KCACHE_SLOTS; i++) {
+        wkd_unref(w->kcache[i]);
+        w->kcache[i] = NULL;
+    }
+    free(w->done);
+    w->done = NULL;
+    w->ndone = w->done_cap = 0;
+}
