@@ -1,18 +1,8 @@
 /* The worker: core picking on this machine's topology, the chunk store, and two real workers
  * (in threads) driven over sockets by a fake scheduler written here with wire/conn. */
-#include <criterion/criterion.h>
-#include <arpa/inet.h>
 #include <dirent.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <errno.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-#include "worker/worker.h"
+#include "worker_fixture.h"
 
 TestSuite(worker, .timeout = 60);
 
@@ -207,17 +197,6 @@ static void fake_fail(fake *f, const char *fmt, ...) {
 static void send_sb(tsr__conn *c, msgpack_sbuffer *sb) {
     cr_assert_eq(tsr__conn_send(c, sb, NULL, 0, NULL, NULL), 0);
     msgpack_sbuffer_destroy(sb);
-}
-
-static void pack_kdesc_bin(msgpack_packer *pk, const tsr_kdesc *d) {
-    msgpack_sbuffer kb;
-    msgpack_sbuffer_init(&kb);
-    msgpack_packer kp;
-    msgpack_packer_init(&kp, &kb, msgpack_sbuffer_write);
-    cr_assert_eq(tsr__kdesc_pack(&kp, d), 0);
-    msgpack_pack_bin(pk, kb.size);
-    msgpack_pack_bin_body(pk, kb.data, kb.size);
-    msgpack_sbuffer_destroy(&kb);
 }
 
 static tsr_kdesc kd(int kop, int fn) {
@@ -598,27 +577,6 @@ static void on_timeout(uv_timer_t *t) {
               f->got_b3);
 }
 
-typedef struct wthread {
-    tsr_worker_options o;
-    pthread_t th;
-    int rc;
-    pthread_mutex_t mu;
-    char ready_addr[96];
-} wthread;
-
-static void on_ready(const char *addr, void *user) {
-    wthread *t = user;
-    pthread_mutex_lock(&t->mu);
-    snprintf(t->ready_addr, sizeof t->ready_addr, "%s", addr);
-    pthread_mutex_unlock(&t->mu);
-}
-
-static void *worker_main(void *arg) {
-    wthread *t = arg;
-    t->rc = tsr_worker_run(&t->o);
-    return NULL;
-}
-
 static void close_walk(uv_handle_t *h, void *arg) {
     (void)arg;
     if (!uv_is_closing(h)) uv_close(h, NULL);
@@ -705,105 +663,6 @@ Test(worker, unreachable_scheduler) {
 }
 
 /* ---- One worker, a blocking fake scheduler, the awkward cases ------------------------------- */
-
-static void write_all(int fd, const void *p, size_t n) {
-    const char *c = p;
-    while (n > 0) {
-        ssize_t k = write(fd, c, n);
-        cr_assert(k > 0, "write: %s", strerror(errno));
-        c += k;
-        n -= (size_t)k;
-    }
-}
-
-static int read_all(int fd, void *p, size_t n) {
-    char *c = p;
-    while (n > 0) {
-        ssize_t k = read(fd, c, n);
-        if (k <= 0) return -1;
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static void put_frame(int fd, msgpack_sbuffer *sb) {
-    /* One write per frame: split writes meet Nagle and delayed ACKs, and a frame sent later on
-     * another connection could overtake this one. */
-    uint8_t *f = malloc(4 + sb->size);
-    f[0] = (uint8_t)(sb->size >> 24);
-    f[1] = (uint8_t)(sb->size >> 16);
-    f[2] = (uint8_t)(sb->size >> 8);
-    f[3] = (uint8_t)sb->size;
-    memcpy(f + 4, sb->data, sb->size);
-    write_all(fd, f, 4 + sb->size);
-    free(f);
-    msgpack_sbuffer_destroy(sb);
-}
-
-/* Reads one frame: 0, or -1 at end of stream. The payload (if any) goes to *payload (caller
- * frees). */
-static int get_frame(int fd, msgpack_unpacked *up, void **payload, uint64_t *plen) {
-    uint8_t len[4];
-    if (read_all(fd, len, 4)) return -1;
-    uint32_t h = (uint32_t)len[0] << 24 | (uint32_t)len[1] << 16 | (uint32_t)len[2] << 8 | len[3];
-    /* The unpacked object points into the bytes: keep them until the next frame. */
-    static char *buf;
-    free(buf);
-    buf = malloc(h);
-    cr_assert_eq(read_all(fd, buf, h), 0);
-    size_t off = 0;
-    cr_assert_eq(msgpack_unpack_next(up, buf, h, &off), MSGPACK_UNPACK_SUCCESS);
-    uint64_t n = 0;
-    if (tsr__mp_get(&up->data, "n")) cr_assert_eq(tsr__mp_get_uint(&up->data, "n", &n), 0);
-    *plen = n;
-    *payload = NULL;
-    if (n) {
-        *payload = malloc(n);
-        cr_assert_eq(read_all(fd, *payload, n), 0);
-    }
-    return 0;
-}
-
-static int tcp_listen_any(char *addr, size_t size) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    cr_assert_eq(listen(fd, 4), 0);
-    socklen_t sl = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    snprintf(addr, size, "127.0.0.1:%d", ntohs(sa.sin_port));
-    return fd;
-}
-
-static int tcp_connect(const char *addr) {
-    char host[64];
-    int port;
-    cr_assert_eq(tsr__parse_address(addr, host, sizeof host, &port), 0);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, host, &sa.sin_addr);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
-}
-
-static void set_timeout(int fd) {
-    struct timeval tv = {.tv_sec = 20};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-}
-
-static void peer_hello(int fd, int v) {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    tsr__mp_pack_type(&pk, 3, "hello");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, v);
-    tsr__mp_pack_str(&pk, "role");
-    tsr__mp_pack_str(&pk, "peer");
-    put_frame(fd, &sb);
-}
 
 Test(worker, chains_failures_and_bad_input) {
     char addr[64];

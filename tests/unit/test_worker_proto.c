@@ -1,0 +1,490 @@
+/* The worker's side of the newer compute contract (PROTOCOL.md): donated inputs (written in
+ * place where the kernel allows and nobody else holds the buffer, dropped from the store
+ * either way), inputs recomputed locally from their descriptor and kept as replicas, and the
+ * `st` figures on every done. One real worker per test, a blocking fake scheduler, and peer
+ * connections to read what the worker holds. */
+#include <math.h>
+
+#include "kernels/kernels.h"
+#include "worker_fixture.h"
+
+TestSuite(worker_proto, .timeout = 60);
+
+/* ---- Messages ------------------------------------------------------------------------------- */
+
+/* An input entry: [id, addr|nil], [id, addr|nil, flags] or [id, nil, flags, kdesc]. */
+typedef struct tin {
+    uint64_t id;
+    const char *addr;
+    int flags;
+    const tsr_kdesc *kd; /* RECOMPUTE's descriptor, or NULL */
+} tin;
+
+static void pack_task(msgpack_packer *pk, uint64_t id, const tsr_kdesc *d, int nin,
+                      const tin *ins) {
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_uint64(pk, id);
+    pack_kdesc_bin(pk, d);
+    msgpack_pack_array(pk, (size_t)nin);
+    for (int k = 0; k < nin; k++) {
+        msgpack_pack_array(pk, ins[k].kd ? 4 : ins[k].flags ? 3 : 2);
+        msgpack_pack_uint64(pk, ins[k].id);
+        if (ins[k].addr)
+            tsr__mp_pack_str(pk, ins[k].addr);
+        else
+            msgpack_pack_nil(pk);
+        if (ins[k].kd || ins[k].flags) msgpack_pack_uint64(pk, (uint64_t)ins[k].flags);
+        if (ins[k].kd) pack_kdesc_bin(pk, ins[k].kd);
+    }
+}
+
+static void start_compute(msgpack_sbuffer *sb, msgpack_packer *pk, uint64_t job, size_t ntasks) {
+    packer_start(sb, pk);
+    tsr__mp_pack_type(pk, 3, "compute");
+    tsr__mp_pack_str(pk, "job");
+    msgpack_pack_uint64(pk, job);
+    tsr__mp_pack_str(pk, "tasks");
+    msgpack_pack_array(pk, ntasks);
+}
+
+/* One task in its own compute message. */
+static void send_task(wsession *s, uint64_t job, uint64_t id, const tsr_kdesc *d, int nin,
+                      const tin *ins) {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start_compute(&sb, &pk, job, 1);
+    pack_task(&pk, id, d, nin, ins);
+    put_frame(s->fd, &sb);
+}
+
+static void send_free(wsession *s, uint64_t job, const uint64_t *ids, int n) {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    packer_start(&sb, &pk);
+    tsr__mp_pack_type(&pk, 2, "free");
+    tsr__mp_pack_str(&pk, "keys");
+    msgpack_pack_array(&pk, (size_t)n);
+    for (int k = 0; k < n; k++) {
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_uint64(&pk, job);
+        msgpack_pack_uint64(&pk, ids[k]);
+    }
+    put_frame(s->fd, &sb);
+}
+
+/* ---- Reading outcomes ----------------------------------------------------------------------- */
+
+typedef struct wst {
+    uint64_t rss_peak, rss, chunk_bytes, chunk_peak, tasks, in_bytes, out_bytes;
+    double busy_s, in_s;
+} wst;
+
+static uint64_t st_u64(const msgpack_object *st, const char *key) {
+    uint64_t v = 0;
+    cr_assert_eq(tsr__mp_get_uint(st, key, &v), 0, "st.%s missing or not a count", key);
+    return v;
+}
+
+static double st_f64(const msgpack_object *st, const char *key) {
+    double v = -1;
+    cr_assert_eq(tsr__mp_get_double(st, key, &v), 0, "st.%s missing", key);
+    return v;
+}
+
+/* Every done carries st with all nine figures, and they hang together. */
+static void read_st(const msgpack_object *hdr, wst *out) {
+    const msgpack_object *st = tsr__mp_get(hdr, "st");
+    cr_assert(st && st->type == MSGPACK_OBJECT_MAP, "done without st");
+    cr_assert_eq(st->via.map.size, 9);
+    wst v;
+    v.rss_peak = st_u64(st, "rss_peak");
+    v.rss = st_u64(st, "rss");
+    v.chunk_bytes = st_u64(st, "chunk_bytes");
+    v.chunk_peak = st_u64(st, "chunk_peak");
+    v.tasks = st_u64(st, "tasks");
+    v.in_bytes = st_u64(st, "in_bytes");
+    v.out_bytes = st_u64(st, "out_bytes");
+    v.busy_s = st_f64(st, "busy_s");
+    v.in_s = st_f64(st, "in_s");
+    cr_assert(v.rss > 0 && v.rss_peak >= v.rss, "rss %llu, rss_peak %llu",
+              (unsigned long long)v.rss, (unsigned long long)v.rss_peak);
+    cr_assert(v.chunk_peak >= v.chunk_bytes);
+    cr_assert(v.busy_s >= 0 && v.busy_s < 60 && v.in_s >= 0 && v.in_s < 60);
+    *out = v;
+}
+
+/* Reads frames until the worker has reported `n` task ids (done or erred); outcomes go to
+ * done[id] = 1 or erred[id] = 1 (ids < 64), the last st to *st. */
+static void collect(wsession *s, int n, int *done, int *erred, char (*msgs)[256], wst *st) {
+    for (int got = 0; got < n;) {
+        void *payload;
+        uint64_t plen;
+        cr_assert_eq(get_frame(s->fd, &s->up, &payload, &plen), 0, "worker hung up");
+        char type[32];
+        cr_assert_eq(tsr__mp_type(&s->up.data, type, sizeof type), 0);
+        if (strcmp(type, "done") == 0) {
+            const msgpack_object *items = tsr__mp_get(&s->up.data, "items");
+            cr_assert(items && items->type == MSGPACK_OBJECT_ARRAY);
+            for (uint32_t i = 0; i < items->via.array.size; i++) {
+                uint64_t id = items->via.array.ptr[i].via.array.ptr[1].via.u64;
+                cr_assert(id < 64 && !done[id] && !erred[id], "id %llu reported twice",
+                          (unsigned long long)id);
+                done[id] = 1;
+                got++;
+            }
+            read_st(&s->up.data, st);
+        } else {
+            cr_assert_str_eq(type, "erred");
+            int64_t id = -1;
+            cr_assert_eq(tsr__mp_get_int(&s->up.data, "id", &id), 0);
+            cr_assert(id >= 0 && id < 64 && !done[id] && !erred[id]);
+            erred[id] = 1;
+            if (msgs) tsr__mp_get_str(&s->up.data, "msg", msgs[id], sizeof msgs[id]);
+            got++;
+        }
+    }
+}
+
+/* Waits for n tasks that must all succeed. */
+static void wait_done(wsession *s, int n, wst *st) {
+    int done[64] = {0}, erred[64] = {0};
+    char msgs[64][256];
+    memset(msgs, 0, sizeof msgs);
+    collect(s, n, done, erred, msgs, st);
+    for (int id = 0; id < 64; id++) cr_assert(!erred[id], "task %d erred: %s", id, msgs[id]);
+}
+
+/* Asks the worker's peer port for (job, id): 1 with the payload (caller frees), or 0 when it
+ * answers missing. */
+static int peer_get(wsession *s, uint64_t job, uint64_t id, void **payload, uint64_t *plen) {
+    int fd = tcp_connect(s->paddr);
+    set_timeout(fd);
+    peer_hello(fd, 1);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    char type[16];
+    cr_assert_eq(get_frame(fd, &up, payload, plen), 0);
+    tsr__mp_type(&up.data, type, sizeof type);
+    cr_assert_str_eq(type, "welcome");
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    packer_start(&sb, &pk);
+    tsr__mp_pack_type(&pk, 3, "get");
+    tsr__mp_pack_str(&pk, "job");
+    msgpack_pack_uint64(&pk, job);
+    tsr__mp_pack_str(&pk, "id");
+    msgpack_pack_uint64(&pk, id);
+    put_frame(fd, &sb);
+    cr_assert_eq(get_frame(fd, &up, payload, plen), 0);
+    tsr__mp_type(&up.data, type, sizeof type);
+    msgpack_unpacked_destroy(&up);
+    close(fd);
+    if (strcmp(type, "missing") == 0) return 0;
+    cr_assert_str_eq(type, "chunk");
+    return 1;
+}
+
+static tsr_kdesc desc(int kop, int fn, int rows, int cols) {
+    tsr_kdesc d;
+    memset(&d, 0, sizeof d);
+    d.kop = (uint8_t)kop;
+    d.fn = (uint8_t)fn;
+    d.dtype = TSR_FLOAT64;
+    d.ndim = 2;
+    d.shape[0] = rows;
+    d.shape[1] = cols;
+    return d;
+}
+
+/* ---- Donation ---------------------------------------------------------------------------------
+ */
+
+enum { N = 16, CHUNK = N * N * 8 };
+
+/* A random N x N block at block offset (r, c) of a 3N x 3N array. */
+static tsr_kdesc random_block(int64_t *p, uint64_t seed, int r, int c) {
+    tsr_kdesc d = desc(TSR_KOP_RANDOM, 0, N, N);
+    p[0] = (int64_t)seed;
+    p[1] = p[2] = 3 * N;
+    p[3] = r * N;
+    p[4] = c * N;
+    d.ni = 5;
+    d.i = p;
+    return d;
+}
+
+/* C = sum_k A[0,k] @ B[k,0], computed here with the kernels, one step after another. */
+static void reference_chain(double *c) {
+    double a[N * N], b[N * N];
+    int64_t pa[5], pb[5], sh[2] = {N, N};
+    tsr_chunkview va = {.data = a, .dtype = TSR_FLOAT64, .ndim = 2, .shape = {N, N}};
+    tsr_chunkview vb = {.data = b, .dtype = TSR_FLOAT64, .ndim = 2, .shape = {N, N}};
+    tsr_chunkview in[3] = {va, vb, va};
+    char err[256];
+    double prev[N * N];
+    for (int k = 0; k < 3; k++) {
+        tsr_kdesc da = random_block(pa, 3, 0, k), db = random_block(pb, 4, k, 0);
+        tsr_chunkview out = {.data = a, .dtype = TSR_FLOAT64, .ndim = 2, .shape = {N, N}};
+        cr_assert_eq(tsr__kernel_run(&da, NULL, 0, &out, TSR_DEVICE_CPU, err, sizeof err), 0);
+        out.data = b;
+        cr_assert_eq(tsr__kernel_run(&db, NULL, 0, &out, TSR_DEVICE_CPU, err, sizeof err), 0);
+        tsr_kdesc dm = desc(TSR_KOP_MATMUL, 0, N, N);
+        (void)sh;
+        memcpy(prev, c, sizeof prev);
+        in[2].data = prev;
+        out.data = c;
+        cr_assert_eq(tsr__kernel_run(&dm, in, k ? 3 : 2, &out, TSR_DEVICE_CPU, err, sizeof err), 0,
+                     "%s", err);
+    }
+}
+
+/* A k-chain of three matmuls on one executor, each step sent once the previous one is done
+ * (as the scheduler does), with Cprev donated or not. Donated: every step accumulates into
+ * the previous partial's buffer, so the chunk bytes never exceed the six sources and one
+ * partial, and the partials leave the store; not donated: two partials are alive while a step
+ * runs. The bytes are the same either way, and those of the kernels run here. */
+Test(worker_proto, donate_matmul_chain) {
+    wsession s;
+    session_start(&s, "wD", 1);
+    void *result[2] = {NULL, NULL};
+    wst st;
+    for (int run = 0; run < 2; run++) {
+        uint64_t job = 10 + (uint64_t)run;
+        int donate = run == 0 ? TSR__IN_DONATE : 0;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        start_compute(&sb, &pk, job, 6);
+        int64_t p[6][5];
+        for (int k = 0; k < 3; k++) {
+            tsr_kdesc da = random_block(p[2 * k], 3, 0, k),
+                      db = random_block(p[2 * k + 1], 4, k, 0);
+            pack_task(&pk, (uint64_t)(2 * k), &da, 0, NULL);
+            pack_task(&pk, (uint64_t)(2 * k + 1), &db, 0, NULL);
+        }
+        put_frame(s.fd, &sb);
+        wait_done(&s, 6, &st);
+        tsr_kdesc dm = desc(TSR_KOP_MATMUL, 0, N, N);
+        for (int k = 0; k < 3; k++) {
+            tin ins[3] = {{(uint64_t)(2 * k), NULL, 0, NULL},
+                          {(uint64_t)(2 * k + 1), NULL, 0, NULL},
+                          {(uint64_t)(6 + k - 1), NULL, donate, NULL}};
+            send_task(&s, job, (uint64_t)(6 + k), &dm, k ? 3 : 2, ins);
+            wait_done(&s, 1, &st);
+        }
+        cr_assert_eq(st.tasks, 9 * (uint64_t)(run + 1), "st.tasks %llu after run %d",
+                     (unsigned long long)st.tasks, run);
+        if (run == 0) {
+            cr_expect_eq(st.chunk_peak, 7 * CHUNK,
+                         "chunk peak %llu: the chain did not "
+                         "accumulate in place",
+                         (unsigned long long)st.chunk_peak);
+            cr_expect_eq(st.chunk_bytes, 7 * CHUNK);
+        } else {
+            cr_expect_eq(st.chunk_peak, 9 * CHUNK, "chunk peak %llu without donation",
+                         (unsigned long long)st.chunk_peak);
+        }
+        uint64_t plen;
+        cr_assert_eq(peer_get(&s, job, 8, &result[run], &plen), 1);
+        cr_assert_eq(plen, CHUNK);
+        void *p6;
+        int held = peer_get(&s, job, 6, &p6, &plen);
+        cr_expect_eq(held, !donate, "partial (%llu,6) %s", (unsigned long long)job,
+                     donate ? "still held after its donation" : "gone without a donation");
+        free(p6);
+        /* Free everything, the donated keys too: unknown keys are harmless. */
+        uint64_t all[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+        send_free(&s, job, all, 9);
+    }
+    cr_expect_eq(memcmp(result[0], result[1], CHUNK), 0, "donation changed the result");
+    double want[N * N];
+    memset(want, 0, sizeof want);
+    reference_chain(want);
+    cr_expect_eq(memcmp(result[0], want, CHUNK), 0, "the chain differs from the kernels run here");
+    free(result[0]);
+    free(result[1]);
+    /* After the frees nothing is held. */
+    tsr_kdesc fill = desc(TSR_KOP_FILL, 0, 1, 1);
+    double v = 1;
+    fill.nf = 1;
+    fill.f = &v;
+    send_task(&s, 12, 0, &fill, 0, NULL);
+    wait_done(&s, 1, &st);
+    cr_expect_eq(st.chunk_bytes, 8);
+    session_end(&s);
+}
+
+/* A donated input that another task still holds (that task waits for a fetch from a peer
+ * that answers late) must not be overwritten: the donating task gets a fresh output, the
+ * input still leaves the store, and the waiting task later reads the original values. */
+Test(worker_proto, donate_falls_back_when_shared) {
+    wsession s;
+    session_start(&s, "wE", 1);
+    char paddr[64];
+    int plfd = tcp_listen_any(paddr, sizeof paddr);
+    tsr_kdesc fill = desc(TSR_KOP_FILL, 0, 3, 4);
+    double v = 1.5;
+    fill.nf = 1;
+    fill.f = &v;
+    send_task(&s, 7, 0, &fill, 0, NULL);
+    wst st;
+    wait_done(&s, 1, &st);
+
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start_compute(&sb, &pk, 7, 2);
+    tsr_kdesc add = desc(TSR_KOP_BINARY, TSR_ADD, 3, 4), neg = desc(TSR_KOP_UNARY, TSR_NEG, 3, 4);
+    tin t1[2] = {{0, NULL, 0, NULL}, {50, paddr, 0, NULL}},
+        t2[1] = {{0, NULL, TSR__IN_DONATE, NULL}};
+    pack_task(&pk, 1, &add, 2, t1);
+    pack_task(&pk, 2, &neg, 1, t2);
+    put_frame(s.fd, &sb);
+
+    /* The late peer: welcome, take the get, answer only after task 2 is done. */
+    int pfd = accept(plfd, NULL, NULL);
+    cr_assert(pfd >= 0);
+    set_timeout(pfd);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    void *payload;
+    uint64_t plen;
+    char type[16];
+    cr_assert_eq(get_frame(pfd, &up, &payload, &plen), 0);
+    tsr__mp_type(&up.data, type, sizeof type);
+    cr_assert_str_eq(type, "hello");
+    packer_start(&sb, &pk);
+    tsr__mp_pack_type(&pk, 3, "welcome");
+    tsr__mp_pack_str(&pk, "v");
+    msgpack_pack_int(&pk, 1);
+    tsr__mp_pack_str(&pk, "id");
+    msgpack_pack_int(&pk, 1);
+    put_frame(pfd, &sb);
+    cr_assert_eq(get_frame(pfd, &up, &payload, &plen), 0);
+    tsr__mp_type(&up.data, type, sizeof type);
+    cr_assert_str_eq(type, "get");
+
+    int done[64] = {0}, erred[64] = {0};
+    collect(&s, 1, done, erred, NULL, &st);
+    cr_assert(done[2], "task 2 should finish while task 1 waits");
+    void *p0;
+    cr_expect_eq(peer_get(&s, 7, 0, &p0, &plen), 0, "the donated input is still stored");
+    free(p0);
+
+    packer_start(&sb, &pk);
+    tsr__mp_pack_type(&pk, 6, "chunk");
+    tsr__mp_pack_str(&pk, "job");
+    msgpack_pack_uint64(&pk, 7);
+    tsr__mp_pack_str(&pk, "id");
+    msgpack_pack_uint64(&pk, 50);
+    tsr__mp_pack_str(&pk, "dtype");
+    msgpack_pack_int(&pk, TSR_FLOAT64);
+    tsr__mp_pack_str(&pk, "shape");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_int(&pk, 3);
+    msgpack_pack_int(&pk, 4);
+    tsr__mp_pack_str(&pk, "n");
+    msgpack_pack_uint64(&pk, 96);
+    double two[12];
+    for (int i = 0; i < 12; i++) two[i] = 2.0;
+    put_frame_payload(pfd, &sb, two, sizeof two);
+    collect(&s, 1, done, erred, NULL, &st);
+    cr_assert(done[1]);
+    cr_expect_eq(st.in_bytes, 96);
+    cr_expect(st.in_s > 0, "in_s %g while a fetch was in progress", st.in_s);
+    cr_expect_eq(st.tasks, 3);
+
+    void *p1, *p2;
+    cr_assert_eq(peer_get(&s, 7, 1, &p1, &plen), 1);
+    cr_assert_eq(peer_get(&s, 7, 2, &p2, &plen), 1);
+    for (int i = 0; i < 12; i++) {
+        cr_expect_eq(((double *)p1)[i], 3.5, "task 1 read an overwritten input");
+        cr_expect_eq(((double *)p2)[i], -1.5);
+    }
+    free(p1);
+    free(p2);
+    msgpack_unpacked_destroy(&up);
+    close(pfd);
+    close(plfd);
+    session_end(&s);
+}
+
+/* ---- Recompute --------------------------------------------------------------------------------
+ */
+
+/* SPEC §2's formula, written out again. */
+static double spec_f64(uint64_t s, uint64_t i) {
+    uint64_t z = s + (i + 1) * UINT64_C(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+/* Two tasks in one batch need a source chunk this worker lacks: it is computed once, kept as a
+ * replica (served to peers, exactly the formula's values) until a free names it. */
+Test(worker_proto, recompute_replica) {
+    wsession s;
+    session_start(&s, "wR", 1);
+    enum { R = 4, C = 6, BYTES = R * C * 8 };
+    tsr_kdesc rnd = desc(TSR_KOP_RANDOM, 0, R, C);
+    int64_t rp[5] = {99, 8, 12, 4, 6};
+    rnd.ni = 5;
+    rnd.i = rp;
+    tsr_kdesc neg = desc(TSR_KOP_UNARY, TSR_NEG, R, C), abs_ = desc(TSR_KOP_UNARY, TSR_ABS, R, C);
+    tin in5[1] = {{5, NULL, TSR__IN_RECOMPUTE, &rnd}};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start_compute(&sb, &pk, 7, 2);
+    pack_task(&pk, 10, &neg, 1, in5);
+    pack_task(&pk, 11, &abs_, 1, in5);
+    put_frame(s.fd, &sb);
+    wst st;
+    wait_done(&s, 2, &st);
+    cr_expect_eq(st.tasks, 2, "the recompute is not one of the scheduler's tasks");
+    /* Once: the replica and the two outputs, never a second copy. */
+    cr_expect_eq(st.chunk_bytes, 3 * BYTES);
+    cr_expect_eq(st.chunk_peak, 3 * BYTES, "chunk peak %llu: recomputed twice?",
+                 (unsigned long long)st.chunk_peak);
+
+    void *rep, *out;
+    uint64_t plen;
+    cr_assert_eq(peer_get(&s, 7, 5, &rep, &plen), 1, "the replica is not served");
+    cr_assert_eq(plen, BYTES);
+    cr_assert_eq(peer_get(&s, 7, 10, &out, &plen), 1);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            double want = spec_f64(99, (uint64_t)((4 + r) * 12 + 6 + c));
+            cr_assert_eq(((double *)rep)[r * C + c], want, "replica (%d,%d)", r, c);
+            cr_assert_eq(((double *)out)[r * C + c], -want);
+        }
+    free(rep);
+    free(out);
+
+    /* A held replica is used as is; a descriptor that is not a source is refused. */
+    uint64_t five = 5;
+    tin again[1] = {{5, NULL, TSR__IN_RECOMPUTE, &rnd}},
+        bad[1] = {{6, NULL, TSR__IN_RECOMPUTE, &neg}};
+    start_compute(&sb, &pk, 7, 2);
+    pack_task(&pk, 12, &neg, 1, again);
+    pack_task(&pk, 13, &neg, 1, bad);
+    put_frame(s.fd, &sb);
+    int done[64] = {0}, erred[64] = {0};
+    char msgs[64][256];
+    memset(msgs, 0, sizeof msgs);
+    collect(&s, 2, done, erred, msgs, &st);
+    cr_expect(done[12] && erred[13]);
+    cr_expect(strstr(msgs[13], "cannot be recomputed") != NULL, "%s", msgs[13]);
+    cr_expect_eq(st.chunk_peak, 4 * BYTES);
+    cr_expect_eq(st.out_bytes, 2 * BYTES, "out_bytes %llu after serving two chunks",
+                 (unsigned long long)st.out_bytes);
+
+    send_free(&s, 7, &five, 1);
+    void *gone;
+    cr_expect_eq(peer_get(&s, 7, 5, &gone, &plen), 0, "the replica outlived its free");
+    free(gone);
+    tin ten[1] = {{10, NULL, 0, NULL}};
+    send_task(&s, 7, 14, &neg, 1, ten);
+    wait_done(&s, 1, &st);
+    cr_expect_eq(st.chunk_bytes, 4 * BYTES, "10, 11, 12 and 14: the replica's bytes went");
+    cr_expect_eq(st.tasks, 4, "13 never ran");
+    session_end(&s);
+}
