@@ -1,6 +1,11 @@
-/* The client object: its error message, name sequence and (in client_run.c) its connection to a
- * scheduler. Must not block except inside tsr_compute/read/save, which run the client's own loop.
+/* The client object: its error message, name sequence and the translation of a `finished`
+ * message's stats map into the JSON that tsr_client_stats_json() returns; (in client_run.c) its
+ * connection to a scheduler. Must not block except inside tsr_compute/read/save, which run the
+ * client's own loop. The stats map comes from the network: nothing in it is trusted.
  */
+#include <jansson.h>
+#include <math.h>
+#include <msgpack.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +13,7 @@
 
 #include "array/array.h"
 #include "array/client.h"
+#include "wire/wire.h"
 
 static _Thread_local char last_error[1024];
 
@@ -58,4 +64,68 @@ int tsr_client_new_offline(tsr_client **out) {
 
 const char *tsr_client_address(const tsr_client *c) {
     return c && c->connected ? c->address : NULL;
+}
+
+/* ---- run statistics ---- */
+
+/* Copies obj[key] into dst[name] when it is a number: integers stay integers, floats stay reals
+ * (a NaN or infinity, which JSON cannot hold, is dropped like any other bad value). */
+static void copy_number(json_t *dst, const char *name, const msgpack_object *obj, const char *key) {
+    const msgpack_object *v = tsr__mp_get(obj, key);
+    if (!v) return;
+    int64_t i;
+    double d;
+    if (tsr__mp_as_int(v, &i) == 0) {
+        json_object_set_new(dst, name, json_integer((json_int_t)i));
+    } else if ((v->type == MSGPACK_OBJECT_FLOAT32 || v->type == MSGPACK_OBJECT_FLOAT64) &&
+               tsr__mp_as_double(v, &d) == 0 && isfinite(d)) {
+        json_object_set_new(dst, name, json_real(d));
+    }
+}
+
+/* Copies obj[key] into dst[name] when it is a valid UTF-8 string (json_stringn checks). */
+static void copy_string(json_t *dst, const char *name, const msgpack_object *obj, const char *key) {
+    const msgpack_object *v = tsr__mp_get(obj, key);
+    if (!v || v->type != MSGPACK_OBJECT_STR) return;
+    json_t *s = json_stringn(v->via.str.ptr, v->via.str.size);
+    if (s) json_object_set_new(dst, name, s);
+}
+
+struct json_t *tsr__stats_json(const struct msgpack_object *stats, double seconds, uint64_t tasks) {
+    static const char *const worker_numbers[] = {
+        "tasks", "rss_peak", "rss", "chunk_peak", "busy_s", "in_bytes", "in_s", "out_bytes",
+    };
+    json_t *j = json_object();
+    if (!j) return NULL;
+    json_object_set_new(j, "tasks", json_integer((json_int_t)tasks));
+    copy_number(j, "tasks", stats, "tasks"); /* the scheduler's count wins where it sent one */
+    json_object_set_new(j, "seconds", json_real(isfinite(seconds) ? seconds : 0.0));
+    if (!stats || stats->type != MSGPACK_OBJECT_MAP) return j;
+    copy_number(j, "moved_bytes", stats, "moved_bytes");
+    json_t *sched = json_object();
+    if (sched) {
+        copy_number(sched, "rss_base", stats, "sched_rss_base");
+        copy_number(sched, "rss_peak", stats, "sched_rss_peak");
+        if (json_object_size(sched))
+            json_object_set_new(j, "scheduler", sched);
+        else
+            json_decref(sched);
+    }
+    const msgpack_object *ws = tsr__mp_get(stats, "workers");
+    if (!ws || ws->type != MSGPACK_OBJECT_ARRAY) return j;
+    json_t *arr = json_array();
+    if (!arr) return j;
+    for (uint32_t k = 0; k < ws->via.array.size; k++) {
+        const msgpack_object *w = &ws->via.array.ptr[k];
+        if (w->type != MSGPACK_OBJECT_MAP) continue;
+        json_t *o = json_object();
+        if (!o) break;
+        copy_string(o, "name", w, "name");
+        copy_string(o, "addr", w, "addr");
+        for (size_t f = 0; f < sizeof worker_numbers / sizeof *worker_numbers; f++)
+            copy_number(o, worker_numbers[f], w, worker_numbers[f]);
+        json_array_append_new(arr, o);
+    }
+    json_object_set_new(j, "workers", arr);
+    return j;
 }

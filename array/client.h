@@ -10,6 +10,8 @@
 
 struct tsr__conn;
 struct tsr__local;
+struct json_t;
+struct msgpack_object;
 
 struct tsr_client {
     char errmsg[1024];
@@ -29,5 +31,12 @@ struct tsr_client {
 };
 
 int tsr__fail_thread(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The JSON object tsr_client_stats_json() describes, built from the `stats` map of a `finished`
+ * message (PROTOCOL.md; NULL or not a map when the scheduler sent none) and what the client
+ * measured itself: `seconds` from submit to finished and `tasks` it submitted (the scheduler's
+ * count replaces it where it sent one). Fields missing or of the wrong type in the map are left
+ * out, never guessed. Caller owns the reference (json_decref); NULL only when out of memory. */
+struct json_t *tsr__stats_json(const struct msgpack_object *stats, double seconds, uint64_t tasks);
 
 #endif

@@ -4,6 +4,7 @@
  * All of it runs the client's own loop on the caller's thread, inside the blocking API calls. */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,8 @@ typedef struct tsr__rt {
     uint32_t *out_ids;
     char **out_addr;
     size_t nout;
+    json_t *stats;   /* of the last finished job (tsr_client_stats_json), or NULL */
+    uint64_t ntasks; /* tasks in the graph submitted last */
     /* wait_workers; also carries a failed task's array index */
     int64_t workers;
     int got_workers;
@@ -169,6 +172,12 @@ static void handle_finished(tsr__rt *rt, const msgpack_object *hdr) {
             set_failed(rt, -ENOMEM, "out of memory");
             return;
         }
+    }
+    /* Built here, when the job is done, so `seconds` stops at `finished` and excludes fetching. */
+    json_t *st = tsr__stats_json(tsr__mp_get(hdr, "stats"), tsr__now() - rt->t0, rt->ntasks);
+    if (st) {
+        json_decref(rt->stats);
+        rt->stats = st;
     }
     rt->finished = 1;
     uv_stop(&rt->c->loop);
@@ -333,6 +342,7 @@ void tsr__client_close(tsr_client *c) {
             free(p);
             p = next;
         }
+        json_decref(c->rt->stats);
         free(c->rt);
         c->rt = NULL;
     }
@@ -462,6 +472,7 @@ int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     rt->accepted = rt->finished = 0;
     memset(&rt->progress, 0, sizeof rt->progress);
     rt->progress.total = g.ntasks;
+    rt->ntasks = g.ntasks;
     rt->t0 = tsr__now();
     rt->copts = opts;
     rt->workers = -1;
@@ -537,6 +548,22 @@ out:
     rt->copts = NULL;
     tsr__graph_free(&g);
     return rc;
+}
+
+char *tsr_client_stats_json(tsr_client *c) {
+    if (!c || !c->rt || !c->rt->stats) return NULL;
+    /* Dumped into our own malloc'd buffer rather than json_dumps' so the caller's free() is right
+     * even if the program gave jansson other allocators. */
+    size_t n = json_dumpb(c->rt->stats, NULL, 0, JSON_COMPACT);
+    if (n == 0) return NULL;
+    char *s = malloc(n + 1);
+    if (!s) return NULL;
+    if (json_dumpb(c->rt->stats, s, n, JSON_COMPACT) != n) {
+        free(s);
+        return NULL;
+    }
+    s[n] = 0;
+    return s;
 }
 
 /* ---- fetching chunks from workers ---- */

@@ -1,11 +1,14 @@
 /* `tessera run` and `tessera submit`: validate a program file, run it on an embedded local
- * cluster or a running scheduler, write its outputs. The program is validated on an offline
- * client first, so an invalid file never starts a cluster and never creates an output. */
+ * cluster or a running scheduler, write its outputs and, with --stats, the run's statistics.
+ * The program is validated on an offline client first, so an invalid file never starts a
+ * cluster and never creates an output. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -50,7 +53,53 @@ static int validate(const char *path) {
     return 0;
 }
 
-static int run_on(tsr_client *c, const char *path, int progress) {
+/* Writes the statistics of the computation c just finished to path, as outputs are written:
+ * under PATH.tmp-XXXXXX, renamed onto PATH once complete, removed on failure. A program with no
+ * outputs computes nothing; its file says so with zero tasks. 0, or the exit status. */
+static int write_stats(tsr_client *c, const char *path) {
+    char *json = tsr_client_stats_json(c);
+    const char *text = json ? json : "{\"tasks\":0,\"seconds\":0}";
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (!tmp) {
+        free(json);
+        cli_error("out of memory");
+        return EXIT_FAILED;
+    }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp-XXXXXX", 12);
+    int e = 0;
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        e = errno;
+        cli_error("cannot create \"%s\": %s", path, strerror(e));
+        free(tmp);
+        free(json);
+        return EXIT_FAILED;
+    }
+    fchmod(fd, 0644);
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        e = errno;
+        close(fd);
+    } else {
+        errno = 0;
+        if (fputs(text, f) < 0 || fputc('\n', f) == EOF || fflush(f) != 0) e = errno ? errno : EIO;
+        if (fclose(f) != 0 && !e) e = errno ? errno : EIO;
+    }
+    if (!e && rename(tmp, path) != 0) {
+        e = errno;
+        cli_error("cannot rename \"%s\" to \"%s\": %s", tmp, path, strerror(e));
+    } else if (e) {
+        cli_error("cannot write \"%s\": %s", path, strerror(e));
+    }
+    if (e) unlink(tmp);
+    free(tmp);
+    free(json);
+    return e ? EXIT_FAILED : EXIT_OK;
+}
+
+static int run_on(tsr_client *c, const char *path, int progress, const char *stats) {
     tsr_program *p;
     int rc = tsr_program_load(c, path, &p);
     if (rc) {
@@ -74,6 +123,8 @@ static int run_on(tsr_client *c, const char *path, int progress) {
             cli_error("%s", tsr_client_errmsg(c));
             status = cli_status(rc) == EXIT_INVALID ? EXIT_INVALID : EXIT_FAILED;
         }
+    } else if (stats) {
+        status = write_stats(c, stats);
     }
     tsr_program_free(p);
     return status;
@@ -89,6 +140,8 @@ static const char run_usage[] =
     "  --workers N      worker processes (default: the number of physical cores)\n"
     "  --threads T      executor threads per worker (default 1)\n"
     "  --no-progress    no progress bar (it is drawn only when stderr is a terminal)\n"
+    "  --stats FILE     write the run's statistics (tasks, seconds, bytes moved, memory and\n"
+    "                   per-worker counters) to FILE as JSON\n"
     "  --verbose        show the cluster processes' logs\n"
     "  --help           this text\n"
     "\n"
@@ -97,10 +150,15 @@ static const char run_usage[] =
 
 int cmd_run(int argc, char **argv) {
     static const struct option longopts[] = {
-        {"workers", required_argument, 0, 'w'}, {"threads", required_argument, 0, 't'},
-        {"no-progress", no_argument, 0, 'P'},   {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+        {"workers", required_argument, 0, 'w'},
+        {"threads", required_argument, 0, 't'},
+        {"no-progress", no_argument, 0, 'P'},
+        {"verbose", no_argument, 0, 'v'},
+        {"stats", required_argument, 0, 'S'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
+    const char *stats = NULL;
     tsr_local_options lo;
     tsr_local_options_default(&lo);
     int progress = 1, ch;
@@ -115,6 +173,13 @@ int cmd_run(int argc, char **argv) {
             break;
         case 'P':
             progress = 0;
+            break;
+        case 'S':
+            if (!*optarg) {
+                cli_error("--stats needs a file name");
+                return EXIT_INVALID;
+            }
+            stats = optarg;
             break;
         case 'v':
             lo.verbose = 1;
@@ -150,7 +215,7 @@ int cmd_run(int argc, char **argv) {
         return interrupted ? EXIT_INTERRUPTED : EXIT_FAILED;
     }
     interrupt_target = c;
-    status = interrupted ? EXIT_INTERRUPTED : run_on(c, path, progress);
+    status = interrupted ? EXIT_INTERRUPTED : run_on(c, path, progress, stats);
     interrupt_target = NULL;
     tsr_client_free(c);
     return status;
@@ -165,6 +230,8 @@ static const char submit_usage[] =
     "  --scheduler HOST:PORT  the scheduler (default: $TESSERA_SCHEDULER)\n"
     "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
     "  --no-progress          no progress bar (drawn only when stderr is a terminal)\n"
+    "  --stats FILE           write the run's statistics (tasks, seconds, bytes moved, memory\n"
+    "                         and per-worker counters) to FILE as JSON\n"
     "  --help                 this text\n"
     "\n"
     "exit status: 0 success, 1 the computation failed, 2 invalid program or arguments,\n"
@@ -175,9 +242,11 @@ int cmd_submit(int argc, char **argv) {
         {"scheduler", required_argument, 0, 's'},
         {"token", required_argument, 0, 'k'},
         {"no-progress", no_argument, 0, 'P'},
+        {"stats", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
+    const char *stats = NULL;
     const char *addr = getenv("TESSERA_SCHEDULER");
     const char *token = getenv("TESSERA_TOKEN");
     int progress = 1, ch;
@@ -192,6 +261,13 @@ int cmd_submit(int argc, char **argv) {
             break;
         case 'P':
             progress = 0;
+            break;
+        case 'S':
+            if (!*optarg) {
+                cli_error("--stats needs a file name");
+                return EXIT_INVALID;
+            }
+            stats = optarg;
             break;
         case 'h':
             fputs(submit_usage, stdout);
@@ -223,7 +299,7 @@ int cmd_submit(int argc, char **argv) {
         return rc == TSR_EINVALID ? EXIT_INVALID : EXIT_FAILED;
     }
     interrupt_target = c;
-    status = run_on(c, path, progress);
+    status = run_on(c, path, progress, stats);
     interrupt_target = NULL;
     tsr_client_free(c);
     return status;
