@@ -1,0 +1,281 @@
+/* The client's side of `stats` against a fake scheduler that speaks the wire protocol itself:
+ * whatever the `stats` map of a `finished` message holds (nothing, not a map, wrong types, NaN,
+ * invalid UTF-8, non-map workers), `tessera submit --stats` still succeeds, writes valid JSON,
+ * keeps every well-formed field under its documented name and drops the rest. The fake also
+ * serves the output chunk as the "worker" named in `finished`, so the real client runs its
+ * whole path (hello, submit, finished, peer fetch, release). */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <msgpack.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+typedef void (*stats_fn)(msgpack_packer *pk); /* packs the value of "stats" */
+
+typedef struct fake {
+    int lfd;
+    char addr[64];
+    stats_fn stats; /* NULL: `finished` has no stats key */
+    pthread_t th;
+    int ok; /* the client did what the protocol says */
+} fake;
+
+static int read_full(int fd, void *buf, size_t n) {
+    char *p = buf;
+    while (n) {
+        ssize_t k = read(fd, p, n);
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n) {
+        ssize_t k = write(fd, p, n);
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Reads one frame; returns its type ("" on EOF) and skips its payload. */
+static int read_frame(int fd, char *type, size_t size) {
+    unsigned char len[4];
+    type[0] = 0;
+    if (read_full(fd, len, 4)) return -1;
+    uint32_t hl = (uint32_t)len[0] << 24 | (uint32_t)len[1] << 16 | len[2] << 8 | len[3];
+    char *h = malloc(hl ? hl : 1);
+    if (!h || read_full(fd, h, hl)) {
+        free(h);
+        return -1;
+    }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    uint64_t plen = 0;
+    if (msgpack_unpack_next(&u, h, hl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+            msgpack_object_kv *kv = &u.data.via.map.ptr[i];
+            if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size != 1) continue;
+            if (kv->key.via.str.ptr[0] == 't' && kv->val.type == MSGPACK_OBJECT_STR)
+                snprintf(type, size, "%.*s", (int)kv->val.via.str.size, kv->val.via.str.ptr);
+            if (kv->key.via.str.ptr[0] == 'n' && kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                plen = kv->val.via.u64;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    free(h);
+    while (plen > 0) {
+        char buf[4096];
+        size_t k = plen < sizeof buf ? (size_t)plen : sizeof buf;
+        if (read_full(fd, buf, k)) return -1;
+        plen -= k;
+    }
+    return 0;
+}
+
+static int send_frame(int fd, msgpack_sbuffer *sb, const void *payload, size_t plen) {
+    unsigned char len[4] = {(unsigned char)(sb->size >> 24), (unsigned char)(sb->size >> 16),
+                            (unsigned char)(sb->size >> 8), (unsigned char)sb->size};
+    int rc = write_full(fd, len, 4) || write_full(fd, sb->data, sb->size) ||
+             (plen && write_full(fd, payload, plen));
+    msgpack_sbuffer_clear(sb);
+    return rc ? -1 : 0;
+}
+
+static void pstr(msgpack_packer *pk, const char *s) {
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+static void *fake_main(void *arg) {
+    fake *f = arg;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    char type[32];
+    int c = accept(f->lfd, NULL, NULL); /* the client's scheduler connection */
+    if (c < 0 || read_frame(c, type, sizeof type) || strcmp(type, "hello")) goto out;
+    msgpack_pack_map(&pk, 3);
+    pstr(&pk, "t"), pstr(&pk, "welcome"), pstr(&pk, "v"), msgpack_pack_int(&pk, 1);
+    pstr(&pk, "id"), msgpack_pack_int(&pk, 1);
+    if (send_frame(c, &sb, NULL, 0)) goto out;
+    if (read_frame(c, type, sizeof type) || strcmp(type, "submit")) goto out;
+    msgpack_pack_map(&pk, 3);
+    pstr(&pk, "t"), pstr(&pk, "accepted"), pstr(&pk, "job"), msgpack_pack_int(&pk, 1);
+    pstr(&pk, "tasks"), msgpack_pack_int(&pk, 1);
+    if (send_frame(c, &sb, NULL, 0)) goto out;
+    msgpack_pack_map(&pk, f->stats ? 4 : 3);
+    pstr(&pk, "t"), pstr(&pk, "finished"), pstr(&pk, "job"), msgpack_pack_int(&pk, 1);
+    pstr(&pk, "outputs"), msgpack_pack_array(&pk, 1), msgpack_pack_array(&pk, 3);
+    msgpack_pack_int(&pk, 0), pstr(&pk, f->addr), msgpack_pack_int(&pk, 8);
+    if (f->stats) pstr(&pk, "stats"), f->stats(&pk);
+    if (send_frame(c, &sb, NULL, 0)) goto out;
+    /* The client now fetches the output chunk from the "worker" at our own address. */
+    int p = accept(f->lfd, NULL, NULL);
+    if (p < 0) goto out;
+    if (read_frame(p, type, sizeof type) == 0 && !strcmp(type, "hello")) {
+        msgpack_pack_map(&pk, 3);
+        pstr(&pk, "t"), pstr(&pk, "welcome"), pstr(&pk, "v"), msgpack_pack_int(&pk, 1);
+        pstr(&pk, "id"), msgpack_pack_int(&pk, 2);
+        send_frame(p, &sb, NULL, 0);
+        if (read_frame(p, type, sizeof type) == 0 && !strcmp(type, "get")) {
+            double v = 3.0;
+            msgpack_pack_map(&pk, 6);
+            pstr(&pk, "t"), pstr(&pk, "chunk"), pstr(&pk, "job"), msgpack_pack_int(&pk, 1);
+            pstr(&pk, "id"), msgpack_pack_int(&pk, 0), pstr(&pk, "dtype"), pstr(&pk, "float64");
+            pstr(&pk, "shape"), msgpack_pack_array(&pk, 0), pstr(&pk, "n"),
+                msgpack_pack_int(&pk, 8);
+            if (send_frame(p, &sb, &v, sizeof v) == 0) f->ok = 1;
+        }
+    }
+    /* Drain until the client hangs up (it releases the job, then closes). */
+    while (read_frame(c, type, sizeof type) == 0) {
+    }
+    close(p);
+out:
+    if (c >= 0) close(c);
+    msgpack_sbuffer_destroy(&sb);
+    return NULL;
+}
+
+static void fake_start(fake *f, stats_fn stats) {
+    memset(f, 0, sizeof *f);
+    f->stats = stats;
+    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    socklen_t al = sizeof a;
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(bind(f->lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(f->lfd, 4) == 0 &&
+              getsockname(f->lfd, (struct sockaddr *)&a, &al) == 0);
+    snprintf(f->addr, sizeof f->addr, "127.0.0.1:%d", ntohs(a.sin_port));
+    cr_assert(pthread_create(&f->th, NULL, fake_main, f) == 0);
+}
+
+static void fake_join(fake *f) {
+    shutdown(f->lfd, SHUT_RDWR); /* wakes an accept() that will never be answered */
+    pthread_join(f->th, NULL);
+    close(f->lfd);
+}
+
+static const char *prog = "{\"tessera\": 1, \"arrays\": {\"s\": {\"op\": \"full\", \"shape\": [], "
+                          "\"value\": 3}}, \"outputs\": {\"s\": \"-\"}}";
+
+/* Submits prog to a fake whose `finished` carries stats(); returns the stats file's JSON. */
+static json_t *submit_to_fake(stats_fn stats) {
+    fake f;
+    fake_start(&f, stats);
+    char *dir = make_tmpdir();
+    write_file(dir, "p.json", prog);
+    const char *argv[] = {"tessera", "submit",  "--scheduler", f.addr, "--no-progress",
+                          "--stats", "st.json", "p.json",      NULL};
+    proc_result r = run_cmd(dir, argv, 60);
+    fake_join(&f);
+    cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.err);
+    cr_assert(f.ok, "the client did not fetch its output from the fake worker");
+    cr_assert_str_eq(r.out, "s: 3\n");
+    proc_result_free(&r);
+    char path[512];
+    snprintf(path, sizeof path, "%s/st.json", dir);
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    cr_assert(json_is_object(j), "st.json is not a JSON object: %s", err.text);
+    remove_tmpdir(dir);
+    /* Always there: the client's own count and clock. */
+    cr_assert(json_is_integer(json_object_get(j, "tasks")));
+    cr_assert_eq(json_integer_value(json_object_get(j, "tasks")), 1);
+    cr_assert(json_is_real(json_object_get(j, "seconds")));
+    cr_assert(json_real_value(json_object_get(j, "seconds")) >= 0);
+    return j;
+}
+
+Test(stats_wire, no_stats_key, .timeout = 60) {
+    json_t *j = submit_to_fake(NULL);
+    cr_assert_eq(json_object_size(j), 2, "%zu keys", json_object_size(j));
+    json_decref(j);
+}
+
+static void stats_not_a_map(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_int(pk, 1);
+    msgpack_pack_nil(pk);
+}
+
+Test(stats_wire, stats_not_a_map, .timeout = 60) {
+    json_t *j = submit_to_fake(stats_not_a_map);
+    cr_assert_eq(json_object_size(j), 2, "%zu keys", json_object_size(j));
+    json_decref(j);
+}
+
+static void stats_malformed(msgpack_packer *pk) {
+    msgpack_pack_map(pk, 5);
+    pstr(pk, "tasks"), pstr(pk, "many");           /* wrong type: the client's count stays */
+    pstr(pk, "moved_bytes"), msgpack_pack_nil(pk); /* dropped */
+    pstr(pk, "sched_rss_base"), msgpack_pack_int(pk, 1000);
+    pstr(pk, "sched_rss_peak"), msgpack_pack_double(pk, NAN); /* dropped */
+    pstr(pk, "workers"), msgpack_pack_array(pk, 3);
+    msgpack_pack_int(pk, 7); /* not a map: skipped */
+    msgpack_pack_map(pk, 6);
+    pstr(pk, "name"), msgpack_pack_int(pk, 5); /* dropped */
+    pstr(pk, "addr"), pstr(pk, "127.0.0.1:9");
+    pstr(pk, "tasks"), msgpack_pack_int(pk, 1);
+    pstr(pk, "busy_s"), msgpack_pack_double(pk, INFINITY); /* dropped */
+    pstr(pk, "in_s"), msgpack_pack_double(pk, 0.5);
+    pstr(pk, "rss"), msgpack_pack_array(pk, 0); /* dropped */
+    msgpack_pack_map(pk, 2);
+    pstr(pk, "name"), msgpack_pack_str(pk, 2), msgpack_pack_str_body(pk, "\xff\xfe", 2);
+    pstr(pk, "rss_peak"), msgpack_pack_uint64(pk, UINT64_MAX); /* beyond JSON's integers */
+}
+
+Test(stats_wire, malformed_fields_dropped, .timeout = 60) {
+    json_t *j = submit_to_fake(stats_malformed);
+    json_object_set_new(j, "seconds", json_integer(0)); /* the clock's value varies */
+    char *text = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
+    cr_assert_str_eq(text, "{\"scheduler\":{\"rss_base\":1000},\"seconds\":0,\"tasks\":1,"
+                           "\"workers\":[{\"addr\":\"127.0.0.1:9\",\"in_s\":0.5,\"tasks\":1},{}]}");
+    free(text);
+    json_decref(j);
+}
+
+static void stats_good(msgpack_packer *pk) {
+    msgpack_pack_map(pk, 4);
+    pstr(pk, "tasks"), msgpack_pack_int(pk, 1);
+    pstr(pk, "moved_bytes"), msgpack_pack_uint64(pk, 1ull << 40);
+    pstr(pk, "sched_rss_peak"), msgpack_pack_int(pk, 2000);
+    pstr(pk, "workers"), msgpack_pack_array(pk, 1);
+    msgpack_pack_map(pk, 10);
+    pstr(pk, "name"), pstr(pk, "w");
+    pstr(pk, "addr"), pstr(pk, "127.0.0.1:9");
+    const char *ints[] = {"tasks", "rss_peak", "rss", "chunk_peak", "in_bytes", "out_bytes"};
+    for (int k = 0; k < 6; k++) pstr(pk, ints[k]), msgpack_pack_int(pk, k + 1);
+    pstr(pk, "busy_s"), msgpack_pack_float(pk, 0.25f);
+    pstr(pk, "in_s"), msgpack_pack_double(pk, 0.125);
+}
+
+Test(stats_wire, well_formed_fields_kept, .timeout = 60) {
+    json_t *j = submit_to_fake(stats_good);
+    json_object_set_new(j, "seconds", json_integer(0));
+    char *text = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
+    cr_assert_str_eq(text,
+                     "{\"moved_bytes\":1099511627776,\"scheduler\":{\"rss_peak\":2000},"
+                     "\"seconds\":0,\"tasks\":1,\"workers\":[{\"addr\":\"127.0.0.1:9\","
+                     "\"busy_s\":0.25,\"chunk_peak\":4,\"in_bytes\":5,\"in_s\":0.125,"
+                     "\"name\":\"w\",\"out_bytes\":6,\"rss\":3,\"rss_peak\":2,\"tasks\":1}]}");
+    free(text);
+    json_decref(j);
+}
