@@ -101,6 +101,7 @@ struct json_t *tsr__stats_json(const struct msgpack_object *stats, double second
     copy_number(j, "tasks", stats, "tasks"); /* the scheduler's count wins where it sent one */
     json_object_set_new(j, "seconds", json_real(isfinite(seconds) ? seconds : 0.0));
     if (!stats || stats->type != MSGPACK_OBJECT_MAP) return j;
+    copy_number(j, "sources_inline", stats, "sources_inline");
     copy_number(j, "moved_bytes", stats, "moved_bytes");
     json_t *sched = json_object();
     if (sched) {

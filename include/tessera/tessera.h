@@ -138,16 +138,16 @@ TSR_API const char *tsr_client_address(const tsr_client *client);
 
 /* Statistics of the last computation this client finished (the last successful tsr_compute() or
  * tsr_program_run()), as one compact JSON object:
- *   {"tasks": N, "seconds": S, "moved_bytes": B,
+ *   {"tasks": N, "seconds": S, "sources_inline": N, "moved_bytes": B,
  *    "scheduler": {"rss_base": B, "rss_peak": B},
  *    "workers": [{"name", "addr", "tasks", "rss_peak", "rss", "chunk_peak", "busy_s",
  *                 "in_bytes", "in_s", "out_bytes"}, ...]}
  * `seconds` is measured by the client from submitting the graph to the scheduler's `finished`
  * (fetching outputs excluded); `tasks` is the job's task count; the rest is what the scheduler
  * reported with `finished` (docs/PROTOCOL.md: bytes, seconds, and per worker the tasks of this
- * job it ran plus its latest counters). A field the scheduler did not send is absent. Returns
- * NULL when nothing has finished yet (and for an offline client) or when out of memory.
- * Caller frees with free(). */
+ * job it ran plus its latest counters; the workers' tasks add up to tasks - sources_inline). A
+ * field the scheduler did not send is absent. Returns NULL when nothing has finished yet (and for
+ * an offline client) or when out of memory. Caller frees with free(). */
 TSR_API char *tsr_client_stats_json(tsr_client *client);
 
 /* ---------------------------------------------------------------------------------------------

@@ -253,8 +253,9 @@ Test(stats_wire, malformed_fields_dropped, .timeout = 60) {
 }
 
 static void stats_good(msgpack_packer *pk) {
-    msgpack_pack_map(pk, 4);
+    msgpack_pack_map(pk, 5);
     pstr(pk, "tasks"), msgpack_pack_int(pk, 1);
+    pstr(pk, "sources_inline"), msgpack_pack_int(pk, 0);
     pstr(pk, "moved_bytes"), msgpack_pack_uint64(pk, 1ull << 40);
     pstr(pk, "sched_rss_peak"), msgpack_pack_int(pk, 2000);
     pstr(pk, "workers"), msgpack_pack_array(pk, 1);
@@ -271,11 +272,12 @@ Test(stats_wire, well_formed_fields_kept, .timeout = 60) {
     json_t *j = submit_to_fake(stats_good);
     json_object_set_new(j, "seconds", json_integer(0));
     char *text = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
-    cr_assert_str_eq(text,
-                     "{\"moved_bytes\":1099511627776,\"scheduler\":{\"rss_peak\":2000},"
-                     "\"seconds\":0,\"tasks\":1,\"workers\":[{\"addr\":\"127.0.0.1:9\","
-                     "\"busy_s\":0.25,\"chunk_peak\":4,\"in_bytes\":5,\"in_s\":0.125,"
-                     "\"name\":\"w\",\"out_bytes\":6,\"rss\":3,\"rss_peak\":2,\"tasks\":1}]}");
+    cr_assert_str_eq(
+        text,
+        "{\"moved_bytes\":1099511627776,\"scheduler\":{\"rss_peak\":2000},"
+        "\"seconds\":0,\"sources_inline\":0,\"tasks\":1,\"workers\":[{\"addr\":\"127.0.0.1:9\","
+        "\"busy_s\":0.25,\"chunk_peak\":4,\"in_bytes\":5,\"in_s\":0.125,"
+        "\"name\":\"w\",\"out_bytes\":6,\"rss\":3,\"rss_peak\":2,\"tasks\":1}]}");
     free(text);
     json_decref(j);
 }
