@@ -392,12 +392,23 @@ void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjo
     uint32_t nw = 0;
     for (size_t w = 0; w < j->nwtasks; w++) nw += j->wtasks[w] > 0;
     tsr__mp_pack_str(&pk, "stats");
-    msgpack_pack_map(&pk, 6);
+    msgpack_pack_map(&pk, 7);
     pack_kv_u64(&pk, "tasks", j->g.ntasks);
     pack_kv_u64(&pk, "sources_inline", j->nvirtual);
     pack_kv_u64(&pk, "moved_bytes", j->moved_bytes);
     pack_kv_u64(&pk, "sched_rss_base", j->rss_base);
     pack_kv_u64(&pk, "sched_rss_peak", rss_peak);
+    tsr__mp_pack_str(&pk, "ops");
+    msgpack_pack_array(&pk, j->nops);
+    for (uint32_t o = 0; o < j->nops; o++) {
+        msgpack_pack_map(&pk, 5);
+        tsr__mp_pack_str(&pk, "op");
+        tsr__mp_pack_str(&pk, j->opname[o]);
+        pack_kv_u64(&pk, "tasks", j->op_total[o]);
+        pack_kv_f(&pk, "seconds", j->op_seconds[o]);
+        pack_kv_f(&pk, "flops", j->op_flops[o]);
+        pack_kv_u64(&pk, "moved_bytes", j->op_moved[o]);
+    }
     tsr__mp_pack_str(&pk, "workers");
     msgpack_pack_array(&pk, nw);
     for (size_t w = 0; w < j->nwtasks; w++) {

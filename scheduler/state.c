@@ -116,6 +116,8 @@ static void job_free(tsr__sjob *j) {
     free(j->op_done);
     free(j->op_err);
     free(j->op_flops);
+    free(j->op_seconds);
+    free(j->op_moved);
     tsr__keyvec_free(&j->rfar);
     free(j);
 }
@@ -324,7 +326,10 @@ static int op_table(tsr__sjob *j, const tsr__jobspec *g) {
     j->op_done = calloc((size_t)j->nops + 1, sizeof *j->op_done);
     j->op_err = calloc((size_t)j->nops + 1, sizeof *j->op_err);
     j->op_flops = calloc((size_t)j->nops + 1, sizeof *j->op_flops);
-    if (!j->op_total || !j->op_done || !j->op_err || !j->op_flops) return -1;
+    j->op_seconds = calloc((size_t)j->nops + 1, sizeof *j->op_seconds);
+    j->op_moved = calloc((size_t)j->nops + 1, sizeof *j->op_moved);
+    if (!j->op_total || !j->op_done || !j->op_err || !j->op_flops || !j->op_seconds || !j->op_moved)
+        return -1;
     for (uint32_t t = 0; t < g->ntasks; t++) j->op_total[j->aop[g->array[t]]]++;
     return 0;
 }
@@ -708,6 +713,7 @@ static int done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64
     s->done_total++;
     j->op_done[op_of(j, task)]++;
     j->op_flops[op_of(j, task)] += s->cost.c[j->cls[task]].flops;
+    if (seconds > 0) j->op_seconds[op_of(j, task)] += seconds;
     mark_dirty(s, j);
 
     const tsr__jobspec *g = &j->g;
@@ -892,6 +898,7 @@ void tsr__sched_plan_inputs(tsr__sched *s, uint32_t wid, tsr__sjob *j, uint32_t 
             }
         } else if (ti->state == TSR__TS_MEMORY) {
             j->moved_bytes += ti->nbytes;
+            j->op_moved[op_of(j, task)] += ti->nbytes;
         }
         flags[k - g->dep_off[task]] = f;
     }
