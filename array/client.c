@@ -112,6 +112,24 @@ struct json_t *tsr__stats_json(const struct msgpack_object *stats, double second
         else
             json_decref(sched);
     }
+    static const char *const op_numbers[] = {"tasks", "seconds", "flops", "moved_bytes"};
+    const msgpack_object *ops = tsr__mp_get(stats, "ops");
+    json_t *oarr = ops && ops->type == MSGPACK_OBJECT_ARRAY ? json_array() : NULL;
+    for (uint32_t k = 0; oarr && k < ops->via.array.size; k++) {
+        const msgpack_object *op = &ops->via.array.ptr[k];
+        if (op->type != MSGPACK_OBJECT_MAP) continue;
+        json_t *o = json_object();
+        if (!o) break;
+        copy_string(o, "op", op, "op");
+        for (size_t f = 0; f < sizeof op_numbers / sizeof *op_numbers; f++)
+            copy_number(o, op_numbers[f], op, op_numbers[f]);
+        /* An entry that does not say which operation it is describes nothing. */
+        if (json_object_get(o, "op"))
+            json_array_append_new(oarr, o);
+        else
+            json_decref(o);
+    }
+    if (oarr) json_object_set_new(j, "ops", oarr);
     const msgpack_object *ws = tsr__mp_get(stats, "workers");
     if (!ws || ws->type != MSGPACK_OBJECT_ARRAY) return j;
     json_t *arr = json_array();
@@ -129,4 +147,56 @@ struct json_t *tsr__stats_json(const struct msgpack_object *stats, double second
     }
     json_object_set_new(j, "workers", arr);
     return j;
+}
+
+/* ---- msgpack to JSON (monitor snapshots) ---- */
+
+static json_t *mp_to_json(const msgpack_object *o, const char *skip, int depth) {
+    if (depth > 16) return NULL;
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        return json_null();
+    case MSGPACK_OBJECT_BOOLEAN:
+        return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        /* jansson's integers are signed 64-bit: a larger count becomes a real. */
+        if (o->via.u64 > (uint64_t)INT64_MAX) return json_real((double)o->via.u64);
+        return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return json_integer((json_int_t)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return isfinite(o->via.f64) ? json_real(o->via.f64) : NULL;
+    case MSGPACK_OBJECT_STR:
+        return json_stringn(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_ARRAY: {
+        json_t *a = json_array();
+        for (uint32_t k = 0; a && k < o->via.array.size; k++) {
+            json_t *v = mp_to_json(&o->via.array.ptr[k], NULL, depth + 1);
+            if (v) json_array_append_new(a, v);
+        }
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        json_t *m = json_object();
+        for (uint32_t k = 0; m && k < o->via.map.size; k++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[k];
+            if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size > 255) continue;
+            char key[256];
+            memcpy(key, kv->key.via.str.ptr, kv->key.via.str.size);
+            key[kv->key.via.str.size] = 0;
+            /* A key with a NUL inside is not one JSON can name here: leave it out. */
+            if (strlen(key) != kv->key.via.str.size || (skip && strcmp(key, skip) == 0)) continue;
+            json_t *v = mp_to_json(&kv->val, NULL, depth + 1);
+            if (v) json_object_set_new(m, key, v);
+        }
+        return m;
+    }
+    default:
+        return NULL;
+    }
+}
+
+struct json_t *tsr__mp_to_json(const struct msgpack_object *obj, const char *skip) {
+    return obj ? mp_to_json(obj, skip, 0) : NULL;
 }

@@ -4,6 +4,7 @@
 #define TSR_CLIENT_H
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <uv.h>
 
 #include "common/common.h"
@@ -28,6 +29,18 @@ struct tsr_client {
     struct tsr__conn *sched;
     struct tsr__local *local; /* the embedded cluster this client started, or NULL */
     struct tsr__rt *rt;       /* client_run.c's private state */
+    int monitor;              /* says hello as a `monitor` (tsr_client_connect_monitor) */
+
+    /* The progress of the computation in flight, published for tsr_client_progress() on any
+     * thread. A sequence lock with one writer, the thread inside tsr_compute(): seq is odd while
+     * it writes, so a reader that saw the same even seq before and after copying the fields got
+     * one consistent snapshot. Every field is atomic so that the racing copy is defined. */
+    struct {
+        atomic_uint seq;
+        atomic_int running;
+        _Atomic uint64_t done, total, erred;
+        _Atomic double t0, elapsed; /* tsr__now() at submission; seconds when it ended */
+    } pub;
 };
 
 int tsr__fail_thread(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -38,5 +51,12 @@ int tsr__fail_thread(int code, const char *fmt, ...) __attribute__((format(print
  * count replaces it where it sent one). Fields missing or of the wrong type in the map are left
  * out, never guessed. Caller owns the reference (json_decref); NULL only when out of memory. */
 struct json_t *tsr__stats_json(const struct msgpack_object *stats, double seconds, uint64_t tasks);
+
+/* A msgpack value from the network as JSON: maps with string keys become objects, arrays
+ * arrays, integers integers, finite floats reals, valid UTF-8 strings strings, nil null and
+ * booleans booleans. Anything else (binary data, non-string keys, NaN, nesting deeper than 16)
+ * is left out. `skip` names one top-level key to leave out (the message type "t"), or NULL.
+ * Caller owns the reference; NULL when out of memory or when obj itself cannot be converted. */
+struct json_t *tsr__mp_to_json(const struct msgpack_object *obj, const char *skip);
 
 #endif

@@ -1,7 +1,9 @@
 /* The client's side of the cluster: connecting and the hello, submitting a lowered graph and
- * waiting for it (with progress), and fetching computed chunks straight from the workers that
- * hold them, into a caller buffer or a .npy file (never assembling the array in memory).
- * All of it runs the client's own loop on the caller's thread, inside the blocking API calls. */
+ * waiting for it (with progress, called back and published for other threads), monitor
+ * snapshots, and fetching computed chunks straight from the workers that hold them, into a
+ * caller buffer or a .npy file (never assembling the array in memory). All of it runs the
+ * client's own loop on the caller's thread, inside the blocking API calls; only
+ * tsr_client_progress() and tsr_client_interrupt() may come from other threads. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -52,11 +54,18 @@ typedef struct tsr__rt {
     tsr_progress progress;
     const tsr_compute_options *copts;
     double t0;
+    double last_cb; /* when the progress callback last ran */
     uint32_t *out_ids;
     char **out_addr;
     size_t nout;
     json_t *stats;   /* of the last finished job (tsr_client_stats_json), or NULL */
     uint64_t ntasks; /* tasks in the graph submitted last */
+    /* Monitor snapshots: the latest `info`, and how many were asked for and answered. The
+     * scheduler also sends one unasked on hello; an info that arrives when every request is
+     * answered is that one (or a reply overtaken by it): kept, not counted. */
+    json_t *info;
+    uint64_t info_asked, info_got;
+    int info_ready;
     /* wait_workers; also carries a failed task's array index */
     int64_t workers;
     int got_workers;
@@ -131,7 +140,7 @@ static void sched_on_connect(tsr__conn *conn, int status) {
                    uv_strerror(status));
         return;
     }
-    send_hello(conn, "client", rt->c->token);
+    send_hello(conn, rt->c->monitor ? "monitor" : "client", rt->c->token);
 }
 
 static void sched_on_close(tsr__conn *conn, int status, const char *reason) {
@@ -140,6 +149,33 @@ static void sched_on_close(tsr__conn *conn, int status, const char *reason) {
     rt->c->connected = 0;
     set_failed(rt, TSR_ECLOSED, "lost the connection to the scheduler at %s (%s)", rt->c->address,
                reason);
+}
+
+/* Publishes the progress for tsr_client_progress() (client.h: a sequence lock, this thread
+ * being its only writer). */
+static void publish(tsr_client *c, int running, const tsr_progress *p) {
+    unsigned seq = atomic_load_explicit(&c->pub.seq, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&c->pub.running, running, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.done, p->done, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.total, p->total, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.erred, p->erred, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.elapsed, p->elapsed, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.seq, seq + 2, memory_order_release);
+}
+
+/* Calls the compute options' progress callback, at most every progress_interval_ms unless
+ * `final` (the 100% call, which always comes). */
+static void report_progress(tsr__rt *rt, int final) {
+    const tsr_compute_options *o = rt->copts;
+    if (!o || !o->progress) return;
+    double t = tsr__now();
+    if (!final && o->progress_interval_ms > 0 && rt->last_cb > 0 &&
+        (t - rt->last_cb) * 1000.0 < o->progress_interval_ms)
+        return;
+    rt->last_cb = t;
+    o->progress(&rt->progress, o->user);
 }
 
 static void handle_finished(tsr__rt *rt, const msgpack_object *hdr) {
@@ -215,7 +251,8 @@ static void sched_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *pay
         if (tsr__mp_get_uint(hdr, "total", &v) == 0) rt->progress.total = v;
         if (tsr__mp_get_uint(hdr, "erred", &v) == 0) rt->progress.erred = v;
         rt->progress.elapsed = tsr__now() - rt->t0;
-        if (rt->copts && rt->copts->progress) rt->copts->progress(&rt->progress, rt->copts->user);
+        publish(rt->c, 1, &rt->progress);
+        report_progress(rt, 0);
     } else if (strcmp(type, "finished") == 0) {
         handle_finished(rt, hdr);
     } else if (strcmp(type, "failed") == 0) {
@@ -228,6 +265,17 @@ static void sched_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *pay
         /* compute() turns the array index into a name. */
         rt->workers = array;
         set_failed(rt, TSR_ECOMPUTE, "task %lld: %s", (long long)id, msg);
+    } else if (strcmp(type, "info") == 0 && rt->c->monitor) {
+        json_t *j = tsr__mp_to_json(hdr, "t");
+        if (j) {
+            json_decref(rt->info);
+            rt->info = j;
+        }
+        if (rt->info_got < rt->info_asked) rt->info_got++;
+        if (rt->info_got == rt->info_asked) {
+            rt->info_ready = 1;
+            uv_stop(&rt->c->loop);
+        }
     } else if (strcmp(type, "workers") == 0) {
         int64_t n = 0;
         tsr__mp_get_int(hdr, "count", &n);
@@ -343,6 +391,7 @@ void tsr__client_close(tsr_client *c) {
             p = next;
         }
         json_decref(c->rt->stats);
+        json_decref(c->rt->info);
         free(c->rt);
         c->rt = NULL;
     }
@@ -462,8 +511,11 @@ int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     if (!c->connected || !c->rt)
         return tsr__fail(c, TSR_ENOTCONNECTED,
                          "this client is not connected to a cluster (offline client)");
+    if (c->monitor)
+        return tsr__fail(c, TSR_EINVALID, "a monitor client cannot compute (it only watches)");
     if (n == 0) return 0;
     tsr__rt *rt = c->rt;
+    int started = 0;
     tsr_graph g;
     tsr__graph_init(&g);
     int rc = tsr__lower(c, arrays, n, &g);
@@ -474,7 +526,11 @@ int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     rt->progress.total = g.ntasks;
     rt->ntasks = g.ntasks;
     rt->t0 = tsr__now();
+    rt->last_cb = 0;
     rt->copts = opts;
+    atomic_store_explicit(&c->pub.t0, rt->t0, memory_order_relaxed);
+    publish(c, 1, &rt->progress);
+    started = 1;
     rt->workers = -1;
     rc = submit_graph(c, &g);
     if (rc) goto out;
@@ -538,16 +594,96 @@ int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     }
     free(by_id);
     if (jr->refs == 0) free(jr);
-    if (rc == 0 && opts && opts->progress) {
+    if (rc == 0) {
         rt->progress.done = rt->progress.total;
         rt->progress.elapsed = tsr__now() - rt->t0;
-        opts->progress(&rt->progress, opts->user);
+        report_progress(rt, 1);
     }
 out:
+    if (started) {
+        rt->progress.elapsed = tsr__now() - rt->t0;
+        publish(c, 0, &rt->progress);
+    }
     clear_outputs(rt);
     rt->copts = NULL;
     tsr__graph_free(&g);
     return rc;
+}
+
+int tsr_client_progress(tsr_client *c, tsr_progress *out) {
+    if (!c || !out) return TSR_EINVALID;
+    tsr_progress p;
+    int running;
+    double t0;
+    unsigned s1, s2;
+    do {
+        s1 = atomic_load_explicit(&c->pub.seq, memory_order_acquire);
+        running = atomic_load_explicit(&c->pub.running, memory_order_relaxed);
+        p.done = atomic_load_explicit(&c->pub.done, memory_order_relaxed);
+        p.total = atomic_load_explicit(&c->pub.total, memory_order_relaxed);
+        p.erred = atomic_load_explicit(&c->pub.erred, memory_order_relaxed);
+        p.elapsed = atomic_load_explicit(&c->pub.elapsed, memory_order_relaxed);
+        t0 = atomic_load_explicit(&c->pub.t0, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        s2 = atomic_load_explicit(&c->pub.seq, memory_order_relaxed);
+    } while ((s1 & 1) || s1 != s2);
+    if (running) p.elapsed = tsr__now() - t0;
+    *out = p;
+    return running;
+}
+
+/* ---- monitor snapshots ---- */
+
+int tsr_client_connect_monitor(const char *address, const tsr_client_options *opts,
+                               tsr_client **out) {
+    *out = NULL;
+    tsr_client_options def;
+    if (!opts) {
+        tsr_client_options_default(&def);
+        opts = &def;
+    }
+    if (!address) return tsr__fail_thread(TSR_EINVALID, "no scheduler address given");
+    tsr_client *c;
+    int rc = tsr_client_new_offline(&c);
+    if (rc) return rc;
+    c->monitor = 1;
+    rc = tsr__client_open(c, address, opts->token, opts->connect_timeout_ms);
+    if (rc) {
+        tsr__fail_thread(rc, "%s", c->errmsg);
+        tsr_client_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int tsr_client_info_json(tsr_client *c, int timeout_ms, char **out) {
+    if (!out)
+        return c ? tsr__fail(c, TSR_EINVALID, "tsr_client_info_json: out is NULL") : TSR_EINVALID;
+    *out = NULL;
+    if (!c) return TSR_EINVALID;
+    if (!c->monitor)
+        return tsr__fail(c, TSR_EINVALID,
+                         "tsr_client_info_json needs a client from tsr_client_connect_monitor");
+    if (!c->connected || !c->rt || !c->sched)
+        return tsr__fail(c, TSR_ENOTCONNECTED, "lost the connection to the scheduler at %s",
+                         c->address);
+    tsr__rt *rt = c->rt;
+    int rc = send_simple(c->sched, "info", NULL, 0);
+    if (rc) return tsr__fail(c, rc, "cannot talk to the scheduler: %s", tsr_strerror(rc));
+    rt->info_asked++;
+    rt->info_ready = 0;
+    rc = run_until(rt, &rt->info_ready, timeout_ms);
+    if (rc) return rc;
+    size_t n = rt->info ? json_dumpb(rt->info, NULL, 0, JSON_COMPACT) : 0;
+    char *s = n ? malloc(n + 1) : NULL;
+    if (!s || json_dumpb(rt->info, s, n, JSON_COMPACT) != n) {
+        free(s);
+        return tsr__fail(c, -ENOMEM, "out of memory");
+    }
+    s[n] = 0;
+    *out = s;
+    return 0;
 }
 
 char *tsr_client_stats_json(tsr_client *c) {

@@ -12,7 +12,9 @@
  * - "borrowed": the pointer stays owned by the callee and valid as long as its owner lives.
  *   "copied": the callee keeps its own copy. "caller frees with X": ownership passes to you.
  * - Thread-safety: a tsr_client and everything made from it (arrays, programs) must be used from
- *   one thread at a time. Different clients are independent and may be used concurrently.
+ *   one thread at a time. Different clients are independent and may be used concurrently. The
+ *   exceptions, callable from any thread while another uses the client, are
+ *   tsr_client_interrupt() and tsr_client_progress().
  */
 #ifndef TESSERA_TESSERA_H
 #define TESSERA_TESSERA_H
@@ -140,15 +142,39 @@ TSR_API const char *tsr_client_address(const tsr_client *client);
  * tsr_program_run()), as one compact JSON object:
  *   {"tasks": N, "seconds": S, "sources_inline": N, "moved_bytes": B,
  *    "scheduler": {"rss_base": B, "rss_peak": B},
+ *    "ops": [{"op", "tasks", "seconds", "flops", "moved_bytes"}, ...],
  *    "workers": [{"name", "addr", "tasks", "rss_peak", "rss", "chunk_peak", "busy_s",
  *                 "in_bytes", "in_s", "out_bytes"}, ...]}
  * `seconds` is measured by the client from submitting the graph to the scheduler's `finished`
  * (fetching outputs excluded); `tasks` is the job's task count; the rest is what the scheduler
- * reported with `finished` (docs/PROTOCOL.md: bytes, seconds, and per worker the tasks of this
- * job it ran plus its latest counters; the workers' tasks add up to tasks - sources_inline). A
+ * reported with `finished` (docs/PROTOCOL.md: bytes, seconds, per operation type its tasks, the
+ * kernel seconds and flops of those that ran and the input bytes fetched for them, and per worker
+ * the tasks of this job it ran plus its latest counters; the workers' tasks add up to
+ * tasks - sources_inline). A
  * field the scheduler did not send is absent. Returns NULL when nothing has finished yet (and for
  * an offline client) or when out of memory. Caller frees with free(). */
 TSR_API char *tsr_client_stats_json(tsr_client *client);
+
+/* Connects to a running scheduler as a monitor (what `tessera top` does): a client that can
+ * only ask for snapshots with tsr_client_info_json(); tsr_compute() on it fails with
+ * TSR_EINVALID. Otherwise as tsr_client_connect(): caller frees with tsr_client_free(); on
+ * failure *out is NULL and tsr_last_error() says why. opts may be NULL. */
+TSR_API int tsr_client_connect_monitor(const char *address, const tsr_client_options *opts,
+                                       tsr_client **out);
+
+/* Asks the scheduler for a snapshot of the cluster and waits for it (timeout_ms 0 = no limit;
+ * -ETIMEDOUT past it). On success *json is one compact JSON object that the caller frees with
+ * free(): the scheduler's `info` message of docs/PROTOCOL.md ("Monitor") without its "t" key:
+ *   {"addr", "uptime", "workers", "jobs", "done_total", "tasks": {STATE: N, ...},
+ *    "wlist": [{"name", "addr", "kind", "cpus", "threads", "running", "queued", "tasks", "rss",
+ *               "mem_limit", "chunk_bytes", "in_bytes", "out_bytes", "busy_s", "speed"}, ...],
+ *    "jlist": [{"job", "total", "done", "erred", "moved_bytes",
+ *               "ops": [{"op", "total", "done", "running", "erred", "flops_done"}, ...]}, ...],
+ *    "events": [[T, MSG], ...]}
+ * Values are copied as the scheduler sent them; a value JSON cannot hold is left out. Only for
+ * a client from tsr_client_connect_monitor() (else TSR_EINVALID). Interruptible with
+ * tsr_client_interrupt() (TSR_EINTERRUPTED). */
+TSR_API int tsr_client_info_json(tsr_client *client, int timeout_ms, char **json);
 
 /* ---------------------------------------------------------------------------------------------
  * Lazy chunked arrays
@@ -262,10 +288,23 @@ typedef void (*tsr_progress_cb)(const tsr_progress *p, void *user);
 typedef struct tsr_compute_options {
     tsr_progress_cb progress; /* NULL = none */
     void *user;
-    int progress_interval_ms; /* default 100 */
+    int progress_interval_ms; /* the callback runs at most this often (the scheduler reports at
+                                 most every 100 ms), plus once at 100%; default 100, 0 = every
+                                 report */
 } tsr_compute_options;
 
 TSR_API void tsr_compute_options_default(tsr_compute_options *opts);
+
+/* Polls the progress of the computation running on `client`: fills *out and returns 1 while a
+ * tsr_compute() or tsr_program_run() is running (elapsed counts up to now), 0 when none is (*out
+ * then describes the last one: done == total after a success; all zero before the first), or
+ * TSR_EINVALID when client or out is NULL.
+ * Thread-safety: this and tsr_client_interrupt() are the only functions that may be called from
+ * another thread while tsr_compute() runs on the client, as often as wished (no lock, no system
+ * call beyond reading the clock; the fields it returns always come from the same report). The
+ * client must stay alive: do not call it concurrently with tsr_client_free(). Counts come from
+ * the scheduler's progress reports (every 100 ms at most), so done moves in steps. */
+TSR_API int tsr_client_progress(tsr_client *client, tsr_progress *out);
 
 /* Computes n arrays in one submission and waits. On success every array's chunks are held on
  * the cluster's workers until tsr_array_free(), ready for tsr_array_read() and
