@@ -13,6 +13,7 @@ int cmd_submit(int argc, char **argv);
 int cmd_scheduler(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_top(int argc, char **argv);
 
 /* Prints "tessera: <msg>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -21,16 +22,28 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * everything else -> 1. */
 int cli_status(int code);
 
-/* The progress bar: draws on stderr when `enabled`. */
+/* --progress / --no-progress / neither. */
+enum { CLI_PROGRESS_AUTO, CLI_PROGRESS_OFF, CLI_PROGRESS_FORCE };
+/* What is drawn: nothing, the bar (stderr is a terminal), or plain lines (forced, not one). */
+enum { CLI_QUIET, CLI_BAR, CLI_LINES };
+
+/* Progress on stderr (docs/cli/run.md "What it prints"). */
 typedef struct cli_progress {
-    int enabled;  /* stderr is a terminal and --no-progress was not given */
-    int drawn;    /* something is on the line */
+    int style;    /* CLI_QUIET, CLI_BAR or CLI_LINES */
+    int drawn;    /* something is on the bar's line */
     double last;  /* time of the last draw */
     int finished; /* the 100% line was drawn and ended */
 } cli_progress;
 
+/* Picks the style for a CLI_PROGRESS_* mode and whether stderr is a terminal. */
+void cli_progress_init(cli_progress *bar, int mode);
 void cli_progress_cb(const tsr_progress *p, void *user);
 void cli_progress_end(cli_progress *bar);
+/* The summary line of the computation c last finished (tasks, wall time, GFLOP/s, bytes moved
+ * between workers), and the --report table per operation, both on stderr. Nothing when c has
+ * no statistics (a program with no outputs). */
+void cli_summary(tsr_client *c);
+void cli_report(tsr_client *c);
 
 /* Parses a positive int option value; prints an error and returns -1 when invalid. */
 int cli_parse_int(const char *opt, const char *value, int min, int max);

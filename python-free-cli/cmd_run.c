@@ -1,5 +1,6 @@
 /* `tessera run` and `tessera submit`: validate a program file, run it on an embedded local
- * cluster or a running scheduler, write its outputs and, with --stats, the run's statistics.
+ * cluster or a running scheduler, write its outputs and, with --stats, the run's statistics;
+ * progress, the summary line and --report on stderr (progress.c).
  * The program is validated on an offline client first, so an invalid file never starts a
  * cluster and never creates an output. */
 #include <errno.h>
@@ -99,14 +100,46 @@ static int write_stats(tsr_client *c, const char *path) {
     return e ? EXIT_FAILED : EXIT_OK;
 }
 
-static int run_on(tsr_client *c, const char *path, int progress, const char *stats) {
+/* The options run and submit share. */
+typedef struct run_opts {
+    int progress;      /* CLI_PROGRESS_* */
+    int report;        /* --report */
+    const char *stats; /* --stats FILE, or NULL */
+} run_opts;
+
+/* Parses an option run and submit share: 1 if it was one, 0 if not, -1 after an error. */
+static int shared_option(int ch, run_opts *o) {
+    switch (ch) {
+    case 'P':
+        o->progress = CLI_PROGRESS_OFF;
+        return 1;
+    case 'p':
+        o->progress = CLI_PROGRESS_FORCE;
+        return 1;
+    case 'r':
+        o->report = 1;
+        return 1;
+    case 'S':
+        if (!*optarg) {
+            cli_error("--stats needs a file name");
+            return -1;
+        }
+        o->stats = optarg;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int run_on(tsr_client *c, const char *path, const run_opts *ro) {
     tsr_program *p;
     int rc = tsr_program_load(c, path, &p);
     if (rc) {
         cli_error("%s", tsr_client_errmsg(c));
         return EXIT_INVALID;
     }
-    cli_progress bar = {.enabled = progress && isatty(2)};
+    cli_progress bar;
+    cli_progress_init(&bar, ro->progress);
     tsr_compute_options co;
     tsr_compute_options_default(&co);
     co.progress = cli_progress_cb;
@@ -123,8 +156,11 @@ static int run_on(tsr_client *c, const char *path, int progress, const char *sta
             cli_error("%s", tsr_client_errmsg(c));
             status = cli_status(rc) == EXIT_INVALID ? EXIT_INVALID : EXIT_FAILED;
         }
-    } else if (stats) {
-        status = write_stats(c, stats);
+    } else {
+        /* The summary goes wherever progress went: after the bar or the lines, never alone. */
+        if (bar.style != CLI_QUIET) cli_summary(c);
+        if (ro->report) cli_report(c);
+        if (ro->stats) status = write_stats(c, ro->stats);
     }
     tsr_program_free(p);
     return status;
@@ -139,9 +175,12 @@ static const char run_usage[] =
     "options:\n"
     "  --workers N      worker processes (default: the number of physical cores)\n"
     "  --threads T      executor threads per worker (default 1)\n"
-    "  --no-progress    no progress bar (it is drawn only when stderr is a terminal)\n"
-    "  --stats FILE     write the run's statistics (tasks, seconds, bytes moved, memory and\n"
-    "                   per-worker counters) to FILE as JSON\n"
+    "  --no-progress    no progress bar and no summary line\n"
+    "  --progress       progress even when stderr is not a terminal (a plain line a second)\n"
+    "  --report         print a table per operation on stderr: tasks, kernel time, GFLOP/s,\n"
+    "                   bytes moved\n"
+    "  --stats FILE     write the run's statistics (tasks, seconds, bytes moved, memory,\n"
+    "                   per-operation and per-worker counters) to FILE as JSON\n"
     "  --verbose        show the cluster processes' logs\n"
     "  --help           this text\n"
     "\n"
@@ -153,33 +192,28 @@ int cmd_run(int argc, char **argv) {
         {"workers", required_argument, 0, 'w'},
         {"threads", required_argument, 0, 't'},
         {"no-progress", no_argument, 0, 'P'},
+        {"progress", no_argument, 0, 'p'},
+        {"report", no_argument, 0, 'r'},
         {"verbose", no_argument, 0, 'v'},
         {"stats", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *stats = NULL;
+    run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL};
     tsr_local_options lo;
     tsr_local_options_default(&lo);
-    int progress = 1, ch;
+    int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "w:t:vh", longopts, NULL)) != -1) {
+        int shared = shared_option(ch, &ro);
+        if (shared < 0) return EXIT_INVALID;
+        if (shared) continue;
         switch (ch) {
         case 'w':
             if ((lo.workers = cli_parse_int("--workers", optarg, 1, 1024)) < 0) return 2;
             break;
         case 't':
             if ((lo.threads = cli_parse_int("--threads", optarg, 1, 1024)) < 0) return 2;
-            break;
-        case 'P':
-            progress = 0;
-            break;
-        case 'S':
-            if (!*optarg) {
-                cli_error("--stats needs a file name");
-                return EXIT_INVALID;
-            }
-            stats = optarg;
             break;
         case 'v':
             lo.verbose = 1;
@@ -215,7 +249,7 @@ int cmd_run(int argc, char **argv) {
         return interrupted ? EXIT_INTERRUPTED : EXIT_FAILED;
     }
     interrupt_target = c;
-    status = interrupted ? EXIT_INTERRUPTED : run_on(c, path, progress, stats);
+    status = interrupted ? EXIT_INTERRUPTED : run_on(c, path, &ro);
     interrupt_target = NULL;
     tsr_client_free(c);
     return status;
@@ -229,9 +263,13 @@ static const char submit_usage[] =
     "options:\n"
     "  --scheduler HOST:PORT  the scheduler (default: $TESSERA_SCHEDULER)\n"
     "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
-    "  --no-progress          no progress bar (drawn only when stderr is a terminal)\n"
-    "  --stats FILE           write the run's statistics (tasks, seconds, bytes moved, memory\n"
-    "                         and per-worker counters) to FILE as JSON\n"
+    "  --no-progress          no progress bar and no summary line\n"
+    "  --progress             progress even when stderr is not a terminal (a plain line a\n"
+    "                         second)\n"
+    "  --report               print a table per operation on stderr: tasks, kernel time,\n"
+    "                         GFLOP/s, bytes moved\n"
+    "  --stats FILE           write the run's statistics (tasks, seconds, bytes moved, memory,\n"
+    "                         per-operation and per-worker counters) to FILE as JSON\n"
     "  --help                 this text\n"
     "\n"
     "exit status: 0 success, 1 the computation failed, 2 invalid program or arguments,\n"
@@ -242,32 +280,27 @@ int cmd_submit(int argc, char **argv) {
         {"scheduler", required_argument, 0, 's'},
         {"token", required_argument, 0, 'k'},
         {"no-progress", no_argument, 0, 'P'},
+        {"progress", no_argument, 0, 'p'},
+        {"report", no_argument, 0, 'r'},
         {"stats", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *stats = NULL;
+    run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL};
     const char *addr = getenv("TESSERA_SCHEDULER");
     const char *token = getenv("TESSERA_TOKEN");
-    int progress = 1, ch;
+    int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "s:h", longopts, NULL)) != -1) {
+        int shared = shared_option(ch, &ro);
+        if (shared < 0) return EXIT_INVALID;
+        if (shared) continue;
         switch (ch) {
         case 's':
             addr = optarg;
             break;
         case 'k':
             token = optarg;
-            break;
-        case 'P':
-            progress = 0;
-            break;
-        case 'S':
-            if (!*optarg) {
-                cli_error("--stats needs a file name");
-                return EXIT_INVALID;
-            }
-            stats = optarg;
             break;
         case 'h':
             fputs(submit_usage, stdout);
@@ -299,7 +332,7 @@ int cmd_submit(int argc, char **argv) {
         return rc == TSR_EINVALID ? EXIT_INVALID : EXIT_FAILED;
     }
     interrupt_target = c;
-    status = run_on(c, path, progress, stats);
+    status = run_on(c, path, &ro);
     interrupt_target = NULL;
     tsr_client_free(c);
     return status;

@@ -18,6 +18,7 @@ static const char usage[] =
     "  scheduler       run a scheduler\n"
     "  worker          run a worker\n"
     "  check FILE      validate a program file and describe its arrays and task graph\n"
+    "  top             live dashboard of a running scheduler (workers, jobs, throughput)\n"
     "\n"
     "`tessera COMMAND --help` describes each command.\n";
 
@@ -75,7 +76,7 @@ int main(int argc, char **argv) {
         int (*fn)(int, char **);
     } cmds[] = {
         {"run", cmd_run},       {"submit", cmd_submit}, {"scheduler", cmd_scheduler},
-        {"worker", cmd_worker}, {"check", cmd_check},
+        {"worker", cmd_worker}, {"check", cmd_check},   {"top", cmd_top},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
