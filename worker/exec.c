@@ -39,7 +39,7 @@ static void run_task(tsr__worker *w, wtask *t) {
         ins[k].ndim = t->in[k].ndim;
         memcpy(ins[k].shape, t->in[k].shape, sizeof ins[k].shape);
     }
-    /* A donated input's buffer arrives as t->out already (task.c); otherwise a fresh one. */
+    /* Small outputs and donated inputs' buffers arrive as t->out already (task.c). */
     if (!t->out) {
         uint64_t nbytes = tsr__kdesc_nbytes(d);
         t->out = nbytes <= SIZE_MAX ? tsr__chunkmem_new(&w->mem, (size_t)nbytes) : NULL;
@@ -85,16 +85,6 @@ static void publish(tsr__worker *w, wtask **head, wtask **tail) {
 static void *exec_main(void *arg) {
     wexec *e = arg;
     tsr__worker *w = e->w;
-    char name[16];
-    snprintf(name, sizeof name, "tsr-exec-%d", e->k);
-    pthread_setname_np(pthread_self(), name);
-    if (hwloc_set_cpubind(w->topo, e->set, HWLOC_CPUBIND_THREAD) < 0) {
-        char *s = NULL;
-        hwloc_bitmap_list_asprintf(&s, e->set);
-        tsr__log(&w->log, TSR_LOG_WARN, "could not pin executor %d to cpus %s: %s", e->k,
-                 s ? s : "?", strerror(errno));
-        free(s);
-    }
     wtask *dhead = NULL, *dtail = NULL; /* finished, not yet reported */
     size_t ndone = 0;
     double oldest = 0; /* when the oldest unreported task started */
@@ -164,6 +154,19 @@ int tsr__exec_start(tsr__worker *w) {
             return -rc;
         }
         e->started = 1;
+        /* Named and pinned from here, so both hold by the time the worker says it is ready
+         * (the thread itself might not have run yet). */
+        char name[32];
+        snprintf(name, sizeof name, "tsr-exec-%d", k);
+        name[15] = '\0'; /* the kernel's limit */
+        pthread_setname_np(e->th, name);
+        if (hwloc_set_thread_cpubind(w->topo, e->th, e->set, 0) < 0) {
+            char *s = NULL;
+            hwloc_bitmap_list_asprintf(&s, e->set);
+            tsr__log(&w->log, TSR_LOG_WARN, "could not pin executor %d to cpus %s: %s", k,
+                     s ? s : "?", strerror(errno));
+            free(s);
+        }
     }
     return 0;
 }

@@ -1,13 +1,70 @@
-/* Chunks between workers: the peer server (answers get with the stored chunk's bytes, never
- * copied, or missing) and the fetch side (one connection per peer address, at most
- * TSR__PEER_MAX_INFLIGHT gets outstanding on it, payloads received straight into fresh chunk
- * buffers). It knows nothing of tasks: fetch results go back to worker.c. */
+/* Chunks between workers: the peer server (answers get with the stored chunk's bytes, or
+ * missing) and the fetch side (one connection per peer address, at most TSR__PEER_MAX_INFLIGHT
+ * gets outstanding on it, payloads received straight into fresh chunk buffers). It knows
+ * nothing of tasks: fetch results go back to task.c.
+ *
+ * Writes are batched per loop turn: gets wait for the end of the turn, and replies with small
+ * payloads are copied into one buffer per connection, so a turn costs one write per connection
+ * instead of one per chunk (each write being a TCP segment and a wake-up on the other side).
+ * Large payloads are never copied: they go out as their own write, after the batch so far. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "worker/worker.h"
+
+/* Replies carrying at most this many payload bytes are copied into the turn's batch. */
+#define BATCH_MAX_PAYLOAD (16 * 1024)
+
+/* ---- Batched writes ---------------------------------------------------------------------------
+ */
+
+/* Appends a frame (header hdr, left empty, and plen payload bytes). 0 or -ENOMEM. */
+static int batch_add(wbatch *b, msgpack_sbuffer *hdr, const void *payload, size_t plen) {
+    if (!b->head.data) {
+        /* The first frame's header is the one tsr__conn_send frames itself. */
+        if (tsr__grow((void **)&b->rest, &b->cap, b->len + plen + 1, 1) != 0) return -ENOMEM;
+        b->head = *hdr;
+        msgpack_sbuffer_init(hdr);
+    } else {
+        if (tsr__grow((void **)&b->rest, &b->cap, b->len + 4 + hdr->size + plen, 1) != 0)
+            return -ENOMEM;
+        uint32_t n = (uint32_t)hdr->size;
+        unsigned char *p = (unsigned char *)b->rest + b->len;
+        p[0] = (unsigned char)(n >> 24);
+        p[1] = (unsigned char)(n >> 16);
+        p[2] = (unsigned char)(n >> 8);
+        p[3] = (unsigned char)n;
+        memcpy(p + 4, hdr->data, hdr->size);
+        b->len += 4 + hdr->size;
+        msgpack_sbuffer_clear(hdr);
+    }
+    if (plen) memcpy(b->rest + b->len, payload, plen);
+    b->len += plen;
+    return 0;
+}
+
+/* Writes the batch: the first header as the frame's header and everything after it as its
+ * "payload" (the bytes on the stream are the same as frame by frame). */
+static int batch_flush(tsr__conn *c, wbatch *b) {
+    if (!b->head.data) return 0;
+    char *rest = b->rest;
+    size_t len = b->len;
+    msgpack_sbuffer head = b->head;
+    msgpack_sbuffer_init(&b->head);
+    b->rest = NULL;
+    b->len = b->cap = 0;
+    int rc = tsr__conn_send(c, &head, rest, len, free, rest);
+    msgpack_sbuffer_destroy(&head);
+    return rc;
+}
+
+static void batch_free(wbatch *b) {
+    msgpack_sbuffer_destroy(&b->head);
+    free(b->rest);
+    memset(b, 0, sizeof *b);
+}
 
 /* ---- Server side ---------------------------------------------------------------------------- */
 
@@ -54,6 +111,7 @@ static void pin_on_close(tsr__conn *c, int status, const char *reason) {
     else
         w->pins = p->next;
     if (p->next) p->next->prev = p->prev;
+    batch_free(&p->out);
     free(p);
 }
 
@@ -161,20 +219,21 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
         tsr__conn_close(c, "malformed get");
         return;
     }
-    /* Replies go out in request order because each is queued on the stream before the next
-     * request is read. */
+    /* Replies go out in request order: small ones join the turn's batch, and a large one
+     * first sends the batch so far. */
     const tsr__chunk *ch = tsr__store_get(&w->store, (uint64_t)job, (uint64_t)id);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    int rc = 0;
     if (!ch) {
         tsr__mp_pack_type(&pk, 3, "missing");
         tsr__mp_pack_str(&pk, "job");
         msgpack_pack_uint64(&pk, (uint64_t)job);
         tsr__mp_pack_str(&pk, "id");
         msgpack_pack_uint64(&pk, (uint64_t)id);
-        tsr__conn_send(c, &sb, NULL, 0, NULL, NULL);
+        rc = batch_add(&p->out, &sb, NULL, 0);
     } else {
         tsr__mp_pack_type(&pk, 6, "chunk");
         tsr__mp_pack_str(&pk, "job");
@@ -188,20 +247,24 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
         for (int k = 0; k < ch->ndim; k++) msgpack_pack_int64(&pk, ch->shape[k]);
         tsr__mp_pack_str(&pk, "n");
         msgpack_pack_uint64(&pk, ch->buf->size);
-        /* The write borrows the bytes: hold a reference so a free meanwhile cannot pull them
-         * from under it. */
-        send_ref *r = malloc(sizeof *r);
-        if (!r) {
-            msgpack_sbuffer_destroy(&sb);
-            tsr__conn_close(c, "no memory for a send");
-            return;
+        w->st.out_bytes += ch->buf->size;
+        if (ch->buf->size <= BATCH_MAX_PAYLOAD) {
+            rc = batch_add(&p->out, &sb, ch->buf->data, ch->buf->size);
+        } else if ((rc = batch_flush(c, &p->out)) == 0) {
+            /* The write borrows the bytes: hold a reference so a free meanwhile cannot pull
+             * them from under it. */
+            send_ref *r = malloc(sizeof *r);
+            if (r) {
+                r->w = w;
+                r->buf = tsr__buf_ref(ch->buf);
+                tsr__conn_send(c, &sb, r->buf->data, r->buf->size, send_done, r);
+            } else {
+                rc = -ENOMEM;
+            }
         }
-        r->w = w;
-        r->buf = tsr__buf_ref(ch->buf);
-        w->st.out_bytes += r->buf->size;
-        tsr__conn_send(c, &sb, r->buf->data, r->buf->size, send_done, r);
     }
     msgpack_sbuffer_destroy(&sb);
+    if (rc < 0) tsr__conn_close(c, tsr_strerror(rc));
 }
 
 /* ---- Fetch side ----------------------------------------------------------------------------- */
@@ -218,8 +281,11 @@ static const tsr__conn_cbs pout_cbs = {
     .on_connect = pout_on_connect,
 };
 
+/* Requests what is queued, as far as the in-flight limit allows, in one write. */
 static void pump(peer_out *p) {
     tsr__worker *w = p->w;
+    wbatch b;
+    memset(&b, 0, sizeof b);
     while (p->welcomed && p->conn && !p->conn->closing && p->qhead &&
            p->ninflight < TSR__PEER_MAX_INFLIGHT) {
         wfetch *f = p->qhead;
@@ -238,14 +304,27 @@ static void pump(peer_out *p) {
         msgpack_pack_uint64(&pk, f->job);
         tsr__mp_pack_str(&pk, "id");
         msgpack_pack_uint64(&pk, f->id);
-        int rc = tsr__conn_send(p->conn, &sb, NULL, 0, NULL, NULL);
+        int rc = batch_add(&b, &sb, NULL, 0);
         msgpack_sbuffer_destroy(&sb);
-        if (rc < 0) {
-            /* on_close fails everything queued and in flight. */
-            tsr__log(&w->log, TSR_LOG_WARN, "get to %s failed: %s", p->addr, tsr_strerror(rc));
-            tsr__conn_close(p->conn, "send failed");
-            return;
-        }
+        if (rc < 0) break;
+    }
+    int rc = p->conn && !p->conn->closing ? batch_flush(p->conn, &b) : 0;
+    batch_free(&b);
+    if (rc < 0) {
+        /* on_close fails everything queued and in flight. */
+        tsr__log(&w->log, TSR_LOG_WARN, "get to %s failed: %s", p->addr, tsr_strerror(rc));
+        tsr__conn_close(p->conn, "send failed");
+    }
+}
+
+void tsr__peer_flush(tsr__worker *w) {
+    for (peer_out *p = w->peers; p; p = p->next)
+        if (p->qhead) pump(p);
+    for (peer_in *p = w->pins; p; p = p->next) {
+        if (!p->out.head.data) continue;
+        int rc = p->conn->closing ? 0 : batch_flush(p->conn, &p->out);
+        batch_free(&p->out);
+        if (rc < 0) tsr__conn_close(p->conn, tsr_strerror(rc));
     }
 }
 
@@ -282,7 +361,7 @@ int tsr__peer_fetch(tsr__worker *w, wfetch *f, const char *addr) {
     else
         p->qhead = f;
     p->qtail = f;
-    pump(p);
+    /* Sent at the end of the loop turn (tsr__peer_flush), with the turn's other gets. */
     return 0;
 }
 
@@ -415,7 +494,7 @@ static void pout_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload
         tsr__conn_close(c, "unexpected message");
         return;
     }
-    pump(p);
+    /* The freed in-flight slots are refilled at the end of the loop turn. */
 }
 
 static void pout_on_close(tsr__conn *c, int status, const char *reason) {

@@ -158,7 +158,7 @@ static void drop_donated(tsr__worker *w, wtask *t) {
 
 /* Frees a task that is no longer queued, running or waited on by anything. */
 void tsr__task_free(tsr__worker *w, wtask *t) {
-    drop_donated(w, t);
+    if (!t->queued) drop_donated(w, t);
     for (uint32_t k = 0; k < t->nin; k++) {
         tsr__chunkmem_unref(&w->mem, t->in[k].buf);
         if (t->in[k].fetch) fetch_release(w, t->in[k].fetch);
@@ -216,9 +216,13 @@ static void task_fail(tsr__worker *w, wtask *t, const char *msg) {
 
 /* With every input here: drop donated inputs from the store, and when one of them is a buffer
  * nobody else holds and the kernel allows it, let the output be written into it (matmul
- * accumulation, elementwise ops) instead of a fresh buffer. */
+ * accumulation, elementwise ops) instead of a fresh buffer. Small outputs are allocated here:
+ * the loop frees every chunk, and a buffer from an executor's malloc arena would make each of
+ * those frees take that arena's lock while the executor allocates from it. Large ones come from
+ * their own mappings (see set_malloc_policy), allocated by the executor when the task starts. */
 static void task_dispatch(tsr__worker *w, wtask *t) {
     drop_donated(w, t);
+    t->queued = 1;
     tsr_chunkview v[8];
     for (uint32_t k = 0; k < t->nin && t->nin <= TSR__ARRAY_LEN(v); k++) {
         wtask_in *in = &t->in[k];
@@ -237,6 +241,13 @@ static void task_dispatch(tsr__worker *w, wtask *t) {
             t->alias = (int)k;
             break;
         }
+    }
+    uint64_t nbytes = tsr__kdesc_nbytes(&t->kd->d);
+    if (!t->out && nbytes < TSR__LOOP_ALLOC_MAX &&
+        !(t->out = tsr__chunkmem_new(&w->mem, (size_t)nbytes))) {
+        task_fail(w, t, "no memory for an output chunk");
+        tsr__task_free(w, t);
+        return;
     }
     tsr__exec_push(w, t);
 }
@@ -535,6 +546,7 @@ const char *tsr__task_compute(tsr__worker *w, const msgpack_object *hdr) {
             if (why) return why;
         }
     }
+    w->st.msgs_in++;
     /* FIFO in the scheduler's order: it sends tasks by priority. */
     for (uint32_t i = 0; i < to->via.array.size && !w->stopping; i++)
         task_start(w, jo->via.u64, &to->via.array.ptr[i]);

@@ -134,12 +134,15 @@ static void on_async(uv_async_t *a) {
     }
     tsr__stats_pack(w, &pk);
     w->ndone = 0;
+    w->st.msgs_out++;
     send_sched(w, &sb);
 }
 
-/* End of a loop turn: everything made ready during it goes to the executors at once. */
+/* End of a loop turn: everything made ready during it goes to the executors at once, and the
+ * turn's gets and small replies to peers go out, one write per connection. */
 static void on_check(uv_check_t *c) {
     tsr__exec_flush(c->data);
+    tsr__peer_flush(c->data);
 }
 
 /* ---- Scheduler connection ------------------------------------------------------------------ */
@@ -349,8 +352,11 @@ static void worker_cleanup(tsr__worker *w) {
  * stay near its all-time peak plus fragmentation. A fixed threshold keeps every large buffer in
  * its own mapping, returned to the kernel when freed. Process-wide, as a worker process is. */
 static void set_malloc_policy(void) {
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_MMAP_THRESHOLD, TSR__LOOP_ALLOC_MAX);
     mallopt(M_TRIM_THRESHOLD, 256 * 1024);
+    /* Tiny chunks (a 64-byte buffer is a 151-byte block) come and go by the thousand: keep
+     * blocks up to glibc's largest fast-bin size on the fast bins' LIFO lists. */
+    mallopt(M_MXFAST, 160);
 }
 
 int tsr_worker_run(const tsr_worker_options *opts) {
@@ -406,8 +412,10 @@ int tsr_worker_run(const tsr_worker_options *opts) {
     uint64_t hwm = 0, rss = 0;
     if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &rss);
     tsr__log(&w->log, TSR_LOG_INFO,
-             "stopped: %llu tasks; chunk peak %llu bytes (%llu in the store); VmHWM %llu bytes",
-             (unsigned long long)w->st.tasks, (unsigned long long)w->mem.peak,
+             "stopped: %llu tasks in %llu compute messages, reported in %llu done messages; "
+             "chunk peak %llu bytes (%llu in the store); VmHWM %llu bytes",
+             (unsigned long long)w->st.tasks, (unsigned long long)w->st.msgs_in,
+             (unsigned long long)w->st.msgs_out, (unsigned long long)w->mem.peak,
              (unsigned long long)w->store.peak, (unsigned long long)hwm);
     worker_cleanup(w);
     free(w);

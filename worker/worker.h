@@ -145,6 +145,7 @@ struct wtask {
     uint8_t mapped;   /* listed in w->pending */
     uint8_t internal; /* a local recompute of an input: kept as a replica, never reported */
     uint8_t drop;     /* freed while it ran: hand the chunk to waiters, do not keep it */
+    uint8_t queued;   /* handed to the executors (its donated inputs left the store then) */
     int alias;        /* the input whose buffer is also the output (donation), or -1 */
     /* Tasks on this worker waiting for this one's chunk. */
     wwaiter *deps;
@@ -174,7 +175,16 @@ struct wfetch {
     wfetch *qnext; /* the peer's send queue */
 };
 
-#define TSR__PEER_MAX_INFLIGHT 4
+/* Gets outstanding per peer connection: tiny chunks need many per round trip. */
+#define TSR__PEER_MAX_INFLIGHT 64
+
+/* Frames for one connection gathered during a loop turn and written at its end in one go
+ * (peer.c): the first frame's header, then everything after it. */
+typedef struct wbatch {
+    msgpack_sbuffer head;
+    char *rest;
+    size_t len, cap;
+} wbatch;
 
 struct peer_out {
     tsr__worker *w;
@@ -191,6 +201,7 @@ struct peer_in {
     tsr__worker *w;
     tsr__conn *conn;
     int greeted;
+    wbatch out; /* small replies of this turn */
     peer_in *prev, *next;
 };
 
@@ -210,8 +221,9 @@ typedef struct wstats {
     size_t nfetch;      /* fetches in progress now */
     double fetch_since; /* when nfetch last went from 0 to 1 */
     uint64_t rss, rss_peak;
-    double rss_at; /* when they were read */
-    int status_fd; /* /proc/self/status, or -1 */
+    double rss_at;              /* when they were read */
+    uint64_t msgs_in, msgs_out; /* compute and done messages, for the log at exit */
+    int status_fd;              /* /proc/self/status, or -1 */
 } wstats;
 
 /* One finished task for the next done message. */
@@ -280,6 +292,10 @@ struct tsr__worker {
     int sync_ok;
 };
 
+/* Outputs smaller than this are allocated by the loop when their task is queued, larger ones by
+ * the executor (task.c says why). At or above the worker's mmap threshold. */
+#define TSR__LOOP_ALLOC_MAX (128 * 1024)
+
 /* exec.c: the executor threads. Ready tasks gather in the loop's run queue (tsr__exec_push) and
  * move to the executors once per loop turn (tsr__exec_flush, one lock and at most one wake-up
  * per idle executor). */
@@ -318,6 +334,9 @@ void tsr__peer_on_connection(uv_stream_t *server, int status);
 /* Requests a chunk from addr for a fetch entry already in w->fetched. 0 or a negative code. */
 int tsr__peer_fetch(tsr__worker *w, wfetch *f, const char *addr);
 void tsr__peer_close_all(tsr__worker *w);
+/* End of a loop turn: sends the gets queued during it and the replies gathered, one write per
+ * connection. */
+void tsr__peer_flush(tsr__worker *w);
 
 /* task.c: what peer.c reports back. */
 void tsr__worker_fetch_done(tsr__worker *w, wfetch *f);

@@ -488,3 +488,87 @@ Test(worker_proto, recompute_replica) {
     cr_expect_eq(st.tasks, 4, "13 never ran");
     session_end(&s);
 }
+
+/* ---- Peer replies ------------------------------------------------------------------------------
+ */
+
+/* Small replies of a loop turn are written together and large ones on their own: pipelined
+ * gets for small, large, missing and small chunks still come back in request order, each with
+ * its own bytes. */
+Test(worker_proto, peer_replies_in_order) {
+    wsession s;
+    session_start(&s, "wP", 1);
+    enum { BIG = 100 * 1000 }; /* elements: 800 kB, past the batching limit */
+    tsr_kdesc small = desc(TSR_KOP_ARANGE, 0, 0, 0), big = small;
+    small.ndim = big.ndim = 1;
+    small.shape[0] = 5;
+    big.shape[0] = BIG;
+    double sf[2] = {1.0, 1.0}, bf[2] = {-3.0, 0.5};
+    int64_t off = 0;
+    small.nf = big.nf = 2;
+    small.f = sf;
+    big.f = bf;
+    small.ni = big.ni = 1;
+    small.i = big.i = &off;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start_compute(&sb, &pk, 7, 3);
+    pack_task(&pk, 1, &small, 0, NULL);
+    pack_task(&pk, 2, &big, 0, NULL);
+    pack_task(&pk, 3, &small, 0, NULL);
+    put_frame(s.fd, &sb);
+    wst st;
+    wait_done(&s, 3, &st);
+
+    int fd = tcp_connect(s.paddr);
+    set_timeout(fd);
+    peer_hello(fd, 1);
+    uint64_t order[5] = {1, 2, 99, 3, 2};
+    /* All five requests in one write, so the worker reads them in one turn. */
+    msgpack_sbuffer all;
+    msgpack_sbuffer_init(&all);
+    for (int k = 0; k < 5; k++) {
+        packer_start(&sb, &pk);
+        tsr__mp_pack_type(&pk, 3, "get");
+        tsr__mp_pack_str(&pk, "job");
+        msgpack_pack_uint64(&pk, 7);
+        tsr__mp_pack_str(&pk, "id");
+        msgpack_pack_uint64(&pk, order[k]);
+        unsigned char len[4] = {0, 0, 0, (unsigned char)sb.size};
+        msgpack_sbuffer_write(&all, (const char *)len, 4);
+        msgpack_sbuffer_write(&all, sb.data, sb.size);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    write_all(fd, all.data, all.size);
+    msgpack_sbuffer_destroy(&all);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    void *payload;
+    uint64_t plen;
+    char type[16];
+    cr_assert_eq(get_frame(fd, &up, &payload, &plen), 0);
+    tsr__mp_type(&up.data, type, sizeof type);
+    cr_assert_str_eq(type, "welcome");
+    for (int k = 0; k < 5; k++) {
+        cr_assert_eq(get_frame(fd, &up, &payload, &plen), 0, "reply %d", k);
+        tsr__mp_type(&up.data, type, sizeof type);
+        int64_t id = -1;
+        tsr__mp_get_int(&up.data, "id", &id);
+        cr_assert_eq(id, (int64_t)order[k], "reply %d is for %lld", k, (long long)id);
+        if (order[k] == 99) {
+            cr_assert_str_eq(type, "missing");
+            continue;
+        }
+        cr_assert_str_eq(type, "chunk");
+        int n = order[k] == 2 ? BIG : 5;
+        cr_assert_eq(plen, (uint64_t)n * 8);
+        for (int j = 0; j < n; j += n == BIG ? 997 : 1) {
+            double want = order[k] == 2 ? -3.0 + 0.5 * j : 1.0 + j;
+            cr_assert_eq(((double *)payload)[j], want, "reply %d element %d", k, j);
+        }
+        free(payload);
+    }
+    msgpack_unpacked_destroy(&up);
+    close(fd);
+    session_end(&s);
+}
