@@ -7,6 +7,6 @@
 #define GEMM cblas_sgemm
 #define GEMV cblas_sgemv
 #define RANDOM_VALUE tsr__random_f32
-#define RANDOM_ROW tsr__random_row_f32
+#define RANDOM_ROW_PICK tsr__random_row_f32_pick
 #define CPU_TABLE tsr__cpu_kernels_f32
 #include "kernels/cpu_tmpl.c"

@@ -7,6 +7,6 @@
 #define GEMM cblas_dgemm
 #define GEMV cblas_dgemv
 #define RANDOM_VALUE tsr__random_f64
-#define RANDOM_ROW tsr__random_row_f64
+#define RANDOM_ROW_PICK tsr__random_row_f64_pick
 #define CPU_TABLE tsr__cpu_kernels_f64
 #include "kernels/cpu_tmpl.c"

@@ -78,10 +78,11 @@ KERNEL(k_random) {
     int64_t gstride[TSR_MAX_NDIM], idx[TSR_MAX_NDIM] = {0};
     tsr__shape_strides(nd, gshape, gstride);
     int64_t inner = out->shape[nd - 1];
+    void (*row)(T *, uint64_t, uint64_t, int64_t) = RANDOM_ROW_PICK();
     for (int64_t r = 0; r < n / inner; r++) {
         uint64_t g0 = (uint64_t)off[nd - 1];
         for (int a = 0; a < nd - 1; a++) g0 += (uint64_t)((off[a] + idx[a]) * gstride[a]);
-        RANDOM_ROW(o + r * inner, seed, g0, inner);
+        row(o + r * inner, seed, g0, inner);
         tsr__next_index(idx, out->shape, nd - 1);
     }
     return 0;

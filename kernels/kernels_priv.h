@@ -10,9 +10,14 @@ extern const tsr_kernel_fn tsr__cpu_kernels_f64[TSR_KOP_COUNT];
 extern const tsr_kernel_fn tsr__cpu_kernels_f32[TSR_KOP_COUNT];
 
 /* SPEC §2's random values for global indices g0 .. g0 + n - 1 (random.c; vectorised, the same
- * bits as tsr__random_f64/f32 element by element). */
+ * bits as tsr__random_f64/f32 element by element). The plain functions are the baseline code;
+ * _pick returns the best copy for this CPU. */
+typedef void (*tsr__random_row_f64_fn)(double *o, uint64_t seed, uint64_t g0, int64_t n);
+typedef void (*tsr__random_row_f32_fn)(float *o, uint64_t seed, uint64_t g0, int64_t n);
 void tsr__random_row_f64(double *o, uint64_t seed, uint64_t g0, int64_t n);
 void tsr__random_row_f32(float *o, uint64_t seed, uint64_t g0, int64_t n);
+tsr__random_row_f64_fn tsr__random_row_f64_pick(void);
+tsr__random_row_f32_fn tsr__random_row_f32_pick(void);
 
 /* Elements of a shape (1 for ndim 0). */
 static inline int64_t tsr__shape_nelem(int ndim, const int64_t *shape) {

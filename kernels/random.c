@@ -1,8 +1,8 @@
 /* SPEC §2's random formula over runs of consecutive global indices, four lanes at a time.
  * Every step is exact integer arithmetic, and the conversions to floating point are exact too
  * (53 and 24 significant bits, scaled by powers of two), so each build and instruction set gives
- * the bits tsr__random_f64/f32 give one element at a time. x86-64 gets AVX2 and AVX-512 clones
- * picked at load time; elsewhere the generic vector code is all there is. */
+ * the bits tsr__random_f64/f32 give one element at a time. x86-64 gets AVX2 and AVX-512 copies
+ * picked at run time; elsewhere the generic vector code is all there is. */
 #include <stdint.h>
 #include <string.h>
 
@@ -18,13 +18,10 @@ typedef float f32x4 __attribute__((vector_size(16)));
 
 #define GOLDEN 0x9E3779B97F4A7C15ull
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-/* The helpers below pass 32-byte vectors by value but are always inlined into one clone, so no
- * call ever crosses the ABI GCC warns about. */
+/* The helpers below pass 32-byte vectors by value but are always inlined into their caller, so
+ * no call ever crosses the ABI GCC warns about. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"
-#else
-#define CLONES
 #endif
 
 /* The finaliser, lane by lane. */
@@ -53,7 +50,8 @@ static inline __attribute__((always_inline)) f64x4 u53_to_f64(u64x4 v) {
     return (dh - two52) * 0x1.0p32 + (dl - two52);
 }
 
-CLONES void tsr__random_row_f64(double *o, uint64_t seed, uint64_t g0, int64_t n) {
+static inline __attribute__((always_inline)) void row_f64(double *o, uint64_t seed, uint64_t g0,
+                                                          int64_t n) {
     int64_t j = 0;
     u64x4 z = first_state(seed, g0);
     for (; j + 4 <= n; j += 4) {
@@ -64,7 +62,8 @@ CLONES void tsr__random_row_f64(double *o, uint64_t seed, uint64_t g0, int64_t n
     for (; j < n; j++) o[j] = tsr__random_f64(seed, g0 + (uint64_t)j);
 }
 
-CLONES void tsr__random_row_f32(float *o, uint64_t seed, uint64_t g0, int64_t n) {
+static inline __attribute__((always_inline)) void row_f32(float *o, uint64_t seed, uint64_t g0,
+                                                          int64_t n) {
     int64_t j = 0;
     u64x4 z = first_state(seed, g0);
     for (; j + 4 <= n; j += 4) {
@@ -75,4 +74,57 @@ CLONES void tsr__random_row_f32(float *o, uint64_t seed, uint64_t g0, int64_t n)
         z += 4 * GOLDEN;
     }
     for (; j < n; j++) o[j] = tsr__random_f32(seed, g0 + (uint64_t)j);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* One copy per instruction set, picked by the caller once per chunk. Not target_clones: its ifunc
+ * resolver runs while the program is being relocated, before a sanitizer's runtime is up, and
+ * crashes TSan builds. */
+#define VARIANT(isa, name, T, body)                                                                \
+    static __attribute__((target(isa), noinline)) void name(T *o, uint64_t seed, uint64_t g0,      \
+                                                            int64_t n) {                           \
+        body(o, seed, g0, n);                                                                      \
+    }
+VARIANT("arch=x86-64-v4", row_f64_v4, double, row_f64)
+VARIANT("arch=x86-64-v3", row_f64_v3, double, row_f64)
+VARIANT("arch=x86-64-v4", row_f32_v4, float, row_f32)
+VARIANT("arch=x86-64-v3", row_f32_v3, float, row_f32)
+
+/* 0: baseline, 3: x86-64-v3 (AVX2), 4: x86-64-v4 (AVX-512). */
+static int isa_level(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
+        return 4;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("bmi2"))
+        return 3;
+    return 0;
+}
+
+tsr__random_row_f64_fn tsr__random_row_f64_pick(void) {
+    int level = isa_level();
+    return level == 4 ? row_f64_v4 : level == 3 ? row_f64_v3 : tsr__random_row_f64;
+}
+
+tsr__random_row_f32_fn tsr__random_row_f32_pick(void) {
+    int level = isa_level();
+    return level == 4 ? row_f32_v4 : level == 3 ? row_f32_v3 : tsr__random_row_f32;
+}
+#else
+tsr__random_row_f64_fn tsr__random_row_f64_pick(void) {
+    return tsr__random_row_f64;
+}
+
+tsr__random_row_f32_fn tsr__random_row_f32_pick(void) {
+    return tsr__random_row_f32;
+}
+#endif
+
+void tsr__random_row_f64(double *o, uint64_t seed, uint64_t g0, int64_t n) {
+    row_f64(o, seed, g0, n);
+}
+
+void tsr__random_row_f32(float *o, uint64_t seed, uint64_t g0, int64_t n) {
+    row_f32(o, seed, g0, n);
 }
