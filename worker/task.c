@@ -239,6 +239,7 @@ static void task_dispatch(tsr__worker *w, wtask *t) {
             in->buf->size == tsr__kdesc_nbytes(&t->kd->d)) {
             t->out = tsr__buf_ref(in->buf);
             t->alias = (int)k;
+            w->st.in_place++;
             break;
         }
     }

@@ -412,11 +412,12 @@ int tsr_worker_run(const tsr_worker_options *opts) {
     uint64_t hwm = 0, rss = 0;
     if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &rss);
     tsr__log(&w->log, TSR_LOG_INFO,
-             "stopped: %llu tasks in %llu compute messages, reported in %llu done messages; "
-             "chunk peak %llu bytes (%llu in the store); VmHWM %llu bytes",
-             (unsigned long long)w->st.tasks, (unsigned long long)w->st.msgs_in,
-             (unsigned long long)w->st.msgs_out, (unsigned long long)w->mem.peak,
-             (unsigned long long)w->store.peak, (unsigned long long)hwm);
+             "stopped: %llu tasks (%llu in place) in %llu compute messages, reported in %llu "
+             "done messages; chunk peak %llu bytes (%llu in the store); VmHWM %llu bytes",
+             (unsigned long long)w->st.tasks, (unsigned long long)w->st.in_place,
+             (unsigned long long)w->st.msgs_in, (unsigned long long)w->st.msgs_out,
+             (unsigned long long)w->mem.peak, (unsigned long long)w->store.peak,
+             (unsigned long long)hwm);
     worker_cleanup(w);
     free(w);
     return rc;

@@ -223,6 +223,7 @@ typedef struct wstats {
     uint64_t rss, rss_peak;
     double rss_at;              /* when they were read */
     uint64_t msgs_in, msgs_out; /* compute and done messages, for the log at exit */
+    uint64_t in_place;          /* tasks that wrote into a donated input's buffer */
     int status_fd;              /* /proc/self/status, or -1 */
 } wstats;
 
