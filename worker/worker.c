@@ -354,9 +354,6 @@ static void worker_cleanup(tsr__worker *w) {
 static void set_malloc_policy(void) {
     mallopt(M_MMAP_THRESHOLD, TSR__LOOP_ALLOC_MAX);
     mallopt(M_TRIM_THRESHOLD, 256 * 1024);
-    /* Tiny chunks (a 64-byte buffer is a 151-byte block) come and go by the thousand: keep
-     * blocks up to glibc's largest fast-bin size on the fast bins' LIFO lists. */
-    mallopt(M_MXFAST, 160);
 }
 
 int tsr_worker_run(const tsr_worker_options *opts) {
