@@ -17,8 +17,7 @@
 /* Replies carrying at most this many payload bytes are copied into the turn's batch. */
 #define BATCH_MAX_PAYLOAD (16 * 1024)
 
-/* ---- Batched writes ---------------------------------------------------------------------------
- */
+/* ---- Batched writes -------------------------------------------------------------------------- */
 
 /* Appends a frame (header hdr, left empty, and plen payload bytes). 0 or -ENOMEM. */
 static int batch_add(wbatch *b, msgpack_sbuffer *hdr, const void *payload, size_t plen) {
@@ -66,7 +65,7 @@ static void batch_free(wbatch *b) {
     memset(b, 0, sizeof *b);
 }
 
-/* ---- Server side ---------------------------------------------------------------------------- */
+/* ---- Server side ----------------------------------------------------------------------------- */
 
 static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen);
 static void pin_on_close(tsr__conn *c, int status, const char *reason);
@@ -267,7 +266,7 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
     if (rc < 0) tsr__conn_close(c, tsr_strerror(rc));
 }
 
-/* ---- Fetch side ----------------------------------------------------------------------------- */
+/* ---- Fetch side ------------------------------------------------------------------------------ */
 
 static int pout_on_header(tsr__conn *c, const msgpack_object *hdr, uint64_t plen, void **dest);
 static void pout_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen);
@@ -306,7 +305,12 @@ static void pump(peer_out *p) {
         msgpack_pack_uint64(&pk, f->id);
         int rc = batch_add(&b, &sb, NULL, 0);
         msgpack_sbuffer_destroy(&sb);
-        if (rc < 0) break;
+        if (rc < 0) {
+            /* f counts as requested: closing fails it with the rest. */
+            batch_free(&b);
+            tsr__conn_close(p->conn, "no memory for a get");
+            return;
+        }
     }
     int rc = p->conn && !p->conn->closing ? batch_flush(p->conn, &b) : 0;
     batch_free(&b);

@@ -17,7 +17,7 @@
 #define POOL_NIN 3    /* task records with room for this many inputs are pooled */
 #define POOL_MAX 4096 /* at most this many kept */
 
-/* ---- Kernel descriptors --------------------------------------------------------------------- */
+/* ---- Kernel descriptors ---------------------------------------------------------------------- */
 
 static uint64_t bytes_hash(const unsigned char *p, size_t n) {
     uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
@@ -110,8 +110,7 @@ static int wkd_get(tsr__worker *w, const msgpack_object *kobj, wkdesc **out) {
     return 0;
 }
 
-/* ---- Task records -----------------------------------------------------------------------------
- */
+/* ---- Task records ---------------------------------------------------------------------------- */
 
 static wtask *task_alloc(tsr__worker *w, uint32_t nin) {
     uint32_t cap = nin <= POOL_NIN ? POOL_NIN : nin;
@@ -181,8 +180,7 @@ void tsr__task_free(tsr__worker *w, wtask *t) {
     }
 }
 
-/* ---- Failure and readiness ----------------------------------------------------------------------
- */
+/* ---- Failure and readiness ------------------------------------------------------------------- */
 
 static void input_failed(tsr__worker *w, wtask *t, uint32_t idx, const char *msg);
 
@@ -283,8 +281,7 @@ static void input_ready(tsr__worker *w, wtask *t, uint32_t idx, tsr__buf *buf, u
     task_settle(w, t);
 }
 
-/* ---- Fetched inputs
- * ------------------------------------------------------------------------------ */
+/* ---- Fetched inputs -------------------------------------------------------------------------- */
 
 static void fetch_free(tsr__worker *w, wfetch *f) {
     tsr__chunkmem_unref(&w->mem, f->buf);
@@ -373,8 +370,7 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, const msgpack_obj
     }
 }
 
-/* ---- Recomputed inputs -------------------------------------------------------------------------
- */
+/* ---- Recomputed inputs ----------------------------------------------------------------------- */
 
 /* Input k of t is a source chunk this worker does not hold: compute it here from its descriptor
  * as an internal task that keeps the result as a replica under the input's key. Later tasks
@@ -420,8 +416,7 @@ static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, const msgpack
     task_settle(w, r);
 }
 
-/* ---- Starting tasks ----------------------------------------------------------------------------
- */
+/* ---- Starting tasks -------------------------------------------------------------------------- */
 
 /* Makes input k of t available now or registers where it will come from: the store, a task
  * still running here (a chain sent in one batch, or a recompute in progress), a local
@@ -554,8 +549,7 @@ const char *tsr__task_compute(tsr__worker *w, const msgpack_object *hdr) {
     return NULL;
 }
 
-/* ---- Results ------------------------------------------------------------------------------------
- */
+/* ---- Results --------------------------------------------------------------------------------- */
 
 void tsr__task_finished(tsr__worker *w, wtask *t) {
     w->st.busy_s += t->seconds;

@@ -23,7 +23,7 @@ void tsr_worker_options_default(tsr_worker_options *opts) {
 
 static void worker_stop(tsr__worker *w, const char *why);
 
-/* ---- Messages to the scheduler ------------------------------------------------------------- */
+/* ---- Messages to the scheduler --------------------------------------------------------------- */
 
 static void packer_init(msgpack_sbuffer *sb, msgpack_packer *pk) {
     msgpack_sbuffer_init(sb);
@@ -97,7 +97,7 @@ static void send_hello(tsr__worker *w) {
     send_sched(w, &sb);
 }
 
-/* ---- Completions -------------------------------------------------------------------------- */
+/* ---- Completions ----------------------------------------------------------------------------- */
 
 /* Executors finished some tasks: keep the chunks, wake the tasks waiting for them, and report
  * everything in one done message (and one erred per failure). */
@@ -145,7 +145,7 @@ static void on_check(uv_check_t *c) {
     tsr__peer_flush(c->data);
 }
 
-/* ---- Scheduler connection ------------------------------------------------------------------ */
+/* ---- Scheduler connection -------------------------------------------------------------------- */
 
 static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen) {
     tsr__worker *w = c->owner;
@@ -218,7 +218,7 @@ static const tsr__conn_cbs sched_cbs = {
     .on_connect = sched_on_connect,
 };
 
-/* ---- Start and stop ------------------------------------------------------------------------ */
+/* ---- Start and stop -------------------------------------------------------------------------- */
 
 static void on_signal(uv_signal_t *s, int signum) {
     tsr__worker *w = s->data;

@@ -10,7 +10,7 @@
 
 TestSuite(worker_proto, .timeout = 60);
 
-/* ---- Messages ------------------------------------------------------------------------------- */
+/* ---- Messages -------------------------------------------------------------------------------- */
 
 /* An input entry: [id, addr|nil], [id, addr|nil, flags] or [id, nil, flags, kdesc]. */
 typedef struct tin {
@@ -72,7 +72,7 @@ static void send_free(wsession *s, uint64_t job, const uint64_t *ids, int n) {
     put_frame(s->fd, &sb);
 }
 
-/* ---- Reading outcomes ----------------------------------------------------------------------- */
+/* ---- Reading outcomes ------------------------------------------------------------------------ */
 
 typedef struct wst {
     uint64_t rss_peak, rss, chunk_bytes, chunk_peak, tasks, in_bytes, out_bytes;
@@ -196,8 +196,7 @@ static tsr_kdesc desc(int kop, int fn, int rows, int cols) {
     return d;
 }
 
-/* ---- Donation ---------------------------------------------------------------------------------
- */
+/* ---- Donation -------------------------------------------------------------------------------- */
 
 enum { N = 16, CHUNK = N * N * 8 };
 
@@ -407,8 +406,7 @@ Test(worker_proto, donate_falls_back_when_shared) {
     session_end(&s);
 }
 
-/* ---- Recompute --------------------------------------------------------------------------------
- */
+/* ---- Recompute ------------------------------------------------------------------------------- */
 
 /* SPEC §2's formula, written out again. */
 static double spec_f64(uint64_t s, uint64_t i) {
@@ -489,8 +487,7 @@ Test(worker_proto, recompute_replica) {
     session_end(&s);
 }
 
-/* ---- Peer replies ------------------------------------------------------------------------------
- */
+/* ---- Peer replies ---------------------------------------------------------------------------- */
 
 /* Small replies of a loop turn are written together and large ones on their own: pipelined
  * gets for small, large, missing and small chunks still come back in request order, each with
