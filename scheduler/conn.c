@@ -175,7 +175,8 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
 
 /* ---- clients ---- */
 
-static void handle_submit(tsr__peer *p, const void *payload, uint64_t plen) {
+static void handle_submit(tsr__peer *p, const msgpack_object *hdr, const void *payload,
+                          uint64_t plen) {
     tsr__server *srv = p->srv;
     tsr__jobspec spec;
     char err[256];
@@ -191,7 +192,10 @@ static void handle_submit(tsr__peer *p, const void *payload, uint64_t plen) {
         uint32_t n = spec.ntasks;
         rc = tsr__sched_submit(&srv->st, p->id, &spec, &job, err, sizeof err);
         if (rc == 0) {
-            tsr__sched_job(&srv->st, job)->rss_base = rss;
+            tsr__sjob *j = tsr__sched_job(&srv->st, job);
+            j->rss_base = rss;
+            const msgpack_object *tr = tsr__mp_get(hdr, "trace");
+            j->trace = tr && tr->type == MSGPACK_OBJECT_BOOLEAN && tr->via.boolean;
             tsr__proto_accepted(&b, job, n);
         }
     }
@@ -226,7 +230,7 @@ static void handle_client(tsr__peer *p, const msgpack_object *hdr, const char *t
                           uint64_t plen) {
     tsr__server *srv = p->srv;
     if (strcmp(type, "submit") == 0) {
-        handle_submit(p, payload, plen);
+        handle_submit(p, hdr, payload, plen);
     } else if (strcmp(type, "release") == 0) {
         uint64_t job;
         if (tsr__mp_get_uint(hdr, "job", &job) != 0 || job > UINT32_MAX) {
@@ -274,6 +278,31 @@ static void read_stats(tsr__peer *p, const msgpack_object *st) {
     tsr__sched_worker_stats(s, p->wid, &w);
 }
 
+/* `tr` in done: [[job, id, nbytes, start, end, from_addr], ...]; bad entries are skipped. */
+static void read_transfers(tsr__peer *p, const msgpack_object *tr) {
+    if (!tr || tr->type != MSGPACK_OBJECT_ARRAY) return;
+    for (uint32_t i = 0; i < tr->via.array.size; i++) {
+        const msgpack_object *e = &tr->via.array.ptr[i];
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 6) continue;
+        const msgpack_object *f = e->via.array.ptr;
+        int64_t job, id, nb;
+        double t0, t1;
+        char from[64] = "";
+        if (tsr__mp_as_int(&f[0], &job) || tsr__mp_as_int(&f[1], &id) ||
+            tsr__mp_as_int(&f[2], &nb) || tsr__mp_as_double(&f[3], &t0) ||
+            tsr__mp_as_double(&f[4], &t1) || job < 0 || job > UINT32_MAX || id < 0 ||
+            id > UINT32_MAX || nb < 0)
+            continue;
+        if (f[5].type == MSGPACK_OBJECT_STR) {
+            size_t n = f[5].via.str.size < sizeof from - 1 ? f[5].via.str.size : sizeof from - 1;
+            memcpy(from, f[5].via.str.ptr, n);
+            from[n] = 0;
+        }
+        tsr__sched_trace_xfer(&p->srv->st, p->wid, (uint32_t)job, (uint32_t)id, (uint64_t)nb, t0,
+                              t1, from);
+    }
+}
+
 static void handle_done(tsr__peer *p, const msgpack_object *hdr) {
     tsr__server *srv = p->srv;
     const msgpack_object *items = tsr__mp_get(hdr, "items");
@@ -281,8 +310,9 @@ static void handle_done(tsr__peer *p, const msgpack_object *hdr) {
         drop(p, "malformed done");
         return;
     }
-    /* Stats first: a finished job reported in this batch sends them. */
+    /* Stats and transfers first: a finished job reported in this batch sends them. */
     read_stats(p, tsr__mp_get(hdr, "st"));
+    read_transfers(p, tsr__mp_get(hdr, "tr"));
     for (uint32_t i = 0; i < items->via.array.size; i++) {
         const msgpack_object *e = &items->via.array.ptr[i];
         double secs = -1;
@@ -293,6 +323,14 @@ static void handle_done(tsr__peer *p, const msgpack_object *hdr) {
             f[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             goto bad;
         if (e->via.array.size > 3 && tsr__mp_as_double(&f[3], &secs) != 0) goto bad;
+        double start;
+        int64_t thread;
+        /* A traced job's items add [start, thread] (before done: a finished job sends its
+         * trace). Malformed trace fields are ignored, not fatal. */
+        if (e->via.array.size >= 6 && tsr__mp_as_double(&f[4], &start) == 0 &&
+            tsr__mp_as_int(&f[5], &thread) == 0 && thread >= 0 && thread < UINT32_MAX)
+            tsr__sched_trace_span(&srv->st, p->wid, (uint32_t)f[0].via.u64, (uint32_t)f[1].via.u64,
+                                  start, secs, (uint32_t)thread);
         if (tsr__sched_done(&srv->st, p->wid, (uint32_t)f[0].via.u64, (uint32_t)f[1].via.u64,
                             f[2].via.u64, secs) != 0)
             goto bad;

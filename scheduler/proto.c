@@ -369,11 +369,13 @@ static void pack_kv_f(msgpack_packer *pk, const char *k, double v) {
     msgpack_pack_double(pk, v);
 }
 
+static void pack_trace(msgpack_packer *pk, const tsr__sched *s, const tsr__sjob *j);
+
 void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j,
                          uint64_t rss_peak) {
     msgpack_packer pk;
     pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 4, "finished");
+    tsr__mp_pack_type(&pk, j->trace ? 5 : 4, "finished");
     tsr__mp_pack_str(&pk, "job");
     msgpack_pack_uint32(&pk, j->id);
     tsr__mp_pack_str(&pk, "outputs");
@@ -428,6 +430,46 @@ void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjo
         pack_kv_f(&pk, "in_s", wk->st.in_s);
         pack_kv_u64(&pk, "out_bytes", wk->st.out_bytes);
     }
+    if (j->trace) pack_trace(&pk, s, j);
+}
+
+/* trace: {workers:[name...], ops:[name...], tasks:[[worker, id, op, start, seconds, thread]...],
+ * transfers:[[worker, id, nbytes, start, end, from]...], dropped}. */
+static void pack_trace(msgpack_packer *pk, const tsr__sched *s, const tsr__sjob *j) {
+    tsr__mp_pack_str(pk, "trace");
+    msgpack_pack_map(pk, 5);
+    tsr__mp_pack_str(pk, "workers");
+    msgpack_pack_array(pk, s->nw);
+    for (size_t w = 0; w < s->nw; w++) tsr__mp_pack_str(pk, s->w[w].name);
+    tsr__mp_pack_str(pk, "ops");
+    msgpack_pack_array(pk, j->nops);
+    for (uint32_t o = 0; o < j->nops; o++) tsr__mp_pack_str(pk, j->opname[o]);
+    tsr__mp_pack_str(pk, "tasks");
+    msgpack_pack_array(pk, j->nspans);
+    for (size_t i = 0; i < j->nspans; i++) {
+        const tsr__tspan *t = &j->spans[i];
+        msgpack_pack_array(pk, 6);
+        msgpack_pack_uint32(pk, t->worker);
+        msgpack_pack_uint32(pk, t->task);
+        msgpack_pack_uint32(pk, j->aop[j->g.array[t->task]]);
+        msgpack_pack_double(pk, t->start);
+        msgpack_pack_double(pk, t->seconds);
+        msgpack_pack_uint32(pk, t->thread);
+    }
+    tsr__mp_pack_str(pk, "transfers");
+    msgpack_pack_array(pk, j->nxfers);
+    for (size_t i = 0; i < j->nxfers; i++) {
+        const tsr__txfer *x = &j->xfers[i];
+        msgpack_pack_array(pk, 6);
+        msgpack_pack_uint32(pk, x->worker);
+        msgpack_pack_uint32(pk, x->task);
+        msgpack_pack_uint64(pk, x->nbytes);
+        msgpack_pack_double(pk, x->start);
+        msgpack_pack_double(pk, x->end);
+        tsr__mp_pack_str(pk, x->from);
+    }
+    tsr__mp_pack_str(pk, "dropped");
+    msgpack_pack_uint64(pk, j->trace_dropped);
 }
 
 void tsr__proto_compute(msgpack_sbuffer *b, tsr__sched *s, uint32_t wid, uint32_t job,
@@ -435,9 +477,13 @@ void tsr__proto_compute(msgpack_sbuffer *b, tsr__sched *s, uint32_t wid, uint32_
     tsr__sjob *j = s->jobs[job];
     msgpack_packer pk;
     pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 3, "compute");
+    tsr__mp_pack_type(&pk, j->trace ? 4 : 3, "compute");
     tsr__mp_pack_str(&pk, "job");
     msgpack_pack_uint32(&pk, job);
+    if (j->trace) {
+        tsr__mp_pack_str(&pk, "trace");
+        msgpack_pack_true(&pk);
+    }
     tsr__mp_pack_str(&pk, "tasks");
     msgpack_pack_array(&pk, n);
     uint8_t flags[64], *fl = flags;

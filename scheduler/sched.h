@@ -84,6 +84,22 @@ void tsr__jobspec_free(tsr__jobspec *spec);
 /* Structural checks (deps < task id, indices in range, offsets monotonic). 0 or TSR_EPROGRAM. */
 int tsr__jobspec_check(const tsr__jobspec *spec, char *err, size_t errlen);
 
+/* Trace records (only for traced jobs). */
+typedef struct tsr__tspan {
+    uint32_t worker, task;
+    double start, seconds;
+    uint32_t thread;
+} tsr__tspan;
+typedef struct tsr__txfer {
+    uint32_t worker, task;
+    uint64_t nbytes;
+    double start, end;
+    char from[64];
+} tsr__txfer;
+/* A trace travels in the finished header (64 MiB at most): events beyond this are counted,
+ * not kept. */
+#define TSR__TRACE_MAX 1000000
+
 typedef struct tsr__sjob {
     uint32_t id;
     uint32_t client; /* the server's connection id of the submitting client */
@@ -97,8 +113,14 @@ typedef struct tsr__sjob {
     tsr__keyvec rfar; /* {worker, task} replicas on workers >= 64 */
     uint32_t *wtasks; /* tasks run per worker id (nwtasks entries) */
     size_t nwtasks;
-    uint64_t moved_bytes; /* input bytes workers were told to fetch from other workers */
-    uint64_t rss_base;    /* the scheduler's VmRSS when the submission arrived */
+    uint64_t moved_bytes;     /* input bytes workers were told to fetch from other workers */
+    int trace;                /* the client asked for a trace (PROTOCOL.md) */
+    struct tsr__tspan *spans; /* traced task runs, in report order */
+    size_t nspans, spancap;
+    struct tsr__txfer *xfers; /* traced transfers */
+    size_t nxfers, xfercap;
+    uint64_t trace_dropped; /* events past TSR__TRACE_MAX */
+    uint64_t rss_base;      /* the scheduler's VmRSS when the submission arrived */
     uint32_t ndone, nerred;
     uint32_t nvirtual; /* cheap sources made where needed (never run as tasks) */
     /* Progress per operation type (`tessera top`): aop maps an array to its op; counts are
@@ -238,6 +260,11 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
 /* Worker wid finished (job, task), holding nbytes. TSR_EPROTOCOL for an impossible report. */
 int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64_t nbytes,
                     double seconds);
+/* Trace events from a worker's done (ignored for untraced or unknown jobs). */
+void tsr__sched_trace_span(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, double start,
+                           double seconds, uint32_t thread);
+void tsr__sched_trace_xfer(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task,
+                           uint64_t nbytes, double start, double end, const char *from);
 /* A task failed. now: seconds on any monotonic clock (for the grace period of parked errors). */
 int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg,
                      double now);

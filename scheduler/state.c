@@ -118,6 +118,8 @@ static void job_free(tsr__sjob *j) {
     free(j->op_flops);
     free(j->op_seconds);
     free(j->op_moved);
+    free(j->spans);
+    free(j->xfers);
     tsr__keyvec_free(&j->rfar);
     free(j);
 }
@@ -914,4 +916,30 @@ void tsr__sched_worker_stats(tsr__sched *s, uint32_t wid, const tsr__wstats *st)
         s->cost.bw += 0.25 * (bw - s->cost.bw);
     }
     w->st = *st;
+}
+
+void tsr__sched_trace_span(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, double start,
+                           double seconds, uint32_t thread) {
+    tsr__sjob *j = tsr__sched_job(s, job);
+    if (!j || !j->trace || task >= j->g.ntasks) return;
+    if (j->nspans + j->nxfers >= TSR__TRACE_MAX) {
+        j->trace_dropped++;
+        return;
+    }
+    MUST_GROW(j->spans, j->spancap, j->nspans + 1);
+    j->spans[j->nspans++] = (tsr__tspan){wid, task, start, seconds, thread};
+}
+
+void tsr__sched_trace_xfer(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task,
+                           uint64_t nbytes, double start, double end, const char *from) {
+    tsr__sjob *j = tsr__sched_job(s, job);
+    if (!j || !j->trace || task >= j->g.ntasks) return;
+    if (j->nspans + j->nxfers >= TSR__TRACE_MAX) {
+        j->trace_dropped++;
+        return;
+    }
+    MUST_GROW(j->xfers, j->xfercap, j->nxfers + 1);
+    tsr__txfer *x = &j->xfers[j->nxfers++];
+    *x = (tsr__txfer){.worker = wid, .task = task, .nbytes = nbytes, .start = start, .end = end};
+    snprintf(x->from, sizeof x->from, "%s", from);
 }

@@ -282,3 +282,42 @@ Test(placement, per_operation_counters_add_up) {
     msgpack_sbuffer_destroy(&b);
     tsr__sched_free(&m.s);
 }
+
+Test(placement, trace_records_travel_in_finished) {
+    sim m;
+    sim_init(&m, 2);
+    gb g = {0};
+    for (int i = 0; i < 4; i++) g.outputs[g.nout++] = gb_task(&g, 0, NULL);
+    m.job = submit(&m.s, &g);
+    tsr__sjob *j = tsr__sched_job(&m.s, m.job);
+    tsr__sched_trace_span(&m.s, 0, m.job, 1, 100.0, 0.5, 0); /* untraced: ignored */
+    cr_assert_eq(j->nspans, 0);
+    j->trace = 1;
+    tsr__sched_trace_span(&m.s, 1, m.job, 2, 100.0, 0.5, 3);
+    tsr__sched_trace_xfer(&m.s, 0, m.job, 2, 4096, 100.5, 100.6, "127.0.0.1:9002");
+    tsr__sched_trace_span(&m.s, 1, m.job, 99, 100.0, 0.5, 0); /* no such task: ignored */
+    sim_run(&m, 2);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    tsr__proto_finished(&b, &m.s, j, 0);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    cr_assert_eq(msgpack_unpack_next(&up, b.data, b.size, &off), MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *tr = tsr__mp_get(&up.data, "trace");
+    cr_assert_not_null(tr);
+    const msgpack_object *tasks = tsr__mp_get(tr, "tasks");
+    cr_assert_eq(tasks->via.array.size, 1);
+    const msgpack_object *t = tasks->via.array.ptr[0].via.array.ptr;
+    cr_assert_eq(t[0].via.u64, 1);
+    cr_assert_eq(t[1].via.u64, 2);
+    cr_assert_eq(t[5].via.u64, 3);
+    const msgpack_object *xs = tsr__mp_get(tr, "transfers");
+    cr_assert_eq(xs->via.array.size, 1);
+    cr_assert_eq(xs->via.array.ptr[0].via.array.ptr[2].via.u64, 4096);
+    cr_assert(tsr__mp_str_eq(&xs->via.array.ptr[0].via.array.ptr[5], "127.0.0.1:9002"));
+    cr_assert_eq(tsr__mp_get(tr, "workers")->via.array.size, 2);
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&b);
+    tsr__sched_free(&m.s);
+}
