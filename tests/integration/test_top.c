@@ -35,18 +35,22 @@ static pid_t cluster[3], submit_pid;
 static char tmux_sock[512], tmux_path[512];
 static json_t *snap;
 
+/* Stops the test's tmux server (its socket lives in the test's directory: before that goes). */
+static void stop_tmux(void) {
+    if (!tmux_sock[0]) return;
+    const char *argv[] = {tmux_path, "-S", tmux_sock, "kill-server", NULL};
+    proc_result r = run_cmd(NULL, argv, 10);
+    proc_result_free(&r);
+    tmux_sock[0] = 0;
+}
+
 static void cleanup(void) {
     if (submit_pid > 0) {
         kill(submit_pid, SIGKILL);
         waitpid(submit_pid, NULL, 0);
         submit_pid = 0;
     }
-    if (tmux_sock[0]) {
-        const char *argv[] = {tmux_path, "-S", tmux_sock, "kill-server", NULL};
-        proc_result r = run_cmd(NULL, argv, 10);
-        proc_result_free(&r);
-        tmux_sock[0] = 0;
-    }
+    stop_tmux();
     for (int k = 2; k >= 0; k--)
         if (cluster[k] > 0) stop_proc(cluster[k]);
     memset(cluster, 0, sizeof cluster);
@@ -414,7 +418,7 @@ Test(top, dashboard_in_tmux, .timeout = 300, .fini = cleanup) {
     char script[2048];
     snprintf(script, sizeof script,
              "trap : INT\n\"%s\" top --scheduler %s\necho $? > \"%s/$1\"\necho TOP-EXITED\n"
-             "exec sleep 600\n",
+             "exec sleep 120\n",
              tessera_exe(), addr, dir);
     write_file(dir, "pane.sh", script);
     char cmd[1200];
@@ -481,5 +485,6 @@ Test(top, dashboard_in_tmux, .timeout = 300, .fini = cleanup) {
     check_restored("top");
 
     cr_assert_eq(wait_submit(200), 0, "the job failed");
+    stop_tmux();
     remove_tmpdir(dir);
 }
