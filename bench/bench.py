@@ -1,0 +1,1165 @@
+#!/usr/bin/python3
+"""The benchmark suite of issue 3, driven by bench/run (which installs what is missing first).
+
+Builds what it needs (a release build of tessera unless --build is given, and the C helpers in
+bench/src), runs the sections below with the systems compared in alternation (A B A B ...) within
+each round, and writes a Markdown report (bench/RESULTS.md for a full run of every section).
+
+Sections: matmul, small, transfers, memory, imbalance, traffic (docs/benchmarks.md says what
+each measures and how). Every figure is a median over rounds; every comparison is the median of
+the per-round ratios, because the machines are shared and an absolute time can move 2x between
+runs while a same-round ratio does not.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.path.join(HERE, ".build")
+BIN = os.path.join(BUILD, "bin")
+PY = "/usr/bin/python3"  # Debian's Python, where python3-dask lives (not a pyenv shim)
+HZ = os.sysconf("SC_CLK_TCK")
+SECTIONS = ["matmul", "small", "transfers", "memory", "imbalance", "traffic"]
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(v):
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "—"
+    if isinstance(x, str):
+        return x
+    if abs(x) >= 1e5:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+# ---- CPU accounting: how much of the machine something outside the benchmark used ----------
+
+class Load:
+    """Measures the CPU used by processes outside the benchmark while a measurement ran: the
+    machine's busy time (/proc/stat) minus ours (this process, reaped children, and the
+    long-lived processes we started, read from /proc). Reported per round, in cores."""
+
+    live = set()  # pids of long-lived processes we started (clusters, the spinner)
+
+    @staticmethod
+    def _busy():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return (sum(v[:8]) - idle) / HZ
+
+    @staticmethod
+    def _ours():
+        t = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            r = resource.getrusage(who)
+            t += r.ru_utime + r.ru_stime
+        for pid in list(Load.live):
+            t += proc_cpu(pid) or 0.0
+        return t
+
+    def __enter__(self):
+        self.t0, self.b0, self.o0 = time.perf_counter(), self._busy(), self._ours()
+        return self
+
+    def __exit__(self, *exc):
+        wall = max(time.perf_counter() - self.t0, 1e-3)
+        self.foreign = max(0.0, (self._busy() - self.b0) - (self._ours() - self.o0)) / wall
+
+
+def proc_cpu(pid):
+    """utime + stime of a live process in seconds, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return (int(rest[11]) + int(rest[12])) / HZ
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_cpu_ns(pid):
+    """CPU time of every thread of a live process in seconds, from schedstat (ns resolution)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except OSError:
+        return None
+    return total / 1e9
+
+
+QUIET = 0.25  # cores used by other processes above which a round is done again
+
+
+def wait_quiet(max_wait):
+    """Waits (at most max_wait seconds) until other processes use less than QUIET cores over
+    half a second; returns whether that happened."""
+    deadline = time.time() + max_wait
+    while True:
+        with Load() as load:
+            time.sleep(0.5)
+        if load.foreign < QUIET:
+            return True
+        if time.time() > deadline:
+            log(f"the machine stays busy ({load.foreign:.2f} cores used by other processes); "
+                "measuring anyway")
+            return False
+
+
+# ---- running things -------------------------------------------------------------------------
+
+class Result:
+    def __init__(self, rc, out, err, wall, timed_out, foreign):
+        self.rc, self.out, self.err, self.wall = rc, out, err, wall
+        self.timed_out, self.foreign = timed_out, foreign
+
+    def ok(self):
+        return self.rc == 0 and not self.timed_out
+
+
+def run(cmd, env=None, timeout=600, cwd=None):
+    """Runs cmd in its own process group (so a time limit kills everything it started)."""
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    with Load() as load:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, env=e, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+        timed_out = False
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+        wall = time.perf_counter() - t0
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # anything it left behind
+        except ProcessLookupError:
+            pass
+    r = Result(p.returncode, out, err, wall, timed_out, load.foreign)
+    with open(os.path.join(WORK, "log.txt"), "a") as f:
+        f.write(f"=== {' '.join(cmd)} env={env} rc={p.returncode} wall={wall:.3f} "
+                f"timed_out={timed_out}\n{out[-4000:]}\n{err[-4000:]}\n")
+    return r
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True,
+                              timeout=60).stdout.strip()
+    except Exception as ex:  # noqa: BLE001 - only for the report's version strings
+        return f"? ({ex})"
+
+
+# ---- building -------------------------------------------------------------------------------
+
+def build_tessera(build_dir):
+    if build_dir:
+        exe = os.path.join(os.path.abspath(build_dir), "python-free-cli", "tessera")
+        if not os.access(exe, os.X_OK):
+            sys.exit(f"bench: no tessera executable at {exe}")
+        return exe, f"given build {build_dir} (buildtype: " + sh(
+            f"meson introspect --buildoptions {build_dir} | {PY} -c \"import json,sys; "
+            "print([o['value'] for o in json.load(sys.stdin) if o['name']=='buildtype'][0])\"")\
+            + ")"
+    bdir = os.path.join(BUILD, "tessera")
+    if not os.path.exists(os.path.join(bdir, "build.ninja")):
+        log("configuring a release build of tessera in bench/.build/tessera")
+        r = subprocess.run(["meson", "setup", bdir, ROOT, "--buildtype=release",
+                            "-Dtests=disabled"], capture_output=True, text=True)
+        if r.returncode:
+            sys.exit(f"bench: meson setup failed:\n{r.stdout}\n{r.stderr}")
+    log("building tessera (ninja)")
+    r = subprocess.run(["ninja", "-C", bdir], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"bench: building tessera failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return os.path.join(bdir, "python-free-cli", "tessera"), "bench/.build/tessera (release)"
+
+
+def pkgconfig(*names):
+    r = subprocess.run(["pkg-config", "--cflags", "--libs", *names], capture_output=True,
+                       text=True)
+    return r.stdout.split() if r.returncode == 0 else None
+
+
+def build_helpers():
+    """Compiles bench/src/*.c into bench/.build/bin; returns {name: path or None} and reasons."""
+    os.makedirs(BIN, exist_ok=True)
+    blas = pkgconfig("openblas")
+    starpu = pkgconfig("starpu-1.3")
+    plan = {
+        "gemm": (["-march=native"], blas, "OpenBLAS (libopenblas-dev) not found by pkg-config"),
+        "tcp_stream": ([], [], None),
+        "spin": ([], [], None),
+        "starpu_gemm": ([], (starpu + blas) if starpu and blas else None,
+                        "StarPU (libstarpu-dev) not found by pkg-config starpu-1.3"),
+        "starpu_empty": ([], starpu, "StarPU (libstarpu-dev) not found by pkg-config starpu-1.3"),
+    }
+    got, why = {}, {}
+    for name, (extra, libs, missing) in plan.items():
+        src, exe = os.path.join(HERE, "src", name + ".c"), os.path.join(BIN, name)
+        if libs is None:
+            got[name], why[name] = None, missing
+            continue
+        if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+            r = subprocess.run(["gcc", "-O2", "-Wall", *extra, "-o", exe, src, *libs],
+                               capture_output=True, text=True)
+            if r.returncode:
+                got[name], why[name] = None, f"does not compile: {r.stderr.strip()[-300:]}"
+                continue
+        got[name] = exe
+    return got, why
+
+
+# ---- programs -------------------------------------------------------------------------------
+
+def write_program(path, arrays, outputs):
+    with open(path, "w") as f:
+        json.dump({"tessera": 1, "arrays": arrays, "outputs": outputs}, f)
+    return path
+
+
+def matmul_program(path, n, chunk, dtype, reduce=True):
+    arrays = {
+        "A": {"op": "random", "shape": [n, n], "chunks": chunk, "seed": 1, "dtype": dtype},
+        "B": {"op": "random", "shape": [n, n], "chunks": chunk, "seed": 2, "dtype": dtype},
+        "C": {"op": "matmul", "args": ["A", "B"]},
+    }
+    if reduce:
+        arrays["t"] = {"op": "sum", "args": ["C"], "axis": None}
+        return write_program(path, arrays, {"t": "-"})
+    return write_program(path, arrays, {"C": os.path.join(os.path.dirname(path), "c.npy")})
+
+
+def small_program(path, n, chunk):
+    return write_program(path, {
+        "x": {"op": "ones", "shape": [n], "chunks": chunk},
+        "y": {"op": "add", "args": ["x", 1]},
+        "s": {"op": "sum", "args": ["y"]},
+    }, {"s": "-"})
+
+
+def chain_program(path, rows, cols, steps):
+    """One chunk of rows x cols float64 through `steps` elementwise tasks: under round-robin
+    placement consecutive tasks alternate workers, so every step moves the whole chunk."""
+    arrays = {"X": {"op": "random", "shape": [rows, cols], "chunks": [rows, cols], "seed": 1},
+              "Y0": {"op": "add", "args": ["X", 1]}}
+    for i in range(1, steps):
+        arrays[f"Y{i}"] = {"op": "neg", "args": [f"Y{i - 1}"]}
+    arrays["s"] = {"op": "sum", "args": [f"Y{steps - 1}"]}
+    return write_program(path, arrays, {"s": "-"})
+
+
+class Bench:
+    def __init__(self, args, tessera, helpers, why):
+        self.a, self.tessera, self.h, self.why = args, tessera, helpers, why
+        self.q = args.quick
+        self.nrounds = args.rounds or (2 if self.q else 5)
+        self.quiet_wait = 5 if self.q else 20
+        self.data = {}
+        self.dask_ok, self.dask_why = self._check_dask()
+        self.starpu_env = {"STARPU_HOME": os.path.join(BUILD, "starpu"), "STARPU_NCPU": "2",
+                           "STARPU_SILENT": "1", "STARPU_NCUDA": "0", "STARPU_NOPENCL": "0",
+                           "OPENBLAS_NUM_THREADS": "1"}
+        os.makedirs(self.starpu_env["STARPU_HOME"], exist_ok=True)
+
+    def _check_dask(self):
+        r = subprocess.run([PY, "-c", "import dask, distributed, numpy"], capture_output=True,
+                           text=True)
+        if r.returncode:
+            return False, "python3-dask/python3-distributed/python3-numpy cannot be imported: " \
+                + r.stderr.strip().splitlines()[-1]
+        return True, None
+
+    def rounds(self, label, one, n=None):
+        """Calls one(i) -> row (a dict with "foreign") for n rounds, after waiting for a quiet
+        machine each time. A round during which other processes used QUIET cores or more is
+        done again, at most n extra times in all, so the medians come from quiet rounds
+        wherever the machine allows. Returns (kept rows, rows done again)."""
+        n = n or self.nrounds
+        kept, redone, extra = [], [], n
+        while len(kept) < n:
+            wait_quiet(self.quiet_wait)
+            row = one(len(kept))
+            if row["foreign"] >= QUIET and extra > 0:
+                extra -= 1
+                redone.append(row)
+                log(f"{label}: other processes used {row['foreign']:.2f} cores during round "
+                    f"{len(kept) + 1}; doing it again")
+                continue
+            kept.append(row)
+        return kept, redone
+
+    def check_count(self, prog):
+        r = run([self.tessera, "check", prog], timeout=600)
+        m = re.search(r"^(\d+) tasks$", r.out, re.M)
+        if not m:
+            raise RuntimeError(f"tessera check {prog} failed: {r.err}")
+        return int(m.group(1))
+
+    def tessera_run(self, prog, env=None, workers=2, timeout=600):
+        """`tessera run` with --stats; returns (stats dict or None, Result)."""
+        st = prog + ".stats.json"
+        if os.path.exists(st):
+            os.remove(st)
+        r = run([self.tessera, "run", "--no-progress", "--workers", str(workers), "--threads",
+                 "1", "--stats", st, prog], env=env, timeout=timeout, cwd=os.path.dirname(prog))
+        if not r.ok():
+            log(f"tessera run {os.path.basename(prog)} failed (rc {r.rc}"
+                f"{', timed out' if r.timed_out else ''}): {r.err.strip()[-300:]}")
+            return None, r
+        with open(st) as f:
+            return json.load(f), r
+
+    def dask(self, sched, what, n, chunk, cap, dtype="float64"):
+        """One Dask measurement in a fresh process; returns (dict, Result). The driver enforces
+        cap on the timed part; the outer limit also allows for starting the cluster."""
+        r = run([PY, os.path.join(HERE, "dask_peer.py"), "--sched", sched, "--what", what,
+                 "--n", str(n), "--chunk", str(chunk), "--dtype", dtype, "--timeout", str(cap)],
+                env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}, timeout=cap + 90)
+        rows = [json.loads(x) for x in r.out.splitlines() if x.startswith("{")]
+        if r.timed_out or (rows and rows[-1].get("timeout")):
+            return {"timeout": cap}, r
+        if not r.ok() or not rows:
+            log(f"dask {sched} {what} failed: {r.err.strip()[-300:]}")
+            return None, r
+        return rows[-1], r
+
+
+# ---- section 1: blocked matmul --------------------------------------------------------------
+
+MATMUL_TARGETS = {("float64", 512): 0.95, ("float64", 256): 0.90, ("float64", 128): 0.75}
+
+
+def sec_matmul(b):
+    n = 2048 if b.q else 4096
+    configs = [("float64", c) for c in (1024, 512, 256, 128)] + [("float32", 512)]
+    cap = 30 if b.q else 60
+    tmp = tempfile.mkdtemp(dir=WORK)
+    flops = 2.0 * n ** 3
+    out = {"n": n, "cap": cap, "configs": []}
+    for dtype, chunk in configs:
+        prog = matmul_program(os.path.join(tmp, f"mm_{dtype}_{chunk}.json"), n, chunk, dtype)
+        cfg = {"dtype": dtype, "chunk": chunk, "tasks": b.check_count(prog)}
+        gave_up = []  # Dask distributed hit its cap: not retried
+
+        def one(rnd, prog=prog, dtype=dtype, chunk=chunk, cfg=cfg, gave_up=gave_up):
+            row = {}
+            st, r = b.tessera_run(prog)
+            fg = [r.foreign]
+            if st:
+                row["tessera_s"], row["tessera_wall"] = st["seconds"], r.wall
+                row["moved_bytes"] = st.get("moved_bytes")
+                row["in_bytes"] = sum(w.get("in_bytes", 0) for w in st.get("workers", []))
+            if b.h["gemm"]:
+                r = run([b.h["gemm"], "d" if dtype == "float64" else "s", str(n), "2"],
+                        timeout=300)
+                fg.append(r.foreign)
+                if r.ok():
+                    row["limit_s"] = float(r.out.split()[0])
+            if b.dask_ok:
+                if gave_up:
+                    row["dask_dist_s"] = "not retried"
+                else:
+                    d, r = b.dask("distributed", "matmul", n, chunk, cap, dtype)
+                    fg.append(r.foreign)
+                    if d and d.get("timeout"):
+                        gave_up.append(rnd)
+                        row["dask_dist_s"] = f"> {cap} s"
+                    elif d:
+                        row["dask_dist_s"], row["dask_in_bytes"] = d["seconds"], d["in_bytes"]
+                        cfg["dask_tasks"] = d["tasks"]
+                d, r = b.dask("threaded", "matmul", n, chunk, cap, dtype)
+                fg.append(r.foreign)
+                if d and d.get("timeout"):
+                    row["dask_thr_s"] = f"> {cap} s"
+                elif d:
+                    row["dask_thr_s"] = d["seconds"]
+            if b.h["starpu_gemm"]:
+                r = run([b.h["starpu_gemm"], "d" if dtype == "float64" else "s", str(n),
+                         str(chunk)], env={**b.starpu_env, "STARPU_SCHED": "dmda"}, timeout=300)
+                fg.append(r.foreign)
+                if r.ok():
+                    row["starpu_s"] = float(r.out.split()[0])
+            row["foreign"] = max(fg)
+            log(f"matmul {dtype} chunk {chunk} round {rnd + 1}: " + ", ".join(
+                f"{k} {fmt(v, 3)}" for k, v in row.items() if k.endswith("_s")))
+            return row
+
+        cfg["rounds"], cfg["redone"] = b.rounds(f"matmul {dtype} chunk {chunk}", one)
+        out["configs"].append(cfg)
+    out["flops"] = flops
+    b.data["matmul"] = out
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def redone_note(redone):
+    """A line saying how many rounds were done again because of other load (or nothing)."""
+    if not redone:
+        return []
+    loads = ", ".join(f"{r['foreign']:.2f}" for r in redone)
+    return [f"{len(redone)} round(s) done again because other processes used {loads} cores "
+            "during them; the rounds below are the ones kept.", ""]
+
+
+def ratio(num, den):
+    if isinstance(num, (int, float)) and isinstance(den, (int, float)) and den > 0:
+        return num / den
+    return None
+
+
+def below(value, target):
+    """met/missed for a strict "less than" target."""
+    if value is None:
+        return "—"
+    return "**met**" if value < target else \
+        f"**missed** by {(value - target) / target * 100:.0f}%"
+
+
+def met(value, target, higher_is_better=True):
+    if value is None or target is None:
+        return "—"
+    ok = value >= target if higher_is_better else value <= target
+    if ok:
+        return "**met**"
+    miss = (target - value) / target if higher_is_better else (value - target) / target
+    return f"**missed** by {miss * 100:.0f}%"
+
+
+def md_matmul(b, d):
+    n, fl, cap = d["n"], d["flops"], d["cap"]
+    lines = [
+        f"## 1. Blocked matmul, {n}×{n}" + (" (quick: not the issue's 4096)" if b.q else ""),
+        "",
+        "`tessera run --workers 2 --threads 1 --no-progress --stats F` of `t = sum(A @ B)` with "
+        "`random` inputs (printed, so no file is written). **tessera** = GFLOP/s from the stats' "
+        "`seconds` (submit → finished, cluster start-up excluded, as Dask's timing excludes its "
+        "cluster); **tessera wall** = the whole command (start-up, shutdown included). "
+        "**limit** = one `cblas_dgemm`/`cblas_sgemm` call on the whole matrices, 2 OpenBLAS "
+        "threads (after one untimed call). **dask dist** = `LocalCluster(n_workers=2, "
+        "threads_per_worker=1, processes=True)`, `(A @ B).sum().compute()` with `da.random` "
+        "inputs, cluster started and warmed up before timing, OPENBLAS_NUM_THREADS=1. "
+        "**dask thr** = Dask's threaded scheduler, 2 threads. **starpu** = StarPU's blocked "
+        "gemm (tiles as views, dmda, 2 CPU workers, one untimed calibration iteration). "
+        f"A peer run is capped at {cap} s of compute; a Dask distributed configuration that did "
+        "not finish in time is not retried in later rounds. Ratios are per round against the "
+        "limit measured in the same round (rate / limit rate), then the median.",
+        "",
+    ]
+    keys = [("tessera_s", "tessera"), ("tessera_wall", "tessera wall"), ("limit_s", "limit"),
+            ("dask_dist_s", "dask dist"), ("dask_thr_s", "dask thr"), ("starpu_s", "starpu")]
+    summary = []
+    for cfg in d["configs"]:
+        dt, ch = cfg["dtype"], cfg["chunk"]
+        lines += [f"### {dt}, chunk {ch} ({cfg['tasks']} tessera tasks"
+                  + (f", {cfg['dask_tasks']} Dask tasks" if cfg.get("dask_tasks") else "") + ")",
+                  "", *redone_note(cfg["redone"]), "| round | " + " | ".join(f"{lab} s (GFLOP/s)" for _, lab in keys)
+                  + " | other load (cores) |",
+                  "|---" * (len(keys) + 2) + "|"]
+        for i, row in enumerate(cfg["rounds"]):
+            cells = []
+            for k, _ in keys:
+                v = row.get(k)
+                if isinstance(v, (int, float)):
+                    cells.append(f"{v:.3f} ({fl / v / 1e9:.1f})")
+                elif isinstance(v, str):
+                    cells.append(v)
+                else:
+                    cells.append("—")
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + f" | {row['foreign']:.2f} |")
+        med = {}
+        for k, _ in keys:
+            vals = [r.get(k) for r in cfg["rounds"] if isinstance(r.get(k), (int, float))]
+            med[k] = median([fl / v / 1e9 for v in vals]) if vals else None
+            rts = [ratio(r.get("limit_s"), r.get(k)) for r in cfg["rounds"]]
+            med[k + "_ratio"] = median(rts) if k != "limit_s" else None
+        timeouts = {k: next((r[k] for r in cfg["rounds"] + cfg["redone"]
+                             if isinstance(r.get(k), str)), None) for k, _ in keys}
+        lines += ["", "| | " + " | ".join(lab for _, lab in keys) + " |",
+                  "|---" * (len(keys) + 1) + "|",
+                  "| median GFLOP/s | " + " | ".join(
+                      fmt(med[k], 1) if med[k] is not None else (
+                          f"did not finish in {cap} s" if timeouts[k] else "—")
+                      for k, _ in keys) + " |",
+                  "| median ratio to limit | " + " | ".join(
+                      "1" if k == "limit_s" else fmt(med[k + "_ratio"]) for k, _ in keys)
+                  + " |", ""]
+        tgt = MATMUL_TARGETS.get((dt, ch)) if not b.q else None
+        summary.append((dt, ch, med, tgt, timeouts))
+    lines += ["### Summary (median ratio of rate to the same round's limit)", "",
+              "| dtype | chunk | tessera | tessera wall | dask dist | dask thr | starpu | "
+              "target (tessera) | |", "|---|---|---|---|---|---|---|---|---|"]
+    for dt, ch, med, tgt, to in summary:
+        def cell(k):
+            if med[k + "_ratio"] is not None:
+                return fmt(med[k + "_ratio"])
+            return f"did not finish in {cap} s" if to[k] else "—"
+        lines.append(f"| {dt} | {ch} | " + " | ".join(cell(k) for k in (
+            "tessera_s", "tessera_wall", "dask_dist_s", "dask_thr_s", "starpu_s"))
+            + f" | {('≥ ' + fmt(tgt)) if tgt else ('— (quick)' if b.q else '—')} | "
+            + f"{met(med['tessera_s_ratio'], tgt)} |")
+    lines.append("")
+    b.data["matmul"]["summary"] = [{"dtype": dt, "chunk": ch, "target": tgt, **med}
+                                   for dt, ch, med, tgt, _ in summary]
+    return lines
+
+
+# ---- section 2: small tasks -----------------------------------------------------------------
+
+class Cluster:
+    """A scheduler and 2 workers started by hand (so the scheduler's pid is known), one core
+    each, reaped on close."""
+
+    def __init__(self, tessera, env=None):
+        self.procs = []
+        e = {**os.environ, **(env or {})}
+        s = subprocess.Popen([tessera, "scheduler", "--listen", "127.0.0.1:0"], env=e,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.procs.append(s)
+        line = s.stdout.readline()
+        m = re.search(r"listening on (\S+)", line)
+        if not m:
+            self.close()
+            raise RuntimeError(f"scheduler did not start: {line!r}")
+        self.addr, self.sched_pid = m.group(1), s.pid
+        ncpu = os.cpu_count() or 1
+        for k in range(2):
+            w = subprocess.Popen([tessera, "worker", "--scheduler", self.addr, "--threads", "1",
+                                  "--cpus", str(k % ncpu), "--name", f"bench-{k}"], env=e,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.procs.append(w)
+            if "ready on" not in w.stdout.readline():
+                self.close()
+                raise RuntimeError("worker did not start")
+        for p in self.procs:
+            Load.live.add(p.pid)
+
+    def close(self):
+        for p in reversed(self.procs):
+            Load.live.discard(p.pid)
+            if p.poll() is None:
+                p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def sec_small(b):
+    n, chunk = 320000, 8
+    dask_n = 32000 if b.q else n
+    cap = 60 if b.q else 400
+    tmp = tempfile.mkdtemp(dir=WORK)
+    prog = small_program(os.path.join(tmp, "small.json"), n, chunk)
+    warm = small_program(os.path.join(tmp, "warm.json"), 8000, chunk)
+    out = {"n": n, "chunk": chunk, "tasks": b.check_count(prog), "dask_n": dask_n,
+           "cap": cap}
+    starpu_tasks = 100000
+    cl = Cluster(b.tessera)
+    try:
+        run([b.tessera, "submit", "--no-progress", "--scheduler", cl.addr, warm], timeout=120)
+        def one(rnd):
+            row = {}
+            st_path = os.path.join(tmp, "small.stats.json")
+            c0 = proc_cpu_ns(cl.sched_pid)
+            r = run([b.tessera, "submit", "--no-progress", "--scheduler", cl.addr, "--stats",
+                     st_path, prog], timeout=600)
+            c1 = proc_cpu_ns(cl.sched_pid)
+            fg = [r.foreign]
+            if r.ok():
+                with open(st_path) as f:
+                    st = json.load(f)
+                row.update(tasks=st["tasks"], seconds=st["seconds"], wall=r.wall,
+                           inline=st.get("sources_inline", 0), sched_cpu=c1 - c0)
+                row["rate"] = st["tasks"] / st["seconds"]
+                row["us_per_task"] = (c1 - c0) / st["tasks"] * 1e6
+            for sched in ("eager", "lws"):
+                if b.h["starpu_empty"]:
+                    r = run([b.h["starpu_empty"], str(starpu_tasks)],
+                            env={**b.starpu_env, "STARPU_SCHED": sched}, timeout=120)
+                    fg.append(r.foreign)
+                    if r.ok():
+                        row[f"starpu_{sched}"] = float(r.out.split()[1])
+            row["foreign"] = max(fg)
+            log(f"small round {rnd + 1}: tessera {fmt(row.get('rate'), 0)} tasks/s, "
+                f"{fmt(row.get('us_per_task'))} us/task in the scheduler; starpu eager "
+                f"{fmt(row.get('starpu_eager'), 0)}, lws {fmt(row.get('starpu_lws'), 0)}")
+            return row
+
+        out["rounds"], out["redone"] = b.rounds("small", one)
+    finally:
+        cl.close()
+    if b.dask_ok:
+        log(f"small: Dask distributed once on n={dask_n} (cap {cap} s)")
+        d, r = b.dask("distributed", "small", dask_n, chunk, cap)
+        out["dask"] = d
+        out["dask_foreign"] = r.foreign
+        if dask_n != n:
+            dprog = small_program(os.path.join(tmp, "small_dask.json"), dask_n, chunk)
+            out["dask_tessera_tasks"] = b.check_count(dprog)
+            st, r = b.tessera_run(dprog)
+            out["dask_tessera_s"] = st["seconds"] if st else None
+        else:
+            out["dask_tessera_s"] = median([x.get("seconds") for x in out["rounds"]])
+            out["dask_tessera_tasks"] = out["tasks"]
+    b.data["small"] = out
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def md_small(b, d):
+    lines = [
+        "## 2. Small tasks", "",
+        f"`sum(add(ones({d['n']}, chunks={d['chunk']}), 1))`: {d['tasks']} tasks by "
+        "`tessera check`, submitted with `tessera submit --stats` to a cluster started by hand "
+        "(`tessera scheduler` + 2 × `tessera worker --threads 1 --cpus K`), warmed up by one "
+        "smaller submission. **tasks/s** = tasks / stats `seconds` (submit → finished). "
+        "**sched µs/task** = CPU time of the scheduler process (all threads, "
+        "/proc/PID/task/*/schedstat) during the submission / tasks. The `ones` chunks are "
+        "cheap sources that the scheduler hands to their consumers to make inline "
+        "(`sources_inline`), so the workers ran `tasks - inline` tasks. **StarPU** = 100,000 "
+        "independent empty tasks with no data, 2 CPU workers, in one process (the in-process "
+        "best the issue names), schedulers eager and lws.", "",
+        *redone_note(d.get("redone", [])),
+        "| round | tasks | inline | seconds | tasks/s | sched CPU s | sched µs/task | "
+        "submit wall s | StarPU eager tasks/s | StarPU lws tasks/s | other load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(d["rounds"]):
+        lines.append(f"| {i + 1} | {r.get('tasks', '—')} | {r.get('inline', '—')} | "
+                     f"{fmt(r.get('seconds'), 3)} | {fmt(r.get('rate'), 0)} | "
+                     f"{fmt(r.get('sched_cpu'), 3)} | {fmt(r.get('us_per_task'))} | "
+                     f"{fmt(r.get('wall'), 3)} | {fmt(r.get('starpu_eager'), 0)} | "
+                     f"{fmt(r.get('starpu_lws'), 0)} | {r['foreign']:.2f} |")
+    rate = median([r.get("rate") for r in d["rounds"]])
+    us = median([r.get("us_per_task") for r in d["rounds"]])
+    best_sp = median([max([r.get(k) for k in ("starpu_eager", "starpu_lws") if r.get(k)] or [0])
+                      or None for r in d["rounds"]])
+    rel = median([ratio(r.get("rate"), max([r.get(k) for k in ("starpu_eager", "starpu_lws")
+                                            if r.get(k)] or [0])) for r in d["rounds"]])
+    lines += ["", "| figure | median | target | |", "|---|---|---|---|",
+              f"| tessera tasks/s (end to end) | {fmt(rate, 0)} | ≥ 200,000 | "
+              f"{met(rate, 200000)} |",
+              f"| scheduler µs per task | {fmt(us)} | — | |",
+              f"| StarPU empty tasks/s (better of eager, lws) | {fmt(best_sp, 0)} | — | |",
+              f"| tessera / StarPU tasks/s, per round | {fmt(rel)} | aim: 1 | |"]
+    dk = d.get("dask")
+    if dk is None and "dask" in d:
+        lines.append("| Dask distributed | failed (see bench/.work/log.txt) | | |")
+    elif dk and dk.get("timeout"):
+        lines.append(f"| Dask distributed on n={d['dask_n']} | did not finish in {d['cap']} s "
+                     "| | |")
+    elif dk:
+        drate = dk["tasks"] / dk["seconds"]
+        lines += [f"| Dask distributed tasks/s (its own {dk['tasks']} tasks, n={d['dask_n']}) "
+                  f"| {fmt(drate, 0)} | | |",
+                  f"| Dask distributed seconds for n={d['dask_n']} / tessera's "
+                  f"({d['dask_tessera_tasks']} tasks) | "
+                  f"{fmt(ratio(dk['seconds'], d['dask_tessera_s']), 1)} | — | |"]
+        if d["dask_n"] != d["n"]:
+            lines.append("")
+            lines.append(f"Quick mode: Dask ran once on the smaller graph n={d['dask_n']} (about "
+                         "400 tasks/s here, so the full graph takes minutes); tessera's time "
+                         "on that same smaller graph is the comparison.")
+    lines.append("")
+    b.data["small"]["summary"] = {"rate": rate, "us_per_task": us, "starpu": best_sp,
+                                  "vs_starpu": rel}
+    return lines
+
+
+# ---- section 3: transfers -------------------------------------------------------------------
+
+def sec_transfers(b):
+    rows, cols = 8192, 1024  # one 64 MiB float64 chunk
+    steps = 12 if b.q else 24
+    tmp = tempfile.mkdtemp(dir=WORK)
+    prog = chain_program(os.path.join(tmp, "chain.json"), rows, cols, steps)
+    out = {"chunk_mib": rows * cols * 8 >> 20, "steps": steps}
+    def one(rnd):
+        row = {}
+        st, r = b.tessera_run(prog, env={"TESSERA_PLACEMENT": "roundrobin"})
+        fg = [r.foreign]
+        if st:
+            ws = st.get("workers", [])
+            row["moved"] = st.get("moved_bytes")
+            row["per_worker"] = [ratio(w.get("in_bytes"), w.get("in_s")) for w in ws]
+            ib = sum(w.get("in_bytes", 0) for w in ws)
+            ins = sum(w.get("in_s", 0) for w in ws)
+            row["in_bytes"], row["in_s"] = ib, ins
+            row["gbps"] = ib / ins / 1e9 if ins else None
+        r = run([b.h["tcp_stream"], "2048", "8"], timeout=120)
+        fg.append(r.foreign)
+        if r.ok():
+            row["tcp"] = float(r.out.split()[1])
+        row["ratio"] = ratio(row.get("gbps"), row.get("tcp"))
+        row["foreign"] = max(fg)
+        log(f"transfers round {rnd + 1}: tessera {fmt(row.get('gbps'))} GB/s, "
+            f"tcp {fmt(row.get('tcp'))} GB/s")
+        return row
+
+    out["rounds"], out["redone"] = b.rounds("transfers", one)
+    b.data["transfers"] = out
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def md_transfers(b, d):
+    lines = [
+        "## 3. Transfers", "",
+        f"One {d['chunk_mib']} MiB float64 chunk through a chain of {d['steps']} elementwise "
+        "tasks, `tessera run` with `TESSERA_PLACEMENT=roundrobin` in its environment (inherited "
+        "by the scheduler it spawns), so consecutive tasks alternate workers and every step "
+        "moves the chunk to the other worker while nothing else runs. **tessera GB/s** = "
+        "Σ workers' `in_bytes` / Σ `in_s` (bytes fetched from the other worker / seconds during "
+        "which a fetch was in progress). **TCP** = the bench's own raw loopback stream "
+        "(bench/src/tcp_stream.c: 2 GiB in 8 MiB writes, one direction), in the same round. "
+        "GB = 10⁹ bytes.", "",
+        *redone_note(d.get("redone", [])),
+        "| round | moved GB | per worker GB/s | tessera GB/s | TCP GB/s | ratio | other load |",
+        "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(d["rounds"]):
+        pw = ", ".join(fmt(x / 1e9 if x else None) for x in r.get("per_worker", [])) or "—"
+        lines.append(f"| {i + 1} | {fmt((r.get('moved') or 0) / 1e9)} | {pw} | "
+                     f"{fmt(r.get('gbps'))} | {fmt(r.get('tcp'))} | {fmt(r.get('ratio'))} | "
+                     f"{r['foreign']:.2f} |")
+    rt = median([r.get("ratio") for r in d["rounds"]])
+    lines += ["", "| figure | median | target | |", "|---|---|---|---|",
+              f"| tessera GB/s | {fmt(median([r.get('gbps') for r in d['rounds']]))} | | |",
+              f"| raw loopback TCP GB/s | {fmt(median([r.get('tcp') for r in d['rounds']]))} "
+              "| | |",
+              f"| tessera / TCP, per round | {fmt(rt)} | ≥ 0.8 | {met(rt, 0.8)} |", ""]
+    b.data["transfers"]["summary"] = {"ratio": rt}
+    return lines
+
+
+# ---- section 4: memory ----------------------------------------------------------------------
+
+def sec_memory(b):
+    n, chunk = 2666672, 8
+    tmp = tempfile.mkdtemp(dir=WORK)
+    prog = small_program(os.path.join(tmp, "million.json"), n, chunk)
+    mn = 2048 if b.q else 4096
+    mm = matmul_program(os.path.join(tmp, "mm.json"), mn, 512, "float64")
+    out = {"n": n, "tasks": b.check_count(prog), "mm_n": mn}
+    def one(rnd):
+        row = {}
+        st, r = b.tessera_run(prog)
+        fg = [r.foreign]
+        if st:
+            sc = st.get("scheduler", {})
+            if "rss_peak" in sc and "rss_base" in sc:
+                row["sched_peak"], row["sched_base"] = sc["rss_peak"], sc["rss_base"]
+                row["bpt"] = (sc["rss_peak"] - sc["rss_base"]) / st["tasks"]
+            row["seconds"] = st["seconds"]
+            row["workers"] = [(w.get("name"), w.get("rss_peak"), w.get("chunk_peak"))
+                              for w in st.get("workers", [])]
+        st, r = b.tessera_run(mm)
+        fg.append(r.foreign)
+        if st:
+            row["mm_workers"] = [(w.get("name"), w.get("rss_peak"), w.get("chunk_peak"))
+                                 for w in st.get("workers", [])]
+        row["foreign"] = max(fg)
+        log(f"memory round {rnd + 1}: scheduler {fmt(row.get('bpt'), 1)} B/task")
+        return row
+
+    out["rounds"], out["redone"] = b.rounds("memory", one, 1 if b.q else min(b.nrounds, 3))
+    b.data["memory"] = out
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def worker_bound(chunk_peak):
+    return 1.15 * chunk_peak + 32 * 2 ** 20
+
+
+def md_memory(b, d):
+    mib = 2 ** 20
+    lines = [
+        "## 4. Memory", "",
+        f"A graph of {d['tasks']:,} tasks (`sum(add(ones({d['n']}, chunks=8), 1))`), run to "
+        "completion with `tessera run --stats`. **scheduler B/task** = (`scheduler.rss_peak` − "
+        "`scheduler.rss_base`) / tasks: the scheduler's peak resident memory (VmHWM at finish) "
+        "above its resident memory when the graph arrived. Each worker's `rss_peak` is shown "
+        "next to `chunk_peak` (the most chunk bytes it held at once) and the target bound "
+        "1.15 × chunk_peak + 32 MiB, for this graph (tiny chunks) and for the "
+        f"{d['mm_n']}² float64 matmul at chunk 512 (large chunks).", "",
+        *redone_note(d.get("redone", [])),
+        "| round | seconds | sched rss_base MiB | sched rss_peak MiB | sched B/task | "
+        "workers, 1M graph: rss_peak / chunk_peak / bound MiB | workers, matmul: rss_peak / "
+        "chunk_peak / bound MiB | other load |",
+        "|---|---|---|---|---|---|---|---|"]
+    worst = None
+    for i, r in enumerate(d["rounds"]):
+        def ws(key):
+            nonlocal worst
+            cells = []
+            for name, rp, cp in r.get(key, []):
+                if rp is None or cp is None:
+                    cells.append(f"{name}: —")
+                    continue
+                q = rp / worker_bound(cp)
+                worst = q if worst is None else max(worst, q)
+                cells.append(f"{name}: {rp / mib:.0f} / {cp / mib:.1f} / "
+                             f"{worker_bound(cp) / mib:.0f}")
+            return "; ".join(cells) or "—"
+        lines.append(f"| {i + 1} | {fmt(r.get('seconds'))} | "
+                     f"{fmt((r.get('sched_base') or 0) / mib, 1)} | "
+                     f"{fmt((r.get('sched_peak') or 0) / mib, 1)} | {fmt(r.get('bpt'), 1)} | "
+                     f"{ws('workers')} | {ws('mm_workers')} | {r['foreign']:.2f} |")
+    bpt = median([r.get("bpt") for r in d["rounds"]])
+    lines += ["", "| figure | median / worst | target | |", "|---|---|---|---|",
+              f"| scheduler bytes per task | {fmt(bpt, 1)} | ≤ 256 | "
+              f"{met(bpt, 256, False)} |",
+              f"| worst worker rss_peak / (1.15 × chunk_peak + 32 MiB) | {fmt(worst)} | ≤ 1 | "
+              f"{met(worst, 1.0, False)} |", ""]
+    b.data["memory"]["summary"] = {"bytes_per_task": bpt, "worst_worker": worst}
+    return lines
+
+
+# ---- section 5: imbalance -------------------------------------------------------------------
+
+def sec_imbalance(b):
+    if (os.cpu_count() or 1) < 2:
+        b.data["imbalance"] = {"skipped": "needs 2 cores"}
+        return
+    n, chunk = (3072, 384) if b.q else (4096, 512)
+    tmp = tempfile.mkdtemp(dir=WORK)
+    prog = matmul_program(os.path.join(tmp, "mm.json"), n, chunk, "float64", reduce=False)
+    out = {"n": n, "chunk": chunk, "tasks": b.check_count(prog)}
+    spin = subprocess.Popen([b.h["spin"], "1"])
+    Load.live.add(spin.pid)
+    try:
+        time.sleep(0.2)
+        def one(rnd):
+            row, fg = {}, []
+            for mode in ("default", "roundrobin"):
+                env = {"TESSERA_PLACEMENT": mode} if mode == "roundrobin" else None
+                st, r = b.tessera_run(prog, env=env)
+                fg.append(r.foreign)
+                if not st or not st.get("workers"):
+                    continue
+                ws = st["workers"]
+                speeds = [w["tasks"] / w["busy_s"] for w in ws
+                          if w.get("busy_s") and w.get("tasks")]
+                work = sum(w.get("tasks", 0) for w in ws)
+                row[mode] = {"seconds": st["seconds"],
+                             "ideal": work / sum(speeds) if speeds else None,
+                             "split": [(w.get("name"), w.get("tasks"), w.get("busy_s"))
+                                       for w in ws]}
+            row["foreign"] = max(fg)  # the spinner is ours: not counted
+            log(f"imbalance round {rnd + 1}: default {fmt(row.get('default', {}).get('seconds'))}"
+                f" s, round-robin {fmt(row.get('roundrobin', {}).get('seconds'))} s")
+            return row
+
+        out["rounds"], out["redone"] = b.rounds("imbalance", one)
+    finally:
+        Load.live.discard(spin.pid)
+        spin.kill()
+        spin.wait()
+    b.data["imbalance"] = out
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def md_imbalance(b, d):
+    if d.get("skipped"):
+        return ["## 5. Imbalance", "", f"Skipped: {d['skipped']}.", ""]
+    lines = [
+        "## 5. Imbalance", "",
+        f"C = A @ B, {d['n']}² float64 at chunk {d['chunk']} ({d['tasks']} tasks, all but "
+        "the inline sources equal-cost gemms; C goes to a .npy file, so no reduction), "
+        "`tessera run` with 2 workers (worker K pinned to core K) while `bench/src/spin.c` "
+        "spins on core 1, so worker 1 gets about half a core. **makespan** = stats `seconds`. "
+        "**ideal** = work / Σ speeds from the same run's stats, with work = Σ workers' tasks "
+        "and each worker's speed = its tasks / its `busy_s`. Default placement and "
+        "`TESSERA_PLACEMENT=roundrobin` alternate within each round. \"Clearly better than "
+        "round-robin\" is taken to mean a makespan at most 0.9 × round-robin's.", "",
+        *redone_note(d.get("redone", [])),
+        "| round | default s | ideal s | default / ideal | split (tasks, busy s) | round-robin s "
+        "| ideal s | rr / ideal | default / rr | other load |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(d["rounds"]):
+        de, rr = r.get("default", {}), r.get("roundrobin", {})
+        split = "; ".join(f"{nm}: {t}, {fmt(bs)}" for nm, t, bs in de.get("split", []))
+        lines.append(
+            f"| {i + 1} | {fmt(de.get('seconds'), 3)} | {fmt(de.get('ideal'), 3)} | "
+            f"{fmt(ratio(de.get('seconds'), de.get('ideal')))} | {split or '—'} | "
+            f"{fmt(rr.get('seconds'), 3)} | {fmt(rr.get('ideal'), 3)} | "
+            f"{fmt(ratio(rr.get('seconds'), rr.get('ideal')))} | "
+            f"{fmt(ratio(de.get('seconds'), rr.get('seconds')))} | {r['foreign']:.2f} |")
+    vs_ideal = median([ratio(r.get("default", {}).get("seconds"),
+                             r.get("default", {}).get("ideal")) for r in d["rounds"]])
+    vs_rr = median([ratio(r.get("default", {}).get("seconds"),
+                          r.get("roundrobin", {}).get("seconds")) for r in d["rounds"]])
+    lines += ["", "| figure | median | target | |", "|---|---|---|---|",
+              f"| default makespan / ideal | {fmt(vs_ideal)} | ≤ 1.15 | "
+              f"{met(vs_ideal, 1.15, False)} |",
+              f"| default makespan / round-robin makespan | {fmt(vs_rr)} | ≤ 0.9 | "
+              f"{met(vs_rr, 0.9, False)} |", ""]
+    b.data["imbalance"]["summary"] = {"vs_ideal": vs_ideal, "vs_rr": vs_rr}
+    return lines
+
+
+# ---- section 6: traffic ---------------------------------------------------------------------
+
+def sec_traffic(b):
+    n, chunk = (2048 if b.q else 4096), 512
+    mm = b.data.get("matmul")
+    cfg = next((c for c in (mm or {}).get("configs", [])
+                if c["dtype"] == "float64" and c["chunk"] == chunk), None)
+    out = {"n": n, "chunk": chunk, "rounds": []}
+    if cfg and any("dask_in_bytes" in r for r in cfg["rounds"]):
+        out["from_matmul"] = True
+        for r in cfg["rounds"]:
+            out["rounds"].append({k: r.get(k) for k in ("moved_bytes", "in_bytes",
+                                                         "dask_in_bytes")}
+                                 | {"foreign": r["foreign"]})
+        b.data["traffic"] = out
+        return
+    tmp = tempfile.mkdtemp(dir=WORK)
+    prog = matmul_program(os.path.join(tmp, "mm.json"), n, chunk, "float64")
+    def one(rnd):
+        row = {}
+        st, r = b.tessera_run(prog)
+        fg = [r.foreign]
+        if st:
+            row["moved_bytes"] = st.get("moved_bytes")
+            row["in_bytes"] = sum(w.get("in_bytes", 0) for w in st.get("workers", []))
+        if b.dask_ok:
+            dk, r = b.dask("distributed", "matmul", n, chunk, 120)
+            fg.append(r.foreign)
+            if dk and "in_bytes" in dk:
+                row["dask_in_bytes"] = dk["in_bytes"]
+        row["foreign"] = max(fg)
+        log(f"traffic round {rnd + 1}: tessera {fmt((row.get('in_bytes') or 0) / 1e6, 0)} MB, "
+            f"dask {fmt((row.get('dask_in_bytes') or 0) / 1e6, 0)} MB")
+        return row
+
+    out["rounds"], out["redone"] = b.rounds("traffic", one)
+    b.data["traffic"] = out
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def md_traffic(b, d):
+    lines = [
+        "## 6. Traffic", "",
+        f"Bytes moved between the 2 workers for `sum(A @ B)`, {d['n']}² float64 at chunk "
+        f"{d['chunk']}, `random` inputs in both systems. **tessera moved** = stats "
+        "`moved_bytes` (what the scheduler told workers to fetch from each other); **tessera "
+        "in** = Σ workers' `in_bytes` (what they fetched). **Dask** = Σ over the 2 workers of "
+        "`transfer_incoming_log` totals during the timed `compute()` (distributed 2022.12.1; "
+        "the log is cleared after warm-up). MB = 10⁶ bytes."
+        + (" Taken from section 1's runs." if d.get("from_matmul") else ""), "",
+        *redone_note(d.get("redone", [])),
+        "| round | tessera moved MB | tessera in MB | Dask MB | tessera in / Dask |",
+        "|---|---|---|---|---|"]
+    for i, r in enumerate(d["rounds"]):
+        lines.append(f"| {i + 1} | {fmt((r.get('moved_bytes') or 0) / 1e6, 1)} | "
+                     f"{fmt((r.get('in_bytes') or 0) / 1e6, 1)} | "
+                     f"{fmt(r['dask_in_bytes'] / 1e6, 1) if r.get('dask_in_bytes') else '—'} | "
+                     f"{fmt(ratio(r.get('in_bytes'), r.get('dask_in_bytes')), 3)} |")
+    rt = median([ratio(r.get("in_bytes"), r.get("dask_in_bytes")) for r in d["rounds"]])
+    lines += ["", "| figure | median | target | |", "|---|---|---|---|",
+              f"| tessera bytes / Dask bytes | {fmt(rt, 3)} | < 1 | {below(rt, 1.0)} |", ""]
+    b.data["traffic"]["summary"] = {"ratio": rt}
+    return lines
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+def machine(b, tessera_desc):
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    lscpu = sh("lscpu")
+    fam = re.search(r"CPU family:\s*(\d+)", lscpu)
+    mdl = re.search(r"Model:\s*(\d+)", lscpu)
+    mem = sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo")
+    rev = sh(f"git -C {ROOT} rev-parse --short HEAD")
+    dirty = sh(f"git -C {ROOT} status --porcelain --untracked-files=no")
+    py = sh(f"{PY} -c 'import dask, distributed, numpy; print(dask.__version__, "
+            "distributed.__version__, numpy.__version__)'").split()
+    return {
+        "cpu": cpu + (f" (family {fam.group(1)} model {mdl.group(1)})" if fam and mdl else ""),
+        "cores": os.cpu_count(), "ram": mem, "kernel": platform.release(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "tessera": rev + (" with uncommitted changes" if dirty else ""),
+        "tessera_build": tessera_desc,
+        "openblas": sh("dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/null") or
+        sh("pkg-config --modversion openblas"),
+        "dask": py[0] if len(py) == 3 else "not available",
+        "distributed": py[1] if len(py) == 3 else "not available",
+        "numpy": py[2] if len(py) == 3 else "not available",
+        "starpu": (sh("pkg-config --modversion starpu-1.3") or "not available") +
+        (f" (Debian {v})" if (v := sh("dpkg-query -W -f='${Version}' libstarpu-dev "
+                                      "2>/dev/null")) else ""),
+        "gcc": sh("gcc -dumpfullversion"),
+    }
+
+
+def report(b, info, sections, started, path):
+    mode = "QUICK MODE — smaller sizes and 2 rounds; a smoke test, not the issue's figures" \
+        if b.q else "full"
+    lines = ["# Benchmark results", "",
+             f"Written by `bench/run{' --quick' if b.q else ''}` "
+             f"({'sections: ' + ', '.join(sections) if sections != SECTIONS else 'all sections'}"
+             f", {b.nrounds} rounds; mode: {mode}). "
+             "See docs/benchmarks.md for what each figure means. Rerun rather than edit: this "
+             "file is generated.", "",
+             f"- **Machine:** {info['cpu']}, {info['cores']} cores, {info['ram']} RAM, "
+             f"kernel {info['kernel']}",
+             f"- **Date:** {info['date']} (suite took {(time.time() - started) / 60:.1f} min)",
+             f"- **Versions:** tessera {info['tessera']} ({info['tessera_build']}), OpenBLAS "
+             f"{info['openblas']}, dask {info['dask']}, distributed {info['distributed']}, "
+             f"numpy {info['numpy']}, StarPU {info['starpu']}, gcc {info['gcc']}",
+             "- **Method:** the systems compared run in alternation (A B A B …) within each "
+             "round; a figure is the median over rounds, a comparison the median of the "
+             "per-round ratios. *other load* = CPU used by processes outside the benchmark "
+             "during the round's runs (cores), from /proc/stat minus our own processes: the "
+             "machine is shared, and rounds with load are noisier.", ""]
+    unavailable = [f"{k}: {v}" for k, v in b.why.items()]
+    if not b.dask_ok:
+        unavailable.append(f"Dask: {b.dask_why}")
+    if unavailable:
+        lines += ["**Peers that could not run:** " + "; ".join(unavailable), ""]
+    # Summary of the targets first, then each section.
+    bodies = []
+    renderers = {"matmul": md_matmul, "small": md_small, "transfers": md_transfers,
+                 "memory": md_memory, "imbalance": md_imbalance, "traffic": md_traffic}
+    for s in sections:
+        if s in b.data:
+            try:
+                bodies += renderers[s](b, b.data[s])
+            except Exception as ex:  # noqa: BLE001 - a report with a hole beats none
+                bodies += [f"## {s}", "", f"Could not render: {ex!r}", ""]
+    for s, err in b.data.get("errors", {}).items():
+        lines += [f"**Section {s} failed:** `{err}` (details in bench/.work/log.txt)", ""]
+    lines += targets_table(b) + bodies
+    notes = os.path.join(HERE, "notes.md")
+    if os.path.exists(notes) and not b.q:
+        with open(notes) as f:
+            lines += ["## Notes (hand-written: `bench/notes.md`, about the run named there)", "",
+                      f.read().strip(), ""]
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+    with open(os.path.join(WORK, "results.json"), "w") as f:
+        json.dump({"machine": info, "data": b.data}, f, indent=1, default=str)
+
+
+def targets_table(b):
+    rows = []
+    mm = b.data.get("matmul", {}).get("summary")
+    if mm:
+        for s in mm:
+            if s["target"]:
+                rows.append((f"matmul {s['dtype']} chunk {s['chunk']}: rate / limit",
+                             fmt(s["tessera_s_ratio"]), f"≥ {s['target']}",
+                             met(s["tessera_s_ratio"], s["target"])))
+    sm = b.data.get("small", {}).get("summary")
+    if sm:
+        rows.append(("small tasks: tasks/s end to end", fmt(sm["rate"], 0), "≥ 200,000",
+                     met(sm["rate"], 200000)))
+    for key, label, tgt, hib in (("transfers", "transfers: tessera / raw TCP", 0.8, True),
+                                 ("traffic", "traffic: tessera / Dask bytes", 1.0, False)):
+        s = b.data.get(key, {}).get("summary")
+        if s:
+            rows.append((label, fmt(s["ratio"], 3), ("≥ " if hib else "< ") + str(tgt),
+                         met(s["ratio"], tgt) if hib else below(s["ratio"], tgt)))
+    s = b.data.get("memory", {}).get("summary")
+    if s:
+        rows.append(("memory: scheduler bytes per task", fmt(s["bytes_per_task"], 1), "≤ 256",
+                     met(s["bytes_per_task"], 256, False)))
+        rows.append(("memory: worst worker rss_peak / (1.15 chunk_peak + 32 MiB)",
+                     fmt(s["worst_worker"]), "≤ 1", met(s["worst_worker"], 1.0, False)))
+    s = b.data.get("imbalance", {}).get("summary")
+    if s:
+        rows.append(("imbalance: makespan / ideal", fmt(s["vs_ideal"]), "≤ 1.15",
+                     met(s["vs_ideal"], 1.15, False)))
+        rows.append(("imbalance: makespan / round-robin's", fmt(s["vs_rr"]), "≤ 0.9",
+                     met(s["vs_rr"], 0.9, False)))
+    if not rows:
+        return []
+    title = "## Targets (quick mode: sizes differ from the issue's)" if b.q else "## Targets"
+    return [title, "", "| target | measured (median) | target | |", "|---|---|---|---|"] + [
+        f"| {a} | {m} | {t} | {ok} |" for a, m, t, ok in rows] + [""]
+
+
+def main():
+    global WORK
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smaller sizes, 2 rounds: a smoke test of the whole suite")
+    ap.add_argument("--rounds", type=int, help="rounds per section (default 5; 2 with --quick)")
+    ap.add_argument("--only", help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--build", help="use this tessera build directory instead of building one")
+    ap.add_argument("--out", help="report path (default bench/RESULTS.md for a full run of "
+                    "every section, bench/RESULTS-quick.md with --quick, bench/RESULTS-partial.md"
+                    " with --only)")
+    a = ap.parse_args()
+    sections = SECTIONS
+    if a.only:
+        sections = [s.strip() for s in a.only.split(",") if s.strip()]
+        bad = [s for s in sections if s not in SECTIONS]
+        if bad:
+            ap.error(f"unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
+    if a.rounds is not None and a.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    out = a.out or os.path.join(HERE, "RESULTS-quick.md" if a.quick else
+                                "RESULTS-partial.md" if a.only else "RESULTS.md")
+    WORK = os.path.join(HERE, ".work")
+    os.makedirs(WORK, exist_ok=True)
+    with open(os.path.join(WORK, "log.txt"), "w") as f:
+        f.write(f"bench/run {' '.join(sys.argv[1:])}\n")
+    started = time.time()
+    tessera, desc = build_tessera(a.build)
+    helpers, why = build_helpers()
+    for k, v in why.items():
+        log(f"cannot run {k}: {v}")
+    b = Bench(a, tessera, helpers, why)
+    if not b.dask_ok:
+        log(f"cannot run Dask: {b.dask_why}")
+    info = machine(b, desc)
+    fns = {"matmul": sec_matmul, "small": sec_small, "transfers": sec_transfers,
+           "memory": sec_memory, "imbalance": sec_imbalance, "traffic": sec_traffic}
+    for s in sections:
+        log(f"section {s}")
+        t0 = time.time()
+        try:
+            fns[s](b)
+        except Exception as ex:  # noqa: BLE001 - report what ran, say what did not
+            log(f"section {s} failed: {ex!r}")
+            b.data.setdefault("errors", {})[s] = repr(ex)
+        log(f"section {s} took {time.time() - t0:.0f} s")
+        report(b, info, sections, started, out)
+    report(b, info, sections, started, out)
+    log(f"wrote {os.path.relpath(out)} in {(time.time() - started) / 60:.1f} min")
+
+
+WORK = None
+
+if __name__ == "__main__":
+    main()
