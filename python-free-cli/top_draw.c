@@ -401,16 +401,19 @@ void top_draw(const json_t *v, top_canvas *cv) {
     int row = draw_header(v, cv, 0);
     int avail = cv->rows - row;
     int W = workers_needed(v), J = jobs_needed(v), E = events_needed(v);
-    /* Short of rows: events give way first, then workers and jobs share what is left (the
-     * workers keep at least their heading and two rows). */
+    /* Short of rows: events give way first, then workers and jobs share what is left, half
+     * each, or what one needs if that is less and the rest to the other. */
     int wspace = W, jspace = J;
     if (W + 1 + J > avail) {
-        int wmin = W < 3 ? W : 3;
-        jspace = avail - 1 - wmin;
-        if (jspace > J) jspace = J;
+        int half = (avail - 1) / 2;
+        if (W <= half)
+            jspace = avail - 1 - W;
+        else if (J <= half)
+            wspace = avail - 1 - J;
+        else
+            wspace = half, jspace = avail - 1 - half;
+        if (wspace < 2) wspace = 2;
         if (jspace < 2) jspace = 2;
-        wspace = avail - 1 - jspace;
-        if (wspace > W) wspace = W;
     }
     row = draw_workers(v, cv, row, wspace) + 1;
     row = draw_jobs(v, cv, row, jspace) + 1;
