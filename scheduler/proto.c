@@ -403,10 +403,11 @@ void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjo
     tsr__mp_pack_str(&pk, "ops");
     msgpack_pack_array(&pk, j->nops);
     for (uint32_t o = 0; o < j->nops; o++) {
-        msgpack_pack_map(&pk, 5);
+        msgpack_pack_map(&pk, 6);
         tsr__mp_pack_str(&pk, "op");
         tsr__mp_pack_str(&pk, j->opname[o]);
         pack_kv_u64(&pk, "tasks", j->op_total[o]);
+        pack_kv_u64(&pk, "inline", j->op_inline[o]);
         pack_kv_f(&pk, "seconds", j->op_seconds[o]);
         pack_kv_f(&pk, "flops", j->op_flops[o]);
         pack_kv_u64(&pk, "moved_bytes", j->op_moved[o]);
@@ -621,9 +622,10 @@ void tsr__proto_info(msgpack_sbuffer *b, const tsr__sched *s, const tsr__events 
         tsr__mp_pack_str(&pk, "ops");
         msgpack_pack_array(&pk, j->nops);
         for (uint32_t o = 0; o < j->nops; o++) {
-            msgpack_pack_map(&pk, 6);
+            msgpack_pack_map(&pk, 7);
             pack_kv_str(&pk, "op", j->opname[o]);
             pack_kv_u64(&pk, "total", j->op_total[o]);
+            pack_kv_u64(&pk, "ready", j->op_ready[o]);
             pack_kv_u64(&pk, "done", j->op_done[o]);
             pack_kv_u64(&pk, "running", running_of(s, j->id, o));
             pack_kv_u64(&pk, "erred", j->op_err[o]);

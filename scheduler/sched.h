@@ -129,14 +129,16 @@ typedef struct tsr__sjob {
     uint32_t nops;
     char (*opname)[16];
     uint32_t *op_total, *op_done, *op_err;
-    double *op_flops;   /* flops of the done tasks */
-    double *op_seconds; /* kernel seconds the workers reported for them */
-    uint64_t *op_moved; /* input bytes fetched from other workers for them */
-    uint32_t inflight;  /* tasks in some worker's in-flight window */
-    uint32_t live_pos;  /* index in tsr__sched.live */
-    int cancelled;      /* failed or released: only waits for in-flight reports to drain */
-    int finished_sent;  /* a finished message was emitted for the current set of outputs */
-    int dirty;          /* progress changed since the last progress message */
+    uint32_t *op_ready;  /* in a backlog or unassigned: inputs there, not sent yet */
+    uint32_t *op_inline; /* virtual sources (made by their consumers) */
+    double *op_flops;    /* flops of the done tasks */
+    double *op_seconds;  /* kernel seconds the workers reported for them */
+    uint64_t *op_moved;  /* input bytes fetched from other workers for them */
+    uint32_t inflight;   /* tasks in some worker's in-flight window */
+    uint32_t live_pos;   /* index in tsr__sched.live */
+    int cancelled;       /* failed or released: only waits for in-flight reports to drain */
+    int finished_sent;   /* a finished message was emitted for the current set of outputs */
+    int dirty;           /* progress changed since the last progress message */
 } tsr__sjob;
 
 /* A worker's latest `st` report (PROTOCOL.md), kept for stats and the bandwidth estimate. */

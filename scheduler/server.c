@@ -118,6 +118,8 @@ static void flush(tsr__server *srv) {
         } else if (a->kind == TSR__ACT_FAILED) {
             tsr__peer *c = peer_of(srv, a->client);
             if (!c) continue;
+            tsr__events_add(&srv->events, tsr__now() - srv->started, "job %u task %u failed: %s",
+                            a->job, a->task, a->msg ? a->msg : "failed");
             tsr__proto_failed(&b, a->job, a->task, a->array, a->msg ? a->msg : "failed");
             tsr__peer_send(c, &b);
         }
@@ -280,6 +282,7 @@ int tsr_scheduler_run(const tsr_scheduler_options *opts) {
         return rc;
     }
     tsr__sched_init(&srv->st, &srv->log);
+    srv->started = tsr__now();
     /* A baseline for benchmarks only (bench/, docs/ARCHITECTURE.md): tasks go round-robin, no
      * partition, no stealing. */
     const char *pl = getenv("TESSERA_PLACEMENT");
@@ -317,6 +320,7 @@ int tsr_scheduler_run(const tsr_scheduler_options *opts) {
         uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
         uv_check_start(&srv->check, on_check);
         tsr__log(&srv->log, TSR_LOG_INFO, "listening on %s", bound);
+        snprintf(srv->addr, sizeof srv->addr, "%s", bound);
         if (opts->on_listen) opts->on_listen(bound, opts->user);
     }
     uv_run(&srv->loop, UV_RUN_DEFAULT);

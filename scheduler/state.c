@@ -49,9 +49,23 @@ static void list_remove(tsr__sched *s, tsr__keyvec *kv, uint32_t pos) {
     }
 }
 
-static void set_state(tsr__sched *s, tsr__stask *t, int st) {
+static inline uint32_t op_of(const tsr__sjob *j, uint32_t task) {
+    return j->aop[j->g.array[task]];
+}
+
+static int is_ready(int st) {
+    return st == TSR__TS_READY || st == TSR__TS_QUEUED;
+}
+
+/* Every state change goes through here: global counts by state, and per operation the tasks
+ * ready but not sent (for monitors). */
+static void set_state(tsr__sched *s, tsr__sjob *j, tsr__stask *t, int st) {
     s->count[t->state]--;
     s->count[st]++;
+    if (is_ready(t->state) != is_ready(st)) {
+        uint32_t op = op_of(j, (uint32_t)(t - j->t));
+        j->op_ready[op] += is_ready(st) ? 1 : (uint32_t)-1;
+    }
     t->state = (uint8_t)st;
 }
 
@@ -117,6 +131,8 @@ static void job_free(tsr__sjob *j) {
     free(j->op_err);
     free(j->op_flops);
     free(j->op_seconds);
+    free(j->op_ready);
+    free(j->op_inline);
     free(j->op_moved);
     free(j->spans);
     free(j->xfers);
@@ -171,8 +187,9 @@ void tsr__sched_pump(tsr__sched *s, uint32_t wid) {
     tsr__sworker *w = &s->w[wid];
     while (w->backlog.n > 0 && !window_full(w)) {
         tsr__key k = tsr__backlog_pop(s, wid);
-        tsr__stask *t = tsr__key_task(s, k);
-        set_state(s, t, TSR__TS_RUNNING);
+        tsr__sjob *j = s->jobs[k.job];
+        tsr__stask *t = &j->t[k.task];
+        set_state(s, j, t, TSR__TS_RUNNING);
         t->flags &= (uint8_t) ~(TSR__TF_SENT | TSR__TF_INPUT_LOST);
         list_add(s, &w->inflight, k);
         w->q_inflight += t->est;
@@ -189,12 +206,12 @@ static void make_ready(tsr__sched *s, tsr__sjob *j, uint32_t id) {
     tsr__key k = {j->id, id};
     uint32_t wid = tsr__place(s, j, id);
     if (wid == TSR__NONE) {
-        set_state(s, t, TSR__TS_READY);
+        set_state(s, j, t, TSR__TS_READY);
         t->where = TSR__NONE;
         list_add(s, &s->unassigned, k);
         return;
     }
-    set_state(s, t, TSR__TS_QUEUED);
+    set_state(s, j, t, TSR__TS_QUEUED);
     t->where = wid;
     t->est = (float)tsr__cost_est(&s->cost, j->cls[id], &s->w[wid]);
     tsr__backlog_push(s, wid, k);
@@ -259,7 +276,7 @@ static void release_chunk(tsr__sched *s, tsr__sjob *j, uint32_t id) {
         t->flags &= (uint8_t)~TSR__TF_FAR_REPLICA;
     }
     t->where = TSR__NONE;
-    set_state(s, t, TSR__TS_RELEASED);
+    set_state(s, j, t, TSR__TS_RELEASED);
 }
 
 /* Takes a parked error off the list (it is retried, or its job is going away). */
@@ -329,15 +346,14 @@ static int op_table(tsr__sjob *j, const tsr__jobspec *g) {
     j->op_err = calloc((size_t)j->nops + 1, sizeof *j->op_err);
     j->op_flops = calloc((size_t)j->nops + 1, sizeof *j->op_flops);
     j->op_seconds = calloc((size_t)j->nops + 1, sizeof *j->op_seconds);
+    j->op_ready = calloc((size_t)j->nops + 1, sizeof *j->op_ready);
+    j->op_inline = calloc((size_t)j->nops + 1, sizeof *j->op_inline);
     j->op_moved = calloc((size_t)j->nops + 1, sizeof *j->op_moved);
-    if (!j->op_total || !j->op_done || !j->op_err || !j->op_flops || !j->op_seconds || !j->op_moved)
+    if (!j->op_total || !j->op_done || !j->op_err || !j->op_flops || !j->op_seconds ||
+        !j->op_moved || !j->op_ready || !j->op_inline)
         return -1;
     for (uint32_t t = 0; t < g->ntasks; t++) j->op_total[j->aop[g->array[t]]]++;
     return 0;
-}
-
-static inline uint32_t op_of(const tsr__sjob *j, uint32_t task) {
-    return j->aop[j->g.array[task]];
 }
 
 static void live_add(tsr__sched *s, tsr__sjob *j) {
@@ -430,10 +446,11 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
         if (nd == 0 && !(ts->flags & TSR__TF_OUTPUT) &&
             (kop == TSR_KOP_FILL || kop == TSR_KOP_RANDOM || kop == TSR_KOP_ARANGE)) {
             ts->flags |= TSR__TF_VIRTUAL;
-            set_state(s, ts, TSR__TS_MEMORY);
+            set_state(s, j, ts, TSR__TS_MEMORY);
             j->ndone++;
             j->nvirtual++;
             j->op_done[op_of(j, t)]++;
+            j->op_inline[op_of(j, t)]++;
         }
     }
     for (uint32_t t = 0; t < n; t++) {
@@ -474,7 +491,7 @@ static void job_cancel(tsr__sched *s, tsr__sjob *j) {
         if (t->state == TSR__TS_MEMORY) {
             release_chunk(s, j, id);
         } else if (unqueue(s, j, id)) {
-            set_state(s, t, TSR__TS_RELEASED);
+            set_state(s, j, t, TSR__TS_RELEASED);
             t->where = TSR__NONE;
         }
     }
@@ -526,13 +543,13 @@ static void push_key(tsr__keyvec *kv, tsr__key k) {
 static void resurrect(tsr__sched *s, tsr__sjob *j, uint32_t id, tsr__keyvec *S) {
     tsr__stask *t = &j->t[id];
     if (t->flags & TSR__TF_VIRTUAL) {
-        set_state(s, t, TSR__TS_MEMORY); /* available again, nothing to recompute */
+        set_state(s, j, t, TSR__TS_MEMORY); /* available again, nothing to recompute */
         return;
     }
     t->flags &= (uint8_t)~TSR__TF_DONATED;
     j->op_done[op_of(j, id)]--;
     j->op_flops[op_of(j, id)] -= s->cost.c[j->cls[id]].flops;
-    set_state(s, t, TSR__TS_WAITING);
+    set_state(s, j, t, TSR__TS_WAITING);
     t->where = TSR__NONE;
     t->flags |= TSR__TF_MARK;
     j->ndone--;
@@ -561,15 +578,16 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
         tsr__sjob *j = s->jobs[k.job];
         j->inflight--;
         if (j->cancelled) {
-            set_state(s, &j->t[k.task], TSR__TS_RELEASED);
+            set_state(s, j, &j->t[k.task], TSR__TS_RELEASED);
             continue;
         }
         push_key(R, k);
     }
     w->inflight.n = 0;
     for (size_t i = 0; i < R->n; i++) {
-        tsr__stask *t = tsr__key_task(s, R->v[i]);
-        set_state(s, t, TSR__TS_WAITING);
+        tsr__sjob *j = s->jobs[R->v[i].job];
+        tsr__stask *t = &j->t[R->v[i].task];
+        set_state(s, j, t, TSR__TS_WAITING);
         t->where = TSR__NONE;
         t->flags |= TSR__TF_MARK;
     }
@@ -613,7 +631,7 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
                     unpark(s, j, d);
                 }
             } else if (unqueue(s, j, d)) {
-                set_state(s, td, TSR__TS_WAITING);
+                set_state(s, j, td, TSR__TS_WAITING);
                 td->where = TSR__NONE;
                 td->deps_left = 1;
             } else if (td->state == TSR__TS_RUNNING) {
@@ -698,14 +716,14 @@ static int done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64
         a->job = job;
         a->task = task;
         if (j) {
-            set_state(s, &j->t[task], TSR__TS_RELEASED);
+            set_state(s, j, &j->t[task], TSR__TS_RELEASED);
             if (j->inflight == 0) job_delete(s, j);
         }
         return 0;
     }
     tsr__stask *t = &j->t[task];
     tsr__sworker *w = &s->w[wid];
-    set_state(s, t, TSR__TS_MEMORY);
+    set_state(s, j, t, TSR__TS_MEMORY);
     t->flags &= (uint8_t)~TSR__TF_INPUT_LOST;
     t->nbytes = nbytes;
     t->where = wid;
@@ -743,7 +761,7 @@ static int done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64
 static void fail_task(tsr__sched *s, tsr__sjob *j, uint32_t task, const char *worker,
                       const char *msg) {
     tsr__stask *t = &j->t[task];
-    set_state(s, t, TSR__TS_ERRED);
+    set_state(s, j, t, TSR__TS_ERRED);
     t->where = TSR__NONE;
     j->nerred++;
     j->op_err[op_of(j, task)]++;
@@ -768,11 +786,11 @@ static int erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const
     if (rc > 0 || !j) return 0;
     tsr__stask *t = &j->t[task];
     if (j->cancelled) {
-        set_state(s, t, TSR__TS_RELEASED);
+        set_state(s, j, t, TSR__TS_RELEASED);
         if (j->inflight == 0) job_delete(s, j);
         return 0;
     }
-    set_state(s, t, TSR__TS_WAITING);
+    set_state(s, j, t, TSR__TS_WAITING);
     t->where = TSR__NONE;
     if (t->flags & TSR__TF_INPUT_LOST) {
         /* It most likely failed to fetch from the lost worker: run it again once its inputs

@@ -252,8 +252,12 @@ Test(placement, per_operation_counters_add_up) {
     cr_assert_eq(j->nops, 1, "one array, one op name in the fixture");
     cr_assert_eq(j->op_total[0], g.n);
     cr_assert_eq(j->op_done[0], 1, "the inline source");
+    cr_assert_eq(j->op_inline[0], 1);
+    cr_assert_eq(j->op_ready[0] + m.s.w[0].inflight.n + m.s.w[1].inflight.n, 6,
+                 "the six first-level tasks are ready or sent");
     sim_run(&m, 2);
     cr_assert_eq(j->op_done[0], g.n);
+    cr_assert_eq(j->op_ready[0], 0);
     cr_assert_eq(m.s.done_total, g.n - 1);
 
     tsr__events ev = {0};
