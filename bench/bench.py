@@ -381,6 +381,13 @@ def sec_matmul(b):
                 fg.append(r.foreign)
                 if r.ok():
                     row["limit_s"] = float(r.out.split()[0])
+                r = run([b.h["gemm"], "tile", "d" if dtype == "float64" else "s", str(chunk)],
+                        timeout=60)
+                fg.append(r.foreign)
+                if r.ok():
+                    # Two single-threaded workers each at one core's rate on one chunk: the
+                    # most their kernels allow, expressed as seconds for the whole product.
+                    row["ceiling_s"] = flops / (2 * float(r.out.split()[0]) * 1e9)
             if b.dask_ok:
                 if gave_up:
                     row["dask_dist_s"] = "not retried"
@@ -460,7 +467,10 @@ def md_matmul(b, d):
         "`seconds` (submit → finished, cluster start-up excluded, as Dask's timing excludes its "
         "cluster); **tessera wall** = the whole command (start-up, shutdown included). "
         "**limit** = one `cblas_dgemm`/`cblas_sgemm` call on the whole matrices, 2 OpenBLAS "
-        "threads (after one untimed call). **dask dist** = `LocalCluster(n_workers=2, "
+        "threads (after one untimed call). **kernel ceiling** = what two single-threaded "
+        "workers could reach if each ran its chunk-sized gemm at the rate one core reaches "
+        "repeating it on in-cache tiles (2 × one core's rate; not a system, an upper bound "
+        "for any one-thread-per-worker schedule at this chunk size). **dask dist** = `LocalCluster(n_workers=2, "
         "threads_per_worker=1, processes=True)`, `(A @ B).sum().compute()` with `da.random` "
         "inputs, cluster started and warmed up before timing, OPENBLAS_NUM_THREADS=1. "
         "**dask thr** = Dask's threaded scheduler, 2 threads. **starpu** = StarPU's blocked "
@@ -471,6 +481,7 @@ def md_matmul(b, d):
         "",
     ]
     keys = [("tessera_s", "tessera"), ("tessera_wall", "tessera wall"), ("limit_s", "limit"),
+            ("ceiling_s", "kernel ceiling"),
             ("dask_dist_s", "dask dist"), ("dask_thr_s", "dask thr"), ("starpu_s", "starpu")]
     summary = []
     for cfg in d["configs"]:
@@ -511,15 +522,15 @@ def md_matmul(b, d):
         tgt = MATMUL_TARGETS.get((dt, ch)) if not b.q else None
         summary.append((dt, ch, med, tgt, timeouts))
     lines += ["### Summary (median ratio of rate to the same round's limit)", "",
-              "| dtype | chunk | tessera | tessera wall | dask dist | dask thr | starpu | "
-              "target (tessera) | |", "|---|---|---|---|---|---|---|---|---|"]
+              "| dtype | chunk | tessera | tessera wall | kernel ceiling | dask dist | dask thr | "
+              "starpu | target (tessera) | |", "|---|---|---|---|---|---|---|---|---|---|"]
     for dt, ch, med, tgt, to in summary:
         def cell(k):
             if med[k + "_ratio"] is not None:
                 return fmt(med[k + "_ratio"])
             return f"did not finish in {cap} s" if to[k] else "—"
         lines.append(f"| {dt} | {ch} | " + " | ".join(cell(k) for k in (
-            "tessera_s", "tessera_wall", "dask_dist_s", "dask_thr_s", "starpu_s"))
+            "tessera_s", "tessera_wall", "ceiling_s", "dask_dist_s", "dask_thr_s", "starpu_s"))
             + f" | {('≥ ' + fmt(tgt)) if tgt else ('— (quick)' if b.q else '—')} | "
             + f"{met(med['tessera_s_ratio'], tgt)} |")
     lines.append("")

@@ -1,11 +1,17 @@
 /* The limit a blocked matmul is measured against: one cblas_dgemm (or cblas_sgemm) call on the
  * whole matrices with OpenBLAS's own threads, after one untimed warm-up call (thread start-up,
  * page faults). Inputs follow SPEC §2's random formula (seeds 1 and 2), like the bench programs.
- * Usage: gemm d|s N THREADS   prints "seconds gflops checksum". */
+ * Usage: gemm d|s N THREADS   prints "seconds gflops checksum".
+ *
+ * With `tile`, the rate one single-threaded worker's kernel can reach on one chunk: repeated
+ * B x B x B accumulating products (beta = 1, as in a matmul k-chain) on the same in-cache tiles
+ * for about half a second, after a warm-up call.
+ * Usage: gemm tile d|s B   prints "gflops microseconds_per_call". */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now(void) {
@@ -22,9 +28,46 @@ static double rnd(uint64_t s, uint64_t i) {
     return (double)(z >> 11) * 0x1.0p-53;
 }
 
+static int tile(int dbl, int b) {
+    openblas_set_num_threads(1);
+    size_t nn = (size_t)b * b, es = dbl ? sizeof(double) : sizeof(float);
+    void *x = malloc(nn * es), *y = malloc(nn * es), *z = calloc(nn, es);
+    if (!x || !y || !z) return 1;
+    for (size_t i = 0; i < nn; i++) {
+        if (dbl) {
+            ((double *)x)[i] = rnd(1, i);
+            ((double *)y)[i] = rnd(2, i);
+        } else {
+            ((float *)x)[i] = (float)rnd(1, i);
+            ((float *)y)[i] = (float)rnd(2, i);
+        }
+    }
+    long calls = -1;
+    double t0 = 0, t = 0;
+    do {
+        if (calls == 0) t0 = now(); /* call 0 was the warm-up */
+        if (dbl)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 1.0, x, b, y, b, 1.0, z,
+                        b);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 1.0f, x, b, y, b, 1.0f,
+                        z, b);
+        calls++;
+        t = now() - t0;
+    } while (calls < 1 || t < 0.5);
+    printf("%.2f %.1f\n", 2.0 * b * b * (double)b * calls / t * 1e-9, t / calls * 1e6);
+    free(x);
+    free(y);
+    free(z);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "tile") && (argv[2][0] == 'd' || argv[2][0] == 's') &&
+        atoi(argv[3]) > 0)
+        return tile(argv[2][0] == 'd', atoi(argv[3]));
     if (argc != 4 || (argv[1][0] != 'd' && argv[1][0] != 's')) {
-        fprintf(stderr, "usage: gemm d|s N THREADS\n");
+        fprintf(stderr, "usage: gemm d|s N THREADS | gemm tile d|s B\n");
         return 2;
     }
     int dbl = argv[1][0] == 'd';
