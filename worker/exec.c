@@ -19,17 +19,21 @@
 #define PUBLISH_COUNT 256     /* or this many unreported tasks */
 #define LONG_BYTES (64 << 10) /* tasks with outputs this big may run long: report first */
 
+/* Runs t's kernel; t->rc, and on failure t->err, say how it went. The message buffer is the
+ * thread's, not the task's: a task record stays small, since thousands may be live. */
 static void run_task(tsr__worker *w, wtask *t) {
     const tsr_kdesc *d = &t->kd->d;
+    char msg[256];
     tsr_chunkview in[16];
     tsr_chunkview *ins = in;
     tsr_chunkview *heap = NULL;
+    msg[0] = '\0';
     if (t->nin > TSR__ARRAY_LEN(in)) {
         heap = malloc(t->nin * sizeof *heap);
         if (!heap) {
             t->rc = -ENOMEM;
-            snprintf(t->msg, sizeof t->msg, "no memory for %u inputs", t->nin);
-            return;
+            snprintf(msg, sizeof msg, "no memory for %u inputs", t->nin);
+            goto out;
         }
         ins = heap;
     }
@@ -45,10 +49,9 @@ static void run_task(tsr__worker *w, wtask *t) {
         t->out = nbytes <= SIZE_MAX ? tsr__chunkmem_new(&w->mem, (size_t)nbytes) : NULL;
         if (!t->out) {
             t->rc = -ENOMEM;
-            snprintf(t->msg, sizeof t->msg, "no memory for an output chunk of %llu bytes",
+            snprintf(msg, sizeof msg, "no memory for an output chunk of %llu bytes",
                      (unsigned long long)nbytes);
-            free(heap);
-            return;
+            goto out;
         }
     }
     tsr_chunkview out;
@@ -56,10 +59,13 @@ static void run_task(tsr__worker *w, wtask *t) {
     out.dtype = d->dtype;
     out.ndim = d->ndim;
     memcpy(out.shape, d->shape, sizeof out.shape);
-    t->msg[0] = '\0';
-    t->rc = tsr__kernel_run(d, ins, (int)t->nin, &out, TSR_DEVICE_CPU, t->msg, sizeof t->msg);
-    if (t->rc != 0 && t->msg[0] == '\0') snprintf(t->msg, sizeof t->msg, "%s", tsr_strerror(t->rc));
+    t->rc = tsr__kernel_run(d, ins, (int)t->nin, &out, TSR_DEVICE_CPU, msg, sizeof msg);
+out:
     free(heap);
+    if (t->rc != 0) {
+        if (msg[0] == '\0') snprintf(msg, sizeof msg, "%s", tsr_strerror(t->rc));
+        t->err = strdup(msg); /* NULL: the loop falls back to tsr_strerror(rc) */
+    }
 }
 
 static int may_run_long(const wtask *t) {

@@ -1,7 +1,8 @@
-/* The chunk store: a (job, id) hash map of refcounted chunk buffers with byte accounting, and
- * the worker-wide count of chunk buffer bytes. Pure data structures, loop thread only (but for
- * the counters, which executors add to): no I/O, no locks. Dropping a chunk releases the store's
- * reference only, so a peer send in progress keeps the bytes alive. */
+/* The (job, id) hash map of pending tasks and fetches, the chunk store (refcounted chunk buffers
+ * with byte accounting, in chained buckets) and the worker-wide count of chunk buffer bytes. Pure
+ * data structures, loop thread only (but for the counters, which executors add to): no I/O, no
+ * locks. Dropping a chunk releases the store's reference only, so a peer send in progress keeps
+ * the bytes alive. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,9 +119,10 @@ void tsr__chunkmem_unref(tsr__chunkmem *m, tsr__buf *b) {
 
 /* ---- Store ----------------------------------------------------------------------------------- */
 
+#define STORE_MIN_CAP 16
+
 void tsr__store_init(tsr__store *s) {
     memset(s, 0, sizeof *s);
-    tsr__kmap_init(&s->map);
 }
 
 static void chunk_free(tsr__store *s, tsr__chunk *c) {
@@ -130,15 +132,47 @@ static void chunk_free(tsr__store *s, tsr__chunk *c) {
 }
 
 void tsr__store_free(tsr__store *s) {
-    for (size_t i = 0; i < s->map.cap; i++)
-        if (s->map.slots[i].val) chunk_free(s, s->map.slots[i].val);
-    tsr__kmap_free(&s->map);
+    for (size_t i = 0; i < s->cap; i++) {
+        for (tsr__chunk *c = s->heads[i], *next; c; c = next) {
+            next = c->next;
+            chunk_free(s, c);
+        }
+    }
+    free(s->heads);
+    s->heads = NULL;
+    s->cap = s->len = 0;
     s->bytes = 0;
+}
+
+/* Moves every chain onto a table of ncap heads. On ENOMEM the old table stays: chains just get
+ * longer (growing) or the memory is not given back yet (shrinking). */
+static void store_resize(tsr__store *s, size_t ncap) {
+    tsr__chunk **nh = calloc(ncap, sizeof *nh);
+    if (!nh) return;
+    for (size_t i = 0; i < s->cap; i++) {
+        for (tsr__chunk *c = s->heads[i], *next; c; c = next) {
+            next = c->next;
+            size_t b = key_hash(c->job, c->id) & (ncap - 1);
+            c->next = nh[b];
+            nh[b] = c;
+        }
+    }
+    free(s->heads);
+    s->heads = nh;
+    s->cap = ncap;
+}
+
+static tsr__chunk **store_link(const tsr__store *s, uint64_t job, uint64_t id) {
+    if (s->cap == 0) return NULL;
+    tsr__chunk **pc = &s->heads[key_hash(job, id) & (s->cap - 1)];
+    while (*pc && ((*pc)->job != job || (*pc)->id != id)) pc = &(*pc)->next;
+    return pc;
 }
 
 int tsr__store_put(tsr__store *s, uint64_t job, uint64_t id, tsr__buf *buf, uint8_t dtype,
                    uint8_t ndim, const int64_t *shape) {
-    tsr__chunk *c = malloc(sizeof *c);
+    if (ndim > TSR_MAX_NDIM) ndim = TSR_MAX_NDIM;
+    tsr__chunk *c = malloc(sizeof *c + ndim * sizeof *shape);
     if (!c) {
         tsr__chunkmem_unref(s->mem, buf);
         return -ENOMEM;
@@ -147,27 +181,45 @@ int tsr__store_put(tsr__store *s, uint64_t job, uint64_t id, tsr__buf *buf, uint
     c->id = id;
     c->buf = buf;
     c->dtype = dtype;
-    c->ndim = ndim > TSR_MAX_NDIM ? TSR_MAX_NDIM : ndim;
-    if (c->ndim) memcpy(c->shape, shape, c->ndim * sizeof *shape);
-    void *old = NULL;
-    if (tsr__kmap_put(&s->map, job, id, c, &old) != 0) {
+    c->ndim = ndim;
+    if (ndim) memcpy(c->shape, shape, ndim * sizeof *shape);
+    /* At most one chunk per bucket on average. */
+    if (s->len + 1 > s->cap) store_resize(s, s->cap ? s->cap * 2 : STORE_MIN_CAP);
+    if (s->cap == 0) {
         tsr__chunkmem_unref(s->mem, buf);
         free(c);
         return -ENOMEM;
     }
-    if (old) chunk_free(s, old);
+    tsr__chunk **pc = store_link(s, job, id);
+    tsr__chunk *old = *pc;
+    if (old) {
+        c->next = old->next;
+        chunk_free(s, old);
+        s->len--;
+    } else {
+        c->next = NULL;
+    }
+    *pc = c;
+    s->len++;
     s->bytes += buf->size;
     if (s->bytes > s->peak) s->peak = s->bytes;
     return 0;
 }
 
 const tsr__chunk *tsr__store_get(const tsr__store *s, uint64_t job, uint64_t id) {
-    return tsr__kmap_get(&s->map, job, id);
+    tsr__chunk **pc = store_link(s, job, id);
+    return pc ? *pc : NULL;
 }
 
 int tsr__store_drop(tsr__store *s, uint64_t job, uint64_t id) {
-    tsr__chunk *c = tsr__kmap_del(&s->map, job, id);
-    if (!c) return 0;
+    tsr__chunk **pc = store_link(s, job, id);
+    if (!pc || !*pc) return 0;
+    tsr__chunk *c = *pc;
+    *pc = c->next;
     chunk_free(s, c);
+    s->len--;
+    /* Halving at an eighth full leaves it a quarter full: a put and a drop at the boundary
+     * cannot make it resize back and forth. */
+    if (s->cap > STORE_MIN_CAP && s->len < s->cap / 8) store_resize(s, s->cap / 2);
     return 1;
 }

@@ -6,6 +6,7 @@
  * Tiny tasks arrive by the thousand, so the common path allocates nothing it can avoid: task
  * records come from a pool, descriptors that repeat (same bytes) are decoded once and shared,
  * and the rest of a descriptor's decoding reuses one msgpack zone. */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,7 +123,7 @@ static wtask *task_alloc(tsr__worker *w, uint32_t nin) {
     } else if (!(t = malloc(sizeof *t + cap * sizeof(wtask_in)))) {
         return NULL;
     }
-    memset(t, 0, offsetof(wtask, msg));
+    memset(t, 0, offsetof(wtask, in));
     memset(t->in, 0, nin * sizeof *t->in);
     t->cap_in = cap;
     t->nin = nin;
@@ -170,6 +171,7 @@ void tsr__task_free(tsr__worker *w, wtask *t) {
         w->all = t->all_next;
     if (t->all_next) t->all_next->all_prev = t->all_prev;
     free(t->deps);
+    free(t->err);
     wkd_unref(t->kd);
     if (t->cap_in == POOL_NIN && w->npool < POOL_MAX) {
         t->qnext = w->task_pool;
@@ -272,7 +274,8 @@ static void input_set(wtask *t, uint32_t idx, tsr__buf *buf, uint8_t dtype, uint
     in->buf = tsr__buf_ref(buf);
     in->dtype = dtype;
     in->ndim = ndim;
-    memcpy(in->shape, shape, sizeof in->shape);
+    /* A stored chunk's shape has ndim entries only; the rest of ours stays zero. */
+    if (ndim) memcpy(in->shape, shape, ndim * sizeof *shape);
 }
 
 static void input_ready(tsr__worker *w, wtask *t, uint32_t idx, tsr__buf *buf, uint8_t dtype,
@@ -555,7 +558,7 @@ void tsr__task_finished(tsr__worker *w, wtask *t) {
     w->st.busy_s += t->seconds;
     if (!t->internal) w->st.tasks++;
     if (t->rc != 0) {
-        task_fail(w, t, t->msg);
+        task_fail(w, t, t->err ? t->err : tsr_strerror(t->rc));
         tsr__task_free(w, t);
         return;
     }
@@ -615,6 +618,24 @@ const char *tsr__task_free_keys(tsr__worker *w, const msgpack_object *hdr) {
     return NULL;
 }
 
+void tsr__task_idle(tsr__worker *w) {
+    assert(!w->all);
+    while (w->task_pool) {
+        wtask *t = w->task_pool;
+        w->task_pool = t->qnext;
+        free(t);
+    }
+    w->npool = 0;
+    /* With no task live, nothing is pending; fetches of chunks not yet used may remain. */
+    if (w->pending.len == 0) tsr__kmap_free(&w->pending);
+    if (w->fetched.len == 0) tsr__kmap_free(&w->fetched);
+    if (w->ndone == 0) {
+        free(w->done);
+        w->done = NULL;
+        w->done_cap = 0;
+    }
+}
+
 void tsr__task_cleanup(tsr__worker *w) {
     while (w->all) tsr__task_free(w, w->all); /* queued, waiting or finished-but-undrained */
     w->qhead = w->qtail = w->chead = w->ctail = w->rq_head = w->rq_tail = NULL;
@@ -622,17 +643,9 @@ void tsr__task_cleanup(tsr__worker *w) {
         if (w->fetched.slots[i].val) fetch_free(w, w->fetched.slots[i].val);
     tsr__kmap_free(&w->fetched);
     tsr__kmap_free(&w->pending);
-    while (w->task_pool) {
-        wtask *t = w->task_pool;
-        w->task_pool = t->qnext;
-        free(t);
-    }
-    w->npool = 0;
+    tsr__task_idle(w);
     for (size_t i = 0; i < TSR__KCACHE_SLOTS; i++) {
         wkd_unref(w->kcache[i]);
         w->kcache[i] = NULL;
     }
-    free(w->done);
-    w->done = NULL;
-    w->ndone = w->done_cap = 0;
 }

@@ -97,6 +97,35 @@ static void send_hello(tsr__worker *w) {
     send_sched(w, &sb);
 }
 
+/* ---- Giving memory back ---------------------------------------------------------------------- */
+
+/* After a job the heap still spans its busiest moment: tens of thousands of tiny chunks, task
+ * records and fetch entries, freed all over it, and glibc returns memory only from the heap's
+ * top. Once no task has been live for IDLE_TRIM_MS, the task pool and the empty tables go and
+ * malloc_trim returns every free page, wherever it lies. Never while tasks are live: trimming
+ * walks the heap, and the pages would be taken back at once. */
+#define IDLE_TRIM_MS 100
+
+static void on_idle(uv_timer_t *tm) {
+    tsr__worker *w = tm->data;
+    if (w->all || !w->worked) return; /* busy again: armed anew when it next goes idle */
+    w->worked = 0;
+    uint64_t hwm = 0, before = 0, after = 0;
+    double t0 = tsr__now();
+    if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &before);
+    tsr__task_idle(w);
+    malloc_trim(0);
+    if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &after);
+    tsr__log(&w->log, TSR_LOG_INFO, "idle: VmRSS %llu -> %llu KiB (%.1f ms)",
+             (unsigned long long)(before >> 10), (unsigned long long)(after >> 10),
+             (tsr__now() - t0) * 1e3);
+}
+
+static void arm_idle(tsr__worker *w) {
+    if (w->idle_ok && w->worked && !w->all && !w->stopping)
+        uv_timer_start(&w->idle, on_idle, IDLE_TRIM_MS, 0);
+}
+
 /* ---- Completions ----------------------------------------------------------------------------- */
 
 /* Executors finished some tasks: keep the chunks, wake the tasks waiting for them, and report
@@ -104,6 +133,7 @@ static void send_hello(tsr__worker *w) {
 static void on_async(uv_async_t *a) {
     tsr__worker *w = a->data;
     wtask *list = tsr__exec_take_done(w);
+    if (list) w->worked = 1;
     while (list) {
         wtask *t = list;
         list = t->qnext;
@@ -118,6 +148,7 @@ static void on_async(uv_async_t *a) {
     } else if (w->over_limit && held <= (uint64_t)w->opts->memory_limit) {
         w->over_limit = 0;
     }
+    arm_idle(w);
     if (w->ndone == 0) return;
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -179,6 +210,9 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
         if (why) {
             tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent a bad %s: %s", type, why);
             tsr__conn_close(c, why);
+        } else if (type[0] == 'f') {
+            w->worked = 1;
+            arm_idle(w);
         }
     } else if (strcmp(type, "shutdown") == 0) {
         worker_stop(w, "the scheduler asked us to shut down");
@@ -237,11 +271,12 @@ static void worker_stop(tsr__worker *w, const char *why) {
     if (w->server_ok) uv_close((uv_handle_t *)&w->server, NULL);
     if (w->async_ok) uv_close((uv_handle_t *)&w->async, NULL);
     if (w->check_ok) uv_close((uv_handle_t *)&w->check, NULL);
+    if (w->idle_ok) uv_close((uv_handle_t *)&w->idle, NULL);
     if (w->sig_ok) {
         uv_close((uv_handle_t *)&w->sigint, NULL);
         uv_close((uv_handle_t *)&w->sigterm, NULL);
     }
-    w->server_ok = w->async_ok = w->check_ok = w->sig_ok = 0;
+    w->server_ok = w->async_ok = w->check_ok = w->idle_ok = w->sig_ok = 0;
     tsr__peer_close_all(w);
 }
 
@@ -295,6 +330,9 @@ static int worker_start(tsr__worker *w) {
     w->check.data = w;
     w->check_ok = 1;
     uv_check_start(&w->check, on_check);
+    if ((rc = uv_timer_init(&w->loop, &w->idle)) != 0) return rc;
+    w->idle.data = w;
+    w->idle_ok = 1;
     uv_signal_init(&w->loop, &w->sigint);
     uv_signal_init(&w->loop, &w->sigterm);
     w->sigint.data = w->sigterm.data = w;

@@ -1,4 +1,4 @@
-/* What the worker's files share: the chunk store, the (job, id) hash map under it, chunk memory
+/* What the worker's files share: the chunk store, a (job, id) hash map, chunk memory
  * accounting, the hwloc pinning helpers, and the worker's state. The loop thread owns everything
  * here except the executor queue and the completion queue (guarded by their mutexes) and the
  * chunk memory counters (atomics). References to chunk buffers are taken and dropped on the loop
@@ -58,15 +58,22 @@ void tsr__chunkmem_unref(tsr__chunkmem *m, tsr__buf *b);
 
 /* ---- Chunk store: the chunks this worker holds for the scheduler ---------------------------- */
 
+/* A stored chunk. Tiny chunks are stored by the tens of thousands, so the record is sized to its
+ * shape and the store's index is a table of chain heads (about 8 to 16 bytes a chunk, half of it
+ * again while the table grows) rather than a kmap (24 bytes a slot at most half full, and both
+ * tables at once while it grows). */
 typedef struct tsr__chunk {
     uint64_t job, id;
-    tsr__buf *buf; /* one reference owned by the store */
+    tsr__buf *buf;           /* one reference owned by the store */
+    struct tsr__chunk *next; /* the store's chain for this bucket */
     uint8_t dtype, ndim;
-    int64_t shape[TSR_MAX_NDIM];
+    int64_t shape[]; /* ndim entries */
 } tsr__chunk;
 
 typedef struct tsr__store {
-    tsr__kmap map; /* values are tsr__chunk* */
+    tsr__chunk **heads; /* cap chains */
+    size_t cap;         /* a power of two, or 0 */
+    size_t len;
     uint64_t bytes, peak;
     tsr__chunkmem *mem; /* where dropped buffers are uncounted; NULL: not counted */
 } tsr__store;
@@ -79,10 +86,11 @@ int tsr__store_put(tsr__store *s, uint64_t job, uint64_t id, tsr__buf *buf, uint
                    uint8_t ndim, const int64_t *shape);
 /* Borrowed; valid until the key is freed or replaced. NULL when absent. */
 const tsr__chunk *tsr__store_get(const tsr__store *s, uint64_t job, uint64_t id);
-/* Drops the store's reference; 1 if the key was present, else 0. */
+/* Drops the store's reference; 1 if the key was present, else 0. The index shrinks as the store
+ * empties, so a worker that once held many chunks does not keep their table. */
 int tsr__store_drop(tsr__store *s, uint64_t job, uint64_t id);
 static inline size_t tsr__store_count(const tsr__store *s) {
-    return s->map.len;
+    return s->len;
 }
 
 /* ---- Topology and pinning ------------------------------------------------------------------ */
@@ -156,7 +164,7 @@ struct wtask {
     double seconds;
     wtask *qnext;               /* executor queue / completion queue / pool link */
     wtask *all_prev, *all_next; /* every live task, for shutdown (loop thread only) */
-    char msg[256];              /* why it failed (written only when rc != 0) */
+    char *err;                  /* why it failed (malloc'd, only when rc != 0; may be NULL) */
     wtask_in in[];              /* nin entries */
 };
 
@@ -248,6 +256,9 @@ struct tsr__worker {
     uv_tcp_t server;
     uv_async_t async;
     uv_check_t check; /* end of each loop turn: hand the turn's ready tasks to the executors */
+    uv_timer_t idle;  /* a while after the last task: give memory back (worker.c, on_idle) */
+    int idle_ok;
+    int worked; /* tasks ran or chunks went since memory was last given back */
     uv_signal_t sigint, sigterm;
 
     tsr__conn *sched;
@@ -316,6 +327,8 @@ const char *tsr__task_free_keys(tsr__worker *w, const msgpack_object *hdr);
 void tsr__task_finished(tsr__worker *w, wtask *t);
 void tsr__task_free(tsr__worker *w, wtask *t);
 void tsr__task_cleanup(tsr__worker *w); /* at exit: every task, fetch, pool and cache entry */
+/* No task is live: gives back the task pool and the empty tables (see on_idle in worker.c). */
+void tsr__task_idle(tsr__worker *w);
 
 /* worker.c: messages to the scheduler. */
 void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg);

@@ -140,6 +140,34 @@ Test(worker, store_many) {
     tsr__store_free(&s);
 }
 
+/* Records hold ndim shape entries; the index grows with the count and shrinks as it empties. */
+Test(worker, store_shapes_and_index_size) {
+    tsr__store s;
+    tsr__store_init(&s);
+    enum { N = 20000, KEEP = 10 };
+    for (int k = 0; k < N; k++) {
+        int64_t shape[TSR_MAX_NDIM];
+        for (int a = 0; a < TSR_MAX_NDIM; a++) shape[a] = k + a;
+        uint8_t ndim = (uint8_t)(k % (TSR_MAX_NDIM + 1));
+        cr_assert_eq(tsr__store_put(&s, 3, (uint64_t)k, tsr__buf_new(8), 0, ndim, shape), 0);
+    }
+    cr_assert_eq(tsr__store_count(&s), N);
+    cr_assert(s.cap >= N && s.cap < 4 * N, "cap %zu for %d chunks", s.cap, N);
+    for (int k = 0; k < N; k++) {
+        const tsr__chunk *c = tsr__store_get(&s, 3, (uint64_t)k);
+        cr_assert(c && c->id == (uint64_t)k && c->ndim == k % (TSR_MAX_NDIM + 1));
+        for (int a = 0; a < c->ndim; a++) cr_assert_eq(c->shape[a], k + a);
+    }
+    for (int k = KEEP; k < N; k++) cr_assert_eq(tsr__store_drop(&s, 3, (uint64_t)k), 1);
+    cr_assert_eq(tsr__store_count(&s), KEEP);
+    cr_assert(s.cap <= 128, "the index kept %zu heads for %d chunks", s.cap, KEEP);
+    for (int k = 0; k < KEEP; k++) cr_assert_not_null(tsr__store_get(&s, 3, (uint64_t)k));
+    cr_assert_null(tsr__store_get(&s, 3, KEEP));
+    cr_assert_eq(s.bytes, 8 * KEEP);
+    tsr__store_free(&s);
+    cr_assert_eq(s.cap, 0);
+}
+
 /* ---- Two workers against a fake scheduler -------------------------------------------------- */
 
 enum { JOB = 7, NW = 2 };
