@@ -292,6 +292,7 @@ static void pump(peer_out *p) {
         if (!p->qhead) p->qtail = NULL;
         f->qnext = NULL;
         f->state = FETCH_SENT;
+        if (f->traced) f->sent = tsr__wall_now();
         p->inflight[(p->ihead + p->ninflight) % TSR__PEER_MAX_INFLIGHT] = f;
         p->ninflight++;
         msgpack_sbuffer sb;
@@ -378,6 +379,19 @@ static void pout_on_connect(tsr__conn *c, int status) {
     tsr__worker_pack_peer_hello(p->w, &sb);
     tsr__conn_send(c, &sb, NULL, 0, NULL, NULL);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* A traced job's fetch arrived whole: keep it for the next done's tr. Without memory the trace
+ * just lacks it. */
+static void note_transfer(tsr__worker *w, const wfetch *f, const char *from) {
+    if (TSR__GROW(w->xfers, w->xfer_cap, w->nxfer + 1) != 0) return;
+    wxfer *x = &w->xfers[w->nxfer++];
+    x->job = f->job;
+    x->id = f->id;
+    x->nbytes = f->buf->size;
+    x->start = f->sent;
+    x->end = tsr__wall_now();
+    snprintf(x->from, sizeof x->from, "%s", from);
 }
 
 static wfetch *inflight_head(peer_out *p) {
@@ -486,6 +500,7 @@ static void pout_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload
         wfetch *f = inflight_pop(p); /* on_header checked it is the head and made f->buf */
         f->state = FETCH_READY;
         f->peer = NULL;
+        if (f->traced) note_transfer(w, f, p->addr);
         tsr__worker_fetch_done(w, f);
     } else if (strcmp(type, "missing") == 0 && reply_matches(hdr, inflight_head(p))) {
         wfetch *f = inflight_pop(p);

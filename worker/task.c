@@ -350,6 +350,7 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, const msgpack_obj
         }
         f->job = in->job;
         f->id = in->id;
+        f->traced = t->traced; /* every user of (job, id) is of the same job */
         tsr__stats_fetch_begin(&w->st);
         int rc = tsr__peer_fetch(w, f, where);
         if (rc < 0) {
@@ -457,7 +458,7 @@ static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const msgpac
     }
 }
 
-static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to) {
+static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to, uint8_t traced) {
     const msgpack_object *f = to->via.array.ptr;
     uint64_t id = f[0].via.u64;
     const msgpack_object *ins = &f[2];
@@ -468,6 +469,7 @@ static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to) {
              * task (same descriptor, same key) and is reported when it ends. */
             old->internal = 0;
             old->drop = 0;
+            old->traced = traced;
             return;
         }
         tsr__log(&w->log, TSR_LOG_WARN, "task (%llu,%llu) sent twice; ignoring the repeat",
@@ -481,6 +483,7 @@ static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to) {
     }
     t->job = job;
     t->id = id;
+    t->traced = traced;
     int rc = wkd_get(w, &f[1], &t->kd);
     if (rc != 0) {
         tsr__worker_send_erred(
@@ -533,6 +536,10 @@ const char *tsr__task_compute(tsr__worker *w, const msgpack_object *hdr) {
     const msgpack_object *to = tsr__mp_get(hdr, "tasks");
     if (!jo || !is_uint(jo)) return "compute without a job";
     if (!to || to->type != MSGPACK_OBJECT_ARRAY) return "compute without tasks";
+    const msgpack_object *tro = tsr__mp_get(hdr, "trace");
+    if (tro && tro->type != MSGPACK_OBJECT_BOOLEAN && tro->type != MSGPACK_OBJECT_NIL)
+        return "malformed trace flag";
+    uint8_t traced = tro && tro->type == MSGPACK_OBJECT_BOOLEAN && tro->via.boolean;
     for (uint32_t i = 0; i < to->via.array.size; i++) {
         const msgpack_object *t = &to->via.array.ptr[i];
         if (t->type != MSGPACK_OBJECT_ARRAY || t->via.array.size != 3) return "malformed task";
@@ -548,7 +555,7 @@ const char *tsr__task_compute(tsr__worker *w, const msgpack_object *hdr) {
     w->st.msgs_in++;
     /* FIFO in the scheduler's order: it sends tasks by priority. */
     for (uint32_t i = 0; i < to->via.array.size && !w->stopping; i++)
-        task_start(w, jo->via.u64, &to->via.array.ptr[i]);
+        task_start(w, jo->via.u64, &to->via.array.ptr[i], traced);
     return NULL;
 }
 
@@ -572,7 +579,14 @@ void tsr__task_finished(tsr__worker *w, wtask *t) {
         return;
     }
     t->out = NULL;
-    if (!t->internal) w->done[w->ndone++] = (done_item){t->job, t->id, out->size, t->seconds};
+    if (!t->internal) {
+        done_item *it = &w->done[w->ndone++];
+        *it = (done_item){t->job, t->id, out->size, t->seconds, 0, t->thread, t->traced};
+        /* t0 is on tsr__now's clock; its offset from the wall clock is read at each traced
+         * completion, so a clock step skews only the tasks running across it, and untraced
+         * tasks never pay for the reads. */
+        if (t->traced) it->start = t->t0 + (tsr__wall_now() - tsr__now());
+    }
     if (t->mapped) {
         tsr__kmap_del(&w->pending, t->job, t->id);
         t->mapped = 0;
@@ -634,6 +648,11 @@ void tsr__task_idle(tsr__worker *w) {
         w->done = NULL;
         w->done_cap = 0;
     }
+    if (w->nxfer == 0) {
+        free(w->xfers);
+        w->xfers = NULL;
+        w->xfer_cap = 0;
+    }
 }
 
 void tsr__task_cleanup(tsr__worker *w) {
@@ -643,6 +662,7 @@ void tsr__task_cleanup(tsr__worker *w) {
         if (w->fetched.slots[i].val) fetch_free(w, w->fetched.slots[i].val);
     tsr__kmap_free(&w->fetched);
     tsr__kmap_free(&w->pending);
+    w->ndone = w->nxfer = 0; /* unsent */
     tsr__task_idle(w);
     for (size_t i = 0; i < TSR__KCACHE_SLOTS; i++) {
         wkd_unref(w->kcache[i]);

@@ -128,6 +128,23 @@ static void arm_idle(tsr__worker *w) {
 
 /* ---- Completions ----------------------------------------------------------------------------- */
 
+/* tr: the traced fetches completed since the last done (PROTOCOL.md). */
+static void pack_transfers(tsr__worker *w, msgpack_packer *pk) {
+    tsr__mp_pack_str(pk, "tr");
+    msgpack_pack_array(pk, w->nxfer);
+    for (size_t i = 0; i < w->nxfer; i++) {
+        const wxfer *x = &w->xfers[i];
+        msgpack_pack_array(pk, 6);
+        msgpack_pack_uint64(pk, x->job);
+        msgpack_pack_uint64(pk, x->id);
+        msgpack_pack_uint64(pk, x->nbytes);
+        msgpack_pack_double(pk, x->start);
+        msgpack_pack_double(pk, x->end);
+        tsr__mp_pack_str(pk, x->from);
+    }
+    w->nxfer = 0;
+}
+
 /* Executors finished some tasks: keep the chunks, wake the tasks waiting for them, and report
  * everything in one done message (and one erred per failure). */
 static void on_async(uv_async_t *a) {
@@ -153,16 +170,22 @@ static void on_async(uv_async_t *a) {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     packer_init(&sb, &pk);
-    tsr__mp_pack_type(&pk, 3, "done");
+    tsr__mp_pack_type(&pk, w->nxfer ? 4 : 3, "done");
     tsr__mp_pack_str(&pk, "items");
     msgpack_pack_array(&pk, w->ndone);
     for (size_t i = 0; i < w->ndone; i++) {
-        msgpack_pack_array(&pk, 4);
-        msgpack_pack_uint64(&pk, w->done[i].job);
-        msgpack_pack_uint64(&pk, w->done[i].id);
-        msgpack_pack_uint64(&pk, w->done[i].nbytes);
-        msgpack_pack_double(&pk, w->done[i].seconds);
+        const done_item *it = &w->done[i];
+        msgpack_pack_array(&pk, it->traced ? 6 : 4);
+        msgpack_pack_uint64(&pk, it->job);
+        msgpack_pack_uint64(&pk, it->id);
+        msgpack_pack_uint64(&pk, it->nbytes);
+        msgpack_pack_double(&pk, it->seconds);
+        if (it->traced) {
+            msgpack_pack_double(&pk, it->start);
+            msgpack_pack_uint16(&pk, it->thread);
+        }
     }
+    if (w->nxfer) pack_transfers(w, &pk);
     tsr__stats_pack(w, &pk);
     w->ndone = 0;
     w->st.msgs_out++;

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <hwloc.h>
 #include <uv.h>
@@ -154,6 +155,7 @@ struct wtask {
     uint8_t internal; /* a local recompute of an input: kept as a replica, never reported */
     uint8_t drop;     /* freed while it ran: hand the chunk to waiters, do not keep it */
     uint8_t queued;   /* handed to the executors (its donated inputs left the store then) */
+    uint8_t traced;   /* its job is traced: done reports when and where the kernel ran */
     int alias;        /* the input whose buffer is also the output (donation), or -1 */
     /* Tasks on this worker waiting for this one's chunk. */
     wwaiter *deps;
@@ -161,6 +163,8 @@ struct wtask {
     /* Filled by the executor. */
     tsr__buf *out;
     int rc;
+    uint16_t thread; /* the executor's index */
+    double t0;       /* when the kernel started (tsr__now) */
     double seconds;
     wtask *qnext;               /* executor queue / completion queue / pool link */
     wtask *all_prev, *all_next; /* every live task, for shutdown (loop thread only) */
@@ -176,6 +180,8 @@ struct wfetch {
     peer_out *peer;
     tsr__buf *buf;
     uint8_t dtype, ndim;
+    uint8_t traced; /* for a traced job: the transfer goes into done's tr */
+    double sent;    /* when the get went out (wall clock), traced only */
     int64_t shape[TSR_MAX_NDIM];
     wwaiter *waiters; /* inputs waiting for the bytes */
     size_t nwaiters, waiters_cap;
@@ -235,11 +241,28 @@ typedef struct wstats {
     int status_fd;              /* /proc/self/status, or -1 */
 } wstats;
 
-/* One finished task for the next done message. */
+/* One finished task for the next done message; start and thread for traced jobs only. */
 typedef struct done_item {
     uint64_t job, id, nbytes;
     double seconds;
+    double start; /* wall clock */
+    uint16_t thread;
+    uint8_t traced;
 } done_item;
+
+/* A completed fetch of a traced job, for the next done message's tr (wall clock times). */
+typedef struct wxfer {
+    uint64_t job, id, nbytes;
+    double start, end;
+    char from[80];
+} wxfer;
+
+/* Trace times are CLOCK_REALTIME, which every process on the machine shares. */
+static inline double tsr__wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 struct tsr__worker {
     uv_loop_t loop;
@@ -276,6 +299,8 @@ struct tsr__worker {
     wstats st;
     done_item *done;
     size_t ndone, done_cap;
+    wxfer *xfers; /* traced fetches completed since the last done */
+    size_t nxfer, xfer_cap;
 
     /* Descriptor decoding without per-task allocations: a zone reused for each bin, and the
      * last descriptors seen, by hash of their bytes. */

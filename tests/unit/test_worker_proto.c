@@ -569,3 +569,252 @@ Test(worker_proto, peer_replies_in_order) {
     close(fd);
     session_end(&s);
 }
+
+/* ---- Trace ----------------------------------------------------------------------------------- */
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* What done messages said about each task (ids < 64) and the transfers in their tr. */
+typedef struct traced {
+    int n[64]; /* elements of the task's item; 0 = not reported */
+    double seconds[64], start[64];
+    uint64_t thread[64];
+    int ntr;
+    uint64_t tr_job[8], tr_id[8], tr_bytes[8];
+    double tr_start[8], tr_end[8];
+    char tr_from[8][80];
+} traced;
+
+static void start_traced_compute(msgpack_sbuffer *sb, msgpack_packer *pk, uint64_t job,
+                                 size_t ntasks, int trace) {
+    packer_start(sb, pk);
+    tsr__mp_pack_type(pk, 4, "compute");
+    tsr__mp_pack_str(pk, "job");
+    msgpack_pack_uint64(pk, job);
+    tsr__mp_pack_str(pk, "trace");
+    if (trace)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    tsr__mp_pack_str(pk, "tasks");
+    msgpack_pack_array(pk, ntasks);
+}
+
+/* Reads done messages until `count` tasks are reported (all must succeed). */
+static void collect_traced(wsession *s, int count, traced *tr) {
+    for (int got = 0; got < count;) {
+        void *payload;
+        uint64_t plen;
+        cr_assert_eq(get_frame(s->fd, &s->up, &payload, &plen), 0, "worker hung up");
+        char type[32];
+        cr_assert_eq(tsr__mp_type(&s->up.data, type, sizeof type), 0);
+        cr_assert_str_eq(type, "done", "a task failed");
+        const msgpack_object *items = tsr__mp_get(&s->up.data, "items");
+        cr_assert(items && items->type == MSGPACK_OBJECT_ARRAY);
+        for (uint32_t i = 0; i < items->via.array.size; i++) {
+            const msgpack_object *it = &items->via.array.ptr[i];
+            cr_assert(it->type == MSGPACK_OBJECT_ARRAY && it->via.array.size >= 4);
+            const msgpack_object *f = it->via.array.ptr;
+            uint64_t id = f[1].via.u64;
+            cr_assert(id < 64 && tr->n[id] == 0, "id %llu reported twice", (unsigned long long)id);
+            tr->n[id] = (int)it->via.array.size;
+            cr_assert_eq(tsr__mp_as_double(&f[3], &tr->seconds[id]), 0);
+            if (it->via.array.size == 6) {
+                cr_assert_eq(f[4].type, MSGPACK_OBJECT_FLOAT64, "start is not a double");
+                tr->start[id] = f[4].via.f64;
+                cr_assert_eq(f[5].type, MSGPACK_OBJECT_POSITIVE_INTEGER, "thread is not a count");
+                tr->thread[id] = f[5].via.u64;
+            }
+            got++;
+        }
+        const msgpack_object *to = tsr__mp_get(&s->up.data, "tr");
+        if (!to) continue;
+        cr_assert(to->type == MSGPACK_OBJECT_ARRAY && to->via.array.size > 0, "empty tr");
+        for (uint32_t i = 0; i < to->via.array.size; i++) {
+            const msgpack_object *x = &to->via.array.ptr[i];
+            cr_assert(x->type == MSGPACK_OBJECT_ARRAY && x->via.array.size == 6);
+            const msgpack_object *f = x->via.array.ptr;
+            cr_assert(tr->ntr < 8);
+            int k = tr->ntr++;
+            tr->tr_job[k] = f[0].via.u64;
+            tr->tr_id[k] = f[1].via.u64;
+            tr->tr_bytes[k] = f[2].via.u64;
+            cr_assert(f[3].type == MSGPACK_OBJECT_FLOAT64 && f[4].type == MSGPACK_OBJECT_FLOAT64);
+            tr->tr_start[k] = f[3].via.f64;
+            tr->tr_end[k] = f[4].via.f64;
+            cr_assert(f[5].type == MSGPACK_OBJECT_STR && f[5].via.str.size < 80);
+            memcpy(tr->tr_from[k], f[5].via.str.ptr, f[5].via.str.size);
+            tr->tr_from[k][f[5].via.str.size] = '\0';
+        }
+    }
+}
+
+/* A traced job's items carry the kernel's wall-clock start and the executor's index; another
+ * job's items, in flight at the same time, keep four elements, and so does trace: false. */
+Test(worker_proto, trace_items) {
+    enum { THREADS = 2, TRACED = 12, PLAIN = 6, ELEMS = 20000 };
+    wsession s;
+    session_start(&s, "wT", THREADS);
+    tsr_kdesc fill = desc(TSR_KOP_FILL, 0, 1, ELEMS);
+    double v = 0.25;
+    fill.nf = 1;
+    fill.f = &v;
+    double before = wall_now();
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start_traced_compute(&sb, &pk, 1, TRACED, 1);
+    for (int k = 0; k < TRACED; k++) pack_task(&pk, (uint64_t)k, &fill, 0, NULL);
+    put_frame(s.fd, &sb);
+    start_compute(&sb, &pk, 2, PLAIN);
+    for (int k = 0; k < PLAIN; k++) pack_task(&pk, (uint64_t)(TRACED + k), &fill, 0, NULL);
+    put_frame(s.fd, &sb);
+    traced tr;
+    memset(&tr, 0, sizeof tr);
+    collect_traced(&s, TRACED + PLAIN, &tr);
+    double after = wall_now();
+    for (int id = 0; id < TRACED; id++) {
+        cr_assert_eq(tr.n[id], 6, "traced task %d has %d elements", id, tr.n[id]);
+        cr_expect(tr.start[id] >= before && tr.start[id] + tr.seconds[id] <= after,
+                  "task %d ran %.6f..%.6f, outside the test's %.6f..%.6f", id, tr.start[id],
+                  tr.start[id] + tr.seconds[id], before, after);
+        cr_expect_lt(tr.thread[id], THREADS, "task %d on executor %llu", id,
+                     (unsigned long long)tr.thread[id]);
+    }
+    /* One executor runs its tasks one after another. */
+    for (int a = 0; a < TRACED; a++)
+        for (int b = a + 1; b < TRACED; b++)
+            if (tr.thread[a] == tr.thread[b])
+                cr_expect(tr.start[a] + tr.seconds[a] <= tr.start[b] + 1e-6 ||
+                              tr.start[b] + tr.seconds[b] <= tr.start[a] + 1e-6,
+                          "tasks %d and %d overlap on executor %llu", a, b,
+                          (unsigned long long)tr.thread[a]);
+    for (int id = TRACED; id < TRACED + PLAIN; id++)
+        cr_expect_eq(tr.n[id], 4, "untraced task %d has %d elements", id, tr.n[id]);
+    cr_expect_eq(tr.ntr, 0, "transfers reported without fetches");
+
+    memset(&tr, 0, sizeof tr);
+    start_traced_compute(&sb, &pk, 3, 1, 0);
+    pack_task(&pk, 0, &fill, 0, NULL);
+    put_frame(s.fd, &sb);
+    collect_traced(&s, 1, &tr);
+    cr_expect_eq(tr.n[0], 4, "trace: false gave %d elements", tr.n[0]);
+    session_end(&s);
+}
+
+/* Answers a get from the worker, from a fake peer's accepted connection: a (job, id) chunk of
+ * n doubles of value v. */
+static void fake_peer_serve(int pfd, msgpack_unpacked *up, uint64_t job, uint64_t id, int n,
+                            double v) {
+    void *payload;
+    uint64_t plen;
+    char type[16];
+    cr_assert_eq(get_frame(pfd, up, &payload, &plen), 0);
+    tsr__mp_type(&up->data, type, sizeof type);
+    cr_assert_str_eq(type, "get");
+    int64_t gj = -1, gi = -1;
+    tsr__mp_get_int(&up->data, "job", &gj);
+    tsr__mp_get_int(&up->data, "id", &gi);
+    cr_assert(gj == (int64_t)job && gi == (int64_t)id, "asked for (%lld,%lld)", (long long)gj,
+              (long long)gi);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    packer_start(&sb, &pk);
+    tsr__mp_pack_type(&pk, 6, "chunk");
+    tsr__mp_pack_str(&pk, "job");
+    msgpack_pack_uint64(&pk, job);
+    tsr__mp_pack_str(&pk, "id");
+    msgpack_pack_uint64(&pk, id);
+    tsr__mp_pack_str(&pk, "dtype");
+    msgpack_pack_int(&pk, TSR_FLOAT64);
+    tsr__mp_pack_str(&pk, "shape");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_int(&pk, 1);
+    msgpack_pack_int(&pk, n);
+    tsr__mp_pack_str(&pk, "n");
+    msgpack_pack_uint64(&pk, (uint64_t)n * 8);
+    double *vals = malloc((size_t)n * sizeof *vals);
+    for (int i = 0; i < n; i++) vals[i] = v;
+    put_frame_payload(pfd, &sb, vals, (size_t)n * 8);
+    free(vals);
+}
+
+/* A traced job's fetch from a peer shows up in a done's tr, with its bytes, its times and the
+ * peer's address; its recomputed input does not (it crossed no network), and an untraced job's
+ * fetch adds nothing. */
+Test(worker_proto, trace_transfers) {
+    wsession s;
+    session_start(&s, "wX", 1);
+    char paddr[64];
+    int plfd = tcp_listen_any(paddr, sizeof paddr);
+    enum { NA = 300, NB = 7 };
+    tsr_kdesc neg = desc(TSR_KOP_UNARY, TSR_NEG, 1, NA);
+    tsr_kdesc fill = desc(TSR_KOP_FILL, 0, 1, NA);
+    double one = 1;
+    fill.nf = 1;
+    fill.f = &one;
+    double before = wall_now();
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start_traced_compute(&sb, &pk, 4, 2, 1);
+    tin fetched[1] = {{50, paddr, 0, NULL}}, made[1] = {{60, NULL, TSR__IN_RECOMPUTE, &fill}};
+    pack_task(&pk, 1, &neg, 1, fetched);
+    pack_task(&pk, 2, &neg, 1, made);
+    put_frame(s.fd, &sb);
+
+    int pfd = accept(plfd, NULL, NULL);
+    cr_assert(pfd >= 0);
+    set_timeout(pfd);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    void *payload;
+    uint64_t plen;
+    char type[16];
+    cr_assert_eq(get_frame(pfd, &up, &payload, &plen), 0);
+    tsr__mp_type(&up.data, type, sizeof type);
+    cr_assert_str_eq(type, "hello");
+    packer_start(&sb, &pk);
+    tsr__mp_pack_type(&pk, 3, "welcome");
+    tsr__mp_pack_str(&pk, "v");
+    msgpack_pack_int(&pk, 1);
+    tsr__mp_pack_str(&pk, "id");
+    msgpack_pack_int(&pk, 1);
+    put_frame(pfd, &sb);
+    fake_peer_serve(pfd, &up, 4, 50, NA, 2.0);
+    traced tr;
+    memset(&tr, 0, sizeof tr);
+    collect_traced(&s, 2, &tr);
+    double after = wall_now();
+    cr_expect(tr.n[1] == 6 && tr.n[2] == 6);
+    cr_assert_eq(tr.ntr, 1, "%d transfers for one fetch", tr.ntr);
+    cr_expect(tr.tr_job[0] == 4 && tr.tr_id[0] == 50, "transfer of (%llu,%llu)",
+              (unsigned long long)tr.tr_job[0], (unsigned long long)tr.tr_id[0]);
+    cr_expect_eq(tr.tr_bytes[0], NA * 8);
+    cr_expect_str_eq(tr.tr_from[0], paddr);
+    cr_expect(before <= tr.tr_start[0] && tr.tr_start[0] <= tr.tr_end[0] && tr.tr_end[0] <= after,
+              "transfer %.6f..%.6f outside the test's %.6f..%.6f", tr.tr_start[0], tr.tr_end[0],
+              before, after);
+    /* The task that used the chunk started once it was here. */
+    cr_expect_geq(tr.start[1] + 1e-6, tr.tr_end[0]);
+
+    /* The same peer, an untraced job: the fetch happens, tr stays out. */
+    tin fetched2[1] = {{51, paddr, 0, NULL}};
+    tsr_kdesc neg2 = desc(TSR_KOP_UNARY, TSR_NEG, 1, NB);
+    send_task(&s, 5, 3, &neg2, 1, fetched2);
+    fake_peer_serve(pfd, &up, 5, 51, NB, 3.0);
+    memset(&tr, 0, sizeof tr);
+    collect_traced(&s, 1, &tr);
+    cr_expect_eq(tr.n[3], 4);
+    cr_expect_eq(tr.ntr, 0, "an untraced fetch was reported");
+    void *p3;
+    cr_assert_eq(peer_get(&s, 5, 3, &p3, &plen), 1);
+    cr_expect_eq(((double *)p3)[NB - 1], -3.0);
+    free(p3);
+    msgpack_unpacked_destroy(&up);
+    close(pfd);
+    close(plfd);
+    session_end(&s);
+}
