@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -1031,7 +1032,7 @@ def machine(b, tessera_desc):
     }
 
 
-def report(b, info, sections, started, path):
+def report(b, info, sections, minutes, path):
     mode = "QUICK MODE — smaller sizes and 2 rounds; a smoke test, not the issue's figures" \
         if b.q else "full"
     lines = ["# Benchmark results", "",
@@ -1042,7 +1043,7 @@ def report(b, info, sections, started, path):
              "file is generated.", "",
              f"- **Machine:** {info['cpu']}, {info['cores']} cores, {info['ram']} RAM, "
              f"kernel {info['kernel']}",
-             f"- **Date:** {info['date']} (suite took {(time.time() - started) / 60:.1f} min)",
+             f"- **Date:** {info['date']} (suite took {minutes:.1f} min)",
              f"- **Versions:** tessera {info['tessera']} ({info['tessera_build']}), OpenBLAS "
              f"{info['openblas']}, dask {info['dask']}, distributed {info['distributed']}, "
              f"numpy {info['numpy']}, StarPU {info['starpu']}, gcc {info['gcc']}",
@@ -1077,8 +1078,22 @@ def report(b, info, sections, started, path):
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(path + ".tmp", path)
+    meta = {"quick": b.q, "nrounds": b.nrounds, "why": b.why, "dask_ok": b.dask_ok,
+            "dask_why": b.dask_why, "sections": sections, "minutes": minutes,
+            "out": os.path.abspath(path)}
     with open(os.path.join(WORK, "results.json"), "w") as f:
-        json.dump({"machine": info, "data": b.data}, f, indent=1, default=str)
+        json.dump({"machine": info, "meta": meta, "data": b.data}, f, indent=1, default=str)
+
+
+def render(path):
+    """Writes the report again from a saved results.json (after editing bench/notes.md)."""
+    with open(path) as f:
+        saved = json.load(f)
+    m = saved["meta"]
+    b = types.SimpleNamespace(q=m["quick"], nrounds=m["nrounds"], why=m["why"],
+                              dask_ok=m["dask_ok"], dask_why=m["dask_why"], data=saved["data"])
+    report(b, saved["machine"], m["sections"], m["minutes"], m["out"])
+    log(f"wrote {os.path.relpath(m['out'])} from {path}")
 
 
 def targets_table(b):
@@ -1127,10 +1142,17 @@ def main():
     ap.add_argument("--rounds", type=int, help="rounds per section (default 5; 2 with --quick)")
     ap.add_argument("--only", help="comma-separated sections: " + ",".join(SECTIONS))
     ap.add_argument("--build", help="use this tessera build directory instead of building one")
+    ap.add_argument("--render", metavar="RESULTS_JSON", nargs="?", const="",
+                    help="measure nothing: write the report again from a run's saved raw results "
+                    "(default bench/.work/results.json), e.g. after editing bench/notes.md")
     ap.add_argument("--out", help="report path (default bench/RESULTS.md for a full run of "
                     "every section, bench/RESULTS-quick.md with --quick, bench/RESULTS-partial.md"
                     " with --only)")
     a = ap.parse_args()
+    WORK = os.path.join(HERE, ".work")
+    if a.render is not None:
+        render(a.render or os.path.join(WORK, "results.json"))
+        return
     sections = SECTIONS
     if a.only:
         sections = [s.strip() for s in a.only.split(",") if s.strip()]
@@ -1141,7 +1163,6 @@ def main():
         ap.error("--rounds must be at least 1")
     out = a.out or os.path.join(HERE, "RESULTS-quick.md" if a.quick else
                                 "RESULTS-partial.md" if a.only else "RESULTS.md")
-    WORK = os.path.join(HERE, ".work")
     os.makedirs(WORK, exist_ok=True)
     with open(os.path.join(WORK, "log.txt"), "w") as f:
         f.write(f"bench/run {' '.join(sys.argv[1:])}\n")
@@ -1165,8 +1186,8 @@ def main():
             log(f"section {s} failed: {ex!r}")
             b.data.setdefault("errors", {})[s] = repr(ex)
         log(f"section {s} took {time.time() - t0:.0f} s")
-        report(b, info, sections, started, out)
-    report(b, info, sections, started, out)
+        report(b, info, sections, (time.time() - started) / 60, out)
+    report(b, info, sections, (time.time() - started) / 60, out)
     log(f"wrote {os.path.relpath(out)} in {(time.time() - started) / 60:.1f} min")
 
 
