@@ -112,7 +112,7 @@ struct json_t *tsr__stats_json(const struct msgpack_object *stats, double second
         else
             json_decref(sched);
     }
-    static const char *const op_numbers[] = {"tasks", "seconds", "flops", "moved_bytes"};
+    static const char *const op_numbers[] = {"tasks", "inline", "seconds", "flops", "moved_bytes"};
     const msgpack_object *ops = tsr__mp_get(stats, "ops");
     json_t *oarr = ops && ops->type == MSGPACK_OBJECT_ARRAY ? json_array() : NULL;
     for (uint32_t k = 0; oarr && k < ops->via.array.size; k++) {

@@ -5,12 +5,14 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "common/common.h"
 
 struct tsr__conn;
 struct tsr__local;
+typedef struct tsr__trace tsr__trace;
 struct json_t;
 struct msgpack_object;
 
@@ -30,6 +32,7 @@ struct tsr_client {
     struct tsr__local *local; /* the embedded cluster this client started, or NULL */
     struct tsr__rt *rt;       /* client_run.c's private state */
     int monitor;              /* says hello as a `monitor` (tsr_client_connect_monitor) */
+    tsr__trace *trace;        /* of the last computation that finished, if it was traced */
 
     /* The progress of the computation in flight, published for tsr_client_progress() on any
      * thread. A sequence lock with one writer, the thread inside tsr_compute(): seq is odd while
@@ -58,5 +61,14 @@ struct json_t *tsr__stats_json(const struct msgpack_object *stats, double second
  * is left out. `skip` names one top-level key to leave out (the message type "t"), or NULL.
  * Caller owns the reference; NULL when out of memory or when obj itself cannot be converted. */
 struct json_t *tsr__mp_to_json(const struct msgpack_object *obj, const char *skip);
+
+/* trace.c: the `trace` map of a traced job's `finished` (PROTOCOL.md "Tracing"), kept compactly.
+ * *out is NULL when map is NULL or not a map (the scheduler sent no trace); malformed entries are
+ * skipped. 0, or -ENOMEM. Free with tsr__trace_free (NULL is a no-op). */
+int tsr__trace_parse(const struct msgpack_object *map, uint64_t job, tsr__trace **out);
+void tsr__trace_free(tsr__trace *t);
+/* Writes the trace as Chrome trace-event JSON (tsr_client_trace_json describes it); sorts the
+ * events in place. 0, or a negative errno when writing to f failed. */
+int tsr__trace_write(tsr__trace *t, FILE *f);
 
 #endif

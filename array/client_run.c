@@ -215,6 +215,14 @@ static void handle_finished(tsr__rt *rt, const msgpack_object *hdr) {
         json_decref(rt->stats);
         rt->stats = st;
     }
+    /* The trace, if this job was traced; an untraced job leaves none, so that what
+     * tsr_client_trace_json() returns always describes the last computation. */
+    tsr__trace_free(rt->c->trace);
+    rt->c->trace = NULL;
+    if (tsr__trace_parse(tsr__mp_get(hdr, "trace"), rt->job, &rt->c->trace) != 0) {
+        set_failed(rt, -ENOMEM, "out of memory keeping the trace");
+        return;
+    }
     rt->finished = 1;
     uv_stop(&rt->c->loop);
 }
@@ -392,6 +400,8 @@ void tsr__client_close(tsr_client *c) {
         }
         json_decref(c->rt->stats);
         json_decref(c->rt->info);
+        tsr__trace_free(c->trace);
+        c->trace = NULL;
         free(c->rt);
         c->rt = NULL;
     }
@@ -474,7 +484,7 @@ void tsr__array_release_computed(tsr_array *a) {
     }
 }
 
-static int submit_graph(tsr_client *c, const tsr_graph *g) {
+static int submit_graph(tsr_client *c, const tsr_graph *g, int trace) {
     msgpack_sbuffer body;
     msgpack_sbuffer_init(&body);
     int rc = tsr__graph_pack(g, &body);
@@ -486,9 +496,13 @@ static int submit_graph(tsr_client *c, const tsr_graph *g) {
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    tsr__mp_pack_type(&pk, 2, "submit");
+    tsr__mp_pack_type(&pk, trace ? 3 : 2, "submit");
     tsr__mp_pack_str(&pk, "n");
     msgpack_pack_uint64(&pk, body.size);
+    if (trace) {
+        tsr__mp_pack_str(&pk, "trace");
+        msgpack_pack_true(&pk);
+    }
     char *payload = body.data;
     size_t plen = body.size;
     body.data = NULL;
@@ -532,7 +546,7 @@ int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     publish(c, 1, &rt->progress);
     started = 1;
     rt->workers = -1;
-    rc = submit_graph(c, &g);
+    rc = submit_graph(c, &g, opts && opts->trace);
     if (rc) goto out;
     rc = run_until(rt, &rt->finished, 0);
     if (rc == TSR_ECOMPUTE && rt->workers >= 0 && (size_t)rt->workers < g.narrays) {

@@ -142,12 +142,13 @@ TSR_API const char *tsr_client_address(const tsr_client *client);
  * tsr_program_run()), as one compact JSON object:
  *   {"tasks": N, "seconds": S, "sources_inline": N, "moved_bytes": B,
  *    "scheduler": {"rss_base": B, "rss_peak": B},
- *    "ops": [{"op", "tasks", "seconds", "flops", "moved_bytes"}, ...],
+ *    "ops": [{"op", "tasks", "inline", "seconds", "flops", "moved_bytes"}, ...],
  *    "workers": [{"name", "addr", "tasks", "rss_peak", "rss", "chunk_peak", "busy_s",
  *                 "in_bytes", "in_s", "out_bytes"}, ...]}
  * `seconds` is measured by the client from submitting the graph to the scheduler's `finished`
  * (fetching outputs excluded); `tasks` is the job's task count; the rest is what the scheduler
- * reported with `finished` (docs/PROTOCOL.md: bytes, seconds, per operation type its tasks, the
+ * reported with `finished` (docs/PROTOCOL.md: bytes, seconds, per operation type its tasks, how
+ * many of them were sources made inline by their consumers (`inline`: they never ran alone), the
  * kernel seconds and flops of those that ran and the input bytes fetched for them, and per worker
  * the tasks of this job it ran plus its latest counters; the workers' tasks add up to
  * tasks - sources_inline). A
@@ -169,7 +170,8 @@ TSR_API int tsr_client_connect_monitor(const char *address, const tsr_client_opt
  *    "wlist": [{"name", "addr", "kind", "cpus", "threads", "running", "queued", "tasks", "rss",
  *               "mem_limit", "chunk_bytes", "in_bytes", "out_bytes", "busy_s", "speed"}, ...],
  *    "jlist": [{"job", "total", "done", "erred", "moved_bytes",
- *               "ops": [{"op", "total", "done", "running", "erred", "flops_done"}, ...]}, ...],
+ *               "ops": [{"op", "total", "ready", "done", "running", "erred", "flops_done"},
+ *                       ...]}, ...],
  *    "events": [[T, MSG], ...]}
  * Values are copied as the scheduler sent them; a value JSON cannot hold is left out. Only for
  * a client from tsr_client_connect_monitor() (else TSR_EINVALID). Interruptible with
@@ -291,6 +293,8 @@ typedef struct tsr_compute_options {
     int progress_interval_ms; /* the callback runs at most this often (the scheduler reports at
                                  most every 100 ms), plus once at 100%; default 100, 0 = every
                                  report */
+    int trace;                /* nonzero: record every task's run and every chunk transfer, for
+                                 tsr_client_trace_json() / tsr_client_save_trace(); default 0 */
 } tsr_compute_options;
 
 TSR_API void tsr_compute_options_default(tsr_compute_options *opts);
@@ -312,6 +316,39 @@ TSR_API int tsr_client_progress(tsr_client *client, tsr_progress *out);
  * opts may be NULL. */
 TSR_API int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
                         const tsr_compute_options *opts);
+
+/* The execution trace of the last computation this client finished (the last successful
+ * tsr_compute() or tsr_program_run()), when it ran with tsr_compute_options.trace set, in the
+ * Chrome trace-event format that Perfetto (ui.perfetto.dev) and chrome://tracing open:
+ *   {"traceEvents": [
+ *     {"name": "process_name", "ph": "M", "pid": P, "tid": T, "args": {"name": WORKER}},
+ *     {"name": "thread_name", "ph": "M", "pid": P, "tid": T, "args": {"name": "tsr-exec-K"}},
+ *     {"name": OP, "cat": "task", "ph": "X", "ts": US, "dur": US, "pid": P, "tid": T,
+ *      "args": {"task": ID}},
+ *     {"name": "transfer", "cat": "transfer", "ph": "X", "ts": US, "dur": US, "pid": P,
+ *      "tid": T, "args": {"task": ID, "bytes": B, "from": "HOST:PORT"}}, ...],
+ *    "displayTimeUnit": "ms",
+ *    "otherData": {"generator", "job", "t0", "tasks", "transfers", "dropped"}}
+ * One complete ("X") event per task run (inline sources never run alone and have none), on the
+ * thread that ran it: pid = worker index + 1, tid = executor thread index + 1 (thread
+ * "tsr-exec-K" is tid K+1; Perfetto gives pid 0 and tid 0 special meanings). One per chunk a
+ * worker fetched from another, on the fetching worker's pid and a "transfers" thread (tid
+ * 100000 + lane: concurrent fetches go on separate lanes, so no two events of one thread
+ * overlap). ts and dur are microseconds; ts counts from the earliest event, which happened at
+ * otherData.t0 (seconds since the Epoch, CLOCK_REALTIME of the workers' machine). Each named
+ * thread also gets "thread_sort_index" metadata (its tid: executors first, then transfer lanes).
+ * `dropped` counts events the scheduler did not keep (it keeps at most 1,000,000 per job).
+ * Returns NULL when the last computation was not traced, nothing has finished yet, the
+ * scheduler sent no trace, or out of memory. Caller frees with free(). Like every call on a
+ * client but the two named at the top, not while another thread uses the client. */
+TSR_API char *tsr_client_trace_json(tsr_client *client);
+
+/* Writes that trace to path (copied) under a temporary name (PATH.tmp-XXXXXX) renamed onto path
+ * once complete, streaming it (a large trace is never assembled in memory); on failure the
+ * temporary file is removed. *dropped (dropped may be NULL) receives otherData.dropped: events
+ * missing from the file. TSR_ENOTCOMPUTED when there is no trace (see above), TSR_EINVALID for
+ * an empty path, -errno when the file cannot be written. */
+TSR_API int tsr_client_save_trace(tsr_client *client, const char *path, uint64_t *dropped);
 
 /* Reads a computed array into buf (C order, the array's dtype; size must be at least
  * tsr_array_size(a) * tsr_dtype_size(dtype)). Chunks come straight from the workers. */
