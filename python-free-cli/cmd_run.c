@@ -1,6 +1,6 @@
 /* `tessera run` and `tessera submit`: validate a program file, run it on an embedded local
- * cluster or a running scheduler, write its outputs and, with --stats, the run's statistics;
- * progress, the summary line and --report on stderr (progress.c).
+ * cluster or a running scheduler, write its outputs and, with --stats and --trace, the run's
+ * statistics and its trace; progress, the summary line and --report on stderr (progress.c).
  * The program is validated on an offline client first, so an invalid file never starts a
  * cluster and never creates an output. */
 #include <errno.h>
@@ -54,16 +54,12 @@ static int validate(const char *path) {
     return 0;
 }
 
-/* Writes the statistics of the computation c just finished to path, as outputs are written:
- * under PATH.tmp-XXXXXX, renamed onto PATH once complete, removed on failure. A program with no
- * outputs computes nothing; its file says so with zero tasks. 0, or the exit status. */
-static int write_stats(tsr_client *c, const char *path) {
-    char *json = tsr_client_stats_json(c);
-    const char *text = json ? json : "{\"tasks\":0,\"seconds\":0}";
+/* Writes text to path as outputs are written: under PATH.tmp-XXXXXX, renamed onto PATH once
+ * complete, removed on failure. 0, or the exit status after printing the error. */
+static int write_text(const char *path, const char *text) {
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 16);
     if (!tmp) {
-        free(json);
         cli_error("out of memory");
         return EXIT_FAILED;
     }
@@ -75,7 +71,6 @@ static int write_stats(tsr_client *c, const char *path) {
         e = errno;
         cli_error("cannot create \"%s\": %s", path, strerror(e));
         free(tmp);
-        free(json);
         return EXIT_FAILED;
     }
     fchmod(fd, 0644);
@@ -96,8 +91,39 @@ static int write_stats(tsr_client *c, const char *path) {
     }
     if (e) unlink(tmp);
     free(tmp);
-    free(json);
     return e ? EXIT_FAILED : EXIT_OK;
+}
+
+/* Writes the statistics of the computation c just finished to path. A program with no outputs
+ * computes nothing; its file says so with zero tasks. 0, or the exit status. */
+static int write_stats(tsr_client *c, const char *path) {
+    char *json = tsr_client_stats_json(c);
+    int status = write_text(path, json ? json : "{\"tasks\":0,\"seconds\":0}");
+    free(json);
+    return status;
+}
+
+/* Writes the trace of the computation c just finished (run with tracing) to path, the same way
+ * (the library streams it to PATH.tmp-XXXXXX and renames it). A program with no outputs
+ * computes nothing: its trace has no events. Events the scheduler could not keep are said on
+ * stderr. 0, or the exit status. */
+static int write_trace(tsr_client *c, const char *path) {
+    uint64_t dropped = 0;
+    int rc = tsr_client_save_trace(c, path, &dropped);
+    if (rc == TSR_ENOTCOMPUTED) {
+        char *stats = tsr_client_stats_json(c);
+        free(stats);
+        if (!stats) return write_text(path, "{\"traceEvents\":[]}");
+    }
+    if (rc) {
+        cli_error("%s", tsr_client_errmsg(c));
+        return EXIT_FAILED;
+    }
+    if (dropped)
+        cli_error("warning: the trace in \"%s\" misses %llu events (the scheduler keeps at most "
+                  "1,000,000 per computation)",
+                  path, (unsigned long long)dropped);
+    return EXIT_OK;
 }
 
 /* The options run and submit share. */
@@ -105,6 +131,7 @@ typedef struct run_opts {
     int progress;      /* CLI_PROGRESS_* */
     int report;        /* --report */
     const char *stats; /* --stats FILE, or NULL */
+    const char *trace; /* --trace FILE, or NULL */
 } run_opts;
 
 /* Parses an option run and submit share: 1 if it was one, 0 if not, -1 after an error. */
@@ -126,6 +153,13 @@ static int shared_option(int ch, run_opts *o) {
         }
         o->stats = optarg;
         return 1;
+    case 'T':
+        if (!*optarg) {
+            cli_error("--trace needs a file name");
+            return -1;
+        }
+        o->trace = optarg;
+        return 1;
     default:
         return 0;
     }
@@ -144,6 +178,7 @@ static int run_on(tsr_client *c, const char *path, const run_opts *ro) {
     tsr_compute_options_default(&co);
     co.progress = cli_progress_cb;
     co.user = &bar;
+    co.trace = ro->trace != NULL;
     rc = tsr_program_run(p, &co, stdout);
     cli_progress_end(&bar);
     fflush(stdout);
@@ -161,6 +196,7 @@ static int run_on(tsr_client *c, const char *path, const run_opts *ro) {
         if (bar.style != CLI_QUIET) cli_summary(c);
         if (ro->report) cli_report(c);
         if (ro->stats) status = write_stats(c, ro->stats);
+        if (ro->trace && status == EXIT_OK) status = write_trace(c, ro->trace);
     }
     tsr_program_free(p);
     return status;
@@ -181,6 +217,8 @@ static const char run_usage[] =
     "                   bytes moved\n"
     "  --stats FILE     write the run's statistics (tasks, seconds, bytes moved, memory,\n"
     "                   per-operation and per-worker counters) to FILE as JSON\n"
+    "  --trace FILE     write every task's run per worker thread and every chunk transfer to\n"
+    "                   FILE in the Chrome trace-event format (open it in ui.perfetto.dev)\n"
     "  --verbose        show the cluster processes' logs\n"
     "  --help           this text\n"
     "\n"
@@ -189,17 +227,13 @@ static const char run_usage[] =
 
 int cmd_run(int argc, char **argv) {
     static const struct option longopts[] = {
-        {"workers", required_argument, 0, 'w'},
-        {"threads", required_argument, 0, 't'},
-        {"no-progress", no_argument, 0, 'P'},
-        {"progress", no_argument, 0, 'p'},
-        {"report", no_argument, 0, 'r'},
-        {"verbose", no_argument, 0, 'v'},
-        {"stats", required_argument, 0, 'S'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"workers", required_argument, 0, 'w'}, {"threads", required_argument, 0, 't'},
+        {"no-progress", no_argument, 0, 'P'},   {"progress", no_argument, 0, 'p'},
+        {"report", no_argument, 0, 'r'},        {"verbose", no_argument, 0, 'v'},
+        {"stats", required_argument, 0, 'S'},   {"trace", required_argument, 0, 'T'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
-    run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL};
+    run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL, NULL};
     tsr_local_options lo;
     tsr_local_options_default(&lo);
     int ch;
@@ -270,6 +304,9 @@ static const char submit_usage[] =
     "                         GFLOP/s, bytes moved\n"
     "  --stats FILE           write the run's statistics (tasks, seconds, bytes moved, memory,\n"
     "                         per-operation and per-worker counters) to FILE as JSON\n"
+    "  --trace FILE           write every task's run per worker thread and every chunk\n"
+    "                         transfer to FILE in the Chrome trace-event format (open it in\n"
+    "                         ui.perfetto.dev)\n"
     "  --help                 this text\n"
     "\n"
     "exit status: 0 success, 1 the computation failed, 2 invalid program or arguments,\n"
@@ -283,10 +320,11 @@ int cmd_submit(int argc, char **argv) {
         {"progress", no_argument, 0, 'p'},
         {"report", no_argument, 0, 'r'},
         {"stats", required_argument, 0, 'S'},
+        {"trace", required_argument, 0, 'T'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL};
+    run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL, NULL};
     const char *addr = getenv("TESSERA_SCHEDULER");
     const char *token = getenv("TESSERA_TOKEN");
     int ch;
