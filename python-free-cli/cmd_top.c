@@ -111,6 +111,7 @@ static void init_colors(void) {
     init_pair(1, COLOR_GREEN, -1);
     init_pair(2, COLOR_YELLOW, -1);
     init_pair(3, COLOR_RED, -1);
+    init_pair(4, COLOR_CYAN, -1);
 }
 
 static attr_t style_attr(int style) {
@@ -124,6 +125,8 @@ static attr_t style_attr(int style) {
         return color ? COLOR_PAIR(1) : A_BOLD;
     case TS_RUNNING:
         return color ? COLOR_PAIR(2) | A_BOLD : A_NORMAL;
+    case TS_READY:
+        return color ? COLOR_PAIR(4) : A_NORMAL;
     case TS_ERRED:
     case TS_ALERT:
         return color ? COLOR_PAIR(3) | A_BOLD : A_BOLD;

@@ -36,6 +36,7 @@ enum top_style {
     TS_HEAD,    /* section and column headings (bold) */
     TS_DONE,    /* progress bar: tasks done (green) */
     TS_RUNNING, /* tasks running on a worker (yellow) */
+    TS_READY,   /* tasks whose inputs are ready, waiting in a backlog (cyan) */
     TS_ERRED,   /* tasks that failed (red) */
     TS_WAITING, /* tasks not started (dim) */
     TS_ALERT,   /* error events (red) */

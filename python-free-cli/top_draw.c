@@ -231,21 +231,22 @@ static int draw_workers(const json_t *v, top_canvas *cv, int row, int space) {
     return row;
 }
 
-/* The bar: done, erred, running, waiting, left to right, each cell belonging to the segment
- * its middle falls in so that the segments' lengths add up to the width. */
+/* The bar: done, erred, running, ready, waiting, left to right, each cell belonging to the
+ * segment its middle falls in so that the segments' lengths add up to the width. */
 static void draw_bar(top_canvas *cv, int row, int col, int width, const json_t *o) {
+    enum { NSEG = 5 };
     double total = num(o, "total");
-    double seg[4] = {num(o, "done"), num(o, "erred"), num(o, "running"), 0};
-    static const char chars[4] = {'#', '!', '>', '.'};
-    static const int styles[4] = {TS_DONE, TS_ERRED, TS_RUNNING, TS_WAITING};
+    double seg[NSEG] = {num(o, "done"), num(o, "erred"), num(o, "running"), num(o, "ready"), 0};
+    static const char chars[NSEG] = {'#', '!', '>', '+', '.'};
+    static const int styles[NSEG] = {TS_DONE, TS_ERRED, TS_RUNNING, TS_READY, TS_WAITING};
     put(cv, row, col, TS_NORMAL, "[");
-    double edge[4], acc = 0;
-    for (int s = 0; s < 3; s++) edge[s] = (acc += seg[s]);
-    edge[3] = total;
+    double edge[NSEG], acc = 0;
+    for (int s = 0; s < NSEG - 1; s++) edge[s] = (acc += seg[s]);
+    edge[NSEG - 1] = total;
     for (int k = 0; k < width; k++) {
         double mid = total > 0 ? (k + 0.5) * total / width : total + 1;
         int s = 0;
-        while (s < 3 && mid >= edge[s]) s++;
+        while (s < NSEG - 1 && mid >= edge[s]) s++;
         put(cv, row, col + 1 + k, styles[s], "%c", chars[s]);
     }
     put(cv, row, col + 1 + width, TS_NORMAL, "]");
@@ -299,6 +300,8 @@ static int draw_jobs(const json_t *v, top_canvas *cv, int row, int space) {
     c = put(cv, row, c, TS_NORMAL, " done ");
     c = put(cv, row, c, TS_RUNNING, ">");
     c = put(cv, row, c, TS_NORMAL, " running ");
+    c = put(cv, row, c, TS_READY, "+");
+    c = put(cv, row, c, TS_NORMAL, " ready ");
     c = put(cv, row, c, TS_ERRED, "!");
     c = put(cv, row, c, TS_NORMAL, " erred ");
     c = put(cv, row, c, TS_WAITING, ".");

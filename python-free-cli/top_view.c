@@ -146,15 +146,18 @@ static json_t *worker_view(const json_t *w, const json_t *old, double dt) {
 }
 
 /* The counts of a job or an operation: what the scheduler says, plus waiting (neither done,
- * running nor erred), the rate of completions, and the ETA at that rate. */
+ * running, ready nor erred), the rate of completions, and the ETA at that rate. */
 static void progress_view(json_t *o, const json_t *cur, const json_t *old, double running,
-                          double dt) {
+                          double ready, double dt) {
     double total = num(cur, "total"), done = num(cur, "done"), erred = num(cur, "erred");
+    /* The counts come from one snapshot, but keep the segments inside the total regardless. */
+    if (ready > total - done - running - erred) ready = total - done - running - erred;
     set_count(o, "total", total);
     set_count(o, "done", done);
     set_count(o, "running", running);
+    set_count(o, "ready", ready);
     set_count(o, "erred", erred);
-    set_count(o, "waiting", total - done - running - erred);
+    set_count(o, "waiting", total - done - running - ready - erred);
     double d = old ? done - num(old, "done") : 0;
     double mdt = old ? dt : 0;
     set_rate(o, "rate", d, mdt);
@@ -167,7 +170,7 @@ static json_t *job_view(const json_t *j, const json_t *old, double dt, double *g
     json_object_set(o, "job", json_object_get(j, "job"));
     json_object_set_new(o, "moved_bytes", json_integer((json_int_t)num(j, "moved_bytes")));
     json_t *ops = json_array();
-    double running = 0;
+    double running = 0, ready = 0;
     size_t k;
     const json_t *op;
     json_array_foreach(json_object_get(j, "ops"), k, op) {
@@ -177,14 +180,15 @@ static json_t *job_view(const json_t *j, const json_t *old, double dt, double *g
         json_object_set_new(v, "op", json_string(str(op, "op")));
         double r = num(op, "running");
         running += r;
-        progress_view(v, op, oldop, r, dt);
+        progress_view(v, op, oldop, r, num(op, "ready"), dt);
+        ready += num(v, "ready"); /* as shown: the job's bar adds up its operations' */
         set_num(v, "flops_done", num(op, "flops_done"));
         double df = oldop ? num(op, "flops_done") - num(oldop, "flops_done") : 0;
         if (df > 0 && dt > 0) *gflops += df / 1e9 / dt;
         set_rate(v, "gflops", df / 1e9, oldop ? dt : 0);
         json_array_append_new(ops, v);
     }
-    progress_view(o, j, old, running, dt);
+    progress_view(o, j, old, running, ready, dt);
     json_object_set_new(o, "ops", ops);
     return o;
 }
