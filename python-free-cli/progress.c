@@ -132,9 +132,11 @@ void cli_report(tsr_client *c) {
     const json_t *op;
     json_array_foreach(ops, k, op) {
         double n = num(op, "tasks"), s = num(op, "seconds"), f = num(op, "flops");
+        /* Sources made inline never ran alone: their time is in their consumers', so the mean
+         * is over the tasks that ran (none ran: no mean). */
+        double ran = n - num(op, "inline");
         char mean[32] = "-", gf[32] = "-", moved[32];
-        /* Sources made inline have no kernel time of their own: no mean for an op of those. */
-        if (s > 0 && n > 0) snprintf(mean, sizeof mean, "%.3f", s / n * 1e3);
+        if (s > 0 && ran > 0) snprintf(mean, sizeof mean, "%.3f", s / ran * 1e3);
         if (s > 0 && f > 0) snprintf(gf, sizeof gf, "%.2f", f / s / 1e9);
         fmt_bytes(num(op, "moved_bytes"), moved, sizeof moved);
         const char *name = json_string_value(json_object_get(op, "op"));
