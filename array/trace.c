@@ -20,7 +20,7 @@
 /* Executor thread K of worker W is (pid W+1, tid K+1): Perfetto treats pid 0 as the kernel's
  * idle process and has merged tid 0 with tid 1, so neither is used. Transfers go on tids from
  * XFER_TID, one per lane of non-overlapping fetches; thread indices at or past MAX_THREAD are
- * malformed (a worker has at most 1024 threads). */
+ * malformed (the scheduler accepts workers of at most 4096 threads). */
 #define XFER_TID 100000
 #define MAX_THREAD 65536
 
