@@ -66,6 +66,14 @@ int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t
             tsr__fmt(err, errlen, "worker hello: bad kind");
             return TSR_EPROTOCOL;
         }
+        /* Optional, for monitors: a list too long is cut, a bad type ignored. */
+        const msgpack_object *c = tsr__mp_get(hdr, "cpus");
+        if (c && c->type == MSGPACK_OBJECT_STR) {
+            size_t n = c->via.str.size < sizeof h->cpus - 1 ? c->via.str.size : sizeof h->cpus - 1;
+            memcpy(h->cpus, c->via.str.ptr, n);
+            h->cpus[n] = 0;
+        }
+        if (tsr__mp_get_int(hdr, "mem", &h->mem) != 0 || h->mem < 0) h->mem = 0;
     }
     return 0;
 }
