@@ -183,10 +183,17 @@ def build_tessera(build_dir):
         exe = os.path.join(os.path.abspath(build_dir), "python-free-cli", "tessera")
         if not os.access(exe, os.X_OK):
             sys.exit(f"bench: no tessera executable at {exe}")
-        return exe, f"given build {build_dir} (buildtype: " + sh(
-            f"meson introspect --buildoptions {build_dir} | {PY} -c \"import json,sys; "
-            "print([o['value'] for o in json.load(sys.stdin) if o['name']=='buildtype'][0])\"")\
-            + ")"
+        btype = sh(f"meson introspect --buildoptions {build_dir} | {PY} -c \"import json,sys; "
+                   "print([o['value'] for o in json.load(sys.stdin) "
+                   "if o['name']=='buildtype'][0])\"")
+        try:
+            with open(os.path.join(build_dir, "meson-info", "meson-info.json")) as f:
+                src = json.load(f)["directories"]["source"]
+        except (OSError, KeyError, ValueError):
+            src = "?"
+        rev = sh(f"git -C {src} rev-parse --short HEAD 2>/dev/null") if src != "?" else ""
+        return exe, f"given build {build_dir}, {btype}, of {src}" + (
+            f" at {rev}" if rev else " (not a git checkout)")
     bdir = os.path.join(BUILD, "tessera")
     if not os.path.exists(os.path.join(bdir, "build.ninja")):
         log("configuring a release build of tessera in bench/.build/tessera")
@@ -1018,7 +1025,7 @@ def machine(b, tessera_desc):
         "cpu": cpu + (f" (family {fam.group(1)} model {mdl.group(1)})" if fam and mdl else ""),
         "cores": os.cpu_count(), "ram": mem, "kernel": platform.release(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "tessera": rev + (" with uncommitted changes" if dirty else ""),
+        "tessera": rev + (" with uncommitted changes" if dirty else "") + " (this checkout)",
         "tessera_build": tessera_desc,
         "openblas": sh("dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/null") or
         sh("pkg-config --modversion openblas"),
@@ -1081,8 +1088,14 @@ def report(b, info, sections, minutes, path):
     meta = {"quick": b.q, "nrounds": b.nrounds, "why": b.why, "dask_ok": b.dask_ok,
             "dask_why": b.dask_why, "sections": sections, "minutes": minutes,
             "out": os.path.abspath(path)}
-    with open(os.path.join(WORK, "results.json"), "w") as f:
+    with open(raw_path(path), "w") as f:
         json.dump({"machine": info, "meta": meta, "data": b.data}, f, indent=1, default=str)
+
+
+def raw_path(report_path):
+    """Where a report's raw results go: bench/.work/RESULTS.json for bench/RESULTS.md, and so
+    on, so a quick or partial run never overwrites a full run's."""
+    return os.path.join(WORK, os.path.splitext(os.path.basename(report_path))[0] + ".json")
 
 
 def render(path):
@@ -1144,14 +1157,15 @@ def main():
     ap.add_argument("--build", help="use this tessera build directory instead of building one")
     ap.add_argument("--render", metavar="RESULTS_JSON", nargs="?", const="",
                     help="measure nothing: write the report again from a run's saved raw results "
-                    "(default bench/.work/results.json), e.g. after editing bench/notes.md")
+                    "(default: those of --out, bench/.work/RESULTS.json for bench/RESULTS.md), "
+                    "e.g. after editing bench/notes.md")
     ap.add_argument("--out", help="report path (default bench/RESULTS.md for a full run of "
                     "every section, bench/RESULTS-quick.md with --quick, bench/RESULTS-partial.md"
                     " with --only)")
     a = ap.parse_args()
     WORK = os.path.join(HERE, ".work")
     if a.render is not None:
-        render(a.render or os.path.join(WORK, "results.json"))
+        render(a.render or raw_path(a.out or os.path.join(HERE, "RESULTS.md")))
         return
     sections = SECTIONS
     if a.only:
