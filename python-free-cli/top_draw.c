@@ -32,10 +32,12 @@ void top_fmt_clock(double s, char *out, size_t size) {
         return;
     }
     long t = (long)(s + 0.5);
+    char tmp[64]; /* room for any long, so only the final copy can truncate */
     if (t >= 3600)
-        snprintf(out, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+        snprintf(tmp, sizeof tmp, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
     else
-        snprintf(out, size, "%02ld:%02ld", t / 60, t % 60);
+        snprintf(tmp, sizeof tmp, "%02ld:%02ld", t / 60, t % 60);
+    snprintf(out, size, "%s", tmp);
 }
 
 void top_fmt_rate(double v, char *out, size_t size) {

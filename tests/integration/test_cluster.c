@@ -131,7 +131,7 @@ Test(cluster, deterministic_across_workers, .timeout = 180) {
 
 /* The cores the thread's affinity allows, from /proc (Cpus_allowed_list). */
 static void affinity(pid_t pid, const char *tid, char *out, size_t size) {
-    char path[256], line[512];
+    char path[320], line[512];
     snprintf(path, sizeof path, "/proc/%d/task/%s/status", pid, tid);
     FILE *f = fopen(path, "r");
     out[0] = 0;
