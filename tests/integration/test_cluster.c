@@ -140,8 +140,10 @@ static void affinity(pid_t pid, const char *tid, char *out, size_t size) {
         if (strncmp(line, "Cpus_allowed_list:", 18) == 0) {
             char *p = line + 18;
             while (*p == ' ' || *p == '\t') p++;
-            p[strcspn(p, "\n")] = 0;
-            snprintf(out, size, "%s", p);
+            size_t n = strcspn(p, "\n");
+            if (n >= size) n = size - 1; /* a list longer than the caller's room is cut */
+            memcpy(out, p, n);
+            out[n] = 0;
         }
     fclose(f);
 }
