@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "fake_wire.h"
 
 typedef void (*stats_fn)(msgpack_packer *pk); /* packs the value of "stats" */
 
@@ -29,78 +30,6 @@ typedef struct fake {
     int ok; /* the client did what the protocol says */
 } fake;
 
-static int read_full(int fd, void *buf, size_t n) {
-    char *p = buf;
-    while (n) {
-        ssize_t k = read(fd, p, n);
-        if (k <= 0) return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n) {
-        ssize_t k = write(fd, p, n);
-        if (k <= 0) return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* Reads one frame; returns its type ("" on EOF) and skips its payload. */
-static int read_frame(int fd, char *type, size_t size) {
-    unsigned char len[4];
-    type[0] = 0;
-    if (read_full(fd, len, 4)) return -1;
-    uint32_t hl = (uint32_t)len[0] << 24 | (uint32_t)len[1] << 16 | len[2] << 8 | len[3];
-    char *h = malloc(hl ? hl : 1);
-    if (!h || read_full(fd, h, hl)) {
-        free(h);
-        return -1;
-    }
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    uint64_t plen = 0;
-    if (msgpack_unpack_next(&u, h, hl, NULL) == MSGPACK_UNPACK_SUCCESS &&
-        u.data.type == MSGPACK_OBJECT_MAP) {
-        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-            msgpack_object_kv *kv = &u.data.via.map.ptr[i];
-            if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size != 1) continue;
-            if (kv->key.via.str.ptr[0] == 't' && kv->val.type == MSGPACK_OBJECT_STR)
-                snprintf(type, size, "%.*s", (int)kv->val.via.str.size, kv->val.via.str.ptr);
-            if (kv->key.via.str.ptr[0] == 'n' && kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                plen = kv->val.via.u64;
-        }
-    }
-    msgpack_unpacked_destroy(&u);
-    free(h);
-    while (plen > 0) {
-        char buf[4096];
-        size_t k = plen < sizeof buf ? (size_t)plen : sizeof buf;
-        if (read_full(fd, buf, k)) return -1;
-        plen -= k;
-    }
-    return 0;
-}
-
-static int send_frame(int fd, msgpack_sbuffer *sb, const void *payload, size_t plen) {
-    unsigned char len[4] = {(unsigned char)(sb->size >> 24), (unsigned char)(sb->size >> 16),
-                            (unsigned char)(sb->size >> 8), (unsigned char)sb->size};
-    int rc = write_full(fd, len, 4) || write_full(fd, sb->data, sb->size) ||
-             (plen && write_full(fd, payload, plen));
-    msgpack_sbuffer_clear(sb);
-    return rc ? -1 : 0;
-}
-
-static void pstr(msgpack_packer *pk, const char *s) {
-    msgpack_pack_str(pk, strlen(s));
-    msgpack_pack_str_body(pk, s, strlen(s));
-}
-
 static void *fake_main(void *arg) {
     fake *f = arg;
     msgpack_sbuffer sb;
@@ -109,12 +38,12 @@ static void *fake_main(void *arg) {
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     char type[32];
     int c = accept(f->lfd, NULL, NULL); /* the client's scheduler connection */
-    if (c < 0 || read_frame(c, type, sizeof type) || strcmp(type, "hello")) goto out;
+    if (c < 0 || read_frame(c, type, sizeof type, NULL) || strcmp(type, "hello")) goto out;
     msgpack_pack_map(&pk, 3);
     pstr(&pk, "t"), pstr(&pk, "welcome"), pstr(&pk, "v"), msgpack_pack_int(&pk, 1);
     pstr(&pk, "id"), msgpack_pack_int(&pk, 1);
     if (send_frame(c, &sb, NULL, 0)) goto out;
-    if (read_frame(c, type, sizeof type) || strcmp(type, "submit")) goto out;
+    if (read_frame(c, type, sizeof type, NULL) || strcmp(type, "submit")) goto out;
     msgpack_pack_map(&pk, 3);
     pstr(&pk, "t"), pstr(&pk, "accepted"), pstr(&pk, "job"), msgpack_pack_int(&pk, 1);
     pstr(&pk, "tasks"), msgpack_pack_int(&pk, 1);
@@ -128,12 +57,12 @@ static void *fake_main(void *arg) {
     /* The client now fetches the output chunk from the "worker" at our own address. */
     int p = accept(f->lfd, NULL, NULL);
     if (p < 0) goto out;
-    if (read_frame(p, type, sizeof type) == 0 && !strcmp(type, "hello")) {
+    if (read_frame(p, type, sizeof type, NULL) == 0 && !strcmp(type, "hello")) {
         msgpack_pack_map(&pk, 3);
         pstr(&pk, "t"), pstr(&pk, "welcome"), pstr(&pk, "v"), msgpack_pack_int(&pk, 1);
         pstr(&pk, "id"), msgpack_pack_int(&pk, 2);
         send_frame(p, &sb, NULL, 0);
-        if (read_frame(p, type, sizeof type) == 0 && !strcmp(type, "get")) {
+        if (read_frame(p, type, sizeof type, NULL) == 0 && !strcmp(type, "get")) {
             double v = 3.0;
             msgpack_pack_map(&pk, 6);
             pstr(&pk, "t"), pstr(&pk, "chunk"), pstr(&pk, "job"), msgpack_pack_int(&pk, 1);
@@ -144,7 +73,7 @@ static void *fake_main(void *arg) {
         }
     }
     /* Drain until the client hangs up (it releases the job, then closes). */
-    while (read_frame(c, type, sizeof type) == 0) {
+    while (read_frame(c, type, sizeof type, NULL) == 0) {
     }
     close(p);
 out:
