@@ -85,19 +85,18 @@ int tsr__proc_mem(uint64_t *rss, uint64_t *hwm) {
 }
 
 void tsr__log(const tsr__logger *lg, int level, const char *fmt, ...) {
-    if (lg && level > lg->level) return;
-    static const char *names[] = {"error", "warning", "info", "debug"};
+    if (!lg || !lg->cb || level > lg->level) return;
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    /* One fprintf per line so lines from several processes do not interleave mid-line. */
-    fprintf(stderr, "tessera-%s: %s: %s\n", lg && lg->who ? lg->who : "?",
-            names[level < 0   ? 0
-                  : level > 3 ? 3
-                              : level],
-            msg);
+    lg->cb(lg->cookie, level, msg);
+}
+
+const char *tsr_log_level_name(int level) {
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    return names[level < TSR_LOG_ERROR ? 0 : level > TSR_LOG_DEBUG ? 3 : level];
 }
 
 /* Chunks of at least twice this size start on a huge-page boundary and ask for transparent huge
@@ -204,4 +203,12 @@ size_t tsr_dtype_size(tsr_dtype dtype) {
         return 4;
     }
     return 0;
+}
+
+#define TSR__STR_(x) #x
+#define TSR__STR(x) TSR__STR_(x)
+
+const char *tsr_version(void) {
+    return TSR__STR(TSR_VERSION_MAJOR) "." TSR__STR(TSR_VERSION_MINOR) "." TSR__STR(
+        TSR_VERSION_PATCH);
 }

@@ -25,11 +25,14 @@ double tsr__now(void);
  * /proc/self/status. 0, or -1 when it cannot be read (both are then 0). */
 int tsr__proc_mem(uint64_t *rss, uint64_t *hwm);
 
-/* Logging to stderr: "tessera-<who>: <level>: message". */
-enum { TSR_LOG_ERROR = 0, TSR_LOG_WARN = 1, TSR_LOG_INFO = 2, TSR_LOG_DEBUG = 3 };
+/* Logging through the caller's logger (tessera.h's tsr_logger; TSR_LOG_* levels are public):
+ * the library never prints on its own. A line goes to cb when its level is at or under `level`;
+ * with no cb it is dropped. */
 typedef struct tsr__logger {
-    const char *who; /* "scheduler", "worker w1", ... (borrowed) */
+    const char *who; /* "scheduler", "worker w1", ... (borrowed; for debugging, not printed) */
     int level;       /* messages above this level are dropped */
+    void (*cb)(void *cookie, int level, const char *msg); /* NULL = silent */
+    void *cookie;
 } tsr__logger;
 void tsr__log(const tsr__logger *lg, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

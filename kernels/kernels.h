@@ -97,7 +97,8 @@ static inline float tsr__random_f32(uint64_t s, uint64_t g) {
     return (float)(tsr__random_bits(s, g) >> 40) * 0x1.0p-24f;
 }
 
-/* Makes OpenBLAS run single-threaded inside tasks (called once per worker at start-up). */
-void tsr__kernels_init_threads(int blas_threads);
+/* The threads one OpenBLAS call may use now. OpenBLAS's setting is process-wide, so the library
+ * only reads it (the worker warns when it exceeds blas_threads); the program sets it. */
+int tsr__kernels_blas_threads(void);
 
 #endif

@@ -16,8 +16,8 @@ tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
     return NULL;
 }
 
-void tsr__kernels_init_threads(int blas_threads) {
-    openblas_set_num_threads(blas_threads > 0 ? blas_threads : 1);
+int tsr__kernels_blas_threads(void) {
+    return openblas_get_num_threads();
 }
 
 /* ---- checks --------------------------------------------------------------------------------- */

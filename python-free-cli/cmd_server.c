@@ -1,17 +1,45 @@
-/* `tessera scheduler` and `tessera worker`: thin wrappers over tsr_scheduler_run and
- * tsr_worker_run. Each prints one line on stdout once it is ready, which the local cluster and
- * the tests read to learn the port picked with port 0. */
+/* `tessera scheduler` and `tessera worker`: thin wrappers over the server handles. Each prints
+ * one line on stdout once it is ready, which the local cluster and the tests read to learn the
+ * port picked with port 0. The process-wide settings the library leaves to its caller are made
+ * here: SIGINT/SIGTERM handlers that call *_stop, the malloc policy and OpenBLAS's threads (a
+ * worker), and the environment ($TESSERA_TOKEN, $TESSERA_SCHEDULER, $TESSERA_PLACEMENT).
+ * SIGPIPE is ignored in main() for every command. */
+#include <cblas.h>
 #include <getopt.h>
+#include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
-static void scheduler_ready(const char *address, void *user) {
-    (void)user;
-    printf("tessera scheduler listening on %s\n", address);
-    fflush(stdout);
+/* The server the signal handlers stop. Set before the handlers are installed. */
+static tsr_scheduler *the_scheduler;
+static tsr_worker *the_worker;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    /* Both are async-signal-safe (uv_async_send). */
+    if (the_scheduler) tsr_scheduler_stop(the_scheduler);
+    if (the_worker) tsr_worker_stop(the_worker);
+}
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* The servers' log lines, as "tessera-WHO: LEVEL: message" on stderr; cookie is WHO. One
+ * fprintf per line, so lines from several processes do not interleave mid-line. */
+static void log_to_stderr(void *cookie, int level, const char *msg) {
+    fprintf(stderr, "tessera-%s: %s: %s\n", (const char *)cookie, tsr_log_level_name(level), msg);
 }
 
 static const char scheduler_usage[] =
@@ -38,6 +66,11 @@ int cmd_scheduler(int argc, char **argv) {
     tsr_scheduler_options o;
     tsr_scheduler_options_default(&o);
     o.token = getenv("TESSERA_TOKEN");
+    /* A baseline for benchmarks only (bench/, docs/ARCHITECTURE.md). */
+    const char *pl = getenv("TESSERA_PLACEMENT");
+    if (pl && strcmp(pl, "roundrobin") == 0) o.placement = TSR_PLACEMENT_ROUNDROBIN;
+    o.logger.callback = log_to_stderr;
+    o.logger.cookie = (void *)"scheduler";
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "l:vh", longopts, NULL)) != -1) {
@@ -49,7 +82,7 @@ int cmd_scheduler(int argc, char **argv) {
             o.token = optarg;
             break;
         case 'v':
-            o.verbose = 1;
+            o.log_level = TSR_LOG_INFO;
             break;
         case 'h':
             fputs(scheduler_usage, stdout);
@@ -63,8 +96,17 @@ int cmd_scheduler(int argc, char **argv) {
         cli_error("scheduler takes no arguments (see tessera scheduler --help)");
         return EXIT_INVALID;
     }
-    o.on_listen = scheduler_ready;
-    int rc = tsr_scheduler_run(&o);
+    tsr_scheduler *s;
+    int rc = tsr_scheduler_new(&o, &s);
+    if (rc == 0) {
+        /* Handlers first: whoever reads the line below may signal us at once. */
+        the_scheduler = s;
+        install_stop_handlers();
+        printf("tessera scheduler listening on %s\n", tsr_scheduler_address(s));
+        fflush(stdout);
+        rc = tsr_scheduler_run(s);
+        tsr_scheduler_free(s);
+    }
     if (rc) {
         cli_error("scheduler: %s", tsr_strerror(rc));
         return rc == TSR_EINVALID ? EXIT_INVALID : EXIT_FAILED;
@@ -90,6 +132,7 @@ static const char worker_usage[] =
     "  --name NAME            worker name (default HOST-PID)\n"
     "  --listen-host HOST     address peers reach this worker on (default 127.0.0.1)\n"
     "  --memory-limit BYTES   chunk memory limit (default: none)\n"
+    "  --blas-threads N       threads one BLAS call may use (default 1)\n"
     "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
     "  --verbose              log tasks and transfers\n"
     "  --help                 this text\n";
@@ -103,6 +146,7 @@ int cmd_worker(int argc, char **argv) {
         {"name", required_argument, 0, 'n'},
         {"listen-host", required_argument, 0, 'L'},
         {"memory-limit", required_argument, 0, 'm'},
+        {"blas-threads", required_argument, 0, 'b'},
         {"token", required_argument, 0, 'k'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
@@ -144,11 +188,15 @@ int cmd_worker(int argc, char **argv) {
             o.memory_limit = v;
             break;
         }
+        case 'b':
+            if ((o.blas_threads = cli_parse_int("--blas-threads", optarg, 1, 1024)) < 0)
+                return EXIT_INVALID;
+            break;
         case 'k':
             o.token = optarg;
             break;
         case 'v':
-            o.verbose = 1;
+            o.log_level = TSR_LOG_INFO;
             break;
         case 'h':
             fputs(worker_usage, stdout);
@@ -166,9 +214,40 @@ int cmd_worker(int argc, char **argv) {
         cli_error("no scheduler given: use --scheduler HOST:PORT or set TESSERA_SCHEDULER");
         return EXIT_INVALID;
     }
+    /* The library's default name, made here so that the log lines can carry it from the
+     * first one on. */
+    char name[64], who[96];
+    /* The ready line names the worker as given, or "worker" (docs/cli/worker.md). */
+    o.user = (void *)(o.name && *o.name ? o.name : "worker");
+    if (!o.name || !*o.name) {
+        char host[48] = "localhost";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = '\0';
+        snprintf(name, sizeof name, "%s-%ld", host, (long)getpid());
+        o.name = name;
+    }
+    snprintf(who, sizeof who, "worker %s", o.name);
+    o.logger.callback = log_to_stderr;
+    o.logger.cookie = who;
     o.on_ready = worker_ready;
-    o.user = (void *)(o.name ? o.name : "worker");
-    int rc = tsr_worker_run(&o);
+    /* Chunk buffers of 128 KiB to tens of MiB come and go all the time. glibc's dynamic mmap
+     * threshold rises to the largest size freed so far, after which such buffers come from the
+     * heap and freed ones stay resident (only the top of the heap is trimmed), so a worker's RSS
+     * would stay near its all-time peak plus fragmentation. A fixed threshold keeps every large
+     * buffer in its own mapping, returned to the kernel when freed. It matches the size under
+     * which the worker's loop allocates outputs itself (TSR__LOOP_ALLOC_MAX, worker/worker.h). */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024);
+    /* Executors use one core each: one BLAS call must not spread over the others. */
+    openblas_set_num_threads(o.blas_threads);
+    tsr_worker *w;
+    int rc = tsr_worker_new(&o, &w);
+    if (rc == 0) {
+        the_worker = w;
+        install_stop_handlers();
+        rc = tsr_worker_run(w);
+        tsr_worker_free(w);
+    }
     if (rc) {
         cli_error("worker: %s", tsr_strerror(rc));
         return rc == TSR_EINVALID ? EXIT_INVALID : EXIT_FAILED;

@@ -1,5 +1,6 @@
 /* `tessera`: the command-line entry point. Dispatches to one subcommand per file; every
  * subcommand takes --help. */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,9 +69,12 @@ int main(int argc, char **argv) {
         return EXIT_OK;
     }
     if (!strcmp(cmd, "--version")) {
-        printf("tessera %d.%d.%d\n", TSR_VERSION_MAJOR, TSR_VERSION_MINOR, TSR_VERSION_PATCH);
+        printf("tessera %s\n", tsr_version());
         return EXIT_OK;
     }
+    /* The library writes sockets with write(): a peer that vanished must close one connection,
+     * not kill the process (tessera.h, "Servers as handles"). */
+    signal(SIGPIPE, SIG_IGN);
     static const struct {
         const char *name;
         int (*fn)(int, char **);

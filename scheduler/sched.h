@@ -214,7 +214,7 @@ typedef struct tsr__costs {
 typedef struct tsr__sched {
     const tsr__logger *log;
     tsr__costs cost;
-    int roundrobin;      /* bench-only baseline: TESSERA_PLACEMENT=roundrobin */
+    int roundrobin;      /* bench-only baseline: TSR_PLACEMENT_ROUNDROBIN */
     uint32_t placements; /* counter for refreshing `least` */
     uint32_t least[2];   /* cached least-loaded workers (many workers only) */
     tsr__sworker *w;
@@ -410,7 +410,6 @@ typedef struct tsr__peer {
 struct tsr__server {
     uv_loop_t loop;
     uv_tcp_t listener;
-    uv_signal_t sigint, sigterm;
     uv_check_t check;      /* flushes the turn's batched messages */
     uv_idle_t idle;        /* keeps poll from blocking when a flush is due */
     uv_timer_t progress;   /* 100 ms progress ticks while some job changes */

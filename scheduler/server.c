@@ -1,8 +1,10 @@
-/* The scheduler process: its own libuv loop, the listener, signals, the per-turn flush of
- * batched messages (a uv_check), progress ticks and a clean stop in which every handle is
- * closed and uv_loop_close() succeeds. No globals: two schedulers in one process just work. */
+/* The scheduler handle: its own libuv loop, the listener, the per-turn flush of batched messages
+ * (a uv_check), progress ticks, tsr_scheduler_stop (a uv_async, safe from signal handlers) and a
+ * clean stop in which every handle is closed and uv_loop_close() succeeds. No globals and no
+ * process-wide state (signals, environment, SIGPIPE are the caller's): two schedulers in one
+ * process just work. */
 #include <errno.h>
-#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,9 +14,20 @@
 #define PROGRESS_MS 100
 #define STOP_GRACE_MS 2000
 
+/* The public handle: the server, plus what only the handle's life cycle needs. */
+struct tsr_scheduler {
+    tsr__server srv;
+    uv_async_t stop_async; /* tsr_scheduler_stop; unreferenced, open until free */
+    char *token;           /* copied from the options */
+    int ran;               /* tsr_scheduler_run was called */
+};
+
 void tsr_scheduler_options_default(tsr_scheduler_options *opts) {
+    if (!opts) return;
     memset(opts, 0, sizeof *opts);
     opts->listen = "127.0.0.1:8786";
+    opts->log_level = TSR_LOG_WARN;
+    opts->placement = TSR_PLACEMENT_DEFAULT;
 }
 
 static void on_progress(uv_timer_t *t);
@@ -192,8 +205,6 @@ void tsr__server_stop(tsr__server *srv, const char *why) {
     srv->stopping = 1;
     tsr__log(&srv->log, TSR_LOG_INFO, "stopping: %s", why);
     close_handle((uv_handle_t *)&srv->listener);
-    close_handle((uv_handle_t *)&srv->sigint);
-    close_handle((uv_handle_t *)&srv->sigterm);
     close_handle((uv_handle_t *)&srv->check);
     close_handle((uv_handle_t *)&srv->idle);
     close_handle((uv_handle_t *)&srv->progress);
@@ -224,115 +235,149 @@ void tsr__server_peer_closed(tsr__server *srv) {
     if (srv->stopping && srv->nopen == 0) close_handle((uv_handle_t *)&srv->stop_timer);
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-    tsr__server *srv = h->data;
-    tsr__server_stop(srv, signum == SIGINT ? "SIGINT" : "SIGTERM");
-}
-
 static void on_walk(uv_handle_t *h, void *arg) {
     tsr__server *srv = arg;
     tsr__log(&srv->log, TSR_LOG_ERROR, "handle left open at exit: %s",
              uv_handle_type_name(uv_handle_get_type(h)));
 }
 
-/* A server must not be killed by a peer that vanishes mid-write. Only a default disposition
- * is changed; an application that set its own handler keeps it. */
-static void ignore_sigpipe(void) {
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
-        sa.sa_handler = SIG_IGN;
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = 0;
-        sigaction(SIGPIPE, &sa, NULL);
-    }
+static void on_stop_async(uv_async_t *a) {
+    tsr__server_stop(a->data, "stop requested");
 }
 
-int tsr_scheduler_run(const tsr_scheduler_options *opts) {
+static void close_all(tsr__server *srv) {
+    close_handle((uv_handle_t *)&srv->listener);
+    close_handle((uv_handle_t *)&srv->check);
+    close_handle((uv_handle_t *)&srv->idle);
+    close_handle((uv_handle_t *)&srv->progress);
+    close_handle((uv_handle_t *)&srv->stop_timer);
+}
+
+/* Runs the loop until every handle is closed and closes it; 0 or why it could not. */
+static int finish_loop(tsr_scheduler *s) {
+    tsr__server *srv = &s->srv;
+    close_handle((uv_handle_t *)&s->stop_async);
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&srv->loop);
+    if (rc) {
+        uv_walk(&srv->loop, on_walk, srv);
+        tsr__log(&srv->log, TSR_LOG_ERROR, "uv_loop_close: %s", uv_strerror(rc));
+    }
+    return rc;
+}
+
+static void release(tsr_scheduler *s) {
+    tsr__sched_free(&s->srv.st);
+    free(s->srv.peers);
+    free(s->srv.touched);
+    free(s->token);
+    free(s);
+}
+
+int tsr_scheduler_new(const tsr_scheduler_options *opts, tsr_scheduler **out) {
+    if (!out) return TSR_EINVALID;
+    *out = NULL;
     tsr_scheduler_options def;
     if (!opts) {
         tsr_scheduler_options_default(&def);
         opts = &def;
     }
     const char *listen_addr = opts->listen ? opts->listen : "127.0.0.1:8786";
-    tsr__server *srv = calloc(1, sizeof *srv);
-    if (!srv) return -ENOMEM;
+    tsr_scheduler *s = calloc(1, sizeof *s);
+    if (!s) return -ENOMEM;
+    tsr__server *srv = &s->srv;
     srv->log.who = "scheduler";
-    srv->log.level = opts->verbose >= 2 ? TSR_LOG_DEBUG
-                     : opts->verbose    ? TSR_LOG_INFO
-                                        : TSR_LOG_WARN;
-    srv->token = opts->token && opts->token[0] ? opts->token : NULL;
+    srv->log.level = opts->log_level;
+    srv->log.cb = opts->logger.callback;
+    srv->log.cookie = opts->logger.cookie;
+    if (opts->token && opts->token[0] && !(s->token = strdup(opts->token))) {
+        free(s);
+        return -ENOMEM;
+    }
+    srv->token = s->token;
 
     char host[96];
     int port, rc = tsr__parse_address(listen_addr, host, sizeof host, &port);
     if (rc) {
         tsr__log(&srv->log, TSR_LOG_ERROR, "bad listen address '%s'", listen_addr);
-        free(srv);
+        free(s->token);
+        free(s);
         return rc;
     }
     if (!tsr__is_loopback(host) && !srv->token) {
         tsr__log(&srv->log, TSR_LOG_ERROR, "listening on %s (not loopback) requires a token",
                  listen_addr);
-        free(srv);
+        free(s->token);
+        free(s);
         return TSR_EAUTH;
     }
-    ignore_sigpipe();
     rc = uv_loop_init(&srv->loop);
     if (rc) {
-        free(srv);
+        free(s->token);
+        free(s);
         return rc;
     }
     tsr__sched_init(&srv->st, &srv->log);
     srv->started = tsr__now();
     /* A baseline for benchmarks only (bench/, docs/ARCHITECTURE.md): tasks go round-robin, no
      * partition, no stealing. */
-    const char *pl = getenv("TESSERA_PLACEMENT");
-    if (pl && strcmp(pl, "roundrobin") == 0) {
+    if (opts->placement == TSR_PLACEMENT_ROUNDROBIN) {
         srv->st.roundrobin = 1;
-        tsr__log(&srv->log, TSR_LOG_INFO, "placement: round-robin (TESSERA_PLACEMENT)");
+        tsr__log(&srv->log, TSR_LOG_INFO, "placement: round-robin");
     }
     uv_tcp_init(&srv->loop, &srv->listener);
-    uv_signal_init(&srv->loop, &srv->sigint);
-    uv_signal_init(&srv->loop, &srv->sigterm);
     uv_check_init(&srv->loop, &srv->check);
     uv_idle_init(&srv->loop, &srv->idle);
     uv_timer_init(&srv->loop, &srv->progress);
     uv_timer_init(&srv->loop, &srv->stop_timer);
-    srv->listener.data = srv->sigint.data = srv->sigterm.data = srv->check.data = srv;
-    srv->idle.data = srv->progress.data = srv->stop_timer.data = srv;
+    /* Unreferenced: it must not keep tsr_scheduler_run going once everything else closed, and it
+     * stays open until free so that a late tsr_scheduler_stop still finds a live handle. */
+    uv_async_init(&srv->loop, &s->stop_async, on_stop_async);
+    uv_unref((uv_handle_t *)&s->stop_async);
+    srv->listener.data = srv->check.data = srv->idle.data = srv;
+    srv->progress.data = srv->stop_timer.data = s->stop_async.data = srv;
 
     char bound[96];
     rc = tsr__listen(&srv->listener, listen_addr, tsr__server_on_connection, bound, sizeof bound);
-    int result = 0;
     if (rc) {
         tsr__log(&srv->log, TSR_LOG_ERROR, "cannot listen on %s: %s", listen_addr,
                  tsr_strerror(rc));
-        result = rc;
         srv->stopping = 1;
-        close_handle((uv_handle_t *)&srv->listener);
-        close_handle((uv_handle_t *)&srv->sigint);
-        close_handle((uv_handle_t *)&srv->sigterm);
-        close_handle((uv_handle_t *)&srv->check);
-        close_handle((uv_handle_t *)&srv->idle);
-        close_handle((uv_handle_t *)&srv->progress);
-        close_handle((uv_handle_t *)&srv->stop_timer);
-    } else {
-        uv_signal_start(&srv->sigint, on_signal, SIGINT);
-        uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
-        uv_check_start(&srv->check, on_check);
-        tsr__log(&srv->log, TSR_LOG_INFO, "listening on %s", bound);
-        snprintf(srv->addr, sizeof srv->addr, "%s", bound);
-        if (opts->on_listen) opts->on_listen(bound, opts->user);
+        close_all(srv);
+        finish_loop(s);
+        release(s);
+        return rc;
     }
-    uv_run(&srv->loop, UV_RUN_DEFAULT);
-    rc = uv_loop_close(&srv->loop);
-    if (rc) {
-        uv_walk(&srv->loop, on_walk, srv);
-        tsr__log(&srv->log, TSR_LOG_ERROR, "uv_loop_close: %s", uv_strerror(rc));
-        if (!result) result = rc;
+    uv_check_start(&srv->check, on_check);
+    tsr__log(&srv->log, TSR_LOG_INFO, "listening on %s", bound);
+    snprintf(srv->addr, sizeof srv->addr, "%s", bound);
+    *out = s;
+    return 0;
+}
+
+const char *tsr_scheduler_address(const tsr_scheduler *s) {
+    return s ? s->srv.addr : NULL;
+}
+
+int tsr_scheduler_run(tsr_scheduler *s) {
+    if (!s || s->ran) return TSR_EINVALID;
+    s->ran = 1;
+    uv_run(&s->srv.loop, UV_RUN_DEFAULT);
+    return 0;
+}
+
+void tsr_scheduler_stop(tsr_scheduler *s) {
+    if (s) uv_async_send(&s->stop_async); /* async-signal-safe */
+}
+
+void tsr_scheduler_free(tsr_scheduler *s) {
+    if (!s) return;
+    tsr__server *srv = &s->srv;
+    if (!srv->stopping) {
+        /* Never ran, or run has not been asked to stop: stop now and let the closes finish. */
+        tsr__server_stop(srv, "freed");
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
-    tsr__sched_free(&srv->st);
-    free(srv->peers);
-    free(srv->touched);
-    free(srv);
-    return result;
+    finish_loop(s);
+    release(s);
 }

@@ -1,10 +1,10 @@
 /* The worker: its loop, the scheduler connection (hello, compute, free, shutdown), reporting
  * finished tasks (done with stats, erred), start-up and shutdown. The task life cycle is in
  * task.c; compute never runs here: ready tasks go to the executors (exec.c) and come back
- * through the completion queue. */
+ * through the completion queue. The library's worker changes no process-wide state: signals, the
+ * malloc policy and OpenBLAS's thread count are the program's (tessera.h, tsr_worker_new). */
 #include <errno.h>
 #include <malloc.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +13,25 @@
 #include "kernels/kernels.h"
 #include "worker/worker.h"
 
+/* The public handle: the worker, its own copy of the options and what only the handle's life
+ * cycle needs. */
+struct tsr_worker {
+    tsr__worker w;
+    tsr_worker_options o;  /* w.opts points here; its strings are the copies below */
+    char *strs[5];         /* scheduler, token, cpus, name, listen_host */
+    uv_async_t stop_async; /* tsr_worker_stop; unreferenced, open until free */
+    int async_ok;
+    int ran;
+};
+
 void tsr_worker_options_default(tsr_worker_options *opts) {
     if (!opts) return;
     memset(opts, 0, sizeof *opts);
     opts->threads = 1;
     opts->gpu = -1;
     opts->listen_host = "127.0.0.1";
+    opts->log_level = TSR_LOG_WARN;
+    opts->blas_threads = 1;
 }
 
 static void worker_stop(tsr__worker *w, const char *why);
@@ -247,6 +260,7 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
 
 static void sched_on_connect(tsr__conn *c, int status) {
     tsr__worker *w = c->owner;
+    if (status == UV_ECANCELED && w->stopping) return; /* stopped (or freed) while connecting */
     if (status < 0) {
         tsr__log(&w->log, TSR_LOG_ERROR, "cannot reach the scheduler at %s: %s", w->opts->scheduler,
                  uv_strerror(status));
@@ -259,7 +273,7 @@ static void sched_on_connect(tsr__conn *c, int status) {
 static void sched_on_close(tsr__conn *c, int status, const char *reason) {
     tsr__worker *w = c->owner;
     w->sched = NULL;
-    if (!w->welcomed && w->exit_code == 0) {
+    if (!w->welcomed && w->exit_code == 0 && !w->stopping) { /* not when we stopped first */
         w->exit_code = status < 0 ? status : TSR_ECLOSED;
         tsr__log(&w->log, TSR_LOG_ERROR, "scheduler %s closed before welcoming us: %s",
                  w->opts->scheduler, reason);
@@ -277,12 +291,6 @@ static const tsr__conn_cbs sched_cbs = {
 
 /* ---- Start and stop -------------------------------------------------------------------------- */
 
-static void on_signal(uv_signal_t *s, int signum) {
-    tsr__worker *w = s->data;
-    tsr__log(&w->log, TSR_LOG_INFO, "%s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
-    worker_stop(w, "signal");
-}
-
 /* Stops taking work, lets each executor finish its current task (queued ones are abandoned)
  * and closes every handle; uv_run then returns. */
 static void worker_stop(tsr__worker *w, const char *why) {
@@ -295,11 +303,7 @@ static void worker_stop(tsr__worker *w, const char *why) {
     if (w->async_ok) uv_close((uv_handle_t *)&w->async, NULL);
     if (w->check_ok) uv_close((uv_handle_t *)&w->check, NULL);
     if (w->idle_ok) uv_close((uv_handle_t *)&w->idle, NULL);
-    if (w->sig_ok) {
-        uv_close((uv_handle_t *)&w->sigint, NULL);
-        uv_close((uv_handle_t *)&w->sigterm, NULL);
-    }
-    w->server_ok = w->async_ok = w->check_ok = w->idle_ok = w->sig_ok = 0;
+    w->server_ok = w->async_ok = w->check_ok = w->idle_ok = 0;
     tsr__peer_close_all(w);
 }
 
@@ -356,12 +360,6 @@ static int worker_start(tsr__worker *w) {
     if ((rc = uv_timer_init(&w->loop, &w->idle)) != 0) return rc;
     w->idle.data = w;
     w->idle_ok = 1;
-    uv_signal_init(&w->loop, &w->sigint);
-    uv_signal_init(&w->loop, &w->sigterm);
-    w->sigint.data = w->sigterm.data = w;
-    w->sig_ok = 1;
-    uv_signal_start(&w->sigint, on_signal, SIGINT);
-    uv_signal_start(&w->sigterm, on_signal, SIGTERM);
 
     if ((rc = uv_tcp_init(&w->loop, &w->server)) != 0) return rc;
     w->server.data = w;
@@ -376,7 +374,13 @@ static int worker_start(tsr__worker *w) {
         return rc;
     }
 
-    tsr__kernels_init_threads(1);
+    int blas = tsr__kernels_blas_threads();
+    int want = o->blas_threads > 0 ? o->blas_threads : 1;
+    if (blas > want)
+        tsr__log(&w->log, TSR_LOG_WARN,
+                 "OpenBLAS may use %d threads per call, more than blas_threads (%d): the "
+                 "program should call openblas_set_num_threads(%d)",
+                 blas, want, want);
     if ((rc = tsr__exec_start(w)) != 0) return rc;
 
     if (!(w->sched = tsr__conn_new(&w->loop, &sched_cbs, w, &w->log))) return -ENOMEM;
@@ -407,18 +411,53 @@ static void worker_cleanup(tsr__worker *w) {
     if (w->topo_ok) hwloc_topology_destroy(w->topo);
 }
 
-/* Chunk buffers of 128 KiB to tens of MiB come and go all the time. glibc's dynamic mmap
- * threshold rises to the largest size freed so far, after which such buffers come from the heap
- * and freed ones stay resident (only the top of the heap is trimmed), so a worker's RSS would
- * stay near its all-time peak plus fragmentation. A fixed threshold keeps every large buffer in
- * its own mapping, returned to the kernel when freed. Process-wide, as a worker process is. */
-static void set_malloc_policy(void) {
-    mallopt(M_MMAP_THRESHOLD, TSR__LOOP_ALLOC_MAX);
-    mallopt(M_TRIM_THRESHOLD, 256 * 1024);
+static void on_stop_async(uv_async_t *a) {
+    worker_stop(a->data, "stop requested");
 }
 
-int tsr_worker_run(const tsr_worker_options *opts) {
-    tsr__logger early = {"worker", TSR_LOG_WARN};
+/* Closes the stop handle, runs the loop until every close is done and closes it. */
+static void finish_loop(tsr_worker *h) {
+    tsr__worker *w = &h->w;
+    if (!w->loop_ok) return;
+    if (h->async_ok) uv_close((uv_handle_t *)&h->stop_async, NULL);
+    h->async_ok = 0;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Executors are joined; nothing else can be running. */
+    int lrc = uv_loop_close(&w->loop);
+    if (lrc != 0)
+        tsr__log(&w->log, TSR_LOG_ERROR, "event loop still had handles at exit: %s",
+                 uv_strerror(lrc));
+    w->loop_ok = 0;
+}
+
+static void release(tsr_worker *h) {
+    worker_cleanup(&h->w);
+    for (size_t i = 0; i < TSR__ARRAY_LEN(h->strs); i++) free(h->strs[i]);
+    free(h);
+}
+
+/* Copies the options' strings, so the caller's may go once tsr_worker_new returns. */
+static int copy_options(tsr_worker *h, const tsr_worker_options *opts) {
+    h->o = *opts;
+    const char **fields[] = {&h->o.scheduler, &h->o.token, &h->o.cpus, &h->o.name,
+                             &h->o.listen_host};
+    for (size_t i = 0; i < TSR__ARRAY_LEN(fields); i++) {
+        if (!*fields[i]) continue;
+        if (!(h->strs[i] = strdup(*fields[i]))) return -ENOMEM;
+        *fields[i] = h->strs[i];
+    }
+    return 0;
+}
+
+int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
+    if (!out) return TSR_EINVALID;
+    *out = NULL;
+    tsr__logger early = {"worker", TSR_LOG_WARN, NULL, NULL};
+    if (opts) {
+        early.level = opts->log_level;
+        early.cb = opts->logger.callback;
+        early.cookie = opts->logger.cookie;
+    }
     if (!opts || !opts->scheduler || !opts->scheduler[0]) {
         tsr__log(&early, TSR_LOG_ERROR, "no scheduler address given");
         return TSR_EINVALID;
@@ -429,9 +468,16 @@ int tsr_worker_run(const tsr_worker_options *opts) {
                  opts->gpu);
         return TSR_EUNSUPPORTED;
     }
-    tsr__worker *w = calloc(1, sizeof *w);
-    if (!w) return -ENOMEM;
-    w->opts = opts;
+    tsr_worker *h = calloc(1, sizeof *h);
+    if (!h) return -ENOMEM;
+    tsr__worker *w = &h->w;
+    w->st.status_fd = -1;
+    if (copy_options(h, opts) != 0) {
+        for (size_t i = 0; i < TSR__ARRAY_LEN(h->strs); i++) free(h->strs[i]);
+        free(h);
+        return -ENOMEM;
+    }
+    opts = w->opts = &h->o;
     if (opts->name && opts->name[0]) {
         snprintf(w->name, sizeof w->name, "%s", opts->name);
     } else {
@@ -441,32 +487,48 @@ int tsr_worker_run(const tsr_worker_options *opts) {
         snprintf(w->name, sizeof w->name, "%s-%ld", host, (long)getpid());
     }
     snprintf(w->who, sizeof w->who, "worker %s", w->name);
+    w->log = early;
     w->log.who = w->who;
-    w->log.level = opts->verbose > 1 ? TSR_LOG_DEBUG : opts->verbose ? TSR_LOG_INFO : TSR_LOG_WARN;
     w->nexec = opts->threads > 0 ? opts->threads : 1;
     tsr__store_init(&w->store);
     w->store.mem = &w->mem;
     tsr__kmap_init(&w->pending);
     tsr__kmap_init(&w->fetched);
     tsr__stats_init(&w->st);
-    set_malloc_policy();
 
     w->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     w->execs = calloc((size_t)w->nexec, sizeof *w->execs);
     int rc = w->zone && w->execs ? worker_start(w) : -ENOMEM;
-    if (rc != 0 && w->exit_code == 0) w->exit_code = rc;
-    if (rc != 0) worker_stop(w, "start-up failed");
-    if (w->loop_ok) {
-        uv_run(&w->loop, UV_RUN_DEFAULT);
-        /* Executors are joined; nothing else can be running. */
-        int lrc = uv_loop_close(&w->loop);
-        if (lrc != 0) {
-            tsr__log(&w->log, TSR_LOG_ERROR, "event loop still had handles at exit: %s",
-                     uv_strerror(lrc));
-            if (w->exit_code == 0) w->exit_code = lrc;
-        }
+    if (rc == 0 && (rc = uv_async_init(&w->loop, &h->stop_async, on_stop_async)) == 0) {
+        /* Unreferenced: it must not keep tsr_worker_run going once everything else closed, and
+         * it stays open until free so that a late tsr_worker_stop still finds a live handle. */
+        h->stop_async.data = w;
+        h->async_ok = 1;
+        uv_unref((uv_handle_t *)&h->stop_async);
     }
-    rc = w->exit_code;
+    if (rc != 0) {
+        worker_stop(w, "start-up failed");
+        finish_loop(h);
+        release(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
+}
+
+const char *tsr_worker_address(const tsr_worker *h) {
+    return h ? h->w.peer_addr : NULL;
+}
+
+const char *tsr_worker_name(const tsr_worker *h) {
+    return h ? h->w.name : NULL;
+}
+
+int tsr_worker_run(tsr_worker *h) {
+    if (!h || h->ran) return TSR_EINVALID;
+    h->ran = 1;
+    tsr__worker *w = &h->w;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
     uint64_t hwm = 0, rss = 0;
     if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &rss);
     tsr__log(&w->log, TSR_LOG_INFO,
@@ -476,7 +538,17 @@ int tsr_worker_run(const tsr_worker_options *opts) {
              (unsigned long long)w->st.msgs_in, (unsigned long long)w->st.msgs_out,
              (unsigned long long)w->mem.peak, (unsigned long long)w->store.peak,
              (unsigned long long)hwm);
-    worker_cleanup(w);
-    free(w);
-    return rc;
+    return w->exit_code;
+}
+
+void tsr_worker_stop(tsr_worker *h) {
+    if (h) uv_async_send(&h->stop_async); /* async-signal-safe */
+}
+
+void tsr_worker_free(tsr_worker *h) {
+    if (!h) return;
+    tsr__worker *w = &h->w;
+    if (!w->stopping) worker_stop(w, "freed"); /* never ran, or not stopped */
+    finish_loop(h);
+    release(h);
 }

@@ -274,7 +274,7 @@ struct tsr__worker {
     char cpus[256];
     int exit_code;
     int stopping;
-    int loop_ok, server_ok, async_ok, sig_ok, check_ok;
+    int loop_ok, server_ok, async_ok, check_ok;
 
     uv_tcp_t server;
     uv_async_t async;
@@ -282,7 +282,6 @@ struct tsr__worker {
     uv_timer_t idle;  /* a while after the last task: give memory back (worker.c, on_idle) */
     int idle_ok;
     int worked; /* tasks ran or chunks went since memory was last given back */
-    uv_signal_t sigint, sigterm;
 
     tsr__conn *sched;
     int welcomed;

@@ -393,41 +393,152 @@ TSR_API int tsr_program_run(tsr_program *p, const tsr_compute_options *opts, FIL
 TSR_API void tsr_program_free(tsr_program *p);
 
 /* ---------------------------------------------------------------------------------------------
- * Running cluster processes (the `tessera scheduler` and `tessera worker` commands use these).
+ * Servers as handles: a scheduler or a worker inside the calling process (the `tessera scheduler`
+ * and `tessera worker` commands are thin wrappers over these).
+ *
+ * The library changes no process-wide state and never prints on its own: no signal handlers, no
+ * environment reads, no malloc or OpenBLAS settings, no SIGPIPE disposition. What a server has to
+ * say goes to the logger in its options (nothing is printed when none is set). Several
+ * schedulers and workers may run side by side in one process, each on its own thread.
+ *
+ * SIGPIPE: servers and clients write to sockets with write(), which raises SIGPIPE when the peer
+ * has gone; its default action kills the process. A program that embeds a scheduler, a worker or
+ * a client must either ignore SIGPIPE (signal(SIGPIPE, SIG_IGN), as the `tessera` command does;
+ * the write then fails with EPIPE and only that connection closes) or block it with
+ * pthread_sigmask() on every thread that runs tsr_scheduler_run(), tsr_worker_run() or a client
+ * call, before those threads start the library's own threads (which inherit the mask).
  * ------------------------------------------------------------------------------------------- */
 
+/* The library's version, "MAJOR.MINOR.PATCH" (TSR_VERSION_* of the library actually linked).
+ * Borrowed (static storage). */
+TSR_API const char *tsr_version(void);
+
+typedef enum tsr_log_level {
+    TSR_LOG_ERROR = 0,
+    TSR_LOG_WARN = 1,
+    TSR_LOG_INFO = 2,
+    TSR_LOG_DEBUG = 3
+} tsr_log_level;
+
+/* "error", "warning", "info", "debug"; levels outside that range get the nearest name.
+ * Borrowed (static storage). */
+TSR_API const char *tsr_log_level_name(int level);
+
+/* Where a server's log lines go (as dav1d's Dav1dLogger). callback receives one line without a
+ * trailing newline (msg is borrowed for the call) and its level; it runs on the thread that
+ * called the server's _new or _run function, and must not call back into that server. A NULL
+ * callback drops every line. The cookie is passed through untouched. */
+typedef struct tsr_logger {
+    void *cookie;
+    void (*callback)(void *cookie, int level, const char *msg);
+} tsr_logger;
+
+typedef struct tsr_scheduler tsr_scheduler;
+
+typedef enum tsr_placement {
+    TSR_PLACEMENT_DEFAULT = 0,   /* partition, locality and stealing (docs/ARCHITECTURE.md) */
+    TSR_PLACEMENT_ROUNDROBIN = 1 /* a baseline for benchmarks: tasks round-robin, no stealing */
+} tsr_placement;
+
 typedef struct tsr_scheduler_options {
-    const char *listen; /* "HOST:PORT"; default "127.0.0.1:8786"; port 0 picks a free port */
-    const char *token;  /* required from every peer when listening off loopback */
-    /* Called once listening, with the address actually bound ("127.0.0.1:40123"). */
-    void (*on_listen)(const char *address, void *user);
-    void *user;
-    int verbose;
+    const char *listen;   /* "HOST:PORT"; default "127.0.0.1:8786"; port 0 picks a free port.
+                             Copied */
+    const char *token;    /* required from every peer; mandatory when listening off loopback;
+                             copied; NULL or "" = none */
+    tsr_logger logger;    /* default: none (silent) */
+    int log_level;        /* lines above this level are dropped; default TSR_LOG_WARN */
+    int placement;        /* a tsr_placement; default TSR_PLACEMENT_DEFAULT */
+    uint8_t reserved[32]; /* room to grow: must stay zero (tsr_scheduler_options_default) */
 } tsr_scheduler_options;
 
 TSR_API void tsr_scheduler_options_default(tsr_scheduler_options *opts);
-/* Runs a scheduler on the calling thread until SIGINT/SIGTERM or a client's shutdown request.
- * Returns 0 on a clean stop. */
-TSR_API int tsr_scheduler_run(const tsr_scheduler_options *opts);
+
+/* Creates a scheduler and binds its listening socket (so tsr_scheduler_address() names the port
+ * picked for port 0); nothing is served until tsr_scheduler_run(). On success *out is a new
+ * handle that the caller frees with tsr_scheduler_free(); on failure *out is NULL and the
+ * logger said why (TSR_EINVALID for a bad address, TSR_EAUTH for off-loopback without a token,
+ * -errno when the address cannot be bound). opts may be NULL (the defaults). */
+TSR_API int tsr_scheduler_new(const tsr_scheduler_options *opts, tsr_scheduler **out);
+
+/* "HOST:PORT" actually bound ("127.0.0.1:40123"). Borrowed; valid until tsr_scheduler_free().
+ * Any thread. */
+TSR_API const char *tsr_scheduler_address(const tsr_scheduler *s);
+
+/* Serves on the calling thread until tsr_scheduler_stop() or a client's shutdown request, then
+ * tells every worker to shut down and closes every connection (waiting at most 2 s for their
+ * queued writes). Returns 0 on a clean stop. Runs once per handle: a second call returns
+ * TSR_EINVALID. */
+TSR_API int tsr_scheduler_run(tsr_scheduler *s);
+
+/* Asks a scheduler to stop; tsr_scheduler_run() returns soon after. Async-signal-safe and safe
+ * from any thread (uv_async_send), before, during or after tsr_scheduler_run(), any number of
+ * times; not after tsr_scheduler_free(). */
+TSR_API void tsr_scheduler_stop(tsr_scheduler *s);
+
+/* Closes everything the scheduler holds (stopping it first when it never ran) and frees it. Not
+ * while tsr_scheduler_run() is running on another thread: stop it and let run return first.
+ * NULL is a no-op. */
+TSR_API void tsr_scheduler_free(tsr_scheduler *s);
+
+typedef struct tsr_worker tsr_worker;
 
 typedef struct tsr_worker_options {
-    const char *scheduler;   /* "HOST:PORT"; required */
-    const char *token;       /* NULL = none */
+    const char *scheduler;   /* "HOST:PORT"; required; copied */
+    const char *token;       /* NULL = none; copied */
     int threads;             /* executor threads; default 1 */
-    const char *cpus;        /* cores to pin to, hwloc list syntax ("0-3,6"); NULL = all */
+    const char *cpus;        /* cores to pin to, hwloc list syntax ("0-3,6"); NULL = all; copied */
     int gpu;                 /* GPU id, -1 = CPU worker (default) */
-    const char *name;        /* NULL = "HOST-PID" */
-    const char *listen_host; /* address peers reach this worker on; default "127.0.0.1" */
+    const char *name;        /* NULL = "HOST-PID"; copied */
+    const char *listen_host; /* address peers reach this worker on; default "127.0.0.1"; copied */
     int64_t memory_limit;    /* bytes; 0 = no limit */
+    /* Called on the worker's thread once the scheduler has welcomed it, with the address peers
+     * fetch chunks from (as tsr_worker_address()). */
     void (*on_ready)(const char *peer_address, void *user);
     void *user;
-    int verbose;
+    tsr_logger logger; /* default: none (silent) */
+    int log_level;     /* lines above this level are dropped; default TSR_LOG_WARN */
+    /* Threads one BLAS call of an executor may use; default 1 (the executors already use one
+     * core each). OpenBLAS's thread count is process-wide, so the library does not set it: the
+     * program applies it (openblas_set_num_threads(), as `tessera worker` does). The worker logs
+     * a warning when OpenBLAS is set to use more. */
+    int blas_threads;
+    uint8_t reserved[32]; /* room to grow: must stay zero (tsr_worker_options_default) */
 } tsr_worker_options;
 
 TSR_API void tsr_worker_options_default(tsr_worker_options *opts);
-/* Runs a worker on the calling thread until the scheduler goes away, SIGINT/SIGTERM, or a
- * shutdown request. Returns 0 on a clean stop. */
-TSR_API int tsr_worker_run(const tsr_worker_options *opts);
+
+/* Creates a worker: reads the topology, starts and pins its executor threads, binds its peer
+ * socket (tsr_worker_address()) and starts connecting to the scheduler. Nothing is served until
+ * tsr_worker_run(). On success *out is a new handle that the caller frees with
+ * tsr_worker_free(); on failure *out is NULL (TSR_EINVALID: no scheduler address, a bad cpu set;
+ * TSR_EUNSUPPORTED: a GPU worker). opts may not be NULL (a scheduler address is required).
+ *
+ * A worker process does best with glibc's dynamic mmap threshold fixed at 128 KiB
+ * (mallopt(M_MMAP_THRESHOLD, 128 * 1024); mallopt(M_TRIM_THRESHOLD, 256 * 1024)), so freed
+ * chunk buffers go back to the kernel; `tessera worker` sets it, the library does not. */
+TSR_API int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out);
+
+/* The address peers fetch this worker's chunks from ("127.0.0.1:40125"). Borrowed; valid until
+ * tsr_worker_free(). Any thread. */
+TSR_API const char *tsr_worker_address(const tsr_worker *w);
+
+/* The worker's name (the option, or "HOST-PID"). Borrowed; valid until tsr_worker_free(). */
+TSR_API const char *tsr_worker_name(const tsr_worker *w);
+
+/* Serves on the calling thread until tsr_worker_stop(), the scheduler goes away or sends
+ * shutdown. Each executor finishes its current task; queued ones are abandoned. Returns 0 on a
+ * clean stop, or why it stopped otherwise (e.g. -ECONNREFUSED: no scheduler there,
+ * TSR_EVERSION/TSR_EAUTH: refused by it). Runs once per handle: a second call returns
+ * TSR_EINVALID. */
+TSR_API int tsr_worker_run(tsr_worker *w);
+
+/* Asks a worker to stop, as tsr_scheduler_stop(): async-signal-safe, any thread, any time
+ * before tsr_worker_free(). */
+TSR_API void tsr_worker_stop(tsr_worker *w);
+
+/* Joins the executors, closes everything and frees the worker. Not while tsr_worker_run() runs
+ * on another thread. NULL is a no-op. */
+TSR_API void tsr_worker_free(tsr_worker *w);
 
 #ifdef __cplusplus
 }

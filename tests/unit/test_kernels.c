@@ -1,5 +1,6 @@
 /* Kernels against naive loops written here, for both dtypes, plus the descriptor checks. */
 #include <criterion/criterion.h>
+#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -978,6 +979,8 @@ Test(kernels, flops) {
     cr_assert_eq(tsr__kernel_flops(&d, in, 1), 200.0);
 }
 
-Test(kernels, init_threads) {
-    tsr__kernels_init_threads(1);
+/* The library only reads OpenBLAS's process-wide thread count (the program sets it). */
+Test(kernels, blas_threads_read_back) {
+    openblas_set_num_threads(1);
+    cr_assert_eq(tsr__kernels_blas_threads(), 1);
 }

@@ -563,29 +563,15 @@ Test(sched_proto, submit_decode_and_validation) {
 
 typedef struct srv_thread {
     pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    tsr_scheduler *s;
     char addr[96];
     int port;
     int rc;
 } srv_thread;
 
-static void on_listen(const char *address, void *user) {
-    srv_thread *t = user;
-    pthread_mutex_lock(&t->mu);
-    snprintf(t->addr, sizeof t->addr, "%s", address);
-    pthread_cond_signal(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-}
-
 static void *run_sched(void *arg) {
     srv_thread *t = arg;
-    tsr_scheduler_options o;
-    tsr_scheduler_options_default(&o);
-    o.listen = "127.0.0.1:0";
-    o.on_listen = on_listen;
-    o.user = t;
-    t->rc = tsr_scheduler_run(&o);
+    t->rc = tsr_scheduler_run(t->s);
     return NULL;
 }
 
@@ -675,12 +661,12 @@ static void pack_hello(msgpack_sbuffer *b, int v, const char *role, const char *
 Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
     signal(SIGPIPE, SIG_IGN);
     srv_thread t = {.rc = -1};
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.cv, NULL);
+    tsr_scheduler_options so;
+    tsr_scheduler_options_default(&so);
+    so.listen = "127.0.0.1:0";
+    cr_assert_eq(tsr_scheduler_new(&so, &t.s), 0);
+    snprintf(t.addr, sizeof t.addr, "%s", tsr_scheduler_address(t.s));
     pthread_create(&t.th, NULL, run_sched, &t);
-    pthread_mutex_lock(&t.mu);
-    while (!t.addr[0]) pthread_cond_wait(&t.cv, &t.mu);
-    pthread_mutex_unlock(&t.mu);
     char host[64];
     cr_assert_eq(tsr__parse_address(t.addr, host, sizeof host, &t.port), 0);
 
@@ -812,6 +798,7 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
     close(cl);
     pthread_join(t.th, NULL);
     cr_assert_eq(t.rc, 0);
+    tsr_scheduler_free(t.s);
     msgpack_sbuffer_destroy(&g);
     msgpack_sbuffer_destroy(&b);
     msgpack_unpacked_destroy(&up);

@@ -682,12 +682,12 @@ Test(worker, unreachable_scheduler) {
     tsr_worker_options o;
     tsr_worker_options_default(&o);
     o.scheduler = addr;
-    cr_assert_eq(tsr_worker_run(&o), -ECONNREFUSED);
+    cr_assert_eq(worker_life(&o), -ECONNREFUSED);
     o.gpu = 0;
-    cr_assert_eq(tsr_worker_run(&o), TSR_EUNSUPPORTED);
+    cr_assert_eq(worker_life(&o), TSR_EUNSUPPORTED);
     o.gpu = -1;
     o.scheduler = NULL;
-    cr_assert_eq(tsr_worker_run(&o), TSR_EINVALID);
+    cr_assert_eq(worker_life(&o), TSR_EINVALID);
 }
 
 /* ---- One worker, a blocking fake scheduler, the awkward cases ------------------------------- */

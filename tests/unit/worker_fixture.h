@@ -34,9 +34,20 @@ static inline void on_ready(const char *addr, void *user) {
     pthread_mutex_unlock(&t->mu);
 }
 
+/* A worker's whole life on the calling thread: new, run, free. What new or run returned. */
+static inline int worker_life(const tsr_worker_options *o) {
+    tsr_worker *w;
+    int rc = tsr_worker_new(o, &w);
+    if (rc == 0) {
+        rc = tsr_worker_run(w);
+        tsr_worker_free(w);
+    }
+    return rc;
+}
+
 static inline void *worker_main(void *arg) {
     wthread *t = arg;
-    t->rc = tsr_worker_run(&t->o);
+    t->rc = worker_life(&t->o);
     return NULL;
 }
 
