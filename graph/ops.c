@@ -20,8 +20,9 @@ TSR__REDUCE_MAP(REDUCE_CHECK)
 _Static_assert(TSR_KOP_COUNT < 128, "a family must pack as a positive fixint (scheduler/cost.c)");
 
 static const tsr__kop_info kops[TSR_KOP_COUNT] = {
-#define KOP_ROW(E, name, min_in, max_in, nfn, dtypes, alias, flops)                                \
-    [TSR_KOP_##E] = {#name, min_in, max_in, nfn, dtypes, TSR__ALIAS_##alias, TSR__FLOPS_##flops},
+#define KOP_ROW(E, name, min_in, max_in, nfn, dtypes, alias, flops, traits)                        \
+    [TSR_KOP_##                                                                                    \
+        E] = {#name, min_in, max_in, nfn, dtypes, TSR__ALIAS_##alias, TSR__FLOPS_##flops, traits},
     TSR__KOP_MAP(KOP_ROW)
 #undef KOP_ROW
 };
@@ -33,6 +34,11 @@ const tsr__kop_info *tsr__kop_info_of(int kop) {
 const char *tsr__kop_name(int kop) {
     const tsr__kop_info *k = tsr__kop_info_of(kop);
     return k ? k->name : "?";
+}
+
+int tsr__kop_has(int kop, unsigned traits) {
+    const tsr__kop_info *k = tsr__kop_info_of(kop);
+    return k && (k->traits & traits) == traits;
 }
 
 #define NAME_ROW(E, name, ...) #name,

@@ -73,7 +73,7 @@ enum {
 };
 
 /* ---- kernel families --------------------------------------------------------------------------
- * XX(ENUM, name, min_in, max_in, nfn, dtypes, alias, flops)
+ * XX(ENUM, name, min_in, max_in, nfn, dtypes, alias, flops, traits)
  *   ENUM, name  TSR_KOP_ENUM; "name" for messages and traces. The CPU kernel is k_<name> in
  *               kernels/cpu_tmpl.c; the descriptor's parameter layout is documented in
  *               kernels/kernels.h; family-specific checks are in kernels/table.c.
@@ -89,23 +89,29 @@ enum {
  *               sources and copies, which are memory-bound but must not look free), MATMUL
  *               (2mnk), IN0 (one per element of input 0: a reduction's partial), INPUTS (one per
  *               output element per input: a combine folds and scales). Bytes are not per family:
- *               the scheduler's model (scheduler/cost.c) counts output bytes times (1 + inputs). */
+ *               the scheduler's model (scheduler/cost.c) counts output bytes times (1 + inputs).
+ *   traits      a bit set: RECOMPUTE (a cheap source, made wherever it is needed instead of being
+ *               run once and moved), LONG (may run long whatever its size: BLAS, file reads).
+ *               The scheduler's and worker's tests of these (scheduler/state.c, worker/task.c,
+ *               worker/exec.c) should ask tsr__kop_has(); they still name the families. */
 #define TSR__ANY 255
+#define TSR__KOP_RECOMPUTE 1u
+#define TSR__KOP_LONG 2u
 
 #define TSR__KOP_MAP(XX)                                                                           \
-    XX(FILL, fill, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT)                                              \
-    XX(RANDOM, random, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT)                                          \
-    XX(ARANGE, arange, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT)                                          \
-    XX(LOAD, load, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT)                                              \
-    XX(UNARY, unary, 1, 1, TSR__UNARY_COUNT, TSR__DT_FLOAT, ANY, OUT)                              \
-    XX(BINARY, binary, 2, 2, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT)                           \
-    XX(BINARY_SCALAR, binary_scalar, 1, 1, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT)             \
-    XX(MATMUL, matmul, 2, 3, 0, TSR__DT_FLOAT, LAST, MATMUL)                                       \
-    XX(TRANSPOSE, transpose, 1, 1, 0, TSR__DT_FLOAT, NONE, OUT)                                    \
-    XX(REDUCE, reduce, 1, 1, TSR__REDUCE_COUNT, TSR__DT_FLOAT, NONE, IN0)                          \
-    XX(COMBINE, combine, 1, TSR__ANY, TSR__REDUCE_COUNT, TSR__DT_FLOAT, ANY, INPUTS)               \
-    XX(ASSEMBLE, assemble, 1, TSR__ANY, 0, TSR__DT_FLOAT, NONE, OUT)                               \
-    XX(ASTYPE, astype, 1, 1, 0, TSR__DT_FLOAT, ANY, OUT)
+    XX(FILL, fill, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                          \
+    XX(RANDOM, random, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                      \
+    XX(ARANGE, arange, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                      \
+    XX(LOAD, load, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_LONG)                               \
+    XX(UNARY, unary, 1, 1, TSR__UNARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                           \
+    XX(BINARY, binary, 2, 2, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                        \
+    XX(BINARY_SCALAR, binary_scalar, 1, 1, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)          \
+    XX(MATMUL, matmul, 2, 3, 0, TSR__DT_FLOAT, LAST, MATMUL, TSR__KOP_LONG)                        \
+    XX(TRANSPOSE, transpose, 1, 1, 0, TSR__DT_FLOAT, NONE, OUT, 0)                                 \
+    XX(REDUCE, reduce, 1, 1, TSR__REDUCE_COUNT, TSR__DT_FLOAT, NONE, IN0, 0)                       \
+    XX(COMBINE, combine, 1, TSR__ANY, TSR__REDUCE_COUNT, TSR__DT_FLOAT, ANY, INPUTS, 0)            \
+    XX(ASSEMBLE, assemble, 1, TSR__ANY, 0, TSR__DT_FLOAT, NONE, OUT, 0)                            \
+    XX(ASTYPE, astype, 1, 1, 0, TSR__DT_FLOAT, ANY, OUT, 0)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
  * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */
@@ -132,11 +138,14 @@ typedef struct tsr__kop_info {
     uint32_t dtypes;        /* TSR__DT bit set */
     tsr__alias alias;
     tsr__flops flops;
+    unsigned traits; /* TSR__KOP_RECOMPUTE, TSR__KOP_LONG */
 } tsr__kop_info;
 
 /* The row of family kop, or NULL when kop is out of range. */
 const tsr__kop_info *tsr__kop_info_of(int kop);
 const char *tsr__kop_name(int kop); /* "fill", "random", ...; "?" when out of range */
+/* Whether family kop has every trait in `traits` (0 when kop is out of range). */
+int tsr__kop_has(int kop, unsigned traits);
 
 /* Names of the sub-operations (NULL when out of range) and the reverse lookups (-1 when
  * unknown). */
