@@ -723,12 +723,12 @@ int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes, tsr_a
     int reduced[TSR_MAX_NDIM] = {0};
     for (int k = 0; k < nred; k++) {
         reduced[red[k]] = 1;
-        if (x->shape[red[k]] == 0 && (op == TSR_MAX || op == TSR_MIN)) {
+        if (x->shape[red[k]] == 0 && !tsr__reduce_has_identity((int)op)) {
             char sb[256];
             return tsr__fail(x->client, TSR_ESHAPE,
                              "%s of %s: zero-size array to reduction operation %s which has no "
                              "identity (shape %s, axis %d)",
-                             name, tsr_array_name(x), op == TSR_MAX ? "maximum" : "minimum",
+                             name, tsr_array_name(x), tsr__reduce_ufunc((int)op),
                              shape_str(sb, sizeof sb, x->ndim, x->shape), red[k]);
         }
     }

@@ -334,7 +334,7 @@ LOWERING(emit_reduce) {
         R.cnt[R.height + 1] = (R.cnt[R.height] + FAN_IN - 1) / FAN_IN;
         R.height++;
     }
-    int mean = a->fn == TSR_MEAN;
+    int mean = tsr__reduce_scales(a->fn);
     /* NumPy's mean over nothing is NaN (0 * NaN keeps it so, without dividing by zero). */
     double scale = mean ? (count > 0 ? 1.0 / count : NAN) : 1.0;
     int64_t t = tree(L, &R, R.height, 0, scale);

@@ -47,6 +47,27 @@ static const char *const binary_names[] = {TSR__BINARY_MAP(NAME_ROW)};
 static const char *const reduce_names[] = {TSR__REDUCE_MAP(NAME_ROW)};
 #undef NAME_ROW
 
+static const struct reduce_row {
+    int identity, scale;
+    const char *ufunc;
+} reduce_rows[] = {
+#define REDUCE_ROW(E, name, init, fold, identity, ufunc, scale) {identity, scale, #ufunc},
+    TSR__REDUCE_MAP(REDUCE_ROW)
+#undef REDUCE_ROW
+};
+
+int tsr__reduce_has_identity(int fn) {
+    return fn >= 0 && fn < TSR__REDUCE_COUNT && reduce_rows[fn].identity;
+}
+
+const char *tsr__reduce_ufunc(int fn) {
+    return fn >= 0 && fn < TSR__REDUCE_COUNT ? reduce_rows[fn].ufunc : NULL;
+}
+
+int tsr__reduce_scales(int fn) {
+    return fn >= 0 && fn < TSR__REDUCE_COUNT && reduce_rows[fn].scale;
+}
+
 static const char *name_of(const char *const *names, int n, int fn) {
     return fn >= 0 && fn < n ? names[fn] : NULL;
 }

@@ -52,18 +52,22 @@
     XX(MINIMUM, minimum, (x <= y || x != x) ? x : y)
 
 /* ---- reductions -------------------------------------------------------------------------------
- * XX(ENUM, name, init, fold): init is the accumulator's start (a double), fold(s, x) folds one
- * element x into the double accumulator s. MEAN folds like SUM; its scale is applied by the last
- * COMBINE. Once an accumulator is NaN, the max/min folds keep it NaN. */
+ * XX(ENUM, name, init, fold, identity, ufunc, scale)
+ *   init      the accumulator's start (a double); fold(s, x) folds one element x into the double
+ *             accumulator s. Once an accumulator is NaN, the max/min folds keep it NaN.
+ *   identity  1 when reducing nothing has a value (init); 0 when it is an error, as in NumPy.
+ *   ufunc     NumPy's ufunc the reduction folds with, for NumPy's messages.
+ *   scale     1 when the result is divided by the number of elements folded (the last COMBINE
+ *             applies it; the partials fold like SUM). */
 #define TSR__FOLD_SUM(s, x) ((s) + (double)(x))
 #define TSR__FOLD_MAX(s, x) (((double)(x) > (s) || (x) != (x)) ? (double)(x) : (s))
 #define TSR__FOLD_MIN(s, x) (((double)(x) < (s) || (x) != (x)) ? (double)(x) : (s))
 
 #define TSR__REDUCE_MAP(XX)                                                                        \
-    XX(SUM, sum, 0.0, TSR__FOLD_SUM)                                                               \
-    XX(MEAN, mean, 0.0, TSR__FOLD_SUM)                                                             \
-    XX(MAX, max, -INFINITY, TSR__FOLD_MAX)                                                         \
-    XX(MIN, min, INFINITY, TSR__FOLD_MIN)
+    XX(SUM, sum, 0.0, TSR__FOLD_SUM, 1, add, 0)                                                    \
+    XX(MEAN, mean, 0.0, TSR__FOLD_SUM, 1, add, 1)                                                  \
+    XX(MAX, max, -INFINITY, TSR__FOLD_MAX, 0, maximum, 0)                                          \
+    XX(MIN, min, INFINITY, TSR__FOLD_MIN, 0, minimum, 0)
 
 #define TSR__COUNT_ROW(E, ...) +1
 enum {
@@ -155,6 +159,10 @@ const char *tsr__reduce_name(int fn);
 int tsr__unary_parse(const char *name);
 int tsr__binary_parse(const char *name);
 int tsr__reduce_parse(const char *name);
+/* A reduction's columns (0 / NULL when fn is out of range). */
+int tsr__reduce_has_identity(int fn);
+const char *tsr__reduce_ufunc(int fn);
+int tsr__reduce_scales(int fn);
 
 /* The cost model: floating-point operations of one task of family kop making an output chunk of
  * shape[ndim] from nin inputs, where in0 (in0_ndim axes; NULL when unknown) is the shape of the

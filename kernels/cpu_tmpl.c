@@ -432,14 +432,14 @@ KERNEL(k_reduce) {
     const tsr_chunkview *x = &in[0];
     int64_t nout = out_nelem(out), nx = out_nelem(x);
     if (nout == 0) return 0;
-    if (nx == 0 && (d->fn == TSR_MAX || d->fn == TSR_MIN)) {
-        tsr__fmt(err, errlen, "reduce: %s of an empty selection", d->fn == TSR_MAX ? "max" : "min");
+    if (nx == 0 && !tsr__reduce_has_identity(d->fn)) {
+        tsr__fmt(err, errlen, "reduce: %s of an empty selection", tsr__reduce_name(d->fn));
         return TSR_EINVALID;
     }
     double *acc = malloc((size_t)nout * sizeof(double));
     if (!acc) return oom(err, errlen);
     double init = 0.0;
-#define INIT_CASE(E, name, init_, fold)                                                            \
+#define INIT_CASE(E, name, init_, ...)                                                             \
     case TSR_##E:                                                                                  \
         init = (init_);                                                                            \
         break;
@@ -491,7 +491,7 @@ KERNEL(k_reduce) {
         }                                                                                          \
         tsr__next_index(idx, ext, m - 1);                                                          \
     }
-#define WALK_CASE(E, name, init_, fold)                                                            \
+#define WALK_CASE(E, name, init_, fold, ...)                                                       \
     case TSR_##E:                                                                                  \
         REDUCE_WALK(fold)                                                                          \
         break;
@@ -531,7 +531,7 @@ KERNEL(k_combine) {
         int64_t len = TSR__MIN(BLOCK, n - at);
         for (int k = 0; k < nin; k++) {
             const tsr_chunkview *v = &in[k];
-#define FOLD_CASE(E, name, init_, fold)                                                            \
+#define FOLD_CASE(E, name, init_, fold, ...)                                                       \
     case TSR_##E:                                                                                  \
         COMBINE_FOLD(fold);                                                                        \
         break;

@@ -248,3 +248,17 @@ Test(optable, array_level_rows) {
     cr_assert_eq(tsr__aop_dtype(TSR_A_BINARY, TSR_FLOAT32, TSR_FLOAT32, TSR_FLOAT64), TSR_FLOAT32);
     cr_assert_eq(tsr__aop_dtype(TSR_A_ASTYPE, TSR_FLOAT64, TSR_FLOAT64, TSR_FLOAT32), TSR_FLOAT32);
 }
+
+/* NumPy: sum and mean of nothing have a value (0, NaN), max and min raise, naming the ufunc. */
+Test(optable, reduction_columns) {
+    cr_assert(tsr__reduce_has_identity(TSR_SUM));
+    cr_assert(tsr__reduce_has_identity(TSR_MEAN));
+    cr_assert_not(tsr__reduce_has_identity(TSR_MAX));
+    cr_assert_not(tsr__reduce_has_identity(TSR_MIN));
+    cr_assert_str_eq(tsr__reduce_ufunc(TSR_SUM), "add");
+    cr_assert_str_eq(tsr__reduce_ufunc(TSR_MAX), "maximum");
+    cr_assert_str_eq(tsr__reduce_ufunc(TSR_MIN), "minimum");
+    cr_assert_null(tsr__reduce_ufunc(TSR__REDUCE_COUNT));
+    for (int fn = 0; fn < TSR__REDUCE_COUNT; fn++)
+        cr_assert_eq(tsr__reduce_scales(fn), fn == TSR_MEAN, "%s", tsr__reduce_name(fn));
+}
