@@ -36,6 +36,25 @@ const char *tsr__kop_name(int kop) {
     return k ? k->name : "?";
 }
 
+#define DTYPES_ROW(E, name, dtypes, ...) dtypes,
+static const uint32_t unary_dtypes[] = {TSR__UNARY_MAP(DTYPES_ROW)};
+static const uint32_t binary_dtypes[] = {TSR__BINARY_MAP(DTYPES_ROW)};
+#undef DTYPES_ROW
+
+uint32_t tsr__kop_fn_dtypes(int kop, int fn) {
+    const tsr__kop_info *k = tsr__kop_info_of(kop);
+    if (!k || fn < 0 || (k->nfn && fn >= k->nfn)) return 0;
+    switch (kop) {
+    case TSR_KOP_UNARY:
+        return k->dtypes & unary_dtypes[fn];
+    case TSR_KOP_BINARY:
+    case TSR_KOP_BINARY_SCALAR:
+        return k->dtypes & binary_dtypes[fn];
+    default:
+        return k->dtypes;
+    }
+}
+
 int tsr__kop_has(int kop, unsigned traits) {
     const tsr__kop_info *k = tsr__kop_info_of(kop);
     return k && (k->traits & traits) == traits;

@@ -24,7 +24,9 @@
 #define TSR__DT_FLOAT (TSR__DT(TSR_FLOAT64) | TSR__DT(TSR_FLOAT32))
 
 /* ---- elementwise sub-operations ---------------------------------------------------------------
- * XX(ENUM, name, expr): expr is the value of one output element, a pure expression of the
+ * XX(ENUM, name, dtypes, expr): dtypes is the bit set of dtypes the operation is defined on (a
+ * descriptor asking for another is refused before its kernel runs; issue 10's integer and bool
+ * ops declare theirs here). expr is the value of one output element, a pure expression of the
  * element(s) x (and y) of type T, where M(fn) names the libm function for T (fabs, or fabsf for
  * float32). The CPU kernels expand these expressions inside their loops (kernels/cpu_tmpl.c);
  * they are also the hook for fused elementwise chains (issues 6 and 10): a fused loop expands a
@@ -32,24 +34,24 @@
  * public enum's suffix (TSR_NEG); name is what program files and tsr_unary_name() say. Commas
  * inside expr must sit inside parentheses. */
 #define TSR__UNARY_MAP(XX)                                                                         \
-    XX(NEG, neg, -x)                                                                               \
-    XX(ABS, abs, M(fabs)(x))                                                                       \
-    XX(EXP, exp, M(exp)(x))                                                                        \
-    XX(LOG, log, M(log)(x))                                                                        \
-    XX(SQRT, sqrt, M(sqrt)(x))                                                                     \
-    XX(SIN, sin, M(sin)(x))                                                                        \
-    XX(COS, cos, M(cos)(x))                                                                        \
-    XX(TANH, tanh, M(tanh)(x))
+    XX(NEG, neg, TSR__DT_FLOAT, -x)                                                                \
+    XX(ABS, abs, TSR__DT_FLOAT, M(fabs)(x))                                                        \
+    XX(EXP, exp, TSR__DT_FLOAT, M(exp)(x))                                                         \
+    XX(LOG, log, TSR__DT_FLOAT, M(log)(x))                                                         \
+    XX(SQRT, sqrt, TSR__DT_FLOAT, M(sqrt)(x))                                                      \
+    XX(SIN, sin, TSR__DT_FLOAT, M(sin)(x))                                                         \
+    XX(COS, cos, TSR__DT_FLOAT, M(cos)(x))                                                         \
+    XX(TANH, tanh, TSR__DT_FLOAT, M(tanh)(x))
 
 /* maximum/minimum return a NaN operand when there is one, as NumPy does. */
 #define TSR__BINARY_MAP(XX)                                                                        \
-    XX(ADD, add, x + y)                                                                            \
-    XX(SUB, sub, x - y)                                                                            \
-    XX(MUL, mul, x *y)                                                                             \
-    XX(DIV, div, x / y)                                                                            \
-    XX(POW, pow, M(pow)(x, y))                                                                     \
-    XX(MAXIMUM, maximum, (x >= y || x != x) ? x : y)                                               \
-    XX(MINIMUM, minimum, (x <= y || x != x) ? x : y)
+    XX(ADD, add, TSR__DT_FLOAT, x + y)                                                             \
+    XX(SUB, sub, TSR__DT_FLOAT, x - y)                                                             \
+    XX(MUL, mul, TSR__DT_FLOAT, (x * y))                                                           \
+    XX(DIV, div, TSR__DT_FLOAT, x / y)                                                             \
+    XX(POW, pow, TSR__DT_FLOAT, M(pow)(x, y))                                                      \
+    XX(MAXIMUM, maximum, TSR__DT_FLOAT, (x >= y || x != x) ? x : y)                                \
+    XX(MINIMUM, minimum, TSR__DT_FLOAT, (x <= y || x != x) ? x : y)
 
 /* ---- reductions -------------------------------------------------------------------------------
  * XX(ENUM, name, init, fold, identity, ufunc, scale)
@@ -150,6 +152,11 @@ const tsr__kop_info *tsr__kop_info_of(int kop);
 const char *tsr__kop_name(int kop); /* "fill", "random", ...; "?" when out of range */
 /* Whether family kop has every trait in `traits` (0 when kop is out of range). */
 int tsr__kop_has(int kop, unsigned traits);
+
+/* The dtypes (TSR__DT bit set) a descriptor of family kop with sub-operation fn may produce: the
+ * family's column, narrowed by the sub-operation's own where the family has sub-operations. 0
+ * when kop or fn is out of range. */
+uint32_t tsr__kop_fn_dtypes(int kop, int fn);
 
 /* Names of the sub-operations (NULL when out of range) and the reverse lookups (-1 when
  * unknown). */

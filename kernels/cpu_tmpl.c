@@ -176,7 +176,7 @@ KERNEL(k_unary) {
     const T *a = in[0].data;
     T *o = out->data;
     int64_t n = out_nelem(out);
-#define UNARY_CASE(E, name, expr)                                                                  \
+#define UNARY_CASE(E, name, dtypes, expr)                                                          \
     case TSR_##E:                                                                                  \
         for (int64_t j = 0; j < n; j++) {                                                          \
             T x = a[j];                                                                            \
@@ -197,7 +197,7 @@ KERNEL(k_unary) {
  * case compiles to its own straight loop. */
 static inline __attribute__((always_inline)) void binary_loop(int fn, T *o, const T *a, int64_t sa,
                                                               const T *b, int64_t sb, int64_t n) {
-#define BINARY_CASE(E, name, expr)                                                                 \
+#define BINARY_CASE(E, name, dtypes, expr)                                                         \
     case TSR_##E:                                                                                  \
         for (int64_t j = 0; j < n; j++) {                                                          \
             T x = a[j * sa], y = b[j * sb];                                                        \

@@ -228,6 +228,8 @@ static int check_row(const tsr_kdesc *d, int nin, char *err, size_t errlen) {
                  k->max_in == k->min_in + 1 ? "or" : "to", k->max_in, nin);
     }
     if (k->nfn && d->fn >= k->nfn) FAIL("unknown operation %d", d->fn);
+    if (!(tsr__kop_fn_dtypes(d->kop, d->fn) & TSR__DT(d->dtype)))
+        FAIL("not defined for %s", tsr_dtype_name((tsr_dtype)d->dtype));
     return 0;
 }
 

@@ -83,8 +83,8 @@ Test(optable, elementwise_expressions_are_scalar_functions) {
     for (size_t i = 0; i < TSR__ARRAY_LEN(xs); i++) {
         T x = xs[i], y = 1.5, got[TSR__BINARY_COUNT + TSR__UNARY_COUNT];
         int n = 0;
-#define UNARY_EVAL(E, name, expr) got[n++] = (expr);
-#define BINARY_EVAL(E, name, expr) got[n++] = (expr);
+#define UNARY_EVAL(E, name, dtypes, expr) got[n++] = (expr);
+#define BINARY_EVAL(E, name, dtypes, expr) got[n++] = (expr);
         TSR__UNARY_MAP(UNARY_EVAL)
         TSR__BINARY_MAP(BINARY_EVAL)
 #undef UNARY_EVAL
@@ -261,4 +261,18 @@ Test(optable, reduction_columns) {
     cr_assert_null(tsr__reduce_ufunc(TSR__REDUCE_COUNT));
     for (int fn = 0; fn < TSR__REDUCE_COUNT; fn++)
         cr_assert_eq(tsr__reduce_scales(fn), fn == TSR_MEAN, "%s", tsr__reduce_name(fn));
+}
+
+/* The sub-operation dtype column narrows the family's; today every op is defined on both floats. */
+Test(optable, sub_operation_dtypes) {
+    for (int fn = 0; fn < TSR__UNARY_COUNT; fn++)
+        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_UNARY, fn), TSR__DT_FLOAT);
+    for (int fn = 0; fn < TSR__BINARY_COUNT; fn++) {
+        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_BINARY, fn), TSR__DT_FLOAT);
+        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_BINARY_SCALAR, fn), TSR__DT_FLOAT);
+    }
+    cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_UNARY, TSR__UNARY_COUNT), 0);
+    cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_MATMUL, 200), TSR__DT_FLOAT); /* fn unused */
+    cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_COUNT, 0), 0);
+    cr_assert_eq(TSR__DT_FLOAT, TSR__DT(TSR_FLOAT64) | TSR__DT(TSR_FLOAT32));
 }
