@@ -1,7 +1,8 @@
 /* Lowering: turns lazy arrays into one chunk-task graph (tsr_graph). Owns the per-op rules
- * (which kernel, which inputs, which parameters), memoization of shared sub-graphs within one
- * lowering epoch, task counts and the Graphviz view. Must not validate user input (array.c did)
- * nor talk to a cluster.
+ * (which inputs, which parameters; the kernel family and the lowering function of each operation
+ * are its row of TSR__AOP_MAP, array/array.h, and flops come from tsr__kop_flops), memoization of
+ * shared sub-graphs within one lowering epoch, task counts and the Graphviz view. Must not validate
+ * user input (array.c did) nor talk to a cluster.
  *
  * Emission order: tasks are emitted depth-first, a chunk's inputs right before the task that
  * first needs them, so that "lower id first" (the scheduler's static priority) walks the graph
