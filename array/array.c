@@ -34,10 +34,6 @@ static int bad_dtype(tsr_dtype dtype) {
     return tsr_dtype_size(dtype) == 0;
 }
 
-static tsr_dtype promote(tsr_dtype a, tsr_dtype b) {
-    return (a == TSR_FLOAT64 || b == TSR_FLOAT64) ? TSR_FLOAT64 : TSR_FLOAT32;
-}
-
 /* Checks a user-given shape: ndim in range, every extent >= 0, total bytes sane. `what` names
  * the operation in the message. */
 static int check_shape(tsr_client *c, const char *what, int ndim, const int64_t *shape,
@@ -415,19 +411,17 @@ int tsr_load_npy(tsr_client *c, const char *path, const int64_t *chunks, tsr_arr
 
 /* ---- operations ----------------------------------------------------------------------------- */
 
+/* The names are the operations table's (graph/ops.h). */
 const char *tsr_unary_name(tsr_unary_op op) {
-    static const char *const names[] = {"neg", "abs", "exp", "log", "sqrt", "sin", "cos", "tanh"};
-    return (unsigned)op < TSR__ARRAY_LEN(names) ? names[op] : NULL;
+    return tsr__unary_name((int)op);
 }
 
 const char *tsr_binary_name(tsr_binary_op op) {
-    static const char *const names[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum"};
-    return (unsigned)op < TSR__ARRAY_LEN(names) ? names[op] : NULL;
+    return tsr__binary_name((int)op);
 }
 
 const char *tsr_reduce_name(tsr_reduce_op op) {
-    static const char *const names[] = {"sum", "mean", "max", "min"};
-    return (unsigned)op < TSR__ARRAY_LEN(names) ? names[op] : NULL;
+    return tsr__reduce_name((int)op);
 }
 
 /* The common preamble of operations on one array. */
@@ -437,8 +431,10 @@ const char *tsr_reduce_name(tsr_reduce_op op) {
         CHECK_OUT((x)->client, out);                                                               \
     } while (0)
 
-/* An array of x's shape, dtype and grid (dtype may differ), with x as its only operand. */
+/* An array of x's shape and grid, with x as its only operand; its dtype follows aop's rule
+ * (`dtype` where the rule is GIVEN). */
 static int like(tsr_array *x, const char *opname, tsr_dtype dtype, tsr_aop aop, tsr_array **out) {
+    dtype = tsr__aop_dtype(aop, x->dtype, x->dtype, dtype);
     tsr_array *a = tsr__array_new(x->client, opname, dtype, x->ndim, x->shape);
     if (!a) return tsr__fail(x->client, -ENOMEM, "out of memory");
     a->aop = aop;
@@ -581,7 +577,7 @@ int tsr_binary(tsr_binary_op op, tsr_array *x, tsr_array *y, tsr_array **out) {
     }
     tsr_array *a = NULL;
     if (rc == 0) {
-        a = tsr__array_new(c, name, promote(x->dtype, y->dtype), d, shape);
+        a = tsr__array_new(c, name, tsr__aop_dtype(TSR_A_BINARY, x->dtype, y->dtype, 0), d, shape);
         if (!a) rc = tsr__fail(c, -ENOMEM, "out of memory");
     }
     if (rc == 0) {
@@ -630,7 +626,8 @@ int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out) {
     if (rc < 0) return rc;
 
     int64_t shape[2] = {a->shape[0], b->ndim == 2 ? b->shape[1] : 0};
-    tsr_array *m = tsr__array_new(c, "matmul", promote(a->dtype, b->dtype), b->ndim, shape);
+    tsr_array *m = tsr__array_new(c, "matmul", tsr__aop_dtype(TSR_A_MATMUL, a->dtype, b->dtype, 0),
+                                  b->ndim, shape);
     if (!m) {
         tsr__array_unref(owned);
         return tsr__fail(c, -ENOMEM, "out of memory");
@@ -726,12 +723,12 @@ int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes, tsr_a
     int reduced[TSR_MAX_NDIM] = {0};
     for (int k = 0; k < nred; k++) {
         reduced[red[k]] = 1;
-        if (x->shape[red[k]] == 0 && (op == TSR_MAX || op == TSR_MIN)) {
+        if (x->shape[red[k]] == 0 && !tsr__reduce_has_identity((int)op)) {
             char sb[256];
             return tsr__fail(x->client, TSR_ESHAPE,
                              "%s of %s: zero-size array to reduction operation %s which has no "
                              "identity (shape %s, axis %d)",
-                             name, tsr_array_name(x), op == TSR_MAX ? "maximum" : "minimum",
+                             name, tsr_array_name(x), tsr__reduce_ufunc((int)op),
                              shape_str(sb, sizeof sb, x->ndim, x->shape), red[k]);
         }
     }
@@ -742,7 +739,8 @@ int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes, tsr_a
             keep[nd] = ax;
             shape[nd++] = x->shape[ax];
         }
-    tsr_array *a = tsr__array_new(x->client, name, x->dtype, nd, shape);
+    tsr_dtype dtype = tsr__aop_dtype(TSR_A_REDUCE, x->dtype, x->dtype, x->dtype);
+    tsr_array *a = tsr__array_new(x->client, name, dtype, nd, shape);
     if (!a) return tsr__fail(x->client, -ENOMEM, "out of memory");
     a->aop = TSR_A_REDUCE;
     a->fn = (int)op;

@@ -13,21 +13,57 @@
 #include "common/common.h"
 #include "graph/graph.h"
 
-/* Array-level operations (what a program file's "op" names). */
+/* Array-level operations: the nodes of the user's expression DAG, and how each is lowered. One
+ * row per operation (the kernel families and the elementwise/reduction sub-operations they use
+ * are in graph/ops.h): XX(ENUM, kop, nargs, dtype, lower)
+ *   kop    the kernel family its tasks run (a RECHUNK to the operand's own grid runs none; a
+ *          REDUCE also emits COMBINE tasks).
+ *   nargs  array operands.
+ *   dtype  the result's dtype rule (tsr__aop_dtype): GIVEN (the constructor's argument, or the
+ *          file's), SAME (operand 0's), PROMOTE (float64 if either operand is). Issue 10's int64
+ *          and bool add rules here (e.g. a true division of integers gives float64).
+ *   lower  the lower.c function that emits the tasks of one output chunk. */
+#define TSR__AOP_MAP(XX)                                                                           \
+    XX(FULL, FILL, 0, GIVEN, emit_source) /* zeros, ones and full: value */                        \
+    XX(RANDOM, RANDOM, 0, GIVEN, emit_source)                                                      \
+    XX(ARANGE, ARANGE, 0, GIVEN, emit_source)                                                      \
+    XX(LOAD, LOAD, 0, GIVEN, emit_source)                                                          \
+    XX(UNARY, UNARY, 1, SAME, emit_map)                                                            \
+    XX(BINARY, BINARY, 2, PROMOTE, emit_binary)                                                    \
+    XX(BINARY_SCALAR, BINARY_SCALAR, 1, SAME, emit_map)                                            \
+    XX(MATMUL, MATMUL, 2, PROMOTE, emit_matmul)                                                    \
+    XX(TRANSPOSE, TRANSPOSE, 1, SAME, emit_transpose)                                              \
+    XX(REDUCE, REDUCE, 1, SAME, emit_reduce)                                                       \
+    XX(RECHUNK, ASSEMBLE, 1, SAME, emit_rechunk)                                                   \
+    XX(ASTYPE, ASTYPE, 1, GIVEN, emit_map)
+
 typedef enum tsr_aop {
-    TSR_A_FULL, /* zeros, ones and full: value */
-    TSR_A_RANDOM,
-    TSR_A_ARANGE,
-    TSR_A_LOAD,
-    TSR_A_UNARY,
-    TSR_A_BINARY,
-    TSR_A_BINARY_SCALAR,
-    TSR_A_MATMUL,
-    TSR_A_TRANSPOSE,
-    TSR_A_REDUCE,
-    TSR_A_RECHUNK,
-    TSR_A_ASTYPE,
+#define TSR__AOP_ENUM_ROW(E, ...) TSR_A_##E,
+    TSR__AOP_MAP(TSR__AOP_ENUM_ROW)
+#undef TSR__AOP_ENUM_ROW
+        TSR__AOP_COUNT
 } tsr_aop;
+
+/* Operand counts as constants (TSR__AOP_NARGS_UNARY == 1), for static tables such as the
+ * program-file parser's. */
+enum {
+#define TSR__AOP_NARGS_ROW(E, kop, nargs, ...) TSR__AOP_NARGS_##E = nargs,
+    TSR__AOP_MAP(TSR__AOP_NARGS_ROW)
+#undef TSR__AOP_NARGS_ROW
+};
+
+typedef enum tsr__dtype_rule {
+    TSR__DTYPE_GIVEN,
+    TSR__DTYPE_SAME,
+    TSR__DTYPE_PROMOTE
+} tsr__dtype_rule;
+
+/* The kernel family, operand count and dtype rule of an array-level operation. */
+tsr_kop tsr__aop_kop(tsr_aop aop);
+int tsr__aop_nargs(tsr_aop aop);
+/* The result dtype of aop on operands of dtypes x and y (y ignored unless the rule needs two),
+ * or `given` for GIVEN. */
+tsr_dtype tsr__aop_dtype(tsr_aop aop, tsr_dtype x, tsr_dtype y, tsr_dtype given);
 
 /* Where a computed array's chunks live. */
 typedef struct tsr__computed {

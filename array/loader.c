@@ -43,37 +43,32 @@ typedef struct op_info {
     const char *required; /* keys that must be present, comma-separated */
 } op_info;
 
+/* The program-file operations. Elementwise ops and reductions are the operations table's rows
+ * (graph/ops.h) and operand counts its column (array/array.h); what is written here is only
+ * program-file syntax: each op's keys. */
+#define UNARY_ROW(E, name, ...) {#name, K_UNARY, TSR_##E, TSR__AOP_NARGS_UNARY, "", ""},
+#define BINARY_ROW(E, name, ...) {#name, K_BINARY, TSR_##E, TSR__AOP_NARGS_BINARY, "", ""},
+#define REDUCE_ROW(E, name, ...) {#name, K_REDUCE, TSR_##E, TSR__AOP_NARGS_REDUCE, "axis", ""},
+/* clang-format off */
 static const op_info ops[] = {
-    {"zeros", K_CONST, 0, 0, "shape,chunks,dtype", "shape"},
-    {"ones", K_CONST, 1, 0, "shape,chunks,dtype", "shape"},
-    {"full", K_FULL, 0, 0, "shape,chunks,dtype,value", "shape,value"},
-    {"random", K_RANDOM, 0, 0, "shape,chunks,dtype,seed", "shape"},
-    {"arange", K_ARANGE, 0, 0, "start,stop,step,chunks,dtype", "stop"},
-    {"load", K_LOAD, 0, 0, "path,chunks", "path"},
-    {"neg", K_UNARY, TSR_NEG, 1, "", ""},
-    {"abs", K_UNARY, TSR_ABS, 1, "", ""},
-    {"exp", K_UNARY, TSR_EXP, 1, "", ""},
-    {"log", K_UNARY, TSR_LOG, 1, "", ""},
-    {"sqrt", K_UNARY, TSR_SQRT, 1, "", ""},
-    {"sin", K_UNARY, TSR_SIN, 1, "", ""},
-    {"cos", K_UNARY, TSR_COS, 1, "", ""},
-    {"tanh", K_UNARY, TSR_TANH, 1, "", ""},
-    {"add", K_BINARY, TSR_ADD, 2, "", ""},
-    {"sub", K_BINARY, TSR_SUB, 2, "", ""},
-    {"mul", K_BINARY, TSR_MUL, 2, "", ""},
-    {"div", K_BINARY, TSR_DIV, 2, "", ""},
-    {"pow", K_BINARY, TSR_POW, 2, "", ""},
-    {"maximum", K_BINARY, TSR_MAXIMUM, 2, "", ""},
-    {"minimum", K_BINARY, TSR_MINIMUM, 2, "", ""},
-    {"matmul", K_MATMUL, 0, 2, "", ""},
-    {"transpose", K_TRANSPOSE, 0, 1, "axes", ""},
-    {"sum", K_REDUCE, TSR_SUM, 1, "axis", ""},
-    {"mean", K_REDUCE, TSR_MEAN, 1, "axis", ""},
-    {"max", K_REDUCE, TSR_MAX, 1, "axis", ""},
-    {"min", K_REDUCE, TSR_MIN, 1, "axis", ""},
-    {"rechunk", K_RECHUNK, 0, 1, "chunks", "chunks"},
-    {"astype", K_ASTYPE, 0, 1, "dtype", "dtype"},
+    {"zeros", K_CONST, 0, TSR__AOP_NARGS_FULL, "shape,chunks,dtype", "shape"},
+    {"ones", K_CONST, 1, TSR__AOP_NARGS_FULL, "shape,chunks,dtype", "shape"},
+    {"full", K_FULL, 0, TSR__AOP_NARGS_FULL, "shape,chunks,dtype,value", "shape,value"},
+    {"random", K_RANDOM, 0, TSR__AOP_NARGS_RANDOM, "shape,chunks,dtype,seed", "shape"},
+    {"arange", K_ARANGE, 0, TSR__AOP_NARGS_ARANGE, "start,stop,step,chunks,dtype", "stop"},
+    {"load", K_LOAD, 0, TSR__AOP_NARGS_LOAD, "path,chunks", "path"},
+    TSR__UNARY_MAP(UNARY_ROW)
+    TSR__BINARY_MAP(BINARY_ROW)
+    {"matmul", K_MATMUL, 0, TSR__AOP_NARGS_MATMUL, "", ""},
+    {"transpose", K_TRANSPOSE, 0, TSR__AOP_NARGS_TRANSPOSE, "axes", ""},
+    TSR__REDUCE_MAP(REDUCE_ROW)
+    {"rechunk", K_RECHUNK, 0, TSR__AOP_NARGS_RECHUNK, "chunks", "chunks"},
+    {"astype", K_ASTYPE, 0, TSR__AOP_NARGS_ASTYPE, "dtype", "dtype"},
 };
+/* clang-format on */
+#undef UNARY_ROW
+#undef BINARY_ROW
+#undef REDUCE_ROW
 
 /* One array definition, parsed and checked before anything is built. */
 typedef struct def {

@@ -1,7 +1,8 @@
 /* Lowering: turns lazy arrays into one chunk-task graph (tsr_graph). Owns the per-op rules
- * (which kernel, which inputs, which parameters), memoization of shared sub-graphs within one
- * lowering epoch, task counts and the Graphviz view. Must not validate user input (array.c did)
- * nor talk to a cluster.
+ * (which inputs, which parameters; the kernel family and the lowering function of each operation
+ * are its row of TSR__AOP_MAP, array/array.h, and flops come from tsr__kop_flops), memoization of
+ * shared sub-graphs within one lowering epoch, task counts and the Graphviz view. Must not validate
+ * user input (array.c did) nor talk to a cluster.
  *
  * Emission order: tasks are emitted depth-first, a chunk's inputs right before the task that
  * first needs them, so that "lower id first" (the scheduler's static priority) walks the graph
@@ -87,12 +88,6 @@ static int box(lctx *L, const tsr_array *a, const int64_t *idx, int64_t *off, in
     return 0;
 }
 
-static double nelem(int ndim, const int64_t *shape) {
-    double n = 1;
-    for (int ax = 0; ax < ndim; ax++) n *= (double)shape[ax];
-    return n;
-}
-
 static void desc_init(tsr_kdesc *d, int kop, int fn, tsr_dtype dtype, int ndim,
                       const int64_t *shape) {
     memset(d, 0, sizeof *d);
@@ -103,9 +98,11 @@ static void desc_init(tsr_kdesc *d, int kop, int fn, tsr_dtype dtype, int ndim,
     for (int ax = 0; ax < ndim; ax++) d->shape[ax] = shape[ax];
 }
 
-/* Adds one task of array a (making chunk ci, or contributing to it). */
+/* Adds one task of array a (making chunk ci, or contributing to it). in0 (in0_ndim axes) is the
+ * shape of the first input's chunk where the cost model needs it (matmul, reduce), else NULL. */
 static int64_t add(lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d, const uint32_t *deps,
-                   uint32_t ndeps, double flops) {
+                   uint32_t ndeps, int in0_ndim, const int64_t *in0) {
+    double flops = tsr__kop_flops(d->kop, d->ndim, d->shape, (int)ndeps, in0_ndim, in0);
     node *n = node_of(L, a);
     if (n->garray < 0) {
         n->garray = tsr__graph_add_array(L->g, tsr_array_name(a), tsr_array_op(a));
@@ -135,22 +132,28 @@ static int dep_of(lctx *L, tsr_array *x, int64_t ci, uint32_t *dep) {
 
 /* ---- per-op emission ------------------------------------------------------------------------ */
 
-static int64_t emit_source(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx) {
-    int64_t off[TSR_MAX_NDIM], shape[TSR_MAX_NDIM], iv[2 + 2 * TSR_MAX_NDIM];
+/* Every per-op function below emits the task(s) of output chunk ci (grid index idx, shape
+ * shape) of array a and returns the task that makes it; the operations table (TSR__AOP_MAP,
+ * array/array.h) says which one an array uses and which kernel family its tasks run. */
+#define LOWERING(name)                                                                             \
+    static int64_t name(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx, const int64_t *shape)
+
+LOWERING(emit_source) {
+    int64_t off[TSR_MAX_NDIM], bshape[TSR_MAX_NDIM], iv[2 + 2 * TSR_MAX_NDIM];
     double fv[2];
-    int rc = box(L, a, idx, off, shape);
+    (void)shape;
+    int rc = box(L, a, idx, off, bshape);
     if (rc < 0) return rc;
     tsr_kdesc d;
     int d_ = a->ndim;
+    desc_init(&d, tsr__aop_kop(a->aop), 0, a->dtype, d_, bshape);
     switch (a->aop) {
     case TSR_A_FULL:
-        desc_init(&d, TSR_KOP_FILL, 0, a->dtype, d_, shape);
         fv[0] = a->value;
         d.f = fv;
         d.nf = 1;
         break;
     case TSR_A_RANDOM:
-        desc_init(&d, TSR_KOP_RANDOM, 0, a->dtype, d_, shape);
         memcpy(&iv[0], &a->seed, sizeof a->seed); /* the seed's uint64 bits */
         for (int ax = 0; ax < d_; ax++) {
             iv[1 + ax] = a->shape[ax];
@@ -160,7 +163,6 @@ static int64_t emit_source(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx
         d.ni = (uint32_t)(1 + 2 * d_);
         break;
     case TSR_A_ARANGE:
-        desc_init(&d, TSR_KOP_ARANGE, 0, a->dtype, d_, shape);
         fv[0] = a->value;
         fv[1] = a->step;
         iv[0] = off[0];
@@ -170,7 +172,6 @@ static int64_t emit_source(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx
         d.ni = 1;
         break;
     default: /* TSR_A_LOAD */
-        desc_init(&d, TSR_KOP_LOAD, 0, a->dtype, d_, shape);
         iv[0] = a->data_offset;
         iv[1] = (int64_t)a->file_dtype;
         for (int ax = 0; ax < d_; ax++) {
@@ -182,23 +183,21 @@ static int64_t emit_source(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx
         d.s = a->path;
         break;
     }
-    return add(L, a, ci, &d, NULL, 0, nelem(d_, shape));
+    return add(L, a, ci, &d, NULL, 0, 0, NULL);
 }
 
 /* UNARY, ASTYPE and BINARY_SCALAR: one task per chunk on the operand's matching chunk. */
-static int64_t emit_map(lctx *L, tsr_array *a, int64_t ci, const int64_t *shape) {
+LOWERING(emit_map) {
     uint32_t dep;
+    (void)idx;
     int rc = dep_of(L, a->args[0], ci, &dep);
     if (rc < 0) return rc;
     tsr_kdesc d;
     int64_t iv[1];
     double fv[1];
-    if (a->aop == TSR_A_UNARY) {
-        desc_init(&d, TSR_KOP_UNARY, a->fn, a->dtype, a->ndim, shape);
-    } else if (a->aop == TSR_A_ASTYPE) {
-        desc_init(&d, TSR_KOP_ASTYPE, 0, a->dtype, a->ndim, shape);
-    } else {
-        desc_init(&d, TSR_KOP_BINARY_SCALAR, a->fn, a->dtype, a->ndim, shape);
+    desc_init(&d, tsr__aop_kop(a->aop), a->aop == TSR_A_ASTYPE ? 0 : a->fn, a->dtype, a->ndim,
+              shape);
+    if (a->aop == TSR_A_BINARY_SCALAR) {
         fv[0] = a->value;
         iv[0] = a->scalar_first;
         d.f = fv;
@@ -206,13 +205,12 @@ static int64_t emit_map(lctx *L, tsr_array *a, int64_t ci, const int64_t *shape)
         d.i = iv;
         d.ni = 1;
     }
-    return add(L, a, ci, &d, &dep, 1, nelem(a->ndim, shape));
+    return add(L, a, ci, &d, &dep, 1, 0, NULL);
 }
 
 /* BINARY: array.c aligned both operands to the output grid on every axis they span, so an
  * operand's chunk index is the output's, or 0 where it is broadcast (a single chunk). */
-static int64_t emit_binary(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                           const int64_t *shape) {
+LOWERING(emit_binary) {
     uint32_t deps[2];
     for (int k = 0; k < 2; k++) {
         tsr_array *x = a->args[k];
@@ -224,32 +222,30 @@ static int64_t emit_binary(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx
     }
     tsr_kdesc d;
     desc_init(&d, TSR_KOP_BINARY, a->fn, a->dtype, a->ndim, shape);
-    return add(L, a, ci, &d, deps, 2, nelem(a->ndim, shape));
+    return add(L, a, ci, &d, deps, 2, 0, NULL);
 }
 
 /* MATMUL: C[i,j] accumulates A[i,kk] @ B[kk,j] over kk in increasing order, one task per block
  * product, each taking the previous partial sum (a fixed order: SPEC determinism). */
-static int64_t emit_matmul(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                           const int64_t *shape) {
+LOWERING(emit_matmul) {
     tsr_array *A = a->args[0], *B = a->args[1];
     int64_t nk = A->numchunks[1], prev = -1;
     tsr_kdesc d;
     desc_init(&d, TSR_KOP_MATMUL, 0, a->dtype, a->ndim, shape);
-    double mn = nelem(a->ndim, shape);
     for (int64_t kk = 0; kk < nk; kk++) {
         uint32_t deps[3];
         int rc = dep_of(L, A, idx[0] * nk + kk, &deps[0]);
         if (rc == 0) rc = dep_of(L, B, B->ndim == 2 ? kk * B->numchunks[1] + idx[1] : kk, &deps[1]);
         if (rc < 0) return rc;
         if (prev >= 0) deps[2] = (uint32_t)prev;
-        prev = add(L, a, ci, &d, deps, prev >= 0 ? 3 : 2, 2.0 * mn * (double)A->chunks[1][kk]);
+        int64_t ashape[2] = {shape[0], A->chunks[1][kk]};
+        prev = add(L, a, ci, &d, deps, prev >= 0 ? 3 : 2, 2, ashape);
         if (prev < 0) return prev;
     }
     return prev;
 }
 
-static int64_t emit_transpose(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                              const int64_t *shape) {
+LOWERING(emit_transpose) {
     tsr_array *x = a->args[0];
     int64_t xidx[TSR_MAX_NDIM], perm[TSR_MAX_NDIM];
     for (int ax = 0; ax < a->ndim; ax++) {
@@ -263,7 +259,7 @@ static int64_t emit_transpose(lctx *L, tsr_array *a, int64_t ci, const int64_t *
     desc_init(&d, TSR_KOP_TRANSPOSE, 0, a->dtype, a->ndim, shape);
     d.i = perm;
     d.ni = (uint32_t)a->ndim;
-    return add(L, a, ci, &d, &dep, 1, nelem(a->ndim, shape));
+    return add(L, a, ci, &d, &dep, 1, 0, NULL);
 }
 
 /* A reduction's output chunk: what the combine tree needs to know. */
@@ -294,7 +290,7 @@ static int64_t partial(lctx *L, rctx *R, int64_t p) {
     desc_init(&d, TSR_KOP_REDUCE, a->fn, a->dtype, a->ndim, R->shape);
     d.i = axes;
     d.ni = (uint32_t)a->naxes;
-    return add(L, a, R->ci, &d, &dep, 1, nelem(x->ndim, xshape));
+    return add(L, a, R->ci, &d, &dep, 1, x->ndim, xshape);
 }
 
 static int64_t combine(lctx *L, rctx *R, const uint32_t *deps, uint32_t n, double scale) {
@@ -302,7 +298,7 @@ static int64_t combine(lctx *L, rctx *R, const uint32_t *deps, uint32_t n, doubl
     desc_init(&d, TSR_KOP_COMBINE, R->a->fn, R->a->dtype, R->a->ndim, R->shape);
     d.f = &scale;
     d.nf = 1;
-    return add(L, R->a, R->ci, &d, deps, n, (double)n * nelem(R->a->ndim, R->shape));
+    return add(L, R->a, R->ci, &d, deps, n, 0, NULL);
 }
 
 /* Item j of tree level `level`: level 0 items are the partials; an item above combines up to
@@ -322,8 +318,7 @@ static int64_t tree(lctx *L, rctx *R, int level, int64_t j, double root_scale) {
     return combine(L, R, deps, (uint32_t)(last - first), level == R->height ? root_scale : 1.0);
 }
 
-static int64_t emit_reduce(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                           const int64_t *shape) {
+LOWERING(emit_reduce) {
     rctx R = {.a = a, .x = a->args[0], .ci = ci, .shape = shape};
     tsr_array *x = R.x;
     int reduced[TSR_MAX_NDIM] = {0};
@@ -340,7 +335,7 @@ static int64_t emit_reduce(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx
         R.cnt[R.height + 1] = (R.cnt[R.height] + FAN_IN - 1) / FAN_IN;
         R.height++;
     }
-    int mean = a->fn == TSR_MEAN;
+    int mean = tsr__reduce_scales(a->fn);
     /* NumPy's mean over nothing is NaN (0 * NaN keeps it so, without dividing by zero). */
     double scale = mean ? (count > 0 ? 1.0 / count : NAN) : 1.0;
     int64_t t = tree(L, &R, R.height, 0, scale);
@@ -402,40 +397,63 @@ static int64_t emit_assemble(lctx *L, tsr_array *a, int64_t ci, const int64_t *i
         desc_init(&d, TSR_KOP_ASSEMBLE, 0, a->dtype, d_, shape);
         d.i = iv;
         d.ni = (uint32_t)((nin + 1) * d_);
-        t = add(L, a, ci, &d, deps, (uint32_t)nin, nelem(d_, shape));
+        t = add(L, a, ci, &d, deps, (uint32_t)nin, 0, NULL);
     }
     free(deps);
     free(iv);
     return t;
 }
 
+/* RECHUNK: to the operand's own grid it passes the operand's tasks through. */
+LOWERING(emit_rechunk) {
+    if (node_of(L, a)->same_grid) return get_chunk(L, a->args[0], ci);
+    return emit_assemble(L, a, ci, idx, shape);
+}
+
+/* ---- the operations table ------------------------------------------------------------------- */
+
+typedef int64_t (*lower_fn)(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                            const int64_t *shape);
+
+static const struct aop_row {
+    tsr_kop kop;
+    int nargs;
+    tsr__dtype_rule dtype;
+    lower_fn lower;
+} aops[TSR__AOP_COUNT] = {
+#define AOP_ROW(E, kop, nargs, dtype, lower)                                                       \
+    [TSR_A_##E] = {TSR_KOP_##kop, nargs, TSR__DTYPE_##dtype, lower},
+    TSR__AOP_MAP(AOP_ROW)
+#undef AOP_ROW
+};
+
+tsr_kop tsr__aop_kop(tsr_aop aop) {
+    return aops[aop].kop;
+}
+
+int tsr__aop_nargs(tsr_aop aop) {
+    return aops[aop].nargs;
+}
+
+tsr_dtype tsr__aop_dtype(tsr_aop aop, tsr_dtype x, tsr_dtype y, tsr_dtype given) {
+    switch (aops[aop].dtype) {
+    case TSR__DTYPE_SAME:
+        return x;
+    case TSR__DTYPE_PROMOTE:
+        return (x == TSR_FLOAT64 || y == TSR_FLOAT64) ? TSR_FLOAT64 : TSR_FLOAT32;
+    case TSR__DTYPE_GIVEN:
+        break;
+    }
+    return given;
+}
+
 static int64_t emit(lctx *L, tsr_array *a, int64_t ci) {
     int64_t idx[TSR_MAX_NDIM], shape[TSR_MAX_NDIM];
     unravel(a, ci, idx);
     for (int ax = 0; ax < a->ndim; ax++) shape[ax] = a->chunks[ax][idx[ax]];
-    switch (a->aop) {
-    case TSR_A_FULL:
-    case TSR_A_RANDOM:
-    case TSR_A_ARANGE:
-    case TSR_A_LOAD:
-        return emit_source(L, a, ci, idx);
-    case TSR_A_UNARY:
-    case TSR_A_ASTYPE:
-    case TSR_A_BINARY_SCALAR:
-        return emit_map(L, a, ci, shape);
-    case TSR_A_BINARY:
-        return emit_binary(L, a, ci, idx, shape);
-    case TSR_A_MATMUL:
-        return emit_matmul(L, a, ci, idx, shape);
-    case TSR_A_TRANSPOSE:
-        return emit_transpose(L, a, ci, idx, shape);
-    case TSR_A_REDUCE:
-        return emit_reduce(L, a, ci, idx, shape);
-    case TSR_A_RECHUNK:
-        if (node_of(L, a)->same_grid) return get_chunk(L, a->args[0], ci);
-        return emit_assemble(L, a, ci, idx, shape);
-    }
-    return tsr__fail(L->c, TSR_EINVALID, "%s: unknown operation", tsr_array_name(a));
+    if ((unsigned)a->aop >= TSR__AOP_COUNT)
+        return tsr__fail(L->c, TSR_EINVALID, "%s: unknown operation", tsr_array_name(a));
+    return aops[a->aop].lower(L, a, ci, idx, shape);
 }
 
 static int64_t get_chunk(lctx *L, tsr_array *a, int64_t ci) {

@@ -15,27 +15,6 @@
 #define KDESC_MAX_STRING (1u << 16)
 #define CHUNK_MAX_BYTES ((uint64_t)1 << 48)
 
-static const char *const kop_names[TSR_KOP_COUNT] = {
-    [TSR_KOP_FILL] = "fill",
-    [TSR_KOP_RANDOM] = "random",
-    [TSR_KOP_ARANGE] = "arange",
-    [TSR_KOP_LOAD] = "load",
-    [TSR_KOP_UNARY] = "unary",
-    [TSR_KOP_BINARY] = "binary",
-    [TSR_KOP_BINARY_SCALAR] = "binary_scalar",
-    [TSR_KOP_MATMUL] = "matmul",
-    [TSR_KOP_TRANSPOSE] = "transpose",
-    [TSR_KOP_REDUCE] = "reduce",
-    [TSR_KOP_COMBINE] = "combine",
-    [TSR_KOP_ASSEMBLE] = "assemble",
-    [TSR_KOP_ASTYPE] = "astype",
-};
-
-const char *tsr__kop_name(int kop) {
-    if (kop < 0 || kop >= TSR_KOP_COUNT) return "?";
-    return kop_names[kop];
-}
-
 uint64_t tsr__kdesc_nbytes(const tsr_kdesc *d) {
     uint64_t n = tsr_dtype_size((tsr_dtype)d->dtype);
     for (int a = 0; a < d->ndim && a < TSR_MAX_NDIM; a++) n *= (uint64_t)d->shape[a];
@@ -104,20 +83,11 @@ static int obj_number(const msgpack_object *o, double *v) {
     }
 }
 
-/* How many sub-operations each family accepts in `fn` (1: fn must be 0). */
+/* How many sub-operations each family accepts in `fn` (the table's nfn; a family that does not
+ * use fn tolerates any byte). */
 static int fn_limit(int kop) {
-    switch (kop) {
-    case TSR_KOP_UNARY:
-        return TSR_TANH + 1;
-    case TSR_KOP_BINARY:
-    case TSR_KOP_BINARY_SCALAR:
-        return TSR_MINIMUM + 1;
-    case TSR_KOP_REDUCE:
-    case TSR_KOP_COMBINE:
-        return TSR_MIN + 1;
-    default:
-        return 256; /* unused by the family: any byte is tolerated */
-    }
+    const tsr__kop_info *k = tsr__kop_info_of(kop);
+    return k && k->nfn ? k->nfn : 256;
 }
 
 /* The string parameter is stored NUL-terminated after the integers in *ibuf, so one free

@@ -14,27 +14,7 @@
 #include <msgpack.h>
 
 #include "common/common.h"
-
-/* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
- * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */
-typedef enum tsr_kop {
-    TSR_KOP_FILL = 0,
-    TSR_KOP_RANDOM = 1,
-    TSR_KOP_ARANGE = 2,
-    TSR_KOP_LOAD = 3,
-    TSR_KOP_UNARY = 4,
-    TSR_KOP_BINARY = 5,
-    TSR_KOP_BINARY_SCALAR = 6,
-    TSR_KOP_MATMUL = 7,
-    TSR_KOP_TRANSPOSE = 8,
-    TSR_KOP_REDUCE = 9,
-    TSR_KOP_COMBINE = 10,
-    TSR_KOP_ASSEMBLE = 11,
-    TSR_KOP_ASTYPE = 12,
-    TSR_KOP_COUNT
-} tsr_kop;
-
-const char *tsr__kop_name(int kop); /* "fill", "random", ...; "?" when out of range */
+#include "graph/ops.h"
 
 /* What a kernel needs to make one chunk. The pointers are borrowed from whoever owns the
  * descriptor (the graph's pools, or a decoded msgpack zone). */

@@ -176,66 +176,40 @@ KERNEL(k_unary) {
     const T *a = in[0].data;
     T *o = out->data;
     int64_t n = out_nelem(out);
-#define UNARY_LOOP(expr)                                                                           \
-    for (int64_t j = 0; j < n; j++) {                                                              \
-        T x = a[j];                                                                                \
-        o[j] = (expr);                                                                             \
-    }                                                                                              \
-    break;
+#define UNARY_CASE(E, name, dtypes, expr)                                                          \
+    case TSR_##E:                                                                                  \
+        for (int64_t j = 0; j < n; j++) {                                                          \
+            T x = a[j];                                                                            \
+            o[j] = (expr);                                                                         \
+        }                                                                                          \
+        break;
     switch (d->fn) {
-    case TSR_NEG:
-        UNARY_LOOP(-x)
-    case TSR_ABS:
-        UNARY_LOOP(M(fabs)(x))
-    case TSR_EXP:
-        UNARY_LOOP(M(exp)(x))
-    case TSR_LOG:
-        UNARY_LOOP(M(log)(x))
-    case TSR_SQRT:
-        UNARY_LOOP(M(sqrt)(x))
-    case TSR_SIN:
-        UNARY_LOOP(M(sin)(x))
-    case TSR_COS:
-        UNARY_LOOP(M(cos)(x))
-    case TSR_TANH:
-        UNARY_LOOP(M(tanh)(x))
+        TSR__UNARY_MAP(UNARY_CASE)
     default:
         break;
     }
-#undef UNARY_LOOP
+#undef UNARY_CASE
     return 0;
 }
 
-/* One row of a binary operation: o[j] = a[j*sa] OP b[j*sb]. Always inlined into binary_row with
- * constant strides (0 or 1), so each case compiles to its own straight loop. maximum/minimum
- * return a NaN operand when there is one, as NumPy does. */
+/* One row of a binary operation: o[j] = a[j*sa] OP b[j*sb], OP from the table's expression
+ * column (graph/ops.h). Always inlined into binary_row with constant strides (0 or 1), so each
+ * case compiles to its own straight loop. */
 static inline __attribute__((always_inline)) void binary_loop(int fn, T *o, const T *a, int64_t sa,
                                                               const T *b, int64_t sb, int64_t n) {
-#define BINARY_LOOP(expr)                                                                          \
-    for (int64_t j = 0; j < n; j++) {                                                              \
-        T x = a[j * sa], y = b[j * sb];                                                            \
-        o[j] = (expr);                                                                             \
-    }                                                                                              \
-    return;
+#define BINARY_CASE(E, name, dtypes, expr)                                                         \
+    case TSR_##E:                                                                                  \
+        for (int64_t j = 0; j < n; j++) {                                                          \
+            T x = a[j * sa], y = b[j * sb];                                                        \
+            o[j] = (expr);                                                                         \
+        }                                                                                          \
+        return;
     switch (fn) {
-    case TSR_ADD:
-        BINARY_LOOP(x + y)
-    case TSR_SUB:
-        BINARY_LOOP(x - y)
-    case TSR_MUL:
-        BINARY_LOOP(x * y)
-    case TSR_DIV:
-        BINARY_LOOP(x / y)
-    case TSR_POW:
-        BINARY_LOOP(M(pow)(x, y))
-    case TSR_MAXIMUM:
-        BINARY_LOOP((x >= y || x != x) ? x : y)
-    case TSR_MINIMUM:
-        BINARY_LOOP((x <= y || x != x) ? x : y)
+        TSR__BINARY_MAP(BINARY_CASE)
     default:
         return;
     }
-#undef BINARY_LOOP
+#undef BINARY_CASE
 }
 
 static void binary_row(int fn, T *o, const T *a, int64_t sa, const T *b, int64_t sb, int64_t n) {
@@ -448,25 +422,33 @@ KERNEL(k_transpose) {
 
 /* ---- reductions ----------------------------------------------------------------------------- */
 
-#define SUM_OP(s, x) ((s) + (double)(x))
-#define MAX_OP(s, x) (((double)(x) > (s) || (x) != (x)) ? (double)(x) : (s))
-#define MIN_OP(s, x) (((double)(x) < (s) || (x) != (x)) ? (double)(x) : (s))
+/* The folds and starting values are the table's (TSR__REDUCE_MAP, graph/ops.h). */
 #define FIRST_OP(s, x) ((double)(x))
 
 /* i = [axes...]. The input is walked once in row-major order, each element folded into its
  * output's double accumulator, so every output sees its terms in row-major order whatever the
- * axes. Once an accumulator is NaN, MAX_OP/MIN_OP keep it NaN. */
+ * axes. */
 KERNEL(k_reduce) {
     const tsr_chunkview *x = &in[0];
     int64_t nout = out_nelem(out), nx = out_nelem(x);
     if (nout == 0) return 0;
-    if (nx == 0 && (d->fn == TSR_MAX || d->fn == TSR_MIN)) {
-        tsr__fmt(err, errlen, "reduce: %s of an empty selection", d->fn == TSR_MAX ? "max" : "min");
+    if (nx == 0 && !tsr__reduce_has_identity(d->fn)) {
+        tsr__fmt(err, errlen, "reduce: %s of an empty selection", tsr__reduce_name(d->fn));
         return TSR_EINVALID;
     }
     double *acc = malloc((size_t)nout * sizeof(double));
     if (!acc) return oom(err, errlen);
-    double init = d->fn == TSR_MAX ? -INFINITY : d->fn == TSR_MIN ? INFINITY : 0.0;
+    double init = 0.0;
+#define INIT_CASE(E, name, init_, ...)                                                             \
+    case TSR_##E:                                                                                  \
+        init = (init_);                                                                            \
+        break;
+    switch (d->fn) {
+        TSR__REDUCE_MAP(INIT_CASE)
+    default:
+        break;
+    }
+#undef INIT_CASE
     for (int64_t j = 0; j < nout; j++) acc[j] = init;
 
     /* Per input axis: extent and stride into the output (0 on reduced axes). */
@@ -509,13 +491,16 @@ KERNEL(k_reduce) {
         }                                                                                          \
         tsr__next_index(idx, ext, m - 1);                                                          \
     }
-    if (d->fn == TSR_MAX) {
-        REDUCE_WALK(MAX_OP)
-    } else if (d->fn == TSR_MIN) {
-        REDUCE_WALK(MIN_OP)
-    } else {
-        REDUCE_WALK(SUM_OP)
+#define WALK_CASE(E, name, init_, fold, ...)                                                       \
+    case TSR_##E:                                                                                  \
+        REDUCE_WALK(fold)                                                                          \
+        break;
+    switch (d->fn) {
+        TSR__REDUCE_MAP(WALK_CASE)
+    default:
+        break;
     }
+#undef WALK_CASE
 #undef REDUCE_WALK
     T *o = out->data;
     for (int64_t j = 0; j < nout; j++) o[j] = (T)acc[j];
@@ -546,14 +531,20 @@ KERNEL(k_combine) {
         int64_t len = TSR__MIN(BLOCK, n - at);
         for (int k = 0; k < nin; k++) {
             const tsr_chunkview *v = &in[k];
-            if (k == 0)
+#define FOLD_CASE(E, name, init_, fold, ...)                                                       \
+    case TSR_##E:                                                                                  \
+        COMBINE_FOLD(fold);                                                                        \
+        break;
+            if (k == 0) {
                 COMBINE_FOLD(FIRST_OP);
-            else if (d->fn == TSR_SUM || d->fn == TSR_MEAN)
-                COMBINE_FOLD(SUM_OP);
-            else if (d->fn == TSR_MAX)
-                COMBINE_FOLD(MAX_OP);
-            else
-                COMBINE_FOLD(MIN_OP);
+                continue;
+            }
+            switch (d->fn) {
+                TSR__REDUCE_MAP(FOLD_CASE)
+            default:
+                break;
+            }
+#undef FOLD_CASE
         }
         if (scale != 1.0)
             for (int64_t j = 0; j < len; j++) o[at + j] = (T)(acc[j] * scale);
@@ -610,18 +601,11 @@ KERNEL(k_assemble) {
     return 0;
 }
 
+/* One entry per row of the operations table: family NAME's kernel is k_NAME. Every family the
+ * table declares for this dtype must have one (a missing kernel does not compile; a test checks
+ * the table against tsr__kernel_lookup). */
 const tsr_kernel_fn CPU_TABLE[TSR_KOP_COUNT] = {
-    [TSR_KOP_FILL] = k_fill,
-    [TSR_KOP_RANDOM] = k_random,
-    [TSR_KOP_ARANGE] = k_arange,
-    [TSR_KOP_LOAD] = k_load,
-    [TSR_KOP_UNARY] = k_unary,
-    [TSR_KOP_BINARY] = k_binary,
-    [TSR_KOP_BINARY_SCALAR] = k_binary_scalar,
-    [TSR_KOP_MATMUL] = k_matmul,
-    [TSR_KOP_TRANSPOSE] = k_transpose,
-    [TSR_KOP_REDUCE] = k_reduce,
-    [TSR_KOP_COMBINE] = k_combine,
-    [TSR_KOP_ASSEMBLE] = k_assemble,
-    [TSR_KOP_ASTYPE] = k_astype,
+#define KERNEL_ROW(E, name, ...) [TSR_KOP_##E] = k_##name,
+    TSR__KOP_MAP(KERNEL_ROW)
+#undef KERNEL_ROW
 };

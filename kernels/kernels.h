@@ -1,4 +1,5 @@
-/* The kernel table: one entry per (kernel family, dtype, device), each with its cost model.
+/* The kernel table: one entry per (kernel family, dtype, device), filled from the operations
+ * table (graph/ops.h): a family's row names its kernel (k_<name>) and the dtypes it has one for.
  * Kernels are pure functions of (descriptor, input chunks) -> output chunk; they never touch
  * the network, the event loop or global state, and must be deterministic (bitwise, for a given
  * build and machine) whatever thread runs them.
@@ -70,17 +71,15 @@ tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev);
 int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                     tsr_device dev, char *err, size_t errlen);
 
-/* May the output chunk share input k's buffer (out->data == in[k].data)? Only where the kernel
- * reads every input element it needs before it writes the output element at the same place, and
- * input k has the output's shape and dtype: UNARY, BINARY_SCALAR and same-dtype ASTYPE (their
- * one input), BINARY (either input), COMBINE (any input; it folds block by block) and MATMUL
- * (Cprev, in[2]). The caller must own the buffer exclusively: nothing else may read it while the
- * kernel runs. */
+/* May the output chunk share input k's buffer (out->data == in[k].data)? Input k must have the
+ * output's shape and dtype, and the family's alias column (graph/ops.h) must allow it: UNARY,
+ * BINARY_SCALAR, ASTYPE, BINARY and COMBINE read each element they need before writing the output
+ * element at the same place (COMBINE folds block by block); MATMUL only for Cprev, in[2]. The
+ * caller must own the buffer exclusively: nothing else may read it while the kernel runs. */
 int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k);
 
-/* Cost model: floating-point operations and bytes touched for one task (input shapes as given
- * by the descriptor's family; for families whose cost depends on the inputs, in_shapes lists
- * them). Used for placement estimates and GFLOP/s reports. */
+/* Floating-point operations of one task: tsr__kop_flops (graph/ops.h, the one cost model) with
+ * in[0]'s shape. Used for GFLOP/s reports and tests; lowering calls tsr__kop_flops directly. */
 double tsr__kernel_flops(const tsr_kdesc *d, const tsr_chunkview *in, int nin);
 
 /* SPEC §2's random formula for one element: global row-major index g, seed s. */

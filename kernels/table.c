@@ -1,7 +1,9 @@
-/* The kernel table keyed by (kernel family, dtype, device), the checks every descriptor passes
- * before a kernel runs, and the cost model. Descriptors come from peers: anything that does not
- * match its family's contract (kernels.h) is TSR_EINVALID with a message, never a crash. A GPU
- * backend registers its table in tsr__kernel_lookup, the one place that would test TSR_HAVE_CUDA.
+/* The kernel table keyed by (kernel family, dtype, device), and the checks every descriptor passes
+ * before a kernel runs: first the columns of its family's row in the operations table (graph/ops.h:
+ * inputs, sub-operation, dtypes), then what the family's layout needs. Descriptors come from peers:
+ * anything that does not match its family's contract (kernels.h) is TSR_EINVALID with a message,
+ * never a crash. A GPU backend registers its table in tsr__kernel_lookup, the one place that would
+ * test TSR_HAVE_CUDA.
  */
 #include <cblas.h>
 #include <string.h>
@@ -10,7 +12,9 @@
 #include "kernels/kernels_priv.h"
 
 tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
-    if (kop < 0 || kop >= TSR_KOP_COUNT || dev != TSR_DEVICE_CPU) return NULL;
+    const tsr__kop_info *k = tsr__kop_info_of(kop);
+    if (!k || dev != TSR_DEVICE_CPU || dtype < 0 || dtype > 31) return NULL;
+    if (!(k->dtypes & TSR__DT(dtype))) return NULL;
     if (dtype == TSR_FLOAT64) return tsr__cpu_kernels_f64[kop];
     if (dtype == TSR_FLOAT32) return tsr__cpu_kernels_f32[kop];
     return NULL;
@@ -93,10 +97,6 @@ static int check_views(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr
     return 0;
 }
 
-#define NEED_INPUTS(cond, what)                                                                    \
-    do {                                                                                           \
-        if (!(cond)) FAIL("expects %s, got %d", what, nin);                                        \
-    } while (0)
 #define NEED_PARAMS(ni_, nf_)                                                                      \
     do {                                                                                           \
         if (d->ni != (uint32_t)(ni_) || d->nf != (uint32_t)(nf_))                                  \
@@ -126,7 +126,6 @@ static int check_binary(const tsr_kdesc *d, const tsr_chunkview *in, char *err, 
 
 static int check_matmul(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                         char *err, size_t errlen) {
-    NEED_INPUTS(nin == 2 || nin == 3, "2 or 3 inputs");
     const tsr_chunkview *a = &in[0], *b = &in[1];
     if (a->ndim != 2) FAIL("A must be 2-d");
     if (d->ndim != 1 && d->ndim != 2) FAIL("output must be 1-d or 2-d");
@@ -187,7 +186,6 @@ static int check_transpose(const tsr_kdesc *d, const tsr_chunkview *in, char *er
  * the output exactly (inputs never overlap by contract, so this catches gaps). */
 static int check_assemble(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
                           size_t errlen) {
-    NEED_INPUTS(nin >= 1, "at least 1 input");
     int nd = d->ndim;
     if (nd == 0 ? d->ni != 0 : d->ni != (uint64_t)nd * (uint64_t)(nin + 1))
         FAIL("expects %d offsets, got %u", nd * (nin + 1), d->ni);
@@ -215,26 +213,45 @@ static int check_assemble(const tsr_kdesc *d, const tsr_chunkview *in, int nin, 
     return 0;
 }
 
+/* The table's columns: how many inputs, and which sub-operations. */
+static int check_row(const tsr_kdesc *d, int nin, char *err, size_t errlen) {
+    const tsr__kop_info *k = tsr__kop_info_of(d->kop);
+    if (nin < k->min_in || (k->max_in != TSR__ANY && nin > k->max_in)) {
+        if (k->max_in == TSR__ANY)
+            FAIL("expects at least %d input%s, got %d", k->min_in, k->min_in == 1 ? "" : "s", nin);
+        else if (k->max_in == 0)
+            FAIL("expects no inputs, got %d", nin);
+        else if (k->max_in == k->min_in)
+            FAIL("expects %d input%s, got %d", k->min_in, k->min_in == 1 ? "" : "s", nin);
+        else
+            FAIL("expects %d %s %d inputs, got %d", k->min_in,
+                 k->max_in == k->min_in + 1 ? "or" : "to", k->max_in, nin);
+    }
+    if (k->nfn && d->fn >= k->nfn) FAIL("unknown operation %d", d->fn);
+    if (!(tsr__kop_fn_dtypes(d->kop, d->fn) & TSR__DT(d->dtype)))
+        FAIL("not defined for %s", tsr_dtype_name((tsr_dtype)d->dtype));
+    return 0;
+}
+
+/* What each family needs beyond its row (kernels.h documents the layouts). */
 static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                         char *err, size_t errlen) {
     int nd = d->ndim;
+    int rc = check_row(d, nin, err, errlen);
+    if (rc) return rc;
     switch ((tsr_kop)d->kop) {
     case TSR_KOP_FILL:
-        NEED_INPUTS(nin == 0, "no inputs");
         if (d->nf < 1) FAIL("expects a value");
         return 0;
     case TSR_KOP_RANDOM:
-        NEED_INPUTS(nin == 0, "no inputs");
         NEED_PARAMS(1 + 2 * nd, 0);
         return check_box(d, d->i + 1, d->i + 1 + nd, 1, 0, err, errlen);
     case TSR_KOP_ARANGE:
-        NEED_INPUTS(nin == 0, "no inputs");
         if (nd != 1) FAIL("output must be 1-d");
         NEED_PARAMS(1, 2);
         if (d->i[0] < 0 || d->i[0] > INT64_MAX - d->shape[0]) FAIL("offset out of range");
         return 0;
     case TSR_KOP_LOAD:
-        NEED_INPUTS(nin == 0, "no inputs");
         NEED_PARAMS(2 + 2 * nd, 0);
         if (!d->s || !d->s[0]) FAIL("no path");
         if (d->i[0] < 0) FAIL("negative data offset");
@@ -243,40 +260,28 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         return check_box(d, d->i + 2, d->i + 2 + nd, (int64_t)tsr_dtype_size((tsr_dtype)d->i[1]),
                          d->i[0], err, errlen);
     case TSR_KOP_UNARY:
-        NEED_INPUTS(nin == 1, "1 input");
-        if (d->fn > TSR_TANH) FAIL("unknown operation %d", d->fn);
         return check_same_as_output(d, in, 0, 1, err, errlen);
     case TSR_KOP_BINARY:
-        NEED_INPUTS(nin == 2, "2 inputs");
-        if (d->fn > TSR_MINIMUM) FAIL("unknown operation %d", d->fn);
         return check_binary(d, in, err, errlen);
     case TSR_KOP_BINARY_SCALAR:
-        NEED_INPUTS(nin == 1, "1 input");
-        if (d->fn > TSR_MINIMUM) FAIL("unknown operation %d", d->fn);
         if (d->nf < 1 || d->ni < 1) FAIL("expects a scalar and its side");
         return check_same_as_output(d, in, 0, 1, err, errlen);
     case TSR_KOP_MATMUL:
         return check_matmul(d, in, nin, out, err, errlen);
     case TSR_KOP_TRANSPOSE:
-        NEED_INPUTS(nin == 1, "1 input");
         return check_transpose(d, in, err, errlen);
     case TSR_KOP_REDUCE:
-        NEED_INPUTS(nin == 1, "1 input");
-        if (d->fn > TSR_MIN) FAIL("unknown operation %d", d->fn);
         return check_reduce(d, in, err, errlen);
     case TSR_KOP_COMBINE:
-        NEED_INPUTS(nin >= 1, "at least 1 input");
-        if (d->fn > TSR_MIN) FAIL("unknown operation %d", d->fn);
         if (d->nf < 1) FAIL("expects a scale");
         for (int k = 0; k < nin; k++) {
-            int rc = check_same_as_output(d, in, k, 0, err, errlen);
+            rc = check_same_as_output(d, in, k, 0, err, errlen);
             if (rc) return rc;
         }
         return 0;
     case TSR_KOP_ASSEMBLE:
         return check_assemble(d, in, nin, err, errlen);
     case TSR_KOP_ASTYPE:
-        NEED_INPUTS(nin == 1, "1 input");
         return check_same_as_output(d, in, 0, 0, err, errlen);
     case TSR_KOP_COUNT:
         break;
@@ -305,50 +310,28 @@ int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_ch
 
 /* ---- aliasing ------------------------------------------------------------------------------ */
 
+/* The table's alias column decides; here only what every family shares: input k must have the
+ * output's shape and dtype (so output element j overwrites exactly input element j). */
 int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k) {
-    if (!d || !in || k < 0 || k >= nin || d->ndim > TSR_MAX_NDIM) return 0;
+    const tsr__kop_info *row = d ? tsr__kop_info_of(d->kop) : NULL;
+    if (!row || !in || k < 0 || k >= nin || d->ndim > TSR_MAX_NDIM) return 0;
+    if (nin < row->min_in || (row->max_in != TSR__ANY && nin > row->max_in)) return 0;
     if (in[k].dtype != d->dtype || !same_shape(&in[k], d)) return 0;
-    switch (d->kop) {
-    case TSR_KOP_UNARY:
-    case TSR_KOP_BINARY_SCALAR:
-    case TSR_KOP_ASTYPE:
-        return nin == 1;
-    case TSR_KOP_BINARY:
-        /* Input k is not broadcast (it has the output's shape), so output element j reads
-         * element j of it, and the other input never lives in this buffer. */
-        return nin == 2;
-    case TSR_KOP_COMBINE:
+    switch (row->alias) {
+    case TSR__ALIAS_ANY:
         return 1;
-    case TSR_KOP_MATMUL:
-        return nin == 3 && k == 2;
-    default:
-        return 0;
+    case TSR__ALIAS_LAST:
+        return nin == row->max_in && k == row->max_in - 1;
+    case TSR__ALIAS_NONE:
+        break;
     }
+    return 0;
 }
 
 /* ---- cost model ----------------------------------------------------------------------------- */
 
-/* Floating-point operations: 2mnk for a matmul, one per input element for reductions, (k-1)
- * per output element for combines, and one per output element for everything else (sources and
- * copies are memory-bound, but a zero cost would mislead placement). */
 double tsr__kernel_flops(const tsr_kdesc *d, const tsr_chunkview *in, int nin) {
-    if (d->ndim > TSR_MAX_NDIM) return 0;
-    double nout = 1;
-    for (int a = 0; a < d->ndim; a++) nout *= (double)d->shape[a];
-    switch (d->kop) {
-    case TSR_KOP_MATMUL: {
-        double k = in && nin >= 1 && in[0].ndim == 2 ? (double)in[0].shape[1] : 1;
-        return 2.0 * nout * k;
-    }
-    case TSR_KOP_REDUCE: {
-        if (!in || nin < 1 || in[0].ndim > TSR_MAX_NDIM) return nout;
-        double n = 1;
-        for (int a = 0; a < in[0].ndim; a++) n *= (double)in[0].shape[a];
-        return n;
-    }
-    case TSR_KOP_COMBINE:
-        return nout * (nin > 1 ? nin - 1 : 1);
-    default:
-        return nout;
-    }
+    int has0 = in && nin >= 1;
+    return tsr__kop_flops(d->kop, d->ndim, d->shape, nin, has0 ? in[0].ndim : 0,
+                          has0 ? in[0].shape : NULL);
 }

@@ -1,0 +1,181 @@
+/* The operations table: every operation Tessera knows, listed once as X-macro rows (libuv's
+ * UV_ERRNO_MAP style). Enums, name tables, descriptor checks, aliasing rules, the cost model,
+ * the kernel tables and the program-file parser are all expanded from these rows; nothing else
+ * may list operations. Pure declarations: no I/O, no state. docs/ARCHITECTURE.md ("Operations
+ * table") says which files a new operation touches.
+ *
+ * Two levels: elementwise and reduction sub-operations (the `fn` of a descriptor, and the public
+ * tsr_unary_op / tsr_binary_op / tsr_reduce_op), and kernel families (tsr_kop, the `kop` of a
+ * descriptor). The array-level operations that lowering turns into families are in
+ * array/array.h (TSR__AOP_MAP). Row order is wire format: a row's position is its number in
+ * kernel descriptors and in the public enums, so new rows go at the end. */
+#ifndef TSR_GRAPH_OPS_H
+#define TSR_GRAPH_OPS_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+/* ---- dtypes ----------------------------------------------------------------------------------
+ * A kernel family's dtype column is a bit set over tsr_dtype: the output dtypes it has a kernel
+ * for. Issue 10 adds int64 and bool as new bits (and kernels for the families that take them). */
+#define TSR__DT(dtype) (1u << (unsigned)(dtype))
+#define TSR__DT_FLOAT (TSR__DT(TSR_FLOAT64) | TSR__DT(TSR_FLOAT32))
+
+/* ---- elementwise sub-operations ---------------------------------------------------------------
+ * XX(ENUM, name, dtypes, expr): dtypes is the bit set of dtypes the operation is defined on (a
+ * descriptor asking for another is refused before its kernel runs; issue 10's integer and bool
+ * ops declare theirs here). expr is the value of one output element, a pure expression of the
+ * element(s) x (and y) of type T, where M(fn) names the libm function for T (fabs, or fabsf for
+ * float32). The CPU kernels expand these expressions inside their loops (kernels/cpu_tmpl.c);
+ * they are also the hook for fused elementwise chains (issues 6 and 10): a fused loop expands a
+ * chain's expressions one after the other on a register, with no per-element call. ENUM is the
+ * public enum's suffix (TSR_NEG); name is what program files and tsr_unary_name() say. Commas
+ * inside expr must sit inside parentheses. */
+#define TSR__UNARY_MAP(XX)                                                                         \
+    XX(NEG, neg, TSR__DT_FLOAT, -x)                                                                \
+    XX(ABS, abs, TSR__DT_FLOAT, M(fabs)(x))                                                        \
+    XX(EXP, exp, TSR__DT_FLOAT, M(exp)(x))                                                         \
+    XX(LOG, log, TSR__DT_FLOAT, M(log)(x))                                                         \
+    XX(SQRT, sqrt, TSR__DT_FLOAT, M(sqrt)(x))                                                      \
+    XX(SIN, sin, TSR__DT_FLOAT, M(sin)(x))                                                         \
+    XX(COS, cos, TSR__DT_FLOAT, M(cos)(x))                                                         \
+    XX(TANH, tanh, TSR__DT_FLOAT, M(tanh)(x))
+
+/* maximum/minimum return a NaN operand when there is one, as NumPy does. */
+#define TSR__BINARY_MAP(XX)                                                                        \
+    XX(ADD, add, TSR__DT_FLOAT, x + y)                                                             \
+    XX(SUB, sub, TSR__DT_FLOAT, x - y)                                                             \
+    XX(MUL, mul, TSR__DT_FLOAT, (x * y))                                                           \
+    XX(DIV, div, TSR__DT_FLOAT, x / y)                                                             \
+    XX(POW, pow, TSR__DT_FLOAT, M(pow)(x, y))                                                      \
+    XX(MAXIMUM, maximum, TSR__DT_FLOAT, (x >= y || x != x) ? x : y)                                \
+    XX(MINIMUM, minimum, TSR__DT_FLOAT, (x <= y || x != x) ? x : y)
+
+/* ---- reductions -------------------------------------------------------------------------------
+ * XX(ENUM, name, init, fold, identity, ufunc, scale)
+ *   init      the accumulator's start (a double); fold(s, x) folds one element x into the double
+ *             accumulator s. Once an accumulator is NaN, the max/min folds keep it NaN.
+ *   identity  1 when reducing nothing has a value (init); 0 when it is an error, as in NumPy.
+ *   ufunc     NumPy's ufunc the reduction folds with, for NumPy's messages.
+ *   scale     1 when the result is divided by the number of elements folded (the last COMBINE
+ *             applies it; the partials fold like SUM). */
+#define TSR__FOLD_SUM(s, x) ((s) + (double)(x))
+#define TSR__FOLD_MAX(s, x) (((double)(x) > (s) || (x) != (x)) ? (double)(x) : (s))
+#define TSR__FOLD_MIN(s, x) (((double)(x) < (s) || (x) != (x)) ? (double)(x) : (s))
+
+#define TSR__REDUCE_MAP(XX)                                                                        \
+    XX(SUM, sum, 0.0, TSR__FOLD_SUM, 1, add, 0)                                                    \
+    XX(MEAN, mean, 0.0, TSR__FOLD_SUM, 1, add, 1)                                                  \
+    XX(MAX, max, -INFINITY, TSR__FOLD_MAX, 0, maximum, 0)                                          \
+    XX(MIN, min, INFINITY, TSR__FOLD_MIN, 0, minimum, 0)
+
+#define TSR__COUNT_ROW(E, ...) +1
+enum {
+    TSR__UNARY_COUNT = 0 TSR__UNARY_MAP(TSR__COUNT_ROW),
+    TSR__BINARY_COUNT = 0 TSR__BINARY_MAP(TSR__COUNT_ROW),
+    TSR__REDUCE_COUNT = 0 TSR__REDUCE_MAP(TSR__COUNT_ROW),
+};
+
+/* ---- kernel families --------------------------------------------------------------------------
+ * XX(ENUM, name, min_in, max_in, nfn, dtypes, alias, flops, traits)
+ *   ENUM, name  TSR_KOP_ENUM; "name" for messages and traces. The CPU kernel is k_<name> in
+ *               kernels/cpu_tmpl.c; the descriptor's parameter layout is documented in
+ *               kernels/kernels.h; family-specific checks are in kernels/table.c.
+ *   min_in, max_in  how many inputs (TSR__ANY: no upper bound); checked before any kernel runs.
+ *   nfn         how many sub-operations `fn` may name (0: fn is unused and any byte passes).
+ *   dtypes      output dtypes with a kernel (TSR__DT bit set).
+ *   alias       which input the output may reuse in place (tsr__kernel_may_alias), given that
+ *               input has the output's shape and dtype and the caller owns it: NONE; ANY input
+ *               (each output element reads only the same element of it before writing, or the
+ *               kernel works block by block); LAST (only input max_in - 1, when all max_in inputs
+ *               are given: matmul's running sum Cprev).
+ *   flops       cost family (tsr__kop_flops): OUT (one per output element: elementwise, and
+ *               sources and copies, which are memory-bound but must not look free), MATMUL
+ *               (2mnk), IN0 (one per element of input 0: a reduction's partial), INPUTS (one per
+ *               output element per input: a combine folds and scales). Bytes are not per family:
+ *               the scheduler's model (scheduler/cost.c) counts output bytes times (1 + inputs).
+ *   traits      a bit set: RECOMPUTE (a cheap source, made wherever it is needed instead of being
+ *               run once and moved), LONG (may run long whatever its size: BLAS, file reads).
+ *               The scheduler's and worker's tests of these (scheduler/state.c, worker/task.c,
+ *               worker/exec.c) should ask tsr__kop_has(); they still name the families. */
+#define TSR__ANY 255
+#define TSR__KOP_RECOMPUTE 1u
+#define TSR__KOP_LONG 2u
+
+#define TSR__KOP_MAP(XX)                                                                           \
+    XX(FILL, fill, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                          \
+    XX(RANDOM, random, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                      \
+    XX(ARANGE, arange, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                      \
+    XX(LOAD, load, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_LONG)                               \
+    XX(UNARY, unary, 1, 1, TSR__UNARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                           \
+    XX(BINARY, binary, 2, 2, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                        \
+    XX(BINARY_SCALAR, binary_scalar, 1, 1, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)          \
+    XX(MATMUL, matmul, 2, 3, 0, TSR__DT_FLOAT, LAST, MATMUL, TSR__KOP_LONG)                        \
+    XX(TRANSPOSE, transpose, 1, 1, 0, TSR__DT_FLOAT, NONE, OUT, 0)                                 \
+    XX(REDUCE, reduce, 1, 1, TSR__REDUCE_COUNT, TSR__DT_FLOAT, NONE, IN0, 0)                       \
+    XX(COMBINE, combine, 1, TSR__ANY, TSR__REDUCE_COUNT, TSR__DT_FLOAT, ANY, INPUTS, 0)            \
+    XX(ASSEMBLE, assemble, 1, TSR__ANY, 0, TSR__DT_FLOAT, NONE, OUT, 0)                            \
+    XX(ASTYPE, astype, 1, 1, 0, TSR__DT_FLOAT, ANY, OUT, 0)
+
+/* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
+ * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */
+typedef enum tsr_kop {
+#define TSR__KOP_ENUM_ROW(E, ...) TSR_KOP_##E,
+    TSR__KOP_MAP(TSR__KOP_ENUM_ROW)
+#undef TSR__KOP_ENUM_ROW
+        TSR_KOP_COUNT
+} tsr_kop;
+
+typedef enum tsr__alias { TSR__ALIAS_NONE, TSR__ALIAS_ANY, TSR__ALIAS_LAST } tsr__alias;
+typedef enum tsr__flops {
+    TSR__FLOPS_OUT,
+    TSR__FLOPS_MATMUL,
+    TSR__FLOPS_IN0,
+    TSR__FLOPS_INPUTS
+} tsr__flops;
+
+/* One family's row, as data (ops.c expands the table into an array of these). */
+typedef struct tsr__kop_info {
+    const char *name;
+    uint8_t min_in, max_in; /* max_in TSR__ANY: unbounded */
+    uint8_t nfn;            /* 0: fn unused */
+    uint32_t dtypes;        /* TSR__DT bit set */
+    tsr__alias alias;
+    tsr__flops flops;
+    unsigned traits; /* TSR__KOP_RECOMPUTE, TSR__KOP_LONG */
+} tsr__kop_info;
+
+/* The row of family kop, or NULL when kop is out of range. */
+const tsr__kop_info *tsr__kop_info_of(int kop);
+const char *tsr__kop_name(int kop); /* "fill", "random", ...; "?" when out of range */
+/* Whether family kop has every trait in `traits` (0 when kop is out of range). */
+int tsr__kop_has(int kop, unsigned traits);
+
+/* The dtypes (TSR__DT bit set) a descriptor of family kop with sub-operation fn may produce: the
+ * family's column, narrowed by the sub-operation's own where the family has sub-operations. 0
+ * when kop or fn is out of range. */
+uint32_t tsr__kop_fn_dtypes(int kop, int fn);
+
+/* Names of the sub-operations (NULL when out of range) and the reverse lookups (-1 when
+ * unknown). */
+const char *tsr__unary_name(int fn);
+const char *tsr__binary_name(int fn);
+const char *tsr__reduce_name(int fn);
+int tsr__unary_parse(const char *name);
+int tsr__binary_parse(const char *name);
+int tsr__reduce_parse(const char *name);
+/* A reduction's columns (0 / NULL when fn is out of range). */
+int tsr__reduce_has_identity(int fn);
+const char *tsr__reduce_ufunc(int fn);
+int tsr__reduce_scales(int fn);
+
+/* The cost model: floating-point operations of one task of family kop making an output chunk of
+ * shape[ndim] from nin inputs, where in0 (in0_ndim axes; NULL when unknown) is the shape of the
+ * first input. The one place flops are computed: lowering (the estimate the scheduler receives)
+ * and the kernels (tsr__kernel_flops) both call it. */
+double tsr__kop_flops(int kop, int ndim, const int64_t *shape, int nin, int in0_ndim,
+                      const int64_t *in0);
+
+#endif
