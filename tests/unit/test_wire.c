@@ -907,5 +907,54 @@ Test(wire_common, error_names_and_messages, .timeout = 30) {
     cr_assert_str_eq(tsr_strerror(-99999), "unknown error");
     cr_assert_str_eq(tsr_err_name(-99999), "UNKNOWN");
     cr_assert_not_null(tsr_strerror(UV_ECONNREFUSED));
-    cr_assert_not_null(tsr_err_name(-4095));
+    cr_assert_str_eq(tsr_err_name(-4095), "EOF");
+}
+
+/* Tessera's codes sit in a band of their own: none is a -errno value or any code of libuv's. */
+Test(wire_common, error_band_is_disjoint, .timeout = 30) {
+    static const int tsr_codes[] = {
+#define XX(name, value, msg) TSR_E##name,
+        TSR_ERRNO_MAP(XX)
+#undef XX
+    };
+    static const int uv_codes[] = {
+#define XX(name, msg) UV_##name,
+        UV_ERRNO_MAP(XX)
+#undef XX
+    };
+    for (size_t i = 0; i < TSR__ARRAY_LEN(tsr_codes); i++) {
+        int c = tsr_codes[i];
+        cr_assert(c <= -5001 && c >= -5999, "%s = %d is outside -5001..-5999", tsr_err_name(c), c);
+        cr_assert_null(strerrorname_np(-c), "%s = %d is errno %s", tsr_err_name(c), c,
+                       strerrorname_np(-c));
+        for (size_t j = 0; j < TSR__ARRAY_LEN(uv_codes); j++)
+            cr_assert_neq(c, uv_codes[j], "%s = %d is also libuv's %s", tsr_err_name(c), c,
+                          uv_err_name(uv_codes[j]));
+        for (size_t j = 0; j < i; j++)
+            cr_assert_neq(c, tsr_codes[j], "%s and %s share %d", tsr_err_name(c),
+                          tsr_err_name(tsr_codes[j]), c);
+    }
+}
+
+/* libuv's own codes (not errno values) get libuv's names and messages, not "Unknown error". */
+Test(wire_common, libuv_codes_are_named, .timeout = 30) {
+    cr_assert_str_eq(tsr_strerror(UV_EOF), "end of file");
+    cr_assert_str_eq(tsr_err_name(UV_EOF), "EOF");
+    cr_assert_str_eq(tsr_strerror(UV_EAI_NONAME), "unknown node or service");
+    cr_assert_str_eq(tsr_err_name(UV_EAI_NONAME), "EAI_NONAME");
+    cr_assert_str_eq(tsr_strerror(UV_EAI_AGAIN), "temporary failure");
+    cr_assert_str_eq(tsr_strerror(UV_ECHARSET), "invalid Unicode character");
+    cr_assert_str_eq(tsr_err_name(UV_UNKNOWN), "UNKNOWN");
+    /* Every code libuv lists has a name and message, never glibc's "Unknown error". Those that
+     * are errno values keep glibc's name (UV_ENOTSUP is EOPNOTSUPP's value on Linux). */
+#define XX(name, msg)                                                                              \
+    cr_assert_str_eq(tsr_err_name(UV_##name),                                                      \
+                     strerrorname_np(-UV_##name) ? strerrorname_np(-UV_##name) : #name);           \
+    cr_assert(strncmp(tsr_strerror(UV_##name), "Unknown error", 13) != 0, "%s: %s", #name,         \
+              tsr_strerror(UV_##name));
+    UV_ERRNO_MAP(XX)
+#undef XX
+    /* errno values keep glibc's wording. */
+    cr_assert_str_eq(tsr_strerror(UV_ECONNREFUSED), strerror(ECONNREFUSED));
+    cr_assert_str_eq(tsr_strerror(-4000), "unknown error");
 }
