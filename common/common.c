@@ -1,4 +1,5 @@
-/* The toolbox: errors, logging, time, buffers. Must stay free of libuv and msgpack. */
+/* The toolbox: logging, time, buffers. Must stay free of libuv and msgpack (so tsr_strerror(),
+ * which names libuv codes too, lives in wire/errors.c). */
 #include "common/common.h"
 
 #include <errno.h>
@@ -7,45 +8,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
-
-const char *tsr_strerror(int code) {
-    switch (code) {
-    case 0:
-        return "success";
-#define XX(name, value, msg)                                                                       \
-    case value:                                                                                    \
-        return msg;
-        TSR_ERRNO_MAP(XX)
-#undef XX
-    default:
-        break;
-    }
-    if (code < 0 && code > -4096) {
-        /* strerror is not thread-safe in general; glibc's returns static strings for known
-         * codes, which is all we pass here. */
-        return strerror(-code);
-    }
-    return "unknown error";
-}
-
-const char *tsr_err_name(int code) {
-    switch (code) {
-    case 0:
-        return "OK";
-#define XX(name, value, msg)                                                                       \
-    case value:                                                                                    \
-        return "TSR_E" #name;
-        TSR_ERRNO_MAP(XX)
-#undef XX
-    default:
-        break;
-    }
-    if (code < 0 && code > -4096) {
-        const char *n = strerrorname_np(-code);
-        if (n) return n;
-    }
-    return "UNKNOWN";
-}
 
 int tsr__grow(void **items, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return 0;

@@ -1,4 +1,4 @@
-/* The small shared toolbox: error helpers, logging, monotonic time, aligned refcounted buffers
+/* The small shared toolbox: logging, monotonic time, aligned refcounted buffers
  * and a growable-array helper. Dependency-free (libc only); every module may include it. */
 #ifndef TSR_COMMON_H
 #define TSR_COMMON_H

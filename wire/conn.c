@@ -26,6 +26,16 @@ typedef struct connect_req {
     tsr__conn *conn;
 } connect_req;
 
+/* A host-name lookup under way for tsr__conn_connect. The connection points at it (resolving)
+ * so that closing the connection first detaches it: the lookup then ends on its own and only
+ * frees itself. */
+typedef struct resolve_req {
+    uv_getaddrinfo_t req;
+    tsr__conn *conn; /* NULL once the connection closed during the lookup */
+    int port;
+    char host[96];
+} resolve_req;
+
 static void on_close_cb(uv_handle_t *h);
 
 tsr__conn *tsr__conn_new(uv_loop_t *loop, const tsr__conn_cbs *cbs, void *owner,
@@ -75,6 +85,13 @@ static void close_with(tsr__conn *c, int status, const char *fmt, ...) {
     va_end(ap);
     c->status = status;
     c->closing = 1;
+    if (c->resolving) {
+        /* The lookup cannot be stopped once running; it ends on its own and finds no conn. */
+        resolve_req *rr = c->resolving;
+        rr->conn = NULL;
+        uv_cancel((uv_req_t *)&rr->req);
+        c->resolving = NULL;
+    }
     uv_close((uv_handle_t *)&c->tcp, on_close_cb);
 }
 
@@ -267,28 +284,87 @@ static void connect_cb(uv_connect_t *req, int status) {
     if (status < 0) close_with(c, status, "connect failed: %s", uv_strerror(status));
 }
 
-static int resolve(const char *address, struct sockaddr_storage *ss) {
-    char host[96];
-    int port;
-    int rc = tsr__parse_address(address, host, sizeof host, &port);
+/* A numeric "HOST:PORT" into ss: 0, 1 when HOST is a name to look up (host and port are
+ * filled), or TSR_EINVALID when the address is malformed. */
+static int parse_numeric(const char *address, struct sockaddr_storage *ss, char *host,
+                         size_t hostsize, int *port) {
+    int rc = tsr__parse_address(address, host, hostsize, port);
     if (rc) return rc;
-    if (strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) return 0;
-    return TSR_EINVALID;
+    if (uv_ip4_addr(host, *port, (struct sockaddr_in *)ss) == 0) return 0;
+    if (uv_ip6_addr(host, *port, (struct sockaddr_in6 *)ss) == 0) return 0;
+    return 1;
+}
+
+/* The address to use among a lookup's results, with port set: the first IPv4 one, else the
+ * first IPv6 one. IPv4 first because "localhost" was 127.0.0.1 before names were looked up,
+ * and a server listening there refuses ::1. UV_EAI_NODATA when there is neither. */
+static int pick_address(const struct addrinfo *res, int port, struct sockaddr_storage *ss) {
+    const struct addrinfo *v6 = NULL;
+    for (const struct addrinfo *a = res; a; a = a->ai_next) {
+        if (a->ai_family == AF_INET && a->ai_addrlen <= sizeof *ss) {
+            memcpy(ss, a->ai_addr, a->ai_addrlen);
+            ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+            return 0;
+        }
+        if (a->ai_family == AF_INET6 && a->ai_addrlen <= sizeof *ss && !v6) v6 = a;
+    }
+    if (!v6) return UV_EAI_NODATA;
+    memcpy(ss, v6->ai_addr, v6->ai_addrlen);
+    ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+    return 0;
+}
+
+static const struct addrinfo lookup_hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+
+static int start_connect(tsr__conn *c, const struct sockaddr_storage *ss) {
+    connect_req *cr = malloc(sizeof *cr);
+    if (!cr) return -ENOMEM;
+    cr->conn = c;
+    int rc = uv_tcp_connect(&cr->req, &c->tcp, (const struct sockaddr *)ss, connect_cb);
+    if (rc) free(cr);
+    return rc;
+}
+
+static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    resolve_req *rr = (resolve_req *)req;
+    tsr__conn *c = rr->conn;
+    if (c) {
+        c->resolving = NULL;
+        struct sockaddr_storage ss;
+        if (status == 0) status = pick_address(res, rr->port, &ss);
+        if (status < 0) {
+            if (c->cbs->on_connect) c->cbs->on_connect(c, status);
+            close_with(c, status, "cannot resolve host \"%s\": %s", rr->host, tsr_strerror(status));
+        } else if ((status = start_connect(c, &ss)) < 0) {
+            if (c->cbs->on_connect) c->cbs->on_connect(c, status);
+            close_with(c, status, "connect failed: %s", tsr_strerror(status));
+        }
+    }
+    uv_freeaddrinfo(res);
+    free(rr);
 }
 
 int tsr__conn_connect(tsr__conn *c, const char *address) {
     struct sockaddr_storage ss;
-    int rc = resolve(address, &ss);
-    if (rc) return rc;
+    char host[96];
+    int port;
+    int rc = parse_numeric(address, &ss, host, sizeof host, &port);
+    if (rc < 0) return rc;
     snprintf(c->peer, sizeof c->peer, "%s", address);
-    connect_req *cr = malloc(sizeof *cr);
-    if (!cr) return -ENOMEM;
-    cr->conn = c;
-    rc = uv_tcp_connect(&cr->req, &c->tcp, (struct sockaddr *)&ss, connect_cb);
-    if (rc) free(cr);
-    return rc;
+    if (rc == 0) return start_connect(c, &ss);
+    /* A name: looked up on libuv's thread pool, so the loop never blocks on DNS. */
+    resolve_req *rr = malloc(sizeof *rr);
+    if (!rr) return -ENOMEM;
+    rr->conn = c;
+    rr->port = port;
+    snprintf(rr->host, sizeof rr->host, "%s", host);
+    rc = uv_getaddrinfo(c->loop, &rr->req, resolved_cb, rr->host, NULL, &lookup_hints);
+    if (rc) {
+        free(rr);
+        return rc;
+    }
+    c->resolving = rr;
+    return 0;
 }
 
 static void write_cb(uv_write_t *req, int status) {
@@ -370,8 +446,20 @@ fail:
 int tsr__listen(uv_tcp_t *server, const char *address, uv_connection_cb cb, char *bound,
                 size_t boundsize) {
     struct sockaddr_storage ss;
-    int rc = resolve(address, &ss);
-    if (rc) return rc;
+    char name[96];
+    int port;
+    int rc = parse_numeric(address, &ss, name, sizeof name, &port);
+    if (rc < 0) return rc;
+    if (rc == 1) {
+        /* A name, looked up synchronously (no callback): this runs once, before the server
+         * serves anything. */
+        uv_getaddrinfo_t req;
+        rc = uv_getaddrinfo(server->loop, &req, NULL, name, NULL, &lookup_hints);
+        if (rc) return rc;
+        rc = pick_address(req.addrinfo, port, &ss);
+        uv_freeaddrinfo(req.addrinfo);
+        if (rc) return rc;
+    }
     rc = uv_tcp_bind(server, (struct sockaddr *)&ss, 0);
     if (rc) return rc;
     rc = uv_listen((uv_stream_t *)server, 511, cb);

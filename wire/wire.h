@@ -48,6 +48,7 @@ struct tsr__conn {
     uint32_t max_header;
     uint64_t max_payload;
     int closing;
+    void *resolving; /* the host-name lookup of tsr__conn_connect under way, or NULL (conn.c) */
     /* Reader state (private to conn.c). */
     uint8_t *stage; /* staging buffer for length prefixes and headers */
     size_t stage_len, stage_cap;
@@ -67,7 +68,11 @@ tsr__conn *tsr__conn_new(uv_loop_t *loop, const tsr__conn_cbs *cbs, void *owner,
                          const tsr__logger *log);
 /* Accepts a pending connection from server into c and starts reading. */
 int tsr__conn_accept(tsr__conn *c, uv_stream_t *server);
-/* Connects to "HOST:PORT" (numeric host, or "localhost"); reading starts when connected. */
+/* Connects to "HOST:PORT"; reading starts when connected. A numeric HOST is connected to at
+ * once; a name is looked up first with uv_getaddrinfo (on libuv's thread pool), and a failed
+ * lookup ends like a failed connect: on_connect with the UV_EAI_* code, then on_close with
+ * the reason 'cannot resolve host "HOST": ...'. Returns 0, TSR_EINVALID for an address that
+ * is not HOST:PORT, or a libuv code. */
 int tsr__conn_connect(tsr__conn *c, const char *address);
 
 /* Sends a frame: the packed header in hdr (the function takes hdr->data; the sbuffer is left
@@ -81,7 +86,8 @@ int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint
 void tsr__conn_close(tsr__conn *c, const char *reason);
 
 /* Listens on "HOST:PORT" with a uv_tcp_t owned by the caller (already uv_tcp_init'ed);
- * writes the bound address ("127.0.0.1:40123") into bound. */
+ * writes the bound address ("127.0.0.1:40123") into bound. A HOST name is looked up
+ * synchronously (its first IPv4 address, else its first IPv6 one). */
 int tsr__listen(uv_tcp_t *server, const char *address, uv_connection_cb cb, char *bound,
                 size_t boundsize);
 

@@ -582,10 +582,18 @@ void tsr__task_finished(tsr__worker *w, wtask *t) {
     if (!t->internal) {
         done_item *it = &w->done[w->ndone++];
         *it = (done_item){t->job, t->id, out->size, t->seconds, 0, t->thread, t->traced};
-        /* t0 is on tsr__now's clock; its offset from the wall clock is read at each traced
-         * completion, so a clock step skews only the tasks running across it, and untraced
-         * tasks never pay for the reads. */
-        if (t->traced) it->start = t->t0 + (tsr__wall_now() - tsr__now());
+        /* t0 is on tsr__now's clock. Its offset from the wall clock is read once per worker:
+         * reading it again at each completion (two clock calls, with preemption or a slewing
+         * clock between them) moved a span's start by microseconds against the previous span's
+         * end, so back-to-back spans of one thread overlapped. A wall clock step after the first
+         * traced task shifts this worker's spans as a whole; untraced tasks never read it. */
+        if (t->traced) {
+            if (!w->wall_offset_ok) {
+                w->wall_offset = tsr__wall_now() - tsr__now();
+                w->wall_offset_ok = 1;
+            }
+            it->start = t->t0 + w->wall_offset;
+        }
     }
     if (t->mapped) {
         tsr__kmap_del(&w->pending, t->job, t->id);

@@ -300,6 +300,10 @@ struct tsr__worker {
     size_t ndone, done_cap;
     wxfer *xfers; /* traced fetches completed since the last done */
     size_t nxfer, xfer_cap;
+    /* CLOCK_REALTIME minus tsr__now's clock, read once, at the first traced completion
+     * (task.c): one offset for every span keeps back-to-back spans of a thread from overlapping. */
+    double wall_offset;
+    int wall_offset_ok;
 
     /* Descriptor decoding without per-task allocations: a zone reused for each bin, and the
      * last descriptors seen, by hash of their bytes. */

@@ -40,23 +40,26 @@ extern "C" {
 /* The most axes an array may have. */
 #define TSR_MAX_NDIM 8
 
-/* Tessera's own error codes (system errors are -errno). XX(name, value, message). */
+/* Tessera's own error codes. XX(name, value, message). They sit in a band of their own,
+ * -5001 to -5999, that meets neither -errno (Linux's errno values stay below 4096) nor libuv's
+ * own codes (UV_EAI_* are -3000 to -3014, UV_EOF and the rest lie in -4095 to -4000), so any
+ * code a function returns names one failure. New codes take the next value in the band. */
 #define TSR_ERRNO_MAP(XX)                                                                          \
-    XX(INVALID, -3001, "invalid argument")                                                         \
-    XX(SHAPE, -3002, "incompatible shapes")                                                        \
-    XX(PROGRAM, -3003, "invalid program")                                                          \
-    XX(NPY, -3004, "bad .npy file")                                                                \
-    XX(NOTCOMPUTED, -3005, "array has not been computed")                                          \
-    XX(COMPUTE, -3006, "computation failed")                                                       \
-    XX(PROTOCOL, -3007, "protocol error")                                                          \
-    XX(VERSION, -3008, "protocol version mismatch")                                                \
-    XX(AUTH, -3009, "authentication failed")                                                       \
-    XX(TOOLARGE, -3010, "too large")                                                               \
-    XX(CLOSED, -3011, "connection closed")                                                         \
-    XX(NOTCONNECTED, -3012, "client is not connected to a cluster")                                \
-    XX(INTERRUPTED, -3013, "interrupted")                                                          \
-    XX(UNSUPPORTED, -3014, "not supported")                                                        \
-    XX(SPAWN, -3015, "could not start a cluster process")
+    XX(INVALID, -5001, "invalid argument")                                                         \
+    XX(SHAPE, -5002, "incompatible shapes")                                                        \
+    XX(PROGRAM, -5003, "invalid program")                                                          \
+    XX(NPY, -5004, "bad .npy file")                                                                \
+    XX(NOTCOMPUTED, -5005, "array has not been computed")                                          \
+    XX(COMPUTE, -5006, "computation failed")                                                       \
+    XX(PROTOCOL, -5007, "protocol error")                                                          \
+    XX(VERSION, -5008, "protocol version mismatch")                                                \
+    XX(AUTH, -5009, "authentication failed")                                                       \
+    XX(TOOLARGE, -5010, "too large")                                                               \
+    XX(CLOSED, -5011, "connection closed")                                                         \
+    XX(NOTCONNECTED, -5012, "client is not connected to a cluster")                                \
+    XX(INTERRUPTED, -5013, "interrupted")                                                          \
+    XX(UNSUPPORTED, -5014, "not supported")                                                        \
+    XX(SPAWN, -5015, "could not start a cluster process")
 
 typedef enum tsr_errcode {
 #define TSR__XX(name, value, msg) TSR_E##name = (value),

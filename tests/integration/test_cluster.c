@@ -417,3 +417,32 @@ Test(cluster, hostile_frames_close_only_that_connection, .timeout = 120) {
     cr_assert_eq(stop_proc(s), 0);
     remove_tmpdir(dir);
 }
+
+/* Addresses may be host names: a worker and a client reach a scheduler listening on
+ * 127.0.0.1 through "localhost" (looked up, not special-cased), and a name that does not
+ * resolve fails with a message naming it. The processes are stopped before any check, so a
+ * failure leaves none behind. */
+Test(cluster, host_names_as_addresses, .timeout = 120) {
+    char *dir = make_tmpdir();
+    write_file(dir, "mm.json", mm_prog);
+    const char *bad[] = {"tessera", "submit", "--scheduler", "nosuch.invalid:1", "mm.json", NULL};
+    proc_result r = run_cmd(dir, bad, 60);
+    cr_assert_eq(r.status, 1, "exit %d:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "nosuch.invalid") && !strstr(r.err, "expected HOST:PORT"),
+              "the error does not name the host, or calls it malformed:\n%s", r.err);
+    proc_result_free(&r);
+
+    char addr[128], named[160];
+    pid_t s = start_scheduler(addr, sizeof addr);
+    snprintf(named, sizeof named, "localhost:%s", strrchr(addr, ':') + 1);
+    pid_t w = start_worker(named, 1, "w1", NULL);
+    const char *argv[] = {"tessera", "submit", "--scheduler", named, "mm.json", NULL};
+    r = run_cmd(dir, argv, 100);
+    int wst = stop_proc(w), sst = stop_proc(s);
+    cr_assert_eq(r.status, 0, "submit to %s: exit %d:\n%s", named, r.status, r.err);
+    check_mm(dir, r.out);
+    cr_assert_eq(wst, 0);
+    cr_assert_eq(sst, 0);
+    proc_result_free(&r);
+    remove_tmpdir(dir);
+}

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,7 @@ typedef struct ctx {
     char close_reason[160];
     int cli_closes;
     int cli_close_status;
+    char cli_close_reason[160];
 } ctx;
 
 static uint8_t pattern_byte(uint64_t k, int64_t seed) {
@@ -132,9 +134,9 @@ static void cli_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
 
 static void cli_on_close(tsr__conn *c, int status, const char *reason) {
     ctx *x = c->owner;
-    (void)reason;
     x->cli_closes++;
     x->cli_close_status = status;
+    snprintf(x->cli_close_reason, sizeof x->cli_close_reason, "%s", reason);
     if (x->cli == c) x->cli = NULL;
 }
 
@@ -437,7 +439,7 @@ Test(wire_conn, connect_errors, .timeout = 30) {
     tsr__conn *c = tsr__conn_new(&x.loop, &cli_cbs, &x, &quiet);
     cr_assert_not_null(c);
     cr_assert_eq(tsr__conn_connect(c, "not-an-address"), TSR_EINVALID);
-    cr_assert_eq(tsr__conn_connect(c, "no.such.host.invalid:80"), TSR_EINVALID);
+    cr_assert_eq(tsr__conn_connect(c, "no-port.invalid:"), TSR_EINVALID);
     tsr__conn_close(c, NULL);
     run_until(&x, &x.cli_closes, 1);
     cr_assert_eq(x.cli_close_status, 0);
@@ -452,6 +454,105 @@ Test(wire_conn, connect_errors, .timeout = 30) {
     cr_assert_eq(x.cli_close_status, UV_ECONNREFUSED);
     cr_assert_null(x.cli);
     uv_run(&x.loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&x.loop), 0);
+}
+
+/* The first IPv4 address libc's getaddrinfo gives for host, as text; 0, or -1 when there is
+ * none. The reference the resolver path of tsr__listen and tsr__conn_connect is checked against. */
+static int libc_ipv4(const char *host, char *out, size_t size) {
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return -1;
+    inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, out, (socklen_t)size);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* Listens on HOST:0 and connects to HOST:PORT by name, then a frame goes through. */
+static void connect_by_name(const char *host) {
+    char want[64];
+    if (libc_ipv4(host, want, sizeof want) != 0) cr_skip_test("%s does not resolve here", host);
+    ctx x;
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(uv_loop_init(&x.loop), 0);
+    cr_assert_eq(uv_tcp_init(&x.loop, &x.server), 0);
+    x.server.data = &x;
+    char addr[320];
+    snprintf(addr, sizeof addr, "%s:0", host);
+    int rc = tsr__listen(&x.server, addr, on_connection, x.bound, sizeof x.bound);
+    cr_assert_eq(rc, 0, "listen on %s: %s", addr, tsr_strerror(rc));
+    char bhost[64];
+    int port;
+    cr_assert_eq(tsr__parse_address(x.bound, bhost, sizeof bhost, &port), 0);
+    cr_assert_str_eq(bhost, want, "listening on %s bound %s, libc resolves it to %s", addr, x.bound,
+                     want);
+    snprintf(addr, sizeof addr, "%s:%d", host, port);
+    x.cli = tsr__conn_new(&x.loop, &cli_cbs, &x, &quiet);
+    cr_assert_not_null(x.cli);
+    cr_assert_eq(tsr__conn_connect(x.cli, addr), 0);
+    cr_assert_not_null(x.cli->resolving, "%s was not looked up", host);
+    run_until(&x, &x.connected, 1);
+    cr_assert_eq(x.connect_status, 0, "connect to %s: %s", addr, tsr_strerror(x.connect_status));
+    run_until(&x, &x.accepts, 1);
+    send_frame(x.cli, "ping", 1, 1000);
+    run_until(&x, &x.nframes, 1);
+    check_frame(&x.frames[0], "ping", 1, 1000);
+    teardown(&x);
+}
+
+Test(wire_conn, connect_to_localhost_by_name, .timeout = 30) {
+    connect_by_name("localhost");
+}
+
+Test(wire_conn, connect_to_own_hostname, .timeout = 30) {
+    char host[256];
+    cr_assert_eq(gethostname(host, sizeof host), 0);
+    connect_by_name(host);
+}
+
+/* A name that does not resolve: on_connect with libuv's UV_EAI_* code, then on_close with a
+ * reason that names the host; listening on it fails with that code too. */
+Test(wire_conn, unknown_host, .timeout = 30) {
+    ctx x;
+    setup(&x);
+    x.cli = tsr__conn_new(&x.loop, &cli_cbs, &x, &quiet);
+    cr_assert_eq(tsr__conn_connect(x.cli, "nosuch.invalid:1"), 0);
+    run_until(&x, &x.cli_closes, 1);
+    cr_assert_eq(x.connected, 1);
+    int st = x.connect_status;
+    cr_assert(st <= UV_EAI_ADDRFAMILY && st >= UV_EAI_PROTOCOL, "status %d (%s)", st,
+              tsr_err_name(st));
+    cr_assert_eq(x.cli_close_status, st);
+    char want[160];
+    snprintf(want, sizeof want, "cannot resolve host \"nosuch.invalid\": %s", uv_strerror(st));
+    cr_assert_str_eq(x.cli_close_reason, want);
+    uv_tcp_t other;
+    cr_assert_eq(uv_tcp_init(&x.loop, &other), 0);
+    char bound[64];
+    int rc = tsr__listen(&other, "nosuch.invalid:0", on_connection, bound, sizeof bound);
+    cr_assert(rc <= UV_EAI_ADDRFAMILY && rc >= UV_EAI_PROTOCOL, "listen: %d (%s)", rc,
+              tsr_err_name(rc));
+    uv_close((uv_handle_t *)&other, NULL);
+    teardown(&x);
+}
+
+/* Closing a connection while its host name is being looked up: no on_connect, the close
+ * reports the local close, and the lookup ends without touching the freed connection. */
+Test(wire_conn, close_during_lookup, .timeout = 30) {
+    ctx x;
+    setup(&x);
+    char addr[80];
+    snprintf(addr, sizeof addr, "localhost:%s", strrchr(x.bound, ':') + 1);
+    x.cli = tsr__conn_new(&x.loop, &cli_cbs, &x, &quiet);
+    cr_assert_eq(tsr__conn_connect(x.cli, addr), 0);
+    cr_assert_not_null(x.cli->resolving);
+    tsr__conn_close(x.cli, "changed my mind");
+    uv_close((uv_handle_t *)&x.server, NULL);
+    uv_run(&x.loop, UV_RUN_DEFAULT);
+    cr_assert_eq(x.connected, 0);
+    cr_assert_eq(x.cli_closes, 1);
+    cr_assert_eq(x.cli_close_status, 0);
+    cr_assert_str_eq(x.cli_close_reason, "changed my mind");
+    cr_assert_eq(x.accepts, 0);
     cr_assert_eq(uv_loop_close(&x.loop), 0);
 }
 
@@ -907,5 +1008,54 @@ Test(wire_common, error_names_and_messages, .timeout = 30) {
     cr_assert_str_eq(tsr_strerror(-99999), "unknown error");
     cr_assert_str_eq(tsr_err_name(-99999), "UNKNOWN");
     cr_assert_not_null(tsr_strerror(UV_ECONNREFUSED));
-    cr_assert_not_null(tsr_err_name(-4095));
+    cr_assert_str_eq(tsr_err_name(-4095), "EOF");
+}
+
+/* Tessera's codes sit in a band of their own: none is a -errno value or any code of libuv's. */
+Test(wire_common, error_band_is_disjoint, .timeout = 30) {
+    static const int tsr_codes[] = {
+#define XX(name, value, msg) TSR_E##name,
+        TSR_ERRNO_MAP(XX)
+#undef XX
+    };
+    static const int uv_codes[] = {
+#define XX(name, msg) UV_##name,
+        UV_ERRNO_MAP(XX)
+#undef XX
+    };
+    for (size_t i = 0; i < TSR__ARRAY_LEN(tsr_codes); i++) {
+        int c = tsr_codes[i];
+        cr_assert(c <= -5001 && c >= -5999, "%s = %d is outside -5001..-5999", tsr_err_name(c), c);
+        cr_assert_null(strerrorname_np(-c), "%s = %d is errno %s", tsr_err_name(c), c,
+                       strerrorname_np(-c));
+        for (size_t j = 0; j < TSR__ARRAY_LEN(uv_codes); j++)
+            cr_assert_neq(c, uv_codes[j], "%s = %d is also libuv's %s", tsr_err_name(c), c,
+                          uv_err_name(uv_codes[j]));
+        for (size_t j = 0; j < i; j++)
+            cr_assert_neq(c, tsr_codes[j], "%s and %s share %d", tsr_err_name(c),
+                          tsr_err_name(tsr_codes[j]), c);
+    }
+}
+
+/* libuv's own codes (not errno values) get libuv's names and messages, not "Unknown error". */
+Test(wire_common, libuv_codes_are_named, .timeout = 30) {
+    cr_assert_str_eq(tsr_strerror(UV_EOF), "end of file");
+    cr_assert_str_eq(tsr_err_name(UV_EOF), "EOF");
+    cr_assert_str_eq(tsr_strerror(UV_EAI_NONAME), "unknown node or service");
+    cr_assert_str_eq(tsr_err_name(UV_EAI_NONAME), "EAI_NONAME");
+    cr_assert_str_eq(tsr_strerror(UV_EAI_AGAIN), "temporary failure");
+    cr_assert_str_eq(tsr_strerror(UV_ECHARSET), "invalid Unicode character");
+    cr_assert_str_eq(tsr_err_name(UV_UNKNOWN), "UNKNOWN");
+    /* Every code libuv lists has a name and message, never glibc's "Unknown error". Those that
+     * are errno values keep glibc's name (UV_ENOTSUP is EOPNOTSUPP's value on Linux). */
+#define XX(name, msg)                                                                              \
+    cr_assert_str_eq(tsr_err_name(UV_##name),                                                      \
+                     strerrorname_np(-UV_##name) ? strerrorname_np(-UV_##name) : #name);           \
+    cr_assert(strncmp(tsr_strerror(UV_##name), "Unknown error", 13) != 0, "%s: %s", #name,         \
+              tsr_strerror(UV_##name));
+    UV_ERRNO_MAP(XX)
+#undef XX
+    /* errno values keep glibc's wording. */
+    cr_assert_str_eq(tsr_strerror(UV_ECONNREFUSED), strerror(ECONNREFUSED));
+    cr_assert_str_eq(tsr_strerror(-4000), "unknown error");
 }
