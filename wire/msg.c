@@ -15,9 +15,10 @@
  * generator or checking a decoded list. */
 #define ELEM_MAX 512
 
-enum { REQ_OPT = 0, REQ_REQ = 1 };
+enum { REQ_OPT = 0, REQ_REQ = 1, REQ_NIL = 2 };
 #define TSR__REQ_REQ REQ_REQ
 #define TSR__REQ_OPT REQ_OPT
+#define TSR__REQ_NIL REQ_NIL
 #define SUB_U32(sub) NULL
 #define SUB_U64(sub) NULL
 #define SUB_I64(sub) NULL
@@ -34,7 +35,8 @@ enum { REQ_OPT = 0, REQ_REQ = 1 };
 
 /* Field rows of each record and message; a message without fields gets a dummy array. */
 #define DEF_RFIELDS(rec, shape)                                                                    \
-    static const tsr__field fields_##rec[] = {TSR__R_##rec(FROW, tsr__m_##rec){NULL, 0, 0, 0, NULL}};              \
+    static const tsr__field fields_##rec[] = {                                                     \
+        TSR__R_##rec(FROW, tsr__m_##rec){NULL, 0, 0, 0, NULL}};                                    \
     _Static_assert(sizeof(tsr__m_##rec) <= ELEM_MAX, "element record too large");
 #define DEF_MFIELDS(name)                                                                          \
     static const tsr__field fields_msg_##name[] = {                                                \
@@ -46,10 +48,10 @@ TSR__RECORD_MAP(DEF_RFIELDS)
 TSR__MSG_MAP(DEF_MFIELDS)
 
 #define DEF_RSCHEMA(rec, shape)                                                                    \
-    const tsr__schema tsr__schema_##rec = {#rec, TSR__SH_##shape, NF(fields_##rec),              \
+    const tsr__schema tsr__schema_##rec = {#rec, TSR__SH_##shape, NF(fields_##rec),                \
                                            sizeof(tsr__m_##rec), fields_##rec};
 #define DEF_MSCHEMA(name)                                                                          \
-    const tsr__schema tsr__schema_msg_##name = {#name, TSR__SH_MAP, NF(fields_msg_##name),        \
+    const tsr__schema tsr__schema_msg_##name = {#name, TSR__SH_MAP, NF(fields_msg_##name),         \
                                                 sizeof(tsr__msg_##name), fields_msg_##name};
 TSR__RECORD_MAP(DEF_RSCHEMA)
 TSR__MSG_MAP(DEF_MSCHEMA)
@@ -207,9 +209,9 @@ static void pack_rec(msgpack_packer *pk, const tsr__schema *s, const void *m) {
         msgpack_pack_map(pk, count_present(s, has));
         pack_fields(pk, s, m);
     } else {
-        uint8_t len = 0;
+        uint8_t len = 0; /* up to the last field present or always written (NIL) */
         for (uint8_t i = 0; i < s->nf; i++)
-            if (present(&s->f[i], i, has)) len = (uint8_t)(i + 1);
+            if (present(&s->f[i], i, has) || s->f[i].req == REQ_NIL) len = (uint8_t)(i + 1);
         msgpack_pack_array(pk, len);
         for (uint8_t i = 0; i < len; i++) {
             if (present(&s->f[i], i, has))
@@ -254,9 +256,16 @@ static int fail(derr *e, const tsr__schema *s, const tsr__field *f, const char *
 static int decode_rec(const tsr__schema *s, const msgpack_object *o, void *m, derr *e);
 
 static const char *kind_name(int k) {
-    static const char *const names[] = {"an unsigned 32-bit integer", "an unsigned integer",
-                                        "an integer", "a number", "a boolean", "a string",
-                                        "a bin", "a map or array", "an array", "a map"};
+    static const char *const names[] = {"an unsigned 32-bit integer",
+                                        "an unsigned integer",
+                                        "an integer",
+                                        "a number",
+                                        "a boolean",
+                                        "a string",
+                                        "a bin",
+                                        "a map or array",
+                                        "an array",
+                                        "a map"};
     return names[k];
 }
 
@@ -268,7 +277,8 @@ static int decode_list(const tsr__field *f, const msgpack_object *o, tsr__list *
         if (o->type != MSGPACK_OBJECT_MAP) return fail(e, s, f, "not %s", kind_name(f->kind));
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            if (kv->key.type != MSGPACK_OBJECT_STR ||
+                kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
                 return fail(e, s, f, "entry %u is not a string key with an unsigned value", i);
         }
         l->n = o->via.map.size;
@@ -286,8 +296,8 @@ static int decode_list(const tsr__field *f, const msgpack_object *o, tsr__list *
     return 0;
 }
 
-static int decode_value(const tsr__schema *s, const tsr__field *f, const msgpack_object *o,
-                        void *m, derr *e) {
+static int decode_value(const tsr__schema *s, const tsr__field *f, const msgpack_object *o, void *m,
+                        derr *e) {
     unsigned char *p = (unsigned char *)m + f->off;
     switch (f->kind) {
     case TSR__K_U32:
@@ -353,7 +363,7 @@ static int decode_map_fields(const tsr__schema *s, const msgpack_object *o, void
             if (keylen(f) != kv->key.via.str.size ||
                 memcmp(f->key, kv->key.via.str.ptr, kv->key.via.str.size) != 0)
                 continue;
-            if (kv->val.type == MSGPACK_OBJECT_NIL && f->req == REQ_OPT) break; /* absent */
+            if (kv->val.type == MSGPACK_OBJECT_NIL && f->req != REQ_REQ) break; /* absent */
             int rc = decode_value(s, f, &kv->val, m, e);
             if (rc) return rc;
             *has |= (uint64_t)1 << k;
@@ -376,7 +386,7 @@ static int decode_rec(const tsr__schema *s, const msgpack_object *o, void *m, de
     uint32_t n = o->via.array.size < s->nf ? o->via.array.size : s->nf;
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *v = &o->via.array.ptr[i];
-        if (v->type == MSGPACK_OBJECT_NIL && s->f[i].req == REQ_OPT) continue;
+        if (v->type == MSGPACK_OBJECT_NIL && s->f[i].req != REQ_REQ) continue;
         int rc = decode_value(s, &s->f[i], v, m, e);
         if (rc) return rc;
         *has |= (uint64_t)1 << i;
@@ -412,8 +422,8 @@ int tsr__msg_decode(const msgpack_object *hdr, tsr__msg *m, char *err, size_t er
     return 0;
 }
 
-int tsr__msg_decode_bytes(const void *data, size_t len, msgpack_zone *zone, tsr__msg *m,
-                          char *err, size_t errlen) {
+int tsr__msg_decode_bytes(const void *data, size_t len, msgpack_zone *zone, tsr__msg *m, char *err,
+                          size_t errlen) {
     memset(m, 0, sizeof *m);
     /* msgpack-c sizes containers by their declared count: refuse counts the bytes cannot hold
      * before it allocates for them. */

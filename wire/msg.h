@@ -53,10 +53,13 @@ typedef struct tsr__list {
 
 /* Records are maps (MAP: keyed by name), tuples (TUP: by position; absent optional fields are
  * nil, trailing absent ones are left out) or bare values (BARE: the record's one field alone,
- * for lists of strings or numbers). A row is F(X, kind, name, REQ|OPT, sub): name is both the
- * struct member and the map key (less a trailing underscore, for C keywords: inline_). X is
- * passed through to F (the codec uses it for the struct type). To add a message: a row in TSR__MSG_MAP, a field table
- * TSR__R_<name>, and its lines in docs/PROTOCOL.md (test_msg checks them). */
+ * for lists of strings or numbers). A row is F(X, kind, name, REQ|OPT|NIL, sub): name is both the
+ * struct member and the map key (less a trailing underscore, for C keywords: inline_). OPT
+ * fields are left out when absent; NIL ones are optional too but written as nil in a tuple
+ * (`addr|nil`). X is
+ * passed through to F (the codec uses it for the struct type). To add a message: a row in
+ * TSR__MSG_MAP, a field table TSR__R_<name>, and its lines in docs/PROTOCOL.md (test_msg checks
+ * them). */
 #define TSR__RECORD_MAP(XX)                                                                        \
     XX(kv, BARE)                                                                                   \
     XX(str_item, BARE)                                                                             \
@@ -107,166 +110,167 @@ typedef struct tsr__list {
 #define TSR__R_str_item(F, X) F(X, STR, s, REQ, _)
 #define TSR__R_i64_item(F, X) F(X, I64, v, REQ, _)
 #define TSR__R_key(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _)
-#define TSR__R_output(F, X) F(X, U32, id, REQ, _) F(X, STR, addr, OPT, _) F(X, U64, nbytes, REQ, _)
-#define TSR__R_op_stat(F, X)                                                                          \
-    F(X, STR, op, REQ, _)                                                                             \
-    F(X, U64, tasks, REQ, _)                                                                          \
-    F(X, U64, inline_, REQ, _)                                                                         \
-    F(X, F64, seconds, REQ, _)                                                                        \
-    F(X, F64, flops, REQ, _)                                                                          \
+#define TSR__R_output(F, X) F(X, U32, id, REQ, _) F(X, STR, addr, NIL, _) F(X, U64, nbytes, REQ, _)
+#define TSR__R_op_stat(F, X)                                                                       \
+    F(X, STR, op, REQ, _)                                                                          \
+    F(X, U64, tasks, REQ, _)                                                                       \
+    F(X, U64, inline_, REQ, _)                                                                     \
+    F(X, F64, seconds, REQ, _)                                                                     \
+    F(X, F64, flops, REQ, _)                                                                       \
     F(X, U64, moved_bytes, REQ, _)
-#define TSR__R_worker_stat(F, X)                                                                      \
-    F(X, STR, name, REQ, _)                                                                           \
-    F(X, STR, addr, REQ, _)                                                                           \
-    F(X, U64, tasks, REQ, _)                                                                          \
-    F(X, U64, rss_peak, REQ, _)                                                                       \
-    F(X, U64, rss, REQ, _)                                                                            \
-    F(X, U64, chunk_peak, REQ, _)                                                                     \
-    F(X, F64, busy_s, REQ, _)                                                                         \
-    F(X, U64, in_bytes, REQ, _)                                                                       \
-    F(X, F64, in_s, REQ, _)                                                                           \
+#define TSR__R_worker_stat(F, X)                                                                   \
+    F(X, STR, name, REQ, _)                                                                        \
+    F(X, STR, addr, REQ, _)                                                                        \
+    F(X, U64, tasks, REQ, _)                                                                       \
+    F(X, U64, rss_peak, REQ, _)                                                                    \
+    F(X, U64, rss, REQ, _)                                                                         \
+    F(X, U64, chunk_peak, REQ, _)                                                                  \
+    F(X, F64, busy_s, REQ, _)                                                                      \
+    F(X, U64, in_bytes, REQ, _)                                                                    \
+    F(X, F64, in_s, REQ, _)                                                                        \
     F(X, U64, out_bytes, REQ, _)
-#define TSR__R_job_stats(F, X)                                                                        \
-    F(X, U64, tasks, REQ, _)                                                                          \
-    F(X, U64, sources_inline, REQ, _)                                                                 \
-    F(X, U64, moved_bytes, REQ, _)                                                                    \
-    F(X, U64, sched_rss_base, REQ, _)                                                                 \
-    F(X, U64, sched_rss_peak, REQ, _)                                                                 \
-    F(X, LIST, ops, REQ, op_stat)                                                                     \
+#define TSR__R_job_stats(F, X)                                                                     \
+    F(X, U64, tasks, REQ, _)                                                                       \
+    F(X, U64, sources_inline, REQ, _)                                                              \
+    F(X, U64, moved_bytes, REQ, _)                                                                 \
+    F(X, U64, sched_rss_base, REQ, _)                                                              \
+    F(X, U64, sched_rss_peak, REQ, _)                                                              \
+    F(X, LIST, ops, REQ, op_stat)                                                                  \
     F(X, LIST, workers, REQ, worker_stat)
-#define TSR__R_trace_task(F, X)                                                                       \
-    F(X, U32, worker, REQ, _)                                                                         \
-    F(X, U32, id, REQ, _)                                                                             \
-    F(X, U32, op, REQ, _)                                                                             \
-    F(X, F64, start, REQ, _)                                                                          \
-    F(X, F64, seconds, REQ, _)                                                                        \
+#define TSR__R_trace_task(F, X)                                                                    \
+    F(X, U32, worker, REQ, _)                                                                      \
+    F(X, U32, id, REQ, _)                                                                          \
+    F(X, U32, op, REQ, _)                                                                          \
+    F(X, F64, start, REQ, _)                                                                       \
+    F(X, F64, seconds, REQ, _)                                                                     \
     F(X, U32, thread, REQ, _)
 /* A peer fetch: in done's tr [job, id, ...] and in finished's transfers [worker, id, ...]. */
-#define TSR__R_transfer(F, X)                                                                         \
-    F(X, U32, job, REQ, _)                                                                            \
-    F(X, U32, id, REQ, _)                                                                             \
-    F(X, U64, nbytes, REQ, _)                                                                         \
-    F(X, F64, start, REQ, _)                                                                          \
-    F(X, F64, end, REQ, _)                                                                            \
+#define TSR__R_transfer(F, X)                                                                      \
+    F(X, U32, job, REQ, _)                                                                         \
+    F(X, U32, id, REQ, _)                                                                          \
+    F(X, U64, nbytes, REQ, _)                                                                      \
+    F(X, F64, start, REQ, _)                                                                       \
+    F(X, F64, end, REQ, _)                                                                         \
     F(X, STR, from, REQ, _)
-#define TSR__R_job_trace(F, X)                                                                        \
-    F(X, LIST, workers, REQ, str_item)                                                                \
-    F(X, LIST, ops, REQ, str_item)                                                                    \
-    F(X, LIST, tasks, REQ, trace_task)                                                                \
-    F(X, LIST, transfers, REQ, transfer)                                                              \
+#define TSR__R_job_trace(F, X)                                                                     \
+    F(X, LIST, workers, REQ, str_item)                                                             \
+    F(X, LIST, ops, REQ, str_item)                                                                 \
+    F(X, LIST, tasks, REQ, trace_task)                                                             \
+    F(X, LIST, transfers, REQ, transfer)                                                           \
     F(X, U64, dropped, REQ, _)
 /* A compute task's input: [id, addr|nil, flags?, kdesc?] (PROTOCOL.md). */
-#define TSR__R_input(F, X)                                                                            \
-    F(X, U32, id, REQ, _)                                                                             \
-    F(X, STR, addr, OPT, _)                                                                           \
-    F(X, U64, flags, OPT, _)                                                                          \
+#define TSR__R_input(F, X)                                                                         \
+    F(X, U32, id, REQ, _)                                                                          \
+    F(X, STR, addr, NIL, _)                                                                        \
+    F(X, U64, flags, OPT, _)                                                                       \
     F(X, BIN, kdesc, OPT, _)
-#define TSR__R_task(F, X) F(X, U32, id, REQ, _) F(X, BIN, kdesc, REQ, _) F(X, LIST, inputs, REQ, input)
-#define TSR__R_done_item(F, X)                                                                        \
-    F(X, U32, job, REQ, _)                                                                            \
-    F(X, U32, id, REQ, _)                                                                             \
-    F(X, U64, nbytes, REQ, _)                                                                         \
-    F(X, F64, seconds, OPT, _)                                                                        \
-    F(X, F64, start, OPT, _)                                                                          \
+#define TSR__R_task(F, X)                                                                          \
+    F(X, U32, id, REQ, _) F(X, BIN, kdesc, REQ, _) F(X, LIST, inputs, REQ, input)
+#define TSR__R_done_item(F, X)                                                                     \
+    F(X, U32, job, REQ, _)                                                                         \
+    F(X, U32, id, REQ, _)                                                                          \
+    F(X, U64, nbytes, REQ, _)                                                                      \
+    F(X, F64, seconds, OPT, _)                                                                     \
+    F(X, F64, start, OPT, _)                                                                       \
     F(X, U32, thread, OPT, _)
-#define TSR__R_wstats(F, X)                                                                           \
-    F(X, U64, rss_peak, OPT, _)                                                                       \
-    F(X, U64, rss, OPT, _)                                                                            \
-    F(X, U64, chunk_bytes, OPT, _)                                                                    \
-    F(X, U64, chunk_peak, OPT, _)                                                                     \
-    F(X, F64, busy_s, OPT, _)                                                                         \
-    F(X, U64, tasks, OPT, _)                                                                          \
-    F(X, U64, in_bytes, OPT, _)                                                                       \
-    F(X, F64, in_s, OPT, _)                                                                           \
+#define TSR__R_wstats(F, X)                                                                        \
+    F(X, U64, rss_peak, OPT, _)                                                                    \
+    F(X, U64, rss, OPT, _)                                                                         \
+    F(X, U64, chunk_bytes, OPT, _)                                                                 \
+    F(X, U64, chunk_peak, OPT, _)                                                                  \
+    F(X, F64, busy_s, OPT, _)                                                                      \
+    F(X, U64, tasks, OPT, _)                                                                       \
+    F(X, U64, in_bytes, OPT, _)                                                                    \
+    F(X, F64, in_s, OPT, _)                                                                        \
     F(X, U64, out_bytes, OPT, _)
-#define TSR__R_winfo(F, X)                                                                            \
-    F(X, STR, name, REQ, _)                                                                           \
-    F(X, STR, addr, REQ, _)                                                                           \
-    F(X, STR, kind, REQ, _)                                                                           \
-    F(X, STR, cpus, REQ, _)                                                                           \
-    F(X, U64, threads, REQ, _)                                                                        \
-    F(X, U64, running, REQ, _)                                                                        \
-    F(X, U64, queued, REQ, _)                                                                         \
-    F(X, U64, tasks, REQ, _)                                                                          \
-    F(X, U64, rss, REQ, _)                                                                            \
-    F(X, U64, mem_limit, REQ, _)                                                                      \
-    F(X, U64, chunk_bytes, REQ, _)                                                                    \
-    F(X, U64, in_bytes, REQ, _)                                                                       \
-    F(X, U64, out_bytes, REQ, _)                                                                      \
-    F(X, F64, busy_s, REQ, _)                                                                         \
+#define TSR__R_winfo(F, X)                                                                         \
+    F(X, STR, name, REQ, _)                                                                        \
+    F(X, STR, addr, REQ, _)                                                                        \
+    F(X, STR, kind, REQ, _)                                                                        \
+    F(X, STR, cpus, REQ, _)                                                                        \
+    F(X, U64, threads, REQ, _)                                                                     \
+    F(X, U64, running, REQ, _)                                                                     \
+    F(X, U64, queued, REQ, _)                                                                      \
+    F(X, U64, tasks, REQ, _)                                                                       \
+    F(X, U64, rss, REQ, _)                                                                         \
+    F(X, U64, mem_limit, REQ, _)                                                                   \
+    F(X, U64, chunk_bytes, REQ, _)                                                                 \
+    F(X, U64, in_bytes, REQ, _)                                                                    \
+    F(X, U64, out_bytes, REQ, _)                                                                   \
+    F(X, F64, busy_s, REQ, _)                                                                      \
     F(X, F64, speed, REQ, _)
-#define TSR__R_op_info(F, X)                                                                          \
-    F(X, STR, op, REQ, _)                                                                             \
-    F(X, U64, total, REQ, _)                                                                          \
-    F(X, U64, ready, REQ, _)                                                                          \
-    F(X, U64, done, REQ, _)                                                                           \
-    F(X, U64, running, REQ, _)                                                                        \
-    F(X, U64, erred, REQ, _)                                                                          \
+#define TSR__R_op_info(F, X)                                                                       \
+    F(X, STR, op, REQ, _)                                                                          \
+    F(X, U64, total, REQ, _)                                                                       \
+    F(X, U64, ready, REQ, _)                                                                       \
+    F(X, U64, done, REQ, _)                                                                        \
+    F(X, U64, running, REQ, _)                                                                     \
+    F(X, U64, erred, REQ, _)                                                                       \
     F(X, F64, flops_done, REQ, _)
-#define TSR__R_jinfo(F, X)                                                                            \
-    F(X, U64, job, REQ, _)                                                                            \
-    F(X, U64, total, REQ, _)                                                                          \
-    F(X, U64, done, REQ, _)                                                                           \
-    F(X, U64, erred, REQ, _)                                                                          \
-    F(X, U64, moved_bytes, REQ, _)                                                                    \
+#define TSR__R_jinfo(F, X)                                                                         \
+    F(X, U64, job, REQ, _)                                                                         \
+    F(X, U64, total, REQ, _)                                                                       \
+    F(X, U64, done, REQ, _)                                                                        \
+    F(X, U64, erred, REQ, _)                                                                       \
+    F(X, U64, moved_bytes, REQ, _)                                                                 \
     F(X, LIST, ops, REQ, op_info)
 #define TSR__R_event(F, X) F(X, F64, t, REQ, _) F(X, STR, msg, REQ, _)
 
 /* Messages. hello's worker fields are optional in the table; the scheduler requires them of a
  * worker. info is both the monitor's request (no fields) and the reply (all of them). */
-#define TSR__R_hello(F, X)                                                                            \
-    F(X, I64, v, REQ, _)                                                                              \
-    F(X, STR, role, REQ, _)                                                                           \
-    F(X, STR, name, OPT, _)                                                                           \
-    F(X, STR, token, OPT, _)                                                                          \
-    F(X, I64, threads, OPT, _)                                                                        \
-    F(X, STR, kind, OPT, _)                                                                           \
-    F(X, STR, addr, OPT, _)                                                                           \
-    F(X, STR, cpus, OPT, _)                                                                           \
-    F(X, I64, mem, OPT, _)                                                                            \
+#define TSR__R_hello(F, X)                                                                         \
+    F(X, I64, v, REQ, _)                                                                           \
+    F(X, STR, role, REQ, _)                                                                        \
+    F(X, STR, name, OPT, _)                                                                        \
+    F(X, STR, token, OPT, _)                                                                       \
+    F(X, I64, threads, OPT, _)                                                                     \
+    F(X, STR, kind, OPT, _)                                                                        \
+    F(X, STR, addr, OPT, _)                                                                        \
+    F(X, STR, cpus, OPT, _)                                                                        \
+    F(X, I64, mem, OPT, _)                                                                         \
     F(X, I64, pid, OPT, _)
 #define TSR__R_welcome(F, X) F(X, I64, v, REQ, _) F(X, U64, id, REQ, _)
 #define TSR__R_error(F, X) F(X, STR, msg, REQ, _)
 #define TSR__R_submit(F, X) F(X, U64, n, OPT, _) F(X, BOOL, trace, OPT, _)
 #define TSR__R_accepted(F, X) F(X, U32, job, REQ, _) F(X, U32, tasks, REQ, _)
 #define TSR__R_rejected(F, X) F(X, STR, msg, REQ, _)
-#define TSR__R_progress(F, X)                                                                         \
+#define TSR__R_progress(F, X)                                                                      \
     F(X, U32, job, REQ, _) F(X, U32, done, REQ, _) F(X, U32, total, REQ, _) F(X, U32, erred, REQ, _)
-#define TSR__R_finished(F, X)                                                                         \
-    F(X, U32, job, REQ, _)                                                                            \
-    F(X, LIST, outputs, REQ, output)                                                                  \
-    F(X, REC, stats, OPT, job_stats)                                                                  \
+#define TSR__R_finished(F, X)                                                                      \
+    F(X, U32, job, REQ, _)                                                                         \
+    F(X, LIST, outputs, REQ, output)                                                               \
+    F(X, REC, stats, OPT, job_stats)                                                               \
     F(X, REC, trace, OPT, job_trace)
-#define TSR__R_failed(F, X)                                                                           \
+#define TSR__R_failed(F, X)                                                                        \
     F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, U32, array, REQ, _) F(X, STR, msg, REQ, _)
 #define TSR__R_release(F, X) F(X, U32, job, REQ, _)
 /* "count", never "n": every header's "n" is its payload length (wire.h). */
 #define TSR__R_wait_workers(F, X) F(X, U64, count, REQ, _)
 #define TSR__R_workers(F, X) F(X, U64, count, REQ, _)
 #define TSR__R_shutdown(F, X)
-#define TSR__R_compute(F, X)                                                                          \
+#define TSR__R_compute(F, X)                                                                       \
     F(X, U32, job, REQ, _) F(X, BOOL, trace, OPT, _) F(X, LIST, tasks, REQ, task)
-#define TSR__R_done(F, X)                                                                             \
+#define TSR__R_done(F, X)                                                                          \
     F(X, LIST, items, REQ, done_item) F(X, LIST, tr, OPT, transfer) F(X, REC, st, OPT, wstats)
 #define TSR__R_erred(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, STR, msg, OPT, _)
 #define TSR__R_free(F, X) F(X, LIST, keys, REQ, key)
 #define TSR__R_get(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _)
-#define TSR__R_chunk(F, X)                                                                            \
-    F(X, U32, job, REQ, _)                                                                            \
-    F(X, U32, id, REQ, _)                                                                             \
-    F(X, I64, dtype, REQ, _)                                                                          \
-    F(X, LIST, shape, REQ, i64_item)                                                                  \
+#define TSR__R_chunk(F, X)                                                                         \
+    F(X, U32, job, REQ, _)                                                                         \
+    F(X, U32, id, REQ, _)                                                                          \
+    F(X, I64, dtype, REQ, _)                                                                       \
+    F(X, LIST, shape, REQ, i64_item)                                                               \
     F(X, U64, n, REQ, _)
 #define TSR__R_missing(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _)
-#define TSR__R_info(F, X)                                                                             \
-    F(X, STR, addr, OPT, _)                                                                           \
-    F(X, F64, uptime, OPT, _)                                                                         \
-    F(X, U64, workers, OPT, _)                                                                        \
-    F(X, U64, jobs, OPT, _)                                                                           \
-    F(X, U64, done_total, OPT, _)                                                                     \
-    F(X, KV, tasks, OPT, kv)                                                                          \
-    F(X, LIST, wlist, OPT, winfo)                                                                     \
-    F(X, LIST, jlist, OPT, jinfo)                                                           \
+#define TSR__R_info(F, X)                                                                          \
+    F(X, STR, addr, OPT, _)                                                                        \
+    F(X, F64, uptime, OPT, _)                                                                      \
+    F(X, U64, workers, OPT, _)                                                                     \
+    F(X, U64, jobs, OPT, _)                                                                        \
+    F(X, U64, done_total, OPT, _)                                                                  \
+    F(X, KV, tasks, OPT, kv)                                                                       \
+    F(X, LIST, wlist, OPT, winfo)                                                                  \
+    F(X, LIST, jlist, OPT, jinfo)                                                                  \
     F(X, LIST, events, OPT, event)
 
 /* ---- Generated types ------------------------------------------------------------------------- */
@@ -279,7 +283,7 @@ typedef struct tsr__list {
 #define TSR__DECL_REC(rec, shape)                                                                  \
     typedef struct tsr__m_##rec {                                                                  \
         uint64_t has;                                                                              \
-        TSR__R_##rec(TSR__MEMBER, _)                                                                  \
+        TSR__R_##rec(TSR__MEMBER, _)                                                               \
     } tsr__m_##rec;
 TSR__RECORD_MAP(TSR__DECL_REC)
 #undef TSR__DECL_REC
@@ -287,7 +291,7 @@ TSR__RECORD_MAP(TSR__DECL_REC)
 #define TSR__DECL_MSG(name)                                                                        \
     typedef struct tsr__msg_##name {                                                               \
         uint64_t has;                                                                              \
-        TSR__R_##name(TSR__MEMBER, _)                                                                 \
+        TSR__R_##name(TSR__MEMBER, _)                                                              \
     } tsr__msg_##name;
 TSR__MSG_MAP(TSR__DECL_MSG)
 #undef TSR__DECL_MSG
@@ -312,8 +316,18 @@ typedef struct tsr__msg {
 
 /* ---- Schemas (the tables as data, for the codec and the PROTOCOL.md test) -------------------- */
 
-enum { TSR__K_U32, TSR__K_U64, TSR__K_I64, TSR__K_F64, TSR__K_BOOL, TSR__K_STR, TSR__K_BIN,
-       TSR__K_REC, TSR__K_LIST, TSR__K_KV };
+enum {
+    TSR__K_U32,
+    TSR__K_U64,
+    TSR__K_I64,
+    TSR__K_F64,
+    TSR__K_BOOL,
+    TSR__K_STR,
+    TSR__K_BIN,
+    TSR__K_REC,
+    TSR__K_LIST,
+    TSR__K_KV
+};
 enum { TSR__SH_MAP, TSR__SH_TUP, TSR__SH_BARE };
 
 typedef struct tsr__field {
@@ -371,8 +385,8 @@ int tsr__msg_decode(const msgpack_object *hdr, tsr__msg *m, char *err, size_t er
 
 /* The same from bytes (one msgpack map, nothing after it): unpacks into zone, which the
  * message then borrows from. For tests and fuzzing; frames arrive already unpacked. */
-int tsr__msg_decode_bytes(const void *data, size_t len, msgpack_zone *zone, tsr__msg *m,
-                          char *err, size_t errlen);
+int tsr__msg_decode_bytes(const void *data, size_t len, msgpack_zone *zone, tsr__msg *m, char *err,
+                          size_t errlen);
 
 /* A hello's "v", read before anything else of it (a peer of another version may have changed
  * everything but this). 0 or TSR_EPROTOCOL. */
