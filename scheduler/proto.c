@@ -15,44 +15,51 @@
 
 int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t errlen) {
     memset(h, 0, sizeof *h);
-    if (!tsr__mp_str_eq(tsr__mp_get(hdr, "t"), "hello")) {
+    /* The version first: a peer of another version gets a refusal that says so, whatever the
+     * rest of its hello looks like. */
+    if (tsr__msg_hello_version(hdr, &h->v) == 0 && h->v != TSR_PROTOCOL_VERSION &&
+        tsr__mp_str_eq(tsr__mp_get(hdr, "t"), "hello"))
+        return TSR_EVERSION;
+    tsr__msg m;
+    char why[160];
+    if (tsr__msg_decode(hdr, &m, why, sizeof why) != 0) {
+        tsr__fmt(err, errlen, "bad hello: %s", why);
+        return TSR_EPROTOCOL;
+    }
+    if (m.type != TSR__MSG_hello) {
         tsr__fmt(err, errlen, "first frame is not a hello");
         return TSR_EPROTOCOL;
     }
-    if (tsr__mp_get_int(hdr, "v", &h->v) != 0) {
-        tsr__fmt(err, errlen, "hello without a protocol version");
-        return TSR_EPROTOCOL;
-    }
-    if (h->v != TSR_PROTOCOL_VERSION) return TSR_EVERSION;
-    const msgpack_object *role = tsr__mp_get(hdr, "role");
-    if (tsr__mp_str_eq(role, "client"))
+    const tsr__msg_hello *x = &m.u.hello;
+    if (tsr__str_eq(x->role, "client"))
         h->role = TSR__ROLE_CLIENT;
-    else if (tsr__mp_str_eq(role, "worker"))
+    else if (tsr__str_eq(x->role, "worker"))
         h->role = TSR__ROLE_WORKER;
-    else if (tsr__mp_str_eq(role, "monitor"))
+    else if (tsr__str_eq(x->role, "monitor"))
         h->role = TSR__ROLE_MONITOR;
     else {
-        tsr__fmt(err, errlen, "unknown or missing role");
+        tsr__fmt(err, errlen, "unknown role");
         return TSR_EPROTOCOL;
     }
-    if (tsr__mp_get(hdr, "name") && tsr__mp_get_str(hdr, "name", h->name, sizeof h->name) != 0) {
+    if (tsr__str_copy(h->name, sizeof h->name, x->name) != 0) {
         tsr__fmt(err, errlen, "bad name");
         return TSR_EPROTOCOL;
     }
-    if (tsr__mp_get(hdr, "token")) {
-        if (tsr__mp_get_str(hdr, "token", h->token, sizeof h->token) != 0) {
+    if (TSR__MSG_HAS(hello, x, token)) {
+        if (tsr__str_copy(h->token, sizeof h->token, x->token) != 0) {
             tsr__fmt(err, errlen, "bad token");
             return TSR_EPROTOCOL;
         }
         h->has_token = 1;
     }
     if (h->role == TSR__ROLE_WORKER) {
-        if (tsr__mp_get_int(hdr, "threads", &h->threads) != 0 || h->threads < 1 ||
-            h->threads > 4096) {
+        h->threads = x->threads;
+        if (!TSR__MSG_HAS(hello, x, threads) || h->threads < 1 || h->threads > 4096) {
             tsr__fmt(err, errlen, "worker hello: threads missing or out of range");
             return TSR_EPROTOCOL;
         }
-        if (tsr__mp_get_str(hdr, "addr", h->addr, sizeof h->addr) != 0 || !h->addr[0]) {
+        if (!TSR__MSG_HAS(hello, x, addr) || tsr__str_copy(h->addr, sizeof h->addr, x->addr) ||
+            !h->addr[0]) {
             tsr__fmt(err, errlen, "worker hello: addr missing or too long");
             return TSR_EPROTOCOL;
         }
@@ -62,19 +69,13 @@ int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t
             tsr__fmt(err, errlen, "worker hello: bad addr");
             return TSR_EPROTOCOL;
         }
-        if (tsr__mp_get(hdr, "kind") &&
-            tsr__mp_get_str(hdr, "kind", h->kind, sizeof h->kind) != 0) {
+        if (tsr__str_copy(h->kind, sizeof h->kind, x->kind) != 0) {
             tsr__fmt(err, errlen, "worker hello: bad kind");
             return TSR_EPROTOCOL;
         }
-        /* Optional, for monitors: a list too long is cut, a bad type ignored. */
-        const msgpack_object *c = tsr__mp_get(hdr, "cpus");
-        if (c && c->type == MSGPACK_OBJECT_STR) {
-            size_t n = c->via.str.size < sizeof h->cpus - 1 ? c->via.str.size : sizeof h->cpus - 1;
-            memcpy(h->cpus, c->via.str.ptr, n);
-            h->cpus[n] = 0;
-        }
-        if (tsr__mp_get_int(hdr, "mem", &h->mem) != 0 || h->mem < 0) h->mem = 0;
+        /* Optional, for monitors: a list too long is cut. */
+        tsr__str_copy(h->cpus, sizeof h->cpus, x->cpus);
+        h->mem = x->mem > 0 ? x->mem : 0;
     }
     return 0;
 }
