@@ -22,6 +22,7 @@ enum { REQ_OPT = 0, REQ_REQ = 1, REQ_NIL = 2 };
 #define SUB_U32(sub) NULL
 #define SUB_U64(sub) NULL
 #define SUB_I64(sub) NULL
+#define SUB_DTYPE(sub) NULL
 #define SUB_F64(sub) NULL
 #define SUB_BOOL(sub) NULL
 #define SUB_STR(sub) NULL
@@ -150,6 +151,7 @@ static void pack_value(msgpack_packer *pk, const tsr__field *f, const void *m) {
         msgpack_pack_uint64(pk, *(const uint64_t *)p);
         break;
     case TSR__K_I64:
+    case TSR__K_DTYPE:
         msgpack_pack_int64(pk, *(const int64_t *)p);
         break;
     case TSR__K_F64:
@@ -316,6 +318,21 @@ static int decode_value(const tsr__schema *s, const tsr__field *f, const msgpack
         else
             break;
         return 0;
+    case TSR__K_DTYPE: {
+        /* The catalogue leaves dtype's form open: a tsr_dtype or its name. */
+        char name[16];
+        tsr_dtype d;
+        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT32_MAX) {
+            *(int64_t *)p = (int64_t)o->via.u64;
+            return 0;
+        }
+        if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= sizeof name) break;
+        memcpy(name, o->via.str.ptr, o->via.str.size);
+        name[o->via.str.size] = 0;
+        if (tsr_dtype_parse(name, &d) != 0) break;
+        *(int64_t *)p = d;
+        return 0;
+    }
     case TSR__K_F64:
         if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
             *(double *)p = o->via.f64;

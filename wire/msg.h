@@ -36,11 +36,12 @@ typedef struct tsr__list {
 } tsr__list;
 
 /* Kinds: U32 (non-negative, at most UINT32_MAX), U64 (non-negative), I64, F64 (any number),
- * BOOL, STR, BIN, REC (a nested record, embedded), LIST (of records), KV (a map of string to
- * U64, as a list of tsr__kv). */
+ * DTYPE (a tsr_dtype: an integer, or its name on input), BOOL, STR, BIN, REC (a nested record,
+ * embedded), LIST (of records), KV (a map of string to U64, as a list of tsr__kv). */
 #define TSR__CT_U32(sub) uint32_t
 #define TSR__CT_U64(sub) uint64_t
 #define TSR__CT_I64(sub) int64_t
+#define TSR__CT_DTYPE(sub) int64_t
 #define TSR__CT_F64(sub) double
 #define TSR__CT_BOOL(sub) int
 #define TSR__CT_STR(sub) tsr__str
@@ -258,7 +259,7 @@ typedef struct tsr__list {
 #define TSR__R_chunk(F, X)                                                                         \
     F(X, U32, job, REQ, _)                                                                         \
     F(X, U32, id, REQ, _)                                                                          \
-    F(X, I64, dtype, REQ, _)                                                                       \
+    F(X, DTYPE, dtype, REQ, _)                                                                     \
     F(X, LIST, shape, REQ, i64_item)                                                               \
     F(X, U64, n, REQ, _)
 #define TSR__R_missing(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _)
@@ -326,7 +327,8 @@ enum {
     TSR__K_BIN,
     TSR__K_REC,
     TSR__K_LIST,
-    TSR__K_KV
+    TSR__K_KV,
+    TSR__K_DTYPE
 };
 enum { TSR__SH_MAP, TSR__SH_TUP, TSR__SH_BARE };
 

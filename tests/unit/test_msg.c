@@ -313,6 +313,9 @@ static void fill(const tsr__schema *s, void *m) {
         case TSR__K_I64:
             *(int64_t *)p = -2;
             break;
+        case TSR__K_DTYPE:
+            *(int64_t *)p = TSR_FLOAT64;
+            break;
         case TSR__K_F64:
             *(double *)p = 0.5;
             break;
