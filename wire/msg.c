@@ -267,7 +267,9 @@ static const char *kind_name(int k) {
                                         "a bin",
                                         "a map or array",
                                         "an array",
-                                        "a map"};
+                                        "a map",
+                                        "a dtype (an integer or a name)"};
+    _Static_assert(sizeof names / sizeof names[0] == TSR__K_DTYPE + 1, "a name per kind");
     return names[k];
 }
 
