@@ -58,17 +58,13 @@ static void send_task(wsession *s, uint64_t job, uint64_t id, const tsr_kdesc *d
 }
 
 static void send_free(wsession *s, uint64_t job, const uint64_t *ids, int n) {
+    tsr__m_key keys[64];
+    cr_assert_leq(n, 64);
+    for (int k = 0; k < n; k++)
+        keys[k] = (tsr__m_key){.job = (uint32_t)job, .id = (uint32_t)ids[k]};
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 2, "free");
-    tsr__mp_pack_str(&pk, "keys");
-    msgpack_pack_array(&pk, (size_t)n);
-    for (int k = 0; k < n; k++) {
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_uint64(&pk, job);
-        msgpack_pack_uint64(&pk, ids[k]);
-    }
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_pack_free(&sb, &(tsr__msg_free){.keys = {.n = (uint32_t)n, .v = keys}});
     put_frame(s->fd, &sb);
 }
 
@@ -167,13 +163,8 @@ static int peer_get(wsession *s, uint64_t job, uint64_t id, void **payload, uint
     tsr__mp_type(&up.data, type, sizeof type);
     cr_assert_str_eq(type, "welcome");
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 3, "get");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint64(&pk, job);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, id);
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_pack_get(&sb, &(tsr__msg_get){.job = (uint32_t)job, .id = (uint32_t)id});
     put_frame(fd, &sb);
     cr_assert_eq(get_frame(fd, &up, payload, plen), 0);
     tsr__mp_type(&up.data, type, sizeof type);
@@ -351,11 +342,7 @@ Test(worker_proto, donate_falls_back_when_shared) {
     tsr__mp_type(&up.data, type, sizeof type);
     cr_assert_str_eq(type, "hello");
     packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 3, "welcome");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, 1);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_int(&pk, 1);
+    tsr__msg_pack_welcome(&sb, &(tsr__msg_welcome){.v = TSR_PROTOCOL_VERSION, .id = 1});
     put_frame(pfd, &sb);
     cr_assert_eq(get_frame(pfd, &up, &payload, &plen), 0);
     tsr__mp_type(&up.data, type, sizeof type);
@@ -369,19 +356,11 @@ Test(worker_proto, donate_falls_back_when_shared) {
     free(p0);
 
     packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 6, "chunk");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint64(&pk, 7);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, 50);
-    tsr__mp_pack_str(&pk, "dtype");
-    msgpack_pack_int(&pk, TSR_FLOAT64);
-    tsr__mp_pack_str(&pk, "shape");
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_int(&pk, 3);
-    msgpack_pack_int(&pk, 4);
-    tsr__mp_pack_str(&pk, "n");
-    msgpack_pack_uint64(&pk, 96);
+    tsr__m_i64_item shape34[2] = {{.v = 3}, {.v = 4}};
+    tsr__msg_pack_chunk(
+        &sb,
+        &(tsr__msg_chunk){
+            .job = 7, .id = 50, .dtype = TSR_FLOAT64, .shape = {.n = 2, .v = shape34}, .n = 96});
     double two[12];
     for (int i = 0; i < 12; i++) two[i] = 2.0;
     put_frame_payload(pfd, &sb, two, sizeof two);
@@ -526,11 +505,7 @@ Test(worker_proto, peer_replies_in_order) {
     msgpack_sbuffer_init(&all);
     for (int k = 0; k < 5; k++) {
         packer_start(&sb, &pk);
-        tsr__mp_pack_type(&pk, 3, "get");
-        tsr__mp_pack_str(&pk, "job");
-        msgpack_pack_uint64(&pk, 7);
-        tsr__mp_pack_str(&pk, "id");
-        msgpack_pack_uint64(&pk, order[k]);
+        tsr__msg_pack_get(&sb, &(tsr__msg_get){.job = 7, .id = (uint32_t)order[k]});
         unsigned char len[4] = {0, 0, 0, (unsigned char)sb.size};
         msgpack_sbuffer_write(&all, (const char *)len, 4);
         msgpack_sbuffer_write(&all, sb.data, sb.size);
@@ -711,31 +686,18 @@ static void fake_peer_serve(int pfd, msgpack_unpacked *up, uint64_t job, uint64_
                             double v) {
     void *payload;
     uint64_t plen;
-    char type[16];
+    tsr__msg m;
     cr_assert_eq(get_frame(pfd, up, &payload, &plen), 0);
-    tsr__mp_type(&up->data, type, sizeof type);
-    cr_assert_str_eq(type, "get");
-    int64_t gj = -1, gi = -1;
-    tsr__mp_get_int(&up->data, "job", &gj);
-    tsr__mp_get_int(&up->data, "id", &gi);
-    cr_assert(gj == (int64_t)job && gi == (int64_t)id, "asked for (%lld,%lld)", (long long)gj,
-              (long long)gi);
+    cr_assert_eq(frame_msg(up, &m), TSR__MSG_get);
+    cr_assert(m.u.get.job == job && m.u.get.id == id, "asked for (%u,%u)", m.u.get.job, m.u.get.id);
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 6, "chunk");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint64(&pk, job);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, id);
-    tsr__mp_pack_str(&pk, "dtype");
-    msgpack_pack_int(&pk, TSR_FLOAT64);
-    tsr__mp_pack_str(&pk, "shape");
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_int(&pk, 1);
-    msgpack_pack_int(&pk, n);
-    tsr__mp_pack_str(&pk, "n");
-    msgpack_pack_uint64(&pk, (uint64_t)n * 8);
+    msgpack_sbuffer_init(&sb);
+    tsr__m_i64_item shape[2] = {{.v = 1}, {.v = n}};
+    tsr__msg_pack_chunk(&sb, &(tsr__msg_chunk){.job = (uint32_t)job,
+                                               .id = (uint32_t)id,
+                                               .dtype = TSR_FLOAT64,
+                                               .shape = {.n = 2, .v = shape},
+                                               .n = (uint64_t)n * 8});
     double *vals = malloc((size_t)n * sizeof *vals);
     for (int i = 0; i < n; i++) vals[i] = v;
     put_frame_payload(pfd, &sb, vals, (size_t)n * 8);
@@ -777,11 +739,7 @@ Test(worker_proto, trace_transfers) {
     tsr__mp_type(&up.data, type, sizeof type);
     cr_assert_str_eq(type, "hello");
     packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 3, "welcome");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, 1);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_int(&pk, 1);
+    tsr__msg_pack_welcome(&sb, &(tsr__msg_welcome){.v = TSR_PROTOCOL_VERSION, .id = 1});
     put_frame(pfd, &sb);
     fake_peer_serve(pfd, &up, 4, 50, NA, 2.0);
     traced tr;
