@@ -38,7 +38,8 @@ enum { REQ_OPT = 0, REQ_REQ = 1, REQ_NIL = 2 };
 #define DEF_RFIELDS(rec, shape)                                                                    \
     static const tsr__field fields_##rec[] = {                                                     \
         TSR__R_##rec(FROW, tsr__m_##rec){NULL, 0, 0, 0, NULL}};                                    \
-    _Static_assert(sizeof(tsr__m_##rec) <= ELEM_MAX, "element record too large");
+    _Static_assert(sizeof(tsr__m_##rec) <= ELEM_MAX, "element record too large");                  \
+    _Static_assert(tsr__m_##rec##_nfields <= 64, "presence bits fit in has");
 #define DEF_MFIELDS(name)                                                                          \
     static const tsr__field fields_msg_##name[] = {                                                \
         TSR__R_##name(FROW, tsr__msg_##name){NULL, 0, 0, 0, NULL}};
@@ -68,12 +69,6 @@ _Static_assert(TSR__MSG_COUNT <= 64, "message types fit in a has-style bit set")
 static size_t keylen(const tsr__field *f) {
     size_t n = strlen(f->key);
     return n && f->key[n - 1] == '_' ? n - 1 : n;
-}
-
-uint64_t tsr__field_bit(const tsr__schema *s, size_t off) {
-    for (uint8_t i = 0; i < s->nf; i++)
-        if (s->f[i].off == off) return (uint64_t)1 << i;
-    return 0;
 }
 
 const char *tsr__msg_name(tsr__msg_type t) {

@@ -281,7 +281,11 @@ typedef struct tsr__list {
  * always encoded), then one member per row. TSR__M_HAS/TSR__M_SET (records) and
  * TSR__MSG_HAS/TSR__MSG_SET (messages) name the bit by record and member. */
 #define TSR__MEMBER(X, kind, name, req, sub) TSR__CT_##kind(sub) name;
+/* Field numbers, tsr__m_<rec>_fidx_<field> and tsr__msg_<name>_fidx_<field>: compile-time
+ * constants, so presence tests and sets cost one mask. */
+#define TSR__FIDX(X, kind, name, req, sub) X##_fidx_##name,
 #define TSR__DECL_REC(rec, shape)                                                                  \
+    enum { TSR__R_##rec(TSR__FIDX, tsr__m_##rec) tsr__m_##rec##_nfields };                         \
     typedef struct tsr__m_##rec {                                                                  \
         uint64_t has;                                                                              \
         TSR__R_##rec(TSR__MEMBER, _)                                                               \
@@ -290,6 +294,7 @@ TSR__RECORD_MAP(TSR__DECL_REC)
 #undef TSR__DECL_REC
 
 #define TSR__DECL_MSG(name)                                                                        \
+    enum { TSR__R_##name(TSR__FIDX, tsr__msg_##name) tsr__msg_##name##_nfields };                  \
     typedef struct tsr__msg_##name {                                                               \
         uint64_t has;                                                                              \
         TSR__R_##name(TSR__MEMBER, _)                                                              \
@@ -356,10 +361,9 @@ TSR__MSG_MAP(TSR__DECL_MSCHEMA)
 /* Message schemas by type (index TSR__MSG_NONE is NULL). */
 extern const tsr__schema *const tsr__msg_schemas[TSR__MSG_COUNT];
 
-/* The presence bit of the member at offset off in a record of schema s (0 if none). */
-uint64_t tsr__field_bit(const tsr__schema *s, size_t off);
-#define TSR__M_BIT(rec, f) tsr__field_bit(&tsr__schema_##rec, offsetof(tsr__m_##rec, f))
-#define TSR__MSG_BIT(name, f) tsr__field_bit(&tsr__schema_msg_##name, offsetof(tsr__msg_##name, f))
+/* The presence bit of field f of a record or message. */
+#define TSR__M_BIT(rec, f) ((uint64_t)1 << tsr__m_##rec##_fidx_##f)
+#define TSR__MSG_BIT(name, f) ((uint64_t)1 << tsr__msg_##name##_fidx_##f)
 #define TSR__M_HAS(rec, m, f) (((m)->has & TSR__M_BIT(rec, f)) != 0)
 #define TSR__M_SET(rec, m, f) ((m)->has |= TSR__M_BIT(rec, f))
 #define TSR__MSG_HAS(name, m, f) (((m)->has & TSR__MSG_BIT(name, f)) != 0)
