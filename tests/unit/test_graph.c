@@ -1,6 +1,7 @@
 /* The chunk-task graph: building, validation, msgpack round trips, and rejection of malformed
  * descriptors and payloads. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "graph/graph.h"
@@ -444,4 +445,47 @@ Test(graph, submit_rejects_malformed_payloads) {
     cr_assert_eq(submit_variant(0), 0);
     for (int variant = 1; variant <= 12; variant++)
         cr_assert_eq(submit_variant(variant), TSR_EPROGRAM, "variant %d", variant);
+}
+
+/* Seeded mutations of a valid payload through the decoder: each gives a job or an error with
+ * a reason, never a crash (run under ASan too); a decoded job still holds its invariants. */
+Test(graph, submit_decoder_survives_mutations, .timeout = 60) {
+    tsr_graph g;
+    build(&g);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    cr_assert_eq(tsr__graph_pack(&g, &sb), 0);
+    uint8_t *buf = malloc(sb.size);
+    uint64_t x = 0x2545f4914f6cdd1du;
+    int ok = 0, rounds = 5000;
+    for (int r = 0; r < rounds; r++) {
+        size_t n = sb.size;
+        memcpy(buf, sb.data, n);
+        for (int k = 0; k < 1 + r % 3; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            if (x % 5 == 0)
+                n = 1 + (x >> 8) % n;
+            else
+                buf[(x >> 8) % n] = (uint8_t)(x >> 40);
+        }
+        tsr__jobspec v;
+        char err[256] = "";
+        int rc = tsr__proto_submit(buf, n, &v, err, sizeof err);
+        if (rc) {
+            cr_assert_eq(rc, TSR_EPROGRAM);
+            cr_assert(err[0], "an error without a reason");
+            continue;
+        }
+        ok++;
+        for (uint32_t t = 0; t < v.ntasks; t++) {
+            cr_assert_lt(v.array[t], v.narrays);
+            for (uint32_t k = v.dep_off[t]; k < v.dep_off[t + 1]; k++) cr_assert_lt(v.deps[k], t);
+        }
+        for (uint32_t o = 0; o < v.noutputs; o++) cr_assert_lt(v.outputs[o], v.ntasks);
+        tsr__jobspec_free(&v);
+    }
+    cr_assert(ok < rounds, "no mutation was refused");
+    free(buf);
+    msgpack_sbuffer_destroy(&sb);
+    tsr__graph_free(&g);
 }
