@@ -318,7 +318,7 @@ static int on_header(tsr__conn *c, const msgpack_object *hdr, uint64_t plen, voi
     (void)c;
     (void)dest;
     /* Only a client's submit carries a payload (the other roles have max_payload 0). */
-    if (plen > 0 && !tsr__mp_str_eq(tsr__mp_get(hdr, "t"), "submit")) return TSR_EPROTOCOL;
+    if (plen > 0 && tsr__msg_peek_type(hdr) != TSR__MSG_submit) return TSR_EPROTOCOL;
     return 0;
 }
 

@@ -18,7 +18,7 @@ int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t
     /* The version first: a peer of another version gets a refusal that says so, whatever the
      * rest of its hello looks like. */
     if (tsr__msg_hello_version(hdr, &h->v) == 0 && h->v != TSR_PROTOCOL_VERSION &&
-        tsr__mp_str_eq(tsr__mp_get(hdr, "t"), "hello"))
+        tsr__msg_peek_type(hdr) == TSR__MSG_hello)
         return TSR_EVERSION;
     tsr__msg m;
     char why[160];

@@ -408,6 +408,12 @@ static int decode_rec(const tsr__schema *s, const msgpack_object *o, void *m, de
     return check_required(s, *has, e);
 }
 
+tsr__msg_type tsr__msg_peek_type(const msgpack_object *hdr) {
+    const msgpack_object *t = tsr__mp_get(hdr, "t");
+    if (!t || t->type != MSGPACK_OBJECT_STR) return TSR__MSG_NONE;
+    return tsr__msg_type_of(t->via.str.ptr, t->via.str.size);
+}
+
 int tsr__msg_decode(const msgpack_object *hdr, tsr__msg *m, char *err, size_t errlen) {
     derr e = {err, errlen};
     memset(m, 0, sizeof *m);

@@ -394,6 +394,10 @@ int tsr__msg_decode(const msgpack_object *hdr, tsr__msg *m, char *err, size_t er
 int tsr__msg_decode_bytes(const void *data, size_t len, msgpack_zone *zone, tsr__msg *m, char *err,
                           size_t errlen);
 
+/* The type a header names, without decoding the rest (TSR__MSG_NONE when unknown): for
+ * choosing where a payload goes before the frame is complete. */
+tsr__msg_type tsr__msg_peek_type(const msgpack_object *hdr);
+
 /* A hello's "v", read before anything else of it (a peer of another version may have changed
  * everything but this). 0 or TSR_EPROTOCOL. */
 int tsr__msg_hello_version(const msgpack_object *hdr, int64_t *v);

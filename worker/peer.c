@@ -145,7 +145,7 @@ static void pin_hello(peer_in *p, const msgpack_object *hdr) {
     char err[160];
     int64_t v = 0;
     /* The version first: a peer of another version gets a refusal that says so. */
-    if (tsr__mp_str_eq(tsr__mp_get(hdr, "t"), "hello") &&
+    if (tsr__msg_peek_type(hdr) == TSR__MSG_hello &&
         (tsr__msg_hello_version(hdr, &v) != 0 || v != TSR_PROTOCOL_VERSION)) {
         char msg[96];
         if (tsr__msg_hello_version(hdr, &v) == 0)
