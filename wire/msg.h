@@ -25,8 +25,10 @@ typedef struct tsr__str {
 struct tsr__schema;
 
 /* A list. Encoding: n elements, read from v (an array of the element struct) or, when v is
- * NULL, filled one at a time by gen (the element is zeroed first). Decoding: n and obj are set
- * and every element has been checked; tsr__list_get decodes element i. */
+ * NULL, filled one at a time by gen (the element is zeroed first; gen is called for i = 0, 1,
+ * ..., n - 1 in order, and each element, nested lists included, is encoded before the next is
+ * asked for, so a generator may keep a cursor in ctx). Decoding: n and obj are set and every
+ * element has been checked; tsr__list_get decodes element i. */
 typedef struct tsr__list {
     uint32_t n;
     const void *v;
