@@ -106,41 +106,7 @@ int tsr__graph_validate(const tsr_graph *g, char *err, size_t errlen);
  * forwarded to workers as is). */
 int tsr__graph_pack(const tsr_graph *g, msgpack_sbuffer *out);
 
-/* The scheduler's side of the submission payload: a validated, borrowed view of the msgpack
- * object (nothing is copied; the view lives as long as the object's zone). tsr__graph_view_init
- * checks everything the scheduler relies on: "v" == 1; every task is
- * [array_idx < narrays, [deps each < the task's id], nbytes >= 0, flops finite >= 0, bin];
- * arrays are [str, str]; outputs are task ids in range. The kdesc bins are not decoded (they are
- * opaque to the scheduler; workers validate them with tsr__kdesc_unpack). Returns 0 or
- * TSR_EPROTOCOL with a message in err. After a successful init the accessors below cannot fail. */
-typedef struct tsr_graph_view {
-    const msgpack_object *arrays;  /* narrays entries, each [name, op] */
-    const msgpack_object *tasks;   /* ntasks entries */
-    const msgpack_object *outputs; /* noutputs entries */
-    size_t narrays, ntasks, noutputs;
-} tsr_graph_view;
-
-/* One task of a view. deps/kdesc borrow from the payload. */
-typedef struct tsr_gtask_view {
-    uint32_t array;
-    uint32_t ndeps;
-    const msgpack_object *deps; /* ndeps positive integers; read with tsr__gtask_view_dep */
-    uint64_t nbytes;
-    double flops;
-    const char *kdesc; /* the raw kdesc bin, forwarded to workers as is */
-    size_t kdesc_size;
-} tsr_gtask_view;
-
-int tsr__graph_view_init(tsr_graph_view *v, const msgpack_object *root, char *err, size_t errlen);
-void tsr__graph_view_task(const tsr_graph_view *v, size_t t, tsr_gtask_view *out);
-static inline uint32_t tsr__gtask_view_dep(const tsr_gtask_view *tv, uint32_t k) {
-    return (uint32_t)tv->deps[k].via.u64;
-}
-/* Array a's name and op (not NUL-terminated: pointer and length). */
-void tsr__graph_view_array(const tsr_graph_view *v, size_t a, const char **name, size_t *name_len,
-                           const char **op, size_t *op_len);
-static inline uint32_t tsr__graph_view_output(const tsr_graph_view *v, size_t k) {
-    return (uint32_t)v->outputs[k].via.u64;
-}
+/* The payload is decoded once, by the scheduler's cursor-based tsr__proto_submit
+ * (scheduler/proto.c), which validates what it relies on while copying it into its job. */
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "scheduler/sched.h"
+#include "wire/msg.h"
 #include "wire/wire.h"
 
 #define HELLO_MAX_HEADER (64u * 1024)          /* before hello: small frames only */
@@ -175,7 +176,7 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
 
 /* ---- clients ---- */
 
-static void handle_submit(tsr__peer *p, const msgpack_object *hdr, const void *payload,
+static void handle_submit(tsr__peer *p, const tsr__msg_submit *m, const void *payload,
                           uint64_t plen) {
     tsr__server *srv = p->srv;
     tsr__jobspec spec;
@@ -194,8 +195,7 @@ static void handle_submit(tsr__peer *p, const msgpack_object *hdr, const void *p
         if (rc == 0) {
             tsr__sjob *j = tsr__sched_job(&srv->st, job);
             j->rss_base = rss;
-            const msgpack_object *tr = tsr__mp_get(hdr, "trace");
-            j->trace = tr && tr->type == MSGPACK_OBJECT_BOOLEAN && tr->via.boolean;
+            j->trace = TSR__MSG_HAS(submit, m, trace) && m->trace;
             tsr__proto_accepted(&b, job, n);
         }
     }
@@ -226,135 +226,89 @@ void tsr__server_workers_changed(tsr__server *srv) {
     }
 }
 
-static void handle_client(tsr__peer *p, const msgpack_object *hdr, const char *type, void *payload,
-                          uint64_t plen) {
+static void handle_client(tsr__peer *p, const tsr__msg *m, void *payload, uint64_t plen) {
     tsr__server *srv = p->srv;
-    if (strcmp(type, "submit") == 0) {
-        handle_submit(p, hdr, payload, plen);
-    } else if (strcmp(type, "release") == 0) {
-        uint64_t job;
-        if (tsr__mp_get_uint(hdr, "job", &job) != 0 || job > UINT32_MAX) {
-            drop(p, "malformed release");
-            return;
-        }
-        if (tsr__sched_release(&srv->st, p->id, (uint32_t)job) != 0)
-            tsr__log(&srv->log, TSR_LOG_DEBUG, "client %s: release of unknown job %llu", p->name,
-                     (unsigned long long)job);
-    } else if (strcmp(type, "wait_workers") == 0) {
-        /* "count", never "n": every header's "n" is its payload length (wire.h). */
-        uint64_t n;
-        if (tsr__mp_get_uint(hdr, "count", &n) != 0) {
-            drop(p, "malformed wait_workers");
-            return;
-        }
-        if (srv->st.nalive >= n) {
+    switch (m->type) {
+    case TSR__MSG_submit:
+        handle_submit(p, &m->u.submit, payload, plen);
+        break;
+    case TSR__MSG_release:
+        if (tsr__sched_release(&srv->st, p->id, m->u.release.job) != 0)
+            tsr__log(&srv->log, TSR_LOG_DEBUG, "client %s: release of unknown job %u", p->name,
+                     m->u.release.job);
+        break;
+    case TSR__MSG_wait_workers: {
+        uint64_t n = m->u.wait_workers.count;
+        if (srv->st.nalive >= n)
             reply_workers(p);
-        } else {
+        else
             p->wait_n = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
-        }
-    } else if (strcmp(type, "shutdown") == 0) {
+        break;
+    }
+    case TSR__MSG_shutdown:
         tsr__server_stop(srv, "shutdown requested by a client");
-    } else {
+        break;
+    default:
         drop(p, "unexpected message type from a client");
     }
 }
 
 /* ---- workers ---- */
 
-/* A worker's `st` map (PROTOCOL.md); absent or partial maps leave the rest as it was. */
-static void read_stats(tsr__peer *p, const msgpack_object *st) {
+/* A worker's `st` map (PROTOCOL.md); absent fields leave the rest as it was. */
+static void read_stats(tsr__peer *p, const tsr__m_wstats *st) {
     tsr__sched *s = &p->srv->st;
     tsr__wstats w = s->w[p->wid].st;
-    if (!st || st->type != MSGPACK_OBJECT_MAP) return;
-    tsr__mp_get_uint(st, "rss_peak", &w.rss_peak);
-    tsr__mp_get_uint(st, "rss", &w.rss);
-    tsr__mp_get_uint(st, "chunk_bytes", &w.chunk_bytes);
-    tsr__mp_get_uint(st, "chunk_peak", &w.chunk_peak);
-    tsr__mp_get_uint(st, "tasks", &w.tasks);
-    tsr__mp_get_uint(st, "in_bytes", &w.in_bytes);
-    tsr__mp_get_uint(st, "out_bytes", &w.out_bytes);
-    tsr__mp_get_double(st, "busy_s", &w.busy_s);
-    tsr__mp_get_double(st, "in_s", &w.in_s);
+#define TAKE(f)                                                                                    \
+    if (TSR__M_HAS(wstats, st, f)) w.f = st->f;
+    TAKE(rss_peak)
+    TAKE(rss)
+    TAKE(chunk_bytes)
+    TAKE(chunk_peak)
+    TAKE(tasks)
+    TAKE(in_bytes)
+    TAKE(out_bytes)
+    TAKE(busy_s)
+    TAKE(in_s)
+#undef TAKE
     tsr__sched_worker_stats(s, p->wid, &w);
 }
 
-/* `tr` in done: [[job, id, nbytes, start, end, from_addr], ...]; bad entries are skipped. */
-static void read_transfers(tsr__peer *p, const msgpack_object *tr) {
-    if (!tr || tr->type != MSGPACK_OBJECT_ARRAY) return;
-    for (uint32_t i = 0; i < tr->via.array.size; i++) {
-        const msgpack_object *e = &tr->via.array.ptr[i];
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 6) continue;
-        const msgpack_object *f = e->via.array.ptr;
-        int64_t job, id, nb;
-        double t0, t1;
-        char from[64] = "";
-        if (tsr__mp_as_int(&f[0], &job) || tsr__mp_as_int(&f[1], &id) ||
-            tsr__mp_as_int(&f[2], &nb) || tsr__mp_as_double(&f[3], &t0) ||
-            tsr__mp_as_double(&f[4], &t1) || job < 0 || job > UINT32_MAX || id < 0 ||
-            id > UINT32_MAX || nb < 0)
-            continue;
-        if (f[5].type == MSGPACK_OBJECT_STR) {
-            size_t n = f[5].via.str.size < sizeof from - 1 ? f[5].via.str.size : sizeof from - 1;
-            memcpy(from, f[5].via.str.ptr, n);
-            from[n] = 0;
-        }
-        tsr__sched_trace_xfer(&p->srv->st, p->wid, (uint32_t)job, (uint32_t)id, (uint64_t)nb, t0,
-                              t1, from);
+/* `tr` in done: the traced peer fetches completed since the last done. */
+static void read_transfers(tsr__peer *p, const tsr__list *tr) {
+    for (uint32_t i = 0; i < tr->n; i++) {
+        tsr__m_transfer x;
+        TSR__LIST_GET(tr, transfer, i, &x);
+        char from[64];
+        tsr__str_copy(from, sizeof from, x.from);
+        tsr__sched_trace_xfer(&p->srv->st, p->wid, x.job, x.id, x.nbytes, x.start, x.end, from);
     }
 }
 
-static void handle_done(tsr__peer *p, const msgpack_object *hdr) {
+static void handle_done(tsr__peer *p, const tsr__msg_done *m) {
     tsr__server *srv = p->srv;
-    const msgpack_object *items = tsr__mp_get(hdr, "items");
-    if (!items || items->type != MSGPACK_OBJECT_ARRAY) {
-        drop(p, "malformed done");
-        return;
-    }
     /* Stats and transfers first: a finished job reported in this batch sends them. */
-    read_stats(p, tsr__mp_get(hdr, "st"));
-    read_transfers(p, tsr__mp_get(hdr, "tr"));
-    for (uint32_t i = 0; i < items->via.array.size; i++) {
-        const msgpack_object *e = &items->via.array.ptr[i];
-        double secs = -1;
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 3) goto bad;
-        const msgpack_object *f = e->via.array.ptr;
-        if (f[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || f[0].via.u64 > UINT32_MAX ||
-            f[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || f[1].via.u64 > UINT32_MAX ||
-            f[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-            goto bad;
-        if (e->via.array.size > 3 && tsr__mp_as_double(&f[3], &secs) != 0) goto bad;
-        double start;
-        int64_t thread;
+    if (TSR__MSG_HAS(done, m, st)) read_stats(p, &m->st);
+    read_transfers(p, &m->tr);
+    for (uint32_t i = 0; i < m->items.n; i++) {
+        tsr__m_done_item it;
+        TSR__LIST_GET(&m->items, done_item, i, &it);
+        double secs = TSR__M_HAS(done_item, &it, seconds) ? it.seconds : -1;
         /* A traced job's items add [start, thread] (before done: a finished job sends its
-         * trace). Malformed trace fields are ignored, not fatal. */
-        if (e->via.array.size >= 6 && tsr__mp_as_double(&f[4], &start) == 0 &&
-            tsr__mp_as_int(&f[5], &thread) == 0 && thread >= 0 && thread < UINT32_MAX)
-            tsr__sched_trace_span(&srv->st, p->wid, (uint32_t)f[0].via.u64, (uint32_t)f[1].via.u64,
-                                  start, secs, (uint32_t)thread);
-        if (tsr__sched_done(&srv->st, p->wid, (uint32_t)f[0].via.u64, (uint32_t)f[1].via.u64,
-                            f[2].via.u64, secs) != 0)
-            goto bad;
+         * trace). */
+        if (TSR__M_HAS(done_item, &it, start) && TSR__M_HAS(done_item, &it, thread))
+            tsr__sched_trace_span(&srv->st, p->wid, it.job, it.id, it.start, secs, it.thread);
+        if (tsr__sched_done(&srv->st, p->wid, it.job, it.id, it.nbytes, secs) != 0) {
+            drop(p, "malformed done item");
+            return;
+        }
     }
-    return;
-bad:
-    drop(p, "malformed done item");
 }
 
-static void handle_erred(tsr__peer *p, const msgpack_object *hdr) {
-    uint64_t job, id;
+static void handle_erred(tsr__peer *p, const tsr__msg_erred *m) {
     char msg[MSG_MAX] = "task failed";
-    if (tsr__mp_get_uint(hdr, "job", &job) != 0 || tsr__mp_get_uint(hdr, "id", &id) != 0 ||
-        job > UINT32_MAX || id > UINT32_MAX) {
-        drop(p, "malformed erred");
-        return;
-    }
-    const msgpack_object *m = tsr__mp_get(hdr, "msg");
-    if (m && m->type == MSGPACK_OBJECT_STR) {
-        size_t n = m->via.str.size < sizeof msg - 1 ? m->via.str.size : sizeof msg - 1;
-        memcpy(msg, m->via.str.ptr, n);
-        msg[n] = 0;
-    }
-    if (tsr__sched_erred(&p->srv->st, p->wid, (uint32_t)job, (uint32_t)id, msg, tsr__now()) != 0)
+    if (TSR__MSG_HAS(erred, m, msg)) tsr__str_copy(msg, sizeof msg, m->msg);
+    if (tsr__sched_erred(&p->srv->st, p->wid, m->job, m->id, msg, tsr__now()) != 0)
         drop(p, "erred for a task id out of range");
 }
 
@@ -364,36 +318,38 @@ static int on_header(tsr__conn *c, const msgpack_object *hdr, uint64_t plen, voi
     (void)c;
     (void)dest;
     /* Only a client's submit carries a payload (the other roles have max_payload 0). */
-    if (plen > 0 && !tsr__mp_str_eq(tsr__mp_get(hdr, "t"), "submit")) return TSR_EPROTOCOL;
+    if (plen > 0 && tsr__msg_peek_type(hdr) != TSR__MSG_submit) return TSR_EPROTOCOL;
     return 0;
 }
 
 static void on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen) {
     tsr__peer *p = c->owner;
     if (p->close_when_drained || p->srv->stopping) return;
-    char type[32];
-    if (tsr__mp_type(hdr, type, sizeof type) != 0) {
-        drop(p, "frame without a type");
+    if (p->role == TSR__ROLE_NONE) {
+        handle_hello(p, hdr);
+        return;
+    }
+    tsr__msg m;
+    char err[200];
+    if (tsr__msg_decode(hdr, &m, err, sizeof err) != 0) {
+        if (p->role != TSR__ROLE_MONITOR) drop(p, err); /* monitors: the rest is ignored */
         return;
     }
     switch (p->role) {
-    case TSR__ROLE_NONE:
-        handle_hello(p, hdr);
-        break;
     case TSR__ROLE_CLIENT:
-        handle_client(p, hdr, type, payload, plen);
+        handle_client(p, &m, payload, plen);
         break;
     case TSR__ROLE_WORKER:
-        if (strcmp(type, "done") == 0)
-            handle_done(p, hdr);
-        else if (strcmp(type, "erred") == 0)
-            handle_erred(p, hdr);
+        if (m.type == TSR__MSG_done)
+            handle_done(p, &m.u.done);
+        else if (m.type == TSR__MSG_erred)
+            handle_erred(p, &m.u.erred);
         else
             drop(p, "unexpected message type from a worker");
         break;
     case TSR__ROLE_MONITOR:
         /* `tessera top` will grow this; for now a snapshot on request, the rest ignored. */
-        if (strcmp(type, "info") == 0) {
+        if (m.type == TSR__MSG_info) {
             msgpack_sbuffer b;
             msgpack_sbuffer_init(&b);
             tsr__proto_info(&b, &p->srv->st, &p->srv->events, tsr__now() - p->srv->started,
@@ -401,6 +357,8 @@ static void on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uin
             tsr__peer_send(p, &b);
             msgpack_sbuffer_destroy(&b);
         }
+        break;
+    default:
         break;
     }
 }

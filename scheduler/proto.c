@@ -8,50 +8,58 @@
 #include <string.h>
 
 #include "scheduler/sched.h"
+#include "wire/msg.h"
 #include "wire/wire.h"
 
 /* ---- decoding ---- */
 
 int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t errlen) {
     memset(h, 0, sizeof *h);
-    if (!tsr__mp_str_eq(tsr__mp_get(hdr, "t"), "hello")) {
+    /* The version first: a peer of another version gets a refusal that says so, whatever the
+     * rest of its hello looks like. */
+    if (tsr__msg_hello_version(hdr, &h->v) == 0 && h->v != TSR_PROTOCOL_VERSION &&
+        tsr__msg_peek_type(hdr) == TSR__MSG_hello)
+        return TSR_EVERSION;
+    tsr__msg m;
+    char why[160];
+    if (tsr__msg_decode(hdr, &m, why, sizeof why) != 0) {
+        tsr__fmt(err, errlen, "bad hello: %s", why);
+        return TSR_EPROTOCOL;
+    }
+    if (m.type != TSR__MSG_hello) {
         tsr__fmt(err, errlen, "first frame is not a hello");
         return TSR_EPROTOCOL;
     }
-    if (tsr__mp_get_int(hdr, "v", &h->v) != 0) {
-        tsr__fmt(err, errlen, "hello without a protocol version");
-        return TSR_EPROTOCOL;
-    }
-    if (h->v != TSR_PROTOCOL_VERSION) return TSR_EVERSION;
-    const msgpack_object *role = tsr__mp_get(hdr, "role");
-    if (tsr__mp_str_eq(role, "client"))
+    const tsr__msg_hello *x = &m.u.hello;
+    if (tsr__str_eq(x->role, "client"))
         h->role = TSR__ROLE_CLIENT;
-    else if (tsr__mp_str_eq(role, "worker"))
+    else if (tsr__str_eq(x->role, "worker"))
         h->role = TSR__ROLE_WORKER;
-    else if (tsr__mp_str_eq(role, "monitor"))
+    else if (tsr__str_eq(x->role, "monitor"))
         h->role = TSR__ROLE_MONITOR;
     else {
-        tsr__fmt(err, errlen, "unknown or missing role");
+        tsr__fmt(err, errlen, "unknown role");
         return TSR_EPROTOCOL;
     }
-    if (tsr__mp_get(hdr, "name") && tsr__mp_get_str(hdr, "name", h->name, sizeof h->name) != 0) {
+    if (tsr__str_copy(h->name, sizeof h->name, x->name) != 0) {
         tsr__fmt(err, errlen, "bad name");
         return TSR_EPROTOCOL;
     }
-    if (tsr__mp_get(hdr, "token")) {
-        if (tsr__mp_get_str(hdr, "token", h->token, sizeof h->token) != 0) {
+    if (TSR__MSG_HAS(hello, x, token)) {
+        if (tsr__str_copy(h->token, sizeof h->token, x->token) != 0) {
             tsr__fmt(err, errlen, "bad token");
             return TSR_EPROTOCOL;
         }
         h->has_token = 1;
     }
     if (h->role == TSR__ROLE_WORKER) {
-        if (tsr__mp_get_int(hdr, "threads", &h->threads) != 0 || h->threads < 1 ||
-            h->threads > 4096) {
+        h->threads = x->threads;
+        if (!TSR__MSG_HAS(hello, x, threads) || h->threads < 1 || h->threads > 4096) {
             tsr__fmt(err, errlen, "worker hello: threads missing or out of range");
             return TSR_EPROTOCOL;
         }
-        if (tsr__mp_get_str(hdr, "addr", h->addr, sizeof h->addr) != 0 || !h->addr[0]) {
+        if (!TSR__MSG_HAS(hello, x, addr) || tsr__str_copy(h->addr, sizeof h->addr, x->addr) ||
+            !h->addr[0]) {
             tsr__fmt(err, errlen, "worker hello: addr missing or too long");
             return TSR_EPROTOCOL;
         }
@@ -61,19 +69,13 @@ int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t
             tsr__fmt(err, errlen, "worker hello: bad addr");
             return TSR_EPROTOCOL;
         }
-        if (tsr__mp_get(hdr, "kind") &&
-            tsr__mp_get_str(hdr, "kind", h->kind, sizeof h->kind) != 0) {
+        if (tsr__str_copy(h->kind, sizeof h->kind, x->kind) != 0) {
             tsr__fmt(err, errlen, "worker hello: bad kind");
             return TSR_EPROTOCOL;
         }
-        /* Optional, for monitors: a list too long is cut, a bad type ignored. */
-        const msgpack_object *c = tsr__mp_get(hdr, "cpus");
-        if (c && c->type == MSGPACK_OBJECT_STR) {
-            size_t n = c->via.str.size < sizeof h->cpus - 1 ? c->via.str.size : sizeof h->cpus - 1;
-            memcpy(h->cpus, c->via.str.ptr, n);
-            h->cpus[n] = 0;
-        }
-        if (tsr__mp_get_int(hdr, "mem", &h->mem) != 0 || h->mem < 0) h->mem = 0;
+        /* Optional, for monitors: a list too long is cut. */
+        tsr__str_copy(h->cpus, sizeof h->cpus, x->cpus);
+        h->mem = x->mem > 0 ? x->mem : 0;
     }
     return 0;
 }
@@ -282,274 +284,233 @@ int tsr__proto_submit(const void *payload, size_t len, tsr__jobspec *spec, char 
     return rc;
 }
 
-/* ---- encoding ---- */
-
-static void pk_init(msgpack_packer *pk, msgpack_sbuffer *b) {
-    msgpack_packer_init(pk, b, msgpack_sbuffer_write);
-}
+/* ---- encoding: every header through wire/msg.h; lists come from generators over the
+ * scheduler's own arrays, so nothing is copied into intermediate structs. Generators are called
+ * for i = 0, 1, ... in order (msg.c), which the cursors below rely on. ---- */
 
 void tsr__proto_welcome(msgpack_sbuffer *b, uint32_t id) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 3, "welcome");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, TSR_PROTOCOL_VERSION);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint32(&pk, id);
-}
-
-static void pack_msg(msgpack_sbuffer *b, const char *type, const char *msg) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 2, type);
-    tsr__mp_pack_str(&pk, "msg");
-    tsr__mp_pack_str(&pk, msg);
+    tsr__msg_pack_welcome(b, &(tsr__msg_welcome){.v = TSR_PROTOCOL_VERSION, .id = id});
 }
 
 void tsr__proto_error(msgpack_sbuffer *b, const char *msg) {
-    pack_msg(b, "error", msg);
+    tsr__msg_pack_error(b, &(tsr__msg_error){.msg = tsr__str_of(msg)});
 }
 
 void tsr__proto_rejected(msgpack_sbuffer *b, const char *msg) {
-    pack_msg(b, "rejected", msg);
+    tsr__msg_pack_rejected(b, &(tsr__msg_rejected){.msg = tsr__str_of(msg)});
 }
 
 void tsr__proto_simple(msgpack_sbuffer *b, const char *type) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 1, type);
+    tsr__msg m;
+    memset(&m, 0, sizeof m);
+    tsr__msg_pack(b, tsr__msg_type_of(type, strlen(type)), &m.u);
 }
 
 void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 3, "accepted");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint32(&pk, job);
-    tsr__mp_pack_str(&pk, "tasks");
-    msgpack_pack_uint32(&pk, tasks);
+    tsr__msg_pack_accepted(b, &(tsr__msg_accepted){.job = job, .tasks = tasks});
 }
 
 void tsr__proto_progress(msgpack_sbuffer *b, const tsr__sjob *j) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 5, "progress");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint32(&pk, j->id);
-    tsr__mp_pack_str(&pk, "done");
-    msgpack_pack_uint32(&pk, j->ndone);
-    tsr__mp_pack_str(&pk, "total");
-    msgpack_pack_uint32(&pk, j->g.ntasks);
-    tsr__mp_pack_str(&pk, "erred");
-    msgpack_pack_uint32(&pk, j->nerred);
+    tsr__msg_pack_progress(
+        b, &(tsr__msg_progress){
+               .job = j->id, .done = j->ndone, .total = j->g.ntasks, .erred = j->nerred});
 }
 
 void tsr__proto_failed(msgpack_sbuffer *b, uint32_t job, uint32_t task, uint32_t array,
                        const char *msg) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 5, "failed");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint32(&pk, job);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint32(&pk, task);
-    tsr__mp_pack_str(&pk, "array");
-    msgpack_pack_uint32(&pk, array);
-    tsr__mp_pack_str(&pk, "msg");
-    tsr__mp_pack_str(&pk, msg);
+    tsr__msg_pack_failed(
+        b, &(tsr__msg_failed){.job = job, .id = task, .array = array, .msg = tsr__str_of(msg)});
 }
 
 void tsr__proto_workers(msgpack_sbuffer *b, uint32_t n) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 2, "workers");
-    tsr__mp_pack_str(&pk, "count");
-    msgpack_pack_uint32(&pk, n);
+    tsr__msg_pack_workers(b, &(tsr__msg_workers){.count = n});
 }
 
-static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v) {
-    tsr__mp_pack_str(pk, k);
-    msgpack_pack_uint64(pk, v);
+typedef struct fctx {
+    const tsr__sched *s;
+    const tsr__sjob *j;
+    size_t wcur; /* the next worker to consider (workers lists skip some) */
+} fctx;
+
+static void gen_output(void *ctx, uint32_t o, void *elem) {
+    const fctx *c = ctx;
+    tsr__m_output *e = elem;
+    const tsr__stask *t = &c->j->t[c->j->g.outputs[o]];
+    e->id = c->j->g.outputs[o];
+    if (t->state == TSR__TS_MEMORY && t->where != TSR__NONE) {
+        e->addr = tsr__str_of(c->s->w[t->where].addr);
+        TSR__M_SET(output, e, addr);
+    }
+    e->nbytes = t->nbytes;
 }
 
-static void pack_kv_f(msgpack_packer *pk, const char *k, double v) {
-    tsr__mp_pack_str(pk, k);
-    msgpack_pack_double(pk, v);
+static void gen_op_stat(void *ctx, uint32_t o, void *elem) {
+    const tsr__sjob *j = ((const fctx *)ctx)->j;
+    *(tsr__m_op_stat *)elem = (tsr__m_op_stat){.op = tsr__str_of(j->opname[o]),
+                                               .tasks = j->op_total[o],
+                                               .inline_ = j->op_inline[o],
+                                               .seconds = j->op_seconds[o],
+                                               .flops = j->op_flops[o],
+                                               .moved_bytes = j->op_moved[o]};
 }
 
-static void pack_trace(msgpack_packer *pk, const tsr__sched *s, const tsr__sjob *j);
+/* The workers that ran something for this job, in worker order. */
+static void gen_worker_stat(void *ctx, uint32_t i, void *elem) {
+    fctx *c = ctx;
+    (void)i;
+    while (!c->j->wtasks[c->wcur]) c->wcur++;
+    size_t w = c->wcur++;
+    const tsr__sworker *wk = &c->s->w[w];
+    *(tsr__m_worker_stat *)elem = (tsr__m_worker_stat){.name = tsr__str_of(wk->name),
+                                                       .addr = tsr__str_of(wk->addr),
+                                                       .tasks = c->j->wtasks[w],
+                                                       .rss_peak = wk->st.rss_peak,
+                                                       .rss = wk->st.rss,
+                                                       .chunk_peak = wk->st.chunk_peak,
+                                                       .busy_s = wk->st.busy_s,
+                                                       .in_bytes = wk->st.in_bytes,
+                                                       .in_s = wk->st.in_s,
+                                                       .out_bytes = wk->st.out_bytes};
+}
+
+static void gen_worker_name(void *ctx, uint32_t w, void *elem) {
+    ((tsr__m_str_item *)elem)->s = tsr__str_of(((const fctx *)ctx)->s->w[w].name);
+}
+
+static void gen_op_name(void *ctx, uint32_t o, void *elem) {
+    ((tsr__m_str_item *)elem)->s = tsr__str_of(((const fctx *)ctx)->j->opname[o]);
+}
+
+static void gen_span(void *ctx, uint32_t i, void *elem) {
+    const tsr__sjob *j = ((const fctx *)ctx)->j;
+    const tsr__tspan *t = &j->spans[i];
+    *(tsr__m_trace_task *)elem = (tsr__m_trace_task){.worker = t->worker,
+                                                     .id = t->task,
+                                                     .op = j->aop[j->g.array[t->task]],
+                                                     .start = t->start,
+                                                     .seconds = t->seconds,
+                                                     .thread = t->thread};
+}
+
+/* finished's transfers: [worker, id, nbytes, start, end, from] (the tuple's first is a worker). */
+static void gen_xfer(void *ctx, uint32_t i, void *elem) {
+    const tsr__txfer *x = &((const fctx *)ctx)->j->xfers[i];
+    *(tsr__m_transfer *)elem = (tsr__m_transfer){.job = x->worker,
+                                                 .id = x->task,
+                                                 .nbytes = x->nbytes,
+                                                 .start = x->start,
+                                                 .end = x->end,
+                                                 .from = tsr__str_of(x->from)};
+}
 
 void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j,
                          uint64_t rss_peak) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, j->trace ? 5 : 4, "finished");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint32(&pk, j->id);
-    tsr__mp_pack_str(&pk, "outputs");
-    msgpack_pack_array(&pk, j->g.noutputs);
-    for (uint32_t o = 0; o < j->g.noutputs; o++) {
-        const tsr__stask *t = &j->t[j->g.outputs[o]];
-        msgpack_pack_array(&pk, 3);
-        msgpack_pack_uint32(&pk, j->g.outputs[o]);
-        if (t->state == TSR__TS_MEMORY && t->where != TSR__NONE)
-            tsr__mp_pack_str(&pk, s->w[t->where].addr);
-        else
-            msgpack_pack_nil(&pk);
-        msgpack_pack_uint64(&pk, t->nbytes);
-    }
-    /* Statistics (PROTOCOL.md): the workers that ran something for this job. */
+    fctx c = {s, j, 0};
     uint32_t nw = 0;
     for (size_t w = 0; w < j->nwtasks; w++) nw += j->wtasks[w] > 0;
-    tsr__mp_pack_str(&pk, "stats");
-    msgpack_pack_map(&pk, 7);
-    pack_kv_u64(&pk, "tasks", j->g.ntasks);
-    pack_kv_u64(&pk, "sources_inline", j->nvirtual);
-    pack_kv_u64(&pk, "moved_bytes", j->moved_bytes);
-    pack_kv_u64(&pk, "sched_rss_base", j->rss_base);
-    pack_kv_u64(&pk, "sched_rss_peak", rss_peak);
-    tsr__mp_pack_str(&pk, "ops");
-    msgpack_pack_array(&pk, j->nops);
-    for (uint32_t o = 0; o < j->nops; o++) {
-        msgpack_pack_map(&pk, 6);
-        tsr__mp_pack_str(&pk, "op");
-        tsr__mp_pack_str(&pk, j->opname[o]);
-        pack_kv_u64(&pk, "tasks", j->op_total[o]);
-        pack_kv_u64(&pk, "inline", j->op_inline[o]);
-        pack_kv_f(&pk, "seconds", j->op_seconds[o]);
-        pack_kv_f(&pk, "flops", j->op_flops[o]);
-        pack_kv_u64(&pk, "moved_bytes", j->op_moved[o]);
+    tsr__msg_finished m = {
+        .job = j->id,
+        .outputs = {.n = j->g.noutputs, .gen = gen_output, .ctx = &c},
+        .stats = {.tasks = j->g.ntasks,
+                  .sources_inline = j->nvirtual,
+                  .moved_bytes = j->moved_bytes,
+                  .sched_rss_base = j->rss_base,
+                  .sched_rss_peak = rss_peak,
+                  .ops = {.n = j->nops, .gen = gen_op_stat, .ctx = &c},
+                  .workers = {.n = nw, .gen = gen_worker_stat, .ctx = &c}},
+    };
+    TSR__MSG_SET(finished, &m, stats);
+    if (j->trace) {
+        /* At most 1,000,000 events are kept so the header stays under its limit. */
+        m.trace =
+            (tsr__m_job_trace){.workers = {.n = (uint32_t)s->nw, .gen = gen_worker_name, .ctx = &c},
+                               .ops = {.n = j->nops, .gen = gen_op_name, .ctx = &c},
+                               .tasks = {.n = (uint32_t)j->nspans, .gen = gen_span, .ctx = &c},
+                               .transfers = {.n = (uint32_t)j->nxfers, .gen = gen_xfer, .ctx = &c},
+                               .dropped = j->trace_dropped};
+        TSR__MSG_SET(finished, &m, trace);
     }
-    tsr__mp_pack_str(&pk, "workers");
-    msgpack_pack_array(&pk, nw);
-    for (size_t w = 0; w < j->nwtasks; w++) {
-        if (!j->wtasks[w]) continue;
-        const tsr__sworker *wk = &s->w[w];
-        msgpack_pack_map(&pk, 10);
-        tsr__mp_pack_str(&pk, "name");
-        tsr__mp_pack_str(&pk, wk->name);
-        tsr__mp_pack_str(&pk, "addr");
-        tsr__mp_pack_str(&pk, wk->addr);
-        pack_kv_u64(&pk, "tasks", j->wtasks[w]);
-        pack_kv_u64(&pk, "rss_peak", wk->st.rss_peak);
-        pack_kv_u64(&pk, "rss", wk->st.rss);
-        pack_kv_u64(&pk, "chunk_peak", wk->st.chunk_peak);
-        pack_kv_f(&pk, "busy_s", wk->st.busy_s);
-        pack_kv_u64(&pk, "in_bytes", wk->st.in_bytes);
-        pack_kv_f(&pk, "in_s", wk->st.in_s);
-        pack_kv_u64(&pk, "out_bytes", wk->st.out_bytes);
-    }
-    if (j->trace) pack_trace(&pk, s, j);
+    tsr__msg_pack_finished(b, &m);
 }
 
-/* trace: {workers:[name...], ops:[name...], tasks:[[worker, id, op, start, seconds, thread]...],
- * transfers:[[worker, id, nbytes, start, end, from]...], dropped}. */
-static void pack_trace(msgpack_packer *pk, const tsr__sched *s, const tsr__sjob *j) {
-    tsr__mp_pack_str(pk, "trace");
-    msgpack_pack_map(pk, 5);
-    tsr__mp_pack_str(pk, "workers");
-    msgpack_pack_array(pk, s->nw);
-    for (size_t w = 0; w < s->nw; w++) tsr__mp_pack_str(pk, s->w[w].name);
-    tsr__mp_pack_str(pk, "ops");
-    msgpack_pack_array(pk, j->nops);
-    for (uint32_t o = 0; o < j->nops; o++) tsr__mp_pack_str(pk, j->opname[o]);
-    tsr__mp_pack_str(pk, "tasks");
-    msgpack_pack_array(pk, j->nspans);
-    for (size_t i = 0; i < j->nspans; i++) {
-        const tsr__tspan *t = &j->spans[i];
-        msgpack_pack_array(pk, 6);
-        msgpack_pack_uint32(pk, t->worker);
-        msgpack_pack_uint32(pk, t->task);
-        msgpack_pack_uint32(pk, j->aop[j->g.array[t->task]]);
-        msgpack_pack_double(pk, t->start);
-        msgpack_pack_double(pk, t->seconds);
-        msgpack_pack_uint32(pk, t->thread);
+typedef struct cctx {
+    tsr__sched *s;
+    uint32_t wid;
+    const tsr__sjob *j;
+    const uint32_t *tasks;
+    uint32_t cur; /* the task whose inputs are being packed */
+    uint8_t *fl;  /* its input flags (tsr__sched_plan_inputs) */
+    size_t flcap;
+    uint8_t flags[64];
+} cctx;
+
+static void gen_input(void *ctx, uint32_t k, void *elem) {
+    const cctx *c = ctx;
+    const tsr__sjob *j = c->j;
+    tsr__m_input *e = elem;
+    uint32_t in = j->g.deps[j->g.dep_off[c->cur] + k];
+    const tsr__stask *ti = &j->t[in];
+    uint8_t f = c->fl[k];
+    e->id = in;
+    /* nil when this worker holds it (or makes it). An input that is not in memory cannot
+     * happen for a task that is sent; nil then makes the worker report it missing (erred). */
+    if (!(f & TSR__IN_RECOMPUTE) && ti->state == TSR__TS_MEMORY && ti->where != c->wid &&
+        ti->where != TSR__NONE) {
+        e->addr = tsr__str_of(c->s->w[ti->where].addr);
+        TSR__M_SET(input, e, addr);
     }
-    tsr__mp_pack_str(pk, "transfers");
-    msgpack_pack_array(pk, j->nxfers);
-    for (size_t i = 0; i < j->nxfers; i++) {
-        const tsr__txfer *x = &j->xfers[i];
-        msgpack_pack_array(pk, 6);
-        msgpack_pack_uint32(pk, x->worker);
-        msgpack_pack_uint32(pk, x->task);
-        msgpack_pack_uint64(pk, x->nbytes);
-        msgpack_pack_double(pk, x->start);
-        msgpack_pack_double(pk, x->end);
-        tsr__mp_pack_str(pk, x->from);
+    if (f) {
+        e->flags = f;
+        TSR__M_SET(input, e, flags);
     }
-    tsr__mp_pack_str(pk, "dropped");
-    msgpack_pack_uint64(pk, j->trace_dropped);
+    if (f & TSR__IN_RECOMPUTE) {
+        e->kdesc = (tsr__str){(const char *)j->g.arena + j->g.kd_off[in],
+                              (uint32_t)(j->g.kd_off[in + 1] - j->g.kd_off[in])};
+        TSR__M_SET(input, e, kdesc);
+    }
+}
+
+static void gen_task(void *ctx, uint32_t i, void *elem) {
+    cctx *c = ctx;
+    const tsr__sjob *j = c->j;
+    tsr__m_task *e = elem;
+    uint32_t id = c->tasks[i];
+    uint32_t lo = j->g.dep_off[id], hi = j->g.dep_off[id + 1];
+    if (hi - lo > c->flcap) {
+        uint8_t *nf = malloc(hi - lo);
+        if (!nf) abort();
+        if (c->fl != c->flags) free(c->fl);
+        c->fl = nf;
+        c->flcap = hi - lo;
+    }
+    tsr__sched_plan_inputs(c->s, c->wid, (tsr__sjob *)j, id, c->fl);
+    c->cur = id;
+    e->id = id;
+    e->kdesc = (tsr__str){(const char *)j->g.arena + j->g.kd_off[id],
+                          (uint32_t)(j->g.kd_off[id + 1] - j->g.kd_off[id])};
+    e->inputs = (tsr__list){.n = hi - lo, .gen = gen_input, .ctx = c};
 }
 
 void tsr__proto_compute(msgpack_sbuffer *b, tsr__sched *s, uint32_t wid, uint32_t job,
                         const uint32_t *tasks, size_t n) {
-    tsr__sjob *j = s->jobs[job];
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, j->trace ? 4 : 3, "compute");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint32(&pk, job);
-    if (j->trace) {
-        tsr__mp_pack_str(&pk, "trace");
-        msgpack_pack_true(&pk);
-    }
-    tsr__mp_pack_str(&pk, "tasks");
-    msgpack_pack_array(&pk, n);
-    uint8_t flags[64], *fl = flags;
-    size_t flcap = sizeof flags;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t id = tasks[i];
-        msgpack_pack_array(&pk, 3);
-        msgpack_pack_uint32(&pk, id);
-        size_t kl = (size_t)(j->g.kd_off[id + 1] - j->g.kd_off[id]);
-        msgpack_pack_bin(&pk, kl);
-        msgpack_pack_bin_body(&pk, j->g.arena + j->g.kd_off[id], kl);
-        uint32_t lo = j->g.dep_off[id], hi = j->g.dep_off[id + 1];
-        if (hi - lo > flcap) {
-            uint8_t *nf = malloc(hi - lo);
-            if (!nf) abort();
-            if (fl != flags) free(fl);
-            fl = nf;
-            flcap = hi - lo;
-        }
-        tsr__sched_plan_inputs(s, wid, j, id, fl);
-        msgpack_pack_array(&pk, hi - lo);
-        for (uint32_t k = lo; k < hi; k++) {
-            uint32_t in = j->g.deps[k];
-            const tsr__stask *ti = &j->t[in];
-            uint8_t f = fl[k - lo];
-            msgpack_pack_array(&pk, f & TSR__IN_RECOMPUTE ? 4 : f ? 3 : 2);
-            msgpack_pack_uint32(&pk, in);
-            /* nil when this worker holds it (or makes it). An input that is not in memory
-             * cannot happen for a task that is sent; nil then makes the worker report it
-             * missing (erred). */
-            if (!(f & TSR__IN_RECOMPUTE) && ti->state == TSR__TS_MEMORY && ti->where != wid &&
-                ti->where != TSR__NONE)
-                tsr__mp_pack_str(&pk, s->w[ti->where].addr);
-            else
-                msgpack_pack_nil(&pk);
-            if (f) msgpack_pack_uint8(&pk, f);
-            if (f & TSR__IN_RECOMPUTE) {
-                size_t il = (size_t)(j->g.kd_off[in + 1] - j->g.kd_off[in]);
-                msgpack_pack_bin(&pk, il);
-                msgpack_pack_bin_body(&pk, j->g.arena + j->g.kd_off[in], il);
-            }
-        }
-    }
-    if (fl != flags) free(fl);
+    cctx c = {.s = s, .wid = wid, .j = s->jobs[job], .tasks = tasks};
+    c.fl = c.flags;
+    c.flcap = sizeof c.flags;
+    tsr__msg_compute m = {
+        .job = job, .trace = c.j->trace, .tasks = {.n = (uint32_t)n, .gen = gen_task, .ctx = &c}};
+    if (c.j->trace) TSR__MSG_SET(compute, &m, trace);
+    tsr__msg_pack_compute(b, &m);
+    if (c.fl != c.flags) free(c.fl);
+}
+
+static void gen_key(void *ctx, uint32_t i, void *elem) {
+    const tsr__key *k = &((const tsr__key *)ctx)[i];
+    *(tsr__m_key *)elem = (tsr__m_key){.job = k->job, .id = k->task};
 }
 
 void tsr__proto_free(msgpack_sbuffer *b, const tsr__key *keys, size_t n) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 2, "free");
-    tsr__mp_pack_str(&pk, "keys");
-    msgpack_pack_array(&pk, n);
-    for (size_t i = 0; i < n; i++) {
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_uint32(&pk, keys[i].job);
-        msgpack_pack_uint32(&pk, keys[i].task);
-    }
+    tsr__msg_pack_free(
+        b, &(tsr__msg_free){.keys = {.n = (uint32_t)n, .gen = gen_key, .ctx = (void *)keys}});
 }
 
 void tsr__events_add(tsr__events *ev, double t, const char *fmt, ...) {
@@ -559,11 +520,6 @@ void tsr__events_add(tsr__events *ev, double t, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(ev->msg[i], sizeof ev->msg[i], fmt, ap);
     va_end(ap);
-}
-
-static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v) {
-    tsr__mp_pack_str(pk, k);
-    tsr__mp_pack_str(pk, v);
 }
 
 /* Tasks of (job, op) in some worker's in-flight window: walks the windows, which are short by
@@ -579,73 +535,87 @@ static uint32_t running_of(const tsr__sched *s, uint32_t job, uint32_t op) {
     return n;
 }
 
+typedef struct ictx {
+    const tsr__sched *s;
+    const tsr__events *ev;
+    size_t wcur;        /* next worker to consider (only the alive ones are listed) */
+    const tsr__sjob *j; /* the job whose ops are being packed */
+} ictx;
+
+static void gen_state(void *ctx, uint32_t st, void *elem) {
+    *(tsr__m_kv *)elem = (tsr__m_kv){.k = tsr__str_of(tsr__task_state_name((int)st)),
+                                     .v = ((const ictx *)ctx)->s->count[st]};
+}
+
+static void gen_winfo(void *ctx, uint32_t i, void *elem) {
+    ictx *c = ctx;
+    (void)i;
+    while (!c->s->w[c->wcur].alive) c->wcur++;
+    const tsr__sworker *wk = &c->s->w[c->wcur++];
+    *(tsr__m_winfo *)elem = (tsr__m_winfo){
+        .name = tsr__str_of(wk->name),
+        .addr = tsr__str_of(wk->addr),
+        .kind = tsr__str_of(wk->kind == TSR__KIND_GPU ? "gpu" : "cpu"),
+        .cpus = tsr__str_of(wk->cpus),
+        .threads = wk->threads,
+        .running = wk->inflight.n,
+        .queued = wk->backlog.n,
+        .tasks = wk->st.tasks,
+        .rss = wk->st.rss,
+        .mem_limit = wk->mem_limit,
+        .chunk_bytes = wk->st.chunk_bytes,
+        .in_bytes = wk->st.in_bytes,
+        .out_bytes = wk->st.out_bytes,
+        .busy_s = wk->st.busy_s,
+        .speed = wk->speed,
+    };
+}
+
+static void gen_op_info(void *ctx, uint32_t o, void *elem) {
+    const ictx *c = ctx;
+    const tsr__sjob *j = c->j;
+    *(tsr__m_op_info *)elem = (tsr__m_op_info){.op = tsr__str_of(j->opname[o]),
+                                               .total = j->op_total[o],
+                                               .ready = j->op_ready[o],
+                                               .done = j->op_done[o],
+                                               .running = running_of(c->s, j->id, o),
+                                               .erred = j->op_err[o],
+                                               .flops_done = j->op_flops[o]};
+}
+
+static void gen_jinfo(void *ctx, uint32_t i, void *elem) {
+    ictx *c = ctx;
+    const tsr__sjob *j = c->s->jobs[c->s->live[i]];
+    c->j = j; /* its ops are packed before the next job is asked for */
+    *(tsr__m_jinfo *)elem = (tsr__m_jinfo){.job = j->id,
+                                           .total = j->g.ntasks,
+                                           .done = j->ndone,
+                                           .erred = j->nerred,
+                                           .moved_bytes = j->moved_bytes,
+                                           .ops = {.n = j->nops, .gen = gen_op_info, .ctx = c}};
+}
+
+static void gen_event(void *ctx, uint32_t i, void *elem) {
+    const tsr__events *ev = ((const ictx *)ctx)->ev;
+    uint32_t ne = ev->n < TSR__NEVENTS ? ev->n : TSR__NEVENTS;
+    uint32_t k = (ev->n - ne + i) % TSR__NEVENTS;
+    *(tsr__m_event *)elem = (tsr__m_event){.t = ev->t[k], .msg = tsr__str_of(ev->msg[k])};
+}
+
 void tsr__proto_info(msgpack_sbuffer *b, const tsr__sched *s, const tsr__events *ev, double uptime,
                      const char *addr) {
-    msgpack_packer pk;
-    pk_init(&pk, b);
-    tsr__mp_pack_type(&pk, 10, "info");
-    pack_kv_str(&pk, "addr", addr);
-    pack_kv_f(&pk, "uptime", uptime);
-    pack_kv_u64(&pk, "workers", s->nalive);
-    pack_kv_u64(&pk, "jobs", s->nlive);
-    pack_kv_u64(&pk, "done_total", s->done_total);
-    tsr__mp_pack_str(&pk, "tasks");
-    msgpack_pack_map(&pk, TSR__TS_COUNT);
-    for (int st = 0; st < TSR__TS_COUNT; st++) {
-        tsr__mp_pack_str(&pk, tsr__task_state_name(st));
-        msgpack_pack_uint64(&pk, s->count[st]);
-    }
-    tsr__mp_pack_str(&pk, "wlist");
-    msgpack_pack_array(&pk, s->nalive);
-    for (size_t w = 0; w < s->nw; w++) {
-        const tsr__sworker *wk = &s->w[w];
-        if (!wk->alive) continue;
-        msgpack_pack_map(&pk, 15);
-        pack_kv_str(&pk, "name", wk->name);
-        pack_kv_str(&pk, "addr", wk->addr);
-        pack_kv_str(&pk, "kind", wk->kind == TSR__KIND_GPU ? "gpu" : "cpu");
-        pack_kv_str(&pk, "cpus", wk->cpus);
-        pack_kv_u64(&pk, "threads", wk->threads);
-        pack_kv_u64(&pk, "running", wk->inflight.n);
-        pack_kv_u64(&pk, "queued", wk->backlog.n);
-        pack_kv_u64(&pk, "tasks", wk->st.tasks);
-        pack_kv_u64(&pk, "rss", wk->st.rss);
-        pack_kv_u64(&pk, "mem_limit", wk->mem_limit);
-        pack_kv_u64(&pk, "chunk_bytes", wk->st.chunk_bytes);
-        pack_kv_u64(&pk, "in_bytes", wk->st.in_bytes);
-        pack_kv_u64(&pk, "out_bytes", wk->st.out_bytes);
-        pack_kv_f(&pk, "busy_s", wk->st.busy_s);
-        pack_kv_f(&pk, "speed", wk->speed);
-    }
-    tsr__mp_pack_str(&pk, "jlist");
-    msgpack_pack_array(&pk, s->nlive);
-    for (size_t i = 0; i < s->nlive; i++) {
-        const tsr__sjob *j = s->jobs[s->live[i]];
-        msgpack_pack_map(&pk, 6);
-        pack_kv_u64(&pk, "job", j->id);
-        pack_kv_u64(&pk, "total", j->g.ntasks);
-        pack_kv_u64(&pk, "done", j->ndone);
-        pack_kv_u64(&pk, "erred", j->nerred);
-        pack_kv_u64(&pk, "moved_bytes", j->moved_bytes);
-        tsr__mp_pack_str(&pk, "ops");
-        msgpack_pack_array(&pk, j->nops);
-        for (uint32_t o = 0; o < j->nops; o++) {
-            msgpack_pack_map(&pk, 7);
-            pack_kv_str(&pk, "op", j->opname[o]);
-            pack_kv_u64(&pk, "total", j->op_total[o]);
-            pack_kv_u64(&pk, "ready", j->op_ready[o]);
-            pack_kv_u64(&pk, "done", j->op_done[o]);
-            pack_kv_u64(&pk, "running", running_of(s, j->id, o));
-            pack_kv_u64(&pk, "erred", j->op_err[o]);
-            pack_kv_f(&pk, "flops_done", j->op_flops[o]);
-        }
-    }
-    tsr__mp_pack_str(&pk, "events");
-    uint32_t ne = ev->n < TSR__NEVENTS ? ev->n : TSR__NEVENTS;
-    msgpack_pack_array(&pk, ne);
-    for (uint32_t k = ev->n - ne; k < ev->n; k++) {
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_double(&pk, ev->t[k % TSR__NEVENTS]);
-        tsr__mp_pack_str(&pk, ev->msg[k % TSR__NEVENTS]);
-    }
+    ictx c = {s, ev, 0, NULL};
+    tsr__msg_info m = {
+        .addr = tsr__str_of(addr),
+        .uptime = uptime,
+        .workers = s->nalive,
+        .jobs = s->nlive,
+        .done_total = s->done_total,
+        .tasks = {.n = TSR__TS_COUNT, .gen = gen_state, .ctx = &c},
+        .wlist = {.n = (uint32_t)s->nalive, .gen = gen_winfo, .ctx = &c},
+        .jlist = {.n = (uint32_t)s->nlive, .gen = gen_jinfo, .ctx = &c},
+        .events = {.n = ev->n < TSR__NEVENTS ? ev->n : TSR__NEVENTS, .gen = gen_event, .ctx = &c},
+    };
+    m.has = ~(uint64_t)0; /* the reply carries every field */
+    tsr__msg_pack_info(b, &m);
 }

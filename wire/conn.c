@@ -154,6 +154,13 @@ static void process_stage(tsr__conn *c) {
         }
         if (avail < 4 + (size_t)hlen) break;
         size_t off = 0;
+        /* msgpack-c sizes a container by its declared count: a few bytes claiming four
+         * billion elements would make it ask for tens of GiB. Counts the bytes cannot back
+         * are refused first. */
+        if (tsr__mpr_check(p + 4, hlen) != 0) {
+            close_with(c, TSR_EPROTOCOL, "malformed frame header");
+            return;
+        }
         msgpack_unpack_return r =
             msgpack_unpack_next(&c->hdr_unpacked, (const char *)p + 4, hlen, &off);
         if (r != MSGPACK_UNPACK_SUCCESS || off != hlen ||

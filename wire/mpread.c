@@ -7,6 +7,8 @@
 
 #include "wire/wire.h"
 
+static int skip_value(tsr__mpr *r, int strict);
+
 static int fail(tsr__mpr *r) {
     r->err = 1;
     return -1;
@@ -149,10 +151,22 @@ int tsr__mpr_str_is(tsr__mpr *r, const char *want) {
 }
 
 int tsr__mpr_skip(tsr__mpr *r) {
+    return skip_value(r, 0);
+}
+
+int tsr__mpr_check(const void *data, size_t len) {
+    tsr__mpr r;
+    tsr__mpr_init(&r, data, len);
+    return skip_value(&r, 1) == 0 && r.p == r.end ? 0 : -1;
+}
+
+/* strict: a container's count must fit in the bytes left (every value takes one at least). */
+static int skip_value(tsr__mpr *r, int strict) {
     /* Containers are skipped with an explicit count of values still to skip (no recursion, so
      * hostile nesting cannot exhaust the stack). */
     uint64_t todo = 1;
     while (todo > 0) {
+        if (strict && todo > (uint64_t)(r->end - r->p)) return fail(r);
         todo--;
         if (need(r, 1)) return -1;
         uint8_t b = *r->p++;

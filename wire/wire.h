@@ -128,6 +128,9 @@ int tsr__mpr_str(tsr__mpr *r, const char **s, uint32_t *n);
 int tsr__mpr_str_is(tsr__mpr *r, const char *want);
 /* Skips one value of any type (iteratively). */
 int tsr__mpr_skip(tsr__mpr *r);
+/* 0 when data is exactly one msgpack value whose containers' counts fit in its bytes (so
+ * msgpack-c's unpacker never sizes an allocation by a count the input cannot back), else -1. */
+int tsr__mpr_check(const void *data, size_t len);
 
 /* Packs a string (length-prefixed). */
 void tsr__mp_pack_str(msgpack_packer *pk, const char *s);

@@ -133,11 +133,7 @@ static void send_done(void *arg) {
 static void send_error_and_close(tsr__conn *c, const char *msg) {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    tsr__mp_pack_type(&pk, 2, "error");
-    tsr__mp_pack_str(&pk, "msg");
-    tsr__mp_pack_str(&pk, msg);
+    tsr__msg_pack_error(&sb, &(tsr__msg_error){.msg = tsr__str_of(msg)});
     tsr__conn_send(c, &sb, NULL, 0, close_after_write, c);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -145,17 +141,14 @@ static void send_error_and_close(tsr__conn *c, const char *msg) {
 static void pin_hello(peer_in *p, const msgpack_object *hdr) {
     tsr__worker *w = p->w;
     tsr__conn *c = p->conn;
-    char type[16];
-    if (tsr__mp_type(hdr, type, sizeof type) != 0 || strcmp(type, "hello") != 0) {
-        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: first frame is not a hello", c->peer);
-        tsr__conn_close(c, "first frame is not a hello");
-        return;
-    }
+    tsr__msg m;
+    char err[160];
     int64_t v = 0;
-    if (tsr__mp_get_int(hdr, "v", &v) != 0 || v != TSR_PROTOCOL_VERSION) {
+    /* The version first: a peer of another version gets a refusal that says so. */
+    if (tsr__msg_peek_type(hdr) == TSR__MSG_hello &&
+        (tsr__msg_hello_version(hdr, &v) != 0 || v != TSR_PROTOCOL_VERSION)) {
         char msg[96];
-        const msgpack_object *vo = tsr__mp_get(hdr, "v");
-        if (vo && tsr__mp_as_int(vo, &v) == 0)
+        if (tsr__msg_hello_version(hdr, &v) == 0)
             snprintf(msg, sizeof msg, "protocol version mismatch: got %lld, want %d", (long long)v,
                      TSR_PROTOCOL_VERSION);
         else
@@ -165,8 +158,12 @@ static void pin_hello(peer_in *p, const msgpack_object *hdr) {
         send_error_and_close(c, msg);
         return;
     }
-    const msgpack_object *role = tsr__mp_get(hdr, "role");
-    if (!role || !tsr__mp_str_eq(role, "peer")) {
+    if (tsr__msg_decode(hdr, &m, err, sizeof err) != 0 || m.type != TSR__MSG_hello) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: first frame is not a hello", c->peer);
+        tsr__conn_close(c, "first frame is not a hello");
+        return;
+    }
+    if (!tsr__str_eq(m.u.hello.role, "peer")) {
         tsr__log(&w->log, TSR_LOG_WARN, "peer %s: hello without role \"peer\"", c->peer);
         send_error_and_close(c, "this is a worker's peer port: role must be \"peer\"");
         return;
@@ -175,8 +172,7 @@ static void pin_hello(peer_in *p, const msgpack_object *hdr) {
     const char *token = w->opts->token;
     const char *lh = w->opts->listen_host ? w->opts->listen_host : "127.0.0.1";
     if (token && token[0] && !tsr__is_loopback(lh)) {
-        char got[256];
-        if (tsr__mp_get_str(hdr, "token", got, sizeof got) != 0 || strcmp(got, token) != 0) {
+        if (!TSR__MSG_HAS(hello, &m.u.hello, token) || !tsr__str_eq(m.u.hello.token, token)) {
             tsr__log(&w->log, TSR_LOG_WARN, "peer %s: bad or missing token", c->peer);
             send_error_and_close(c, "authentication failed: bad or missing token");
             return;
@@ -185,13 +181,8 @@ static void pin_hello(peer_in *p, const msgpack_object *hdr) {
     p->greeted = 1;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    tsr__mp_pack_type(&pk, 3, "welcome");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, TSR_PROTOCOL_VERSION);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, ++w->next_peer_id);
+    tsr__msg_pack_welcome(&sb,
+                          &(tsr__msg_welcome){.v = TSR_PROTOCOL_VERSION, .id = ++w->next_peer_id});
     tsr__conn_send(c, &sb, NULL, 0, NULL, NULL);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -205,47 +196,36 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
         pin_hello(p, hdr);
         return;
     }
-    char type[16];
-    if (tsr__mp_type(hdr, type, sizeof type) != 0 || strcmp(type, "get") != 0) {
+    tsr__msg m;
+    char err[160];
+    if (tsr__msg_decode(hdr, &m, err, sizeof err) != 0) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: %s", c->peer, err);
+        tsr__conn_close(c, "malformed message");
+        return;
+    }
+    if (m.type != TSR__MSG_get) {
         tsr__log(&w->log, TSR_LOG_WARN, "peer %s: unexpected message (want get)", c->peer);
         tsr__conn_close(c, "unexpected message");
         return;
     }
-    int64_t job, id;
-    if (tsr__mp_get_int(hdr, "job", &job) != 0 || tsr__mp_get_int(hdr, "id", &id) != 0 || job < 0 ||
-        id < 0) {
-        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: malformed get", c->peer);
-        tsr__conn_close(c, "malformed get");
-        return;
-    }
+    uint32_t job = m.u.get.job, id = m.u.get.id;
     /* Replies go out in request order: small ones join the turn's batch, and a large one
      * first sends the batch so far. */
-    const tsr__chunk *ch = tsr__store_get(&w->store, (uint64_t)job, (uint64_t)id);
+    const tsr__chunk *ch = tsr__store_get(&w->store, job, id);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     int rc = 0;
     if (!ch) {
-        tsr__mp_pack_type(&pk, 3, "missing");
-        tsr__mp_pack_str(&pk, "job");
-        msgpack_pack_uint64(&pk, (uint64_t)job);
-        tsr__mp_pack_str(&pk, "id");
-        msgpack_pack_uint64(&pk, (uint64_t)id);
+        tsr__msg_pack_missing(&sb, &(tsr__msg_missing){.job = job, .id = id});
         rc = batch_add(&p->out, &sb, NULL, 0);
     } else {
-        tsr__mp_pack_type(&pk, 6, "chunk");
-        tsr__mp_pack_str(&pk, "job");
-        msgpack_pack_uint64(&pk, (uint64_t)job);
-        tsr__mp_pack_str(&pk, "id");
-        msgpack_pack_uint64(&pk, (uint64_t)id);
-        tsr__mp_pack_str(&pk, "dtype");
-        msgpack_pack_int(&pk, ch->dtype);
-        tsr__mp_pack_str(&pk, "shape");
-        msgpack_pack_array(&pk, ch->ndim);
-        for (int k = 0; k < ch->ndim; k++) msgpack_pack_int64(&pk, ch->shape[k]);
-        tsr__mp_pack_str(&pk, "n");
-        msgpack_pack_uint64(&pk, ch->buf->size);
+        tsr__m_i64_item shape[TSR_MAX_NDIM];
+        for (int k = 0; k < ch->ndim; k++) shape[k] = (tsr__m_i64_item){.v = ch->shape[k]};
+        tsr__msg_pack_chunk(&sb, &(tsr__msg_chunk){.job = job,
+                                                   .id = id,
+                                                   .dtype = ch->dtype,
+                                                   .shape = {.n = ch->ndim, .v = shape},
+                                                   .n = ch->buf->size});
         w->st.out_bytes += ch->buf->size;
         if (ch->buf->size <= BATCH_MAX_PAYLOAD) {
             rc = batch_add(&p->out, &sb, ch->buf->data, ch->buf->size);
@@ -297,13 +277,7 @@ static void pump(peer_out *p) {
         p->ninflight++;
         msgpack_sbuffer sb;
         msgpack_sbuffer_init(&sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        tsr__mp_pack_type(&pk, 3, "get");
-        tsr__mp_pack_str(&pk, "job");
-        msgpack_pack_uint64(&pk, f->job);
-        tsr__mp_pack_str(&pk, "id");
-        msgpack_pack_uint64(&pk, f->id);
+        tsr__msg_pack_get(&sb, &(tsr__msg_get){.job = (uint32_t)f->job, .id = (uint32_t)f->id});
         int rc = batch_add(&b, &sb, NULL, 0);
         msgpack_sbuffer_destroy(&sb);
         if (rc < 0) {
@@ -407,65 +381,49 @@ static wfetch *inflight_pop(peer_out *p) {
 }
 
 /* Does the reply name the request at the head of the queue? */
-static int reply_matches(const msgpack_object *hdr, const wfetch *f) {
-    int64_t job, id;
-    return f && tsr__mp_get_int(hdr, "job", &job) == 0 && tsr__mp_get_int(hdr, "id", &id) == 0 &&
-           (uint64_t)job == f->job && (uint64_t)id == f->id;
+static int reply_matches(uint32_t job, uint32_t id, const wfetch *f) {
+    return f && job == f->job && id == f->id;
 }
 
 static int pout_on_header(tsr__conn *c, const msgpack_object *hdr, uint64_t plen, void **dest) {
     peer_out *p = c->owner;
     tsr__worker *w = p->w;
-    char type[16];
-    if (tsr__mp_type(hdr, type, sizeof type) != 0 || strcmp(type, "chunk") != 0) {
+    tsr__msg m;
+    char err[160];
+    if (tsr__msg_decode(hdr, &m, err, sizeof err) != 0 || m.type != TSR__MSG_chunk) {
         if (plen == 0) return 0; /* judged in on_frame */
         tsr__log(&w->log, TSR_LOG_WARN, "peer %s: unexpected payload", c->peer);
         tsr__conn_close(c, "unexpected payload");
         return 0;
     }
+    const tsr__msg_chunk *ck = &m.u.chunk;
     wfetch *f = inflight_head(p);
     const char *why = NULL;
-    int64_t dtype = -1;
-    const msgpack_object *dt = tsr__mp_get(hdr, "dtype");
-    const msgpack_object *sh = tsr__mp_get(hdr, "shape");
-    if (!p->welcomed || !reply_matches(hdr, f)) why = "chunk reply out of order";
-    if (!why && dt && dt->type == MSGPACK_OBJECT_STR) {
-        /* The catalogue leaves dtype's form open; accept a name as well as tsr_dtype. */
-        char name[16];
-        tsr_dtype d;
-        if (dt->via.str.size < sizeof name) {
-            memcpy(name, dt->via.str.ptr, dt->via.str.size);
-            name[dt->via.str.size] = '\0';
-            if (tsr_dtype_parse(name, &d) == 0) dtype = d;
-        }
-    } else if (!why && dt) {
-        tsr__mp_as_int(dt, &dtype);
-    }
-    if (!why && dtype != TSR_FLOAT64 && dtype != TSR_FLOAT32) why = "bad dtype";
-    if (!why && (!sh || sh->type != MSGPACK_OBJECT_ARRAY || sh->via.array.size > TSR_MAX_NDIM))
-        why = "bad shape";
+    if (!p->welcomed || !reply_matches(ck->job, ck->id, f)) why = "chunk reply out of order";
+    if (!why && ck->dtype != TSR_FLOAT64 && ck->dtype != TSR_FLOAT32) why = "bad dtype";
+    if (!why && ck->shape.n > TSR_MAX_NDIM) why = "bad shape";
     uint64_t count = 1;
     if (!why) {
-        f->ndim = (uint8_t)sh->via.array.size;
-        for (uint32_t k = 0; k < sh->via.array.size; k++) {
-            int64_t v;
-            if (tsr__mp_as_int(&sh->via.array.ptr[k], &v) != 0 || v < 0 ||
-                (v > 0 && count > UINT64_MAX / (uint64_t)v)) {
+        f->ndim = (uint8_t)ck->shape.n;
+        for (uint32_t k = 0; k < ck->shape.n; k++) {
+            tsr__m_i64_item e;
+            TSR__LIST_GET(&ck->shape, i64_item, k, &e);
+            if (e.v < 0 || (e.v > 0 && count > UINT64_MAX / (uint64_t)e.v)) {
                 why = "bad shape";
                 break;
             }
-            f->shape[k] = v;
-            count *= (uint64_t)v;
+            f->shape[k] = e.v;
+            count *= (uint64_t)e.v;
         }
     }
-    if (!why && (count > UINT64_MAX / 8 || count * tsr_dtype_size((tsr_dtype)dtype) != plen))
+    if (!why && (count > UINT64_MAX / 8 || count * tsr_dtype_size((tsr_dtype)ck->dtype) != plen))
         why = "payload size does not match dtype and shape";
     if (why) {
         tsr__log(&w->log, TSR_LOG_WARN, "peer %s: %s", c->peer, why);
         tsr__conn_close(c, why);
         return 0;
     }
-    f->dtype = (uint8_t)dtype;
+    f->dtype = (uint8_t)ck->dtype;
     if (plen > SIZE_MAX || !(f->buf = tsr__chunkmem_new(&w->mem, (size_t)plen))) {
         tsr__conn_close(c, "no memory for a chunk");
         return 0;
@@ -479,37 +437,40 @@ static void pout_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload
     tsr__worker *w = p->w;
     (void)payload;
     (void)plen;
-    char type[16];
-    if (tsr__mp_type(hdr, type, sizeof type) != 0) {
-        tsr__conn_close(c, "frame without a type");
+    tsr__msg m;
+    char err[160];
+    if (tsr__msg_decode(hdr, &m, err, sizeof err) != 0) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: %s", p->addr, err);
+        tsr__conn_close(c, "malformed message");
         return;
     }
     if (!p->welcomed) {
-        if (strcmp(type, "welcome") == 0) {
+        if (m.type == TSR__MSG_welcome) {
             p->welcomed = 1;
             pump(p);
             return;
         }
         char msg[200] = "?";
-        if (strcmp(type, "error") == 0) tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
+        if (m.type == TSR__MSG_error) tsr__str_copy(msg, sizeof msg, m.u.error.msg);
         tsr__log(&w->log, TSR_LOG_WARN, "peer %s refused us: %s", p->addr, msg);
         tsr__conn_close(c, "refused");
         return;
     }
-    if (strcmp(type, "chunk") == 0) {
+    if (m.type == TSR__MSG_chunk) {
         wfetch *f = inflight_pop(p); /* on_header checked it is the head and made f->buf */
         f->state = FETCH_READY;
         f->peer = NULL;
         if (f->traced) note_transfer(w, f, p->addr);
         tsr__worker_fetch_done(w, f);
-    } else if (strcmp(type, "missing") == 0 && reply_matches(hdr, inflight_head(p))) {
+    } else if (m.type == TSR__MSG_missing &&
+               reply_matches(m.u.missing.job, m.u.missing.id, inflight_head(p))) {
         wfetch *f = inflight_pop(p);
         f->peer = NULL;
         char why[160];
         snprintf(why, sizeof why, "%s does not hold it", p->addr);
         tsr__worker_fetch_failed(w, f, why);
     } else {
-        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: unexpected %s", p->addr, type);
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: unexpected %s", p->addr, tsr__msg_name(m.type));
         tsr__conn_close(c, "unexpected message");
         return;
     }

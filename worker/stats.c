@@ -51,17 +51,7 @@ int tsr__read_rss(int fd, uint64_t *hwm, uint64_t *rss) {
     return 0;
 }
 
-static void pack_u64(msgpack_packer *pk, const char *key, uint64_t v) {
-    tsr__mp_pack_str(pk, key);
-    msgpack_pack_uint64(pk, v);
-}
-
-static void pack_f64(msgpack_packer *pk, const char *key, double v) {
-    tsr__mp_pack_str(pk, key);
-    msgpack_pack_double(pk, v);
-}
-
-void tsr__stats_pack(tsr__worker *w, msgpack_packer *pk) {
+void tsr__stats_fill(tsr__worker *w, tsr__m_wstats *out) {
     wstats *st = &w->st;
     double now = tsr__now();
     if (st->status_fd >= 0 && (st->rss_at < 0 || now - st->rss_at >= RSS_PERIOD)) {
@@ -72,16 +62,16 @@ void tsr__stats_pack(tsr__worker *w, msgpack_packer *pk) {
         }
         st->rss_at = now;
     }
-    double in_s = st->in_s + (st->nfetch ? now - st->fetch_since : 0);
-    tsr__mp_pack_str(pk, "st");
-    msgpack_pack_map(pk, 9);
-    pack_u64(pk, "rss_peak", st->rss_peak);
-    pack_u64(pk, "rss", st->rss);
-    pack_u64(pk, "chunk_bytes", atomic_load_explicit(&w->mem.bytes, memory_order_relaxed));
-    pack_u64(pk, "chunk_peak", atomic_load_explicit(&w->mem.peak, memory_order_relaxed));
-    pack_f64(pk, "busy_s", st->busy_s);
-    pack_u64(pk, "tasks", st->tasks);
-    pack_u64(pk, "in_bytes", st->in_bytes);
-    pack_f64(pk, "in_s", in_s);
-    pack_u64(pk, "out_bytes", st->out_bytes);
+    *out = (tsr__m_wstats){
+        .has = ~(uint64_t)0,
+        .rss_peak = st->rss_peak,
+        .rss = st->rss,
+        .chunk_bytes = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed),
+        .chunk_peak = atomic_load_explicit(&w->mem.peak, memory_order_relaxed),
+        .busy_s = st->busy_s,
+        .tasks = st->tasks,
+        .in_bytes = st->in_bytes,
+        .in_s = st->in_s + (st->nfetch ? now - st->fetch_since : 0),
+        .out_bytes = st->out_bytes,
+    };
 }

@@ -64,49 +64,39 @@ static wkdesc *wkd_new(const tsr_kdesc *d, const void *bin, size_t binlen) {
     return k;
 }
 
-/* A kdesc from a compute message: a msgpack bin holding tsr__kdesc_pack's encoding (or that
- * array itself). *out gets a reference. 0, -ENOMEM or TSR_EPROTOCOL. */
-static int wkd_get(tsr__worker *w, const msgpack_object *kobj, wkdesc **out) {
-    const msgpack_object *o = kobj;
+/* A kdesc from a compute message: a msgpack bin holding tsr__kdesc_pack's encoding. *out gets a
+ * reference. 0, -ENOMEM or TSR_EPROTOCOL. */
+static int wkd_get(tsr__worker *w, tsr__str kbin, wkdesc **out) {
     msgpack_object obj;
-    const unsigned char *bin = NULL;
-    size_t binlen = 0;
-    uint64_t h = 0;
-    if (kobj->type == MSGPACK_OBJECT_BIN) {
-        bin = (const unsigned char *)kobj->via.bin.ptr;
-        binlen = kobj->via.bin.size;
-        if (binlen > UINT32_MAX) return TSR_EPROTOCOL;
-        h = bytes_hash(bin, binlen);
-        wkdesc *c = w->kcache[h % TSR__KCACHE_SLOTS];
-        if (c && c->hash == h && c->binlen == binlen && memcmp(c->bin, bin, binlen) == 0) {
-            c->refs++;
-            *out = c;
-            return 0;
-        }
-        size_t off = 0;
-        msgpack_zone_clear(w->zone);
-        if (msgpack_unpack((const char *)bin, binlen, &off, w->zone, &obj) !=
-                MSGPACK_UNPACK_SUCCESS ||
-            off != binlen)
-            return TSR_EPROTOCOL;
-        o = &obj;
+    const unsigned char *bin = (const unsigned char *)kbin.p;
+    size_t binlen = kbin.n;
+    uint64_t h = bytes_hash(bin, binlen);
+    wkdesc *c = w->kcache[h % TSR__KCACHE_SLOTS];
+    if (c && c->hash == h && c->binlen == binlen && memcmp(c->bin, bin, binlen) == 0) {
+        c->refs++;
+        *out = c;
+        return 0;
     }
+    size_t off = 0;
+    msgpack_zone_clear(w->zone);
+    if (binlen == 0 || tsr__mpr_check(bin, binlen) != 0 ||
+        msgpack_unpack((const char *)bin, binlen, &off, w->zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+        off != binlen)
+        return TSR_EPROTOCOL;
     tsr_kdesc d;
     int64_t *ib = NULL;
     double *fb = NULL;
     memset(&d, 0, sizeof d);
-    int rc = tsr__kdesc_unpack(o, &d, &ib, &fb);
+    int rc = tsr__kdesc_unpack(&obj, &d, &ib, &fb);
     wkdesc *k = NULL;
     if (rc == 0 && !(k = wkd_new(&d, bin, binlen))) rc = -ENOMEM;
     tsr__kdesc_unpack_free(ib, fb);
     if (rc) return rc;
-    if (bin) {
-        k->hash = h;
-        wkdesc **slot = &w->kcache[h % TSR__KCACHE_SLOTS];
-        wkd_unref(*slot);
-        *slot = k;
-        k->refs++;
-    }
+    k->hash = h;
+    wkdesc **slot = &w->kcache[h % TSR__KCACHE_SLOTS];
+    wkd_unref(*slot);
+    *slot = k;
+    k->refs++;
     *out = k;
     return 0;
 }
@@ -335,11 +325,10 @@ void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why) {
     free(ws);
 }
 
-static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, const msgpack_object *addr) {
+static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
     wtask_in *in = &t->in[k];
     char where[80];
-    memcpy(where, addr->via.str.ptr, addr->via.str.size); /* size checked by the parser */
-    where[addr->via.str.size] = '\0';
+    tsr__str_copy(where, sizeof where, addr); /* size checked by tsr__task_compute */
     wfetch *f = tsr__kmap_get(&w->fetched, in->job, in->id);
     if (!f) {
         f = calloc(1, sizeof *f);
@@ -379,7 +368,7 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, const msgpack_obj
 /* Input k of t is a source chunk this worker does not hold: compute it here from its descriptor
  * as an internal task that keeps the result as a replica under the input's key. Later tasks
  * needing the same key find it in w->pending (or the store) and wait instead. */
-static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, const msgpack_object *kobj) {
+static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, tsr__str kobj) {
     wtask_in *in = &t->in[k];
     char msg[200];
     wkdesc *kd = NULL;
@@ -425,20 +414,18 @@ static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, const msgpack
 /* Makes input k of t available now or registers where it will come from: the store, a task
  * still running here (a chain sent in one batch, or a recompute in progress), a local
  * recompute, or a peer. */
-static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const msgpack_object *entry) {
+static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const tsr__m_input *e) {
     wtask_in *in = &t->in[k];
-    const msgpack_object *io = entry->via.array.ptr;
-    const msgpack_object *addr = &io[1];
-    uint64_t flags = entry->via.array.size >= 3 ? io[2].via.u64 : 0;
-    const msgpack_object *kobj = entry->via.array.size >= 4 ? &io[3] : NULL;
-    int recompute = (flags & TSR__IN_RECOMPUTE) && kobj;
+    int has_addr = TSR__M_HAS(input, e, addr);
+    uint64_t flags = e->flags;
+    int recompute = (flags & TSR__IN_RECOMPUTE) && TSR__M_HAS(input, e, kdesc);
     in->flags = (uint8_t)(flags & (TSR__IN_DONATE | TSR__IN_RECOMPUTE));
     const tsr__chunk *ch = tsr__store_get(&w->store, in->job, in->id);
     if (ch) {
         input_ready(w, t, k, ch->buf, ch->dtype, ch->ndim, ch->shape);
         return;
     }
-    if (addr->type == MSGPACK_OBJECT_NIL || recompute) {
+    if (!has_addr || recompute) {
         wtask *prod = tsr__kmap_get(&w->pending, in->job, in->id);
         if (prod) {
             if (add_waiter(&prod->deps, &prod->ndeps, &prod->deps_cap, t, k) != 0)
@@ -447,21 +434,20 @@ static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const msgpac
         }
     }
     if (recompute) {
-        attach_recompute(w, t, k, kobj);
-    } else if (addr->type == MSGPACK_OBJECT_NIL) {
+        attach_recompute(w, t, k, e->kdesc);
+    } else if (!has_addr) {
         char msg[200];
         snprintf(msg, sizeof msg, "input (%llu,%llu) is not on this worker",
                  (unsigned long long)in->job, (unsigned long long)in->id);
         input_failed(w, t, k, msg);
     } else {
-        attach_fetch(w, t, k, addr);
+        attach_fetch(w, t, k, e->addr);
     }
 }
 
-static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to, uint8_t traced) {
-    const msgpack_object *f = to->via.array.ptr;
-    uint64_t id = f[0].via.u64;
-    const msgpack_object *ins = &f[2];
+static void task_start(tsr__worker *w, uint64_t job, const tsr__m_task *to, uint8_t traced) {
+    uint64_t id = to->id;
+    const tsr__list *ins = &to->inputs;
     wtask *old = tsr__kmap_get(&w->pending, job, id);
     if (old) {
         if (old->internal) {
@@ -476,7 +462,7 @@ static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to, u
                  (unsigned long long)job, (unsigned long long)id);
         return;
     }
-    wtask *t = task_alloc(w, ins->via.array.size);
+    wtask *t = task_alloc(w, ins->n);
     if (!t) {
         tsr__worker_send_erred(w, job, id, "no memory for the task");
         return;
@@ -484,7 +470,7 @@ static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to, u
     t->job = job;
     t->id = id;
     t->traced = traced;
-    int rc = wkd_get(w, &f[1], &t->kd);
+    int rc = wkd_get(w, to->kdesc, &t->kd);
     if (rc != 0) {
         tsr__worker_send_erred(
             w, job, id, rc == -ENOMEM ? "no memory for the task" : "malformed kernel descriptor");
@@ -494,11 +480,16 @@ static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to, u
     task_link(w, t);
     /* One extra count while inputs are attached, so the task cannot start (or go) midway. */
     t->missing = t->nin + 1;
+    tsr__m_input e;
     for (uint32_t k = 0; k < t->nin; k++) {
+        TSR__LIST_GET(ins, input, k, &e);
         t->in[k].job = job;
-        t->in[k].id = ins->via.array.ptr[k].via.array.ptr[0].via.u64;
+        t->in[k].id = e.id;
     }
-    for (uint32_t k = 0; k < t->nin; k++) task_attach_input(w, t, k, &ins->via.array.ptr[k]);
+    for (uint32_t k = 0; k < t->nin; k++) {
+        TSR__LIST_GET(ins, input, k, &e);
+        task_attach_input(w, t, k, &e);
+    }
     if (!t->failed) {
         if (tsr__kmap_put(&w->pending, job, id, t, NULL) == 0)
             t->mapped = 1;
@@ -508,54 +499,25 @@ static void task_start(tsr__worker *w, uint64_t job, const msgpack_object *to, u
     task_settle(w, t);
 }
 
-static int is_uint(const msgpack_object *o) {
-    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
-}
-
-static int is_kdesc(const msgpack_object *o) {
-    return o->type == MSGPACK_OBJECT_BIN || o->type == MSGPACK_OBJECT_ARRAY;
-}
-
-/* An input: [id, addr|nil] or [id, addr|nil, flags] or [id, nil, flags, kdesc]. */
-static const char *input_check(const msgpack_object *in) {
-    if (in->type != MSGPACK_OBJECT_ARRAY || in->via.array.size < 2 || in->via.array.size > 4 ||
-        !is_uint(&in->via.array.ptr[0]))
-        return "malformed task input";
-    const msgpack_object *a = &in->via.array.ptr[1];
-    if (a->type != MSGPACK_OBJECT_NIL &&
-        (a->type != MSGPACK_OBJECT_STR || a->via.str.size == 0 || a->via.str.size >= 80))
-        return "malformed input address";
-    if (in->via.array.size >= 3 && !is_uint(&in->via.array.ptr[2])) return "malformed input flags";
-    if (in->via.array.size == 4 && !is_kdesc(&in->via.array.ptr[3]))
-        return "malformed input descriptor";
-    return NULL;
-}
-
-const char *tsr__task_compute(tsr__worker *w, const msgpack_object *hdr) {
-    const msgpack_object *jo = tsr__mp_get(hdr, "job");
-    const msgpack_object *to = tsr__mp_get(hdr, "tasks");
-    if (!jo || !is_uint(jo)) return "compute without a job";
-    if (!to || to->type != MSGPACK_OBJECT_ARRAY) return "compute without tasks";
-    const msgpack_object *tro = tsr__mp_get(hdr, "trace");
-    if (tro && tro->type != MSGPACK_OBJECT_BOOLEAN && tro->type != MSGPACK_OBJECT_NIL)
-        return "malformed trace flag";
-    uint8_t traced = tro && tro->type == MSGPACK_OBJECT_BOOLEAN && tro->via.boolean;
-    for (uint32_t i = 0; i < to->via.array.size; i++) {
-        const msgpack_object *t = &to->via.array.ptr[i];
-        if (t->type != MSGPACK_OBJECT_ARRAY || t->via.array.size != 3) return "malformed task";
-        const msgpack_object *f = t->via.array.ptr;
-        if (!is_uint(&f[0])) return "malformed task id";
-        if (!is_kdesc(&f[1])) return "malformed kernel descriptor";
-        if (f[2].type != MSGPACK_OBJECT_ARRAY) return "malformed task inputs";
-        for (uint32_t k = 0; k < f[2].via.array.size; k++) {
-            const char *why = input_check(&f[2].via.array.ptr[k]);
-            if (why) return why;
+/* What the message layer cannot check: input addresses fit (80 bytes) and are not empty. */
+const char *tsr__task_compute(tsr__worker *w, const tsr__msg_compute *m) {
+    tsr__m_task t;
+    tsr__m_input in;
+    for (uint32_t i = 0; i < m->tasks.n; i++) {
+        TSR__LIST_GET(&m->tasks, task, i, &t);
+        for (uint32_t k = 0; k < t.inputs.n; k++) {
+            TSR__LIST_GET(&t.inputs, input, k, &in);
+            if (TSR__M_HAS(input, &in, addr) && (in.addr.n == 0 || in.addr.n >= 80))
+                return "malformed input address";
         }
     }
     w->st.msgs_in++;
+    uint8_t traced = TSR__MSG_HAS(compute, m, trace) && m->trace;
     /* FIFO in the scheduler's order: it sends tasks by priority. */
-    for (uint32_t i = 0; i < to->via.array.size && !w->stopping; i++)
-        task_start(w, jo->via.u64, &to->via.array.ptr[i], traced);
+    for (uint32_t i = 0; i < m->tasks.n && !w->stopping; i++) {
+        TSR__LIST_GET(&m->tasks, task, i, &t);
+        task_start(w, m->job, &t, traced);
+    }
     return NULL;
 }
 
@@ -613,30 +575,22 @@ void tsr__task_finished(tsr__worker *w, wtask *t) {
     tsr__task_free(w, t);
 }
 
-const char *tsr__task_free_keys(tsr__worker *w, const msgpack_object *hdr) {
-    const msgpack_object *ko = tsr__mp_get(hdr, "keys");
-    if (!ko || ko->type != MSGPACK_OBJECT_ARRAY) return "malformed free";
-    for (uint32_t i = 0; i < ko->via.array.size; i++) {
-        const msgpack_object *k = &ko->via.array.ptr[i];
-        if (k->type != MSGPACK_OBJECT_ARRAY || k->via.array.size != 2 ||
-            !is_uint(&k->via.array.ptr[0]) || !is_uint(&k->via.array.ptr[1]))
-            return "malformed free";
-    }
+const char *tsr__task_free_keys(tsr__worker *w, const tsr__msg_free *m) {
     size_t dropped = 0;
-    for (uint32_t i = 0; i < ko->via.array.size; i++) {
-        const msgpack_object *k = ko->via.array.ptr[i].via.array.ptr;
-        uint64_t job = k[0].via.u64, id = k[1].via.u64;
-        if (tsr__store_drop(&w->store, job, id)) {
+    for (uint32_t i = 0; i < m->keys.n; i++) {
+        tsr__m_key k;
+        TSR__LIST_GET(&m->keys, key, i, &k);
+        if (tsr__store_drop(&w->store, k.job, k.id)) {
             dropped++;
             continue;
         }
         /* A replica still being computed is not kept once it is done. Unknown keys (donated
          * inputs, repeats) are fine. */
-        wtask *r = tsr__kmap_get(&w->pending, job, id);
+        wtask *r = tsr__kmap_get(&w->pending, k.job, k.id);
         if (r && r->internal) r->drop = 1;
     }
     tsr__log(&w->log, TSR_LOG_DEBUG, "freed %zu of %u chunks; holding %llu bytes", dropped,
-             ko->via.array.size, (unsigned long long)w->store.bytes);
+             m->keys.n, (unsigned long long)w->store.bytes);
     return NULL;
 }
 

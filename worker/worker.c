@@ -38,11 +38,6 @@ static void worker_stop(tsr__worker *w, const char *why);
 
 /* ---- Messages to the scheduler --------------------------------------------------------------- */
 
-static void packer_init(msgpack_sbuffer *sb, msgpack_packer *pk) {
-    msgpack_sbuffer_init(sb);
-    msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
-}
-
 static void send_sched(tsr__worker *w, msgpack_sbuffer *sb) {
     if (w->sched && !w->sched->closing) {
         int rc = tsr__conn_send(w->sched, sb, NULL, 0, NULL, NULL);
@@ -56,57 +51,44 @@ void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const cha
     tsr__log(&w->log, TSR_LOG_INFO, "task (%llu,%llu) failed: %s", (unsigned long long)job,
              (unsigned long long)id, msg);
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_init(&sb, &pk);
-    tsr__mp_pack_type(&pk, 4, "erred");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint64(&pk, job);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, id);
-    tsr__mp_pack_str(&pk, "msg");
-    tsr__mp_pack_str(&pk, msg);
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_erred m = {.job = (uint32_t)job, .id = (uint32_t)id, .msg = tsr__str_of(msg)};
+    TSR__MSG_SET(erred, &m, msg);
+    tsr__msg_pack_erred(&sb, &m);
     send_sched(w, &sb);
 }
 
-static void pack_hello_common(tsr__worker *w, msgpack_packer *pk, size_t extra, const char *role) {
+/* The hello both connections start with: role "worker" (to the scheduler) or "peer". */
+static void hello_common(tsr__worker *w, tsr__msg_hello *m, const char *role) {
     const char *token = w->opts->token;
-    int has_token = token && token[0];
-    tsr__mp_pack_type(pk, 4 + extra + (size_t)has_token, "hello");
-    tsr__mp_pack_str(pk, "v");
-    msgpack_pack_int(pk, TSR_PROTOCOL_VERSION);
-    tsr__mp_pack_str(pk, "role");
-    tsr__mp_pack_str(pk, role);
-    tsr__mp_pack_str(pk, "name");
-    tsr__mp_pack_str(pk, w->name);
-    if (has_token) {
-        tsr__mp_pack_str(pk, "token");
-        tsr__mp_pack_str(pk, token);
-    }
+    *m = (tsr__msg_hello){.v = TSR_PROTOCOL_VERSION,
+                          .role = tsr__str_of(role),
+                          .name = tsr__str_of(w->name),
+                          .token = tsr__str_of(token)};
+    TSR__MSG_SET(hello, m, name);
+    if (token && token[0]) TSR__MSG_SET(hello, m, token);
 }
 
 void tsr__worker_pack_peer_hello(tsr__worker *w, msgpack_sbuffer *sb) {
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    pack_hello_common(w, &pk, 0, "peer");
+    tsr__msg_hello m;
+    hello_common(w, &m, "peer");
+    tsr__msg_pack_hello(sb, &m);
 }
 
 static void send_hello(tsr__worker *w) {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_init(&sb, &pk);
-    pack_hello_common(w, &pk, 6, "worker");
-    tsr__mp_pack_str(&pk, "threads");
-    msgpack_pack_int(&pk, w->nexec);
-    tsr__mp_pack_str(&pk, "kind");
-    tsr__mp_pack_str(&pk, "cpu");
-    tsr__mp_pack_str(&pk, "addr");
-    tsr__mp_pack_str(&pk, w->peer_addr);
-    tsr__mp_pack_str(&pk, "cpus");
-    tsr__mp_pack_str(&pk, w->cpus);
-    tsr__mp_pack_str(&pk, "mem");
-    msgpack_pack_int64(&pk, w->opts->memory_limit > 0 ? w->opts->memory_limit : 0);
-    tsr__mp_pack_str(&pk, "pid");
-    msgpack_pack_int64(&pk, (int64_t)getpid());
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_hello m;
+    hello_common(w, &m, "worker");
+    m.threads = w->nexec;
+    m.kind = tsr__str_of("cpu");
+    m.addr = tsr__str_of(w->peer_addr);
+    m.cpus = tsr__str_of(w->cpus);
+    m.mem = w->opts->memory_limit > 0 ? w->opts->memory_limit : 0;
+    m.pid = (int64_t)getpid();
+    m.has |= TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, kind) | TSR__MSG_BIT(hello, addr) |
+             TSR__MSG_BIT(hello, cpus) | TSR__MSG_BIT(hello, mem) | TSR__MSG_BIT(hello, pid);
+    tsr__msg_pack_hello(&sb, &m);
     send_sched(w, &sb);
 }
 
@@ -141,21 +123,28 @@ static void arm_idle(tsr__worker *w) {
 
 /* ---- Completions ----------------------------------------------------------------------------- */
 
-/* tr: the traced fetches completed since the last done (PROTOCOL.md). */
-static void pack_transfers(tsr__worker *w, msgpack_packer *pk) {
-    tsr__mp_pack_str(pk, "tr");
-    msgpack_pack_array(pk, w->nxfer);
-    for (size_t i = 0; i < w->nxfer; i++) {
-        const wxfer *x = &w->xfers[i];
-        msgpack_pack_array(pk, 6);
-        msgpack_pack_uint64(pk, x->job);
-        msgpack_pack_uint64(pk, x->id);
-        msgpack_pack_uint64(pk, x->nbytes);
-        msgpack_pack_double(pk, x->start);
-        msgpack_pack_double(pk, x->end);
-        tsr__mp_pack_str(pk, x->from);
-    }
-    w->nxfer = 0;
+/* done's items and tr, generated from the worker's arrays. */
+static void gen_done_item(void *ctx, uint32_t i, void *elem) {
+    const done_item *it = &((const tsr__worker *)ctx)->done[i];
+    tsr__m_done_item *e = elem;
+    *e = (tsr__m_done_item){.job = (uint32_t)it->job,
+                            .id = (uint32_t)it->id,
+                            .nbytes = it->nbytes,
+                            .seconds = it->seconds,
+                            .start = it->start,
+                            .thread = it->thread};
+    TSR__M_SET(done_item, e, seconds);
+    if (it->traced) e->has |= TSR__M_BIT(done_item, start) | TSR__M_BIT(done_item, thread);
+}
+
+static void gen_transfer(void *ctx, uint32_t i, void *elem) {
+    const wxfer *x = &((const tsr__worker *)ctx)->xfers[i];
+    *(tsr__m_transfer *)elem = (tsr__m_transfer){.job = (uint32_t)x->job,
+                                                 .id = (uint32_t)x->id,
+                                                 .nbytes = x->nbytes,
+                                                 .start = x->start,
+                                                 .end = x->end,
+                                                 .from = tsr__str_of(x->from)};
 }
 
 /* Executors finished some tasks: keep the chunks, wake the tasks waiting for them, and report
@@ -181,25 +170,14 @@ static void on_async(uv_async_t *a) {
     arm_idle(w);
     if (w->ndone == 0) return;
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_init(&sb, &pk);
-    tsr__mp_pack_type(&pk, w->nxfer ? 4 : 3, "done");
-    tsr__mp_pack_str(&pk, "items");
-    msgpack_pack_array(&pk, w->ndone);
-    for (size_t i = 0; i < w->ndone; i++) {
-        const done_item *it = &w->done[i];
-        msgpack_pack_array(&pk, it->traced ? 6 : 4);
-        msgpack_pack_uint64(&pk, it->job);
-        msgpack_pack_uint64(&pk, it->id);
-        msgpack_pack_uint64(&pk, it->nbytes);
-        msgpack_pack_double(&pk, it->seconds);
-        if (it->traced) {
-            msgpack_pack_double(&pk, it->start);
-            msgpack_pack_uint16(&pk, it->thread);
-        }
-    }
-    if (w->nxfer) pack_transfers(w, &pk);
-    tsr__stats_pack(w, &pk);
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_done m = {.items = {.n = (uint32_t)w->ndone, .gen = gen_done_item, .ctx = w},
+                       .tr = {.n = (uint32_t)w->nxfer, .gen = gen_transfer, .ctx = w}};
+    if (w->nxfer) TSR__MSG_SET(done, &m, tr);
+    tsr__stats_fill(w, &m.st);
+    TSR__MSG_SET(done, &m, st);
+    tsr__msg_pack_done(&sb, &m);
+    w->nxfer = 0;
     w->ndone = 0;
     w->st.msgs_out++;
     send_sched(w, &sb);
@@ -218,14 +196,15 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
     tsr__worker *w = c->owner;
     (void)payload;
     (void)plen;
-    char type[32];
-    if (tsr__mp_type(hdr, type, sizeof type) != 0) {
-        tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent a frame without a type");
-        tsr__conn_close(c, "frame without a type");
+    tsr__msg m;
+    char err[200];
+    if (tsr__msg_decode(hdr, &m, err, sizeof err) != 0) {
+        tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent a bad frame: %s", err);
+        tsr__conn_close(c, err);
         return;
     }
     if (!w->welcomed) {
-        if (strcmp(type, "welcome") == 0) {
+        if (m.type == TSR__MSG_welcome) {
             w->welcomed = 1;
             tsr__log(&w->log, TSR_LOG_INFO, "connected to scheduler %s; peers reach us at %s",
                      w->opts->scheduler, w->peer_addr);
@@ -233,7 +212,7 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
             return;
         }
         char msg[200] = "unexpected reply to hello";
-        if (strcmp(type, "error") == 0) tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
+        if (m.type == TSR__MSG_error) tsr__str_copy(msg, sizeof msg, m.u.error.msg);
         tsr__log(&w->log, TSR_LOG_ERROR, "scheduler %s refused us: %s", w->opts->scheduler, msg);
         w->exit_code = strstr(msg, "version")                        ? TSR_EVERSION
                        : strstr(msg, "token") || strstr(msg, "auth") ? TSR_EAUTH
@@ -241,20 +220,30 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
         tsr__conn_close(c, "refused");
         return;
     }
-    if (strcmp(type, "compute") == 0 || strcmp(type, "free") == 0) {
-        const char *why = type[0] == 'c' ? tsr__task_compute(w, hdr) : tsr__task_free_keys(w, hdr);
-        if (why) {
-            tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent a bad %s: %s", type, why);
-            tsr__conn_close(c, why);
-        } else if (type[0] == 'f') {
+    const char *why = NULL;
+    switch (m.type) {
+    case TSR__MSG_compute:
+        why = tsr__task_compute(w, &m.u.compute);
+        break;
+    case TSR__MSG_free:
+        why = tsr__task_free_keys(w, &m.u.free);
+        if (!why) {
             w->worked = 1;
             arm_idle(w);
         }
-    } else if (strcmp(type, "shutdown") == 0) {
+        break;
+    case TSR__MSG_shutdown:
         worker_stop(w, "the scheduler asked us to shut down");
-    } else {
-        tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent an unknown message \"%s\"", type);
-        tsr__conn_close(c, "unknown message");
+        return;
+    default:
+        tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent an unexpected \"%s\"",
+                 tsr__msg_name(m.type));
+        tsr__conn_close(c, "unexpected message");
+        return;
+    }
+    if (why) {
+        tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent a bad %s: %s", tsr__msg_name(m.type), why);
+        tsr__conn_close(c, why);
     }
 }
 

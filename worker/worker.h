@@ -18,6 +18,7 @@
 
 #include "common/common.h"
 #include "graph/graph.h"
+#include "wire/msg.h"
 #include "wire/wire.h"
 
 /* ---- (job, id) -> pointer hash map (open addressing, linear probing, backward-shift delete) */
@@ -348,9 +349,9 @@ wtask *tsr__exec_take_done(tsr__worker *w);
 
 /* task.c: the task life cycle on the loop thread. */
 /* Checks a compute message completely, then starts its tasks; NULL or why it is malformed. */
-const char *tsr__task_compute(tsr__worker *w, const msgpack_object *hdr);
+const char *tsr__task_compute(tsr__worker *w, const tsr__msg_compute *m);
 /* Drops the chunks a free message names; NULL or why it is malformed. */
-const char *tsr__task_free_keys(tsr__worker *w, const msgpack_object *hdr);
+const char *tsr__task_free_keys(tsr__worker *w, const tsr__msg_free *m);
 /* An executor finished t: keep its chunk, wake its waiters, queue its done item. */
 void tsr__task_finished(tsr__worker *w, wtask *t);
 void tsr__task_free(tsr__worker *w, wtask *t);
@@ -366,8 +367,8 @@ void tsr__stats_init(wstats *st);
 void tsr__stats_free(wstats *st);
 void tsr__stats_fetch_begin(wstats *st);
 void tsr__stats_fetch_end(wstats *st);
-/* Packs the "st" key and its map (PROTOCOL.md) for a done header. */
-void tsr__stats_pack(tsr__worker *w, msgpack_packer *pk);
+/* Fills done's "st" record (PROTOCOL.md), every field present. */
+void tsr__stats_fill(tsr__worker *w, tsr__m_wstats *out);
 /* Reads VmHWM and VmRSS (bytes) now; 0 or a negative code. */
 int tsr__read_rss(int fd, uint64_t *hwm, uint64_t *rss);
 

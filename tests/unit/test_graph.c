@@ -1,9 +1,11 @@
 /* The chunk-task graph: building, validation, msgpack round trips, and rejection of malformed
  * descriptors and payloads. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "graph/graph.h"
+#include "scheduler/sched.h"
 
 /* Unpacks buf into *res (caller destroys it); returns the unpack status. */
 static msgpack_unpack_return unpack(const msgpack_sbuffer *sb, msgpack_unpacked *res) {
@@ -329,41 +331,35 @@ Test(graph, build_and_validate) {
     tsr__graph_free(&g); /* a freed graph is empty */
 }
 
-Test(graph, pack_view_roundtrip) {
+/* The payload through its one decoder, the scheduler's. */
+Test(graph, pack_submit_roundtrip) {
     tsr_graph g;
     build(&g);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     cr_assert_eq(tsr__graph_pack(&g, &sb), 0);
-    msgpack_unpacked res;
-    cr_assert_eq(unpack(&sb, &res), MSGPACK_UNPACK_SUCCESS);
-    tsr_graph_view v;
+    tsr__jobspec v;
     char err[256];
-    cr_assert_eq(tsr__graph_view_init(&v, &res.data, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(tsr__proto_submit(sb.data, sb.size, &v, err, sizeof err), 0, "%s", err);
     cr_assert_eq(v.ntasks, 5);
     cr_assert_eq(v.narrays, 2);
     cr_assert_eq(v.noutputs, 2);
-    cr_assert_eq(tsr__graph_view_output(&v, 0), 4);
-    cr_assert_eq(tsr__graph_view_output(&v, 1), 2);
-    const char *name, *op;
-    size_t nl, ol;
-    tsr__graph_view_array(&v, 1, &name, &nl, &op, &ol);
-    cr_assert(nl == 1 && memcmp(name, "C", 1) == 0);
-    cr_assert(ol == 6 && memcmp(op, "matmul", 6) == 0);
+    cr_assert_eq(v.outputs[0], 4);
+    cr_assert_eq(v.outputs[1], 2);
+    cr_assert_str_eq(v.ops[1], "matmul");
     for (size_t t = 0; t < v.ntasks; t++) {
-        tsr_gtask_view tv;
-        tsr__graph_view_task(&v, t, &tv);
         const tsr_gtask *gt = &g.tasks[t];
-        cr_assert_eq(tv.array, gt->array);
-        cr_assert_eq(tv.ndeps, gt->ndeps);
-        for (uint32_t k = 0; k < tv.ndeps; k++)
-            cr_assert_eq(tsr__gtask_view_dep(&tv, k), g.deps[gt->deps_off + k]);
-        cr_assert_eq(tv.nbytes, tsr__kdesc_nbytes(&gt->d));
-        cr_assert_eq(tv.flops, gt->flops);
+        cr_assert_eq(v.array[t], gt->array);
+        cr_assert_eq(v.dep_off[t + 1] - v.dep_off[t], gt->ndeps);
+        for (uint32_t k = 0; k < gt->ndeps; k++)
+            cr_assert_eq(v.deps[v.dep_off[t] + k], g.deps[gt->deps_off + k]);
+        cr_assert_eq(v.nbytes[t], tsr__kdesc_nbytes(&gt->d));
+        cr_assert_eq(v.flops[t], (float)gt->flops);
         /* The bin decodes to the task's descriptor. */
         msgpack_unpacked kr;
         msgpack_unpacked_init(&kr);
-        cr_assert_eq(msgpack_unpack_next(&kr, tv.kdesc, tv.kdesc_size, NULL),
+        cr_assert_eq(msgpack_unpack_next(&kr, (const char *)v.arena + v.kd_off[t],
+                                         v.kd_off[t + 1] - v.kd_off[t], NULL),
                      MSGPACK_UNPACK_SUCCESS);
         tsr_kdesc d;
         int64_t *ib;
@@ -373,21 +369,18 @@ Test(graph, pack_view_roundtrip) {
         tsr__kdesc_unpack_free(ib, fb);
         msgpack_unpacked_destroy(&kr);
     }
-    msgpack_unpacked_destroy(&res);
+    tsr__jobspec_free(&v);
 
-    /* Every truncation of the payload is refused by msgpack before it reaches the view. */
-    for (size_t len = 0; len < sb.size; len++) {
-        msgpack_unpacked r;
-        msgpack_unpacked_init(&r);
-        cr_assert_neq(msgpack_unpack_next(&r, sb.data, len, NULL), MSGPACK_UNPACK_SUCCESS);
-        msgpack_unpacked_destroy(&r);
-    }
+    /* Every truncation of the payload is refused. */
+    for (size_t len = 0; len < sb.size; len++)
+        cr_assert_eq(tsr__proto_submit(sb.data, len, &v, err, sizeof err), TSR_EPROGRAM,
+                     "truncated to %zu bytes", len);
     msgpack_sbuffer_destroy(&sb);
     tsr__graph_free(&g);
 }
 
-/* Packs a payload whose parts are chosen by `variant` and returns view_init's result. */
-static int view_variant(int variant) {
+/* Packs a payload whose parts are chosen by `variant` and returns the decoder's result. */
+static int submit_variant(int variant) {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -437,19 +430,62 @@ static int view_variant(int variant) {
             msgpack_pack_int(&pk, variant == 12 ? 2 : 1);
         }
     }
-    msgpack_unpacked res;
-    cr_assert_eq(unpack(&sb, &res), MSGPACK_UNPACK_SUCCESS);
-    tsr_graph_view v;
+    tsr__jobspec v;
     char err[256] = "";
-    int rc = tsr__graph_view_init(&v, &res.data, err, sizeof err);
-    if (rc) cr_assert(strlen(err) > 0, "variant %d has no message", variant);
-    msgpack_unpacked_destroy(&res);
+    int rc = tsr__proto_submit(sb.data, sb.size, &v, err, sizeof err);
+    if (rc)
+        cr_assert(strlen(err) > 0, "variant %d has no message", variant);
+    else
+        tsr__jobspec_free(&v);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
 
-Test(graph, view_rejects_malformed_payloads) {
-    cr_assert_eq(view_variant(0), 0);
+Test(graph, submit_rejects_malformed_payloads) {
+    cr_assert_eq(submit_variant(0), 0);
     for (int variant = 1; variant <= 12; variant++)
-        cr_assert_eq(view_variant(variant), TSR_EPROTOCOL, "variant %d", variant);
+        cr_assert_eq(submit_variant(variant), TSR_EPROGRAM, "variant %d", variant);
+}
+
+/* Seeded mutations of a valid payload through the decoder: each gives a job or an error with
+ * a reason, never a crash (run under ASan too); a decoded job still holds its invariants. */
+Test(graph, submit_decoder_survives_mutations, .timeout = 60) {
+    tsr_graph g;
+    build(&g);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    cr_assert_eq(tsr__graph_pack(&g, &sb), 0);
+    uint8_t *buf = malloc(sb.size);
+    uint64_t x = 0x2545f4914f6cdd1du;
+    int ok = 0, rounds = 5000;
+    for (int r = 0; r < rounds; r++) {
+        size_t n = sb.size;
+        memcpy(buf, sb.data, n);
+        for (int k = 0; k < 1 + r % 3; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            if (x % 5 == 0)
+                n = 1 + (x >> 8) % n;
+            else
+                buf[(x >> 8) % n] = (uint8_t)(x >> 40);
+        }
+        tsr__jobspec v;
+        char err[256] = "";
+        int rc = tsr__proto_submit(buf, n, &v, err, sizeof err);
+        if (rc) {
+            cr_assert_eq(rc, TSR_EPROGRAM);
+            cr_assert(err[0], "an error without a reason");
+            continue;
+        }
+        ok++;
+        for (uint32_t t = 0; t < v.ntasks; t++) {
+            cr_assert_lt(v.array[t], v.narrays);
+            for (uint32_t k = v.dep_off[t]; k < v.dep_off[t + 1]; k++) cr_assert_lt(v.deps[k], t);
+        }
+        for (uint32_t o = 0; o < v.noutputs; o++) cr_assert_lt(v.outputs[o], v.ntasks);
+        tsr__jobspec_free(&v);
+    }
+    cr_assert(ok < rounds, "no mutation was refused");
+    free(buf);
+    msgpack_sbuffer_destroy(&sb);
+    tsr__graph_free(&g);
 }

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "scheduler/sched.h"
+#include "wire/msg.h"
+#include "wire/msg.h"
 #include "wire/wire.h"
 
 #include "sched_fixture.h"
@@ -627,9 +629,13 @@ static int recv_frame(int fd, msgpack_unpacked *up, char *buf, size_t cap) {
     return 0;
 }
 
-static void expect_type(int fd, const char *type, msgpack_unpacked *up, char *buf, size_t cap) {
+/* Receives a frame and decodes it with the message layer; it must be of type `type`. */
+static void expect_type(int fd, const char *type, msgpack_unpacked *up, char *buf, size_t cap,
+                        tsr__msg *m) {
     cr_assert_eq(recv_frame(fd, up, buf, cap), 0, "expected %s, connection closed", type);
-    cr_assert(tsr__mp_str_eq(tsr__mp_get(&up->data, "t"), type), "expected %s", type);
+    char err[200];
+    cr_assert_eq(tsr__msg_decode(&up->data, m, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(tsr__msg_name(m->type), type);
 }
 
 static void expect_closed(int fd) {
@@ -641,21 +647,14 @@ static void expect_closed(int fd) {
 }
 
 static void pack_hello(msgpack_sbuffer *b, int v, const char *role, const char *addr) {
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, b, msgpack_sbuffer_write);
-    tsr__mp_pack_type(&pk, addr ? 6 : 4, "hello");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, v);
-    tsr__mp_pack_str(&pk, "role");
-    tsr__mp_pack_str(&pk, role);
-    tsr__mp_pack_str(&pk, "name");
-    tsr__mp_pack_str(&pk, "test");
+    tsr__msg_hello h = {.v = v, .role = tsr__str_of(role), .name = tsr__str_of("test")};
+    TSR__MSG_SET(hello, &h, name);
     if (addr) {
-        tsr__mp_pack_str(&pk, "threads");
-        msgpack_pack_int(&pk, 1);
-        tsr__mp_pack_str(&pk, "addr");
-        tsr__mp_pack_str(&pk, addr);
+        h.threads = 1;
+        h.addr = tsr__str_of(addr);
+        h.has |= TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, addr);
     }
+    tsr__msg_pack_hello(b, &h);
 }
 
 Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
@@ -671,6 +670,7 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
     cr_assert_eq(tsr__parse_address(t.addr, host, sizeof host, &t.port), 0);
 
     static char buf[1 << 16];
+    tsr__msg m;
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     msgpack_sbuffer b;
@@ -699,9 +699,9 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
     fd = dial(t.port);
     pack_hello(&b, 2, "client", NULL);
     send_frame(fd, &b, NULL, 0);
-    expect_type(fd, "error", &up, buf, sizeof buf);
+    expect_type(fd, "error", &up, buf, sizeof buf, &m);
     char msg[128];
-    cr_assert_eq(tsr__mp_get_str(&up.data, "msg", msg, sizeof msg), 0);
+    cr_assert_eq(tsr__str_copy(msg, sizeof msg, m.u.error.msg), 0);
     cr_assert_str_eq(msg, "protocol version mismatch: got 2, want 1");
     expect_closed(fd);
     close(fd);
@@ -710,88 +710,81 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
     int cl = dial(t.port);
     pack_hello(&b, 1, "client", NULL);
     send_frame(cl, &b, NULL, 0);
-    expect_type(cl, "welcome", &up, buf, sizeof buf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    tsr__mp_pack_type(&pk, 2, "wait_workers");
-    tsr__mp_pack_str(&pk, "count");
-    msgpack_pack_int(&pk, 1);
+    expect_type(cl, "welcome", &up, buf, sizeof buf, &m);
+    tsr__msg_pack_wait_workers(&b, &(tsr__msg_wait_workers){.count = 1});
     send_frame(cl, &b, NULL, 0);
 
     int wk = dial(t.port);
     pack_hello(&b, 1, "worker", "127.0.0.1:1");
     send_frame(wk, &b, NULL, 0);
-    expect_type(wk, "welcome", &up, buf, sizeof buf);
-    expect_type(cl, "workers", &up, buf, sizeof buf);
+    expect_type(wk, "welcome", &up, buf, sizeof buf, &m);
+    expect_type(cl, "workers", &up, buf, sizeof buf, &m);
 
     msgpack_sbuffer g;
     msgpack_sbuffer_init(&g);
     pack_graph(&g, 0);
-    tsr__mp_pack_type(&pk, 2, "submit");
-    tsr__mp_pack_str(&pk, "n");
-    msgpack_pack_uint64(&pk, g.size);
+    tsr__msg_submit sub = {.n = g.size};
+    TSR__MSG_SET(submit, &sub, n);
+    tsr__msg_pack_submit(&b, &sub);
     send_frame(cl, &b, g.data, g.size);
-    expect_type(cl, "accepted", &up, buf, sizeof buf);
-    int64_t job;
-    cr_assert_eq(tsr__mp_get_int(&up.data, "job", &job), 0);
+    expect_type(cl, "accepted", &up, buf, sizeof buf, &m);
+    uint32_t job = m.u.accepted.job;
 
     for (int task = 0; task < 2; task++) {
-        expect_type(wk, "compute", &up, buf, sizeof buf);
-        const msgpack_object *tasks = tsr__mp_get(&up.data, "tasks");
-        cr_assert_eq(tasks->via.array.size, 1);
-        const msgpack_object *e = tasks->via.array.ptr[0].via.array.ptr;
-        cr_assert_eq(e[0].via.u64, (uint64_t)task);
-        cr_assert_eq(e[1].type, MSGPACK_OBJECT_BIN);
-        cr_assert_eq(e[2].via.array.size, (uint32_t)task, "inputs");
+        expect_type(wk, "compute", &up, buf, sizeof buf, &m);
+        cr_assert_eq(m.u.compute.tasks.n, 1);
+        tsr__m_task tk;
+        TSR__LIST_GET(&m.u.compute.tasks, task, 0, &tk);
+        cr_assert_eq(tk.id, (uint32_t)task);
+        cr_assert_gt(tk.kdesc.n, 0);
+        cr_assert_eq(tk.inputs.n, (uint32_t)task, "inputs");
         if (task == 1) {
             /* [0, nil, 1]: held here, and task 1 is its last consumer, so it is donated */
-            const msgpack_object *in = &e[2].via.array.ptr[0];
-            cr_assert_eq(in->via.array.size, 3);
-            cr_assert_eq(in->via.array.ptr[1].type, MSGPACK_OBJECT_NIL);
-            cr_assert_eq(in->via.array.ptr[2].via.u64, TSR__IN_DONATE);
+            tsr__m_input in;
+            TSR__LIST_GET(&tk.inputs, input, 0, &in);
+            cr_assert_eq(in.id, 0);
+            cr_assert(!TSR__M_HAS(input, &in, addr));
+            cr_assert_eq(in.flags, TSR__IN_DONATE);
         }
-        tsr__mp_pack_type(&pk, 2, "done");
-        tsr__mp_pack_str(&pk, "items");
-        msgpack_pack_array(&pk, 1);
-        msgpack_pack_array(&pk, 4);
-        msgpack_pack_int64(&pk, job);
-        msgpack_pack_int(&pk, task);
-        msgpack_pack_int(&pk, 64);
-        msgpack_pack_double(&pk, 0.01);
+        tsr__m_done_item it = {.job = job, .id = (uint32_t)task, .nbytes = 64, .seconds = 0.01};
+        TSR__M_SET(done_item, &it, seconds);
+        tsr__msg_pack_done(&b, &(tsr__msg_done){.items = {.n = 1, .v = &it}});
         send_frame(wk, &b, NULL, 0);
     }
     /* no free for task 0: its buffer was donated to task 1 */
     for (;;) {
         cr_assert_eq(recv_frame(cl, &up, buf, sizeof buf), 0);
-        if (tsr__mp_str_eq(tsr__mp_get(&up.data, "t"), "finished")) break;
-        cr_assert(tsr__mp_str_eq(tsr__mp_get(&up.data, "t"), "progress"));
+        cr_assert_eq(tsr__msg_decode(&up.data, &m, NULL, 0), 0);
+        if (m.type == TSR__MSG_finished) break;
+        cr_assert_eq(m.type, TSR__MSG_progress);
     }
-    const msgpack_object *outs = tsr__mp_get(&up.data, "outputs");
-    cr_assert_eq(outs->via.array.size, 1);
-    const msgpack_object *o = outs->via.array.ptr[0].via.array.ptr;
-    cr_assert_eq(o[0].via.u64, 1);
-    cr_assert_eq(o[1].via.str.size, strlen("127.0.0.1:1"));
-    cr_assert_eq(o[2].via.u64, 64);
+    cr_assert_eq(m.u.finished.outputs.n, 1);
+    tsr__m_output o;
+    TSR__LIST_GET(&m.u.finished.outputs, output, 0, &o);
+    cr_assert_eq(o.id, 1);
+    cr_assert(tsr__str_eq(o.addr, "127.0.0.1:1"));
+    cr_assert_eq(o.nbytes, 64);
 
     /* a client that sends a worker's message is dropped; the others carry on */
     int bad = dial(t.port);
     pack_hello(&b, 1, "client", NULL);
     send_frame(bad, &b, NULL, 0);
-    expect_type(bad, "welcome", &up, buf, sizeof buf);
-    tsr__mp_pack_type(&pk, 1, "done");
+    expect_type(bad, "welcome", &up, buf, sizeof buf, &m);
+    tsr__msg_pack_done(&b, &(tsr__msg_done){.items = {.n = 0}});
     send_frame(bad, &b, NULL, 0);
     expect_closed(bad);
     close(bad);
 
-    tsr__mp_pack_type(&pk, 2, "release");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_int64(&pk, job);
+    tsr__msg_pack_release(&b, &(tsr__msg_release){.job = job});
     send_frame(cl, &b, NULL, 0);
-    expect_type(wk, "free", &up, buf, sizeof buf); /* the output */
+    expect_type(wk, "free", &up, buf, sizeof buf, &m); /* the output */
+    tsr__m_key k;
+    TSR__LIST_GET(&m.u.free.keys, key, 0, &k);
+    cr_assert(m.u.free.keys.n == 1 && k.job == job && k.id == 1);
 
-    tsr__mp_pack_type(&pk, 1, "shutdown");
+    tsr__msg_pack_shutdown(&b, &(tsr__msg_shutdown){0});
     send_frame(cl, &b, NULL, 0);
-    expect_type(wk, "shutdown", &up, buf, sizeof buf);
+    expect_type(wk, "shutdown", &up, buf, sizeof buf, &m);
     expect_closed(wk);
     expect_closed(cl);
     close(wk);

@@ -656,6 +656,13 @@ Test(wire_hostile, bad_frames_close_only_their_connection, .timeout = 30) {
     raw_send(fd, "\x80\x01", 2);
     expect_close(&x, fd, 0, TSR_EPROTOCOL, "malformed frame header");
 
+    /* A 7-byte header whose map holds an array claiming four billion entries: closed, and
+     * refused before msgpack-c would reserve tens of GiB for that count. */
+    fd = raw_connect(x.bound);
+    raw_send_len(fd, 7);
+    raw_send(fd, "\x81\xa1t\xdd\xff\xff\xff", 7);
+    expect_close(&x, fd, 0, TSR_EPROTOCOL, "malformed frame header");
+
     /* A payload length over max_payload. */
     fd = raw_connect(x.bound);
     tsr__mp_pack_type(&pk, 2, "chunk");
@@ -721,7 +728,7 @@ Test(wire_hostile, bad_frames_close_only_their_connection, .timeout = 30) {
     expect_close(&x, fd, 1, TSR_EPROTOCOL, "truncated");
 
     cr_assert_eq(x.nframes, 0);
-    cr_assert_eq(x.accepts, 13);
+    cr_assert_eq(x.accepts, 14);
 
     /* The server is still up: a good connection gets its frame through, then closes cleanly. */
     fd = raw_connect(x.bound);

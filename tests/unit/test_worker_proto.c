@@ -20,55 +20,124 @@ typedef struct tin {
     const tsr_kdesc *kd; /* RECOMPUTE's descriptor, or NULL */
 } tin;
 
-static void pack_task(msgpack_packer *pk, uint64_t id, const tsr_kdesc *d, int nin,
-                      const tin *ins) {
-    msgpack_pack_array(pk, 3);
-    msgpack_pack_uint64(pk, id);
-    pack_kdesc_bin(pk, d);
-    msgpack_pack_array(pk, (size_t)nin);
+/* A compute message being built by the fake scheduler: tasks are added one at a time (their
+ * descriptors packed at once, as they may live on the caller's stack) and sent by
+ * send_compute through the message layer. One at a time per test process. */
+typedef struct ctask {
+    uint32_t id;
+    msgpack_sbuffer kd;
+    int nin;
+    tin ins[4];
+    msgpack_sbuffer ikd[4];
+} ctask;
+
+static struct {
+    uint64_t job;
+    int has_trace, trace;
+    size_t want, n;
+    ctask t[64];
+    const ctask *cur; /* the task whose inputs are being generated */
+} cb;
+
+static msgpack_sbuffer kdesc_bin(const tsr_kdesc *d) {
+    msgpack_sbuffer kb;
+    msgpack_packer kp;
+    packer_start(&kb, &kp);
+    cr_assert_eq(tsr__kdesc_pack(&kp, d), 0);
+    return kb;
+}
+
+static void start_traced_compute(uint64_t job, size_t ntasks, int trace) {
+    cr_assert_leq(ntasks, 64);
+    cb.job = job;
+    cb.has_trace = 1;
+    cb.trace = trace;
+    cb.want = ntasks;
+    cb.n = 0;
+}
+
+static void start_compute(uint64_t job, size_t ntasks) {
+    start_traced_compute(job, ntasks, 0);
+    cb.has_trace = 0;
+}
+
+static void add_task(uint64_t id, const tsr_kdesc *d, int nin, const tin *ins) {
+    cr_assert(cb.n < cb.want && nin <= 4);
+    ctask *t = &cb.t[cb.n++];
+    t->id = (uint32_t)id;
+    t->kd = kdesc_bin(d);
+    t->nin = nin;
     for (int k = 0; k < nin; k++) {
-        msgpack_pack_array(pk, ins[k].kd ? 4 : ins[k].flags ? 3 : 2);
-        msgpack_pack_uint64(pk, ins[k].id);
-        if (ins[k].addr)
-            tsr__mp_pack_str(pk, ins[k].addr);
-        else
-            msgpack_pack_nil(pk);
-        if (ins[k].kd || ins[k].flags) msgpack_pack_uint64(pk, (uint64_t)ins[k].flags);
-        if (ins[k].kd) pack_kdesc_bin(pk, ins[k].kd);
+        t->ins[k] = ins[k];
+        if (ins[k].kd) t->ikd[k] = kdesc_bin(ins[k].kd);
     }
 }
 
-static void start_compute(msgpack_sbuffer *sb, msgpack_packer *pk, uint64_t job, size_t ntasks) {
-    packer_start(sb, pk);
-    tsr__mp_pack_type(pk, 3, "compute");
-    tsr__mp_pack_str(pk, "job");
-    msgpack_pack_uint64(pk, job);
-    tsr__mp_pack_str(pk, "tasks");
-    msgpack_pack_array(pk, ntasks);
+static void gen_input(void *ctx, uint32_t k, void *elem) {
+    (void)ctx;
+    const ctask *t = cb.cur;
+    const tin *in = &t->ins[k];
+    tsr__m_input *e = elem;
+    e->id = (uint32_t)in->id;
+    if (in->addr) {
+        e->addr = tsr__str_of(in->addr);
+        e->has |= TSR__M_BIT(input, addr);
+    }
+    if (in->kd || in->flags) {
+        e->flags = (uint64_t)in->flags;
+        e->has |= TSR__M_BIT(input, flags);
+    }
+    if (in->kd) {
+        e->kdesc = (tsr__str){t->ikd[k].data, (uint32_t)t->ikd[k].size};
+        e->has |= TSR__M_BIT(input, kdesc);
+    }
+}
+
+static void gen_task(void *ctx, uint32_t i, void *elem) {
+    (void)ctx;
+    const ctask *t = &cb.t[i];
+    cb.cur = t;
+    *(tsr__m_task *)elem = (tsr__m_task){
+        .id = t->id,
+        .kdesc = {t->kd.data, (uint32_t)t->kd.size},
+        .inputs = {.n = (uint32_t)t->nin, .gen = gen_input},
+    };
+}
+
+static void send_compute(int fd) {
+    cr_assert_eq(cb.n, cb.want);
+    tsr__msg_compute m = {.job = (uint32_t)cb.job,
+                          .trace = cb.trace,
+                          .tasks = {.n = (uint32_t)cb.n, .gen = gen_task}};
+    if (cb.has_trace) m.has |= TSR__MSG_BIT(compute, trace);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_pack_compute(&sb, &m);
+    put_frame(fd, &sb);
+    for (size_t i = 0; i < cb.n; i++) {
+        msgpack_sbuffer_destroy(&cb.t[i].kd);
+        for (int k = 0; k < cb.t[i].nin; k++)
+            if (cb.t[i].ins[k].kd) msgpack_sbuffer_destroy(&cb.t[i].ikd[k]);
+    }
+    cb.n = cb.want = 0;
 }
 
 /* One task in its own compute message. */
 static void send_task(wsession *s, uint64_t job, uint64_t id, const tsr_kdesc *d, int nin,
                       const tin *ins) {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    start_compute(&sb, &pk, job, 1);
-    pack_task(&pk, id, d, nin, ins);
-    put_frame(s->fd, &sb);
+    start_compute(job, 1);
+    add_task(id, d, nin, ins);
+    send_compute(s->fd);
 }
 
 static void send_free(wsession *s, uint64_t job, const uint64_t *ids, int n) {
+    tsr__m_key keys[64];
+    cr_assert_leq(n, 64);
+    for (int k = 0; k < n; k++)
+        keys[k] = (tsr__m_key){.job = (uint32_t)job, .id = (uint32_t)ids[k]};
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 2, "free");
-    tsr__mp_pack_str(&pk, "keys");
-    msgpack_pack_array(&pk, (size_t)n);
-    for (int k = 0; k < n; k++) {
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_uint64(&pk, job);
-        msgpack_pack_uint64(&pk, ids[k]);
-    }
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_pack_free(&sb, &(tsr__msg_free){.keys = {.n = (uint32_t)n, .v = keys}});
     put_frame(s->fd, &sb);
 }
 
@@ -167,13 +236,8 @@ static int peer_get(wsession *s, uint64_t job, uint64_t id, void **payload, uint
     tsr__mp_type(&up.data, type, sizeof type);
     cr_assert_str_eq(type, "welcome");
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 3, "get");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint64(&pk, job);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, id);
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_pack_get(&sb, &(tsr__msg_get){.job = (uint32_t)job, .id = (uint32_t)id});
     put_frame(fd, &sb);
     cr_assert_eq(get_frame(fd, &up, payload, plen), 0);
     tsr__mp_type(&up.data, type, sizeof type);
@@ -250,17 +314,15 @@ Test(worker_proto, donate_matmul_chain) {
     for (int run = 0; run < 2; run++) {
         uint64_t job = 10 + (uint64_t)run;
         int donate = run == 0 ? TSR__IN_DONATE : 0;
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        start_compute(&sb, &pk, job, 6);
+        start_compute(job, 6);
         int64_t p[6][5];
         for (int k = 0; k < 3; k++) {
             tsr_kdesc da = random_block(p[2 * k], 3, 0, k),
                       db = random_block(p[2 * k + 1], 4, k, 0);
-            pack_task(&pk, (uint64_t)(2 * k), &da, 0, NULL);
-            pack_task(&pk, (uint64_t)(2 * k + 1), &db, 0, NULL);
+            add_task((uint64_t)(2 * k), &da, 0, NULL);
+            add_task((uint64_t)(2 * k + 1), &db, 0, NULL);
         }
-        put_frame(s.fd, &sb);
+        send_compute(s.fd);
         wait_done(&s, 6, &st);
         tsr_kdesc dm = desc(TSR_KOP_MATMUL, 0, N, N);
         for (int k = 0; k < 3; k++) {
@@ -330,13 +392,13 @@ Test(worker_proto, donate_falls_back_when_shared) {
 
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    start_compute(&sb, &pk, 7, 2);
+    start_compute(7, 2);
     tsr_kdesc add = desc(TSR_KOP_BINARY, TSR_ADD, 3, 4), neg = desc(TSR_KOP_UNARY, TSR_NEG, 3, 4);
     tin t1[2] = {{0, NULL, 0, NULL}, {50, paddr, 0, NULL}},
         t2[1] = {{0, NULL, TSR__IN_DONATE, NULL}};
-    pack_task(&pk, 1, &add, 2, t1);
-    pack_task(&pk, 2, &neg, 1, t2);
-    put_frame(s.fd, &sb);
+    add_task(1, &add, 2, t1);
+    add_task(2, &neg, 1, t2);
+    send_compute(s.fd);
 
     /* The late peer: welcome, take the get, answer only after task 2 is done. */
     int pfd = accept(plfd, NULL, NULL);
@@ -351,11 +413,7 @@ Test(worker_proto, donate_falls_back_when_shared) {
     tsr__mp_type(&up.data, type, sizeof type);
     cr_assert_str_eq(type, "hello");
     packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 3, "welcome");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, 1);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_int(&pk, 1);
+    tsr__msg_pack_welcome(&sb, &(tsr__msg_welcome){.v = TSR_PROTOCOL_VERSION, .id = 1});
     put_frame(pfd, &sb);
     cr_assert_eq(get_frame(pfd, &up, &payload, &plen), 0);
     tsr__mp_type(&up.data, type, sizeof type);
@@ -369,19 +427,11 @@ Test(worker_proto, donate_falls_back_when_shared) {
     free(p0);
 
     packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 6, "chunk");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint64(&pk, 7);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, 50);
-    tsr__mp_pack_str(&pk, "dtype");
-    msgpack_pack_int(&pk, TSR_FLOAT64);
-    tsr__mp_pack_str(&pk, "shape");
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_int(&pk, 3);
-    msgpack_pack_int(&pk, 4);
-    tsr__mp_pack_str(&pk, "n");
-    msgpack_pack_uint64(&pk, 96);
+    tsr__m_i64_item shape34[2] = {{.v = 3}, {.v = 4}};
+    tsr__msg_pack_chunk(
+        &sb,
+        &(tsr__msg_chunk){
+            .job = 7, .id = 50, .dtype = TSR_FLOAT64, .shape = {.n = 2, .v = shape34}, .n = 96});
     double two[12];
     for (int i = 0; i < 12; i++) two[i] = 2.0;
     put_frame_payload(pfd, &sb, two, sizeof two);
@@ -429,12 +479,10 @@ Test(worker_proto, recompute_replica) {
     rnd.i = rp;
     tsr_kdesc neg = desc(TSR_KOP_UNARY, TSR_NEG, R, C), abs_ = desc(TSR_KOP_UNARY, TSR_ABS, R, C);
     tin in5[1] = {{5, NULL, TSR__IN_RECOMPUTE, &rnd}};
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    start_compute(&sb, &pk, 7, 2);
-    pack_task(&pk, 10, &neg, 1, in5);
-    pack_task(&pk, 11, &abs_, 1, in5);
-    put_frame(s.fd, &sb);
+    start_compute(7, 2);
+    add_task(10, &neg, 1, in5);
+    add_task(11, &abs_, 1, in5);
+    send_compute(s.fd);
     wst st;
     wait_done(&s, 2, &st);
     cr_expect_eq(st.tasks, 2, "the recompute is not one of the scheduler's tasks");
@@ -461,10 +509,10 @@ Test(worker_proto, recompute_replica) {
     uint64_t five = 5;
     tin again[1] = {{5, NULL, TSR__IN_RECOMPUTE, &rnd}},
         bad[1] = {{6, NULL, TSR__IN_RECOMPUTE, &neg}};
-    start_compute(&sb, &pk, 7, 2);
-    pack_task(&pk, 12, &neg, 1, again);
-    pack_task(&pk, 13, &neg, 1, bad);
-    put_frame(s.fd, &sb);
+    start_compute(7, 2);
+    add_task(12, &neg, 1, again);
+    add_task(13, &neg, 1, bad);
+    send_compute(s.fd);
     int done[64] = {0}, erred[64] = {0};
     char msgs[64][256];
     memset(msgs, 0, sizeof msgs);
@@ -509,11 +557,11 @@ Test(worker_proto, peer_replies_in_order) {
     small.i = big.i = &off;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    start_compute(&sb, &pk, 7, 3);
-    pack_task(&pk, 1, &small, 0, NULL);
-    pack_task(&pk, 2, &big, 0, NULL);
-    pack_task(&pk, 3, &small, 0, NULL);
-    put_frame(s.fd, &sb);
+    start_compute(7, 3);
+    add_task(1, &small, 0, NULL);
+    add_task(2, &big, 0, NULL);
+    add_task(3, &small, 0, NULL);
+    send_compute(s.fd);
     wst st;
     wait_done(&s, 3, &st);
 
@@ -526,11 +574,7 @@ Test(worker_proto, peer_replies_in_order) {
     msgpack_sbuffer_init(&all);
     for (int k = 0; k < 5; k++) {
         packer_start(&sb, &pk);
-        tsr__mp_pack_type(&pk, 3, "get");
-        tsr__mp_pack_str(&pk, "job");
-        msgpack_pack_uint64(&pk, 7);
-        tsr__mp_pack_str(&pk, "id");
-        msgpack_pack_uint64(&pk, order[k]);
+        tsr__msg_pack_get(&sb, &(tsr__msg_get){.job = 7, .id = (uint32_t)order[k]});
         unsigned char len[4] = {0, 0, 0, (unsigned char)sb.size};
         msgpack_sbuffer_write(&all, (const char *)len, 4);
         msgpack_sbuffer_write(&all, sb.data, sb.size);
@@ -588,21 +632,6 @@ typedef struct traced {
     double tr_start[8], tr_end[8];
     char tr_from[8][80];
 } traced;
-
-static void start_traced_compute(msgpack_sbuffer *sb, msgpack_packer *pk, uint64_t job,
-                                 size_t ntasks, int trace) {
-    packer_start(sb, pk);
-    tsr__mp_pack_type(pk, 4, "compute");
-    tsr__mp_pack_str(pk, "job");
-    msgpack_pack_uint64(pk, job);
-    tsr__mp_pack_str(pk, "trace");
-    if (trace)
-        msgpack_pack_true(pk);
-    else
-        msgpack_pack_false(pk);
-    tsr__mp_pack_str(pk, "tasks");
-    msgpack_pack_array(pk, ntasks);
-}
 
 /* Reads done messages until `count` tasks are reported (all must succeed). */
 static void collect_traced(wsession *s, int count, traced *tr) {
@@ -664,14 +693,12 @@ Test(worker_proto, trace_items) {
     fill.nf = 1;
     fill.f = &v;
     double before = wall_now();
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    start_traced_compute(&sb, &pk, 1, TRACED, 1);
-    for (int k = 0; k < TRACED; k++) pack_task(&pk, (uint64_t)k, &fill, 0, NULL);
-    put_frame(s.fd, &sb);
-    start_compute(&sb, &pk, 2, PLAIN);
-    for (int k = 0; k < PLAIN; k++) pack_task(&pk, (uint64_t)(TRACED + k), &fill, 0, NULL);
-    put_frame(s.fd, &sb);
+    start_traced_compute(1, TRACED, 1);
+    for (int k = 0; k < TRACED; k++) add_task((uint64_t)k, &fill, 0, NULL);
+    send_compute(s.fd);
+    start_compute(2, PLAIN);
+    for (int k = 0; k < PLAIN; k++) add_task((uint64_t)(TRACED + k), &fill, 0, NULL);
+    send_compute(s.fd);
     traced tr;
     memset(&tr, 0, sizeof tr);
     collect_traced(&s, TRACED + PLAIN, &tr);
@@ -697,9 +724,9 @@ Test(worker_proto, trace_items) {
     cr_expect_eq(tr.ntr, 0, "transfers reported without fetches");
 
     memset(&tr, 0, sizeof tr);
-    start_traced_compute(&sb, &pk, 3, 1, 0);
-    pack_task(&pk, 0, &fill, 0, NULL);
-    put_frame(s.fd, &sb);
+    start_traced_compute(3, 1, 0);
+    add_task(0, &fill, 0, NULL);
+    send_compute(s.fd);
     collect_traced(&s, 1, &tr);
     cr_expect_eq(tr.n[0], 4, "trace: false gave %d elements", tr.n[0]);
     session_end(&s);
@@ -711,31 +738,18 @@ static void fake_peer_serve(int pfd, msgpack_unpacked *up, uint64_t job, uint64_
                             double v) {
     void *payload;
     uint64_t plen;
-    char type[16];
+    tsr__msg m;
     cr_assert_eq(get_frame(pfd, up, &payload, &plen), 0);
-    tsr__mp_type(&up->data, type, sizeof type);
-    cr_assert_str_eq(type, "get");
-    int64_t gj = -1, gi = -1;
-    tsr__mp_get_int(&up->data, "job", &gj);
-    tsr__mp_get_int(&up->data, "id", &gi);
-    cr_assert(gj == (int64_t)job && gi == (int64_t)id, "asked for (%lld,%lld)", (long long)gj,
-              (long long)gi);
+    cr_assert_eq(frame_msg(up, &m), TSR__MSG_get);
+    cr_assert(m.u.get.job == job && m.u.get.id == id, "asked for (%u,%u)", m.u.get.job, m.u.get.id);
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 6, "chunk");
-    tsr__mp_pack_str(&pk, "job");
-    msgpack_pack_uint64(&pk, job);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, id);
-    tsr__mp_pack_str(&pk, "dtype");
-    msgpack_pack_int(&pk, TSR_FLOAT64);
-    tsr__mp_pack_str(&pk, "shape");
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_int(&pk, 1);
-    msgpack_pack_int(&pk, n);
-    tsr__mp_pack_str(&pk, "n");
-    msgpack_pack_uint64(&pk, (uint64_t)n * 8);
+    msgpack_sbuffer_init(&sb);
+    tsr__m_i64_item shape[2] = {{.v = 1}, {.v = n}};
+    tsr__msg_pack_chunk(&sb, &(tsr__msg_chunk){.job = (uint32_t)job,
+                                               .id = (uint32_t)id,
+                                               .dtype = TSR_FLOAT64,
+                                               .shape = {.n = 2, .v = shape},
+                                               .n = (uint64_t)n * 8});
     double *vals = malloc((size_t)n * sizeof *vals);
     for (int i = 0; i < n; i++) vals[i] = v;
     put_frame_payload(pfd, &sb, vals, (size_t)n * 8);
@@ -759,11 +773,11 @@ Test(worker_proto, trace_transfers) {
     double before = wall_now();
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    start_traced_compute(&sb, &pk, 4, 2, 1);
+    start_traced_compute(4, 2, 1);
     tin fetched[1] = {{50, paddr, 0, NULL}}, made[1] = {{60, NULL, TSR__IN_RECOMPUTE, &fill}};
-    pack_task(&pk, 1, &neg, 1, fetched);
-    pack_task(&pk, 2, &neg, 1, made);
-    put_frame(s.fd, &sb);
+    add_task(1, &neg, 1, fetched);
+    add_task(2, &neg, 1, made);
+    send_compute(s.fd);
 
     int pfd = accept(plfd, NULL, NULL);
     cr_assert(pfd >= 0);
@@ -777,11 +791,7 @@ Test(worker_proto, trace_transfers) {
     tsr__mp_type(&up.data, type, sizeof type);
     cr_assert_str_eq(type, "hello");
     packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 3, "welcome");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, 1);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_int(&pk, 1);
+    tsr__msg_pack_welcome(&sb, &(tsr__msg_welcome){.v = TSR_PROTOCOL_VERSION, .id = 1});
     put_frame(pfd, &sb);
     fake_peer_serve(pfd, &up, 4, 50, NA, 2.0);
     traced tr;

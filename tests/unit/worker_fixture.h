@@ -150,15 +150,17 @@ static inline void packer_start(msgpack_sbuffer *sb, msgpack_packer *pk) {
     msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
 }
 
+/* Decodes the frame just read with get_frame (the message borrows from up). */
+static inline tsr__msg_type frame_msg(const msgpack_unpacked *up, tsr__msg *m) {
+    char err[200];
+    cr_assert_eq(tsr__msg_decode(&up->data, m, err, sizeof err), 0, "%s", err);
+    return m->type;
+}
+
 static inline void peer_hello(int fd, int v) {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 3, "hello");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, v);
-    tsr__mp_pack_str(&pk, "role");
-    tsr__mp_pack_str(&pk, "peer");
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_pack_hello(&sb, &(tsr__msg_hello){.v = v, .role = tsr__str_of("peer")});
     put_frame(fd, &sb);
 }
 
@@ -201,18 +203,13 @@ static inline void session_start(wsession *s, const char *name, int threads) {
     void *payload;
     uint64_t plen;
     cr_assert_eq(get_frame(s->fd, &s->up, &payload, &plen), 0);
-    char type[32];
-    cr_assert_eq(tsr__mp_type(&s->up.data, type, sizeof type), 0);
-    cr_assert_str_eq(type, "hello");
-    cr_assert_eq(tsr__mp_get_str(&s->up.data, "addr", s->paddr, sizeof s->paddr), 0);
+    tsr__msg m;
+    cr_assert_eq(frame_msg(&s->up, &m), TSR__MSG_hello);
+    cr_assert(TSR__MSG_HAS(hello, &m.u.hello, addr));
+    cr_assert_eq(tsr__str_copy(s->paddr, sizeof s->paddr, m.u.hello.addr), 0);
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    packer_start(&sb, &pk);
-    tsr__mp_pack_type(&pk, 3, "welcome");
-    tsr__mp_pack_str(&pk, "v");
-    msgpack_pack_int(&pk, 1);
-    tsr__mp_pack_str(&pk, "id");
-    msgpack_pack_int(&pk, 0);
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_pack_welcome(&sb, &(tsr__msg_welcome){.v = TSR_PROTOCOL_VERSION, .id = 0});
     put_frame(s->fd, &sb);
 }
 
