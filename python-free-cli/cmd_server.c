@@ -1,12 +1,57 @@
 /* `tessera scheduler` and `tessera worker`: thin wrappers over tsr_scheduler_run and
  * tsr_worker_run. Each prints one line on stdout once it is ready, which the local cluster and
- * the tests read to learn the port picked with port 0. */
+ * the tests read to learn the port picked with port 0. The hidden --watch-fd N (given by the
+ * embedded local cluster) stops the process when its creator dies. */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+
+/* Blocks on the read end of a pipe whose write end only the creating process holds: when it
+ * ends (the creator exited, crashed or was killed, whatever thread started us), the process
+ * stops the way SIGTERM stops it. PR_SET_PDEATHSIG would follow the creating thread instead. */
+static void *watch_main(void *arg) {
+    int fd = (int)(intptr_t)arg;
+    char buf[64];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n > 0 || (n < 0 && errno == EINTR)) continue;
+        break; /* end of file, or the descriptor is unusable: the creator cannot be watched */
+    }
+    kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+/* Starts the watch of --watch-fd's descriptor on a thread of its own with every signal
+ * blocked, so that signals keep going to the thread that handles them. 0, or an exit status. */
+static int start_watch(const char *arg) {
+    int fd = cli_parse_int("--watch-fd", arg, 0, 1 << 20);
+    if (fd < 0) return EXIT_INVALID;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        cli_error("--watch-fd %d: %s", fd, strerror(errno));
+        return EXIT_INVALID;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t th;
+    int rc = pthread_create(&th, NULL, watch_main, (void *)(intptr_t)fd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        cli_error("--watch-fd: cannot start a thread: %s", strerror(rc));
+        return EXIT_FAILED;
+    }
+    pthread_detach(th);
+    return 0;
+}
 
 static void scheduler_ready(const char *address, void *user) {
     (void)user;
@@ -33,11 +78,13 @@ int cmd_scheduler(int argc, char **argv) {
         {"token", required_argument, 0, 'k'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
+        {"watch-fd", required_argument, 0, 'W'}, /* hidden: the local cluster's creator */
         {0, 0, 0, 0},
     };
     tsr_scheduler_options o;
     tsr_scheduler_options_default(&o);
     o.token = getenv("TESSERA_TOKEN");
+    const char *watch = NULL;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "l:vh", longopts, NULL)) != -1) {
@@ -51,6 +98,9 @@ int cmd_scheduler(int argc, char **argv) {
         case 'v':
             o.verbose = 1;
             break;
+        case 'W':
+            watch = optarg;
+            break;
         case 'h':
             fputs(scheduler_usage, stdout);
             return EXIT_OK;
@@ -63,6 +113,8 @@ int cmd_scheduler(int argc, char **argv) {
         cli_error("scheduler takes no arguments (see tessera scheduler --help)");
         return EXIT_INVALID;
     }
+    int st = watch ? start_watch(watch) : 0;
+    if (st) return st;
     o.on_listen = scheduler_ready;
     int rc = tsr_scheduler_run(&o);
     if (rc) {
@@ -106,12 +158,14 @@ int cmd_worker(int argc, char **argv) {
         {"token", required_argument, 0, 'k'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
+        {"watch-fd", required_argument, 0, 'W'}, /* hidden: the local cluster's creator */
         {0, 0, 0, 0},
     };
     tsr_worker_options o;
     tsr_worker_options_default(&o);
     o.scheduler = getenv("TESSERA_SCHEDULER");
     o.token = getenv("TESSERA_TOKEN");
+    const char *watch = NULL;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "s:t:c:g:n:vh", longopts, NULL)) != -1) {
@@ -150,6 +204,9 @@ int cmd_worker(int argc, char **argv) {
         case 'v':
             o.verbose = 1;
             break;
+        case 'W':
+            watch = optarg;
+            break;
         case 'h':
             fputs(worker_usage, stdout);
             return EXIT_OK;
@@ -166,6 +223,8 @@ int cmd_worker(int argc, char **argv) {
         cli_error("no scheduler given: use --scheduler HOST:PORT or set TESSERA_SCHEDULER");
         return EXIT_INVALID;
     }
+    int st = watch ? start_watch(watch) : 0;
+    if (st) return st;
     o.on_ready = worker_ready;
     o.user = (void *)(o.name ? o.name : "worker");
     int rc = tsr_worker_run(&o);
