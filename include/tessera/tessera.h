@@ -132,7 +132,9 @@ TSR_API const char *tsr_client_errmsg(const tsr_client *client);
 TSR_API const char *tsr_last_error(void);
 
 /* Makes the blocking call in progress on c (tsr_compute, tsr_array_read, tsr_array_save_npy)
- * return TSR_EINTERRUPTED soon. Async-signal-safe: meant for a SIGINT handler. */
+ * return TSR_EINTERRUPTED soon. It ends that call only: the next call starts afresh, and an
+ * interrupt sent while no call is in progress is forgotten. Async-signal-safe: meant for a
+ * SIGINT handler. */
 TSR_API void tsr_client_interrupt(tsr_client *client);
 
 /* Sends now the releases of the arrays freed since the client last talked to the cluster.
