@@ -333,6 +333,8 @@ out:
     }
     clear_outputs(rt);
     rt->copts = NULL;
+    /* What the scheduler still says about this job reaches no call: dropped (current_job). */
+    rt->accepted = 0;
     tsr__graph_free(&g);
     tsr__rt_end(rt);
     return rc;

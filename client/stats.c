@@ -218,7 +218,9 @@ int tsr_client_info_json(tsr_client *c, int timeout_ms, char **out) {
     if (rc) return tsr__fail(c, rc, "cannot talk to the scheduler: %s", tsr_strerror(rc));
     rt->info_asked++;
     rt->info_ready = 0;
+    tsr__rt_begin(rt);
     rc = tsr__rt_run_until(rt, &rt->info_ready, timeout_ms);
+    tsr__rt_end(rt);
     if (rc) return rc;
     char *s = dump(rt->info);
     if (!s) return tsr__fail(c, -ENOMEM, "out of memory");
