@@ -245,6 +245,40 @@ Test(client, save_errors_name_array_and_path, .timeout = 120) {
     tsr_client_free(c);
 }
 
+/* tsr_client_save_stats writes tsr_client_stats_json's object through the library's one
+ * temp-file writer: nothing before a computation, zero tasks after computing nothing, a named
+ * path and no temporary file on failure. */
+Test(client, save_stats, .timeout = 120) {
+    tsr_client *c = local_cluster(1);
+    char *dir = make_tmpdir();
+    char path[512], bad[600];
+    snprintf(path, sizeof path, "%s/st.json", dir);
+    snprintf(bad, sizeof bad, "%s/missing/st.json", dir);
+    cr_assert_eq(tsr_client_save_stats(c, path), TSR_ENOTCOMPUTED);
+    cr_assert_eq(tsr_compute(c, NULL, 0, NULL), 0, "%s", tsr_client_errmsg(c));
+    cr_assert_eq(tsr_client_save_stats(c, path), 0, "%s", tsr_client_errmsg(c));
+    json_t *j = json_load_file(path, 0, NULL);
+    cr_assert(j);
+    cr_assert_eq(json_integer_value(json_object_get(j, "tasks")), 0);
+    json_decref(j);
+    tsr_array *a = computed_full(c, 8, 4, 1.0);
+    cr_assert_eq(tsr_client_save_stats(c, path), 0, "%s", tsr_client_errmsg(c));
+    j = json_load_file(path, 0, NULL);
+    char *text = tsr_client_stats_json(c);
+    json_t *k = json_loads(text, 0, NULL);
+    cr_assert(j && k && json_equal(j, k), "the file is not tsr_client_stats_json:\n%s", text);
+    cr_assert_eq(json_integer_value(json_object_get(j, "tasks")), 4);
+    json_decref(j);
+    json_decref(k);
+    free(text);
+    cr_assert_eq(tsr_client_save_stats(c, bad), -ENOENT);
+    cr_assert(strstr(tsr_client_errmsg(c), bad), "%s", tsr_client_errmsg(c));
+    cr_assert_eq(dir_entries(dir), 1, "a temporary file was left behind");
+    remove_tmpdir(dir);
+    tsr_array_free(a);
+    tsr_client_free(c);
+}
+
 /* start_local's failure to start the executable says which one it tried and how to choose. */
 Test(client, start_local_says_where_it_looked, .timeout = 60) {
     tsr_local_options lo;
