@@ -1,5 +1,5 @@
 /* Lazy chunked arrays: the public constructors and accessors, shape/dtype/chunk inference and
- * argument validation. Nothing here builds tasks (lower.c does) or talks to a cluster (client*.c);
+ * argument validation. Nothing here builds tasks (lower.c does) or talks to a cluster (client/);
  * every user mistake becomes a negative code and a message on the client, never a crash. */
 #include <limits.h>
 #include <math.h>
@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "array/array.h"
+#include "array/client.h"
 
 /* Default chunks keep every chunk at or under this many bytes (SPEC §2). */
 #define DEFAULT_CHUNK_BYTES ((int64_t)64 << 20)
@@ -95,9 +96,9 @@ tsr_array *tsr__array_new(tsr_client *c, const char *opname, tsr_dtype dtype, in
                           const int64_t *shape) {
     tsr_array *a = calloc(1, sizeof *a);
     if (!a) return NULL;
-    char name[64];
-    snprintf(name, sizeof name, "%s-%llu", opname, (unsigned long long)tsr__client_next_seq(c));
-    a->name = strdup(name);
+    /* A provisional name for the messages of a construction that may still fail: the
+     * generated one is taken only when the array is made (named()). */
+    a->name = strdup(opname);
     if (!a->name) {
         free(a);
         return NULL;
@@ -254,9 +255,42 @@ static int discard(tsr_array *a, int rc) {
     return rc;
 }
 
+/* Gives an array its generated name "<opname>-<seq>" once its construction has succeeded, so
+ * that a failed constructor consumes no name; returns a, or NULL (and discards it) when out of
+ * memory. */
+static tsr_array *named(tsr_array *a) {
+    if (a->named) return a;
+    char name[64];
+    snprintf(name, sizeof name, "%s-%llu", a->opname,
+             (unsigned long long)tsr__client_next_seq(a->client));
+    char *copy = strdup(name);
+    if (!copy) {
+        tsr__fail(a->client, -ENOMEM, "out of memory");
+        discard(a, -ENOMEM);
+        return NULL;
+    }
+    free(a->name);
+    a->name = copy;
+    a->named = 1;
+    return a;
+}
+
+/* Adds an operand. Until the array is named, messages call it after its operands ("rechunk of
+ * zeros-1", "add of x and y"), never by a name it may not get. */
 static void add_arg(tsr_array *a, tsr_array *arg) {
     arg->refs++;
     a->args[a->nargs++] = arg;
+    if (a->named) return;
+    char label[300];
+    if (a->nargs == 1)
+        snprintf(label, sizeof label, "%s of %s", a->opname, arg->name);
+    else
+        snprintf(label, sizeof label, "%s of %s and %s", a->opname, a->args[0]->name, arg->name);
+    char *copy = strdup(label);
+    if (copy) {
+        free(a->name);
+        a->name = copy;
+    }
 }
 
 /* A hidden rechunk of x to the explicit grid sizes/n; the caller owns its one reference (it is
@@ -269,6 +303,7 @@ static int hidden_rechunk(tsr_array *x, int64_t *const *sizes, const int64_t *n,
     add_arg(r, x);
     int rc = tsr__array_set_chunk_sizes(r, sizes, n);
     if (rc < 0) return discard(r, rc);
+    if (!named(r)) return -ENOMEM;
     *out = r;
     return 0;
 }
@@ -311,6 +346,7 @@ static int make_source(tsr_client *c, const char *opname, int ndim, const int64_
     }
     rc = tsr__array_set_chunks(a, chunks);
     if (rc < 0) return discard(a, rc);
+    if (!named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }
@@ -441,6 +477,7 @@ static int like(tsr_array *x, const char *opname, tsr_dtype dtype, tsr_aop aop, 
     add_arg(a, x);
     int rc = copy_grid(a, x, NULL);
     if (rc < 0) return discard(a, rc);
+    if (!named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }
@@ -588,6 +625,8 @@ int tsr_binary(tsr_binary_op op, tsr_array *x, tsr_array *y, tsr_array **out) {
         rc = tsr__array_set_chunk_sizes(a, osizes, on);
         if (rc < 0)
             discard(a, rc);
+        else if (!named(a))
+            rc = -ENOMEM;
         else
             *out = a;
     }
@@ -640,6 +679,7 @@ int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out) {
     int64_t on[2] = {a->numchunks[0], b->ndim == 2 ? b->numchunks[1] : 0};
     rc = tsr__array_set_chunk_sizes(m, osizes, on);
     if (rc < 0) return discard(m, rc);
+    if (!named(m)) return -ENOMEM;
     *out = m;
     return 0;
 }
@@ -697,6 +737,7 @@ int tsr_transpose(tsr_array *x, const int *axes, int naxes, tsr_array **out) {
     a->naxes = x->ndim;
     int rc = copy_grid(a, x, perm);
     if (rc < 0) return discard(a, rc);
+    if (!named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }
@@ -749,6 +790,7 @@ int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes, tsr_a
     a->naxes = nred;
     int rc = copy_grid(a, x, keep);
     if (rc < 0) return discard(a, rc);
+    if (!named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }
@@ -766,6 +808,7 @@ int tsr_rechunk(tsr_array *x, const int64_t *chunks, tsr_array **out) {
     }
     int rc = tsr__array_set_chunks(a, chunks);
     if (rc < 0) return discard(a, rc);
+    if (!named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }
@@ -788,6 +831,7 @@ int tsr_array_set_name(tsr_array *a, const char *name) {
     if (!copy) return tsr__fail(a->client, -ENOMEM, "out of memory");
     free(a->name);
     a->name = copy;
+    a->named = 1;
     return 0;
 }
 
@@ -827,6 +871,22 @@ int64_t tsr_array_size(const tsr_array *a) {
     int64_t n = 1;
     for (int ax = 0; a && ax < a->ndim; ax++) n *= a->shape[ax];
     return a ? n : 0;
+}
+
+void tsr__array_release_computed(tsr_array *a) {
+    tsr__computed *cp = &a->computed;
+    if (!cp->task) return;
+    for (int64_t k = 0; k < cp->nchunks; k++) free(cp->addr[k]);
+    free(cp->addr);
+    free(cp->task);
+    tsr__jobref *jr = cp->jobref;
+    memset(cp, 0, sizeof *cp);
+    if (jr && --jr->refs == 0) {
+        /* The client sends the release at its next network operation: freeing an array must
+         * not run the loop, where replies to calls that have returned could be delivered. */
+        tsr__client_note_release(jr->client, jr->job);
+        free(jr);
+    }
 }
 
 void tsr_array_free(tsr_array *a) {

@@ -87,6 +87,7 @@ struct tsr_array {
     int user_alive; /* the user's handle has not been freed */
     tsr_client *client;
     char *name;         /* owned; generated ("matmul-7") unless set */
+    int named;          /* name is final (generated or set), not the provisional one */
     const char *opname; /* static: "random", "matmul", "zeros", ... */
     tsr_dtype dtype;
     int ndim;

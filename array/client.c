@@ -1,11 +1,6 @@
-/* The client object: its error message, name sequence and the translation of a `finished`
- * message's stats map into the JSON that tsr_client_stats_json() returns; (in client_run.c) its
- * connection to a scheduler. Must not block except inside tsr_compute/read/save, which run the
- * client's own loop. The stats map comes from the network: nothing in it is trusted.
- */
-#include <jansson.h>
-#include <math.h>
-#include <msgpack.h>
+/* The offline core of the client object: its error message, name sequence, lowering epochs
+ * and the jobs freed arrays leave to release. Everything that talks to a cluster lives in
+ * client/; nothing here blocks, runs a loop or sends a message. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +8,6 @@
 
 #include "array/array.h"
 #include "array/client.h"
-#include "wire/wire.h"
 
 static _Thread_local char last_error[1024];
 
@@ -66,137 +60,8 @@ const char *tsr_client_address(const tsr_client *c) {
     return c && c->connected ? c->address : NULL;
 }
 
-/* ---- run statistics ---- */
-
-/* Copies obj[key] into dst[name] when it is a number: integers stay integers, floats stay reals
- * (a NaN or infinity, which JSON cannot hold, is dropped like any other bad value). */
-static void copy_number(json_t *dst, const char *name, const msgpack_object *obj, const char *key) {
-    const msgpack_object *v = tsr__mp_get(obj, key);
-    if (!v) return;
-    int64_t i;
-    double d;
-    if (tsr__mp_as_int(v, &i) == 0) {
-        json_object_set_new(dst, name, json_integer((json_int_t)i));
-    } else if ((v->type == MSGPACK_OBJECT_FLOAT32 || v->type == MSGPACK_OBJECT_FLOAT64) &&
-               tsr__mp_as_double(v, &d) == 0 && isfinite(d)) {
-        json_object_set_new(dst, name, json_real(d));
-    }
-}
-
-/* Copies obj[key] into dst[name] when it is a valid UTF-8 string (json_stringn checks). */
-static void copy_string(json_t *dst, const char *name, const msgpack_object *obj, const char *key) {
-    const msgpack_object *v = tsr__mp_get(obj, key);
-    if (!v || v->type != MSGPACK_OBJECT_STR) return;
-    json_t *s = json_stringn(v->via.str.ptr, v->via.str.size);
-    if (s) json_object_set_new(dst, name, s);
-}
-
-struct json_t *tsr__stats_json(const struct msgpack_object *stats, double seconds, uint64_t tasks) {
-    static const char *const worker_numbers[] = {
-        "tasks", "rss_peak", "rss", "chunk_peak", "busy_s", "in_bytes", "in_s", "out_bytes",
-    };
-    json_t *j = json_object();
-    if (!j) return NULL;
-    json_object_set_new(j, "tasks", json_integer((json_int_t)tasks));
-    copy_number(j, "tasks", stats, "tasks"); /* the scheduler's count wins where it sent one */
-    json_object_set_new(j, "seconds", json_real(isfinite(seconds) ? seconds : 0.0));
-    if (!stats || stats->type != MSGPACK_OBJECT_MAP) return j;
-    copy_number(j, "sources_inline", stats, "sources_inline");
-    copy_number(j, "moved_bytes", stats, "moved_bytes");
-    json_t *sched = json_object();
-    if (sched) {
-        copy_number(sched, "rss_base", stats, "sched_rss_base");
-        copy_number(sched, "rss_peak", stats, "sched_rss_peak");
-        if (json_object_size(sched))
-            json_object_set_new(j, "scheduler", sched);
-        else
-            json_decref(sched);
-    }
-    static const char *const op_numbers[] = {"tasks", "inline", "seconds", "flops", "moved_bytes"};
-    const msgpack_object *ops = tsr__mp_get(stats, "ops");
-    json_t *oarr = ops && ops->type == MSGPACK_OBJECT_ARRAY ? json_array() : NULL;
-    for (uint32_t k = 0; oarr && k < ops->via.array.size; k++) {
-        const msgpack_object *op = &ops->via.array.ptr[k];
-        if (op->type != MSGPACK_OBJECT_MAP) continue;
-        json_t *o = json_object();
-        if (!o) break;
-        copy_string(o, "op", op, "op");
-        for (size_t f = 0; f < sizeof op_numbers / sizeof *op_numbers; f++)
-            copy_number(o, op_numbers[f], op, op_numbers[f]);
-        /* An entry that does not say which operation it is describes nothing. */
-        if (json_object_get(o, "op"))
-            json_array_append_new(oarr, o);
-        else
-            json_decref(o);
-    }
-    if (oarr) json_object_set_new(j, "ops", oarr);
-    const msgpack_object *ws = tsr__mp_get(stats, "workers");
-    if (!ws || ws->type != MSGPACK_OBJECT_ARRAY) return j;
-    json_t *arr = json_array();
-    if (!arr) return j;
-    for (uint32_t k = 0; k < ws->via.array.size; k++) {
-        const msgpack_object *w = &ws->via.array.ptr[k];
-        if (w->type != MSGPACK_OBJECT_MAP) continue;
-        json_t *o = json_object();
-        if (!o) break;
-        copy_string(o, "name", w, "name");
-        copy_string(o, "addr", w, "addr");
-        for (size_t f = 0; f < sizeof worker_numbers / sizeof *worker_numbers; f++)
-            copy_number(o, worker_numbers[f], w, worker_numbers[f]);
-        json_array_append_new(arr, o);
-    }
-    json_object_set_new(j, "workers", arr);
-    return j;
-}
-
-/* ---- msgpack to JSON (monitor snapshots) ---- */
-
-static json_t *mp_to_json(const msgpack_object *o, const char *skip, int depth) {
-    if (depth > 16) return NULL;
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        return json_null();
-    case MSGPACK_OBJECT_BOOLEAN:
-        return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        /* jansson's integers are signed 64-bit: a larger count becomes a real. */
-        if (o->via.u64 > (uint64_t)INT64_MAX) return json_real((double)o->via.u64);
-        return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        return json_integer((json_int_t)o->via.i64);
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        return isfinite(o->via.f64) ? json_real(o->via.f64) : NULL;
-    case MSGPACK_OBJECT_STR:
-        return json_stringn(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_ARRAY: {
-        json_t *a = json_array();
-        for (uint32_t k = 0; a && k < o->via.array.size; k++) {
-            json_t *v = mp_to_json(&o->via.array.ptr[k], NULL, depth + 1);
-            if (v) json_array_append_new(a, v);
-        }
-        return a;
-    }
-    case MSGPACK_OBJECT_MAP: {
-        json_t *m = json_object();
-        for (uint32_t k = 0; m && k < o->via.map.size; k++) {
-            const msgpack_object_kv *kv = &o->via.map.ptr[k];
-            if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size > 255) continue;
-            char key[256];
-            memcpy(key, kv->key.via.str.ptr, kv->key.via.str.size);
-            key[kv->key.via.str.size] = 0;
-            /* A key with a NUL inside is not one JSON can name here: leave it out. */
-            if (strlen(key) != kv->key.via.str.size || (skip && strcmp(key, skip) == 0)) continue;
-            json_t *v = mp_to_json(&kv->val, NULL, depth + 1);
-            if (v) json_object_set_new(m, key, v);
-        }
-        return m;
-    }
-    default:
-        return NULL;
-    }
-}
-
-struct json_t *tsr__mp_to_json(const struct msgpack_object *obj, const char *skip) {
-    return obj ? mp_to_json(obj, skip, 0) : NULL;
+int tsr__client_note_release(tsr_client *c, uint64_t job) {
+    if (TSR__GROW(c->releases, c->releases_cap, c->nreleases + 1)) return -ENOMEM;
+    c->releases[c->nreleases++] = job;
+    return 0;
 }

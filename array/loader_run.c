@@ -75,7 +75,9 @@ int tsr_program_run(tsr_program *p, const tsr_compute_options *opts, FILE *out) 
         while (k < n && arrays[k] != p->outputs[i].array) k++;
         if (k == n) arrays[n++] = p->outputs[i].array;
     }
-    int rc = n ? tsr_compute(p->client, arrays, n, opts) : 0;
+    /* A connected client computes even no outputs, so that its statistics and trace describe
+     * this run (of zero tasks); an offline one can only run a program without outputs. */
+    int rc = n || tsr_client_address(p->client) ? tsr_compute(p->client, arrays, n, opts) : 0;
     free(arrays);
     if (rc) return rc;
     for (size_t i = 0; i < p->noutputs; i++) {

@@ -54,68 +54,23 @@ static int validate(const char *path) {
     return 0;
 }
 
-/* Writes text to path as outputs are written: under PATH.tmp-XXXXXX, renamed onto PATH once
- * complete, removed on failure. 0, or the exit status after printing the error. */
-static int write_text(const char *path, const char *text) {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) {
-        cli_error("out of memory");
-        return EXIT_FAILED;
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp-XXXXXX", 12);
-    int e = 0;
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        e = errno;
-        cli_error("cannot create \"%s\": %s", path, strerror(e));
-        free(tmp);
-        return EXIT_FAILED;
-    }
-    fchmod(fd, 0644);
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        e = errno;
-        close(fd);
-    } else {
-        errno = 0;
-        if (fputs(text, f) < 0 || fputc('\n', f) == EOF || fflush(f) != 0) e = errno ? errno : EIO;
-        if (fclose(f) != 0 && !e) e = errno ? errno : EIO;
-    }
-    if (!e && rename(tmp, path) != 0) {
-        e = errno;
-        cli_error("cannot rename \"%s\" to \"%s\": %s", tmp, path, strerror(e));
-    } else if (e) {
-        cli_error("cannot write \"%s\": %s", path, strerror(e));
-    }
-    if (e) unlink(tmp);
-    free(tmp);
-    return e ? EXIT_FAILED : EXIT_OK;
-}
-
-/* Writes the statistics of the computation c just finished to path. A program with no outputs
- * computes nothing; its file says so with zero tasks. 0, or the exit status. */
+/* Writes the statistics of the computation c just finished to path (the library writes it
+ * under a temporary name and renames it). A program with no outputs computes nothing: its file
+ * says so with zero tasks. 0, or the exit status after printing the error. */
 static int write_stats(tsr_client *c, const char *path) {
-    char *json = tsr_client_stats_json(c);
-    int status = write_text(path, json ? json : "{\"tasks\":0,\"seconds\":0}");
-    free(json);
-    return status;
+    if (tsr_client_save_stats(c, path) != 0) {
+        cli_error("%s", tsr_client_errmsg(c));
+        return EXIT_FAILED;
+    }
+    return EXIT_OK;
 }
 
-/* Writes the trace of the computation c just finished (run with tracing) to path, the same way
- * (the library streams it to PATH.tmp-XXXXXX and renames it). A program with no outputs
- * computes nothing: its trace has no events. Events the scheduler could not keep are said on
- * stderr. 0, or the exit status. */
+/* Writes the trace of the computation c just finished (run with tracing) to path, the same way.
+ * A program with no outputs computes nothing: its trace has no events. Events the scheduler
+ * could not keep are said on stderr. 0, or the exit status. */
 static int write_trace(tsr_client *c, const char *path) {
     uint64_t dropped = 0;
-    int rc = tsr_client_save_trace(c, path, &dropped);
-    if (rc == TSR_ENOTCOMPUTED) {
-        char *stats = tsr_client_stats_json(c);
-        free(stats);
-        if (!stats) return write_text(path, "{\"traceEvents\":[]}");
-    }
-    if (rc) {
+    if (tsr_client_save_trace(c, path, &dropped) != 0) {
         cli_error("%s", tsr_client_errmsg(c));
         return EXIT_FAILED;
     }

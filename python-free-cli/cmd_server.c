@@ -3,11 +3,16 @@
  * port picked with port 0. The process-wide settings the library leaves to its caller are made
  * here: SIGINT/SIGTERM handlers that call *_stop, the malloc policy and OpenBLAS's threads (a
  * worker), and the environment ($TESSERA_TOKEN, $TESSERA_SCHEDULER, $TESSERA_PLACEMENT).
- * SIGPIPE is ignored in main() for every command. */
+ * SIGPIPE is ignored in main() for every command. The hidden --watch-fd N (given by the
+ * embedded local cluster) stops the process when its creator dies. */
 #include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +47,44 @@ static void log_to_stderr(void *cookie, int level, const char *msg) {
     fprintf(stderr, "tessera-%s: %s: %s\n", (const char *)cookie, tsr_log_level_name(level), msg);
 }
 
+/* Blocks on the read end of a pipe whose write end only the creating process holds: when it
+ * ends (the creator exited, crashed or was killed, whatever thread started us), the process
+ * stops the way SIGTERM stops it. PR_SET_PDEATHSIG would follow the creating thread instead. */
+static void *watch_main(void *arg) {
+    int fd = (int)(intptr_t)arg;
+    char buf[64];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n > 0 || (n < 0 && errno == EINTR)) continue;
+        break; /* end of file, or the descriptor is unusable: the creator cannot be watched */
+    }
+    kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+/* Starts the watch of --watch-fd's descriptor on a thread of its own with every signal
+ * blocked, so that signals keep going to the thread that handles them. 0, or an exit status. */
+static int start_watch(const char *arg) {
+    int fd = cli_parse_int("--watch-fd", arg, 0, 1 << 20);
+    if (fd < 0) return EXIT_INVALID;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        cli_error("--watch-fd %d: %s", fd, strerror(errno));
+        return EXIT_INVALID;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t th;
+    int rc = pthread_create(&th, NULL, watch_main, (void *)(intptr_t)fd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        cli_error("--watch-fd: cannot start a thread: %s", strerror(rc));
+        return EXIT_FAILED;
+    }
+    pthread_detach(th);
+    return 0;
+}
+
 static const char scheduler_usage[] =
     "usage: tessera scheduler [OPTIONS]\n"
     "\n"
@@ -61,6 +104,7 @@ int cmd_scheduler(int argc, char **argv) {
         {"token", required_argument, 0, 'k'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
+        {"watch-fd", required_argument, 0, 'W'}, /* hidden: the local cluster's creator */
         {0, 0, 0, 0},
     };
     tsr_scheduler_options o;
@@ -71,6 +115,7 @@ int cmd_scheduler(int argc, char **argv) {
     if (pl && strcmp(pl, "roundrobin") == 0) o.placement = TSR_PLACEMENT_ROUNDROBIN;
     o.logger.callback = log_to_stderr;
     o.logger.cookie = (void *)"scheduler";
+    const char *watch = NULL;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "l:vh", longopts, NULL)) != -1) {
@@ -84,6 +129,9 @@ int cmd_scheduler(int argc, char **argv) {
         case 'v':
             o.log_level = TSR_LOG_INFO;
             break;
+        case 'W':
+            watch = optarg;
+            break;
         case 'h':
             fputs(scheduler_usage, stdout);
             return EXIT_OK;
@@ -96,6 +144,8 @@ int cmd_scheduler(int argc, char **argv) {
         cli_error("scheduler takes no arguments (see tessera scheduler --help)");
         return EXIT_INVALID;
     }
+    int st = watch ? start_watch(watch) : 0;
+    if (st) return st;
     tsr_scheduler *s;
     int rc = tsr_scheduler_new(&o, &s);
     if (rc == 0) {
@@ -150,12 +200,14 @@ int cmd_worker(int argc, char **argv) {
         {"token", required_argument, 0, 'k'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
+        {"watch-fd", required_argument, 0, 'W'}, /* hidden: the local cluster's creator */
         {0, 0, 0, 0},
     };
     tsr_worker_options o;
     tsr_worker_options_default(&o);
     o.scheduler = getenv("TESSERA_SCHEDULER");
     o.token = getenv("TESSERA_TOKEN");
+    const char *watch = NULL;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "s:t:c:g:n:vh", longopts, NULL)) != -1) {
@@ -198,6 +250,9 @@ int cmd_worker(int argc, char **argv) {
         case 'v':
             o.log_level = TSR_LOG_INFO;
             break;
+        case 'W':
+            watch = optarg;
+            break;
         case 'h':
             fputs(worker_usage, stdout);
             return EXIT_OK;
@@ -214,6 +269,8 @@ int cmd_worker(int argc, char **argv) {
         cli_error("no scheduler given: use --scheduler HOST:PORT or set TESSERA_SCHEDULER");
         return EXIT_INVALID;
     }
+    int st = watch ? start_watch(watch) : 0;
+    if (st) return st;
     /* The library's default name, made here so that the log lines can carry it from the
      * first one on. */
     char name[64], who[96];

@@ -135,8 +135,16 @@ TSR_API const char *tsr_client_errmsg(const tsr_client *client);
 TSR_API const char *tsr_last_error(void);
 
 /* Makes the blocking call in progress on c (tsr_compute, tsr_array_read, tsr_array_save_npy)
- * return TSR_EINTERRUPTED soon. Async-signal-safe: meant for a SIGINT handler. */
+ * return TSR_EINTERRUPTED soon. It ends that call only: the next call starts afresh, and an
+ * interrupt sent while no call is in progress is forgotten. Async-signal-safe: meant for a
+ * SIGINT handler. */
 TSR_API void tsr_client_interrupt(tsr_client *client);
+
+/* Sends now the releases of the arrays freed since the client last talked to the cluster.
+ * tsr_array_free() only records what the cluster may drop (it never blocks or talks to the
+ * network); the client sends that at its next tsr_compute, read or save, at tsr_client_free, or
+ * here. 0, or a negative code. */
+TSR_API int tsr_client_flush(tsr_client *client);
 
 /* "HOST:PORT" of the scheduler; NULL for an offline client. Borrowed. */
 TSR_API const char *tsr_client_address(const tsr_client *client);
@@ -158,6 +166,12 @@ TSR_API const char *tsr_client_address(const tsr_client *client);
  * field the scheduler did not send is absent. Returns NULL when nothing has finished yet (and for
  * an offline client) or when out of memory. Caller frees with free(). */
 TSR_API char *tsr_client_stats_json(tsr_client *client);
+
+/* Writes that JSON object and a newline to path (copied), under a temporary name renamed onto
+ * path once complete (as tsr_client_save_trace). Computing zero arrays counts as a computation
+ * of zero tasks. TSR_ENOTCOMPUTED when nothing has been computed, TSR_EINVALID for an empty
+ * path, -errno when the file cannot be written. */
+TSR_API int tsr_client_save_stats(tsr_client *client, const char *path);
 
 /* Connects to a running scheduler as a monitor (what `tessera top` does): a client that can
  * only ask for snapshots with tsr_client_info_json(); tsr_compute() on it fails with
@@ -272,7 +286,9 @@ TSR_API tsr_client *tsr_array_client(const tsr_array *a);
 TSR_API int64_t tsr_array_size(const tsr_array *a);
 
 /* Drops the handle. An array that other arrays were built from lives on inside them; chunks a
- * computed array holds on the cluster are released once no handle needs them. NULL is a no-op. */
+ * computed array holds on the cluster are released once no handle needs them, by the client at
+ * its next network call (tsr_client_flush). Never blocks, runs the client's loop or sends
+ * anything itself. NULL is a no-op. */
 TSR_API void tsr_array_free(tsr_array *a);
 
 /* ---------------------------------------------------------------------------------------------

@@ -293,6 +293,40 @@ Test(array, names) {
     tsr_array_free(NULL);
 }
 
+/* A failed constructor reports under its operands' names, never under the generated name of the
+ * array it did not make, and takes no generated name: the next array made gets the next one. */
+Test(array, failed_constructors_take_no_names) {
+    int64_t shape[2] = {10, 10}, chunks[2] = {5, 5}, bad[2] = {0, 5};
+    tsr_array *a, *out = NULL;
+    cr_assert_eq(tsr_zeros(c, 2, shape, chunks, TSR_FLOAT64, &a), 0);
+    cr_assert_str_eq(tsr_array_name(a), "zeros-1");
+    cr_assert_eq(tsr_rechunk(a, bad, &out), TSR_EINVALID);
+    cr_assert_null(out);
+    const char *msg = tsr_client_errmsg(c);
+    cr_assert(strstr(msg, "zeros-1") && !strstr(msg, "rechunk-"), "%s", msg);
+    cr_assert_eq(tsr_zeros(c, 2, shape, bad, TSR_FLOAT64, &out), TSR_EINVALID);
+    msg = tsr_client_errmsg(c);
+    cr_assert(!strstr(msg, "zeros-2"), "%s", msg);
+    int64_t vshape[1] = {3};
+    tsr_array *v;
+    cr_assert_eq(tsr_ones(c, 1, vshape, NULL, TSR_FLOAT64, &v), 0);
+    cr_assert_str_eq(tsr_array_name(v), "ones-2");
+    cr_assert_neq(tsr_binary(TSR_ADD, a, v, &out), 0);
+    cr_assert_neq(tsr_matmul(a, v, &out), 0);
+    int axes[2] = {0, 0};
+    cr_assert_neq(tsr_transpose(a, axes, 2, &out), 0);
+    cr_assert_neq(tsr_reduce(TSR_SUM, a, (int[]){5}, 1, &out), 0);
+    cr_assert_neq(tsr_astype(a, (tsr_dtype)99, &out), 0);
+    cr_assert_neq(tsr_unary((tsr_unary_op)99, a, &out), 0);
+    cr_assert_null(out);
+    tsr_array *t;
+    cr_assert_eq(tsr_rechunk(a, NULL, &t), 0);
+    cr_assert_str_eq(tsr_array_name(t), "rechunk-3");
+    tsr_array_free(t);
+    tsr_array_free(v);
+    tsr_array_free(a);
+}
+
 /* ---- elementwise ---------------------------------------------------------------------------- */
 
 Test(array, unary_astype_scalar) {

@@ -13,9 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "array/array.h"
-#include "array/client.h"
-#include "wire/wire.h"
+#include "client/client.h"
 
 /* Executor thread K of worker W is (pid W+1, tid K+1): Perfetto treats pid 0 as the kernel's
  * idle process and has merged tid 0 with tid 1, so neither is used. Transfers go on tids from
@@ -360,6 +358,24 @@ char *tsr_client_trace_json(tsr_client *c) {
     return buf;
 }
 
+/* Streams the trace into the temporary file through a FILE of its own (the fd stays
+ * tsr__write_file's to close). */
+static int fill_trace(int fd, void *user, int *recorded) {
+    (void)recorded;
+    int fd2 = dup(fd);
+    FILE *f = fd2 >= 0 ? fdopen(fd2, "w") : NULL;
+    if (!f) {
+        int e = errno;
+        if (fd2 >= 0) close(fd2);
+        return -e;
+    }
+    errno = 0;
+    int rc = tsr__trace_write(user, f);
+    if (rc == 0 && fflush(f) != 0) rc = -(errno ? errno : EIO);
+    if (fclose(f) != 0 && rc == 0) rc = -(errno ? errno : EIO);
+    return rc;
+}
+
 int tsr_client_save_trace(tsr_client *c, const char *path, uint64_t *dropped) {
     if (dropped) *dropped = 0;
     if (!c) return TSR_EINVALID;
@@ -368,37 +384,7 @@ int tsr_client_save_trace(tsr_client *c, const char *path, uint64_t *dropped) {
         return tsr__fail(c, TSR_ENOTCOMPUTED,
                          "no trace to write: the last computation was not traced (set "
                          "tsr_compute_options.trace), or the scheduler sent none");
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) return tsr__fail(c, -ENOMEM, "out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp-XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return tsr__fail(c, -e, "cannot create \"%s\": %s", path, strerror(e));
-    }
-    fchmod(fd, 0644);
-    int rc = 0;
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        int e = errno;
-        close(fd);
-        rc = tsr__fail(c, -e, "cannot write \"%s\": %s", path, strerror(e));
-    } else {
-        errno = 0;
-        rc = tsr__trace_write(c->trace, f);
-        if (rc == 0 && fflush(f) != 0) rc = -(errno ? errno : EIO);
-        if (fclose(f) != 0 && rc == 0) rc = -(errno ? errno : EIO);
-        if (rc) rc = tsr__fail(c, rc, "cannot write \"%s\": %s", path, tsr_strerror(rc));
-    }
-    if (rc == 0 && rename(tmp, path) != 0) {
-        int e = errno;
-        rc = tsr__fail(c, -e, "cannot rename \"%s\" to \"%s\": %s", tmp, path, strerror(e));
-    }
-    if (rc) unlink(tmp);
-    free(tmp);
+    int rc = tsr__write_file(c, path, "trace", fill_trace, c->trace);
     if (rc == 0 && dropped) *dropped = c->trace->dropped;
     return rc;
 }

@@ -1,7 +1,8 @@
 /* The embedded local cluster (`tessera run`, tsr_client_start_local): spawns the scheduler and
  * the workers as real processes of the `tessera` executable, each worker pinned to its own
  * cores, and stops and reaps them all when the client is freed — on success, failure or
- * interruption alike. */
+ * interruption alike. If the creating process dies without freeing the client, the processes
+ * see the end of a pipe whose write end only the creator holds (`--watch-fd`), and stop. */
 #include <errno.h>
 #include <fcntl.h>
 #include <hwloc.h>
@@ -14,18 +15,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "array/array.h"
-#include "array/client.h"
-#include "array/local.h"
+#include "client/client.h"
 #include "tsr_config.h"
-#include "wire/wire.h"
 
 extern char **environ;
 
 typedef struct tsr__local {
     pid_t *pids; /* [0] is the scheduler */
     int npids;
+    /* The write end of the watch pipe, held (close-on-exec, so no other program inherits it)
+     * until the cluster is reaped: its end is the creator's death. */
+    int watch_fd;
 } tsr__local;
+
+/* The cluster processes get the watch pipe's read end as this descriptor. */
+#define WATCH_FD 3
 
 int tsr__physical_cores(int **cores) {
     hwloc_topology_t topo;
@@ -76,11 +80,14 @@ void tsr__local_cpus(const int *cores, int ncores, int w, int threads, char *out
     }
 }
 
-/* Starts a cluster process with stdin and (unless out_fd is given) stdout on /dev/null, so its
- * ready line never mixes with the program's printed outputs; stderr stays shared for errors. */
-static int spawn(const char *exe, char *const argv[], int out_fd, pid_t *pid) {
+/* Starts a cluster process with the watch pipe's read end on WATCH_FD, stdin and (unless out_fd is
+ * given) stdout on /dev/null, so its ready line never mixes with the program's printed outputs;
+ * stderr stays shared for errors. */
+static int spawn(const char *exe, char *const argv[], int out_fd, int watch_rd, pid_t *pid) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
+    /* dup2 onto WATCH_FD clears close-on-exec there (also when watch_rd is WATCH_FD itself). */
+    posix_spawn_file_actions_adddup2(&fa, watch_rd, WATCH_FD);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     if (out_fd >= 0)
         posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
@@ -173,7 +180,18 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         return tsr__fail_thread(TSR_EINVALID, "too many workers: %d", workers);
     }
     const char *exe = opts->tessera_path;
-    if (!exe) exe = access(TSR_INSTALLED_EXE, X_OK) == 0 ? TSR_INSTALLED_EXE : "tessera";
+    int installed = access(TSR_INSTALLED_EXE, X_OK) == 0;
+    if (!exe) exe = installed ? TSR_INSTALLED_EXE : "tessera";
+    /* Where it looked, for the message when the executable cannot be started. */
+    char looked[1200];
+    if (opts->tessera_path)
+        snprintf(looked, sizeof looked, "tsr_local_options.tessera_path is \"%s\"",
+                 opts->tessera_path);
+    else
+        snprintf(looked, sizeof looked,
+                 "looked for the installed \"%s\" (%s), else \"tessera\" on PATH; set "
+                 "tsr_local_options.tessera_path to the `tessera` executable",
+                 TSR_INSTALLED_EXE, installed ? "found" : "absent");
 
     tsr_client *c;
     int rc = tsr_client_new_offline(&c);
@@ -191,22 +209,41 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         return tsr__fail_thread(-ENOMEM, "out of memory");
     }
     l->pids = pids;
+    l->watch_fd = -1;
     c->local = l;
 
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) != 0) {
+    int wfd[2];
+    if (pipe2(wfd, O_CLOEXEC) != 0) {
         rc = -errno;
         tsr__fail_thread(rc, "pipe: %s", strerror(-rc));
         goto fail;
     }
-    char *sargv[] = {
-        (char *)exe, "scheduler", "--listen", "127.0.0.1:0", opts->verbose ? "--verbose" : NULL,
-        NULL};
-    rc = spawn(exe, sargv, pfd[1], &l->pids[0]);
+    l->watch_fd = wfd[1];
+    char watch_arg[16];
+    snprintf(watch_arg, sizeof watch_arg, "%d", WATCH_FD);
+
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0) {
+        rc = -errno;
+        close(wfd[0]);
+        tsr__fail_thread(rc, "pipe: %s", strerror(-rc));
+        goto fail;
+    }
+    char *sargv[] = {(char *)exe,
+                     "scheduler",
+                     "--listen",
+                     "127.0.0.1:0",
+                     "--watch-fd",
+                     watch_arg,
+                     opts->verbose ? "--verbose" : NULL,
+                     NULL};
+    rc = spawn(exe, sargv, pfd[1], wfd[0], &l->pids[0]);
     close(pfd[1]);
     if (rc) {
         close(pfd[0]);
-        tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s scheduler\": %s", exe, strerror(-rc));
+        close(wfd[0]);
+        tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s scheduler\": %s (%s)", exe, strerror(-rc),
+                         looked);
         rc = TSR_ESPAWN;
         goto fail;
     }
@@ -215,6 +252,7 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
     rc = read_listen_line(pfd[0], addr, sizeof addr, 20000);
     close(pfd[0]);
     if (rc) {
+        close(wfd[0]);
         tsr__fail_thread(TSR_ESPAWN, "the scheduler (\"%s scheduler\") did not start: %s", exe,
                          rc == -ETIMEDOUT ? "no listening address within 20 s" : "it exited");
         rc = TSR_ESPAWN;
@@ -235,16 +273,21 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
                          cpus,
                          "--name",
                          name,
+                         "--watch-fd",
+                         watch_arg,
                          opts->verbose ? "--verbose" : NULL,
                          NULL};
-        rc = spawn(exe, wargv, -1, &l->pids[1 + w]);
+        rc = spawn(exe, wargv, -1, wfd[0], &l->pids[1 + w]);
         if (rc) {
-            tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s worker\": %s", exe, strerror(-rc));
+            close(wfd[0]);
+            tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s worker\": %s (%s)", exe, strerror(-rc),
+                             looked);
             rc = TSR_ESPAWN;
             goto fail;
         }
         l->npids++;
     }
+    close(wfd[0]); /* only the cluster processes hold the read end */
     rc = tsr__client_open(c, addr, NULL, 10000);
     if (rc == 0) rc = tsr__client_wait_workers(c, workers, 30000);
     if (rc) {
@@ -265,17 +308,14 @@ fail:
     return rc;
 }
 
-void tsr_client_free(tsr_client *c) {
-    if (!c) return;
+void tsr__local_free(tsr_client *c) {
     tsr__local *l = c->local;
-    if (l && c->connected && c->sched) tsr__client_shutdown_cluster(c);
-    tsr__client_close(c);
-    if (l) {
-        /* A clean shutdown takes milliseconds; past the grace period the stragglers are
-         * terminated, then killed. */
-        reap_all(l, 5.0);
-        free(l->pids);
-        free(l);
-    }
-    free(c);
+    if (!l) return;
+    /* A clean shutdown takes milliseconds; past the grace period the stragglers are
+     * terminated, then killed. */
+    reap_all(l, 5.0);
+    if (l->watch_fd >= 0) close(l->watch_fd);
+    free(l->pids);
+    free(l);
+    c->local = NULL;
 }

@@ -1,0 +1,173 @@
+/* What the files of client/ share: the runtime state of a connected client (tsr__rt) and the
+ * functions one concern offers the others. client/ is the network side of the API (session,
+ * compute, fetch, stats, trace, the embedded local cluster); it builds on array/, which must
+ * never include this header. Everything here runs on the caller's thread inside the blocking
+ * API calls, except tsr_client_interrupt() and tsr_client_progress(). */
+#ifndef TSR_CLIENT_CLIENT_H
+#define TSR_CLIENT_CLIENT_H
+
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "array/array.h"
+#include "array/client.h"
+#include "tessera/tessera.h"
+#include "wire/wire.h"
+
+struct json_t;
+struct msgpack_object;
+typedef struct tsr__peer tsr__peer;
+typedef struct tsr__fetch tsr__fetch;
+
+typedef struct tsr__rt {
+    tsr_client *c;
+    /* What the blocking call currently waits for. */
+    int welcomed;
+    int failed; /* a negative code once the wait must end in failure */
+    char failmsg[1024];
+    /* Set by tsr_client_interrupt (any thread, a signal handler); cleared when a blocking call
+     * starts and when the call it interrupted returns, so that it ends one call only. */
+    atomic_int interrupted;
+    uv_async_t interrupt;
+    uv_timer_t timer;
+    /* Job tracking (one submission at a time). */
+    uint64_t job;
+    int accepted, finished;
+    uint64_t submitted, answered; /* submissions sent, and answered (accepted or rejected) */
+    tsr_progress progress;
+    const tsr_compute_options *copts;
+    double t0;
+    double last_cb; /* when the progress callback last ran */
+    uint32_t *out_ids;
+    char **out_addr;
+    size_t nout;
+    struct json_t *stats; /* of the last finished job (tsr_client_stats_json), or NULL */
+    uint64_t ntasks;      /* tasks in the graph submitted last */
+    /* Monitor snapshots. The scheduler sends one unasked right after `welcome` (PROTOCOL.md),
+     * then one per request, in order on the one connection: hello_info says the unasked one is
+     * still to come, so that it is never taken for the answer to a request. */
+    struct json_t *info;
+    int hello_info;
+    uint64_t info_asked, info_got;
+    int info_ready;
+    /* wait_workers; also carries a failed task's array index */
+    int64_t workers;
+    int got_workers;
+    /* Fetching (fetch.c). Every fetch_all() call is a new generation; a reply to a request of
+     * an earlier generation (one an interrupted or failed read left behind) is dropped. */
+    tsr__peer *peers;
+    uint64_t fetch_gen;
+    tsr_array *array; /* the array being fetched; NULL between fetches */
+    int (*sink)(struct tsr__rt *rt, tsr__fetch *f);
+    void *sink_user;
+    int64_t next_chunk; /* next chunk index to request */
+    int64_t chunks_done;
+    int fetch_complete;
+} tsr__rt;
+
+/* One requested chunk (fetch.c). */
+struct tsr__fetch {
+    uint64_t gen; /* rt->fetch_gen of the call that asked */
+    uint64_t job;
+    uint32_t id;
+    int64_t ci; /* chunk index in the array's grid */
+    void *data; /* received payload (owned) */
+    uint64_t nbytes;
+};
+
+/* ---- session.c ---- */
+
+/* Records the failure that ends the current wait (the first one wins) and stops the loop. */
+void tsr__rt_fail(tsr__rt *rt, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Runs the loop until *flag is set, a failure, an interrupt or timeout_ms (0 = none). 0, or the
+ * failure's code with its message on the client. */
+int tsr__rt_run_until(tsr__rt *rt, const int *flag, int timeout_ms);
+/* Starts a blocking API call: forgets an interrupt that arrived between calls, and sends the
+ * releases that freed arrays left (tsr__client_flush_releases). */
+void tsr__rt_begin(tsr__rt *rt);
+/* Ends a blocking API call: an interrupt it received ends with it. */
+void tsr__rt_end(tsr__rt *rt);
+void tsr__send_hello(tsr__conn *conn, const char *role, const char *token);
+/* Sends {t: type} or {t: type, key: value}. */
+int tsr__send_simple(tsr__conn *conn, const char *type, const char *key, int64_t value);
+/* Sends a `release` for every job that freed arrays no longer hold (array.c records them on
+ * the client; array/ never talks to the network itself), without running the loop. */
+void tsr__client_flush_releases(tsr_client *c);
+int tsr__client_open(tsr_client *c, const char *address, const char *token, int timeout_ms);
+void tsr__client_close(tsr_client *c);
+int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms);
+void tsr__client_shutdown_cluster(tsr_client *c);
+
+/* ---- compute.c ---- */
+
+/* Handles a scheduler message about the job in flight (accepted, rejected, progress, finished,
+ * failed, workers); 1 if it was one, else 0. */
+int tsr__compute_on_message(tsr__rt *rt, const char *type, const struct msgpack_object *hdr);
+
+/* ---- fetch.c ---- */
+
+/* Frees the peer connections' state once the loop has closed them (tsr__client_close). */
+void tsr__fetch_free_peers(tsr__rt *rt);
+
+/* ---- stats.c ---- */
+
+/* Handles an `info` message (a monitor's snapshot). */
+void tsr__info_on_message(tsr__rt *rt, const struct msgpack_object *hdr);
+
+/* The JSON object tsr_client_stats_json() describes, built from the `stats` map of a `finished`
+ * message (PROTOCOL.md; NULL or not a map when the scheduler sent none) and what the client
+ * measured itself: `seconds` from submit to finished and `tasks` it submitted (the scheduler's
+ * count replaces it where it sent one). Fields missing or of the wrong type in the map are left
+ * out, never guessed. Caller owns the reference (json_decref); NULL only when out of memory. */
+struct json_t *tsr__stats_json(const struct msgpack_object *stats, double seconds, uint64_t tasks);
+
+/* A msgpack value from the network as JSON: maps with string keys become objects, arrays
+ * arrays, integers integers, finite floats reals, valid UTF-8 strings strings, nil null and
+ * booleans booleans. Anything else (binary data, non-string keys, NaN, nesting deeper than 16)
+ * is left out. `skip` names one top-level key to leave out (the message type "t"), or NULL.
+ * Caller owns the reference; NULL when out of memory or when obj itself cannot be converted. */
+struct json_t *tsr__mp_to_json(const struct msgpack_object *obj, const char *skip);
+
+/* ---- trace.c ---- */
+
+/* The `trace` map of a traced job's `finished` (PROTOCOL.md "Tracing"), kept compactly.
+ * *out is NULL when map is NULL or not a map (the scheduler sent no trace); malformed entries are
+ * skipped. 0, or -ENOMEM. Free with tsr__trace_free (NULL is a no-op). */
+int tsr__trace_parse(const struct msgpack_object *map, uint64_t job, tsr__trace **out);
+void tsr__trace_free(tsr__trace *t);
+/* Writes the trace as Chrome trace-event JSON (tsr_client_trace_json describes it); sorts the
+ * events in place. 0, or a negative errno when writing to f failed. */
+int tsr__trace_write(tsr__trace *t, FILE *f);
+
+/* ---- atomic_file.c: the one temp-file-then-rename writer ---- */
+
+/* Writes a file the way every file the library saves is written: under PATH.tmp-XXXXXX (mode
+ * 0644), filled by fill(fd, user), then renamed onto path, so that a reader never sees a partial
+ * file and a failure leaves none (the temporary file is removed). fill returns 0 or a negative
+ * code, with its message already recorded on c when `recorded` is set by it; every other failure
+ * is recorded here as "cannot create/write \"PATH\" (what): reason", `what` naming the data
+ * (e.g. `array "x"`; may be NULL). 0 or a negative code. */
+int tsr__write_file(tsr_client *c, const char *path, const char *what,
+                    int (*fill)(int fd, void *user, int *recorded), void *user);
+/* A fill for tsr__write_file that writes len bytes of data. */
+typedef struct tsr__bytes {
+    const void *data;
+    size_t len;
+} tsr__bytes;
+int tsr__fill_bytes(int fd, void *user, int *recorded);
+
+/* ---- local.c ---- */
+
+/* Stops and reaps the local cluster c started, if any (tsr_client_free). */
+void tsr__local_free(tsr_client *c);
+
+/* The cores (one PU os-index per physical core) in hwloc order; returns the count or a negative
+ * code. *cores is malloc'd. */
+int tsr__physical_cores(int **cores);
+
+/* The cpu list ("0,1") for worker w of a local cluster with `threads` threads per worker:
+ * cores w*threads .. w*threads+threads-1, wrapping round the available cores. */
+void tsr__local_cpus(const int *cores, int ncores, int w, int threads, char *out, size_t size);
+
+#endif

@@ -1,0 +1,363 @@
+/* Computing: submitting a lowered graph, following the job to its end (accepted, progress,
+ * finished or failed) with progress called back and published for other threads, and recording
+ * where each output chunk now lives. Runs inside tsr_compute on the caller's thread; only
+ * tsr_client_progress() reads from other threads. The messages come from the network: a
+ * malformed one fails the computation, never the process. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client.h"
+
+/* Publishes the progress for tsr_client_progress() (client.h: a sequence lock, this thread
+ * being its only writer). */
+static void publish(tsr_client *c, int running, const tsr_progress *p) {
+    unsigned seq = atomic_load_explicit(&c->pub.seq, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&c->pub.running, running, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.done, p->done, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.total, p->total, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.erred, p->erred, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.elapsed, p->elapsed, memory_order_relaxed);
+    atomic_store_explicit(&c->pub.seq, seq + 2, memory_order_release);
+}
+
+/* Calls the compute options' progress callback, at most every progress_interval_ms unless
+ * `final` (the 100% call, which always comes). */
+static void report_progress(tsr__rt *rt, int final) {
+    const tsr_compute_options *o = rt->copts;
+    if (!o || !o->progress) return;
+    double t = tsr__now();
+    if (!final && o->progress_interval_ms > 0 && rt->last_cb > 0 &&
+        (t - rt->last_cb) * 1000.0 < o->progress_interval_ms)
+        return;
+    rt->last_cb = t;
+    o->progress(&rt->progress, o->user);
+}
+
+static void handle_finished(tsr__rt *rt, const msgpack_object *hdr) {
+    const msgpack_object *outs = tsr__mp_get(hdr, "outputs");
+    if (!outs || outs->type != MSGPACK_OBJECT_ARRAY) {
+        tsr__rt_fail(rt, TSR_EPROTOCOL, "malformed 'finished' message from the scheduler");
+        return;
+    }
+    size_t n = outs->via.array.size;
+    rt->out_ids = calloc(n ? n : 1, sizeof *rt->out_ids);
+    rt->out_addr = calloc(n ? n : 1, sizeof *rt->out_addr);
+    if (!rt->out_ids || !rt->out_addr) {
+        tsr__rt_fail(rt, -ENOMEM, "out of memory");
+        return;
+    }
+    rt->nout = n;
+    for (size_t k = 0; k < n; k++) {
+        const msgpack_object *e = &outs->via.array.ptr[k];
+        int64_t id;
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 2 ||
+            tsr__mp_as_int(&e->via.array.ptr[0], &id) || id < 0 || id > UINT32_MAX ||
+            e->via.array.ptr[1].type != MSGPACK_OBJECT_STR) {
+            tsr__rt_fail(rt, TSR_EPROTOCOL, "malformed output entry from the scheduler");
+            return;
+        }
+        rt->out_ids[k] = (uint32_t)id;
+        rt->out_addr[k] =
+            strndup(e->via.array.ptr[1].via.str.ptr, e->via.array.ptr[1].via.str.size);
+        if (!rt->out_addr[k]) {
+            tsr__rt_fail(rt, -ENOMEM, "out of memory");
+            return;
+        }
+    }
+    /* Built here, when the job is done, so `seconds` stops at `finished` and excludes fetching. */
+    json_t *st = tsr__stats_json(tsr__mp_get(hdr, "stats"), tsr__now() - rt->t0, rt->ntasks);
+    if (st) {
+        json_decref(rt->stats);
+        rt->stats = st;
+    }
+    /* The trace, if this job was traced; an untraced job leaves none, so that what
+     * tsr_client_trace_json() returns always describes the last computation. */
+    tsr__trace_free(rt->c->trace);
+    rt->c->trace = NULL;
+    if (tsr__trace_parse(tsr__mp_get(hdr, "trace"), rt->job, &rt->c->trace) != 0) {
+        tsr__rt_fail(rt, -ENOMEM, "out of memory keeping the trace");
+        return;
+    }
+    rt->finished = 1;
+    uv_stop(&rt->c->loop);
+}
+
+static void on_progress(tsr__rt *rt, const struct msgpack_object *hdr) {
+    uint64_t v;
+    if (tsr__mp_get_uint(hdr, "done", &v) == 0) rt->progress.done = v;
+    if (tsr__mp_get_uint(hdr, "total", &v) == 0) rt->progress.total = v;
+    if (tsr__mp_get_uint(hdr, "erred", &v) == 0) rt->progress.erred = v;
+    rt->progress.elapsed = tsr__now() - rt->t0;
+    publish(rt->c, 1, &rt->progress);
+    report_progress(rt, 0);
+}
+
+static void on_failed(tsr__rt *rt, const struct msgpack_object *hdr) {
+    char msg[700] = "?";
+    tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
+    int64_t id = -1, array = -1;
+    tsr__mp_get_int(hdr, "id", &id);
+    tsr__mp_get_int(hdr, "array", &array);
+    rt->progress.erred++;
+    /* compute() turns the array index into a name. */
+    rt->workers = array;
+    tsr__rt_fail(rt, TSR_ECOMPUTE, "task %lld: %s", (long long)id, msg);
+}
+
+/* Is this message about the job of the computation in progress? An interrupted or failed
+ * tsr_compute returns without waiting for the rest of its job's messages, which then arrive
+ * during a later call: they are dropped. */
+static int current_job(const tsr__rt *rt, const struct msgpack_object *hdr) {
+    uint64_t job;
+    if (!rt->accepted || rt->finished) return 0;
+    return tsr__mp_get_uint(hdr, "job", &job) != 0 || job == rt->job;
+}
+
+int tsr__compute_on_message(tsr__rt *rt, const char *type, const struct msgpack_object *hdr) {
+    if (strcmp(type, "accepted") == 0 || strcmp(type, "rejected") == 0) {
+        /* The scheduler answers submissions in order: an answer while later submissions wait
+         * for theirs belongs to one whose call has returned. */
+        if (++rt->answered < rt->submitted) {
+            uint64_t job;
+            if (type[0] == 'a' && tsr__mp_get_uint(hdr, "job", &job) == 0 && rt->c->sched)
+                tsr__send_simple(rt->c->sched, "release", "job", (int64_t)job); /* orphaned */
+            return 1;
+        }
+    }
+    if (strcmp(type, "accepted") == 0) {
+        uint64_t job = 0, tasks = 0;
+        tsr__mp_get_uint(hdr, "job", &job);
+        tsr__mp_get_uint(hdr, "tasks", &tasks);
+        rt->job = job;
+        rt->accepted = 1;
+        rt->progress.total = tasks;
+    } else if (strcmp(type, "rejected") == 0) {
+        char msg[512] = "?";
+        tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
+        tsr__rt_fail(rt, TSR_EPROTOCOL, "the scheduler rejected the graph: %s", msg);
+    } else if (strcmp(type, "progress") == 0 || strcmp(type, "finished") == 0 ||
+               strcmp(type, "failed") == 0) {
+        if (!current_job(rt, hdr)) return 1;
+        if (strcmp(type, "progress") == 0)
+            on_progress(rt, hdr);
+        else if (strcmp(type, "finished") == 0)
+            handle_finished(rt, hdr);
+        else
+            on_failed(rt, hdr);
+    } else if (strcmp(type, "workers") == 0) {
+        int64_t n = 0;
+        tsr__mp_get_int(hdr, "count", &n);
+        rt->workers = n;
+        rt->got_workers = 1;
+        uv_stop(&rt->c->loop);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- submitting ---- */
+
+static void free_payload(void *p) {
+    free(p);
+}
+
+static void clear_outputs(tsr__rt *rt) {
+    for (size_t k = 0; k < rt->nout; k++) free(rt->out_addr[k]);
+    free(rt->out_addr);
+    free(rt->out_ids);
+    rt->out_addr = NULL;
+    rt->out_ids = NULL;
+    rt->nout = 0;
+}
+
+static int submit_graph(tsr_client *c, const tsr_graph *g, int trace) {
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init(&body);
+    int rc = tsr__graph_pack(g, &body);
+    if (rc) {
+        msgpack_sbuffer_destroy(&body);
+        return tsr__fail(c, rc, "cannot encode the task graph: %s", tsr_strerror(rc));
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, trace ? 3 : 2, "submit");
+    tsr__mp_pack_str(&pk, "n");
+    msgpack_pack_uint64(&pk, body.size);
+    if (trace) {
+        tsr__mp_pack_str(&pk, "trace");
+        msgpack_pack_true(&pk);
+    }
+    char *payload = body.data;
+    size_t plen = body.size;
+    body.data = NULL;
+    rc = tsr__conn_send(c->sched, &sb, payload, plen, free_payload, payload);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc == 0) c->rt->submitted++;
+    if (rc) return tsr__fail(c, rc, "cannot send the graph to the scheduler: %s", tsr_strerror(rc));
+    return 0;
+}
+
+/* Computing nothing finishes at once: its statistics say zero tasks, and its trace (when asked
+ * for) has no events, so that what the client reports always describes the last call. */
+static int record_empty(tsr__rt *rt, const tsr_compute_options *opts) {
+    json_t *st = tsr__stats_json(NULL, 0.0, 0);
+    if (!st) return tsr__fail(rt->c, -ENOMEM, "out of memory");
+    json_decref(rt->stats);
+    rt->stats = st;
+    tsr__trace_free(rt->c->trace);
+    rt->c->trace = NULL;
+    msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
+    if (opts && opts->trace && tsr__trace_parse(&empty, 0, &rt->c->trace) != 0)
+        return tsr__fail(rt->c, -ENOMEM, "out of memory");
+    return 0;
+}
+
+void tsr_compute_options_default(tsr_compute_options *o) {
+    memset(o, 0, sizeof *o);
+    o->progress_interval_ms = 100;
+}
+
+int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
+                const tsr_compute_options *opts) {
+    if (!c) return TSR_EINVALID;
+    if (n > 0 && !arrays) return tsr__fail(c, TSR_EINVALID, "tsr_compute: arrays is NULL");
+    for (size_t k = 0; k < n; k++) {
+        if (!arrays[k]) return tsr__fail(c, TSR_EINVALID, "tsr_compute: arrays[%zu] is NULL", k);
+        if (arrays[k]->client != c)
+            return tsr__fail(c, TSR_EINVALID, "array \"%s\" belongs to another client",
+                             arrays[k]->name);
+    }
+    if (!c->connected || !c->rt)
+        return tsr__fail(c, TSR_ENOTCONNECTED,
+                         "this client is not connected to a cluster (offline client)");
+    if (c->monitor)
+        return tsr__fail(c, TSR_EINVALID, "a monitor client cannot compute (it only watches)");
+    tsr__rt *rt = c->rt;
+    if (n == 0) return record_empty(rt, opts);
+    tsr__rt_begin(rt);
+    int started = 0;
+    tsr_graph g;
+    tsr__graph_init(&g);
+    int rc = tsr__lower(c, arrays, n, &g);
+    if (rc) goto out;
+    tsr__graph_finish(&g);
+    rt->accepted = rt->finished = 0;
+    memset(&rt->progress, 0, sizeof rt->progress);
+    rt->progress.total = g.ntasks;
+    rt->ntasks = g.ntasks;
+    rt->t0 = tsr__now();
+    rt->last_cb = 0;
+    rt->copts = opts;
+    atomic_store_explicit(&c->pub.t0, rt->t0, memory_order_relaxed);
+    publish(c, 1, &rt->progress);
+    started = 1;
+    rt->workers = -1;
+    rc = submit_graph(c, &g, opts && opts->trace);
+    if (rc) goto out;
+    rc = tsr__rt_run_until(rt, &rt->finished, 0);
+    if (rc == TSR_ECOMPUTE && rt->workers >= 0 && (size_t)rt->workers < g.narrays) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", c->errmsg);
+        tsr__fail(c, rc, "array \"%s\" (%s): %s", g.arrays[rt->workers].name,
+                  g.arrays[rt->workers].op, msg);
+    }
+    if (rc) {
+        if (rt->accepted && c->connected && c->sched) {
+            /* Cancels the job if it is still running, frees whatever it holds. */
+            tsr__send_simple(c->sched, "release", "job", (int64_t)rt->job);
+            uv_run(&c->loop, UV_RUN_NOWAIT);
+        }
+        goto out;
+    }
+    /* Map task ids to holders, then record each array's chunks. */
+    char **by_id = calloc(g.ntasks ? g.ntasks : 1, sizeof *by_id);
+    tsr__jobref *jr = calloc(1, sizeof *jr);
+    if (!by_id || !jr) {
+        free(by_id);
+        free(jr);
+        rc = tsr__fail(c, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t k = 0; k < rt->nout; k++)
+        if (rt->out_ids[k] < g.ntasks) by_id[rt->out_ids[k]] = rt->out_addr[k];
+    jr->job = rt->job;
+    jr->client = c;
+    for (size_t k = 0; k < n; k++) {
+        tsr_array *a = arrays[k];
+        if (a->computed.jobref == jr) continue; /* listed twice */
+        tsr__array_release_computed(a);
+        int64_t nch = tsr__array_nchunks(a);
+        a->computed.task = malloc((size_t)(nch ? nch : 1) * sizeof *a->computed.task);
+        a->computed.addr = calloc((size_t)(nch ? nch : 1), sizeof *a->computed.addr);
+        if (!a->computed.task || !a->computed.addr) {
+            free(a->computed.task);
+            free(a->computed.addr);
+            a->computed.task = NULL;
+            a->computed.addr = NULL;
+            rc = tsr__fail(c, -ENOMEM, "out of memory");
+            break;
+        }
+        a->computed.nchunks = nch;
+        a->computed.job = rt->job;
+        a->computed.jobref = jr;
+        jr->refs++;
+        for (int64_t ci = 0; ci < nch; ci++) {
+            uint32_t id = a->lower_tasks[ci];
+            a->computed.task[ci] = id;
+            a->computed.addr[ci] = by_id[id] ? strdup(by_id[id]) : NULL;
+            if (!a->computed.addr[ci]) {
+                rc = tsr__fail(c, TSR_EPROTOCOL,
+                               "the scheduler did not say where chunk %lld of \"%s\" is",
+                               (long long)ci, a->name);
+            }
+        }
+    }
+    free(by_id);
+    if (jr->refs == 0) free(jr);
+    if (rc == 0) {
+        rt->progress.done = rt->progress.total;
+        rt->progress.elapsed = tsr__now() - rt->t0;
+        report_progress(rt, 1);
+    }
+out:
+    if (started) {
+        rt->progress.elapsed = tsr__now() - rt->t0;
+        publish(c, 0, &rt->progress);
+    }
+    clear_outputs(rt);
+    rt->copts = NULL;
+    /* What the scheduler still says about this job reaches no call: dropped (current_job). */
+    rt->accepted = 0;
+    tsr__graph_free(&g);
+    tsr__rt_end(rt);
+    return rc;
+}
+
+int tsr_client_progress(tsr_client *c, tsr_progress *out) {
+    if (!c || !out) return TSR_EINVALID;
+    tsr_progress p;
+    int running;
+    double t0;
+    unsigned s1, s2;
+    do {
+        s1 = atomic_load_explicit(&c->pub.seq, memory_order_acquire);
+        running = atomic_load_explicit(&c->pub.running, memory_order_relaxed);
+        p.done = atomic_load_explicit(&c->pub.done, memory_order_relaxed);
+        p.total = atomic_load_explicit(&c->pub.total, memory_order_relaxed);
+        p.erred = atomic_load_explicit(&c->pub.erred, memory_order_relaxed);
+        p.elapsed = atomic_load_explicit(&c->pub.elapsed, memory_order_relaxed);
+        t0 = atomic_load_explicit(&c->pub.t0, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        s2 = atomic_load_explicit(&c->pub.seq, memory_order_relaxed);
+    } while ((s1 & 1) || s1 != s2);
+    if (running) p.elapsed = tsr__now() - t0;
+    *out = p;
+    return running;
+}

@@ -1,0 +1,295 @@
+/* A client's session with a scheduler: the connection and the hello, dispatching the
+ * scheduler's messages to the concern they belong to (compute.c, stats.c), running the client's
+ * own loop until what a blocking call waits for, interrupts, the releases freed arrays left,
+ * and closing. All of it runs on the caller's thread inside the blocking API calls; only
+ * tsr_client_interrupt() may come from another thread (or a signal handler). */
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client.h"
+
+void tsr__rt_fail(tsr__rt *rt, int code, const char *fmt, ...) {
+    if (rt->failed) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rt->failmsg, sizeof rt->failmsg, fmt, ap);
+    va_end(ap);
+    rt->failed = code;
+    uv_stop(&rt->c->loop);
+}
+
+void tsr__send_hello(tsr__conn *conn, const char *role, const char *token) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, token && *token ? 5 : 4, "hello");
+    tsr__mp_pack_str(&pk, "v");
+    msgpack_pack_int(&pk, TSR_PROTOCOL_VERSION);
+    tsr__mp_pack_str(&pk, "role");
+    tsr__mp_pack_str(&pk, role);
+    tsr__mp_pack_str(&pk, "name");
+    tsr__mp_pack_str(&pk, "client");
+    if (token && *token) {
+        tsr__mp_pack_str(&pk, "token");
+        tsr__mp_pack_str(&pk, token);
+    }
+    tsr__conn_send(conn, &sb, NULL, 0, NULL, NULL);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+int tsr__send_simple(tsr__conn *conn, const char *type, const char *key, int64_t value) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, key ? 2 : 1, type);
+    if (key) {
+        tsr__mp_pack_str(&pk, key);
+        msgpack_pack_int64(&pk, value);
+    }
+    int rc = tsr__conn_send(conn, &sb, NULL, 0, NULL, NULL);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+void tsr__client_flush_releases(tsr_client *c) {
+    if (c->connected && c->sched && !c->sched->closing)
+        for (size_t k = 0; k < c->nreleases; k++)
+            tsr__send_simple(c->sched, "release", "job", (int64_t)c->releases[k]);
+    /* Queued on the connection: the loop writes them at its next run, or at close. */
+    c->nreleases = 0;
+}
+
+int tsr_client_flush(tsr_client *c) {
+    if (!c) return TSR_EINVALID;
+    if (!c->connected || !c->sched) {
+        c->nreleases = 0; /* nothing to release on: the scheduler dropped the jobs itself */
+        return 0;
+    }
+    tsr__client_flush_releases(c);
+    uv_run(&c->loop, UV_RUN_NOWAIT); /* writes what the socket did not take at once */
+    return 0;
+}
+
+/* ---- the scheduler connection ---- */
+
+static void sched_on_connect(tsr__conn *conn, int status) {
+    tsr__rt *rt = conn->owner;
+    if (status < 0) {
+        tsr__rt_fail(rt, status, "cannot connect to scheduler at %s: %s", rt->c->address,
+                     uv_strerror(status));
+        return;
+    }
+    tsr__send_hello(conn, rt->c->monitor ? "monitor" : "client", rt->c->token);
+}
+
+static void sched_on_close(tsr__conn *conn, int status, const char *reason) {
+    tsr__rt *rt = conn->owner;
+    (void)status;
+    rt->c->sched = NULL;
+    rt->c->connected = 0;
+    tsr__rt_fail(rt, TSR_ECLOSED, "lost the connection to the scheduler at %s (%s)", rt->c->address,
+                 reason);
+}
+
+static void sched_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *payload,
+                           uint64_t plen) {
+    tsr__rt *rt = conn->owner;
+    (void)payload;
+    (void)plen;
+    char type[32];
+    if (tsr__mp_type(hdr, type, sizeof type)) {
+        tsr__conn_close(conn, "message without a type");
+        return;
+    }
+    if (strcmp(type, "welcome") == 0) {
+        rt->welcomed = 1;
+        rt->hello_info = rt->c->monitor; /* a monitor's snapshot at hello follows */
+        uv_stop(&rt->c->loop);
+    } else if (strcmp(type, "error") == 0) {
+        char msg[512] = "unknown error";
+        tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
+        tsr__rt_fail(rt, TSR_EPROTOCOL, "scheduler at %s: %s", rt->c->address, msg);
+    } else if (strcmp(type, "info") == 0 && rt->c->monitor) {
+        tsr__info_on_message(rt, hdr);
+    } else {
+        tsr__compute_on_message(rt, type, hdr);
+    }
+}
+
+static const tsr__conn_cbs sched_cbs = {
+    .on_frame = sched_on_frame,
+    .on_close = sched_on_close,
+    .on_connect = sched_on_connect,
+};
+
+/* ---- running the loop until a condition ---- */
+
+static void on_interrupt(uv_async_t *a) {
+    tsr__rt *rt = a->data;
+    if (atomic_load(&rt->interrupted)) tsr__rt_fail(rt, TSR_EINTERRUPTED, "interrupted");
+}
+
+static void on_timeout(uv_timer_t *t) {
+    tsr__rt *rt = t->data;
+    tsr__rt_fail(rt, -ETIMEDOUT, "timed out waiting for the scheduler at %s", rt->c->address);
+}
+
+int tsr__rt_run_until(tsr__rt *rt, const int *flag, int timeout_ms) {
+    if (timeout_ms > 0) uv_timer_start(&rt->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    while (!*flag && !rt->failed) {
+        if (atomic_load(&rt->interrupted)) {
+            tsr__rt_fail(rt, TSR_EINTERRUPTED, "interrupted");
+            break;
+        }
+        uv_run(&rt->c->loop, UV_RUN_ONCE);
+    }
+    uv_timer_stop(&rt->timer);
+    if (rt->failed) {
+        int rc = rt->failed;
+        tsr__fail(rt->c, rc, "%s", rt->failmsg);
+        /* Keep the failure for callers that check; the next wait starts clean. */
+        rt->failed = 0;
+        return rc;
+    }
+    return 0;
+}
+
+void tsr__rt_begin(tsr__rt *rt) {
+    atomic_store(&rt->interrupted, 0);
+    tsr__client_flush_releases(rt->c);
+}
+
+void tsr__rt_end(tsr__rt *rt) {
+    atomic_store(&rt->interrupted, 0);
+}
+
+void tsr_client_interrupt(tsr_client *c) {
+    if (!c || !c->rt) return;
+    atomic_store(&c->rt->interrupted, 1); /* lock-free atomic_int: async-signal-safe */
+    uv_async_send(&c->rt->interrupt);     /* async-signal-safe */
+}
+
+/* ---- opening and closing ---- */
+
+int tsr__client_open(tsr_client *c, const char *address, const char *token, int timeout_ms) {
+    snprintf(c->address, sizeof c->address, "%s", address);
+    snprintf(c->token, sizeof c->token, "%s", token ? token : "");
+    int rc = uv_loop_init(&c->loop);
+    if (rc) return tsr__fail(c, rc, "cannot create an event loop: %s", uv_strerror(rc));
+    c->loop_init = 1;
+    tsr__rt *rt = calloc(1, sizeof *rt);
+    if (!rt) return tsr__fail(c, -ENOMEM, "out of memory");
+    c->rt = rt;
+    rt->c = c;
+    uv_async_init(&c->loop, &rt->interrupt, on_interrupt);
+    rt->interrupt.data = rt;
+    uv_timer_init(&c->loop, &rt->timer);
+    rt->timer.data = rt;
+    c->sched = tsr__conn_new(&c->loop, &sched_cbs, rt, &c->log);
+    if (!c->sched) return tsr__fail(c, -ENOMEM, "out of memory");
+    rc = tsr__conn_connect(c->sched, address);
+    if (rc) {
+        tsr__conn_close(c->sched, "bad address");
+        c->sched = NULL;
+        return tsr__fail(c, rc, "invalid scheduler address \"%s\" (expected HOST:PORT)", address);
+    }
+    c->connected = 1;
+    rc = tsr__rt_run_until(rt, &rt->welcomed, timeout_ms);
+    if (rc) c->connected = 0;
+    return rc;
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) {
+        if (h->type == UV_TCP && h->data) {
+            tsr__conn_close(h->data, "client closing");
+        } else {
+            uv_close(h, NULL);
+        }
+    }
+}
+
+void tsr__client_close(tsr_client *c) {
+    if (!c->loop_init) return;
+    /* Last chance for the releases of freed arrays. uv_write writes at once when the socket
+     * takes it (a few small frames always fit), and the NOWAIT run writes the rest that it can
+     * before the close; a release that still does not make it is done by the scheduler's own
+     * cleanup when the connection closes. */
+    tsr__client_flush_releases(c);
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+    if (c->rt) {
+        /* Connections' on_close callbacks must not report failures into a dying runtime. */
+        c->rt->failed = TSR_ECLOSED;
+    }
+    uv_walk(&c->loop, close_walk, NULL);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&c->loop);
+    if (rc) tsr__log(&c->log, TSR_LOG_WARN, "event loop not empty at close: %s", uv_strerror(rc));
+    c->loop_init = 0;
+    if (c->rt) {
+        tsr__fetch_free_peers(c->rt);
+        json_decref(c->rt->stats);
+        json_decref(c->rt->info);
+        tsr__trace_free(c->trace);
+        c->trace = NULL;
+        free(c->rt);
+        c->rt = NULL;
+    }
+}
+
+void tsr_client_options_default(tsr_client_options *o) {
+    memset(o, 0, sizeof *o);
+    o->connect_timeout_ms = 10000;
+}
+
+int tsr_client_connect(const char *address, const tsr_client_options *opts, tsr_client **out) {
+    *out = NULL;
+    tsr_client_options def;
+    if (!opts) {
+        tsr_client_options_default(&def);
+        opts = &def;
+    }
+    if (!address) return tsr__fail_thread(TSR_EINVALID, "no scheduler address given");
+    tsr_client *c;
+    int rc = tsr_client_new_offline(&c);
+    if (rc) return rc;
+    rc = tsr__client_open(c, address, opts->token, opts->connect_timeout_ms);
+    if (rc) {
+        tsr__fail_thread(rc, "%s", c->errmsg);
+        tsr_client_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms) {
+    tsr__rt *rt = c->rt;
+    rt->got_workers = 0;
+    int rc = tsr__send_simple(c->sched, "wait_workers", "count", n);
+    if (rc) return tsr__fail(c, rc, "cannot talk to the scheduler: %s", tsr_strerror(rc));
+    return tsr__rt_run_until(rt, &rt->got_workers, timeout_ms);
+}
+
+void tsr__client_shutdown_cluster(tsr_client *c) {
+    if (c->sched && !c->sched->closing) tsr__send_simple(c->sched, "shutdown", NULL, 0);
+    if (c->loop_init) uv_run(&c->loop, UV_RUN_NOWAIT);
+}
+
+void tsr_client_free(tsr_client *c) {
+    if (!c) return;
+    if (c->local && c->connected && c->sched) {
+        tsr__client_flush_releases(c);
+        tsr__client_shutdown_cluster(c);
+    }
+    tsr__client_close(c);
+    tsr__local_free(c);
+    free(c->releases);
+    free(c);
+}
