@@ -55,6 +55,7 @@ tsr__conn *tsr__conn_new(uv_loop_t *loop, const tsr__conn_cbs *cbs, void *owner,
     c->max_payload = TSR_WIRE_MAX_PAYLOAD;
     msgpack_unpacked_init(&c->hdr_unpacked);
     strcpy(c->peer, "?");
+    c->last_read = c->last_send = uv_now(loop);
     return c;
 }
 
@@ -93,6 +94,12 @@ static void close_with(tsr__conn *c, int status, const char *fmt, ...) {
         c->resolving = NULL;
     }
     uv_close((uv_handle_t *)&c->tcp, on_close_cb);
+}
+
+uint64_t tsr__conn_silent_ms(const tsr__conn *c, int since_send) {
+    uint64_t now = uv_now(c->loop), last = c->last_read;
+    if (since_send && c->last_send > last) last = c->last_send;
+    return now > last ? now - last : 0;
 }
 
 void tsr__conn_close(tsr__conn *c, const char *reason) {
@@ -242,6 +249,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     tsr__conn *c = s->data;
     (void)buf;
     if (nread == 0) return;
+    if (nread > 0) c->last_read = uv_now(c->loop);
     if (nread < 0) {
         if (nread == UV_EOF) {
             if (c->in_payload || c->stage_len > 0)
@@ -443,6 +451,7 @@ int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint
         w = NULL;
         goto fail;
     }
+    c->last_send = uv_now(c->loop);
     return 0;
 fail:
     msgpack_sbuffer_clear(hdr);

@@ -106,7 +106,8 @@ typedef struct tsr__list {
     XX(get)                                                                                        \
     XX(chunk)                                                                                      \
     XX(missing)                                                                                    \
-    XX(info)
+    XX(info)                                                                                       \
+    XX(heartbeat)
 
 /* Element records. A kv is one entry of a KV map; its key is the name, not a field key. */
 #define TSR__R_kv(F, X) F(X, STR, k, REQ, _) F(X, U64, v, REQ, _)
@@ -251,6 +252,9 @@ typedef struct tsr__list {
 #define TSR__R_wait_workers(F, X) F(X, U64, count, REQ, _)
 #define TSR__R_workers(F, X) F(X, U64, count, REQ, _)
 #define TSR__R_shutdown(F, X)
+/* Liveness: sent every heartbeat interval each way between scheduler and worker, and from the
+ * scheduler to clients and monitors. Carries nothing; any frame counts as a sign of life. */
+#define TSR__R_heartbeat(F, X)
 #define TSR__R_compute(F, X)                                                                       \
     F(X, U32, job, REQ, _) F(X, BOOL, trace, OPT, _) F(X, LIST, tasks, REQ, task)
 #define TSR__R_done(F, X)                                                                          \

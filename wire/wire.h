@@ -17,7 +17,9 @@
 
 #include "common/common.h"
 
-#define TSR_PROTOCOL_VERSION 1
+/* Bumped with every incompatible message change (2: heartbeat, which a version 1 peer would
+ * close the connection on). */
+#define TSR_PROTOCOL_VERSION 2
 #define TSR_WIRE_MAX_HEADER ((uint32_t)64 << 20) /* 64 MiB */
 #define TSR_WIRE_MAX_PAYLOAD ((uint64_t)1 << 40) /* 1 TiB */
 
@@ -61,6 +63,10 @@ struct tsr__conn {
     size_t queued_bytes; /* bytes handed to uv_write and not yet written */
     int status;          /* why it closed (0 = local close) */
     char reason[160];
+    /* Liveness (heartbeats): uv_now() when bytes last arrived, and when a frame was last
+     * queued; both start at creation. Any bytes count as a sign of life, not only whole frames,
+     * so a long payload does not look like silence. */
+    uint64_t last_read, last_send;
 };
 
 /* Creates a connection object on loop (not yet connected). log is borrowed. */
@@ -81,6 +87,10 @@ int tsr__conn_connect(tsr__conn *c, const char *address);
  * (in which case done has already been called). */
 int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint64_t plen,
                    void (*done)(void *arg), void *arg);
+
+/* Milliseconds since anything arrived on c (with since_send: since anything arrived or was
+ * queued, for a requester that only expects replies to what it sent). */
+uint64_t tsr__conn_silent_ms(const tsr__conn *c, int since_send);
 
 /* Closes the connection (idempotent); on_close follows from the loop. reason may be NULL. */
 void tsr__conn_close(tsr__conn *c, const char *reason);

@@ -228,7 +228,7 @@ static void wait_done(wsession *s, int n, wst *st) {
 static int peer_get(wsession *s, uint64_t job, uint64_t id, void **payload, uint64_t *plen) {
     int fd = tcp_connect(s->paddr);
     set_timeout(fd);
-    peer_hello(fd, 1);
+    peer_hello(fd, TSR_PROTOCOL_VERSION);
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     char type[16];
@@ -567,7 +567,7 @@ Test(worker_proto, peer_replies_in_order) {
 
     int fd = tcp_connect(s.paddr);
     set_timeout(fd);
-    peer_hello(fd, 1);
+    peer_hello(fd, TSR_PROTOCOL_VERSION);
     uint64_t order[5] = {1, 2, 99, 3, 2};
     /* All five requests in one write, so the worker reads them in one turn. */
     msgpack_sbuffer all;
