@@ -95,6 +95,10 @@ static const char scheduler_usage[] =
     "  --listen HOST:PORT  address to listen on (default 127.0.0.1:8786; port 0 picks one)\n"
     "  --token TOKEN       shared token required from every client and worker; mandatory off\n"
     "                      loopback (default: $TESSERA_TOKEN)\n"
+    "  --heartbeat MS      send every worker, client and monitor a heartbeat this often\n"
+    "                      (default 1000)\n"
+    "  --worker-timeout MS a worker silent this long is lost: its tasks go elsewhere and its\n"
+    "                      connection closes (default 10000)\n"
     "  --verbose           log connections and jobs\n"
     "  --help              this text\n";
 
@@ -102,6 +106,8 @@ int cmd_scheduler(int argc, char **argv) {
     static const struct option longopts[] = {
         {"listen", required_argument, 0, 'l'},
         {"token", required_argument, 0, 'k'},
+        {"heartbeat", required_argument, 0, 'H'},
+        {"worker-timeout", required_argument, 0, 'T'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"watch-fd", required_argument, 0, 'W'}, /* hidden: the local cluster's creator */
@@ -125,6 +131,14 @@ int cmd_scheduler(int argc, char **argv) {
             break;
         case 'k':
             o.token = optarg;
+            break;
+        case 'H':
+            if ((o.heartbeat_ms = cli_parse_int("--heartbeat", optarg, 1, 3600000)) < 0)
+                return EXIT_INVALID;
+            break;
+        case 'T':
+            if ((o.worker_timeout_ms = cli_parse_int("--worker-timeout", optarg, 1, 86400000)) < 0)
+                return EXIT_INVALID;
             break;
         case 'v':
             o.log_level = TSR_LOG_INFO;
@@ -184,6 +198,9 @@ static const char worker_usage[] =
     "  --memory-limit BYTES   chunk memory limit (default: none)\n"
     "  --blas-threads N       threads one BLAS call may use (default 1)\n"
     "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
+    "  --heartbeat MS         send the scheduler a heartbeat this often (default 1000)\n"
+    "  --timeout MS           stop when the scheduler sends nothing this long, and fail a\n"
+    "                         fetch from a peer that sends nothing this long (default 30000)\n"
     "  --verbose              log tasks and transfers\n"
     "  --help                 this text\n";
 
@@ -198,6 +215,8 @@ int cmd_worker(int argc, char **argv) {
         {"memory-limit", required_argument, 0, 'm'},
         {"blas-threads", required_argument, 0, 'b'},
         {"token", required_argument, 0, 'k'},
+        {"heartbeat", required_argument, 0, 'H'},
+        {"timeout", required_argument, 0, 'T'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"watch-fd", required_argument, 0, 'W'}, /* hidden: the local cluster's creator */
@@ -246,6 +265,14 @@ int cmd_worker(int argc, char **argv) {
             break;
         case 'k':
             o.token = optarg;
+            break;
+        case 'H':
+            if ((o.heartbeat_ms = cli_parse_int("--heartbeat", optarg, 1, 3600000)) < 0)
+                return EXIT_INVALID;
+            break;
+        case 'T':
+            if ((o.timeout_ms = cli_parse_int("--timeout", optarg, 1, 86400000)) < 0)
+                return EXIT_INVALID;
             break;
         case 'v':
             o.log_level = TSR_LOG_INFO;

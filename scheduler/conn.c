@@ -248,6 +248,8 @@ static void handle_client(tsr__peer *p, const tsr__msg *m, void *payload, uint64
     case TSR__MSG_shutdown:
         tsr__server_stop(srv, "shutdown requested by a client");
         break;
+    case TSR__MSG_heartbeat: /* a sign of life, nothing to do */
+        break;
     default:
         drop(p, "unexpected message type from a client");
     }
@@ -344,7 +346,7 @@ static void on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uin
             handle_done(p, &m.u.done);
         else if (m.type == TSR__MSG_erred)
             handle_erred(p, &m.u.erred);
-        else
+        else if (m.type != TSR__MSG_heartbeat) /* its arrival was the point (wire/conn.c) */
             drop(p, "unexpected message type from a worker");
         break;
     case TSR__ROLE_MONITOR:

@@ -414,6 +414,9 @@ struct tsr__server {
     uv_idle_t idle;        /* keeps poll from blocking when a flush is due */
     uv_timer_t progress;   /* 100 ms progress ticks while some job changes */
     uv_timer_t stop_timer; /* bounds how long a clean stop waits for writes */
+    uv_timer_t heartbeat;  /* liveness: heartbeats out, silent workers lost (server.c) */
+    uint64_t heartbeat_ms, worker_timeout_ms;
+    uint64_t last_beat; /* uv_now() of the last heartbeat tick */
     tsr__logger log;
     tsr__sched st;
     tsr__events events;

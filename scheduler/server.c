@@ -9,10 +9,13 @@
 #include <string.h>
 
 #include "scheduler/sched.h"
+#include "wire/msg.h"
 #include "wire/wire.h"
 
 #define PROGRESS_MS 100
 #define STOP_GRACE_MS 2000
+#define HEARTBEAT_MS 1000
+#define WORKER_TIMEOUT_MS 10000
 
 /* The public handle: the server, plus what only the handle's life cycle needs. */
 struct tsr_scheduler {
@@ -28,6 +31,8 @@ void tsr_scheduler_options_default(tsr_scheduler_options *opts) {
     opts->listen = "127.0.0.1:8786";
     opts->log_level = TSR_LOG_WARN;
     opts->placement = TSR_PLACEMENT_DEFAULT;
+    opts->heartbeat_ms = HEARTBEAT_MS;
+    opts->worker_timeout_ms = WORKER_TIMEOUT_MS;
 }
 
 static void on_progress(uv_timer_t *t);
@@ -178,6 +183,43 @@ static void on_idle(uv_idle_t *h) {
     (void)h;
 }
 
+/* ---- liveness ---- */
+
+/* Every heartbeat interval: a heartbeat to every welcomed peer, and a worker silent for longer
+ * than the worker timeout is lost: its connection is closed, and on_close (conn.c) recovers
+ * its tasks exactly as for a connection the worker closed. A late tick means the loop itself
+ * was held up (a huge submission being decoded, the process stopped): what arrived meanwhile
+ * has not been read yet, so nobody is judged on that tick. */
+static void on_heartbeat(uv_timer_t *t) {
+    tsr__server *srv = t->data;
+    uint64_t now = uv_now(&srv->loop);
+    int stalled = now - srv->last_beat > srv->heartbeat_ms + srv->worker_timeout_ms / 2;
+    srv->last_beat = now;
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    for (size_t i = 0; i < srv->npeers; i++) {
+        tsr__peer *p = srv->peers[i];
+        if (!p || p->role == TSR__ROLE_NONE || p->conn->closing || p->close_when_drained) continue;
+        if (stalled) p->conn->last_read = now;
+        if (p->role == TSR__ROLE_WORKER &&
+            tsr__conn_silent_ms(p->conn, 0) > srv->worker_timeout_ms) {
+            char why[96];
+            tsr__fmt(why, sizeof why, "sent nothing for %.1f s (worker timeout)",
+                     (double)tsr__conn_silent_ms(p->conn, 0) / 1e3);
+            tsr__log(&srv->log, TSR_LOG_WARN, "worker %s (%s) %s: lost", p->name, p->conn->peer,
+                     why);
+            tsr__conn_close(p->conn, why);
+            continue;
+        }
+        /* A peer that does not read would only pile heartbeats up: what is queued already will
+         * tell it we are alive once it reads. */
+        if (p->conn->queued_bytes > 0) continue;
+        tsr__msg_pack_heartbeat(&b, &(tsr__msg_heartbeat){0});
+        tsr__peer_send(p, &b);
+    }
+    msgpack_sbuffer_destroy(&b);
+}
+
 void tsr__server_kick(tsr__server *srv) {
     if (!srv->stopping) uv_idle_start(&srv->idle, on_idle);
 }
@@ -208,6 +250,7 @@ void tsr__server_stop(tsr__server *srv, const char *why) {
     close_handle((uv_handle_t *)&srv->check);
     close_handle((uv_handle_t *)&srv->idle);
     close_handle((uv_handle_t *)&srv->progress);
+    close_handle((uv_handle_t *)&srv->heartbeat);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
     size_t open = 0;
@@ -250,6 +293,7 @@ static void close_all(tsr__server *srv) {
     close_handle((uv_handle_t *)&srv->check);
     close_handle((uv_handle_t *)&srv->idle);
     close_handle((uv_handle_t *)&srv->progress);
+    close_handle((uv_handle_t *)&srv->heartbeat);
     close_handle((uv_handle_t *)&srv->stop_timer);
 }
 
@@ -330,12 +374,16 @@ int tsr_scheduler_new(const tsr_scheduler_options *opts, tsr_scheduler **out) {
     uv_idle_init(&srv->loop, &srv->idle);
     uv_timer_init(&srv->loop, &srv->progress);
     uv_timer_init(&srv->loop, &srv->stop_timer);
+    uv_timer_init(&srv->loop, &srv->heartbeat);
+    srv->heartbeat_ms = (uint64_t)(opts->heartbeat_ms > 0 ? opts->heartbeat_ms : HEARTBEAT_MS);
+    srv->worker_timeout_ms =
+        (uint64_t)(opts->worker_timeout_ms > 0 ? opts->worker_timeout_ms : WORKER_TIMEOUT_MS);
     /* Unreferenced: it must not keep tsr_scheduler_run going once everything else closed, and it
      * stays open until free so that a late tsr_scheduler_stop still finds a live handle. */
     uv_async_init(&srv->loop, &s->stop_async, on_stop_async);
     uv_unref((uv_handle_t *)&s->stop_async);
     srv->listener.data = srv->check.data = srv->idle.data = srv;
-    srv->progress.data = srv->stop_timer.data = s->stop_async.data = srv;
+    srv->progress.data = srv->stop_timer.data = s->stop_async.data = srv->heartbeat.data = srv;
 
     char bound[96];
     rc = tsr__listen(&srv->listener, listen_addr, tsr__server_on_connection, bound, sizeof bound);
@@ -349,6 +397,8 @@ int tsr_scheduler_new(const tsr_scheduler_options *opts, tsr_scheduler **out) {
         return rc;
     }
     uv_check_start(&srv->check, on_check);
+    srv->last_beat = uv_now(&srv->loop);
+    uv_timer_start(&srv->heartbeat, on_heartbeat, srv->heartbeat_ms, srv->heartbeat_ms);
     tsr__log(&srv->log, TSR_LOG_INFO, "listening on %s", bound);
     snprintf(srv->addr, sizeof srv->addr, "%s", bound);
     *out = s;

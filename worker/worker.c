@@ -24,6 +24,9 @@ struct tsr_worker {
     int ran;
 };
 
+#define HEARTBEAT_MS 1000
+#define TIMEOUT_MS 30000
+
 void tsr_worker_options_default(tsr_worker_options *opts) {
     if (!opts) return;
     memset(opts, 0, sizeof *opts);
@@ -32,6 +35,8 @@ void tsr_worker_options_default(tsr_worker_options *opts) {
     opts->listen_host = "127.0.0.1";
     opts->log_level = TSR_LOG_WARN;
     opts->blas_threads = 1;
+    opts->heartbeat_ms = HEARTBEAT_MS;
+    opts->timeout_ms = TIMEOUT_MS;
 }
 
 static void worker_stop(tsr__worker *w, const char *why);
@@ -89,6 +94,48 @@ static void send_hello(tsr__worker *w) {
     m.has |= TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, kind) | TSR__MSG_BIT(hello, addr) |
              TSR__MSG_BIT(hello, cpus) | TSR__MSG_BIT(hello, mem) | TSR__MSG_BIT(hello, pid);
     tsr__msg_pack_hello(&sb, &m);
+    send_sched(w, &sb);
+}
+
+/* ---- Liveness -------------------------------------------------------------------------------- */
+
+/* Every heartbeat interval, on the loop thread (never an executor's, so a long kernel does not
+ * silence us): a heartbeat to the scheduler; a scheduler that has sent nothing for the timeout
+ * ends the worker as a closed connection does, and a peer connection with fetches outstanding
+ * that has been silent as long is closed, which fails those fetches (the scheduler places their
+ * tasks again). A late tick means this loop was held up: nothing is judged on it. */
+static void on_beat(uv_timer_t *tm) {
+    tsr__worker *w = tm->data;
+    uint64_t now = uv_now(&w->loop);
+    int stalled = now - w->last_beat > w->heartbeat_ms + w->timeout_ms / 2;
+    w->last_beat = now;
+    for (peer_out *p = w->peers, *next; p; p = next) {
+        next = p->next;
+        /* Fetches wait in the queue while the connection is being made and greeted. */
+        if (!p->conn || p->conn->closing || (p->ninflight == 0 && !p->qhead)) continue;
+        if (stalled) p->conn->last_read = now;
+        uint64_t quiet = tsr__conn_silent_ms(p->conn, 1);
+        if (quiet > w->timeout_ms) {
+            char why[96];
+            tsr__fmt(why, sizeof why, "peer sent nothing for %.1f s", (double)quiet / 1e3);
+            tsr__conn_close(p->conn, why);
+        }
+    }
+    if (!w->sched || w->sched->closing) return;
+    if (stalled) w->sched->last_read = now;
+    uint64_t quiet = tsr__conn_silent_ms(w->sched, 0);
+    if (w->welcomed && quiet > w->timeout_ms) {
+        char why[128];
+        tsr__fmt(why, sizeof why, "the scheduler at %s sent nothing for %.1f s", w->opts->scheduler,
+                 (double)quiet / 1e3);
+        tsr__log(&w->log, TSR_LOG_ERROR, "%s: giving up on it", why);
+        tsr__conn_close(w->sched, why); /* sched_on_close stops the worker */
+        return;
+    }
+    if (!w->welcomed || w->sched->queued_bytes > 0) return; /* queued frames say it already */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_pack_heartbeat(&sb, &(tsr__msg_heartbeat){0});
     send_sched(w, &sb);
 }
 
@@ -235,6 +282,8 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
     case TSR__MSG_shutdown:
         worker_stop(w, "the scheduler asked us to shut down");
         return;
+    case TSR__MSG_heartbeat: /* its arrival was the point (wire/conn.c notes it) */
+        return;
     default:
         tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent an unexpected \"%s\"",
                  tsr__msg_name(m.type));
@@ -292,7 +341,8 @@ static void worker_stop(tsr__worker *w, const char *why) {
     if (w->async_ok) uv_close((uv_handle_t *)&w->async, NULL);
     if (w->check_ok) uv_close((uv_handle_t *)&w->check, NULL);
     if (w->idle_ok) uv_close((uv_handle_t *)&w->idle, NULL);
-    w->server_ok = w->async_ok = w->check_ok = w->idle_ok = 0;
+    if (w->beat_ok) uv_close((uv_handle_t *)&w->beat, NULL);
+    w->server_ok = w->async_ok = w->check_ok = w->idle_ok = w->beat_ok = 0;
     tsr__peer_close_all(w);
 }
 
@@ -349,6 +399,13 @@ static int worker_start(tsr__worker *w) {
     if ((rc = uv_timer_init(&w->loop, &w->idle)) != 0) return rc;
     w->idle.data = w;
     w->idle_ok = 1;
+    if ((rc = uv_timer_init(&w->loop, &w->beat)) != 0) return rc;
+    w->beat.data = w;
+    w->beat_ok = 1;
+    w->heartbeat_ms = (uint64_t)(o->heartbeat_ms > 0 ? o->heartbeat_ms : HEARTBEAT_MS);
+    w->timeout_ms = (uint64_t)(o->timeout_ms > 0 ? o->timeout_ms : TIMEOUT_MS);
+    w->last_beat = uv_now(&w->loop);
+    uv_timer_start(&w->beat, on_beat, w->heartbeat_ms, w->heartbeat_ms);
 
     if ((rc = uv_tcp_init(&w->loop, &w->server)) != 0) return rc;
     w->server.data = w;

@@ -282,7 +282,10 @@ struct tsr__worker {
     uv_check_t check; /* end of each loop turn: hand the turn's ready tasks to the executors */
     uv_timer_t idle;  /* a while after the last task: give memory back (worker.c, on_idle) */
     int idle_ok;
-    int worked; /* tasks ran or chunks went since memory was last given back */
+    int worked;      /* tasks ran or chunks went since memory was last given back */
+    uv_timer_t beat; /* liveness: heartbeats out, a silent scheduler or peer (worker.c) */
+    int beat_ok;
+    uint64_t heartbeat_ms, timeout_ms, last_beat;
 
     tsr__conn *sched;
     int welcomed;

@@ -93,6 +93,11 @@ typedef struct tsr_program tsr_program;
 typedef struct tsr_client_options {
     const char *token;      /* shared token for a non-loopback scheduler; copied; NULL = none */
     int connect_timeout_ms; /* default 10000 */
+    /* A blocking call fails with -ETIMEDOUT ("the scheduler at ... sent nothing for N s") once
+     * the scheduler has been silent this long while the call waits; a scheduler sends a
+     * heartbeat every second (its heartbeat_ms). Default 30000; 0 = the default, negative = wait
+     * forever. (Added in place of padding: the struct's size did not change.) */
+    int timeout_ms;
 } tsr_client_options;
 
 TSR_API void tsr_client_options_default(tsr_client_options *opts);
@@ -460,14 +465,20 @@ typedef enum tsr_placement {
 } tsr_placement;
 
 typedef struct tsr_scheduler_options {
-    const char *listen;   /* "HOST:PORT"; default "127.0.0.1:8786"; port 0 picks a free port.
-                             Copied */
-    const char *token;    /* required from every peer; mandatory when listening off loopback;
-                             copied; NULL or "" = none */
-    tsr_logger logger;    /* default: none (silent) */
-    int log_level;        /* lines above this level are dropped; default TSR_LOG_WARN */
-    int placement;        /* a tsr_placement; default TSR_PLACEMENT_DEFAULT */
-    uint8_t reserved[32]; /* room to grow: must stay zero (tsr_scheduler_options_default) */
+    const char *listen; /* "HOST:PORT"; default "127.0.0.1:8786"; port 0 picks a free port.
+                           Copied */
+    const char *token;  /* required from every peer; mandatory when listening off loopback;
+                           copied; NULL or "" = none */
+    tsr_logger logger;  /* default: none (silent) */
+    int log_level;      /* lines above this level are dropped; default TSR_LOG_WARN */
+    int placement;      /* a tsr_placement; default TSR_PLACEMENT_DEFAULT */
+    /* Liveness (docs/PROTOCOL.md "Liveness"). Every heartbeat_ms (default 1000) the scheduler
+     * sends a heartbeat to each worker, client and monitor; a worker it hears nothing from for
+     * worker_timeout_ms (default 10000) is lost, as if its connection had closed. 0 = the
+     * default. Taken from reserved, which shrank from 32 bytes to 24: same size, same ABI. */
+    int heartbeat_ms;
+    int worker_timeout_ms;
+    uint8_t reserved[24]; /* room to grow: must stay zero (tsr_scheduler_options_default) */
 } tsr_scheduler_options;
 
 TSR_API void tsr_scheduler_options_default(tsr_scheduler_options *opts);
@@ -521,7 +532,15 @@ typedef struct tsr_worker_options {
      * program applies it (openblas_set_num_threads(), as `tessera worker` does). The worker logs
      * a warning when OpenBLAS is set to use more. */
     int blas_threads;
-    uint8_t reserved[32]; /* room to grow: must stay zero (tsr_worker_options_default) */
+    /* Liveness (docs/PROTOCOL.md "Liveness"): a heartbeat to the scheduler every heartbeat_ms
+     * (default 1000), sent by the loop thread, so it keeps beating while kernels run; the worker
+     * stops, as when the connection closes, once the scheduler has sent nothing for timeout_ms
+     * (default 30000), and a fetch from a peer that sends nothing for as long fails (the
+     * scheduler then places the task again). 0 = the default. Taken from reserved, which shrank
+     * from 32 bytes to 24: same size, same ABI. */
+    int heartbeat_ms;
+    int timeout_ms;
+    uint8_t reserved[24]; /* room to grow: must stay zero (tsr_worker_options_default) */
 } tsr_worker_options;
 
 TSR_API void tsr_worker_options_default(tsr_worker_options *opts);
