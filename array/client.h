@@ -33,6 +33,7 @@ struct tsr_client {
     struct tsr__local *local; /* the embedded cluster this client started, or NULL */
     struct tsr__rt *rt;       /* client/'s private state */
     int monitor;              /* says hello as a `monitor` (tsr_client_connect_monitor) */
+    int live_timeout_ms;      /* tsr_client_options.timeout_ms (0: the default) */
     tsr__trace *trace;        /* of the last computation that finished, if it was traced */
 
     /* The progress of the computation in flight, published for tsr_client_progress() on any

@@ -30,6 +30,10 @@ typedef struct tsr__rt {
     atomic_int interrupted;
     uv_async_t interrupt;
     uv_timer_t timer;
+    /* Liveness (session.c): checks, while a blocking call waits, that the scheduler still sends
+     * something (it sends a heartbeat every second). */
+    uv_timer_t live;
+    uint64_t live_ms, live_tick, live_last;
     /* Job tracking (one submission at a time). */
     uint64_t job;
     int accepted, finished;

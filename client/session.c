@@ -11,6 +11,10 @@
 
 #include "client/client.h"
 
+/* How long a blocking call waits for a sign of life from the scheduler by default: many of its
+ * heartbeats (one a second), and more than a long submission takes it to decode. */
+#define TSR__CLIENT_TIMEOUT_MS 30000
+
 void tsr__rt_fail(tsr__rt *rt, int code, const char *fmt, ...) {
     if (rt->failed) return;
     va_list ap;
@@ -114,6 +118,8 @@ static void sched_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *pay
         char msg[512] = "unknown error";
         tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
         tsr__rt_fail(rt, TSR_EPROTOCOL, "scheduler at %s: %s", rt->c->address, msg);
+    } else if (strcmp(type, "heartbeat") == 0) {
+        /* A sign of life: its arrival is all (wire/conn.c notes it for on_live). */
     } else if (strcmp(type, "info") == 0 && rt->c->monitor) {
         tsr__info_on_message(rt, hdr);
     } else {
@@ -139,8 +145,39 @@ static void on_timeout(uv_timer_t *t) {
     tsr__rt_fail(rt, -ETIMEDOUT, "timed out waiting for the scheduler at %s", rt->c->address);
 }
 
+/* Liveness: while a call waits, a scheduler that has sent nothing for the client's timeout is
+ * taken for gone (stopped, hung, or cut off without a close reaching us): the call fails and
+ * the connection closes, so later calls fail at once. A late tick means this loop was held up
+ * (a callback ran long): nothing is judged on it. */
+static void on_live(uv_timer_t *t) {
+    tsr__rt *rt = t->data;
+    tsr__conn *sc = rt->c->sched;
+    uint64_t now = uv_now(&rt->c->loop);
+    int stalled = now - rt->live_last > rt->live_tick + rt->live_ms / 2;
+    rt->live_last = now;
+    if (!sc || sc->closing) return;
+    if (stalled) sc->last_read = now;
+    uint64_t quiet = tsr__conn_silent_ms(sc, 0);
+    if (quiet <= rt->live_ms) return;
+    tsr__rt_fail(rt, -ETIMEDOUT,
+                 "the scheduler at %s sent nothing for %.1f s (stopped or unreachable?); giving up",
+                 rt->c->address, (double)quiet / 1e3);
+    tsr__conn_close(sc, "the scheduler went silent");
+}
+
 int tsr__rt_run_until(tsr__rt *rt, const int *flag, int timeout_ms) {
     if (timeout_ms > 0) uv_timer_start(&rt->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    int to = rt->c->live_timeout_ms;
+    if (to >= 0 && rt->c->sched && !rt->c->sched->closing) {
+        rt->live_ms = (uint64_t)(to > 0 ? to : TSR__CLIENT_TIMEOUT_MS);
+        rt->live_tick = rt->live_ms / 8;
+        if (rt->live_tick > 1000) rt->live_tick = 1000;
+        if (rt->live_tick < 10) rt->live_tick = 10;
+        /* Between calls nobody reads the socket: the silence is counted from now. */
+        uv_update_time(&rt->c->loop);
+        rt->live_last = rt->c->sched->last_read = uv_now(&rt->c->loop);
+        uv_timer_start(&rt->live, on_live, rt->live_tick, rt->live_tick);
+    }
     while (!*flag && !rt->failed) {
         if (atomic_load(&rt->interrupted)) {
             tsr__rt_fail(rt, TSR_EINTERRUPTED, "interrupted");
@@ -149,6 +186,7 @@ int tsr__rt_run_until(tsr__rt *rt, const int *flag, int timeout_ms) {
         uv_run(&rt->c->loop, UV_RUN_ONCE);
     }
     uv_timer_stop(&rt->timer);
+    uv_timer_stop(&rt->live);
     if (rt->failed) {
         int rc = rt->failed;
         tsr__fail(rt->c, rc, "%s", rt->failmsg);
@@ -190,6 +228,8 @@ int tsr__client_open(tsr_client *c, const char *address, const char *token, int 
     rt->interrupt.data = rt;
     uv_timer_init(&c->loop, &rt->timer);
     rt->timer.data = rt;
+    uv_timer_init(&c->loop, &rt->live);
+    rt->live.data = rt;
     c->sched = tsr__conn_new(&c->loop, &sched_cbs, rt, &c->log);
     if (!c->sched) return tsr__fail(c, -ENOMEM, "out of memory");
     rc = tsr__conn_connect(c->sched, address);
@@ -246,6 +286,7 @@ void tsr__client_close(tsr_client *c) {
 void tsr_client_options_default(tsr_client_options *o) {
     memset(o, 0, sizeof *o);
     o->connect_timeout_ms = 10000;
+    o->timeout_ms = TSR__CLIENT_TIMEOUT_MS;
 }
 
 int tsr_client_connect(const char *address, const tsr_client_options *opts, tsr_client **out) {
@@ -259,6 +300,7 @@ int tsr_client_connect(const char *address, const tsr_client_options *opts, tsr_
     tsr_client *c;
     int rc = tsr_client_new_offline(&c);
     if (rc) return rc;
+    c->live_timeout_ms = opts->timeout_ms;
     rc = tsr__client_open(c, address, opts->token, opts->connect_timeout_ms);
     if (rc) {
         tsr__fail_thread(rc, "%s", c->errmsg);
