@@ -156,9 +156,19 @@ static void read_marker(int fd, const char *marker, char *out, size_t size) {
 }
 
 pid_t start_scheduler(char *addr, size_t size) {
+    return start_scheduler_with(addr, size, NULL);
+}
+
+pid_t start_scheduler_with(char *addr, size_t size, const char *const *extra) {
     int op[2];
     cr_assert(pipe(op) == 0);
-    const char *argv[] = {"tessera", "scheduler", "--listen", "127.0.0.1:0", NULL};
+    const char *argv[24] = {"tessera", "scheduler", "--listen", "127.0.0.1:0"};
+    int n = 4;
+    for (int i = 0; extra && extra[i]; i++) {
+        cr_assert_lt(n, 23);
+        argv[n++] = extra[i];
+    }
+    argv[n] = NULL;
     pid_t pid = spawn_in(NULL, argv, op[1], -1);
     close(op[1]);
     read_marker(op[0], "listening on ", addr, size);
@@ -167,16 +177,21 @@ pid_t start_scheduler(char *addr, size_t size) {
 }
 
 pid_t start_worker(const char *addr, int threads, const char *name, const char *cpus) {
+    const char *extra[] = {"--cpus", cpus, NULL};
+    return start_worker_with(addr, threads, name, cpus ? extra : NULL);
+}
+
+pid_t start_worker_with(const char *addr, int threads, const char *name, const char *const *extra) {
     int op[2];
     cr_assert(pipe(op) == 0);
     char t[16];
     snprintf(t, sizeof t, "%d", threads);
-    const char *argv[12] = {"tessera",   "worker", "--scheduler", addr,
+    const char *argv[32] = {"tessera",   "worker", "--scheduler", addr,
                             "--threads", t,        "--name",      name};
     int n = 8;
-    if (cpus) {
-        argv[n++] = "--cpus";
-        argv[n++] = cpus;
+    for (int i = 0; extra && extra[i]; i++) {
+        cr_assert_lt(n, 31);
+        argv[n++] = extra[i];
     }
     argv[n] = NULL;
     pid_t pid = spawn_in(NULL, argv, op[1], -1);

@@ -30,8 +30,12 @@ void proc_result_free(proc_result *r);
 
 /* Starts `tessera scheduler --listen 127.0.0.1:0`; fills addr. */
 pid_t start_scheduler(char *addr, size_t size);
+/* The same with more arguments (a NULL-terminated list, or NULL). */
+pid_t start_scheduler_with(char *addr, size_t size, const char *const *extra);
 /* Starts `tessera worker --scheduler addr --threads T --name NAME` (extra args may be NULL). */
 pid_t start_worker(const char *addr, int threads, const char *name, const char *cpus);
+/* The same with more arguments (a NULL-terminated list, or NULL). */
+pid_t start_worker_with(const char *addr, int threads, const char *name, const char *const *extra);
 /* SIGTERM, then wait (SIGKILL after 5 s). Returns the exit status. */
 int stop_proc(pid_t pid);
 
