@@ -563,11 +563,11 @@ TSR_API const char *tsr_worker_address(const tsr_worker *w);
 /* The worker's name (the option, or "HOST-PID"). Borrowed; valid until tsr_worker_free(). */
 TSR_API const char *tsr_worker_name(const tsr_worker *w);
 
-/* Serves on the calling thread until tsr_worker_stop(), the scheduler goes away or sends
- * shutdown. Each executor finishes its current task; queued ones are abandoned. Returns 0 on a
- * clean stop, or why it stopped otherwise (e.g. -ECONNREFUSED: no scheduler there,
- * TSR_EVERSION/TSR_EAUTH: refused by it). Runs once per handle: a second call returns
- * TSR_EINVALID. */
+/* Serves on the calling thread until tsr_worker_stop(), the scheduler goes away (closes the
+ * connection, or sends nothing for timeout_ms) or sends shutdown. Each executor finishes its
+ * current task; queued ones are abandoned. Returns 0 on a clean stop, or why it stopped otherwise
+ * (e.g. -ECONNREFUSED: no scheduler there, TSR_EVERSION/TSR_EAUTH: refused by it). Runs once per
+ * handle: a second call returns TSR_EINVALID. */
 TSR_API int tsr_worker_run(tsr_worker *w);
 
 /* Asks a worker to stop, as tsr_scheduler_stop(): async-signal-safe, any thread, any time
