@@ -98,8 +98,8 @@ enum {
  *               the scheduler's model (scheduler/cost.c) counts output bytes times (1 + inputs).
  *   traits      a bit set: RECOMPUTE (a cheap source, made wherever it is needed instead of being
  *               run once and moved), LONG (may run long whatever its size: BLAS, file reads).
- *               The scheduler's and worker's tests of these (scheduler/state.c, worker/task.c,
- *               worker/exec.c) should ask tsr__kop_has(); they still name the families. */
+ *               The scheduler (state.c: inline sources) and the worker (task.c: what may be
+ *               recomputed; exec.c: what may run long) ask tsr__kop_has(), never a family. */
 #define TSR__ANY 255
 #define TSR__KOP_RECOMPUTE 1u
 #define TSR__KOP_LONG 2u
