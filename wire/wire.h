@@ -124,8 +124,6 @@ int tsr__mpr_uint(tsr__mpr *r, uint64_t *v);
 int tsr__mpr_double(tsr__mpr *r, double *v); /* float32/64 or any int */
 int tsr__mpr_bin(tsr__mpr *r, const uint8_t **p, uint32_t *n);
 int tsr__mpr_str(tsr__mpr *r, const char **s, uint32_t *n);
-/* Reads a string and says whether it equals want (0 also on error). */
-int tsr__mpr_str_is(tsr__mpr *r, const char *want);
 /* Skips one value of any type (iteratively). */
 int tsr__mpr_skip(tsr__mpr *r);
 /* 0 when data is exactly one msgpack value whose containers' counts fit in its bytes (so
