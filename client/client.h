@@ -12,10 +12,10 @@
 #include "array/array.h"
 #include "array/client.h"
 #include "tessera/tessera.h"
+#include "wire/msg.h"
 #include "wire/wire.h"
 
 struct json_t;
-struct msgpack_object;
 typedef struct tsr__peer tsr__peer;
 typedef struct tsr__fetch tsr__fetch;
 
@@ -88,9 +88,12 @@ int tsr__rt_run_until(tsr__rt *rt, const int *flag, int timeout_ms);
 void tsr__rt_begin(tsr__rt *rt);
 /* Ends a blocking API call: an interrupt it received ends with it. */
 void tsr__rt_end(tsr__rt *rt);
-void tsr__send_hello(tsr__conn *conn, const char *role, const char *token);
-/* Sends {t: type} or {t: type, key: value}. */
-int tsr__send_simple(tsr__conn *conn, const char *type, const char *key, int64_t value);
+/* Sends a message without payload: m points to the tsr__msg_<type> (wire/msg.h). 0 or a
+ * negative code. */
+int tsr__send_msg(tsr__conn *conn, tsr__msg_type type, const void *m);
+/* Fills a client's hello: role, the name "client" and the token when there is one (borrowed). */
+void tsr__hello_init(tsr__msg_hello *m, const char *role, const char *token);
+int tsr__send_release(tsr__conn *conn, uint64_t job);
 /* Sends a `release` for every job that freed arrays no longer hold (array.c records them on
  * the client; array/ never talks to the network itself), without running the loop. */
 void tsr__client_flush_releases(tsr_client *c);
@@ -103,7 +106,7 @@ void tsr__client_shutdown_cluster(tsr_client *c);
 
 /* Handles a scheduler message about the job in flight (accepted, rejected, progress, finished,
  * failed, workers); 1 if it was one, else 0. */
-int tsr__compute_on_message(tsr__rt *rt, const char *type, const struct msgpack_object *hdr);
+int tsr__compute_on_message(tsr__rt *rt, const tsr__msg *m);
 
 /* ---- fetch.c ---- */
 
@@ -113,28 +116,29 @@ void tsr__fetch_free_peers(tsr__rt *rt);
 /* ---- stats.c ---- */
 
 /* Handles an `info` message (a monitor's snapshot). */
-void tsr__info_on_message(tsr__rt *rt, const struct msgpack_object *hdr);
+void tsr__info_on_message(tsr__rt *rt, const tsr__msg_info *m);
 
-/* The JSON object tsr_client_stats_json() describes, built from the `stats` map of a `finished`
- * message (PROTOCOL.md; NULL or not a map when the scheduler sent none) and what the client
+/* The JSON object tsr_client_stats_json() describes, built from the `stats` record of a
+ * `finished` message (PROTOCOL.md; NULL when the scheduler sent none) and what the client
  * measured itself: `seconds` from submit to finished and `tasks` it submitted (the scheduler's
- * count replaces it where it sent one). Fields missing or of the wrong type in the map are left
- * out, never guessed. Caller owns the reference (json_decref); NULL only when out of memory. */
-struct json_t *tsr__stats_json(const struct msgpack_object *stats, double seconds, uint64_t tasks);
+ * count replaces it where it sent one). Numbers JSON cannot hold (NaN, infinities) are left out.
+ * Caller owns the reference (json_decref); NULL only when out of memory. */
+struct json_t *tsr__stats_json(const tsr__m_job_stats *stats, double seconds, uint64_t tasks);
 
-/* A msgpack value from the network as JSON: maps with string keys become objects, arrays
- * arrays, integers integers, finite floats reals, valid UTF-8 strings strings, nil null and
- * booleans booleans. Anything else (binary data, non-string keys, NaN, nesting deeper than 16)
- * is left out. `skip` names one top-level key to leave out (the message type "t"), or NULL.
- * Caller owns the reference; NULL when out of memory or when obj itself cannot be converted. */
-struct json_t *tsr__mp_to_json(const struct msgpack_object *obj, const char *skip);
+/* A decoded record as JSON, walking its schema (wire/msg.h): a map record becomes an object
+ * keyed by the wire names of the fields present, a tuple an array, a bare record its one value;
+ * lists become arrays and KV maps objects. Integers stay integers (a count past INT64_MAX
+ * becomes a real), finite floats reals, valid UTF-8 strings strings; binary data, NaN and
+ * invalid strings are left out. Caller owns the reference; NULL when out of memory. */
+struct json_t *tsr__rec_to_json(const tsr__schema *s, const void *rec);
 
 /* ---- trace.c ---- */
 
-/* The `trace` map of a traced job's `finished` (PROTOCOL.md "Tracing"), kept compactly.
- * *out is NULL when map is NULL or not a map (the scheduler sent no trace); malformed entries are
- * skipped. 0, or -ENOMEM. Free with tsr__trace_free (NULL is a no-op). */
-int tsr__trace_parse(const struct msgpack_object *map, uint64_t job, tsr__trace **out);
+/* The `trace` record of a traced job's `finished` (PROTOCOL.md "Tracing"), kept compactly;
+ * entries naming a worker that is not listed, a negative duration, a thread index out of range
+ * or a time that is not finite are skipped. 0, or -ENOMEM. Free with tsr__trace_free (NULL is a
+ * no-op). */
+int tsr__trace_parse(const tsr__m_job_trace *tr, uint64_t job, tsr__trace **out);
 void tsr__trace_free(tsr__trace *t);
 /* Writes the trace as Chrome trace-event JSON (tsr_client_trace_json describes it); sorts the
  * events in place. 0, or a negative errno when writing to f failed. */

@@ -69,11 +69,10 @@ static int peer_on_header(tsr__conn *conn, const msgpack_object *hdr, uint64_t p
     peer *p = conn->owner;
     if (plen == 0) return 0;
     fetch *f = peer_front(p);
-    uint64_t job = 0;
-    int64_t id = -1;
-    if (!f || !tsr__mp_str_eq(tsr__mp_get(hdr, "t"), "chunk") ||
-        tsr__mp_get_uint(hdr, "job", &job) || tsr__mp_get_int(hdr, "id", &id) || job != f->job ||
-        id != (int64_t)f->id || plen != f->nbytes)
+    tsr__msg m;
+    char err[160];
+    if (!f || tsr__msg_decode(hdr, &m, err, sizeof err) != 0 || m.type != TSR__MSG_chunk ||
+        m.u.chunk.job != f->job || m.u.chunk.id != f->id || plen != f->nbytes)
         return TSR_EPROTOCOL;
     f->data = malloc(plen ? plen : 1);
     if (!f->data) return -ENOMEM;
@@ -89,25 +88,26 @@ static void peer_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *payl
     tsr__rt *r = p->rt;
     (void)payload;
     (void)plen;
-    char type[32];
-    if (tsr__mp_type(hdr, type, sizeof type)) {
-        tsr__conn_close(conn, "message without a type");
+    tsr__msg m;
+    char err[160];
+    if (tsr__msg_decode(hdr, &m, err, sizeof err) != 0) {
+        tsr__conn_close(conn, "malformed message");
         return;
     }
-    if (strcmp(type, "welcome") == 0) {
+    if (m.type == TSR__MSG_welcome) {
         p->welcomed = 1;
         return;
     }
     fetch *f = peer_front(p);
-    if (strcmp(type, "error") == 0) {
-        char msg[512] = "?";
-        tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
+    if (m.type == TSR__MSG_error) {
+        char msg[512];
+        tsr__str_copy(msg, sizeof msg, m.u.error.msg);
         if (r->array)
             tsr__rt_fail(r, TSR_EPROTOCOL, "worker %s refused the connection: %s", p->addr, msg);
         tsr__conn_close(conn, "refused");
         return;
     }
-    if (!f || (strcmp(type, "missing") != 0 && strcmp(type, "chunk") != 0)) {
+    if (!f || (m.type != TSR__MSG_missing && m.type != TSR__MSG_chunk)) {
         tsr__conn_close(conn, "unexpected message from worker");
         return;
     }
@@ -119,7 +119,7 @@ static void peer_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *payl
         if (r->array) pump(r); /* it held one of the slots of the fetch in progress */
         return;
     }
-    if (strcmp(type, "missing") == 0) {
+    if (m.type == TSR__MSG_missing) {
         tsr__rt_fail(r, TSR_ECOMPUTE, "chunk %lld of array \"%s\" is no longer held by worker %s",
                      (long long)f->ci, r->array->name, p->addr);
         free(f);
@@ -196,7 +196,9 @@ static peer *get_peer(tsr__rt *rt, const char *addr) {
         return NULL;
     }
     /* libuv queues writes made while connecting, so the hello goes first. */
-    tsr__send_hello(p->conn, "peer", rt->c->token);
+    tsr__msg_hello hello;
+    tsr__hello_init(&hello, "peer", rt->c->token);
+    tsr__send_msg(p->conn, TSR__MSG_hello, &hello);
     p->next = rt->peers;
     rt->peers = p;
     return p;
@@ -220,17 +222,7 @@ static void pump(tsr__rt *rt) {
         f->id = a->computed.task[ci];
         f->ci = ci;
         f->nbytes = chunk_bytes(a, ci);
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        tsr__mp_pack_type(&pk, 3, "get");
-        tsr__mp_pack_str(&pk, "job");
-        msgpack_pack_uint64(&pk, f->job);
-        tsr__mp_pack_str(&pk, "id");
-        msgpack_pack_uint32(&pk, f->id);
-        tsr__conn_send(p->conn, &sb, NULL, 0, NULL, NULL);
-        msgpack_sbuffer_destroy(&sb);
+        tsr__send_msg(p->conn, TSR__MSG_get, &(tsr__msg_get){.job = (uint32_t)f->job, .id = f->id});
         outstanding++;
     }
 }

@@ -422,7 +422,8 @@ static void *monitor_fake(void *arg) {
         for (int k = call == 0 ? 0 : 1; k < 2 && ok; k++) {
             if (k == 1 && call == 0) usleep(200000);
             msgpack_pack_map(&pk, 2);
-            pstr(&pk, "t"), pstr(&pk, "info"), pstr(&pk, "seq"), msgpack_pack_int(&pk, seq++);
+            pstr(&pk, "t"), pstr(&pk, "info"), pstr(&pk, "done_total"),
+                msgpack_pack_int(&pk, seq++);
             ok = send_frame(c, &sb, NULL, 0) == 0;
         }
     }
@@ -441,7 +442,7 @@ static int snapshot_seq(tsr_client *c) {
     cr_assert_eq(rc, 0, "%s", tsr_client_errmsg(c));
     json_t *j = json_loads(s, 0, NULL);
     cr_assert(j, "not JSON: %s", s);
-    int seq = (int)json_integer_value(json_object_get(j, "seq"));
+    int seq = (int)json_integer_value(json_object_get(j, "done_total"));
     json_decref(j);
     free(s);
     return seq;
