@@ -170,7 +170,9 @@ static void process_stage(tsr__conn *c) {
         }
         const msgpack_object *hdr = &c->hdr_unpacked.data;
         uint64_t plen = 0;
-        if (tsr__mp_get(hdr, "n") && tsr__mp_get_uint(hdr, "n", &plen) != 0) {
+        const msgpack_object *n = tsr__mp_get(hdr, "n");
+        if (n && n->type == MSGPACK_OBJECT_POSITIVE_INTEGER) plen = n->via.u64;
+        if (n && n->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
             close_with(c, TSR_EPROTOCOL, "malformed payload length");
             return;
         }
