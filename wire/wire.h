@@ -82,6 +82,10 @@ int tsr__conn_connect(tsr__conn *c, const char *address);
 int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint64_t plen,
                    void (*done)(void *arg), void *arg);
 
+/* The payload being received into the owner's buffer (on_header's *dest) must no longer touch
+ * it: the rest goes to a buffer of the connection's own, handed to on_frame and freed. */
+void tsr__conn_drop_payload(tsr__conn *c);
+
 /* Closes the connection (idempotent); on_close follows from the loop. reason may be NULL. */
 void tsr__conn_close(tsr__conn *c, const char *reason);
 
