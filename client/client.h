@@ -12,11 +12,11 @@
 #include "array/array.h"
 #include "array/client.h"
 #include "tessera/tessera.h"
+#include "wire/fetch.h"
 #include "wire/msg.h"
 #include "wire/wire.h"
 
 struct json_t;
-typedef struct tsr__peer tsr__peer;
 typedef struct tsr__fetch tsr__fetch;
 
 typedef struct tsr__rt {
@@ -53,10 +53,11 @@ typedef struct tsr__rt {
     /* wait_workers; also carries a failed task's array index */
     int64_t workers;
     int got_workers;
-    /* Fetching (fetch.c). Every fetch_all() call is a new generation; a reply to a request of
-     * an earlier generation (one an interrupted or failed read left behind) is dropped. */
-    tsr__peer *peers;
-    uint64_t fetch_gen;
+    /* Fetching (fetch.c): the peer connections, and the requests of the call in progress (a
+     * call cancels what it still waits for when it returns, so none outlive it). */
+    tsr__fetch_pool pool;
+    tsr__fetch *outstanding;
+    int64_t noutstanding;
     tsr_array *array; /* the array being fetched; NULL between fetches */
     int (*sink)(struct tsr__rt *rt, tsr__fetch *f);
     void *sink_user;
@@ -67,12 +68,12 @@ typedef struct tsr__rt {
 
 /* One requested chunk (fetch.c). */
 struct tsr__fetch {
-    uint64_t gen; /* rt->fetch_gen of the call that asked */
-    uint64_t job;
-    uint32_t id;
+    tsr__fetch_req req; /* job, id, and the pool's bookkeeping */
+    tsr__rt *rt;
     int64_t ci; /* chunk index in the array's grid */
     void *data; /* received payload (owned) */
     uint64_t nbytes;
+    struct tsr__fetch *prev, *next; /* rt->outstanding */
 };
 
 /* ---- session.c ---- */
@@ -110,7 +111,7 @@ int tsr__compute_on_message(tsr__rt *rt, const tsr__msg *m);
 
 /* ---- fetch.c ---- */
 
-/* Frees the peer connections' state once the loop has closed them (tsr__client_close). */
+/* Frees the fetch pool's state once the loop has closed its connections (tsr__client_close). */
 void tsr__fetch_free_peers(tsr__rt *rt);
 
 /* ---- stats.c ---- */
