@@ -98,6 +98,8 @@ int tsr__send_release(tsr__conn *conn, uint64_t job);
 /* Sends a `release` for every job that freed arrays no longer hold (array.c records them on
  * the client; array/ never talks to the network itself), without running the loop. */
 void tsr__client_flush_releases(tsr_client *c);
+/* Sends the client's log lines to lg (copied) at or under level. */
+void tsr__client_set_logger(tsr_client *c, const tsr_logger *lg, int level);
 int tsr__client_open(tsr_client *c, const char *address, const char *token, int timeout_ms);
 void tsr__client_close(tsr_client *c);
 int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms);

@@ -249,6 +249,13 @@ void tsr__client_close(tsr_client *c) {
 void tsr_client_options_default(tsr_client_options *o) {
     memset(o, 0, sizeof *o);
     o->connect_timeout_ms = 10000;
+    o->log_level = TSR_LOG_WARN;
+}
+
+void tsr__client_set_logger(tsr_client *c, const tsr_logger *lg, int level) {
+    c->log.cb = lg->callback;
+    c->log.cookie = lg->cookie;
+    c->log.level = level;
 }
 
 int tsr_client_connect(const char *address, const tsr_client_options *opts, tsr_client **out) {
@@ -262,6 +269,7 @@ int tsr_client_connect(const char *address, const tsr_client_options *opts, tsr_
     tsr_client *c;
     int rc = tsr_client_new_offline(&c);
     if (rc) return rc;
+    tsr__client_set_logger(c, &opts->logger, opts->log_level);
     rc = tsr__client_open(c, address, opts->token, opts->connect_timeout_ms);
     if (rc) {
         tsr__fail_thread(rc, "%s", c->errmsg);

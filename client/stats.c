@@ -182,6 +182,7 @@ int tsr_client_connect_monitor(const char *address, const tsr_client_options *op
     int rc = tsr_client_new_offline(&c);
     if (rc) return rc;
     c->monitor = 1;
+    tsr__client_set_logger(c, &opts->logger, opts->log_level);
     rc = tsr__client_open(c, address, opts->token, opts->connect_timeout_ms);
     if (rc) {
         tsr__fail_thread(rc, "%s", c->errmsg);

@@ -107,6 +107,9 @@ static void fake_join(fake *f) {
 static const char *prog = "{\"tessera\": 1, \"arrays\": {\"s\": {\"op\": \"full\", \"shape\": [], "
                           "\"value\": 3}}, \"outputs\": {\"s\": \"-\"}}";
 
+/* What the last submit_to_fake's command wrote on stderr. */
+static char last_err[8192];
+
 /* Submits prog to a fake whose `finished` carries stats(); returns the stats file's JSON. */
 static json_t *submit_to_fake(stats_fn stats) {
     fake f;
@@ -120,6 +123,7 @@ static json_t *submit_to_fake(stats_fn stats) {
     cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.err);
     cr_assert(f.ok, "the client did not fetch its output from the fake worker");
     cr_assert_str_eq(r.out, "s: 3\n");
+    snprintf(last_err, sizeof last_err, "%s", r.err ? r.err : "");
     proc_result_free(&r);
     char path[512];
     snprintf(path, sizeof path, "%s/st.json", dir);
@@ -137,6 +141,7 @@ static json_t *submit_to_fake(stats_fn stats) {
 
 Test(stats_wire, no_stats_key, .timeout = 60) {
     json_t *j = submit_to_fake(NULL);
+    cr_assert(!strstr(last_err, "warning"), "a warning without cause:\n%s", last_err);
     cr_assert_eq(json_object_size(j), 2, "%zu keys", json_object_size(j));
     json_decref(j);
 }
@@ -178,6 +183,10 @@ Test(stats_wire, malformed_record_dropped, .timeout = 60) {
     json_object_set_new(j, "seconds", json_integer(0)); /* the clock's value varies */
     char *text = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
     cr_assert_str_eq(text, "{\"seconds\":0,\"tasks\":1}");
+    /* Said through the client's logger, which the command prints. */
+    cr_assert(strstr(last_err, "warning: left out a malformed part of 'finished'") &&
+                  strstr(last_err, "job_stats"),
+              "no warning on stderr:\n%s", last_err);
     free(text);
     json_decref(j);
 }
