@@ -173,7 +173,9 @@ struct wtask {
     wtask_in in[];              /* nin entries */
 };
 
-enum { FETCH_WAITING = 0, FETCH_SENT, FETCH_READY };
+/* A fetch is WAITING while its request is in w->fetch (queued or sent), READY once its bytes
+ * arrived. */
+enum { FETCH_WAITING = 0, FETCH_READY };
 
 struct wfetch {
     uint64_t job, id;
