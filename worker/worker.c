@@ -350,6 +350,7 @@ static int worker_start(tsr__worker *w) {
     w->idle.data = w;
     w->idle_ok = 1;
 
+    tsr__peer_init(w);
     if ((rc = uv_tcp_init(&w->loop, &w->server)) != 0) return rc;
     w->server.data = w;
     w->server_ok = 1;
