@@ -60,7 +60,6 @@ typedef enum tsr__dtype_rule {
 
 /* The kernel family, operand count and dtype rule of an array-level operation. */
 tsr_kop tsr__aop_kop(tsr_aop aop);
-int tsr__aop_nargs(tsr_aop aop);
 /* The result dtype of aop on operands of dtypes x and y (y ignored unless the rule needs two),
  * or `given` for GIVEN. */
 tsr_dtype tsr__aop_dtype(tsr_aop aop, tsr_dtype x, tsr_dtype y, tsr_dtype given);

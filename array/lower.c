@@ -417,22 +417,17 @@ typedef int64_t (*lower_fn)(lctx *L, tsr_array *a, int64_t ci, const int64_t *id
 
 static const struct aop_row {
     tsr_kop kop;
-    int nargs;
     tsr__dtype_rule dtype;
     lower_fn lower;
 } aops[TSR__AOP_COUNT] = {
 #define AOP_ROW(E, kop, nargs, dtype, lower)                                                       \
-    [TSR_A_##E] = {TSR_KOP_##kop, nargs, TSR__DTYPE_##dtype, lower},
+    [TSR_A_##E] = {TSR_KOP_##kop, TSR__DTYPE_##dtype, lower},
     TSR__AOP_MAP(AOP_ROW)
 #undef AOP_ROW
 };
 
 tsr_kop tsr__aop_kop(tsr_aop aop) {
     return aops[aop].kop;
-}
-
-int tsr__aop_nargs(tsr_aop aop) {
-    return aops[aop].nargs;
 }
 
 tsr_dtype tsr__aop_dtype(tsr_aop aop, tsr_dtype x, tsr_dtype y, tsr_dtype given) {

@@ -12,11 +12,11 @@
 #include "array/array.h"
 #include "array/client.h"
 #include "tessera/tessera.h"
+#include "wire/fetch.h"
+#include "wire/msg.h"
 #include "wire/wire.h"
 
 struct json_t;
-struct msgpack_object;
-typedef struct tsr__peer tsr__peer;
 typedef struct tsr__fetch tsr__fetch;
 
 typedef struct tsr__rt {
@@ -57,10 +57,11 @@ typedef struct tsr__rt {
     /* wait_workers; also carries a failed task's array index */
     int64_t workers;
     int got_workers;
-    /* Fetching (fetch.c). Every fetch_all() call is a new generation; a reply to a request of
-     * an earlier generation (one an interrupted or failed read left behind) is dropped. */
-    tsr__peer *peers;
-    uint64_t fetch_gen;
+    /* Fetching (fetch.c): the peer connections, and the requests of the call in progress (a
+     * call cancels what it still waits for when it returns, so none outlive it). */
+    tsr__fetch_pool pool;
+    tsr__fetch *outstanding;
+    int64_t noutstanding;
     tsr_array *array; /* the array being fetched; NULL between fetches */
     int (*sink)(struct tsr__rt *rt, tsr__fetch *f);
     void *sink_user;
@@ -71,12 +72,12 @@ typedef struct tsr__rt {
 
 /* One requested chunk (fetch.c). */
 struct tsr__fetch {
-    uint64_t gen; /* rt->fetch_gen of the call that asked */
-    uint64_t job;
-    uint32_t id;
+    tsr__fetch_req req; /* job, id, and the pool's bookkeeping */
+    tsr__rt *rt;
     int64_t ci; /* chunk index in the array's grid */
     void *data; /* received payload (owned) */
     uint64_t nbytes;
+    struct tsr__fetch *prev, *next; /* rt->outstanding */
 };
 
 /* ---- session.c ---- */
@@ -92,12 +93,17 @@ int tsr__rt_run_until(tsr__rt *rt, const int *flag, int timeout_ms);
 void tsr__rt_begin(tsr__rt *rt);
 /* Ends a blocking API call: an interrupt it received ends with it. */
 void tsr__rt_end(tsr__rt *rt);
-void tsr__send_hello(tsr__conn *conn, const char *role, const char *token);
-/* Sends {t: type} or {t: type, key: value}. */
-int tsr__send_simple(tsr__conn *conn, const char *type, const char *key, int64_t value);
+/* Sends a message without payload: m points to the tsr__msg_<type> (wire/msg.h). 0 or a
+ * negative code. */
+int tsr__send_msg(tsr__conn *conn, tsr__msg_type type, const void *m);
+/* Fills a client's hello: role, the name "client" and the token when there is one (borrowed). */
+void tsr__hello_init(tsr__msg_hello *m, const char *role, const char *token);
+int tsr__send_release(tsr__conn *conn, uint64_t job);
 /* Sends a `release` for every job that freed arrays no longer hold (array.c records them on
  * the client; array/ never talks to the network itself), without running the loop. */
 void tsr__client_flush_releases(tsr_client *c);
+/* Sends the client's log lines to lg (copied) at or under level. */
+void tsr__client_set_logger(tsr_client *c, const tsr_logger *lg, int level);
 int tsr__client_open(tsr_client *c, const char *address, const char *token, int timeout_ms);
 void tsr__client_close(tsr_client *c);
 int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms);
@@ -107,38 +113,39 @@ void tsr__client_shutdown_cluster(tsr_client *c);
 
 /* Handles a scheduler message about the job in flight (accepted, rejected, progress, finished,
  * failed, workers); 1 if it was one, else 0. */
-int tsr__compute_on_message(tsr__rt *rt, const char *type, const struct msgpack_object *hdr);
+int tsr__compute_on_message(tsr__rt *rt, const tsr__msg *m);
 
 /* ---- fetch.c ---- */
 
-/* Frees the peer connections' state once the loop has closed them (tsr__client_close). */
+/* Frees the fetch pool's state once the loop has closed its connections (tsr__client_close). */
 void tsr__fetch_free_peers(tsr__rt *rt);
 
 /* ---- stats.c ---- */
 
 /* Handles an `info` message (a monitor's snapshot). */
-void tsr__info_on_message(tsr__rt *rt, const struct msgpack_object *hdr);
+void tsr__info_on_message(tsr__rt *rt, const tsr__msg_info *m);
 
-/* The JSON object tsr_client_stats_json() describes, built from the `stats` map of a `finished`
- * message (PROTOCOL.md; NULL or not a map when the scheduler sent none) and what the client
+/* The JSON object tsr_client_stats_json() describes, built from the `stats` record of a
+ * `finished` message (PROTOCOL.md; NULL when the scheduler sent none) and what the client
  * measured itself: `seconds` from submit to finished and `tasks` it submitted (the scheduler's
- * count replaces it where it sent one). Fields missing or of the wrong type in the map are left
- * out, never guessed. Caller owns the reference (json_decref); NULL only when out of memory. */
-struct json_t *tsr__stats_json(const struct msgpack_object *stats, double seconds, uint64_t tasks);
+ * count replaces it where it sent one). Numbers JSON cannot hold (NaN, infinities) are left out.
+ * Caller owns the reference (json_decref); NULL only when out of memory. */
+struct json_t *tsr__stats_json(const tsr__m_job_stats *stats, double seconds, uint64_t tasks);
 
-/* A msgpack value from the network as JSON: maps with string keys become objects, arrays
- * arrays, integers integers, finite floats reals, valid UTF-8 strings strings, nil null and
- * booleans booleans. Anything else (binary data, non-string keys, NaN, nesting deeper than 16)
- * is left out. `skip` names one top-level key to leave out (the message type "t"), or NULL.
- * Caller owns the reference; NULL when out of memory or when obj itself cannot be converted. */
-struct json_t *tsr__mp_to_json(const struct msgpack_object *obj, const char *skip);
+/* A decoded record as JSON, walking its schema (wire/msg.h): a map record becomes an object
+ * keyed by the wire names of the fields present, a tuple an array, a bare record its one value;
+ * lists become arrays and KV maps objects. Integers stay integers (a count past INT64_MAX
+ * becomes a real), finite floats reals, valid UTF-8 strings strings; binary data, NaN and
+ * invalid strings are left out. Caller owns the reference; NULL when out of memory. */
+struct json_t *tsr__rec_to_json(const tsr__schema *s, const void *rec);
 
 /* ---- trace.c ---- */
 
-/* The `trace` map of a traced job's `finished` (PROTOCOL.md "Tracing"), kept compactly.
- * *out is NULL when map is NULL or not a map (the scheduler sent no trace); malformed entries are
- * skipped. 0, or -ENOMEM. Free with tsr__trace_free (NULL is a no-op). */
-int tsr__trace_parse(const struct msgpack_object *map, uint64_t job, tsr__trace **out);
+/* The `trace` record of a traced job's `finished` (PROTOCOL.md "Tracing"), kept compactly;
+ * entries naming a worker that is not listed, a negative duration, a thread index out of range
+ * or a time that is not finite are skipped. 0, or -ENOMEM. Free with tsr__trace_free (NULL is a
+ * no-op). */
+int tsr__trace_parse(const tsr__m_job_trace *tr, uint64_t job, tsr__trace **out);
 void tsr__trace_free(tsr__trace *t);
 /* Writes the trace as Chrome trace-event JSON (tsr_client_trace_json describes it); sorts the
  * events in place. 0, or a negative errno when writing to f failed. */

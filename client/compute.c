@@ -37,13 +37,8 @@ static void report_progress(tsr__rt *rt, int final) {
     o->progress(&rt->progress, o->user);
 }
 
-static void handle_finished(tsr__rt *rt, const msgpack_object *hdr) {
-    const msgpack_object *outs = tsr__mp_get(hdr, "outputs");
-    if (!outs || outs->type != MSGPACK_OBJECT_ARRAY) {
-        tsr__rt_fail(rt, TSR_EPROTOCOL, "malformed 'finished' message from the scheduler");
-        return;
-    }
-    size_t n = outs->via.array.size;
+static void handle_finished(tsr__rt *rt, const tsr__msg_finished *m) {
+    uint32_t n = m->outputs.n;
     rt->out_ids = calloc(n ? n : 1, sizeof *rt->out_ids);
     rt->out_addr = calloc(n ? n : 1, sizeof *rt->out_addr);
     if (!rt->out_ids || !rt->out_addr) {
@@ -51,25 +46,23 @@ static void handle_finished(tsr__rt *rt, const msgpack_object *hdr) {
         return;
     }
     rt->nout = n;
-    for (size_t k = 0; k < n; k++) {
-        const msgpack_object *e = &outs->via.array.ptr[k];
-        int64_t id;
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 2 ||
-            tsr__mp_as_int(&e->via.array.ptr[0], &id) || id < 0 || id > UINT32_MAX ||
-            e->via.array.ptr[1].type != MSGPACK_OBJECT_STR) {
+    for (uint32_t k = 0; k < n; k++) {
+        tsr__m_output e;
+        TSR__LIST_GET(&m->outputs, output, k, &e);
+        if (!TSR__M_HAS(output, &e, addr)) {
             tsr__rt_fail(rt, TSR_EPROTOCOL, "malformed output entry from the scheduler");
             return;
         }
-        rt->out_ids[k] = (uint32_t)id;
-        rt->out_addr[k] =
-            strndup(e->via.array.ptr[1].via.str.ptr, e->via.array.ptr[1].via.str.size);
+        rt->out_ids[k] = e.id;
+        rt->out_addr[k] = strndup(e.addr.p, e.addr.n);
         if (!rt->out_addr[k]) {
             tsr__rt_fail(rt, -ENOMEM, "out of memory");
             return;
         }
     }
     /* Built here, when the job is done, so `seconds` stops at `finished` and excludes fetching. */
-    json_t *st = tsr__stats_json(tsr__mp_get(hdr, "stats"), tsr__now() - rt->t0, rt->ntasks);
+    json_t *st = tsr__stats_json(TSR__MSG_HAS(finished, m, stats) ? &m->stats : NULL,
+                                 tsr__now() - rt->t0, rt->ntasks);
     if (st) {
         json_decref(rt->stats);
         rt->stats = st;
@@ -78,7 +71,8 @@ static void handle_finished(tsr__rt *rt, const msgpack_object *hdr) {
      * tsr_client_trace_json() returns always describes the last computation. */
     tsr__trace_free(rt->c->trace);
     rt->c->trace = NULL;
-    if (tsr__trace_parse(tsr__mp_get(hdr, "trace"), rt->job, &rt->c->trace) != 0) {
+    if (TSR__MSG_HAS(finished, m, trace) &&
+        tsr__trace_parse(&m->trace, rt->job, &rt->c->trace) != 0) {
         tsr__rt_fail(rt, -ENOMEM, "out of memory keeping the trace");
         return;
     }
@@ -86,75 +80,68 @@ static void handle_finished(tsr__rt *rt, const msgpack_object *hdr) {
     uv_stop(&rt->c->loop);
 }
 
-static void on_progress(tsr__rt *rt, const struct msgpack_object *hdr) {
-    uint64_t v;
-    if (tsr__mp_get_uint(hdr, "done", &v) == 0) rt->progress.done = v;
-    if (tsr__mp_get_uint(hdr, "total", &v) == 0) rt->progress.total = v;
-    if (tsr__mp_get_uint(hdr, "erred", &v) == 0) rt->progress.erred = v;
+static void on_progress(tsr__rt *rt, const tsr__msg_progress *m) {
+    rt->progress.done = m->done;
+    rt->progress.total = m->total;
+    rt->progress.erred = m->erred;
     rt->progress.elapsed = tsr__now() - rt->t0;
     publish(rt->c, 1, &rt->progress);
     report_progress(rt, 0);
 }
 
-static void on_failed(tsr__rt *rt, const struct msgpack_object *hdr) {
-    char msg[700] = "?";
-    tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
-    int64_t id = -1, array = -1;
-    tsr__mp_get_int(hdr, "id", &id);
-    tsr__mp_get_int(hdr, "array", &array);
+static void on_failed(tsr__rt *rt, const tsr__msg_failed *m) {
+    char msg[700];
+    tsr__str_copy(msg, sizeof msg, m->msg);
     rt->progress.erred++;
     /* compute() turns the array index into a name. */
-    rt->workers = array;
-    tsr__rt_fail(rt, TSR_ECOMPUTE, "task %lld: %s", (long long)id, msg);
+    rt->workers = m->array;
+    tsr__rt_fail(rt, TSR_ECOMPUTE, "task %lld: %s", (long long)m->id, msg);
 }
 
 /* Is this message about the job of the computation in progress? An interrupted or failed
  * tsr_compute returns without waiting for the rest of its job's messages, which then arrive
  * during a later call: they are dropped. */
-static int current_job(const tsr__rt *rt, const struct msgpack_object *hdr) {
-    uint64_t job;
-    if (!rt->accepted || rt->finished) return 0;
-    return tsr__mp_get_uint(hdr, "job", &job) != 0 || job == rt->job;
+static int current_job(const tsr__rt *rt, uint32_t job) {
+    return rt->accepted && !rt->finished && job == rt->job;
 }
 
-int tsr__compute_on_message(tsr__rt *rt, const char *type, const struct msgpack_object *hdr) {
-    if (strcmp(type, "accepted") == 0 || strcmp(type, "rejected") == 0) {
+int tsr__compute_on_message(tsr__rt *rt, const tsr__msg *m) {
+    if (m->type == TSR__MSG_accepted || m->type == TSR__MSG_rejected) {
         /* The scheduler answers submissions in order: an answer while later submissions wait
          * for theirs belongs to one whose call has returned. */
         if (++rt->answered < rt->submitted) {
-            uint64_t job;
-            if (type[0] == 'a' && tsr__mp_get_uint(hdr, "job", &job) == 0 && rt->c->sched)
-                tsr__send_simple(rt->c->sched, "release", "job", (int64_t)job); /* orphaned */
+            if (m->type == TSR__MSG_accepted && rt->c->sched)
+                tsr__send_release(rt->c->sched, m->u.accepted.job); /* orphaned */
             return 1;
         }
     }
-    if (strcmp(type, "accepted") == 0) {
-        uint64_t job = 0, tasks = 0;
-        tsr__mp_get_uint(hdr, "job", &job);
-        tsr__mp_get_uint(hdr, "tasks", &tasks);
-        rt->job = job;
+    switch (m->type) {
+    case TSR__MSG_accepted:
+        rt->job = m->u.accepted.job;
         rt->accepted = 1;
-        rt->progress.total = tasks;
-    } else if (strcmp(type, "rejected") == 0) {
-        char msg[512] = "?";
-        tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
+        rt->progress.total = m->u.accepted.tasks;
+        break;
+    case TSR__MSG_rejected: {
+        char msg[512];
+        tsr__str_copy(msg, sizeof msg, m->u.rejected.msg);
         tsr__rt_fail(rt, TSR_EPROTOCOL, "the scheduler rejected the graph: %s", msg);
-    } else if (strcmp(type, "progress") == 0 || strcmp(type, "finished") == 0 ||
-               strcmp(type, "failed") == 0) {
-        if (!current_job(rt, hdr)) return 1;
-        if (strcmp(type, "progress") == 0)
-            on_progress(rt, hdr);
-        else if (strcmp(type, "finished") == 0)
-            handle_finished(rt, hdr);
-        else
-            on_failed(rt, hdr);
-    } else if (strcmp(type, "workers") == 0) {
-        int64_t n = 0;
-        tsr__mp_get_int(hdr, "count", &n);
-        rt->workers = n;
+        break;
+    }
+    case TSR__MSG_progress:
+        if (current_job(rt, m->u.progress.job)) on_progress(rt, &m->u.progress);
+        break;
+    case TSR__MSG_finished:
+        if (current_job(rt, m->u.finished.job)) handle_finished(rt, &m->u.finished);
+        break;
+    case TSR__MSG_failed:
+        if (current_job(rt, m->u.failed.job)) on_failed(rt, &m->u.failed);
+        break;
+    case TSR__MSG_workers:
+        rt->workers = m->u.workers.count > INT64_MAX ? INT64_MAX : (int64_t)m->u.workers.count;
         rt->got_workers = 1;
         uv_stop(&rt->c->loop);
-    } else {
+        break;
+    default:
         return 0;
     }
     return 1;
@@ -185,15 +172,10 @@ static int submit_graph(tsr_client *c, const tsr_graph *g, int trace) {
     }
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    tsr__mp_pack_type(&pk, trace ? 3 : 2, "submit");
-    tsr__mp_pack_str(&pk, "n");
-    msgpack_pack_uint64(&pk, body.size);
-    if (trace) {
-        tsr__mp_pack_str(&pk, "trace");
-        msgpack_pack_true(&pk);
-    }
+    tsr__msg_submit m = {.n = body.size, .trace = 1};
+    TSR__MSG_SET(submit, &m, n);
+    if (trace) TSR__MSG_SET(submit, &m, trace);
+    tsr__msg_pack_submit(&sb, &m);
     char *payload = body.data;
     size_t plen = body.size;
     body.data = NULL;
@@ -213,7 +195,7 @@ static int record_empty(tsr__rt *rt, const tsr_compute_options *opts) {
     rt->stats = st;
     tsr__trace_free(rt->c->trace);
     rt->c->trace = NULL;
-    msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
+    tsr__m_job_trace empty = {0};
     if (opts && opts->trace && tsr__trace_parse(&empty, 0, &rt->c->trace) != 0)
         return tsr__fail(rt->c, -ENOMEM, "out of memory");
     return 0;
@@ -271,7 +253,7 @@ int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     if (rc) {
         if (rt->accepted && c->connected && c->sched) {
             /* Cancels the job if it is still running, frees whatever it holds. */
-            tsr__send_simple(c->sched, "release", "job", (int64_t)rt->job);
+            tsr__send_release(c->sched, rt->job);
             uv_run(&c->loop, UV_RUN_NOWAIT);
         }
         goto out;

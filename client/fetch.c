@@ -1,8 +1,10 @@
 /* Fetching computed chunks straight from the workers that hold them, into a caller buffer
  * (tsr_array_read) or a .npy file (tsr_array_save_npy), never assembling the array in memory.
- * One connection per worker with a FIFO of outstanding gets; replies come back in order, and a
- * reply to a request of an earlier call (one that an interrupt or a failure ended) is matched to
- * that request and dropped. Runs inside the blocking calls, on the caller's thread. */
+ * The connections, gets and reply matching are the shared fetch pool's (wire/fetch.h); this file
+ * decides what to ask for, at most MAX_OUTSTANDING chunks at a time, and where the bytes go. A
+ * call that ends (done, failed, interrupted) cancels what it still waits for, so a late reply is
+ * dropped by the pool and never reaches a later call. Runs inside the blocking calls, on the
+ * caller's thread. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,50 +14,10 @@
 
 typedef tsr__fetch fetch;
 
-/* A connection to one worker's peer port, with its FIFO of outstanding gets. */
-typedef struct tsr__peer {
-    struct tsr__peer *next;
-    tsr__rt *rt;
-    char addr[128];
-    tsr__conn *conn;
-    int welcomed;
-    fetch **fifo; /* outstanding requests in send order */
-    size_t head, count, cap;
-} peer;
-
 /* ---- fetching chunks from workers ---- */
 
+/* Chunks asked for at once (each holds a buffer of its size until written out). */
 #define MAX_OUTSTANDING 8
-
-static void peer_on_connect(tsr__conn *conn, int status) {
-    (void)conn;
-    (void)status; /* a failure closes the connection; peer_on_close reports it */
-}
-
-static fetch *peer_front(peer *p) {
-    return p->count ? p->fifo[p->head] : NULL;
-}
-
-static void peer_pop(peer *p) {
-    p->head = (p->head + 1) % p->cap;
-    p->count--;
-}
-
-static int peer_push(peer *p, fetch *f) {
-    if (p->count == p->cap) {
-        size_t ncap = p->cap ? p->cap * 2 : 8;
-        fetch **nf = malloc(ncap * sizeof *nf);
-        if (!nf) return -ENOMEM;
-        for (size_t k = 0; k < p->count; k++) nf[k] = p->fifo[(p->head + k) % p->cap];
-        free(p->fifo);
-        p->fifo = nf;
-        p->head = 0;
-        p->cap = ncap;
-    }
-    p->fifo[(p->head + p->count) % p->cap] = f;
-    p->count++;
-    return 0;
-}
 
 static uint64_t chunk_bytes(const tsr_array *a, int64_t ci) {
     int64_t off[TSR_MAX_NDIM], shp[TSR_MAX_NDIM];
@@ -65,174 +27,98 @@ static uint64_t chunk_bytes(const tsr_array *a, int64_t ci) {
     return n;
 }
 
-static int peer_on_header(tsr__conn *conn, const msgpack_object *hdr, uint64_t plen, void **dest) {
-    peer *p = conn->owner;
-    if (plen == 0) return 0;
-    fetch *f = peer_front(p);
-    uint64_t job = 0;
-    int64_t id = -1;
-    if (!f || !tsr__mp_str_eq(tsr__mp_get(hdr, "t"), "chunk") ||
-        tsr__mp_get_uint(hdr, "job", &job) || tsr__mp_get_int(hdr, "id", &id) || job != f->job ||
-        id != (int64_t)f->id || plen != f->nbytes)
-        return TSR_EPROTOCOL;
+static void unlink_fetch(tsr__rt *rt, fetch *f) {
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        rt->outstanding = f->next;
+    if (f->next) f->next->prev = f->prev;
+    rt->noutstanding--;
+}
+
+static void free_fetch(fetch *f) {
+    free(f->data);
+    free(f);
+}
+
+static const char *on_chunk(tsr__fetch_req *r, const tsr__msg_chunk *ck, uint64_t plen,
+                            void **dest) {
+    fetch *f = r->user;
+    (void)ck;
+    if (plen != f->nbytes) return "chunk size does not match the array's";
     f->data = malloc(plen ? plen : 1);
-    if (!f->data) return -ENOMEM;
+    if (!f->data) return "no memory for a chunk";
     *dest = f->data;
-    return 0;
+    return NULL;
 }
 
 static void pump(tsr__rt *rt);
 
-static void peer_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *payload,
-                          uint64_t plen) {
-    peer *p = conn->owner;
-    tsr__rt *r = p->rt;
-    (void)payload;
-    (void)plen;
-    char type[32];
-    if (tsr__mp_type(hdr, type, sizeof type)) {
-        tsr__conn_close(conn, "message without a type");
-        return;
-    }
-    if (strcmp(type, "welcome") == 0) {
-        p->welcomed = 1;
-        return;
-    }
-    fetch *f = peer_front(p);
-    if (strcmp(type, "error") == 0) {
-        char msg[512] = "?";
-        tsr__mp_get_str(hdr, "msg", msg, sizeof msg);
-        if (r->array)
-            tsr__rt_fail(r, TSR_EPROTOCOL, "worker %s refused the connection: %s", p->addr, msg);
-        tsr__conn_close(conn, "refused");
-        return;
-    }
-    if (!f || (strcmp(type, "missing") != 0 && strcmp(type, "chunk") != 0)) {
-        tsr__conn_close(conn, "unexpected message from worker");
-        return;
-    }
-    /* Each reply answers the oldest outstanding request on this connection. */
-    peer_pop(p);
-    if (f->gen != r->fetch_gen || !r->array) {
-        free(f->data);
-        free(f);               /* the call that asked has returned: dropped */
-        if (r->array) pump(r); /* it held one of the slots of the fetch in progress */
-        return;
-    }
-    if (strcmp(type, "missing") == 0) {
-        tsr__rt_fail(r, TSR_ECOMPUTE, "chunk %lld of array \"%s\" is no longer held by worker %s",
-                     (long long)f->ci, r->array->name, p->addr);
-        free(f);
-        return;
-    }
-    if (!f->data && f->nbytes == 0) f->data = malloc(1);
-    int rc = r->sink(r, f);
-    free(f->data);
-    free(f);
-    if (rc) {
-        tsr__rt_fail(r, rc, "%s", r->c->errmsg);
-        return;
-    }
-    r->chunks_done++;
-    if (r->chunks_done == r->array->computed.nchunks) {
-        r->fetch_complete = 1;
-        uv_stop(&r->c->loop);
+static void on_done(tsr__fetch_req *r, int status, const char *why) {
+    fetch *f = r->user;
+    tsr__rt *rt = f->rt;
+    tsr_array *a = rt->array;
+    unlink_fetch(rt, f);
+    if (status == TSR__FETCH_MISSING) {
+        tsr__rt_fail(rt, TSR_ECOMPUTE, "chunk %lld of array \"%s\" is no longer held by worker %s",
+                     (long long)f->ci, a->name, r->from);
+    } else if (status != TSR__FETCH_OK) {
+        tsr__rt_fail(rt, TSR_ECLOSED, "cannot fetch chunk %lld of array \"%s\": %s",
+                     (long long)f->ci, a->name, why);
     } else {
-        pump(r);
-    }
-}
-
-static void peer_on_close(tsr__conn *conn, int status, const char *reason) {
-    peer *p = conn->owner;
-    tsr__rt *r = p->rt;
-    if (r) {
-        for (peer **pp = &r->peers; *pp; pp = &(*pp)->next) {
-            if (*pp == p) {
-                *pp = p->next;
-                break;
-            }
-        }
-        int current = 0; /* does the call in progress wait for this worker? */
-        for (size_t k = 0; k < p->count; k++)
-            if (p->fifo[(p->head + k) % p->cap]->gen == r->fetch_gen) current = 1;
-        if (current && r->array) {
-            tsr__rt_fail(r, TSR_ECLOSED, "lost the connection to worker %s while fetching (%s)",
-                         p->addr, reason);
+        int rc = f->data ? rt->sink(rt, f) : TSR_EPROTOCOL;
+        if (rc) {
+            tsr__rt_fail(rt, rc, "%s", rt->c->errmsg);
+        } else if (++rt->chunks_done == a->computed.nchunks) {
+            rt->fetch_complete = 1;
+            uv_stop(&rt->c->loop);
+        } else {
+            pump(rt);
         }
     }
-    while (p->count) {
-        fetch *f = peer_front(p);
-        peer_pop(p);
-        free(f->data);
-        free(f);
-    }
-    free(p->fifo);
-    free(p);
-    (void)status;
+    free_fetch(f);
 }
 
-static const tsr__conn_cbs peer_cbs = {
-    .on_header = peer_on_header,
-    .on_frame = peer_on_frame,
-    .on_close = peer_on_close,
-    .on_connect = peer_on_connect,
+static void pack_hello(void *user, msgpack_sbuffer *sb) {
+    tsr__rt *rt = user;
+    tsr__msg_hello m;
+    tsr__hello_init(&m, "peer", rt->c->token);
+    tsr__msg_pack_hello(sb, &m);
+}
+
+static const tsr__fetch_cbs fetch_cbs = {
+    .on_chunk = on_chunk,
+    .on_done = on_done,
+    .pack_hello = pack_hello,
 };
-
-static peer *get_peer(tsr__rt *rt, const char *addr) {
-    for (peer *p = rt->peers; p; p = p->next)
-        if (strcmp(p->addr, addr) == 0 && !p->conn->closing) return p;
-    peer *p = calloc(1, sizeof *p);
-    if (!p) return NULL;
-    snprintf(p->addr, sizeof p->addr, "%s", addr);
-    p->rt = rt;
-    p->conn = tsr__conn_new(&rt->c->loop, &peer_cbs, p, &rt->c->log);
-    if (!p->conn) {
-        free(p);
-        return NULL;
-    }
-    if (tsr__conn_connect(p->conn, addr) != 0) {
-        p->rt = NULL; /* not listed: on_close must not look for it */
-        tsr__conn_close(p->conn, "bad address");
-        return NULL;
-    }
-    /* libuv queues writes made while connecting, so the hello goes first. */
-    tsr__send_hello(p->conn, "peer", rt->c->token);
-    p->next = rt->peers;
-    rt->peers = p;
-    return p;
-}
 
 static void pump(tsr__rt *rt) {
     tsr_array *a = rt->array;
-    int64_t outstanding = 0;
-    for (peer *p = rt->peers; p; p = p->next) outstanding += (int64_t)p->count;
-    while (outstanding < MAX_OUTSTANDING && rt->next_chunk < a->computed.nchunks && !rt->failed) {
+    while (rt->noutstanding < MAX_OUTSTANDING && rt->next_chunk < a->computed.nchunks &&
+           !rt->failed) {
         int64_t ci = rt->next_chunk++;
-        peer *p = get_peer(rt, a->computed.addr[ci]);
         fetch *f = calloc(1, sizeof *f);
-        if (!p || !f || peer_push(p, f) != 0) {
-            free(f);
-            tsr__rt_fail(rt, -ENOMEM, "cannot reach worker %s", a->computed.addr[ci]);
-            return;
+        if (!f) {
+            tsr__rt_fail(rt, -ENOMEM, "out of memory");
+            break;
         }
-        f->gen = rt->fetch_gen;
-        f->job = a->computed.job;
-        f->id = a->computed.task[ci];
+        f->rt = rt;
         f->ci = ci;
         f->nbytes = chunk_bytes(a, ci);
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        tsr__mp_pack_type(&pk, 3, "get");
-        tsr__mp_pack_str(&pk, "job");
-        msgpack_pack_uint64(&pk, f->job);
-        tsr__mp_pack_str(&pk, "id");
-        msgpack_pack_uint32(&pk, f->id);
-        tsr__conn_send(p->conn, &sb, NULL, 0, NULL, NULL);
-        msgpack_sbuffer_destroy(&sb);
-        outstanding++;
+        f->req.job = (uint32_t)a->computed.job;
+        f->req.id = a->computed.task[ci];
+        f->req.user = f;
+        if (tsr__fetch_get(&rt->pool, &f->req, a->computed.addr[ci]) != 0) {
+            free(f);
+            tsr__rt_fail(rt, -ENOMEM, "cannot reach worker %s", a->computed.addr[ci]);
+            break;
+        }
+        f->next = rt->outstanding;
+        if (f->next) f->next->prev = f;
+        rt->outstanding = f;
+        rt->noutstanding++;
     }
+    tsr__fetch_flush(&rt->pool);
 }
 
 static int fetch_all(tsr_array *a, int (*sink)(tsr__rt *, fetch *), void *user) {
@@ -243,8 +129,10 @@ static int fetch_all(tsr_array *a, int (*sink)(tsr__rt *, fetch *), void *user) 
     if (!c->connected || !c->rt)
         return tsr__fail(c, TSR_ENOTCONNECTED, "the client is no longer connected");
     tsr__rt *rt = c->rt;
+    /* Set up at the first fetch: a client that never reads opens no peer connection. */
+    if (!rt->pool.cbs)
+        tsr__fetch_pool_init(&rt->pool, &c->loop, &c->log, &fetch_cbs, rt, MAX_OUTSTANDING);
     tsr__rt_begin(rt);
-    rt->fetch_gen++;
     rt->array = a;
     rt->sink = sink;
     rt->sink_user = user;
@@ -253,7 +141,14 @@ static int fetch_all(tsr_array *a, int (*sink)(tsr__rt *, fetch *), void *user) 
     rt->fetch_complete = a->computed.nchunks == 0;
     pump(rt);
     int rc = tsr__rt_run_until(rt, &rt->fetch_complete, 0);
-    /* Requests still outstanding now belong to no call: their replies are dropped. */
+    /* What is still outstanding belongs to no call now: cancelled, so that its reply, if one
+     * comes, is dropped by the pool instead of reaching a later call. */
+    while (rt->outstanding) {
+        fetch *f = rt->outstanding;
+        unlink_fetch(rt, f);
+        tsr__fetch_cancel(&f->req);
+        free_fetch(f);
+    }
     rt->array = NULL;
     tsr__rt_end(rt);
     return rc;
@@ -314,14 +209,7 @@ int tsr_array_read(tsr_array *a, void *buf, size_t size) {
 }
 
 void tsr__fetch_free_peers(tsr__rt *rt) {
-    peer *p = rt->peers;
-    while (p) {
-        peer *next = p->next;
-        free(p->fifo);
-        free(p);
-        p = next;
-    }
-    rt->peers = NULL;
+    if (rt->pool.cbs) tsr__fetch_pool_free(&rt->pool);
 }
 
 typedef struct save_ctx {

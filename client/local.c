@@ -161,6 +161,7 @@ static void reap_all(tsr__local *l, double grace) {
 void tsr_local_options_default(tsr_local_options *o) {
     memset(o, 0, sizeof *o);
     o->threads = 1;
+    o->log_level = TSR_LOG_WARN;
 }
 
 int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
@@ -199,6 +200,7 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         free(cores);
         return rc;
     }
+    tsr__client_set_logger(c, &opts->logger, opts->log_level);
     tsr__local *l = calloc(1, sizeof *l);
     pid_t *pids = calloc((size_t)workers + 1, sizeof *pids);
     if (!l || !pids) {

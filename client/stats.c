@@ -1,154 +1,157 @@
-/* Run statistics and monitor snapshots: the `stats` map of a `finished` message turned into the
- * JSON of tsr_client_stats_json() / tsr_client_save_stats(), and a monitor's `info` snapshots
- * (tsr_client_info_json). Both maps come from the network: nothing in them is trusted. */
+/* Run statistics and monitor snapshots: the decoded `stats` record of a `finished` message turned
+ * into the JSON of tsr_client_stats_json() / tsr_client_save_stats(), and a monitor's `info`
+ * snapshots (tsr_client_info_json), walked by their schemas (wire/msg.h). Both come from the
+ * network: the decoder checked types and ranges, and what JSON cannot hold is left out. */
 #include <jansson.h>
 #include <math.h>
-#include <msgpack.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "client/client.h"
 
-/* ---- run statistics ---- */
+/* ---- records as JSON ---- */
 
-/* Copies obj[key] into dst[name] when it is a number: integers stay integers, floats stay reals
- * (a NaN or infinity, which JSON cannot hold, is dropped like any other bad value). */
-static void copy_number(json_t *dst, const char *name, const msgpack_object *obj, const char *key) {
-    const msgpack_object *v = tsr__mp_get(obj, key);
-    if (!v) return;
-    int64_t i;
-    double d;
-    if (tsr__mp_as_int(v, &i) == 0) {
-        json_object_set_new(dst, name, json_integer((json_int_t)i));
-    } else if ((v->type == MSGPACK_OBJECT_FLOAT32 || v->type == MSGPACK_OBJECT_FLOAT64) &&
-               tsr__mp_as_double(v, &d) == 0 && isfinite(d)) {
-        json_object_set_new(dst, name, json_real(d));
-    }
+/* An unsigned count as JSON: jansson's integers are signed 64-bit, a larger one becomes a real. */
+static json_t *json_u64(uint64_t v) {
+    return v > (uint64_t)INT64_MAX ? json_real((double)v) : json_integer((json_int_t)v);
 }
 
-/* Copies obj[key] into dst[name] when it is a valid UTF-8 string (json_stringn checks). */
-static void copy_string(json_t *dst, const char *name, const msgpack_object *obj, const char *key) {
-    const msgpack_object *v = tsr__mp_get(obj, key);
-    if (!v || v->type != MSGPACK_OBJECT_STR) return;
-    json_t *s = json_stringn(v->via.str.ptr, v->via.str.size);
-    if (s) json_object_set_new(dst, name, s);
+/* A finite double as a JSON real; NaN and infinities, which JSON cannot hold, give NULL. */
+static json_t *json_f64(double v) {
+    return isfinite(v) ? json_real(v) : NULL;
 }
 
-struct json_t *tsr__stats_json(const struct msgpack_object *stats, double seconds, uint64_t tasks) {
-    static const char *const worker_numbers[] = {
-        "tasks", "rss_peak", "rss", "chunk_peak", "busy_s", "in_bytes", "in_s", "out_bytes",
-    };
-    json_t *j = json_object();
-    if (!j) return NULL;
-    json_object_set_new(j, "tasks", json_integer((json_int_t)tasks));
-    copy_number(j, "tasks", stats, "tasks"); /* the scheduler's count wins where it sent one */
-    json_object_set_new(j, "seconds", json_real(isfinite(seconds) ? seconds : 0.0));
-    if (!stats || stats->type != MSGPACK_OBJECT_MAP) return j;
-    copy_number(j, "sources_inline", stats, "sources_inline");
-    copy_number(j, "moved_bytes", stats, "moved_bytes");
-    json_t *sched = json_object();
-    if (sched) {
-        copy_number(sched, "rss_base", stats, "sched_rss_base");
-        copy_number(sched, "rss_peak", stats, "sched_rss_peak");
-        if (json_object_size(sched))
-            json_object_set_new(j, "scheduler", sched);
-        else
-            json_decref(sched);
-    }
-    static const char *const op_numbers[] = {"tasks", "inline", "seconds", "flops", "moved_bytes"};
-    const msgpack_object *ops = tsr__mp_get(stats, "ops");
-    json_t *oarr = ops && ops->type == MSGPACK_OBJECT_ARRAY ? json_array() : NULL;
-    for (uint32_t k = 0; oarr && k < ops->via.array.size; k++) {
-        const msgpack_object *op = &ops->via.array.ptr[k];
-        if (op->type != MSGPACK_OBJECT_MAP) continue;
-        json_t *o = json_object();
-        if (!o) break;
-        copy_string(o, "op", op, "op");
-        for (size_t f = 0; f < sizeof op_numbers / sizeof *op_numbers; f++)
-            copy_number(o, op_numbers[f], op, op_numbers[f]);
-        /* An entry that does not say which operation it is describes nothing. */
-        if (json_object_get(o, "op"))
-            json_array_append_new(oarr, o);
-        else
-            json_decref(o);
-    }
-    if (oarr) json_object_set_new(j, "ops", oarr);
-    const msgpack_object *ws = tsr__mp_get(stats, "workers");
-    if (!ws || ws->type != MSGPACK_OBJECT_ARRAY) return j;
-    json_t *arr = json_array();
-    if (!arr) return j;
-    for (uint32_t k = 0; k < ws->via.array.size; k++) {
-        const msgpack_object *w = &ws->via.array.ptr[k];
-        if (w->type != MSGPACK_OBJECT_MAP) continue;
-        json_t *o = json_object();
-        if (!o) break;
-        copy_string(o, "name", w, "name");
-        copy_string(o, "addr", w, "addr");
-        for (size_t f = 0; f < sizeof worker_numbers / sizeof *worker_numbers; f++)
-            copy_number(o, worker_numbers[f], w, worker_numbers[f]);
-        json_array_append_new(arr, o);
-    }
-    json_object_set_new(j, "workers", arr);
-    return j;
-}
+static json_t *field_to_json(const tsr__field *f, const void *rec);
 
-/* ---- msgpack to JSON (monitor snapshots) ---- */
-
-static json_t *mp_to_json(const msgpack_object *o, const char *skip, int depth) {
-    if (depth > 16) return NULL;
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        return json_null();
-    case MSGPACK_OBJECT_BOOLEAN:
-        return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        /* jansson's integers are signed 64-bit: a larger count becomes a real. */
-        if (o->via.u64 > (uint64_t)INT64_MAX) return json_real((double)o->via.u64);
-        return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        return json_integer((json_int_t)o->via.i64);
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        return isfinite(o->via.f64) ? json_real(o->via.f64) : NULL;
-    case MSGPACK_OBJECT_STR:
-        return json_stringn(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_ARRAY: {
-        json_t *a = json_array();
-        for (uint32_t k = 0; a && k < o->via.array.size; k++) {
-            json_t *v = mp_to_json(&o->via.array.ptr[k], NULL, depth + 1);
-            if (v) json_array_append_new(a, v);
-        }
-        return a;
-    }
-    case MSGPACK_OBJECT_MAP: {
-        json_t *m = json_object();
-        for (uint32_t k = 0; m && k < o->via.map.size; k++) {
-            const msgpack_object_kv *kv = &o->via.map.ptr[k];
-            if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size > 255) continue;
+/* The elements of a decoded list (or KV map) of element schema es. */
+static json_t *list_to_json(const tsr__field *f, const tsr__list *l) {
+    const tsr__schema *es = f->sub;
+    json_t *out = f->kind == TSR__K_KV ? json_object() : json_array();
+    _Alignas(max_align_t) unsigned char elem[512];
+    if (es->size > sizeof elem) return out;
+    for (uint32_t k = 0; out && k < l->n; k++) {
+        tsr__list_get(l, es, k, elem);
+        if (f->kind == TSR__K_KV) {
+            const tsr__m_kv *kv = (const tsr__m_kv *)elem;
             char key[256];
-            memcpy(key, kv->key.via.str.ptr, kv->key.via.str.size);
-            key[kv->key.via.str.size] = 0;
-            /* A key with a NUL inside is not one JSON can name here: leave it out. */
-            if (strlen(key) != kv->key.via.str.size || (skip && strcmp(key, skip) == 0)) continue;
-            json_t *v = mp_to_json(&kv->val, NULL, depth + 1);
-            if (v) json_object_set_new(m, key, v);
+            /* A key JSON cannot name here (too long, a NUL inside) is left out. */
+            if (kv->k.n >= sizeof key || memchr(kv->k.p, 0, kv->k.n)) continue;
+            tsr__str_copy(key, sizeof key, kv->k);
+            json_object_set_new(out, key, json_u64(kv->v));
+        } else {
+            json_t *v = tsr__rec_to_json(es, elem);
+            if (v) json_array_append_new(out, v);
         }
-        return m;
     }
-    default:
+    return out;
+}
+
+static json_t *field_to_json(const tsr__field *f, const void *rec) {
+    const char *p = (const char *)rec + f->off;
+    switch (f->kind) {
+    case TSR__K_U32:
+        return json_integer((json_int_t) * (const uint32_t *)p);
+    case TSR__K_U64:
+        return json_u64(*(const uint64_t *)p);
+    case TSR__K_I64:
+    case TSR__K_DTYPE:
+        return json_integer((json_int_t) * (const int64_t *)p);
+    case TSR__K_F64:
+        return json_f64(*(const double *)p);
+    case TSR__K_BOOL:
+        return json_boolean(*(const int *)p);
+    case TSR__K_STR: {
+        const tsr__str *str = (const tsr__str *)p;
+        return json_stringn(str->n ? str->p : "", str->n);
+    }
+    case TSR__K_REC:
+        return tsr__rec_to_json(f->sub, p);
+    case TSR__K_LIST:
+    case TSR__K_KV:
+        return list_to_json(f, (const tsr__list *)p);
+    default: /* BIN: nothing JSON can hold */
         return NULL;
     }
 }
 
-struct json_t *tsr__mp_to_json(const struct msgpack_object *obj, const char *skip) {
-    return obj ? mp_to_json(obj, skip, 0) : NULL;
+struct json_t *tsr__rec_to_json(const tsr__schema *s, const void *rec) {
+    uint64_t has = *(const uint64_t *)rec;
+    if (s->shape == TSR__SH_BARE) return s->nf ? field_to_json(&s->f[0], rec) : json_null();
+    json_t *out = s->shape == TSR__SH_TUP ? json_array() : json_object();
+    for (uint8_t i = 0; out && i < s->nf; i++) {
+        const tsr__field *f = &s->f[i];
+        if (!(has & ((uint64_t)1 << i))) {
+            /* A tuple keeps its positions: an absent field in the middle is null. */
+            if (s->shape == TSR__SH_TUP) {
+                int later = (has >> i) != 0;
+                if (later) json_array_append_new(out, json_null());
+            }
+            continue;
+        }
+        json_t *v = field_to_json(f, rec);
+        if (s->shape == TSR__SH_TUP) {
+            json_array_append_new(out, v ? v : json_null());
+        } else if (v) {
+            char key[64];
+            size_t n = strlen(f->key);
+            if (n && f->key[n - 1] == '_') n--; /* C keywords: inline_ is "inline" */
+            snprintf(key, sizeof key, "%.*s", (int)n, f->key);
+            json_object_set_new(out, key, v);
+        }
+    }
+    return out;
+}
+
+/* ---- run statistics ---- */
+
+static void set(json_t *o, const char *key, json_t *v) {
+    if (v) json_object_set_new(o, key, v);
+}
+
+struct json_t *tsr__stats_json(const tsr__m_job_stats *st, double seconds, uint64_t tasks) {
+    json_t *j = json_object();
+    if (!j) return NULL;
+    /* The scheduler's count wins where it sent one. */
+    set(j, "tasks", json_u64(st ? st->tasks : tasks));
+    set(j, "seconds", json_real(isfinite(seconds) ? seconds : 0.0));
+    if (!st) return j;
+    set(j, "sources_inline", json_u64(st->sources_inline));
+    set(j, "moved_bytes", json_u64(st->moved_bytes));
+    json_t *sched = json_object();
+    if (sched) {
+        set(sched, "rss_base", json_u64(st->sched_rss_base));
+        set(sched, "rss_peak", json_u64(st->sched_rss_peak));
+        json_object_set_new(j, "scheduler", sched);
+    }
+    json_t *ops = json_array();
+    for (uint32_t k = 0; ops && k < st->ops.n; k++) {
+        tsr__m_op_stat e;
+        TSR__LIST_GET(&st->ops, op_stat, k, &e);
+        json_t *o = tsr__rec_to_json(&tsr__schema_op_stat, &e);
+        /* An entry that does not say which operation it is describes nothing. */
+        if (o && json_object_get(o, "op"))
+            json_array_append_new(ops, o);
+        else
+            json_decref(o);
+    }
+    set(j, "ops", ops);
+    json_t *ws = json_array();
+    for (uint32_t k = 0; ws && k < st->workers.n; k++) {
+        tsr__m_worker_stat e;
+        TSR__LIST_GET(&st->workers, worker_stat, k, &e);
+        json_t *o = tsr__rec_to_json(&tsr__schema_worker_stat, &e);
+        if (o) json_array_append_new(ws, o);
+    }
+    set(j, "workers", ws);
+    return j;
 }
 
 /* ---- monitor snapshots ---- */
 
-void tsr__info_on_message(tsr__rt *rt, const struct msgpack_object *hdr) {
-    json_t *j = tsr__mp_to_json(hdr, "t");
+void tsr__info_on_message(tsr__rt *rt, const tsr__msg_info *m) {
+    json_t *j = tsr__rec_to_json(&tsr__schema_msg_info, m);
     if (j) {
         json_decref(rt->info);
         rt->info = j;
@@ -179,6 +182,7 @@ int tsr_client_connect_monitor(const char *address, const tsr_client_options *op
     int rc = tsr_client_new_offline(&c);
     if (rc) return rc;
     c->monitor = 1;
+    tsr__client_set_logger(c, &opts->logger, opts->log_level);
     rc = tsr__client_open(c, address, opts->token, opts->connect_timeout_ms);
     if (rc) {
         tsr__fail_thread(rc, "%s", c->errmsg);
@@ -214,7 +218,7 @@ int tsr_client_info_json(tsr_client *c, int timeout_ms, char **out) {
         return tsr__fail(c, TSR_ENOTCONNECTED, "lost the connection to the scheduler at %s",
                          c->address);
     tsr__rt *rt = c->rt;
-    int rc = tsr__send_simple(c->sched, "info", NULL, 0);
+    int rc = tsr__send_msg(c->sched, TSR__MSG_info, &(tsr__msg_info){0});
     if (rc) return tsr__fail(c, rc, "cannot talk to the scheduler: %s", tsr_strerror(rc));
     rt->info_asked++;
     rt->info_ready = 0;

@@ -1,12 +1,11 @@
-/* Execution traces: the `trace` map of a traced job's `finished` message (PROTOCOL.md, "Tracing")
- * kept in compact arrays, and written out in the Chrome trace-event format that Perfetto and
- * chrome://tracing open, streamed to a FILE so that a million events never become a JSON tree.
- * The map comes from the network: malformed entries are skipped, never trusted or asserted on.
- */
+/* Execution traces: the decoded `trace` record of a traced job's `finished` message (PROTOCOL.md,
+ * "Tracing") kept in compact arrays, and written out in the Chrome trace-event format that
+ * Perfetto and chrome://tracing open, streamed to a FILE so that a million events never become a
+ * JSON tree. The record comes from the network: entries that make no sense (a worker not listed,
+ * a negative duration, a time that is not finite) are skipped, never trusted or asserted on. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,63 +83,50 @@ static char *literal(const char *s, size_t n) {
     return copy;
 }
 
-static char *literal_of(const msgpack_object *o) {
-    if (o->type != MSGPACK_OBJECT_STR) return strdup("\"?\"");
-    return literal(o->via.str.ptr, o->via.str.size);
-}
-
-/* Fills *names with a literal per element of list (NULL or not a list: none). */
-static int read_names(const msgpack_object *list, char ***names, uint32_t *n) {
+/* Fills *names with a literal per element of a list of strings. */
+static int read_names(const tsr__list *list, char ***names, uint32_t *n) {
     *names = NULL;
     *n = 0;
-    if (!list || list->type != MSGPACK_OBJECT_ARRAY || list->via.array.size == 0) return 0;
-    *names = calloc(list->via.array.size, sizeof **names);
+    if (list->n == 0) return 0;
+    *names = calloc(list->n, sizeof **names);
     if (!*names) return -ENOMEM;
-    for (uint32_t k = 0; k < list->via.array.size; k++) {
-        (*names)[k] = literal_of(&list->via.array.ptr[k]);
+    for (uint32_t k = 0; k < list->n; k++) {
+        tsr__m_str_item e;
+        TSR__LIST_GET(list, str_item, k, &e);
+        (*names)[k] = literal(e.s.n ? e.s.p : "", e.s.n);
         if (!(*names)[k]) return -ENOMEM;
         (*n)++;
     }
     return 0;
 }
 
-static int as_u32(const msgpack_object *o, uint32_t *out) {
-    int64_t v;
-    if (tsr__mp_as_int(o, &v) || v < 0 || v > UINT32_MAX) return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-static int as_time(const msgpack_object *o, double *out) {
-    return tsr__mp_as_double(o, out) == 0 && isfinite(*out) ? 0 : -1;
-}
-
 /* tasks: [[worker, id, op, start, seconds, thread], ...] */
-static int read_spans(tsr__trace *t, const msgpack_object *list) {
-    if (!list || list->type != MSGPACK_OBJECT_ARRAY || list->via.array.size == 0) return 0;
-    t->spans = malloc(list->via.array.size * sizeof *t->spans);
+static int read_spans(tsr__trace *t, const tsr__list *list) {
+    if (list->n == 0) return 0;
+    t->spans = malloc(list->n * sizeof *t->spans);
     if (!t->spans) return -ENOMEM;
-    for (uint32_t k = 0; k < list->via.array.size; k++) {
-        const msgpack_object *e = &list->via.array.ptr[k];
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 6) continue;
-        const msgpack_object *f = e->via.array.ptr;
-        span s;
-        if (as_u32(&f[0], &s.worker) || s.worker >= t->nworkers || as_u32(&f[1], &s.task) ||
-            as_u32(&f[2], &s.op) || as_time(&f[3], &s.start) || as_time(&f[4], &s.seconds) ||
-            s.seconds < 0 || as_u32(&f[5], &s.thread) || s.thread >= MAX_THREAD)
+    for (uint32_t k = 0; k < list->n; k++) {
+        tsr__m_trace_task e;
+        TSR__LIST_GET(list, trace_task, k, &e);
+        if (e.worker >= t->nworkers || !isfinite(e.start) || !isfinite(e.seconds) ||
+            e.seconds < 0 || e.thread >= MAX_THREAD)
             continue;
-        if (s.op >= t->nops) s.op = UINT32_MAX; /* named "?" */
+        span s = {.worker = e.worker,
+                  .task = e.id,
+                  .op = e.op < t->nops ? e.op : UINT32_MAX, /* named "?" */
+                  .thread = e.thread,
+                  .start = e.start,
+                  .seconds = e.seconds};
         t->spans[t->nspans++] = s;
     }
     return 0;
 }
 
-/* The index of address o in t->from, added if new (a run's transfers come from a few peers). */
-static int from_index(tsr__trace *t, const msgpack_object *o, uint32_t *out) {
-    const char *s = o->type == MSGPACK_OBJECT_STR ? o->via.str.ptr : "?";
-    uint32_t n = o->type == MSGPACK_OBJECT_STR ? o->via.str.size : 1;
+/* The index of address s in t->from, added if new (a run's transfers come from a few peers). */
+static int from_index(tsr__trace *t, tsr__str s, uint32_t *out) {
+    const char *p = s.n ? s.p : "";
     for (uint32_t k = t->nfrom; k-- > 0;) {
-        if (t->from[k].len == n && memcmp(t->from[k].raw, s, n) == 0) {
+        if (t->from[k].len == s.n && memcmp(t->from[k].raw, p, s.n) == 0) {
             *out = k;
             return 0;
         }
@@ -149,53 +135,46 @@ static int from_index(tsr__trace *t, const msgpack_object *o, uint32_t *out) {
     if (!grown) return -ENOMEM;
     t->from = grown;
     addr *a = &t->from[t->nfrom];
-    a->raw = malloc(n ? n : 1);
-    a->lit = literal(s, n);
-    a->len = n;
+    a->raw = malloc(s.n ? s.n : 1);
+    a->lit = literal(p, s.n);
+    a->len = s.n;
     if (!a->raw || !a->lit) {
         free(a->raw);
         free(a->lit);
         return -ENOMEM;
     }
-    memcpy(a->raw, s, n);
+    memcpy(a->raw, p, s.n);
     *out = t->nfrom++;
     return 0;
 }
 
 /* transfers: [[worker, id, nbytes, start, end, from_addr], ...] */
-static int read_xfers(tsr__trace *t, const msgpack_object *list) {
-    if (!list || list->type != MSGPACK_OBJECT_ARRAY || list->via.array.size == 0) return 0;
-    t->xfers = malloc(list->via.array.size * sizeof *t->xfers);
+static int read_xfers(tsr__trace *t, const tsr__list *list) {
+    if (list->n == 0) return 0;
+    t->xfers = malloc(list->n * sizeof *t->xfers);
     if (!t->xfers) return -ENOMEM;
-    for (uint32_t k = 0; k < list->via.array.size; k++) {
-        const msgpack_object *e = &list->via.array.ptr[k];
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 6) continue;
-        const msgpack_object *f = e->via.array.ptr;
-        xfer x = {0};
-        int64_t nb;
-        if (as_u32(&f[0], &x.worker) || x.worker >= t->nworkers || as_u32(&f[1], &x.task) ||
-            tsr__mp_as_int(&f[2], &nb) || nb < 0 || as_time(&f[3], &x.start) ||
-            as_time(&f[4], &x.end))
-            continue;
-        x.nbytes = (uint64_t)nb;
-        if (x.end < x.start) x.end = x.start;
-        if (from_index(t, &f[5], &x.from)) return -ENOMEM;
+    for (uint32_t k = 0; k < list->n; k++) {
+        tsr__m_transfer e;
+        TSR__LIST_GET(list, transfer, k, &e);
+        /* In finished, a transfer's first field is the worker's index (PROTOCOL.md). */
+        if (e.job >= t->nworkers || !isfinite(e.start) || !isfinite(e.end)) continue;
+        xfer x = {.worker = e.job, .task = e.id, .nbytes = e.nbytes, .start = e.start};
+        x.end = e.end < e.start ? e.start : e.end;
+        if (from_index(t, e.from, &x.from)) return -ENOMEM;
         t->xfers[t->nxfers++] = x;
     }
     return 0;
 }
 
-int tsr__trace_parse(const struct msgpack_object *map, uint64_t job, tsr__trace **out) {
+int tsr__trace_parse(const tsr__m_job_trace *tr, uint64_t job, tsr__trace **out) {
     *out = NULL;
-    if (!map || map->type != MSGPACK_OBJECT_MAP) return 0;
     tsr__trace *t = calloc(1, sizeof *t);
     if (!t) return -ENOMEM;
     t->job = job;
-    uint64_t dropped = 0;
-    if (tsr__mp_get_uint(map, "dropped", &dropped) == 0) t->dropped = dropped;
-    if (read_names(tsr__mp_get(map, "workers"), &t->workers, &t->nworkers) ||
-        read_names(tsr__mp_get(map, "ops"), &t->ops, &t->nops) ||
-        read_spans(t, tsr__mp_get(map, "tasks")) || read_xfers(t, tsr__mp_get(map, "transfers"))) {
+    t->dropped = tr->dropped;
+    if (read_names(&tr->workers, &t->workers, &t->nworkers) ||
+        read_names(&tr->ops, &t->ops, &t->nops) || read_spans(t, &tr->tasks) ||
+        read_xfers(t, &tr->transfers)) {
         tsr__trace_free(t);
         return -ENOMEM;
     }

@@ -93,10 +93,6 @@ int tsr__graph_add_output(tsr_graph *g, uint32_t task);
 /* Makes every descriptor's i/f/s pointer valid (after the last add). */
 void tsr__graph_finish(tsr_graph *g);
 
-/* Checks structural validity: deps in range and smaller than their task, outputs in range,
- * shapes non-negative, kop in range. 0 or TSR_EPROGRAM with a message in err. */
-int tsr__graph_validate(const tsr_graph *g, char *err, size_t errlen);
-
 /* The submission payload:
  *   {"v":1,
  *    "arrays": [[name, op], ...],

@@ -91,12 +91,6 @@ static const char *name_of(const char *const *names, int n, int fn) {
     return fn >= 0 && fn < n ? names[fn] : NULL;
 }
 
-static int parse(const char *const *names, int n, const char *name) {
-    for (int k = 0; name && k < n; k++)
-        if (!strcmp(names[k], name)) return k;
-    return -1;
-}
-
 const char *tsr__unary_name(int fn) {
     return name_of(unary_names, TSR__UNARY_COUNT, fn);
 }
@@ -105,15 +99,6 @@ const char *tsr__binary_name(int fn) {
 }
 const char *tsr__reduce_name(int fn) {
     return name_of(reduce_names, TSR__REDUCE_COUNT, fn);
-}
-int tsr__unary_parse(const char *name) {
-    return parse(unary_names, TSR__UNARY_COUNT, name);
-}
-int tsr__binary_parse(const char *name) {
-    return parse(binary_names, TSR__BINARY_COUNT, name);
-}
-int tsr__reduce_parse(const char *name) {
-    return parse(reduce_names, TSR__REDUCE_COUNT, name);
 }
 
 static double nelem(int ndim, const int64_t *shape) {

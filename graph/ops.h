@@ -98,8 +98,8 @@ enum {
  *               the scheduler's model (scheduler/cost.c) counts output bytes times (1 + inputs).
  *   traits      a bit set: RECOMPUTE (a cheap source, made wherever it is needed instead of being
  *               run once and moved), LONG (may run long whatever its size: BLAS, file reads).
- *               The scheduler's and worker's tests of these (scheduler/state.c, worker/task.c,
- *               worker/exec.c) should ask tsr__kop_has(); they still name the families. */
+ *               The scheduler (state.c: inline sources) and the worker (task.c: what may be
+ *               recomputed; exec.c: what may run long) ask tsr__kop_has(), never a family. */
 #define TSR__ANY 255
 #define TSR__KOP_RECOMPUTE 1u
 #define TSR__KOP_LONG 2u
@@ -163,9 +163,6 @@ uint32_t tsr__kop_fn_dtypes(int kop, int fn);
 const char *tsr__unary_name(int fn);
 const char *tsr__binary_name(int fn);
 const char *tsr__reduce_name(int fn);
-int tsr__unary_parse(const char *name);
-int tsr__binary_parse(const char *name);
-int tsr__reduce_parse(const char *name);
 /* A reduction's columns (0 / NULL when fn is out of range). */
 int tsr__reduce_has_identity(int fn);
 const char *tsr__reduce_ufunc(int fn);
@@ -173,8 +170,8 @@ int tsr__reduce_scales(int fn);
 
 /* The cost model: floating-point operations of one task of family kop making an output chunk of
  * shape[ndim] from nin inputs, where in0 (in0_ndim axes; NULL when unknown) is the shape of the
- * first input. The one place flops are computed: lowering (the estimate the scheduler receives)
- * and the kernels (tsr__kernel_flops) both call it. */
+ * first input. The one place flops are computed: lowering calls it for the estimate the
+ * scheduler receives (and its per-op GFLOP/s reports); nothing else computes flops. */
 double tsr__kop_flops(int kop, int ndim, const int64_t *shape, int nin, int in0_ndim,
                       const int64_t *in0);
 

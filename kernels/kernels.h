@@ -78,10 +78,6 @@ int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_ch
  * caller must own the buffer exclusively: nothing else may read it while the kernel runs. */
 int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k);
 
-/* Floating-point operations of one task: tsr__kop_flops (graph/ops.h, the one cost model) with
- * in[0]'s shape. Used for GFLOP/s reports and tests; lowering calls tsr__kop_flops directly. */
-double tsr__kernel_flops(const tsr_kdesc *d, const tsr_chunkview *in, int nin);
-
 /* SPEC §2's random formula for one element: global row-major index g, seed s. */
 static inline uint64_t tsr__random_bits(uint64_t s, uint64_t g) {
     uint64_t z = s + (g + 1) * 0x9E3779B97F4A7C15ull;

@@ -327,11 +327,3 @@ int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, 
     }
     return 0;
 }
-
-/* ---- cost model ----------------------------------------------------------------------------- */
-
-double tsr__kernel_flops(const tsr_kdesc *d, const tsr_chunkview *in, int nin) {
-    int has0 = in && nin >= 1;
-    return tsr__kop_flops(d->kop, d->ndim, d->shape, nin, has0 ? in[0].ndim : 0,
-                          has0 ? in[0].shape : NULL);
-}

@@ -17,6 +17,8 @@ int cmd_top(int argc, char **argv);
 
 /* Prints "tessera: <msg>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The client library's log lines, as "tessera: LEVEL: message" on stderr (a tsr_logger). */
+void cli_log(void *cookie, int level, const char *msg);
 
 /* Exit status for a failed API call: invalid program/arguments -> 2, interrupted -> 130,
  * everything else -> 1. */

@@ -191,6 +191,7 @@ int cmd_run(int argc, char **argv) {
     run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL, NULL};
     tsr_local_options lo;
     tsr_local_options_default(&lo);
+    lo.logger.callback = cli_log;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "w:t:vh", longopts, NULL)) != -1) {
@@ -318,6 +319,7 @@ int cmd_submit(int argc, char **argv) {
     tsr_client_options co;
     tsr_client_options_default(&co);
     co.token = token;
+    co.logger.callback = cli_log;
     tsr_client *c;
     int rc = tsr_client_connect(addr, &co, &c);
     if (rc) {

@@ -32,6 +32,11 @@ void cli_error(const char *fmt, ...) {
     fprintf(stderr, "tessera: %s\n", msg);
 }
 
+void cli_log(void *cookie, int level, const char *msg) {
+    (void)cookie;
+    fprintf(stderr, "tessera: %s: %s\n", tsr_log_level_name(level), msg);
+}
+
 int cli_status(int code) {
     switch (code) {
     case 0:

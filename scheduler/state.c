@@ -443,8 +443,7 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
             tsr__cost_class(&s->cost, g->ops[g->array[t]], kop < 0 ? UINT8_MAX : (uint8_t)kop, nd,
                             g->nbytes[t], g->flops[t]);
         tsr__stask *ts = &j->t[t];
-        if (nd == 0 && !(ts->flags & TSR__TF_OUTPUT) &&
-            (kop == TSR_KOP_FILL || kop == TSR_KOP_RANDOM || kop == TSR_KOP_ARANGE)) {
+        if (nd == 0 && !(ts->flags & TSR__TF_OUTPUT) && tsr__kop_has(kop, TSR__KOP_RECOMPUTE)) {
             ts->flags |= TSR__TF_VIRTUAL;
             set_state(s, j, ts, TSR__TS_MEMORY);
             j->ndone++;

@@ -107,6 +107,21 @@ void tsr__conn_close(tsr__conn *c, const char *reason) {
     close_with(c, 0, "%s", reason ? reason : "closed");
 }
 
+void tsr__conn_drop_payload(tsr__conn *c) {
+    if (!c->in_payload || c->pdest_owned || c->closing) return;
+    /* The rest lands where the bytes so far went in a buffer of our own (rare: a cancelled
+     * fetch), so the offsets alloc_cb computes stay valid. */
+    uint8_t *scratch = malloc(c->plen ? c->plen : 1);
+    if (!scratch) {
+        c->pdest = NULL;
+        close_with(c, -ENOMEM, "no memory to drop a payload of %llu bytes",
+                   (unsigned long long)c->plen);
+        return;
+    }
+    c->pdest = scratch;
+    c->pdest_owned = 1;
+}
+
 static void on_close_cb(uv_handle_t *h) {
     tsr__conn *c = h->data;
     if (c->cbs && c->cbs->on_close) c->cbs->on_close(c, c->status, c->reason);
@@ -177,7 +192,9 @@ static void process_stage(tsr__conn *c) {
         }
         const msgpack_object *hdr = &c->hdr_unpacked.data;
         uint64_t plen = 0;
-        if (tsr__mp_get(hdr, "n") && tsr__mp_get_uint(hdr, "n", &plen) != 0) {
+        const msgpack_object *n = tsr__mp_get(hdr, "n");
+        if (n && n->type == MSGPACK_OBJECT_POSITIVE_INTEGER) plen = n->via.u64;
+        if (n && n->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
             close_with(c, TSR_EPROTOCOL, "malformed payload length");
             return;
         }

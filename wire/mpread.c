@@ -143,13 +143,6 @@ int tsr__mpr_str(tsr__mpr *r, const char **s, uint32_t *n) {
     return 0;
 }
 
-int tsr__mpr_str_is(tsr__mpr *r, const char *want) {
-    const char *s;
-    uint32_t n;
-    if (tsr__mpr_str(r, &s, &n)) return 0;
-    return n == strlen(want) && memcmp(s, want, n) == 0;
-}
-
 int tsr__mpr_skip(tsr__mpr *r) {
     return skip_value(r, 0);
 }

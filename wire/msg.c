@@ -366,7 +366,10 @@ static int check_required(const tsr__schema *s, uint64_t has, derr *e) {
     return 0;
 }
 
-static int decode_map_fields(const tsr__schema *s, const msgpack_object *o, void *m, derr *e) {
+/* soft (top-level messages only): an OPT field that does not decode counts as absent and its
+ * bit goes into *soft instead of failing the record. */
+static int decode_map_fields(const tsr__schema *s, const msgpack_object *o, void *m, derr *e,
+                             uint64_t *soft) {
     uint64_t *has = m;
     if (o->type != MSGPACK_OBJECT_MAP) return fail(e, s, NULL, "not a map");
     for (uint32_t i = 0; i < o->via.map.size; i++) {
@@ -379,6 +382,10 @@ static int decode_map_fields(const tsr__schema *s, const msgpack_object *o, void
                 continue;
             if (kv->val.type == MSGPACK_OBJECT_NIL && f->req != REQ_REQ) break; /* absent */
             int rc = decode_value(s, f, &kv->val, m, e);
+            if (rc && soft && f->req == REQ_OPT) {
+                *soft |= (uint64_t)1 << k;
+                break;
+            }
             if (rc) return rc;
             *has |= (uint64_t)1 << k;
             break;
@@ -390,7 +397,7 @@ static int decode_map_fields(const tsr__schema *s, const msgpack_object *o, void
 static int decode_rec(const tsr__schema *s, const msgpack_object *o, void *m, derr *e) {
     memset(m, 0, s->size);
     uint64_t *has = m;
-    if (s->shape == TSR__SH_MAP) return decode_map_fields(s, o, m, e);
+    if (s->shape == TSR__SH_MAP) return decode_map_fields(s, o, m, e, NULL);
     if (s->shape == TSR__SH_BARE) {
         int rc = decode_value(s, &s->f[0], o, m, e);
         if (rc == 0) *has = 1;
@@ -414,7 +421,8 @@ tsr__msg_type tsr__msg_peek_type(const msgpack_object *hdr) {
     return tsr__msg_type_of(t->via.str.ptr, t->via.str.size);
 }
 
-int tsr__msg_decode(const msgpack_object *hdr, tsr__msg *m, char *err, size_t errlen) {
+static int decode_msg(const msgpack_object *hdr, tsr__msg *m, char *err, size_t errlen,
+                      uint64_t *soft) {
     derr e = {err, errlen};
     memset(m, 0, sizeof *m);
     if (err && errlen) err[0] = 0;
@@ -433,13 +441,23 @@ int tsr__msg_decode(const msgpack_object *hdr, tsr__msg *m, char *err, size_t er
         tsr__fmt(err, errlen, "unknown message type \"%.*s\"", n, t->via.str.ptr);
         return TSR_EPROTOCOL;
     }
-    int rc = decode_map_fields(tsr__msg_schemas[type], hdr, &m->u, &e);
+    if (soft) *soft = 0;
+    int rc = decode_map_fields(tsr__msg_schemas[type], hdr, &m->u, &e, soft);
     if (rc) {
         memset(m, 0, sizeof *m);
         return rc;
     }
     m->type = type;
     return 0;
+}
+
+int tsr__msg_decode(const msgpack_object *hdr, tsr__msg *m, char *err, size_t errlen) {
+    return decode_msg(hdr, m, err, errlen, NULL);
+}
+
+int tsr__msg_decode_soft(const msgpack_object *hdr, tsr__msg *m, uint64_t *dropped, char *err,
+                         size_t errlen) {
+    return decode_msg(hdr, m, err, errlen, dropped);
 }
 
 int tsr__msg_decode_bytes(const void *data, size_t len, msgpack_zone *zone, tsr__msg *m, char *err,

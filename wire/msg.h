@@ -395,6 +395,13 @@ TSR__MSG_MAP(TSR__MSG_PACKFN)
  * on any input. The message borrows from hdr. */
 int tsr__msg_decode(const msgpack_object *hdr, tsr__msg *m, char *err, size_t errlen);
 
+/* The same, except that an OPT field of the message itself (not of a nested record) that does
+ * not decode counts as absent instead of failing the message: its presence bit goes into
+ * *dropped (err then names the last such field). For informational fields whose loss should not
+ * cost the message, as the client treats finished's stats and trace. */
+int tsr__msg_decode_soft(const msgpack_object *hdr, tsr__msg *m, uint64_t *dropped, char *err,
+                         size_t errlen);
+
 /* The same from bytes (one msgpack map, nothing after it): unpacks into zone, which the
  * message then borrows from. For tests and fuzzing; frames arrive already unpacked. */
 int tsr__msg_decode_bytes(const void *data, size_t len, msgpack_zone *zone, tsr__msg *m, char *err,

@@ -92,6 +92,10 @@ int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint
  * queued, for a requester that only expects replies to what it sent). */
 uint64_t tsr__conn_silent_ms(const tsr__conn *c, int since_send);
 
+/* The payload being received into the owner's buffer (on_header's *dest) must no longer touch
+ * it: the rest goes to a buffer of the connection's own, handed to on_frame and freed. */
+void tsr__conn_drop_payload(tsr__conn *c);
+
 /* Closes the connection (idempotent); on_close follows from the loop. reason may be NULL. */
 void tsr__conn_close(tsr__conn *c, const char *reason);
 
@@ -101,23 +105,10 @@ void tsr__conn_close(tsr__conn *c, const char *reason);
 int tsr__listen(uv_tcp_t *server, const char *address, uv_connection_cb cb, char *bound,
                 size_t boundsize);
 
-/* ---- msgpack helpers: lookups on peer input never assert; they report absence/mismatch. ---- */
+/* ---- msgpack: the one lookup by key, for the frame layer and the codec (mp.c) ---- */
 
 /* The value under string key `key` in map obj, or NULL (also when obj is not a map). */
 const msgpack_object *tsr__mp_get(const msgpack_object *obj, const char *key);
-/* Typed getters: 0 on success, TSR_EPROTOCOL if missing or of the wrong type. */
-int tsr__mp_get_int(const msgpack_object *obj, const char *key, int64_t *out);
-int tsr__mp_get_uint(const msgpack_object *obj, const char *key, uint64_t *out);
-int tsr__mp_get_double(const msgpack_object *obj, const char *key, double *out);
-/* Copies a string value into dst (size bytes, NUL-terminated); too long is TSR_EPROTOCOL. */
-int tsr__mp_get_str(const msgpack_object *obj, const char *key, char *dst, size_t size);
-/* Does the string key's value equal s? */
-int tsr__mp_str_eq(const msgpack_object *o, const char *s);
-/* An int from a bare object (positive or negative msgpack int). */
-int tsr__mp_as_int(const msgpack_object *o, int64_t *out);
-int tsr__mp_as_double(const msgpack_object *o, double *out);
-/* The frame type: the "t" key's string into dst (e.g. "hello"); TSR_EPROTOCOL if absent. */
-int tsr__mp_type(const msgpack_object *hdr, char *dst, size_t size);
 
 /* ---- mpread.c: a bounds-checked cursor decoding msgpack in place (no object tree) ---- */
 
@@ -134,17 +125,10 @@ int tsr__mpr_uint(tsr__mpr *r, uint64_t *v);
 int tsr__mpr_double(tsr__mpr *r, double *v); /* float32/64 or any int */
 int tsr__mpr_bin(tsr__mpr *r, const uint8_t **p, uint32_t *n);
 int tsr__mpr_str(tsr__mpr *r, const char **s, uint32_t *n);
-/* Reads a string and says whether it equals want (0 also on error). */
-int tsr__mpr_str_is(tsr__mpr *r, const char *want);
 /* Skips one value of any type (iteratively). */
 int tsr__mpr_skip(tsr__mpr *r);
 /* 0 when data is exactly one msgpack value whose containers' counts fit in its bytes (so
  * msgpack-c's unpacker never sizes an allocation by a count the input cannot back), else -1. */
 int tsr__mpr_check(const void *data, size_t len);
-
-/* Packs a string (length-prefixed). */
-void tsr__mp_pack_str(msgpack_packer *pk, const char *s);
-/* Starts a header map of n entries whose first entry is "t": type (so n counts it). */
-void tsr__mp_pack_type(msgpack_packer *pk, size_t n, const char *type);
 
 #endif

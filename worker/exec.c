@@ -70,7 +70,7 @@ out:
 
 static int may_run_long(const wtask *t) {
     const tsr_kdesc *d = &t->kd->d;
-    return d->kop == TSR_KOP_MATMUL || d->kop == TSR_KOP_LOAD || tsr__kdesc_nbytes(d) >= LONG_BYTES;
+    return tsr__kop_has(d->kop, TSR__KOP_LONG) || tsr__kdesc_nbytes(d) >= LONG_BYTES;
 }
 
 /* Hands an executor's finished tasks to the loop. */

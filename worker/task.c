@@ -373,8 +373,7 @@ static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, tsr__str kobj
     char msg[200];
     wkdesc *kd = NULL;
     int rc = wkd_get(w, kobj, &kd);
-    if (rc == 0 && kd->d.kop != TSR_KOP_FILL && kd->d.kop != TSR_KOP_RANDOM &&
-        kd->d.kop != TSR_KOP_ARANGE) {
+    if (rc == 0 && !tsr__kop_has(kd->d.kop, TSR__KOP_RECOMPUTE)) {
         snprintf(msg, sizeof msg, "input (%llu,%llu) cannot be recomputed: %s is not a source",
                  (unsigned long long)in->job, (unsigned long long)in->id, tsr__kop_name(kd->d.kop));
         wkd_unref(kd);

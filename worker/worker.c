@@ -109,18 +109,7 @@ static void on_beat(uv_timer_t *tm) {
     uint64_t now = uv_now(&w->loop);
     int stalled = now - w->last_beat > w->heartbeat_ms + w->timeout_ms / 2;
     w->last_beat = now;
-    for (peer_out *p = w->peers, *next; p; p = next) {
-        next = p->next;
-        /* Fetches wait in the queue while the connection is being made and greeted. */
-        if (!p->conn || p->conn->closing || (p->ninflight == 0 && !p->qhead)) continue;
-        if (stalled) p->conn->last_read = now;
-        uint64_t quiet = tsr__conn_silent_ms(p->conn, 1);
-        if (quiet > w->timeout_ms) {
-            char why[96];
-            tsr__fmt(why, sizeof why, "peer sent nothing for %.1f s", (double)quiet / 1e3);
-            tsr__conn_close(p->conn, why);
-        }
-    }
+    tsr__fetch_close_silent(&w->fetch, w->timeout_ms, stalled);
     if (!w->sched || w->sched->closing) return;
     if (stalled) w->sched->last_read = now;
     uint64_t quiet = tsr__conn_silent_ms(w->sched, 0);
@@ -407,6 +396,7 @@ static int worker_start(tsr__worker *w) {
     w->last_beat = uv_now(&w->loop);
     uv_timer_start(&w->beat, on_beat, w->heartbeat_ms, w->heartbeat_ms);
 
+    tsr__peer_init(w);
     if ((rc = uv_tcp_init(&w->loop, &w->server)) != 0) return rc;
     w->server.data = w;
     w->server_ok = 1;

@@ -18,6 +18,7 @@
 
 #include "common/common.h"
 #include "graph/graph.h"
+#include "wire/fetch.h"
 #include "wire/msg.h"
 #include "wire/wire.h"
 
@@ -111,7 +112,6 @@ int tsr__worker_pick_core(hwloc_topology_t topo, hwloc_const_bitmap_t set, int k
 typedef struct tsr__worker tsr__worker;
 typedef struct wtask wtask;
 typedef struct wfetch wfetch;
-typedef struct peer_out peer_out;
 typedef struct peer_in peer_in;
 
 /* A decoded kernel descriptor, shared by every task whose compute entry carried the same bytes
@@ -173,50 +173,32 @@ struct wtask {
     wtask_in in[];              /* nin entries */
 };
 
-enum { FETCH_WAITING = 0, FETCH_SENT, FETCH_READY };
+/* A fetch is WAITING while its request is in w->fetch (queued or sent), READY once its bytes
+ * arrived. */
+enum { FETCH_WAITING = 0, FETCH_READY };
 
 struct wfetch {
     uint64_t job, id;
     int state;
-    peer_out *peer;
+    tsr__fetch_req req; /* the request in w->fetch while not READY */
+    tsr__worker *w;
     tsr__buf *buf;
     uint8_t dtype, ndim;
     uint8_t traced; /* for a traced job: the transfer goes into done's tr */
-    double sent;    /* when the get went out (wall clock), traced only */
     int64_t shape[TSR_MAX_NDIM];
     wwaiter *waiters; /* inputs waiting for the bytes */
     size_t nwaiters, waiters_cap;
-    size_t users;  /* task inputs holding this copy; at 0 (and READY) the copy is dropped */
-    wfetch *qnext; /* the peer's send queue */
+    size_t users; /* task inputs holding this copy; at 0 (and READY) the copy is dropped */
 };
 
 /* Gets outstanding per peer connection: tiny chunks need many per round trip. */
 #define TSR__PEER_MAX_INFLIGHT 64
 
-/* Frames for one connection gathered during a loop turn and written at its end in one go
- * (peer.c): the first frame's header, then everything after it. */
-typedef struct wbatch {
-    msgpack_sbuffer head;
-    char *rest;
-    size_t len, cap;
-} wbatch;
-
-struct peer_out {
-    tsr__worker *w;
-    tsr__conn *conn;
-    char addr[80];
-    int connected, welcomed;
-    wfetch *qhead, *qtail;                    /* not yet requested */
-    wfetch *inflight[TSR__PEER_MAX_INFLIGHT]; /* requested, in request order (a ring) */
-    int ihead, ninflight;
-    peer_out *next;
-};
-
 struct peer_in {
     tsr__worker *w;
     tsr__conn *conn;
     int greeted;
-    wbatch out; /* small replies of this turn */
+    tsr__wbatch out; /* small replies of this turn */
     peer_in *prev, *next;
 };
 
@@ -296,7 +278,7 @@ struct tsr__worker {
     tsr__kmap pending; /* (job, id) -> wtask* not yet finished on this worker */
     tsr__kmap fetched; /* (job, id) -> wfetch* */
     wtask *all;
-    peer_out *peers;
+    tsr__fetch_pool fetch; /* fetches from other workers (peer.c) */
     peer_in *pins;
     int over_limit;
     wstats st;
@@ -380,6 +362,8 @@ void tsr__peer_on_connection(uv_stream_t *server, int status);
 /* Requests a chunk from addr for a fetch entry already in w->fetched. 0 or a negative code. */
 int tsr__peer_fetch(tsr__worker *w, wfetch *f, const char *addr);
 void tsr__peer_close_all(tsr__worker *w);
+/* Sets up w->fetch (before the loop runs). */
+void tsr__peer_init(tsr__worker *w);
 /* End of a loop turn: sends the gets queued during it and the replies gathered, one write per
  * connection. */
 void tsr__peer_flush(tsr__worker *w);

@@ -87,6 +87,32 @@ typedef struct tsr_array tsr_array;
 typedef struct tsr_program tsr_program;
 
 /* ---------------------------------------------------------------------------------------------
+ * Logging: the library never prints on its own; what a client or server has to say goes to the
+ * logger in its options (nothing when none is set).
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum tsr_log_level {
+    TSR_LOG_ERROR = 0,
+    TSR_LOG_WARN = 1,
+    TSR_LOG_INFO = 2,
+    TSR_LOG_DEBUG = 3
+} tsr_log_level;
+
+/* "error", "warning", "info", "debug"; levels outside that range get the nearest name.
+ * Borrowed (static storage). */
+TSR_API const char *tsr_log_level_name(int level);
+
+/* Where a client's or server's log lines go (as dav1d's Dav1dLogger). callback receives one
+ * line without a trailing newline (msg is borrowed for the call) and its level; it runs on the
+ * thread that called the client function, or the server's _new or _run function, and must not
+ * call back into that client or server. A NULL callback drops every line. The cookie is passed
+ * through untouched. */
+typedef struct tsr_logger {
+    void *cookie;
+    void (*callback)(void *cookie, int level, const char *msg);
+} tsr_logger;
+
+/* ---------------------------------------------------------------------------------------------
  * Clients
  * ------------------------------------------------------------------------------------------- */
 
@@ -96,8 +122,11 @@ typedef struct tsr_client_options {
     /* A blocking call fails with -ETIMEDOUT ("the scheduler at ... sent nothing for N s") once
      * the scheduler has been silent this long while the call waits; a scheduler sends a
      * heartbeat every second (its heartbeat_ms). Default 30000; 0 = the default, negative = wait
-     * forever. (Added in place of padding: the struct's size did not change.) */
+     * forever. (It took the padding after connect_timeout_ms: the struct's size did not change.) */
     int timeout_ms;
+    tsr_logger logger;    /* copied; default: none (silent) */
+    int log_level;        /* lines above this level are dropped; default TSR_LOG_WARN */
+    uint8_t reserved[32]; /* room to grow: must stay zero (tsr_client_options_default) */
 } tsr_client_options;
 
 TSR_API void tsr_client_options_default(tsr_client_options *opts);
@@ -113,7 +142,11 @@ typedef struct tsr_local_options {
     int threads;              /* executor threads per worker; default 1 */
     const char *tessera_path; /* the `tessera` executable used to start the processes; copied;
                                  NULL = the installed one, else `tessera` found on PATH */
-    int verbose;              /* pass the cluster processes' logs through to stderr */
+    int verbose;              /* pass the cluster processes' logs through to stderr (theirs, not
+                                 the library's: the processes' stderr is the program's) */
+    tsr_logger logger;        /* the client's own lines; copied; default: none (silent) */
+    int log_level;            /* lines above this level are dropped; default TSR_LOG_WARN */
+    uint8_t reserved[32];     /* room to grow: must stay zero (tsr_local_options_default) */
 } tsr_local_options;
 
 TSR_API void tsr_local_options_default(tsr_local_options *opts);
@@ -436,26 +469,6 @@ TSR_API void tsr_program_free(tsr_program *p);
 /* The library's version, "MAJOR.MINOR.PATCH" (TSR_VERSION_* of the library actually linked).
  * Borrowed (static storage). */
 TSR_API const char *tsr_version(void);
-
-typedef enum tsr_log_level {
-    TSR_LOG_ERROR = 0,
-    TSR_LOG_WARN = 1,
-    TSR_LOG_INFO = 2,
-    TSR_LOG_DEBUG = 3
-} tsr_log_level;
-
-/* "error", "warning", "info", "debug"; levels outside that range get the nearest name.
- * Borrowed (static storage). */
-TSR_API const char *tsr_log_level_name(int level);
-
-/* Where a server's log lines go (as dav1d's Dav1dLogger). callback receives one line without a
- * trailing newline (msg is borrowed for the call) and its level; it runs on the thread that
- * called the server's _new or _run function, and must not call back into that server. A NULL
- * callback drops every line. The cookie is passed through untouched. */
-typedef struct tsr_logger {
-    void *cookie;
-    void (*callback)(void *cookie, int level, const char *msg);
-} tsr_logger;
 
 typedef struct tsr_scheduler tsr_scheduler;
 

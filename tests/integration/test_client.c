@@ -422,7 +422,8 @@ static void *monitor_fake(void *arg) {
         for (int k = call == 0 ? 0 : 1; k < 2 && ok; k++) {
             if (k == 1 && call == 0) usleep(200000);
             msgpack_pack_map(&pk, 2);
-            pstr(&pk, "t"), pstr(&pk, "info"), pstr(&pk, "seq"), msgpack_pack_int(&pk, seq++);
+            pstr(&pk, "t"), pstr(&pk, "info"), pstr(&pk, "done_total"),
+                msgpack_pack_int(&pk, seq++);
             ok = send_frame(c, &sb, NULL, 0) == 0;
         }
     }
@@ -441,7 +442,7 @@ static int snapshot_seq(tsr_client *c) {
     cr_assert_eq(rc, 0, "%s", tsr_client_errmsg(c));
     json_t *j = json_loads(s, 0, NULL);
     cr_assert(j, "not JSON: %s", s);
-    int seq = (int)json_integer_value(json_object_get(j, "seq"));
+    int seq = (int)json_integer_value(json_object_get(j, "done_total"));
     json_decref(j);
     free(s);
     return seq;
@@ -459,4 +460,78 @@ Test(client, monitor_snapshot_answers_its_call, .timeout = 60) {
     cr_assert(f.monitor_ok);
     cr_assert_eq(first, 1, "the first call returned snapshot %d (0 is the one from hello)", first);
     cr_assert_eq(second, 2, "the second call returned snapshot %d", second);
+}
+
+/* A snapshot with one part that does not decode (wlist is not a list): the monitor keeps the
+ * rest and says why through the logger in its options, at the level it asked for. */
+static void *bad_part_fake(void *arg) {
+    fake *f = arg;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    char type[32];
+    int c = accept(f->lfd, NULL, NULL);
+    if (c < 0 || read_frame(c, type, sizeof type, NULL) || strcmp(type, "hello")) goto out;
+    if (send_welcome(c, &sb, &pk)) goto out;
+    if (read_frame(c, type, sizeof type, NULL) || strcmp(type, "info")) goto out;
+    for (int k = 0; k < 2; k++) { /* the hello snapshot, then the reply */
+        msgpack_pack_map(&pk, 3);
+        pstr(&pk, "t"), pstr(&pk, "info"), pstr(&pk, "done_total"), msgpack_pack_int(&pk, k);
+        pstr(&pk, "wlist"), msgpack_pack_int(&pk, 5);
+        if (send_frame(c, &sb, NULL, 0)) goto out;
+    }
+    f->monitor_ok = 1;
+    while (read_frame(c, type, sizeof type, NULL) == 0) {
+    }
+out:
+    if (c >= 0) close(c);
+    msgpack_sbuffer_destroy(&sb);
+    return NULL;
+}
+
+typedef struct log_rec {
+    int lines, worst;
+    char last[512];
+} log_rec;
+
+static void record_log(void *cookie, int level, const char *msg) {
+    log_rec *r = cookie;
+    r->lines++;
+    if (r->lines == 1 || level < r->worst) r->worst = level;
+    snprintf(r->last, sizeof r->last, "%s", msg);
+}
+
+Test(client, logger_in_the_options_hears_the_client, .timeout = 60) {
+    for (int with_level = 0; with_level < 2; with_level++) {
+        fake f = {0};
+        fake_listen(&f, bad_part_fake);
+        log_rec rec = {0};
+        tsr_client_options o;
+        tsr_client_options_default(&o);
+        for (size_t k = 0; k < sizeof o.reserved; k++) cr_assert_eq(o.reserved[k], 0);
+        o.logger.callback = record_log;
+        o.logger.cookie = &rec;
+        if (!with_level) o.log_level = TSR_LOG_ERROR; /* warnings are dropped */
+        tsr_client *c;
+        cr_assert_eq(tsr_client_connect_monitor(f.addr, &o, &c), 0, "%s", tsr_last_error());
+        char *s = NULL;
+        cr_assert_eq(tsr_client_info_json(c, 10000, &s), 0, "%s", tsr_client_errmsg(c));
+        json_t *j = json_loads(s, 0, NULL);
+        cr_assert(j, "not JSON: %s", s);
+        cr_assert_eq(json_integer_value(json_object_get(j, "done_total")), 1);
+        cr_assert_null(json_object_get(j, "wlist"), "a part that does not decode was kept");
+        json_decref(j);
+        free(s);
+        tsr_client_free(c);
+        fake_join(&f);
+        cr_assert(f.monitor_ok);
+        if (with_level) {
+            cr_assert_eq(rec.lines, 2, "%d lines", rec.lines);
+            cr_assert_eq(rec.worst, TSR_LOG_WARN);
+            cr_assert(strstr(rec.last, "info") && strstr(rec.last, "wlist"), "%s", rec.last);
+        } else {
+            cr_assert_eq(rec.lines, 0, "a warning passed log_level ERROR: %s", rec.last);
+        }
+    }
 }

@@ -10,6 +10,7 @@
 
 #include "array/array.h"
 #include "graph/graph.h"
+#include "graph_check.h"
 
 static tsr_client *c;
 
@@ -50,7 +51,7 @@ static void lower(tsr_array *const *arrays, size_t n, tsr_graph *g) {
     cr_assert_eq(tsr__lower(c, arrays, n, g), 0, "%s", tsr_client_errmsg(c));
     tsr__graph_finish(g);
     char err[256];
-    cr_assert_eq(tsr__graph_validate(g, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(graph_check(g, err, sizeof err), 0, "%s", err);
     for (size_t t = 0; t < g->ntasks; t++)
         for (uint32_t k = 0; k < g->tasks[t].ndeps; k++)
             cr_assert_lt(g->deps[g->tasks[t].deps_off + k], t);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
+#include "graph_check.h"
 #include "scheduler/sched.h"
 
 /* Unpacks buf into *res (caller destroys it); returns the unpack status. */
@@ -290,7 +291,7 @@ Test(graph, build_and_validate) {
     tsr_graph g;
     build(&g);
     char err[256];
-    cr_assert_eq(tsr__graph_validate(&g, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(graph_check(&g, err, sizeof err), 0, "%s", err);
     cr_assert_eq(g.tasks[0].d.ni, 5);
     cr_assert_eq(g.tasks[0].d.i[2], INT64_MAX);
     cr_assert_str_eq(g.tasks[0].d.s, "/data/x.npy");
@@ -311,22 +312,22 @@ Test(graph, build_and_validate) {
 
     /* Corruptions validate catches. */
     g.tasks[3].d.shape[0] = -2;
-    cr_assert_eq(tsr__graph_validate(&g, err, sizeof err), TSR_EPROGRAM);
+    cr_assert_eq(graph_check(&g, err, sizeof err), TSR_EPROGRAM);
     cr_assert(strstr(err, "negative"), "%s", err);
     g.tasks[3].d.shape[0] = 4;
     g.tasks[3].d.kop = TSR_KOP_COUNT;
-    cr_assert_eq(tsr__graph_validate(&g, err, sizeof err), TSR_EPROGRAM);
+    cr_assert_eq(graph_check(&g, err, sizeof err), TSR_EPROGRAM);
     g.tasks[3].d.kop = TSR_KOP_MATMUL;
     g.deps[g.tasks[3].deps_off] = 3;
-    cr_assert_eq(tsr__graph_validate(&g, err, sizeof err), TSR_EPROGRAM);
+    cr_assert_eq(graph_check(&g, err, sizeof err), TSR_EPROGRAM);
     g.deps[g.tasks[3].deps_off] = 2;
     g.tasks[1].array = 9;
-    cr_assert_eq(tsr__graph_validate(&g, err, sizeof err), TSR_EPROGRAM);
+    cr_assert_eq(graph_check(&g, err, sizeof err), TSR_EPROGRAM);
     g.tasks[1].array = 0;
     g.outputs[0] = 77;
-    cr_assert_eq(tsr__graph_validate(&g, err, sizeof err), TSR_EPROGRAM);
+    cr_assert_eq(graph_check(&g, err, sizeof err), TSR_EPROGRAM);
     g.outputs[0] = 4;
-    cr_assert_eq(tsr__graph_validate(&g, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(graph_check(&g, err, sizeof err), 0, "%s", err);
     tsr__graph_free(&g);
     tsr__graph_free(&g); /* a freed graph is empty */
 }

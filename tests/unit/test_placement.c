@@ -4,6 +4,7 @@
  * order sent, for a duration that depends on the worker, and reports them as the server would
  * (planning inputs when a task is written, so transfers and replicas are counted). */
 #include "sched_fixture.h"
+#include "mp_ref.h"
 #include "wire/wire.h"
 
 /* ---- a small discrete-event simulation ---- */

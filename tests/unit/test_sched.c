@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "scheduler/sched.h"
+#include "mp_ref.h"
 #include "wire/msg.h"
 #include "wire/msg.h"
 #include "wire/wire.h"

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mp_ref.h"
 #include "wire/wire.h"
 
 static tsr__logger quiet = {"wire-test", TSR_LOG_ERROR};

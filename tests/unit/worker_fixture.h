@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mp_ref.h"
 #include "worker/worker.h"
 
 /* ---- A worker in a thread ------------------------------------------------------------------ */
