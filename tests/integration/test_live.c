@@ -304,3 +304,37 @@ Test(live, worker_stops_when_scheduler_is_silent, .timeout = 30) {
     cr_assert_gt(took, 1.2, "stopped after %.2f s, before its timeout", took);
     cr_assert_eq(stop_proc(s), 0);
 }
+
+Test(live, client_read_from_a_stopped_worker_fails_after_timeout, .timeout = 30) {
+    char addr[128];
+    /* The scheduler keeps beating and does not lose the worker during the test: only the
+     * fetch connection's silence can end the read. */
+    const char *sx[] = {"--heartbeat", "200", "--worker-timeout", "60000", NULL};
+    pid_t s = start_scheduler_with(addr, sizeof addr, sx);
+    pid_t w = start_worker(addr, 1, "w", NULL);
+    tsr_client_options o;
+    tsr_client_options_default(&o);
+    o.timeout_ms = 1500;
+    tsr_client *c;
+    cr_assert_eq(tsr_client_connect(addr, &o, &c), 0, "%s", tsr_last_error());
+    int64_t shape[1] = {1000}, ch[1] = {100};
+    tsr_array *a;
+    cr_assert_eq(tsr_ones(c, 1, shape, ch, TSR_FLOAT64, &a), 0);
+    cr_assert_eq(tsr_compute(c, &a, 1, NULL), 0, "%s", tsr_client_errmsg(c));
+    kill(w, SIGSTOP);
+    double *buf = malloc(1000 * sizeof *buf);
+    double t0 = now_s();
+    int rc = tsr_array_read(a, buf, 1000 * sizeof *buf);
+    double took = now_s() - t0;
+    kill(w, SIGCONT);
+    cr_assert_neq(rc, 0, "a read from a stopped worker succeeded");
+    cr_assert(took > 1.2 && took < 8.0, "the read failed after %.2f s", took);
+    const char *msg = tsr_client_errmsg(c);
+    cr_assert(strstr(msg, "sent nothing"), "the message does not say the worker went silent: %s",
+              msg);
+    free(buf);
+    tsr_array_free(a);
+    tsr_client_free(c);
+    cr_assert_eq(stop_proc(w), 0);
+    cr_assert_eq(stop_proc(s), 0);
+}
