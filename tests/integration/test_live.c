@@ -141,9 +141,11 @@ static void *stop_mid_job(void *arg) {
 
 Test(live, stopped_worker_is_lost_and_its_late_reports_dropped, .timeout = 60) {
     char addr[128];
-    const char *sx[] = {"--worker-timeout", "1500", "--heartbeat", "200", NULL};
+    /* Margins for a loaded machine: w1 must never be taken for lost (it would leave no
+     * worker), and w1's fetches from w2 time out after the scheduler has lost w2. */
+    const char *sx[] = {"--worker-timeout", "2500", "--heartbeat", "200", NULL};
     pid_t s = start_scheduler_with(addr, sizeof addr, sx);
-    const char *wx[] = {"--heartbeat", "200", "--timeout", "3000", NULL};
+    const char *wx[] = {"--heartbeat", "200", "--timeout", "4000", NULL};
     pid_t w1 = start_worker_with(addr, 1, "w1", wx);
     pid_t w2 = start_worker_with(addr, 1, "w2", wx);
 
