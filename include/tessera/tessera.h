@@ -352,6 +352,8 @@ typedef struct tsr_compute_options {
                                  report */
     int trace;                /* nonzero: record every task's run and every chunk transfer, for
                                  tsr_client_trace_json() / tsr_client_save_trace(); default 0 */
+    uint8_t reserved[32];     /* room for later options without changing the struct's size:
+                                 zeroed by tsr_compute_options_default */
 } tsr_compute_options;
 
 TSR_API void tsr_compute_options_default(tsr_compute_options *opts);

@@ -80,7 +80,7 @@ static void sim_init(sim *m, uint32_t nw) {
     memset(m, 0, sizeof *m);
     tsr__sched_init(&m->s, &quiet);
     for (uint32_t w = 0; w < nw; w++) {
-        char name[8], addr[32];
+        char name[16], addr[32];
         snprintf(name, sizeof name, "w%u", w);
         snprintf(addr, sizeof addr, "127.0.0.1:%u", 9001 + w);
         tsr__sched_add_worker(&m->s, w + 1, 1, TSR__KIND_CPU, addr, name);
