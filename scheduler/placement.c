@@ -44,10 +44,7 @@ static void sift_down(tsr__sched *s, tsr__keyvec *h, size_t i) {
 
 void tsr__backlog_push(tsr__sched *s, uint32_t wid, tsr__key k) {
     tsr__keyvec *h = &s->w[wid].backlog;
-    if (TSR__GROW(h->v, h->cap, h->n + 1) != 0) {
-        fputs("tessera-scheduler: error: out of memory\n", stderr);
-        abort();
-    }
+    if (TSR__GROW(h->v, h->cap, h->n + 1) != 0) abort(); /* as state.c's oom() */
     h->v[h->n++] = k;
     sift_up(s, h, h->n - 1);
     s->backlog_total++;

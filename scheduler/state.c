@@ -10,8 +10,9 @@
 #include "graph/graph.h"
 #include "scheduler/sched.h"
 
+/* The library prints nothing on its own (the host owns stderr), and a scheduler that cannot
+ * grow its own bookkeeping mid-event cannot go on consistently: it aborts. */
 static void oom(void) {
-    fputs("tessera-scheduler: error: out of memory\n", stderr);
     abort();
 }
 
