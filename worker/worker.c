@@ -548,6 +548,15 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
         release(h);
         return rc;
     }
+    if (!opts->name || !opts->name[0]) {
+        /* The default name gets the peer port once it is bound, so that unnamed workers of one
+         * process (tests, embedding programs) still have names of their own; the hello that
+         * carries it goes out from the loop, after this. */
+        const char *port = strrchr(w->peer_addr, ':');
+        size_t n = strlen(w->name);
+        if (port) snprintf(w->name + n, sizeof w->name - n, "-%s", port + 1);
+        snprintf(w->who, sizeof w->who, "worker %s", w->name);
+    }
     *out = h;
     return 0;
 }

@@ -533,7 +533,7 @@ typedef struct tsr_worker_options {
     int threads;             /* executor threads; default 1 */
     const char *cpus;        /* cores to pin to, hwloc list syntax ("0-3,6"); NULL = all; copied */
     int gpu;                 /* GPU id, -1 = CPU worker (default) */
-    const char *name;        /* NULL = "HOST-PID"; copied */
+    const char *name;        /* NULL = "HOST-PID-PORT" (PORT: the peer port); copied */
     const char *listen_host; /* address peers reach this worker on; default "127.0.0.1"; copied */
     int64_t memory_limit;    /* bytes; 0 = no limit */
     /* Called on the worker's thread once the scheduler has welcomed it, with the address peers
@@ -575,7 +575,7 @@ TSR_API int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out);
  * tsr_worker_free(). Any thread. */
 TSR_API const char *tsr_worker_address(const tsr_worker *w);
 
-/* The worker's name (the option, or "HOST-PID"). Borrowed; valid until tsr_worker_free(). */
+/* The worker's name (the option, or "HOST-PID-PORT"). Borrowed; valid until tsr_worker_free(). */
 TSR_API const char *tsr_worker_name(const tsr_worker *w);
 
 /* Serves on the calling thread until tsr_worker_stop(), the scheduler goes away (closes the

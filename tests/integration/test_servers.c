@@ -315,6 +315,28 @@ Test(servers, life_cycle_without_serving, .init = embedder, .timeout = 30) {
     cr_assert_eq(tsr_worker_new(NULL, &w), TSR_EINVALID);
 }
 
+/* Unnamed workers of one process get names of their own: HOST-PID-PORT, PORT their peer port. */
+Test(servers, unnamed_workers_have_distinct_names, .init = embedder, .timeout = 30) {
+    tsr_scheduler *s = new_scheduler();
+    tsr_worker *w[2];
+    char host[64] = "localhost", want[2][160];
+    gethostname(host, sizeof host - 1);
+    for (int i = 0; i < 2; i++) {
+        tsr_worker_options o;
+        tsr_worker_options_default(&o);
+        o.scheduler = tsr_scheduler_address(s);
+        cr_assert_eq(tsr_worker_new(&o, &w[i]), 0);
+        const char *port = strrchr(tsr_worker_address(w[i]), ':');
+        cr_assert_not_null(port);
+        snprintf(want[i], sizeof want[i], "%.47s-%ld-%s", host, (long)getpid(), port + 1);
+        cr_assert_str_eq(tsr_worker_name(w[i]), want[i]);
+    }
+    cr_assert_str_neq(tsr_worker_name(w[0]), tsr_worker_name(w[1]));
+    tsr_worker_free(w[0]);
+    tsr_worker_free(w[1]);
+    tsr_scheduler_free(s);
+}
+
 /* Runs fn with this process's stderr going to a file; returns what was written there. */
 static char *capture_stderr(void (*fn)(void)) {
     char path[] = "/tmp/tsr-stderr-XXXXXX";
