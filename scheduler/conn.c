@@ -292,9 +292,15 @@ static void handle_done(tsr__peer *p, const tsr__msg_done *m) {
     /* Stats and transfers first: a finished job reported in this batch sends them. */
     if (TSR__MSG_HAS(done, m, st)) read_stats(p, &m->st);
     read_transfers(p, &m->tr);
+    /* items is a LAZY list (wire/msg.h): an element that does not decode drops the worker, as
+     * a done that did not decode would; the items before it stand, as they do when
+     * tsr__sched_done refuses one (dropping the worker requeues its work either way). */
     for (uint32_t i = 0; i < m->items.n; i++) {
         tsr__m_done_item it;
-        TSR__LIST_GET(&m->items, done_item, i, &it);
+        if (TSR__LIST_GET(&m->items, done_item, i, &it) != 0) {
+            drop(p, "malformed done item");
+            return;
+        }
         double secs = TSR__M_HAS(done_item, &it, seconds) ? it.seconds : -1;
         /* A traced job's items add [start, thread] (before done: a finished job sends its
          * trace). */

@@ -1,7 +1,8 @@
 /* The message codec: the tables of msg.h as schemas, one encoder and one total decoder that
  * walk them. Decoding reads msgpack-c objects (what a connection hands over) and checks every
- * type and range against the schema; it recurses only along the schema, never along the input,
- * so hostile nesting cannot exhaust the stack. Nothing here allocates except the output sbuffer. */
+ * type and range against the schema (a LAZY list's elements when tsr__list_get reads them); it
+ * recurses only along the schema, never along the input, so hostile nesting cannot exhaust the
+ * stack. Nothing here allocates except the output sbuffer. */
 #include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@ enum { REQ_OPT = 0, REQ_REQ = 1, REQ_NIL = 2 };
 #define SUB_BIN(sub) NULL
 #define SUB_REC(sub) &tsr__schema_##sub
 #define SUB_LIST(sub) &tsr__schema_##sub
+#define SUB_LAZY(sub) &tsr__schema_##sub
 #define SUB_KV(sub) &tsr__schema_##sub
 
 #define FROW(X, kind, name, req, sub)                                                              \
@@ -76,9 +78,11 @@ const char *tsr__msg_name(tsr__msg_type t) {
 }
 
 tsr__msg_type tsr__msg_type_of(const char *name, size_t len) {
+    if (len == 0) return TSR__MSG_NONE;
     for (int t = 1; t < TSR__MSG_COUNT; t++) {
         const char *n = tsr__msg_schemas[t]->name;
-        if (strlen(n) == len && memcmp(n, name, len) == 0) return (tsr__msg_type)t;
+        if (n[0] == name[0] && strlen(n) == len && memcmp(n, name, len) == 0)
+            return (tsr__msg_type)t;
     }
     return TSR__MSG_NONE;
 }
@@ -263,8 +267,9 @@ static const char *kind_name(int k) {
                                         "a map or array",
                                         "an array",
                                         "a map",
-                                        "a dtype (an integer or a name)"};
-    _Static_assert(sizeof names / sizeof names[0] == TSR__K_DTYPE + 1, "a name per kind");
+                                        "a dtype (an integer or a name)",
+                                        "an array"};
+    _Static_assert(sizeof names / sizeof names[0] == TSR__K_LAZY + 1, "a name per kind");
     return names[k];
 }
 
@@ -285,13 +290,17 @@ static int decode_list(const tsr__field *f, const msgpack_object *o, tsr__list *
         return 0;
     }
     if (o->type != MSGPACK_OBJECT_ARRAY) return fail(e, s, f, "not an array");
+    l->n = o->via.array.size;
+    l->obj = o;
+    if (f->kind == TSR__K_LAZY) return 0; /* elements are checked by tsr__list_get */
     _Alignas(max_align_t) unsigned char tmp[ELEM_MAX];
     for (uint32_t i = 0; i < o->via.array.size; i++) {
         int rc = decode_rec(es, &o->via.array.ptr[i], tmp, e);
-        if (rc) return rc;
+        if (rc) {
+            memset(l, 0, sizeof *l);
+            return rc;
+        }
     }
-    l->n = o->via.array.size;
-    l->obj = o;
     return 0;
 }
 
@@ -375,9 +384,11 @@ static int decode_map_fields(const tsr__schema *s, const msgpack_object *o, void
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
         if (kv->key.type != MSGPACK_OBJECT_STR) continue;
+        /* No key is empty; comparing the first byte first spares most strlen calls. */
+        if (kv->key.via.str.size == 0) continue;
         for (uint8_t k = 0; k < s->nf; k++) {
             const tsr__field *f = &s->f[k];
-            if (keylen(f) != kv->key.via.str.size ||
+            if (f->key[0] != kv->key.via.str.ptr[0] || keylen(f) != kv->key.via.str.size ||
                 memcmp(f->key, kv->key.via.str.ptr, kv->key.via.str.size) != 0)
                 continue;
             if (kv->val.type == MSGPACK_OBJECT_NIL && f->req != REQ_REQ) break; /* absent */
@@ -492,7 +503,7 @@ int tsr__msg_hello_version(const msgpack_object *hdr, int64_t *v) {
     return TSR_EPROTOCOL;
 }
 
-void tsr__list_get(const tsr__list *l, const tsr__schema *es, uint32_t i, void *elem) {
+int tsr__list_get(const tsr__list *l, const tsr__schema *es, uint32_t i, void *elem) {
     assert(i < l->n);
     if (l->obj && l->obj->type == MSGPACK_OBJECT_MAP) {
         const msgpack_object_kv *kv = &l->obj->via.map.ptr[i];
@@ -501,12 +512,17 @@ void tsr__list_get(const tsr__list *l, const tsr__schema *es, uint32_t i, void *
         k->k = (tsr__str){kv->key.via.str.ptr, kv->key.via.str.size};
         k->v = kv->val.via.u64;
     } else if (l->obj) {
-        /* Checked when the message was decoded: this cannot fail. */
-        decode_rec(es, &l->obj->via.array.ptr[i], elem, NULL);
+        /* A LIST's elements were checked when the message was decoded, so this fails only for
+         * a LAZY list's. */
+        if (decode_rec(es, &l->obj->via.array.ptr[i], elem, NULL) != 0) {
+            memset(elem, 0, es->size);
+            return TSR_EPROTOCOL;
+        }
     } else if (l->v) {
         memcpy(elem, (const unsigned char *)l->v + (size_t)i * es->size, es->size);
     } else {
         memset(elem, 0, es->size);
         l->gen(l->ctx, i, elem);
     }
+    return 0;
 }

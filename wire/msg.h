@@ -5,7 +5,12 @@
  * Lifetimes: a decoded message borrows from the msgpack object it was decoded from (strings,
  * bins and lists point into it): for a frame, until on_frame returns. Encoding never allocates
  * beyond the output sbuffer; lists are read from an array or produced element by element by a
- * callback (the hot compute and done messages use that, so no intermediate tree is built). */
+ * callback (the hot compute and done messages use that, so no intermediate tree is built).
+ *
+ * Totality: any bytes give a decoded message or an error. For a LIST that is settled when the
+ * message is decoded; for a LAZY list (the hot per-task lists) the decoder checks only that it
+ * is an array, and each element is checked when it is read: tsr__list_get can then fail, and
+ * the reader treats that exactly as a decode error of the whole message. */
 #ifndef TSR_WIRE_MSG_H
 #define TSR_WIRE_MSG_H
 
@@ -27,8 +32,9 @@ struct tsr__schema;
 /* A list. Encoding: n elements, read from v (an array of the element struct) or, when v is
  * NULL, filled one at a time by gen (the element is zeroed first; gen is called for i = 0, 1,
  * ..., n - 1 in order, and each element, nested lists included, is encoded before the next is
- * asked for, so a generator may keep a cursor in ctx). Decoding: n and obj are set and every
- * element has been checked; tsr__list_get decodes element i. */
+ * asked for, so a generator may keep a cursor in ctx). Decoding: n and obj are set; a LIST's
+ * elements have all been checked, a LAZY list's are checked one by one as tsr__list_get decodes
+ * them. */
 typedef struct tsr__list {
     uint32_t n;
     const void *v;
@@ -39,7 +45,14 @@ typedef struct tsr__list {
 
 /* Kinds: U32 (non-negative, at most UINT32_MAX), U64 (non-negative), I64, F64 (any number),
  * DTYPE (a tsr_dtype: an integer, or its name on input), BOOL, STR, BIN, REC (a nested record,
- * embedded), LIST (of records), KV (a map of string to U64, as a list of tsr__kv). */
+ * embedded), LIST (of records), LAZY (a list of records whose elements are checked when read,
+ * not when the message is decoded), KV (a map of string to U64, as a list of tsr__kv).
+ *
+ * LAZY is for the lists on the per-task path (compute's tasks and their inputs, done's items,
+ * free's keys): decoding every element to check it and again to use it cost the scheduler and
+ * workers about 5% of their time on tiny tasks. Its readers must check every tsr__list_get and
+ * refuse the message on failure; a reader that acts element by element and must not act on
+ * half a message reads (and so checks) all of it first, as the worker's compute does. */
 #define TSR__CT_U32(sub) uint32_t
 #define TSR__CT_U64(sub) uint64_t
 #define TSR__CT_I64(sub) int64_t
@@ -50,6 +63,7 @@ typedef struct tsr__list {
 #define TSR__CT_BIN(sub) tsr__str
 #define TSR__CT_REC(sub) tsr__m_##sub
 #define TSR__CT_LIST(sub) tsr__list
+#define TSR__CT_LAZY(sub) tsr__list
 #define TSR__CT_KV(sub) tsr__list
 
 /* ---- The tables ------------------------------------------------------------------------------ */
@@ -169,7 +183,7 @@ typedef struct tsr__list {
     F(X, U64, flags, OPT, _)                                                                       \
     F(X, BIN, kdesc, OPT, _)
 #define TSR__R_task(F, X)                                                                          \
-    F(X, U32, id, REQ, _) F(X, BIN, kdesc, REQ, _) F(X, LIST, inputs, REQ, input)
+    F(X, U32, id, REQ, _) F(X, BIN, kdesc, REQ, _) F(X, LAZY, inputs, REQ, input)
 #define TSR__R_done_item(F, X)                                                                     \
     F(X, U32, job, REQ, _)                                                                         \
     F(X, U32, id, REQ, _)                                                                          \
@@ -256,11 +270,11 @@ typedef struct tsr__list {
  * scheduler to clients and monitors. Carries nothing; any frame counts as a sign of life. */
 #define TSR__R_heartbeat(F, X)
 #define TSR__R_compute(F, X)                                                                       \
-    F(X, U32, job, REQ, _) F(X, BOOL, trace, OPT, _) F(X, LIST, tasks, REQ, task)
+    F(X, U32, job, REQ, _) F(X, BOOL, trace, OPT, _) F(X, LAZY, tasks, REQ, task)
 #define TSR__R_done(F, X)                                                                          \
-    F(X, LIST, items, REQ, done_item) F(X, LIST, tr, OPT, transfer) F(X, REC, st, OPT, wstats)
+    F(X, LAZY, items, REQ, done_item) F(X, LIST, tr, OPT, transfer) F(X, REC, st, OPT, wstats)
 #define TSR__R_erred(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, STR, msg, OPT, _)
-#define TSR__R_free(F, X) F(X, LIST, keys, REQ, key)
+#define TSR__R_free(F, X) F(X, LAZY, keys, REQ, key)
 #define TSR__R_get(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _)
 #define TSR__R_chunk(F, X)                                                                         \
     F(X, U32, job, REQ, _)                                                                         \
@@ -339,7 +353,8 @@ enum {
     TSR__K_REC,
     TSR__K_LIST,
     TSR__K_KV,
-    TSR__K_DTYPE
+    TSR__K_DTYPE,
+    TSR__K_LAZY
 };
 enum { TSR__SH_MAP, TSR__SH_TUP, TSR__SH_BARE };
 
@@ -392,7 +407,8 @@ TSR__MSG_MAP(TSR__MSG_PACKFN)
 /* Decodes a header map. 0, or TSR_EPROTOCOL with a reason in err (a type unknown, a required
  * field missing, a field of the wrong type or out of range). Unknown keys are ignored and so
  * are tuple elements past the table's, so peers may add fields. Total: never crashes or asserts
- * on any input. The message borrows from hdr. */
+ * on any input. A LAZY list's elements are not checked here but by tsr__list_get. The message
+ * borrows from hdr. */
 int tsr__msg_decode(const msgpack_object *hdr, tsr__msg *m, char *err, size_t errlen);
 
 /* The same, except that an OPT field of the message itself (not of a nested record) that does
@@ -415,8 +431,11 @@ tsr__msg_type tsr__msg_peek_type(const msgpack_object *hdr);
  * everything but this). 0 or TSR_EPROTOCOL. */
 int tsr__msg_hello_version(const msgpack_object *hdr, int64_t *v);
 
-/* Element i (< l->n) of a decoded list into *elem (the element record of the list's row). */
-void tsr__list_get(const tsr__list *l, const tsr__schema *elem_schema, uint32_t i, void *elem);
+/* Element i (< l->n) of a decoded list into *elem (the element record of the list's row): 0,
+ * or TSR_EPROTOCOL when the element of a LAZY list does not decode (*elem is then zeroed, and
+ * the reader refuses the message as if tsr__msg_decode had). Elements of a LIST, of a KV, or of
+ * a list being encoded were checked before: for them it always returns 0. */
+int tsr__list_get(const tsr__list *l, const tsr__schema *elem_schema, uint32_t i, void *elem);
 #define TSR__LIST_GET(l, rec, i, elem) tsr__list_get((l), &tsr__schema_##rec, (i), (elem))
 
 /* The name of a type ("hello"), "?" out of range; and the type of a name (TSR__MSG_NONE). */

@@ -479,14 +479,17 @@ static void task_start(tsr__worker *w, uint64_t job, const tsr__m_task *to, uint
     task_link(w, t);
     /* One extra count while inputs are attached, so the task cannot start (or go) midway. */
     t->missing = t->nin + 1;
+    /* The inputs were checked by tsr__task_compute's first pass: these reads cannot fail. */
     tsr__m_input e;
     for (uint32_t k = 0; k < t->nin; k++) {
-        TSR__LIST_GET(ins, input, k, &e);
+        rc = TSR__LIST_GET(ins, input, k, &e);
+        assert(rc == 0);
         t->in[k].job = job;
         t->in[k].id = e.id;
     }
     for (uint32_t k = 0; k < t->nin; k++) {
-        TSR__LIST_GET(ins, input, k, &e);
+        rc = TSR__LIST_GET(ins, input, k, &e);
+        assert(rc == 0);
         task_attach_input(w, t, k, &e);
     }
     if (!t->failed) {
@@ -498,14 +501,17 @@ static void task_start(tsr__worker *w, uint64_t job, const tsr__m_task *to, uint
     task_settle(w, t);
 }
 
-/* What the message layer cannot check: input addresses fit (80 bytes) and are not empty. */
+/* The first pass checks every task and input: tasks and inputs are LAZY lists (wire/msg.h), so
+ * this pass is where they are decoded and checked, and a malformed one refuses the whole message
+ * before any task starts. It also checks what the message layer cannot: input addresses fit (80
+ * bytes) and are not empty. */
 const char *tsr__task_compute(tsr__worker *w, const tsr__msg_compute *m) {
     tsr__m_task t;
     tsr__m_input in;
     for (uint32_t i = 0; i < m->tasks.n; i++) {
-        TSR__LIST_GET(&m->tasks, task, i, &t);
+        if (TSR__LIST_GET(&m->tasks, task, i, &t) != 0) return "malformed task";
         for (uint32_t k = 0; k < t.inputs.n; k++) {
-            TSR__LIST_GET(&t.inputs, input, k, &in);
+            if (TSR__LIST_GET(&t.inputs, input, k, &in) != 0) return "malformed task input";
             if (TSR__M_HAS(input, &in, addr) && (in.addr.n == 0 || in.addr.n >= 80))
                 return "malformed input address";
         }
@@ -514,7 +520,9 @@ const char *tsr__task_compute(tsr__worker *w, const tsr__msg_compute *m) {
     uint8_t traced = TSR__MSG_HAS(compute, m, trace) && m->trace;
     /* FIFO in the scheduler's order: it sends tasks by priority. */
     for (uint32_t i = 0; i < m->tasks.n && !w->stopping; i++) {
-        TSR__LIST_GET(&m->tasks, task, i, &t);
+        int rc = TSR__LIST_GET(&m->tasks, task, i, &t); /* checked above */
+        assert(rc == 0);
+        (void)rc;
         task_start(w, m->job, &t, traced);
     }
     return NULL;
@@ -576,9 +584,12 @@ void tsr__task_finished(tsr__worker *w, wtask *t) {
 
 const char *tsr__task_free_keys(tsr__worker *w, const tsr__msg_free *m) {
     size_t dropped = 0;
+    /* keys is a LAZY list (wire/msg.h): a malformed key refuses the message, and the connection
+     * closes; the keys before it are freed already, which is harmless (freeing is idempotent and
+     * the scheduler forgets this worker's chunks when it goes). */
     for (uint32_t i = 0; i < m->keys.n; i++) {
         tsr__m_key k;
-        TSR__LIST_GET(&m->keys, key, i, &k);
+        if (TSR__LIST_GET(&m->keys, key, i, &k) != 0) return "malformed key";
         if (tsr__store_drop(&w->store, k.job, k.id)) {
             dropped++;
             continue;

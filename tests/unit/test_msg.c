@@ -105,6 +105,55 @@ Test(msg, compute_matches_protocol_layout) {
     msgpack_sbuffer_destroy(&b);
 }
 
+/* compute's tasks and their inputs are LAZY lists: a malformed element (here a task's third
+ * input, whose id is a string) leaves the message decodable and is refused when it is read. */
+Test(msg, lazy_list_element_refused_at_read) {
+    msgpack_sbuffer a;
+    msgpack_sbuffer_init(&a);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &a, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pk_str(&pk, "t"), pk_str(&pk, "compute");
+    pk_str(&pk, "job"), msgpack_pack_uint32(&pk, 7);
+    pk_str(&pk, "tasks"), msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, 3), msgpack_pack_uint32(&pk, 100);
+    msgpack_pack_bin(&pk, 3), msgpack_pack_bin_body(&pk, KD, 3);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_array(&pk, 2), msgpack_pack_uint32(&pk, 10), msgpack_pack_nil(&pk);
+    msgpack_pack_array(&pk, 2), msgpack_pack_uint32(&pk, 11), msgpack_pack_nil(&pk);
+    msgpack_pack_array(&pk, 2), pk_str(&pk, "12"), msgpack_pack_nil(&pk);
+    msgpack_pack_str(&pk, 3), msgpack_pack_str_body(&pk, "bad", 3); /* task 1: not a tuple */
+
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    tsr__msg m;
+    char err[200];
+    cr_assert_eq(decode(&a, &m, &z, err), 0, "%s", err);
+    cr_assert_eq(m.u.compute.tasks.n, 2);
+    tsr__m_task t;
+    cr_assert_eq(TSR__LIST_GET(&m.u.compute.tasks, task, 0, &t), 0);
+    cr_assert_eq(t.inputs.n, 3);
+    tsr__m_input in;
+    cr_assert_eq(TSR__LIST_GET(&t.inputs, input, 0, &in), 0);
+    cr_assert_eq(in.id, 10);
+    cr_assert_eq(TSR__LIST_GET(&t.inputs, input, 1, &in), 0);
+    cr_assert_eq(TSR__LIST_GET(&t.inputs, input, 2, &in), TSR_EPROTOCOL);
+    cr_assert(in.has == 0 && in.id == 0, "a refused element is zeroed");
+    cr_assert_eq(TSR__LIST_GET(&m.u.compute.tasks, task, 1, &t), TSR_EPROTOCOL);
+    msgpack_zone_destroy(&z);
+
+    /* The list itself must still be an array: that is checked when the message is decoded. */
+    msgpack_sbuffer_clear(&a);
+    msgpack_pack_map(&pk, 2);
+    pk_str(&pk, "t"), pk_str(&pk, "free");
+    pk_str(&pk, "keys"), msgpack_pack_map(&pk, 0);
+    msgpack_zone_init(&z, 1024);
+    cr_assert_eq(decode(&a, &m, &z, err), TSR_EPROTOCOL);
+    cr_assert(strstr(err, "free.keys") != NULL, "%s", err);
+    msgpack_zone_destroy(&z);
+    msgpack_sbuffer_destroy(&a);
+}
+
 /* ---- done, as a worker packs it by hand today: [job, id, nbytes, seconds(, start, thread)] ----
  */
 
@@ -180,6 +229,13 @@ static void free_bad_key(msgpack_packer *pk) {
     msgpack_pack_array(pk, 2), msgpack_pack_uint64(pk, 1), msgpack_pack_uint64(pk, 2);
     msgpack_pack_array(pk, 1), msgpack_pack_uint64(pk, 1);
 }
+static void finished_bad_output(msgpack_packer *pk) {
+    pk_str(pk, "job"), msgpack_pack_uint64(pk, 1);
+    pk_str(pk, "outputs"), msgpack_pack_array(pk, 2);
+    msgpack_pack_array(pk, 3), msgpack_pack_uint64(pk, 1), msgpack_pack_nil(pk);
+    msgpack_pack_uint64(pk, 8);
+    msgpack_pack_array(pk, 2), msgpack_pack_uint64(pk, 2), msgpack_pack_nil(pk);
+}
 static void nothing(msgpack_packer *pk) {
     (void)pk;
 }
@@ -192,8 +248,11 @@ Test(msg, bad_headers_are_errors) {
     cr_assert_str_eq(err, "get.id: missing");
     cr_assert_eq(decode_fields("get", get_str_id, 2, err), TSR_EPROTOCOL);
     cr_assert_str_eq(err, "get.id: not an unsigned 32-bit integer");
-    cr_assert_eq(decode_fields("free", free_bad_key, 1, err), TSR_EPROTOCOL);
-    cr_assert_str_eq(err, "key.id: missing");
+    /* A LIST's elements are checked with the message; a LAZY list's (free's keys) when they are
+     * read (lazy_list_element_refused_at_read), so its message decodes. */
+    cr_assert_eq(decode_fields("finished", finished_bad_output, 2, err), TSR_EPROTOCOL);
+    cr_assert_str_eq(err, "output.nbytes: missing");
+    cr_assert_eq(decode_fields("free", free_bad_key, 1, err), 0);
     cr_assert_eq(decode_fields("teleport", nothing, 0, err), TSR_EPROTOCOL);
     cr_assert_str_eq(err, "unknown message type \"teleport\"");
     cr_assert_eq(decode_fields("shutdown", nothing, 0, err), 0);
@@ -335,17 +394,30 @@ static void fill(const tsr__schema *s, void *m) {
     }
 }
 
-/* Reads every element of every list of a decoded record, as a user would. */
+/* LAZY elements the fuzzer saw refused at read: the test checks that path was exercised. */
+static int lazy_refused;
+
+/* Reads every element of every list of a decoded record, as a user would. A LAZY list's
+ * element may fail to decode (and is then zeroed); any other list's never does. */
 static void walk(const tsr__schema *s, const void *m) {
     for (uint8_t i = 0; i < s->nf; i++) {
         const unsigned char *p = (const unsigned char *)m + s->f[i].off;
-        if (s->f[i].kind == TSR__K_REC) walk(s->f[i].sub, p);
-        if (s->f[i].kind != TSR__K_LIST && s->f[i].kind != TSR__K_KV) continue;
+        int kind = s->f[i].kind;
+        if (kind == TSR__K_REC) walk(s->f[i].sub, p);
+        if (kind != TSR__K_LIST && kind != TSR__K_LAZY && kind != TSR__K_KV) continue;
         const tsr__list *l = (const tsr__list *)p;
         for (uint32_t k = 0; k < l->n; k++) {
             _Alignas(max_align_t) unsigned char e[512];
-            tsr__list_get(l, s->f[i].sub, k, e);
-            if (s->f[i].kind == TSR__K_LIST) walk(s->f[i].sub, e);
+            memset(e, 0xa5, sizeof e);
+            int rc = tsr__list_get(l, s->f[i].sub, k, e);
+            cr_assert(rc == 0 || (kind == TSR__K_LAZY && rc == TSR_EPROTOCOL));
+            if (rc != 0) {
+                lazy_refused++;
+                for (size_t j = 0; j < s->f[i].sub->size; j++)
+                    cr_assert_eq(e[j], 0, "a refused element is zeroed");
+                continue;
+            }
+            if (kind != TSR__K_KV) walk(s->f[i].sub, e);
         }
     }
 }
@@ -431,4 +503,5 @@ Test(msg, fuzz_every_decoder, .timeout = 60) {
         try_bytes(rnd, n, &ok);
     }
     cr_assert(ok > 0 && ok < rounds, "%d of %d decoded: the mutations were not mixed", ok, rounds);
+    cr_assert(lazy_refused > 0, "no LAZY list element was refused at read");
 }

@@ -800,3 +800,79 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
     msgpack_sbuffer_destroy(&b);
     msgpack_unpacked_destroy(&up);
 }
+
+/* done's items are checked as the scheduler reads them (a LAZY list, wire/msg.h): an item with a
+ * string where the task id belongs drops that worker, as a done that does not decode would, and
+ * the scheduler carries on serving its client. */
+Test(sched_socket, malformed_done_item_drops_the_worker, .timeout = 30) {
+    signal(SIGPIPE, SIG_IGN);
+    srv_thread t = {.rc = -1};
+    tsr_scheduler_options so;
+    tsr_scheduler_options_default(&so);
+    so.listen = "127.0.0.1:0";
+    cr_assert_eq(tsr_scheduler_new(&so, &t.s), 0);
+    snprintf(t.addr, sizeof t.addr, "%s", tsr_scheduler_address(t.s));
+    pthread_create(&t.th, NULL, run_sched, &t);
+    char host[64];
+    cr_assert_eq(tsr__parse_address(t.addr, host, sizeof host, &t.port), 0);
+
+    static char buf[1 << 16];
+    tsr__msg m;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+
+    int cl = dial(t.port);
+    pack_hello(&b, TSR_PROTOCOL_VERSION, "client", NULL);
+    send_frame(cl, &b, NULL, 0);
+    expect_type(cl, "welcome", &up, buf, sizeof buf, &m);
+    tsr__msg_pack_wait_workers(&b, &(tsr__msg_wait_workers){.count = 1});
+    send_frame(cl, &b, NULL, 0);
+    int wk = dial(t.port);
+    pack_hello(&b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1");
+    send_frame(wk, &b, NULL, 0);
+    expect_type(wk, "welcome", &up, buf, sizeof buf, &m);
+    expect_type(cl, "workers", &up, buf, sizeof buf, &m);
+
+    msgpack_sbuffer g;
+    msgpack_sbuffer_init(&g);
+    pack_graph(&g, 0);
+    tsr__msg_submit sub = {.n = g.size};
+    TSR__MSG_SET(submit, &sub, n);
+    tsr__msg_pack_submit(&b, &sub);
+    send_frame(cl, &b, g.data, g.size);
+    expect_type(cl, "accepted", &up, buf, sizeof buf, &m);
+    uint32_t job = m.u.accepted.job;
+    expect_type(wk, "compute", &up, buf, sizeof buf, &m);
+
+    /* done {items: [[job, 0, 64], [job, "1", 64]]}, packed by hand (the layer cannot write it). */
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
+    tsr__mp_pack_type(&pk, 2, "done");
+    tsr__mp_pack_str(&pk, "items");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_uint32(&pk, job);
+    msgpack_pack_uint32(&pk, 0);
+    msgpack_pack_uint64(&pk, 64);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_uint32(&pk, job);
+    tsr__mp_pack_str(&pk, "1");
+    msgpack_pack_uint64(&pk, 64);
+    send_frame(wk, &b, NULL, 0);
+    expect_closed(wk);
+    close(wk);
+
+    /* The scheduler is still there for its client. */
+    tsr__msg_pack_shutdown(&b, &(tsr__msg_shutdown){0});
+    send_frame(cl, &b, NULL, 0);
+    expect_closed(cl);
+    close(cl);
+    pthread_join(t.th, NULL);
+    cr_assert_eq(t.rc, 0);
+    tsr_scheduler_free(t.s);
+    msgpack_sbuffer_destroy(&g);
+    msgpack_sbuffer_destroy(&b);
+    msgpack_unpacked_destroy(&up);
+}

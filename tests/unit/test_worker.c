@@ -821,3 +821,38 @@ Test(worker, chains_failures_and_bad_input) {
     cr_expect_eq(wt.rc, 0);
     pthread_mutex_destroy(&wt.mu);
 }
+
+/* compute's tasks and inputs are checked as the worker reads them (LAZY lists, wire/msg.h): a
+ * task whose third input has a string for an id refuses the whole message before anything of it
+ * runs (no done for the good task before it), and the worker closes the connection as for any
+ * message that does not decode. */
+Test(worker, malformed_compute_input_is_refused_whole) {
+    wsession s;
+    session_start(&s, "wM", 1);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start_compute(&sb, &pk, 2);
+    tsr_kdesc fill = kd(TSR_KOP_FILL, 0);
+    double v = 1.5;
+    fill.nf = 1;
+    fill.f = &v;
+    tsr_kdesc neg = kd(TSR_KOP_UNARY, TSR_NEG);
+    pack_task(&pk, 0, &fill, 0, NULL, NULL);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_uint64(&pk, 1);
+    pack_kdesc_bin(&pk, &neg);
+    msgpack_pack_array(&pk, 3);
+    for (int k = 0; k < 3; k++) {
+        msgpack_pack_array(&pk, 2);
+        if (k == 2)
+            tsr__mp_pack_str(&pk, "0");
+        else
+            msgpack_pack_uint64(&pk, 0);
+        msgpack_pack_nil(&pk);
+    }
+    put_frame(s.fd, &sb);
+    void *payload;
+    uint64_t plen;
+    cr_assert_eq(get_frame(s.fd, &s.up, &payload, &plen), -1, "a frame before the close");
+    session_end(&s);
+}
