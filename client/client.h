@@ -104,6 +104,10 @@ int tsr__send_release(tsr__conn *conn, uint64_t job);
 void tsr__client_flush_releases(tsr_client *c);
 /* Sends the client's log lines to lg (copied) at or under level. */
 void tsr__client_set_logger(tsr_client *c, const tsr_logger *lg, int level);
+/* tsr_client_connect and tsr_client_connect_monitor (monitor != 0): one connect for both roles,
+ * the options (timeout, logger, token) applied alike. */
+int tsr__client_connect_as(const char *address, const tsr_client_options *opts, int monitor,
+                           tsr_client **out);
 int tsr__client_open(tsr_client *c, const char *address, const char *token, int timeout_ms);
 void tsr__client_close(tsr_client *c);
 int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms);

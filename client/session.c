@@ -302,6 +302,11 @@ void tsr__client_set_logger(tsr_client *c, const tsr_logger *lg, int level) {
 }
 
 int tsr_client_connect(const char *address, const tsr_client_options *opts, tsr_client **out) {
+    return tsr__client_connect_as(address, opts, 0, out);
+}
+
+int tsr__client_connect_as(const char *address, const tsr_client_options *opts, int monitor,
+                           tsr_client **out) {
     *out = NULL;
     tsr_client_options def;
     if (!opts) {
@@ -312,6 +317,7 @@ int tsr_client_connect(const char *address, const tsr_client_options *opts, tsr_
     tsr_client *c;
     int rc = tsr_client_new_offline(&c);
     if (rc) return rc;
+    c->monitor = monitor;
     c->live_timeout_ms = opts->timeout_ms;
     tsr__client_set_logger(c, &opts->logger, opts->log_level);
     rc = tsr__client_open(c, address, opts->token, opts->connect_timeout_ms);

@@ -171,26 +171,7 @@ void tsr__info_on_message(tsr__rt *rt, const tsr__msg_info *m) {
 
 int tsr_client_connect_monitor(const char *address, const tsr_client_options *opts,
                                tsr_client **out) {
-    *out = NULL;
-    tsr_client_options def;
-    if (!opts) {
-        tsr_client_options_default(&def);
-        opts = &def;
-    }
-    if (!address) return tsr__fail_thread(TSR_EINVALID, "no scheduler address given");
-    tsr_client *c;
-    int rc = tsr_client_new_offline(&c);
-    if (rc) return rc;
-    c->monitor = 1;
-    tsr__client_set_logger(c, &opts->logger, opts->log_level);
-    rc = tsr__client_open(c, address, opts->token, opts->connect_timeout_ms);
-    if (rc) {
-        tsr__fail_thread(rc, "%s", c->errmsg);
-        tsr_client_free(c);
-        return rc;
-    }
-    *out = c;
-    return 0;
+    return tsr__client_connect_as(address, opts, 1, out);
 }
 
 /* j as compact JSON in a malloc'd string (ours, not jansson's allocator, so that the caller's
