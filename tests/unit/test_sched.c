@@ -578,6 +578,19 @@ static void *run_sched(void *arg) {
     return NULL;
 }
 
+/* A scheduler on port 0 of 127.0.0.1, run on its own thread; t->addr and t->port say where. */
+static void start_sched(srv_thread *t) {
+    signal(SIGPIPE, SIG_IGN);
+    tsr_scheduler_options so;
+    tsr_scheduler_options_default(&so);
+    so.listen = "127.0.0.1:0";
+    cr_assert_eq(tsr_scheduler_new(&so, &t->s), 0);
+    snprintf(t->addr, sizeof t->addr, "%s", tsr_scheduler_address(t->s));
+    pthread_create(&t->th, NULL, run_sched, t);
+    char host[64];
+    cr_assert_eq(tsr__parse_address(t->addr, host, sizeof host, &t->port), 0);
+}
+
 static int dial(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -662,16 +675,8 @@ static void pack_hello(msgpack_sbuffer *b, int v, const char *role, const char *
 }
 
 Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
-    signal(SIGPIPE, SIG_IGN);
     srv_thread t = {.rc = -1};
-    tsr_scheduler_options so;
-    tsr_scheduler_options_default(&so);
-    so.listen = "127.0.0.1:0";
-    cr_assert_eq(tsr_scheduler_new(&so, &t.s), 0);
-    snprintf(t.addr, sizeof t.addr, "%s", tsr_scheduler_address(t.s));
-    pthread_create(&t.th, NULL, run_sched, &t);
-    char host[64];
-    cr_assert_eq(tsr__parse_address(t.addr, host, sizeof host, &t.port), 0);
+    start_sched(&t);
 
     static char buf[1 << 16];
     tsr__msg m;
@@ -805,16 +810,8 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
  * string where the task id belongs drops that worker, as a done that does not decode would, and
  * the scheduler carries on serving its client. */
 Test(sched_socket, malformed_done_item_drops_the_worker, .timeout = 30) {
-    signal(SIGPIPE, SIG_IGN);
     srv_thread t = {.rc = -1};
-    tsr_scheduler_options so;
-    tsr_scheduler_options_default(&so);
-    so.listen = "127.0.0.1:0";
-    cr_assert_eq(tsr_scheduler_new(&so, &t.s), 0);
-    snprintf(t.addr, sizeof t.addr, "%s", tsr_scheduler_address(t.s));
-    pthread_create(&t.th, NULL, run_sched, &t);
-    char host[64];
-    cr_assert_eq(tsr__parse_address(t.addr, host, sizeof host, &t.port), 0);
+    start_sched(&t);
 
     static char buf[1 << 16];
     tsr__msg m;
