@@ -344,6 +344,20 @@ static int send_welcome(int fd, msgpack_sbuffer *sb, msgpack_packer *pk) {
     return send_frame(fd, sb, NULL, 0);
 }
 
+/* Accepts the client's connection and answers its hello with a welcome: the connected socket,
+ * or -1 (closed) when the client did not start with a hello. */
+static int accept_client(int lfd, msgpack_sbuffer *sb, msgpack_packer *pk) {
+    char type[32];
+    int c = accept(lfd, NULL, NULL);
+    if (c < 0) return -1;
+    if (read_frame(c, type, sizeof type, NULL) || strcmp(type, "hello") ||
+        send_welcome(c, sb, pk)) {
+        close(c);
+        return -1;
+    }
+    return c;
+}
+
 /* Computes a job of one output, then watches what the client sends after the array is freed. */
 static void *release_fake(void *arg) {
     fake *f = arg;
@@ -352,9 +366,8 @@ static void *release_fake(void *arg) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     char type[32];
-    int c = accept(f->lfd, NULL, NULL);
-    if (c < 0 || read_frame(c, type, sizeof type, NULL) || strcmp(type, "hello")) goto out;
-    if (send_welcome(c, &sb, &pk)) goto out;
+    int c = accept_client(f->lfd, &sb, &pk);
+    if (c < 0) goto out;
     if (read_frame(c, type, sizeof type, NULL) || strcmp(type, "submit")) goto out;
     msgpack_pack_map(&pk, 3);
     pstr(&pk, "t"), pstr(&pk, "accepted"), pstr(&pk, "job"), msgpack_pack_int(&pk, 7);
@@ -410,9 +423,8 @@ static void *monitor_fake(void *arg) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     char type[32];
-    int c = accept(f->lfd, NULL, NULL);
-    if (c < 0 || read_frame(c, type, sizeof type, NULL) || strcmp(type, "hello")) goto out;
-    if (send_welcome(c, &sb, &pk)) goto out;
+    int c = accept_client(f->lfd, &sb, &pk);
+    if (c < 0) goto out;
     int seq = 0, ok = 1;
     for (int call = 0; call < 2 && ok; call++) {
         if (read_frame(c, type, sizeof type, NULL) || strcmp(type, "info")) goto out;
@@ -471,9 +483,8 @@ static void *bad_part_fake(void *arg) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     char type[32];
-    int c = accept(f->lfd, NULL, NULL);
-    if (c < 0 || read_frame(c, type, sizeof type, NULL) || strcmp(type, "hello")) goto out;
-    if (send_welcome(c, &sb, &pk)) goto out;
+    int c = accept_client(f->lfd, &sb, &pk);
+    if (c < 0) goto out;
     if (read_frame(c, type, sizeof type, NULL) || strcmp(type, "info")) goto out;
     for (int k = 0; k < 2; k++) { /* the hello snapshot, then the reply */
         msgpack_pack_map(&pk, 3);
