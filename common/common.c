@@ -61,32 +61,67 @@ const char *tsr_log_level_name(int level) {
     return names[level < TSR_LOG_ERROR ? 0 : level > TSR_LOG_DEBUG ? 3 : level];
 }
 
-/* Chunks of at least twice this size start on a huge-page boundary and ask for transparent huge
- * pages: the first touch of a fresh 64 MiB buffer (a fetched payload, a kernel's output) costs
- * about 60 ms in 4 KiB pages here against about 10 ms in 2 MiB ones, which otherwise caps a
- * transfer at ~1 GB/s whatever the network does. Only whole huge pages inside the chunk are
- * advised, so resident memory never exceeds what the chunk uses. Not below 4 MiB: the 4096²
- * matmul at chunk 512 (2 MiB chunks) ran 10-15% slower with its chunks in huge pages (alternated
- * runs, 1.86-2.2 s against 2.07-2.25 s). */
+/* Chunk buffers of a huge page and more get their own 2 MiB-aligned mapping with transparent
+ * huge pages asked for (madvise: this kernel's THP policy is "madvise"). In this guest a first
+ * touch of a 4 KiB page costs about 8.6 us (a host-side fault behind every guest fault):
+ * filling fresh 2 MiB chunks ran at 16.9 ns per float64 in 4 KiB pages and at 0.66 ns in huge
+ * pages (bench/notes.md, issue 9), and the 4096-squared matmul at chunk 512 went from 2.4 s to
+ * 1.6-1.9 s when its 2 MiB chunks got huge pages. (An earlier CPU generation measured the
+ * opposite at 2 MiB, 10-15% slower, which is why the threshold had been 4 MiB.) Only whole huge
+ * pages inside the chunk are advised, so resident memory never exceeds what the chunk uses. */
 #define HUGE_PAGE ((size_t)2 << 20)
+#define PAGE ((size_t)4096)
+
+void *tsr__map_aligned(size_t size, int huge) {
+    if (size > SIZE_MAX - HUGE_PAGE) return NULL;
+    /* Map a huge page more, then cut the slack off both ends. */
+    size_t len = size + HUGE_PAGE;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    char *p = (char *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (p > m) munmap(m, (size_t)(p - m));
+    size_t tail = (size_t)(m + len - (p + size));
+    if (tail) munmap(p + size, tail);
+    if (huge && size >= HUGE_PAGE)
+        madvise(p, size & ~(HUGE_PAGE - 1), MADV_HUGEPAGE); /* advisory: failure is harmless */
+    return p;
+}
+
+void tsr__unmap(void *p, size_t size) {
+    if (p) munmap(p, size);
+}
+
+static void release_mapped(tsr__buf *b) {
+    tsr__unmap(b->data, b->cap);
+    free(b);
+}
 
 tsr__buf *tsr__buf_new(size_t size) {
-    /* One block: the header, then the bytes from the next 64-byte boundary (2 MiB for large
-     * chunks). A single malloc stays on glibc's fast paths for small chunks (aligned_alloc
-     * splits blocks and frees the pieces, which dominated tiny tasks), and large blocks still
-     * get their own mapping. */
-    size_t align = size >= 2 * HUGE_PAGE ? HUGE_PAGE : 64;
-    if (size > SIZE_MAX - sizeof(tsr__buf) - 2 * align) return NULL;
-    size_t alloc = size < 64 ? 64 : (size + 63) & ~(size_t)63;
-    tsr__buf *b = malloc(sizeof *b + align - 1 + alloc);
-    if (!b) return NULL;
-    b->data = (void *)(((uintptr_t)(b + 1) + align - 1) & ~(uintptr_t)(align - 1));
-    if (align == HUGE_PAGE) {
-        size_t whole = size & ~(HUGE_PAGE - 1);
-        if (whole) madvise(b->data, whole, MADV_HUGEPAGE); /* advisory: failure is harmless */
+    if (size >= HUGE_PAGE) {
+        tsr__buf *b = calloc(1, sizeof *b);
+        if (!b) return NULL;
+        size_t len = (size + PAGE - 1) & ~(PAGE - 1);
+        if (len < size || !(b->data = tsr__map_aligned(len, 1))) {
+            free(b);
+            return NULL;
+        }
+        atomic_init(&b->refs, 1);
+        b->size = size;
+        b->cap = len;
+        b->release = release_mapped;
+        return b;
     }
+    /* One block: the header, then the bytes from the next 64-byte boundary. A single malloc
+     * stays on glibc's fast paths for small chunks (aligned_alloc splits blocks and frees the
+     * pieces, which dominated tiny tasks). */
+    size_t alloc = size < 64 ? 64 : (size + 63) & ~(size_t)63;
+    tsr__buf *b = malloc(sizeof *b + 63 + alloc);
+    if (!b) return NULL;
+    memset(b, 0, sizeof *b);
+    b->data = (void *)(((uintptr_t)(b + 1) + 63) & ~(uintptr_t)63);
     atomic_init(&b->refs, 1);
     b->size = size;
+    b->cap = alloc;
     return b;
 }
 
@@ -97,7 +132,11 @@ tsr__buf *tsr__buf_ref(tsr__buf *b) {
 
 void tsr__buf_unref(tsr__buf *b) {
     if (!b) return;
-    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) free(b);
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
+    if (b->release)
+        b->release(b);
+    else
+        free(b);
 }
 
 char *tsr__fmt(char *dst, size_t size, const char *fmt, ...) {

@@ -42,9 +42,22 @@ typedef struct tsr__buf {
     atomic_int refs;
     size_t size;
     void *data; /* 64-byte aligned, size bytes (at least 64 allocated, so never NULL) */
+    /* An allocator that wants its buffers back (the worker's buffer pool, worker/pool.c) sets
+     * release: the last unref calls it instead of freeing. owner, cap (bytes usable at data)
+     * and next (the owner's free list) are the owner's; tsr__buf_new leaves them zero. */
+    void (*release)(struct tsr__buf *b);
+    void *owner;
+    struct tsr__buf *next;
+    size_t cap;
 } tsr__buf;
 
-tsr__buf *tsr__buf_new(size_t size); /* refs = 1; NULL on ENOMEM */
+/* refs = 1; NULL on ENOMEM. Buffers of 2 MiB and more get their own mapping, 2 MiB aligned, with
+ * transparent huge pages asked for on every whole huge page in it (common.c says why). */
+tsr__buf *tsr__buf_new(size_t size);
+/* The mapping helpers behind it, for allocators of their own: size bytes (a multiple of 4 KiB)
+ * starting on a 2 MiB boundary, huge pages advised when huge is set; NULL on ENOMEM. */
+void *tsr__map_aligned(size_t size, int huge);
+void tsr__unmap(void *p, size_t size);
 tsr__buf *tsr__buf_ref(tsr__buf *b);
 void tsr__buf_unref(tsr__buf *b); /* NULL is a no-op */
 

@@ -96,27 +96,6 @@ void *tsr__kmap_del(tsr__kmap *m, uint64_t job, uint64_t id) {
     return val;
 }
 
-/* ---- Chunk memory ---------------------------------------------------------------------------- */
-
-tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
-    tsr__buf *b = tsr__buf_new(size);
-    if (!b || !m) return b;
-    uint_fast64_t now = atomic_fetch_add_explicit(&m->bytes, size, memory_order_relaxed) + size;
-    uint_fast64_t peak = atomic_load_explicit(&m->peak, memory_order_relaxed);
-    while (now > peak && !atomic_compare_exchange_weak_explicit(
-                             &m->peak, &peak, now, memory_order_relaxed, memory_order_relaxed)) {
-    }
-    return b;
-}
-
-void tsr__chunkmem_unref(tsr__chunkmem *m, tsr__buf *b) {
-    if (!b) return;
-    /* Only the loop thread takes and drops references, so 1 means ours is the last. */
-    if (m && atomic_load_explicit(&b->refs, memory_order_acquire) == 1)
-        atomic_fetch_sub_explicit(&m->bytes, b->size, memory_order_relaxed);
-    tsr__buf_unref(b);
-}
-
 /* ---- Store ----------------------------------------------------------------------------------- */
 
 #define STORE_MIN_CAP 16

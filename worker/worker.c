@@ -145,6 +145,7 @@ static void on_idle(uv_timer_t *tm) {
     double t0 = tsr__now();
     if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &before);
     tsr__task_idle(w);
+    tsr__chunkmem_drain(&w->mem);
     malloc_trim(0);
     if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &after);
     tsr__log(&w->log, TSR_LOG_INFO, "idle: VmRSS %llu -> %llu KiB (%.1f ms)",
@@ -196,6 +197,8 @@ static void on_async(uv_async_t *a) {
         tsr__task_finished(w, t);
     }
     uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
+    if (w->opts->memory_limit > 0 && held + w->mem.cap > (uint64_t)w->opts->memory_limit)
+        tsr__chunkmem_drain(&w->mem); /* reusable memory goes first */
     if (w->opts->memory_limit > 0 && held > (uint64_t)w->opts->memory_limit && !w->over_limit) {
         w->over_limit = 1;
         tsr__log(&w->log, TSR_LOG_WARN, "holding %llu bytes, over the memory limit of %lld",
@@ -432,10 +435,21 @@ static int worker_start(tsr__worker *w) {
     return 0;
 }
 
+/* The buffer pool's size (worker.h: TSR__POOL_DEFAULT), or what the options ask for. */
+static uint64_t pool_cap(const tsr_worker_options *o) {
+    if (o->pool_bytes < 0) return 0;
+    if (o->pool_bytes > 0) return (uint64_t)o->pool_bytes;
+    uint64_t cap = TSR__POOL_DEFAULT;
+    if (o->memory_limit > 0 && (uint64_t)o->memory_limit / 10 < cap)
+        cap = (uint64_t)o->memory_limit / 10;
+    return cap;
+}
+
 static void worker_cleanup(tsr__worker *w) {
     tsr__task_cleanup(w);
     tsr__store_free(&w->store);
     tsr__stats_free(&w->st);
+    if (w->mem_ok) tsr__chunkmem_destroy(&w->mem);
     if (w->zone) msgpack_zone_free(w->zone);
     if (w->sync_ok) {
         pthread_mutex_destroy(&w->qmu);
@@ -526,6 +540,8 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     w->log = early;
     w->log.who = w->who;
     w->nexec = opts->threads > 0 ? opts->threads : 1;
+    tsr__chunkmem_init(&w->mem, pool_cap(opts));
+    w->mem_ok = 1;
     tsr__store_init(&w->store);
     w->store.mem = &w->mem;
     tsr__kmap_init(&w->pending);

@@ -44,20 +44,49 @@ int tsr__kmap_put(tsr__kmap *m, uint64_t job, uint64_t id, void *val, void **old
 /* Removes the key; returns its value or NULL. */
 void *tsr__kmap_del(tsr__kmap *m, uint64_t job, uint64_t id);
 
-/* ---- Chunk memory: the bytes of every chunk buffer alive in this worker -------------------- */
+/* ---- Chunk memory: the host memory node (pool.c) ------------------------------------------- */
 
-/* Stored chunks, fetched copies, recomputed replicas and outputs being written all count, each
- * buffer once however many holders it has, from allocation until its last reference goes. */
+/* Stored chunks, fetched copies, recomputed replicas and outputs being written all count in
+ * bytes, each buffer once however many holders it has, from allocation until its last reference
+ * goes. Buffers of TSR__POOL_MIN bytes and more then go back to a pool of at most cap bytes
+ * (pooled), by size class, for reuse without mapping or faulting pages again; pool.c says how. */
+#define TSR__POOL_MIN ((size_t)64 << 10)
+#define TSR__POOL_CLASSES (64 * 8)
+/* The pool's default size: 64 MiB, or a tenth of the memory limit when that is less. */
+#define TSR__POOL_DEFAULT ((uint64_t)64 << 20)
+
+typedef struct tsr__slab tsr__slab;
+
 typedef struct tsr__chunkmem {
     atomic_uint_fast64_t bytes, peak;
+    pthread_mutex_t mu; /* everything below */
+    uint64_t cap;       /* most bytes the free lists keep; 0: none */
+    uint64_t pooled;    /* bytes in the free lists */
+    uint64_t mapped;    /* bytes of the pool's mappings (slabs and large buffers) alive */
+    uint64_t hits, misses, evicted, tick;
+    struct {
+        tsr__buf *free; /* newest first */
+        uint64_t stamp; /* tick of the class's last use */
+        tsr__slab *slabs;
+    } cls[TSR__POOL_CLASSES];
 } tsr__chunkmem;
 
-/* A counted buffer of size bytes (refs = 1); any thread. NULL on ENOMEM. m may be NULL (not
- * counted). */
+typedef struct tsr__poolstats {
+    uint64_t pooled, mapped, hits, misses, evicted;
+} tsr__poolstats;
+
+void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap);
+/* Drains the pool; every buffer must have come back. */
+void tsr__chunkmem_destroy(tsr__chunkmem *m);
+/* A counted buffer of size bytes (refs = 1), its contents undefined; any thread. NULL on
+ * ENOMEM. m may be NULL (not counted, not pooled). */
 tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size);
-/* Drops one reference; the last one uncounts the bytes. Loop thread only (see the top of this
- * file). b may be NULL. */
+/* Drops one reference; the last one uncounts the bytes and gives the buffer back to m's pool.
+ * b may be NULL. */
 void tsr__chunkmem_unref(tsr__chunkmem *m, tsr__buf *b);
+/* Gives every pooled buffer back to the system (the worker went idle, or is over its limit). */
+void tsr__chunkmem_drain(tsr__chunkmem *m);
+void tsr__chunkmem_read(tsr__chunkmem *m, tsr__poolstats *out);
 
 /* ---- Chunk store: the chunks this worker holds for the scheduler ---------------------------- */
 
@@ -274,6 +303,7 @@ struct tsr__worker {
     uint64_t next_peer_id;
 
     tsr__chunkmem mem;
+    int mem_ok;
     tsr__store store;
     tsr__kmap pending; /* (job, id) -> wtask* not yet finished on this worker */
     tsr__kmap fetched; /* (job, id) -> wfetch* */

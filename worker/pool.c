@@ -1,0 +1,251 @@
+/* The host memory node: every chunk buffer of the worker comes from here and goes back here, and
+ * freed buffers are kept for reuse, so that on the hot path nothing maps, unmaps or faults pages
+ * in (bench/notes.md, issue 9: a fresh 4 KiB page costs ~8.6 us to touch in this guest, and an
+ * munmap a cross-core TLB shootdown; together they were a quarter of the 4096² matmul at chunk
+ * 128).
+ *
+ * - Buffers under TSR__POOL_MIN are malloc'd and freed as before: glibc's own caches serve them
+ *   well, and pooling them would only add a lock to tiny tasks.
+ * - Larger ones are rounded up to a size class (eight per power of two, so at most 12.5% more)
+ *   and come from a per-class free list, newest first (its pages are the warmest).
+ * - A class of at most 1 MiB carves its buffers out of 2 MiB slabs in transparent huge pages;
+ *   larger classes map each buffer on its own, 2 MiB aligned, its whole huge pages advised.
+ * - The free lists hold at most `cap` bytes. A buffer that would go over evicts the buffers of
+ *   the least recently used classes first; evicting unmaps it (or, in a slab, gives its pages
+ *   back with MADV_DONTNEED and unmaps the slab when none of it is left in use or pooled).
+ * - tsr__chunkmem_drain empties the lists when the worker goes idle.
+ *
+ * Any thread may take or release buffers (executors allocate their outputs, the loop frees), so
+ * the lists are under one mutex; the chunk byte counters stay atomics. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "worker/worker.h"
+
+#define SLAB_LEN ((size_t)2 << 20)
+#define SLAB_MAX_CLASS ((size_t)1 << 20) /* classes above this map buffers one by one */
+
+struct tsr__slab {
+    tsr__chunkmem *m;
+    tsr__slab *next; /* the class's slabs */
+    char *base;
+    uint32_t cls, nblocks;
+    uint32_t nout;   /* blocks in use or pooled; at 0 the slab is unmapped */
+    tsr__buf *fresh; /* blocks never handed out or given back (no resident pages) */
+    tsr__buf hdr[];  /* nblocks headers; block k is base + k * cap */
+};
+
+/* Class index and capacity of a buffer of size bytes (size >= TSR__POOL_MIN). */
+static unsigned class_of(size_t size, size_t *cap) {
+    unsigned lg = 63u - (unsigned)__builtin_clzll((unsigned long long)size);
+    size_t step = (size_t)1 << (lg - 3);
+    size_t c = (size + step - 1) & ~(step - 1);
+    *cap = c;
+    return lg * 8 + (unsigned)(c >> (lg - 3)) - 8;
+}
+
+static void count(tsr__chunkmem *m, size_t size) {
+    uint_fast64_t now = atomic_fetch_add_explicit(&m->bytes, size, memory_order_relaxed) + size;
+    uint_fast64_t peak = atomic_load_explicit(&m->peak, memory_order_relaxed);
+    while (now > peak && !atomic_compare_exchange_weak_explicit(&m->peak, &peak, now,
+                                                                memory_order_relaxed,
+                                                                memory_order_relaxed)) {
+    }
+}
+
+static void uncount(tsr__chunkmem *m, size_t size) {
+    atomic_fetch_sub_explicit(&m->bytes, size, memory_order_relaxed);
+}
+
+static void release_small(tsr__buf *b) {
+    uncount(b->owner, b->size);
+    free(b);
+}
+
+/* Slab blocks point at their slab, mapped buffers at the node: the release function says which. */
+static void release_slab(tsr__buf *b);
+static void release_mapped(tsr__buf *b);
+
+static int in_slab(const tsr__buf *b) {
+    return b->release == release_slab;
+}
+
+/* Gives a pooled-class buffer's memory back to the system (mu held). */
+static void destroy_locked(tsr__chunkmem *m, tsr__buf *b) {
+    if (!in_slab(b)) {
+        m->mapped -= b->cap;
+        tsr__unmap(b->data, b->cap);
+        free(b);
+        return;
+    }
+    tsr__slab *s = b->owner;
+    if (--s->nout == 0) {
+        tsr__slab **p = &m->cls[s->cls].slabs;
+        while (*p != s) p = &(*p)->next;
+        *p = s->next;
+        m->mapped -= SLAB_LEN;
+        tsr__unmap(s->base, SLAB_LEN);
+        free(s);
+        return;
+    }
+    madvise(b->data, b->cap, MADV_DONTNEED);
+    b->next = s->fresh;
+    s->fresh = b;
+}
+
+/* Evicts one buffer of the least recently used non-empty class; 0 when there was none. */
+static int evict_one_locked(tsr__chunkmem *m) {
+    unsigned best = TSR__POOL_CLASSES;
+    for (unsigned c = 0; c < TSR__POOL_CLASSES; c++)
+        if (m->cls[c].free && (best == TSR__POOL_CLASSES || m->cls[c].stamp < m->cls[best].stamp))
+            best = c;
+    if (best == TSR__POOL_CLASSES) return 0;
+    tsr__buf *b = m->cls[best].free;
+    m->cls[best].free = b->next;
+    m->pooled -= b->cap;
+    m->evicted++;
+    destroy_locked(m, b);
+    return 1;
+}
+
+static void release_to(tsr__chunkmem *m, tsr__buf *b) {
+    uncount(m, b->size);
+    size_t cap;
+    unsigned c = class_of(b->cap, &cap);
+    pthread_mutex_lock(&m->mu);
+    if (b->cap > m->cap) {
+        destroy_locked(m, b);
+    } else {
+        while (m->pooled + b->cap > m->cap && evict_one_locked(m)) {
+        }
+        b->next = m->cls[c].free;
+        m->cls[c].free = b;
+        m->cls[c].stamp = ++m->tick;
+        m->pooled += b->cap;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void release_slab(tsr__buf *b) {
+    release_to(((tsr__slab *)b->owner)->m, b);
+}
+
+static void release_mapped(tsr__buf *b) {
+    release_to(b->owner, b);
+}
+
+/* A block of class c from one of its slabs, mapping a new slab when all are in use (mu held). */
+static tsr__buf *slab_block_locked(tsr__chunkmem *m, unsigned c, size_t cap) {
+    tsr__slab *s = m->cls[c].slabs;
+    while (s && !s->fresh) s = s->next;
+    if (!s) {
+        uint32_t n = (uint32_t)(SLAB_LEN / cap);
+        s = calloc(1, sizeof *s + n * sizeof(tsr__buf));
+        if (!s) return NULL;
+        if (!(s->base = tsr__map_aligned(SLAB_LEN, 1))) {
+            free(s);
+            return NULL;
+        }
+        s->m = m;
+        s->cls = c;
+        s->nblocks = n;
+        for (uint32_t k = n; k-- > 0;) {
+            tsr__buf *h = &s->hdr[k];
+            h->data = s->base + (size_t)k * cap;
+            h->cap = cap;
+            h->owner = s;
+            h->release = release_slab;
+            h->next = s->fresh;
+            s->fresh = h;
+        }
+        s->next = m->cls[c].slabs;
+        m->cls[c].slabs = s;
+        m->mapped += SLAB_LEN;
+    }
+    tsr__buf *b = s->fresh;
+    s->fresh = b->next;
+    s->nout++;
+    return b;
+}
+
+tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
+    if (!m) return tsr__buf_new(size);
+    tsr__buf *b;
+    if (size < TSR__POOL_MIN) {
+        if (!(b = tsr__buf_new(size))) return NULL;
+        b->release = release_small;
+        b->owner = m;
+        count(m, size);
+        return b;
+    }
+    size_t cap;
+    unsigned c = class_of(size, &cap);
+    pthread_mutex_lock(&m->mu);
+    m->cls[c].stamp = ++m->tick;
+    if ((b = m->cls[c].free)) {
+        m->cls[c].free = b->next;
+        m->pooled -= b->cap;
+        m->hits++;
+    } else if (cap <= SLAB_MAX_CLASS) {
+        b = slab_block_locked(m, c, cap);
+        m->misses++;
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (!b && cap > SLAB_MAX_CLASS) {
+        if (!(b = calloc(1, sizeof *b))) return NULL;
+        if (!(b->data = tsr__map_aligned(cap, 1))) {
+            free(b);
+            return NULL;
+        }
+        b->cap = cap;
+        b->owner = m;
+        b->release = release_mapped;
+        pthread_mutex_lock(&m->mu);
+        m->mapped += cap;
+        m->misses++;
+        pthread_mutex_unlock(&m->mu);
+    }
+    if (!b) return NULL;
+    b->next = NULL;
+    b->size = size;
+    atomic_init(&b->refs, 1);
+    count(m, size);
+    return b;
+}
+
+void tsr__chunkmem_drain(tsr__chunkmem *m) {
+    pthread_mutex_lock(&m->mu);
+    while (evict_one_locked(m)) {
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap) {
+    memset(m, 0, sizeof *m);
+    atomic_init(&m->bytes, 0);
+    atomic_init(&m->peak, 0);
+    m->cap = cap;
+    pthread_mutex_init(&m->mu, NULL);
+}
+
+void tsr__chunkmem_destroy(tsr__chunkmem *m) {
+    tsr__chunkmem_drain(m);
+    pthread_mutex_destroy(&m->mu);
+}
+
+void tsr__chunkmem_unref(tsr__chunkmem *m, tsr__buf *b) {
+    (void)m; /* the buffer knows where it goes back to */
+    tsr__buf_unref(b);
+}
+
+void tsr__chunkmem_read(tsr__chunkmem *m, tsr__poolstats *out) {
+    pthread_mutex_lock(&m->mu);
+    *out = (tsr__poolstats){.pooled = m->pooled,
+                            .mapped = m->mapped,
+                            .hits = m->hits,
+                            .misses = m->misses,
+                            .evicted = m->evicted};
+    pthread_mutex_unlock(&m->mu);
+}
