@@ -3,6 +3,7 @@
 # pinned to cores 0 and 1), with `perf record` (DWARF call graphs) attached to each of the three
 # processes, and per-thread CPU time / context switches read from /proc before and after the run.
 # Usage: bench/profile_matmul.sh CHUNK [DTYPE] [OUTDIR] [FREQ]   (release build in build-rel)
+# LAYOUT=1x2: one worker with two executor threads instead of two one-thread workers.
 # With SCHED=1, `perf sched record -a` replaces the sampling (per-thread run / sleep / runnable-
 # but-waiting time: `perf sched timehist -i OUTDIR/sched.data -s`).
 # At the end it prints the issue-9 table: CPU of both workers' executors and loop threads and of
@@ -21,8 +22,15 @@ J
 "$T" scheduler --listen 127.0.0.1:0 > sched.log 2>&1 & SP=$!
 for _ in $(seq 50); do grep -q listening sched.log && break; sleep 0.1; done
 ADDR=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' sched.log)
+if [ "${LAYOUT:-2x1}" = 1x2 ]; then
+  # One worker, two executor threads; w1 is then an idle stand-in (a sleep) so the rest of the
+  # script stays the same.
+  "$T" worker --scheduler "$ADDR" --cpus 0-1 --threads 2 > w0.log 2>&1 & W0=$!
+  sleep 1000 & W1=$!
+else
 "$T" worker --scheduler "$ADDR" --cpus 0 > w0.log 2>&1 & W0=$!
 "$T" worker --scheduler "$ADDR" --cpus 1 > w1.log 2>&1 & W1=$!
+fi
 sleep 1
 snap() {  # per thread: pid tid comm utime stime (ticks) voluntary nonvoluntary switches
   for p in $SP $W0 $W1; do for t in /proc/$p/task/*; do

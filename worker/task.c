@@ -363,6 +363,90 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
     }
 }
 
+/* ---- Replicas --------------------------------------------------------------------------------
+ *
+ * Source chunks this worker makes for its own tasks (random, fill, arange: RECOMPUTE) stay in
+ * the store as replicas until the scheduler frees them, and the scheduler sends their
+ * descriptor with every task that needs them, so a replica dropped early is simply made again
+ * when next needed. Holding them costs memory, and in these guests a first touch of memory
+ * costs more than making a chunk again: ~2.3 ms per fresh 2 MiB (host-side faults) against
+ * ~0.15 ms to fill a pooled 2 MiB buffer (bench/notes.md, issue 9). So replicas are kept least
+ * recently used first, at most rep_cap bytes (the pool's size): in a blocked matmul a row of A
+ * stays while its row of C is computed, and B's chunks are made again per row of A, all in warm,
+ * reused buffers. Only the store's reference is dropped: queued tasks keep theirs. */
+
+static void rep_unlink(tsr__worker *w, wreplica *r) {
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        w->rep_old = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        w->rep_new = r->prev;
+    r->prev = r->next = NULL;
+}
+
+static void rep_append(tsr__worker *w, wreplica *r) {
+    r->prev = w->rep_new;
+    r->next = NULL;
+    if (w->rep_new)
+        w->rep_new->next = r;
+    else
+        w->rep_old = r;
+    w->rep_new = r;
+}
+
+/* The scheduler freed the key (or the chunk went): forget it. */
+static void rep_forget(tsr__worker *w, uint64_t job, uint64_t id) {
+    if (w->replicas.len == 0) return;
+    wreplica *r = tsr__kmap_del(&w->replicas, job, id);
+    if (!r) return;
+    rep_unlink(w, r);
+    w->rep_bytes -= r->bytes;
+    free(r);
+}
+
+/* A task here uses the replica under this key: it becomes the most recently used. */
+static void rep_touch(tsr__worker *w, uint64_t job, uint64_t id) {
+    if (w->replicas.len == 0) return;
+    wreplica *r = tsr__kmap_get(&w->replicas, job, id);
+    if (!r || r == w->rep_new) return;
+    rep_unlink(w, r);
+    rep_append(w, r);
+}
+
+/* Keeps the chunk just stored under (job, id) as a replica, then drops the least recently used
+ * ones over the bound. Without memory for the record the replica is simply not bounded. */
+static void rep_keep(tsr__worker *w, uint64_t job, uint64_t id, const tsr__buf *buf) {
+    w->rep_made++;
+    if (w->rep_cap == 0) return;
+    rep_forget(w, job, id);
+    wreplica *r = malloc(sizeof *r);
+    if (!r) return;
+    *r = (wreplica){job, id, buf, buf->size, NULL, NULL};
+    if (tsr__kmap_put(&w->replicas, job, id, r, NULL) != 0) {
+        free(r);
+        return;
+    }
+    rep_append(w, r);
+    w->rep_bytes += r->bytes;
+    while (w->rep_bytes > w->rep_cap && w->rep_old != r) {
+        wreplica *o = w->rep_old;
+        const tsr__chunk *ch = tsr__store_get(&w->store, o->job, o->id);
+        if (ch && ch->buf == o->buf) {
+            tsr__store_drop(&w->store, o->job, o->id);
+            w->rep_dropped++;
+        }
+        rep_forget(w, o->job, o->id);
+    }
+}
+
+static void rep_cleanup(tsr__worker *w) {
+    while (w->rep_old) rep_forget(w, w->rep_old->job, w->rep_old->id);
+    tsr__kmap_free(&w->replicas);
+}
+
 /* ---- Recomputed inputs ----------------------------------------------------------------------- */
 
 /* Input k of t is a source chunk this worker does not hold: compute it here from its descriptor
@@ -421,6 +505,7 @@ static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const tsr__m
     in->flags = (uint8_t)(flags & (TSR__IN_DONATE | TSR__IN_RECOMPUTE));
     const tsr__chunk *ch = tsr__store_get(&w->store, in->job, in->id);
     if (ch) {
+        if (recompute) rep_touch(w, in->job, in->id);
         input_ready(w, t, k, ch->buf, ch->dtype, ch->ndim, ch->shape);
         return;
     }
@@ -548,6 +633,7 @@ void tsr__task_finished(tsr__worker *w, wtask *t) {
         return;
     }
     t->out = NULL;
+    if (t->internal && !t->drop) rep_keep(w, t->job, t->id, out);
     if (!t->internal) {
         done_item *it = &w->done[w->ndone++];
         *it = (done_item){t->job, t->id, out->size, t->seconds, 0, t->thread, t->traced};
@@ -591,6 +677,7 @@ const char *tsr__task_free_keys(tsr__worker *w, const tsr__msg_free *m) {
         tsr__m_key k;
         if (TSR__LIST_GET(&m->keys, key, i, &k) != 0) return "malformed key";
         if (tsr__store_drop(&w->store, k.job, k.id)) {
+            rep_forget(w, k.job, k.id);
             dropped++;
             continue;
         }
@@ -634,6 +721,7 @@ void tsr__task_cleanup(tsr__worker *w) {
         if (w->fetched.slots[i].val) fetch_free(w, w->fetched.slots[i].val);
     tsr__kmap_free(&w->fetched);
     tsr__kmap_free(&w->pending);
+    rep_cleanup(w);
     w->ndone = w->nxfer = 0; /* unsent */
     tsr__task_idle(w);
     for (size_t i = 0; i < TSR__KCACHE_SLOTS; i++) {

@@ -546,6 +546,8 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     w->store.mem = &w->mem;
     tsr__kmap_init(&w->pending);
     tsr__kmap_init(&w->fetched);
+    tsr__kmap_init(&w->replicas);
+    w->rep_cap = w->mem.cap;
     tsr__stats_init(&w->st);
 
     w->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);

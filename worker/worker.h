@@ -220,6 +220,17 @@ struct wfetch {
     size_t users; /* task inputs holding this copy; at 0 (and READY) the copy is dropped */
 };
 
+/* A replica: a source chunk this worker made itself for its own tasks (RECOMPUTE), kept in the
+ * store. Replicas are kept least recently used first, at most w->rep_cap bytes of them: making
+ * a source chunk again in a pooled buffer costs a fraction of what holding it in fresh memory
+ * costs (task.c, "Replicas"). */
+typedef struct wreplica {
+    uint64_t job, id;
+    const tsr__buf *buf; /* the store's buffer when it was kept (identity only) */
+    size_t bytes;
+    struct wreplica *prev, *next;
+} wreplica;
+
 /* Gets outstanding per peer connection: tiny chunks need many per round trip. */
 #define TSR__PEER_MAX_INFLIGHT 64
 
@@ -307,6 +318,10 @@ struct tsr__worker {
     tsr__store store;
     tsr__kmap pending; /* (job, id) -> wtask* not yet finished on this worker */
     tsr__kmap fetched; /* (job, id) -> wfetch* */
+    tsr__kmap replicas; /* (job, id) -> wreplica*, also in the list below */
+    wreplica *rep_old, *rep_new; /* least and most recently used */
+    uint64_t rep_bytes, rep_cap; /* rep_cap 0: no bound */
+    uint64_t rep_made, rep_dropped;
     wtask *all;
     tsr__fetch_pool fetch; /* fetches from other workers (peer.c) */
     peer_in *pins;
