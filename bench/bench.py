@@ -178,7 +178,21 @@ def sh(cmd):
 
 # ---- building -------------------------------------------------------------------------------
 
-def build_tessera(build_dir):
+def source_commit(src):
+    """The full commit of a source tree, and whether tracked files differ from it: the report
+    names exactly what was measured."""
+    rev = sh(f"git -C {src} rev-parse HEAD 2>/dev/null")
+    if not rev:
+        return "not a git checkout"
+    # --no-optional-locks: a status must not take the index lock of a checkout in use
+    dirty = sh(f"git -C {src} --no-optional-locks status --porcelain --untracked-files=no "
+               "2>/dev/null")
+    return rev + (" with uncommitted changes" if dirty else "")
+
+
+def build_tessera(build_dir, src=ROOT, bdir=os.path.join(BUILD, "tessera")):
+    """A release build of the tree at src in bdir (or the given --build directory as is);
+    returns (executable, description, commit of the source built)."""
     if build_dir:
         exe = os.path.join(os.path.abspath(build_dir), "python-free-cli", "tessera")
         if not os.access(exe, os.X_OK):
@@ -191,21 +205,51 @@ def build_tessera(build_dir):
                 src = json.load(f)["directories"]["source"]
         except (OSError, KeyError, ValueError):
             src = "?"
-        rev = sh(f"git -C {src} rev-parse --short HEAD 2>/dev/null") if src != "?" else ""
-        return exe, f"given build {build_dir}, {btype}, of {src}" + (
-            f" at {rev}" if rev else " (not a git checkout)")
-    bdir = os.path.join(BUILD, "tessera")
+        commit = source_commit(src) if src != "?" else "unknown"
+        return exe, f"given build {build_dir}, {btype}, of {src}", commit
     if not os.path.exists(os.path.join(bdir, "build.ninja")):
-        log("configuring a release build of tessera in bench/.build/tessera")
-        r = subprocess.run(["meson", "setup", bdir, ROOT, "--buildtype=release",
+        log(f"configuring a release build of tessera in {os.path.relpath(bdir)}")
+        r = subprocess.run(["meson", "setup", bdir, src, "--buildtype=release",
                             "-Dtests=disabled"], capture_output=True, text=True)
         if r.returncode:
             sys.exit(f"bench: meson setup failed:\n{r.stdout}\n{r.stderr}")
-    log("building tessera (ninja)")
+    log(f"building tessera in {os.path.relpath(bdir)} (ninja)")
     r = subprocess.run(["ninja", "-C", bdir], capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"bench: building tessera failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
-    return os.path.join(bdir, "python-free-cli", "tessera"), "bench/.build/tessera (release)"
+    return (os.path.join(bdir, "python-free-cli", "tessera"),
+            f"{os.path.relpath(bdir, ROOT)} (release)", source_commit(src))
+
+
+def build_baseline(commit):
+    """A release build of another commit, for the small section's no-regression A/B: checked
+    out in a detached worktree, built like the current tree, and the worktree removed (the
+    build directory keeps the executable). The build is named by the full commit, so a later
+    run with the same baseline reuses it instead of building again. Returns {"exe", "commit"}."""
+    r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--verify", "--quiet",
+                        commit + "^{commit}"], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"bench: --baseline {commit} is not a commit of {ROOT}")
+    sha = r.stdout.strip()
+    bdir = os.path.join(BUILD, "baseline-" + sha[:12])
+    exe = os.path.join(bdir, "python-free-cli", "tessera")
+    if os.access(exe, os.X_OK):
+        log(f"baseline {sha[:12]}: reusing {os.path.relpath(bdir)}")
+        return {"exe": exe, "commit": sha}
+    shutil.rmtree(bdir, ignore_errors=True)  # an unfinished build: its worktree is gone
+    src = os.path.join(BUILD, "baseline-src-" + sha[:12])
+    shutil.rmtree(src, ignore_errors=True)
+    # --force: a run killed while building leaves its worktree registered though removed
+    r = subprocess.run(["git", "-C", ROOT, "worktree", "add", "--force", "--detach", src, sha],
+                       capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"bench: git worktree add for the baseline failed:\n{r.stderr}")
+    try:
+        exe, _, _ = build_tessera(None, src=src, bdir=bdir)
+    finally:
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", src],
+                       capture_output=True)
+    return {"exe": exe, "commit": sha}
 
 
 def pkgconfig(*names):
@@ -282,11 +326,20 @@ def chain_program(path, rows, cols, steps):
     return write_program(path, arrays, {"s": "-"})
 
 
+# How `tessera run` spends the 2 cores: two 1-thread workers, one 2-thread worker, or whatever
+# it picks by itself (a worker per physical core hwloc reports, 1 thread each).
+LAYOUTS = {"2x1": ["--workers", "2", "--threads", "1"], "1x2": ["--workers", "1", "--threads", "2"],
+           "default": []}
+
+
 class Bench:
-    def __init__(self, args, tessera, helpers, why):
+    def __init__(self, args, tessera, helpers, why, base=None):
         self.a, self.tessera, self.h, self.why = args, tessera, helpers, why
-        self.q = args.quick
-        self.nrounds = args.rounds or (2 if self.q else 5)
+        self.base = base  # {"exe", "commit"} of --baseline's build, or None
+        self.smoke = args.smoke
+        self.q = args.quick or args.smoke  # smoke is quicker still: sizes without targets
+        self.layout = args.layout
+        self.nrounds = args.rounds or (1 if self.smoke else 2 if self.q else 5)
         self.quiet_wait = 5 if self.q else 20
         self.data = {}
         self.dask_ok, self.dask_why = self._check_dask()
@@ -329,13 +382,14 @@ class Bench:
             raise RuntimeError(f"tessera check {prog} failed: {r.err}")
         return int(m.group(1))
 
-    def tessera_run(self, prog, env=None, workers=2, timeout=600):
-        """`tessera run` with --stats; returns (stats dict or None, Result)."""
+    def tessera_run(self, prog, env=None, layout="2x1", timeout=600):
+        """`tessera run` with --stats in one of LAYOUTS (the sections other than matmul keep
+        2x1: they are about two workers); returns (stats dict or None, Result)."""
         st = prog + ".stats.json"
         if os.path.exists(st):
             os.remove(st)
-        r = run([self.tessera, "run", "--no-progress", "--workers", str(workers), "--threads",
-                 "1", "--stats", st, prog], env=env, timeout=timeout, cwd=os.path.dirname(prog))
+        r = run([self.tessera, "run", "--no-progress", *LAYOUTS[layout], "--stats", st, prog],
+                env=env, timeout=timeout, cwd=os.path.dirname(prog))
         if not r.ok():
             log(f"tessera run {os.path.basename(prog)} failed (rc {r.rc}"
                 f"{', timed out' if r.timed_out else ''}): {r.err.strip()[-300:]}")
@@ -360,74 +414,118 @@ class Bench:
 
 # ---- section 1: blocked matmul --------------------------------------------------------------
 
-MATMUL_TARGETS = {("float64", 512): 0.95, ("float64", 256): 0.90, ("float64", 128): 0.75}
+LARGE_N = 8192  # the larger case of issue 9: end-to-end figures where start-up weighs less
+# Per-round ratios of seconds, (key, label, numerator, denominator): above 1 means tessera is
+# faster than the other side. All three are reported for every configuration.
+MATMUL_RATIOS = [("starpu", "tessera / starpu", "starpu_s", "tessera_s"),
+                 ("limit", "limit / tessera s", "limit_s", "tessera_s"),
+                 ("wall", "limit / tessera wall", "limit_s", "tessera_wall")]
+# Issue 9's targets, by (n, dtype, chunk) and ratio key; a ratio without one is only reported.
+# Quick and smoke sizes are not in the table, so they have none.
+MATMUL_TARGETS = {
+    (4096, "float64", 1024): {"starpu": 1.0},
+    (4096, "float64", 512): {"starpu": 1.0, "limit": 0.92},
+    (4096, "float64", 256): {"starpu": 1.0, "limit": 0.85},
+    (4096, "float64", 128): {"starpu": 1.0, "limit": 0.70},
+    (4096, "float32", 512): {"starpu": 1.0},
+    (LARGE_N, "float64", 512): {"starpu": 1.0, "wall": 0.90},
+    (LARGE_N, "float64", 1024): {"starpu": 1.0, "wall": 0.90},
+}
+
+
+def matmul_cases(b):
+    """(n, dtype, chunk, rounds, Dask cap in s) of every configuration section 1 runs."""
+    if b.smoke:
+        return [(1024, "float64", 512, 1, 30)]
+    n, cap = (2048, 30) if b.q else (4096, 60)
+    cases = [(n, "float64", c, b.nrounds, cap) for c in (1024, 512, 256, 128)]
+    cases.append((n, "float32", 512, b.nrounds, cap))
+    if not b.q:
+        # 8x the work of 4096² for every system: 3 rounds unless --rounds says otherwise, so
+        # the full run stays within the hour, and a cap that leaves Dask its 8x too.
+        cases += [(LARGE_N, "float64", c, b.a.rounds or 3, 120) for c in (512, 1024)]
+    return cases
+
+
+def extra_layouts(b, n, dtype, chunk):
+    """The explicit layouts also run, in the same rounds, besides the main one: the two
+    headline float64 chunk sizes at the section's first size, where the question of how to
+    spend two cores (two 1-thread workers or one 2-thread worker) matters most."""
+    if n >= LARGE_N or dtype != "float64" or chunk not in (512, 128):
+        return []
+    return [lay for lay in ("2x1", "1x2") if lay != b.layout]
 
 
 def sec_matmul(b):
-    n = 2048 if b.q else 4096
-    configs = [("float64", c) for c in (1024, 512, 256, 128)] + [("float32", 512)]
-    cap = 30 if b.q else 60
     tmp = tempfile.mkdtemp(dir=WORK)
-    flops = 2.0 * n ** 3
-    out = {"n": n, "cap": cap, "configs": []}
-    for dtype, chunk in configs:
-        prog = matmul_program(os.path.join(tmp, f"mm_{dtype}_{chunk}.json"), n, chunk, dtype)
-        cfg = {"dtype": dtype, "chunk": chunk, "tasks": b.check_count(prog)}
-        gave_up = []  # Dask distributed hit its cap: not retried
+    out = {"layout": b.layout, "configs": []}
+    for n, dtype, chunk, nrounds, cap in matmul_cases(b):
+        prog = matmul_program(os.path.join(tmp, f"mm_{n}_{dtype}_{chunk}.json"), n, chunk, dtype)
+        flops = 2.0 * n ** 3
+        extras = extra_layouts(b, n, dtype, chunk)
+        cfg = {"n": n, "dtype": dtype, "chunk": chunk, "cap": cap, "flops": flops,
+               "extras": extras, "tasks": b.check_count(prog)}
+        gave_up = set()  # Dask schedulers that hit their cap here: not retried
+        letter = "d" if dtype == "float64" else "s"
 
-        def one(rnd, prog=prog, dtype=dtype, chunk=chunk, cfg=cfg, gave_up=gave_up):
-            row = {}
-            st, r = b.tessera_run(prog)
-            fg = [r.foreign]
-            if st:
-                row["tessera_s"], row["tessera_wall"] = st["seconds"], r.wall
-                row["moved_bytes"] = st.get("moved_bytes")
-                row["in_bytes"] = sum(w.get("in_bytes", 0) for w in st.get("workers", []))
+        def one(rnd, prog=prog, n=n, dtype=dtype, chunk=chunk, cap=cap, flops=flops,
+                extras=extras, cfg=cfg, gave_up=gave_up, letter=letter):
+            row, fg = {}, []
+            for lay in [b.layout] + extras:
+                st, r = b.tessera_run(prog, layout=lay)
+                fg.append(r.foreign)
+                if not st:
+                    continue
+                if lay == b.layout:
+                    row["tessera_s"], row["tessera_wall"] = st["seconds"], r.wall
+                    row["tessera_workers"] = len(st.get("workers", []))
+                else:
+                    row[f"tessera_{lay}_s"] = st["seconds"]
+                if lay == "2x1":
+                    # Section 6 compares bytes between two workers with Dask's two: only a
+                    # two-worker run's traffic means that.
+                    row["moved_bytes"] = st.get("moved_bytes")
+                    row["in_bytes"] = sum(w.get("in_bytes", 0) for w in st.get("workers", []))
             if b.h["gemm"]:
-                r = run([b.h["gemm"], "d" if dtype == "float64" else "s", str(n), "2"],
-                        timeout=300)
+                r = run([b.h["gemm"], letter, str(n), "2"], timeout=300)
                 fg.append(r.foreign)
                 if r.ok():
                     row["limit_s"] = float(r.out.split()[0])
-                r = run([b.h["gemm"], "tile", "d" if dtype == "float64" else "s", str(chunk)],
-                        timeout=60)
+                r = run([b.h["gemm"], "tile", letter, str(chunk)], timeout=60)
                 fg.append(r.foreign)
                 if r.ok():
                     # Two single-threaded workers each at one core's rate on one chunk: the
                     # most their kernels allow, expressed as seconds for the whole product.
                     row["ceiling_s"] = flops / (2 * float(r.out.split()[0]) * 1e9)
             if b.dask_ok:
-                if gave_up:
-                    row["dask_dist_s"] = "not retried"
-                else:
-                    d, r = b.dask("distributed", "matmul", n, chunk, cap, dtype)
+                for sched, key in (("distributed", "dask_dist_s"), ("threaded", "dask_thr_s")):
+                    if sched in gave_up:
+                        row[key] = "not retried"
+                        continue
+                    d, r = b.dask(sched, "matmul", n, chunk, cap, dtype)
                     fg.append(r.foreign)
                     if d and d.get("timeout"):
-                        gave_up.append(rnd)
-                        row["dask_dist_s"] = f"> {cap} s"
+                        gave_up.add(sched)
+                        row[key] = f"> {cap} s"
                     elif d:
-                        row["dask_dist_s"], row["dask_in_bytes"] = d["seconds"], d["in_bytes"]
-                        cfg["dask_tasks"] = d["tasks"]
-                d, r = b.dask("threaded", "matmul", n, chunk, cap, dtype)
-                fg.append(r.foreign)
-                if d and d.get("timeout"):
-                    row["dask_thr_s"] = f"> {cap} s"
-                elif d:
-                    row["dask_thr_s"] = d["seconds"]
+                        row[key] = d["seconds"]
+                        if sched == "distributed":
+                            row["dask_in_bytes"] = d["in_bytes"]
+                            cfg["dask_tasks"] = d["tasks"]
             if b.h["starpu_gemm"]:
-                r = run([b.h["starpu_gemm"], "d" if dtype == "float64" else "s", str(n),
-                         str(chunk)], env={**b.starpu_env, "STARPU_SCHED": "dmda"}, timeout=300)
+                r = run([b.h["starpu_gemm"], letter, str(n), str(chunk)],
+                        env={**b.starpu_env, "STARPU_SCHED": "dmda"}, timeout=300)
                 fg.append(r.foreign)
                 if r.ok():
                     row["starpu_s"] = float(r.out.split()[0])
             row["foreign"] = max(fg)
-            log(f"matmul {dtype} chunk {chunk} round {rnd + 1}: " + ", ".join(
+            log(f"matmul {n} {dtype} chunk {chunk} round {rnd + 1}: " + ", ".join(
                 f"{k} {fmt(v, 3)}" for k, v in row.items() if k.endswith("_s")))
             return row
 
-        cfg["rounds"], cfg["redone"] = b.rounds(f"matmul {dtype} chunk {chunk}", one)
+        cfg["rounds"], cfg["redone"] = b.rounds(f"matmul {n} {dtype} chunk {chunk}", one,
+                                                nrounds)
         out["configs"].append(cfg)
-    out["flops"] = flops
     b.data["matmul"] = out
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -465,85 +563,169 @@ def met(value, target, higher_is_better=True):
     return f"**missed** by {miss * 100:.0f}%"
 
 
+def layout_words(lay, workers=None):
+    if lay == "default":
+        return "`tessera run`'s defaults (no `--workers`/`--threads`: one worker per " \
+            "physical core, 1 thread each" + (f"; the stats showed {workers:g} workers" if workers
+                                             else "") + ")"
+    w, t = lay.split("x")
+    return f"`--workers {w} --threads {t}`"
+
+
+def numbers(rows, key):
+    return [r.get(key) for r in rows if isinstance(r.get(key), (int, float))]
+
+
+def matmul_summary(cfg):
+    """Medians of a configuration: seconds per column, and each ratio as the median of the
+    per-round ratios (never a ratio of medians from different moments)."""
+    rows = cfg["rounds"]
+    s = {k: median(numbers(rows, k)) for k in (
+        "tessera_s", "tessera_wall", "starpu_s", "dask_dist_s", "dask_thr_s", "limit_s",
+        *(f"tessera_{lay}_s" for lay in cfg.get("extras", [])))}
+    for key, _, num, den in MATMUL_RATIOS:
+        s[key] = median([ratio(r.get(num), r.get(den)) for r in rows])
+    for lay in cfg.get("extras", []):
+        s[f"limit_{lay}"] = median([ratio(r.get("limit_s"), r.get(f"tessera_{lay}_s"))
+                                    for r in rows])
+    return s
+
+
+def md_matmul_config(cfg):
+    """The per-round table of one configuration and its medians (GFLOP/s, ratio to limit)."""
+    fl, cap = cfg["flops"], cfg["cap"]
+    keys = [("tessera_s", "tessera"), ("tessera_wall", "tessera wall"),
+            *((f"tessera_{lay}_s", f"tessera {lay}") for lay in cfg.get("extras", [])),
+            ("limit_s", "limit"), ("ceiling_s", "kernel ceiling"),
+            ("dask_dist_s", "dask dist"), ("dask_thr_s", "dask thr"), ("starpu_s", "starpu")]
+    lines = [f"### {cfg['n']}², {cfg['dtype']}, chunk {cfg['chunk']} ({cfg['tasks']} tessera "
+             "tasks" + (f", {cfg['dask_tasks']} Dask tasks" if cfg.get("dask_tasks") else "")
+             + f", {len(cfg['rounds'])} round{'s' if len(cfg['rounds']) != 1 else ''})", "",
+             *redone_note(cfg["redone"]),
+             "| round | " + " | ".join(f"{lab} s (GFLOP/s)" for _, lab in keys)
+             + " | other load (cores) |", "|---" * (len(keys) + 2) + "|"]
+    for i, row in enumerate(cfg["rounds"]):
+        cells = []
+        for k, _ in keys:
+            v = row.get(k)
+            cells.append(f"{v:.3f} ({fl / v / 1e9:.1f})" if isinstance(v, (int, float))
+                         else v if isinstance(v, str) else "—")
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + f" | {row['foreign']:.2f} |")
+    timeouts = matmul_timeouts(cfg)
+    gflops = {k: median([fl / v / 1e9 for v in numbers(cfg["rounds"], k)]) for k, _ in keys}
+    to_limit = {k: median([ratio(r.get("limit_s"), r.get(k)) for r in cfg["rounds"]])
+                for k, _ in keys}
+    lines += ["", "| | " + " | ".join(lab for _, lab in keys) + " |",
+              "|---" * (len(keys) + 1) + "|",
+              "| median GFLOP/s | " + " | ".join(
+                  fmt(gflops[k], 1) if gflops[k] is not None else (
+                      f"did not finish in {cap} s" if timeouts.get(k) else "—")
+                  for k, _ in keys) + " |",
+              "| median ratio to limit | " + " | ".join(
+                  "1" if k == "limit_s" else fmt(to_limit[k]) for k, _ in keys) + " |", ""]
+    return lines
+
+
+def matmul_timeouts(cfg):
+    """{column: its "> cap s" / "not retried" text} for the Dask columns that hit the cap."""
+    return {k: next((r[k] for r in cfg["rounds"] + cfg["redone"] if isinstance(r.get(k), str)),
+                    None) for k in ("dask_dist_s", "dask_thr_s")}
+
+
+def md_matmul_summary(b, n, group, sums):
+    cells = ("tessera_s", "starpu_s", "dask_dist_s", "dask_thr_s", "limit_s")
+    lines = [f"### Summary, {n}² (seconds: medians over rounds; ratios: medians of the "
+             "per-round ratios)", "",
+             "| dtype | chunk | tessera s | starpu s | dask dist s | dask thr s | limit s | "
+             + " | ".join(f"{lab} | target" for _, lab, _, _ in MATMUL_RATIOS) + " |",
+             "|---" * (7 + 2 * len(MATMUL_RATIOS)) + "|"]
+    for cfg, s in zip(group, sums):
+        to = matmul_timeouts(cfg)
+        tg = s["targets"]
+        secs = [fmt(s[k], 3) if s[k] is not None else (
+            f"did not finish in {cfg['cap']} s" if to.get(k) else "—") for k in cells]
+        rts = [f"{fmt(s[key])} | " + (f"≥ {tg[key]:.2f}: {met(s[key], tg[key])}"
+                                       if key in tg else "— (quick)" if b.q else "—")
+               for key, _, _, _ in MATMUL_RATIOS]
+        lines.append(f"| {cfg['dtype']} | {cfg['chunk']} | " + " | ".join(secs + rts) + " |")
+    return lines + [""]
+
+
+def md_matmul_layouts(b, d, configs, sums):
+    main = d.get("layout", "2x1")
+    rows = []
+    for cfg, s in zip(configs, sums):
+        if not cfg.get("extras"):
+            continue
+        workers = median(numbers(cfg["rounds"], "tessera_workers"))
+        for lay in [main] + cfg["extras"]:
+            if lay == main:
+                sec, rt, name = s["tessera_s"], s["limit"], f"{lay} (main column)"
+                if lay == "default" and workers:
+                    name = f"default ({workers:g} workers in the stats; main column)"
+            else:
+                sec, rt, name = s[f"tessera_{lay}_s"], s[f"limit_{lay}"], lay
+            rows.append(f"| {cfg['n']}² {cfg['dtype']} | {cfg['chunk']} | {name} | "
+                        f"{fmt(sec, 3)} | {fmt(rt)} |")
+    if not rows:
+        return []
+    return ["### Layouts (same rounds; limit / tessera s is the median of per-round ratios)",
+            "", "`2x1` = `--workers 2 --threads 1`, `1x2` = `--workers 1 --threads 2`, "
+            "`default` = neither option.", "",
+            "| size, dtype | chunk | layout | tessera s (median) | limit / tessera s |",
+            "|---|---|---|---|---|", *rows, ""]
+
+
 def md_matmul(b, d):
-    n, fl, cap = d["n"], d["flops"], d["cap"]
+    main = d.get("layout", "2x1")  # results saved before issue 9 ran 2x1 only
+    configs = [{"n": d.get("n"), "cap": d.get("cap"), "flops": d.get("flops"), **c}
+               for c in d["configs"]]  # ... and kept n, cap, flops for the whole section
+    sizes = sorted({c["n"] for c in configs})
+    caps = ", ".join(f"{cap} s at {n}²" for n, cap in sorted({(c["n"], c["cap"])
+                                                              for c in configs}))
+    workers = median([w for c in configs for w in numbers(c["rounds"], "tessera_workers")])
     lines = [
-        f"## 1. Blocked matmul, {n}×{n}" + (" (quick: not the issue's 4096)" if b.q else ""),
+        "## 1. Blocked matmul, " + " and ".join(f"{n}×{n}" for n in sizes)
+        + (" (quick: not the issue's sizes)" if b.q else ""),
         "",
-        "`tessera run --workers 2 --threads 1 --no-progress --stats F` of `t = sum(A @ B)` with "
-        "`random` inputs (printed, so no file is written). **tessera** = GFLOP/s from the stats' "
-        "`seconds` (submit → finished, cluster start-up excluded, as Dask's timing excludes its "
-        "cluster); **tessera wall** = the whole command (start-up, shutdown included). "
+        f"`tessera run --no-progress --stats F` with {layout_words(main, workers)} of "
+        "`t = sum(A @ B)` with `random` inputs (printed, so no file is written). **tessera** = "
+        "the stats' `seconds` (submit → finished, cluster start-up excluded, as Dask's timing "
+        "excludes its cluster); **tessera wall** = the whole command (start-up, shutdown "
+        "included). For float64 at chunks 512 and 128 (not at 8192²) the other explicit "
+        "layouts run in the same rounds: **tessera 2x1** = `--workers 2 --threads 1`, "
+        "**tessera 1x2** = `--workers 1 --threads 2` (stats seconds). "
         "**limit** = one `cblas_dgemm`/`cblas_sgemm` call on the whole matrices, 2 OpenBLAS "
         "threads (after one untimed call). **kernel ceiling** = what two single-threaded "
         "workers could reach if each ran its chunk-sized gemm at the rate one core reaches "
         "repeating it on in-cache tiles (2 × one core's rate; not a system, an upper bound "
-        "for any one-thread-per-worker schedule at this chunk size). **dask dist** = `LocalCluster(n_workers=2, "
-        "threads_per_worker=1, processes=True)`, `(A @ B).sum().compute()` with `da.random` "
-        "inputs, cluster started and warmed up before timing, OPENBLAS_NUM_THREADS=1. "
-        "**dask thr** = Dask's threaded scheduler, 2 threads. **starpu** = StarPU's blocked "
-        "gemm (tiles as views, dmda, 2 CPU workers, one untimed calibration iteration). "
-        f"A peer run is capped at {cap} s of compute; a Dask distributed configuration that did "
-        "not finish in time is not retried in later rounds. Ratios are per round against the "
-        "limit measured in the same round (rate / limit rate), then the median.",
+        "for any one-thread-per-worker schedule at this chunk size). **dask dist** = "
+        "`LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`, "
+        "`(A @ B).sum().compute()` with `da.random` inputs, cluster started and warmed up "
+        "before timing, OPENBLAS_NUM_THREADS=1. **dask thr** = Dask's threaded scheduler, 2 "
+        "threads. **starpu** = StarPU's blocked gemm (tiles as views, dmda, 2 CPU workers, one "
+        f"untimed calibration iteration). A Dask run is capped ({caps} of compute); a Dask "
+        "scheduler that did not finish in time is not retried in later rounds of that "
+        "configuration. The summaries' ratios are of seconds, per round, then the median: "
+        "**tessera / starpu** = starpu s / tessera s, **limit / tessera s** = limit s / "
+        "tessera's stats seconds, **limit / tessera wall** = limit s / the whole command's "
+        "seconds (above 1: tessera is the faster).",
         "",
     ]
-    keys = [("tessera_s", "tessera"), ("tessera_wall", "tessera wall"), ("limit_s", "limit"),
-            ("ceiling_s", "kernel ceiling"),
-            ("dask_dist_s", "dask dist"), ("dask_thr_s", "dask thr"), ("starpu_s", "starpu")]
-    summary = []
-    for cfg in d["configs"]:
-        dt, ch = cfg["dtype"], cfg["chunk"]
-        lines += [f"### {dt}, chunk {ch} ({cfg['tasks']} tessera tasks"
-                  + (f", {cfg['dask_tasks']} Dask tasks" if cfg.get("dask_tasks") else "") + ")",
-                  "", *redone_note(cfg["redone"]), "| round | " + " | ".join(f"{lab} s (GFLOP/s)" for _, lab in keys)
-                  + " | other load (cores) |",
-                  "|---" * (len(keys) + 2) + "|"]
-        for i, row in enumerate(cfg["rounds"]):
-            cells = []
-            for k, _ in keys:
-                v = row.get(k)
-                if isinstance(v, (int, float)):
-                    cells.append(f"{v:.3f} ({fl / v / 1e9:.1f})")
-                elif isinstance(v, str):
-                    cells.append(v)
-                else:
-                    cells.append("—")
-            lines.append(f"| {i + 1} | " + " | ".join(cells) + f" | {row['foreign']:.2f} |")
-        med = {}
-        for k, _ in keys:
-            vals = [r.get(k) for r in cfg["rounds"] if isinstance(r.get(k), (int, float))]
-            med[k] = median([fl / v / 1e9 for v in vals]) if vals else None
-            rts = [ratio(r.get("limit_s"), r.get(k)) for r in cfg["rounds"]]
-            med[k + "_ratio"] = median(rts) if k != "limit_s" else None
-        timeouts = {k: next((r[k] for r in cfg["rounds"] + cfg["redone"]
-                             if isinstance(r.get(k), str)), None) for k, _ in keys}
-        lines += ["", "| | " + " | ".join(lab for _, lab in keys) + " |",
-                  "|---" * (len(keys) + 1) + "|",
-                  "| median GFLOP/s | " + " | ".join(
-                      fmt(med[k], 1) if med[k] is not None else (
-                          f"did not finish in {cap} s" if timeouts[k] else "—")
-                      for k, _ in keys) + " |",
-                  "| median ratio to limit | " + " | ".join(
-                      "1" if k == "limit_s" else fmt(med[k + "_ratio"]) for k, _ in keys)
-                  + " |", ""]
-        tgt = MATMUL_TARGETS.get((dt, ch)) if not b.q else None
-        summary.append((dt, ch, med, tgt, timeouts))
-    lines += ["### Summary (median ratio of rate to the same round's limit)", "",
-              "| dtype | chunk | tessera | tessera wall | kernel ceiling | dask dist | dask thr | "
-              "starpu | target (tessera) | |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for dt, ch, med, tgt, to in summary:
-        def cell(k):
-            if med[k + "_ratio"] is not None:
-                return fmt(med[k + "_ratio"])
-            return f"did not finish in {cap} s" if to[k] else "—"
-        lines.append(f"| {dt} | {ch} | " + " | ".join(cell(k) for k in (
-            "tessera_s", "tessera_wall", "ceiling_s", "dask_dist_s", "dask_thr_s", "starpu_s"))
-            + f" | {('≥ ' + fmt(tgt)) if tgt else ('— (quick)' if b.q else '—')} | "
-            + f"{met(med['tessera_s_ratio'], tgt)} |")
-    lines.append("")
-    b.data["matmul"]["summary"] = [{"dtype": dt, "chunk": ch, "target": tgt, **med}
-                                   for dt, ch, med, tgt, _ in summary]
+    summary, all_sums = [], []
+    for n in sizes:
+        group = [c for c in configs if c["n"] == n]
+        sums = []
+        for cfg in group:
+            lines += md_matmul_config(cfg)
+            s = matmul_summary(cfg)
+            s["targets"] = MATMUL_TARGETS.get((n, cfg["dtype"], cfg["chunk"]), {})
+            sums.append(s)
+            summary.append({"n": n, "dtype": cfg["dtype"], "chunk": cfg["chunk"], **s})
+        lines += md_matmul_summary(b, n, group, sums)
+        all_sums += sums
+    lines += md_matmul_layouts(b, d, configs, all_sums)
+    b.data["matmul"]["summary"] = summary
     return lines
 
 
@@ -597,26 +779,39 @@ def sec_small(b):
     prog = small_program(os.path.join(tmp, "small.json"), n, chunk)
     warm = small_program(os.path.join(tmp, "warm.json"), 8000, chunk)
     out = {"n": n, "chunk": chunk, "tasks": b.check_count(prog), "dask_n": dask_n,
-           "cap": cap}
+           "cap": cap, "base_commit": b.base["commit"] if b.base else None}
     starpu_tasks = 100000
     cl = Cluster(b.tessera)
+    # (prefix of the row's keys, executable, its cluster): the current build, and with
+    # --baseline the baseline's build in a cluster of its own, alternated round by round.
+    builds = [("", b.tessera, cl)]
     try:
-        run([b.tessera, "submit", "--no-progress", "--scheduler", cl.addr, warm], timeout=120)
+        if b.base:
+            try:
+                builds.append(("base_", b.base["exe"], Cluster(b.base["exe"])))
+            except RuntimeError as ex:
+                log(f"small: the baseline's cluster did not start: {ex}")
+                out["base_error"] = str(ex)
+        for _, exe, c in builds:
+            run([exe, "submit", "--no-progress", "--scheduler", c.addr, warm], timeout=120)
         def one(rnd):
-            row = {}
+            row, fg = {}, []
             st_path = os.path.join(tmp, "small.stats.json")
-            c0 = proc_cpu_ns(cl.sched_pid)
-            r = run([b.tessera, "submit", "--no-progress", "--scheduler", cl.addr, "--stats",
-                     st_path, prog], timeout=600)
-            c1 = proc_cpu_ns(cl.sched_pid)
-            fg = [r.foreign]
-            if r.ok():
-                with open(st_path) as f:
-                    st = json.load(f)
-                row.update(tasks=st["tasks"], seconds=st["seconds"], wall=r.wall,
-                           inline=st.get("sources_inline", 0), sched_cpu=c1 - c0)
-                row["rate"] = st["tasks"] / st["seconds"]
-                row["us_per_task"] = (c1 - c0) / st["tasks"] * 1e6
+            for pre, exe, c in (builds if rnd % 2 == 0 else builds[::-1]):
+                c0 = proc_cpu_ns(c.sched_pid)
+                r = run([exe, "submit", "--no-progress", "--scheduler", c.addr, "--stats",
+                         st_path, prog], timeout=600)
+                c1 = proc_cpu_ns(c.sched_pid)
+                fg.append(r.foreign)
+                if r.ok():
+                    with open(st_path) as f:
+                        st = json.load(f)
+                    row.update({pre + "tasks": st["tasks"], pre + "seconds": st["seconds"],
+                                pre + "wall": r.wall, pre + "sched_cpu": c1 - c0,
+                                pre + "inline": st.get("sources_inline", 0),
+                                pre + "rate": st["tasks"] / st["seconds"],
+                                pre + "us_per_task": (c1 - c0) / st["tasks"] * 1e6})
+            row["vs_base"] = ratio(row.get("rate"), row.get("base_rate"))
             for sched in ("eager", "lws"):
                 if b.h["starpu_empty"]:
                     r = run([b.h["starpu_empty"], str(starpu_tasks)],
@@ -626,13 +821,16 @@ def sec_small(b):
                         row[f"starpu_{sched}"] = float(r.out.split()[1])
             row["foreign"] = max(fg)
             log(f"small round {rnd + 1}: tessera {fmt(row.get('rate'), 0)} tasks/s, "
-                f"{fmt(row.get('us_per_task'))} us/task in the scheduler; starpu eager "
-                f"{fmt(row.get('starpu_eager'), 0)}, lws {fmt(row.get('starpu_lws'), 0)}")
+                f"{fmt(row.get('us_per_task'))} us/task in the scheduler"
+                + (f", baseline {fmt(row.get('base_rate'), 0)}" if len(builds) > 1 else "")
+                + f"; starpu eager {fmt(row.get('starpu_eager'), 0)}, lws "
+                f"{fmt(row.get('starpu_lws'), 0)}")
             return row
 
         out["rounds"], out["redone"] = b.rounds("small", one)
     finally:
-        cl.close()
+        for _, _, c in builds:
+            c.close()
     if b.dask_ok:
         log(f"small: Dask distributed once on n={dask_n} (cap {cap} s)")
         d, r = b.dask("distributed", "small", dask_n, chunk, cap)
@@ -662,7 +860,14 @@ def md_small(b, d):
         "cheap sources that the scheduler hands to their consumers to make inline "
         "(`sources_inline`), so the workers ran `tasks - inline` tasks. **StarPU** = 100,000 "
         "independent empty tasks with no data, 2 CPU workers, in one process (the in-process "
-        "best the issue names), schedulers eager and lws.", "",
+        "best the issue names), schedulers eager and lws."
+        + (f" **baseline** = the same submissions to a second cluster of the same shape "
+           f"started from a release build of commit {d['base_commit']} (`--baseline`), "
+           "alternated with the current build round by round (the first of the two swaps "
+           "every round); **current / baseline** = the ratio of their tasks/s in the round."
+           if d.get("base_commit") else ""), "",
+        *([f"The baseline's cluster did not start: `{d['base_error']}`.", ""]
+          if d.get("base_error") else []),
         *redone_note(d.get("redone", [])),
         "| round | tasks | inline | seconds | tasks/s | sched CPU s | sched µs/task | "
         "submit wall s | StarPU eager tasks/s | StarPU lws tasks/s | other load |",
@@ -673,6 +878,13 @@ def md_small(b, d):
                      f"{fmt(r.get('sched_cpu'), 3)} | {fmt(r.get('us_per_task'))} | "
                      f"{fmt(r.get('wall'), 3)} | {fmt(r.get('starpu_eager'), 0)} | "
                      f"{fmt(r.get('starpu_lws'), 0)} | {r['foreign']:.2f} |")
+    based = any(r.get("base_rate") for r in d["rounds"])
+    if based:
+        lines += ["", "| round | current tasks/s | baseline tasks/s | baseline tasks | "
+                  "baseline sched µs/task | current / baseline |", "|---|---|---|---|---|---|"]
+        lines += [f"| {i + 1} | {fmt(r.get('rate'), 0)} | {fmt(r.get('base_rate'), 0)} | "
+                  f"{r.get('base_tasks', '—')} | {fmt(r.get('base_us_per_task'))} | "
+                  f"{fmt(r.get('vs_base'))} |" for i, r in enumerate(d["rounds"])]
     rate = median([r.get("rate") for r in d["rounds"]])
     us = median([r.get("us_per_task") for r in d["rounds"]])
     best_sp = median([max([r.get(k) for k in ("starpu_eager", "starpu_lws") if r.get(k)] or [0])
@@ -685,6 +897,12 @@ def md_small(b, d):
               f"| scheduler µs per task | {fmt(us)} | — | |",
               f"| StarPU empty tasks/s (better of eager, lws) | {fmt(best_sp, 0)} | — | |",
               f"| tessera / StarPU tasks/s, per round | {fmt(rel)} | aim: 1 | |"]
+    vs_base = median([r.get("vs_base") for r in d["rounds"]]) if based else None
+    if based:
+        lines += [f"| baseline ({d['base_commit'][:12]}) tasks/s | "
+                  f"{fmt(median([r.get('base_rate') for r in d['rounds']]), 0)} | — | |",
+                  f"| current / baseline tasks/s, per round | {fmt(vs_base)} | ≥ 0.90 | "
+                  f"{met(vs_base, 0.9)} |"]
     dk = d.get("dask")
     if dk is None and "dask" in d:
         lines.append("| Dask distributed | failed (see bench/.work/log.txt) | | |")
@@ -705,7 +923,8 @@ def md_small(b, d):
                          "on that same smaller graph is the comparison.")
     lines.append("")
     b.data["small"]["summary"] = {"rate": rate, "us_per_task": us, "starpu": best_sp,
-                                  "vs_starpu": rel}
+                                  "vs_starpu": rel, "vs_base": vs_base,
+                                  "base_commit": d.get("base_commit")}
     return lines
 
 
@@ -848,7 +1067,7 @@ def md_memory(b, d):
                      f"{ws('workers')} | {ws('mm_workers')} | {r['foreign']:.2f} |")
     bpt = median([r.get("bpt") for r in d["rounds"]])
     lines += ["", "| figure | median / worst | target | |", "|---|---|---|---|",
-              f"| scheduler bytes per task | {fmt(bpt, 1)} | ≤ 256 | "
+              f"| scheduler bytes per task at {d['tasks']:,} tasks | {fmt(bpt, 1)} | ≤ 256 | "
               f"{met(bpt, 256, False)} |",
               f"| worst worker rss_peak / (1.15 × chunk_peak + 32 MiB) | {fmt(worst)} | ≤ 1 | "
               f"{met(worst, 1.0, False)} |", ""]
@@ -944,8 +1163,8 @@ def md_imbalance(b, d):
 def sec_traffic(b):
     n, chunk = (2048 if b.q else 4096), 512
     mm = b.data.get("matmul")
-    cfg = next((c for c in (mm or {}).get("configs", [])
-                if c["dtype"] == "float64" and c["chunk"] == chunk), None)
+    cfg = next((c for c in (mm or {}).get("configs", []) if c.get("n", n) == n
+                and c["dtype"] == "float64" and c["chunk"] == chunk), None)
     out = {"n": n, "chunk": chunk, "rounds": []}
     if cfg and any("dask_in_bytes" in r for r in cfg["rounds"]):
         out["from_matmul"] = True
@@ -988,7 +1207,8 @@ def md_traffic(b, d):
         "in** = Σ workers' `in_bytes` (what they fetched). **Dask** = Σ over the 2 workers of "
         "`transfer_incoming_log` totals during the timed `compute()` (distributed 2022.12.1; "
         "the log is cleared after warm-up). MB = 10⁶ bytes."
-        + (" Taken from section 1's runs." if d.get("from_matmul") else ""), "",
+        + (" Taken from section 1's runs (tessera's `--workers 2 --threads 1` run of each "
+           "round)." if d.get("from_matmul") else ""), "",
         *redone_note(d.get("redone", [])),
         "| round | tessera moved MB | tessera in MB | Dask MB | tessera in / Dask |",
         "|---|---|---|---|---|"]
@@ -1006,7 +1226,7 @@ def md_traffic(b, d):
 
 # ---- the report -----------------------------------------------------------------------------
 
-def machine(b, tessera_desc):
+def machine(b, tessera_desc, commit):
     cpu = "?"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -1017,16 +1237,14 @@ def machine(b, tessera_desc):
     fam = re.search(r"CPU family:\s*(\d+)", lscpu)
     mdl = re.search(r"Model:\s*(\d+)", lscpu)
     mem = sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo")
-    rev = sh(f"git -C {ROOT} rev-parse --short HEAD")
-    dirty = sh(f"git -C {ROOT} status --porcelain --untracked-files=no")
     py = sh(f"{PY} -c 'import dask, distributed, numpy; print(dask.__version__, "
             "distributed.__version__, numpy.__version__)'").split()
     return {
         "cpu": cpu + (f" (family {fam.group(1)} model {mdl.group(1)})" if fam and mdl else ""),
         "cores": os.cpu_count(), "ram": mem, "kernel": platform.release(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "tessera": rev + (" with uncommitted changes" if dirty else "") + " (this checkout)",
-        "tessera_build": tessera_desc,
+        "commit": commit, "tessera_build": tessera_desc,
+        "baseline": b.base["commit"] if b.base else None,
         "openblas": sh("dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/null") or
         sh("pkg-config --modversion openblas"),
         "dask": py[0] if len(py) == 3 else "not available",
@@ -1039,11 +1257,24 @@ def machine(b, tessera_desc):
     }
 
 
+def run_flags(b):
+    """The options of bench/run that change what is measured, as typed."""
+    smoke, layout, base = getattr(b, "smoke", False), getattr(b, "layout", None), \
+        getattr(b, "base", None)
+    return ("".join([" --smoke" if smoke else " --quick" if b.q else "",
+                     f" --layout {layout}" if layout and layout != "default" else "",
+                     f" --baseline {base['commit'][:12]}" if base else ""]))
+
+
 def report(b, info, sections, minutes, path):
-    mode = "QUICK MODE — smaller sizes and 2 rounds; a smoke test, not the issue's figures" \
+    mode = "SMOKE TEST — one tiny configuration, 1 round; checks the suite, measures nothing " \
+        "worth keeping" if getattr(b, "smoke", False) else \
+        "QUICK MODE — smaller sizes and 2 rounds; a smoke test, not the issue's figures" \
         if b.q else "full"
+    # Results saved before the commit line existed named the checkout's short commit instead.
+    commit = info.get("commit") or info.get("tessera", "?")
     lines = ["# Benchmark results", "",
-             f"Written by `bench/run{' --quick' if b.q else ''}` "
+             f"Written by `bench/run{run_flags(b)}` "
              f"({'sections: ' + ', '.join(sections) if sections != SECTIONS else 'all sections'}"
              f", {b.nrounds} rounds; mode: {mode}). "
              "See docs/benchmarks.md for what each figure means. Rerun rather than edit: this "
@@ -1051,7 +1282,10 @@ def report(b, info, sections, minutes, path):
              f"- **Machine:** {info['cpu']}, {info['cores']} cores, {info['ram']} RAM, "
              f"kernel {info['kernel']}",
              f"- **Date:** {info['date']} (suite took {minutes:.1f} min)",
-             f"- **Versions:** tessera {info['tessera']} ({info['tessera_build']}), OpenBLAS "
+             f"- **Commit:** tessera {commit} ({info['tessera_build']})"
+             + (f"; baseline {info['baseline']} (small section's A/B)"
+                if info.get("baseline") else ""),
+             f"- **Versions:** OpenBLAS "
              f"{info['openblas']}, dask {info['dask']}, distributed {info['distributed']}, "
              f"numpy {info['numpy']}, StarPU {info['starpu']}, gcc {info['gcc']}",
              "- **Method:** the systems compared run in alternation (A B A B …) within each "
@@ -1085,7 +1319,8 @@ def report(b, info, sections, minutes, path):
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(path + ".tmp", path)
-    meta = {"quick": b.q, "nrounds": b.nrounds, "why": b.why, "dask_ok": b.dask_ok,
+    meta = {"quick": b.q, "smoke": b.smoke, "layout": b.layout, "base": b.base,
+            "nrounds": b.nrounds, "why": b.why, "dask_ok": b.dask_ok,
             "dask_why": b.dask_why, "sections": sections, "minutes": minutes,
             "out": os.path.abspath(path)}
     with open(raw_path(path), "w") as f:
@@ -1103,25 +1338,29 @@ def render(path):
     with open(path) as f:
         saved = json.load(f)
     m = saved["meta"]
-    b = types.SimpleNamespace(q=m["quick"], nrounds=m["nrounds"], why=m["why"],
-                              dask_ok=m["dask_ok"], dask_why=m["dask_why"], data=saved["data"])
+    b = types.SimpleNamespace(q=m["quick"], smoke=m.get("smoke", False),
+                              layout=m.get("layout", "2x1"), base=m.get("base"),
+                              nrounds=m["nrounds"], why=m["why"], dask_ok=m["dask_ok"],
+                              dask_why=m["dask_why"], data=saved["data"])
     report(b, saved["machine"], m["sections"], m["minutes"], m["out"])
     log(f"wrote {os.path.relpath(m['out'])} from {path}")
 
 
 def targets_table(b):
     rows = []
-    mm = b.data.get("matmul", {}).get("summary")
-    if mm:
-        for s in mm:
-            if s["target"]:
-                rows.append((f"matmul {s['dtype']} chunk {s['chunk']}: rate / limit",
-                             fmt(s["tessera_s_ratio"]), f"≥ {s['target']}",
-                             met(s["tessera_s_ratio"], s["target"])))
+    for s in b.data.get("matmul", {}).get("summary") or []:
+        for key, label, _, _ in MATMUL_RATIOS:
+            t = s.get("targets", {}).get(key)
+            if t:
+                rows.append((f"matmul {s['n']}² {s['dtype']} chunk {s['chunk']}: {label}",
+                             fmt(s[key]), f"≥ {t:.2f}", met(s[key], t)))
     sm = b.data.get("small", {}).get("summary")
     if sm:
         rows.append(("small tasks: tasks/s end to end", fmt(sm["rate"], 0), "≥ 200,000",
                      met(sm["rate"], 200000)))
+        if sm.get("vs_base") is not None:
+            rows.append((f"small tasks: current / baseline ({sm['base_commit'][:12]}) tasks/s",
+                         fmt(sm["vs_base"]), "≥ 0.90", met(sm["vs_base"], 0.9)))
     for key, label, tgt, hib in (("transfers", "transfers: tessera / raw TCP", 0.8, True),
                                  ("traffic", "traffic: tessera / Dask bytes", 1.0, False)):
         s = b.data.get(key, {}).get("summary")
@@ -1130,7 +1369,8 @@ def targets_table(b):
                          met(s["ratio"], tgt) if hib else below(s["ratio"], tgt)))
     s = b.data.get("memory", {}).get("summary")
     if s:
-        rows.append(("memory: scheduler bytes per task", fmt(s["bytes_per_task"], 1), "≤ 256",
+        rows.append(("memory: scheduler bytes per task at 1M tasks",
+                     fmt(s["bytes_per_task"], 1), "≤ 256",
                      met(s["bytes_per_task"], 256, False)))
         rows.append(("memory: worst worker rss_peak / (1.15 chunk_peak + 32 MiB)",
                      fmt(s["worst_worker"]), "≤ 1", met(s["worst_worker"], 1.0, False)))
@@ -1152,7 +1392,18 @@ def main():
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smaller sizes, 2 rounds: a smoke test of the whole suite")
-    ap.add_argument("--rounds", type=int, help="rounds per section (default 5; 2 with --quick)")
+    ap.add_argument("--rounds", type=int, help="rounds per section (default 5; 2 with --quick;"
+                    " section 1's 8192² configurations: 3)")
+    ap.add_argument("--layout", choices=list(LAYOUTS), default="default",
+                    help="how `tessera run` spends the cores in section 1's main tessera column: "
+                    "2x1 = --workers 2 --threads 1, 1x2 = --workers 1 --threads 2, default = "
+                    "neither option (default: default)")
+    ap.add_argument("--baseline", metavar="COMMIT",
+                    help="also build COMMIT and compare it with the current build on the small "
+                    "tasks (section 2), alternated round by round")
+    # A check that the suite runs at all, in about a minute: section 1 on one 1024² float64
+    # configuration at chunk 512, 1 round. Not documented: it measures nothing worth keeping.
+    ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--only", help="comma-separated sections: " + ",".join(SECTIONS))
     ap.add_argument("--build", help="use this tessera build directory instead of building one")
     ap.add_argument("--render", metavar="RESULTS_JSON", nargs="?", const="",
@@ -1167,7 +1418,7 @@ def main():
     if a.render is not None:
         render(a.render or raw_path(a.out or os.path.join(HERE, "RESULTS.md")))
         return
-    sections = SECTIONS
+    sections = ["matmul"] if a.smoke and not a.only else SECTIONS
     if a.only:
         sections = [s.strip() for s in a.only.split(",") if s.strip()]
         bad = [s for s in sections if s not in SECTIONS]
@@ -1175,20 +1426,21 @@ def main():
             ap.error(f"unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
     if a.rounds is not None and a.rounds < 1:
         ap.error("--rounds must be at least 1")
-    out = a.out or os.path.join(HERE, "RESULTS-quick.md" if a.quick else
+    out = a.out or os.path.join(HERE, "RESULTS-quick.md" if a.quick or a.smoke else
                                 "RESULTS-partial.md" if a.only else "RESULTS.md")
     os.makedirs(WORK, exist_ok=True)
     with open(os.path.join(WORK, "log.txt"), "w") as f:
         f.write(f"bench/run {' '.join(sys.argv[1:])}\n")
     started = time.time()
-    tessera, desc = build_tessera(a.build)
+    tessera, desc, commit = build_tessera(a.build)
+    base = build_baseline(a.baseline) if a.baseline else None
     helpers, why = build_helpers()
     for k, v in why.items():
         log(f"cannot run {k}: {v}")
-    b = Bench(a, tessera, helpers, why)
+    b = Bench(a, tessera, helpers, why, base)
     if not b.dask_ok:
         log(f"cannot run Dask: {b.dask_why}")
-    info = machine(b, desc)
+    info = machine(b, desc, commit)
     fns = {"matmul": sec_matmul, "small": sec_small, "transfers": sec_transfers,
            "memory": sec_memory, "imbalance": sec_imbalance, "traffic": sec_traffic}
     for s in sections:
