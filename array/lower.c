@@ -227,19 +227,46 @@ LOWERING(emit_binary) {
 
 /* MATMUL: C[i,j] accumulates A[i,kk] @ B[kk,j] over kk in increasing order, one task per block
  * product, each taking the previous partial sum (a fixed order: SPEC determinism). */
+/* How many k-steps one matmul task takes: enough that a task is worth its per-task costs (a
+ * message each way, a dispatch, a BLAS call's set-up), which at chunk 128 were about a third of
+ * the run (bench/notes.md, issue 9). Decided from the chunk shapes alone, so the graph, and with
+ * it the order of every sum, never depends on placement. */
+#define MATMUL_GROUP_FLOPS 64e6
+
+static int64_t matmul_group(const tsr_array *A, const int64_t *shape, int ndim) {
+    double step =
+        2.0 * (double)shape[0] * (ndim == 2 ? (double)shape[1] : 1.0) * (double)A->chunks[1][0];
+    if (step >= MATMUL_GROUP_FLOPS) return 1;
+    double g = step > 0 ? MATMUL_GROUP_FLOPS / step : TSR__MATMUL_MAX_GROUP;
+    return g >= TSR__MATMUL_MAX_GROUP ? TSR__MATMUL_MAX_GROUP : (int64_t)g + 1;
+}
+
 LOWERING(emit_matmul) {
     tsr_array *A = a->args[0], *B = a->args[1];
     int64_t nk = A->numchunks[1], prev = -1;
-    tsr_kdesc d;
-    desc_init(&d, TSR_KOP_MATMUL, 0, a->dtype, a->ndim, shape);
-    for (int64_t kk = 0; kk < nk; kk++) {
-        uint32_t deps[3];
-        int rc = dep_of(L, A, idx[0] * nk + kk, &deps[0]);
-        if (rc == 0) rc = dep_of(L, B, B->ndim == 2 ? kk * B->numchunks[1] + idx[1] : kk, &deps[1]);
-        if (rc < 0) return rc;
-        if (prev >= 0) deps[2] = (uint32_t)prev;
-        int64_t ashape[2] = {shape[0], A->chunks[1][kk]};
-        prev = add(L, a, ci, &d, deps, prev >= 0 ? 3 : 2, 2, ashape);
+    int64_t g = matmul_group(A, shape, a->ndim);
+    for (int64_t k0 = 0; k0 < nk; k0 += g) {
+        int64_t steps = TSR__MIN(g, nk - k0), ksum = 0;
+        uint32_t deps[2 * TSR__MATMUL_MAX_GROUP + 1];
+        for (int64_t s = 0; s < steps; s++) {
+            int64_t kk = k0 + s;
+            int rc = dep_of(L, A, idx[0] * nk + kk, &deps[2 * s]);
+            if (rc == 0)
+                rc = dep_of(L, B, B->ndim == 2 ? kk * B->numchunks[1] + idx[1] : kk,
+                            &deps[2 * s + 1]);
+            if (rc < 0) return rc;
+            ksum += A->chunks[1][kk];
+        }
+        uint32_t n = (uint32_t)(2 * steps);
+        if (prev >= 0) deps[n++] = (uint32_t)prev;
+        tsr_kdesc d;
+        desc_init(&d, TSR_KOP_MATMUL, 0, a->dtype, a->ndim, shape);
+        if (steps > 1) {
+            d.i = &steps;
+            d.ni = 1;
+        }
+        int64_t ashape[2] = {shape[0], ksum}; /* the flops of all its steps */
+        prev = add(L, a, ci, &d, deps, n, 2, ashape);
         if (prev < 0) return prev;
     }
     return prev;

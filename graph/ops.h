@@ -89,8 +89,8 @@ enum {
  *   alias       which input the output may reuse in place (tsr__kernel_may_alias), given that
  *               input has the output's shape and dtype and the caller owns it: NONE; ANY input
  *               (each output element reads only the same element of it before writing, or the
- *               kernel works block by block); LAST (only input max_in - 1, when all max_in inputs
- *               are given: matmul's running sum Cprev).
+ *               kernel works block by block); LAST (only the last input, when it is the family's
+ *               running sum: matmul's Cprev, given when the input count is odd).
  *   flops       cost family (tsr__kop_flops): OUT (one per output element: elementwise, and
  *               sources and copies, which are memory-bound but must not look free), MATMUL
  *               (2mnk), IN0 (one per element of input 0: a reduction's partial), INPUTS (one per
@@ -101,6 +101,8 @@ enum {
  *               The scheduler (state.c: inline sources) and the worker (task.c: what may be
  *               recomputed; exec.c: what may run long) ask tsr__kop_has(), never a family. */
 #define TSR__ANY 255
+/* The most k-steps one MATMUL task may take (kernels/kernels.h): 2g + 1 inputs at most. */
+#define TSR__MATMUL_MAX_GROUP 32
 #define TSR__KOP_RECOMPUTE 1u
 #define TSR__KOP_LONG 2u
 
@@ -112,7 +114,7 @@ enum {
     XX(UNARY, unary, 1, 1, TSR__UNARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                           \
     XX(BINARY, binary, 2, 2, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                        \
     XX(BINARY_SCALAR, binary_scalar, 1, 1, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)          \
-    XX(MATMUL, matmul, 2, 3, 0, TSR__DT_FLOAT, LAST, MATMUL, TSR__KOP_LONG)                        \
+    XX(MATMUL, matmul, 2, TSR__ANY, 0, TSR__DT_FLOAT, LAST, MATMUL, TSR__KOP_LONG)                 \
     XX(TRANSPOSE, transpose, 1, 1, 0, TSR__DT_FLOAT, NONE, OUT, 0)                                 \
     XX(REDUCE, reduce, 1, 1, TSR__REDUCE_COUNT, TSR__DT_FLOAT, NONE, IN0, 0)                       \
     XX(COMBINE, combine, 1, TSR__ANY, TSR__REDUCE_COUNT, TSR__DT_FLOAT, ANY, INPUTS, 0)            \

@@ -304,35 +304,40 @@ KERNEL(k_astype) {
 
 /* ---- matmul --------------------------------------------------------------------------------- */
 
-/* out = A @ B (+ Cprev) with beta = 1 accumulation. When Cprev is not already the output
- * buffer it is copied there first. */
+/* out = Cprev + A_0 @ B_0 + A_1 @ B_1 + ..., one BLAS call per k-step in order, beta = 1 after
+ * the first (kernels.h): a group of steps gives exactly what a chain of one-step tasks gives.
+ * When Cprev is not already the output buffer it is copied there first. */
 KERNEL(k_matmul) {
-    int64_t m = in[0].shape[0], k = in[0].shape[1];
+    int64_t g = d->ni ? d->i[0] : 1;
+    int64_t m = out->shape[0];
     int64_t n = out->ndim == 2 ? out->shape[1] : 1;
     T *o = out->data;
-    int accumulate = nin == 3;
-    if (accumulate && out->data != in[2].data) convert_to_T(o, in[2].data, in[2].dtype, m * n);
+    int have = nin == 2 * g + 1; /* o holds a running sum */
+    if (have && out->data != in[nin - 1].data)
+        convert_to_T(o, in[nin - 1].data, in[nin - 1].dtype, m * n);
     if (m == 0 || n == 0) return 0;
-    if (k == 0) {
-        if (!accumulate) memset(o, 0, (size_t)(m * n) * sizeof(T));
-        return 0;
-    }
-    T *ta, *tb;
-    const T *a = input_as_T(&in[0], &ta), *b = input_as_T(&in[1], &tb);
-    if (!a || !b) {
+    for (int64_t s = 0; s < g; s++) {
+        int64_t k = in[2 * s].shape[1];
+        if (k == 0) continue;
+        T *ta, *tb;
+        const T *a = input_as_T(&in[2 * s], &ta), *b = input_as_T(&in[2 * s + 1], &tb);
+        if (!a || !b) {
+            free(ta);
+            free(tb);
+            return oom(err, errlen);
+        }
+        T beta = have ? 1 : 0;
+        if (out->ndim == 2)
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1,
+                 a, (blasint)k, b, (blasint)n, beta, o, (blasint)n);
+        else
+            GEMV(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)k, 1, a, (blasint)k, b, 1, beta,
+                 o, 1);
         free(ta);
         free(tb);
-        return oom(err, errlen);
+        have = 1;
     }
-    T beta = accumulate ? 1 : 0;
-    if (out->ndim == 2)
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1, a,
-             (blasint)k, b, (blasint)n, beta, o, (blasint)n);
-    else
-        GEMV(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)k, 1, a, (blasint)k, b, 1, beta, o,
-             1);
-    free(ta);
-    free(tb);
+    if (!have) memset(o, 0, (size_t)(m * n) * sizeof(T));
     return 0;
 }
 

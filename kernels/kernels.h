@@ -20,11 +20,15 @@
  *                have either dtype; computation is in the output dtype.
  *  BINARY_SCALAR 1 input of the output's shape. fn = tsr_binary_op, f = [scalar],
  *                i = [scalar_first]  (0: x OP s, 1: s OP x). Output dtype = input dtype.
- *  MATMUL        2 or 3 inputs: A (m x k), B (k x n, or k when d = 1), and optionally Cprev
- *                (the output's shape): out = A @ B (+ Cprev). Inputs may be float32 or float64;
- *                computed in the output dtype. If out->data == in[2].data the accumulation is in
- *                place (the worker passes Cprev's buffer when it holds the only reference; see
- *                tsr__kernel_may_alias).
+ *  MATMUL        g k-steps, i = [g] (no i: g = 1), 1 <= g <= TSR__MATMUL_MAX_GROUP: 2g inputs
+ *                A_0, B_0, ..., A_(g-1), B_(g-1), with A_s (m x k_s) and B_s (k_s x n, or k_s
+ *                when d = 1), and optionally Cprev (the output's shape) last:
+ *                out = (((Cprev + A_0 @ B_0) + A_1 @ B_1) ...), one BLAS call per step with
+ *                beta = 1 after the first, so a group gives bit for bit what a chain of
+ *                one-step tasks gives (lowering groups the k-steps of small chunks:
+ * docs/arrays.md). Inputs may be float32 or float64; computed in the output dtype. If out->data
+ *                == Cprev's data the accumulation is in place (the worker passes Cprev's buffer
+ *                when it holds the only reference; see tsr__kernel_may_alias).
  *  TRANSPOSE     1 input. i = [perm[0..d)]: out axis j is input axis perm[j].
  *  REDUCE        1 input of ndim n. fn = tsr_reduce_op (MEAN reduces like SUM; the scale is
  *                applied by COMBINE). i = [axes...] (input axes to reduce, ascending, possibly
@@ -74,8 +78,8 @@ int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_ch
 /* May the output chunk share input k's buffer (out->data == in[k].data)? Input k must have the
  * output's shape and dtype, and the family's alias column (graph/ops.h) must allow it: UNARY,
  * BINARY_SCALAR, ASTYPE, BINARY and COMBINE read each element they need before writing the output
- * element at the same place (COMBINE folds block by block); MATMUL only for Cprev, in[2]. The
- * caller must own the buffer exclusively: nothing else may read it while the kernel runs. */
+ * element at the same place (COMBINE folds block by block); MATMUL only for Cprev, the last input.
+ * The caller must own the buffer exclusively: nothing else may read it while the kernel runs. */
 int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k);
 
 /* SPEC §2's random formula for one element: global row-major index g, seed s. */

@@ -124,23 +124,37 @@ static int check_binary(const tsr_kdesc *d, const tsr_chunkview *in, char *err, 
     return 0;
 }
 
+/* A MATMUL descriptor's k-steps (kernels.h), or 0 when i says something impossible. */
+static int64_t matmul_groups(const tsr_kdesc *d) {
+    if (d->ni == 0) return 1;
+    return d->i[0] >= 1 && d->i[0] <= TSR__MATMUL_MAX_GROUP ? d->i[0] : 0;
+}
+
 static int check_matmul(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                         char *err, size_t errlen) {
-    const tsr_chunkview *a = &in[0], *b = &in[1];
-    if (a->ndim != 2) FAIL("A must be 2-d");
+    int64_t g = matmul_groups(d);
+    if (g == 0) FAIL("k-steps must be 1 to %d", TSR__MATMUL_MAX_GROUP);
+    if (nin != 2 * g && nin != 2 * g + 1)
+        FAIL("%lld k-steps take %lld or %lld inputs, got %d", (long long)g, (long long)(2 * g),
+             (long long)(2 * g + 1), nin);
     if (d->ndim != 1 && d->ndim != 2) FAIL("output must be 1-d or 2-d");
-    if (b->ndim != d->ndim) FAIL("B must have the output's ndim");
-    if (a->shape[1] != b->shape[0])
-        FAIL("A.shape[1] == B.shape[0] needed, got %lld and %lld", (long long)a->shape[1],
-             (long long)b->shape[0]);
-    if (d->shape[0] != a->shape[0] || (d->ndim == 2 && d->shape[1] != b->shape[1]))
-        FAIL("output shape does not match A @ B");
-    for (int k = 0; k < d->ndim; k++)
-        if (d->shape[k] > INT32_MAX || a->shape[1] > INT32_MAX) FAIL("dimensions exceed BLAS's");
-    if (nin == 3) {
-        int rc = check_same_as_output(d, in, 2, 0, err, errlen);
+    for (int64_t s = 0; s < g; s++) {
+        const tsr_chunkview *a = &in[2 * s], *b = &in[2 * s + 1];
+        if (a->ndim != 2) FAIL("A must be 2-d");
+        if (b->ndim != d->ndim) FAIL("B must have the output's ndim");
+        if (a->shape[1] != b->shape[0])
+            FAIL("A.shape[1] == B.shape[0] needed, got %lld and %lld", (long long)a->shape[1],
+                 (long long)b->shape[0]);
+        if (d->shape[0] != a->shape[0] || (d->ndim == 2 && d->shape[1] != b->shape[1]))
+            FAIL("output shape does not match A @ B");
+        for (int k = 0; k < d->ndim; k++)
+            if (d->shape[k] > INT32_MAX || a->shape[1] > INT32_MAX)
+                FAIL("dimensions exceed BLAS's");
+    }
+    if (nin == 2 * g + 1) {
+        int rc = check_same_as_output(d, in, nin - 1, 0, err, errlen);
         if (rc) return rc;
-        if (in[2].data == out->data && in[2].dtype != d->dtype)
+        if (in[nin - 1].data == out->data && in[nin - 1].dtype != d->dtype)
             FAIL("in-place accumulation needs Cprev in the output's dtype");
     }
     return 0;
@@ -320,8 +334,8 @@ int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, 
     switch (row->alias) {
     case TSR__ALIAS_ANY:
         return 1;
-    case TSR__ALIAS_LAST:
-        return nin == row->max_in && k == row->max_in - 1;
+    case TSR__ALIAS_LAST: /* matmul's Cprev, when given */
+        return k == nin - 1 && d->kop == TSR_KOP_MATMUL && nin == 2 * matmul_groups(d) + 1;
     case TSR__ALIAS_NONE:
         break;
     }

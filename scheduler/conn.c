@@ -316,7 +316,8 @@ static void handle_done(tsr__peer *p, const tsr__msg_done *m) {
 static void handle_erred(tsr__peer *p, const tsr__msg_erred *m) {
     char msg[MSG_MAX] = "task failed";
     if (TSR__MSG_HAS(erred, m, msg)) tsr__str_copy(msg, sizeof msg, m->msg);
-    if (tsr__sched_erred(&p->srv->st, p->wid, m->job, m->id, msg, tsr__now()) != 0)
+    int kept = TSR__MSG_HAS(erred, m, kept) && m->kept;
+    if (tsr__sched_erred(&p->srv->st, p->wid, m->job, m->id, msg, kept, tsr__now()) != 0)
         drop(p, "erred for a task id out of range");
 }
 

@@ -267,9 +267,10 @@ void tsr__sched_trace_span(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t t
                            double seconds, uint32_t thread);
 void tsr__sched_trace_xfer(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task,
                            uint64_t nbytes, double start, double end, const char *from);
-/* A task failed. now: seconds on any monotonic clock (for the grace period of parked errors). */
+/* A task failed. kept: it never started, so the inputs it was given to consume (DONATE) are still
+ * on that worker. now: seconds on any monotonic clock (for the grace period of parked errors). */
 int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg,
-                     double now);
+                     int kept, double now);
 /* Fails the jobs of parked errors older than the grace period. */
 void tsr__sched_tick(tsr__sched *s, double now);
 /* The client releases a job (cancelling it if still running). TSR_EINVALID if not its job. */

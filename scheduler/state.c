@@ -172,11 +172,18 @@ void tsr__sched_free(tsr__sched *s) {
  * thread and otherwise TSR__WINDOW_SECONDS of expected work per thread: long tasks keep a
  * short queue (stealing stays possible), tiny ones a long one, so that a worker never waits
  * for a round trip to the scheduler (hundreds of microseconds here) between tasks. */
+#include <stdlib.h>
 static int window_full(const tsr__sworker *w) {
+    static double ws = -1;
+    static int wm = -1;
+    if (ws < 0) {
+        ws = getenv("TSR_WIN_S") ? atof(getenv("TSR_WIN_S")) : TSR__WINDOW_SECONDS;
+        wm = getenv("TSR_WIN_MIN") ? atoi(getenv("TSR_WIN_MIN")) : TSR__WINDOW_MIN_PER_THREAD;
+    }
     size_t n = w->inflight.n;
-    if (n < (size_t)TSR__WINDOW_MIN_PER_THREAD * w->threads) return 0;
+    if (n < (size_t)wm * w->threads) return 0;
     if (n >= (size_t)TSR__WINDOW_MAX_PER_THREAD * w->threads) return 1;
-    return w->q_inflight >= TSR__WINDOW_SECONDS * w->threads;
+    return w->q_inflight >= ws * w->threads;
 }
 
 static void inflight_remove(tsr__sched *s, tsr__sworker *w, tsr__stask *t) {
@@ -779,12 +786,21 @@ static void fail_task(tsr__sched *s, tsr__sjob *j, uint32_t task, const char *wo
 }
 
 static int erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg,
-                 double now) {
+                 int kept, double now) {
     tsr__sjob *j;
     int rc = lookup_report(s, wid, job, task, &j);
     if (rc < 0) return rc;
     if (rc > 0 || !j) return 0;
     tsr__stask *t = &j->t[task];
+    if (kept) {
+        /* It never started: what it was given to consume is still on that worker, to be
+         * donated again on a retry or freed like any chunk. */
+        for (uint32_t k = j->g.dep_off[task]; k < j->g.dep_off[task + 1]; k++) {
+            tsr__stask *ti = &j->t[j->g.deps[k]];
+            if ((ti->flags & TSR__TF_DONATED) && ti->state == TSR__TS_MEMORY && ti->where == wid)
+                ti->flags &= (uint8_t)~TSR__TF_DONATED;
+        }
+    }
     if (j->cancelled) {
         set_state(s, j, t, TSR__TS_RELEASED);
         if (j->inflight == 0) job_delete(s, j);
@@ -855,8 +871,8 @@ int tsr__sched_done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, ui
 }
 
 int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg,
-                     double now) {
-    int rc = erred(s, wid, job, task, msg, now);
+                     int kept, double now) {
+    int rc = erred(s, wid, job, task, msg, kept, now);
     if (s->w[wid].alive) tsr__sched_pump(s, wid);
     return rc;
 }

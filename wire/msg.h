@@ -273,7 +273,8 @@ typedef struct tsr__list {
     F(X, U32, job, REQ, _) F(X, BOOL, trace, OPT, _) F(X, LAZY, tasks, REQ, task)
 #define TSR__R_done(F, X)                                                                          \
     F(X, LAZY, items, REQ, done_item) F(X, LIST, tr, OPT, transfer) F(X, REC, st, OPT, wstats)
-#define TSR__R_erred(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, STR, msg, OPT, _)
+#define TSR__R_erred(F, X)                                                                         \
+    F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, STR, msg, OPT, _) F(X, BOOL, kept, OPT, _)
 #define TSR__R_free(F, X) F(X, LAZY, keys, REQ, key)
 #define TSR__R_get(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _)
 #define TSR__R_chunk(F, X)                                                                         \

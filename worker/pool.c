@@ -49,9 +49,8 @@ static unsigned class_of(size_t size, size_t *cap) {
 static void count(tsr__chunkmem *m, size_t size) {
     uint_fast64_t now = atomic_fetch_add_explicit(&m->bytes, size, memory_order_relaxed) + size;
     uint_fast64_t peak = atomic_load_explicit(&m->peak, memory_order_relaxed);
-    while (now > peak && !atomic_compare_exchange_weak_explicit(&m->peak, &peak, now,
-                                                                memory_order_relaxed,
-                                                                memory_order_relaxed)) {
+    while (now > peak && !atomic_compare_exchange_weak_explicit(
+                             &m->peak, &peak, now, memory_order_relaxed, memory_order_relaxed)) {
     }
 }
 

@@ -136,7 +136,8 @@ static int add_waiter(wwaiter **arr, size_t *n, size_t *cap, wtask *t, uint32_t 
 static void fetch_release(tsr__worker *w, wfetch *f);
 
 /* Donated inputs leave the store when their task is dispatched or, failing that, freed: the
- * scheduler sends no free for them. Only the buffer the task holds is dropped. */
+ * scheduler sends no free for them. Only the buffer the task holds is dropped. A task that erred
+ * before it was queued keeps them (erred said kept). */
 static void drop_donated(tsr__worker *w, wtask *t) {
     for (uint32_t k = 0; k < t->nin; k++) {
         wtask_in *in = &t->in[k];
@@ -148,7 +149,7 @@ static void drop_donated(tsr__worker *w, wtask *t) {
 
 /* Frees a task that is no longer queued, running or waited on by anything. */
 void tsr__task_free(tsr__worker *w, wtask *t) {
-    if (!t->queued) drop_donated(w, t);
+    if (!t->queued && !t->kept) drop_donated(w, t);
     for (uint32_t k = 0; k < t->nin; k++) {
         tsr__chunkmem_unref(&w->mem, t->in[k].buf);
         if (t->in[k].fetch) fetch_release(w, t->in[k].fetch);
@@ -188,7 +189,11 @@ static void task_fail(tsr__worker *w, wtask *t, const char *msg) {
         snprintf(why, sizeof why, "could not recompute input (%llu,%llu): %s",
                  (unsigned long long)t->job, (unsigned long long)t->id, msg);
     } else {
-        tsr__worker_send_erred(w, t->job, t->id, msg);
+        /* Before it was queued (an input failed) its donated inputs were never consumed: they
+         * stay, and the scheduler, told so, may run it again with them (a retry after a lost
+         * peer) or free them. */
+        t->kept = !t->queued;
+        tsr__worker_send_erred(w, t->job, t->id, msg, t->kept);
         snprintf(why, sizeof why, "input (%llu,%llu) failed", (unsigned long long)t->job,
                  (unsigned long long)t->id);
     }
@@ -213,12 +218,18 @@ static void task_fail(tsr__worker *w, wtask *t, const char *msg) {
 static void task_dispatch(tsr__worker *w, wtask *t) {
     drop_donated(w, t);
     t->queued = 1;
-    tsr_chunkview v[8];
-    for (uint32_t k = 0; k < t->nin && t->nin <= TSR__ARRAY_LEN(v); k++) {
+    tsr_chunkview stack[8], *v = stack;
+    for (uint32_t k = 0; k < t->nin; k++) {
         wtask_in *in = &t->in[k];
         if (!(in->flags & TSR__IN_DONATE) || in->fetch ||
             atomic_load_explicit(&in->buf->refs, memory_order_acquire) != 1)
             continue;
+        /* A grouped matmul has up to 65 inputs. Without memory for their views the output
+         * simply gets a buffer of its own. */
+        if (t->nin > TSR__ARRAY_LEN(stack) && v == stack && !(v = malloc(t->nin * sizeof *v))) {
+            v = stack;
+            break;
+        }
         for (uint32_t j = 0; j < t->nin; j++) {
             v[j].data = t->in[j].buf->data;
             v[j].dtype = t->in[j].dtype;
@@ -233,6 +244,7 @@ static void task_dispatch(tsr__worker *w, wtask *t) {
             break;
         }
     }
+    if (v != stack) free(v);
     uint64_t nbytes = tsr__kdesc_nbytes(&t->kd->d);
     if (!t->out && nbytes < TSR__LOOP_ALLOC_MAX &&
         !(t->out = tsr__chunkmem_new(&w->mem, (size_t)nbytes))) {
@@ -548,7 +560,7 @@ static void task_start(tsr__worker *w, uint64_t job, const tsr__m_task *to, uint
     }
     wtask *t = task_alloc(w, ins->n);
     if (!t) {
-        tsr__worker_send_erred(w, job, id, "no memory for the task");
+        tsr__worker_send_erred(w, job, id, "no memory for the task", 1);
         return;
     }
     t->job = job;
@@ -557,7 +569,8 @@ static void task_start(tsr__worker *w, uint64_t job, const tsr__m_task *to, uint
     int rc = wkd_get(w, to->kdesc, &t->kd);
     if (rc != 0) {
         tsr__worker_send_erred(
-            w, job, id, rc == -ENOMEM ? "no memory for the task" : "malformed kernel descriptor");
+            w, job, id, rc == -ENOMEM ? "no memory for the task" : "malformed kernel descriptor",
+            1);
         tsr__task_free(w, t);
         return;
     }

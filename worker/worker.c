@@ -52,13 +52,17 @@ static void send_sched(tsr__worker *w, msgpack_sbuffer *sb) {
     msgpack_sbuffer_destroy(sb);
 }
 
-void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg) {
+void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg, int kept) {
     tsr__log(&w->log, TSR_LOG_INFO, "task (%llu,%llu) failed: %s", (unsigned long long)job,
              (unsigned long long)id, msg);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     tsr__msg_erred m = {.job = (uint32_t)job, .id = (uint32_t)id, .msg = tsr__str_of(msg)};
     TSR__MSG_SET(erred, &m, msg);
+    if (kept) {
+        m.kept = 1;
+        TSR__MSG_SET(erred, &m, kept);
+    }
     tsr__msg_pack_erred(&sb, &m);
     send_sched(w, &sb);
 }

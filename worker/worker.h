@@ -186,6 +186,7 @@ struct wtask {
     uint8_t drop;     /* freed while it ran: hand the chunk to waiters, do not keep it */
     uint8_t queued;   /* handed to the executors (its donated inputs left the store then) */
     uint8_t traced;   /* its job is traced: done reports when and where the kernel ran */
+    uint8_t kept;     /* erred before it was queued: its donated inputs stay in the store */
     int alias;        /* the input whose buffer is also the output (donation), or -1 */
     /* Tasks on this worker waiting for this one's chunk. */
     wwaiter *deps;
@@ -316,9 +317,9 @@ struct tsr__worker {
     tsr__chunkmem mem;
     int mem_ok;
     tsr__store store;
-    tsr__kmap pending; /* (job, id) -> wtask* not yet finished on this worker */
-    tsr__kmap fetched; /* (job, id) -> wfetch* */
-    tsr__kmap replicas; /* (job, id) -> wreplica*, also in the list below */
+    tsr__kmap pending;           /* (job, id) -> wtask* not yet finished on this worker */
+    tsr__kmap fetched;           /* (job, id) -> wfetch* */
+    tsr__kmap replicas;          /* (job, id) -> wreplica*, also in the list below */
     wreplica *rep_old, *rep_new; /* least and most recently used */
     uint64_t rep_bytes, rep_cap; /* rep_cap 0: no bound */
     uint64_t rep_made, rep_dropped;
@@ -390,7 +391,9 @@ void tsr__task_cleanup(tsr__worker *w); /* at exit: every task, fetch, pool and 
 void tsr__task_idle(tsr__worker *w);
 
 /* worker.c: messages to the scheduler. */
-void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg);
+/* kept: the task never reached an executor, so the inputs it was given to consume (DONATE) are
+ * still in the store (PROTOCOL.md, erred). */
+void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg, int kept);
 
 /* stats.c */
 void tsr__stats_init(wstats *st);

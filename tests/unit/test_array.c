@@ -489,8 +489,20 @@ Test(array, broadcast_chunks_and_deps) {
 
 /* ---- matmul --------------------------------------------------------------------------------- */
 
+/* docs/arrays.md: a matmul task takes g k-steps, g = 1 when one step is at least 64 MFLOP
+ * (2 m n k of one block product), else the fewest steps that reach it, at most 32. */
+static int64_t want_group(double m, double n, double k) {
+    double step = 2 * m * n * k;
+    if (step >= 64e6) return 1;
+    int64_t g = 1;
+    while (g < 32 && (double)g * step < 64e6) g++;
+    return g;
+}
+
 Test(array, matmul_blocked) {
-    int64_t s[2] = {400, 400}, ch[2] = {100, 100};
+    /* Chunks of 512: 268 MFLOP a step, one step a task. */
+    int64_t s[2] = {2048, 2048}, ch[2] = {512, 512};
+    cr_assert_eq(want_group(512, 512, 512), 1);
     tsr_array *a = rnd(2, s, ch), *b = rnd(2, s, ch), *m = NULL;
     cr_assert_eq(tsr_matmul(a, b, &m), 0);
     cr_assert_str_eq(tsr_array_op(m), "matmul");
@@ -504,8 +516,9 @@ Test(array, matmul_blocked) {
      * order), later ones add the previous partial. */
     const tsr_gtask *t = &g.tasks[g.outputs[0]];
     cr_assert_eq(t->ndeps, 3);
-    cr_assert_eq(t->d.shape[0], 100);
-    cr_assert_eq(t->flops, 2.0 * 100 * 100 * 100);
+    cr_assert_eq(t->d.ni, 0);
+    cr_assert_eq(t->d.shape[0], 512);
+    cr_assert_eq(t->flops, 2.0 * 512 * 512 * 512);
     uint32_t prev = g.deps[t->deps_off + 2];
     int links = 1;
     while (g.tasks[prev].ndeps == 3) {
@@ -521,6 +534,57 @@ Test(array, matmul_blocked) {
     tsr_array_free(m);
     tsr_array_free(a);
     tsr_array_free(b);
+}
+
+/* Small blocks: the k-steps of a chain are grouped into tasks of g steps, inputs A_0, B_0, A_1,
+ * B_1, ... then the previous partial; the last group takes what is left. */
+static void check_groups(int64_t n, int64_t chunk) {
+    int64_t s[2] = {n, n}, ch[2] = {chunk, chunk};
+    int64_t nk = n / chunk, gs = want_group((double)chunk, (double)chunk, (double)chunk);
+    int64_t per_chain = (nk + gs - 1) / gs;
+    tsr_array *a = rnd(2, s, ch), *b = rnd(2, s, ch), *m = NULL;
+    cr_assert_eq(tsr_matmul(a, b, &m), 0);
+    tsr_graph g;
+    lower(&m, 1, &g);
+    cr_assert_eq(count_kop(&g, TSR_KOP_MATMUL), nk * nk * per_chain, "n %lld chunk %lld",
+                 (long long)n, (long long)chunk);
+    cr_assert_eq(g.ntasks, nk * nk * per_chain + 2 * nk * nk);
+    /* Walk C[0,0]'s chain back from its last task. */
+    uint32_t t = g.outputs[0];
+    int64_t left = nk, groups = 0;
+    for (;;) {
+        const tsr_gtask *x = &g.tasks[t];
+        int64_t steps = groups == 0 ? nk - (per_chain - 1) * gs : gs; /* the last is shorter */
+        cr_assert_eq(x->d.kop, TSR_KOP_MATMUL);
+        cr_assert_eq(x->d.ni, steps > 1 ? 1u : 0u);
+        if (steps > 1) cr_assert_eq(x->d.i[0], steps);
+        cr_assert_eq(x->flops, 2.0 * (double)chunk * (double)chunk * (double)(chunk * steps));
+        left -= steps;
+        groups++;
+        int first = left == 0;
+        cr_assert_eq(x->ndeps, (uint32_t)(2 * steps + (first ? 0 : 1)));
+        /* A_s is A[0, k0 + s] and B_s is B[k0 + s, 0]: both sources. */
+        for (int64_t q = 0; q < 2 * steps; q++)
+            cr_assert_eq(g.tasks[g.deps[x->deps_off + (uint32_t)q]].d.kop, TSR_KOP_RANDOM);
+        if (first) break;
+        t = g.deps[x->deps_off + (uint32_t)(2 * steps)];
+    }
+    cr_assert_eq(groups, per_chain);
+    tsr__graph_free(&g);
+    tsr_array_free(m);
+    tsr_array_free(a);
+    tsr_array_free(b);
+}
+
+Test(array, matmul_groups_small_blocks) {
+    cr_assert_eq(want_group(256, 256, 256), 2);  /* 33.5 MFLOP a step */
+    cr_assert_eq(want_group(128, 128, 128), 16); /* 4.2 MFLOP */
+    cr_assert_eq(want_group(100, 100, 100), 32); /* 2 MFLOP: capped */
+    check_groups(1024, 256);                     /* 4 steps: 2 groups of 2 */
+    check_groups(1280, 128);                     /* 10 steps: one group */
+    check_groups(4096, 128);                     /* 32 steps: 2 groups of 16 */
+    check_groups(400, 100);                      /* 4 steps: one group */
+    check_groups(3500, 100);                     /* 35 steps: 32, then 3 */
 }
 
 Test(array, matmul_errors) {
@@ -545,7 +609,8 @@ Test(array, matmul_errors) {
 
 Test(array, matmul_rechunks_b_and_vector) {
     /* A (4,6) chunks (2,3): columns [3,3]. B (6,2) chunks (2,2): rows [2,2,2] -> rechunked to
-     * [3,3] (2 assembles). C (4,2) chunks [2,2]x[2]: 2 chunks x 2 k-blocks = 4 MATMUL. */
+     * [3,3] (2 assembles). C (4,2) chunks [2,2]x[2]: 2 chunks, each one task of its 2 k-blocks
+     * (grouped: docs/arrays.md) = 2 MATMUL. */
     int64_t sa[2] = {4, 6}, ca[2] = {2, 3}, sb[2] = {6, 2}, cb[2] = {2, 2};
     tsr_array *a = NULL, *b = NULL, *m = NULL;
     cr_assert_eq(tsr_random(c, 2, sa, ca, TSR_FLOAT32, 0, &a), 0);
@@ -557,20 +622,21 @@ Test(array, matmul_rechunks_b_and_vector) {
     tsr_graph g;
     lower(&m, 1, &g);
     cr_assert_eq(count_kop(&g, TSR_KOP_ASSEMBLE), 2);
-    cr_assert_eq(count_kop(&g, TSR_KOP_MATMUL), 4);
-    cr_assert_eq(g.ntasks, 4 + 3 + 2 + 4);
+    cr_assert_eq(count_kop(&g, TSR_KOP_MATMUL), 2);
+    cr_assert_eq(g.ntasks, 4 + 3 + 2 + 2);
     tsr__graph_free(&g);
     tsr_array_free(m);
 
-    /* A @ v with v (6,) chunk 3: out (4,) chunks [2,2], 2 x 2 MATMUL. */
+    /* A @ v with v (6,) chunk 3: out (4,) chunks [2,2], 2 MATMUL of 2 k-steps each. */
     int64_t sv[1] = {6}, cv[1] = {3};
     tsr_array *v = rnd(1, sv, cv);
     cr_assert_eq(tsr_matmul(a, v, &m), 0);
     cr_assert_eq(tsr_array_ndim(m), 1);
     cr_assert_eq(tsr_array_shape(m)[0], 4);
     lower(&m, 1, &g);
-    cr_assert_eq(g.ntasks, 4 + 2 + 4);
+    cr_assert_eq(g.ntasks, 4 + 2 + 2);
     cr_assert_eq(g.tasks[g.outputs[1]].d.ndim, 1);
+    cr_assert_eq(g.tasks[g.outputs[1]].ndeps, 4);
     tsr__graph_free(&g);
     tsr_array_free(m);
     tsr_array_free(v);

@@ -256,7 +256,7 @@ Test(sched_state, error_cancels_and_frees_everything) {
     drain(&s, &x);
     cr_assert_eq(count(&x, TSR__ACT_COMPUTE), TSR__WINDOW_MIN_PER_THREAD);
     cr_assert_gt(s.w[w].backlog.n, 0);
-    cr_assert_eq(tsr__sched_erred(&s, w, job, b, "kernel exploded", 0.0), 0);
+    cr_assert_eq(tsr__sched_erred(&s, w, job, b, "kernel exploded", 0, 0.0), 0);
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_FAILED, 0, b));
     for (size_t i = 0; i < x.n; i++)
@@ -390,7 +390,7 @@ Test(sched_state, lost_input_of_a_running_task_is_a_retry) {
     tsr__sched_done(&s, w1, job, 1, 10, -1);
     /* 2 errs as a failed fetch would after a loss: only a retry if flagged, so make it so. */
     j->t[2].flags |= TSR__TF_INPUT_LOST;
-    cr_assert_eq(tsr__sched_erred(&s, w1, job, 2, "fetch failed", 0.0), 0);
+    cr_assert_eq(tsr__sched_erred(&s, w1, job, 2, "fetch failed", 0, 0.0), 0);
     drain(&s, &x);
     cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
     cr_assert(has(&x, TSR__ACT_COMPUTE, w1, 2));
@@ -400,6 +400,54 @@ Test(sched_state, lost_input_of_a_running_task_is_a_retry) {
     drain(&s, &x);
     cr_assert(has_finished(&x, job));
     cr_assert_eq(s.count[TSR__TS_MEMORY], 1);
+    tsr__sched_free(&s);
+}
+
+/* 2 = f(0, 1) runs where 0 is and is its last consumer (0 donated), fetching 1 from the other
+ * worker, which is lost. The fetch fails before 2 starts: the worker keeps 0 and says so
+ * (kept), and the retry runs with 0 donated again. Without kept the scheduler believed 0 gone
+ * for good yet sent the retry to its holder as if there, and the worker, which had dropped
+ * it, failed the job ("is not on this worker"). */
+Test(sched_state, erred_before_start_keeps_donated_inputs) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
+    gb g = {0};
+    gb_task(&g, 0, NULL);
+    gb_task(&g, 0, NULL);
+    gb_task(&g, 2, (uint32_t[]){0, 1});
+    g.outputs[g.nout++] = 2;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    tsr__sjob *j = tsr__sched_job(&s, job);
+    cr_assert_neq(j->t[0].where, j->t[1].where, "sources are spread");
+    tsr__sched_done(&s, j->t[0].where, job, 0, 10, -1);
+    tsr__sched_done(&s, j->t[1].where, job, 1, 10, -1);
+    drain(&s, &x);
+    uint32_t at = j->t[2].where, local = j->t[0].where == at ? 0 : 1, remote = 1 - local;
+    uint32_t other = j->t[remote].where;
+    uint8_t fl[2];
+    tsr__sched_plan_inputs(&s, at, j, 2, fl); /* as the server does when it sends 2 */
+    cr_assert_eq(fl[local], TSR__IN_DONATE);
+    cr_assert_eq(fl[remote], 0);
+    tsr__sched_remove_worker(&s, other);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_COMPUTE, at, remote), "the lost input is made again");
+    tsr__sched_done(&s, at, job, remote, 10, -1);
+    drain(&s, &x);
+    cr_assert_eq(tsr__sched_erred(&s, at, job, 2, "could not fetch input", 1, 0.0), 0);
+    cr_assert(!(j->t[local].flags & TSR__TF_DONATED), "kept: the input is held again");
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
+    cr_assert(has(&x, TSR__ACT_COMPUTE, at, 2), "retried");
+    tsr__sched_plan_inputs(&s, at, j, 2, fl);
+    cr_assert_eq(fl[local], TSR__IN_DONATE);
+    cr_assert_eq(fl[remote], TSR__IN_DONATE);
+    tsr__sched_done(&s, at, job, 2, 10, -1);
+    drain(&s, &x);
+    cr_assert(has_finished(&x, job));
     tsr__sched_free(&s);
 }
 
@@ -423,7 +471,7 @@ static uint32_t remote_setup(tsr__sched *s, uint32_t *where2, uint32_t *other) {
     drain(s, &x);
     *where2 = j->t[2].where;
     *other = *where2 == w0 ? w1 : w0;
-    cr_assert_eq(tsr__sched_erred(s, *where2, job, 2, "could not fetch input", 10.0), 0);
+    cr_assert_eq(tsr__sched_erred(s, *where2, job, 2, "could not fetch input", 0, 10.0), 0);
     drain(s, &x);
     cr_assert_eq(x.n, 0, "parked, not failed yet");
     tsr__sched_tick(s, 10.5);
@@ -496,7 +544,7 @@ Test(sched_state, bogus_reports) {
     drain(&s, &x);
     cr_assert_eq(tsr__sched_done(&s, w, job, 4000, 1, -1), TSR_EPROTOCOL);
     cr_assert_eq(tsr__sched_done(&s, w, job, 3, 1, -1), 0, "not running: ignored");
-    cr_assert_eq(tsr__sched_erred(&s, w, job, 9, "x", 0.0), TSR_EPROTOCOL);
+    cr_assert_eq(tsr__sched_erred(&s, w, job, 9, "x", 0, 0.0), TSR_EPROTOCOL);
     drain(&s, &x);
     cr_assert_eq(x.n, 0);
     cr_assert_eq(tsr__sched_job(&s, job)->t[3].state, TSR__TS_WAITING);
