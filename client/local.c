@@ -160,7 +160,6 @@ static void reap_all(tsr__local *l, double grace) {
 
 void tsr_local_options_default(tsr_local_options *o) {
     memset(o, 0, sizeof *o);
-    o->threads = 1;
     o->log_level = TSR_LOG_WARN;
 }
 
@@ -171,11 +170,19 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         tsr_local_options_default(&def);
         opts = &def;
     }
-    int threads = opts->threads > 0 ? opts->threads : 1;
     int *cores = NULL;
     int ncores = tsr__physical_cores(&cores);
     if (ncores < 0) return tsr__fail_thread(ncores, "cannot read the machine's topology");
-    int workers = opts->workers > 0 ? opts->workers : ncores;
+    /* tessera.h, tsr_local_options: one worker with a thread per core unless told otherwise. */
+    int workers = opts->workers, threads = opts->threads;
+    if (workers <= 0 && threads <= 0) {
+        workers = 1;
+        threads = ncores;
+    } else if (threads <= 0) {
+        threads = 1;
+    } else if (workers <= 0) {
+        workers = ncores / threads > 0 ? ncores / threads : 1;
+    }
     if (workers > 1024) {
         free(cores);
         return tsr__fail_thread(TSR_EINVALID, "too many workers: %d", workers);

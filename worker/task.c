@@ -381,11 +381,13 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
  * the store as replicas until the scheduler frees them, and the scheduler sends their
  * descriptor with every task that needs them, so a replica dropped early is simply made again
  * when next needed. Holding them costs memory, and in these guests a first touch of memory
- * costs more than making a chunk again: ~2.3 ms per fresh 2 MiB (host-side faults) against
- * ~0.15 ms to fill a pooled 2 MiB buffer (bench/notes.md, issue 9). So replicas are kept least
- * recently used first, at most rep_cap bytes (the pool's size): in a blocked matmul a row of A
- * stays while its row of C is computed, and B's chunks are made again per row of A, all in warm,
- * reused buffers. Only the store's reference is dropped: queued tasks keep theirs. */
+ * costs about as much as making a chunk again 15 times: ~2.3 ms per fresh 2 MiB (host-side
+ * faults) against ~0.15 ms to fill a pooled 2 MiB buffer (bench/notes.md, issue 9). So replicas
+ * are kept least recently used first, at most rep_cap bytes (worker.h): a 4096² matmul keeps all
+ * its sources (each is used 8 to 32 times), a larger one keeps rows of A while B's chunks are
+ * made again per row of A in warm, reused buffers. (A bound of 64 MiB was 4% faster at chunk
+ * 512 and 14% slower at chunk 128, where each chunk of B is used 32 times.) Only the store's
+ * reference is dropped: queued tasks keep theirs. */
 
 static void rep_unlink(tsr__worker *w, wreplica *r) {
     if (r->prev)

@@ -449,6 +449,15 @@ static uint64_t pool_cap(const tsr_worker_options *o) {
     return cap;
 }
 
+/* How many bytes of replicas a worker keeps (task.c, "Replicas"): TSR__REPLICA_DEFAULT, or a
+ * quarter of the memory limit when that is less. */
+static uint64_t replica_cap(const tsr_worker_options *o) {
+    uint64_t cap = TSR__REPLICA_DEFAULT;
+    if (o->memory_limit > 0 && (uint64_t)o->memory_limit / 4 < cap)
+        cap = (uint64_t)o->memory_limit / 4;
+    return cap ? cap : 1;
+}
+
 static void worker_cleanup(tsr__worker *w) {
     tsr__task_cleanup(w);
     tsr__store_free(&w->store);
@@ -551,7 +560,7 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     tsr__kmap_init(&w->pending);
     tsr__kmap_init(&w->fetched);
     tsr__kmap_init(&w->replicas);
-    w->rep_cap = w->mem.cap;
+    w->rep_cap = replica_cap(opts);
     tsr__stats_init(&w->st);
 
     w->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
@@ -598,13 +607,18 @@ int tsr_worker_run(tsr_worker *h) {
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uint64_t hwm = 0, rss = 0;
     if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &rss);
+    tsr__poolstats ps;
+    tsr__chunkmem_read(&w->mem, &ps);
     tsr__log(&w->log, TSR_LOG_INFO,
              "stopped: %llu tasks (%llu in place) in %llu compute messages, reported in %llu "
-             "done messages; chunk peak %llu bytes (%llu in the store); VmHWM %llu bytes",
+             "done messages; chunk peak %llu bytes (%llu in the store); VmHWM %llu bytes; pool: "
+             "%llu reused, %llu new, %llu evicted; replicas: %llu made, %llu dropped early",
              (unsigned long long)w->st.tasks, (unsigned long long)w->st.in_place,
              (unsigned long long)w->st.msgs_in, (unsigned long long)w->st.msgs_out,
              (unsigned long long)w->mem.peak, (unsigned long long)w->store.peak,
-             (unsigned long long)hwm);
+             (unsigned long long)hwm, (unsigned long long)ps.hits, (unsigned long long)ps.misses,
+             (unsigned long long)ps.evicted, (unsigned long long)w->rep_made,
+             (unsigned long long)w->rep_dropped);
     return w->exit_code;
 }
 

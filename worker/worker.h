@@ -222,9 +222,10 @@ struct wfetch {
 };
 
 /* A replica: a source chunk this worker made itself for its own tasks (RECOMPUTE), kept in the
- * store. Replicas are kept least recently used first, at most w->rep_cap bytes of them: making
- * a source chunk again in a pooled buffer costs a fraction of what holding it in fresh memory
- * costs (task.c, "Replicas"). */
+ * store. Replicas are kept least recently used first, at most w->rep_cap bytes of them
+ * (TSR__REPLICA_DEFAULT, or a quarter of the memory limit): beyond that, making a source chunk
+ * again in a pooled buffer costs less than holding it (task.c, "Replicas"). */
+#define TSR__REPLICA_DEFAULT ((uint64_t)256 << 20)
 typedef struct wreplica {
     uint64_t job, id;
     const tsr__buf *buf; /* the store's buffer when it was kept (identity only) */

@@ -138,8 +138,12 @@ TSR_API int tsr_client_connect(const char *address, const tsr_client_options *op
                                tsr_client **out);
 
 typedef struct tsr_local_options {
-    int workers;              /* worker processes; default: the number of physical cores */
-    int threads;              /* executor threads per worker; default 1 */
+    /* The layout: one pinned executor thread per physical core. Neither set (the default): one
+     * worker with a thread per core, which measured faster than a worker per core (docs/cli.md,
+     * `tessera run`). workers alone: that many workers of 1 thread; threads alone: as many
+     * workers of that many threads as the cores allow (at least 1). */
+    int workers;              /* worker processes; 0 = the layout above */
+    int threads;              /* executor threads per worker; 0 = the layout above */
     const char *tessera_path; /* the `tessera` executable used to start the processes; copied;
                                  NULL = the installed one, else `tessera` found on PATH */
     int verbose;              /* pass the cluster processes' logs through to stderr (theirs, not
