@@ -315,9 +315,13 @@ static inline double tsr__worker_load(const tsr__sworker *w) {
     return (w->q_inflight + w->q_backlog) / (double)w->threads;
 }
 /* Sizes the in-flight window: keep sending while fewer than min tasks or less than this many
- * expected seconds per thread are in flight, up to max tasks per thread. */
+ * expected seconds per thread are in flight, up to max tasks per thread. 20 ms, not 4: with every
+ * core running an executor, the worker's loop thread waits for a core before it can report and
+ * take new work, and a deeper queue keeps the executors busy meanwhile (4096² matmul, medians of
+ * 3 alternated runs, 4 / 20 / 50 ms: chunk 256 1.640 / 1.563 / 1.708 s, 128 1.935 / 1.877 /
+ * 1.818, 512 1.580 / 1.564 / 1.643; bench/notes.md, issue 9). */
 #define TSR__WINDOW_MIN_PER_THREAD 2
-#define TSR__WINDOW_SECONDS 0.004
+#define TSR__WINDOW_SECONDS 0.02
 #define TSR__WINDOW_MAX_PER_THREAD 1024
 /* Gives each task of a new job a home (the up-front partition). */
 void tsr__partition(tsr__sched *s, tsr__sjob *j);

@@ -172,18 +172,11 @@ void tsr__sched_free(tsr__sched *s) {
  * thread and otherwise TSR__WINDOW_SECONDS of expected work per thread: long tasks keep a
  * short queue (stealing stays possible), tiny ones a long one, so that a worker never waits
  * for a round trip to the scheduler (hundreds of microseconds here) between tasks. */
-#include <stdlib.h>
 static int window_full(const tsr__sworker *w) {
-    static double ws = -1;
-    static int wm = -1;
-    if (ws < 0) {
-        ws = getenv("TSR_WIN_S") ? atof(getenv("TSR_WIN_S")) : TSR__WINDOW_SECONDS;
-        wm = getenv("TSR_WIN_MIN") ? atoi(getenv("TSR_WIN_MIN")) : TSR__WINDOW_MIN_PER_THREAD;
-    }
     size_t n = w->inflight.n;
-    if (n < (size_t)wm * w->threads) return 0;
+    if (n < (size_t)TSR__WINDOW_MIN_PER_THREAD * w->threads) return 0;
     if (n >= (size_t)TSR__WINDOW_MAX_PER_THREAD * w->threads) return 1;
-    return w->q_inflight >= ws * w->threads;
+    return w->q_inflight >= TSR__WINDOW_SECONDS * w->threads;
 }
 
 static void inflight_remove(tsr__sched *s, tsr__sworker *w, tsr__stask *t) {
