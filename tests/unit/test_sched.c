@@ -403,6 +403,26 @@ Test(sched_state, lost_input_of_a_running_task_is_a_retry) {
     tsr__sched_free(&s);
 }
 
+/* Two workers; 0 and 1 made on different ones, 2 = f(0, 1) placed on one of them. */
+static uint32_t spread_pair(tsr__sched *s, acts *x) {
+    tsr__sched_init(s, &quiet);
+    cr_assert_eq(tsr__sched_add_worker(s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0"), 0);
+    cr_assert_eq(tsr__sched_add_worker(s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1"), 1);
+    gb g = {0};
+    gb_task(&g, 0, NULL);
+    gb_task(&g, 0, NULL);
+    gb_task(&g, 2, (uint32_t[]){0, 1});
+    g.outputs[g.nout++] = 2;
+    uint32_t job = submit(s, &g);
+    drain(s, x);
+    tsr__sjob *j = tsr__sched_job(s, job);
+    cr_assert_neq(j->t[0].where, j->t[1].where, "sources are spread");
+    tsr__sched_done(s, j->t[0].where, job, 0, 10, -1);
+    tsr__sched_done(s, j->t[1].where, job, 1, 10, -1);
+    drain(s, x);
+    return job;
+}
+
 /* 2 = f(0, 1) runs where 0 is and is its last consumer (0 donated), fetching 1 from the other
  * worker, which is lost. The fetch fails before 2 starts: the worker keeps 0 and says so
  * (kept), and the retry runs with 0 donated again. Without kept the scheduler believed 0 gone
@@ -410,22 +430,9 @@ Test(sched_state, lost_input_of_a_running_task_is_a_retry) {
  * it, failed the job ("is not on this worker"). */
 Test(sched_state, erred_before_start_keeps_donated_inputs) {
     tsr__sched s;
-    tsr__sched_init(&s, &quiet);
-    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
-    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
-    gb g = {0};
-    gb_task(&g, 0, NULL);
-    gb_task(&g, 0, NULL);
-    gb_task(&g, 2, (uint32_t[]){0, 1});
-    g.outputs[g.nout++] = 2;
     acts x;
-    uint32_t job = submit(&s, &g);
-    drain(&s, &x);
+    uint32_t job = spread_pair(&s, &x);
     tsr__sjob *j = tsr__sched_job(&s, job);
-    cr_assert_neq(j->t[0].where, j->t[1].where, "sources are spread");
-    tsr__sched_done(&s, j->t[0].where, job, 0, 10, -1);
-    tsr__sched_done(&s, j->t[1].where, job, 1, 10, -1);
-    drain(&s, &x);
     uint32_t at = j->t[2].where, local = j->t[0].where == at ? 0 : 1, remote = 1 - local;
     uint32_t other = j->t[remote].where;
     uint8_t fl[2];
@@ -453,24 +460,11 @@ Test(sched_state, erred_before_start_keeps_donated_inputs) {
 
 /* 0 and 1 on different workers, 2 = f(0, 1) errs where one input is remote. */
 static uint32_t remote_setup(tsr__sched *s, uint32_t *where2, uint32_t *other) {
-    tsr__sched_init(s, &quiet);
-    uint32_t w0 = tsr__sched_add_worker(s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
-    uint32_t w1 = tsr__sched_add_worker(s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
-    gb g = {0};
-    gb_task(&g, 0, NULL);
-    gb_task(&g, 0, NULL);
-    gb_task(&g, 2, (uint32_t[]){0, 1});
-    g.outputs[g.nout++] = 2;
     acts x;
-    uint32_t job = submit(s, &g);
-    drain(s, &x);
+    uint32_t job = spread_pair(s, &x);
     tsr__sjob *j = tsr__sched_job(s, job);
-    cr_assert_neq(j->t[0].where, j->t[1].where, "sources are spread");
-    tsr__sched_done(s, j->t[0].where, job, 0, 10, -1);
-    tsr__sched_done(s, j->t[1].where, job, 1, 10, -1);
-    drain(s, &x);
     *where2 = j->t[2].where;
-    *other = *where2 == w0 ? w1 : w0;
+    *other = *where2 == 0 ? 1 : 0;
     cr_assert_eq(tsr__sched_erred(s, *where2, job, 2, "could not fetch input", 0, 10.0), 0);
     drain(s, &x);
     cr_assert_eq(x.n, 0, "parked, not failed yet");
