@@ -139,8 +139,8 @@ TSR_API int tsr_client_connect(const char *address, const tsr_client_options *op
 
 typedef struct tsr_local_options {
     /* The layout: one pinned executor thread per physical core. Neither set (the default): one
-     * worker with a thread per core, which measured faster than a worker per core (docs/cli.md,
-     * `tessera run`). workers alone: that many workers of 1 thread; threads alone: as many
+     * worker with a thread per core, which measured faster than a worker per core
+     * (docs/cli/run.md). workers alone: that many workers of 1 thread; threads alone: as many
      * workers of that many threads as the cores allow (at least 1). */
     int workers;              /* worker processes; 0 = the layout above */
     int threads;              /* executor threads per worker; 0 = the layout above */
