@@ -314,12 +314,11 @@ int cmd_worker(int argc, char **argv) {
     o.logger.callback = log_to_stderr;
     o.logger.cookie = who;
     o.on_ready = worker_ready;
-    /* Chunk buffers of 128 KiB to tens of MiB come and go all the time. glibc's dynamic mmap
-     * threshold rises to the largest size freed so far, after which such buffers come from the
-     * heap and freed ones stay resident (only the top of the heap is trimmed), so a worker's RSS
-     * would stay near its all-time peak plus fragmentation. A fixed threshold keeps every large
-     * buffer in its own mapping, returned to the kernel when freed. It matches the size under
-     * which the worker's loop allocates outputs itself (TSR__LOOP_ALLOC_MAX, worker/worker.h). */
+    /* Chunk buffers of 64 KiB and more come from the worker's buffer pool, never from malloc;
+     * what stays on the heap and can be large is message buffers and task arrays. glibc's
+     * dynamic mmap threshold rises to the largest size freed so far, after which such blocks
+     * come from the heap and freed ones stay resident (only the top of the heap is trimmed). A
+     * fixed threshold keeps every large block in its own mapping, returned when freed. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     mallopt(M_TRIM_THRESHOLD, 256 * 1024);
     /* Executors use one core each: one BLAS call must not spread over the others. */

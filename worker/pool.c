@@ -216,7 +216,7 @@ tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
 
 void tsr__chunkmem_drain(tsr__chunkmem *m) {
     pthread_mutex_lock(&m->mu);
-    while (evict_one_locked(m)) {
+    while (m->pooled > 0 && evict_one_locked(m)) {
     }
     pthread_mutex_unlock(&m->mu);
 }

@@ -214,7 +214,7 @@ static void task_fail(tsr__worker *w, wtask *t, const char *msg) {
  * accumulation, elementwise ops) instead of a fresh buffer. Small outputs are allocated here:
  * the loop frees every chunk, and a buffer from an executor's malloc arena would make each of
  * those frees take that arena's lock while the executor allocates from it. Large ones come from
- * their own mappings (see set_malloc_policy), allocated by the executor when the task starts. */
+ * the buffer pool (pool.c), taken by the executor when the task starts. */
 static void task_dispatch(tsr__worker *w, wtask *t) {
     drop_donated(w, t);
     t->queued = 1;
@@ -434,7 +434,6 @@ static void rep_touch(tsr__worker *w, uint64_t job, uint64_t id) {
  * ones over the bound. Without memory for the record the replica is simply not bounded. */
 static void rep_keep(tsr__worker *w, uint64_t job, uint64_t id, const tsr__buf *buf) {
     w->rep_made++;
-    if (w->rep_cap == 0) return;
     rep_forget(w, job, id);
     wreplica *r = malloc(sizeof *r);
     if (!r) return;

@@ -322,7 +322,7 @@ struct tsr__worker {
     tsr__kmap fetched;           /* (job, id) -> wfetch* */
     tsr__kmap replicas;          /* (job, id) -> wreplica*, also in the list below */
     wreplica *rep_old, *rep_new; /* least and most recently used */
-    uint64_t rep_bytes, rep_cap; /* rep_cap 0: no bound */
+    uint64_t rep_bytes, rep_cap; /* rep_cap >= 1 (worker.c: replica_cap) */
     uint64_t rep_made, rep_dropped;
     wtask *all;
     tsr__fetch_pool fetch; /* fetches from other workers (peer.c) */
@@ -366,7 +366,7 @@ struct tsr__worker {
 };
 
 /* Outputs smaller than this are allocated by the loop when their task is queued, larger ones by
- * the executor (task.c says why). At or above the worker's mmap threshold. */
+ * the executor from the buffer pool (task.c says why). */
 #define TSR__LOOP_ALLOC_MAX (128 * 1024)
 
 /* exec.c: the executor threads. Ready tasks gather in the loop's run queue (tsr__exec_push) and

@@ -576,8 +576,9 @@ TSR_API void tsr_worker_options_default(tsr_worker_options *opts);
  * TSR_EUNSUPPORTED: a GPU worker). opts may not be NULL (a scheduler address is required).
  *
  * A worker process does best with glibc's dynamic mmap threshold fixed at 128 KiB
- * (mallopt(M_MMAP_THRESHOLD, 128 * 1024); mallopt(M_TRIM_THRESHOLD, 256 * 1024)), so freed
- * chunk buffers go back to the kernel; `tessera worker` sets it, the library does not. */
+ * (mallopt(M_MMAP_THRESHOLD, 128 * 1024); mallopt(M_TRIM_THRESHOLD, 256 * 1024)), so large
+ * message buffers go back to the kernel when freed (chunk buffers come from the worker's own
+ * pool); `tessera worker` sets it, the library does not. */
 TSR_API int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out);
 
 /* The address peers fetch this worker's chunks from ("127.0.0.1:40125"). Borrowed; valid until
