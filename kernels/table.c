@@ -6,10 +6,13 @@
  * test TSR_HAVE_CUDA.
  */
 #include <cblas.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/common.h"
+#include "kernels/device.h"
 #include "kernels/kernels_priv.h"
+#include "tsr_config.h"
 
 tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
     const tsr__kop_info *k = tsr__kop_info_of(kop);
@@ -18,6 +21,19 @@ tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
     if (dtype == TSR_FLOAT64) return tsr__cpu_kernels_f64[kop];
     if (dtype == TSR_FLOAT32) return tsr__cpu_kernels_f32[kop];
     return NULL;
+}
+
+/* The one place that knows which device backends were built (kernels/device.h). */
+#if !TSR_HAVE_CUDA
+const tsr__devops *tsr__devops_cuda(void) {
+    return NULL;
+}
+#endif
+
+const tsr__devops *tsr__devops_pick(void) {
+    const char *fake = getenv("TESSERA_FAKE_GPU");
+    if (fake && strcmp(fake, "1") == 0) return tsr__devops_fake();
+    return tsr__devops_cuda();
 }
 
 int tsr__kernels_blas_threads(void) {
