@@ -5,7 +5,7 @@
  * Backends:
  *   cuda  kernels/cuda/ (built with -Dcuda=enabled/auto where nvcc and cuBLAS are found): one
  *         device, a compute stream with its cuBLAS handle, a copy stream; kernels in
- *         kernels/cuda/*.cu reached through the kernel table with TSR_DEVICE_GPU.
+ *         kernels/cuda/ reached through the kernel table with TSR_DEVICE_GPU.
  *   fake  kernels/fakedev.c: a "device" in host memory that runs the CPU kernels, so the device
  *         tier, its cache, eviction and write-back, and GPU placement are tested on machines
  *         without a GPU (TESSERA_FAKE_GPU=1 picks it; for tests only, docs/gpu.md).
