@@ -158,6 +158,25 @@ static void reap_all(tsr__local *l, double grace) {
     }
 }
 
+/* "0,2" into ids; the count, or -1 when malformed, repeated or too many. NULL or "": 0. */
+static int parse_gpus(const char *list, int *ids, int max) {
+    int n = 0;
+    if (!list || !*list) return 0;
+    const char *p = list;
+    for (;;) {
+        char *end;
+        if (*p < '0' || *p > '9') return -1;
+        long v = strtol(p, &end, 10);
+        if (v > 1024 || n == max) return -1;
+        for (int k = 0; k < n; k++)
+            if (ids[k] == (int)v) return -1;
+        ids[n++] = (int)v;
+        if (*end == '\0') return n;
+        if (*end != ',') return -1;
+        p = end + 1;
+    }
+}
+
 void tsr_local_options_default(tsr_local_options *o) {
     memset(o, 0, sizeof *o);
     o->log_level = TSR_LOG_WARN;
@@ -173,15 +192,33 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
     int *cores = NULL;
     int ncores = tsr__physical_cores(&cores);
     if (ncores < 0) return tsr__fail_thread(ncores, "cannot read the machine's topology");
+    int gpus[64], ngpu = parse_gpus(opts->gpus, gpus, 64);
+    if (ngpu < 0) {
+        free(cores);
+        return tsr__fail_thread(TSR_EINVALID,
+                                "bad GPU list \"%s\": want device ids such as 0 or 0,1 (at most "
+                                "64, each once)",
+                                opts->gpus);
+    }
+    if (opts->workers < 0 && ngpu == 0) {
+        free(cores);
+        return tsr__fail_thread(TSR_EINVALID, "no workers: no CPU workers and no GPUs asked for");
+    }
+    /* Each GPU worker's thread gets a core of its own, the last ones, when there are more cores
+     * than GPUs; the CPU workers share the rest. */
+    int cpu_cores = ncores > ngpu ? ncores - ngpu : ncores;
     /* tessera.h, tsr_local_options: one worker with a thread per core unless told otherwise. */
     int workers = opts->workers, threads = opts->threads;
-    if (workers <= 0 && threads <= 0) {
+    if (workers < 0) {
+        workers = 0;
+        threads = 1;
+    } else if (workers == 0 && threads <= 0) {
         workers = 1;
-        threads = ncores;
+        threads = cpu_cores;
     } else if (threads <= 0) {
         threads = 1;
-    } else if (workers <= 0) {
-        workers = ncores / threads > 0 ? ncores / threads : 1;
+    } else if (workers == 0) {
+        workers = cpu_cores / threads > 0 ? cpu_cores / threads : 1;
     }
     if (workers > 1024) {
         free(cores);
@@ -209,7 +246,7 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
     }
     tsr__client_set_logger(c, &opts->logger, opts->log_level);
     tsr__local *l = calloc(1, sizeof *l);
-    pid_t *pids = calloc((size_t)workers + 1, sizeof *pids);
+    pid_t *pids = calloc((size_t)workers + (size_t)ngpu + 1, sizeof *pids);
     if (!l || !pids) {
         free(l);
         free(pids);
@@ -269,7 +306,7 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
     }
     for (int w = 0; w < workers; w++) {
         char cpus[256], name[32], nthreads[16];
-        tsr__local_cpus(cores, ncores, w, threads, cpus, sizeof cpus);
+        tsr__local_cpus(cores, cpu_cores, w, threads, cpus, sizeof cpus);
         snprintf(name, sizeof name, "local-%d", w);
         snprintf(nthreads, sizeof nthreads, "%d", threads);
         char *wargv[] = {(char *)exe,
@@ -296,9 +333,36 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         }
         l->npids++;
     }
+    for (int g = 0; g < ngpu; g++) {
+        char cpus[16], name[32], id[16], dml[32];
+        snprintf(cpus, sizeof cpus, "%d", cores[ncores > ngpu ? ncores - 1 - g : g % ncores]);
+        snprintf(name, sizeof name, "local-gpu-%d", gpus[g]);
+        snprintf(id, sizeof id, "%d", gpus[g]);
+        snprintf(dml, sizeof dml, "%lld", (long long)opts->device_memory_limit);
+        char *wargv[20];
+        int a = 0;
+        char *fixed[] = {(char *)exe, "worker", "--scheduler", addr, "--gpu",      id,
+                         "--cpus",    cpus,     "--name",      name, "--watch-fd", watch_arg};
+        for (size_t k = 0; k < TSR__ARRAY_LEN(fixed); k++) wargv[a++] = fixed[k];
+        if (opts->device_memory_limit > 0) {
+            wargv[a++] = "--device-memory-limit";
+            wargv[a++] = dml;
+        }
+        if (opts->verbose) wargv[a++] = "--verbose";
+        wargv[a] = NULL;
+        rc = spawn(exe, wargv, -1, wfd[0], &l->pids[l->npids]);
+        if (rc) {
+            close(wfd[0]);
+            tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s worker --gpu %d\": %s (%s)", exe,
+                             gpus[g], strerror(-rc), looked);
+            rc = TSR_ESPAWN;
+            goto fail;
+        }
+        l->npids++;
+    }
     close(wfd[0]); /* only the cluster processes hold the read end */
     rc = tsr__client_open(c, addr, NULL, 10000);
-    if (rc == 0) rc = tsr__client_wait_workers(c, workers, 30000);
+    if (rc == 0) rc = tsr__client_wait_workers(c, workers + ngpu, 30000);
     if (rc) {
         tsr__fail_thread(rc, "cannot start the local cluster: %s", c->errmsg);
         goto fail;

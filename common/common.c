@@ -133,6 +133,7 @@ tsr__buf *tsr__buf_ref(tsr__buf *b) {
 void tsr__buf_unref(tsr__buf *b) {
     if (!b) return;
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
+    if (b->dev_drop) b->dev_drop(b);
     if (b->release)
         b->release(b);
     else

@@ -49,6 +49,11 @@ typedef struct tsr__buf {
     void *owner;
     struct tsr__buf *next;
     size_t cap;
+    /* A GPU worker's device tier (worker/devtier.c) records the buffer's device copy in dev and
+     * sets dev_drop, which the last unref calls first (before release), so the copy is let go
+     * before the buffer can be reused. Both are the tier's; NULL elsewhere. */
+    void *dev;
+    void (*dev_drop)(struct tsr__buf *b);
 } tsr__buf;
 
 /* refs = 1; NULL on ENOMEM. Buffers of 2 MiB and more get their own mapping, 2 MiB aligned, with

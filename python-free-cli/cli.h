@@ -49,5 +49,9 @@ void cli_report(tsr_client *c);
 
 /* Parses a positive int option value; prints an error and returns -1 when invalid. */
 int cli_parse_int(const char *opt, const char *value, int min, int max);
+/* Parses a byte count: digits with an optional unit, B, KB/MB/GB/TB (powers of 1000, as Dask) or
+ * KiB/MiB/GiB/TiB (powers of 1024); "4GiB", "512MB", "1000000". Prints an error and returns -1
+ * when invalid. */
+long long cli_parse_bytes(const char *opt, const char *value);
 
 #endif

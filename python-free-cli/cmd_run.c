@@ -166,9 +166,14 @@ static const char run_usage[] =
     "per core: docs/cli/run.md).\n"
     "\n"
     "options:\n"
-    "  --workers N      worker processes (default 1; with --threads T alone: cores / T)\n"
+    "  --workers N      CPU worker processes (default 1; with --threads T alone: cores / T;\n"
+    "                   0 with --gpus: GPU workers only)\n"
     "  --threads T      executor threads per worker (default: one per core with 1 worker,\n"
     "                   else 1)\n"
+    "  --gpus LIST      also a GPU worker per device id, e.g. 0 or 0,1, each on a core of its\n"
+    "                   own when there are enough; CPU workers get the other cores\n"
+    "  --device-memory-limit BYTES  device memory each GPU worker keeps chunks in, e.g. 20GiB\n"
+    "                   (default: most of the device)\n"
     "  --no-progress    no progress bar and no summary line\n"
     "  --progress       progress even when stderr is not a terminal (a plain line a second)\n"
     "  --report         print a table per operation on stderr: tasks, kernel time, GFLOP/s,\n"
@@ -189,6 +194,7 @@ int cmd_run(int argc, char **argv) {
         {"no-progress", no_argument, 0, 'P'},   {"progress", no_argument, 0, 'p'},
         {"report", no_argument, 0, 'r'},        {"verbose", no_argument, 0, 'v'},
         {"stats", required_argument, 0, 'S'},   {"trace", required_argument, 0, 'T'},
+        {"gpus", required_argument, 0, 'g'},    {"device-memory-limit", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
     run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL, NULL};
@@ -203,7 +209,18 @@ int cmd_run(int argc, char **argv) {
         if (shared) continue;
         switch (ch) {
         case 'w':
-            if ((lo.workers = cli_parse_int("--workers", optarg, 1, 1024)) < 0) return 2;
+            if ((lo.workers = cli_parse_int("--workers", optarg, 0, 1024)) < 0) return 2;
+            if (lo.workers == 0) lo.workers = -1; /* tsr_local_options: none */
+            break;
+        case 'g':
+            lo.gpus = optarg;
+            break;
+        case 'D':
+            if ((lo.device_memory_limit = cli_parse_bytes("--device-memory-limit", optarg)) <= 0) {
+                if (lo.device_memory_limit == 0)
+                    cli_error("--device-memory-limit must be more than 0 bytes");
+                return EXIT_INVALID;
+            }
             break;
         case 't':
             if ((lo.threads = cli_parse_int("--threads", optarg, 1, 1024)) < 0) return 2;
@@ -221,6 +238,10 @@ int cmd_run(int argc, char **argv) {
     }
     if (optind != argc - 1) {
         cli_error("run needs exactly one program file (see tessera run --help)");
+        return EXIT_INVALID;
+    }
+    if (lo.workers < 0 && (!lo.gpus || !*lo.gpus)) {
+        cli_error("--workers 0 leaves no workers: give --gpus too, or at least one worker");
         return EXIT_INVALID;
     }
     const char *path = argv[optind];

@@ -192,7 +192,10 @@ static const char worker_usage[] =
     "  --scheduler HOST:PORT  the scheduler (default: $TESSERA_SCHEDULER)\n"
     "  --threads T            executor threads, each pinned to one core (default 1)\n"
     "  --cpus LIST            cores to pin to, e.g. 0-3,6 (default: all)\n"
-    "  --gpu ID               run as a GPU worker on that device (not implemented yet)\n"
+    "  --gpu ID               run as a GPU worker on that device: one GPU executor, on a\n"
+    "                         core near the device within --cpus (docs/gpu.md)\n"
+    "  --device-memory-limit BYTES  device memory for chunks, e.g. 20GiB (default: the\n"
+    "                         device's free memory less a tenth)\n"
     "  --name NAME            worker name (default HOST-PID)\n"
     "  --listen-host HOST     address peers reach this worker on (default 127.0.0.1)\n"
     "  --memory-limit BYTES   chunk memory limit (default: none)\n"
@@ -213,6 +216,7 @@ int cmd_worker(int argc, char **argv) {
         {"name", required_argument, 0, 'n'},
         {"listen-host", required_argument, 0, 'L'},
         {"memory-limit", required_argument, 0, 'm'},
+        {"device-memory-limit", required_argument, 0, 'D'},
         {"blas-threads", required_argument, 0, 'b'},
         {"token", required_argument, 0, 'k'},
         {"heartbeat", required_argument, 0, 'H'},
@@ -259,6 +263,13 @@ int cmd_worker(int argc, char **argv) {
             o.memory_limit = v;
             break;
         }
+        case 'D':
+            if ((o.device_memory_limit = cli_parse_bytes("--device-memory-limit", optarg)) <= 0) {
+                if (o.device_memory_limit == 0)
+                    cli_error("--device-memory-limit must be more than 0 bytes");
+                return EXIT_INVALID;
+            }
+            break;
         case 'b':
             if ((o.blas_threads = cli_parse_int("--blas-threads", optarg, 1, 1024)) < 0)
                 return EXIT_INVALID;

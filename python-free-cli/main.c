@@ -2,6 +2,7 @@
  * subcommand takes --help. */
 #include <signal.h>
 #include <stdarg.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,33 @@ int cli_parse_int(const char *opt, const char *value, int min, int max) {
         return -1;
     }
     return (int)v;
+}
+
+long long cli_parse_bytes(const char *opt, const char *value) {
+    static const struct {
+        const char *unit;
+        long long scale;
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"KB", 1000LL},
+                 {"MB", 1000LL * 1000},
+                 {"GB", 1000LL * 1000 * 1000},
+                 {"TB", 1000LL * 1000 * 1000 * 1000},
+                 {"KiB", 1LL << 10},
+                 {"MiB", 1LL << 20},
+                 {"GiB", 1LL << 30},
+                 {"TiB", 1LL << 40}};
+    char *end;
+    long long v = *value >= '0' && *value <= '9' ? strtoll(value, &end, 10) : -1;
+    if (v >= 0) {
+        for (size_t k = 0; k < sizeof units / sizeof units[0]; k++) {
+            if (strcmp(end, units[k].unit) != 0) continue;
+            if (v > LLONG_MAX / units[k].scale) break;
+            return v * units[k].scale;
+        }
+    }
+    cli_error("%s needs a byte count such as 4GiB, 512MB or 1000000, got \"%s\"", opt, value);
+    return -1;
 }
 
 int main(int argc, char **argv) {

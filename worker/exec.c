@@ -21,7 +21,7 @@
 
 /* Runs t's kernel; t->rc, and on failure t->err, say how it went. The message buffer is the
  * thread's, not the task's: a task record stays small, since thousands may be live. */
-static void run_task(tsr__worker *w, wtask *t) {
+void tsr__exec_run_host(tsr__worker *w, wtask *t) {
     const tsr_kdesc *d = &t->kd->d;
     char msg[256];
     tsr_chunkview in[16];
@@ -74,7 +74,7 @@ static int may_run_long(const wtask *t) {
 }
 
 /* Hands an executor's finished tasks to the loop. */
-static void publish(tsr__worker *w, wtask **head, wtask **tail) {
+void tsr__exec_publish(tsr__worker *w, wtask **head, wtask **tail) {
     if (!*head) return;
     pthread_mutex_lock(&w->cmu);
     if (w->ctail)
@@ -104,7 +104,7 @@ static void *exec_main(void *arg) {
             if (dhead) {
                 /* Never sleep on results the loop has not seen. */
                 pthread_mutex_unlock(&w->qmu);
-                publish(w, &dhead, &dtail);
+                tsr__exec_publish(w, &dhead, &dtail);
                 ndone = 0;
                 pthread_mutex_lock(&w->qmu);
                 continue;
@@ -121,12 +121,12 @@ static void *exec_main(void *arg) {
         t->qnext = NULL;
 
         if (dhead && may_run_long(t)) {
-            publish(w, &dhead, &dtail);
+            tsr__exec_publish(w, &dhead, &dtail);
             ndone = 0;
             have_last = 0;
         }
         double t0 = have_last ? last : tsr__now();
-        run_task(w, t);
+        tsr__exec_run_host(w, t);
         double t1 = tsr__now();
         /* Where and when it ran, for a trace: the loop turns t0 into wall clock time for traced
          * jobs only, so an untraced task costs two stores and no clock read. */
@@ -142,7 +142,7 @@ static void *exec_main(void *arg) {
         dtail = t;
         if (ndone++ == 0) oldest = t0;
         if (ndone >= PUBLISH_COUNT || t1 - oldest >= PUBLISH_AFTER) {
-            publish(w, &dhead, &dtail);
+            tsr__exec_publish(w, &dhead, &dtail);
             ndone = 0;
             have_last = 0;
         }
@@ -150,11 +150,12 @@ static void *exec_main(void *arg) {
     }
     pthread_mutex_unlock(&w->qmu);
     /* The async handle is closed only after every executor is joined. */
-    publish(w, &dhead, &dtail);
+    tsr__exec_publish(w, &dhead, &dtail);
     return NULL;
 }
 
 int tsr__exec_start(tsr__worker *w) {
+    if (w->gpu) return tsr__gpu_start(w);
     for (int k = 0; k < w->nexec; k++) {
         wexec *e = &w->execs[k];
         int rc = pthread_create(&e->th, NULL, exec_main, e);

@@ -22,6 +22,9 @@
 
 static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uint64_t plen);
 static void pin_on_close(tsr__conn *c, int status, const char *reason);
+enum { SERVED, PARKED };
+static int serve_get(peer_in *p, uint32_t job, uint32_t id);
+static int prepare_get(peer_in *p, uint32_t job, uint32_t id);
 
 static const tsr__conn_cbs pin_cbs = {
     .on_frame = pin_on_frame,
@@ -64,6 +67,7 @@ static void pin_on_close(tsr__conn *c, int status, const char *reason) {
         w->pins = p->next;
     if (p->next) p->next->prev = p->prev;
     tsr__wbatch_free(&p->out);
+    free(p->parked);
     free(p);
 }
 
@@ -162,8 +166,37 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
         return;
     }
     uint32_t job = m.u.get.job, id = m.u.get.id;
+    if (p->nparked == 0 && serve_get(p, job, id) == SERVED) return;
+    /* Replies keep request order: behind a parked get, the others wait too (their write-backs
+     * asked for at once, so that they overlap). */
+    if (p->nparked) prepare_get(p, job, id);
+    if (TSR__GROW(p->parked, p->parked_cap, p->nparked + 1) != 0) {
+        tsr__conn_close(c, "no memory for a queued get");
+        return;
+    }
+    p->parked[p->nparked++] = (tsr__m_key){.job = job, .id = id};
+}
+
+/* Asks for the write-back of a chunk whose bytes are on the device only (a GPU worker's dirty
+ * copy): 1 if it was asked for (the get must wait), 0 if its host bytes are current. */
+static int prepare_get(peer_in *p, uint32_t job, uint32_t id) {
+    tsr__worker *w = p->w;
+    if (!w->gpu) return 0;
+    const tsr__chunk *ch = tsr__store_get(&w->store, job, id);
+    if (!ch || !tsr__devtier_stale(&w->dev, ch->buf)) return 0;
+    if (tsr__gpu_writeback(w, ch->buf) != 0) tsr__conn_close(p->conn, "no memory for a write-back");
+    return 1;
+}
+
+/* Answers one get: chunk or missing. A chunk whose bytes are on the device only (a GPU worker's
+ * dirty copy) is not answered yet: its write-back is asked of the GPU thread, and the get waits
+ * (PARKED) until tsr__peer_resume. */
+static int serve_get(peer_in *p, uint32_t job, uint32_t id) {
+    tsr__worker *w = p->w;
+    tsr__conn *c = p->conn;
     /* Replies go out in request order: small ones join the turn's batch, and a large one
      * first sends the batch so far. */
+    if (prepare_get(p, job, id)) return p->conn->closing ? SERVED : PARKED;
     const tsr__chunk *ch = tsr__store_get(&w->store, job, id);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -197,6 +230,18 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
     }
     msgpack_sbuffer_destroy(&sb);
     if (rc < 0) tsr__conn_close(c, tsr_strerror(rc));
+    return SERVED;
+}
+
+void tsr__peer_resume(tsr__worker *w) {
+    for (peer_in *p = w->pins; p; p = p->next) {
+        size_t k = 0;
+        while (k < p->nparked && !p->conn->closing &&
+               serve_get(p, (uint32_t)p->parked[k].job, (uint32_t)p->parked[k].id) == SERVED)
+            k++;
+        memmove(p->parked, p->parked + k, (p->nparked - k) * sizeof *p->parked);
+        p->nparked -= k;
+    }
 }
 
 /* ---- Fetch side ------------------------------------------------------------------------------ */

@@ -90,7 +90,7 @@ static void send_hello(tsr__worker *w) {
     tsr__msg_hello m;
     hello_common(w, &m, "worker");
     m.threads = w->nexec;
-    m.kind = tsr__str_of("cpu");
+    m.kind = tsr__str_of(w->gpu ? "gpu" : "cpu");
     m.addr = tsr__str_of(w->peer_addr);
     m.cpus = tsr__str_of(w->cpus);
     m.mem = w->opts->memory_limit > 0 ? w->opts->memory_limit : 0;
@@ -194,6 +194,7 @@ static void on_async(uv_async_t *a) {
     tsr__worker *w = a->data;
     wtask *list = tsr__exec_take_done(w);
     if (list) w->worked = 1;
+    if (tsr__gpu_take_writebacks(w)) tsr__peer_resume(w);
     while (list) {
         wtask *t = list;
         list = t->qnext;
@@ -347,6 +348,8 @@ static int setup_topology(tsr__worker *w) {
     const tsr_worker_options *o = w->opts;
     if (hwloc_topology_init(&w->topo) < 0) return TSR_EINVALID;
     w->topo_ok = 1;
+    /* A GPU worker looks for its device's PCI place (gpu.c: a core near it). */
+    if (w->gpu) hwloc_topology_set_io_types_filter(w->topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
     if (hwloc_topology_load(w->topo) < 0) {
         tsr__log(&w->log, TSR_LOG_ERROR, "hwloc could not read the machine's topology");
         return TSR_EINVALID;
@@ -365,6 +368,7 @@ static int setup_topology(tsr__worker *w) {
         if (rc == 0) rc = tsr__worker_pick_core(w->topo, set, k, e->set);
         if (rc == 0) hwloc_bitmap_or(all, all, e->set);
     }
+    if (rc == 0 && w->gpu && !(w->allowed = hwloc_bitmap_dup(set))) rc = -ENOMEM;
     if (rc == 0) {
         hwloc_bitmap_list_snprintf(w->cpus, sizeof w->cpus, all);
         tsr__log(&w->log, TSR_LOG_INFO, "%d executor thread(s) on cpus %s", w->nexec, w->cpus);
@@ -458,10 +462,24 @@ static uint64_t replica_cap(const tsr_worker_options *o) {
     return cap ? cap : 1;
 }
 
+static void free_writebacks(tsr__worker *w, wwb *r) {
+    while (r) {
+        wwb *next = r->next;
+        tsr__chunkmem_unref(&w->mem, r->buf);
+        free(r);
+        r = next;
+    }
+}
+
 static void worker_cleanup(tsr__worker *w) {
+    /* Write-backs asked for and never done (the worker stopped first), or not yet taken. */
+    free_writebacks(w, w->wb_head);
+    free_writebacks(w, w->wb_done);
+    w->wb_head = w->wb_tail = w->wb_done = NULL;
     tsr__task_cleanup(w);
     tsr__store_free(&w->store);
     tsr__stats_free(&w->st);
+    tsr__devtier_destroy(&w->dev); /* every buffer went: no record is left attached */
     if (w->mem_ok) tsr__chunkmem_destroy(&w->mem);
     if (w->zone) msgpack_zone_free(w->zone);
     if (w->sync_ok) {
@@ -469,7 +487,9 @@ static void worker_cleanup(tsr__worker *w) {
         pthread_mutex_destroy(&w->cmu);
         pthread_cond_destroy(&w->qcv);
     }
-    for (int k = 0; k < w->nexec; k++) hwloc_bitmap_free(w->execs[k].set);
+    for (int k = 0; k < w->nexec && w->execs; k++) hwloc_bitmap_free(w->execs[k].set);
+    if (w->allowed) hwloc_bitmap_free(w->allowed);
+
     free(w->execs);
     if (w->topo_ok) hwloc_topology_destroy(w->topo);
 }
@@ -525,12 +545,6 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
         tsr__log(&early, TSR_LOG_ERROR, "no scheduler address given");
         return TSR_EINVALID;
     }
-    if (opts->gpu >= 0) {
-        tsr__log(&early, TSR_LOG_ERROR,
-                 "GPU workers are not implemented yet (asked for GPU %d); run a CPU worker",
-                 opts->gpu);
-        return TSR_EUNSUPPORTED;
-    }
     tsr_worker *h = calloc(1, sizeof *h);
     if (!h) return -ENOMEM;
     tsr__worker *w = &h->w;
@@ -552,7 +566,9 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     snprintf(w->who, sizeof w->who, "worker %s", w->name);
     w->log = early;
     w->log.who = w->who;
-    w->nexec = opts->threads > 0 ? opts->threads : 1;
+    /* A GPU worker has one executor: the GPU thread (gpu.c). */
+    w->gpu = opts->gpu >= 0;
+    w->nexec = w->gpu ? 1 : opts->threads > 0 ? opts->threads : 1;
     tsr__chunkmem_init(&w->mem, pool_cap(opts));
     w->mem_ok = 1;
     tsr__store_init(&w->store);
@@ -619,6 +635,17 @@ int tsr_worker_run(tsr_worker *h) {
              (unsigned long long)hwm, (unsigned long long)ps.hits, (unsigned long long)ps.misses,
              (unsigned long long)ps.evicted, (unsigned long long)w->rep_made,
              (unsigned long long)w->rep_dropped);
+    if (w->gpu) {
+        tsr__devstats ds;
+        tsr__devtier_read(&w->dev, &ds);
+        tsr__log(&w->log, TSR_LOG_INFO,
+                 "device: peak %llu of %llu bytes; in %llu copies (%llu bytes), out %llu "
+                 "(%llu bytes); %llu evicted; %llu tasks on the host for want of room",
+                 (unsigned long long)ds.peak, (unsigned long long)ds.limit,
+                 (unsigned long long)ds.h2d_count, (unsigned long long)ds.h2d_bytes,
+                 (unsigned long long)ds.d2h_count, (unsigned long long)ds.d2h_bytes,
+                 (unsigned long long)ds.evicted, (unsigned long long)w->gpu_fallbacks);
+    }
     return w->exit_code;
 }
 

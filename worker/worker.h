@@ -18,6 +18,7 @@
 
 #include "common/common.h"
 #include "graph/graph.h"
+#include "kernels/device.h"
 #include "wire/fetch.h"
 #include "wire/msg.h"
 #include "wire/wire.h"
@@ -88,6 +89,56 @@ void tsr__chunkmem_unref(tsr__chunkmem *m, tsr__buf *b);
 void tsr__chunkmem_drain(tsr__chunkmem *m);
 void tsr__chunkmem_read(tsr__chunkmem *m, tsr__poolstats *out);
 
+/* ---- Device tier: a GPU worker's chunk copies in device memory (devtier.c) ------------------ */
+
+typedef struct tsr__devcopy tsr__devcopy;
+
+typedef struct tsr__devtier {
+    const tsr__devops *ops;
+    void *ctx;
+    tsr__devinfo info;
+    int open, mu_ok;
+    pthread_mutex_t mu; /* everything below, and every record */
+    uint64_t limit, used, peak;
+    tsr__devcopy *old, *young; /* resident copies, least recently used first */
+    tsr__devcopy *orphans;     /* records whose host buffer went; freed by the GPU thread */
+    uint64_t h2d_bytes, d2h_bytes, h2d_count, d2h_count, evicted;
+} tsr__devtier;
+
+typedef struct tsr__devstats {
+    uint64_t used, peak, limit, h2d_bytes, d2h_bytes, h2d_count, d2h_count, evicted;
+    uint64_t resident, dirty;
+} tsr__devstats;
+
+/* How a task uses a copy it acquires. */
+enum {
+    TSR__DEV_INPUT,    /* read: copied to the device if not resident (evicting as needed) */
+    TSR__DEV_OUTPUT,   /* written whole: device memory only, no copy */
+    TSR__DEV_PREFETCH, /* read, ahead of time: only into free room, never evicting */
+};
+
+/* GPU thread: opens device id with the backend; limit 0 = the default (tessera.h). */
+int tsr__devtier_open(tsr__devtier *t, const tsr__devops *ops, int id, int64_t limit, char *err,
+                      size_t errlen);
+void tsr__devtier_close(tsr__devtier *t);   /* GPU thread: every device byte goes */
+void tsr__devtier_destroy(tsr__devtier *t); /* after the GPU thread ended and every buffer went */
+/* GPU thread: the device copy of b, resident and busy until released; NULL (message in err;
+ * for PREFETCH, silently) when it cannot be made. */
+void *tsr__devtier_acquire(tsr__devtier *t, tsr__buf *b, int mode, char *err, size_t errlen);
+/* GPU thread: one acquire's work is done; wrote: the kernel wrote the copy (host now stale). */
+void tsr__devtier_release(tsr__devtier *t, tsr__buf *b, int wrote);
+/* GPU thread: makes b's host bytes current (d2h if the copy is dirty). */
+int tsr__devtier_writeback(tsr__devtier *t, tsr__buf *b, char *err, size_t errlen);
+/* GPU thread: the host bytes of b were written: its device copy goes. */
+void tsr__devtier_invalidate(tsr__devtier *t, tsr__buf *b);
+/* GPU thread: writes back the least recently used dirty idle copy: 1, 0 (none), or an error. */
+int tsr__devtier_clean_one(tsr__devtier *t, char *err, size_t errlen);
+/* GPU thread: gives back the device memory of copies whose host buffer went. */
+void tsr__devtier_reap(tsr__devtier *t);
+/* Any thread: are b's host bytes stale (a dirty device copy)? */
+int tsr__devtier_stale(tsr__devtier *t, const tsr__buf *b);
+void tsr__devtier_read(tsr__devtier *t, tsr__devstats *out); /* any thread */
+
 /* ---- Chunk store: the chunks this worker holds for the scheduler ---------------------------- */
 
 /* A stored chunk. Tiny chunks are stored by the tens of thousands, so the record is sized to its
@@ -140,6 +191,7 @@ int tsr__worker_pick_core(hwloc_topology_t topo, hwloc_const_bitmap_t set, int k
 
 typedef struct tsr__worker tsr__worker;
 typedef struct wtask wtask;
+typedef struct wwb wwb;
 typedef struct wfetch wfetch;
 typedef struct peer_in peer_in;
 
@@ -162,8 +214,16 @@ typedef struct wwaiter {
     uint32_t idx;
 } wwaiter;
 
-/* Input flags from the compute message (PROTOCOL.md). */
-enum { TSR__IN_DONATE = 1, TSR__IN_RECOMPUTE = 2 };
+/* Input flags from the compute message (PROTOCOL.md), and the GPU thread's own: DEVPIN, the
+ * input's device copy was acquired ahead of time (prefetch) and is released when the task ends. */
+enum { TSR__IN_DONATE = 1, TSR__IN_RECOMPUTE = 2, TSR__IN_DEVPIN = 0x40 };
+
+/* A write-back asked of the GPU thread: the loop holds a reference on buf until it is done. */
+struct wwb {
+    tsr__buf *buf;
+    int rc;
+    wwb *next;
+};
 
 typedef struct wtask_in {
     uint64_t job, id;
@@ -241,6 +301,9 @@ struct peer_in {
     tsr__conn *conn;
     int greeted;
     tsr__wbatch out; /* small replies of this turn */
+    /* Gets waiting, in order, behind one whose chunk is being written back from the device. */
+    tsr__m_key *parked;
+    size_t nparked, parked_cap;
     peer_in *prev, *next;
 };
 
@@ -363,6 +426,17 @@ struct tsr__worker {
     pthread_mutex_t cmu;
     wtask *chead, *ctail;
     int sync_ok;
+
+    /* A GPU worker (gpu.c): one GPU executor instead of CPU executors, and the device tier. */
+    int gpu;
+    tsr__devtier dev;
+    hwloc_bitmap_t allowed; /* the cores the options allow; the GPU thread picks one near it */
+    wwb *wb_head, *wb_tail; /* write-backs asked of the GPU thread (under qmu) */
+    wwb *wb_done;           /* and done (under cmu) */
+    int gpu_state;          /* 0 starting, 1 running, < 0 failed to start (under qmu) */
+    pthread_cond_t gcv;     /* gpu_state changed */
+    char gpu_err[256];
+    uint64_t gpu_fallbacks; /* device tasks run on the host for want of device memory */
 };
 
 /* Outputs smaller than this are allocated by the loop when their task is queued, larger ones by
@@ -378,6 +452,20 @@ void tsr__exec_push(tsr__worker *w, wtask *t);
 void tsr__exec_flush(tsr__worker *w);
 /* Moves the completion queue into a local list (loop thread). */
 wtask *tsr__exec_take_done(tsr__worker *w);
+
+/* The host kernel of t on host buffers (CPU executors, and a GPU worker's host-only kernels):
+ * allocates t->out when the loop did not; t->rc and t->err say how it went. */
+void tsr__exec_run_host(tsr__worker *w, wtask *t);
+/* Hands finished tasks to the loop (executor threads). */
+void tsr__exec_publish(tsr__worker *w, wtask **head, wtask **tail);
+
+/* gpu.c: the GPU executor. */
+int tsr__gpu_start(tsr__worker *w); /* starts it and waits until the device is open */
+/* Loop thread: asks the GPU thread to make buf's host bytes current (tsr__peer_resume follows
+ * when done). 0 or -ENOMEM. */
+int tsr__gpu_writeback(tsr__worker *w, tsr__buf *buf);
+/* Loop thread: write-backs done since last time: drops their references; 1 if there were any. */
+int tsr__gpu_take_writebacks(tsr__worker *w);
 
 /* task.c: the task life cycle on the loop thread. */
 /* Checks a compute message completely, then starts its tasks; NULL or why it is malformed. */
@@ -411,6 +499,8 @@ void tsr__peer_on_connection(uv_stream_t *server, int status);
 /* Requests a chunk from addr for a fetch entry already in w->fetched. 0 or a negative code. */
 int tsr__peer_fetch(tsr__worker *w, wfetch *f, const char *addr);
 void tsr__peer_close_all(tsr__worker *w);
+/* Answers the gets that waited for write-backs, as far as their chunks are current now. */
+void tsr__peer_resume(tsr__worker *w);
 /* Sets up w->fetch (before the loop runs). */
 void tsr__peer_init(tsr__worker *w);
 /* End of a loop turn: sends the gets queued during it and the replies gathered, one write per

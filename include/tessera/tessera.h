@@ -142,15 +142,21 @@ typedef struct tsr_local_options {
      * worker with a thread per core, which measured faster than a worker per core
      * (docs/cli/run.md). workers alone: that many workers of 1 thread; threads alone: as many
      * workers of that many threads as the cores allow (at least 1). */
-    int workers;              /* worker processes; 0 = the layout above */
-    int threads;              /* executor threads per worker; 0 = the layout above */
+    int workers; /* CPU worker processes; 0 = the layout above; -1 = none (GPU workers only) */
+    int threads; /* executor threads per worker; 0 = the layout above */
     const char *tessera_path; /* the `tessera` executable used to start the processes; copied;
                                  NULL = the installed one, else `tessera` found on PATH */
     int verbose;              /* pass the cluster processes' logs through to stderr (theirs, not
                                  the library's: the processes' stderr is the program's) */
     tsr_logger logger;        /* the client's own lines; copied; default: none (silent) */
     int log_level;            /* lines above this level are dropped; default TSR_LOG_WARN */
-    uint8_t reserved[32];     /* room to grow: must stay zero (tsr_local_options_default) */
+    /* GPU workers, one per id in this list ("0", "0,1"; NULL or "" = none; copied), each with a
+     * core of its own when the machine has more cores than GPUs (the last ones: CPU workers get
+     * the rest), and device_memory_limit bytes of device memory each (0 = most of the device:
+     * tsr_worker_options). Taken from reserved, which shrank from 32 bytes to 16. */
+    const char *gpus;
+    int64_t device_memory_limit;
+    uint8_t reserved[16]; /* room to grow: must stay zero (tsr_local_options_default) */
 } tsr_local_options;
 
 TSR_API void tsr_local_options_default(tsr_local_options *opts);
@@ -564,7 +570,12 @@ typedef struct tsr_worker_options {
      * 0 = the default (64 MiB, or a tenth of memory_limit when that is less), -1 = no pool.
      * Taken from reserved, which shrank from 24 bytes to 16: same size, same ABI. */
     int64_t pool_bytes;
-    uint8_t reserved[16]; /* room to grow: must stay zero (tsr_worker_options_default) */
+    /* A GPU worker's device memory limit (gpu >= 0): the chunks it keeps on the device, least
+     * recently used evicted to host memory beyond it. 0 = the default: the device's free memory
+     * when the worker starts, less a tenth (at least 256 MiB) for cuBLAS and the runtime. Taken
+     * from reserved, which shrank from 16 bytes to 8: same size, same ABI. */
+    int64_t device_memory_limit;
+    uint8_t reserved[8]; /* room to grow: must stay zero (tsr_worker_options_default) */
 } tsr_worker_options;
 
 TSR_API void tsr_worker_options_default(tsr_worker_options *opts);

@@ -237,12 +237,17 @@ static int printed(const char *out, const char *name, double *vals, int max) {
     return 0;
 }
 
-Test(ops, every_op_against_naive_references, .timeout = 180) {
+/* Runs the program with `tessera run ARGS... prog.json` and checks every output. */
+static void every_op(const char *const *args) {
     char *dir = make_tmpdir();
     g_dir = dir;
     write_input(dir);
     write_file(dir, "prog.json", prog);
-    const char *argv[] = {"tessera", "run", "--workers", "2", "prog.json", NULL};
+    const char *argv[16] = {"tessera", "run"};
+    int a = 2;
+    while (*args && a < 14) argv[a++] = *args++;
+    argv[a++] = "prog.json";
+    argv[a] = NULL;
     proc_result r = run_cmd(dir, argv, 120);
     cr_assert_eq(r.status, 0, "tessera run failed (%d):\n%s", r.status, r.err);
 
@@ -315,4 +320,27 @@ Test(ops, every_op_against_naive_references, .timeout = 180) {
               "printed outputs out of order:\n%s", r.out);
     proc_result_free(&r);
     remove_tmpdir(dir);
+}
+
+Test(ops, every_op_against_naive_references, .timeout = 180) {
+    every_op((const char *[]){"--workers", "2", NULL});
+}
+
+/* A GPU worker alone, on the fake device (kernels/fakedev.c: device memory in host memory, the
+ * CPU kernels), with a device so small that copies are evicted (dirty ones written back) and
+ * some tasks do not fit at all and run on the host: every path of the device tier, and every
+ * write-back the client's fetches ask for, against the same references. */
+Test(ops, every_op_on_a_gpu_worker_with_a_tiny_device, .timeout = 180) {
+    setenv("TESSERA_FAKE_GPU", "1", 1);
+    setenv("TESSERA_FAKE_GPU_MEMORY", "4096", 1); /* a 2048-byte limit: a few chunks */
+    every_op((const char *[]){"--workers", "0", "--gpus", "0", NULL});
+    unsetenv("TESSERA_FAKE_GPU_MEMORY");
+    unsetenv("TESSERA_FAKE_GPU");
+}
+
+/* A GPU worker beside CPU workers: chunks move between the kinds through host memory. */
+Test(ops, every_op_on_cpu_and_gpu_workers, .timeout = 180) {
+    setenv("TESSERA_FAKE_GPU", "1", 1);
+    every_op((const char *[]){"--workers", "1", "--gpus", "0", NULL});
+    unsetenv("TESSERA_FAKE_GPU");
 }
