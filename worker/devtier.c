@@ -186,8 +186,10 @@ static int make_room_locked(tsr__devtier *t, size_t n, char *err, size_t errlen)
 /* Device memory for c (mu held): 0, -ENOMEM (the limit or the device has no room even after
  * eviction; evict = 0: without evicting anything), or a copy failure. */
 static int place_locked(tsr__devtier *t, tsr__devcopy *c, int evict, char *err, size_t errlen) {
+    /* A prefetch leaves a quarter of the limit free: the task running next must find room
+     * without the copies held for the tasks after it. */
+    if (!evict && t->used + c->bytes > t->limit - t->limit / 4) return -ENOMEM;
     if (t->used + c->bytes > t->limit) {
-        if (!evict) return -ENOMEM;
         int rc = make_room_locked(t, c->bytes, err, errlen);
         if (rc != 0) return rc;
     }

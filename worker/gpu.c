@@ -58,6 +58,9 @@ static void set_state(tsr__worker *w, int state) {
 
 /* ---- running tasks --------------------------------------------------------------------------- */
 
+/* How many queued tasks ahead the GPU thread copies inputs in while a kernel runs. */
+#define PREFETCH_TASKS 4
+
 /* Releases the device copies a task acquired (inputs with DEVPIN, and its output). */
 static void release_all(tsr__worker *w, wtask *t, int out_acquired, int wrote) {
     for (uint32_t k = 0; k < t->nin; k++) {
@@ -84,11 +87,12 @@ static void prefetch(tsr__worker *w, wtask *t) {
     }
 }
 
-/* The next queued task, for prefetch: it stays in the queue, and only this thread takes tasks
- * from it, so it stays valid until this thread runs it. */
-static wtask *peek_next(tsr__worker *w) {
+/* The next few queued tasks, for prefetch: they stay in the queue, and only this thread takes
+ * tasks from it, so they stay valid until this thread runs them. */
+static size_t peek_next(tsr__worker *w, wtask **out, size_t max) {
+    size_t n = 0;
     pthread_mutex_lock(&w->qmu);
-    wtask *n = w->qhead;
+    for (wtask *t = w->qhead; t && n < max; t = t->qnext) out[n++] = t;
     pthread_mutex_unlock(&w->qmu);
     return n;
 }
@@ -176,8 +180,11 @@ static void run_task(tsr__worker *w, wtask *t) {
     }
     if (rc == 0) rc = w->dev.ops->run(w->dev.ctx, d, ins, (int)t->nin, &out, msg, sizeof msg);
     if (rc == 0) {
-        wtask *next = peek_next(w);
-        if (next) prefetch(w, next);
+        /* While the kernel runs: the next tasks' inputs, in queue order, as far as free device
+         * memory goes (a prefetch never evicts). */
+        wtask *next[PREFETCH_TASKS];
+        size_t n = peek_next(w, next, PREFETCH_TASKS);
+        for (size_t k = 0; k < n; k++) prefetch(w, next[k]);
         rc = w->dev.ops->wait(w->dev.ctx, msg, sizeof msg);
     }
     release_all(w, t, out_acquired, rc == 0);

@@ -114,7 +114,8 @@ typedef struct tsr__devstats {
 enum {
     TSR__DEV_INPUT,    /* read: copied to the device if not resident (evicting as needed) */
     TSR__DEV_OUTPUT,   /* written whole: device memory only, no copy */
-    TSR__DEV_PREFETCH, /* read, ahead of time: only into free room, never evicting */
+    TSR__DEV_PREFETCH, /* read, ahead of time: only into free room (three quarters of the limit at
+                          most), never evicting */
 };
 
 /* GPU thread: opens device id with the backend; limit 0 = the default (tessera.h). */

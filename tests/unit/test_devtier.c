@@ -161,6 +161,22 @@ Test(devtier, prefetch_uses_free_room_only) {
     close_tier();
 }
 
+Test(devtier, prefetch_leaves_a_quarter_of_the_limit_for_the_next_task) {
+    open_tier(4 * N);
+    tsr__buf *b[5];
+    for (int k = 0; k < 5; k++) b[k] = buf_with((unsigned char)k);
+    for (int k = 0; k < 3; k++)
+        cr_assert(tsr__devtier_acquire(&tier, b[k], TSR__DEV_PREFETCH, err, sizeof err));
+    cr_assert_null(tsr__devtier_acquire(&tier, b[3], TSR__DEV_PREFETCH, err, sizeof err),
+                   "a fourth prefetch would fill the last quarter");
+    cr_assert(tsr__devtier_acquire(&tier, b[3], TSR__DEV_INPUT, err, sizeof err), "%s", err);
+    cr_assert_null(tsr__devtier_acquire(&tier, b[4], TSR__DEV_INPUT, err, sizeof err),
+                   "everything resident is held");
+    for (int k = 0; k < 4; k++) tsr__devtier_release(&tier, b[k], 0);
+    for (int k = 0; k < 5; k++) tsr__buf_unref(b[k]);
+    close_tier();
+}
+
 Test(devtier, a_released_buffer_gives_its_device_memory_back) {
     open_tier(4 * N);
     tsr__buf *a = buf_with(5);
