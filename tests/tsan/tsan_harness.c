@@ -160,6 +160,26 @@ int main(int argc, char **argv) {
     interrupt_round(c);
     matmul_round(c, 48, 16); /* the client still computes after an interrupt */
     tsr_client_free(c);
+
+    /* A GPU worker on the fake device (kernels/fakedev.c) beside a CPU worker, with a device so
+     * small that copies are evicted and written back: the GPU thread, the loop (peers' gets
+     * waiting for write-backs, chunks freed while their copies are resident) and the device
+     * tier's lock. */
+    setenv("TESSERA_FAKE_GPU", "1", 1);
+    setenv("TESSERA_FAKE_GPU_MEMORY", "65536", 1);
+    tsr_local_options_default(&lo);
+    lo.workers = 1;
+    lo.threads = 1;
+    lo.gpus = "0";
+    lo.tessera_path = argv[1];
+    if (tsr_client_start_local(&lo, &c) != 0) {
+        fprintf(stderr, "tsan_harness: cannot start a local cluster with a GPU worker: %s\n",
+                tsr_last_error());
+        return 1;
+    }
+    matmul_round(c, 96, 32);
+    matmul_round(c, 64, 8);
+    tsr_client_free(c);
     printf("tsan_harness: %d failures\n", failures);
     return failures ? 1 : 0;
 }
