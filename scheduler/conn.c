@@ -157,6 +157,10 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
         tsr__sworker *w = &srv->st.w[p->wid];
         snprintf(w->cpus, sizeof w->cpus, "%s", h.cpus);
         w->mem_limit = h.mem > 0 ? (uint64_t)h.mem : 0;
+        /* A GPU worker's device figures are shown from the start (zero until its first st). */
+        w->dev = kind == TSR__KIND_GPU || h.has_dev;
+        snprintf(w->dev_name, sizeof w->dev_name, "%s", h.dev_name);
+        w->st.dev_limit = h.dev_limit;
         tsr__events_add(&srv->events, tsr__now() - srv->started,
                         "worker %s joined (%s, %lld threads)", p->name, h.addr,
                         (long long)h.threads);
@@ -272,7 +276,16 @@ static void read_stats(tsr__peer *p, const tsr__m_wstats *st) {
     TAKE(out_bytes)
     TAKE(busy_s)
     TAKE(in_s)
+    TAKE(dev_used)
+    TAKE(dev_limit)
+    TAKE(h2d_bytes)
+    TAKE(d2h_bytes)
+    TAKE(dev_evicted)
 #undef TAKE
+    const uint64_t dev = TSR__M_BIT(wstats, dev_used) | TSR__M_BIT(wstats, dev_limit) |
+                         TSR__M_BIT(wstats, h2d_bytes) | TSR__M_BIT(wstats, d2h_bytes) |
+                         TSR__M_BIT(wstats, dev_evicted);
+    if (st->has & dev) s->w[p->wid].dev = 1;
     tsr__sched_worker_stats(s, p->wid, &w);
 }
 

@@ -141,10 +141,12 @@ typedef struct tsr__sjob {
     int dirty;           /* progress changed since the last progress message */
 } tsr__sjob;
 
-/* A worker's latest `st` report (PROTOCOL.md), kept for stats and the bandwidth estimate. */
+/* A worker's latest `st` report (PROTOCOL.md), kept for stats and the bandwidth estimate. The
+ * dev_ fields are a GPU worker's device cache (0 from workers that do not report them). */
 typedef struct tsr__wstats {
     uint64_t rss_peak, rss, chunk_bytes, chunk_peak, tasks, in_bytes, out_bytes;
     double busy_s, in_s;
+    uint64_t dev_used, dev_limit, h2d_bytes, d2h_bytes, dev_evicted;
 } tsr__wstats;
 
 typedef struct tsr__sworker {
@@ -164,6 +166,8 @@ typedef struct tsr__sworker {
     char name[64];
     char cpus[64]; /* as the worker said in its hello */
     uint64_t mem_limit;
+    int dev;           /* reports device figures (a GPU worker): info and stats carry them */
+    char dev_name[64]; /* the device, as its hello named it */
 } tsr__sworker;
 
 enum { TSR__ACT_COMPUTE, TSR__ACT_FREE, TSR__ACT_FINISHED, TSR__ACT_FAILED };
@@ -351,8 +355,11 @@ typedef struct tsr__hello {
     int64_t threads;
     char kind[8];
     char addr[64];
-    char cpus[64]; /* worker: the cores it is pinned to (hwloc list), optional */
-    int64_t mem;   /* worker: memory limit in bytes, 0 = none, optional */
+    char cpus[64];      /* worker: the cores it is pinned to (hwloc list), optional */
+    int64_t mem;        /* worker: memory limit in bytes, 0 = none, optional */
+    char dev_name[64];  /* GPU worker: its device's name, optional */
+    uint64_t dev_limit; /* GPU worker: device memory its cache may use, optional */
+    int has_dev;        /* the hello carried either */
 } tsr__hello;
 
 /* Parses a hello header. 0, TSR_EVERSION (h->v holds what was sent), or TSR_EPROTOCOL with a

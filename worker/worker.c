@@ -90,13 +90,18 @@ static void send_hello(tsr__worker *w) {
     tsr__msg_hello m;
     hello_common(w, &m, "worker");
     m.threads = w->nexec;
-    m.kind = tsr__str_of("cpu");
+    m.kind = tsr__str_of(w->opts->gpu >= 0 ? "gpu" : "cpu");
     m.addr = tsr__str_of(w->peer_addr);
     m.cpus = tsr__str_of(w->cpus);
     m.mem = w->opts->memory_limit > 0 ? w->opts->memory_limit : 0;
     m.pid = (int64_t)getpid();
     m.has |= TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, kind) | TSR__MSG_BIT(hello, addr) |
              TSR__MSG_BIT(hello, cpus) | TSR__MSG_BIT(hello, mem) | TSR__MSG_BIT(hello, pid);
+    if (w->st.dev.on) { /* the device as the GPU tier opened it (worker.h, wdevstats) */
+        m.dev_name = tsr__str_of(w->st.dev.name);
+        m.dev_limit = w->st.dev.limit;
+        m.has |= TSR__MSG_BIT(hello, dev_name) | TSR__MSG_BIT(hello, dev_limit);
+    }
     tsr__msg_pack_hello(&sb, &m);
     send_sched(w, &sb);
 }
