@@ -75,49 +75,68 @@ tsr__key tsr__backlog_pop(tsr__sched *s, uint32_t wid) {
 
 /* Tasks are numbered in the depth-first order of lowering, so consecutive ids share inputs (the
  * k-chain of one output block, the rows of one operand). Cutting that order into contiguous
- * runs of equal expected cost (in proportion to each worker's speed) keeps producers and
- * consumers together; cheap sources are made wherever they are needed, so what crosses a cut is
- * only the few chunks computed on one side and used on the other. docs/ARCHITECTURE.md says why
- * this does as well as a general graph partitioner on our graphs. */
-static double class_seconds(const tsr__costs *c, uint32_t cls) {
-    const tsr__cls *k = &c->c[cls];
-    return k->n[TSR__KIND_CPU] ? k->mean[TSR__KIND_CPU] : k->model;
-}
-
+ * runs of equal expected time keeps producers and consumers together; cheap sources are made
+ * wherever they are needed, so what crosses a cut is only the few chunks computed on one side
+ * and used on the other. docs/ARCHITECTURE.md says why this does as well as a general graph
+ * partitioner on our graphs.
+ *
+ * Each worker's run is its share of the job's work, in proportion to how fast it would do the
+ * whole job alone: threads / (speed x the job's seconds on one thread of its kind). For CPU
+ * workers alike that is threads / speed; a GPU worker that runs the job's matmuls 20 times
+ * faster than a core gets about 20 cores' share, not one thread's. Progress along the order is
+ * measured for each worker in its own kind's seconds, as a fraction of the whole job. */
 void tsr__partition(tsr__sched *s, tsr__sjob *j) {
     if (s->roundrobin || s->nalive == 0) return;
     uint32_t *ws = malloc(s->nw * sizeof *ws);
-    if (!ws) return; /* no homes: placement still works, only without the partition */
-    size_t nw = 0;
-    double cap_total = 0;
-    for (uint32_t w = 0; w < s->nw && w < TSR__NOHOME; w++) {
-        if (!s->w[w].alive) continue;
-        ws[nw++] = w;
-        cap_total += s->w[w].threads / s->w[w].speed;
+    double *share = malloc(s->nw * sizeof *share);
+    if (!ws || !share) { /* no homes: placement still works, only without the partition */
+        free(ws);
+        free(share);
+        return;
     }
-    double total = 0;
-    for (uint32_t t = 0; t < j->g.ntasks; t++)
-        if (!(j->t[t].flags & TSR__TF_VIRTUAL)) total += class_seconds(&s->cost, j->cls[t]);
-    size_t wi = 0;
-    double acc = 0, end = total * (s->w[ws[0]].threads / s->w[ws[0]].speed) / cap_total;
+    double T[TSR__KINDS] = {0};
     for (uint32_t t = 0; t < j->g.ntasks; t++) {
         if (j->t[t].flags & TSR__TF_VIRTUAL) continue;
-        double c = class_seconds(&s->cost, j->cls[t]);
+        for (int k = 0; k < TSR__KINDS; k++) T[k] += tsr__cost_kind(&s->cost, j->cls[t], k);
+    }
+    size_t nw = 0;
+    double rate_total = 0;
+    for (uint32_t w = 0; w < s->nw && w < TSR__NOHOME; w++) {
+        const tsr__sworker *wk = &s->w[w];
+        if (!wk->alive || !(T[wk->kind] > 0)) continue;
+        share[nw] = wk->threads / (wk->speed * T[wk->kind]);
+        rate_total += share[nw];
+        ws[nw++] = w;
+    }
+    if (nw == 0) {
+        free(ws);
+        free(share);
+        return;
+    }
+    size_t wi = 0;
+    double acc = 0, end = share[0] / rate_total;
+    for (uint32_t t = 0; t < j->g.ntasks; t++) {
+        if (j->t[t].flags & TSR__TF_VIRTUAL) continue;
+        const tsr__sworker *wk = &s->w[ws[wi]];
+        double c = tsr__cost_kind(&s->cost, j->cls[t], wk->kind) / T[wk->kind];
         while (acc + c / 2 > end && wi + 1 < nw) { /* a task goes where its middle falls */
             wi++;
-            end += total * (s->w[ws[wi]].threads / s->w[ws[wi]].speed) / cap_total;
+            end += share[wi] / rate_total;
+            wk = &s->w[ws[wi]];
+            c = tsr__cost_kind(&s->cost, j->cls[t], wk->kind) / T[wk->kind];
         }
         j->t[t].home = (uint16_t)ws[wi];
         acc += c;
     }
     free(ws);
+    free(share);
 }
 
 /* ---- placement ---- */
 
 /* Seconds before task id could start on worker wid because of its inputs: nothing for inputs
- * held there, a transfer for inputs held elsewhere, the making of a virtual source not yet
- * there. */
+ * held there, a transfer for inputs held elsewhere (with the copies off and onto a GPU worker's
+ * device), the making of a virtual source not yet there. */
 static double input_cost(const tsr__sched *s, const tsr__sjob *j, uint32_t id, uint32_t wid) {
     double c = 0;
     for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++) {
@@ -127,14 +146,16 @@ static double input_cost(const tsr__sched *s, const tsr__sjob *j, uint32_t id, u
             if (!(wid < 64 && j->rmask && (j->rmask[in] >> wid & 1)))
                 c += tsr__cost_est(&s->cost, j->cls[in], &s->w[wid]);
         } else if (ti->where != wid) {
-            c += tsr__cost_move(&s->cost, ti->nbytes);
+            int from = ti->where < s->nw ? s->w[ti->where].kind : TSR__KIND_CPU;
+            c += tsr__cost_xfer(&s->cost, ti->nbytes, from, s->w[wid].kind);
         }
     }
     return c;
 }
 
 /* Expected finish of task id on wid: when the worker can start it, plus its inputs, plus its
- * run, plus (away from home) moving the result back to where its consumers are expected.
+ * run, plus (away from home) moving the result back to where its consumers are expected (off a
+ * GPU worker's device, onto its home's).
  *
  * "Can start" counts the work already sent to the worker, not its backlog: the backlog is in
  * priority order and a newly ready task usually goes ahead of most of it (its inputs were just
@@ -149,7 +170,7 @@ static double finish_time(const tsr__sched *s, const tsr__sjob *j, uint32_t id, 
                tsr__cost_est(&s->cost, j->cls[id], &s->w[wid]);
     if (t->home != TSR__NOHOME && t->home != wid && t->home < s->nw && s->w[t->home].alive &&
         j->rdep_off[id + 1] > j->rdep_off[id])
-        f += tsr__cost_move(&s->cost, t->nbytes);
+        f += tsr__cost_xfer(&s->cost, t->nbytes, s->w[wid].kind, s->w[t->home].kind);
     return f;
 }
 

@@ -193,17 +193,18 @@ typedef struct tsr__parked {
 
 enum { TSR__KIND_CPU = 0, TSR__KIND_GPU = 1, TSR__KINDS };
 
-/* A cost class: tasks of one operation on one chunk shape (cost.c). */
+/* A cost class: tasks of one operation on one chunk shape and dtype (cost.c). */
 typedef struct tsr__cls {
     uint64_t hash;
     char op[16];
-    uint8_t kop;
+    uint8_t kop;   /* kernel family; UINT8_MAX when the descriptor does not say */
+    uint8_t dtype; /* output tsr_dtype; UINT8_MAX when the descriptor does not say */
     uint32_t ndeps;
     uint64_t nbytes;
     float flops;
-    double model;            /* seconds from the flops/bytes model */
-    double mean[TSR__KINDS]; /* learned seconds per worker kind (normalised by worker speed) */
-    uint32_t n[TSR__KINDS];  /* samples behind mean */
+    double model[TSR__KINDS]; /* prior seconds per worker kind, until measurements come */
+    double mean[TSR__KINDS];  /* learned seconds per worker kind (normalised by worker speed) */
+    uint32_t n[TSR__KINDS];   /* samples behind mean */
 } tsr__cls;
 
 typedef struct tsr__costs {
@@ -213,6 +214,8 @@ typedef struct tsr__costs {
     size_t nslot;   /* power of two */
     double bw;      /* bytes/s of peer transfers, from workers' in_bytes / in_s */
     double latency; /* seconds per transfer round trip */
+    double h2d_bw;  /* bytes/s of a GPU worker's host-to-device copies (a prior) */
+    double d2h_bw;  /* bytes/s of its device-to-host copies (a prior) */
 } tsr__costs;
 
 typedef struct tsr__sched {
@@ -299,9 +302,13 @@ void tsr__keyvec_free(tsr__keyvec *kv);
 /* ---- cost.c ---- */
 void tsr__costs_init(tsr__costs *c);
 void tsr__costs_free(tsr__costs *c);
-/* The class of a task (interned); 0 only when out of memory. */
-uint32_t tsr__cost_class(tsr__costs *c, const char *op, uint8_t kop, uint32_t ndeps,
+/* The class of a task (interned); 0 only when out of memory. kop and dtype: UINT8_MAX when
+ * unknown. */
+uint32_t tsr__cost_class(tsr__costs *c, const char *op, uint8_t kop, uint8_t dtype, uint32_t ndeps,
                          uint64_t nbytes, float flops);
+/* Expected seconds of a task of class cls on one thread of a worker of this kind, before any
+ * worker's speed factor: the learned mean, or the prior until there is one. */
+double tsr__cost_kind(const tsr__costs *c, uint32_t cls, int kind);
 /* Expected seconds of a task of class cls on worker w. */
 double tsr__cost_est(const tsr__costs *c, uint32_t cls, const tsr__sworker *w);
 /* Learns from a measured run of a class-cls task on w. */
@@ -310,8 +317,19 @@ void tsr__cost_learn(tsr__costs *c, uint32_t cls, tsr__sworker *w, double second
 static inline double tsr__cost_move(const tsr__costs *c, uint64_t nbytes) {
     return c->latency + (double)nbytes / c->bw;
 }
+/* Seconds to move nbytes from a worker of kind `from` to one of kind `to`: the peer transfer,
+ * plus the copy off the source's device (a GPU worker keeps what it computed on its device)
+ * and onto the destination's (a GPU worker computes from device memory). */
+static inline double tsr__cost_xfer(const tsr__costs *c, uint64_t nbytes, int from, int to) {
+    double s = tsr__cost_move(c, nbytes);
+    if (from == TSR__KIND_GPU) s += (double)nbytes / c->d2h_bw;
+    if (to == TSR__KIND_GPU) s += (double)nbytes / c->h2d_bw;
+    return s;
+}
 /* The kernel family of a descriptor (its first field), or -1. */
 int tsr__kdesc_peek_kop(const uint8_t *kd, size_t len);
+/* The output dtype of a descriptor (its third field), or -1. */
+int tsr__kdesc_peek_dtype(const uint8_t *kd, size_t len);
 
 /* ---- placement.c ---- */
 /* Seconds until w is free, from the expected durations of what it has queued. */

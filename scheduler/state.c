@@ -438,11 +438,12 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
      * instead of being run once and moved: they count as done from the start. */
     for (uint32_t t = 0; t < n; t++) {
         const uint8_t *kd = g->arena + g->kd_off[t];
-        int kop = tsr__kdesc_peek_kop(kd, (size_t)(g->kd_off[t + 1] - g->kd_off[t]));
+        size_t kl = (size_t)(g->kd_off[t + 1] - g->kd_off[t]);
+        int kop = tsr__kdesc_peek_kop(kd, kl), dtype = tsr__kdesc_peek_dtype(kd, kl);
         uint32_t nd = g->dep_off[t + 1] - g->dep_off[t];
         j->cls[t] =
-            tsr__cost_class(&s->cost, g->ops[g->array[t]], kop < 0 ? UINT8_MAX : (uint8_t)kop, nd,
-                            g->nbytes[t], g->flops[t]);
+            tsr__cost_class(&s->cost, g->ops[g->array[t]], kop < 0 ? UINT8_MAX : (uint8_t)kop,
+                            dtype < 0 ? UINT8_MAX : (uint8_t)dtype, nd, g->nbytes[t], g->flops[t]);
         tsr__stask *ts = &j->t[t];
         if (nd == 0 && !(ts->flags & TSR__TF_OUTPUT) && tsr__kop_has(kop, TSR__KOP_RECOMPUTE)) {
             ts->flags |= TSR__TF_VIRTUAL;
