@@ -197,9 +197,13 @@ static void handle_submit(tsr__peer *p, const tsr__msg_submit *m, const void *pa
         uint32_t n = spec.ntasks;
         rc = tsr__sched_submit(&srv->st, p->id, &spec, &job, err, sizeof err);
         if (rc == 0) {
+            /* NULL when it failed at once (no connected worker can run one of its tasks): the
+             * failed message follows this accepted at the turn's flush. */
             tsr__sjob *j = tsr__sched_job(&srv->st, job);
-            j->rss_base = rss;
-            j->trace = TSR__MSG_HAS(submit, m, trace) && m->trace;
+            if (j) {
+                j->rss_base = rss;
+                j->trace = TSR__MSG_HAS(submit, m, trace) && m->trace;
+            }
             tsr__proto_accepted(&b, job, n);
         }
     }

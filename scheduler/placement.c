@@ -71,6 +71,51 @@ tsr__key tsr__backlog_pop(tsr__sched *s, uint32_t wid) {
     return top;
 }
 
+/* ---- kernel availability ---- */
+
+void tsr__kinds_init(tsr__sched *s) {
+    for (int kind = 0; kind < TSR__KINDS; kind++)
+        for (int kop = 0; kop < TSR_KOP_COUNT; kop++)
+            s->kernels[kind][kop] = tsr__kop_info_of(kop)->dtypes;
+}
+
+int tsr__kind_runs(const tsr__sched *s, int kind, int kop, int dtype) {
+    if (kind < 0 || kind >= TSR__KINDS) return 0;
+    if (kop < 0 || kop >= TSR_KOP_COUNT) return 1;
+    uint32_t dts = s->kernels[kind][kop];
+    if (dtype < 0 || dtype > 31) return dts != 0;
+    return (dts >> dtype & 1) != 0;
+}
+
+static unsigned class_kinds(const tsr__sched *s, uint32_t cls) {
+    if (cls == 0 || cls >= s->cost.n) return (1u << TSR__KINDS) - 1;
+    const tsr__cls *k = &s->cost.c[cls];
+    unsigned m = 0;
+    for (int kind = 0; kind < TSR__KINDS; kind++)
+        if (tsr__kind_runs(s, kind, k->kop, k->dtype)) m |= 1u << kind;
+    return m;
+}
+
+unsigned tsr__task_kinds(const tsr__sched *s, const tsr__sjob *j, uint32_t id) {
+    unsigned m = class_kinds(s, j->cls[id]);
+    for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++) {
+        uint32_t in = j->g.deps[k];
+        if (j->t[in].flags & TSR__TF_VIRTUAL) m &= class_kinds(s, j->cls[in]);
+    }
+    return m;
+}
+
+unsigned tsr__alive_kinds(const tsr__sched *s) {
+    unsigned m = 0;
+    for (int kind = 0; kind < TSR__KINDS; kind++)
+        if (s->nkind[kind] > 0) m |= 1u << kind;
+    return m;
+}
+
+static int can_run(const tsr__sworker *w, unsigned kinds) {
+    return (kinds >> w->kind & 1) != 0;
+}
+
 /* ---- the partition ---- */
 
 /* Tasks are numbered in the depth-first order of lowering, so consecutive ids share inputs (the
@@ -97,7 +142,9 @@ void tsr__partition(tsr__sched *s, tsr__sjob *j) {
     double T[TSR__KINDS] = {0};
     for (uint32_t t = 0; t < j->g.ntasks; t++) {
         if (j->t[t].flags & TSR__TF_VIRTUAL) continue;
-        for (int k = 0; k < TSR__KINDS; k++) T[k] += tsr__cost_kind(&s->cost, j->cls[t], k);
+        unsigned kinds = tsr__task_kinds(s, j, t);
+        for (int k = 0; k < TSR__KINDS; k++)
+            if (kinds >> k & 1) T[k] += tsr__cost_kind(&s->cost, j->cls[t], k);
     }
     size_t nw = 0;
     double rate_total = 0;
@@ -125,7 +172,8 @@ void tsr__partition(tsr__sched *s, tsr__sjob *j) {
             wk = &s->w[ws[wi]];
             c = tsr__cost_kind(&s->cost, j->cls[t], wk->kind) / T[wk->kind];
         }
-        j->t[t].home = (uint16_t)ws[wi];
+        /* A task its home could not run has none: placement alone decides. */
+        j->t[t].home = can_run(wk, tsr__task_kinds(s, j, t)) ? (uint16_t)ws[wi] : TSR__NOHOME;
         acc += c;
     }
     free(ws);
@@ -193,9 +241,11 @@ static void refresh_least(tsr__sched *s) {
 /* Scans all workers up to this many; beyond, only the pruned candidates. */
 #define FULL_SCAN_WORKERS 8
 
-static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, uint32_t w,
-                     uint32_t *best, double *bestf) {
-    if (w >= s->nw || !s->w[w].alive) return;
+/* A candidate: live, with a kernel for the task (kinds, tsr__task_kinds), and finishing it
+ * earliest so far. */
+static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, unsigned kinds,
+                     uint32_t w, uint32_t *best, double *bestf) {
+    if (w >= s->nw || !s->w[w].alive || !can_run(&s->w[w], kinds)) return;
     double f = finish_time(s, j, id, w);
     /* Ties (typically tasks with no inputs while windows are full): home first, then the
      * shorter backlog. */
@@ -207,10 +257,10 @@ static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, uint3
     }
 }
 
-static uint32_t round_robin(tsr__sched *s) {
+static uint32_t round_robin(tsr__sched *s, unsigned kinds) {
     for (size_t n = 0; n < s->nw; n++) {
         uint32_t w = (uint32_t)((s->rr + n) % s->nw);
-        if (s->w[w].alive) {
+        if (s->w[w].alive && can_run(&s->w[w], kinds)) {
             s->rr = (w + 1) % (uint32_t)s->nw;
             return w;
         }
@@ -220,32 +270,34 @@ static uint32_t round_robin(tsr__sched *s) {
 
 uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task) {
     if (s->nalive == 0) return TSR__NONE;
-    if (s->roundrobin) return round_robin(s);
+    unsigned kinds = tsr__task_kinds(s, j, task);
+    if (s->roundrobin) return round_robin(s, kinds);
     uint32_t best = TSR__NONE;
     double bestf = 0;
     const tsr__stask *t = &j->t[task];
     if (s->nw <= FULL_SCAN_WORKERS) {
-        for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, w, &best, &bestf);
+        for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, kinds, w, &best, &bestf);
         return best;
     }
     if ((s->placements++ & 63) == 0 || s->least[0] == TSR__NONE || !s->w[s->least[0]].alive)
         refresh_least(s);
-    if (t->home != TSR__NOHOME) consider(s, j, task, t->home, &best, &bestf);
+    if (t->home != TSR__NOHOME) consider(s, j, task, kinds, t->home, &best, &bestf);
     for (uint32_t k = j->g.dep_off[task]; k < j->g.dep_off[task + 1]; k++) {
         const tsr__stask *in = &j->t[j->g.deps[k]];
-        if (in->where != TSR__NONE) consider(s, j, task, in->where, &best, &bestf);
+        if (in->where != TSR__NONE) consider(s, j, task, kinds, in->where, &best, &bestf);
     }
-    consider(s, j, task, s->least[0], &best, &bestf);
-    consider(s, j, task, s->least[1], &best, &bestf);
-    return best != TSR__NONE ? best : round_robin(s);
+    consider(s, j, task, kinds, s->least[0], &best, &bestf);
+    consider(s, j, task, kinds, s->least[1], &best, &bestf);
+    return best != TSR__NONE ? best : round_robin(s, kinds);
 }
 
 /* ---- stealing ---- */
 
 /* An idle worker (room in its window, nothing in its backlog) takes never-sent tasks from the
  * most loaded backlog, from the front (the next ones due), while each would finish earlier on
- * the thief, inputs moved, than it would start on the victim. Tasks already sent are never
- * taken back: a stolen task has not started anywhere. */
+ * the thief, inputs moved, than it would start on the victim, and the thief has a kernel for
+ * it (it stops at the first it has none for: the front is what is due). Tasks already sent are
+ * never taken back: a stolen task has not started anywhere. */
 uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
     if (s->roundrobin) return 0;
     tsr__sworker *t = &s->w[thief];
@@ -262,6 +314,7 @@ uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
     while (n < half && n < room && v->backlog.n > 0) {
         tsr__key k = v->backlog.v[0];
         tsr__sjob *j = s->jobs[k.job];
+        if (!can_run(t, tsr__task_kinds(s, j, k.task))) break;
         /* The victim's wait for this task: its in-flight work (the backlog front comes next). */
         double wait = v->q_inflight / v->threads;
         double here = tsr__worker_load(t) + input_cost(s, j, k.task, thief) +

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "common/common.h"
+#include "graph/ops.h"
 
 #define TSR__NONE UINT32_MAX
 
@@ -227,6 +228,11 @@ typedef struct tsr__sched {
     tsr__sworker *w;
     size_t nw, wcap;
     uint32_t nalive;
+    uint32_t nkind[TSR__KINDS]; /* live workers of each kind */
+    /* Which kernels each kind of worker has: a tsr_dtype bit set per (kind, family), from the
+     * operations table (placement.c, tsr__kind_runs). Every kind has every family today; a
+     * family that only some kinds have (a CPU-only plugin) clears its bits for the others. */
+    uint32_t kernels[TSR__KINDS][TSR_KOP_COUNT];
     tsr__sjob **jobs; /* by id; NULL once deleted. Slot 0 is unused (job ids start at 1). */
     size_t njobs, jcap;
     uint32_t *live; /* ids of jobs not deleted */
@@ -332,6 +338,17 @@ int tsr__kdesc_peek_kop(const uint8_t *kd, size_t len);
 int tsr__kdesc_peek_dtype(const uint8_t *kd, size_t len);
 
 /* ---- placement.c ---- */
+/* Kernel availability: does a worker of this kind have a kernel for family kop making dtype?
+ * The one test placement, stealing and job admission use. An unknown family or dtype
+ * (UINT8_MAX, an opaque descriptor) runs anywhere: the worker judges it. */
+int tsr__kind_runs(const tsr__sched *s, int kind, int kop, int dtype);
+/* Fills s->kernels from the operations table: every kind has every family. */
+void tsr__kinds_init(tsr__sched *s);
+/* The kinds (bit 1 << kind) that can run task id: its own kernel and those of the virtual
+ * sources it makes where it runs (RECOMPUTE). */
+unsigned tsr__task_kinds(const tsr__sched *s, const tsr__sjob *j, uint32_t id);
+/* The kinds with a live worker (bit 1 << kind). */
+unsigned tsr__alive_kinds(const tsr__sched *s);
 /* Seconds until w is free, from the expected durations of what it has queued. */
 static inline double tsr__worker_load(const tsr__sworker *w) {
     return (w->q_inflight + w->q_backlog) / (double)w->threads;

@@ -509,6 +509,35 @@ Test(placement_gpu, slow_cpus_do_not_stretch_the_makespan) {
     sim_free(mix);
 }
 
+Test(placement_gpu, small_elementwise_ops_stay_with_their_inputs_on_cpus) {
+    /* Sixteen 64 KiB chunks made on the CPUs (a CPU-only family), then an elementwise op per
+     * pair. The GPU runs elementwise ops ten times faster, but moving two inputs onto it costs
+     * more than the op does where they are. */
+    static gb g;
+    memset(&g, 0, sizeof g);
+    for (int p = 0; p < 8; p++) {
+        uint32_t in[2];
+        for (int k = 0; k < 2; k++) {
+            in[k] = gb_task(&g, 0, NULL);
+            g.src[in[k]] = 1 + TSR_KOP_LOAD;
+            g.nbytes[in[k]] = 64 << 10;
+            g.flops[in[k]] = 8192;
+        }
+        uint32_t b = gb_task(&g, 2, in);
+        g.src[b] = 1 + TSR_KOP_BINARY;
+        g.nbytes[b] = 64 << 10;
+        g.flops[b] = 8192;
+        g.outputs[g.nout++] = b;
+    }
+    sim *m = mixed(1, 2);
+    m->s.kernels[TSR__KIND_GPU][TSR_KOP_LOAD] = 0;
+    for (int w = 0; w < 3; w++) m->slow[w] = w == 0 ? 0.000005 : 0.00005;
+    run_learned(m, &g);
+    cr_assert_eq(m->ran[0], 0, "the GPU ran %u of them", m->ran[0]);
+    cr_assert_eq(m->ran[1] + m->ran[2], g.n);
+    sim_free(m);
+}
+
 /* The priors of docs/ARCHITECTURE.md, for checking decisions by hand. */
 #define CPU_FLOPS 2e10
 #define CPU_BYTES 4e9
@@ -519,6 +548,56 @@ Test(placement_gpu, slow_cpus_do_not_stretch_the_makespan) {
 #define LINK_BW 1e9
 #define LINK_LAT 3e-4
 #define PCIE 2e10
+
+/* One elementwise op on a 64 MiB chunk made on a CPU (a CPU-only family), while that CPU has Q
+ * seconds of other work in flight: on the CPU at once behind that work, or on an idle GPU after
+ * the peer transfer and the host-to-device copy. Returns where it went. */
+static uint32_t place_after_load(double Q) {
+    const uint64_t big = 64u << 20;
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_LOAD] = 0;
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "cpu");
+    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_GPU, "127.0.0.1:9002", "gpu");
+    gb g = {0};
+    uint32_t t0 = gb_task(&g, 0, NULL), fill = gb_task(&g, 0, NULL);
+    g.src[t0] = g.src[fill] = 1 + TSR_KOP_LOAD;
+    g.nbytes[t0] = big;
+    g.flops[t0] = 1;
+    /* The filler's prior is Q: flops at the CPU rate, plus its 1000 bytes and the task cost. */
+    g.flops[fill] = (float)((Q - 1000 / CPU_BYTES - CPU_TASK) * CPU_FLOPS);
+    uint32_t t1 = gb_task(&g, 1, (uint32_t[]){t0});
+    g.src[t1] = 1 + TSR_KOP_BINARY;
+    g.nbytes[t1] = big;
+    g.flops[t1] = (float)(big / 8);
+    g.outputs[g.nout++] = t1;
+    g.outputs[g.nout++] = fill;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    tsr__sjob *j = tsr__sched_job(&s, job);
+    cr_assert(j->t[t0].where == 0 && j->t[fill].where == 0, "only the CPU makes them");
+    cr_assert_eq(j->t[t0].state, TSR__TS_RUNNING);
+    cr_assert_eq(j->t[fill].state, TSR__TS_RUNNING);
+    cr_assert(fabs(j->t[fill].est - Q) < 1e-6, "the filler is %.6f s", j->t[fill].est);
+    cr_assert_eq(tsr__sched_done(&s, 0, job, t0, big, -1), 0); /* no time: nothing learned */
+    drain(&s, &x);
+    uint32_t where = j->t[t1].where;
+    tsr__sched_free(&s);
+    return where;
+}
+
+Test(placement_gpu, moving_to_a_gpu_pays_the_copy_onto_its_device) {
+    const double big = (double)(64u << 20);
+    double cpu_run = (big / 8) / CPU_FLOPS + 2 * big / CPU_BYTES + CPU_TASK;
+    double gpu_run = (big / 8) / GPU_FLOPS + 2 * big / GPU_BYTES + GPU_TASK;
+    double net = LINK_LAT + big / LINK_BW, h2d = big / PCIE;
+    /* The CPU keeps it while Q + cpu_run < net + h2d + gpu_run. Without the copy onto the
+     * device the GPU would win from Q > net + gpu_run - cpu_run already. */
+    double lo = net + gpu_run - cpu_run, hi = lo + h2d;
+    cr_assert_eq(place_after_load((lo + hi) / 2), 0, "the copy makes the CPU finish first");
+    cr_assert_eq(place_after_load(hi + 0.002), 1, "a busy enough CPU loses it to the GPU");
+}
 
 Test(placement_gpu, priors_and_learning_are_per_kind) {
     tsr__costs c;
@@ -565,4 +644,162 @@ Test(placement_gpu, descriptor_dtype_is_read) {
     cr_assert_eq(tsr__kdesc_peek_dtype(b, sizeof b), TSR_FLOAT32);
     cr_assert_eq(tsr__kdesc_peek_dtype(c, sizeof c), -1, "truncated");
     cr_assert_eq(tsr__kdesc_peek_dtype(a, 3), -1, "truncated");
+}
+
+/* ---- kernel availability ---- */
+
+/* g's tasks of family kop become array 1, named "mm", the rest array 0 ("src"). */
+static uint32_t submit_two_arrays(tsr__sched *s, const gb *g, int kop) {
+    tsr__jobspec spec;
+    gb_spec(g, &spec);
+    spec.narrays = 2;
+    free(spec.ops);
+    spec.ops = calloc(2, sizeof *spec.ops);
+    strcpy(spec.ops[0], "src");
+    strcpy(spec.ops[1], "mm");
+    for (uint32_t t = 0; t < g->n; t++) spec.array[t] = g->src[t] == 1 + kop;
+    uint32_t job = 0;
+    char err[128];
+    cr_assert_eq(tsr__sched_submit(s, 7, &spec, &job, err, sizeof err), 0, "%s", err);
+    return job;
+}
+
+/* The one failed action among the pending ones (its message copied into msg). */
+static const tsr__action *the_failure(const tsr__sched *s, char *msg, size_t size) {
+    const tsr__action *f = NULL;
+    for (size_t i = 0; i < s->nact; i++) {
+        if (s->act[i].kind != TSR__ACT_FAILED) continue;
+        cr_assert_null(f, "one failure per job");
+        f = &s->act[i];
+    }
+    cr_assert_not_null(f, "no failed action");
+    snprintf(msg, size, "%s", f->msg ? f->msg : "");
+    return f;
+}
+
+static void small_matmul(gb *g) {
+    blocked_matmul(g, 2, 2, 1000);
+}
+
+Test(availability, a_job_no_connected_worker_can_run_fails_at_once) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_MATMUL] = 0; /* a CPU-only family, as a plugin might be */
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_GPU, "127.0.0.1:9001", "g0");
+    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_GPU, "127.0.0.1:9002", "g1");
+    cr_assert_not(tsr__kind_runs(&s, TSR__KIND_GPU, TSR_KOP_MATMUL, TSR_FLOAT64));
+    cr_assert(tsr__kind_runs(&s, TSR__KIND_CPU, TSR_KOP_MATMUL, TSR_FLOAT64));
+    cr_assert(tsr__kind_runs(&s, TSR__KIND_GPU, TSR_KOP_RANDOM, TSR_FLOAT64));
+    gb g;
+    small_matmul(&g);
+    uint32_t job = submit_two_arrays(&s, &g, TSR_KOP_MATMUL);
+    char msg[256];
+    const tsr__action *f = the_failure(&s, msg, sizeof msg);
+    cr_assert_eq(f->job, job);
+    cr_assert_eq(f->array, 1, "the matmul's array, which the client names");
+    cr_assert_eq(g.src[f->task], 1 + TSR_KOP_MATMUL);
+    cr_assert(strstr(msg, "no connected worker has a kernel for matmul (float64)"), "%s", msg);
+    cr_assert(strstr(msg, "runs on cpu workers") && strstr(msg, "2 gpu"), "%s", msg);
+    acts x;
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 0, "nothing was sent");
+    cr_assert_null(tsr__sched_job(&s, job), "the job is gone");
+    for (int st = 0; st < TSR__TS_COUNT; st++) cr_assert_eq(s.count[st], 0);
+    /* A CPU worker joins: the same graph runs, and only there. */
+    tsr__sched_add_worker(&s, 3, 1, TSR__KIND_CPU, "127.0.0.1:9003", "c0");
+    job = submit(&s, &g);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
+    for (size_t i = 0; i < x.n; i++)
+        if (x.a[i].kind == TSR__ACT_COMPUTE) cr_assert_eq(x.a[i].worker, 2);
+    tsr__sched_free(&s);
+}
+
+Test(availability, a_source_made_inline_needs_a_kernel_where_it_is_made) {
+    /* Inline sources are made by their consumers' workers: a random a GPU cannot make keeps
+     * its consumer off GPU workers too. */
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_RANDOM] = 1u << TSR_FLOAT32; /* float32 only */
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_GPU, "127.0.0.1:9001", "g0");
+    gb g;
+    small_matmul(&g);
+    submit_two_arrays(&s, &g, TSR_KOP_MATMUL);
+    char msg[256];
+    const tsr__action *f = the_failure(&s, msg, sizeof msg);
+    cr_assert_eq(f->array, 1, "the consumer fails: the source never runs alone");
+    cr_assert(strstr(msg, "kernel for random (float64)") && strstr(msg, "runs on cpu workers"),
+              "%s", msg);
+    tsr__sched_free(&s);
+}
+
+Test(availability, waiting_for_a_first_worker_then_judged_by_it) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_MATMUL] = 0;
+    gb g;
+    small_matmul(&g);
+    uint32_t job = submit_two_arrays(&s, &g, TSR_KOP_MATMUL);
+    acts x;
+    drain(&s, &x);
+    cr_assert_eq(x.n, 0, "no worker yet: it waits, as every job does");
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_GPU, "127.0.0.1:9001", "g0");
+    char msg[256];
+    cr_assert_eq(the_failure(&s, msg, sizeof msg)->job, job);
+    drain(&s, &x);
+    cr_assert_null(tsr__sched_job(&s, job));
+    cr_assert_eq(s.unassigned.n, 0);
+    tsr__sched_free(&s);
+}
+
+Test(availability, losing_the_last_worker_with_the_kernel_fails_the_job) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_MATMUL] = 0;
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "c0");
+    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_GPU, "127.0.0.1:9002", "g0");
+    gb g;
+    small_matmul(&g);
+    uint32_t job = submit_two_arrays(&s, &g, TSR_KOP_MATMUL);
+    gb e = {0}; /* a job of elementwise ops: any worker will do */
+    uint32_t r = random_block(&e, 1000);
+    for (int k = 0; k < 4; k++) {
+        uint32_t u = gb_task(&e, 1, (uint32_t[]){r});
+        e.src[u] = 1 + TSR_KOP_UNARY;
+        e.outputs[e.nout++] = u;
+    }
+    uint32_t other = submit(&s, &e);
+    acts x;
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
+    tsr__sched_remove_worker(&s, 0);
+    char msg[256];
+    const tsr__action *f = the_failure(&s, msg, sizeof msg);
+    cr_assert_eq(f->job, job);
+    cr_assert(strstr(msg, "connected workers are 1 gpu"), "%s", msg);
+    drain(&s, &x);
+    /* The other job carries on on the GPU. */
+    tsr__sjob *o = tsr__sched_job(&s, other);
+    cr_assert_not_null(o);
+    for (uint32_t t = 1; t < e.n; t++)
+        cr_assert(o->t[t].state == TSR__TS_RUNNING && o->t[t].where == 1, "task %u", t);
+    tsr__sched_free(&s);
+}
+
+Test(availability, a_gpu_never_steals_what_it_has_no_kernel_for) {
+    /* Forty CPU-only tasks queue on the one CPU; the idle, faster GPU may not take any. */
+    gb g = {0};
+    for (int k = 0; k < 40; k++) {
+        uint32_t t = gb_task(&g, 0, NULL);
+        g.src[t] = 1 + TSR_KOP_LOAD;
+        g.outputs[g.nout++] = t;
+    }
+    sim *m = mixed(1, 1);
+    m->s.kernels[TSR__KIND_GPU][TSR_KOP_LOAD] = 0;
+    m->job = submit(&m->s, &g);
+    cr_assert_gt(m->s.w[1].backlog.n, 0, "a backlog to steal from");
+    sim_run(m, 2);
+    cr_assert_eq(m->ran[0], 0);
+    cr_assert_eq(m->ran[1], 40);
+    sim_free(m);
 }
