@@ -1,8 +1,8 @@
 /* `tessera top`'s screen layout, drawn from the view (top_view.c) onto a character canvas: a
- * header, one row per worker, a progress bar per operation of each running job and the last
- * events. The same canvas becomes the ncurses screen or the `--once` text, so the two always
- * agree. Fits any size: when rows run short, events go first, then worker and operation rows
- * are summarised. */
+ * header, one row per worker (and a second for a GPU worker's device), a progress bar per
+ * operation of each running job and the last events. The same canvas becomes the ncurses screen or
+ * the `--once` text, so the two always agree. Fits any size: when rows run short, events go first,
+ * then worker and operation rows are summarised. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -215,6 +215,45 @@ static void draw_worker(const json_t *w, top_canvas *cv, int row, wcols wc) {
         num(w, "running"), num(w, "queued"), done, mem, in, out, busy);
 }
 
+/* A GPU worker's device, on a line of its own under its row (CPU rows stay as they are): the
+ * device's name, its cache's device memory in use / limit, bytes copied host to device (h2d)
+ * and back (d2h) and per second, chunks evicted from the device. */
+static int has_device(const json_t *w) {
+    return json_object_get(w, "dev_used") != NULL;
+}
+
+static void draw_device(const json_t *w, top_canvas *cv, int row) {
+    char used[16], lim[16], h2d[16], d2h[16], r1[16], r2[16];
+    top_fmt_bytes(num(w, "dev_used"), used, sizeof used);
+    if (num(w, "dev_limit") > 0)
+        top_fmt_bytes(num(w, "dev_limit"), lim, sizeof lim);
+    else
+        snprintf(lim, sizeof lim, "-");
+    top_fmt_bytes(num(w, "h2d_bytes"), h2d, sizeof h2d);
+    top_fmt_bytes(num(w, "d2h_bytes"), d2h, sizeof d2h);
+    double a = rate(w, "h2d_per_s"), b = rate(w, "d2h_per_s");
+    if (a >= 0)
+        top_fmt_bytes(a, r1, sizeof r1);
+    else
+        snprintf(r1, sizeof r1, "-");
+    if (b >= 0)
+        top_fmt_bytes(b, r2, sizeof r2);
+    else
+        snprintf(r2, sizeof r2, "-");
+    char tail[160];
+    snprintf(tail, sizeof tail, "  dev %s/%s  h2d %s %s/s  d2h %s %s/s  evicted %.0f", used, lim,
+             h2d, r1, d2h, r2, num(w, "dev_evicted"));
+    /* The name gets what the figures leave of the width (at least 8 characters). */
+    int wname = cv->cols - 3 - (int)strlen(tail);
+    if (wname < 8) wname = 8;
+    const char *name = str(w, "dev_name");
+    put(cv, row, 0, TS_NORMAL, "   %-.*s%s", wname, *name ? name : "?", tail);
+}
+
+static int worker_rows(const json_t *w) {
+    return 1 + has_device(w);
+}
+
 /* Draws the worker table in at most `space` rows (heading included); returns the next row. */
 static int draw_workers(const json_t *v, top_canvas *cv, int row, int space) {
     const json_t *wl = json_object_get(v, "wlist");
@@ -226,9 +265,18 @@ static int draw_workers(const json_t *v, top_canvas *cv, int row, int space) {
         put(cv, row++, 0, TS_WAITING, " no workers connected");
         return row;
     }
-    size_t fit = space > 1 ? (size_t)(space - 1) : 0;
-    size_t shown = n <= fit ? n : fit > 0 ? fit - 1 : 0;
-    for (size_t k = 0; k < shown; k++) draw_worker(json_array_get(wl, k), cv, row++, wc);
+    int fit = space > 1 ? space - 1 : 0, need = 0;
+    for (size_t k = 0; k < n; k++) need += worker_rows(json_array_get(wl, k));
+    /* Everything, or as many workers as fit with a line left to summarise the rest. */
+    int room = need <= fit ? fit : fit - 1;
+    size_t shown = 0;
+    for (; shown < n; shown++) {
+        const json_t *w = json_array_get(wl, shown);
+        if (worker_rows(w) > room) break;
+        room -= worker_rows(w);
+        draw_worker(w, cv, row++, wc);
+        if (has_device(w)) draw_device(w, cv, row++);
+    }
     if (shown < n) put(cv, row++, 0, TS_WAITING, " +%zu more workers", n - shown);
     return row;
 }
@@ -385,8 +433,12 @@ static int jobs_needed(const json_t *v) {
 }
 
 static int workers_needed(const json_t *v) {
-    size_t n = json_array_size(json_object_get(v, "wlist"));
-    return 1 + (int)(n ? n : 1);
+    const json_t *wl = json_object_get(v, "wlist");
+    int rows = 0;
+    size_t k;
+    const json_t *w;
+    json_array_foreach(wl, k, w) rows += worker_rows(w);
+    return 1 + (rows ? rows : 1);
 }
 
 static int events_needed(const json_t *v) {

@@ -121,14 +121,21 @@ static void host_of(const char *addr, char *out, size_t size) {
 }
 
 static json_t *worker_view(const json_t *w, const json_t *old, double dt) {
+    /* The dev_ fields, h2d_bytes and d2h_bytes come from GPU workers only (PROTOCOL.md). */
     static const char *const copied[] = {
-        "name",  "addr", "kind",      "cpus",        "threads",  "running",   "queued",
-        "tasks", "rss",  "mem_limit", "chunk_bytes", "in_bytes", "out_bytes", "busy_s"};
+        "name",     "addr",     "kind",      "cpus",        "threads",   "running",    "queued",
+        "tasks",    "rss",      "mem_limit", "chunk_bytes", "in_bytes",  "out_bytes",  "busy_s",
+        "dev_name", "dev_used", "dev_limit", "h2d_bytes",   "d2h_bytes", "dev_evicted"};
     json_t *o = json_object();
     if (!o) return NULL;
     for (size_t f = 0; f < sizeof copied / sizeof *copied; f++) {
         json_t *v = json_object_get(w, copied[f]);
         if (v) json_object_set(o, copied[f], v);
+    }
+    if (json_object_get(w, "h2d_bytes")) { /* copy rates, as the workers' busy fractions */
+        int ok = old && dt > 0 && json_object_get(old, "h2d_bytes");
+        set_rate(o, "h2d_per_s", ok ? num(w, "h2d_bytes") - num(old, "h2d_bytes") : 0, ok ? dt : 0);
+        set_rate(o, "d2h_per_s", ok ? num(w, "d2h_bytes") - num(old, "d2h_bytes") : 0, ok ? dt : 0);
     }
     char host[128];
     host_of(str(w, "addr"), host, sizeof host);

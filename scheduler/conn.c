@@ -157,6 +157,10 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
         tsr__sworker *w = &srv->st.w[p->wid];
         snprintf(w->cpus, sizeof w->cpus, "%s", h.cpus);
         w->mem_limit = h.mem > 0 ? (uint64_t)h.mem : 0;
+        /* A GPU worker's device figures are shown from the start (zero until its first st). */
+        w->dev = kind == TSR__KIND_GPU || h.has_dev;
+        snprintf(w->dev_name, sizeof w->dev_name, "%s", h.dev_name);
+        w->st.dev_limit = h.dev_limit;
         tsr__events_add(&srv->events, tsr__now() - srv->started,
                         "worker %s joined (%s, %lld threads)", p->name, h.addr,
                         (long long)h.threads);
@@ -193,9 +197,13 @@ static void handle_submit(tsr__peer *p, const tsr__msg_submit *m, const void *pa
         uint32_t n = spec.ntasks;
         rc = tsr__sched_submit(&srv->st, p->id, &spec, &job, err, sizeof err);
         if (rc == 0) {
+            /* NULL when it failed at once (no connected worker can run one of its tasks): the
+             * failed message follows this accepted at the turn's flush. */
             tsr__sjob *j = tsr__sched_job(&srv->st, job);
-            j->rss_base = rss;
-            j->trace = TSR__MSG_HAS(submit, m, trace) && m->trace;
+            if (j) {
+                j->rss_base = rss;
+                j->trace = TSR__MSG_HAS(submit, m, trace) && m->trace;
+            }
             tsr__proto_accepted(&b, job, n);
         }
     }
@@ -272,7 +280,16 @@ static void read_stats(tsr__peer *p, const tsr__m_wstats *st) {
     TAKE(out_bytes)
     TAKE(busy_s)
     TAKE(in_s)
+    TAKE(dev_used)
+    TAKE(dev_limit)
+    TAKE(h2d_bytes)
+    TAKE(d2h_bytes)
+    TAKE(dev_evicted)
 #undef TAKE
+    const uint64_t dev = TSR__M_BIT(wstats, dev_used) | TSR__M_BIT(wstats, dev_limit) |
+                         TSR__M_BIT(wstats, h2d_bytes) | TSR__M_BIT(wstats, d2h_bytes) |
+                         TSR__M_BIT(wstats, dev_evicted);
+    if (st->has & dev) s->w[p->wid].dev = 1;
     tsr__sched_worker_stats(s, p->wid, &w);
 }
 

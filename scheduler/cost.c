@@ -1,10 +1,10 @@
 /* Expected task durations and transfer times (DESIGN.md: StarPU's history-based performance
- * models, per worker kind). Tasks fall into cost classes (operation, kernel family, inputs,
- * output bytes, flops: in practice one class per operation and chunk shape); a class starts
- * from a flops/bytes model and then follows the run times workers report, normalised by each
- * worker's speed factor so that a worker sharing its core with something else reads as slower
- * rather than making the whole class look slow. Bandwidth comes from the workers' own
- * measurements of their peer fetches. */
+ * models, per worker kind). Tasks fall into cost classes (operation, kernel family, dtype,
+ * inputs, output bytes, flops: in practice one class per operation and chunk shape); a class
+ * starts from a flops/bytes prior for each worker kind and then follows the run times workers of
+ * that kind report, normalised by each worker's speed factor so that a worker sharing its core
+ * with something else reads as slower rather than making the whole class look slow. Bandwidth
+ * comes from the workers' own measurements of their peer fetches; device copies keep a prior. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +12,22 @@
 #include "graph/graph.h"
 #include "scheduler/sched.h"
 
-/* The model before any measurement: per thread, a sustained dgemm-like rate for flops and a
- * memory-bound rate for bytes touched, plus a fixed cost per task. Only the first tasks of a
- * class see these numbers. */
+/* The priors, before any measurement; only the first tasks of a class on each kind of worker see
+ * them (docs/ARCHITECTURE.md, "Placement"). A CPU thread: a sustained dgemm-like rate for flops
+ * and a memory-bound rate for bytes touched, plus a fixed cost per task. A GPU worker (one
+ * executor): a dgemm rate for flops far above a core's (it is what MATMUL costs; every other
+ * family counts about one flop per element, which is nothing at that rate), a memory-bound rate
+ * for bytes touched (what every family but MATMUL costs), and a launch-and-synchronise cost per
+ * task; the families it runs on its host thread (LOAD: a file read) get the CPU prior. Host and
+ * device copies: PCIe-like rates. Orders of magnitude, not measurements of any one card. */
 #define MODEL_FLOPS 2e10
 #define MODEL_BYTES 4e9
 #define MODEL_TASK 2e-6
+#define GPU_MODEL_FLOPS 5e12
+#define GPU_MODEL_BYTES 1e11
+#define GPU_MODEL_TASK 1e-5
+#define GPU_H2D 2e10
+#define GPU_D2H 2e10
 #define LEARN_RATE 0.1  /* EWMA weight once a class has a few samples */
 #define SPEED_RATE 0.05 /* EWMA weight of a worker's speed factor */
 
@@ -25,6 +35,8 @@ void tsr__costs_init(tsr__costs *c) {
     memset(c, 0, sizeof *c);
     c->bw = 1e9;
     c->latency = 3e-4; /* a wake-up across vCPUs (see docs/ARCHITECTURE.md) */
+    c->h2d_bw = GPU_H2D;
+    c->d2h_bw = GPU_D2H;
 }
 
 void tsr__costs_free(tsr__costs *c) {
@@ -38,10 +50,21 @@ static uint64_t mix(uint64_t h, uint64_t v) {
     return h * 0xBF58476D1CE4E5B9ull;
 }
 
-static int same(const tsr__cls *k, const char *op, uint8_t kop, uint32_t ndeps, uint64_t nbytes,
-                float flops) {
-    return k->kop == kop && k->ndeps == ndeps && k->nbytes == nbytes && k->flops == flops &&
-           strncmp(k->op, op, sizeof k->op - 1) == 0;
+static int same(const tsr__cls *k, const char *op, uint8_t kop, uint8_t dtype, uint32_t ndeps,
+                uint64_t nbytes, float flops) {
+    return k->kop == kop && k->dtype == dtype && k->ndeps == ndeps && k->nbytes == nbytes &&
+           k->flops == flops && strncmp(k->op, op, sizeof k->op - 1) == 0;
+}
+
+/* The priors of a class (see the constants above). */
+static void priors(tsr__cls *k) {
+    double touched = (double)k->nbytes * (1.0 + k->ndeps);
+    k->model[TSR__KIND_CPU] = (double)k->flops / MODEL_FLOPS + touched / MODEL_BYTES + MODEL_TASK;
+    if (k->kop == TSR_KOP_LOAD)
+        k->model[TSR__KIND_GPU] = k->model[TSR__KIND_CPU];
+    else
+        k->model[TSR__KIND_GPU] =
+            (double)k->flops / GPU_MODEL_FLOPS + touched / GPU_MODEL_BYTES + GPU_MODEL_TASK;
 }
 
 static int rehash(tsr__costs *c, size_t nslot) {
@@ -58,14 +81,14 @@ static int rehash(tsr__costs *c, size_t nslot) {
     return 0;
 }
 
-uint32_t tsr__cost_class(tsr__costs *c, const char *op, uint8_t kop, uint32_t ndeps,
+uint32_t tsr__cost_class(tsr__costs *c, const char *op, uint8_t kop, uint8_t dtype, uint32_t ndeps,
                          uint64_t nbytes, float flops) {
-    uint64_t h = mix(mix(mix(mix(kop, ndeps), nbytes), (uint64_t)(flops * 1.0)), 0);
+    uint64_t h = mix(mix(mix(mix(kop, ndeps), nbytes), (uint64_t)(flops * 1.0)), dtype);
     for (const char *p = op; *p && p < op + 15; p++) h = mix(h, (uint8_t)*p);
     if (c->nslot) {
         for (size_t at = h & (c->nslot - 1); c->slot[at]; at = (at + 1) & (c->nslot - 1)) {
             tsr__cls *k = &c->c[c->slot[at]];
-            if (k->hash == h && same(k, op, kop, ndeps, nbytes, flops)) return c->slot[at];
+            if (k->hash == h && same(k, op, kop, dtype, ndeps, nbytes, flops)) return c->slot[at];
         }
     }
     if (c->n == 0) c->n = 1; /* id 0 is "no class" */
@@ -76,22 +99,25 @@ uint32_t tsr__cost_class(tsr__costs *c, const char *op, uint8_t kop, uint32_t nd
     k->hash = h;
     strncpy(k->op, op, sizeof k->op - 1);
     k->kop = kop;
+    k->dtype = dtype;
     k->ndeps = ndeps;
     k->nbytes = nbytes;
     k->flops = flops;
-    k->model =
-        (double)flops / MODEL_FLOPS + (double)nbytes * (1.0 + ndeps) / MODEL_BYTES + MODEL_TASK;
+    priors(k);
     size_t at = h & (c->nslot - 1);
     while (c->slot[at]) at = (at + 1) & (c->nslot - 1);
     c->slot[at] = (uint32_t)c->n;
     return (uint32_t)c->n++;
 }
 
-double tsr__cost_est(const tsr__costs *c, uint32_t cls, const tsr__sworker *w) {
+double tsr__cost_kind(const tsr__costs *c, uint32_t cls, int kind) {
     if (cls == 0 || cls >= c->n) return MODEL_TASK;
     const tsr__cls *k = &c->c[cls];
-    double base = k->n[w->kind] ? k->mean[w->kind] : k->model;
-    return base * w->speed;
+    return k->n[kind] ? k->mean[kind] : k->model[kind];
+}
+
+double tsr__cost_est(const tsr__costs *c, uint32_t cls, const tsr__sworker *w) {
+    return tsr__cost_kind(c, cls, w->kind) * w->speed;
 }
 
 void tsr__cost_learn(tsr__costs *c, uint32_t cls, tsr__sworker *w, double seconds) {
@@ -122,4 +148,25 @@ int tsr__kdesc_peek_kop(const uint8_t *kd, size_t len) {
      * positive fixint. */
     if (len < 2 || kd[0] != 0x97 || kd[1] >= TSR_KOP_COUNT) return -1;
     return kd[1];
+}
+
+/* A uint8 as msgpack_pack_uint8 writes it (a positive fixint, or 0xcc and the byte) at *at. */
+static int peek_u8(const uint8_t *kd, size_t len, size_t *at) {
+    if (*at >= len) return -1;
+    uint8_t b = kd[*at];
+    if (b < 0x80) {
+        *at += 1;
+        return b;
+    }
+    if (b != 0xcc || *at + 1 >= len) return -1;
+    *at += 2;
+    return kd[*at - 1];
+}
+
+int tsr__kdesc_peek_dtype(const uint8_t *kd, size_t len) {
+    /* [kop, fn, dtype, ...]: the family, the sub-operation, then the dtype, each a uint8. */
+    if (tsr__kdesc_peek_kop(kd, len) < 0) return -1;
+    size_t at = 2;
+    if (peek_u8(kd, len, &at) < 0) return -1;
+    return peek_u8(kd, len, &at);
 }

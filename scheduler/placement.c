@@ -71,53 +71,120 @@ tsr__key tsr__backlog_pop(tsr__sched *s, uint32_t wid) {
     return top;
 }
 
+/* ---- kernel availability ---- */
+
+void tsr__kinds_init(tsr__sched *s) {
+    for (int kind = 0; kind < TSR__KINDS; kind++)
+        for (int kop = 0; kop < TSR_KOP_COUNT; kop++)
+            s->kernels[kind][kop] = tsr__kop_info_of(kop)->dtypes;
+}
+
+int tsr__kind_runs(const tsr__sched *s, int kind, int kop, int dtype) {
+    if (kind < 0 || kind >= TSR__KINDS) return 0;
+    if (kop < 0 || kop >= TSR_KOP_COUNT) return 1;
+    uint32_t dts = s->kernels[kind][kop];
+    if (dtype < 0 || dtype > 31) return dts != 0;
+    return (dts >> dtype & 1) != 0;
+}
+
+static unsigned class_kinds(const tsr__sched *s, uint32_t cls) {
+    if (cls == 0 || cls >= s->cost.n) return (1u << TSR__KINDS) - 1;
+    const tsr__cls *k = &s->cost.c[cls];
+    unsigned m = 0;
+    for (int kind = 0; kind < TSR__KINDS; kind++)
+        if (tsr__kind_runs(s, kind, k->kop, k->dtype)) m |= 1u << kind;
+    return m;
+}
+
+unsigned tsr__task_kinds(const tsr__sched *s, const tsr__sjob *j, uint32_t id) {
+    unsigned m = class_kinds(s, j->cls[id]);
+    for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++) {
+        uint32_t in = j->g.deps[k];
+        if (j->t[in].flags & TSR__TF_VIRTUAL) m &= class_kinds(s, j->cls[in]);
+    }
+    return m;
+}
+
+unsigned tsr__alive_kinds(const tsr__sched *s) {
+    unsigned m = 0;
+    for (int kind = 0; kind < TSR__KINDS; kind++)
+        if (s->nkind[kind] > 0) m |= 1u << kind;
+    return m;
+}
+
+static int can_run(const tsr__sworker *w, unsigned kinds) {
+    return (kinds >> w->kind & 1) != 0;
+}
+
 /* ---- the partition ---- */
 
 /* Tasks are numbered in the depth-first order of lowering, so consecutive ids share inputs (the
  * k-chain of one output block, the rows of one operand). Cutting that order into contiguous
- * runs of equal expected cost (in proportion to each worker's speed) keeps producers and
- * consumers together; cheap sources are made wherever they are needed, so what crosses a cut is
- * only the few chunks computed on one side and used on the other. docs/ARCHITECTURE.md says why
- * this does as well as a general graph partitioner on our graphs. */
-static double class_seconds(const tsr__costs *c, uint32_t cls) {
-    const tsr__cls *k = &c->c[cls];
-    return k->n[TSR__KIND_CPU] ? k->mean[TSR__KIND_CPU] : k->model;
-}
-
+ * runs of equal expected time keeps producers and consumers together; cheap sources are made
+ * wherever they are needed, so what crosses a cut is only the few chunks computed on one side
+ * and used on the other. docs/ARCHITECTURE.md says why this does as well as a general graph
+ * partitioner on our graphs.
+ *
+ * Each worker's run is its share of the job's work, in proportion to how fast it would do the
+ * whole job alone: threads / (speed x the job's seconds on one thread of its kind). For CPU
+ * workers alike that is threads / speed; a GPU worker that runs the job's matmuls 20 times
+ * faster than a core gets about 20 cores' share, not one thread's. Progress along the order is
+ * measured for each worker in its own kind's seconds, as a fraction of the whole job. */
 void tsr__partition(tsr__sched *s, tsr__sjob *j) {
     if (s->roundrobin || s->nalive == 0) return;
     uint32_t *ws = malloc(s->nw * sizeof *ws);
-    if (!ws) return; /* no homes: placement still works, only without the partition */
-    size_t nw = 0;
-    double cap_total = 0;
-    for (uint32_t w = 0; w < s->nw && w < TSR__NOHOME; w++) {
-        if (!s->w[w].alive) continue;
-        ws[nw++] = w;
-        cap_total += s->w[w].threads / s->w[w].speed;
+    double *share = malloc(s->nw * sizeof *share);
+    if (!ws || !share) { /* no homes: placement still works, only without the partition */
+        free(ws);
+        free(share);
+        return;
     }
-    double total = 0;
-    for (uint32_t t = 0; t < j->g.ntasks; t++)
-        if (!(j->t[t].flags & TSR__TF_VIRTUAL)) total += class_seconds(&s->cost, j->cls[t]);
-    size_t wi = 0;
-    double acc = 0, end = total * (s->w[ws[0]].threads / s->w[ws[0]].speed) / cap_total;
+    double T[TSR__KINDS] = {0};
     for (uint32_t t = 0; t < j->g.ntasks; t++) {
         if (j->t[t].flags & TSR__TF_VIRTUAL) continue;
-        double c = class_seconds(&s->cost, j->cls[t]);
+        unsigned kinds = tsr__task_kinds(s, j, t);
+        for (int k = 0; k < TSR__KINDS; k++)
+            if (kinds >> k & 1) T[k] += tsr__cost_kind(&s->cost, j->cls[t], k);
+    }
+    size_t nw = 0;
+    double rate_total = 0;
+    for (uint32_t w = 0; w < s->nw && w < TSR__NOHOME; w++) {
+        const tsr__sworker *wk = &s->w[w];
+        if (!wk->alive || !(T[wk->kind] > 0)) continue;
+        share[nw] = wk->threads / (wk->speed * T[wk->kind]);
+        rate_total += share[nw];
+        ws[nw++] = w;
+    }
+    if (nw == 0) {
+        free(ws);
+        free(share);
+        return;
+    }
+    size_t wi = 0;
+    double acc = 0, end = share[0] / rate_total;
+    for (uint32_t t = 0; t < j->g.ntasks; t++) {
+        if (j->t[t].flags & TSR__TF_VIRTUAL) continue;
+        const tsr__sworker *wk = &s->w[ws[wi]];
+        double c = tsr__cost_kind(&s->cost, j->cls[t], wk->kind) / T[wk->kind];
         while (acc + c / 2 > end && wi + 1 < nw) { /* a task goes where its middle falls */
             wi++;
-            end += total * (s->w[ws[wi]].threads / s->w[ws[wi]].speed) / cap_total;
+            end += share[wi] / rate_total;
+            wk = &s->w[ws[wi]];
+            c = tsr__cost_kind(&s->cost, j->cls[t], wk->kind) / T[wk->kind];
         }
-        j->t[t].home = (uint16_t)ws[wi];
+        /* A task its home could not run has none: placement alone decides. */
+        j->t[t].home = can_run(wk, tsr__task_kinds(s, j, t)) ? (uint16_t)ws[wi] : TSR__NOHOME;
         acc += c;
     }
     free(ws);
+    free(share);
 }
 
 /* ---- placement ---- */
 
 /* Seconds before task id could start on worker wid because of its inputs: nothing for inputs
- * held there, a transfer for inputs held elsewhere, the making of a virtual source not yet
- * there. */
+ * held there, a transfer for inputs held elsewhere (with the copies off and onto a GPU worker's
+ * device), the making of a virtual source not yet there. */
 static double input_cost(const tsr__sched *s, const tsr__sjob *j, uint32_t id, uint32_t wid) {
     double c = 0;
     for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++) {
@@ -127,14 +194,16 @@ static double input_cost(const tsr__sched *s, const tsr__sjob *j, uint32_t id, u
             if (!(wid < 64 && j->rmask && (j->rmask[in] >> wid & 1)))
                 c += tsr__cost_est(&s->cost, j->cls[in], &s->w[wid]);
         } else if (ti->where != wid) {
-            c += tsr__cost_move(&s->cost, ti->nbytes);
+            int from = ti->where < s->nw ? s->w[ti->where].kind : TSR__KIND_CPU;
+            c += tsr__cost_xfer(&s->cost, ti->nbytes, from, s->w[wid].kind);
         }
     }
     return c;
 }
 
 /* Expected finish of task id on wid: when the worker can start it, plus its inputs, plus its
- * run, plus (away from home) moving the result back to where its consumers are expected.
+ * run, plus (away from home) moving the result back to where its consumers are expected (off a
+ * GPU worker's device, onto its home's).
  *
  * "Can start" counts the work already sent to the worker, not its backlog: the backlog is in
  * priority order and a newly ready task usually goes ahead of most of it (its inputs were just
@@ -149,7 +218,7 @@ static double finish_time(const tsr__sched *s, const tsr__sjob *j, uint32_t id, 
                tsr__cost_est(&s->cost, j->cls[id], &s->w[wid]);
     if (t->home != TSR__NOHOME && t->home != wid && t->home < s->nw && s->w[t->home].alive &&
         j->rdep_off[id + 1] > j->rdep_off[id])
-        f += tsr__cost_move(&s->cost, t->nbytes);
+        f += tsr__cost_xfer(&s->cost, t->nbytes, s->w[wid].kind, s->w[t->home].kind);
     return f;
 }
 
@@ -172,9 +241,11 @@ static void refresh_least(tsr__sched *s) {
 /* Scans all workers up to this many; beyond, only the pruned candidates. */
 #define FULL_SCAN_WORKERS 8
 
-static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, uint32_t w,
-                     uint32_t *best, double *bestf) {
-    if (w >= s->nw || !s->w[w].alive) return;
+/* A candidate: live, with a kernel for the task (kinds, tsr__task_kinds), and finishing it
+ * earliest so far. */
+static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, unsigned kinds,
+                     uint32_t w, uint32_t *best, double *bestf) {
+    if (w >= s->nw || !s->w[w].alive || !can_run(&s->w[w], kinds)) return;
     double f = finish_time(s, j, id, w);
     /* Ties (typically tasks with no inputs while windows are full): home first, then the
      * shorter backlog. */
@@ -186,10 +257,10 @@ static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, uint3
     }
 }
 
-static uint32_t round_robin(tsr__sched *s) {
+static uint32_t round_robin(tsr__sched *s, unsigned kinds) {
     for (size_t n = 0; n < s->nw; n++) {
         uint32_t w = (uint32_t)((s->rr + n) % s->nw);
-        if (s->w[w].alive) {
+        if (s->w[w].alive && can_run(&s->w[w], kinds)) {
             s->rr = (w + 1) % (uint32_t)s->nw;
             return w;
         }
@@ -199,32 +270,34 @@ static uint32_t round_robin(tsr__sched *s) {
 
 uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task) {
     if (s->nalive == 0) return TSR__NONE;
-    if (s->roundrobin) return round_robin(s);
+    unsigned kinds = tsr__task_kinds(s, j, task);
+    if (s->roundrobin) return round_robin(s, kinds);
     uint32_t best = TSR__NONE;
     double bestf = 0;
     const tsr__stask *t = &j->t[task];
     if (s->nw <= FULL_SCAN_WORKERS) {
-        for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, w, &best, &bestf);
+        for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, kinds, w, &best, &bestf);
         return best;
     }
     if ((s->placements++ & 63) == 0 || s->least[0] == TSR__NONE || !s->w[s->least[0]].alive)
         refresh_least(s);
-    if (t->home != TSR__NOHOME) consider(s, j, task, t->home, &best, &bestf);
+    if (t->home != TSR__NOHOME) consider(s, j, task, kinds, t->home, &best, &bestf);
     for (uint32_t k = j->g.dep_off[task]; k < j->g.dep_off[task + 1]; k++) {
         const tsr__stask *in = &j->t[j->g.deps[k]];
-        if (in->where != TSR__NONE) consider(s, j, task, in->where, &best, &bestf);
+        if (in->where != TSR__NONE) consider(s, j, task, kinds, in->where, &best, &bestf);
     }
-    consider(s, j, task, s->least[0], &best, &bestf);
-    consider(s, j, task, s->least[1], &best, &bestf);
-    return best != TSR__NONE ? best : round_robin(s);
+    consider(s, j, task, kinds, s->least[0], &best, &bestf);
+    consider(s, j, task, kinds, s->least[1], &best, &bestf);
+    return best != TSR__NONE ? best : round_robin(s, kinds);
 }
 
 /* ---- stealing ---- */
 
 /* An idle worker (room in its window, nothing in its backlog) takes never-sent tasks from the
  * most loaded backlog, from the front (the next ones due), while each would finish earlier on
- * the thief, inputs moved, than it would start on the victim. Tasks already sent are never
- * taken back: a stolen task has not started anywhere. */
+ * the thief, inputs moved, than it would start on the victim, and the thief has a kernel for
+ * it (it stops at the first it has none for: the front is what is due). Tasks already sent are
+ * never taken back: a stolen task has not started anywhere. */
 uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
     if (s->roundrobin) return 0;
     tsr__sworker *t = &s->w[thief];
@@ -241,6 +314,7 @@ uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
     while (n < half && n < room && v->backlog.n > 0) {
         tsr__key k = v->backlog.v[0];
         tsr__sjob *j = s->jobs[k.job];
+        if (!can_run(t, tsr__task_kinds(s, j, k.task))) break;
         /* The victim's wait for this task: its in-flight work (the backlog front comes next). */
         double wait = v->q_inflight / v->threads;
         double here = tsr__worker_load(t) + input_cost(s, j, k.task, thief) +

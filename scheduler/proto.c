@@ -73,9 +73,13 @@ int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t
             tsr__fmt(err, errlen, "worker hello: bad kind");
             return TSR_EPROTOCOL;
         }
-        /* Optional, for monitors: a list too long is cut. */
+        /* Optional, for monitors: a list too long is cut, and so is a device name. */
         tsr__str_copy(h->cpus, sizeof h->cpus, x->cpus);
         h->mem = x->mem > 0 ? x->mem : 0;
+        if (TSR__MSG_HAS(hello, x, dev_name))
+            tsr__str_copy(h->dev_name, sizeof h->dev_name, x->dev_name);
+        if (TSR__MSG_HAS(hello, x, dev_limit)) h->dev_limit = x->dev_limit;
+        h->has_dev = TSR__MSG_HAS(hello, x, dev_name) || TSR__MSG_HAS(hello, x, dev_limit);
     }
     return 0;
 }
@@ -371,6 +375,14 @@ static void gen_worker_stat(void *ctx, uint32_t i, void *elem) {
                                                        .in_bytes = wk->st.in_bytes,
                                                        .in_s = wk->st.in_s,
                                                        .out_bytes = wk->st.out_bytes};
+    if (wk->dev) {
+        tsr__m_worker_stat *e = elem;
+        e->h2d_bytes = wk->st.h2d_bytes;
+        e->d2h_bytes = wk->st.d2h_bytes;
+        e->dev_evicted = wk->st.dev_evicted;
+        e->has |= TSR__M_BIT(worker_stat, h2d_bytes) | TSR__M_BIT(worker_stat, d2h_bytes) |
+                  TSR__M_BIT(worker_stat, dev_evicted);
+    }
 }
 
 static void gen_worker_name(void *ctx, uint32_t w, void *elem) {
@@ -569,6 +581,18 @@ static void gen_winfo(void *ctx, uint32_t i, void *elem) {
         .busy_s = wk->st.busy_s,
         .speed = wk->speed,
     };
+    if (wk->dev) { /* a GPU worker's device: only from workers that have one */
+        tsr__m_winfo *e = elem;
+        e->dev_name = tsr__str_of(wk->dev_name);
+        e->dev_used = wk->st.dev_used;
+        e->dev_limit = wk->st.dev_limit;
+        e->h2d_bytes = wk->st.h2d_bytes;
+        e->d2h_bytes = wk->st.d2h_bytes;
+        e->dev_evicted = wk->st.dev_evicted;
+        e->has |= TSR__M_BIT(winfo, dev_name) | TSR__M_BIT(winfo, dev_used) |
+                  TSR__M_BIT(winfo, dev_limit) | TSR__M_BIT(winfo, h2d_bytes) |
+                  TSR__M_BIT(winfo, d2h_bytes) | TSR__M_BIT(winfo, dev_evicted);
+    }
 }
 
 static void gen_op_info(void *ctx, uint32_t o, void *elem) {

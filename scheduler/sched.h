@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "common/common.h"
+#include "graph/ops.h"
 
 #define TSR__NONE UINT32_MAX
 
@@ -141,10 +142,12 @@ typedef struct tsr__sjob {
     int dirty;           /* progress changed since the last progress message */
 } tsr__sjob;
 
-/* A worker's latest `st` report (PROTOCOL.md), kept for stats and the bandwidth estimate. */
+/* A worker's latest `st` report (PROTOCOL.md), kept for stats and the bandwidth estimate. The
+ * dev_ fields are a GPU worker's device cache (0 from workers that do not report them). */
 typedef struct tsr__wstats {
     uint64_t rss_peak, rss, chunk_bytes, chunk_peak, tasks, in_bytes, out_bytes;
     double busy_s, in_s;
+    uint64_t dev_used, dev_limit, h2d_bytes, d2h_bytes, dev_evicted;
 } tsr__wstats;
 
 typedef struct tsr__sworker {
@@ -164,6 +167,8 @@ typedef struct tsr__sworker {
     char name[64];
     char cpus[64]; /* as the worker said in its hello */
     uint64_t mem_limit;
+    int dev;           /* reports device figures (a GPU worker): info and stats carry them */
+    char dev_name[64]; /* the device, as its hello named it */
 } tsr__sworker;
 
 enum { TSR__ACT_COMPUTE, TSR__ACT_FREE, TSR__ACT_FINISHED, TSR__ACT_FAILED };
@@ -189,17 +194,18 @@ typedef struct tsr__parked {
 
 enum { TSR__KIND_CPU = 0, TSR__KIND_GPU = 1, TSR__KINDS };
 
-/* A cost class: tasks of one operation on one chunk shape (cost.c). */
+/* A cost class: tasks of one operation on one chunk shape and dtype (cost.c). */
 typedef struct tsr__cls {
     uint64_t hash;
     char op[16];
-    uint8_t kop;
+    uint8_t kop;   /* kernel family; UINT8_MAX when the descriptor does not say */
+    uint8_t dtype; /* output tsr_dtype; UINT8_MAX when the descriptor does not say */
     uint32_t ndeps;
     uint64_t nbytes;
     float flops;
-    double model;            /* seconds from the flops/bytes model */
-    double mean[TSR__KINDS]; /* learned seconds per worker kind (normalised by worker speed) */
-    uint32_t n[TSR__KINDS];  /* samples behind mean */
+    double model[TSR__KINDS]; /* prior seconds per worker kind, until measurements come */
+    double mean[TSR__KINDS];  /* learned seconds per worker kind (normalised by worker speed) */
+    uint32_t n[TSR__KINDS];   /* samples behind mean */
 } tsr__cls;
 
 typedef struct tsr__costs {
@@ -209,6 +215,8 @@ typedef struct tsr__costs {
     size_t nslot;   /* power of two */
     double bw;      /* bytes/s of peer transfers, from workers' in_bytes / in_s */
     double latency; /* seconds per transfer round trip */
+    double h2d_bw;  /* bytes/s of a GPU worker's host-to-device copies (a prior) */
+    double d2h_bw;  /* bytes/s of its device-to-host copies (a prior) */
 } tsr__costs;
 
 typedef struct tsr__sched {
@@ -220,6 +228,11 @@ typedef struct tsr__sched {
     tsr__sworker *w;
     size_t nw, wcap;
     uint32_t nalive;
+    uint32_t nkind[TSR__KINDS]; /* live workers of each kind */
+    /* Which kernels each kind of worker has: a tsr_dtype bit set per (kind, family), from the
+     * operations table (placement.c, tsr__kind_runs). Every kind has every family today; a
+     * family that only some kinds have (a CPU-only plugin) clears its bits for the others. */
+    uint32_t kernels[TSR__KINDS][TSR_KOP_COUNT];
     tsr__sjob **jobs; /* by id; NULL once deleted. Slot 0 is unused (job ids start at 1). */
     size_t njobs, jcap;
     uint32_t *live; /* ids of jobs not deleted */
@@ -295,9 +308,13 @@ void tsr__keyvec_free(tsr__keyvec *kv);
 /* ---- cost.c ---- */
 void tsr__costs_init(tsr__costs *c);
 void tsr__costs_free(tsr__costs *c);
-/* The class of a task (interned); 0 only when out of memory. */
-uint32_t tsr__cost_class(tsr__costs *c, const char *op, uint8_t kop, uint32_t ndeps,
+/* The class of a task (interned); 0 only when out of memory. kop and dtype: UINT8_MAX when
+ * unknown. */
+uint32_t tsr__cost_class(tsr__costs *c, const char *op, uint8_t kop, uint8_t dtype, uint32_t ndeps,
                          uint64_t nbytes, float flops);
+/* Expected seconds of a task of class cls on one thread of a worker of this kind, before any
+ * worker's speed factor: the learned mean, or the prior until there is one. */
+double tsr__cost_kind(const tsr__costs *c, uint32_t cls, int kind);
 /* Expected seconds of a task of class cls on worker w. */
 double tsr__cost_est(const tsr__costs *c, uint32_t cls, const tsr__sworker *w);
 /* Learns from a measured run of a class-cls task on w. */
@@ -306,10 +323,32 @@ void tsr__cost_learn(tsr__costs *c, uint32_t cls, tsr__sworker *w, double second
 static inline double tsr__cost_move(const tsr__costs *c, uint64_t nbytes) {
     return c->latency + (double)nbytes / c->bw;
 }
+/* Seconds to move nbytes from a worker of kind `from` to one of kind `to`: the peer transfer,
+ * plus the copy off the source's device (a GPU worker keeps what it computed on its device)
+ * and onto the destination's (a GPU worker computes from device memory). */
+static inline double tsr__cost_xfer(const tsr__costs *c, uint64_t nbytes, int from, int to) {
+    double s = tsr__cost_move(c, nbytes);
+    if (from == TSR__KIND_GPU) s += (double)nbytes / c->d2h_bw;
+    if (to == TSR__KIND_GPU) s += (double)nbytes / c->h2d_bw;
+    return s;
+}
 /* The kernel family of a descriptor (its first field), or -1. */
 int tsr__kdesc_peek_kop(const uint8_t *kd, size_t len);
+/* The output dtype of a descriptor (its third field), or -1. */
+int tsr__kdesc_peek_dtype(const uint8_t *kd, size_t len);
 
 /* ---- placement.c ---- */
+/* Kernel availability: does a worker of this kind have a kernel for family kop making dtype?
+ * The one test placement, stealing and job admission use. An unknown family or dtype
+ * (UINT8_MAX, an opaque descriptor) runs anywhere: the worker judges it. */
+int tsr__kind_runs(const tsr__sched *s, int kind, int kop, int dtype);
+/* Fills s->kernels from the operations table: every kind has every family. */
+void tsr__kinds_init(tsr__sched *s);
+/* The kinds (bit 1 << kind) that can run task id: its own kernel and those of the virtual
+ * sources it makes where it runs (RECOMPUTE). */
+unsigned tsr__task_kinds(const tsr__sched *s, const tsr__sjob *j, uint32_t id);
+/* The kinds with a live worker (bit 1 << kind). */
+unsigned tsr__alive_kinds(const tsr__sched *s);
 /* Seconds until w is free, from the expected durations of what it has queued. */
 static inline double tsr__worker_load(const tsr__sworker *w) {
     return (w->q_inflight + w->q_backlog) / (double)w->threads;
@@ -351,8 +390,11 @@ typedef struct tsr__hello {
     int64_t threads;
     char kind[8];
     char addr[64];
-    char cpus[64]; /* worker: the cores it is pinned to (hwloc list), optional */
-    int64_t mem;   /* worker: memory limit in bytes, 0 = none, optional */
+    char cpus[64];      /* worker: the cores it is pinned to (hwloc list), optional */
+    int64_t mem;        /* worker: memory limit in bytes, 0 = none, optional */
+    char dev_name[64];  /* GPU worker: its device's name, optional */
+    uint64_t dev_limit; /* GPU worker: device memory its cache may use, optional */
+    int has_dev;        /* the hello carried either */
 } tsr__hello;
 
 /* Parses a hello header. 0, TSR_EVERSION (h->v holds what was sent), or TSR_EPROTOCOL with a

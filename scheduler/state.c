@@ -99,6 +99,7 @@ void tsr__sched_init(tsr__sched *s, const tsr__logger *log) {
     s->grace = 1.0;
     tsr__costs_init(&s->cost);
     s->least[0] = s->least[1] = TSR__NONE;
+    tsr__kinds_init(s);
     MUST_GROW(s->jobs, s->jcap, 1);
     s->jobs[0] = NULL;
 }
@@ -241,6 +242,10 @@ static int unqueue(tsr__sched *s, tsr__sjob *j, uint32_t id) {
 }
 
 static void push_key(tsr__keyvec *kv, tsr__key k);
+static int check_runnable(tsr__sched *s, tsr__sjob *j);
+static void fail_unrunnable(tsr__sched *s);
+static void fail_task(tsr__sched *s, tsr__sjob *j, uint32_t task, const char *worker,
+                      const char *msg);
 
 static void emit_free(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task) {
     tsr__action *a = emit(s, TSR__ACT_FREE);
@@ -438,11 +443,12 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
      * instead of being run once and moved: they count as done from the start. */
     for (uint32_t t = 0; t < n; t++) {
         const uint8_t *kd = g->arena + g->kd_off[t];
-        int kop = tsr__kdesc_peek_kop(kd, (size_t)(g->kd_off[t + 1] - g->kd_off[t]));
+        size_t kl = (size_t)(g->kd_off[t + 1] - g->kd_off[t]);
+        int kop = tsr__kdesc_peek_kop(kd, kl), dtype = tsr__kdesc_peek_dtype(kd, kl);
         uint32_t nd = g->dep_off[t + 1] - g->dep_off[t];
         j->cls[t] =
-            tsr__cost_class(&s->cost, g->ops[g->array[t]], kop < 0 ? UINT8_MAX : (uint8_t)kop, nd,
-                            g->nbytes[t], g->flops[t]);
+            tsr__cost_class(&s->cost, g->ops[g->array[t]], kop < 0 ? UINT8_MAX : (uint8_t)kop,
+                            dtype < 0 ? UINT8_MAX : (uint8_t)dtype, nd, g->nbytes[t], g->flops[t]);
         tsr__stask *ts = &j->t[t];
         if (nd == 0 && !(ts->flags & TSR__TF_OUTPUT) && tsr__kop_has(kop, TSR__KOP_RECOMPUTE)) {
             ts->flags |= TSR__TF_VIRTUAL;
@@ -468,6 +474,9 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
     *job_out = j->id;
     tsr__log(s->log, TSR_LOG_INFO, "job %u: %u tasks, %u outputs (client %u)", j->id, n,
              g->noutputs, client);
+    /* A task no connected worker has a kernel for fails the job now (accepted, then failed,
+     * naming its array), not when it comes up. */
+    if (check_runnable(s, j) != 0) return 0; /* j is gone */
     for (uint32_t t = 0; t < n; t++) {
         tsr__stask *ts = &j->t[t];
         if (ts->state == TSR__TS_MEMORY && ts->refs == 0) release_chunk(s, j, t);
@@ -516,13 +525,89 @@ uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, i
     snprintf(w->addr, sizeof w->addr, "%s", addr);
     snprintf(w->name, sizeof w->name, "%s", name);
     s->nalive++;
-    /* Tasks that had nowhere to go get placed now (placement may spread them out). */
-    while (s->unassigned.n > 0) {
-        tsr__key k = s->unassigned.v[s->unassigned.n - 1];
-        list_remove(s, &s->unassigned, (uint32_t)s->unassigned.n - 1);
+    s->nkind[w->kind]++;
+    /* Tasks that had nowhere to go get placed now (placement may spread them out). One pass
+     * over the list as it was: a task this worker has no kernel for goes back on it. */
+    tsr__keyvec pend = s->unassigned;
+    s->unassigned = (tsr__keyvec){0};
+    for (size_t i = pend.n; i-- > 0;) {
+        tsr__key k = pend.v[i];
         make_ready(s, s->jobs[k.job], k.task);
     }
+    tsr__keyvec_free(&pend);
+    /* Jobs submitted while no worker was connected are judged when the first one comes: those
+     * it has no kernel for fail now (and anything it left unassigned). */
+    if (s->nalive == 1 || s->unassigned.n > 0) fail_unrunnable(s);
     return wid;
+}
+
+/* ---- kernel availability ---- */
+
+static const char *kind_name(int kind) {
+    return kind == TSR__KIND_GPU ? "gpu" : "cpu";
+}
+
+/* Why no live worker can run task id: the family (its own, or a source it would make) that
+ * lacks a kernel on every live kind. */
+static void unrunnable_msg(const tsr__sched *s, const tsr__sjob *j, uint32_t id, char *msg,
+                           size_t size) {
+    unsigned alive = tsr__alive_kinds(s);
+    uint32_t cls = j->cls[id];
+    for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++) {
+        uint32_t in = j->g.deps[k];
+        if ((j->t[in].flags & TSR__TF_VIRTUAL) &&
+            !(tsr__task_kinds(s, j, in) & alive)) /* a source's own kinds */
+            cls = j->cls[in];
+    }
+    const tsr__cls *c = &s->cost.c[cls];
+    char has[32] = "", live[64] = "";
+    size_t hn = 0, ln = 0;
+    for (int kind = 0; kind < TSR__KINDS; kind++) {
+        if (tsr__kind_runs(s, kind, c->kop, c->dtype))
+            hn += (size_t)snprintf(has + hn, hn < sizeof has ? sizeof has - hn : 0, "%s%s",
+                                   hn ? "/" : "", kind_name(kind));
+        if (s->nkind[kind])
+            ln += (size_t)snprintf(live + ln, ln < sizeof live ? sizeof live - ln : 0, "%s%u %s",
+                                   ln ? ", " : "", s->nkind[kind], kind_name(kind));
+    }
+    tsr__fmt(msg, size,
+             "no connected worker has a kernel for %s (%s): it runs on %s workers, and the "
+             "connected workers are %s",
+             tsr__kop_name(c->kop),
+             c->dtype < 32 ? tsr_dtype_name((tsr_dtype)c->dtype) : "any dtype", hn ? has : "no",
+             live);
+}
+
+/* A job that has a task no live worker can run (no kernel for it on any live kind) fails on
+ * that task, instead of waiting forever: -1 then, and j is gone or cancelled. With no worker at
+ * all it waits, as every job does: any kind may come. Tasks done (or made where needed) are not
+ * asked; a virtual source is asked through its consumers. */
+static int check_runnable(tsr__sched *s, tsr__sjob *j) {
+    if (s->nalive == 0 || j->cancelled) return 0;
+    unsigned alive = tsr__alive_kinds(s);
+    for (uint32_t t = 0; t < j->g.ntasks; t++) {
+        int st = j->t[t].state;
+        if (st != TSR__TS_WAITING && st != TSR__TS_READY) continue;
+        if (tsr__task_kinds(s, j, t) & alive) continue;
+        char msg[256];
+        unrunnable_msg(s, j, t, msg, sizeof msg);
+        if (st == TSR__TS_READY) { /* unassigned: take it off that list first */
+            list_remove(s, &s->unassigned, j->t[t].pos);
+            set_state(s, j, &j->t[t], TSR__TS_WAITING);
+        }
+        fail_task(s, j, t, "the scheduler", msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every live job, after the kinds of live workers changed. */
+static void fail_unrunnable(tsr__sched *s) {
+    for (size_t i = 0; i < s->nlive;) {
+        size_t before = s->nlive;
+        check_runnable(s, s->jobs[s->live[i]]);
+        if (s->nlive == before) i++; /* else slot i now holds another job */
+    }
 }
 
 /* Inputs not available: a virtual source always is (it is made where it is needed). */
@@ -563,6 +648,7 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
     if (!w->alive) return;
     w->alive = 0;
     s->nalive--;
+    s->nkind[w->kind]--;
     tsr__keyvec *R = &s->s1, *S = &s->s2;
     R->n = S->n = 0;
     tsr__log(s->log, TSR_LOG_WARN, "worker %s (%s) lost: %zu queued, %zu running, %zu chunks held",
@@ -668,6 +754,9 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
         else
             i++;
     }
+
+    /* 7. It was the last of its kind: jobs with tasks only that kind has kernels for fail. */
+    if (s->nkind[w->kind] == 0) fail_unrunnable(s);
 }
 
 /* ---- reports ---- */

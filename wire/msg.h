@@ -146,7 +146,10 @@ typedef struct tsr__list {
     F(X, F64, busy_s, REQ, _)                                                                      \
     F(X, U64, in_bytes, REQ, _)                                                                    \
     F(X, F64, in_s, REQ, _)                                                                        \
-    F(X, U64, out_bytes, REQ, _)
+    F(X, U64, out_bytes, REQ, _)                                                                   \
+    F(X, U64, h2d_bytes, OPT, _)                                                                   \
+    F(X, U64, d2h_bytes, OPT, _)                                                                   \
+    F(X, U64, dev_evicted, OPT, _)
 #define TSR__R_job_stats(F, X)                                                                     \
     F(X, U64, tasks, REQ, _)                                                                       \
     F(X, U64, sources_inline, REQ, _)                                                              \
@@ -200,7 +203,12 @@ typedef struct tsr__list {
     F(X, U64, tasks, OPT, _)                                                                       \
     F(X, U64, in_bytes, OPT, _)                                                                    \
     F(X, F64, in_s, OPT, _)                                                                        \
-    F(X, U64, out_bytes, OPT, _)
+    F(X, U64, out_bytes, OPT, _)                                                                   \
+    F(X, U64, dev_used, OPT, _)                                                                    \
+    F(X, U64, dev_limit, OPT, _)                                                                   \
+    F(X, U64, h2d_bytes, OPT, _)                                                                   \
+    F(X, U64, d2h_bytes, OPT, _)                                                                   \
+    F(X, U64, dev_evicted, OPT, _)
 #define TSR__R_winfo(F, X)                                                                         \
     F(X, STR, name, REQ, _)                                                                        \
     F(X, STR, addr, REQ, _)                                                                        \
@@ -216,7 +224,13 @@ typedef struct tsr__list {
     F(X, U64, in_bytes, REQ, _)                                                                    \
     F(X, U64, out_bytes, REQ, _)                                                                   \
     F(X, F64, busy_s, REQ, _)                                                                      \
-    F(X, F64, speed, REQ, _)
+    F(X, F64, speed, REQ, _)                                                                       \
+    F(X, STR, dev_name, OPT, _)                                                                    \
+    F(X, U64, dev_used, OPT, _)                                                                    \
+    F(X, U64, dev_limit, OPT, _)                                                                   \
+    F(X, U64, h2d_bytes, OPT, _)                                                                   \
+    F(X, U64, d2h_bytes, OPT, _)                                                                   \
+    F(X, U64, dev_evicted, OPT, _)
 #define TSR__R_op_info(F, X)                                                                       \
     F(X, STR, op, REQ, _)                                                                          \
     F(X, U64, total, REQ, _)                                                                       \
@@ -235,7 +249,9 @@ typedef struct tsr__list {
 #define TSR__R_event(F, X) F(X, F64, t, REQ, _) F(X, STR, msg, REQ, _)
 
 /* Messages. hello's worker fields are optional in the table; the scheduler requires them of a
- * worker. info is both the monitor's request (no fields) and the reply (all of them). */
+ * worker (dev_ fields: a GPU worker's device, optional even then). info is both the monitor's
+ * request (no fields) and the reply (all of them). The dev_/h2d/d2h fields of wstats, winfo and
+ * worker_stat are a GPU worker's device cache: optional, so older peers decode without them. */
 #define TSR__R_hello(F, X)                                                                         \
     F(X, I64, v, REQ, _)                                                                           \
     F(X, STR, role, REQ, _)                                                                        \
@@ -246,7 +262,9 @@ typedef struct tsr__list {
     F(X, STR, addr, OPT, _)                                                                        \
     F(X, STR, cpus, OPT, _)                                                                        \
     F(X, I64, mem, OPT, _)                                                                         \
-    F(X, I64, pid, OPT, _)
+    F(X, I64, pid, OPT, _)                                                                         \
+    F(X, STR, dev_name, OPT, _)                                                                    \
+    F(X, U64, dev_limit, OPT, _)
 #define TSR__R_welcome(F, X) F(X, I64, v, REQ, _) F(X, U64, id, REQ, _)
 #define TSR__R_error(F, X) F(X, STR, msg, REQ, _)
 #define TSR__R_submit(F, X) F(X, U64, n, OPT, _) F(X, BOOL, trace, OPT, _)

@@ -332,5 +332,9 @@ int tsr__gpu_start(tsr__worker *w) {
         e->started = 0;
         return state;
     }
+    /* What the hello and every st report (worker.h, wdevstats). */
+    w->st.dev.on = 1;
+    tsr__fmt(w->st.dev.name, sizeof w->st.dev.name, "%s", w->dev.info.name);
+    w->st.dev.limit = w->dev.limit;
     return 0;
 }

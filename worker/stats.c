@@ -1,7 +1,8 @@
 /* The figures a worker piggybacks on every done message (`st`, PROTOCOL.md): memory (VmHWM and
  * VmRSS from /proc/self/status, read at most every few milliseconds; chunk bytes from the
  * worker's counters), executor busy time, tasks, and peer traffic with the wall time during
- * which at least one fetch was in progress. Loop thread only. */
+ * which at least one fetch was in progress; on a GPU worker, its device cache's figures as the
+ * GPU tier keeps them in st->dev. Loop thread only. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -62,6 +63,14 @@ void tsr__stats_fill(tsr__worker *w, tsr__m_wstats *out) {
         }
         st->rss_at = now;
     }
+    if (w->gpu && st->dev.on) {
+        tsr__devstats ds;
+        tsr__devtier_read(&w->dev, &ds);
+        st->dev.used = ds.used;
+        st->dev.h2d_bytes = ds.h2d_bytes;
+        st->dev.d2h_bytes = ds.d2h_bytes;
+        st->dev.evicted = ds.evicted;
+    }
     *out = (tsr__m_wstats){
         .has = ~(uint64_t)0,
         .rss_peak = st->rss_peak,
@@ -73,5 +82,15 @@ void tsr__stats_fill(tsr__worker *w, tsr__m_wstats *out) {
         .in_bytes = st->in_bytes,
         .in_s = st->in_s + (st->nfetch ? now - st->fetch_since : 0),
         .out_bytes = st->out_bytes,
+        .dev_used = st->dev.used,
+        .dev_limit = st->dev.limit,
+        .h2d_bytes = st->dev.h2d_bytes,
+        .d2h_bytes = st->dev.d2h_bytes,
+        .dev_evicted = st->dev.evicted,
     };
+    /* The device's figures only from a worker that has one: a CPU worker's st stays as it was. */
+    if (!st->dev.on)
+        out->has &= ~(TSR__M_BIT(wstats, dev_used) | TSR__M_BIT(wstats, dev_limit) |
+                      TSR__M_BIT(wstats, h2d_bytes) | TSR__M_BIT(wstats, d2h_bytes) |
+                      TSR__M_BIT(wstats, dev_evicted));
 }

@@ -97,6 +97,11 @@ static void send_hello(tsr__worker *w) {
     m.pid = (int64_t)getpid();
     m.has |= TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, kind) | TSR__MSG_BIT(hello, addr) |
              TSR__MSG_BIT(hello, cpus) | TSR__MSG_BIT(hello, mem) | TSR__MSG_BIT(hello, pid);
+    if (w->st.dev.on) { /* the device as the GPU tier opened it (worker.h, wdevstats) */
+        m.dev_name = tsr__str_of(w->st.dev.name);
+        m.dev_limit = w->st.dev.limit;
+        m.has |= TSR__MSG_BIT(hello, dev_name) | TSR__MSG_BIT(hello, dev_limit);
+    }
     tsr__msg_pack_hello(&sb, &m);
     send_sched(w, &sb);
 }

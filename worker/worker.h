@@ -316,6 +316,18 @@ typedef struct wexec {
     hwloc_bitmap_t set;
 } wexec;
 
+/* A GPU worker's device cache, as `st` in done and the hello report it (PROTOCOL.md): the GPU
+ * tier (issue 10) sets these, on the loop thread; stats.c and the hello only read them. While
+ * `on` is 0 (a CPU worker) none of them is sent. */
+typedef struct wdevstats {
+    int on;                        /* this worker computes on a device: report the rest */
+    char name[64];                 /* the device's name (hello dev_name) */
+    uint64_t limit;                /* device bytes the chunk cache may use (dev_limit) */
+    uint64_t used;                 /* device bytes the cache holds now (dev_used) */
+    uint64_t h2d_bytes, d2h_bytes; /* bytes copied host to device, device to host, since start */
+    uint64_t evicted;              /* chunks evicted from the device since start (dev_evicted) */
+} wdevstats;
+
 /* What `st` in done reports (PROTOCOL.md), loop thread only; chunk bytes live in w->mem. */
 typedef struct wstats {
     double busy_s;
@@ -328,6 +340,7 @@ typedef struct wstats {
     uint64_t msgs_in, msgs_out; /* compute and done messages, for the log at exit */
     uint64_t in_place;          /* tasks that wrote into a donated input's buffer */
     int status_fd;              /* /proc/self/status, or -1 */
+    wdevstats dev;              /* a GPU worker's device cache (zero on a CPU worker) */
 } wstats;
 
 /* One finished task for the next done message; start and thread for traced jobs only. */

@@ -1,8 +1,9 @@
-/* Shared by the scheduler's unit tests: tiny graphs built by hand as a decoded submission
+/* Shared by the scheduler's unit tests: small graphs built by hand as a decoded submission
  * (tsr__jobspec) and a drain of the state machine's actions, as the server's flush sees them.
  * Task t's kernel descriptor is one byte (opaque) unless src[t] names a kernel family, which
- * makes it the two-byte prefix of a real descriptor (so a fill/random/arange task with no
- * inputs is a cheap source). */
+ * makes it the four-byte prefix of a real descriptor, [family, fn 0, dtype (float64 unless
+ * dtype[t] says 1 + another)] (so a fill/random/arange task with no inputs is a cheap source,
+ * and the scheduler knows the family and dtype a worker needs a kernel for). */
 #ifndef TSR_TEST_SCHED_FIXTURE_H
 #define TSR_TEST_SCHED_FIXTURE_H
 
@@ -17,18 +18,22 @@ static tsr__logger quiet = {"scheduler-test", TSR_LOG_ERROR};
 
 /* ---- building graphs ---- */
 
+#define GB_MAX 512
+
 typedef struct gb {
     uint32_t n;
-    uint32_t ndeps[128];
-    uint32_t deps[128][8];
-    uint32_t outputs[128];
+    uint32_t ndeps[GB_MAX];
+    uint32_t deps[GB_MAX][8];
+    uint32_t outputs[GB_MAX];
     uint32_t nout;
-    int src[128];         /* 1 + kernel family, or 0: an opaque descriptor */
-    float flops[128];     /* 0: the default (about 10 ms of work) */
-    uint64_t nbytes[128]; /* 0: the default (1000) */
+    int src[GB_MAX];         /* 1 + kernel family, or 0: an opaque descriptor */
+    int dtype[GB_MAX];       /* 1 + tsr_dtype, or 0: float64 (with src only) */
+    float flops[GB_MAX];     /* 0: the default (about 10 ms of work) */
+    uint64_t nbytes[GB_MAX]; /* 0: the default (1000) */
 } gb;
 
 static inline uint32_t gb_task(gb *g, uint32_t nd, const uint32_t *d) {
+    cr_assert_lt(g->n, GB_MAX);
     uint32_t id = g->n++;
     g->ndeps[id] = nd;
     for (uint32_t k = 0; k < nd; k++) g->deps[id][k] = d[k];
@@ -42,13 +47,13 @@ static inline void gb_spec(const gb *g, tsr__jobspec *s) {
     s->noutputs = g->nout;
     s->array = calloc(g->n + 1, sizeof *s->array);
     s->dep_off = calloc(g->n + 1, sizeof *s->dep_off);
-    s->deps = calloc(128 * 8, sizeof *s->deps);
+    s->deps = calloc(GB_MAX * 8, sizeof *s->deps);
     s->nbytes = calloc(g->n + 1, sizeof *s->nbytes);
     s->flops = calloc(g->n + 1, sizeof *s->flops);
     s->ops = calloc(2, sizeof *s->ops);
     strcpy(s->ops[0], "test");
     s->kd_off = calloc(g->n + 1, sizeof *s->kd_off);
-    s->arena = calloc(2 * g->n + 1, 1);
+    s->arena = calloc(4 * g->n + 1, 1);
     s->outputs = calloc(g->nout + 1, sizeof *s->outputs);
     uint32_t dp = 0, kp = 0;
     for (uint32_t t = 0; t < g->n; t++) {
@@ -61,6 +66,8 @@ static inline void gb_spec(const gb *g, tsr__jobspec *s) {
         if (g->src[t]) {
             s->arena[kp++] = 0x97;
             s->arena[kp++] = (uint8_t)(g->src[t] - 1);
+            s->arena[kp++] = 0;
+            s->arena[kp++] = (uint8_t)(g->dtype[t] ? g->dtype[t] - 1 : TSR_FLOAT64);
         } else {
             s->arena[kp++] = (uint8_t)t;
         }

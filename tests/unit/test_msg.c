@@ -505,3 +505,79 @@ Test(msg, fuzz_every_decoder, .timeout = 60) {
     cr_assert(ok > 0 && ok < rounds, "%d of %d decoded: the mutations were not mixed", ok, rounds);
     cr_assert(lazy_refused > 0, "no LAZY list element was refused at read");
 }
+
+/* ---- a GPU worker's optional fields (issue 10): new peers send them, old ones do not ---- */
+
+Test(msg, gpu_fields_round_trip_and_are_optional) {
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    tsr__msg m;
+    char err[200];
+
+    /* hello with the device, and without (an older worker or a CPU one) */
+    tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION,
+                        .role = tsr__str_of("worker"),
+                        .kind = tsr__str_of("gpu"),
+                        .dev_name = tsr__str_of("NVIDIA H100 80GB HBM3"),
+                        .dev_limit = 80ull << 30};
+    h.has |=
+        TSR__MSG_BIT(hello, kind) | TSR__MSG_BIT(hello, dev_name) | TSR__MSG_BIT(hello, dev_limit);
+    tsr__msg_pack_hello(&b, &h);
+    cr_assert_eq(decode(&b, &m, &z, err), 0, "%s", err);
+    cr_assert(TSR__MSG_HAS(hello, &m.u.hello, dev_name) &&
+              TSR__MSG_HAS(hello, &m.u.hello, dev_limit));
+    cr_assert(tsr__str_eq(m.u.hello.dev_name, "NVIDIA H100 80GB HBM3"));
+    cr_assert_eq(m.u.hello.dev_limit, 80ull << 30);
+    msgpack_sbuffer_clear(&b);
+    h.has &= ~(TSR__MSG_BIT(hello, dev_name) | TSR__MSG_BIT(hello, dev_limit));
+    tsr__msg_pack_hello(&b, &h);
+    cr_assert_eq(decode(&b, &m, &z, err), 0, "%s", err);
+    cr_assert_not(TSR__MSG_HAS(hello, &m.u.hello, dev_name));
+    cr_assert_not(TSR__MSG_HAS(hello, &m.u.hello, dev_limit));
+
+    /* done's st with the device cache's figures */
+    tsr__msg_done d = {.items = {.n = 0}};
+    d.st = (tsr__m_wstats){.tasks = 7,
+                           .dev_used = 1u << 30,
+                           .dev_limit = 4ull << 30,
+                           .h2d_bytes = 5u << 20,
+                           .d2h_bytes = 3u << 20,
+                           .dev_evicted = 9};
+    d.st.has = TSR__M_BIT(wstats, tasks) | TSR__M_BIT(wstats, dev_used) |
+               TSR__M_BIT(wstats, dev_limit) | TSR__M_BIT(wstats, h2d_bytes) |
+               TSR__M_BIT(wstats, d2h_bytes) | TSR__M_BIT(wstats, dev_evicted);
+    d.has |= TSR__MSG_BIT(done, st);
+    msgpack_sbuffer_clear(&b);
+    tsr__msg_pack_done(&b, &d);
+    cr_assert_eq(decode(&b, &m, &z, err), 0, "%s", err);
+    const tsr__m_wstats *st = &m.u.done.st;
+    cr_assert_eq(st->has, d.st.has);
+    cr_assert(st->dev_used == 1u << 30 && st->dev_limit == 4ull << 30 &&
+              st->h2d_bytes == 5u << 20 && st->d2h_bytes == 3u << 20 && st->dev_evicted == 9 &&
+              st->tasks == 7);
+
+    /* an info wlist entry from an older scheduler: the required fields only */
+    msgpack_sbuffer_clear(&b);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    pk_str(&pk, "t"), pk_str(&pk, "info");
+    pk_str(&pk, "wlist"), msgpack_pack_array(&pk, 1);
+    static const char *const strs[] = {"name", "addr", "kind", "cpus"};
+    static const char *const nums[] = {"threads",   "running",   "queued",      "tasks",
+                                       "rss",       "mem_limit", "chunk_bytes", "in_bytes",
+                                       "out_bytes", "busy_s",    "speed"};
+    msgpack_pack_map(&pk, 4 + 11);
+    for (int k = 0; k < 4; k++) pk_str(&pk, strs[k]), pk_str(&pk, k == 2 ? "gpu" : "x");
+    for (int k = 0; k < 11; k++) pk_str(&pk, nums[k]), msgpack_pack_uint64(&pk, 1);
+    cr_assert_eq(decode(&b, &m, &z, err), 0, "%s", err);
+    tsr__m_winfo wi;
+    cr_assert_eq(TSR__LIST_GET(&m.u.info.wlist, winfo, 0, &wi), 0);
+    cr_assert(tsr__str_eq(wi.kind, "gpu"));
+    cr_assert_not(TSR__M_HAS(winfo, &wi, dev_name) || TSR__M_HAS(winfo, &wi, dev_used) ||
+                  TSR__M_HAS(winfo, &wi, h2d_bytes));
+    msgpack_zone_destroy(&z);
+    msgpack_sbuffer_destroy(&b);
+}

@@ -9,19 +9,41 @@
 
 /* ---- a small discrete-event simulation ---- */
 
+#define SIM_W 4
+#define SIM_Q 1024
+
 typedef struct sim {
     tsr__sched s;
     uint32_t job;
-    double slow[4];        /* seconds per task on each worker */
-    double clock[4];       /* when each worker is free */
-    tsr__key fifo[4][512]; /* sent tasks: {job, task} */
-    size_t head[4], tail[4];
-    uint32_t ran[4]; /* tasks run per worker */
+    double slow[SIM_W];          /* seconds per task on each worker */
+    double mm[SIM_W];            /* seconds per MATMUL task (0: slow[]) */
+    int xfer;                    /* add each task's input transfers to its time (sim_xfer) */
+    int sizes;                   /* report the graph's chunk sizes (else 1000 bytes each) */
+    double clock[SIM_W];         /* when each worker is free */
+    tsr__key fifo[SIM_W][SIM_Q]; /* sent tasks: {job, task} */
+    double run[SIM_W][SIM_Q];    /* their kernel seconds, and with transfers */
+    double busy[SIM_W][SIM_Q];
+    size_t head[SIM_W], tail[SIM_W];
+    uint32_t ran[SIM_W];    /* tasks run per worker */
+    uint32_t ran_mm[SIM_W]; /* of which MATMUL */
     uint32_t frees, recomputes, donations;
     uint64_t frees_of[128]; /* workers that got a free, per task (bit mask) */
     double makespan;
     int finished;
 } sim;
+
+static int sim_kop(const sim *m, const tsr__sjob *j, uint32_t task) {
+    return m->s.cost.c[j->cls[task]].kop;
+}
+
+/* The world's transfer time (the scheduler's priors, applied where the sim sends a task): a
+ * peer fetch, plus the copies off and onto a GPU worker's device. */
+static double sim_xfer(const sim *m, uint64_t nbytes, uint32_t from, uint32_t to) {
+    double t = 3e-4 + (double)nbytes / 1e9;
+    if (m->s.w[from].kind == TSR__KIND_GPU) t += (double)nbytes / 2e10;
+    if (m->s.w[to].kind == TSR__KIND_GPU) t += (double)nbytes / 2e10;
+    return t;
+}
 
 static void sim_drain(sim *m) {
     tsr__sched *s = &m->s;
@@ -34,13 +56,24 @@ static void sim_drain(sim *m) {
             if (t->state != TSR__TS_RUNNING || t->where != a.worker || (t->flags & TSR__TF_SENT))
                 continue;
             t->flags |= TSR__TF_SENT;
+            double in = 0;
+            for (uint32_t k = j->g.dep_off[a.task]; k < j->g.dep_off[a.task + 1]; k++) {
+                const tsr__stask *ti = &j->t[j->g.deps[k]];
+                if (m->xfer && !(ti->flags & TSR__TF_VIRTUAL) && ti->where != a.worker)
+                    in += sim_xfer(m, ti->nbytes, ti->where, a.worker);
+            }
             uint8_t fl[8];
             tsr__sched_plan_inputs(s, a.worker, j, a.task, fl);
             for (uint32_t k = 0; k < j->g.dep_off[a.task + 1] - j->g.dep_off[a.task]; k++) {
                 m->recomputes += (fl[k] & TSR__IN_RECOMPUTE) != 0;
                 m->donations += (fl[k] & TSR__IN_DONATE) != 0;
             }
-            cr_assert_lt(m->tail[a.worker], 512);
+            cr_assert_lt(m->tail[a.worker], SIM_Q);
+            double r = sim_kop(m, j, a.task) == TSR_KOP_MATMUL && m->mm[a.worker] > 0
+                           ? m->mm[a.worker]
+                           : m->slow[a.worker];
+            m->run[a.worker][m->tail[a.worker]] = r;
+            m->busy[a.worker][m->tail[a.worker]] = r + in;
             m->fifo[a.worker][m->tail[a.worker]++] = (tsr__key){a.job, a.task};
         } else if (a.kind == TSR__ACT_FREE) {
             m->frees++;
@@ -52,40 +85,74 @@ static void sim_drain(sim *m) {
     tsr__sched_clear_actions(s);
 }
 
-/* Runs until the job finishes: the worker whose current task ends first reports it. */
+/* Runs until the job finishes: the worker whose current task ends first reports it, with its
+ * kernel time (and the size the graph gave, with `sizes`). */
 static void sim_run(sim *m, uint32_t nw) {
     sim_drain(m);
     for (int guard = 0; guard < 100000 && !m->finished; guard++) {
         int best = -1;
         for (uint32_t w = 0; w < nw; w++)
             if (m->head[w] < m->tail[w] &&
-                (best < 0 || m->clock[w] + m->slow[w] < m->clock[best] + m->slow[best]))
+                (best < 0 || m->clock[w] + m->busy[w][m->head[w]] <
+                                 m->clock[best] + m->busy[best][m->head[best]]))
                 best = (int)w;
         cr_assert_geq(best, 0, "nothing running and the job is not finished");
-        tsr__key k = m->fifo[best][m->head[best]++];
-        m->clock[best] += m->slow[best];
+        size_t h = m->head[best]++;
+        tsr__key k = m->fifo[best][h];
+        m->clock[best] += m->busy[best][h];
         /* Idle workers catch up with the clock (they could not start earlier). */
         for (uint32_t w = 0; w < nw; w++)
             if (m->head[w] == m->tail[w] && m->clock[w] < m->clock[best])
                 m->clock[w] = m->clock[best];
         m->ran[best]++;
+        tsr__sjob *j = tsr__sched_job(&m->s, k.job);
+        m->ran_mm[best] += sim_kop(m, j, k.task) == TSR_KOP_MATMUL;
         if (m->clock[best] > m->makespan) m->makespan = m->clock[best];
-        cr_assert_eq(tsr__sched_done(&m->s, (uint32_t)best, k.job, k.task, 1000, m->slow[best]), 0);
+        uint64_t nbytes = m->sizes ? j->t[k.task].nbytes : 1000;
+        cr_assert_eq(tsr__sched_done(&m->s, (uint32_t)best, k.job, k.task, nbytes, m->run[best][h]),
+                     0);
         sim_drain(m);
     }
     cr_assert(m->finished);
 }
 
+/* Forgets the last run (counts, clocks, queues) but not what the scheduler learned. */
+static void sim_again(sim *m) {
+    memset(m->clock, 0, sizeof m->clock);
+    memset(m->head, 0, sizeof m->head);
+    memset(m->tail, 0, sizeof m->tail);
+    memset(m->ran, 0, sizeof m->ran);
+    memset(m->ran_mm, 0, sizeof m->ran_mm);
+    m->frees = m->recomputes = m->donations = 0;
+    memset(m->frees_of, 0, sizeof m->frees_of);
+    m->makespan = 0;
+    m->finished = 0;
+}
+
+static void sim_add(sim *m, uint32_t w, int kind) {
+    char name[16], addr[32];
+    snprintf(name, sizeof name, "%s%u", kind == TSR__KIND_GPU ? "g" : "w", w);
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", 9001 + w);
+    cr_assert_eq(tsr__sched_add_worker(&m->s, w + 1, 1, kind, addr, name), w);
+    m->slow[w] = 0.01;
+}
+
+static sim *sim_new(void) {
+    sim *m = calloc(1, sizeof *m);
+    cr_assert_not_null(m);
+    tsr__sched_init(&m->s, &quiet);
+    return m;
+}
+
+static void sim_free(sim *m) {
+    tsr__sched_free(&m->s);
+    free(m);
+}
+
 static void sim_init(sim *m, uint32_t nw) {
     memset(m, 0, sizeof *m);
     tsr__sched_init(&m->s, &quiet);
-    for (uint32_t w = 0; w < nw; w++) {
-        char name[16], addr[32];
-        snprintf(name, sizeof name, "w%u", w);
-        snprintf(addr, sizeof addr, "127.0.0.1:%u", 9001 + w);
-        tsr__sched_add_worker(&m->s, w + 1, 1, TSR__KIND_CPU, addr, name);
-        m->slow[w] = 0.01;
-    }
+    for (uint32_t w = 0; w < nw; w++) sim_add(m, w, TSR__KIND_CPU);
 }
 
 /* ---- tests ---- */
@@ -325,4 +392,414 @@ Test(placement, trace_records_travel_in_finished) {
     msgpack_unpacked_destroy(&up);
     msgpack_sbuffer_destroy(&b);
     tsr__sched_free(&m.s);
+}
+
+/* ---- GPU workers (issue 10) ---- */
+
+/* A random source of nbytes (one flop per float64, as lowering counts). */
+static uint32_t random_block(gb *g, uint64_t nbytes) {
+    uint32_t r = gb_task(g, 0, NULL);
+    g->src[r] = 1 + TSR_KOP_RANDOM;
+    g->nbytes[r] = nbytes;
+    g->flops[r] = (float)(nbytes / 8);
+    return r;
+}
+
+/* C = A B on an n x n grid of blocks with kk k-steps each: random A and B blocks (inline
+ * sources) and one k-chain of MATMUL tasks per C block (2e8 flops each), all blocks of
+ * `nbytes`. */
+static void blocked_matmul(gb *g, int n, int kk, uint64_t nbytes) {
+    memset(g, 0, sizeof *g);
+    uint32_t A[8][8], B[8][8];
+    cr_assert(n <= 8 && kk <= 8);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            uint32_t prev = UINT32_MAX;
+            for (int k = 0; k < kk; k++) {
+                if (j == 0) A[i][k] = random_block(g, nbytes);
+                if (i == 0) B[k][j] = random_block(g, nbytes);
+                uint32_t in[3] = {A[i][k], B[k][j], prev};
+                prev = gb_task(g, k ? 3 : 2, in);
+                g->src[prev] = 1 + TSR_KOP_MATMUL;
+                g->nbytes[prev] = nbytes;
+            }
+            g->outputs[g->nout++] = prev;
+        }
+}
+
+/* A cluster of ngpu GPU workers (workers 0..) and ncpu CPU workers, each with one executor: a
+ * MATMUL task takes 10 ms on a CPU and 0.5 ms on a GPU, anything else 1 ms and 0.1 ms; inputs
+ * moved take the time sim_xfer says. */
+static sim *mixed(uint32_t ngpu, uint32_t ncpu) {
+    sim *m = sim_new();
+    uint32_t w = 0;
+    for (uint32_t k = 0; k < ngpu; k++, w++) {
+        sim_add(m, w, TSR__KIND_GPU);
+        m->mm[w] = 0.0005;
+        m->slow[w] = 0.0001;
+    }
+    for (uint32_t k = 0; k < ncpu; k++, w++) {
+        sim_add(m, w, TSR__KIND_CPU);
+        m->mm[w] = 0.01;
+        m->slow[w] = 0.001;
+    }
+    m->xfer = 1;
+    m->sizes = 1;
+    return m;
+}
+
+/* Runs g twice on m (the first run teaches the scheduler each kind's times) and leaves the
+ * second run's figures in m. */
+static void run_learned(sim *m, const gb *g) {
+    m->job = submit(&m->s, g);
+    sim_run(m, (uint32_t)m->s.nw);
+    sim_again(m);
+    m->job = submit(&m->s, g);
+    sim_run(m, (uint32_t)m->s.nw);
+}
+
+Test(placement_gpu, gpu_takes_most_matmuls_and_cpus_only_shorten_the_makespan) {
+    static gb g;
+    blocked_matmul(&g, 6, 6, 256 << 10);
+    sim *gpu = mixed(1, 0), *cpu = mixed(0, 2), *mix = mixed(1, 2);
+    run_learned(gpu, &g);
+    run_learned(cpu, &g);
+    run_learned(mix, &g);
+    uint32_t mm = 6 * 6 * 6;
+    cr_log_info("makespans: gpu only %.4f s, 2 cpus %.4f s, 1 gpu + 2 cpus %.4f s; matmuls on "
+                "the gpu %u, cpus %u / %u",
+                gpu->makespan, cpu->makespan, mix->makespan, mix->ran_mm[0], mix->ran_mm[1],
+                mix->ran_mm[2]);
+    cr_assert_eq(mix->ran_mm[0] + mix->ran_mm[1] + mix->ran_mm[2], mm);
+    /* The ideal split of 216 products at 2000/s and 2 x 100/s: the GPU does 20/22 of them (196),
+     * 98 ms in all; GPU alone 108 ms. */
+    cr_assert_geq(mix->ran_mm[0], mm * 8 / 10, "the GPU does most: %u of %u", mix->ran_mm[0], mm);
+    cr_assert_gt(mix->ran_mm[1] + mix->ran_mm[2], 0, "the CPUs help");
+    cr_assert_lt(mix->makespan, gpu->makespan, "mixed %.4f s, GPU alone %.4f s", mix->makespan,
+                 gpu->makespan);
+    cr_assert_lt(mix->makespan, cpu->makespan);
+    cr_assert_leq(gpu->makespan, mm * 0.0005 * 1.05, "GPU alone: back to back");
+    /* The partition gave the GPU about its share of the products as homes (20/22), not a
+     * thread's (1/3). */
+    const tsr__sjob *j = tsr__sched_job(&mix->s, mix->job);
+    uint32_t homes[3] = {0};
+    for (uint32_t t = 0; t < j->g.ntasks; t++)
+        if (g.src[t] == 1 + TSR_KOP_MATMUL && j->t[t].home < 3) homes[j->t[t].home]++;
+    cr_assert(homes[0] >= mm * 85 / 100 && homes[0] <= mm * 95 / 100, "GPU homes %u, CPUs %u, %u",
+              homes[0], homes[1], homes[2]);
+    sim_free(gpu);
+    sim_free(cpu);
+    sim_free(mix);
+}
+
+Test(placement_gpu, slow_cpus_do_not_stretch_the_makespan) {
+    /* CPUs 100 times slower than the GPU on matmul: a product given to one would have to be
+     * among the first to pay off. Whatever they take, the job must not end later than on the
+     * GPU alone. */
+    static gb g;
+    blocked_matmul(&g, 6, 6, 256 << 10);
+    sim *gpu = mixed(1, 0), *mix = mixed(1, 2);
+    mix->mm[1] = mix->mm[2] = 0.05;
+    run_learned(gpu, &g);
+    run_learned(mix, &g);
+    cr_log_info("makespans: gpu only %.4f s, 1 gpu + 2 slow cpus %.4f s; matmuls on the cpus %u",
+                gpu->makespan, mix->makespan, mix->ran_mm[1] + mix->ran_mm[2]);
+    cr_assert_leq(mix->makespan, gpu->makespan * 1.01);
+    sim_free(gpu);
+    sim_free(mix);
+}
+
+Test(placement_gpu, small_elementwise_ops_stay_with_their_inputs_on_cpus) {
+    /* Sixteen 64 KiB chunks made on the CPUs (a CPU-only family), then an elementwise op per
+     * pair. The GPU runs elementwise ops ten times faster, but moving two inputs onto it costs
+     * more than the op does where they are. */
+    static gb g;
+    memset(&g, 0, sizeof g);
+    for (int p = 0; p < 8; p++) {
+        uint32_t in[2];
+        for (int k = 0; k < 2; k++) {
+            in[k] = gb_task(&g, 0, NULL);
+            g.src[in[k]] = 1 + TSR_KOP_LOAD;
+            g.nbytes[in[k]] = 64 << 10;
+            g.flops[in[k]] = 8192;
+        }
+        uint32_t b = gb_task(&g, 2, in);
+        g.src[b] = 1 + TSR_KOP_BINARY;
+        g.nbytes[b] = 64 << 10;
+        g.flops[b] = 8192;
+        g.outputs[g.nout++] = b;
+    }
+    sim *m = mixed(1, 2);
+    m->s.kernels[TSR__KIND_GPU][TSR_KOP_LOAD] = 0;
+    for (int w = 0; w < 3; w++) m->slow[w] = w == 0 ? 0.000005 : 0.00005;
+    run_learned(m, &g);
+    cr_assert_eq(m->ran[0], 0, "the GPU ran %u of them", m->ran[0]);
+    cr_assert_eq(m->ran[1] + m->ran[2], g.n);
+    sim_free(m);
+}
+
+/* The priors of docs/ARCHITECTURE.md, for checking decisions by hand. */
+#define CPU_FLOPS 2e10
+#define CPU_BYTES 4e9
+#define CPU_TASK 2e-6
+#define GPU_FLOPS 5e12
+#define GPU_BYTES 1e11
+#define GPU_TASK 1e-5
+#define LINK_BW 1e9
+#define LINK_LAT 3e-4
+#define PCIE 2e10
+
+/* One elementwise op on a 64 MiB chunk made on a CPU (a CPU-only family), while that CPU has Q
+ * seconds of other work in flight: on the CPU at once behind that work, or on an idle GPU after
+ * the peer transfer and the host-to-device copy. Returns where it went. */
+static uint32_t place_after_load(double Q) {
+    const uint64_t big = 64u << 20;
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_LOAD] = 0;
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "cpu");
+    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_GPU, "127.0.0.1:9002", "gpu");
+    gb g = {0};
+    uint32_t t0 = gb_task(&g, 0, NULL), fill = gb_task(&g, 0, NULL);
+    g.src[t0] = g.src[fill] = 1 + TSR_KOP_LOAD;
+    g.nbytes[t0] = big;
+    g.flops[t0] = 1;
+    /* The filler's prior is Q: flops at the CPU rate, plus its 1000 bytes and the task cost. */
+    g.flops[fill] = (float)((Q - 1000 / CPU_BYTES - CPU_TASK) * CPU_FLOPS);
+    uint32_t t1 = gb_task(&g, 1, (uint32_t[]){t0});
+    g.src[t1] = 1 + TSR_KOP_BINARY;
+    g.nbytes[t1] = big;
+    g.flops[t1] = (float)(big / 8);
+    g.outputs[g.nout++] = t1;
+    g.outputs[g.nout++] = fill;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    tsr__sjob *j = tsr__sched_job(&s, job);
+    cr_assert(j->t[t0].where == 0 && j->t[fill].where == 0, "only the CPU makes them");
+    cr_assert_eq(j->t[t0].state, TSR__TS_RUNNING);
+    cr_assert_eq(j->t[fill].state, TSR__TS_RUNNING);
+    cr_assert(fabs(j->t[fill].est - Q) < 1e-6, "the filler is %.6f s", j->t[fill].est);
+    cr_assert_eq(tsr__sched_done(&s, 0, job, t0, big, -1), 0); /* no time: nothing learned */
+    drain(&s, &x);
+    uint32_t where = j->t[t1].where;
+    tsr__sched_free(&s);
+    return where;
+}
+
+Test(placement_gpu, moving_to_a_gpu_pays_the_copy_onto_its_device) {
+    const double big = (double)(64u << 20);
+    double cpu_run = (big / 8) / CPU_FLOPS + 2 * big / CPU_BYTES + CPU_TASK;
+    double gpu_run = (big / 8) / GPU_FLOPS + 2 * big / GPU_BYTES + GPU_TASK;
+    double net = LINK_LAT + big / LINK_BW, h2d = big / PCIE;
+    /* The CPU keeps it while Q + cpu_run < net + h2d + gpu_run. Without the copy onto the
+     * device the GPU would win from Q > net + gpu_run - cpu_run already. */
+    double lo = net + gpu_run - cpu_run, hi = lo + h2d;
+    cr_assert_eq(place_after_load((lo + hi) / 2), 0, "the copy makes the CPU finish first");
+    cr_assert_eq(place_after_load(hi + 0.002), 1, "a busy enough CPU loses it to the GPU");
+}
+
+Test(placement_gpu, priors_and_learning_are_per_kind) {
+    tsr__costs c;
+    tsr__costs_init(&c);
+    uint64_t nb = 2u << 20;
+    uint32_t mm = tsr__cost_class(&c, "matmul", TSR_KOP_MATMUL, TSR_FLOAT64, 3, nb, 2.7e8f);
+    uint32_t add = tsr__cost_class(&c, "add", TSR_KOP_BINARY, TSR_FLOAT64, 2, nb, 262144.f);
+    double mcpu = tsr__cost_kind(&c, mm, TSR__KIND_CPU),
+           mgpu = tsr__cost_kind(&c, mm, TSR__KIND_GPU);
+    cr_assert_float_eq(mcpu, 2.7e8 / CPU_FLOPS + 4.0 * nb / CPU_BYTES + CPU_TASK, 1e-9);
+    cr_assert_float_eq(mgpu, 2.7e8 / GPU_FLOPS + 4.0 * nb / GPU_BYTES + GPU_TASK, 1e-9);
+    cr_assert_gt(mcpu / mgpu, 50, "a GPU's matmul prior is far faster: %.1fx", mcpu / mgpu);
+    double acpu = tsr__cost_kind(&c, add, TSR__KIND_CPU),
+           agpu = tsr__cost_kind(&c, add, TSR__KIND_GPU);
+    cr_assert_float_eq(agpu, 262144 / GPU_FLOPS + 3.0 * nb / GPU_BYTES + GPU_TASK, 1e-9);
+    cr_assert_gt(acpu / agpu, 10, "memory-bound: the bandwidth ratio, about 25x");
+    /* The same family of another dtype is another class. */
+    cr_assert_neq(tsr__cost_class(&c, "add", TSR_KOP_BINARY, TSR_FLOAT32, 2, nb, 262144.f), add);
+    /* Measurements on a CPU worker replace the CPU prior only. */
+    tsr__sworker cpu = {.kind = TSR__KIND_CPU, .speed = 1, .threads = 1};
+    tsr__sworker gpu = {.kind = TSR__KIND_GPU, .speed = 1, .threads = 1};
+    for (int k = 0; k < 5; k++) tsr__cost_learn(&c, mm, &cpu, 0.02);
+    cr_assert_float_eq(tsr__cost_est(&c, mm, &cpu), 0.02, 1e-9);
+    cr_assert_float_eq(tsr__cost_est(&c, mm, &gpu), mgpu, 1e-12);
+    for (int k = 0; k < 5; k++) tsr__cost_learn(&c, mm, &gpu, 0.001);
+    cr_assert_float_eq(tsr__cost_est(&c, mm, &gpu), 0.001, 1e-9);
+    cr_assert_float_eq(tsr__cost_est(&c, mm, &cpu), 0.02, 1e-9);
+    /* A transfer to or from a GPU worker adds the device copy. */
+    double move = tsr__cost_move(&c, nb);
+    cr_assert_float_eq(tsr__cost_xfer(&c, nb, TSR__KIND_CPU, TSR__KIND_CPU), move, 1e-12);
+    cr_assert_float_eq(tsr__cost_xfer(&c, nb, TSR__KIND_CPU, TSR__KIND_GPU), move + nb / PCIE,
+                       1e-12);
+    cr_assert_float_eq(tsr__cost_xfer(&c, nb, TSR__KIND_GPU, TSR__KIND_CPU), move + nb / PCIE,
+                       1e-12);
+    tsr__costs_free(&c);
+}
+
+Test(placement_gpu, descriptor_dtype_is_read) {
+    /* [kop, fn, dtype, ...] as msgpack_pack_uint8 writes them: fixints, or 0xcc and a byte. */
+    const uint8_t a[] = {0x97, TSR_KOP_BINARY, 3, TSR_FLOAT32, 0x90};
+    const uint8_t b[] = {0x97, TSR_KOP_UNARY, 0xcc, 200, TSR_FLOAT32, 0x90};
+    const uint8_t c[] = {0x97, TSR_KOP_UNARY, 0xcc};
+    cr_assert_eq(tsr__kdesc_peek_dtype(a, sizeof a), TSR_FLOAT32);
+    cr_assert_eq(tsr__kdesc_peek_dtype(b, sizeof b), TSR_FLOAT32);
+    cr_assert_eq(tsr__kdesc_peek_dtype(c, sizeof c), -1, "truncated");
+    cr_assert_eq(tsr__kdesc_peek_dtype(a, 3), -1, "truncated");
+}
+
+/* ---- kernel availability ---- */
+
+/* g's tasks of family kop become array 1, named "mm", the rest array 0 ("src"). */
+static uint32_t submit_two_arrays(tsr__sched *s, const gb *g, int kop) {
+    tsr__jobspec spec;
+    gb_spec(g, &spec);
+    spec.narrays = 2;
+    free(spec.ops);
+    spec.ops = calloc(2, sizeof *spec.ops);
+    strcpy(spec.ops[0], "src");
+    strcpy(spec.ops[1], "mm");
+    for (uint32_t t = 0; t < g->n; t++) spec.array[t] = g->src[t] == 1 + kop;
+    uint32_t job = 0;
+    char err[128];
+    cr_assert_eq(tsr__sched_submit(s, 7, &spec, &job, err, sizeof err), 0, "%s", err);
+    return job;
+}
+
+/* The one failed action among the pending ones (its message copied into msg). */
+static const tsr__action *the_failure(const tsr__sched *s, char *msg, size_t size) {
+    const tsr__action *f = NULL;
+    for (size_t i = 0; i < s->nact; i++) {
+        if (s->act[i].kind != TSR__ACT_FAILED) continue;
+        cr_assert_null(f, "one failure per job");
+        f = &s->act[i];
+    }
+    cr_assert_not_null(f, "no failed action");
+    snprintf(msg, size, "%s", f->msg ? f->msg : "");
+    return f;
+}
+
+static void small_matmul(gb *g) {
+    blocked_matmul(g, 2, 2, 1000);
+}
+
+Test(availability, a_job_no_connected_worker_can_run_fails_at_once) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_MATMUL] = 0; /* a CPU-only family, as a plugin might be */
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_GPU, "127.0.0.1:9001", "g0");
+    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_GPU, "127.0.0.1:9002", "g1");
+    cr_assert_not(tsr__kind_runs(&s, TSR__KIND_GPU, TSR_KOP_MATMUL, TSR_FLOAT64));
+    cr_assert(tsr__kind_runs(&s, TSR__KIND_CPU, TSR_KOP_MATMUL, TSR_FLOAT64));
+    cr_assert(tsr__kind_runs(&s, TSR__KIND_GPU, TSR_KOP_RANDOM, TSR_FLOAT64));
+    gb g;
+    small_matmul(&g);
+    uint32_t job = submit_two_arrays(&s, &g, TSR_KOP_MATMUL);
+    char msg[256];
+    const tsr__action *f = the_failure(&s, msg, sizeof msg);
+    cr_assert_eq(f->job, job);
+    cr_assert_eq(f->array, 1, "the matmul's array, which the client names");
+    cr_assert_eq(g.src[f->task], 1 + TSR_KOP_MATMUL);
+    cr_assert(strstr(msg, "no connected worker has a kernel for matmul (float64)"), "%s", msg);
+    cr_assert(strstr(msg, "runs on cpu workers") && strstr(msg, "2 gpu"), "%s", msg);
+    acts x;
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 0, "nothing was sent");
+    cr_assert_null(tsr__sched_job(&s, job), "the job is gone");
+    for (int st = 0; st < TSR__TS_COUNT; st++) cr_assert_eq(s.count[st], 0);
+    /* A CPU worker joins: the same graph runs, and only there. */
+    tsr__sched_add_worker(&s, 3, 1, TSR__KIND_CPU, "127.0.0.1:9003", "c0");
+    job = submit(&s, &g);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
+    for (size_t i = 0; i < x.n; i++)
+        if (x.a[i].kind == TSR__ACT_COMPUTE) cr_assert_eq(x.a[i].worker, 2);
+    tsr__sched_free(&s);
+}
+
+Test(availability, a_source_made_inline_needs_a_kernel_where_it_is_made) {
+    /* Inline sources are made by their consumers' workers: a random a GPU cannot make keeps
+     * its consumer off GPU workers too. */
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_RANDOM] = 1u << TSR_FLOAT32; /* float32 only */
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_GPU, "127.0.0.1:9001", "g0");
+    gb g;
+    small_matmul(&g);
+    submit_two_arrays(&s, &g, TSR_KOP_MATMUL);
+    char msg[256];
+    const tsr__action *f = the_failure(&s, msg, sizeof msg);
+    cr_assert_eq(f->array, 1, "the consumer fails: the source never runs alone");
+    cr_assert(strstr(msg, "kernel for random (float64)") && strstr(msg, "runs on cpu workers"),
+              "%s", msg);
+    tsr__sched_free(&s);
+}
+
+Test(availability, waiting_for_a_first_worker_then_judged_by_it) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_MATMUL] = 0;
+    gb g;
+    small_matmul(&g);
+    uint32_t job = submit_two_arrays(&s, &g, TSR_KOP_MATMUL);
+    acts x;
+    drain(&s, &x);
+    cr_assert_eq(x.n, 0, "no worker yet: it waits, as every job does");
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_GPU, "127.0.0.1:9001", "g0");
+    char msg[256];
+    cr_assert_eq(the_failure(&s, msg, sizeof msg)->job, job);
+    drain(&s, &x);
+    cr_assert_null(tsr__sched_job(&s, job));
+    cr_assert_eq(s.unassigned.n, 0);
+    tsr__sched_free(&s);
+}
+
+Test(availability, losing_the_last_worker_with_the_kernel_fails_the_job) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.kernels[TSR__KIND_GPU][TSR_KOP_MATMUL] = 0;
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "c0");
+    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_GPU, "127.0.0.1:9002", "g0");
+    gb g;
+    small_matmul(&g);
+    uint32_t job = submit_two_arrays(&s, &g, TSR_KOP_MATMUL);
+    gb e = {0}; /* a job of elementwise ops: any worker will do */
+    uint32_t r = random_block(&e, 1000);
+    for (int k = 0; k < 4; k++) {
+        uint32_t u = gb_task(&e, 1, (uint32_t[]){r});
+        e.src[u] = 1 + TSR_KOP_UNARY;
+        e.outputs[e.nout++] = u;
+    }
+    uint32_t other = submit(&s, &e);
+    acts x;
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
+    tsr__sched_remove_worker(&s, 0);
+    char msg[256];
+    const tsr__action *f = the_failure(&s, msg, sizeof msg);
+    cr_assert_eq(f->job, job);
+    cr_assert(strstr(msg, "connected workers are 1 gpu"), "%s", msg);
+    drain(&s, &x);
+    /* The other job carries on on the GPU. */
+    tsr__sjob *o = tsr__sched_job(&s, other);
+    cr_assert_not_null(o);
+    for (uint32_t t = 1; t < e.n; t++)
+        cr_assert(o->t[t].state == TSR__TS_RUNNING && o->t[t].where == 1, "task %u", t);
+    tsr__sched_free(&s);
+}
+
+Test(availability, a_gpu_never_steals_what_it_has_no_kernel_for) {
+    /* Forty CPU-only tasks queue on the one CPU; the idle, faster GPU may not take any. */
+    gb g = {0};
+    for (int k = 0; k < 40; k++) {
+        uint32_t t = gb_task(&g, 0, NULL);
+        g.src[t] = 1 + TSR_KOP_LOAD;
+        g.outputs[g.nout++] = t;
+    }
+    sim *m = mixed(1, 1);
+    m->s.kernels[TSR__KIND_GPU][TSR_KOP_LOAD] = 0;
+    m->job = submit(&m->s, &g);
+    cr_assert_gt(m->s.w[1].backlog.n, 0, "a backlog to steal from");
+    sim_run(m, 2);
+    cr_assert_eq(m->ran[0], 0);
+    cr_assert_eq(m->ran[1], 40);
+    sim_free(m);
 }

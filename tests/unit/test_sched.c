@@ -915,3 +915,106 @@ Test(sched_socket, malformed_done_item_drops_the_worker, .timeout = 30) {
     msgpack_sbuffer_destroy(&b);
     msgpack_unpacked_destroy(&up);
 }
+
+/* The monitor's wlist entry of worker `name` in an info message (decoded into *out). */
+static void find_winfo(const tsr__msg *m, const char *name, tsr__m_winfo *out) {
+    for (uint32_t i = 0; i < m->u.info.wlist.n; i++) {
+        cr_assert_eq(TSR__LIST_GET(&m->u.info.wlist, winfo, i, out), 0);
+        if (tsr__str_eq(out->name, name)) return;
+    }
+    cr_assert_fail("no worker %s in info", name);
+}
+
+/* A GPU worker's hello and st carry its device's figures; the scheduler passes them to monitors
+ * (and says nothing of a device for a CPU worker, whose hello and st are as before). */
+Test(sched_socket, gpu_worker_figures_reach_monitors, .timeout = 30) {
+    srv_thread t = {.rc = -1};
+    start_sched(&t);
+    static char buf[1 << 16];
+    tsr__msg m;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+
+    int cpu = dial(t.port);
+    pack_hello(&b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1"); /* no kind, no device */
+    send_frame(cpu, &b, NULL, 0);
+    expect_type(cpu, "welcome", &up, buf, sizeof buf, &m);
+    int gpu = dial(t.port);
+    tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION,
+                        .role = tsr__str_of("worker"),
+                        .name = tsr__str_of("g0"),
+                        .threads = 1,
+                        .kind = tsr__str_of("gpu"),
+                        .addr = tsr__str_of("127.0.0.1:2"),
+                        .dev_name = tsr__str_of("Fake GPU"),
+                        .dev_limit = 8ull << 30};
+    h.has = TSR__MSG_BIT(hello, name) | TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, kind) |
+            TSR__MSG_BIT(hello, addr) | TSR__MSG_BIT(hello, dev_name) |
+            TSR__MSG_BIT(hello, dev_limit);
+    tsr__msg_pack_hello(&b, &h);
+    send_frame(gpu, &b, NULL, 0);
+    expect_type(gpu, "welcome", &up, buf, sizeof buf, &m);
+
+    int mon = dial(t.port);
+    pack_hello(&b, TSR_PROTOCOL_VERSION, "monitor", NULL);
+    send_frame(mon, &b, NULL, 0);
+    expect_type(mon, "welcome", &up, buf, sizeof buf, &m);
+    expect_type(mon, "info", &up, buf, sizeof buf, &m);
+    tsr__m_winfo wi;
+    find_winfo(&m, "g0", &wi);
+    cr_assert(tsr__str_eq(wi.kind, "gpu") && tsr__str_eq(wi.dev_name, "Fake GPU"));
+    cr_assert(TSR__M_HAS(winfo, &wi, dev_limit) && wi.dev_limit == 8ull << 30, "from the hello");
+    cr_assert(TSR__M_HAS(winfo, &wi, dev_used) && wi.dev_used == 0);
+    find_winfo(&m, "test", &wi);
+    cr_assert(tsr__str_eq(wi.kind, "cpu"));
+    cr_assert_not(TSR__M_HAS(winfo, &wi, dev_name) || TSR__M_HAS(winfo, &wi, dev_used) ||
+                  TSR__M_HAS(winfo, &wi, h2d_bytes));
+
+    /* The GPU worker reports its cache; the next snapshot shows it. */
+    tsr__msg_done d = {.items = {.n = 0}};
+    d.st = (tsr__m_wstats){.dev_used = 3u << 20,
+                           .dev_limit = 6ull << 30,
+                           .h2d_bytes = 11u << 20,
+                           .d2h_bytes = 5u << 20,
+                           .dev_evicted = 4};
+    d.st.has = TSR__M_BIT(wstats, dev_used) | TSR__M_BIT(wstats, dev_limit) |
+               TSR__M_BIT(wstats, h2d_bytes) | TSR__M_BIT(wstats, d2h_bytes) |
+               TSR__M_BIT(wstats, dev_evicted);
+    TSR__MSG_SET(done, &d, st);
+    tsr__msg_pack_done(&b, &d);
+    send_frame(gpu, &b, NULL, 0);
+    /* Two connections: ask until the scheduler has read the worker's (a few turns at most). */
+    for (int tries = 0; tries < 500; tries++) {
+        tsr__msg_pack_info(&b, &(tsr__msg_info){0});
+        send_frame(mon, &b, NULL, 0);
+        expect_type(mon, "info", &up, buf, sizeof buf, &m);
+        find_winfo(&m, "g0", &wi);
+        if (wi.dev_used) break;
+        usleep(2000);
+    }
+    cr_assert(wi.dev_used == 3u << 20 && wi.dev_limit == 6ull << 30 && wi.h2d_bytes == 11u << 20 &&
+              wi.d2h_bytes == 5u << 20 && wi.dev_evicted == 4);
+
+    tsr__msg_pack_shutdown(&b, &(tsr__msg_shutdown){0});
+    int cl = dial(t.port);
+    msgpack_sbuffer c;
+    msgpack_sbuffer_init(&c);
+    pack_hello(&c, TSR_PROTOCOL_VERSION, "client", NULL);
+    send_frame(cl, &c, NULL, 0);
+    send_frame(cl, &b, NULL, 0);
+    expect_closed(cl);
+    expect_closed(gpu);
+    expect_closed(cpu);
+    close(cl);
+    close(gpu);
+    close(cpu);
+    close(mon);
+    pthread_join(t.th, NULL);
+    cr_assert_eq(t.rc, 0);
+    tsr_scheduler_free(t.s);
+    msgpack_sbuffer_destroy(&c);
+    msgpack_sbuffer_destroy(&b);
+    msgpack_unpacked_destroy(&up);
+}
