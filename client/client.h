@@ -110,7 +110,10 @@ int tsr__client_connect_as(const char *address, const tsr_client_options *opts, 
                            tsr_client **out);
 int tsr__client_open(tsr_client *c, const char *address, const char *token, int timeout_ms);
 void tsr__client_close(tsr_client *c);
-int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms);
+/* dead (may be NULL) is asked every 100 ms while waiting: a message ends the wait with
+ * TSR_ESPAWN (a worker process exited before it joined). */
+int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms, const char *(*dead)(void *arg),
+                             void *arg);
 void tsr__client_shutdown_cluster(tsr_client *c);
 
 /* ---- compute.c ---- */

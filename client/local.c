@@ -177,6 +177,19 @@ static int parse_gpus(const char *list, int *ids, int max) {
     }
 }
 
+/* Has a cluster process exited? Looked at without reaping it (reap_all does that). */
+static const char *exited_early(void *arg) {
+    tsr__local *l = arg;
+    for (int k = 0; k < l->npids; k++) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_PID, (id_t)l->pids[k], &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid)
+            return k == 0 ? "the scheduler exited during start-up"
+                          : "a worker exited during start-up (its message is above)";
+    }
+    return NULL;
+}
+
 void tsr_local_options_default(tsr_local_options *o) {
     memset(o, 0, sizeof *o);
     o->log_level = TSR_LOG_WARN;
@@ -362,7 +375,7 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
     }
     close(wfd[0]); /* only the cluster processes hold the read end */
     rc = tsr__client_open(c, addr, NULL, 10000);
-    if (rc == 0) rc = tsr__client_wait_workers(c, workers + ngpu, 30000);
+    if (rc == 0) rc = tsr__client_wait_workers(c, workers + ngpu, 30000, exited_early, l);
     if (rc) {
         tsr__fail_thread(rc, "cannot start the local cluster: %s", c->errmsg);
         goto fail;

@@ -330,13 +330,40 @@ int tsr__client_connect_as(const char *address, const tsr_client_options *opts, 
     return 0;
 }
 
-int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms) {
+typedef struct wait_check {
+    tsr__rt *rt;
+    const char *(*dead)(void *arg);
+    void *arg;
+} wait_check;
+
+static void on_wait_check(uv_timer_t *t) {
+    wait_check *w = t->data;
+    const char *why = w->dead(w->arg);
+    if (why && !w->rt->failed) tsr__rt_fail(w->rt, TSR_ESPAWN, "%s", why);
+}
+
+int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms, const char *(*dead)(void *arg),
+                             void *arg) {
     tsr__rt *rt = c->rt;
     rt->got_workers = 0;
     int rc = tsr__send_msg(c->sched, TSR__MSG_wait_workers,
                            &(tsr__msg_wait_workers){.count = (uint64_t)(n > 0 ? n : 0)});
     if (rc) return tsr__fail(c, rc, "cannot talk to the scheduler: %s", tsr_strerror(rc));
-    return tsr__rt_run_until(rt, &rt->got_workers, timeout_ms);
+    /* A process that will never say hello (it failed to start: no device, a bad cpu set) ends
+     * the wait at once instead of at the timeout. */
+    uv_timer_t check;
+    wait_check wc = {rt, dead, arg};
+    int checking = dead && uv_timer_init(&c->loop, &check) == 0;
+    if (checking) {
+        check.data = &wc;
+        uv_timer_start(&check, on_wait_check, 100, 100);
+    }
+    rc = tsr__rt_run_until(rt, &rt->got_workers, timeout_ms);
+    if (checking) {
+        uv_close((uv_handle_t *)&check, NULL);
+        uv_run(&c->loop, UV_RUN_NOWAIT);
+    }
+    return rc;
 }
 
 void tsr__client_shutdown_cluster(tsr_client *c) {

@@ -126,6 +126,48 @@ Test(badinput, bad_command_lines, .timeout = 30) {
     }
 }
 
+/* GPU options: refused with a message that says what is wrong, before or at start-up. */
+Test(badinput, gpu_options, .timeout = 60) {
+    char *dir = make_tmpdir();
+    write_file(dir, "p.json",
+               "{\"tessera\": 1, \"arrays\": {\"A\": {\"op\": \"ones\", \"shape\": [4], "
+               "\"chunks\": 2}}, \"outputs\": {\"A\": \"-\"}}");
+    const char *a1[] = {"tessera", "run", "--workers", "0", "p.json", NULL};
+    proc_result r = run_cmd(dir, a1, 20);
+    cr_assert_eq(r.status, 2, "no workers at all: %s", r.err);
+    cr_assert(strstr(r.err, "--gpus"), "%s", r.err);
+    proc_result_free(&r);
+    const char *a2[] = {"tessera", "run", "--gpus", "0,x", "p.json", NULL};
+    r = run_cmd(dir, a2, 20);
+    cr_assert_eq(r.status, 1, "%s", r.err);
+    cr_assert(strstr(r.err, "bad GPU list \"0,x\""), "%s", r.err);
+    proc_result_free(&r);
+    const char *a3[] = {"tessera",   "run",    "--gpus", "0", "--device-memory-limit",
+                        "12 apples", "p.json", NULL};
+    r = run_cmd(dir, a3, 20);
+    cr_assert_eq(r.status, 2, "%s", r.err);
+    cr_assert(strstr(r.err, "--device-memory-limit needs a byte count"), "%s", r.err);
+    proc_result_free(&r);
+    /* No device here (and not the fake one): the GPU worker says so and the start fails. */
+    unsetenv("TESSERA_FAKE_GPU");
+    const char *a4[] = {"tessera", "run", "--workers", "0", "--gpus", "0", "p.json", NULL};
+    r = run_cmd(dir, a4, 60);
+    cr_assert_eq(r.status, 1, "%s", r.err);
+    cr_assert(strstr(r.err, "GPU 0") && (strstr(r.err, "no cuda device") ||
+                                         strstr(r.err, "without CUDA") || strstr(r.err, "cuda")),
+              "%s", r.err);
+    proc_result_free(&r);
+    /* The fake device has one GPU, 0. */
+    setenv("TESSERA_FAKE_GPU", "1", 1);
+    const char *a5[] = {"tessera", "run", "--workers", "0", "--gpus", "1", "p.json", NULL};
+    r = run_cmd(dir, a5, 60);
+    unsetenv("TESSERA_FAKE_GPU");
+    cr_assert_eq(r.status, 1, "%s", r.err);
+    cr_assert(strstr(r.err, "fake device 1 does not exist"), "%s", r.err);
+    proc_result_free(&r);
+    remove_tmpdir(dir);
+}
+
 Test(badinput, check_describes_valid_program, .timeout = 30) {
     char *dir = make_tmpdir();
     /* A: 2x2 chunks, B: 2x2 chunks, C = A @ B: 2x2 outputs, each one task of its 2 k-steps
