@@ -328,6 +328,17 @@ typedef struct wdevstats {
     uint64_t evicted;              /* chunks evicted from the device since start (dev_evicted) */
 } wdevstats;
 
+/* The disk tier (spill.c), as `st` reports it: the tier sets these on the loop thread; stats.c
+ * only reads them. While `on` is 0 (no memory limit: nothing is ever spilled) none is sent. A
+ * worker whose paused state changes sends a done with no items and its st at once. */
+typedef struct wspillstats {
+    int on;
+    uint64_t spilled_bytes;   /* chunk bytes written to disk since start (spilled_bytes) */
+    uint64_t unspilled_bytes; /* chunk bytes read back from disk since start (unspilled_bytes) */
+    uint64_t disk_bytes;      /* chunk bytes on disk now (disk_bytes) */
+    int paused;               /* over the pause threshold: send no new work (paused) */
+} wspillstats;
+
 /* What `st` in done reports (PROTOCOL.md), loop thread only; chunk bytes live in w->mem. */
 typedef struct wstats {
     double busy_s;
@@ -341,6 +352,7 @@ typedef struct wstats {
     uint64_t in_place;          /* tasks that wrote into a donated input's buffer */
     int status_fd;              /* /proc/self/status, or -1 */
     wdevstats dev;              /* a GPU worker's device cache (zero on a CPU worker) */
+    wspillstats spill;          /* the disk tier (zero without a memory limit) */
 } wstats;
 
 /* One finished task for the next done message; start and thread for traced jobs only. */
