@@ -177,13 +177,18 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
     p->parked[p->nparked++] = (tsr__m_key){.job = job, .id = id};
 }
 
-/* Asks for the write-back of a chunk whose bytes are on the device only (a GPU worker's dirty
- * copy): 1 if it was asked for (the get must wait), 0 if its host bytes are current. */
+/* Asks for the bytes of a chunk that are not in host memory: read back from disk (spill.c), or
+ * written back from the device (a GPU worker's dirty copy). 1 if asked for (the get must wait),
+ * 0 if its host bytes are current. */
 static int prepare_get(peer_in *p, uint32_t job, uint32_t id) {
     tsr__worker *w = p->w;
-    if (!w->gpu) return 0;
     const tsr__chunk *ch = tsr__store_get(&w->store, job, id);
-    if (!ch || !tsr__devtier_stale(&w->dev, ch->buf)) return 0;
+    if (ch && !ch->buf) { /* on disk (spill.c): read back first */
+        if (tsr__spill_fetch(w, job, id) != 0)
+            tsr__conn_close(p->conn, "no memory to read a spilled chunk back");
+        return 1;
+    }
+    if (!w->gpu || !ch || !tsr__devtier_stale(&w->dev, ch->buf)) return 0;
     if (tsr__gpu_writeback(w, ch->buf) != 0) tsr__conn_close(p->conn, "no memory for a write-back");
     return 1;
 }

@@ -105,7 +105,7 @@ void tsr__store_init(tsr__store *s) {
 }
 
 static void chunk_free(tsr__store *s, tsr__chunk *c) {
-    s->bytes -= c->buf->size;
+    if (c->buf) s->bytes -= c->buf->size; /* a spilled chunk holds no bytes here */
     tsr__chunkmem_unref(s->mem, c->buf);
     free(c);
 }
@@ -201,4 +201,22 @@ int tsr__store_drop(tsr__store *s, uint64_t job, uint64_t id) {
      * cannot make it resize back and forth. */
     if (s->cap > STORE_MIN_CAP && s->len < s->cap / 8) store_resize(s, s->cap / 2);
     return 1;
+}
+
+tsr__buf *tsr__store_evict(tsr__store *s, uint64_t job, uint64_t id) {
+    tsr__chunk **pc = store_link(s, job, id);
+    if (!pc || !*pc || !(*pc)->buf) return NULL;
+    tsr__buf *b = (*pc)->buf;
+    (*pc)->buf = NULL;
+    s->bytes -= b->size;
+    return b;
+}
+
+int tsr__store_restore(tsr__store *s, uint64_t job, uint64_t id, tsr__buf *buf) {
+    tsr__chunk **pc = store_link(s, job, id);
+    if (!pc || !*pc || (*pc)->buf) return -1;
+    (*pc)->buf = buf;
+    s->bytes += buf->size;
+    if (s->bytes > s->peak) s->peak = s->bytes;
+    return 0;
 }

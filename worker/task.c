@@ -143,7 +143,10 @@ static void drop_donated(tsr__worker *w, wtask *t) {
         wtask_in *in = &t->in[k];
         if (!(in->flags & TSR__IN_DONATE) || !in->buf) continue;
         const tsr__chunk *ch = tsr__store_get(&w->store, in->job, in->id);
-        if (ch && ch->buf == in->buf) tsr__store_drop(&w->store, in->job, in->id);
+        if (ch && ch->buf == in->buf) {
+            tsr__store_drop(&w->store, in->job, in->id);
+            tsr__spill_forget(w, in->job, in->id);
+        }
     }
 }
 
@@ -284,6 +287,18 @@ static void input_ready(tsr__worker *w, wtask *t, uint32_t idx, tsr__buf *buf, u
                         uint8_t ndim, const int64_t *shape) {
     input_set(t, idx, buf, dtype, ndim, shape);
     task_settle(w, t);
+}
+
+void tsr__task_inputs_ready(tsr__worker *w, wwaiter *deps, size_t n, const tsr__chunk *ch) {
+    /* Every waiter takes its reference before any of them is dispatched (as in
+     * tsr__task_finished). */
+    for (size_t k = 0; k < n; k++)
+        input_set(deps[k].t, deps[k].idx, ch->buf, ch->dtype, ch->ndim, ch->shape);
+    for (size_t k = 0; k < n; k++) task_settle(w, deps[k].t);
+}
+
+void tsr__task_inputs_failed(tsr__worker *w, wwaiter *deps, size_t n, const char *msg) {
+    for (size_t k = 0; k < n; k++) input_failed(w, deps[k].t, deps[k].idx, msg);
 }
 
 /* ---- Fetched inputs -------------------------------------------------------------------------- */
@@ -517,8 +532,17 @@ static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const tsr__m
     int recompute = (flags & TSR__IN_RECOMPUTE) && TSR__M_HAS(input, e, kdesc);
     in->flags = (uint8_t)(flags & (TSR__IN_DONATE | TSR__IN_RECOMPUTE));
     const tsr__chunk *ch = tsr__store_get(&w->store, in->job, in->id);
+    if (ch && !ch->buf) {
+        /* On disk (spill.c): read back, and this input waits for it. */
+        int rc = tsr__spill_wait(w, in->job, in->id, t, k);
+        if (rc != 0) input_failed(w, t, k, "no memory to read a spilled input back");
+        return;
+    }
     if (ch) {
-        if (recompute) rep_touch(w, in->job, in->id);
+        if (recompute)
+            rep_touch(w, in->job, in->id);
+        else
+            tsr__spill_touch(w, in->job, in->id);
         input_ready(w, t, k, ch->buf, ch->dtype, ch->ndim, ch->shape);
         return;
     }
@@ -648,6 +672,7 @@ void tsr__task_finished(tsr__worker *w, wtask *t) {
     }
     t->out = NULL;
     if (t->internal && !t->drop) rep_keep(w, t->job, t->id, out);
+    if (!t->internal && !t->drop) tsr__spill_track(w, t->job, t->id, out);
     if (!t->internal) {
         done_item *it = &w->done[w->ndone++];
         *it = (done_item){t->job, t->id, out->size, t->seconds, 0, t->thread, t->traced};
@@ -692,6 +717,7 @@ const char *tsr__task_free_keys(tsr__worker *w, const tsr__msg_free *m) {
         if (TSR__LIST_GET(&m->keys, key, i, &k) != 0) return "malformed key";
         if (tsr__store_drop(&w->store, k.job, k.id)) {
             rep_forget(w, k.job, k.id);
+            tsr__spill_forget(w, k.job, k.id);
             dropped++;
             continue;
         }

@@ -18,7 +18,7 @@
 struct tsr_worker {
     tsr__worker w;
     tsr_worker_options o;  /* w.opts points here; its strings are the copies below */
-    char *strs[5];         /* scheduler, token, cpus, name, listen_host */
+    char *strs[6];         /* scheduler, token, cpus, name, listen_host, spill_dir */
     uv_async_t stop_async; /* tsr_worker_stop; unreferenced, open until free */
     int async_ok;
     int ran;
@@ -200,6 +200,7 @@ static void on_async(uv_async_t *a) {
     wtask *list = tsr__exec_take_done(w);
     if (list) w->worked = 1;
     if (tsr__gpu_take_writebacks(w)) tsr__peer_resume(w);
+    if (w->io_started && tsr__spill_done(w)) tsr__peer_resume(w);
     while (list) {
         wtask *t = list;
         list = t->qnext;
@@ -232,11 +233,29 @@ static void on_async(uv_async_t *a) {
     send_sched(w, &sb);
 }
 
-/* End of a loop turn: everything made ready during it goes to the executors at once, and the
- * turn's gets and small replies to peers go out, one write per connection. */
+/* A done with no items: the worker's st alone, when its paused state changed (spill.c). */
+static void send_stats(tsr__worker *w) {
+    w->spill_report = 0;
+    if (!w->welcomed) return;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_done m = {.items = {.n = 0, .gen = gen_done_item, .ctx = w}};
+    tsr__stats_fill(w, &m.st);
+    TSR__MSG_SET(done, &m, st);
+    tsr__msg_pack_done(&sb, &m);
+    w->st.msgs_out++;
+    send_sched(w, &sb);
+}
+
+/* End of a loop turn: the disk tier spills or pauses as the bytes held ask, everything made
+ * ready during the turn goes to the executors at once, and the turn's gets and small replies to
+ * peers go out, one write per connection. */
 static void on_check(uv_check_t *c) {
-    tsr__exec_flush(c->data);
-    tsr__peer_flush(c->data);
+    tsr__worker *w = c->data;
+    tsr__spill_check(w);
+    if (w->spill_report) send_stats(w);
+    tsr__exec_flush(w);
+    tsr__peer_flush(w);
 }
 
 /* ---- Scheduler connection -------------------------------------------------------------------- */
@@ -338,6 +357,7 @@ static void worker_stop(tsr__worker *w, const char *why) {
     w->stopping = 1;
     tsr__log(&w->log, TSR_LOG_INFO, "stopping: %s", why);
     if (w->sync_ok) tsr__exec_stop(w);
+    tsr__spill_stop(w); /* before the async handle it reports through goes */
     if (w->sched) tsr__conn_close(w->sched, "worker stopping");
     if (w->server_ok) uv_close((uv_handle_t *)&w->server, NULL);
     if (w->async_ok) uv_close((uv_handle_t *)&w->async, NULL);
@@ -412,6 +432,7 @@ static int worker_start(tsr__worker *w) {
     w->last_beat = uv_now(&w->loop);
     uv_timer_start(&w->beat, on_beat, w->heartbeat_ms, w->heartbeat_ms);
 
+    if ((rc = tsr__spill_start(w)) != 0) return rc;
     tsr__peer_init(w);
     if ((rc = uv_tcp_init(&w->loop, &w->server)) != 0) return rc;
     w->server.data = w;
@@ -482,6 +503,7 @@ static void worker_cleanup(tsr__worker *w) {
     free_writebacks(w, w->wb_done);
     w->wb_head = w->wb_tail = w->wb_done = NULL;
     tsr__task_cleanup(w);
+    tsr__spill_cleanup(w);
     tsr__store_free(&w->store);
     tsr__stats_free(&w->st);
     tsr__devtier_destroy(&w->dev); /* every buffer went: no record is left attached */
@@ -527,8 +549,8 @@ static void release(tsr_worker *h) {
 /* Copies the options' strings, so the caller's may go once tsr_worker_new returns. */
 static int copy_options(tsr_worker *h, const tsr_worker_options *opts) {
     h->o = *opts;
-    const char **fields[] = {&h->o.scheduler, &h->o.token, &h->o.cpus, &h->o.name,
-                             &h->o.listen_host};
+    const char **fields[] = {&h->o.scheduler, &h->o.token,       &h->o.cpus,
+                             &h->o.name,      &h->o.listen_host, &h->o.spill_dir};
     for (size_t i = 0; i < TSR__ARRAY_LEN(fields); i++) {
         if (!*fields[i]) continue;
         if (!(h->strs[i] = strdup(*fields[i]))) return -ENOMEM;

@@ -148,7 +148,7 @@ void tsr__devtier_read(tsr__devtier *t, tsr__devstats *out); /* any thread */
  * tables at once while it grows). */
 typedef struct tsr__chunk {
     uint64_t job, id;
-    tsr__buf *buf;           /* one reference owned by the store */
+    tsr__buf *buf;           /* one reference owned by the store; NULL: spilled to disk */
     struct tsr__chunk *next; /* the store's chain for this bucket */
     uint8_t dtype, ndim;
     int64_t shape[]; /* ndim entries */
@@ -173,6 +173,12 @@ const tsr__chunk *tsr__store_get(const tsr__store *s, uint64_t job, uint64_t id)
 /* Drops the store's reference; 1 if the key was present, else 0. The index shrinks as the store
  * empties, so a worker that once held many chunks does not keep their table. */
 int tsr__store_drop(tsr__store *s, uint64_t job, uint64_t id);
+/* The disk tier (spill.c): the chunk's bytes leave the store (its buffer, the store's reference
+ * handed to the caller; NULL when absent or already out) while its record stays, or come back
+ * (taking over buf's reference; -1 when the key is absent or holds bytes). A chunk whose buf is
+ * NULL is on disk. */
+tsr__buf *tsr__store_evict(tsr__store *s, uint64_t job, uint64_t id);
+int tsr__store_restore(tsr__store *s, uint64_t job, uint64_t id, tsr__buf *buf);
 static inline size_t tsr__store_count(const tsr__store *s) {
     return s->len;
 }
@@ -293,6 +299,62 @@ typedef struct wreplica {
     size_t bytes;
     struct wreplica *prev, *next;
 } wreplica;
+
+/* ---- Disk tier (spill.c) ---------------------------------------------------------------------
+ *
+ * With a memory limit, stored chunks of TSR__SPILL_MIN bytes and more are tracked least recently
+ * used first; above TSR__SPILL_HIGH of the limit the oldest ones nobody else holds are written
+ * to the worker's spill directory by the I/O thread and their memory released, until the worker
+ * holds TSR__SPILL_LOW. Above TSR__PAUSE_HIGH it is paused (the scheduler sends it no new work)
+ * until under TSR__PAUSE_LOW. A spilled chunk a task or a peer needs is read back by the same
+ * thread. Replicas are never spilled: they are dropped (made again when needed). */
+#define TSR__SPILL_MIN ((size_t)64 << 10)
+#define TSR__SPILL_HIGH 0.70
+#define TSR__SPILL_LOW 0.60
+#define TSR__PAUSE_HIGH 0.80
+#define TSR__PAUSE_LOW 0.70
+
+typedef struct wspill {
+    uint64_t job, id;
+    size_t bytes;
+    uint8_t on_disk; /* its file holds the chunk's bytes */
+    uint8_t writing; /* a write is under way */
+    uint8_t reading; /* a read is under way; waiters wait for it */
+    uint8_t linked;  /* in the least-recently-used list (its bytes are in memory) */
+    wwaiter *waiters;
+    size_t nwaiters, waiters_cap;
+    struct wspill *prev, *next;
+} wspill;
+
+/* A request to the I/O thread. */
+enum { WIO_WRITE, WIO_READ, WIO_UNLINK };
+typedef struct wio {
+    int op;
+    uint64_t job, id;
+    tsr__buf *buf; /* WRITE: a reference to the bytes; READ: the buffer to fill */
+    int rc;
+    struct wio *next;
+} wio;
+
+int tsr__spill_start(tsr__worker *w);    /* with a memory limit: the I/O thread */
+void tsr__spill_stop(tsr__worker *w);    /* joins the I/O thread (its current request ends) */
+void tsr__spill_cleanup(tsr__worker *w); /* after stop: files, directory, records */
+/* Loop thread. A chunk just stored (buf is the store's), used, or freed. */
+void tsr__spill_track(tsr__worker *w, uint64_t job, uint64_t id, const tsr__buf *buf);
+void tsr__spill_touch(tsr__worker *w, uint64_t job, uint64_t id);
+void tsr__spill_forget(tsr__worker *w, uint64_t job, uint64_t id);
+/* Input idx of t is a stored chunk on disk: read it back and wake t then. 0 or -ENOMEM. */
+int tsr__spill_wait(tsr__worker *w, uint64_t job, uint64_t id, wtask *t, uint32_t idx);
+/* A peer asks for a chunk on disk: read it back (tsr__peer_resume follows). 0 or -ENOMEM. */
+int tsr__spill_fetch(tsr__worker *w, uint64_t job, uint64_t id);
+/* Spills or pauses as the bytes held ask; sends the paused state when it changes. */
+void tsr__spill_check(tsr__worker *w);
+/* Completed I/O (on async): 1 if a chunk came back (gets may be answered). */
+int tsr__spill_done(tsr__worker *w);
+
+/* task.c, for the disk tier: a chunk the waiters need is here again, or could not be read. */
+void tsr__task_inputs_ready(tsr__worker *w, wwaiter *deps, size_t n, const tsr__chunk *ch);
+void tsr__task_inputs_failed(tsr__worker *w, wwaiter *deps, size_t n, const char *msg);
 
 /* Gets outstanding per peer connection: tiny chunks need many per round trip. */
 #define TSR__PEER_MAX_INFLIGHT 64
@@ -463,6 +525,21 @@ struct tsr__worker {
     pthread_cond_t gcv;     /* gpu_state changed */
     char gpu_err[256];
     uint64_t gpu_fallbacks; /* device tasks run on the host for want of device memory */
+
+    /* The disk tier (spill.c). */
+    tsr__kmap spill;         /* (job, id) -> wspill*: tracked stored chunks */
+    wspill *sp_old, *sp_new; /* those in memory, least recently used first */
+    uint64_t spill_hi, spill_lo, pause_hi, pause_lo; /* bytes; 0 without a limit */
+    uint64_t spill_writing;                          /* bytes being written now */
+    char spill_path[4096]; /* the worker's own spill directory; "" until the first spill */
+    int spill_broken;      /* a write failed: the worker keeps its chunks in memory */
+    int spill_report;      /* the paused state changed: send st at the end of the turn */
+    int io_ok, io_started, io_stop;
+    pthread_t io_th;
+    pthread_mutex_t iomu; /* io_head, io_tail, io_stop */
+    pthread_cond_t iocv;
+    wio *io_head, *io_tail;
+    wio *io_done; /* under cmu */
 };
 
 /* Outputs smaller than this are allocated by the loop when their task is queued, larger ones by

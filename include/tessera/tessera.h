@@ -548,7 +548,10 @@ typedef struct tsr_worker_options {
     int gpu;                 /* GPU id, -1 = CPU worker (default) */
     const char *name;        /* NULL = "HOST-PID-PORT" (PORT: the peer port); copied */
     const char *listen_host; /* address peers reach this worker on; default "127.0.0.1"; copied */
-    int64_t memory_limit;    /* bytes; 0 = no limit */
+    /* Chunk memory, bytes; 0 = no limit. Above 70% of it the worker spills chunks to disk until
+     * it holds 60%; above 80% it is paused (the scheduler sends it no new work) until it is
+     * under 70% again (docs/memory.md). */
+    int64_t memory_limit;
     /* Called on the worker's thread once the scheduler has welcomed it, with the address peers
      * fetch chunks from (as tsr_worker_address()). */
     void (*on_ready)(const char *peer_address, void *user);
@@ -578,7 +581,11 @@ typedef struct tsr_worker_options {
      * when the worker starts, less a tenth (at least 256 MiB) for cuBLAS and the runtime. Taken
      * from reserved, which shrank from 16 bytes to 8: same size, same ABI. */
     int64_t device_memory_limit;
-    uint8_t reserved[8]; /* room to grow: must stay zero (tsr_worker_options_default) */
+    /* Where chunks are spilled when the worker holds more than memory_limit allows
+     * (docs/memory.md): a directory of the worker's own is made under it at the first spill and
+     * removed at exit. NULL = $TMPDIR, else /tmp; copied. Taken from reserved, the last of it:
+     * a field after this one grows the struct. */
+    const char *spill_dir;
 } tsr_worker_options;
 
 TSR_API void tsr_worker_options_default(tsr_worker_options *opts);

@@ -1,0 +1,442 @@
+/* The disk tier of the worker's memory manager (DESIGN.md, "Worker: memory nodes";
+ * docs/memory.md). With a memory limit, the chunks a worker stores for the scheduler are the
+ * ones that can go to disk when it holds too much:
+ *
+ * - Stored chunks of TSR__SPILL_MIN bytes and more are tracked, least recently used first (used:
+ *   stored, or read by a task). Replicas are not: the replica bound drops them, and they are made
+ *   again when needed.
+ * - Above TSR__SPILL_HIGH of the limit (chunk bytes held, pool and in-flight buffers included),
+ *   the oldest chunks that nothing but the store holds are written to the worker's spill
+ *   directory by the I/O thread, until what is held and not yet being written falls to
+ *   TSR__SPILL_LOW. When a write ends and still nobody else holds the buffer, the store lets it
+ *   go; otherwise (a task took it meanwhile) the file is kept, so that the next spill of the
+ *   chunk costs no write.
+ * - Above TSR__PAUSE_HIGH the worker is paused: it reports so in its stats at once, and the
+ *   scheduler sends it no new work until it is under TSR__PAUSE_LOW again.
+ * - A spilled chunk keeps its store record (buf NULL). A task that needs it waits while the I/O
+ *   thread reads it back into a pooled buffer; a peer's get of it waits likewise (peer.c).
+ *
+ * The loop thread owns every record; the I/O thread only sees its requests (the buffers they
+ * hold references to) and the directory's path, fixed before its first request. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "worker/worker.h"
+
+/* ---- the I/O thread -------------------------------------------------------------------------- */
+
+static void chunk_path(const tsr__worker *w, uint64_t job, uint64_t id, char *out, size_t size) {
+    snprintf(out, size, "%s/%llu-%llu", w->spill_path, (unsigned long long)job,
+             (unsigned long long)id);
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return k < 0 ? -errno : -EIO;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int read_all(int fd, char *p, size_t n) {
+    while (n > 0) {
+        ssize_t k = read(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return k < 0 ? -errno : -EIO; /* a short file: damaged */
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int do_io(tsr__worker *w, wio *r) {
+    char path[4200];
+    chunk_path(w, r->job, r->id, path, sizeof path);
+    if (r->op == WIO_UNLINK) return unlink(path) == 0 || errno == ENOENT ? 0 : -errno;
+    int fd = r->op == WIO_WRITE ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
+                                : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = r->op == WIO_WRITE ? write_all(fd, r->buf->data, r->buf->size)
+                                : read_all(fd, r->buf->data, r->buf->size);
+    if (close(fd) != 0 && rc == 0) rc = -errno;
+    if (rc != 0 && r->op == WIO_WRITE) unlink(path);
+    return rc;
+}
+
+static void *io_main(void *arg) {
+    tsr__worker *w = arg;
+    pthread_mutex_lock(&w->iomu);
+    for (;;) {
+        while (!w->io_stop && !w->io_head) pthread_cond_wait(&w->iocv, &w->iomu);
+        if (w->io_stop) break;
+        wio *r = w->io_head;
+        w->io_head = r->next;
+        if (!w->io_head) w->io_tail = NULL;
+        pthread_mutex_unlock(&w->iomu);
+        r->rc = do_io(w, r);
+        pthread_mutex_lock(&w->cmu);
+        r->next = w->io_done;
+        w->io_done = r;
+        pthread_mutex_unlock(&w->cmu);
+        uv_async_send(&w->async);
+        pthread_mutex_lock(&w->iomu);
+    }
+    pthread_mutex_unlock(&w->iomu);
+    return NULL;
+}
+
+static void submit(tsr__worker *w, wio *r) {
+    pthread_mutex_lock(&w->iomu);
+    r->next = NULL;
+    if (w->io_tail)
+        w->io_tail->next = r;
+    else
+        w->io_head = r;
+    w->io_tail = r;
+    pthread_cond_signal(&w->iocv);
+    pthread_mutex_unlock(&w->iomu);
+}
+
+static wio *request(tsr__worker *w, int op, uint64_t job, uint64_t id, tsr__buf *buf) {
+    wio *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    *r = (wio){.op = op, .job = job, .id = id, .buf = buf};
+    submit(w, r);
+    return r;
+}
+
+int tsr__spill_start(tsr__worker *w) {
+    tsr__kmap_init(&w->spill);
+    int64_t limit = w->opts->memory_limit;
+    if (limit <= 0) return 0;
+    w->spill_hi = (uint64_t)((double)limit * TSR__SPILL_HIGH);
+    w->spill_lo = (uint64_t)((double)limit * TSR__SPILL_LOW);
+    w->pause_hi = (uint64_t)((double)limit * TSR__PAUSE_HIGH);
+    w->pause_lo = (uint64_t)((double)limit * TSR__PAUSE_LOW);
+    if (pthread_mutex_init(&w->iomu, NULL) != 0) return -ENOMEM;
+    pthread_cond_init(&w->iocv, NULL);
+    w->io_ok = 1;
+    int rc = pthread_create(&w->io_th, NULL, io_main, w);
+    if (rc != 0) {
+        tsr__log(&w->log, TSR_LOG_ERROR, "cannot start the spill thread: %s", strerror(rc));
+        return -rc;
+    }
+    pthread_setname_np(w->io_th, "tsr-spill");
+    w->io_started = 1;
+    w->st.spill.on = 1;
+    return 0;
+}
+
+void tsr__spill_stop(tsr__worker *w) {
+    if (!w->io_started) return;
+    pthread_mutex_lock(&w->iomu);
+    w->io_stop = 1;
+    pthread_cond_signal(&w->iocv);
+    pthread_mutex_unlock(&w->iomu);
+    pthread_join(w->io_th, NULL);
+    w->io_started = 0;
+}
+
+/* ---- records --------------------------------------------------------------------------------- */
+
+static void lru_unlink(tsr__worker *w, wspill *e) {
+    if (!e->linked) return;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        w->sp_old = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        w->sp_new = e->prev;
+    e->prev = e->next = NULL;
+    e->linked = 0;
+}
+
+static void lru_append(tsr__worker *w, wspill *e) {
+    e->prev = w->sp_new;
+    e->next = NULL;
+    if (w->sp_new)
+        w->sp_new->next = e;
+    else
+        w->sp_old = e;
+    w->sp_new = e;
+    e->linked = 1;
+}
+
+void tsr__spill_track(tsr__worker *w, uint64_t job, uint64_t id, const tsr__buf *buf) {
+    if (!w->io_started || buf->size < TSR__SPILL_MIN) return;
+    wspill *e = tsr__kmap_get(&w->spill, job, id);
+    if (e) {
+        /* Stored again under the same key (recomputed after a loss): the file is stale. */
+        if (e->on_disk && !e->writing && !e->reading) {
+            e->on_disk = 0;
+            w->st.spill.disk_bytes -= e->bytes;
+            request(w, WIO_UNLINK, job, id, NULL);
+        }
+        lru_unlink(w, e);
+    } else {
+        if (!(e = calloc(1, sizeof *e))) return; /* untracked: it just stays in memory */
+        e->job = job;
+        e->id = id;
+        if (tsr__kmap_put(&w->spill, job, id, e, NULL) != 0) {
+            free(e);
+            return;
+        }
+    }
+    e->bytes = buf->size;
+    lru_append(w, e);
+}
+
+void tsr__spill_touch(tsr__worker *w, uint64_t job, uint64_t id) {
+    if (w->spill.len == 0) return;
+    wspill *e = tsr__kmap_get(&w->spill, job, id);
+    if (!e || !e->linked || e == w->sp_new) return;
+    lru_unlink(w, e);
+    lru_append(w, e);
+}
+
+/* A record whose chunk went (already out of the map): its file goes too, by the I/O thread. A
+ * request under way finds no record when it completes and cleans up after itself. */
+static void entry_free(tsr__worker *w, wspill *e) {
+    lru_unlink(w, e);
+    if (e->on_disk) {
+        w->st.spill.disk_bytes -= e->bytes;
+        if (!e->writing && !e->reading) request(w, WIO_UNLINK, e->job, e->id, NULL);
+    }
+    wwaiter *deps = e->waiters;
+    size_t n = e->nwaiters;
+    free(e);
+    if (n) tsr__task_inputs_failed(w, deps, n, "the chunk was freed while on disk");
+    free(deps);
+}
+
+void tsr__spill_forget(tsr__worker *w, uint64_t job, uint64_t id) {
+    if (w->spill.len == 0) return;
+    wspill *e = tsr__kmap_del(&w->spill, job, id);
+    if (e) entry_free(w, e);
+}
+
+/* ---- reading back ---------------------------------------------------------------------------- */
+
+static int start_read(tsr__worker *w, wspill *e) {
+    if (e->reading) return 0;
+    tsr__buf *b = tsr__chunkmem_new(&w->mem, e->bytes);
+    if (!b) return -ENOMEM;
+    if (!request(w, WIO_READ, e->job, e->id, b)) {
+        tsr__chunkmem_unref(&w->mem, b);
+        return -ENOMEM;
+    }
+    e->reading = 1;
+    return 0;
+}
+
+int tsr__spill_wait(tsr__worker *w, uint64_t job, uint64_t id, wtask *t, uint32_t idx) {
+    wspill *e = tsr__kmap_get(&w->spill, job, id);
+    if (!e || !e->on_disk) return -ENOENT;
+    if (TSR__GROW(e->waiters, e->waiters_cap, e->nwaiters + 1) != 0) return -ENOMEM;
+    int rc = start_read(w, e);
+    if (rc != 0) return rc;
+    e->waiters[e->nwaiters++] = (wwaiter){t, idx};
+    return 0;
+}
+
+int tsr__spill_fetch(tsr__worker *w, uint64_t job, uint64_t id) {
+    wspill *e = tsr__kmap_get(&w->spill, job, id);
+    if (!e || !e->on_disk) return -ENOENT;
+    return start_read(w, e);
+}
+
+/* ---- spilling -------------------------------------------------------------------------------- */
+
+/* The worker's own directory under the spill root, made at the first spill. */
+static int make_dir(tsr__worker *w) {
+    if (w->spill_path[0]) return 0;
+    const char *root = w->opts->spill_dir;
+    if (!root || !*root) root = getenv("TMPDIR");
+    if (!root || !*root) root = "/tmp";
+    char tmpl[sizeof w->spill_path];
+    int n = snprintf(tmpl, sizeof tmpl, "%s/tessera-spill-XXXXXX", root);
+    if (n < 0 || (size_t)n >= sizeof tmpl) return -ENAMETOOLONG;
+    if (!mkdtemp(tmpl)) return -errno;
+    /* Set before the first request: the I/O thread reads it only after submit's lock. */
+    memcpy(w->spill_path, tmpl, (size_t)n + 1);
+    tsr__log(&w->log, TSR_LOG_INFO, "spilling to %s", w->spill_path);
+    return 0;
+}
+
+static void set_paused(tsr__worker *w, int paused) {
+    if (w->st.spill.paused == paused) return;
+    w->st.spill.paused = paused;
+    uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
+    tsr__log(&w->log, TSR_LOG_INFO, "%s: holding %llu bytes of a %lld-byte limit",
+             paused ? "paused" : "resumed", (unsigned long long)held,
+             (long long)w->opts->memory_limit);
+    w->spill_report = 1; /* worker.c sends st at the end of the turn */
+}
+
+void tsr__spill_check(tsr__worker *w) {
+    if (!w->io_started) return;
+    uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
+    if (held > w->spill_hi && !w->spill_broken) {
+        /* Pooled buffers first: they hold memory nothing needs. */
+        tsr__chunkmem_drain(&w->mem);
+        held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
+    }
+    if (held > w->spill_hi && !w->spill_broken && make_dir(w) == 0) {
+        for (wspill *e = w->sp_old, *next; e && held - w->spill_writing > w->spill_lo; e = next) {
+            next = e->next;
+            if (e->writing || e->reading) continue;
+            const tsr__chunk *ch = tsr__store_get(&w->store, e->job, e->id);
+            if (!ch || !ch->buf) continue;
+            if (atomic_load_explicit(&ch->buf->refs, memory_order_acquire) != 1) continue;
+            lru_unlink(w, e);
+            if (e->on_disk) { /* written before: only the memory goes */
+                tsr__chunkmem_unref(&w->mem, tsr__store_evict(&w->store, e->job, e->id));
+                held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
+                continue;
+            }
+            if (!request(w, WIO_WRITE, e->job, e->id, tsr__buf_ref(ch->buf))) {
+                tsr__chunkmem_unref(&w->mem, ch->buf); /* the reference just taken */
+                lru_append(w, e);
+                break;
+            }
+            e->writing = 1;
+            w->spill_writing += e->bytes;
+        }
+    }
+    if (held > w->pause_hi)
+        set_paused(w, 1);
+    else if (held < w->pause_lo)
+        set_paused(w, 0);
+}
+
+int tsr__spill_done(tsr__worker *w) {
+    pthread_mutex_lock(&w->cmu);
+    wio *r = w->io_done;
+    w->io_done = NULL;
+    pthread_mutex_unlock(&w->cmu);
+    int back = 0;
+    while (r) {
+        wio *next = r->next;
+        wspill *e = tsr__kmap_get(&w->spill, r->job, r->id);
+        if (r->op == WIO_WRITE) {
+            w->spill_writing -= r->buf->size;
+            if (!e || !e->writing) {
+                /* Freed while being written (the record now under the key, if any, is a new
+                 * chunk's). */
+                if (!e) request(w, WIO_UNLINK, r->job, r->id, NULL);
+            } else if (r->rc != 0) {
+                e->writing = 0;
+                w->spill_broken = 1;
+                tsr__log(&w->log, TSR_LOG_ERROR,
+                         "cannot spill to %s: %s; keeping every chunk in memory from now on",
+                         w->spill_path, strerror(-r->rc));
+                lru_append(w, e);
+            } else {
+                e->writing = 0;
+                e->on_disk = 1;
+                w->st.spill.spilled_bytes += e->bytes;
+                w->st.spill.disk_bytes += e->bytes;
+                const tsr__chunk *ch = tsr__store_get(&w->store, r->job, r->id);
+                /* Only the store and this request hold it: the memory can go. */
+                if (ch && ch->buf == r->buf &&
+                    atomic_load_explicit(&r->buf->refs, memory_order_acquire) == 2)
+                    tsr__chunkmem_unref(&w->mem, tsr__store_evict(&w->store, r->job, r->id));
+                else if (ch && ch->buf)
+                    lru_append(w, e); /* in use again: in memory, and on disk already */
+            }
+            tsr__chunkmem_unref(&w->mem, r->buf);
+        } else if (r->op == WIO_READ) {
+            if (!e || !e->reading) {
+                tsr__chunkmem_unref(&w->mem, r->buf); /* freed while being read */
+                request(w, WIO_UNLINK, r->job, r->id, NULL);
+            } else if (r->rc != 0) {
+                e->reading = 0;
+                char msg[300];
+                snprintf(msg, sizeof msg, "could not read spilled chunk (%llu,%llu) back: %s",
+                         (unsigned long long)r->job, (unsigned long long)r->id, strerror(-r->rc));
+                tsr__log(&w->log, TSR_LOG_ERROR, "%s", msg);
+                tsr__chunkmem_unref(&w->mem, r->buf);
+                wwaiter *deps = e->waiters;
+                size_t n = e->nwaiters;
+                e->waiters = NULL;
+                e->nwaiters = e->waiters_cap = 0;
+                tsr__task_inputs_failed(w, deps, n, msg);
+                free(deps);
+            } else {
+                e->reading = 0;
+                w->st.spill.unspilled_bytes += e->bytes;
+                /* The file stays: if the chunk is spilled again it costs no write. */
+                if (tsr__store_restore(&w->store, r->job, r->id, r->buf) != 0)
+                    tsr__chunkmem_unref(&w->mem, r->buf);
+                lru_append(w, e);
+                back = 1;
+                wwaiter *deps = e->waiters;
+                size_t n = e->nwaiters;
+                e->waiters = NULL;
+                e->nwaiters = e->waiters_cap = 0;
+                const tsr__chunk *ch = tsr__store_get(&w->store, r->job, r->id);
+                if (ch && ch->buf)
+                    tsr__task_inputs_ready(w, deps, n, ch);
+                else
+                    tsr__task_inputs_failed(w, deps, n, "the chunk went while being read back");
+                free(deps);
+            }
+        }
+        free(r);
+        r = next;
+    }
+    return back;
+}
+
+void tsr__spill_cleanup(tsr__worker *w) {
+    for (size_t i = 0; i < w->spill.cap; i++) {
+        wspill *e = w->spill.slots[i].val;
+        if (!e) continue;
+        free(e->waiters);
+        free(e);
+    }
+    tsr__kmap_free(&w->spill);
+    w->sp_old = w->sp_new = NULL;
+    /* Requests never run or never taken back. */
+    for (int pass = 0; pass < 2; pass++) {
+        wio *r = pass ? w->io_done : w->io_head;
+        while (r) {
+            wio *next = r->next;
+            tsr__chunkmem_unref(&w->mem, r->buf);
+            free(r);
+            r = next;
+        }
+    }
+    w->io_head = w->io_tail = w->io_done = NULL;
+    if (w->spill_path[0]) {
+        DIR *d = opendir(w->spill_path);
+        if (d) {
+            struct dirent *de;
+            while ((de = readdir(d))) {
+                if (de->d_name[0] == '.') continue;
+                char path[4400];
+                snprintf(path, sizeof path, "%s/%s", w->spill_path, de->d_name);
+                unlink(path);
+            }
+            closedir(d);
+        }
+        rmdir(w->spill_path);
+        w->spill_path[0] = '\0';
+    }
+    if (w->io_ok) {
+        pthread_mutex_destroy(&w->iomu);
+        pthread_cond_destroy(&w->iocv);
+        w->io_ok = 0;
+    }
+}
