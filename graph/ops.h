@@ -15,7 +15,9 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "common/common.h"
+/* The public header only (dtypes, sub-operation enums): the CUDA kernels (kernels/cuda/, C++)
+ * expand these maps too, and common.h's C11 atomics do not compile as C++. */
+#include "tessera/tessera.h"
 
 /* ---- dtypes ----------------------------------------------------------------------------------
  * A kernel family's dtype column is a bit set over tsr_dtype: the output dtypes it has a kernel

@@ -455,6 +455,12 @@ KERNEL(k_reduce) {
     }
 #undef INIT_CASE
     for (int64_t j = 0; j < nout; j++) acc[j] = init;
+    if (nx == 0) { /* an empty reduced axis: every output is the identity (the walk divides by 0) */
+        T *o = out->data;
+        for (int64_t j = 0; j < nout; j++) o[j] = (T)init;
+        free(acc);
+        return 0;
+    }
 
     /* Per input axis: extent and stride into the output (0 on reduced axes). */
     int reduced[TSR_MAX_NDIM] = {0};

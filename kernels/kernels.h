@@ -50,6 +50,7 @@
 #include <stdint.h>
 
 #include "graph/graph.h"
+#include "kernels/spec_random.h"
 
 typedef enum tsr_device { TSR_DEVICE_CPU = 0, TSR_DEVICE_GPU = 1 } tsr_device;
 
@@ -81,20 +82,6 @@ int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_ch
  * element at the same place (COMBINE folds block by block); MATMUL only for Cprev, the last input.
  * The caller must own the buffer exclusively: nothing else may read it while the kernel runs. */
 int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k);
-
-/* SPEC §2's random formula for one element: global row-major index g, seed s. */
-static inline uint64_t tsr__random_bits(uint64_t s, uint64_t g) {
-    uint64_t z = s + (g + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static inline double tsr__random_f64(uint64_t s, uint64_t g) {
-    return (double)(tsr__random_bits(s, g) >> 11) * 0x1.0p-53;
-}
-static inline float tsr__random_f32(uint64_t s, uint64_t g) {
-    return (float)(tsr__random_bits(s, g) >> 40) * 0x1.0p-24f;
-}
 
 /* The threads one OpenBLAS call may use now. OpenBLAS's setting is process-wide, so the library
  * only reads it (the worker warns when it exceeds blas_threads); the program sets it. */

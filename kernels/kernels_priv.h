@@ -1,6 +1,6 @@
-/* What the files of kernels/ share: the per-dtype CPU tables (instantiated from cpu_tmpl.c) and
- * index helpers. Kernels reached through these tables trust their arguments: tsr__kernel_run
- * (table.c) has checked them. */
+/* What the files of kernels/ share: the per-dtype CPU tables (instantiated from cpu_tmpl.c), the
+ * GPU table and index helpers. Kernels reached through these tables trust their arguments:
+ * tsr__kernel_run (table.c) has checked them. */
 #ifndef TSR_KERNELS_PRIV_H
 #define TSR_KERNELS_PRIV_H
 
@@ -8,6 +8,9 @@
 
 extern const tsr_kernel_fn tsr__cpu_kernels_f64[TSR_KOP_COUNT];
 extern const tsr_kernel_fn tsr__cpu_kernels_f32[TSR_KOP_COUNT];
+/* The GPU kernels (kernels/cuda/host.c, built with CUDA only), one table for both float dtypes:
+ * they read the dtype from the descriptor. NULL for families that have none (LOAD). */
+extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];
 
 /* SPEC §2's random values for global indices g0 .. g0 + n - 1 (random.c; vectorised, the same
  * bits as tsr__random_f64/f32 element by element). The plain functions are the baseline code;

@@ -2,8 +2,8 @@
  * before a kernel runs: first the columns of its family's row in the operations table (graph/ops.h:
  * inputs, sub-operation, dtypes), then what the family's layout needs. Descriptors come from peers:
  * anything that does not match its family's contract (kernels.h) is TSR_EINVALID with a message,
- * never a crash. A GPU backend registers its table in tsr__kernel_lookup, the one place that would
- * test TSR_HAVE_CUDA.
+ * never a crash. The GPU backend registers its table in tsr__kernel_lookup, the one place that
+ * tests TSR_HAVE_CUDA.
  */
 #include <cblas.h>
 #include <stdlib.h>
@@ -16,14 +16,19 @@
 
 tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
     const tsr__kop_info *k = tsr__kop_info_of(kop);
-    if (!k || dev != TSR_DEVICE_CPU || dtype < 0 || dtype > 31) return NULL;
+    if (!k || dtype < 0 || dtype > 31) return NULL;
     if (!(k->dtypes & TSR__DT(dtype))) return NULL;
-    if (dtype == TSR_FLOAT64) return tsr__cpu_kernels_f64[kop];
-    if (dtype == TSR_FLOAT32) return tsr__cpu_kernels_f32[kop];
+    if (dtype != TSR_FLOAT64 && dtype != TSR_FLOAT32) return NULL;
+    if (dev == TSR_DEVICE_CPU)
+        return dtype == TSR_FLOAT64 ? tsr__cpu_kernels_f64[kop] : tsr__cpu_kernels_f32[kop];
+#if TSR_HAVE_CUDA
+    if (dev == TSR_DEVICE_GPU) return tsr__gpu_kernels[kop];
+#endif
     return NULL;
 }
 
-/* The one place that knows which device backends were built (kernels/device.h). */
+/* The one place that knows which device backends were built (kernels/device.h): with CUDA,
+ * kernels/cuda/devops.c defines tsr__devops_cuda and kernels/cuda/host.c the GPU table. */
 #if !TSR_HAVE_CUDA
 const tsr__devops *tsr__devops_cuda(void) {
     return NULL;

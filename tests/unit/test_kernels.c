@@ -890,6 +890,15 @@ Test(kernels, zero_size_chunks) {
     d.fn = TSR_MAX; /* NumPy refuses this too */
     cr_assert_eq(run(&d, &in, 1, &o), TSR_EINVALID);
     free(o);
+    /* The empty axis innermost: (4, 0) summed over axis 1. */
+    int64_t sh2[2] = {4, 0}, axes2[1] = {1};
+    in = view(&dummy, TSR_FLOAT32, 2, sh2);
+    d = desc(TSR_KOP_REDUCE, TSR_SUM, TSR_FLOAT32, 1, rsh);
+    d.ni = 1;
+    d.i = axes2;
+    cr_assert_eq(run(&d, &in, 1, &o), 0, "%s", errbuf);
+    for (int j = 0; j < 4; j++) cr_assert_eq(((float *)o)[j], 0.0f);
+    free(o);
 }
 
 Test(kernels, malformed_descriptors) {
