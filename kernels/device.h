@@ -60,8 +60,10 @@ typedef struct tsr__devops {
     void (*unpin)(void *ctx, void *host);
 } tsr__devops;
 
-/* The CUDA backend, or NULL when built without CUDA. */
+/* The CUDA backend (a module loaded on first use: kernels/cuda_load.c), or NULL when built
+ * without CUDA or the module cannot be loaded; tsr__devops_cuda_error says why then. */
 const tsr__devops *tsr__devops_cuda(void);
+const char *tsr__devops_cuda_error(void);
 /* The host-memory stand-in (always built). */
 const tsr__devops *tsr__devops_fake(void);
 /* The backend a GPU worker uses: fake when TESSERA_FAKE_GPU=1 is set in the environment, else

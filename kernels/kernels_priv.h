@@ -8,9 +8,11 @@
 
 extern const tsr_kernel_fn tsr__cpu_kernels_f64[TSR_KOP_COUNT];
 extern const tsr_kernel_fn tsr__cpu_kernels_f32[TSR_KOP_COUNT];
-/* The GPU kernels (kernels/cuda/host.c, built with CUDA only), one table for both float dtypes:
- * they read the dtype from the descriptor. NULL for families that have none (LOAD). */
+/* The GPU kernels (kernels/cuda/host.c, in the CUDA module only), one table for both float
+ * dtypes: they read the dtype from the descriptor. NULL for families that have none (LOAD). */
 extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];
+/* Makes tsr__kernel_lookup(..., TSR_DEVICE_GPU) answer from table (TSR_KOP_COUNT entries). */
+void tsr__kernels_set_gpu(const tsr_kernel_fn *table);
 
 /* SPEC §2's random values for global indices g0 .. g0 + n - 1 (random.c; vectorised, the same
  * bits as tsr__random_f64/f32 element by element). The plain functions are the baseline code;

@@ -2,8 +2,8 @@
  * before a kernel runs: first the columns of its family's row in the operations table (graph/ops.h:
  * inputs, sub-operation, dtypes), then what the family's layout needs. Descriptors come from peers:
  * anything that does not match its family's contract (kernels.h) is TSR_EINVALID with a message,
- * never a crash. The GPU backend registers its table in tsr__kernel_lookup, the one place that
- * tests TSR_HAVE_CUDA.
+ * never a crash. A device backend registers its table at run time (tsr__kernels_set_gpu): the CUDA
+ * backend is a module that only GPU workers load (kernels/cuda_load.c).
  */
 #include <cblas.h>
 #include <stdlib.h>
@@ -12,7 +12,13 @@
 #include "common/common.h"
 #include "kernels/device.h"
 #include "kernels/kernels_priv.h"
-#include "tsr_config.h"
+
+/* The GPU kernels, once a backend registered them. */
+static const tsr_kernel_fn *gpu_kernels;
+
+void tsr__kernels_set_gpu(const tsr_kernel_fn *table) {
+    gpu_kernels = table;
+}
 
 tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
     const tsr__kop_info *k = tsr__kop_info_of(kop);
@@ -21,24 +27,8 @@ tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
     if (dtype != TSR_FLOAT64 && dtype != TSR_FLOAT32) return NULL;
     if (dev == TSR_DEVICE_CPU)
         return dtype == TSR_FLOAT64 ? tsr__cpu_kernels_f64[kop] : tsr__cpu_kernels_f32[kop];
-#if TSR_HAVE_CUDA
-    if (dev == TSR_DEVICE_GPU) return tsr__gpu_kernels[kop];
-#endif
+    if (dev == TSR_DEVICE_GPU && gpu_kernels) return gpu_kernels[kop];
     return NULL;
-}
-
-/* The one place that knows which device backends were built (kernels/device.h): with CUDA,
- * kernels/cuda/devops.c defines tsr__devops_cuda and kernels/cuda/host.c the GPU table. */
-#if !TSR_HAVE_CUDA
-const tsr__devops *tsr__devops_cuda(void) {
-    return NULL;
-}
-#endif
-
-const tsr__devops *tsr__devops_pick(void) {
-    const char *fake = getenv("TESSERA_FAKE_GPU");
-    if (fake && strcmp(fake, "1") == 0) return tsr__devops_fake();
-    return tsr__devops_cuda();
 }
 
 int tsr__kernels_blas_threads(void) {

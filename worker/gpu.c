@@ -254,9 +254,7 @@ static void *gpu_main(void *arg) {
     const tsr__devops *ops = tsr__devops_pick();
     int rc;
     if (!ops) {
-        tsr__fmt(w->gpu_err, sizeof w->gpu_err,
-                 "this build of Tessera has no GPU backend (built without CUDA: meson "
-                 "-Dcuda=enabled needs nvcc and cuBLAS)");
+        tsr__fmt(w->gpu_err, sizeof w->gpu_err, "%s", tsr__devops_cuda_error());
         rc = TSR_EUNSUPPORTED;
     } else if (ops->count() <= 0) {
         tsr__fmt(w->gpu_err, sizeof w->gpu_err, "no %s device found (asked for GPU %d)", ops->name,

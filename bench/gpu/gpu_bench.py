@@ -73,6 +73,9 @@ class Env:
         libpath = ([CARRY] if binary is None else []) + self.cuda
         self.env = dict(os.environ)
         self.env["LD_LIBRARY_PATH"] = ":".join(libpath + [os.environ.get("LD_LIBRARY_PATH", "")])
+        module = os.path.join(CARRY, "libtessera_cuda.so")
+        if binary is None and os.path.exists(module):
+            self.env["TESSERA_CUDA_MODULE"] = module
         self.tessera = os.path.abspath(binary) if binary else os.path.join(CARRY, "tessera")
         self.prefix = []
         if binary is None and not self.works([self.tessera, "--help"]):

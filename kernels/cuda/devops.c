@@ -10,6 +10,7 @@
 #include "common/common.h"
 #include "kernels/cuda/cuda_priv.h"
 #include "kernels/device.h"
+#include "kernels/kernels_priv.h"
 
 static _Thread_local tsr__cuda_ctx *current;
 
@@ -349,7 +350,15 @@ static const tsr__devops cuda_ops = {
     .unpin = cuda_unpin,
 };
 
-const tsr__devops *tsr__devops_cuda(void) {
+/* The module's one exported symbol (kernels/cuda_load.c loads it): registers the GPU kernels in
+ * the module's own kernel table (its copy of table.c, which cuda_run reaches through
+ * tsr__kernel_run) and, through register_gpu, in the loader's. */
+__attribute__((visibility("default"))) const tsr__devops *
+tsr_cuda_module_entry(void (*register_gpu)(const tsr_kernel_fn *table));
+__attribute__((visibility("default"))) const tsr__devops *
+tsr_cuda_module_entry(void (*register_gpu)(const tsr_kernel_fn *table)) {
+    tsr__kernels_set_gpu(tsr__gpu_kernels);
+    if (register_gpu) register_gpu(tsr__gpu_kernels);
     return &cuda_ops;
 }
 

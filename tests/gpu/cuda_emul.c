@@ -15,6 +15,7 @@
 #include "kernels/cuda/cuda_priv.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/device.h"
+#include "kernels/kernels_priv.h"
 
 static double at(const void *p, int dt, int64_t j) {
     return dt == TSR_FLOAT64 ? ((const double *)p)[j] : ((const float *)p)[j];
@@ -318,5 +319,6 @@ static const tsr__devops emul_ops = {
 };
 
 const tsr__devops *tsr__devops_cuda(void) {
+    tsr__kernels_set_gpu(tsr__gpu_kernels); /* as the module's entry point does */
     return &emul_ops;
 }
