@@ -317,57 +317,60 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         rc = TSR_ESPAWN;
         goto fail;
     }
-    for (int w = 0; w < workers; w++) {
-        char cpus[256], name[32], nthreads[16];
-        tsr__local_cpus(cores, cpu_cores, w, threads, cpus, sizeof cpus);
-        snprintf(name, sizeof name, "local-%d", w);
-        snprintf(nthreads, sizeof nthreads, "%d", threads);
-        char *wargv[] = {(char *)exe,
-                         "worker",
-                         "--scheduler",
-                         addr,
-                         "--threads",
-                         nthreads,
-                         "--cpus",
-                         cpus,
-                         "--name",
-                         name,
-                         "--watch-fd",
-                         watch_arg,
-                         opts->verbose ? "--verbose" : NULL,
-                         NULL};
-        rc = spawn(exe, wargv, -1, wfd[0], &l->pids[1 + w]);
-        if (rc) {
-            close(wfd[0]);
-            tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s worker\": %s (%s)", exe, strerror(-rc),
-                             looked);
-            rc = TSR_ESPAWN;
-            goto fail;
-        }
-        l->npids++;
+    /* tessera.h, tsr_local_options.memory_limit: each worker's share of the machine. */
+    char memlim[32] = "none";
+    if (opts->memory_limit > 0) {
+        snprintf(memlim, sizeof memlim, "%lld", (long long)opts->memory_limit);
+    } else if (opts->memory_limit == 0) {
+        uint64_t total = tsr__system_memory(), margin = total / 10;
+        if (margin < ((uint64_t)512 << 20)) margin = (uint64_t)512 << 20;
+        uint64_t share = total > 2 * margin ? (total - margin) / (uint64_t)(workers + ngpu) : 0;
+        if (share) snprintf(memlim, sizeof memlim, "%llu", (unsigned long long)share);
     }
-    for (int g = 0; g < ngpu; g++) {
-        char cpus[16], name[32], id[16], dml[32];
-        snprintf(cpus, sizeof cpus, "%d", cores[ncores > ngpu ? ncores - 1 - g : g % ncores]);
-        snprintf(name, sizeof name, "local-gpu-%d", gpus[g]);
-        snprintf(id, sizeof id, "%d", gpus[g]);
-        snprintf(dml, sizeof dml, "%lld", (long long)opts->device_memory_limit);
-        char *wargv[20];
+    for (int w = 0; w < workers + ngpu; w++) {
+        int g = w - workers; /* a GPU worker's index in gpus, or negative */
+        char cpus[256], name[32], nthreads[16], id[16], dml[32];
+        if (g < 0) {
+            tsr__local_cpus(cores, cpu_cores, w, threads, cpus, sizeof cpus);
+            snprintf(name, sizeof name, "local-%d", w);
+        } else {
+            snprintf(cpus, sizeof cpus, "%d", cores[ncores > ngpu ? ncores - 1 - g : g % ncores]);
+            snprintf(name, sizeof name, "local-gpu-%d", gpus[g]);
+            snprintf(id, sizeof id, "%d", gpus[g]);
+            snprintf(dml, sizeof dml, "%lld", (long long)opts->device_memory_limit);
+        }
+        snprintf(nthreads, sizeof nthreads, "%d", threads);
+        char *wargv[24];
         int a = 0;
-        char *fixed[] = {(char *)exe, "worker", "--scheduler", addr, "--gpu",      id,
-                         "--cpus",    cpus,     "--name",      name, "--watch-fd", watch_arg};
+        char *fixed[] = {(char *)exe, "worker", "--scheduler", addr,      "--cpus",         cpus,
+                         "--name",    name,     "--watch-fd",  watch_arg, "--memory-limit", memlim};
         for (size_t k = 0; k < TSR__ARRAY_LEN(fixed); k++) wargv[a++] = fixed[k];
-        if (opts->device_memory_limit > 0) {
-            wargv[a++] = "--device-memory-limit";
-            wargv[a++] = dml;
+        if (g < 0) {
+            wargv[a++] = "--threads";
+            wargv[a++] = nthreads;
+        } else {
+            wargv[a++] = "--gpu";
+            wargv[a++] = id;
+            if (opts->device_memory_limit > 0) {
+                wargv[a++] = "--device-memory-limit";
+                wargv[a++] = dml;
+            }
+        }
+        if (opts->spill_dir && *opts->spill_dir) {
+            wargv[a++] = "--spill-dir";
+            wargv[a++] = (char *)opts->spill_dir;
         }
         if (opts->verbose) wargv[a++] = "--verbose";
         wargv[a] = NULL;
         rc = spawn(exe, wargv, -1, wfd[0], &l->pids[l->npids]);
         if (rc) {
             close(wfd[0]);
-            tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s worker --gpu %d\": %s (%s)", exe,
-                             gpus[g], strerror(-rc), looked);
+            if (g < 0)
+                tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s worker\": %s (%s)", exe,
+                                 strerror(-rc), looked);
+            else
+                tsr__fail_thread(TSR_ESPAWN, "cannot start \"%s worker --gpu %d\": %s (%s)", exe,
+                                 gpus[g], strerror(-rc), looked);
             rc = TSR_ESPAWN;
             goto fail;
         }

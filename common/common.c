@@ -214,3 +214,33 @@ const char *tsr_version(void) {
     return TSR__STR(TSR_VERSION_MAJOR) "." TSR__STR(TSR_VERSION_MINOR) "." TSR__STR(
         TSR_VERSION_PATCH);
 }
+
+/* The first number in a file, or 0. */
+static uint64_t read_u64(const char *path, const char *key) {
+    FILE *f = fopen(path, "re");
+    if (!f) return 0;
+    char line[256];
+    uint64_t v = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (key && strncmp(line, key, strlen(key)) != 0) continue;
+        const char *p = line + (key ? strlen(key) : 0);
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p >= '0' && *p <= '9') v = strtoull(p, NULL, 10);
+        break;
+    }
+    fclose(f);
+    return v;
+}
+
+uint64_t tsr__system_memory(void) {
+    uint64_t total = read_u64("/proc/meminfo", "MemTotal:") * 1024;
+    /* "max" reads as 0: no limit. v1's "no limit" is a huge number, larger than the machine. */
+    uint64_t cg = read_u64("/sys/fs/cgroup/memory.max", NULL);
+    if (!cg) cg = read_u64("/sys/fs/cgroup/memory/memory.limit_in_bytes", NULL);
+    if (cg && (!total || cg < total)) total = cg;
+    return total;
+}
+
+uint64_t tsr_system_memory(void) {
+    return tsr__system_memory();
+}

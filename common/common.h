@@ -74,4 +74,8 @@ int tsr__parse_address(const char *addr, char *host, size_t hostsize, int *port)
 /* Is HOST a loopback address (127.0.0.0/8, ::1, "localhost")? */
 int tsr__is_loopback(const char *host);
 
+/* The memory this process may use, in bytes: the machine's (MemTotal), or its cgroup's limit
+ * (v2 memory.max, v1 memory.limit_in_bytes) where that is lower; 0 when unknown. */
+uint64_t tsr__system_memory(void);
+
 #endif

@@ -53,5 +53,9 @@ int cli_parse_int(const char *opt, const char *value, int min, int max);
  * KiB/MiB/GiB/TiB (powers of 1024); "4GiB", "512MB", "1000000". Prints an error and returns -1
  * when invalid. */
 long long cli_parse_bytes(const char *opt, const char *value);
+/* A memory limit: a byte count as cli_parse_bytes takes it, or a fraction of the machine's (or
+ * its cgroup's) memory written with a point ("0.5", at most 1); -1 (an error printed) when
+ * invalid. */
+long long cli_parse_memory(const char *opt, const char *value);
 
 #endif

@@ -172,6 +172,10 @@ static const char run_usage[] =
     "                   else 1)\n"
     "  --gpus LIST      also a GPU worker per device id, e.g. 0 or 0,1, each on a core of its\n"
     "                   own when there are enough; CPU workers get the other cores\n"
+    "  --memory-limit SIZE  each worker's chunk memory: 4GiB, 512MB, 0.5 (of the machine's),\n"
+    "                   or none (default: the machine's memory less a tenth, divided among\n"
+    "                   the workers); chunks spill to disk above 70% of it\n"
+    "  --spill-dir DIR  where workers spill chunks (default: $TMPDIR, else /tmp)\n"
     "  --device-memory-limit BYTES  device memory each GPU worker keeps chunks in, e.g. 20GiB\n"
     "                   (default: most of the device)\n"
     "  --no-progress    no progress bar and no summary line\n"
@@ -190,12 +194,20 @@ static const char run_usage[] =
 
 int cmd_run(int argc, char **argv) {
     static const struct option longopts[] = {
-        {"workers", required_argument, 0, 'w'}, {"threads", required_argument, 0, 't'},
-        {"no-progress", no_argument, 0, 'P'},   {"progress", no_argument, 0, 'p'},
-        {"report", no_argument, 0, 'r'},        {"verbose", no_argument, 0, 'v'},
-        {"stats", required_argument, 0, 'S'},   {"trace", required_argument, 0, 'T'},
-        {"gpus", required_argument, 0, 'g'},    {"device-memory-limit", required_argument, 0, 'D'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+        {"workers", required_argument, 0, 'w'},
+        {"threads", required_argument, 0, 't'},
+        {"no-progress", no_argument, 0, 'P'},
+        {"progress", no_argument, 0, 'p'},
+        {"report", no_argument, 0, 'r'},
+        {"verbose", no_argument, 0, 'v'},
+        {"stats", required_argument, 0, 'S'},
+        {"trace", required_argument, 0, 'T'},
+        {"gpus", required_argument, 0, 'g'},
+        {"device-memory-limit", required_argument, 0, 'D'},
+        {"memory-limit", required_argument, 0, 'm'},
+        {"spill-dir", required_argument, 0, 'L'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL, NULL};
     tsr_local_options lo;
@@ -214,6 +226,17 @@ int cmd_run(int argc, char **argv) {
             break;
         case 'g':
             lo.gpus = optarg;
+            break;
+        case 'm':
+            if (strcmp(optarg, "none") == 0) {
+                lo.memory_limit = -1;
+            } else if ((lo.memory_limit = cli_parse_memory("--memory-limit", optarg)) <= 0) {
+                if (lo.memory_limit == 0) cli_error("--memory-limit must be more than 0 bytes");
+                return EXIT_INVALID;
+            }
+            break;
+        case 'L':
+            lo.spill_dir = optarg;
             break;
         case 'D':
             if ((lo.device_memory_limit = cli_parse_bytes("--device-memory-limit", optarg)) <= 0) {

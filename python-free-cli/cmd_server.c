@@ -198,7 +198,10 @@ static const char worker_usage[] =
     "                         device's free memory less a tenth)\n"
     "  --name NAME            worker name (default HOST-PID)\n"
     "  --listen-host HOST     address peers reach this worker on (default 127.0.0.1)\n"
-    "  --memory-limit BYTES   chunk memory limit (default: none)\n"
+    "  --memory-limit SIZE    chunk memory limit: 4GiB, 512MB, or 0.5 of the machine's\n"
+    "                         memory; none for no limit (default: the machine's memory);\n"
+    "                         chunks spill to disk above 70% of it\n"
+    "  --spill-dir DIR        where chunks spill (default: $TMPDIR, else /tmp)\n"
     "  --blas-threads N       threads one BLAS call may use (default 1)\n"
     "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
     "  --heartbeat MS         send the scheduler a heartbeat this often (default 1000)\n"
@@ -217,6 +220,7 @@ int cmd_worker(int argc, char **argv) {
         {"listen-host", required_argument, 0, 'L'},
         {"memory-limit", required_argument, 0, 'm'},
         {"device-memory-limit", required_argument, 0, 'D'},
+        {"spill-dir", required_argument, 0, 'S'},
         {"blas-threads", required_argument, 0, 'b'},
         {"token", required_argument, 0, 'k'},
         {"heartbeat", required_argument, 0, 'H'},
@@ -253,16 +257,17 @@ int cmd_worker(int argc, char **argv) {
         case 'L':
             o.listen_host = optarg;
             break;
-        case 'm': {
-            char *end;
-            long long v = strtoll(optarg, &end, 10);
-            if (!*optarg || *end || v < 0) {
-                cli_error("--memory-limit needs a byte count, got \"%s\"", optarg);
+        case 'm':
+            if (strcmp(optarg, "none") == 0) {
+                o.memory_limit = -1;
+            } else if ((o.memory_limit = cli_parse_memory("--memory-limit", optarg)) <= 0) {
+                if (o.memory_limit == 0) cli_error("--memory-limit must be more than 0 bytes");
                 return EXIT_INVALID;
             }
-            o.memory_limit = v;
             break;
-        }
+        case 'S':
+            o.spill_dir = optarg;
+            break;
         case 'D':
             if ((o.device_memory_limit = cli_parse_bytes("--device-memory-limit", optarg)) <= 0) {
                 if (o.device_memory_limit == 0)

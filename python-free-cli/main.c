@@ -91,6 +91,22 @@ long long cli_parse_bytes(const char *opt, const char *value) {
     return -1;
 }
 
+long long cli_parse_memory(const char *opt, const char *value) {
+    if (strchr(value, '.')) {
+        char *end;
+        double f = strtod(value, &end);
+        uint64_t total = tsr_system_memory();
+        if (*end || !(f > 0 && f <= 1) || !total) {
+            cli_error("%s needs a byte count such as 4GiB or 512MB, or a fraction of the "
+                      "machine's memory such as 0.5, got \"%s\"",
+                      opt, value);
+            return -1;
+        }
+        return (long long)((double)total * f);
+    }
+    return cli_parse_bytes(opt, value);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fputs(usage, stderr);

@@ -581,6 +581,8 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
         free(h);
         return -ENOMEM;
     }
+    /* Every worker has a memory limit: by default the machine's (or its cgroup's). */
+    if (h->o.memory_limit == 0) h->o.memory_limit = (int64_t)tsr__system_memory();
     opts = w->opts = &h->o;
     if (opts->name && opts->name[0]) {
         snprintf(w->name, sizeof w->name, "%s", opts->name);
@@ -662,6 +664,12 @@ int tsr_worker_run(tsr_worker *h) {
              (unsigned long long)hwm, (unsigned long long)ps.hits, (unsigned long long)ps.misses,
              (unsigned long long)ps.evicted, (unsigned long long)w->rep_made,
              (unsigned long long)w->rep_dropped);
+    if (w->st.spill.on && (w->st.spill.spilled_bytes || w->st.spill.unspilled_bytes))
+        tsr__log(&w->log, TSR_LOG_INFO,
+                 "spilled %llu bytes to disk, read %llu back (memory limit %lld bytes)",
+                 (unsigned long long)w->st.spill.spilled_bytes,
+                 (unsigned long long)w->st.spill.unspilled_bytes,
+                 (long long)w->opts->memory_limit);
     if (w->gpu) {
         tsr__devstats ds;
         tsr__devtier_read(&w->dev, &ds);

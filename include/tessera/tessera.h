@@ -77,6 +77,11 @@ typedef enum tsr_dtype { TSR_FLOAT64 = 0, TSR_FLOAT32 = 1 } tsr_dtype;
 
 /* "float64" or "float32"; NULL for an invalid value. Borrowed. */
 TSR_API const char *tsr_dtype_name(tsr_dtype dtype);
+
+/* The memory this process may use, in bytes: the machine's, or its cgroup's limit where lower
+ * (cgroup v2 memory.max, v1 memory.limit_in_bytes); 0 when unknown. Workers' default memory
+ * limits come from it. */
+TSR_API uint64_t tsr_system_memory(void);
 /* Parses "float64"/"float32". Returns 0 or TSR_EINVALID. */
 TSR_API int tsr_dtype_parse(const char *name, tsr_dtype *out);
 /* Bytes per element: 8 or 4; 0 for an invalid value. */
@@ -156,7 +161,12 @@ typedef struct tsr_local_options {
      * tsr_worker_options). Taken from reserved, which shrank from 32 bytes to 16. */
     const char *gpus;
     int64_t device_memory_limit;
-    uint8_t reserved[16]; /* room to grow: must stay zero (tsr_local_options_default) */
+    /* Each worker's memory limit (tsr_worker_options.memory_limit): 0 = the default, the
+     * machine's memory (tsr_system_memory) less a tenth (at least 512 MiB, for the scheduler,
+     * the client and the system), divided among the workers; -1 = none. And where they spill
+     * (NULL: $TMPDIR, else /tmp; copied). Taken from reserved, the last of it. */
+    int64_t memory_limit;
+    const char *spill_dir;
 } tsr_local_options;
 
 TSR_API void tsr_local_options_default(tsr_local_options *opts);
@@ -548,9 +558,10 @@ typedef struct tsr_worker_options {
     int gpu;                 /* GPU id, -1 = CPU worker (default) */
     const char *name;        /* NULL = "HOST-PID-PORT" (PORT: the peer port); copied */
     const char *listen_host; /* address peers reach this worker on; default "127.0.0.1"; copied */
-    /* Chunk memory, bytes; 0 = no limit. Above 70% of it the worker spills chunks to disk until
-     * it holds 60%; above 80% it is paused (the scheduler sends it no new work) until it is
-     * under 70% again (docs/memory.md). */
+    /* Chunk memory, bytes: chunks, the buffer pool and buffers in flight all count. Above 70%
+     * of it the worker spills chunks to disk until it holds 60%; above 80% it is paused (the
+     * scheduler sends it no new work) until it is under 70% again (docs/memory.md). 0 = the
+     * default: tsr_system_memory(); -1 = no limit (nothing is spilled). */
     int64_t memory_limit;
     /* Called on the worker's thread once the scheduler has welcomed it, with the address peers
      * fetch chunks from (as tsr_worker_address()). */
