@@ -24,7 +24,7 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
 static void pin_on_close(tsr__conn *c, int status, const char *reason);
 enum { SERVED, PARKED };
 static int serve_get(peer_in *p, uint32_t job, uint32_t id);
-static int prepare_get(peer_in *p, uint32_t job, uint32_t id);
+static int prepare_get(peer_in *p, uint32_t job, uint32_t id, int read);
 
 static const tsr__conn_cbs pin_cbs = {
     .on_frame = pin_on_frame,
@@ -167,9 +167,10 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
     }
     uint32_t job = m.u.get.job, id = m.u.get.id;
     if (p->nparked == 0 && serve_get(p, job, id) == SERVED) return;
-    /* Replies keep request order: behind a parked get, the others wait too (their write-backs
-     * asked for at once, so that they overlap). */
-    if (p->nparked) prepare_get(p, job, id);
+    /* Replies keep request order: behind a parked get, the others wait too. Their write-backs
+     * from the device are asked for at once, so that they overlap; their reads from disk only
+     * when their turn comes, since each takes memory. */
+    if (p->nparked) prepare_get(p, job, id, 0);
     if (TSR__GROW(p->parked, p->parked_cap, p->nparked + 1) != 0) {
         tsr__conn_close(c, "no memory for a queued get");
         return;
@@ -180,11 +181,11 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
 /* Asks for the bytes of a chunk that are not in host memory: read back from disk (spill.c), or
  * written back from the device (a GPU worker's dirty copy). 1 if asked for (the get must wait),
  * 0 if its host bytes are current. */
-static int prepare_get(peer_in *p, uint32_t job, uint32_t id) {
+static int prepare_get(peer_in *p, uint32_t job, uint32_t id, int read) {
     tsr__worker *w = p->w;
     const tsr__chunk *ch = tsr__store_get(&w->store, job, id);
     if (ch && !ch->buf) { /* on disk (spill.c): read back first */
-        if (tsr__spill_fetch(w, job, id) != 0)
+        if (read && tsr__spill_fetch(w, job, id) != 0)
             tsr__conn_close(p->conn, "no memory to read a spilled chunk back");
         return 1;
     }
@@ -201,7 +202,7 @@ static int serve_get(peer_in *p, uint32_t job, uint32_t id) {
     tsr__conn *c = p->conn;
     /* Replies go out in request order: small ones join the turn's batch, and a large one
      * first sends the batch so far. */
-    if (prepare_get(p, job, id)) return p->conn->closing ? SERVED : PARKED;
+    if (prepare_get(p, job, id, 1)) return p->conn->closing ? SERVED : PARKED;
     const tsr__chunk *ch = tsr__store_get(&w->store, job, id);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
