@@ -180,6 +180,22 @@ int main(int argc, char **argv) {
     matmul_round(c, 96, 32);
     matmul_round(c, 64, 8);
     tsr_client_free(c);
+    unsetenv("TESSERA_FAKE_GPU");
+
+    /* Workers with a memory limit far below the job's chunks: the spill thread writing and
+     * reading back while the loop frees, fetches and serves. */
+    tsr_local_options_default(&lo);
+    lo.workers = 2;
+    lo.threads = 1;
+    lo.memory_limit = 1 << 20;
+    lo.tessera_path = argv[1];
+    if (tsr_client_start_local(&lo, &c) != 0) {
+        fprintf(stderr, "tsan_harness: cannot start a local cluster with memory limits: %s\n",
+                tsr_last_error());
+        return 1;
+    }
+    matmul_round(c, 384, 128); /* 128 KiB chunks: spilled */
+    tsr_client_free(c);
     printf("tsan_harness: %d failures\n", failures);
     return failures ? 1 : 0;
 }
