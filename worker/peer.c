@@ -245,6 +245,7 @@ void tsr__peer_resume(tsr__worker *w) {
         while (k < p->nparked && !p->conn->closing &&
                serve_get(p, (uint32_t)p->parked[k].job, (uint32_t)p->parked[k].id) == SERVED)
             k++;
+        if (k == 0) continue; /* nothing answered (parked may be NULL: no memmove) */
         memmove(p->parked, p->parked + k, (p->nparked - k) * sizeof *p->parked);
         p->nparked -= k;
     }

@@ -70,7 +70,7 @@ Test(memory, spills_and_gets_the_right_answer, .timeout = 300) {
     json_decref(st);
 
     /* Every worker's spill directory went with it. */
-    cr_assert_eq(dir_entries(spill), 0, "spill files left behind in %s", spill);
+    cr_assert_eq(dir_entries(spill), 0, "spill files left behind in %s:\n%s", spill, r.err);
     proc_result_free(&r);
     remove_tmpdir(dir);
 }
