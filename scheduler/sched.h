@@ -143,11 +143,14 @@ typedef struct tsr__sjob {
 } tsr__sjob;
 
 /* A worker's latest `st` report (PROTOCOL.md), kept for stats and the bandwidth estimate. The
- * dev_ fields are a GPU worker's device cache (0 from workers that do not report them). */
+ * dev_ fields are a GPU worker's device cache, the spilled/disk fields and paused its disk tier
+ * (0 from workers that do not report them). */
 typedef struct tsr__wstats {
     uint64_t rss_peak, rss, chunk_bytes, chunk_peak, tasks, in_bytes, out_bytes;
     double busy_s, in_s;
     uint64_t dev_used, dev_limit, h2d_bytes, d2h_bytes, dev_evicted;
+    uint64_t spilled_bytes, unspilled_bytes, disk_bytes;
+    int paused;
 } tsr__wstats;
 
 typedef struct tsr__sworker {
@@ -169,6 +172,7 @@ typedef struct tsr__sworker {
     uint64_t mem_limit;
     int dev;           /* reports device figures (a GPU worker): info and stats carry them */
     char dev_name[64]; /* the device, as its hello named it */
+    int spill;         /* reports its disk tier (spilled bytes, paused): info and stats carry it */
 } tsr__sworker;
 
 enum { TSR__ACT_COMPUTE, TSR__ACT_FREE, TSR__ACT_FINISHED, TSR__ACT_FAILED };
