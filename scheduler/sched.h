@@ -142,9 +142,10 @@ typedef struct tsr__sjob {
     int dirty;           /* progress changed since the last progress message */
 } tsr__sjob;
 
-/* A worker's latest `st` report (PROTOCOL.md), kept for stats and the bandwidth estimate. The
- * dev_ fields are a GPU worker's device cache, the spilled/disk fields and paused its disk tier
- * (0 from workers that do not report them). */
+/* A worker's latest `st` report (PROTOCOL.md), kept for stats, the bandwidth estimate and
+ * placement. The dev_ fields are a GPU worker's device cache, the spilled/disk fields and paused
+ * its disk tier (0 from workers that do not report them). paused: the worker is over its pause
+ * threshold and takes no new work (tsr__sched_worker_stats). */
 typedef struct tsr__wstats {
     uint64_t rss_peak, rss, chunk_bytes, chunk_peak, tasks, in_bytes, out_bytes;
     double busy_s, in_s;
@@ -302,7 +303,7 @@ void tsr__sched_clear_actions(tsr__sched *s);
 enum { TSR__IN_DONATE = 1, TSR__IN_RECOMPUTE = 2 };
 void tsr__sched_plan_inputs(tsr__sched *s, uint32_t wid, tsr__sjob *j, uint32_t task,
                             uint8_t *flags);
-/* A worker's st report. */
+/* A worker's st report. One that ends a pause refills the worker's window at once. */
 void tsr__sched_worker_stats(tsr__sched *s, uint32_t wid, const tsr__wstats *st);
 
 /* Helpers shared with placement.c. */

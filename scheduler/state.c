@@ -167,13 +167,14 @@ void tsr__sched_free(tsr__sched *s) {
 
 /* ---- placement glue ---- */
 
-/* Moves tasks from the backlog into the in-flight window while it has room; each becomes a
- * compute action (the server batches them per worker and loop turn). */
 /* Is the in-flight window of w full? It holds at least TSR__WINDOW_MIN_PER_THREAD tasks per
  * thread and otherwise TSR__WINDOW_SECONDS of expected work per thread: long tasks keep a
  * short queue (stealing stays possible), tiny ones a long one, so that a worker never waits
- * for a round trip to the scheduler (hundreds of microseconds here) between tasks. */
+ * for a round trip to the scheduler (hundreds of microseconds here) between tasks. A paused
+ * worker's window is full whatever it holds: it takes nothing new (and so steals nothing)
+ * until its st says it caught up. */
 static int window_full(const tsr__sworker *w) {
+    if (w->st.paused) return 1;
     size_t n = w->inflight.n;
     if (n < (size_t)TSR__WINDOW_MIN_PER_THREAD * w->threads) return 0;
     if (n >= (size_t)TSR__WINDOW_MAX_PER_THREAD * w->threads) return 1;
@@ -185,6 +186,8 @@ static void inflight_remove(tsr__sched *s, tsr__sworker *w, tsr__stask *t) {
     w->q_inflight = w->inflight.n ? w->q_inflight - t->est : 0;
 }
 
+/* Moves tasks from the backlog into the in-flight window while it has room; each becomes a
+ * compute action (the server batches them per worker and loop turn). */
 void tsr__sched_pump(tsr__sched *s, uint32_t wid) {
     tsr__sworker *w = &s->w[wid];
     while (w->backlog.n > 0 && !window_full(w)) {
@@ -1031,7 +1034,15 @@ void tsr__sched_worker_stats(tsr__sched *s, uint32_t wid, const tsr__wstats *st)
         double bw = (double)db / ds;
         s->cost.bw += 0.25 * (bw - s->cost.bw);
     }
+    int was_paused = w->st.paused;
     w->st = *st;
+    if (was_paused == st->paused) return;
+    tsr__log(s->log, TSR_LOG_INFO, "worker %s %s (memory: %llu chunk bytes, %llu on disk)", w->name,
+             st->paused ? "paused: no new work until it catches up" : "resumed",
+             (unsigned long long)st->chunk_bytes, (unsigned long long)st->disk_bytes);
+    /* Resumed: its window is refilled now, not at its next report (it may have none coming);
+     * an empty backlog is refilled by stealing when the server balances at the turn's end. */
+    if (!st->paused && w->alive) tsr__sched_pump(s, wid);
 }
 
 void tsr__sched_trace_span(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, double start,
