@@ -242,17 +242,19 @@ static void refresh_least(tsr__sched *s) {
 /* Scans all workers up to this many; beyond, only the pruned candidates. */
 #define FULL_SCAN_WORKERS 8
 
-/* How strongly placement avoids w for a task making nbytes (docs/ARCHITECTURE.md, "Placement"):
- * AVOID_NONE; AVOID_PAUSED when w is paused (when it will start anything is not known). A
- * candidate of a lower rank always wins over one of a higher rank, whatever their finish times;
- * within a rank, earliest finish decides as before. So a paused worker is skipped while another
- * can take the task, and when every candidate is paused, placement is what it would have been
- * without the rule (the task waits in a backlog, to be stolen by whichever resumes first). */
-enum { AVOID_NONE, AVOID_PAUSED };
+/* How strongly placement avoids w for a task making nbytes (docs/ARCHITECTURE.md, "Placement";
+ * stealing ranks thief and victim the same way):
+ * AVOID_NONE; AVOID_MEMORY when what w will hold (tsr__worker_mem) plus the task's output would
+ * pass its memory limit; AVOID_PAUSED when w is paused (when it will start anything is not
+ * known). A candidate of a lower rank always wins over one of a higher rank, whatever their
+ * finish times; within a rank, earliest finish decides as before. So a worker without room is
+ * skipped while another has room, and when every candidate is out of room (or paused),
+ * placement is what it would have been without the rule. */
+enum { AVOID_NONE, AVOID_MEMORY, AVOID_PAUSED };
 
 static int avoid(const tsr__sworker *w, uint64_t nbytes) {
-    (void)nbytes;
     if (w->st.paused) return AVOID_PAUSED;
+    if (w->mem_limit > 0 && tsr__worker_mem(w) + nbytes > w->mem_limit) return AVOID_MEMORY;
     return AVOID_NONE;
 }
 
@@ -314,8 +316,8 @@ uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task) {
     }
     consider(s, j, task, kinds, s->least[0], &best);
     consider(s, j, task, kinds, s->least[1], &best);
-    /* Every pruned candidate is avoided (paused): look at them all, which costs O(workers)
-     * only while some are. */
+    /* Every pruned candidate is avoided (paused or out of memory): look at them all, which
+     * costs O(workers) only while some are. */
     if (best.w != TSR__NONE && best.avoid != AVOID_NONE)
         for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, kinds, w, &best);
     return best.w != TSR__NONE ? best.w : round_robin(s, kinds);
@@ -347,11 +349,16 @@ uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
     if (victim == TSR__NONE) return 0;
     tsr__sworker *v = &s->w[victim];
     size_t half = (v->backlog.n + 1) / 2, n = 0;
+    uint64_t took = 0; /* output bytes of the tasks taken */
     size_t room = (size_t)TSR__WINDOW_MAX_PER_THREAD * t->threads;
     while (n < half && n < room && v->backlog.n > 0) {
         tsr__key k = v->backlog.v[0];
         tsr__sjob *j = s->jobs[k.job];
         if (!can_run(t, tsr__task_kinds(s, j, k.task))) break;
+        /* Ranked as placement ranks workers: never a task the thief has less room for than
+         * the victim (what it took so far counts; a paused victim ranks last). */
+        uint64_t nb = j->t[k.task].nbytes;
+        if (avoid(t, took + nb) > avoid(v, nb)) break;
         /* The victim's wait for this task: its in-flight work (the backlog front comes next);
          * a paused victim starts nothing until it resumes, so anything the thief can run
          * finishes earlier on the thief. */
@@ -365,6 +372,7 @@ uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
         ts->where = thief;
         ts->est = (float)tsr__cost_est(&s->cost, j->cls[k.task], t);
         tsr__backlog_push(s, thief, k);
+        took += nb;
         n++;
     }
     if (n)

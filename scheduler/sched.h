@@ -165,7 +165,8 @@ typedef struct tsr__sworker {
     tsr__wstats st;
     tsr__keyvec backlog; /* binary heap on (job, task): lower = higher priority */
     tsr__keyvec inflight;
-    tsr__keyvec held; /* chunks in memory here */
+    uint64_t inflight_bytes; /* expected output bytes of the in-flight window's tasks */
+    tsr__keyvec held;        /* chunks in memory here */
     uint64_t held_bytes;
     char addr[64]; /* where peers fetch its chunks */
     char name[64];
@@ -367,6 +368,21 @@ static inline double tsr__worker_load(const tsr__sworker *w) {
 #define TSR__WINDOW_MIN_PER_THREAD 2
 #define TSR__WINDOW_SECONDS 0.02
 #define TSR__WINDOW_MAX_PER_THREAD 1024
+/* Memory (issue 11, docs/ARCHITECTURE.md "Placement"). The bytes a worker will hold once what
+ * was sent to it is done: its chunk bytes as it last reported them (every done carries them)
+ * plus the expected outputs of its in-flight window. Backlogs are not counted: their tasks may
+ * still be stolen, and most of them consume what they are given. */
+static inline uint64_t tsr__worker_mem(const tsr__sworker *w) {
+    return w->st.chunk_bytes + w->inflight_bytes;
+}
+/* A root (a task whose inputs are all cheap sources made where needed, so nothing it needs has
+ * to be produced first) enters a worker's window beyond the window's minimum only while
+ * tsr__worker_mem plus its output stays under this fraction of the worker's memory limit (hello
+ * `mem`; no limit, no bound). The rest of the limit is for what the roots' consumers make, so
+ * that roots produced ahead of their consumers are not what makes a worker spill. The window's
+ * minimum (TSR__WINDOW_MIN_PER_THREAD) is never cut: every thread keeps work, and a worker
+ * whose held chunks alone pass the fraction (outputs nobody has fetched yet) still progresses. */
+#define TSR__ROOT_MEM_FRACTION 0.5
 /* Gives each task of a new job a home (the up-front partition). */
 void tsr__partition(tsr__sched *s, tsr__sjob *j);
 /* The worker a ready task should go to, or TSR__NONE when no worker is alive. */
