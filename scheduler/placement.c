@@ -243,13 +243,13 @@ static void refresh_least(tsr__sched *s) {
 #define FULL_SCAN_WORKERS 8
 
 /* How strongly placement avoids w for a task making nbytes (docs/ARCHITECTURE.md, "Placement";
- * stealing ranks thief and victim the same way):
- * AVOID_NONE; AVOID_MEMORY when what w will hold (tsr__worker_mem) plus the task's output would
- * pass its memory limit; AVOID_PAUSED when w is paused (when it will start anything is not
- * known). A candidate of a lower rank always wins over one of a higher rank, whatever their
- * finish times; within a rank, earliest finish decides as before. So a worker without room is
- * skipped while another has room, and when every candidate is out of room (or paused),
- * placement is what it would have been without the rule. */
+ * stealing ranks thief and victim the same way): AVOID_NONE; AVOID_MEMORY when what w will hold
+ * (tsr__worker_mem) plus the task's output would pass its memory limit; AVOID_PAUSED when w is
+ * paused (when it will start anything is not known). A candidate of a lower rank always wins
+ * over one of a higher rank, whatever their finish times; within a rank, earliest finish
+ * decides as before. So a worker without room is skipped while another has room, and when
+ * every candidate is out of room (or paused), placement is what it would have been without
+ * the rule. */
 enum { AVOID_NONE, AVOID_MEMORY, AVOID_PAUSED };
 
 static int avoid(const tsr__sworker *w, uint64_t nbytes) {
