@@ -42,8 +42,9 @@ void cli_progress_init(cli_progress *bar, int mode);
 void cli_progress_cb(const tsr_progress *p, void *user);
 void cli_progress_end(cli_progress *bar);
 /* The summary line of the computation c last finished (tasks, wall time, GFLOP/s, bytes moved
- * between workers), and the --report table per operation, both on stderr. Nothing when c has
- * no statistics (a program with no outputs). */
+ * between workers), and the --report table per operation (then a line with the bytes spilled
+ * to disk and read back, when its workers spilled any), both on stderr. Nothing when c has no
+ * statistics (a program with no outputs). */
 void cli_summary(tsr_client *c);
 void cli_report(tsr_client *c);
 

@@ -1,8 +1,8 @@
 /* What `run` and `submit` tell a person on stderr about a computation: the progress bar on a
  * terminal (tasks done/total, percent, rate, elapsed, ETA; redrawn at most 10 times a second on
  * one line), plain periodic lines instead when --progress forces progress off a terminal, the
- * summary line at the end, and the --report table per operation (from the client's statistics,
- * tsr_client_stats_json). */
+ * summary line at the end, and the --report table per operation and line on spilling (from the
+ * client's statistics, tsr_client_stats_json). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +153,23 @@ void cli_report(tsr_client *c) {
     if (num(j, "sources_inline") > 0)
         fprintf(stderr, "(%.0f source tasks ran inline in the tasks that used them)\n",
                 num(j, "sources_inline"));
+    /* Workers over their memory target wrote chunks to disk: say how much, summed over the
+     * workers that ran this computation (their counters since they started, as in workers[]). */
+    double spilled = 0, unspilled = 0;
+    int spillers = 0;
+    const json_t *w;
+    json_array_foreach(json_object_get(j, "workers"), k, w) {
+        spilled += num(w, "spilled_bytes");
+        unspilled += num(w, "unspilled_bytes");
+        spillers += num(w, "spilled_bytes") > 0;
+    }
+    if (spilled > 0) {
+        char out[32], in[32];
+        fmt_bytes(spilled, out, sizeof out);
+        fmt_bytes(unspilled, in, sizeof in);
+        fprintf(stderr, "spilled to disk: %s written, %s read back, by %d worker%s\n", out, in,
+                spillers, spillers == 1 ? "" : "s");
+    }
     fflush(stderr);
     json_decref(j);
 }

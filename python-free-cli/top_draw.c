@@ -1,8 +1,8 @@
 /* `tessera top`'s screen layout, drawn from the view (top_view.c) onto a character canvas: a
- * header, one row per worker (and a second for a GPU worker's device), a progress bar per
- * operation of each running job and the last events. The same canvas becomes the ncurses screen or
- * the `--once` text, so the two always agree. Fits any size: when rows run short, events go first,
- * then worker and operation rows are summarised. */
+ * header, one row per worker (and more for a GPU worker's device and a spilling or paused
+ * worker's disk), a progress bar per operation of each running job and the last events. The same
+ * canvas becomes the ncurses screen or the `--once` text, so the two always agree. Fits any size:
+ * when rows run short, events go first, then worker and operation rows are summarised. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -192,6 +192,11 @@ static wcols worker_cols(int cols) {
     return w;
 }
 
+/* A paused worker takes no new work until it catches up with spilling (PROTOCOL.md). */
+static int is_paused(const json_t *w) {
+    return json_is_true(json_object_get(w, "paused"));
+}
+
 static void draw_worker(const json_t *w, top_canvas *cv, int row, wcols wc) {
     char done[16], used[16], lim[16], in[16], out[16], mem[40], busy[8];
     fmt_count(num(w, "tasks"), done, sizeof done);
@@ -213,6 +218,8 @@ static void draw_worker(const json_t *w, top_canvas *cv, int row, wcols wc) {
     put(cv, row, 0, TS_NORMAL, " %-*.*s %-*.*s %-6.6s %4.0f %5.0f %7s %11s %6s %6s %4s", wc.name,
         wc.name, str(w, "name"), wc.host, wc.host, str(w, "host"), *cpus ? cpus : "-",
         num(w, "running"), num(w, "queued"), done, mem, in, out, busy);
+    if (is_paused(w)) /* its name in red: it takes no new work */
+        put(cv, row, 1, TS_ALERT, "%-*.*s", wc.name, wc.name, str(w, "name"));
 }
 
 /* A GPU worker's device, on a line of its own under its row (CPU rows stay as they are): the
@@ -250,8 +257,35 @@ static void draw_device(const json_t *w, top_canvas *cv, int row) {
     put(cv, row, 0, TS_NORMAL, "   %-.*s%s", wname, *name ? name : "?", tail);
 }
 
+/* A worker with a disk tier (a memory limit) that has spilled anything or is paused gets a row
+ * under its own (and under its device's): PAUSED first when it is (red: it takes no new work),
+ * the chunk bytes on disk now, the bytes spilled to disk and read back, in all and per second.
+ * Workers that spill nothing keep one row. */
+static int has_disk(const json_t *w) {
+    return is_paused(w) || num(w, "spilled_bytes") > 0 || num(w, "disk_bytes") > 0;
+}
+
+static void draw_disk(const json_t *w, top_canvas *cv, int row) {
+    char on[16], out[16], in[16], r1[16], r2[16];
+    top_fmt_bytes(num(w, "disk_bytes"), on, sizeof on);
+    top_fmt_bytes(num(w, "spilled_bytes"), out, sizeof out);
+    top_fmt_bytes(num(w, "unspilled_bytes"), in, sizeof in);
+    double a = rate(w, "spilled_per_s"), b = rate(w, "unspilled_per_s");
+    if (a >= 0)
+        top_fmt_bytes(a, r1, sizeof r1);
+    else
+        snprintf(r1, sizeof r1, "-");
+    if (b >= 0)
+        top_fmt_bytes(b, r2, sizeof r2);
+    else
+        snprintf(r2, sizeof r2, "-");
+    int c = put(cv, row, 0, TS_NORMAL, "   ");
+    if (is_paused(w)) c = put(cv, row, c, TS_ALERT, "PAUSED  ");
+    put(cv, row, c, TS_NORMAL, "disk %s  spilled %s %s/s  read back %s %s/s", on, out, r1, in, r2);
+}
+
 static int worker_rows(const json_t *w) {
-    return 1 + has_device(w);
+    return 1 + has_device(w) + has_disk(w);
 }
 
 /* Draws the worker table in at most `space` rows (heading included); returns the next row. */
@@ -276,6 +310,7 @@ static int draw_workers(const json_t *v, top_canvas *cv, int row, int space) {
         room -= worker_rows(w);
         draw_worker(w, cv, row++, wc);
         if (has_device(w)) draw_device(w, cv, row++);
+        if (has_disk(w)) draw_disk(w, cv, row++);
     }
     if (shown < n) put(cv, row++, 0, TS_WAITING, " +%zu more workers", n - shown);
     return row;

@@ -120,22 +120,39 @@ static void host_of(const char *addr, char *out, size_t size) {
     out[n] = 0;
 }
 
+/* The rate of counter `key` of w since old, as `out`: null without an interval or without the
+ * counter in the older snapshot. */
+static void counter_rate(json_t *o, const char *out, const json_t *w, const json_t *old,
+                         const char *key, double dt) {
+    int ok = old && dt > 0 && json_object_get(old, key);
+    set_rate(o, out, ok ? num(w, key) - num(old, key) : 0, ok ? dt : 0);
+}
+
 static json_t *worker_view(const json_t *w, const json_t *old, double dt) {
-    /* The dev_ fields, h2d_bytes and d2h_bytes come from GPU workers only (PROTOCOL.md). */
+    /* The dev_ fields, h2d_bytes and d2h_bytes come from GPU workers only, the spilled, disk
+     * and paused ones from workers with a disk tier (PROTOCOL.md). */
     static const char *const copied[] = {
         "name",     "addr",     "kind",      "cpus",        "threads",   "running",    "queued",
         "tasks",    "rss",      "mem_limit", "chunk_bytes", "in_bytes",  "out_bytes",  "busy_s",
         "dev_name", "dev_used", "dev_limit", "h2d_bytes",   "d2h_bytes", "dev_evicted"};
+    static const char *const disk[] = {"spilled_bytes", "unspilled_bytes", "disk_bytes", "paused"};
     json_t *o = json_object();
     if (!o) return NULL;
     for (size_t f = 0; f < sizeof copied / sizeof *copied; f++) {
         json_t *v = json_object_get(w, copied[f]);
         if (v) json_object_set(o, copied[f], v);
     }
+    for (size_t f = 0; f < sizeof disk / sizeof *disk; f++) {
+        json_t *v = json_object_get(w, disk[f]);
+        if (v) json_object_set(o, disk[f], v);
+    }
     if (json_object_get(w, "h2d_bytes")) { /* copy rates, as the workers' busy fractions */
-        int ok = old && dt > 0 && json_object_get(old, "h2d_bytes");
-        set_rate(o, "h2d_per_s", ok ? num(w, "h2d_bytes") - num(old, "h2d_bytes") : 0, ok ? dt : 0);
-        set_rate(o, "d2h_per_s", ok ? num(w, "d2h_bytes") - num(old, "d2h_bytes") : 0, ok ? dt : 0);
+        counter_rate(o, "h2d_per_s", w, old, "h2d_bytes", dt);
+        counter_rate(o, "d2h_per_s", w, old, "d2h_bytes", dt);
+    }
+    if (json_object_get(w, "spilled_bytes")) { /* disk traffic, the same way */
+        counter_rate(o, "spilled_per_s", w, old, "spilled_bytes", dt);
+        counter_rate(o, "unspilled_per_s", w, old, "unspilled_bytes", dt);
     }
     char host[128];
     host_of(str(w, "addr"), host, sizeof host);
@@ -217,6 +234,7 @@ json_t *top_view(const top_hist *h) {
 
     json_t *wl = json_array();
     double cpu = 0, gpu = 0, threads = 0, rss = 0, limit = 0, chunks = 0, moved = 0, wdt;
+    double disk = 0, paused = 0;
     int unlimited = 0;
     size_t k;
     const json_t *w;
@@ -232,6 +250,8 @@ json_t *top_view(const top_hist *h) {
         threads += num(w, "threads");
         rss += num(w, "rss");
         chunks += num(w, "chunk_bytes");
+        disk += num(w, "disk_bytes");
+        paused += json_is_true(json_object_get(w, "paused"));
         if (num(w, "mem_limit") > 0)
             limit += num(w, "mem_limit");
         else
@@ -247,6 +267,8 @@ json_t *top_view(const top_hist *h) {
     set_count(v, "mem_used", rss);
     set_count(v, "mem_limit", unlimited ? 0 : limit); /* 0: some worker has no limit */
     set_count(v, "chunk_bytes", chunks);
+    set_count(v, "disk_bytes", disk);
+    set_count(v, "paused_workers", paused);
 
     json_t *jl = json_array();
     double gflops = 0, jdt;

@@ -265,9 +265,11 @@ static void handle_client(tsr__peer *p, const tsr__msg *m, void *payload, uint64
 
 /* ---- workers ---- */
 
-/* A worker's `st` map (PROTOCOL.md); absent fields leave the rest as it was. */
+/* A worker's `st` map (PROTOCOL.md); absent fields leave the rest as it was (paused included:
+ * a worker with a disk tier sends it in every st). */
 static void read_stats(tsr__peer *p, const tsr__m_wstats *st) {
-    tsr__sched *s = &p->srv->st;
+    tsr__server *srv = p->srv;
+    tsr__sched *s = &srv->st;
     tsr__wstats w = s->w[p->wid].st;
 #define TAKE(f)                                                                                    \
     if (TSR__M_HAS(wstats, st, f)) w.f = st->f;
@@ -285,11 +287,21 @@ static void read_stats(tsr__peer *p, const tsr__m_wstats *st) {
     TAKE(h2d_bytes)
     TAKE(d2h_bytes)
     TAKE(dev_evicted)
+    TAKE(spilled_bytes)
+    TAKE(unspilled_bytes)
+    TAKE(disk_bytes)
+    TAKE(paused)
 #undef TAKE
     const uint64_t dev = TSR__M_BIT(wstats, dev_used) | TSR__M_BIT(wstats, dev_limit) |
                          TSR__M_BIT(wstats, h2d_bytes) | TSR__M_BIT(wstats, d2h_bytes) |
                          TSR__M_BIT(wstats, dev_evicted);
+    const uint64_t spill = TSR__M_BIT(wstats, spilled_bytes) | TSR__M_BIT(wstats, unspilled_bytes) |
+                           TSR__M_BIT(wstats, disk_bytes) | TSR__M_BIT(wstats, paused);
     if (st->has & dev) s->w[p->wid].dev = 1;
+    if (st->has & spill) s->w[p->wid].spill = 1;
+    if (w.paused != s->w[p->wid].st.paused)
+        tsr__events_add(&srv->events, tsr__now() - srv->started, "worker %s %s", p->name,
+                        w.paused ? "paused (memory)" : "resumed");
     tsr__sched_worker_stats(s, p->wid, &w);
 }
 
@@ -306,7 +318,9 @@ static void read_transfers(tsr__peer *p, const tsr__list *tr) {
 
 static void handle_done(tsr__peer *p, const tsr__msg_done *m) {
     tsr__server *srv = p->srv;
-    /* Stats and transfers first: a finished job reported in this batch sends them. */
+    /* Stats and transfers first: a finished job reported in this batch sends them. A done with
+     * no items is a report of st alone (a worker sends one when it pauses or resumes): it
+     * changes nothing but the figures and the pause. */
     if (TSR__MSG_HAS(done, m, st)) read_stats(p, &m->st);
     read_transfers(p, &m->tr);
     /* items is a LAZY list (wire/msg.h): an element that does not decode drops the worker, as

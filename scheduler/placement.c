@@ -2,6 +2,7 @@
  * every task a home, earliest-finish-time placement of each ready task among a few candidate
  * workers (its home, the holders of its inputs, the least loaded), the per-worker backlog heaps,
  * and work stealing with the same cost model. Pure: no sockets, no clock. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -241,28 +242,56 @@ static void refresh_least(tsr__sched *s) {
 /* Scans all workers up to this many; beyond, only the pruned candidates. */
 #define FULL_SCAN_WORKERS 8
 
-/* A candidate: live, with a kernel for the task (kinds, tsr__task_kinds), and finishing it
- * earliest so far. */
+/* How strongly placement avoids w for a task making nbytes (docs/ARCHITECTURE.md, "Placement";
+ * stealing ranks thief and victim the same way): AVOID_NONE; AVOID_MEMORY when what w will hold
+ * (tsr__worker_mem) plus the task's output would pass its memory limit; AVOID_PAUSED when w is
+ * paused (when it will start anything is not known). A candidate of a lower rank always wins
+ * over one of a higher rank, whatever their finish times; within a rank, earliest finish
+ * decides as before. So a worker without room is skipped while another has room, and when
+ * every candidate is out of room (or paused), placement is what it would have been without
+ * the rule. */
+enum { AVOID_NONE, AVOID_MEMORY, AVOID_PAUSED };
+
+static int avoid(const tsr__sworker *w, uint64_t nbytes) {
+    if (w->st.paused) return AVOID_PAUSED;
+    if (w->mem_limit > 0 && tsr__worker_mem(w) + nbytes > w->mem_limit) return AVOID_MEMORY;
+    return AVOID_NONE;
+}
+
+/* The best candidate so far: its worker, expected finish and avoidance rank. */
+typedef struct pick {
+    uint32_t w;
+    double f;
+    int avoid;
+} pick;
+
+/* A candidate: live, with a kernel for the task (kinds, tsr__task_kinds), and of the lowest
+ * avoidance rank, finishing it earliest so far. */
 static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, unsigned kinds,
-                     uint32_t w, uint32_t *best, double *bestf) {
+                     uint32_t w, pick *best) {
     if (w >= s->nw || !s->w[w].alive || !can_run(&s->w[w], kinds)) return;
+    int a = avoid(&s->w[w], j->t[id].nbytes);
+    if (best->w != TSR__NONE && a > best->avoid) return;
     double f = finish_time(s, j, id, w);
     /* Ties (typically tasks with no inputs while windows are full): home first, then the
      * shorter backlog. */
-    if (*best == TSR__NONE || f < *bestf ||
-        (f == *bestf && *best != j->t[id].home &&
-         (w == j->t[id].home || tsr__worker_load(&s->w[w]) < tsr__worker_load(&s->w[*best])))) {
-        *best = w;
-        *bestf = f;
+    if (best->w == TSR__NONE || a < best->avoid || f < best->f ||
+        (f == best->f && best->w != j->t[id].home &&
+         (w == j->t[id].home || tsr__worker_load(&s->w[w]) < tsr__worker_load(&s->w[best->w])))) {
+        *best = (pick){w, f, a};
     }
 }
 
+/* The next live worker able to run the task, not paused if any such is (the baseline keeps no
+ * other rule). */
 static uint32_t round_robin(tsr__sched *s, unsigned kinds) {
-    for (size_t n = 0; n < s->nw; n++) {
-        uint32_t w = (uint32_t)((s->rr + n) % s->nw);
-        if (s->w[w].alive && can_run(&s->w[w], kinds)) {
-            s->rr = (w + 1) % (uint32_t)s->nw;
-            return w;
+    for (int any = 0; any < 2; any++) {
+        for (size_t n = 0; n < s->nw; n++) {
+            uint32_t w = (uint32_t)((s->rr + n) % s->nw);
+            if (s->w[w].alive && can_run(&s->w[w], kinds) && (any || !s->w[w].st.paused)) {
+                s->rr = (w + 1) % (uint32_t)s->nw;
+                return w;
+            }
         }
     }
     return TSR__NONE;
@@ -272,51 +301,68 @@ uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task) {
     if (s->nalive == 0) return TSR__NONE;
     unsigned kinds = tsr__task_kinds(s, j, task);
     if (s->roundrobin) return round_robin(s, kinds);
-    uint32_t best = TSR__NONE;
-    double bestf = 0;
+    pick best = {TSR__NONE, 0, AVOID_NONE};
     const tsr__stask *t = &j->t[task];
     if (s->nw <= FULL_SCAN_WORKERS) {
-        for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, kinds, w, &best, &bestf);
-        return best;
+        for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, kinds, w, &best);
+        return best.w;
     }
     if ((s->placements++ & 63) == 0 || s->least[0] == TSR__NONE || !s->w[s->least[0]].alive)
         refresh_least(s);
-    if (t->home != TSR__NOHOME) consider(s, j, task, kinds, t->home, &best, &bestf);
+    if (t->home != TSR__NOHOME) consider(s, j, task, kinds, t->home, &best);
     for (uint32_t k = j->g.dep_off[task]; k < j->g.dep_off[task + 1]; k++) {
         const tsr__stask *in = &j->t[j->g.deps[k]];
-        if (in->where != TSR__NONE) consider(s, j, task, kinds, in->where, &best, &bestf);
+        if (in->where != TSR__NONE) consider(s, j, task, kinds, in->where, &best);
     }
-    consider(s, j, task, kinds, s->least[0], &best, &bestf);
-    consider(s, j, task, kinds, s->least[1], &best, &bestf);
-    return best != TSR__NONE ? best : round_robin(s, kinds);
+    consider(s, j, task, kinds, s->least[0], &best);
+    consider(s, j, task, kinds, s->least[1], &best);
+    /* Every pruned candidate is avoided (paused or out of memory): look at them all, which
+     * costs O(workers) only while some are. */
+    if (best.w != TSR__NONE && best.avoid != AVOID_NONE)
+        for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, kinds, w, &best);
+    return best.w != TSR__NONE ? best.w : round_robin(s, kinds);
 }
 
 /* ---- stealing ---- */
 
-/* An idle worker (room in its window, nothing in its backlog) takes never-sent tasks from the
- * most loaded backlog, from the front (the next ones due), while each would finish earlier on
- * the thief, inputs moved, than it would start on the victim, and the thief has a kernel for
- * it (it stops at the first it has none for: the front is what is due). Tasks already sent are
- * never taken back: a stolen task has not started anywhere. */
+/* How long a victim's backlog waits: a paused worker's, for an unknown time (it goes first). */
+static double victim_wait(const tsr__sworker *w) {
+    return w->st.paused ? INFINITY : tsr__worker_load(w);
+}
+
+/* An idle worker (room in its window, nothing in its backlog, not paused) takes never-sent
+ * tasks from the most loaded backlog (a paused worker's first), from the front (the next ones
+ * due), while each would finish earlier on the thief, inputs moved, than it would start on the
+ * victim, and the thief has a kernel for it (it stops at the first it has none for: the front
+ * is what is due). Tasks already sent are never taken back: a stolen task has not started
+ * anywhere. */
 uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
     if (s->roundrobin) return 0;
     tsr__sworker *t = &s->w[thief];
+    if (t->st.paused) return 0; /* a paused worker takes no new work, stolen or not */
     uint32_t victim = TSR__NONE;
     for (uint32_t wid = 0; wid < s->nw; wid++) {
         if (wid == thief || !s->w[wid].alive || s->w[wid].backlog.n == 0) continue;
-        if (victim == TSR__NONE || tsr__worker_load(&s->w[wid]) > tsr__worker_load(&s->w[victim]))
+        if (victim == TSR__NONE || victim_wait(&s->w[wid]) > victim_wait(&s->w[victim]))
             victim = wid;
     }
     if (victim == TSR__NONE) return 0;
     tsr__sworker *v = &s->w[victim];
     size_t half = (v->backlog.n + 1) / 2, n = 0;
+    uint64_t took = 0; /* output bytes of the tasks taken */
     size_t room = (size_t)TSR__WINDOW_MAX_PER_THREAD * t->threads;
     while (n < half && n < room && v->backlog.n > 0) {
         tsr__key k = v->backlog.v[0];
         tsr__sjob *j = s->jobs[k.job];
         if (!can_run(t, tsr__task_kinds(s, j, k.task))) break;
-        /* The victim's wait for this task: its in-flight work (the backlog front comes next). */
-        double wait = v->q_inflight / v->threads;
+        /* Ranked as placement ranks workers: never a task the thief has less room for than
+         * the victim (what it took so far counts; a paused victim ranks last). */
+        uint64_t nb = j->t[k.task].nbytes;
+        if (avoid(t, took + nb) > avoid(v, nb)) break;
+        /* The victim's wait for this task: its in-flight work (the backlog front comes next);
+         * a paused victim starts nothing until it resumes, so anything the thief can run
+         * finishes earlier on the thief. */
+        double wait = v->st.paused ? INFINITY : v->q_inflight / v->threads;
         double here = tsr__worker_load(t) + input_cost(s, j, k.task, thief) +
                       tsr__cost_est(&s->cost, j->cls[k.task], t);
         double there = wait + tsr__cost_est(&s->cost, j->cls[k.task], v);
@@ -326,6 +372,7 @@ uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
         ts->where = thief;
         ts->est = (float)tsr__cost_est(&s->cost, j->cls[k.task], t);
         tsr__backlog_push(s, thief, k);
+        took += nb;
         n++;
     }
     if (n)

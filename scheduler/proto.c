@@ -383,6 +383,16 @@ static void gen_worker_stat(void *ctx, uint32_t i, void *elem) {
         e->has |= TSR__M_BIT(worker_stat, h2d_bytes) | TSR__M_BIT(worker_stat, d2h_bytes) |
                   TSR__M_BIT(worker_stat, dev_evicted);
     }
+    if (wk->spill) { /* its disk tier: only from workers that report one */
+        tsr__m_worker_stat *e = elem;
+        e->spilled_bytes = wk->st.spilled_bytes;
+        e->unspilled_bytes = wk->st.unspilled_bytes;
+        e->disk_bytes = wk->st.disk_bytes;
+        e->paused = wk->st.paused;
+        e->has |= TSR__M_BIT(worker_stat, spilled_bytes) |
+                  TSR__M_BIT(worker_stat, unspilled_bytes) | TSR__M_BIT(worker_stat, disk_bytes) |
+                  TSR__M_BIT(worker_stat, paused);
+    }
 }
 
 static void gen_worker_name(void *ctx, uint32_t w, void *elem) {
@@ -592,6 +602,15 @@ static void gen_winfo(void *ctx, uint32_t i, void *elem) {
         e->has |= TSR__M_BIT(winfo, dev_name) | TSR__M_BIT(winfo, dev_used) |
                   TSR__M_BIT(winfo, dev_limit) | TSR__M_BIT(winfo, h2d_bytes) |
                   TSR__M_BIT(winfo, d2h_bytes) | TSR__M_BIT(winfo, dev_evicted);
+    }
+    if (wk->spill) { /* its disk tier: only from workers that report one */
+        tsr__m_winfo *e = elem;
+        e->spilled_bytes = wk->st.spilled_bytes;
+        e->unspilled_bytes = wk->st.unspilled_bytes;
+        e->disk_bytes = wk->st.disk_bytes;
+        e->paused = wk->st.paused;
+        e->has |= TSR__M_BIT(winfo, spilled_bytes) | TSR__M_BIT(winfo, unspilled_bytes) |
+                  TSR__M_BIT(winfo, disk_bytes) | TSR__M_BIT(winfo, paused);
     }
 }
 

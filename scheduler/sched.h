@@ -142,12 +142,16 @@ typedef struct tsr__sjob {
     int dirty;           /* progress changed since the last progress message */
 } tsr__sjob;
 
-/* A worker's latest `st` report (PROTOCOL.md), kept for stats and the bandwidth estimate. The
- * dev_ fields are a GPU worker's device cache (0 from workers that do not report them). */
+/* A worker's latest `st` report (PROTOCOL.md), kept for stats, the bandwidth estimate and
+ * placement. The dev_ fields are a GPU worker's device cache, the spilled/disk fields and paused
+ * its disk tier (0 from workers that do not report them). paused: the worker is over its pause
+ * threshold and takes no new work (tsr__sched_worker_stats). */
 typedef struct tsr__wstats {
     uint64_t rss_peak, rss, chunk_bytes, chunk_peak, tasks, in_bytes, out_bytes;
     double busy_s, in_s;
     uint64_t dev_used, dev_limit, h2d_bytes, d2h_bytes, dev_evicted;
+    uint64_t spilled_bytes, unspilled_bytes, disk_bytes;
+    int paused;
 } tsr__wstats;
 
 typedef struct tsr__sworker {
@@ -161,7 +165,8 @@ typedef struct tsr__sworker {
     tsr__wstats st;
     tsr__keyvec backlog; /* binary heap on (job, task): lower = higher priority */
     tsr__keyvec inflight;
-    tsr__keyvec held; /* chunks in memory here */
+    uint64_t inflight_bytes; /* expected output bytes of the in-flight window's tasks */
+    tsr__keyvec held;        /* chunks in memory here */
     uint64_t held_bytes;
     char addr[64]; /* where peers fetch its chunks */
     char name[64];
@@ -169,6 +174,7 @@ typedef struct tsr__sworker {
     uint64_t mem_limit;
     int dev;           /* reports device figures (a GPU worker): info and stats carry them */
     char dev_name[64]; /* the device, as its hello named it */
+    int spill;         /* reports its disk tier (spilled bytes, paused): info and stats carry it */
 } tsr__sworker;
 
 enum { TSR__ACT_COMPUTE, TSR__ACT_FREE, TSR__ACT_FINISHED, TSR__ACT_FAILED };
@@ -298,7 +304,7 @@ void tsr__sched_clear_actions(tsr__sched *s);
 enum { TSR__IN_DONATE = 1, TSR__IN_RECOMPUTE = 2 };
 void tsr__sched_plan_inputs(tsr__sched *s, uint32_t wid, tsr__sjob *j, uint32_t task,
                             uint8_t *flags);
-/* A worker's st report. */
+/* A worker's st report. One that ends a pause refills the worker's window at once. */
 void tsr__sched_worker_stats(tsr__sched *s, uint32_t wid, const tsr__wstats *st);
 
 /* Helpers shared with placement.c. */
@@ -362,6 +368,21 @@ static inline double tsr__worker_load(const tsr__sworker *w) {
 #define TSR__WINDOW_MIN_PER_THREAD 2
 #define TSR__WINDOW_SECONDS 0.02
 #define TSR__WINDOW_MAX_PER_THREAD 1024
+/* Memory (issue 11, docs/ARCHITECTURE.md "Placement"). The bytes a worker will hold once what
+ * was sent to it is done: its chunk bytes as it last reported them (every done carries them)
+ * plus the expected outputs of its in-flight window. Backlogs are not counted: their tasks may
+ * still be stolen, and most of them consume what they are given. */
+static inline uint64_t tsr__worker_mem(const tsr__sworker *w) {
+    return w->st.chunk_bytes + w->inflight_bytes;
+}
+/* A root (a task whose inputs are all cheap sources made where needed, so nothing it needs has
+ * to be produced first) enters a worker's window beyond the window's minimum only while
+ * tsr__worker_mem plus its output stays under this fraction of the worker's memory limit (hello
+ * `mem`; no limit, no bound). The rest of the limit is for what the roots' consumers make, so
+ * that roots produced ahead of their consumers are not what makes a worker spill. The window's
+ * minimum (TSR__WINDOW_MIN_PER_THREAD) is never cut: every thread keeps work, and a worker
+ * whose held chunks alone pass the fraction (outputs nobody has fetched yet) still progresses. */
+#define TSR__ROOT_MEM_FRACTION 0.5
 /* Gives each task of a new job a home (the up-front partition). */
 void tsr__partition(tsr__sched *s, tsr__sjob *j);
 /* The worker a ready task should go to, or TSR__NONE when no worker is alive. */

@@ -167,13 +167,14 @@ void tsr__sched_free(tsr__sched *s) {
 
 /* ---- placement glue ---- */
 
-/* Moves tasks from the backlog into the in-flight window while it has room; each becomes a
- * compute action (the server batches them per worker and loop turn). */
 /* Is the in-flight window of w full? It holds at least TSR__WINDOW_MIN_PER_THREAD tasks per
  * thread and otherwise TSR__WINDOW_SECONDS of expected work per thread: long tasks keep a
  * short queue (stealing stays possible), tiny ones a long one, so that a worker never waits
- * for a round trip to the scheduler (hundreds of microseconds here) between tasks. */
+ * for a round trip to the scheduler (hundreds of microseconds here) between tasks. A paused
+ * worker's window is full whatever it holds: it takes nothing new (and so steals nothing)
+ * until its st says it caught up. */
 static int window_full(const tsr__sworker *w) {
+    if (w->st.paused) return 1;
     size_t n = w->inflight.n;
     if (n < (size_t)TSR__WINDOW_MIN_PER_THREAD * w->threads) return 0;
     if (n >= (size_t)TSR__WINDOW_MAX_PER_THREAD * w->threads) return 1;
@@ -183,11 +184,36 @@ static int window_full(const tsr__sworker *w) {
 static void inflight_remove(tsr__sched *s, tsr__sworker *w, tsr__stask *t) {
     list_remove(s, &w->inflight, t->pos);
     w->q_inflight = w->inflight.n ? w->q_inflight - t->est : 0;
+    w->inflight_bytes = w->inflight.n ? w->inflight_bytes - t->nbytes : 0;
 }
 
+/* A root: every input is a cheap source made where it is needed (or it has none), so it is
+ * ready from the start and what it makes is new memory, not a step of work under way. */
+static int is_root(const tsr__sjob *j, uint32_t id) {
+    for (uint32_t k = j->g.dep_off[id]; k < j->g.dep_off[id + 1]; k++)
+        if (!(j->t[j->g.deps[k]].flags & TSR__TF_VIRTUAL)) return 0;
+    return 1;
+}
+
+/* Root throttling by memory (sched.h, TSR__ROOT_MEM_FRACTION): the task at the front of w's
+ * backlog waits if it is a root, the window holds its minimum already and the root's output
+ * would take what w will hold past the fraction of its limit. Lowering is depth-first, so a
+ * consumer that becomes ready usually has a lower id than the roots still queued and goes ahead
+ * of them: the window goes to work that frees memory while roots wait. */
+static int root_waits(const tsr__sched *s, const tsr__sworker *w, tsr__key k) {
+    if (w->mem_limit == 0 || w->inflight.n < (size_t)TSR__WINDOW_MIN_PER_THREAD * w->threads)
+        return 0;
+    const tsr__sjob *j = s->jobs[k.job];
+    uint64_t after = tsr__worker_mem(w) + j->t[k.task].nbytes;
+    if ((double)after <= TSR__ROOT_MEM_FRACTION * (double)w->mem_limit) return 0;
+    return is_root(j, k.task);
+}
+
+/* Moves tasks from the backlog into the in-flight window while it has room; each becomes a
+ * compute action (the server batches them per worker and loop turn). */
 void tsr__sched_pump(tsr__sched *s, uint32_t wid) {
     tsr__sworker *w = &s->w[wid];
-    while (w->backlog.n > 0 && !window_full(w)) {
+    while (w->backlog.n > 0 && !window_full(w) && !root_waits(s, w, w->backlog.v[0])) {
         tsr__key k = tsr__backlog_pop(s, wid);
         tsr__sjob *j = s->jobs[k.job];
         tsr__stask *t = &j->t[k.task];
@@ -195,6 +221,7 @@ void tsr__sched_pump(tsr__sched *s, uint32_t wid) {
         t->flags &= (uint8_t) ~(TSR__TF_SENT | TSR__TF_INPUT_LOST);
         list_add(s, &w->inflight, k);
         w->q_inflight += t->est;
+        w->inflight_bytes += t->nbytes;
         s->jobs[k.job]->inflight++;
         tsr__action *a = emit(s, TSR__ACT_COMPUTE);
         a->worker = wid;
@@ -659,6 +686,7 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
     s->backlog_total -= w->backlog.n;
     w->backlog.n = 0;
     w->q_backlog = w->q_inflight = 0;
+    w->inflight_bytes = 0;
     for (size_t i = 0; i < w->inflight.n; i++) {
         tsr__key k = w->inflight.v[i];
         tsr__sjob *j = s->jobs[k.job];
@@ -1031,7 +1059,15 @@ void tsr__sched_worker_stats(tsr__sched *s, uint32_t wid, const tsr__wstats *st)
         double bw = (double)db / ds;
         s->cost.bw += 0.25 * (bw - s->cost.bw);
     }
+    int was_paused = w->st.paused;
     w->st = *st;
+    if (was_paused == st->paused) return;
+    tsr__log(s->log, TSR_LOG_INFO, "worker %s %s (memory: %llu chunk bytes, %llu on disk)", w->name,
+             st->paused ? "paused: no new work until it catches up" : "resumed",
+             (unsigned long long)st->chunk_bytes, (unsigned long long)st->disk_bytes);
+    /* Resumed: its window is refilled now, not at its next report (it may have none coming);
+     * an empty backlog is refilled by stealing when the server balances at the turn's end. */
+    if (!st->paused && w->alive) tsr__sched_pump(s, wid);
 }
 
 void tsr__sched_trace_span(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, double start,

@@ -149,7 +149,11 @@ typedef struct tsr__list {
     F(X, U64, out_bytes, REQ, _)                                                                   \
     F(X, U64, h2d_bytes, OPT, _)                                                                   \
     F(X, U64, d2h_bytes, OPT, _)                                                                   \
-    F(X, U64, dev_evicted, OPT, _)
+    F(X, U64, dev_evicted, OPT, _)                                                                 \
+    F(X, U64, spilled_bytes, OPT, _)                                                               \
+    F(X, U64, unspilled_bytes, OPT, _)                                                             \
+    F(X, U64, disk_bytes, OPT, _)                                                                  \
+    F(X, BOOL, paused, OPT, _)
 #define TSR__R_job_stats(F, X)                                                                     \
     F(X, U64, tasks, REQ, _)                                                                       \
     F(X, U64, sources_inline, REQ, _)                                                              \
@@ -208,7 +212,11 @@ typedef struct tsr__list {
     F(X, U64, dev_limit, OPT, _)                                                                   \
     F(X, U64, h2d_bytes, OPT, _)                                                                   \
     F(X, U64, d2h_bytes, OPT, _)                                                                   \
-    F(X, U64, dev_evicted, OPT, _)
+    F(X, U64, dev_evicted, OPT, _)                                                                 \
+    F(X, U64, spilled_bytes, OPT, _)                                                               \
+    F(X, U64, unspilled_bytes, OPT, _)                                                             \
+    F(X, U64, disk_bytes, OPT, _)                                                                  \
+    F(X, BOOL, paused, OPT, _)
 #define TSR__R_winfo(F, X)                                                                         \
     F(X, STR, name, REQ, _)                                                                        \
     F(X, STR, addr, REQ, _)                                                                        \
@@ -230,7 +238,11 @@ typedef struct tsr__list {
     F(X, U64, dev_limit, OPT, _)                                                                   \
     F(X, U64, h2d_bytes, OPT, _)                                                                   \
     F(X, U64, d2h_bytes, OPT, _)                                                                   \
-    F(X, U64, dev_evicted, OPT, _)
+    F(X, U64, dev_evicted, OPT, _)                                                                 \
+    F(X, U64, spilled_bytes, OPT, _)                                                               \
+    F(X, U64, unspilled_bytes, OPT, _)                                                             \
+    F(X, U64, disk_bytes, OPT, _)                                                                  \
+    F(X, BOOL, paused, OPT, _)
 #define TSR__R_op_info(F, X)                                                                       \
     F(X, STR, op, REQ, _)                                                                          \
     F(X, U64, total, REQ, _)                                                                       \
@@ -251,7 +263,9 @@ typedef struct tsr__list {
 /* Messages. hello's worker fields are optional in the table; the scheduler requires them of a
  * worker (dev_ fields: a GPU worker's device, optional even then). info is both the monitor's
  * request (no fields) and the reply (all of them). The dev_/h2d/d2h fields of wstats, winfo and
- * worker_stat are a GPU worker's device cache: optional, so older peers decode without them. */
+ * worker_stat are a GPU worker's device cache, and spilled_bytes, unspilled_bytes, disk_bytes and
+ * paused its disk tier (a worker with a memory limit): optional, so older peers decode without
+ * them. */
 #define TSR__R_hello(F, X)                                                                         \
     F(X, I64, v, REQ, _)                                                                           \
     F(X, STR, role, REQ, _)                                                                        \

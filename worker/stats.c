@@ -2,7 +2,8 @@
  * VmRSS from /proc/self/status, read at most every few milliseconds; chunk bytes from the
  * worker's counters), executor busy time, tasks, and peer traffic with the wall time during
  * which at least one fetch was in progress; on a GPU worker, its device cache's figures as the
- * GPU tier keeps them in st->dev. Loop thread only. */
+ * GPU tier keeps them in st->dev; with a memory limit, the disk tier's as it keeps them in
+ * st->spill. Loop thread only. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -87,10 +88,19 @@ void tsr__stats_fill(tsr__worker *w, tsr__m_wstats *out) {
         .h2d_bytes = st->dev.h2d_bytes,
         .d2h_bytes = st->dev.d2h_bytes,
         .dev_evicted = st->dev.evicted,
+        .spilled_bytes = st->spill.spilled_bytes,
+        .unspilled_bytes = st->spill.unspilled_bytes,
+        .disk_bytes = st->spill.disk_bytes,
+        .paused = st->spill.paused,
     };
     /* The device's figures only from a worker that has one: a CPU worker's st stays as it was. */
     if (!st->dev.on)
         out->has &= ~(TSR__M_BIT(wstats, dev_used) | TSR__M_BIT(wstats, dev_limit) |
                       TSR__M_BIT(wstats, h2d_bytes) | TSR__M_BIT(wstats, d2h_bytes) |
                       TSR__M_BIT(wstats, dev_evicted));
+    /* The disk tier's only from a worker that has one (a memory limit); paused goes in every st
+     * then, false included, so the scheduler always holds the worker's current state. */
+    if (!st->spill.on)
+        out->has &= ~(TSR__M_BIT(wstats, spilled_bytes) | TSR__M_BIT(wstats, unspilled_bytes) |
+                      TSR__M_BIT(wstats, disk_bytes) | TSR__M_BIT(wstats, paused));
 }

@@ -214,7 +214,8 @@ TSR_API const char *tsr_client_address(const tsr_client *client);
  *    "ops": [{"op", "tasks", "inline", "seconds", "flops", "moved_bytes"}, ...],
  *    "workers": [{"name", "addr", "tasks", "rss_peak", "rss", "chunk_peak", "busy_s",
  *                 "in_bytes", "in_s", "out_bytes", and for GPU workers "h2d_bytes",
- *                 "d2h_bytes", "dev_evicted"}, ...]}
+ *                 "d2h_bytes", "dev_evicted", and for workers with a memory limit
+ *                 "spilled_bytes", "unspilled_bytes", "disk_bytes", "paused"}, ...]}
  * `seconds` is measured by the client from submitting the graph to the scheduler's `finished`
  * (fetching outputs excluded); `tasks` is the job's task count; the rest is what the scheduler
  * reported with `finished` (docs/PROTOCOL.md: bytes, seconds, per operation type its tasks, how
@@ -246,7 +247,8 @@ TSR_API int tsr_client_connect_monitor(const char *address, const tsr_client_opt
  *    "wlist": [{"name", "addr", "kind", "cpus", "threads", "running", "queued", "tasks", "rss",
  *               "mem_limit", "chunk_bytes", "in_bytes", "out_bytes", "busy_s", "speed",
  *               and for GPU workers "dev_name", "dev_used", "dev_limit", "h2d_bytes",
- *               "d2h_bytes", "dev_evicted"}, ...],
+ *               "d2h_bytes", "dev_evicted", and for workers with a memory limit
+ *               "spilled_bytes", "unspilled_bytes", "disk_bytes", "paused"}, ...],
  *    "jlist": [{"job", "total", "done", "erred", "moved_bytes",
  *               "ops": [{"op", "total", "ready", "done", "running", "erred", "flops_done"},
  *                       ...]}, ...],

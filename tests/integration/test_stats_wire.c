@@ -110,14 +110,16 @@ static const char *prog = "{\"tessera\": 1, \"arrays\": {\"s\": {\"op\": \"full\
 /* What the last submit_to_fake's command wrote on stderr. */
 static char last_err[8192];
 
-/* Submits prog to a fake whose `finished` carries stats(); returns the stats file's JSON. */
-static json_t *submit_to_fake(stats_fn stats) {
+/* Submits prog to a fake whose `finished` carries stats() (with --report when report is set);
+ * returns the stats file's JSON. */
+static json_t *submit_to_fake_report(stats_fn stats, int report) {
     fake f;
     fake_start(&f, stats);
     char *dir = make_tmpdir();
     write_file(dir, "p.json", prog);
     const char *argv[] = {"tessera", "submit",  "--scheduler", f.addr, "--no-progress",
-                          "--stats", "st.json", "p.json",      NULL};
+                          "--stats", "st.json", "p.json",      NULL,   NULL};
+    if (report) argv[7] = "--report", argv[8] = "p.json";
     proc_result r = run_cmd(dir, argv, 60);
     fake_join(&f);
     cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.err);
@@ -137,6 +139,10 @@ static json_t *submit_to_fake(stats_fn stats) {
     cr_assert(json_is_real(json_object_get(j, "seconds")));
     cr_assert(json_real_value(json_object_get(j, "seconds")) >= 0);
     return j;
+}
+
+static json_t *submit_to_fake(stats_fn stats) {
+    return submit_to_fake_report(stats, 0);
 }
 
 Test(stats_wire, no_stats_key, .timeout = 60) {
@@ -225,5 +231,70 @@ Test(stats_wire, well_formed_fields_kept, .timeout = 60) {
         "\"busy_s\":0.25,\"chunk_peak\":4,\"in_bytes\":5,\"in_s\":0.125,"
         "\"out_bytes\":6,\"rss\":3,\"rss_peak\":2,\"tasks\":1}]}");
     free(text);
+    json_decref(j);
+}
+
+/* Two workers with a disk tier (issue 11): one spilled and is paused, one did not; an older
+ * worker entry without the fields beside them. */
+static void stats_spill(msgpack_packer *pk) {
+    msgpack_pack_map(pk, 7);
+    pstr(pk, "tasks"), msgpack_pack_int(pk, 1);
+    pstr(pk, "sources_inline"), msgpack_pack_int(pk, 0);
+    pstr(pk, "moved_bytes"), msgpack_pack_int(pk, 0);
+    pstr(pk, "sched_rss_base"), msgpack_pack_int(pk, 1000);
+    pstr(pk, "sched_rss_peak"), msgpack_pack_int(pk, 2000);
+    pstr(pk, "ops"), msgpack_pack_array(pk, 0);
+    pstr(pk, "workers"), msgpack_pack_array(pk, 3);
+    const char *ints[] = {"tasks", "rss_peak", "rss", "chunk_peak", "in_bytes", "out_bytes"};
+    for (int w = 0; w < 3; w++) {
+        msgpack_pack_map(pk, w < 2 ? 14 : 10);
+        char name[8];
+        snprintf(name, sizeof name, "w%d", w);
+        pstr(pk, "name"), pstr(pk, name);
+        pstr(pk, "addr"), pstr(pk, "127.0.0.1:9");
+        for (int k = 0; k < 6; k++) pstr(pk, ints[k]), msgpack_pack_int(pk, k + 1);
+        pstr(pk, "busy_s"), msgpack_pack_double(pk, 0.5);
+        pstr(pk, "in_s"), msgpack_pack_double(pk, 0.25);
+        if (w == 0) {
+            pstr(pk, "spilled_bytes"), msgpack_pack_uint64(pk, 3ull << 30);
+            pstr(pk, "unspilled_bytes"), msgpack_pack_uint64(pk, 1ull << 29);
+            pstr(pk, "disk_bytes"), msgpack_pack_uint64(pk, 1ull << 30);
+            pstr(pk, "paused"), msgpack_pack_true(pk);
+        } else if (w == 1) {
+            pstr(pk, "spilled_bytes"), msgpack_pack_uint64(pk, 0);
+            pstr(pk, "unspilled_bytes"), msgpack_pack_uint64(pk, 0);
+            pstr(pk, "disk_bytes"), msgpack_pack_uint64(pk, 0);
+            pstr(pk, "paused"), msgpack_pack_false(pk);
+        }
+    }
+}
+
+Test(stats_wire, spill_fields_reach_stats_and_report, .timeout = 60) {
+    json_t *j = submit_to_fake_report(stats_spill, 1);
+    const json_t *ws = json_object_get(j, "workers");
+    cr_assert_eq(json_array_size(ws), 3);
+    const json_t *w0 = json_array_get(ws, 0), *w1 = json_array_get(ws, 1),
+                 *w2 = json_array_get(ws, 2);
+    cr_assert_eq(json_integer_value(json_object_get(w0, "spilled_bytes")), 3ll << 30);
+    cr_assert_eq(json_integer_value(json_object_get(w0, "unspilled_bytes")), 1ll << 29);
+    cr_assert_eq(json_integer_value(json_object_get(w0, "disk_bytes")), 1ll << 30);
+    cr_assert(json_is_true(json_object_get(w0, "paused")));
+    cr_assert_eq(json_integer_value(json_object_get(w1, "spilled_bytes")), 0);
+    cr_assert(json_is_false(json_object_get(w1, "paused")));
+    cr_assert_null(json_object_get(w2, "spilled_bytes"), "an older worker's entry has none");
+    cr_assert_null(json_object_get(w2, "paused"));
+    cr_assert_eq(json_integer_value(json_object_get(w2, "out_bytes")), 6);
+    /* --report ends with the disk line: 3 GiB written, 512 MiB read back, by one worker. */
+    cr_assert(
+        strstr(last_err, "spilled to disk: 3.0 GiB written, 512.0 MiB read back, by 1 worker\n"),
+        "no spill line in the report:\n%s", last_err);
+    cr_assert(!strstr(last_err, "warning"), "%s", last_err);
+    json_decref(j);
+}
+
+Test(stats_wire, no_spill_no_report_line, .timeout = 60) {
+    json_t *j = submit_to_fake_report(stats_good, 1);
+    cr_assert(strstr(last_err, "total"), "the report is there:\n%s", last_err);
+    cr_assert(!strstr(last_err, "spilled"), "%s", last_err);
     json_decref(j);
 }

@@ -581,3 +581,129 @@ Test(msg, gpu_fields_round_trip_and_are_optional) {
     msgpack_zone_destroy(&z);
     msgpack_sbuffer_destroy(&b);
 }
+
+/* ---- a worker's disk tier (issue 11): optional in st, winfo and worker_stat ---- */
+
+/* done {items: [], st: {spilled_bytes, unspilled_bytes, disk_bytes, paused}}: the report a
+ * worker sends at once when its pause changes, against the layout packed by hand. */
+Test(msg, spill_fields_in_st_match_the_layout) {
+    msgpack_sbuffer b, ref;
+    msgpack_sbuffer_init(&b);
+    msgpack_sbuffer_init(&ref);
+    tsr__msg_done d = {.items = {.n = 0}};
+    d.st = (tsr__m_wstats){.spilled_bytes = 3ull << 30,
+                           .unspilled_bytes = 1ull << 30,
+                           .disk_bytes = 2ull << 30,
+                           .paused = 1};
+    d.st.has = TSR__M_BIT(wstats, spilled_bytes) | TSR__M_BIT(wstats, unspilled_bytes) |
+               TSR__M_BIT(wstats, disk_bytes) | TSR__M_BIT(wstats, paused);
+    TSR__MSG_SET(done, &d, st);
+    tsr__msg_pack_done(&b, &d);
+
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ref, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pk_str(&pk, "t"), pk_str(&pk, "done");
+    pk_str(&pk, "items"), msgpack_pack_array(&pk, 0);
+    pk_str(&pk, "st"), msgpack_pack_map(&pk, 4);
+    pk_str(&pk, "spilled_bytes"), msgpack_pack_uint64(&pk, 3ull << 30);
+    pk_str(&pk, "unspilled_bytes"), msgpack_pack_uint64(&pk, 1ull << 30);
+    pk_str(&pk, "disk_bytes"), msgpack_pack_uint64(&pk, 2ull << 30);
+    pk_str(&pk, "paused"), msgpack_pack_true(&pk);
+    expect_same(&b, &ref);
+
+    /* Decoded back: the four fields, and nothing else of st. */
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    tsr__msg m;
+    char err[200];
+    cr_assert_eq(decode(&ref, &m, &z, err), 0, "%s", err);
+    cr_assert_eq(m.type, TSR__MSG_done);
+    cr_assert_eq(m.u.done.items.n, 0, "a done with no items is a done");
+    const tsr__m_wstats *st = &m.u.done.st;
+    cr_assert_eq(st->has, d.st.has);
+    cr_assert(st->spilled_bytes == 3ull << 30 && st->unspilled_bytes == 1ull << 30 &&
+              st->disk_bytes == 2ull << 30 && st->paused == 1);
+
+    /* paused: false is a value, not an absence. */
+    msgpack_sbuffer_clear(&ref);
+    msgpack_pack_map(&pk, 3);
+    pk_str(&pk, "t"), pk_str(&pk, "done");
+    pk_str(&pk, "items"), msgpack_pack_array(&pk, 0);
+    pk_str(&pk, "st"), msgpack_pack_map(&pk, 1);
+    pk_str(&pk, "paused"), msgpack_pack_false(&pk);
+    cr_assert_eq(decode(&ref, &m, &z, err), 0, "%s", err);
+    cr_assert(TSR__M_HAS(wstats, &m.u.done.st, paused) && m.u.done.st.paused == 0);
+
+    /* An older worker's st (no disk tier) decodes, without them. paused must be a boolean: a
+     * number is refused, as any field of the wrong type is. */
+    msgpack_sbuffer_clear(&ref);
+    msgpack_pack_map(&pk, 3);
+    pk_str(&pk, "t"), pk_str(&pk, "done");
+    pk_str(&pk, "items"), msgpack_pack_array(&pk, 0);
+    pk_str(&pk, "st"), msgpack_pack_map(&pk, 2);
+    pk_str(&pk, "rss"), msgpack_pack_uint64(&pk, 5);
+    pk_str(&pk, "chunk_bytes"), msgpack_pack_uint64(&pk, 7);
+    cr_assert_eq(decode(&ref, &m, &z, err), 0, "%s", err);
+    cr_assert_eq(m.u.done.st.has, TSR__M_BIT(wstats, rss) | TSR__M_BIT(wstats, chunk_bytes));
+    msgpack_sbuffer_clear(&ref);
+    msgpack_pack_map(&pk, 3);
+    pk_str(&pk, "t"), pk_str(&pk, "done");
+    pk_str(&pk, "items"), msgpack_pack_array(&pk, 0);
+    pk_str(&pk, "st"), msgpack_pack_map(&pk, 1);
+    pk_str(&pk, "paused"), msgpack_pack_uint64(&pk, 1);
+    cr_assert_eq(decode(&ref, &m, &z, err), TSR_EPROTOCOL);
+    cr_assert(strstr(err, "paused"), "%s", err);
+
+    msgpack_zone_destroy(&z);
+    msgpack_sbuffer_destroy(&ref);
+    msgpack_sbuffer_destroy(&b);
+}
+
+/* The monitor's wlist entry and finished's worker entry carry the same four, optional both
+ * ways: a new scheduler's entries round-trip, an old scheduler's decode without them. */
+Test(msg, spill_fields_in_info_and_finished_round_trip) {
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 4096);
+    tsr__msg m;
+    char err[200];
+
+    tsr__m_winfo w[2] = {{.name = tsr__str_of("w0"), .kind = tsr__str_of("cpu")},
+                         {.name = tsr__str_of("w1"), .kind = tsr__str_of("cpu")}};
+    w[1].spilled_bytes = 11, w[1].unspilled_bytes = 7, w[1].disk_bytes = 4, w[1].paused = 1;
+    w[1].has = TSR__M_BIT(winfo, spilled_bytes) | TSR__M_BIT(winfo, unspilled_bytes) |
+               TSR__M_BIT(winfo, disk_bytes) | TSR__M_BIT(winfo, paused);
+    tsr__msg_info info = {.wlist = {.n = 2, .v = w}};
+    TSR__MSG_SET(info, &info, wlist);
+    tsr__msg_pack_info(&b, &info);
+    cr_assert_eq(decode(&b, &m, &z, err), 0, "%s", err);
+    tsr__m_winfo got;
+    cr_assert_eq(TSR__LIST_GET(&m.u.info.wlist, winfo, 0, &got), 0);
+    cr_assert_not(TSR__M_HAS(winfo, &got, spilled_bytes) || TSR__M_HAS(winfo, &got, paused));
+    cr_assert_eq(TSR__LIST_GET(&m.u.info.wlist, winfo, 1, &got), 0);
+    cr_assert(TSR__M_HAS(winfo, &got, paused) && got.paused == 1 && got.spilled_bytes == 11 &&
+              got.unspilled_bytes == 7 && got.disk_bytes == 4);
+
+    tsr__m_worker_stat ws[2] = {{.name = tsr__str_of("w0"), .addr = tsr__str_of("a:1")},
+                                {.name = tsr__str_of("w1"), .addr = tsr__str_of("a:2")}};
+    ws[1].spilled_bytes = 1ull << 40, ws[1].unspilled_bytes = 3, ws[1].disk_bytes = 0;
+    ws[1].has = TSR__M_BIT(worker_stat, spilled_bytes) | TSR__M_BIT(worker_stat, unspilled_bytes) |
+                TSR__M_BIT(worker_stat, disk_bytes) | TSR__M_BIT(worker_stat, paused);
+    tsr__msg_finished f = {.job = 1, .stats = {.workers = {.n = 2, .v = ws}}};
+    TSR__MSG_SET(finished, &f, stats);
+    msgpack_sbuffer_clear(&b);
+    tsr__msg_pack_finished(&b, &f);
+    cr_assert_eq(decode(&b, &m, &z, err), 0, "%s", err);
+    tsr__m_worker_stat gs;
+    cr_assert_eq(TSR__LIST_GET(&m.u.finished.stats.workers, worker_stat, 0, &gs), 0);
+    cr_assert_not(TSR__M_HAS(worker_stat, &gs, spilled_bytes) ||
+                  TSR__M_HAS(worker_stat, &gs, paused));
+    cr_assert_eq(TSR__LIST_GET(&m.u.finished.stats.workers, worker_stat, 1, &gs), 0);
+    cr_assert(TSR__M_HAS(worker_stat, &gs, paused) && gs.paused == 0 &&
+              gs.spilled_bytes == 1ull << 40 && gs.unspilled_bytes == 3 && gs.disk_bytes == 0);
+
+    msgpack_zone_destroy(&z);
+    msgpack_sbuffer_destroy(&b);
+}

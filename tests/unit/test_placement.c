@@ -30,6 +30,13 @@ typedef struct sim {
     uint64_t frees_of[128]; /* workers that got a free, per task (bit mask) */
     double makespan;
     int finished;
+    /* memtrack: the simulation keeps each worker's chunk bytes from what it was told (outputs
+     * made, frees, donated inputs consumed) and reports them in st with every done, as a
+     * worker does; peak is the most each held at once. One job, task ids < GB_MAX. */
+    int memtrack;
+    uint64_t mem[SIM_W], peak[SIM_W];
+    uint64_t donated[SIM_W][SIM_Q]; /* input bytes a sent task consumes (DONATE) */
+    uint64_t size_of[GB_MAX];       /* the size each chunk was reported with */
 } sim;
 
 static int sim_kop(const sim *m, const tsr__sjob *j, uint32_t task) {
@@ -64,11 +71,15 @@ static void sim_drain(sim *m) {
             }
             uint8_t fl[8];
             tsr__sched_plan_inputs(s, a.worker, j, a.task, fl);
+            uint64_t donated = 0;
             for (uint32_t k = 0; k < j->g.dep_off[a.task + 1] - j->g.dep_off[a.task]; k++) {
                 m->recomputes += (fl[k] & TSR__IN_RECOMPUTE) != 0;
                 m->donations += (fl[k] & TSR__IN_DONATE) != 0;
+                if (m->memtrack && (fl[k] & TSR__IN_DONATE))
+                    donated += m->size_of[j->g.deps[j->g.dep_off[a.task] + k]];
             }
             cr_assert_lt(m->tail[a.worker], SIM_Q);
+            m->donated[a.worker][m->tail[a.worker]] = donated;
             double r = sim_kop(m, j, a.task) == TSR_KOP_MATMUL && m->mm[a.worker] > 0
                            ? m->mm[a.worker]
                            : m->slow[a.worker];
@@ -78,6 +89,10 @@ static void sim_drain(sim *m) {
         } else if (a.kind == TSR__ACT_FREE) {
             m->frees++;
             if (a.task < 128) m->frees_of[a.task] |= 1ull << a.worker;
+            if (m->memtrack) {
+                cr_assert_geq(m->mem[a.worker], m->size_of[a.task], "a free of more than held");
+                m->mem[a.worker] -= m->size_of[a.task];
+            }
         } else if (a.kind == TSR__ACT_FINISHED) {
             m->finished = 1;
         }
@@ -109,6 +124,17 @@ static void sim_run(sim *m, uint32_t nw) {
         m->ran_mm[best] += sim_kop(m, j, k.task) == TSR_KOP_MATMUL;
         if (m->clock[best] > m->makespan) m->makespan = m->clock[best];
         uint64_t nbytes = m->sizes ? j->t[k.task].nbytes : 1000;
+        if (m->memtrack) {
+            /* The output is made, then the donated inputs go; st goes with the done. */
+            cr_assert_lt(k.task, GB_MAX);
+            m->size_of[k.task] = nbytes;
+            m->mem[best] += nbytes;
+            if (m->mem[best] > m->peak[best]) m->peak[best] = m->mem[best];
+            m->mem[best] -= m->donated[best][h];
+            tsr__wstats st = m->s.w[best].st;
+            st.chunk_bytes = m->mem[best];
+            tsr__sched_worker_stats(&m->s, (uint32_t)best, &st);
+        }
         cr_assert_eq(tsr__sched_done(&m->s, (uint32_t)best, k.job, k.task, nbytes, m->run[best][h]),
                      0);
         sim_drain(m);
@@ -392,6 +418,139 @@ Test(placement, trace_records_travel_in_finished) {
     msgpack_unpacked_destroy(&up);
     msgpack_sbuffer_destroy(&b);
     tsr__sched_free(&m.s);
+}
+
+/* ---- memory (issue 11): roots throttled by bytes, placement by room ---- */
+
+/* A sum of 64 roots of 1 MiB each (opaque sources, so they run as tasks), in groups of 8 under
+ * combines of 1 KiB, then one combine of the 8: lowered depth-first, as lowering emits it. The
+ * roots are tiny (200 us, and expected to be so), so the in-flight window is deep enough to
+ * take every root at once. */
+static uint32_t sum_of_roots(gb *g) {
+    memset(g, 0, sizeof *g);
+    uint32_t groups[8];
+    for (int c = 0; c < 8; c++) {
+        uint32_t r[8];
+        for (int i = 0; i < 8; i++) {
+            r[i] = gb_task(g, 0, NULL);
+            g->nbytes[r[i]] = 1u << 20;
+            g->flops[r[i]] = 1;
+        }
+        groups[c] = gb_task(g, 8, r);
+        g->nbytes[groups[c]] = 1024;
+        g->flops[groups[c]] = 1;
+    }
+    uint32_t total = gb_task(g, 8, groups);
+    g->nbytes[total] = 1024;
+    g->outputs[g->nout++] = total;
+    return total;
+}
+
+static uint64_t roots_peak(uint64_t mem_limit) {
+    sim *m = sim_new();
+    sim_add(m, 0, TSR__KIND_CPU);
+    m->slow[0] = 2e-4;
+    m->sizes = 1;
+    m->memtrack = 1;
+    m->s.w[0].mem_limit = mem_limit; /* from its hello */
+    gb g;
+    sum_of_roots(&g);
+    m->job = submit(&m->s, &g);
+    sim_run(m, 1);
+    cr_assert_eq(m->ran[0], 64 + 9);
+    cr_assert_eq(m->mem[0], 1024, "only the output is left");
+    uint64_t peak = m->peak[0];
+    sim_free(m);
+    return peak;
+}
+
+Test(placement, roots_are_released_within_the_memory_limit) {
+    /* Without a limit the deep window takes every root before their combines can run: the
+     * worker holds them all. With a 32 MiB limit roots go out only while what the worker will
+     * hold stays under half of it (16 MiB), beyond the window's minimum of two tasks; their
+     * combines, ready as soon as their eight inputs are, run before later roots. */
+    uint64_t unlimited = roots_peak(0);
+    cr_assert_geq(unlimited, 48u << 20, "peak %llu: the test does not exercise the window",
+                  (unsigned long long)unlimited);
+    uint64_t limited = roots_peak(32u << 20);
+    cr_log_info("peak chunk bytes: %llu without a limit, %llu with 32 MiB",
+                (unsigned long long)unlimited, (unsigned long long)limited);
+    cr_assert_leq(limited, (16u << 20) + (2u << 20) + (64u << 10), "peak %llu bytes",
+                  (unsigned long long)limited);
+    cr_assert_geq(limited, 8u << 20, "a combine's eight inputs are held at once");
+}
+
+/* 24 chains r -> t: r tiny, t makes 1 MiB that the client asked for (so it stays). w0 has a
+ * 4 MiB limit, w1 64 MiB. Each t is ready where its r ran, and would stay there by earliest
+ * finish (its input is there); once w0 has no room for another MiB, t goes to w1. */
+static void held_outputs(sim *m, uint64_t limit0) {
+    sim_init(m, 2);
+    m->sizes = 1;
+    m->memtrack = 1;
+    m->s.w[0].mem_limit = limit0;
+    m->s.w[1].mem_limit = limit0 ? 64u << 20 : 0;
+    gb g = {0};
+    for (int i = 0; i < 24; i++) {
+        uint32_t r = gb_task(&g, 0, NULL);
+        uint32_t t = gb_task(&g, 1, (uint32_t[]){r});
+        g.nbytes[t] = 1u << 20;
+        g.outputs[g.nout++] = t;
+    }
+    m->job = submit(&m->s, &g);
+    sim_run(m, 2);
+}
+
+Test(placement, a_worker_without_room_is_skipped_while_another_has_room) {
+    sim *m = sim_new();
+    held_outputs(m, 0);
+    cr_assert_geq(m->peak[0], 8u << 20, "without limits w0 keeps its share: %llu",
+                  (unsigned long long)m->peak[0]);
+    sim_free(m);
+
+    m = sim_new();
+    held_outputs(m, 4u << 20);
+    cr_assert_leq(m->peak[0], (4u << 20) + (16u << 10), "w0 holds %llu bytes",
+                  (unsigned long long)m->peak[0]);
+    cr_assert_eq(m->mem[0] + m->mem[1], 24u << 20, "every output is held somewhere");
+    cr_assert_geq(m->mem[1], 20u << 20);
+    sim_free(m);
+}
+
+/* Two workers near their 100 MiB limits (as reported: 99 MiB of chunks); a task b whose 64 MiB
+ * input a was just made on one of them, making 2 MiB. Returns whether b goes where a is. With
+ * room for b on the other worker (room != 0), it goes there, 64 MiB transfer and all; with room
+ * nowhere the rule ranks both alike and earliest finish decides as without it: b stays. */
+static int follows_its_input(int room) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
+    gb g = {0};
+    uint32_t a = gb_task(&g, 0, NULL);
+    uint32_t b = gb_task(&g, 1, (uint32_t[]){a});
+    g.nbytes[a] = 64u << 20;
+    g.nbytes[b] = 2u << 20;
+    g.outputs[g.nout++] = b;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    tsr__sjob *j = tsr__sched_job(&s, job);
+    uint32_t wa = j->t[a].where;
+    for (uint32_t w = 0; w < 2; w++) {
+        s.w[w].mem_limit = 100u << 20;
+        tsr__wstats st = s.w[w].st;
+        st.chunk_bytes = room && w != wa ? 90u << 20 : 99u << 20;
+        tsr__sched_worker_stats(&s, w, &st);
+    }
+    cr_assert_eq(tsr__sched_done(&s, wa, job, a, 64u << 20, 0.01), 0);
+    int follows = j->t[b].where == wa;
+    tsr__sched_free(&s);
+    return follows;
+}
+
+Test(placement, memory_ranks_before_finish_time) {
+    cr_assert(follows_its_input(0), "no room anywhere: b stays with its input");
+    cr_assert_not(follows_its_input(1), "room on the other worker: b goes there");
 }
 
 /* ---- GPU workers (issue 10) ---- */

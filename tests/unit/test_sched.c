@@ -545,6 +545,165 @@ Test(sched_state, bogus_reports) {
     tsr__sched_free(&s);
 }
 
+/* ---- pause (issue 11): a worker over its pause threshold gets no new work ---- */
+
+/* The worker's st as it would report it, with only `paused` changed. */
+static void set_paused(tsr__sched *s, uint32_t wid, int paused) {
+    tsr__wstats st = s->w[wid].st;
+    st.paused = paused;
+    tsr__sched_worker_stats(s, wid, &st);
+}
+
+/* n independent 10 ms tasks, all outputs. */
+static void independent(gb *g, uint32_t n) {
+    memset(g, 0, sizeof *g);
+    for (uint32_t i = 0; i < n; i++) {
+        gb_task(g, 0, NULL);
+        g->outputs[g->nout++] = i;
+    }
+}
+
+static size_t computes_to(const acts *x, uint32_t w) {
+    size_t n = 0;
+    for (size_t i = 0; i < x->n; i++) n += x->a[i].kind == TSR__ACT_COMPUTE && x->a[i].worker == w;
+    return n;
+}
+
+Test(sched_state, pause_stops_compute_and_others_steal_the_backlog) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
+    gb g;
+    independent(&g, 12);
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    /* Windows of two 10 ms tasks each, and the rest in backlogs (w0 has some). */
+    cr_assert_eq(computes_to(&x, w0), 2);
+    cr_assert_eq(computes_to(&x, w1), 2);
+    cr_assert_gt(s.w[w0].backlog.n, 0);
+    tsr__key r0 = s.w[w0].inflight.v[0], r1 = s.w[w0].inflight.v[1];
+
+    set_paused(&s, w0, 1);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 0, "pausing sends nothing and takes nothing back");
+    /* Its running tasks are reported as usual; its window is not refilled. */
+    cr_assert_eq(tsr__sched_done(&s, w0, job, r0.task, 10, 0.01), 0);
+    cr_assert_eq(tsr__sched_done(&s, w0, job, r1.task, 10, 0.01), 0);
+    drain(&s, &x);
+    cr_assert_eq(computes_to(&x, w0), 0);
+    cr_assert_eq(s.w[w0].inflight.n, 0);
+
+    /* w1 runs its own work, then takes w0's backlog: the job finishes while w0 is paused. */
+    int ran[12] = {0};
+    ran[r0.task] = ran[r1.task] = 1;
+    for (int guard = 0; guard < 100 && !has_finished(&x, job); guard++) {
+        cr_assert_gt(s.w[w1].inflight.n, 0, "w1 has nothing to run and the job is not done");
+        tsr__key k = s.w[w1].inflight.v[0];
+        cr_assert_eq(tsr__sched_done(&s, w1, job, k.task, 10, 0.01), 0);
+        ran[k.task]++;
+        drain(&s, &x);
+        cr_assert_eq(computes_to(&x, w0), 0, "a compute for the paused worker");
+    }
+    cr_assert(has_finished(&x, job));
+    for (int t = 0; t < 12; t++) cr_assert_eq(ran[t], 1, "task %d ran %d times", t, ran[t]);
+    cr_assert_eq(s.w[w0].backlog.n, 0, "w1 took all of w0's backlog");
+    tsr__sched_free(&s);
+}
+
+Test(sched_state, resuming_refills_the_window_at_once) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    gb g;
+    independent(&g, 6);
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 2);
+    set_paused(&s, w, 1);
+    cr_assert_eq(tsr__sched_done(&s, w, job, 0, 10, 0.01), 0);
+    cr_assert_eq(tsr__sched_done(&s, w, job, 1, 10, 0.01), 0);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 0);
+    /* Paused again (a repeated st): still nothing. */
+    set_paused(&s, w, 1);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 0);
+    /* The st that ends the pause refills the window by itself, before any balance. */
+    set_paused(&s, w, 0);
+    cr_assert_eq(s.w[w].inflight.n, 2, "the window is refilled by the report itself");
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_COMPUTE, w, 2) && has(&x, TSR__ACT_COMPUTE, w, 3));
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 2);
+    tsr__sched_free(&s);
+}
+
+Test(sched_state, new_tasks_avoid_a_paused_worker) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
+    set_paused(&s, w0, 1);
+    /* A chain whose first half has w0 as home: all of it goes to w1 while w0 is paused. */
+    gb g = {0};
+    uint32_t prev = gb_task(&g, 0, NULL);
+    for (int i = 1; i < 8; i++) prev = gb_task(&g, 1, (uint32_t[]){prev});
+    g.outputs[g.nout++] = prev;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    tsr__sjob *j = tsr__sched_job(&s, job);
+    cr_assert_eq(j->t[0].home, w0, "the partition still gives w0 a share");
+    for (uint32_t t = 0; t < 8; t++) {
+        /* Placed on w1 (checked before the turn's balance, which could steal it back). */
+        cr_assert_eq(j->t[t].where, w1, "task %u placed on w%u", t, j->t[t].where);
+        drain(&s, &x);
+        cr_assert(has(&x, TSR__ACT_COMPUTE, w1, t), "task %u not sent to w1", t);
+        cr_assert_eq(computes_to(&x, w0), 0);
+        cr_assert_eq(tsr__sched_done(&s, w1, job, t, 10, 0.01), 0);
+    }
+    drain(&s, &x);
+    cr_assert(has_finished(&x, job));
+    tsr__sched_free(&s);
+}
+
+Test(sched_state, every_worker_paused_waits_then_resumes) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
+    set_paused(&s, w0, 1);
+    set_paused(&s, w1, 1);
+    gb g;
+    independent(&g, 6);
+    acts x;
+    uint32_t job = submit(&s, &g);
+    /* Nothing is sent and nothing fails; balancing again and again emits nothing (the server
+     * flushes only when something arrives, so nothing spins either). */
+    for (int turn = 0; turn < 5; turn++) {
+        drain(&s, &x);
+        cr_assert_eq(x.n, 0, "turn %d: %zu actions while every worker is paused", turn, x.n);
+    }
+    cr_assert_eq(s.count[TSR__TS_QUEUED], 6, "every task waits in a backlog");
+    cr_assert_eq(s.w[w0].backlog.n + s.w[w1].backlog.n, 6);
+
+    /* w1 resumes: it runs its backlog, then steals w0's, while w0 stays paused. */
+    set_paused(&s, w1, 0);
+    drain(&s, &x);
+    cr_assert_eq(computes_to(&x, w1), 2);
+    for (int guard = 0; guard < 100 && !has_finished(&x, job); guard++) {
+        cr_assert_gt(s.w[w1].inflight.n, 0);
+        tsr__key k = s.w[w1].inflight.v[0];
+        cr_assert_eq(tsr__sched_done(&s, w1, job, k.task, 10, 0.01), 0);
+        drain(&s, &x);
+        cr_assert_eq(computes_to(&x, w0), 0);
+    }
+    cr_assert(has_finished(&x, job));
+    cr_assert_eq(tsr__sched_job(&s, job)->wtasks[w1], 6, "w1 ran all six");
+    tsr__sched_free(&s);
+}
+
 /* ---- submit decoding ---- */
 
 static void pack_graph(msgpack_sbuffer *b, int variant) {
@@ -1015,6 +1174,128 @@ Test(sched_socket, gpu_worker_figures_reach_monitors, .timeout = 30) {
     cr_assert_eq(t.rc, 0);
     tsr_scheduler_free(t.s);
     msgpack_sbuffer_destroy(&c);
+    msgpack_sbuffer_destroy(&b);
+    msgpack_unpacked_destroy(&up);
+}
+
+/* The monitor's view of worker `name`, asked for until it has read what `ready` waits for (the
+ * worker's report and the monitor's request travel on different connections). */
+static void await_winfo(int mon, const char *name, int (*ready)(const tsr__m_winfo *),
+                        msgpack_unpacked *up, char *buf, size_t cap, tsr__msg *m,
+                        tsr__m_winfo *wi) {
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    for (int tries = 0; tries < 1000; tries++) {
+        tsr__msg_pack_info(&b, &(tsr__msg_info){0});
+        send_frame(mon, &b, NULL, 0);
+        expect_type(mon, "info", up, buf, cap, m);
+        find_winfo(m, name, wi);
+        if (ready(wi)) break;
+        usleep(2000);
+    }
+    msgpack_sbuffer_destroy(&b);
+    cr_assert(ready(wi), "the monitor never saw it");
+}
+
+static int is_paused(const tsr__m_winfo *wi) {
+    return TSR__M_HAS(winfo, wi, paused) && wi->paused;
+}
+
+/* A done with no items and st {paused: true} is accepted (the worker stays connected), reaches
+ * monitors, and holds back the worker's work; the one with paused: false sends it at once. */
+Test(sched_socket, a_paused_worker_gets_work_when_it_resumes, .timeout = 30) {
+    srv_thread t = {.rc = -1};
+    start_sched(&t);
+    static char buf[1 << 16];
+    tsr__msg m;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+
+    int cl = dial(t.port);
+    pack_hello(&b, TSR_PROTOCOL_VERSION, "client", NULL);
+    send_frame(cl, &b, NULL, 0);
+    expect_type(cl, "welcome", &up, buf, sizeof buf, &m);
+    int wk = dial(t.port);
+    pack_hello(&b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1");
+    send_frame(wk, &b, NULL, 0);
+    expect_type(wk, "welcome", &up, buf, sizeof buf, &m);
+    int mon = dial(t.port);
+    pack_hello(&b, TSR_PROTOCOL_VERSION, "monitor", NULL);
+    send_frame(mon, &b, NULL, 0);
+    expect_type(mon, "welcome", &up, buf, sizeof buf, &m);
+    expect_type(mon, "info", &up, buf, sizeof buf, &m);
+    tsr__m_winfo wi;
+    find_winfo(&m, "test", &wi);
+    cr_assert_not(TSR__M_HAS(winfo, &wi, paused), "no disk tier reported yet");
+
+    /* The worker pauses: {t:"done", items:[], st:{spilled_bytes, disk_bytes, paused:true}}. */
+    tsr__msg_done d = {.items = {.n = 0}};
+    d.st = (tsr__m_wstats){.spilled_bytes = 5u << 20, .disk_bytes = 5u << 20, .paused = 1};
+    d.st.has = TSR__M_BIT(wstats, spilled_bytes) | TSR__M_BIT(wstats, disk_bytes) |
+               TSR__M_BIT(wstats, paused);
+    TSR__MSG_SET(done, &d, st);
+    tsr__msg_pack_done(&b, &d);
+    send_frame(wk, &b, NULL, 0);
+    await_winfo(mon, "test", is_paused, &up, buf, sizeof buf, &m, &wi);
+    cr_assert(wi.spilled_bytes == 5u << 20 && wi.disk_bytes == 5u << 20 &&
+              TSR__M_HAS(winfo, &wi, unspilled_bytes) && wi.unspilled_bytes == 0);
+
+    /* A two-task graph: accepted, queued for the paused worker, not sent. */
+    msgpack_sbuffer g;
+    msgpack_sbuffer_init(&g);
+    pack_graph(&g, 0);
+    tsr__msg_submit sub = {.n = g.size};
+    TSR__MSG_SET(submit, &sub, n);
+    tsr__msg_pack_submit(&b, &sub);
+    send_frame(cl, &b, g.data, g.size);
+    expect_type(cl, "accepted", &up, buf, sizeof buf, &m);
+    uint32_t job = m.u.accepted.job;
+    tsr__msg_pack_info(&b, &(tsr__msg_info){0});
+    send_frame(mon, &b, NULL, 0); /* read after the submit's turn: its flush is done */
+    expect_type(mon, "info", &up, buf, sizeof buf, &m);
+    find_winfo(&m, "test", &wi);
+    cr_assert(wi.running == 0 && wi.queued == 1, "running %llu, queued %llu",
+              (unsigned long long)wi.running, (unsigned long long)wi.queued);
+
+    /* It resumes: the compute follows at once, and the job runs as usual. */
+    d.st.paused = 0;
+    tsr__msg_pack_done(&b, &d);
+    send_frame(wk, &b, NULL, 0);
+    for (int task = 0; task < 2; task++) {
+        expect_type(wk, "compute", &up, buf, sizeof buf, &m);
+        tsr__m_task tk;
+        cr_assert_eq(TSR__LIST_GET(&m.u.compute.tasks, task, 0, &tk), 0);
+        cr_assert_eq(tk.id, (uint32_t)task);
+        tsr__m_done_item it = {.job = job, .id = (uint32_t)task, .nbytes = 64};
+        tsr__msg_pack_done(&b, &(tsr__msg_done){.items = {.n = 1, .v = &it}});
+        send_frame(wk, &b, NULL, 0);
+    }
+    for (;;) {
+        cr_assert_eq(recv_frame(cl, &up, buf, sizeof buf), 0);
+        cr_assert_eq(tsr__msg_decode(&up.data, &m, NULL, 0), 0);
+        if (m.type == TSR__MSG_finished) break;
+        cr_assert_eq(m.type, TSR__MSG_progress);
+    }
+    /* finished's stats carry the worker's disk tier as it last reported it. */
+    tsr__m_worker_stat ws;
+    cr_assert_eq(m.u.finished.stats.workers.n, 1);
+    cr_assert_eq(TSR__LIST_GET(&m.u.finished.stats.workers, worker_stat, 0, &ws), 0);
+    cr_assert(TSR__M_HAS(worker_stat, &ws, paused) && ws.paused == 0 &&
+              ws.spilled_bytes == 5u << 20 && ws.disk_bytes == 5u << 20);
+
+    tsr__msg_pack_shutdown(&b, &(tsr__msg_shutdown){0});
+    send_frame(cl, &b, NULL, 0);
+    expect_closed(wk);
+    expect_closed(cl);
+    close(wk);
+    close(cl);
+    close(mon);
+    pthread_join(t.th, NULL);
+    cr_assert_eq(t.rc, 0);
+    tsr_scheduler_free(t.s);
+    msgpack_sbuffer_destroy(&g);
     msgpack_sbuffer_destroy(&b);
     msgpack_unpacked_destroy(&up);
 }

@@ -168,3 +168,85 @@ Test(top, no_device_figures_no_device_row) {
     top_hist_clear(&h);
     tsr__sched_free(&s);
 }
+
+/* ---- the disk tier (issue 11) ---- */
+
+static void disk_stats(tsr__sched *s, uint32_t wid, uint64_t spilled, uint64_t unspilled,
+                       uint64_t on_disk, int paused) {
+    s->w[wid].spill = 1; /* as conn.c marks a worker whose st reported its disk tier */
+    tsr__wstats st = s->w[wid].st;
+    st.spilled_bytes = spilled;
+    st.unspilled_bytes = unspilled;
+    st.disk_bytes = on_disk;
+    st.paused = paused;
+    tsr__sched_worker_stats(s, wid, &st);
+}
+
+/* A worker that spills gets a second row (disk now, spilled and read back, in all and per
+ * second), PAUSED leading it while it is paused; a worker with a disk tier that has spilled
+ * nothing keeps its one row; a worker without one has none of the fields. */
+Test(top, spilling_worker_gets_a_disk_row_and_paused_is_marked) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t a = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "spiller");
+    uint32_t b = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "calm");
+    tsr__sched_add_worker(&s, 3, 1, TSR__KIND_CPU, "127.0.0.1:9003", "nolimit");
+    s.w[a].mem_limit = s.w[b].mem_limit = 4ull << 30;
+
+    top_hist h = {0};
+    disk_stats(&s, a, 1ull << 30, 256u << 20, 768u << 20, 0);
+    disk_stats(&s, b, 0, 0, 0, 0);
+    top_hist_push(&h, snapshot(&s, 10.0), 1.0);
+    disk_stats(&s, a, 2ull << 30, 512u << 20, 1536u << 20, 1);
+    top_hist_push(&h, snapshot(&s, 12.0), 3.0);
+    json_t *v = top_view(&h);
+    cr_assert_not_null(v);
+
+    /* --json: the figures as reported, rates over the 2 s between snapshots, and totals. */
+    const json_t *wl = json_object_get(v, "wlist");
+    const json_t *wa = json_array_get(wl, 0), *wb = json_array_get(wl, 1),
+                 *wc = json_array_get(wl, 2);
+    cr_assert(json_is_true(json_object_get(wa, "paused")));
+    cr_assert_eq(json_integer_value(json_object_get(wa, "spilled_bytes")), 2ll << 30);
+    cr_assert_eq(json_integer_value(json_object_get(wa, "unspilled_bytes")), 512ll << 20);
+    cr_assert_eq(json_integer_value(json_object_get(wa, "disk_bytes")), 1536ll << 20);
+    cr_assert_float_eq(json_number_value(json_object_get(wa, "spilled_per_s")),
+                       (double)(512u << 20), 1);
+    cr_assert_float_eq(json_number_value(json_object_get(wa, "unspilled_per_s")),
+                       (double)(128u << 20), 1);
+    cr_assert(json_is_false(json_object_get(wb, "paused")));
+    cr_assert_eq(json_integer_value(json_object_get(wb, "spilled_bytes")), 0);
+    cr_assert_null(json_object_get(wc, "paused"), "no disk tier, no fields");
+    cr_assert_null(json_object_get(wc, "spilled_per_s"));
+    cr_assert_eq(json_integer_value(json_object_get(v, "disk_bytes")), 1536ll << 20);
+    cr_assert_eq(json_integer_value(json_object_get(v, "paused_workers")), 1);
+
+    char *text = draw(v, 80);
+    cr_log_info("\n%s", text);
+    char row[256];
+    cr_assert(line_of(text, " spiller", row, sizeof row), "%s", text);
+    cr_assert(line_of(text, "   PAUSED  disk 1.5G", row, sizeof row), "%s", text);
+    cr_assert(strstr(row, "spilled 2.0G 512M/s") && strstr(row, "read back 512M 128M/s"), "%s",
+              row);
+    /* Right under its worker's row; the others keep one row each. */
+    const char *at = strstr(text, " spiller");
+    cr_assert(strncmp(strchr(at, '\n') + 1, "   PAUSED", 9) == 0, "%s", text);
+    at = strstr(text, " calm");
+    cr_assert(strncmp(strchr(at, '\n') + 1, " nolimit", 8) == 0, "%s", text);
+    cr_assert_null(strstr(strstr(text, "disk ") + 1, "disk "), "one disk row: %s", text);
+    free(text);
+    json_decref(v);
+
+    /* Resumed: the row stays (it has spilled), without the flag. */
+    disk_stats(&s, a, 2ull << 30, 512u << 20, 1024u << 20, 0);
+    top_hist_push(&h, snapshot(&s, 13.0), 4.0);
+    v = top_view(&h);
+    text = draw(v, 80);
+    cr_assert(line_of(text, "   disk 1.0G  spilled 2.0G", row, sizeof row), "%s", text);
+    cr_assert_not(strstr(text, "PAUSED"), "%s", text);
+    cr_assert_eq(json_integer_value(json_object_get(v, "paused_workers")), 0);
+    free(text);
+    json_decref(v);
+    top_hist_clear(&h);
+    tsr__sched_free(&s);
+}

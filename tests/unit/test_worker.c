@@ -856,3 +856,36 @@ Test(worker, malformed_compute_input_is_refused_whole) {
     cr_assert_eq(get_frame(s.fd, &s.up, &payload, &plen), -1, "a frame before the close");
     session_end(&s);
 }
+
+/* ---- st: the disk tier's figures (issue 11) ---------------------------------------------- */
+
+/* tsr__stats_fill sends the disk tier's four fields only while the tier is on, paused: false
+ * included (the scheduler keeps the last value of an absent field, so a resumed worker must say
+ * so), and none of them from a worker without one. */
+Test(worker, st_carries_the_disk_tier_only_when_on) {
+    tsr__worker *w = calloc(1, sizeof *w);
+    cr_assert_not_null(w);
+    w->st.status_fd = -1;
+    w->st.rss_at = -1;
+    tsr__m_wstats out;
+    const uint64_t bits = TSR__M_BIT(wstats, spilled_bytes) | TSR__M_BIT(wstats, unspilled_bytes) |
+                          TSR__M_BIT(wstats, disk_bytes) | TSR__M_BIT(wstats, paused);
+    w->st.spill = (wspillstats){.spilled_bytes = 9}; /* off: whatever it holds stays home */
+    tsr__stats_fill(w, &out);
+    cr_assert_eq(out.has & bits, 0);
+    cr_assert(TSR__M_HAS(wstats, &out, chunk_bytes), "the rest as before");
+
+    w->st.spill = (wspillstats){.on = 1,
+                                .spilled_bytes = 5u << 20,
+                                .unspilled_bytes = 1u << 20,
+                                .disk_bytes = 4u << 20,
+                                .paused = 1};
+    tsr__stats_fill(w, &out);
+    cr_assert_eq(out.has & bits, bits);
+    cr_assert(out.spilled_bytes == 5u << 20 && out.unspilled_bytes == 1u << 20 &&
+              out.disk_bytes == 4u << 20 && out.paused == 1);
+    w->st.spill.paused = 0;
+    tsr__stats_fill(w, &out);
+    cr_assert(TSR__M_HAS(wstats, &out, paused) && out.paused == 0);
+    free(w);
+}
