@@ -205,10 +205,13 @@ void tsr__spill_touch(tsr__worker *w, uint64_t job, uint64_t id) {
     lru_append(w, e);
 }
 
+static void unqueue(tsr__worker *w, wspill *e);
+
 /* A record whose chunk went (already out of the map): its file goes too, by the I/O thread. A
  * request under way finds no record when it completes and cleans up after itself. */
 static void entry_free(tsr__worker *w, wspill *e) {
     lru_unlink(w, e);
+    unqueue(w, e);
     if (e->on_disk) {
         w->st.spill.disk_bytes -= e->bytes;
         if (!e->writing && !e->reading) request(w, WIO_UNLINK, e->job, e->id, NULL);
@@ -228,8 +231,10 @@ void tsr__spill_forget(tsr__worker *w, uint64_t job, uint64_t id) {
 
 /* ---- reading back ---------------------------------------------------------------------------- */
 
-static int start_read(tsr__worker *w, wspill *e) {
-    if (e->reading) return 0;
+/* Reads take memory: one starts while the bytes held and being read stay under the spill
+ * threshold, or when no other read is under way (so that reads always progress); the others
+ * wait in a queue, in order (a task's window can ask for many at once). */
+static int submit_read(tsr__worker *w, wspill *e) {
     tsr__buf *b = tsr__chunkmem_new(&w->mem, e->bytes);
     if (!b) return -ENOMEM;
     if (!request(w, WIO_READ, e->job, e->id, b)) {
@@ -237,6 +242,55 @@ static int start_read(tsr__worker *w, wspill *e) {
         return -ENOMEM;
     }
     e->reading = 1;
+    w->spill_reading += e->bytes;
+    return 0;
+}
+
+static int read_fits(tsr__worker *w, size_t bytes) {
+    uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
+    return w->spill_reading == 0 || held + bytes <= w->spill_hi;
+}
+
+/* Starts queued reads as memory allows. */
+static void pump_reads(tsr__worker *w) {
+    while (w->rd_head && read_fits(w, w->rd_head->bytes)) {
+        wspill *e = w->rd_head;
+        w->rd_head = e->rd_next;
+        if (!w->rd_head) w->rd_tail = NULL;
+        e->rd_next = NULL;
+        e->queued = 0;
+        if (submit_read(w, e) != 0) {
+            wwaiter *deps = e->waiters;
+            size_t n = e->nwaiters;
+            e->waiters = NULL;
+            e->nwaiters = e->waiters_cap = 0;
+            tsr__task_inputs_failed(w, deps, n, "no memory to read a spilled input back");
+            free(deps);
+        }
+    }
+}
+
+static void unqueue(tsr__worker *w, wspill *e) {
+    if (!e->queued) return;
+    wspill **pp = &w->rd_head;
+    while (*pp && *pp != e) pp = &(*pp)->rd_next;
+    if (*pp) *pp = e->rd_next;
+    w->rd_tail = NULL;
+    for (wspill *q = w->rd_head; q; q = q->rd_next) w->rd_tail = q;
+    e->queued = 0;
+    e->rd_next = NULL;
+}
+
+static int start_read(tsr__worker *w, wspill *e) {
+    if (e->reading || e->queued) return 0;
+    if (!w->rd_head && read_fits(w, e->bytes)) return submit_read(w, e);
+    e->queued = 1;
+    e->rd_next = NULL;
+    if (w->rd_tail)
+        w->rd_tail->rd_next = e;
+    else
+        w->rd_head = e;
+    w->rd_tail = e;
     return 0;
 }
 
@@ -314,6 +368,8 @@ void tsr__spill_check(tsr__worker *w) {
             w->spill_writing += e->bytes;
         }
     }
+    pump_reads(w);
+    tsr__task_pump_fetches(w);
     if (held > w->pause_hi)
         set_paused(w, 1);
     else if (held < w->pause_lo)
@@ -357,6 +413,7 @@ int tsr__spill_done(tsr__worker *w) {
             }
             tsr__chunkmem_unref(&w->mem, r->buf);
         } else if (r->op == WIO_READ) {
+            w->spill_reading -= r->buf->size;
             if (!e || !e->reading) {
                 tsr__chunkmem_unref(&w->mem, r->buf); /* freed while being read */
                 request(w, WIO_UNLINK, r->job, r->id, NULL);
@@ -396,6 +453,7 @@ int tsr__spill_done(tsr__worker *w) {
         free(r);
         r = next;
     }
+    pump_reads(w);
     return back;
 }
 

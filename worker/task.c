@@ -352,6 +352,29 @@ void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why) {
     free(ws);
 }
 
+/* A fetch takes memory when its bytes arrive: with a memory limit, while the worker holds more
+ * than its spill threshold, new fetches wait until it holds less, or until none is under way (so
+ * that fetches always progress). */
+static int fetch_fits(tsr__worker *w) {
+    if (!w->io_started || (w->st.nfetch == 0 && !w->fd_head)) return 1;
+    if (w->fd_head) return 0; /* keep the order */
+    return atomic_load_explicit(&w->mem.bytes, memory_order_relaxed) <= w->spill_hi;
+}
+
+void tsr__task_pump_fetches(tsr__worker *w) {
+    while (w->fd_head &&
+           (w->st.nfetch == 0 ||
+            atomic_load_explicit(&w->mem.bytes, memory_order_relaxed) <= w->spill_hi)) {
+        wfetch *f = w->fd_head;
+        w->fd_head = f->dnext;
+        if (!w->fd_head) w->fd_tail = NULL;
+        f->dnext = NULL;
+        tsr__stats_fetch_begin(&w->st);
+        int rc = tsr__peer_fetch(w, f, f->daddr);
+        if (rc < 0) tsr__worker_fetch_failed(w, f, tsr_strerror(rc));
+    }
+}
+
 static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
     wtask_in *in = &t->in[k];
     char where[80];
@@ -367,16 +390,28 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
         f->job = in->job;
         f->id = in->id;
         f->traced = t->traced; /* every user of (job, id) is of the same job */
-        tsr__stats_fetch_begin(&w->st);
-        int rc = tsr__peer_fetch(w, f, where);
-        if (rc < 0) {
-            char msg[200];
-            tsr__worker_fetch_failed(w, f, tsr_strerror(rc));
-            snprintf(msg, sizeof msg, "could not fetch input (%llu,%llu) from %s: %s",
-                     (unsigned long long)in->job, (unsigned long long)in->id, where,
-                     tsr_strerror(rc));
-            input_failed(w, t, k, msg);
-            return;
+        if (!fetch_fits(w)) {
+            /* Over the spill threshold with fetches under way: asked for later, in order. */
+            f->state = FETCH_WAITING;
+            f->w = w;
+            memcpy(f->daddr, where, sizeof f->daddr);
+            if (w->fd_tail)
+                w->fd_tail->dnext = f;
+            else
+                w->fd_head = f;
+            w->fd_tail = f;
+        } else {
+            tsr__stats_fetch_begin(&w->st);
+            int rc = tsr__peer_fetch(w, f, where);
+            if (rc < 0) {
+                char msg[200];
+                tsr__worker_fetch_failed(w, f, tsr_strerror(rc));
+                snprintf(msg, sizeof msg, "could not fetch input (%llu,%llu) from %s: %s",
+                         (unsigned long long)in->job, (unsigned long long)in->id, where,
+                         tsr_strerror(rc));
+                input_failed(w, t, k, msg);
+                return;
+            }
         }
     }
     f->users++;
@@ -759,6 +794,7 @@ void tsr__task_cleanup(tsr__worker *w) {
     w->qhead = w->qtail = w->chead = w->ctail = w->rq_head = w->rq_tail = NULL;
     for (size_t i = 0; i < w->fetched.cap; i++)
         if (w->fetched.slots[i].val) fetch_free(w, w->fetched.slots[i].val);
+    w->fd_head = w->fd_tail = NULL; /* held-back fetches were in w->fetched: freed above */
     tsr__kmap_free(&w->fetched);
     tsr__kmap_free(&w->pending);
     rep_cleanup(w);

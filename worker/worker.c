@@ -668,8 +668,7 @@ int tsr_worker_run(tsr_worker *h) {
         tsr__log(&w->log, TSR_LOG_INFO,
                  "spilled %llu bytes to disk, read %llu back (memory limit %lld bytes)",
                  (unsigned long long)w->st.spill.spilled_bytes,
-                 (unsigned long long)w->st.spill.unspilled_bytes,
-                 (long long)w->opts->memory_limit);
+                 (unsigned long long)w->st.spill.unspilled_bytes, (long long)w->opts->memory_limit);
     if (w->gpu) {
         tsr__devstats ds;
         tsr__devtier_read(&w->dev, &ds);

@@ -286,6 +286,10 @@ struct wfetch {
     wwaiter *waiters; /* inputs waiting for the bytes */
     size_t nwaiters, waiters_cap;
     size_t users; /* task inputs holding this copy; at 0 (and READY) the copy is dropped */
+    /* Not asked for yet: the worker is over its spill threshold (task.c, tsr__task_pump_fetches).
+     */
+    struct wfetch *dnext;
+    char daddr[80];
 };
 
 /* A replica: a source chunk this worker made itself for its own tasks (RECOMPUTE), kept in the
@@ -321,6 +325,8 @@ typedef struct wspill {
     uint8_t writing; /* a write is under way */
     uint8_t reading; /* a read is under way; waiters wait for it */
     uint8_t linked;  /* in the least-recently-used list (its bytes are in memory) */
+    uint8_t queued;  /* wants reading, waits for memory (in w->rd_head's list) */
+    struct wspill *rd_next;
     wwaiter *waiters;
     size_t nwaiters, waiters_cap;
     struct wspill *prev, *next;
@@ -355,6 +361,8 @@ int tsr__spill_done(tsr__worker *w);
 /* task.c, for the disk tier: a chunk the waiters need is here again, or could not be read. */
 void tsr__task_inputs_ready(tsr__worker *w, wwaiter *deps, size_t n, const tsr__chunk *ch);
 void tsr__task_inputs_failed(tsr__worker *w, wwaiter *deps, size_t n, const char *msg);
+/* Asks for the fetches held back while the worker held too much, as far as memory allows now. */
+void tsr__task_pump_fetches(tsr__worker *w);
 
 /* Gets outstanding per peer connection: tiny chunks need many per round trip. */
 #define TSR__PEER_MAX_INFLIGHT 64
@@ -531,9 +539,12 @@ struct tsr__worker {
     wspill *sp_old, *sp_new; /* those in memory, least recently used first */
     uint64_t spill_hi, spill_lo, pause_hi, pause_lo; /* bytes; 0 without a limit */
     uint64_t spill_writing;                          /* bytes being written now */
-    char spill_path[4096]; /* the worker's own spill directory; "" until the first spill */
-    int spill_broken;      /* a write failed: the worker keeps its chunks in memory */
-    int spill_report;      /* the paused state changed: send st at the end of the turn */
+    uint64_t spill_reading;                          /* bytes being read back now */
+    wspill *rd_head, *rd_tail; /* reads waiting for memory, first come first served */
+    wfetch *fd_head, *fd_tail; /* fetches held back for memory (task.c), in order */
+    char spill_path[4096];     /* the worker's own spill directory; "" until the first spill */
+    int spill_broken;          /* a write failed: the worker keeps its chunks in memory */
+    int spill_report;          /* the paused state changed: send st at the end of the turn */
     int io_ok, io_started, io_stop;
     pthread_t io_th;
     pthread_mutex_t iomu; /* io_head, io_tail, io_stop */
