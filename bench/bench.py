@@ -32,7 +32,7 @@ BUILD = os.path.join(HERE, ".build")
 BIN = os.path.join(BUILD, "bin")
 PY = "/usr/bin/python3"  # Debian's Python, where python3-dask lives (not a pyenv shim)
 HZ = os.sysconf("SC_CLK_TCK")
-SECTIONS = ["matmul", "small", "transfers", "memory", "imbalance", "traffic"]
+SECTIONS = ["matmul", "small", "transfers", "memory", "imbalance", "traffic", "spill"]
 
 
 def log(msg):
@@ -382,13 +382,14 @@ class Bench:
             raise RuntimeError(f"tessera check {prog} failed: {r.err}")
         return int(m.group(1))
 
-    def tessera_run(self, prog, env=None, layout="2x1", timeout=600):
+    def tessera_run(self, prog, env=None, layout="2x1", timeout=600, extra=()):
         """`tessera run` with --stats in one of LAYOUTS (the sections other than matmul keep
         2x1: they are about two workers); returns (stats dict or None, Result)."""
         st = prog + ".stats.json"
         if os.path.exists(st):
             os.remove(st)
-        r = run([self.tessera, "run", "--no-progress", *LAYOUTS[layout], "--stats", st, prog],
+        r = run([self.tessera, "run", "--no-progress", *LAYOUTS[layout], *extra, "--stats", st,
+                 prog],
                 env=env, timeout=timeout, cwd=os.path.dirname(prog))
         if not r.ok():
             log(f"tessera run {os.path.basename(prog)} failed (rc {r.rc}"
@@ -1082,6 +1083,125 @@ def md_memory(b, d):
     return lines
 
 
+# ---- section 7: spilling (issue 11) ------------------------------------------------------------
+
+def spill_program(path, rows):
+    """Y = X - mean(X, axis=0) with X not a source, and sum(Y * Y, axis=0) out: X must be held
+    (or spilled) until its means are known. 1 MiB chunks."""
+    return write_program(path, {
+        "R": {"op": "random", "shape": [rows, 2048], "chunks": [64, 2048], "seed": 3},
+        "X": {"op": "mul", "args": ["R", 2.0]},
+        "m": {"op": "mean", "args": ["X"], "axis": 0},
+        "Y": {"op": "sub", "args": ["X", "m"]},
+        "Q": {"op": "mul", "args": ["Y", "Y"]},
+        "S": {"op": "sum", "args": ["Q"], "axis": 0}}, {"S": "s.npy"})
+
+
+def raw_disk(d, mib):
+    """Sequential write then read of mib MiB in 1 MiB blocks, buffered like the spill thread's
+    (no fsync), in d: MiB/s each way."""
+    path = os.path.join(d, "raw.bin")
+    block = os.urandom(1 << 20)
+    t0 = time.time()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for _ in range(mib):
+        os.write(fd, block)
+    os.close(fd)
+    w = mib / (time.time() - t0)
+    t0 = time.time()
+    fd = os.open(path, os.O_RDONLY)
+    while os.read(fd, 1 << 20):
+        pass
+    os.close(fd)
+    r = mib / (time.time() - t0)
+    os.unlink(path)
+    return w, r
+
+
+def sec_spill(b):
+    rows = 16384 if b.q else 65536  # X: 256 MiB quick, 1 GiB full
+    xbytes = rows * 2048 * 8
+    tmp = tempfile.mkdtemp(dir=WORK)
+    prog = spill_program(os.path.join(tmp, "spill.json"), rows)
+    spilldir = tempfile.mkdtemp(prefix="spill-", dir=os.environ.get("TMPDIR", "/tmp"))
+    # Working set X against the two workers' limits together: 1x (none), 2x, 4x.
+    cases = [("unlimited", ["--memory-limit", "none"])] + [
+        (f"{k}x", ["--memory-limit", str(xbytes // (2 * k)), "--spill-dir", spilldir])
+        for k in (2, 4)]
+    out = {"rows": rows, "x_mib": xbytes >> 20}
+
+    def one(rnd):
+        row = {"foreign": 0.0}
+        row["raw_write"], row["raw_read"] = raw_disk(spilldir, 512 if not b.q else 256)
+        for name, extra in cases:
+            st, r = b.tessera_run(prog, extra=extra)
+            row["foreign"] = max(row["foreign"], r.foreign)
+            if not st:
+                continue
+            ws = st.get("workers", [])
+            row[name] = {"seconds": st["seconds"],
+                         "spilled": sum(w.get("spilled_bytes", 0) for w in ws),
+                         "unspilled": sum(w.get("unspilled_bytes", 0) for w in ws),
+                         "spill_s": sum(w.get("spill_s", 0) for w in ws),
+                         "unspill_s": sum(w.get("unspill_s", 0) for w in ws),
+                         "rss": max((w.get("rss_peak", 0) for w in ws), default=0)}
+        log(f"spill round {rnd + 1}: " + ", ".join(
+            f"{n} {fmt(row.get(n, {}).get('seconds'))} s" for n, _ in cases))
+        return row
+
+    out["rounds"], out["redone"] = b.rounds("spill", one, 1 if b.q else min(b.nrounds, 3))
+    b.data["spill"] = out
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(spilldir, ignore_errors=True)
+
+
+def md_spill(b, d):
+    mib = 2 ** 20
+    lines = ["## 7. Spilling to disk", "",
+             f"`S = sum((X - mean(X, axis=0))**2, axis=0)` with X = 2 × random, "
+             f"{d['x_mib']} MiB in 1 MiB chunks, on 2 workers of 1 thread: X must be held "
+             "(or spilled) until its column means are known. Run with no memory limit, and "
+             "with each worker's `--memory-limit` at X / 4 (X is 2× the limits together) and "
+             "X / 8 (4×). **raw** = this machine's sequential write and read of the spill "
+             "directory's file system in 1 MiB blocks, buffered as the spill thread's are (no "
+             "fsync), measured by the bench in the same round. **write/read** = the workers' "
+             "bytes spilled (read back) over the seconds their I/O threads spent writing "
+             "(reading).", "",
+             *redone_note(d.get("redone", [])),
+             "| round | raw write MiB/s | raw read MiB/s | unlimited s | 2× s | 4× s | 2× / "
+             "unlimited | 4× / unlimited | spilled MiB (4×) | write MiB/s (4×) | read MiB/s "
+             "(4×) | worst rss_peak MiB (4×) | other load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    wr, rr, m2, m4 = [], [], [], []
+    for i, r in enumerate(d["rounds"]):
+        u, x2, x4 = r.get("unlimited", {}), r.get("2x", {}), r.get("4x", {})
+        q2 = ratio(x2.get("seconds"), u.get("seconds"))
+        q4 = ratio(x4.get("seconds"), u.get("seconds"))
+        wt = x4["spilled"] / mib / x4["spill_s"] if x4.get("spill_s") else None
+        rt = x4["unspilled"] / mib / x4["unspill_s"] if x4.get("unspill_s") else None
+        if wt:
+            wr.append(wt / r["raw_write"])
+        if rt:
+            rr.append(rt / r["raw_read"])
+        m2.append(q2)
+        m4.append(q4)
+        lines.append(f"| {i + 1} | {r['raw_write']:.0f} | {r['raw_read']:.0f} | "
+                     f"{fmt(u.get('seconds'))} | {fmt(x2.get('seconds'))} | "
+                     f"{fmt(x4.get('seconds'))} | {fmt(q2)} | {fmt(q4)} | "
+                     f"{(x4.get('spilled') or 0) / mib:.0f} | {fmt(wt, 0)} | {fmt(rt, 0)} | "
+                     f"{(x4.get('rss') or 0) / mib:.0f} | {r['foreign']:.2f} |")
+    s = {"write": median(wr), "read": median(rr), "x2": median(m2), "x4": median(m4)}
+    b.data["spill"]["summary"] = s
+    lines += ["", "| figure | median | target | |", "|---|---|---|---|",
+              f"| spill write throughput / raw sequential write | {fmt(s['write'])} | ≥ 0.70 | "
+              f"{met(s['write'], 0.7)} |",
+              f"| read-back throughput / raw sequential read | {fmt(s['read'])} | ≥ 0.70 | "
+              f"{met(s['read'], 0.7)} |",
+              f"| makespan at 2× memory / unlimited | {fmt(s['x2'])} | (reported) | |",
+              f"| makespan at 4× memory / unlimited | {fmt(s['x4'])} | (reported) | |", ""]
+    return lines
+
+
 # ---- section 5: imbalance -------------------------------------------------------------------
 
 def sec_imbalance(b):
@@ -1308,7 +1428,8 @@ def report(b, info, sections, minutes, path):
     # Summary of the targets first, then each section.
     bodies = []
     renderers = {"matmul": md_matmul, "small": md_small, "transfers": md_transfers,
-                 "memory": md_memory, "imbalance": md_imbalance, "traffic": md_traffic}
+                 "memory": md_memory, "imbalance": md_imbalance, "traffic": md_traffic,
+                 "spill": md_spill}
     for s in sections:
         if s in b.data:
             try:
@@ -1381,6 +1502,11 @@ def targets_table(b):
                      met(s["bytes_per_task"], 256, False)))
         rows.append(("memory: worst worker rss_peak / (1.15 chunk_peak + pool + 32 MiB)",
                      fmt(s["worst_worker"]), "≤ 1", met(s["worst_worker"], 1.0, False)))
+    s = b.data.get("spill", {}).get("summary")
+    if s:
+        for key, label in (("write", "spill: write throughput / raw sequential write"),
+                           ("read", "spill: read-back throughput / raw sequential read")):
+            rows.append((label, fmt(s.get(key)), "≥ 0.70", met(s.get(key), 0.7)))
     s = b.data.get("imbalance", {}).get("summary")
     if s:
         rows.append(("imbalance: makespan / ideal", fmt(s["vs_ideal"]), "≤ 1.15",
@@ -1449,7 +1575,8 @@ def main():
         log(f"cannot run Dask: {b.dask_why}")
     info = machine(b, desc, commit)
     fns = {"matmul": sec_matmul, "small": sec_small, "transfers": sec_transfers,
-           "memory": sec_memory, "imbalance": sec_imbalance, "traffic": sec_traffic}
+           "memory": sec_memory, "imbalance": sec_imbalance, "traffic": sec_traffic,
+           "spill": sec_spill}
     for s in sections:
         log(f"section {s}")
         t0 = time.time()

@@ -291,6 +291,8 @@ static void read_stats(tsr__peer *p, const tsr__m_wstats *st) {
     TAKE(unspilled_bytes)
     TAKE(disk_bytes)
     TAKE(paused)
+    TAKE(spill_s)
+    TAKE(unspill_s)
 #undef TAKE
     const uint64_t dev = TSR__M_BIT(wstats, dev_used) | TSR__M_BIT(wstats, dev_limit) |
                          TSR__M_BIT(wstats, h2d_bytes) | TSR__M_BIT(wstats, d2h_bytes) |

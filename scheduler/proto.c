@@ -389,9 +389,12 @@ static void gen_worker_stat(void *ctx, uint32_t i, void *elem) {
         e->unspilled_bytes = wk->st.unspilled_bytes;
         e->disk_bytes = wk->st.disk_bytes;
         e->paused = wk->st.paused;
+        e->spill_s = wk->st.spill_s;
+        e->unspill_s = wk->st.unspill_s;
         e->has |= TSR__M_BIT(worker_stat, spilled_bytes) |
                   TSR__M_BIT(worker_stat, unspilled_bytes) | TSR__M_BIT(worker_stat, disk_bytes) |
-                  TSR__M_BIT(worker_stat, paused);
+                  TSR__M_BIT(worker_stat, paused) | TSR__M_BIT(worker_stat, spill_s) |
+                  TSR__M_BIT(worker_stat, unspill_s);
     }
 }
 

@@ -151,6 +151,7 @@ typedef struct tsr__wstats {
     double busy_s, in_s;
     uint64_t dev_used, dev_limit, h2d_bytes, d2h_bytes, dev_evicted;
     uint64_t spilled_bytes, unspilled_bytes, disk_bytes;
+    double spill_s, unspill_s;
     int paused;
 } tsr__wstats;
 

@@ -153,7 +153,9 @@ typedef struct tsr__list {
     F(X, U64, spilled_bytes, OPT, _)                                                               \
     F(X, U64, unspilled_bytes, OPT, _)                                                             \
     F(X, U64, disk_bytes, OPT, _)                                                                  \
-    F(X, BOOL, paused, OPT, _)
+    F(X, BOOL, paused, OPT, _)                                                                     \
+    F(X, F64, spill_s, OPT, _)                                                                     \
+    F(X, F64, unspill_s, OPT, _)
 #define TSR__R_job_stats(F, X)                                                                     \
     F(X, U64, tasks, REQ, _)                                                                       \
     F(X, U64, sources_inline, REQ, _)                                                              \
@@ -216,7 +218,9 @@ typedef struct tsr__list {
     F(X, U64, spilled_bytes, OPT, _)                                                               \
     F(X, U64, unspilled_bytes, OPT, _)                                                             \
     F(X, U64, disk_bytes, OPT, _)                                                                  \
-    F(X, BOOL, paused, OPT, _)
+    F(X, BOOL, paused, OPT, _)                                                                     \
+    F(X, F64, spill_s, OPT, _)                                                                     \
+    F(X, F64, unspill_s, OPT, _)
 #define TSR__R_winfo(F, X)                                                                         \
     F(X, STR, name, REQ, _)                                                                        \
     F(X, STR, addr, REQ, _)                                                                        \

@@ -82,7 +82,9 @@ static void *io_main(void *arg) {
         w->io_head = r->next;
         if (!w->io_head) w->io_tail = NULL;
         pthread_mutex_unlock(&w->iomu);
+        double t0 = tsr__now();
         r->rc = do_io(w, r);
+        r->seconds = tsr__now() - t0;
         pthread_mutex_lock(&w->cmu);
         r->next = w->io_done;
         w->io_done = r;
@@ -341,11 +343,8 @@ static void set_paused(tsr__worker *w, int paused) {
 void tsr__spill_check(tsr__worker *w) {
     if (!w->io_started) return;
     uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
-    if (held > w->spill_hi && !w->spill_broken) {
-        /* Pooled buffers first: they hold memory nothing needs. */
-        tsr__chunkmem_drain(&w->mem);
-        held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
-    }
+    /* The buffer pool is not drained here: its bytes do not count in held (on_async gives it
+     * back near the limit), and fresh pages cost more than warm ones to read chunks into. */
     if (held > w->spill_hi && !w->spill_broken && make_dir(w) == 0) {
         for (wspill *e = w->sp_old, *next; e && held - w->spill_writing > w->spill_lo; e = next) {
             next = e->next;
@@ -386,6 +385,7 @@ int tsr__spill_done(tsr__worker *w) {
         wio *next = r->next;
         wspill *e = tsr__kmap_get(&w->spill, r->job, r->id);
         if (r->op == WIO_WRITE) {
+            w->st.spill.spill_s += r->seconds;
             w->spill_writing -= r->buf->size;
             if (!e || !e->writing) {
                 /* Freed while being written (the record now under the key, if any, is a new
@@ -413,6 +413,7 @@ int tsr__spill_done(tsr__worker *w) {
             }
             tsr__chunkmem_unref(&w->mem, r->buf);
         } else if (r->op == WIO_READ) {
+            w->st.spill.unspill_s += r->seconds;
             w->spill_reading -= r->buf->size;
             if (!e || !e->reading) {
                 tsr__chunkmem_unref(&w->mem, r->buf); /* freed while being read */

@@ -92,6 +92,8 @@ void tsr__stats_fill(tsr__worker *w, tsr__m_wstats *out) {
         .unspilled_bytes = st->spill.unspilled_bytes,
         .disk_bytes = st->spill.disk_bytes,
         .paused = st->spill.paused,
+        .spill_s = st->spill.spill_s,
+        .unspill_s = st->spill.unspill_s,
     };
     /* The device's figures only from a worker that has one: a CPU worker's st stays as it was. */
     if (!st->dev.on)
@@ -102,5 +104,6 @@ void tsr__stats_fill(tsr__worker *w, tsr__m_wstats *out) {
      * then, false included, so the scheduler always holds the worker's current state. */
     if (!st->spill.on)
         out->has &= ~(TSR__M_BIT(wstats, spilled_bytes) | TSR__M_BIT(wstats, unspilled_bytes) |
-                      TSR__M_BIT(wstats, disk_bytes) | TSR__M_BIT(wstats, paused));
+                      TSR__M_BIT(wstats, disk_bytes) | TSR__M_BIT(wstats, paused) |
+                      TSR__M_BIT(wstats, spill_s) | TSR__M_BIT(wstats, unspill_s));
 }

@@ -483,8 +483,8 @@ static uint64_t pool_cap(const tsr_worker_options *o) {
  * quarter of the memory limit when that is less. */
 static uint64_t replica_cap(const tsr_worker_options *o) {
     uint64_t cap = TSR__REPLICA_DEFAULT;
-    if (o->memory_limit > 0 && (uint64_t)o->memory_limit / 4 < cap)
-        cap = (uint64_t)o->memory_limit / 4;
+    if (o->memory_limit > 0 && (uint64_t)o->memory_limit / 10 < cap)
+        cap = (uint64_t)o->memory_limit / 10;
     return cap ? cap : 1;
 }
 

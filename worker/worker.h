@@ -339,6 +339,7 @@ typedef struct wio {
     uint64_t job, id;
     tsr__buf *buf; /* WRITE: a reference to the bytes; READ: the buffer to fill */
     int rc;
+    double seconds; /* how long the I/O thread took */
     struct wio *next;
 } wio;
 
@@ -403,10 +404,11 @@ typedef struct wdevstats {
  * worker whose paused state changes sends a done with no items and its st at once. */
 typedef struct wspillstats {
     int on;
-    uint64_t spilled_bytes;   /* chunk bytes written to disk since start (spilled_bytes) */
-    uint64_t unspilled_bytes; /* chunk bytes read back from disk since start (unspilled_bytes) */
-    uint64_t disk_bytes;      /* chunk bytes on disk now (disk_bytes) */
-    int paused;               /* over the pause threshold: send no new work (paused) */
+    uint64_t spilled_bytes;    /* chunk bytes written to disk since start (spilled_bytes) */
+    uint64_t unspilled_bytes;  /* chunk bytes read back from disk since start (unspilled_bytes) */
+    uint64_t disk_bytes;       /* chunk bytes on disk now (disk_bytes) */
+    int paused;                /* over the pause threshold: send no new work (paused) */
+    double spill_s, unspill_s; /* the I/O thread's seconds writing and reading (spill_s, ...) */
 } wspillstats;
 
 /* What `st` in done reports (PROTOCOL.md), loop thread only; chunk bytes live in w->mem. */
