@@ -343,15 +343,26 @@ static void set_paused(tsr__worker *w, int paused) {
 void tsr__spill_check(tsr__worker *w) {
     if (!w->io_started) return;
     uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
+    /* Bytes on their way out: being written, or being written back from a GPU worker's device
+     * so that they can be written (asked for in this turn). */
+    uint64_t promised = 0;
     /* The buffer pool is not drained here: its bytes do not count in held (on_async gives it
      * back near the limit), and fresh pages cost more than warm ones to read chunks into. */
     if (held > w->spill_hi && !w->spill_broken && make_dir(w) == 0) {
-        for (wspill *e = w->sp_old, *next; e && held - w->spill_writing > w->spill_lo; e = next) {
+        for (wspill *e = w->sp_old, *next; e && held > w->spill_lo + w->spill_writing + promised;
+             e = next) {
             next = e->next;
             if (e->writing || e->reading) continue;
             const tsr__chunk *ch = tsr__store_get(&w->store, e->job, e->id);
             if (!ch || !ch->buf) continue;
+            /* Held by a task, a peer's send or a write-back under way: not now. */
             if (atomic_load_explicit(&ch->buf->refs, memory_order_acquire) != 1) continue;
+            /* A GPU worker's chunk whose newest bytes are on the device: written back first
+             * (the request holds the buffer until then), spilled at a later check. */
+            if (w->gpu && tsr__devtier_stale(&w->dev, ch->buf)) {
+                if (tsr__gpu_writeback(w, ch->buf) == 0) promised += e->bytes;
+                continue;
+            }
             lru_unlink(w, e);
             if (e->on_disk) { /* written before: only the memory goes */
                 tsr__chunkmem_unref(&w->mem, tsr__store_evict(&w->store, e->job, e->id));
@@ -369,10 +380,22 @@ void tsr__spill_check(tsr__worker *w) {
     }
     pump_reads(w);
     tsr__task_pump_fetches(w);
-    if (held > w->pause_hi)
+    /* Pausing helps only while memory is on its way out. With nothing being written and nothing
+     * left to write (every byte held by tasks, or spilling broken), a paused worker would wait
+     * for work the scheduler never sends: it takes work again, and pauses only once it holds
+     * a tenth of its limit more than it did then. */
+    int draining = w->spill_writing > 0 || promised > 0;
+    if (held > w->pause_hi && draining &&
+        (!w->spill_stuck_at || held > w->spill_stuck_at + (w->pause_hi - w->pause_lo))) {
+        w->spill_stuck_at = 0;
         set_paused(w, 1);
-    else if (held < w->pause_lo)
+    } else if (held < w->pause_lo) {
+        w->spill_stuck_at = 0;
         set_paused(w, 0);
+    } else if (w->st.spill.paused && !draining) {
+        w->spill_stuck_at = held;
+        set_paused(w, 0);
+    }
 }
 
 int tsr__spill_done(tsr__worker *w) {

@@ -547,6 +547,7 @@ struct tsr__worker {
     char spill_path[4096];     /* the worker's own spill directory; "" until the first spill */
     int spill_broken;          /* a write failed: the worker keeps its chunks in memory */
     int spill_report;          /* the paused state changed: send st at the end of the turn */
+    uint64_t spill_stuck_at;   /* bytes held when it resumed with nothing to spill (spill.c) */
     int io_ok, io_started, io_stop;
     pthread_t io_th;
     pthread_mutex_t iomu; /* io_head, io_tail, io_stop */
