@@ -8,6 +8,8 @@
 typedef struct tsr__output {
     tsr_array *array; /* borrowed from the program's arrays */
     char *path;       /* owned; "-" prints on stdout */
+    int format;       /* tsr_format: AUTO for a plain path, ZARR for an object entry */
+    int compressor;   /* tsr_compressor (object entries) */
 } tsr__output;
 
 struct tsr_program {

@@ -65,27 +65,49 @@ static int print_output(tsr_program *p, const tsr__output *o, FILE *out) {
 int tsr_program_run(tsr_program *p, const tsr_compute_options *opts, FILE *out) {
     if (!p) return tsr__fail(NULL, TSR_EINVALID, "tsr_program_run: NULL program");
     if (!out) out = stdout;
-    /* Output names are unique keys, but two names never share an array either: deduplicating
-     * keeps that true if it ever changes. */
+    /* Printed outputs are computed and kept (read after); file outputs are written as their
+     * chunks are computed, in the same submission, together with any targets opts names. */
+    size_t nextra = opts ? opts->nstore : 0;
     tsr_array **arrays = calloc(p->noutputs ? p->noutputs : 1, sizeof *arrays);
-    if (!arrays) return tsr__fail(p->client, -ENOMEM, "out of memory");
-    size_t n = 0;
-    for (size_t i = 0; i < p->noutputs; i++) {
-        size_t k = 0;
-        while (k < n && arrays[k] != p->outputs[i].array) k++;
-        if (k == n) arrays[n++] = p->outputs[i].array;
+    tsr_store_target *targets = calloc(p->noutputs + nextra + 1, sizeof *targets);
+    if (!arrays || !targets) {
+        free(arrays);
+        free(targets);
+        return tsr__fail(p->client, -ENOMEM, "out of memory");
     }
+    size_t n = 0, nt = 0;
+    for (size_t i = 0; i < p->noutputs; i++) {
+        const tsr__output *o = &p->outputs[i];
+        if (strcmp(o->path, "-") != 0) {
+            tsr_store_target *t = &targets[nt++];
+            tsr_store_target_init(t, o->array, o->path);
+            t->format = o->format;
+            t->compressor = o->compressor;
+            continue;
+        }
+        /* Output names are unique keys, but two names never share an array either:
+         * deduplicating keeps that true if it ever changes. */
+        size_t k = 0;
+        while (k < n && arrays[k] != o->array) k++;
+        if (k == n) arrays[n++] = o->array;
+    }
+    for (size_t i = 0; i < nextra; i++) targets[nt++] = opts->store[i];
+    tsr_compute_options co;
+    if (opts)
+        co = *opts;
+    else
+        tsr_compute_options_default(&co);
+    co.store = targets;
+    co.nstore = nt;
     /* A connected client computes even no outputs, so that its statistics and trace describe
      * this run (of zero tasks); an offline one can only run a program without outputs. */
-    int rc = n || tsr_client_address(p->client) ? tsr_compute(p->client, arrays, n, opts) : 0;
+    int rc = n || nt || tsr_client_address(p->client) ? tsr_compute(p->client, arrays, n, &co) : 0;
     free(arrays);
+    free(targets);
     if (rc) return rc;
     for (size_t i = 0; i < p->noutputs; i++) {
         const tsr__output *o = &p->outputs[i];
-        if (!strcmp(o->path, "-"))
-            rc = print_output(p, o, out);
-        else
-            rc = tsr_array_save_npy(o->array, o->path);
+        if (!strcmp(o->path, "-")) rc = print_output(p, o, out);
         if (rc) return rc;
     }
     return 0;

@@ -584,13 +584,33 @@ static int lower(lctx *L, tsr_array *const *arrays, size_t n) {
                 if (t < 0) return (int)t;
             }
     }
+    /* Deepest arrays first: when one requested array is made from another (A and B = A + 1
+     * both outputs), B's chunks pull in A's just before their use, A0 B0 A1 B1 ..., instead of
+     * every chunk of A coming before the first of B, which would make the scheduler's
+     * depth-first order hold all of A at once. Stable, so equal depths keep the caller's order. */
+    size_t *ord = malloc((n ? n : 1) * sizeof *ord);
+    if (!ord) return tsr__fail(c, -ENOMEM, "out of memory");
     for (size_t k = 0; k < n; k++) {
-        int64_t nc = tsr__array_nchunks(arrays[k]);
+        size_t i = k;
+        int dk = node_of(L, arrays[k])->depth;
+        while (i > 0 && node_of(L, arrays[ord[i - 1]])->depth < dk) {
+            ord[i] = ord[i - 1];
+            i--;
+        }
+        ord[i] = k;
+    }
+    for (size_t o = 0; o < n; o++) {
+        tsr_array *a = arrays[ord[o]];
+        int64_t nc = tsr__array_nchunks(a);
         for (int64_t ci = 0; ci < nc; ci++) {
-            int64_t t = get_chunk(L, arrays[k], ci);
-            if (t < 0) return (int)t;
+            int64_t t = get_chunk(L, a, ci);
+            if (t < 0) {
+                free(ord);
+                return (int)t;
+            }
         }
     }
+    free(ord);
     for (size_t k = 0; k < n; k++) {
         int64_t nc = tsr__array_nchunks(arrays[k]);
         for (int64_t ci = 0; ci < nc; ci++) {

@@ -1,8 +1,12 @@
-/* The one writer of whole files: every file the library saves (.npy arrays, traces, stats) is
- * written under PATH.tmp-XXXXXX and renamed onto PATH once complete, so that a reader never sees
- * a partial file and a failure leaves no file behind. The `tessera` command reaches it through
- * the save functions of the API; it keeps no copy of its own. */
+/* The one temp-then-rename writer: every file the library saves (.npy arrays, traces, stats) is
+ * written under PATH.tmp-XXXXXX and renamed onto PATH once complete, and every Zarr store under
+ * a temporary directory beside it, so that a reader never sees a partial output and a failure
+ * leaves nothing behind. The `tessera` command reaches it through the save functions of the API;
+ * it keeps no copy of its own. */
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,40 +31,168 @@ int tsr__fill_bytes(int fd, void *user, int *recorded) {
     return 0;
 }
 
+/* " (what)" for messages, or "" without one. */
+static const char *label(const tsr__tmpout *t, char *buf, size_t size) {
+    if (!*t->what) return "";
+    snprintf(buf, size, " (%s)", t->what);
+    return buf;
+}
+
+/* PATH + suffix + "XXXXXX", malloc'd. */
+static char *tmp_name(const char *path, const char *suffix) {
+    size_t plen = strlen(path), slen = strlen(suffix);
+    char *tmp = malloc(plen + slen + 7);
+    if (!tmp) return NULL;
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, suffix, slen);
+    memcpy(tmp + plen + slen, "XXXXXX", 7);
+    return tmp;
+}
+
+int tsr__tmpout_open(tsr_client *c, tsr__tmpout *t, const char *path, const char *what, int dir) {
+    char lb[400];
+    memset(t, 0, sizeof *t);
+    t->fd = -1;
+    t->dir = dir;
+    snprintf(t->what, sizeof t->what, "%s", what ? what : "");
+    t->path = strdup(path);
+    t->tmp = tmp_name(path, ".tmp-");
+    if (!t->path || !t->tmp) {
+        tsr__tmpout_abort(t);
+        return tsr__fail(c, -ENOMEM, "out of memory");
+    }
+    if (dir) {
+        if (!mkdtemp(t->tmp)) {
+            int e = errno;
+            free(t->tmp);
+            t->tmp = NULL;
+            tsr__tmpout_abort(t);
+            return tsr__fail(c, -e, "cannot create \"%s\"%s: %s", path, label(t, lb, sizeof lb),
+                             strerror(e));
+        }
+        /* mkdtemp makes the directory 0700; a saved store is meant to be read by others too. */
+        chmod(t->tmp, 0755);
+        t->fd = open(t->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    } else {
+        t->fd = mkostemp(t->tmp, O_CLOEXEC);
+        if (t->fd < 0) {
+            int e = errno;
+            free(t->tmp);
+            t->tmp = NULL;
+            tsr__tmpout_abort(t);
+            return tsr__fail(c, -e, "cannot create \"%s\"%s: %s", path, label(t, lb, sizeof lb),
+                             strerror(e));
+        }
+        /* mkstemp makes the file 0600; a saved file is meant to be read by others too. */
+        fchmod(t->fd, 0644);
+    }
+    if (t->fd < 0) {
+        int e = errno;
+        tsr__tmpout_abort(t);
+        return tsr__fail(c, -e, "cannot create \"%s\"%s: %s", path, label(t, lb, sizeof lb),
+                         strerror(e));
+    }
+    return 0;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)ftw;
+    return flag == FTW_DP ? rmdir(p) : unlink(p);
+}
+
+/* Removes a directory and everything in it, not following links. */
+static int remove_tree(const char *dir) {
+    return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int tsr__remove_store(const char *dir) {
+    return remove_tree(dir) == 0 ? 0 : -errno;
+}
+
+/* Puts the complete directory tmp in place of path. The old store, if any, is swapped out in
+ * one step (renameat2's RENAME_EXCHANGE: a reader sees the old store or the new one, never
+ * neither) and then removed; where the file system cannot exchange, it is renamed aside first,
+ * which leaves a moment without a store at path but never a mixture of both. */
+static int replace_dir(const char *tmp, const char *path) {
+    if (rename(tmp, path) == 0) return 0; /* nothing there, or an empty directory */
+    if (errno != ENOTEMPTY && errno != EEXIST) return -errno;
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE) == 0) {
+        remove_tree(tmp); /* the old store, now under the temporary name */
+        return 0;
+    }
+    if (errno != EINVAL && errno != ENOSYS) return -errno;
+    char *old = tmp_name(path, ".old-");
+    if (!old) return -ENOMEM;
+    if (!mkdtemp(old)) {
+        int e = errno;
+        free(old);
+        return -e;
+    }
+    /* Onto the empty directory just made: rename replaces an empty directory. */
+    if (rename(path, old) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
+        if (access(path, F_OK) != 0) rename(old, path); /* put the old one back */
+        rmdir(old);
+        free(old);
+        return -e;
+    }
+    remove_tree(old);
+    free(old);
+    return 0;
+}
+
+int tsr__tmpout_commit(tsr_client *c, tsr__tmpout *t) {
+    char lb[400];
+    int rc = 0;
+    if (t->fd >= 0 && close(t->fd) != 0) rc = -errno;
+    t->fd = -1;
+    if (rc) {
+        tsr__fail(c, rc, "cannot write \"%s\"%s: %s", t->path, label(t, lb, sizeof lb),
+                  strerror(-rc));
+    } else {
+        rc = t->dir ? replace_dir(t->tmp, t->path) : (rename(t->tmp, t->path) == 0 ? 0 : -errno);
+        if (rc)
+            tsr__fail(c, rc, "cannot write \"%s\"%s: renaming \"%s\" onto it failed: %s", t->path,
+                      label(t, lb, sizeof lb), t->tmp, strerror(-rc));
+    }
+    if (rc == 0) {
+        free(t->tmp);
+        t->tmp = NULL;
+    }
+    tsr__tmpout_abort(t);
+    return rc;
+}
+
+void tsr__tmpout_abort(tsr__tmpout *t) {
+    if (t->fd >= 0) close(t->fd);
+    t->fd = -1;
+    if (t->tmp) {
+        if (t->dir)
+            remove_tree(t->tmp);
+        else
+            unlink(t->tmp);
+    }
+    free(t->tmp);
+    free(t->path);
+    t->tmp = t->path = NULL;
+}
+
 int tsr__write_file(tsr_client *c, const char *path, const char *what,
                     int (*fill)(int fd, void *user, int *recorded), void *user) {
-    char sep[8] = "", label[512] = "";
-    if (what) {
-        snprintf(sep, sizeof sep, " (");
-        snprintf(label, sizeof label, "%s)", what);
-    }
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + sizeof ".tmp-XXXXXX");
-    if (!tmp) return tsr__fail(c, -ENOMEM, "out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp-XXXXXX", sizeof ".tmp-XXXXXX");
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return tsr__fail(c, -e, "cannot create \"%s\"%s%s: %s", path, sep, label, strerror(e));
-    }
-    /* mkstemp makes the file 0600; a saved file is meant to be read by others too. */
-    fchmod(fd, 0644);
+    tsr__tmpout t;
+    int rc = tsr__tmpout_open(c, &t, path, what, 0);
+    if (rc) return rc;
     int recorded = 0;
-    int rc = fill(fd, user, &recorded);
-    if (rc && !recorded)
-        tsr__fail(c, rc, "cannot write \"%s\"%s%s: %s", path, sep, label, tsr_strerror(rc));
-    if (close(fd) != 0 && rc == 0) {
-        rc = -errno;
-        tsr__fail(c, rc, "cannot write \"%s\"%s%s: %s", path, sep, label, strerror(-rc));
+    rc = fill(t.fd, user, &recorded);
+    if (rc) {
+        if (!recorded) {
+            char lb[400];
+            tsr__fail(c, rc, "cannot write \"%s\"%s: %s", path, label(&t, lb, sizeof lb),
+                      tsr_strerror(rc));
+        }
+        tsr__tmpout_abort(&t);
+        return rc;
     }
-    if (rc == 0 && rename(tmp, path) != 0) {
-        rc = -errno;
-        tsr__fail(c, rc, "cannot write \"%s\"%s%s: renaming \"%s\" onto it failed: %s", path, sep,
-                  label, tmp, strerror(-rc));
-    }
-    if (rc) unlink(tmp);
-    free(tmp);
-    return rc;
+    return tsr__tmpout_commit(c, &t);
 }

@@ -18,6 +18,7 @@
 
 struct json_t;
 typedef struct tsr__fetch tsr__fetch;
+typedef struct tsr__ostream tsr__ostream;
 
 typedef struct tsr__rt {
     tsr_client *c;
@@ -68,13 +69,18 @@ typedef struct tsr__rt {
     int64_t next_chunk; /* next chunk index to request */
     int64_t chunks_done;
     int fetch_complete;
+    /* The store the computation in progress writes as it goes (store.c), or NULL; complete is
+     * what the call waits for: `finished`, and every stored chunk written. */
+    tsr__ostream *store;
+    int complete;
 } tsr__rt;
 
 /* One requested chunk (fetch.c). */
 struct tsr__fetch {
     tsr__fetch_req req; /* job, id, and the pool's bookkeeping */
     tsr__rt *rt;
-    int64_t ci; /* chunk index in the array's grid */
+    int store;  /* for a streamed store (store.c), not a read of rt->array */
+    int64_t ci; /* chunk index in the array's grid (a store's: the task id) */
     void *data; /* received payload (owned) */
     uint64_t nbytes;
     struct tsr__fetch *prev, *next; /* rt->outstanding */
@@ -126,6 +132,83 @@ int tsr__compute_on_message(tsr__rt *rt, const tsr__msg *m);
 
 /* Frees the fetch pool's state once the loop has closed its connections (tsr__client_close). */
 void tsr__fetch_free_peers(tsr__rt *rt);
+/* Asks the worker at addr for chunk (job, id) of nbytes for the store in progress; its end goes
+ * to tsr__ostream_fetched. Linked in rt->outstanding. 0 or -ENOMEM. */
+int tsr__fetch_task(tsr__rt *rt, uint32_t job, uint32_t id, uint64_t nbytes, const char *addr);
+/* Cancels every outstanding request (their late replies are dropped by the pool). */
+void tsr__fetch_cancel_all(tsr__rt *rt);
+/* Bytes of chunk ci of a. */
+uint64_t tsr__chunk_nbytes(const tsr_array *a, int64_t ci);
+/* Calls fn for every contiguous run (along the last axis) of chunk ci of a: dst is the run's
+ * element offset in the whole array (C order), src its bytes in the chunk (C order, src the
+ * chunk's start). Stops at fn's first nonzero return and returns it. */
+int tsr__chunk_runs(const tsr_array *a, int64_t ci, const char *src,
+                    int (*fn)(void *u, int64_t dst, const char *src, size_t nbytes), void *u);
+
+/* ---- store.c: outputs written as they are computed ---- */
+
+/* An output being written under a temporary name beside its final path: a file
+ * (PATH.tmp-XXXXXX, mode 0644) or a directory (a Zarr store, mode 0755). */
+typedef struct tsr__tmpout {
+    char *path; /* the final path (owned) */
+    char *tmp;  /* the temporary file or directory (owned); NULL once renamed */
+    int fd;     /* the temporary file, or the directory (O_DIRECTORY), or -1 */
+    int dir;
+    char what[300]; /* names the data in messages (`array "x"`), or "" */
+} tsr__tmpout;
+
+/* One target being written: a .npy file or a Zarr store under a temporary name. */
+typedef struct tsr__target {
+    tsr_array *a;        /* the array written: the caller's (borrowed) or `owned` */
+    tsr_array *owned;    /* a regular rechunk made for a Zarr store, freed with the target */
+    int format;          /* TSR_FORMAT_NPY or TSR_FORMAT_ZARR */
+    int compressor;      /* a tsr_compressor (Zarr) */
+    tsr__tmpout out;     /* the temporary file or directory */
+    int64_t data_offset; /* .npy: bytes of header before the data */
+    void *pad, *packed;  /* Zarr: a whole-chunk buffer for edge chunks, and one for compression */
+    size_t packed_cap;
+} tsr__target;
+
+/* Checks targets (arrays of client c, paths, formats, no path twice), prepares what they need
+ * (a regular rechunk for a Zarr store of an irregular grid) and creates their temporary files
+ * and directories, so that a target that cannot be written fails before anything is computed.
+ * On success *out is a store the caller frees with tsr__ostream_free. */
+int tsr__ostream_new(tsr_client *c, const tsr_store_target *targets, size_t n, tsr__ostream **out);
+/* The arrays to lower first (the graph's outputs 0 .. nchunks-1 are then the targets' chunks,
+ * streamed) and how many chunk outputs they make. */
+size_t tsr__ostream_arrays(const tsr__ostream *s, tsr_array ***arrays, uint32_t *nchunks);
+/* After lowering g: which task writes which target chunk; tasks of the `keep` arrays (computed
+ * and kept by the same call) are never released. 0 or -ENOMEM. */
+int tsr__ostream_map(tsr__ostream *s, const tsr_graph *g, tsr_array *const *keep, size_t nkeep);
+/* Starts streaming the job: stream says whether the scheduler reports chunks as they are
+ * computed (accepted's stream); without it everything is fetched at `finished`. */
+void tsr__ostream_start(tsr__rt *rt, int stream);
+/* A `computed` entry (or a `finished` output with an address): chunk id is at addr. */
+void tsr__ostream_on_computed(tsr__rt *rt, uint32_t id, const char *addr);
+/* A fetch of the store ended (fetch.c): the chunk is written to every target that has it. */
+void tsr__ostream_fetched(tsr__rt *rt, tsr__fetch *f, int status, const char *why);
+/* Sends the releases of written chunks not sent yet (it happens once per loop turn). */
+void tsr__ostream_flush(tsr__rt *rt);
+/* Is every target chunk written? */
+int tsr__ostream_written(const tsr__ostream *s);
+/* Liveness tick (session.c): a chunk whose fetch failed and that the scheduler has not reported
+ * again within timeout_ms fails the call. */
+void tsr__ostream_tick(tsr__rt *rt, uint64_t timeout_ms);
+/* Renames every target into place. 0 or a negative code with the message on c. */
+int tsr__ostream_commit(tsr_client *c, tsr__ostream *s);
+/* Stops streaming, removes whatever was not committed, frees. NULL is a no-op. */
+void tsr__ostream_free(tsr__ostream *s);
+
+/* ---- zarr_out.c: writing a Zarr v2 store (docs/zarr.md) ---- */
+
+/* Refuses a path where a store cannot go: an existing file, or a directory that is neither a
+ * Zarr array store (it has .zarray) nor empty. 0, or TSR_EINVALID with the message on c. */
+int tsr__zarr_out_check(tsr_client *c, const tsr_array *a, const char *path);
+/* Writes .zarray and .zattrs into the target's open temporary directory. */
+int tsr__zarr_out_begin(tsr_client *c, tsr__target *t);
+/* Writes chunk ci (C order, the chunk's own shape) as one compressed chunk file, padded to the
+ * store's chunk shape at the array's edges. */
+int tsr__zarr_out_chunk(tsr_client *c, tsr__target *t, int64_t ci, const void *data);
 
 /* ---- stats.c ---- */
 
@@ -158,7 +241,20 @@ void tsr__trace_free(tsr__trace *t);
  * events in place. 0, or a negative errno when writing to f failed. */
 int tsr__trace_write(tsr__trace *t, FILE *f);
 
-/* ---- atomic_file.c: the one temp-file-then-rename writer ---- */
+/* ---- atomic_file.c: the one temp-then-rename writer ---- */
+
+/* Creates the temporary file (dir == 0) or directory beside path. 0, or a negative code with
+ * the message recorded on c ("cannot create \"PATH\" (what): reason"). */
+int tsr__tmpout_open(tsr_client *c, tsr__tmpout *t, const char *path, const char *what, int dir);
+/* Closes it and renames it onto path: a file replaces what is there; a directory replaces an
+ * existing store (swapped in one step where the file system can, the old one then removed).
+ * The temporary is removed on failure. 0 or a negative code with the message on c; t is
+ * released either way. */
+int tsr__tmpout_commit(tsr_client *c, tsr__tmpout *t);
+/* Closes and removes the temporary file or directory; t is released. Safe on a released t. */
+void tsr__tmpout_abort(tsr__tmpout *t);
+/* Removes a directory and what it holds (not following links). 0 or -errno. */
+int tsr__remove_store(const char *dir);
 
 /* Writes a file the way every file the library saves is written: under PATH.tmp-XXXXXX (mode
  * 0644), filled by fill(fd, user), then renamed onto path, so that a reader never sees a partial

@@ -49,16 +49,21 @@ static void handle_finished(tsr__rt *rt, const tsr__msg_finished *m) {
     for (uint32_t k = 0; k < n; k++) {
         tsr__m_output e;
         TSR__LIST_GET(&m->outputs, output, k, &e);
+        rt->out_ids[k] = e.id;
         if (!TSR__M_HAS(output, &e, addr)) {
+            /* A streamed chunk the client has written and released is nowhere now; any other
+             * output is somewhere (those the call keeps are checked when recorded). */
+            if (rt->store) continue;
             tsr__rt_fail(rt, TSR_EPROTOCOL, "malformed output entry from the scheduler");
             return;
         }
-        rt->out_ids[k] = e.id;
         rt->out_addr[k] = strndup(e.addr.p, e.addr.n);
         if (!rt->out_addr[k]) {
             tsr__rt_fail(rt, -ENOMEM, "out of memory");
             return;
         }
+        /* A scheduler that does not stream tells where everything is only now. */
+        if (rt->store) tsr__ostream_on_computed(rt, e.id, rt->out_addr[k]);
     }
     /* Built here, when the job is done, so `seconds` stops at `finished` and excludes fetching. */
     json_t *st = tsr__stats_json(TSR__MSG_HAS(finished, m, stats) ? &m->stats : NULL,
@@ -77,7 +82,22 @@ static void handle_finished(tsr__rt *rt, const tsr__msg_finished *m) {
         return;
     }
     rt->finished = 1;
+    rt->complete = !rt->store || tsr__ostream_written(rt->store);
     uv_stop(&rt->c->loop);
+}
+
+/* Streamed output chunks now in memory (PROTOCOL.md "Streamed outputs"). */
+static void on_computed(tsr__rt *rt, const tsr__msg_computed *m) {
+    char addr[128];
+    for (uint32_t k = 0; k < m->outputs.n && !rt->failed; k++) {
+        tsr__m_output e;
+        TSR__LIST_GET(&m->outputs, output, k, &e);
+        if (!TSR__M_HAS(output, &e, addr) || tsr__str_copy(addr, sizeof addr, e.addr) != 0) {
+            tsr__rt_fail(rt, TSR_EPROTOCOL, "malformed computed entry from the scheduler");
+            return;
+        }
+        tsr__ostream_on_computed(rt, e.id, addr);
+    }
 }
 
 static void on_progress(tsr__rt *rt, const tsr__msg_progress *m) {
@@ -120,6 +140,14 @@ int tsr__compute_on_message(tsr__rt *rt, const tsr__msg *m) {
         rt->job = m->u.accepted.job;
         rt->accepted = 1;
         rt->progress.total = m->u.accepted.tasks;
+        if (rt->store)
+            tsr__ostream_start(rt, TSR__MSG_HAS(accepted, &m->u.accepted, stream) &&
+                                       m->u.accepted.stream);
+        break;
+    case TSR__MSG_computed:
+        /* Also after `finished`: a chunk lost with its worker is made and reported again. */
+        if (rt->store && rt->accepted && m->u.computed.job == rt->job)
+            on_computed(rt, &m->u.computed);
         break;
     case TSR__MSG_rejected: {
         char msg[512];
@@ -162,7 +190,7 @@ static void clear_outputs(tsr__rt *rt) {
     rt->nout = 0;
 }
 
-static int submit_graph(tsr_client *c, const tsr_graph *g, int trace) {
+static int submit_graph(tsr_client *c, const tsr_graph *g, int trace, uint32_t stream) {
     msgpack_sbuffer body;
     msgpack_sbuffer_init(&body);
     int rc = tsr__graph_pack(g, &body);
@@ -175,6 +203,10 @@ static int submit_graph(tsr_client *c, const tsr_graph *g, int trace) {
     tsr__msg_submit m = {.n = body.size, .trace = 1};
     TSR__MSG_SET(submit, &m, n);
     if (trace) TSR__MSG_SET(submit, &m, trace);
+    if (stream) {
+        m.stream = stream;
+        TSR__MSG_SET(submit, &m, stream);
+    }
     tsr__msg_pack_submit(&sb, &m);
     char *payload = body.data;
     size_t plen = body.size;
@@ -206,69 +238,27 @@ void tsr_compute_options_default(tsr_compute_options *o) {
     o->progress_interval_ms = 100;
 }
 
-int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
-                const tsr_compute_options *opts) {
-    if (!c) return TSR_EINVALID;
-    if (n > 0 && !arrays) return tsr__fail(c, TSR_EINVALID, "tsr_compute: arrays is NULL");
-    for (size_t k = 0; k < n; k++) {
-        if (!arrays[k]) return tsr__fail(c, TSR_EINVALID, "tsr_compute: arrays[%zu] is NULL", k);
-        if (arrays[k]->client != c)
-            return tsr__fail(c, TSR_EINVALID, "array \"%s\" belongs to another client",
-                             arrays[k]->name);
-    }
-    if (!c->connected || !c->rt)
-        return tsr__fail(c, TSR_ENOTCONNECTED,
-                         "this client is not connected to a cluster (offline client)");
-    if (c->monitor)
-        return tsr__fail(c, TSR_EINVALID, "a monitor client cannot compute (it only watches)");
-    tsr__rt *rt = c->rt;
-    if (n == 0) return record_empty(rt, opts);
-    tsr__rt_begin(rt);
-    int started = 0;
-    tsr_graph g;
-    tsr__graph_init(&g);
-    int rc = tsr__lower(c, arrays, n, &g);
-    if (rc) goto out;
-    tsr__graph_finish(&g);
-    rt->accepted = rt->finished = 0;
-    memset(&rt->progress, 0, sizeof rt->progress);
-    rt->progress.total = g.ntasks;
-    rt->ntasks = g.ntasks;
-    rt->t0 = tsr__now();
-    rt->last_cb = 0;
-    rt->copts = opts;
-    atomic_store_explicit(&c->pub.t0, rt->t0, memory_order_relaxed);
-    publish(c, 1, &rt->progress);
-    started = 1;
-    rt->workers = -1;
-    rc = submit_graph(c, &g, opts && opts->trace);
-    if (rc) goto out;
-    rc = tsr__rt_run_until(rt, &rt->finished, 0);
-    if (rc == TSR_ECOMPUTE && rt->workers >= 0 && (size_t)rt->workers < g.narrays) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", c->errmsg);
-        tsr__fail(c, rc, "array \"%s\" (%s): %s", g.arrays[rt->workers].name,
-                  g.arrays[rt->workers].op, msg);
-    }
-    if (rc) {
-        if (rt->accepted && c->connected && c->sched) {
-            /* Cancels the job if it is still running, frees whatever it holds. */
-            tsr__send_release(c->sched, rt->job);
-            uv_run(&c->loop, UV_RUN_NOWAIT);
-        }
-        goto out;
-    }
-    /* Map task ids to holders, then record each array's chunks. */
-    char **by_id = calloc(g.ntasks ? g.ntasks : 1, sizeof *by_id);
+void tsr_store_target_init(tsr_store_target *t, tsr_array *array, const char *path) {
+    if (!t) return;
+    memset(t, 0, sizeof *t);
+    t->array = array;
+    t->path = path;
+}
+
+/* Records where each chunk of the arrays computed and kept now lives (the job's outputs as
+ * `finished` listed them). */
+static int record_kept(tsr__rt *rt, const tsr_graph *g, tsr_array *const *arrays, size_t n) {
+    tsr_client *c = rt->c;
+    int rc = 0;
+    char **by_id = calloc(g->ntasks ? g->ntasks : 1, sizeof *by_id);
     tsr__jobref *jr = calloc(1, sizeof *jr);
     if (!by_id || !jr) {
         free(by_id);
         free(jr);
-        rc = tsr__fail(c, -ENOMEM, "out of memory");
-        goto out;
+        return tsr__fail(c, -ENOMEM, "out of memory");
     }
     for (size_t k = 0; k < rt->nout; k++)
-        if (rt->out_ids[k] < g.ntasks) by_id[rt->out_ids[k]] = rt->out_addr[k];
+        if (rt->out_ids[k] < g->ntasks && rt->out_addr[k]) by_id[rt->out_ids[k]] = rt->out_addr[k];
     jr->job = rt->job;
     jr->client = c;
     for (size_t k = 0; k < n; k++) {
@@ -303,6 +293,102 @@ int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     }
     free(by_id);
     if (jr->refs == 0) free(jr);
+    return rc;
+}
+
+/* tsr_compute and tsr_store: computes `arrays` (kept on the cluster) and writes `targets` as
+ * their chunks come, all in one submission. */
+static int compute(tsr_client *c, tsr_array *const *arrays, size_t n,
+                   const tsr_store_target *targets, size_t nt, const tsr_compute_options *opts) {
+    if (!c) return TSR_EINVALID;
+    if (n > 0 && !arrays) return tsr__fail(c, TSR_EINVALID, "tsr_compute: arrays is NULL");
+    for (size_t k = 0; k < n; k++) {
+        if (!arrays[k]) return tsr__fail(c, TSR_EINVALID, "tsr_compute: arrays[%zu] is NULL", k);
+        if (arrays[k]->client != c)
+            return tsr__fail(c, TSR_EINVALID, "array \"%s\" belongs to another client",
+                             arrays[k]->name);
+    }
+    if (!c->connected || !c->rt)
+        return tsr__fail(c, TSR_ENOTCONNECTED,
+                         "this client is not connected to a cluster (offline client)");
+    if (c->monitor)
+        return tsr__fail(c, TSR_EINVALID, "a monitor client cannot compute (it only watches)");
+    tsr__rt *rt = c->rt;
+    if (n == 0 && nt == 0) return record_empty(rt, opts);
+    /* The targets' temporaries exist from here: every way out below removes them unless the
+     * whole call succeeded. */
+    tsr__ostream *store = NULL;
+    int rc = nt ? tsr__ostream_new(c, targets, nt, &store) : 0;
+    if (rc) return rc;
+    tsr__rt_begin(rt);
+    int started = 0;
+    tsr_graph g;
+    tsr__graph_init(&g);
+    /* The stored arrays first: the graph's first nstream outputs are their chunks. */
+    tsr_array **all = NULL;
+    uint32_t nstream = 0;
+    size_t ns = store ? tsr__ostream_arrays(store, &all, &nstream) : 0;
+    if (store && ns == (size_t)-1) {
+        rc = tsr__fail(c, -ENOMEM, "out of memory");
+        goto out;
+    }
+    if (ns > 0) {
+        tsr_array **grown = realloc(all, (ns + n) * sizeof *all);
+        if (!grown) {
+            rc = tsr__fail(c, -ENOMEM, "out of memory");
+            goto out;
+        }
+        all = grown;
+        for (size_t k = 0; k < n; k++) all[ns + k] = arrays[k];
+    }
+    rc = tsr__lower(c, ns ? (tsr_array *const *)all : arrays, ns + n, &g);
+    if (rc) goto out;
+    tsr__graph_finish(&g);
+    if (store && tsr__ostream_map(store, &g, arrays, n) != 0) {
+        rc = tsr__fail(c, -ENOMEM, "out of memory");
+        goto out;
+    }
+    rt->accepted = rt->finished = rt->complete = 0;
+    rt->store = store;
+    memset(&rt->progress, 0, sizeof rt->progress);
+    rt->progress.total = g.ntasks;
+    rt->ntasks = g.ntasks;
+    rt->t0 = tsr__now();
+    rt->last_cb = 0;
+    rt->copts = opts;
+    atomic_store_explicit(&c->pub.t0, rt->t0, memory_order_relaxed);
+    publish(c, 1, &rt->progress);
+    started = 1;
+    rt->workers = -1;
+    rc = submit_graph(c, &g, opts && opts->trace, nstream);
+    if (rc) goto out;
+    rc = tsr__rt_run_until(rt, &rt->complete, 0);
+    if (rc == TSR_ECOMPUTE && rt->workers >= 0 && (size_t)rt->workers < g.narrays) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", c->errmsg);
+        tsr__fail(c, rc, "array \"%s\" (%s): %s", g.arrays[rt->workers].name,
+                  g.arrays[rt->workers].op, msg);
+    }
+    if (rc == 0 && store) {
+        /* Every chunk is written: the chunks still held for it may go at once. */
+        tsr__ostream_flush(rt);
+        rc = tsr__ostream_commit(c, store);
+    }
+    if (rc) {
+        if (rt->accepted && c->connected && c->sched) {
+            /* Cancels the job if it is still running, frees whatever it holds. */
+            tsr__send_release(c->sched, rt->job);
+            uv_run(&c->loop, UV_RUN_NOWAIT);
+        }
+        goto out;
+    }
+    if (n > 0) {
+        rc = record_kept(rt, &g, arrays, n);
+    } else if (c->connected && c->sched) {
+        /* Nothing is kept: whatever the job still holds can go. */
+        tsr__send_release(c->sched, rt->job);
+        uv_run(&c->loop, UV_RUN_NOWAIT);
+    }
     if (rc == 0) {
         rt->progress.done = rt->progress.total;
         rt->progress.elapsed = tsr__now() - rt->t0;
@@ -313,6 +399,12 @@ out:
         rt->progress.elapsed = tsr__now() - rt->t0;
         publish(c, 0, &rt->progress);
     }
+    /* Fetches still outstanding (a failed or interrupted store) are cancelled, and what was
+     * not renamed into place is removed. */
+    if (store) tsr__fetch_cancel_all(rt);
+    rt->store = NULL;
+    tsr__ostream_free(store);
+    free(all);
     clear_outputs(rt);
     rt->copts = NULL;
     /* What the scheduler still says about this job reaches no call: dropped (current_job). */
@@ -320,6 +412,20 @@ out:
     tsr__graph_free(&g);
     tsr__rt_end(rt);
     return rc;
+}
+
+int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
+                const tsr_compute_options *opts) {
+    return compute(c, arrays, n, opts ? opts->store : NULL, opts ? opts->nstore : 0, opts);
+}
+
+int tsr_store(tsr_client *c, const tsr_store_target *targets, size_t n,
+              const tsr_compute_options *opts) {
+    if (!c) return TSR_EINVALID;
+    if (opts && opts->nstore)
+        return tsr__fail(c, TSR_EINVALID,
+                         "tsr_store: give the targets as its arguments, not in opts->store too");
+    return compute(c, NULL, 0, targets, n, opts);
 }
 
 int tsr_client_progress(tsr_client *c, tsr_progress *out) {

@@ -19,7 +19,7 @@ typedef tsr__fetch fetch;
 /* Chunks asked for at once (each holds a buffer of its size until written out). */
 #define MAX_OUTSTANDING 8
 
-static uint64_t chunk_bytes(const tsr_array *a, int64_t ci) {
+uint64_t tsr__chunk_nbytes(const tsr_array *a, int64_t ci) {
     int64_t off[TSR_MAX_NDIM], shp[TSR_MAX_NDIM];
     tsr__array_chunk_box(a, ci, off, shp);
     uint64_t n = tsr_dtype_size(a->dtype);
@@ -59,6 +59,11 @@ static void on_done(tsr__fetch_req *r, int status, const char *why) {
     tsr__rt *rt = f->rt;
     tsr_array *a = rt->array;
     unlink_fetch(rt, f);
+    if (f->store) {
+        tsr__ostream_fetched(rt, f, status, why);
+        free_fetch(f);
+        return;
+    }
     if (status == TSR__FETCH_MISSING) {
         tsr__rt_fail(rt, TSR_ECOMPUTE, "chunk %lld of array \"%s\" is no longer held by worker %s",
                      (long long)f->ci, a->name, r->from);
@@ -104,7 +109,7 @@ static void pump(tsr__rt *rt) {
         }
         f->rt = rt;
         f->ci = ci;
-        f->nbytes = chunk_bytes(a, ci);
+        f->nbytes = tsr__chunk_nbytes(a, ci);
         f->req.job = (uint32_t)a->computed.job;
         f->req.id = a->computed.task[ci];
         f->req.user = f;
@@ -121,6 +126,43 @@ static void pump(tsr__rt *rt) {
     tsr__fetch_flush(&rt->pool);
 }
 
+/* Set up at the first fetch: a client that never reads opens no peer connection. */
+static void pool_init(tsr__rt *rt) {
+    if (!rt->pool.cbs)
+        tsr__fetch_pool_init(&rt->pool, &rt->c->loop, &rt->c->log, &fetch_cbs, rt, MAX_OUTSTANDING);
+}
+
+int tsr__fetch_task(tsr__rt *rt, uint32_t job, uint32_t id, uint64_t nbytes, const char *addr) {
+    pool_init(rt);
+    fetch *f = calloc(1, sizeof *f);
+    if (!f) return -ENOMEM;
+    f->rt = rt;
+    f->store = 1;
+    f->ci = id;
+    f->nbytes = nbytes;
+    f->req.job = job;
+    f->req.id = id;
+    f->req.user = f;
+    if (tsr__fetch_get(&rt->pool, &f->req, addr) != 0) {
+        free(f);
+        return -ENOMEM;
+    }
+    f->next = rt->outstanding;
+    if (f->next) f->next->prev = f;
+    rt->outstanding = f;
+    rt->noutstanding++;
+    return 0;
+}
+
+void tsr__fetch_cancel_all(tsr__rt *rt) {
+    while (rt->outstanding) {
+        fetch *f = rt->outstanding;
+        unlink_fetch(rt, f);
+        tsr__fetch_cancel(&f->req);
+        free_fetch(f);
+    }
+}
+
 static int fetch_all(tsr_array *a, int (*sink)(tsr__rt *, fetch *), void *user) {
     tsr_client *c = a->client;
     if (!a->computed.task)
@@ -129,9 +171,7 @@ static int fetch_all(tsr_array *a, int (*sink)(tsr__rt *, fetch *), void *user) 
     if (!c->connected || !c->rt)
         return tsr__fail(c, TSR_ENOTCONNECTED, "the client is no longer connected");
     tsr__rt *rt = c->rt;
-    /* Set up at the first fetch: a client that never reads opens no peer connection. */
-    if (!rt->pool.cbs)
-        tsr__fetch_pool_init(&rt->pool, &c->loop, &c->log, &fetch_cbs, rt, MAX_OUTSTANDING);
+    pool_init(rt);
     tsr__rt_begin(rt);
     rt->array = a;
     rt->sink = sink;
@@ -143,21 +183,14 @@ static int fetch_all(tsr_array *a, int (*sink)(tsr__rt *, fetch *), void *user) 
     int rc = tsr__rt_run_until(rt, &rt->fetch_complete, 0);
     /* What is still outstanding belongs to no call now: cancelled, so that its reply, if one
      * comes, is dropped by the pool instead of reaching a later call. */
-    while (rt->outstanding) {
-        fetch *f = rt->outstanding;
-        unlink_fetch(rt, f);
-        tsr__fetch_cancel(&f->req);
-        free_fetch(f);
-    }
+    tsr__fetch_cancel_all(rt);
     rt->array = NULL;
     tsr__rt_end(rt);
     return rc;
 }
 
-/* Calls fn for every contiguous run (along the last axis) of chunk ci: dst is the run's
- * element offset in the whole array (C order), src its bytes in the chunk. */
-static int for_each_run(const tsr_array *a, int64_t ci, const char *src,
-                        int (*fn)(void *u, int64_t dst, const char *src, size_t nbytes), void *u) {
+int tsr__chunk_runs(const tsr_array *a, int64_t ci, const char *src,
+                    int (*fn)(void *u, int64_t dst, const char *src, size_t nbytes), void *u) {
     int64_t off[TSR_MAX_NDIM], shp[TSR_MAX_NDIM], stride[TSR_MAX_NDIM];
     tsr__array_chunk_box(a, ci, off, shp);
     size_t es = tsr_dtype_size(a->dtype);
@@ -194,7 +227,7 @@ static int copy_run(void *u, int64_t dst, const char *src, size_t nbytes) {
 }
 
 static int read_sink(tsr__rt *rt, fetch *f) {
-    return for_each_run(rt->array, f->ci, f->data, copy_run, rt->sink_user);
+    return tsr__chunk_runs(rt->array, f->ci, f->data, copy_run, rt->sink_user);
 }
 
 int tsr_array_read(tsr_array *a, void *buf, size_t size) {
@@ -239,7 +272,7 @@ static int write_run(void *u, int64_t dst, const char *src, size_t nbytes) {
 }
 
 static int save_sink(tsr__rt *rt, fetch *f) {
-    return for_each_run(rt->array, f->ci, f->data, write_run, rt->sink_user);
+    return tsr__chunk_runs(rt->array, f->ci, f->data, write_run, rt->sink_user);
 }
 
 /* Fills the temporary file: the header, the file's full length, then every chunk at its place. */

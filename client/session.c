@@ -158,8 +158,10 @@ static void on_live(uv_timer_t *t) {
     uint64_t now = uv_now(&rt->c->loop);
     int stalled = now - rt->live_last > rt->live_tick + rt->live_ms / 2;
     rt->live_last = now;
-    /* Workers the call reads outputs from are held to the same limit. */
+    /* Workers the call reads outputs from are held to the same limit, and so is the wait for
+     * a streamed chunk lost with its worker to be made again. */
     if (rt->pool.cbs) tsr__fetch_close_silent(&rt->pool, rt->live_ms, stalled);
+    if (rt->store && !stalled) tsr__ostream_tick(rt, rt->live_ms);
     if (!sc || sc->closing) return;
     if (stalled) sc->last_read = now;
     uint64_t quiet = tsr__conn_silent_ms(sc, 0);

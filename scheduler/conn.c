@@ -195,6 +195,8 @@ static void handle_submit(tsr__peer *p, const tsr__msg_submit *m, const void *pa
     int rc = tsr__proto_submit(payload, (size_t)plen, &spec, err, sizeof err);
     if (rc == 0) {
         uint32_t n = spec.ntasks;
+        if (TSR__MSG_HAS(submit, m, stream)) spec.nstream = m->stream;
+        int stream = spec.nstream > 0;
         rc = tsr__sched_submit(&srv->st, p->id, &spec, &job, err, sizeof err);
         if (rc == 0) {
             /* NULL when it failed at once (no connected worker can run one of its tasks): the
@@ -204,7 +206,7 @@ static void handle_submit(tsr__peer *p, const tsr__msg_submit *m, const void *pa
                 j->rss_base = rss;
                 j->trace = TSR__MSG_HAS(submit, m, trace) && m->trace;
             }
-            tsr__proto_accepted(&b, job, n);
+            tsr__proto_accepted(&b, job, n, stream);
         }
     }
     if (rc) {
@@ -245,6 +247,21 @@ static void handle_client(tsr__peer *p, const tsr__msg *m, void *payload, uint64
             tsr__log(&srv->log, TSR_LOG_DEBUG, "client %s: release of unknown job %u", p->name,
                      m->u.release.job);
         break;
+    case TSR__MSG_release_keys: {
+        const tsr__list *l = &m->u.release_keys.ids;
+        uint32_t *ids = malloc(((size_t)l->n + 1) * sizeof *ids);
+        if (!ids) abort();
+        for (uint32_t i = 0; i < l->n; i++) {
+            tsr__m_id_item e;
+            TSR__LIST_GET(l, id_item, i, &e); /* a LIST: checked when decoded */
+            ids[i] = e.id;
+        }
+        if (tsr__sched_release_keys(&srv->st, p->id, m->u.release_keys.job, ids, l->n) != 0)
+            tsr__log(&srv->log, TSR_LOG_DEBUG, "client %s: release_keys of unknown job %u", p->name,
+                     m->u.release_keys.job);
+        free(ids);
+        break;
+    }
     case TSR__MSG_wait_workers: {
         uint64_t n = m->u.wait_workers.count;
         if (srv->st.nalive >= n)

@@ -310,8 +310,34 @@ void tsr__proto_simple(msgpack_sbuffer *b, const char *type) {
     tsr__msg_pack(b, tsr__msg_type_of(type, strlen(type)), &m.u);
 }
 
-void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks) {
-    tsr__msg_pack_accepted(b, &(tsr__msg_accepted){.job = job, .tasks = tasks});
+void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks, int stream) {
+    tsr__msg_accepted m = {.job = job, .tasks = tasks, .stream = 1};
+    if (stream) TSR__MSG_SET(accepted, &m, stream);
+    tsr__msg_pack_accepted(b, &m);
+}
+
+typedef struct sctx {
+    const tsr__sched *s;
+    const tsr__sjob *j;
+    const uint32_t *tasks;
+} sctx;
+
+static void gen_stored(void *ctx, uint32_t i, void *elem) {
+    const sctx *c = ctx;
+    const tsr__stask *t = &c->j->t[c->tasks[i]];
+    tsr__m_output *e = elem;
+    e->id = c->tasks[i];
+    e->addr = tsr__str_of(c->s->w[t->where].addr);
+    TSR__M_SET(output, e, addr);
+    e->nbytes = t->nbytes;
+}
+
+void tsr__proto_computed(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j,
+                         const uint32_t *tasks, size_t n) {
+    sctx c = {s, j, tasks};
+    tsr__msg_pack_computed(
+        b, &(tsr__msg_computed){.job = j->id,
+                                .outputs = {.n = (uint32_t)n, .gen = gen_stored, .ctx = &c}});
 }
 
 void tsr__proto_progress(msgpack_sbuffer *b, const tsr__sjob *j) {

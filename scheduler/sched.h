@@ -79,6 +79,7 @@ typedef struct tsr__jobspec {
     uint8_t *arena;    /* every kdesc, copied out of the payload */
     uint32_t *outputs; /* noutputs task ids, in the graph's order */
     char (*ops)[16];   /* narrays operation names ("matmul"), truncated */
+    uint32_t nstream;  /* the first nstream outputs are streamed (submit's `stream`) */
 } tsr__jobspec;
 
 void tsr__jobspec_free(tsr__jobspec *spec);
@@ -137,9 +138,14 @@ typedef struct tsr__sjob {
     uint64_t *op_moved;  /* input bytes fetched from other workers for them */
     uint32_t inflight;   /* tasks in some worker's in-flight window */
     uint32_t live_pos;   /* index in tsr__sched.live */
-    int cancelled;       /* failed or released: only waits for in-flight reports to drain */
-    int finished_sent;   /* a finished message was emitted for the current set of outputs */
-    int dirty;           /* progress changed since the last progress message */
+    /* Streamed outputs (PROTOCOL.md "Streamed outputs"): per task TSR__SO_* bits, NULL for a
+     * job that streams nothing; stream_held counts the tasks whose TSR__SO_BUDGET counts now
+     * (running, or in memory and not released by the client). */
+    uint8_t *stream;
+    uint32_t stream_held;
+    int cancelled;     /* failed or released: only waits for in-flight reports to drain */
+    int finished_sent; /* a finished message was emitted for the current set of outputs */
+    int dirty;         /* progress changed since the last progress message */
 } tsr__sjob;
 
 /* A worker's latest `st` report (PROTOCOL.md), kept for stats, the bandwidth estimate and
@@ -178,7 +184,16 @@ typedef struct tsr__sworker {
     int spill;         /* reports its disk tier (spilled bytes, paused): info and stats carry it */
 } tsr__sworker;
 
-enum { TSR__ACT_COMPUTE, TSR__ACT_FREE, TSR__ACT_FINISHED, TSR__ACT_FAILED };
+/* Streamed output bits (tsr__sjob.stream): NOTIFY, the client is told with `computed` when the
+ * chunk goes into memory; BUDGET, it will be released by the client once written, and counts
+ * against the job's budget of unwritten chunks while it runs or is held. */
+enum { TSR__SO_NOTIFY = 1, TSR__SO_BUDGET = 2 };
+/* The budget: streamed chunks per executor thread of the live workers, and the least. */
+#define TSR__STREAM_PER_THREAD 4
+#define TSR__STREAM_MIN 8
+
+/* STORED: a streamed output chunk went into memory (job, task; `computed` to the client). */
+enum { TSR__ACT_COMPUTE, TSR__ACT_FREE, TSR__ACT_FINISHED, TSR__ACT_FAILED, TSR__ACT_STORED };
 
 typedef struct tsr__action {
     int kind;
@@ -235,6 +250,7 @@ typedef struct tsr__sched {
     tsr__sworker *w;
     size_t nw, wcap;
     uint32_t nalive;
+    uint32_t nthreads;          /* executor threads of the live workers */
     uint32_t nkind[TSR__KINDS]; /* live workers of each kind */
     /* Which kernels each kind of worker has: a tsr_dtype bit set per (kind, family), from the
      * operations table (placement.c, tsr__kind_runs). Every kind has every family today; a
@@ -295,6 +311,13 @@ int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, c
 void tsr__sched_tick(tsr__sched *s, double now);
 /* The client releases a job (cancelling it if still running). TSR_EINVALID if not its job. */
 int tsr__sched_release(tsr__sched *s, uint32_t client, uint32_t job);
+/* The client has written these streamed output chunks of its job: drop its references (freeing
+ * what nothing else needs) and give their budget back. Keys that are not streamed, unreleased
+ * outputs of the job are ignored; TSR_EINVALID if the job is not the client's. */
+int tsr__sched_release_keys(tsr__sched *s, uint32_t client, uint32_t job, const uint32_t *ids,
+                            size_t n);
+/* A streaming job's budget of unwritten chunks (TSR__STREAM_PER_THREAD per live thread). */
+uint32_t tsr__stream_budget(const tsr__sched *s);
 void tsr__sched_client_gone(tsr__sched *s, uint32_t client);
 /* Idle workers steal from the largest backlogs. Called once per loop turn. */
 void tsr__sched_balance(tsr__sched *s);
@@ -429,7 +452,12 @@ int tsr__proto_submit(const void *payload, size_t len, tsr__jobspec *spec, char 
 void tsr__proto_welcome(msgpack_sbuffer *b, uint32_t id);
 void tsr__proto_error(msgpack_sbuffer *b, const char *msg);
 void tsr__proto_simple(msgpack_sbuffer *b, const char *type); /* {t:type} */
-void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks);
+/* stream: the job's outputs are streamed (accepted's `stream: true`). */
+void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks, int stream);
+/* {t:"computed", job, outputs:[[id, addr, nbytes], ...]}: tasks are streamed outputs of j, each
+ * in memory on a live worker. */
+void tsr__proto_computed(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j,
+                         const uint32_t *tasks, size_t n);
 void tsr__proto_rejected(msgpack_sbuffer *b, const char *msg);
 void tsr__proto_progress(msgpack_sbuffer *b, const tsr__sjob *j);
 void tsr__proto_failed(msgpack_sbuffer *b, uint32_t job, uint32_t task, uint32_t array,

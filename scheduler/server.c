@@ -97,12 +97,50 @@ static void flush_worker(tsr__server *srv, tsr__peer *p) {
     msgpack_sbuffer_destroy(&b);
 }
 
+/* The turn's streamed chunks, one `computed` per job, sent before anything else of the turn
+ * so that they reach the client before that turn's `finished` or `failed`. A chunk lost or
+ * freed again within the turn is left out (it will be reported when it is made again). */
+static void send_stored(tsr__server *srv, msgpack_sbuffer *b) {
+    tsr__sched *s = &srv->st;
+    tsr__keyvec kv = {0};
+    for (size_t i = 0; i < s->nact; i++) {
+        const tsr__action *a = &s->act[i];
+        if (a->kind != TSR__ACT_STORED) continue;
+        tsr__sjob *j = tsr__sched_job(s, a->job);
+        if (!j || j->cancelled) continue;
+        const tsr__stask *t = &j->t[a->task];
+        if (t->state != TSR__TS_MEMORY || t->where == TSR__NONE || !s->w[t->where].alive) continue;
+        add_key(&kv, a->job, a->task);
+    }
+    if (kv.n == 0) return;
+    qsort(kv.v, kv.n, sizeof *kv.v, key_cmp);
+    uint32_t *ids = malloc(kv.n * sizeof *ids);
+    if (!ids) abort();
+    for (size_t i = 0; i < kv.n;) {
+        size_t e = i, n = 0;
+        while (e < kv.n && kv.v[e].job == kv.v[i].job) {
+            if (n == 0 || ids[n - 1] != kv.v[e].task) ids[n++] = kv.v[e].task;
+            e++;
+        }
+        tsr__sjob *j = tsr__sched_job(s, kv.v[i].job);
+        tsr__peer *c = peer_of(srv, j->client);
+        if (c) {
+            tsr__proto_computed(b, s, j, ids, n);
+            tsr__peer_send(c, b);
+        }
+        i = e;
+    }
+    free(ids);
+    free(kv.v);
+}
+
 /* Turns the state machine's actions of this loop turn into messages. */
 static void flush(tsr__server *srv) {
     tsr__sched *s = &srv->st;
     tsr__sched_balance(s);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
+    send_stored(srv, &b);
     for (size_t i = 0; i < s->nact; i++) {
         const tsr__action *a = &s->act[i];
         tsr__sjob *j = tsr__sched_job(s, a->job);

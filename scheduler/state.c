@@ -60,6 +60,14 @@ static int is_ready(int st) {
 
 /* Every state change goes through here: global counts by state, and per operation the tasks
  * ready but not sent (for monitors). */
+/* Does a streamed chunk in this state count against its job's budget? Running (it will be
+ * in memory soon) or in memory (the client has not released it yet). */
+static int stream_counts(int st) {
+    return st == TSR__TS_RUNNING || st == TSR__TS_MEMORY;
+}
+
+/* Every state change goes through here: global counts by state, per operation the tasks
+ * ready but not sent (for monitors), and a streaming job's unwritten chunks. */
 static void set_state(tsr__sched *s, tsr__sjob *j, tsr__stask *t, int st) {
     s->count[t->state]--;
     s->count[st]++;
@@ -67,7 +75,23 @@ static void set_state(tsr__sched *s, tsr__sjob *j, tsr__stask *t, int st) {
         uint32_t op = op_of(j, (uint32_t)(t - j->t));
         j->op_ready[op] += is_ready(st) ? 1 : (uint32_t)-1;
     }
+    if (j->stream && (j->stream[t - j->t] & TSR__SO_BUDGET) &&
+        stream_counts(t->state) != stream_counts(st))
+        j->stream_held += stream_counts(st) ? 1 : (uint32_t)-1;
     t->state = (uint8_t)st;
+}
+
+uint32_t tsr__stream_budget(const tsr__sched *s) {
+    uint64_t b = (uint64_t)TSR__STREAM_PER_THREAD * s->nthreads;
+    return b < TSR__STREAM_MIN ? TSR__STREAM_MIN : b > UINT32_MAX ? UINT32_MAX : (uint32_t)b;
+}
+
+/* Is the task at the front of a backlog held back because its job has as many unwritten
+ * streamed chunks as the budget allows? Nothing of that job is sent until the client's
+ * releases free the budget (tsr__sched_release_keys pumps every worker then). */
+static int stream_blocked(const tsr__sched *s, tsr__key k) {
+    const tsr__sjob *j = s->jobs[k.job];
+    return j->stream && j->stream_held >= tsr__stream_budget(s);
 }
 
 static tsr__action *emit(tsr__sched *s, int kind) {
@@ -138,6 +162,7 @@ static void job_free(tsr__sjob *j) {
     free(j->op_moved);
     free(j->spans);
     free(j->xfers);
+    free(j->stream);
     tsr__keyvec_free(&j->rfar);
     free(j);
 }
@@ -213,7 +238,8 @@ static int root_waits(const tsr__sched *s, const tsr__sworker *w, tsr__key k) {
  * compute action (the server batches them per worker and loop turn). */
 void tsr__sched_pump(tsr__sched *s, uint32_t wid) {
     tsr__sworker *w = &s->w[wid];
-    while (w->backlog.n > 0 && !window_full(w) && !root_waits(s, w, w->backlog.v[0])) {
+    while (w->backlog.n > 0 && !window_full(w) && !root_waits(s, w, w->backlog.v[0]) &&
+           !stream_blocked(s, w->backlog.v[0])) {
         tsr__key k = tsr__backlog_pop(s, wid);
         tsr__sjob *j = s->jobs[k.job];
         tsr__stask *t = &j->t[k.task];
@@ -353,6 +379,11 @@ int tsr__jobspec_check(const tsr__jobspec *g, char *err, size_t errlen) {
             return TSR_EPROGRAM;
         }
     }
+    if (g->nstream > g->noutputs) {
+        tsr__fmt(err, errlen, "stream: %u streamed outputs, but the graph has %u outputs",
+                 g->nstream, g->noutputs);
+        return TSR_EPROGRAM;
+    }
     return 0;
 bad_off:
     tsr__fmt(err, errlen, "inconsistent task table offsets");
@@ -466,6 +497,17 @@ int tsr__sched_submit(tsr__sched *s, uint32_t client, tsr__jobspec *spec, uint32
             ts->refs++;
         }
     }
+    /* Streamed outputs: the first nstream; one that is listed again after them is kept (the
+     * client reads it later), so it is reported but never released or budgeted. Set before
+     * anything is placed, so that the budget sees every chunk. */
+    if (g->nstream > 0) {
+        j->stream = calloc(n, 1);
+        if (!j->stream) oom();
+        for (uint32_t o = 0; o < g->nstream; o++)
+            j->stream[g->outputs[o]] = TSR__SO_NOTIFY | TSR__SO_BUDGET;
+        for (uint32_t o = g->nstream; o < g->noutputs; o++)
+            j->stream[g->outputs[o]] &= (uint8_t)~TSR__SO_BUDGET;
+    }
     /* Cost classes, and the cheap sources that are made where they are needed (RECOMPUTE)
      * instead of being run once and moved: they count as done from the start. */
     for (uint32_t t = 0; t < n; t++) {
@@ -552,6 +594,7 @@ uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, i
     snprintf(w->addr, sizeof w->addr, "%s", addr);
     snprintf(w->name, sizeof w->name, "%s", name);
     s->nalive++;
+    s->nthreads += w->threads;
     s->nkind[w->kind]++;
     /* Tasks that had nowhere to go get placed now (placement may spread them out). One pass
      * over the list as it was: a task this worker has no kernel for goes back on it. */
@@ -675,6 +718,7 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
     if (!w->alive) return;
     w->alive = 0;
     s->nalive--;
+    s->nthreads -= w->threads;
     s->nkind[w->kind]--;
     tsr__keyvec *R = &s->s1, *S = &s->s2;
     R->n = S->n = 0;
@@ -866,6 +910,12 @@ static int done(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, uint64
         /* Only waiting dependents count it: after a recovery, others may have finished. */
         if (td->state == TSR__TS_WAITING && --td->deps_left == 0) make_ready(s, j, d);
     }
+    if (j->stream && (j->stream[task] & TSR__SO_NOTIFY)) {
+        tsr__action *a = emit(s, TSR__ACT_STORED);
+        a->worker = wid;
+        a->job = job;
+        a->task = task;
+    }
     if (t->refs == 0) release_chunk(s, j, task); /* nothing needs it (and not an output) */
     if (j->ndone == g->ntasks && !j->finished_sent) {
         j->finished_sent = 1;
@@ -993,6 +1043,34 @@ int tsr__sched_release(tsr__sched *s, uint32_t client, uint32_t job) {
     if (j->cancelled) return 0;
     tsr__log(s->log, TSR_LOG_DEBUG, "job %u released", job);
     job_cancel(s, j);
+    return 0;
+}
+
+int tsr__sched_release_keys(tsr__sched *s, uint32_t client, uint32_t job, const uint32_t *ids,
+                            size_t n) {
+    tsr__sjob *j = tsr__sched_job(s, job);
+    if (!j || j->client != client) return TSR_EINVALID;
+    if (j->cancelled || !j->stream) return 0;
+    int freed = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t id = ids[i];
+        if (id >= j->g.ntasks || !(j->stream[id] & TSR__SO_BUDGET)) continue;
+        tsr__stask *t = &j->t[id];
+        if (stream_counts(t->state)) {
+            j->stream_held--;
+            freed = 1;
+        }
+        /* Written: no more reports, and the client's reference goes (a chunk still needed by
+         * a pending task stays until its last consumer has run, as any chunk). */
+        j->stream[id] = 0;
+        t->flags &= (uint8_t)~TSR__TF_OUTPUT;
+        t->refs--;
+        if (t->refs == 0 && t->state == TSR__TS_MEMORY) release_chunk(s, j, id);
+    }
+    /* Budget given back: backlogs held back by it may move again. */
+    if (freed)
+        for (uint32_t wid = 0; wid < s->nw; wid++)
+            if (s->w[wid].alive) tsr__sched_pump(s, wid);
     return 0;
 }
 

@@ -81,6 +81,7 @@ typedef struct tsr__list {
     XX(kv, BARE)                                                                                   \
     XX(str_item, BARE)                                                                             \
     XX(i64_item, BARE)                                                                             \
+    XX(id_item, BARE)                                                                              \
     XX(key, TUP)                                                                                   \
     XX(output, TUP)                                                                                \
     XX(op_stat, MAP)                                                                               \
@@ -121,12 +122,15 @@ typedef struct tsr__list {
     XX(chunk)                                                                                      \
     XX(missing)                                                                                    \
     XX(info)                                                                                       \
-    XX(heartbeat)
+    XX(heartbeat)                                                                                  \
+    XX(computed)                                                                                   \
+    XX(release_keys)
 
 /* Element records. A kv is one entry of a KV map; its key is the name, not a field key. */
 #define TSR__R_kv(F, X) F(X, STR, k, REQ, _) F(X, U64, v, REQ, _)
 #define TSR__R_str_item(F, X) F(X, STR, s, REQ, _)
 #define TSR__R_i64_item(F, X) F(X, I64, v, REQ, _)
+#define TSR__R_id_item(F, X) F(X, U32, id, REQ, _)
 #define TSR__R_key(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _)
 #define TSR__R_output(F, X) F(X, U32, id, REQ, _) F(X, STR, addr, NIL, _) F(X, U64, nbytes, REQ, _)
 #define TSR__R_op_stat(F, X)                                                                       \
@@ -285,8 +289,12 @@ typedef struct tsr__list {
     F(X, U64, dev_limit, OPT, _)
 #define TSR__R_welcome(F, X) F(X, I64, v, REQ, _) F(X, U64, id, REQ, _)
 #define TSR__R_error(F, X) F(X, STR, msg, REQ, _)
-#define TSR__R_submit(F, X) F(X, U64, n, OPT, _) F(X, BOOL, trace, OPT, _)
-#define TSR__R_accepted(F, X) F(X, U32, job, REQ, _) F(X, U32, tasks, REQ, _)
+/* stream: the first `stream` entries of the graph's outputs are written by the client as they
+ * are computed (PROTOCOL.md "Streamed outputs"); accepted's stream says the scheduler will
+ * report them with `computed` and takes `release_keys`. */
+#define TSR__R_submit(F, X) F(X, U64, n, OPT, _) F(X, BOOL, trace, OPT, _) F(X, U32, stream, OPT, _)
+#define TSR__R_accepted(F, X)                                                                      \
+    F(X, U32, job, REQ, _) F(X, U32, tasks, REQ, _) F(X, BOOL, stream, OPT, _)
 #define TSR__R_rejected(F, X) F(X, STR, msg, REQ, _)
 #define TSR__R_progress(F, X)                                                                      \
     F(X, U32, job, REQ, _) F(X, U32, done, REQ, _) F(X, U32, total, REQ, _) F(X, U32, erred, REQ, _)
@@ -298,6 +306,10 @@ typedef struct tsr__list {
 #define TSR__R_failed(F, X)                                                                        \
     F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, U32, array, REQ, _) F(X, STR, msg, REQ, _)
 #define TSR__R_release(F, X) F(X, U32, job, REQ, _)
+/* Streamed outputs: output chunks of a streaming job now in memory, where to fetch them; and
+ * the client's release of chunks it has written. */
+#define TSR__R_computed(F, X) F(X, U32, job, REQ, _) F(X, LIST, outputs, REQ, output)
+#define TSR__R_release_keys(F, X) F(X, U32, job, REQ, _) F(X, LIST, ids, REQ, id_item)
 /* "count", never "n": every header's "n" is its payload length (wire.h). */
 #define TSR__R_wait_workers(F, X) F(X, U64, count, REQ, _)
 #define TSR__R_workers(F, X) F(X, U64, count, REQ, _)

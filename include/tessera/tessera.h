@@ -59,7 +59,8 @@ extern "C" {
     XX(NOTCONNECTED, -5012, "client is not connected to a cluster")                                \
     XX(INTERRUPTED, -5013, "interrupted")                                                          \
     XX(UNSUPPORTED, -5014, "not supported")                                                        \
-    XX(SPAWN, -5015, "could not start a cluster process")
+    XX(SPAWN, -5015, "could not start a cluster process")                                          \
+    XX(ZARR, -5016, "bad Zarr store")
 
 typedef enum tsr_errcode {
 #define TSR__XX(name, value, msg) TSR_E##name = (value),
@@ -369,6 +370,34 @@ typedef struct tsr_progress {
  * client. */
 typedef void (*tsr_progress_cb)(const tsr_progress *p, void *user);
 
+/* Where tsr_store() (or tsr_compute() with tsr_compute_options.store) writes an array. */
+typedef enum tsr_format {
+    TSR_FORMAT_AUTO = 0, /* from the path: a name ending in ".zarr" is a Zarr store, else .npy */
+    TSR_FORMAT_NPY = 1,  /* one .npy file (format 1.0, C order) */
+    TSR_FORMAT_ZARR = 2  /* a Zarr v2 directory store (docs/zarr.md) */
+} tsr_format;
+
+/* How a Zarr store's chunks are compressed. */
+typedef enum tsr_compressor {
+    TSR_COMPRESSOR_DEFAULT = 0, /* blosc: lz4, level 5, byte shuffle (zarr's own default) */
+    TSR_COMPRESSOR_NONE = 1,    /* raw chunks ("compressor": null) */
+    TSR_COMPRESSOR_ZLIB = 2,    /* zlib, level 1 (numcodecs' Zlib default) */
+    TSR_COMPRESSOR_BLOSC = 3    /* the same as TSR_COMPRESSOR_DEFAULT, said explicitly */
+} tsr_compressor;
+
+typedef struct tsr_store_target {
+    tsr_array *array;     /* borrowed for the call */
+    const char *path;     /* borrowed for the call; relative to the working directory */
+    int format;           /* a tsr_format; default TSR_FORMAT_AUTO */
+    int compressor;       /* a tsr_compressor, for Zarr stores only (a .npy target must leave it
+                             TSR_COMPRESSOR_DEFAULT); default TSR_COMPRESSOR_DEFAULT */
+    uint8_t reserved[24]; /* room to grow: must stay zero (tsr_store_target_init) */
+} tsr_store_target;
+
+/* Zeroes *t and sets its array and path (both borrowed: they must outlive the call that uses
+ * t): format AUTO, the default compressor. */
+TSR_API void tsr_store_target_init(tsr_store_target *t, tsr_array *array, const char *path);
+
 typedef struct tsr_compute_options {
     tsr_progress_cb progress; /* NULL = none */
     void *user;
@@ -377,8 +406,13 @@ typedef struct tsr_compute_options {
                                  report */
     int trace;                /* nonzero: record every task's run and every chunk transfer, for
                                  tsr_client_trace_json() / tsr_client_save_trace(); default 0 */
-    uint8_t reserved[32];     /* room for later options without changing the struct's size:
-                                 zeroed by tsr_compute_options_default */
+    /* Arrays to write while the computation runs, as tsr_store() does, in the same submission
+     * as the arrays computed (nstore targets, borrowed for the call; NULL/0 = none). Taken from
+     * reserved, which shrank from 32 bytes to 16: same size, same ABI. */
+    const tsr_store_target *store;
+    size_t nstore;
+    uint8_t reserved[16]; /* room for later options without changing the struct's size:
+                             zeroed by tsr_compute_options_default */
 } tsr_compute_options;
 
 TSR_API void tsr_compute_options_default(tsr_compute_options *opts);
@@ -397,9 +431,34 @@ TSR_API int tsr_client_progress(tsr_client *client, tsr_progress *out);
 /* Computes n arrays in one submission and waits. On success every array's chunks are held on
  * the cluster's workers until tsr_array_free(), ready for tsr_array_read() and
  * tsr_array_save_npy(). On failure (TSR_ECOMPUTE) the message names the array and the task.
- * opts may be NULL. */
+ * opts may be NULL. With opts->store, the same submission also writes those targets as
+ * tsr_store() does (an array both computed here and stored is written and kept). */
 TSR_API int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
                         const tsr_compute_options *opts);
+
+/* Computes and writes arrays in one call, as dask.array.store(sources, targets): each chunk is
+ * written to its place in its target as soon as it is computed, and the workers free it once it
+ * is written, so an output larger than the workers' memory together can be written (the
+ * scheduler holds a job back while its unwritten chunks reach a budget: docs/PROTOCOL.md
+ * "Streamed outputs"). The arrays are not kept on the cluster (tsr_array_read() on them needs a
+ * tsr_compute()).
+ *
+ * Every target is written under a temporary name beside its path (PATH.tmp-XXXXXX: a file for
+ * .npy, a directory for a Zarr store) and renamed onto its path only once the whole computation
+ * has succeeded and every target is complete; on failure or interrupt (tsr_client_interrupt) the
+ * temporaries are removed and nothing is left behind. An existing .npy file is replaced; an
+ * existing Zarr store is replaced only at that last step (swapped out in one rename where the
+ * file system allows); any other existing directory, or a file where a store goes, is refused
+ * before anything runs. A Zarr target whose array has irregular chunks (an unequal chunk before
+ * the last on some axis) is written with regular chunks, each axis's largest (a rechunk in the
+ * same submission). Two targets may not name the same path.
+ *
+ * targets: n entries, borrowed for the call (see tsr_store_target_init). opts may be NULL; its
+ * own store/nstore must be empty. Errors: TSR_EINVALID (a bad target: the message names it),
+ * -errno when a file cannot be created or written (the message names the path and the array),
+ * TSR_ECOMPUTE, TSR_EINTERRUPTED, and those of tsr_compute(). */
+TSR_API int tsr_store(tsr_client *c, const tsr_store_target *targets, size_t n,
+                      const tsr_compute_options *opts);
 
 /* The execution trace of the last computation this client finished (the last successful
  * tsr_compute() or tsr_program_run()), when it ran with tsr_compute_options.trace set, in the
@@ -470,8 +529,10 @@ TSR_API size_t tsr_program_noutputs(const tsr_program *p);
 /* Output i, in file order: its array (borrowed) and its path ("-" prints on stdout). */
 TSR_API tsr_array *tsr_program_output(const tsr_program *p, size_t i, const char **path);
 
-/* Computes every output in one submission, writes the .npy outputs (each atomically) and prints
- * the "-" outputs on `out` in file order. opts may be NULL. */
+/* Computes every output in one submission, writing the file outputs (.npy files and Zarr
+ * stores) as their chunks are computed, as tsr_store() does (each under a temporary name,
+ * renamed into place once everything has succeeded), then prints the "-" outputs on `out` in
+ * file order. opts may be NULL; store targets in opts are written too. */
 TSR_API int tsr_program_run(tsr_program *p, const tsr_compute_options *opts, FILE *out);
 
 TSR_API void tsr_program_free(tsr_program *p);

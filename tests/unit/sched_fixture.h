@@ -30,6 +30,7 @@ typedef struct gb {
     int dtype[GB_MAX];       /* 1 + tsr_dtype, or 0: float64 (with src only) */
     float flops[GB_MAX];     /* 0: the default (about 10 ms of work) */
     uint64_t nbytes[GB_MAX]; /* 0: the default (1000) */
+    uint32_t nstream;        /* the first nstream outputs are streamed (submit's `stream`) */
 } gb;
 
 static inline uint32_t gb_task(gb *g, uint32_t nd, const uint32_t *d) {
@@ -75,6 +76,7 @@ static inline void gb_spec(const gb *g, tsr__jobspec *s) {
     s->dep_off[g->n] = dp;
     s->kd_off[g->n] = kp;
     memcpy(s->outputs, g->outputs, g->nout * sizeof *g->outputs);
+    s->nstream = g->nstream;
 }
 
 static inline uint32_t submit(tsr__sched *s, const gb *g) {

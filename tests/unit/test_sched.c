@@ -527,6 +527,174 @@ Test(sched_state, no_workers_then_one_joins) {
     tsr__sched_free(&s);
 }
 
+/* ---- streamed outputs (PROTOCOL.md "Streamed outputs") ---- */
+
+/* Tasks of the job in a running or held state whose chunks the client has not released: what
+ * the budget limits, counted here by walking the tasks. */
+static uint32_t unwritten(const tsr__sched *s, uint32_t job, const int *released, uint32_t n) {
+    const tsr__sjob *j = tsr__sched_job(s, job);
+    uint32_t c = 0;
+    for (uint32_t t = 0; t < n; t++)
+        c += !released[t] && (j->t[t].state == TSR__TS_RUNNING || j->t[t].state == TSR__TS_MEMORY);
+    return c;
+}
+
+Test(sched_state, stream_budget_holds_back_and_releases_free) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    /* One thread: the budget is the floor, 8 unwritten chunks. */
+    cr_assert_eq(tsr__stream_budget(&s), TSR__STREAM_MIN);
+    enum { N = 30 };
+    gb g = {0};
+    for (int i = 0; i < N; i++) gb_task(&g, 0, NULL);
+    for (int i = 0; i < N; i++) g.outputs[g.nout++] = (uint32_t)i;
+    g.nstream = N;
+    int released[N] = {0}, stored[N] = {0};
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), TSR__WINDOW_MIN_PER_THREAD);
+    /* Run what is sent, never releasing: the worker ends up holding the budget, and nothing
+     * more is sent. */
+    uint32_t next = 0;
+    for (int round = 0; round < N; round++) {
+        const tsr__sjob *j = tsr__sched_job(&s, job);
+        while (next < N && j->t[next].state != TSR__TS_RUNNING) next++;
+        if (next == N) break;
+        cr_assert_eq(tsr__sched_done(&s, w, job, next, 100, 0.01), 0);
+        drain(&s, &x);
+        cr_assert(has(&x, TSR__ACT_STORED, w, next), "task %u reported as computed", next);
+        cr_assert_eq(count(&x, TSR__ACT_STORED), 1);
+        stored[next] = 1;
+        cr_assert_eq(count(&x, TSR__ACT_FREE), 0, "an unwritten output is never freed");
+        cr_assert_leq(unwritten(&s, job, released, N), TSR__STREAM_MIN);
+    }
+    cr_assert_eq(unwritten(&s, job, released, N), TSR__STREAM_MIN);
+    cr_assert_eq(s.w[w].inflight.n, 0, "nothing running: held back by the budget");
+    cr_assert_eq(s.w[w].held.n, TSR__STREAM_MIN);
+    cr_assert_gt(s.w[w].backlog.n, 0);
+    /* Releasing three frees them and lets tasks go again, up to the budget. */
+    uint32_t ids[3] = {0, 1, 2};
+    cr_assert_eq(tsr__sched_release_keys(&s, 99, job, ids, 3), TSR_EINVALID, "another client");
+    cr_assert_eq(tsr__sched_release_keys(&s, 7, job, ids, 3), 0);
+    for (int k = 0; k < 3; k++) released[ids[k]] = 1;
+    drain(&s, &x);
+    for (int k = 0; k < 3; k++) cr_assert(has(&x, TSR__ACT_FREE, w, ids[k]));
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), TSR__WINDOW_MIN_PER_THREAD);
+    cr_assert_leq(unwritten(&s, job, released, N), TSR__STREAM_MIN);
+    /* A release repeated, or of an id out of range, is ignored. */
+    cr_assert_eq(tsr__sched_release_keys(&s, 7, job, (uint32_t[]){0, 12345}, 2), 0);
+    drain(&s, &x);
+    cr_assert_eq(x.n, 0);
+    /* Run to the end, releasing each chunk once it is reported (as a client writing it). */
+    int finished = 0;
+    for (int guard = 0; guard < 4 * N && !finished; guard++) {
+        const tsr__sjob *j = tsr__sched_job(&s, job);
+        uint32_t t = 0;
+        while (t < N && j->t[t].state != TSR__TS_RUNNING) t++;
+        uint32_t rel[N];
+        uint32_t nrel = 0;
+        for (uint32_t k = 0; k < N; k++)
+            if (stored[k] && !released[k]) rel[nrel++] = k, released[k] = 1;
+        if (nrel) cr_assert_eq(tsr__sched_release_keys(&s, 7, job, rel, nrel), 0);
+        if (t < N) cr_assert_eq(tsr__sched_done(&s, w, job, t, 100, 0.01), 0);
+        drain(&s, &x);
+        for (size_t i = 0; i < x.n; i++)
+            if (x.a[i].kind == TSR__ACT_STORED) stored[x.a[i].task] = 1;
+        finished = has_finished(&x, job);
+        cr_assert_leq(unwritten(&s, job, released, N), TSR__STREAM_MIN);
+    }
+    cr_assert(finished);
+    for (int t = 0; t < N; t++) cr_assert(stored[t], "task %d never reported", t);
+    cr_assert_eq(tsr__sched_release(&s, 7, job), 0);
+    drain(&s, &x);
+    cr_assert_null(tsr__sched_job(&s, job));
+    for (int st = 0; st < TSR__TS_COUNT; st++) cr_assert_eq(s.count[st], 0);
+    tsr__sched_free(&s);
+}
+
+Test(sched_state, stream_kept_outputs_and_consumers) {
+    /* a -> b; outputs a (streamed), k (streamed and listed again: kept), b (kept). */
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    gb g = {0};
+    uint32_t a = gb_task(&g, 0, NULL);
+    uint32_t k = gb_task(&g, 0, NULL);
+    uint32_t b = gb_task(&g, 1, (uint32_t[]){a});
+    g.outputs[g.nout++] = a;
+    g.outputs[g.nout++] = k;
+    g.outputs[g.nout++] = b;
+    g.outputs[g.nout++] = k;
+    g.nstream = 2;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    cr_assert_eq(tsr__sched_done(&s, w, job, a, 100, 0.01), 0);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_STORED, w, a));
+    /* Written while b still needs it: not freed until b has run. */
+    cr_assert_eq(tsr__sched_release_keys(&s, 7, job, (uint32_t[]){a, k}, 2), 0);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_FREE), 0);
+    cr_assert_eq(tsr__sched_done(&s, w, job, k, 100, 0.01), 0);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_STORED, w, k), "a kept output is reported too");
+    cr_assert_eq(tsr__sched_done(&s, w, job, b, 100, 0.01), 0);
+    drain(&s, &x);
+    cr_assert(!has(&x, TSR__ACT_STORED, w, b), "b is not streamed");
+    cr_assert(has(&x, TSR__ACT_FREE, w, a), "a goes once its last consumer has run");
+    cr_assert(!has(&x, TSR__ACT_FREE, w, k), "k is kept: its release was ignored");
+    cr_assert(has_finished(&x, job));
+    const tsr__sjob *j = tsr__sched_job(&s, job);
+    cr_assert_eq(j->t[a].state, TSR__TS_RELEASED);
+    cr_assert_eq(j->t[k].state, TSR__TS_MEMORY);
+    cr_assert_eq(j->t[b].state, TSR__TS_MEMORY);
+    /* More streamed outputs than outputs is a malformed submission. */
+    gb bad = {0};
+    gb_task(&bad, 0, NULL);
+    bad.outputs[bad.nout++] = 0;
+    bad.nstream = 2;
+    tsr__jobspec spec;
+    gb_spec(&bad, &spec);
+    uint32_t job2;
+    char err[128];
+    cr_assert_eq(tsr__sched_submit(&s, 7, &spec, &job2, err, sizeof err), TSR_EPROGRAM);
+    cr_assert(strstr(err, "stream"), "%s", err);
+    tsr__sched_free(&s);
+}
+
+Test(sched_state, stream_lost_output_is_reported_again) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    gb g = {0};
+    gb_task(&g, 0, NULL);
+    gb_task(&g, 0, NULL);
+    g.outputs[g.nout++] = 0;
+    g.outputs[g.nout++] = 1;
+    g.nstream = 2;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    cr_assert_eq(tsr__sched_done(&s, w0, job, 0, 100, 0.01), 0);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_STORED, w0, 0));
+    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
+    tsr__sched_remove_worker(&s, w0);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_COMPUTE, w1, 0) && has(&x, TSR__ACT_COMPUTE, w1, 1));
+    cr_assert_eq(tsr__sched_job(&s, job)->stream_held, 2, "counted again once sent again");
+    tsr__sched_done(&s, w1, job, 0, 100, 0.01);
+    tsr__sched_done(&s, w1, job, 1, 100, 0.01);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_STORED, w1, 0), "made again: reported again");
+    cr_assert(has(&x, TSR__ACT_STORED, w1, 1));
+    cr_assert(has_finished(&x, job));
+    tsr__sched_free(&s);
+}
+
 Test(sched_state, bogus_reports) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
