@@ -160,11 +160,14 @@ static double st_f64(const msgpack_object *st, const char *key) {
     return v;
 }
 
-/* Every done carries st with all nine figures, and they hang together. */
+/* Every done carries st with all nine figures, and they hang together; and, since every worker
+ * has a memory limit by default (the machine's), the disk tier's six: spilled_bytes,
+ * unspilled_bytes, disk_bytes, paused, spill_s, unspill_s. */
 static void read_st(const msgpack_object *hdr, wst *out) {
     const msgpack_object *st = tsr__mp_get(hdr, "st");
     cr_assert(st && st->type == MSGPACK_OBJECT_MAP, "done without st");
-    cr_assert_eq(st->via.map.size, 9);
+    cr_assert_eq(st->via.map.size, 9 + 6);
+    cr_assert(tsr__mp_get(st, "paused") && tsr__mp_get(st, "spilled_bytes"));
     wst v;
     v.rss_peak = st_u64(st, "rss_peak");
     v.rss = st_u64(st, "rss");
