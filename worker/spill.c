@@ -6,8 +6,8 @@
  *   stored, or read by a task). Replicas are not: the replica bound drops them, and they are made
  *   again when needed.
  * - Above TSR__SPILL_HIGH of the limit (chunk bytes held, pool and in-flight buffers included),
- *   the oldest chunks that nothing but the store holds are written to the worker's spill
- *   directory by the I/O thread, until what is held and not yet being written falls to
+ *   the oldest chunks that nothing but the store holds are written to the worker's spill file
+ *   (one unlinked file, make_file) by the I/O thread, until what is held and not yet being written falls to
  *   TSR__SPILL_LOW. When a write ends and still nobody else holds the buffer, the store lets it
  *   go; otherwise (a task took it meanwhile) the file is kept, so that the next spill of the
  *   chunk costs no write.
@@ -18,7 +18,6 @@
  *
  * The loop thread owns every record; the I/O thread only sees its requests (the buffers they
  * hold references to) and the directory's path, fixed before its first request. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -31,45 +30,41 @@
 
 /* ---- the I/O thread -------------------------------------------------------------------------- */
 
-static void chunk_path(const tsr__worker *w, uint64_t job, uint64_t id, char *out, size_t size) {
-    snprintf(out, size, "%s/%llu-%llu", w->spill_path, (unsigned long long)job,
-             (unsigned long long)id);
-}
-
-static int write_all(int fd, const char *p, size_t n) {
+static int write_all(int fd, const char *p, size_t n, uint64_t off) {
     while (n > 0) {
-        ssize_t k = write(fd, p, n);
+        ssize_t k = pwrite(fd, p, n, (off_t)off);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) return k < 0 ? -errno : -EIO;
         p += k;
         n -= (size_t)k;
+        off += (uint64_t)k;
     }
     return 0;
 }
 
-static int read_all(int fd, char *p, size_t n) {
+static int read_all(int fd, char *p, size_t n, uint64_t off) {
     while (n > 0) {
-        ssize_t k = read(fd, p, n);
+        ssize_t k = pread(fd, p, n, (off_t)off);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) return k < 0 ? -errno : -EIO; /* a short file: damaged */
         p += k;
         n -= (size_t)k;
+        off += (uint64_t)k;
     }
     return 0;
 }
 
+/* One file for every chunk: extents handed out in order and never reused (the file is sparse;
+ * a freed extent's blocks go back with a punched hole), so a write, a read and a free of one
+ * extent are ordered by the queue alone. */
 static int do_io(tsr__worker *w, wio *r) {
-    char path[4200];
-    chunk_path(w, r->job, r->id, path, sizeof path);
-    if (r->op == WIO_UNLINK) return unlink(path) == 0 || errno == ENOENT ? 0 : -errno;
-    int fd = r->op == WIO_WRITE ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
-                                : open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    int rc = r->op == WIO_WRITE ? write_all(fd, r->buf->data, r->buf->size)
-                                : read_all(fd, r->buf->data, r->buf->size);
-    if (close(fd) != 0 && rc == 0) rc = -errno;
-    if (rc != 0 && r->op == WIO_WRITE) unlink(path);
-    return rc;
+    if (r->op == WIO_FREE)
+        return fallocate(w->spill_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->off,
+                         (off_t)r->len) == 0
+                   ? 0
+                   : -errno;
+    return r->op == WIO_WRITE ? write_all(w->spill_fd, r->buf->data, r->buf->size, r->off)
+                              : read_all(w->spill_fd, r->buf->data, r->buf->size, r->off);
 }
 
 static void *io_main(void *arg) {
@@ -108,12 +103,19 @@ static void submit(tsr__worker *w, wio *r) {
     pthread_mutex_unlock(&w->iomu);
 }
 
-static wio *request(tsr__worker *w, int op, uint64_t job, uint64_t id, tsr__buf *buf) {
+static wio *request(tsr__worker *w, int op, const wspill *e, tsr__buf *buf) {
     wio *r = calloc(1, sizeof *r);
     if (!r) return NULL;
-    *r = (wio){.op = op, .job = job, .id = id, .buf = buf};
+    *r = (wio){.op = op, .job = e->job, .id = e->id, .buf = buf, .off = e->off, .len = e->bytes};
     submit(w, r);
     return r;
+}
+
+/* Gives e's extent back (queued after any I/O on it already asked for). */
+static void free_extent(tsr__worker *w, wspill *e) {
+    if (!e->has_off) return;
+    request(w, WIO_FREE, e, NULL);
+    e->has_off = 0;
 }
 
 int tsr__spill_start(tsr__worker *w) {
@@ -179,11 +181,12 @@ void tsr__spill_track(tsr__worker *w, uint64_t job, uint64_t id, const tsr__buf 
     if (!w->io_started || buf->size < TSR__SPILL_MIN) return;
     wspill *e = tsr__kmap_get(&w->spill, job, id);
     if (e) {
-        /* Stored again under the same key (recomputed after a loss): the file is stale. */
+        /* Stored again under the same key (recomputed after a loss): the copy on disk is
+         * stale. */
         if (e->on_disk && !e->writing && !e->reading) {
             e->on_disk = 0;
             w->st.spill.disk_bytes -= e->bytes;
-            request(w, WIO_UNLINK, job, id, NULL);
+            free_extent(w, e);
         }
         lru_unlink(w, e);
     } else {
@@ -214,10 +217,8 @@ static void unqueue(tsr__worker *w, wspill *e);
 static void entry_free(tsr__worker *w, wspill *e) {
     lru_unlink(w, e);
     unqueue(w, e);
-    if (e->on_disk) {
-        w->st.spill.disk_bytes -= e->bytes;
-        if (!e->writing && !e->reading) request(w, WIO_UNLINK, e->job, e->id, NULL);
-    }
+    if (e->on_disk) w->st.spill.disk_bytes -= e->bytes;
+    free_extent(w, e); /* after a write or read under way: the queue keeps the order */
     wwaiter *deps = e->waiters;
     size_t n = e->nwaiters;
     free(e);
@@ -239,7 +240,7 @@ void tsr__spill_forget(tsr__worker *w, uint64_t job, uint64_t id) {
 static int submit_read(tsr__worker *w, wspill *e) {
     tsr__buf *b = tsr__chunkmem_new(&w->mem, e->bytes);
     if (!b) return -ENOMEM;
-    if (!request(w, WIO_READ, e->job, e->id, b)) {
+    if (!request(w, WIO_READ, e, b)) {
         tsr__chunkmem_unref(&w->mem, b);
         return -ENOMEM;
     }
@@ -314,19 +315,34 @@ int tsr__spill_fetch(tsr__worker *w, uint64_t job, uint64_t id) {
 
 /* ---- spilling -------------------------------------------------------------------------------- */
 
-/* The worker's own directory under the spill root, made at the first spill. */
-static int make_dir(tsr__worker *w) {
+/* The worker's spill file, made at the first spill in a directory of its own under the spill
+ * root, then unlinked at once with its directory: nothing is left behind however the worker
+ * ends, and the space goes back when the worker closes the file. */
+static int make_file(tsr__worker *w) {
     if (w->spill_path[0]) return 0;
     const char *root = w->opts->spill_dir;
     if (!root || !*root) root = getenv("TMPDIR");
     if (!root || !*root) root = "/tmp";
     char tmpl[sizeof w->spill_path];
     int n = snprintf(tmpl, sizeof tmpl, "%s/tessera-spill-XXXXXX", root);
-    if (n < 0 || (size_t)n >= sizeof tmpl) return -ENAMETOOLONG;
+    if (n < 0 || (size_t)n + 8 >= sizeof tmpl) return -ENAMETOOLONG;
     if (!mkdtemp(tmpl)) return -errno;
-    /* Set before the first request: the I/O thread reads it only after submit's lock. */
+    char file[sizeof tmpl + 8];
+    snprintf(file, sizeof file, "%s/chunks", tmpl);
+    int fd = open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int rc = fd < 0 ? -errno : 0;
+    unlink(file);
+    rmdir(tmpl);
+    if (rc != 0) {
+        tsr__log(&w->log, TSR_LOG_ERROR, "cannot make a spill file under %s: %s", root,
+                 strerror(-rc));
+        w->spill_broken = 1;
+        return rc;
+    }
+    /* Set before the first request: the I/O thread reads them only after submit's lock. */
+    w->spill_fd = fd;
     memcpy(w->spill_path, tmpl, (size_t)n + 1);
-    tsr__log(&w->log, TSR_LOG_INFO, "spilling to %s", w->spill_path);
+    tsr__log(&w->log, TSR_LOG_INFO, "spilling to an unlinked file under %s", root);
     return 0;
 }
 
@@ -348,7 +364,7 @@ void tsr__spill_check(tsr__worker *w) {
     uint64_t promised = 0;
     /* The buffer pool is not drained here: its bytes do not count in held (on_async gives it
      * back near the limit), and fresh pages cost more than warm ones to read chunks into. */
-    if (held > w->spill_hi && !w->spill_broken && make_dir(w) == 0) {
+    if (held > w->spill_hi && !w->spill_broken && make_file(w) == 0) {
         for (wspill *e = w->sp_old, *next; e && held > w->spill_lo + w->spill_writing + promised;
              e = next) {
             next = e->next;
@@ -369,7 +385,12 @@ void tsr__spill_check(tsr__worker *w) {
                 held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
                 continue;
             }
-            if (!request(w, WIO_WRITE, e->job, e->id, tsr__buf_ref(ch->buf))) {
+            if (!e->has_off) { /* a new extent: offsets are never reused */
+                e->off = w->spill_end;
+                e->has_off = 1;
+                w->spill_end += (e->bytes + 4095) & ~(uint64_t)4095;
+            }
+            if (!request(w, WIO_WRITE, e, tsr__buf_ref(ch->buf))) {
                 tsr__chunkmem_unref(&w->mem, ch->buf); /* the reference just taken */
                 lru_append(w, e);
                 break;
@@ -411,14 +432,13 @@ int tsr__spill_done(tsr__worker *w) {
             w->st.spill.spill_s += r->seconds;
             w->spill_writing -= r->buf->size;
             if (!e || !e->writing) {
-                /* Freed while being written (the record now under the key, if any, is a new
-                 * chunk's). */
-                if (!e) request(w, WIO_UNLINK, r->job, r->id, NULL);
+                /* Freed while being written (its extent's free is queued behind the write; the
+                 * record now under the key, if any, is a new chunk's). */
             } else if (r->rc != 0) {
                 e->writing = 0;
                 w->spill_broken = 1;
                 tsr__log(&w->log, TSR_LOG_ERROR,
-                         "cannot spill to %s: %s; keeping every chunk in memory from now on",
+                         "cannot spill under %s: %s; keeping every chunk in memory from now on",
                          w->spill_path, strerror(-r->rc));
                 lru_append(w, e);
             } else {
@@ -440,7 +460,6 @@ int tsr__spill_done(tsr__worker *w) {
             w->spill_reading -= r->buf->size;
             if (!e || !e->reading) {
                 tsr__chunkmem_unref(&w->mem, r->buf); /* freed while being read */
-                request(w, WIO_UNLINK, r->job, r->id, NULL);
             } else if (r->rc != 0) {
                 e->reading = 0;
                 char msg[300];
@@ -502,18 +521,7 @@ void tsr__spill_cleanup(tsr__worker *w) {
     }
     w->io_head = w->io_tail = w->io_done = NULL;
     if (w->spill_path[0]) {
-        DIR *d = opendir(w->spill_path);
-        if (d) {
-            struct dirent *de;
-            while ((de = readdir(d))) {
-                if (de->d_name[0] == '.') continue;
-                char path[4400];
-                snprintf(path, sizeof path, "%s/%s", w->spill_path, de->d_name);
-                unlink(path);
-            }
-            closedir(d);
-        }
-        rmdir(w->spill_path);
+        close(w->spill_fd); /* unlinked: its blocks go back now */
         w->spill_path[0] = '\0';
     }
     if (w->io_ok) {

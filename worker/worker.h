@@ -326,6 +326,8 @@ typedef struct wspill {
     uint8_t reading; /* a read is under way; waiters wait for it */
     uint8_t linked;  /* in the least-recently-used list (its bytes are in memory) */
     uint8_t queued;  /* wants reading, waits for memory (in w->rd_head's list) */
+    uint8_t has_off; /* off names its extent of the spill file */
+    uint64_t off;
     struct wspill *rd_next;
     wwaiter *waiters;
     size_t nwaiters, waiters_cap;
@@ -333,11 +335,13 @@ typedef struct wspill {
 } wspill;
 
 /* A request to the I/O thread. */
-enum { WIO_WRITE, WIO_READ, WIO_UNLINK };
+enum { WIO_WRITE, WIO_READ, WIO_FREE };
 typedef struct wio {
     int op;
     uint64_t job, id;
     tsr__buf *buf; /* WRITE: a reference to the bytes; READ: the buffer to fill */
+    uint64_t off;  /* where in the spill file */
+    uint64_t len;  /* FREE: the extent's length */
     int rc;
     double seconds; /* how long the I/O thread took */
     struct wio *next;
@@ -545,6 +549,8 @@ struct tsr__worker {
     wspill *rd_head, *rd_tail; /* reads waiting for memory, first come first served */
     wfetch *fd_head, *fd_tail; /* fetches held back for memory (task.c), in order */
     char spill_path[4096];     /* the worker's own spill directory; "" until the first spill */
+    int spill_fd;              /* the spill file (unlinked at once: it goes with the process) */
+    uint64_t spill_end;        /* the next free offset in it */
     int spill_broken;          /* a write failed: the worker keeps its chunks in memory */
     int spill_report;          /* the paused state changed: send st at the end of the turn */
     uint64_t spill_stuck_at;   /* bytes held when it resumed with nothing to spill (spill.c) */
