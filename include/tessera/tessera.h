@@ -271,6 +271,13 @@ TSR_API int tsr_arange(tsr_client *c, double start, double stop, double step, in
 /* A .npy file (<f8 or <f4, C order). The header is read now; the data is read by the workers
  * when the array is computed, so the path must be readable by them. path copied (made absolute). */
 TSR_API int tsr_load_npy(tsr_client *c, const char *path, const int64_t *chunks, tsr_array **out);
+/* A Zarr v2 array store: the directory holding .zarray and the chunk files (docs/zarr.md:
+ * dtype "<f8" or "<f4", order "C", compressor null, zlib or blosc, no filters; a missing chunk
+ * file reads as fill_value). .zarray is read now (a bad one is TSR_EZARR, the message naming the
+ * file); the chunks are read by the workers when the array is computed. chunks NULL takes the
+ * store's own chunks, so each task reads one chunk file; other chunks read the store chunks each
+ * one meets. path copied (made absolute). */
+TSR_API int tsr_load_zarr(tsr_client *c, const char *path, const int64_t *chunks, tsr_array **out);
 
 typedef enum tsr_unary_op {
     TSR_NEG,
@@ -516,6 +523,10 @@ TSR_API tsr_array *tsr_program_find(const tsr_program *p, const char *name);
 TSR_API size_t tsr_program_noutputs(const tsr_program *p);
 /* Output i, in file order: its array (borrowed) and its path ("-" prints on stdout). */
 TSR_API tsr_array *tsr_program_output(const tsr_program *p, size_t i, const char **path);
+/* Output i as a store target for tsr_store(): its array and path (both borrowed from p), its
+ * format (TSR_FORMAT_ZARR for an object entry, else TSR_FORMAT_AUTO) and compressor. 0, or
+ * TSR_EINVALID when i is out of range or the output is printed ("-"). */
+TSR_API int tsr_program_output_target(const tsr_program *p, size_t i, tsr_store_target *t);
 
 /* Computes every output in one submission, writing the file outputs (.npy files and Zarr
  * stores) as their chunks are computed, as tsr_store() does (each under a temporary name,
