@@ -443,15 +443,17 @@ TSR_API int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
  * has succeeded and every target is complete; on failure or interrupt (tsr_client_interrupt) the
  * temporaries are removed and nothing is left behind. An existing .npy file is replaced; an
  * existing Zarr store is replaced only at that last step (swapped out in one rename where the
- * file system allows); any other existing directory, or a file where a store goes, is refused
- * before anything runs. A Zarr target whose array has irregular chunks (an unequal chunk before
- * the last on some axis) is written with regular chunks, each axis's largest (a rechunk in the
- * same submission). Two targets may not name the same path.
+ * file system allows); any other existing directory, or a file where a store goes (-EEXIST),
+ * and a directory where a .npy file goes (-EISDIR), are refused before anything runs. A Zarr target
+ * whose array has irregular chunks (an unequal chunk before the last on some axis) is written with
+ * regular chunks, each axis's largest (a rechunk in the same submission). Two targets may not name
+ * the same path.
  *
  * targets: n entries, borrowed for the call (see tsr_store_target_init). opts may be NULL; its
  * own store/nstore must be empty. Errors: TSR_EINVALID (a bad target: the message names it),
  * -errno when a file cannot be created or written (the message names the path and the array),
- * TSR_ECOMPUTE, TSR_EINTERRUPTED, and those of tsr_compute(). */
+ * TSR_ECOMPUTE (a task failed, a chunk file of a loaded store does not decode),
+ * TSR_EINTERRUPTED, and those of tsr_compute(). Thread-safety as tsr_compute(). */
 TSR_API int tsr_store(tsr_client *c, const tsr_store_target *targets, size_t n,
                       const tsr_compute_options *opts);
 
