@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "array/array.h"
+#include "zarr/zarr.h"
 #include "array/client.h"
 
 /* Default chunks keep every chunk at or under this many bytes (SPEC §2). */
@@ -442,6 +443,37 @@ int tsr_load_npy(tsr_client *c, const char *path, const int64_t *chunks, tsr_arr
     (*out)->path = abs;
     (*out)->data_offset = h.data_offset;
     (*out)->file_dtype = h.dtype;
+    return 0;
+}
+
+int tsr_load_zarr(tsr_client *c, const char *path, const int64_t *chunks, tsr_array **out) {
+    if (!c) return tsr__fail(NULL, TSR_EINVALID, "load: client is NULL");
+    CHECK_OUT(c, out);
+    if (!path) return tsr__fail(c, TSR_EINVALID, "load: path is NULL");
+    tsr__zarr_meta m;
+    char err[600] = "";
+    int rc = tsr__zarr_read_meta(path, &m, err, sizeof err);
+    if (rc < 0) {
+        if (!err[0]) snprintf(err, sizeof err, "%s", tsr_strerror(rc));
+        return tsr__fail(c, rc, "load %s: %s", path, err);
+    }
+    char *abs = absolute_path(path);
+    if (!abs) return tsr__fail(c, -ENOMEM, "out of memory");
+    /* By default a Tessera chunk is a store chunk: each task reads one chunk file. */
+    rc = make_source(c, "load", m.ndim, m.shape, chunks ? chunks : m.chunks, m.dtype, out);
+    if (rc < 0) {
+        free(abs);
+        return rc;
+    }
+    tsr_array *a = *out;
+    a->aop = TSR_A_LOAD;
+    a->path = abs;
+    a->file_dtype = m.dtype;
+    a->zarr = 1;
+    a->zcodec = m.codec.id;
+    a->zsep = m.sep;
+    a->zfill = m.fill;
+    memcpy(a->zchunks, m.chunks, sizeof a->zchunks);
     return 0;
 }
 

@@ -108,6 +108,13 @@ struct tsr_array {
     char *path;           /* LOAD: absolute path (owned) */
     int64_t data_offset;  /* LOAD: bytes to the data */
     tsr_dtype file_dtype; /* LOAD */
+    /* LOAD of a Zarr store (zarr != 0, path its directory): the store's chunk grid, codec
+     * (TSR__ZC_*), dimension separator and fill value. */
+    int zarr;
+    int zcodec;
+    char zsep;
+    double zfill;
+    int64_t zchunks[TSR_MAX_NDIM];
 
     /* Lowering scratch (lower.c): valid while lower_epoch == the current lowering's epoch. */
     uint64_t lower_epoch;

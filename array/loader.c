@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "array/array.h"
 #include "array/loader.h"
@@ -480,6 +481,26 @@ static int api_fail(loader *L, const def *d, int rc) {
     return fail(L, d, code, "%s", msg);
 }
 
+/* Is path a Zarr store? A name ending in ".zarr" (a trailing '/' allowed), or a directory
+ * holding a .zarray; anything else is read as a .npy file. */
+static int is_zarr(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    if (n >= 5 && !memcmp(path + n - 5, ".zarr", 5)) return 1;
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
+    char *za = malloc(strlen(path) + sizeof "/.zarray");
+    if (!za) return 0;
+    sprintf(za, "%s/.zarray", path);
+    int yes = access(za, F_OK) == 0;
+    free(za);
+    return yes;
+}
+
+static int load_file(tsr_client *c, const char *path, const int64_t *chunks, tsr_array **out) {
+    return is_zarr(path) ? tsr_load_zarr(c, path, chunks, out) : tsr_load_npy(c, path, chunks, out);
+}
+
 static int build_def(loader *L, def *d) {
     tsr_client *c = L->c;
     int64_t ch[TSR_MAX_NDIM];
@@ -497,7 +518,7 @@ static int build_def(loader *L, def *d) {
         if (op->kind == K_LOAD) {
             /* The number of axes is in the file: read its header once to learn it. */
             tsr_array *probe = NULL;
-            if ((rc = tsr_load_npy(c, d->path, NULL, &probe))) return api_fail(L, d, rc);
+            if ((rc = load_file(c, d->path, NULL, &probe))) return api_fail(L, d, rc);
             ndim = tsr_array_ndim(probe);
             tsr_array_free(probe);
         }
@@ -519,7 +540,7 @@ static int build_def(loader *L, def *d) {
         rc = tsr_arange(c, d->start, d->stop, d->step, chp ? chp[0] : 0, d->dtype, &a);
         break;
     case K_LOAD:
-        rc = tsr_load_npy(c, d->path, chp, &a);
+        rc = load_file(c, d->path, chp, &a);
         break;
     case K_UNARY:
         rc = tsr_unary((tsr_unary_op)op->fn, x, &a);
@@ -570,6 +591,44 @@ static void shape_str(const tsr_array *a, char *buf, size_t size) {
     if (len < size) snprintf(buf + len, size - len, "%s)", nd == 1 ? "," : "");
 }
 
+/* An output entry's path: the string, or an object's "path" (NULL when it has none). */
+static const char *out_path(const json_t *v) {
+    if (json_is_string(v)) return json_string_value(v);
+    const json_t *p = json_object_get(v, "path");
+    return json_is_string(p) ? json_string_value(p) : NULL;
+}
+
+/* An object entry: {"path": "c.zarr", "compressor": "blosc" | "zlib" | null}, a Zarr store. */
+static int check_store_entry(loader *L, const def *d, json_t *v, int *compressor) {
+    char b[64];
+    const char *key;
+    json_t *x;
+    *compressor = TSR_COMPRESSOR_DEFAULT;
+    json_object_foreach(v, key, x) {
+        if (strcmp(key, "path") && strcmp(key, "compressor"))
+            return fail(L, d, TSR_EPROGRAM,
+                        "output: unknown key \"%s\" (a store output takes path, compressor)", key);
+    }
+    x = json_object_get(v, "path");
+    if (!x) return fail(L, d, TSR_EPROGRAM, "output: a store output needs \"path\"");
+    if (!json_is_string(x) || !*json_string_value(x) || !strcmp(json_string_value(x), "-"))
+        return fail(L, d, TSR_EPROGRAM, "output: \"path\" must be the store's path, got %s",
+                    show(x, b, sizeof b));
+    x = json_object_get(v, "compressor");
+    if (!x) return 0;
+    if (json_is_null(x))
+        *compressor = TSR_COMPRESSOR_NONE;
+    else if (json_is_string(x) && !strcmp(json_string_value(x), "blosc"))
+        *compressor = TSR_COMPRESSOR_BLOSC;
+    else if (json_is_string(x) && !strcmp(json_string_value(x), "zlib"))
+        *compressor = TSR_COMPRESSOR_ZLIB;
+    else
+        return fail(L, d, TSR_EPROGRAM,
+                    "output: unknown compressor %s (expected \"blosc\", \"zlib\" or null)",
+                    show(x, b, sizeof b));
+    return 0;
+}
+
 /* Checks the outputs before anything is built: known names, paths, no file written twice. */
 static int check_outputs(loader *L, json_t *outs) {
     char b[64];
@@ -580,17 +639,24 @@ static int check_outputs(loader *L, json_t *outs) {
     const char *key, *key2;
     json_t *v, *v2;
     json_object_foreach(outs, key, v) {
-        if (!json_object_get(L->index, key))
-            return fail(L, NULL, TSR_EPROGRAM, "outputs: unknown array \"%s\"", key);
-        if (!json_is_string(v) || !*json_string_value(v))
+        json_t *ix = json_object_get(L->index, key);
+        if (!ix) return fail(L, NULL, TSR_EPROGRAM, "outputs: unknown array \"%s\"", key);
+        int compressor;
+        if (json_is_object(v)) {
+            int rc = check_store_entry(L, &L->defs[json_integer_value(ix)], v, &compressor);
+            if (rc) return rc;
+        } else if (!json_is_string(v) || !*json_string_value(v)) {
             return fail(L, NULL, TSR_EPROGRAM,
-                        "outputs: \"%s\" must map to a .npy path or \"-\", got %s", key,
-                        show(v, b, sizeof b));
-        const char *path = json_string_value(v);
+                        "outputs: \"%s\" must map to a .npy or .zarr path, \"-\" or "
+                        "{\"path\": ..., \"compressor\": ...}, got %s",
+                        key, show(v, b, sizeof b));
+        }
+        const char *path = out_path(v);
         if (!strcmp(path, "-")) continue;
         json_object_foreach(outs, key2, v2) {
             if (v2 == v) break;
-            if (json_is_string(v2) && !strcmp(json_string_value(v2), path))
+            const char *p2 = out_path(v2);
+            if (p2 && !strcmp(p2, path))
                 return fail(L, NULL, TSR_EPROGRAM, "outputs: \"%s\" and \"%s\" both write \"%s\"",
                             key2, key, path);
         }
@@ -607,9 +673,15 @@ static int add_outputs(loader *L, tsr_program *p, json_t *outs) {
     json_object_foreach(outs, key, v) {
         const def *d = &L->defs[json_integer_value(json_object_get(L->index, key))];
         tsr__output *o = &p->outputs[p->noutputs];
-        o->path = strdup(json_string_value(v));
+        o->path = strdup(out_path(v));
         if (!o->path) return fail(L, NULL, -ENOMEM, "out of memory");
         o->array = d->array;
+        o->format = TSR_FORMAT_AUTO;
+        o->compressor = TSR_COMPRESSOR_DEFAULT;
+        if (json_is_object(v)) {
+            o->format = TSR_FORMAT_ZARR;
+            check_store_entry(L, d, v, &o->compressor); /* checked before: cannot fail */
+        }
         p->noutputs++;
         if (!strcmp(o->path, "-") &&
             (tsr_array_ndim(o->array) > 1 || tsr_array_size(o->array) > PRINT_MAX)) {

@@ -36,6 +36,15 @@ tsr_array *tsr_program_output(const tsr_program *p, size_t i, const char **path)
     return p->outputs[i].array;
 }
 
+int tsr_program_output_target(const tsr_program *p, size_t i, tsr_store_target *t) {
+    if (!p || !t || i >= p->noutputs || !strcmp(p->outputs[i].path, "-")) return TSR_EINVALID;
+    const tsr__output *o = &p->outputs[i];
+    tsr_store_target_init(t, o->array, o->path);
+    t->format = o->format;
+    t->compressor = o->compressor;
+    return 0;
+}
+
 /* Prints `NAME: v1 v2 ...` (%.17g, float32 widened to double) on one line. */
 static int print_output(tsr_program *p, const tsr__output *o, FILE *out) {
     tsr_array *a = o->array;
@@ -78,11 +87,8 @@ int tsr_program_run(tsr_program *p, const tsr_compute_options *opts, FILE *out) 
     size_t n = 0, nt = 0;
     for (size_t i = 0; i < p->noutputs; i++) {
         const tsr__output *o = &p->outputs[i];
-        if (strcmp(o->path, "-") != 0) {
-            tsr_store_target *t = &targets[nt++];
-            tsr_store_target_init(t, o->array, o->path);
-            t->format = o->format;
-            t->compressor = o->compressor;
+        if (tsr_program_output_target(p, i, &targets[nt]) == 0) {
+            nt++;
             continue;
         }
         /* Output names are unique keys, but two names never share an array either:

@@ -139,7 +139,7 @@ static int dep_of(lctx *L, tsr_array *x, int64_t ci, uint32_t *dep) {
     static int64_t name(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx, const int64_t *shape)
 
 LOWERING(emit_source) {
-    int64_t off[TSR_MAX_NDIM], bshape[TSR_MAX_NDIM], iv[2 + 2 * TSR_MAX_NDIM];
+    int64_t off[TSR_MAX_NDIM], bshape[TSR_MAX_NDIM], iv[3 + 3 * TSR_MAX_NDIM];
     double fv[2];
     (void)shape;
     int rc = box(L, a, idx, off, bshape);
@@ -172,6 +172,24 @@ LOWERING(emit_source) {
         d.ni = 1;
         break;
     default: /* TSR_A_LOAD */
+        d.s = a->path;
+        if (a->zarr) {
+            d.fn = TSR__LOAD_ZARR;
+            iv[0] = (int64_t)a->file_dtype;
+            iv[1] = a->zcodec;
+            iv[2] = a->zsep;
+            for (int ax = 0; ax < d_; ax++) {
+                iv[3 + ax] = a->shape[ax];
+                iv[3 + d_ + ax] = a->zchunks[ax];
+                iv[3 + 2 * d_ + ax] = off[ax];
+            }
+            fv[0] = a->zfill;
+            d.i = iv;
+            d.ni = (uint32_t)(3 + 3 * d_);
+            d.f = fv;
+            d.nf = 1;
+            break;
+        }
         iv[0] = a->data_offset;
         iv[1] = (int64_t)a->file_dtype;
         for (int ax = 0; ax < d_; ax++) {
@@ -180,7 +198,6 @@ LOWERING(emit_source) {
         }
         d.i = iv;
         d.ni = (uint32_t)(2 + 2 * d_);
-        d.s = a->path;
         break;
     }
     return add(L, a, ci, &d, NULL, 0, 0, NULL);

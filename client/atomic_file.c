@@ -3,6 +3,7 @@
  * a temporary directory beside it, so that a reader never sees a partial output and a failure
  * leaves nothing behind. The `tessera` command reaches it through the save functions of the API;
  * it keeps no copy of its own. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -106,8 +107,14 @@ static int remove_tree(const char *dir) {
     return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int tsr__remove_store(const char *dir) {
-    return remove_tree(dir) == 0 ? 0 : -errno;
+int tsr__dir_empty(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -errno;
+    int empty = 1;
+    for (struct dirent *e; empty && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
+    closedir(d);
+    return empty;
 }
 
 /* Puts the complete directory tmp in place of path. The old store, if any, is swapped out in

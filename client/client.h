@@ -202,7 +202,7 @@ void tsr__ostream_free(tsr__ostream *s);
 /* ---- zarr_out.c: writing a Zarr v2 store (docs/zarr.md) ---- */
 
 /* Refuses a path where a store cannot go: an existing file, or a directory that is neither a
- * Zarr array store (it has .zarray) nor empty. 0, or TSR_EINVALID with the message on c. */
+ * Zarr array store (it has .zarray) nor empty. 0, or -EEXIST with the message on c. */
 int tsr__zarr_out_check(tsr_client *c, const tsr_array *a, const char *path);
 /* Writes .zarray and .zattrs into the target's open temporary directory. */
 int tsr__zarr_out_begin(tsr_client *c, tsr__target *t);
@@ -253,8 +253,8 @@ int tsr__tmpout_open(tsr_client *c, tsr__tmpout *t, const char *path, const char
 int tsr__tmpout_commit(tsr_client *c, tsr__tmpout *t);
 /* Closes and removes the temporary file or directory; t is released. Safe on a released t. */
 void tsr__tmpout_abort(tsr__tmpout *t);
-/* Removes a directory and what it holds (not following links). 0 or -errno. */
-int tsr__remove_store(const char *dir);
+/* 1 when dir has no entries, 0 when it has, -errno when it cannot be read. */
+int tsr__dir_empty(const char *dir);
 
 /* Writes a file the way every file the library saves is written: under PATH.tmp-XXXXXX (mode
  * 0644), filled by fill(fd, user), then renamed onto path, so that a reader never sees a partial

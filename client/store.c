@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "client/client.h"
@@ -205,6 +206,11 @@ int tsr__ostream_new(tsr_client *c, const tsr_store_target *targets, size_t n, t
                                targets[i].array->name, targets[k].array->name, targets[k].path);
         if (!rc && fmt[k] == TSR_FORMAT_ZARR)
             rc = tsr__zarr_out_check(c, targets[k].array, targets[k].path);
+        struct stat st;
+        if (!rc && fmt[k] == TSR_FORMAT_NPY && stat(targets[k].path, &st) == 0 &&
+            S_ISDIR(st.st_mode))
+            rc = tsr__fail(c, -EISDIR, "cannot write \"%s\" (array \"%s\"): it is a directory",
+                           targets[k].path, targets[k].array->name);
     }
     tsr__ostream *s = rc ? NULL : calloc(1, sizeof *s);
     if (!rc && (!s || !(s->t = calloc(n ? n : 1, sizeof *s->t))))

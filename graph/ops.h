@@ -103,6 +103,8 @@ enum {
  *               The scheduler (state.c: inline sources) and the worker (task.c: what may be
  *               recomputed; exec.c: what may run long) ask tsr__kop_has(), never a family. */
 #define TSR__ANY 255
+/* LOAD's sub-operations: what the file is (kernels/kernels.h gives each one's parameters). */
+enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
 /* The most k-steps one MATMUL task may take (kernels/kernels.h): 2g + 1 inputs at most. */
 #define TSR__MATMUL_MAX_GROUP 32
 #define TSR__KOP_RECOMPUTE 1u
@@ -112,7 +114,7 @@ enum {
     XX(FILL, fill, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                          \
     XX(RANDOM, random, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                      \
     XX(ARANGE, arange, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                      \
-    XX(LOAD, load, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_LONG)                               \
+    XX(LOAD, load, 0, 0, TSR__LOAD_COUNT, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_LONG)                 \
     XX(UNARY, unary, 1, 1, TSR__UNARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                           \
     XX(BINARY, binary, 2, 2, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                        \
     XX(BINARY_SCALAR, binary_scalar, 1, 1, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)          \

@@ -13,6 +13,7 @@
 
 #include "common/common.h"
 #include "kernels/kernels_priv.h"
+#include "zarr/zarr.h"
 
 #define KERNEL(name)                                                                               \
     static int name(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,      \
@@ -127,9 +128,65 @@ static int load_run(int fd, int fdt, T *dst, int64_t count, int64_t pos, U *stag
     return 0;
 }
 
+/* A Zarr store (kernels.h: LOAD, TSR__LOAD_ZARR): every store chunk the output box meets is
+ * read and decoded whole into a scratch buffer (a missing one is fill_value), then the part
+ * inside the box is copied, a run along the last axis at a time. */
+static int load_zarr(const tsr_kdesc *d, tsr_chunkview *out, char *err, size_t errlen) {
+    int nd = d->ndim;
+    int fdt = (int)d->i[0], codec = (int)d->i[1];
+    char sep = (char)d->i[2];
+    const int64_t *zch = d->i + 3 + nd, *off = d->i + 3 + 2 * nd;
+    size_t fsize = tsr_dtype_size((tsr_dtype)fdt);
+    T *o = out->data;
+    if (out_nelem(out) == 0) return 0;
+    int64_t lo[TSR_MAX_NDIM], span[TSR_MAX_NDIM], ci[TSR_MAX_NDIM] = {0};
+    int64_t ostride[TSR_MAX_NDIM], zstride[TSR_MAX_NDIM];
+    for (int a = 0; a < nd; a++) {
+        lo[a] = off[a] / zch[a];
+        span[a] = (off[a] + out->shape[a] - 1) / zch[a] - lo[a] + 1;
+    }
+    tsr__shape_strides(nd, out->shape, ostride);
+    tsr__shape_strides(nd, zch, zstride);
+    size_t cbytes = (size_t)tsr__shape_nelem(nd, zch) * fsize;
+    char *buf = malloc(cbytes ? cbytes : 1);
+    if (!buf) return oom(err, errlen);
+    int rc = 0;
+    do {
+        int64_t idx[TSR_MAX_NDIM], b0[TSR_MAX_NDIM], bn[TSR_MAX_NDIM];
+        for (int a = 0; a < nd; a++) {
+            idx[a] = lo[a] + ci[a];
+            int64_t s0 = idx[a] * zch[a], e0 = s0 + zch[a];
+            int64_t s1 = off[a], e1 = off[a] + out->shape[a];
+            b0[a] = s0 > s1 ? s0 : s1; /* the box's start, in global coordinates */
+            bn[a] = (e0 < e1 ? e0 : e1) - b0[a];
+        }
+        rc = tsr__zarr_read_chunk(d->s, nd, idx, sep, codec, buf, cbytes, err, errlen);
+        if (rc < 0) break;
+        int missing = rc == 1;
+        rc = 0;
+        /* Runs along the last axis of the intersection. */
+        int64_t run = nd ? bn[nd - 1] : 1, r[TSR_MAX_NDIM] = {0};
+        do {
+            int64_t src = 0, dst = 0;
+            for (int a = 0; a < nd; a++) {
+                int64_t g = b0[a] + r[a];
+                src += (g - idx[a] * zch[a]) * zstride[a];
+                dst += (g - off[a]) * ostride[a];
+            }
+            if (missing)
+                for (int64_t j = 0; j < run; j++) o[dst + j] = (T)d->f[0];
+            else
+                convert_to_T(o + dst, buf + (size_t)src * fsize, fdt, run);
+        } while (nd > 1 && tsr__next_index(r, bn, nd - 1));
+    } while (nd > 0 && tsr__next_index(ci, span, nd));
+    free(buf);
+    return rc;
+}
+
 /* i = [data_offset, file_dtype, gshape[0..nd), offset[0..nd)]. The chunk is read as runs that
  * are contiguous in the file: the trailing axes the chunk spans in full, plus one more. */
 KERNEL(k_load) {
+    if (d->fn == TSR__LOAD_ZARR) return load_zarr(d, out, err, errlen);
     int nd = d->ndim;
     int64_t data_offset = d->i[0];
     int fdt = (int)d->i[1];

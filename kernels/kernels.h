@@ -12,8 +12,13 @@
  *                            element with global row-major index g gets SPEC §2's formula(seed, g)
  *  ARANGE        no inputs, d = 1.  f = [start, step], i = [offset]
  *                            element j = start + (offset + j) * step, computed in double
- *  LOAD          no inputs.  s = absolute path, i = [data_offset, file_dtype, gshape[0..d),
- *                offset[0..d)]  (data_offset: bytes from file start to the data; file is C order)
+ *  LOAD          no inputs. fn = TSR__LOAD_NPY: s = absolute path of a .npy file,
+ *                i = [data_offset, file_dtype, gshape[0..d), offset[0..d)]  (data_offset: bytes
+ *                from file start to the data; file is C order).
+ *                fn = TSR__LOAD_ZARR: s = absolute path of a Zarr v2 store, i = [file_dtype,
+ *                codec (TSR__ZC_*), separator ('.' or '/'), gshape[0..d), zchunks[0..d),
+ *                offset[0..d)], f = [fill_value]: reads every chunk file the output box meets
+ *                (a missing one is fill_value) and copies its part.
  *  UNARY         1 input of the output's shape and dtype. fn = tsr_unary_op
  *  BINARY        2 inputs; fn = tsr_binary_op. Each input has ndim <= d; its shape, aligned to the
  *                right, equals the output's on every axis or is 1 there (broadcast). Inputs may

@@ -12,6 +12,8 @@
 #include "common/common.h"
 #include "kernels/device.h"
 #include "kernels/kernels_priv.h"
+#include "zarr/zarr.h"
+#include "tsr_config.h"
 
 /* The GPU kernels, once a backend registered them. */
 static const tsr_kernel_fn *gpu_kernels;
@@ -277,6 +279,21 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         if (d->i[0] < 0 || d->i[0] > INT64_MAX - d->shape[0]) FAIL("offset out of range");
         return 0;
     case TSR_KOP_LOAD:
+        if (d->fn == TSR__LOAD_ZARR) {
+            NEED_PARAMS(3 + 3 * nd, 1);
+            if (!d->s || !d->s[0]) FAIL("no path");
+            if (d->i[0] != TSR_FLOAT64 && d->i[0] != TSR_FLOAT32)
+                FAIL("invalid file dtype %lld", (long long)d->i[0]);
+            if (d->i[1] < 0 || d->i[1] >= TSR__ZC_COUNT)
+                FAIL("unknown codec %lld", (long long)d->i[1]);
+            if (d->i[2] != '.' && d->i[2] != '/') FAIL("invalid dimension separator");
+            for (int a = 0; a < nd; a++)
+                if (d->i[3 + nd + a] < 1)
+                    FAIL("chunk size %lld on axis %d", (long long)d->i[3 + nd + a], a);
+            if (safe_nelem(nd, d->i + 3 + nd) < 0 || safe_nelem(nd, d->i + 3 + nd) > INT64_MAX / 8)
+                FAIL("store chunks too large");
+            return check_box(d, d->i + 3, d->i + 3 + 2 * nd, 1, 0, err, errlen);
+        }
         NEED_PARAMS(2 + 2 * nd, 0);
         if (!d->s || !d->s[0]) FAIL("no path");
         if (d->i[0] < 0) FAIL("negative data offset");

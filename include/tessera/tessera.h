@@ -283,6 +283,13 @@ TSR_API int tsr_arange(tsr_client *c, double start, double stop, double step, in
 /* A .npy file (<f8 or <f4, C order). The header is read now; the data is read by the workers
  * when the array is computed, so the path must be readable by them. path copied (made absolute). */
 TSR_API int tsr_load_npy(tsr_client *c, const char *path, const int64_t *chunks, tsr_array **out);
+/* A Zarr v2 array store: the directory holding .zarray and the chunk files (docs/zarr.md:
+ * dtype "<f8" or "<f4", order "C", compressor null, zlib or blosc, no filters; a missing chunk
+ * file reads as fill_value). .zarray is read now (a bad one is TSR_EZARR, the message naming the
+ * file); the chunks are read by the workers when the array is computed. chunks NULL takes the
+ * store's own chunks, so each task reads one chunk file; other chunks read the store chunks each
+ * one meets. path copied (made absolute). */
+TSR_API int tsr_load_zarr(tsr_client *c, const char *path, const int64_t *chunks, tsr_array **out);
 
 typedef enum tsr_unary_op {
     TSR_NEG,
@@ -448,15 +455,17 @@ TSR_API int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
  * has succeeded and every target is complete; on failure or interrupt (tsr_client_interrupt) the
  * temporaries are removed and nothing is left behind. An existing .npy file is replaced; an
  * existing Zarr store is replaced only at that last step (swapped out in one rename where the
- * file system allows); any other existing directory, or a file where a store goes, is refused
- * before anything runs. A Zarr target whose array has irregular chunks (an unequal chunk before
- * the last on some axis) is written with regular chunks, each axis's largest (a rechunk in the
- * same submission). Two targets may not name the same path.
+ * file system allows); any other existing directory, or a file where a store goes (-EEXIST),
+ * and a directory where a .npy file goes (-EISDIR), are refused before anything runs. A Zarr target
+ * whose array has irregular chunks (an unequal chunk before the last on some axis) is written with
+ * regular chunks, each axis's largest (a rechunk in the same submission). Two targets may not name
+ * the same path.
  *
  * targets: n entries, borrowed for the call (see tsr_store_target_init). opts may be NULL; its
  * own store/nstore must be empty. Errors: TSR_EINVALID (a bad target: the message names it),
  * -errno when a file cannot be created or written (the message names the path and the array),
- * TSR_ECOMPUTE, TSR_EINTERRUPTED, and those of tsr_compute(). */
+ * TSR_ECOMPUTE (a task failed, a chunk file of a loaded store does not decode),
+ * TSR_EINTERRUPTED, and those of tsr_compute(). Thread-safety as tsr_compute(). */
 TSR_API int tsr_store(tsr_client *c, const tsr_store_target *targets, size_t n,
                       const tsr_compute_options *opts);
 
@@ -528,6 +537,10 @@ TSR_API tsr_array *tsr_program_find(const tsr_program *p, const char *name);
 TSR_API size_t tsr_program_noutputs(const tsr_program *p);
 /* Output i, in file order: its array (borrowed) and its path ("-" prints on stdout). */
 TSR_API tsr_array *tsr_program_output(const tsr_program *p, size_t i, const char **path);
+/* Output i as a store target for tsr_store(): its array and path (both borrowed from p), its
+ * format (TSR_FORMAT_ZARR for an object entry, else TSR_FORMAT_AUTO) and compressor. 0, or
+ * TSR_EINVALID when i is out of range or the output is printed ("-"). */
+TSR_API int tsr_program_output_target(const tsr_program *p, size_t i, tsr_store_target *t);
 
 /* Computes every output in one submission, writing the file outputs (.npy files and Zarr
  * stores) as their chunks are computed, as tsr_store() does (each under a temporary name,

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,6 +215,53 @@ Test(stream, failure_leaves_nothing, .timeout = 120) {
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "submit: status %d", st);
     cr_assert(!has_tmp(dir), "a failed run left a temporary output");
     cr_assert_eq(dir_entries(dir), 1, "a failed run left an output");
+    stop_all();
+    remove_tmpdir(dir);
+}
+
+/* A worker killed while the output streams out costs time, not results: its chunks are made
+ * again elsewhere and reported again, and a fetch from it that failed waits for that. C = A @ 1
+ * (2048 x 8192 by 8192 x 256 ones): every row of C is the row sum of A, a cheap reference
+ * whatever order BLAS adds in; 8 output chunks of a GFLOP each. */
+Test(stream, worker_lost_mid_run_costs_time_not_results, .timeout = 300) {
+    char *dir = make_tmpdir();
+    write_file(dir, "p.json",
+               "{\"tessera\": 1, \"arrays\": {"
+               "\"A\": {\"op\": \"random\", \"shape\": [2048, 8192], \"chunks\": [256, 1024], "
+               "\"seed\": 3},"
+               "\"O\": {\"op\": \"ones\", \"shape\": [8192, 256], \"chunks\": [1024, 256]},"
+               "\"C\": {\"op\": \"matmul\", \"args\": [\"A\", \"O\"]}},"
+               "\"outputs\": {\"C\": \"c.npy\"}}");
+    char addr[64];
+    track(start_scheduler(addr, sizeof addr));
+    track(start_worker(addr, 1, "w0", NULL));
+    pid_t w1 = track(start_worker(addr, 1, "w1", NULL));
+    const char *argv[] = {"tessera", "submit", "--scheduler", addr, "p.json", NULL};
+    pid_t pid = track(spawn_quiet(dir, argv));
+    /* One output chunk (512 KiB) written: kill a worker while the rest are being made. */
+    for (int i = 0; i < 6000 && tmp_written(dir) < (512 << 10); i++) usleep(10000);
+    kill(w1, SIGKILL);
+    waitpid(w1, NULL, 0);
+    untrack(w1);
+    int st;
+    waitpid(pid, &st, 0);
+    untrack(pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "submit: status %d", st);
+    char path[512];
+    snprintf(path, sizeof path, "%s/c.npy", dir);
+    npy_data c;
+    cr_assert_eq(read_npy(path, &c), 0);
+    cr_assert(c.ndim == 2 && c.shape[0] == 2048 && c.shape[1] == 256);
+    for (int64_t r = 0; r < 2048; r++) {
+        double sum = 0;
+        for (int64_t k = 0; k < 8192; k++) sum += ref_random_f64(3, (uint64_t)(r * 8192 + k));
+        for (int64_t j = 0; j < 256; j++)
+            if (fabs(c.v[r * 256 + j] - sum) > 1e-8)
+                cr_assert_fail("C[%lld, %lld] = %.17g, row sum %.17g", (long long)r, (long long)j,
+                               c.v[r * 256 + j], sum);
+    }
+    npy_free(&c);
+    cr_assert(!has_tmp(dir));
     stop_all();
     remove_tmpdir(dir);
 }

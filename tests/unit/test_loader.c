@@ -474,7 +474,44 @@ Test(loader, outputs) {
 #define OUT(o) (snprintf(json, sizeof json, "%s%s}", arrays, o), json)
     tsr_program_free(good(OUT("{\"v\": \"-\", \"s\": \"-\", \"A\": \"a.npy\"}")));
     bad(OUT("{\"Q\": \"-\"}"), "prog.json: outputs: unknown array \"Q\"", NULL);
-    bad(OUT("{\"A\": 3}"), "prog.json: outputs: \"A\" must map to a .npy path or \"-\"", NULL);
+    bad(OUT("{\"A\": 3}"), "prog.json: outputs: \"A\" must map to a .npy or .zarr path, \"-\"",
+        NULL);
+    /* Zarr stores: a .zarr path, or an object with the store's path and its compressor. */
+    tsr_program *p = good(OUT("{\"A\": \"a.zarr\", \"s\": {\"path\": \"s.zarr\", \"compressor\": "
+                              "\"zlib\"}, \"v\": {\"path\": \"v\", \"compressor\": null}, "
+                              "\"w\": {\"path\": \"w.zarr\"}}"));
+    static const struct {
+        const char *path;
+        int format, compressor;
+    } want[] = {{"a.zarr", TSR_FORMAT_AUTO, TSR_COMPRESSOR_DEFAULT},
+                {"s.zarr", TSR_FORMAT_ZARR, TSR_COMPRESSOR_ZLIB},
+                {"v", TSR_FORMAT_ZARR, TSR_COMPRESSOR_NONE},
+                {"w.zarr", TSR_FORMAT_ZARR, TSR_COMPRESSOR_DEFAULT}};
+    for (size_t k = 0; k < 4; k++) {
+        tsr_store_target t;
+        cr_assert_eq(tsr_program_output_target(p, k, &t), 0);
+        cr_assert_str_eq(t.path, want[k].path);
+        cr_assert_eq(t.format, want[k].format, "output %zu", k);
+        cr_assert_eq(t.compressor, want[k].compressor, "output %zu", k);
+        cr_assert_eq(t.array, tsr_program_output(p, k, NULL));
+    }
+    tsr_store_target t;
+    cr_assert_eq(tsr_program_output_target(p, 4, &t), TSR_EINVALID);
+    tsr_program_free(p);
+    p = good(OUT("{\"v\": \"-\"}"));
+    cr_assert_eq(tsr_program_output_target(p, 0, &t), TSR_EINVALID, "a printed output");
+    tsr_program_free(p);
+    bad(OUT("{\"A\": {\"path\": \"a.zarr\", \"compressor\": \"lz5\"}}"),
+        "prog.json: array \"A\": output: unknown compressor \"lz5\" (expected \"blosc\", "
+        "\"zlib\" or null)",
+        NULL);
+    bad(OUT("{\"A\": {\"path\": \"a.zarr\", \"level\": 3}}"),
+        "prog.json: array \"A\": output: unknown key \"level\"", NULL);
+    bad(OUT("{\"A\": {\"compressor\": \"zlib\"}}"),
+        "prog.json: array \"A\": output: a store output needs \"path\"", NULL);
+    bad(OUT("{\"A\": {\"path\": \"-\"}}"), "array \"A\": output: \"path\" must be", NULL);
+    bad(OUT("{\"A\": \"x.zarr\", \"v\": {\"path\": \"x.zarr\"}}"),
+        "outputs: \"A\" and \"v\" both write \"x.zarr\"", NULL);
     bad(OUT("{\"A\": \"\"}"), "outputs: \"A\" must map", NULL);
     bad(OUT("[\"A\"]"), "prog.json: \"outputs\" must be an object", NULL);
     bad(OUT("{\"A\": \"x.npy\", \"v\": \"x.npy\"}"),
