@@ -4,7 +4,7 @@
  * made every process (`tessera --help` included) take ~0.8 s and ~220 MB to start.
  *
  * Where the module is looked for, first found wins:
- *   $TESSERA_CUDA_MODULE (a path to the file);
+ *   $TESSERA_CUDA_MODULE (a path to the file; when set, only there);
  *   beside the library or program that holds this code (a build tree), or in its folder's
  *   tessera/ (an installed libdir);
  *   the build tree it was built in, then the install prefix's libdir/tessera. */
@@ -36,9 +36,12 @@ static void *try_open(const char *path) {
 static void load(void) {
     void *h = NULL;
     const char *env = getenv("TESSERA_CUDA_MODULE");
-    if (env && *env) h = try_open(env);
     Dl_info info;
-    if (!h && dladdr((void *)tsr__devops_cuda, &info) && info.dli_fname) {
+    if (env && *env) { /* named: that file or nothing */
+        if (!(h = try_open(env)) && !load_err[0])
+            tsr__fmt(load_err, sizeof load_err, "TESSERA_CUDA_MODULE=%s: no such module", env);
+        if (!h) return;
+    } else if (dladdr((void *)tsr__devops_cuda, &info) && info.dli_fname) {
         char dir[4096];
         tsr__fmt(dir, sizeof dir, "%s", info.dli_fname);
         char *slash = strrchr(dir, '/');

@@ -373,6 +373,7 @@ static void failing_servers_without_logger(void) {
     cr_assert_eq(tsr_worker_new(&wo, &w), TSR_EINVALID);
     wo.scheduler = "127.0.0.1:1";
     wo.gpu = 0;
+    setenv("TESSERA_CUDA_MODULE", "/nonexistent/libtessera_cuda.so", 1); /* no backend to load */
     cr_assert_eq(tsr_worker_new(&wo, &w), TSR_EUNSUPPORTED);
 }
 

@@ -666,6 +666,9 @@ Test(worker, unreachable_scheduler) {
     o.scheduler = addr;
     cr_assert_eq(worker_life(&o), -ECONNREFUSED);
     o.gpu = 0;
+    /* No GPU backend to load (the CUDA runtime would be loaded here for nothing, and leaks when
+     * it finds no device). */
+    setenv("TESSERA_CUDA_MODULE", "/nonexistent/libtessera_cuda.so", 1);
     cr_assert_eq(worker_life(&o), TSR_EUNSUPPORTED);
     o.gpu = -1;
     o.scheduler = NULL;
