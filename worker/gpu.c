@@ -31,9 +31,18 @@ static void bind_near_device(tsr__worker *w, wexec *e) {
     hwloc_bitmap_t near = hwloc_bitmap_alloc();
     if (!near) return;
     const char *bus = w->dev.info.pci_bus_id;
-    hwloc_obj_t pci = bus[0] ? hwloc_get_pcidev_by_busidstring(w->topo, bus) : NULL;
-    hwloc_obj_t anc = pci ? hwloc_get_non_io_ancestor_obj(w->topo, pci) : NULL;
-    if (anc && anc->cpuset) hwloc_bitmap_and(near, anc->cpuset, w->allowed);
+    /* The device's place needs hwloc's PCI objects: a topology of their own, loaded only here,
+     * once a device is open (the PCI plugin costs time, and is nothing to other workers). */
+    hwloc_obj_t pci = NULL;
+    hwloc_topology_t io;
+    if (bus[0] && hwloc_topology_init(&io) == 0) {
+        hwloc_topology_set_io_types_filter(io, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+        if (hwloc_topology_load(io) == 0 && (pci = hwloc_get_pcidev_by_busidstring(io, bus))) {
+            hwloc_obj_t anc = hwloc_get_non_io_ancestor_obj(io, pci);
+            if (anc && anc->cpuset) hwloc_bitmap_and(near, anc->cpuset, w->allowed);
+        }
+        hwloc_topology_destroy(io);
+    }
     const char *where = "near the device";
     if (hwloc_bitmap_iszero(near)) {
         hwloc_bitmap_copy(near, w->allowed);

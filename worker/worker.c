@@ -373,8 +373,6 @@ static int setup_topology(tsr__worker *w) {
     const tsr_worker_options *o = w->opts;
     if (hwloc_topology_init(&w->topo) < 0) return TSR_EINVALID;
     w->topo_ok = 1;
-    /* A GPU worker looks for its device's PCI place (gpu.c: a core near it). */
-    if (w->gpu) hwloc_topology_set_io_types_filter(w->topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
     if (hwloc_topology_load(w->topo) < 0) {
         tsr__log(&w->log, TSR_LOG_ERROR, "hwloc could not read the machine's topology");
         return TSR_EINVALID;
