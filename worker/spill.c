@@ -7,10 +7,10 @@
  *   again when needed.
  * - Above TSR__SPILL_HIGH of the limit (chunk bytes held, pool and in-flight buffers included),
  *   the oldest chunks that nothing but the store holds are written to the worker's spill file
- *   (one unlinked file, make_file) by the I/O thread, until what is held and not yet being written falls to
- *   TSR__SPILL_LOW. When a write ends and still nobody else holds the buffer, the store lets it
- *   go; otherwise (a task took it meanwhile) the file is kept, so that the next spill of the
- *   chunk costs no write.
+ *   (one unlinked file, make_file) by the I/O thread, until what is held and not yet being written
+ * falls to TSR__SPILL_LOW. When a write ends and still nobody else holds the buffer, the store lets
+ * it go; otherwise (a task took it meanwhile) the file is kept, so that the next spill of the chunk
+ * costs no write.
  * - Above TSR__PAUSE_HIGH the worker is paused: it reports so in its stats at once, and the
  *   scheduler sends it no new work until it is under TSR__PAUSE_LOW again.
  * - A spilled chunk keeps its store record (buf NULL). A task that needs it waits while the I/O
@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "worker/worker.h"
@@ -69,6 +71,9 @@ static int do_io(tsr__worker *w, wio *r) {
 
 static void *io_main(void *arg) {
     tsr__worker *w = arg;
+    /* A spill or read back is short and what the executors may be waiting for: ahead of them
+     * for a core when it wakes (CFS weight). Needs CAP_SYS_NICE; without it, as it was. */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -5);
     pthread_mutex_lock(&w->iomu);
     for (;;) {
         while (!w->io_stop && !w->io_head) pthread_cond_wait(&w->iocv, &w->iomu);
