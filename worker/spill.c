@@ -242,9 +242,10 @@ void tsr__spill_forget(tsr__worker *w, uint64_t job, uint64_t id) {
 /* Reads take memory: one starts while the bytes held and being read stay under the spill
  * threshold, or when no other read is under way (so that reads always progress); the others
  * wait in a queue, in order (a task's window can ask for many at once). */
-static int submit_read(tsr__worker *w, wspill *e) {
-    tsr__buf *b = tsr__chunkmem_new(&w->mem, e->bytes);
-    if (!b) return -ENOMEM;
+/* Reads e back into b (a reference the request takes over), or into a new buffer when b is
+ * NULL. */
+static int submit_read_into(tsr__worker *w, wspill *e, tsr__buf *b) {
+    if (!b && !(b = tsr__chunkmem_new(&w->mem, e->bytes))) return -ENOMEM;
     if (!request(w, WIO_READ, e, b)) {
         tsr__chunkmem_unref(&w->mem, b);
         return -ENOMEM;
@@ -252,6 +253,10 @@ static int submit_read(tsr__worker *w, wspill *e) {
     e->reading = 1;
     w->spill_reading += e->bytes;
     return 0;
+}
+
+static int submit_read(tsr__worker *w, wspill *e) {
+    return submit_read_into(w, e, NULL);
 }
 
 static int read_fits(tsr__worker *w, size_t bytes) {
@@ -452,11 +457,36 @@ int tsr__spill_done(tsr__worker *w) {
                 w->st.spill.spilled_bytes += e->bytes;
                 w->st.spill.disk_bytes += e->bytes;
                 const tsr__chunk *ch = tsr__store_get(&w->store, r->job, r->id);
-                /* Only the store and this request hold it: the memory can go. */
+                /* Only the store and this request hold it: the memory can go, or serve the
+                 * next read waiting for memory when it is the same size. Its pages are warm:
+                 * a read into fresh pages costs ~50 times one into warm ones in this guest
+                 * (bench/notes.md), and the pool cannot keep every buffer a spill lets go. */
                 if (ch && ch->buf == r->buf &&
-                    atomic_load_explicit(&r->buf->refs, memory_order_acquire) == 2)
-                    tsr__chunkmem_unref(&w->mem, tsr__store_evict(&w->store, r->job, r->id));
-                else if (ch && ch->buf)
+                    atomic_load_explicit(&r->buf->refs, memory_order_acquire) == 2) {
+                    tsr__buf *b = tsr__store_evict(&w->store, r->job, r->id);
+                    wspill *q = w->rd_head;
+                    if (q && q->bytes == b->size) {
+                        /* New bytes: a GPU worker's device copy of the old ones goes (as at a
+                         * buffer's last unref). */
+                        if (b->dev_drop) b->dev_drop(b);
+                        w->rd_head = q->rd_next;
+                        if (!w->rd_head) w->rd_tail = NULL;
+                        q->rd_next = NULL;
+                        q->queued = 0;
+                        if (submit_read_into(w, q, b) != 0) {
+                            /* b went with the failed request: q's waiters learn it at once. */
+                            wwaiter *deps = q->waiters;
+                            size_t n = q->nwaiters;
+                            q->waiters = NULL;
+                            q->nwaiters = q->waiters_cap = 0;
+                            tsr__task_inputs_failed(w, deps, n,
+                                                    "no memory to read a spilled input back");
+                            free(deps);
+                        }
+                    } else {
+                        tsr__chunkmem_unref(&w->mem, b);
+                    }
+                } else if (ch && ch->buf)
                     lru_append(w, e); /* in use again: in memory, and on disk already */
             }
             tsr__chunkmem_unref(&w->mem, r->buf);
