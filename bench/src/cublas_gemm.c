@@ -81,11 +81,10 @@ int main(int argc, char **argv) {
         CK(cudaDeviceSynchronize());
         double t0 = now();
         /* Row-major C = A B is column-major C^T = B^T A^T: the same call with A and B swapped. */
-        cublasStatus_t st =
-            dbl ? cublasDgemm(hd, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)n, (int)n, &one, b, (int)n,
-                              a, (int)n, &zero, c, (int)n)
-                : cublasSgemm(hd, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)n, (int)n, &onef, b,
-                              (int)n, a, (int)n, &zerof, c, (int)n);
+        cublasStatus_t st = dbl ? cublasDgemm(hd, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)n, (int)n,
+                                              &one, b, (int)n, a, (int)n, &zero, c, (int)n)
+                                : cublasSgemm(hd, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)n, (int)n,
+                                              &onef, b, (int)n, a, (int)n, &zerof, c, (int)n);
         if (st != CUBLAS_STATUS_SUCCESS) {
             fprintf(stderr, "cublas gemm failed: %d\n", (int)st);
             return 1;

@@ -14,7 +14,7 @@
 #include "graph/graph.h"
 #include "scheduler/sched.h"
 
-static tsr__logger quiet = {"scheduler-test", TSR_LOG_ERROR};
+__attribute__((unused)) static tsr__logger quiet = {"scheduler-test", TSR_LOG_ERROR};
 
 /* ---- building graphs ---- */
 
