@@ -62,29 +62,20 @@ int tsr__tmpout_open(tsr_client *c, tsr__tmpout *t, const char *path, const char
         tsr__tmpout_abort(t);
         return tsr__fail(c, -ENOMEM, "out of memory");
     }
+    /* mkdtemp/mkstemp make 0700/0600; a saved store or file is meant to be read by others. */
+    int made = dir ? mkdtemp(t->tmp) != NULL : (t->fd = mkostemp(t->tmp, O_CLOEXEC)) >= 0;
+    if (!made) {
+        int e = errno;
+        free(t->tmp);
+        t->tmp = NULL;
+        tsr__tmpout_abort(t);
+        return tsr__fail(c, -e, "cannot create \"%s\"%s: %s", path, label(t, lb, sizeof lb),
+                         strerror(e));
+    }
     if (dir) {
-        if (!mkdtemp(t->tmp)) {
-            int e = errno;
-            free(t->tmp);
-            t->tmp = NULL;
-            tsr__tmpout_abort(t);
-            return tsr__fail(c, -e, "cannot create \"%s\"%s: %s", path, label(t, lb, sizeof lb),
-                             strerror(e));
-        }
-        /* mkdtemp makes the directory 0700; a saved store is meant to be read by others too. */
         chmod(t->tmp, 0755);
         t->fd = open(t->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     } else {
-        t->fd = mkostemp(t->tmp, O_CLOEXEC);
-        if (t->fd < 0) {
-            int e = errno;
-            free(t->tmp);
-            t->tmp = NULL;
-            tsr__tmpout_abort(t);
-            return tsr__fail(c, -e, "cannot create \"%s\"%s: %s", path, label(t, lb, sizeof lb),
-                             strerror(e));
-        }
-        /* mkstemp makes the file 0600; a saved file is meant to be read by others too. */
         fchmod(t->fd, 0644);
     }
     if (t->fd < 0) {

@@ -225,6 +225,15 @@ static void draw_worker(const json_t *w, top_canvas *cv, int row, wcols wc) {
 /* A GPU worker's device, on a line of its own under its row (CPU rows stay as they are): the
  * device's name, its cache's device memory in use / limit, bytes copied host to device (h2d)
  * and back (d2h) and per second, chunks evicted from the device. */
+/* A per-second byte rate, or "-" while there is none yet. */
+static void fmt_rate(const json_t *w, const char *key, char *out, size_t size) {
+    double r = rate(w, key);
+    if (r >= 0)
+        top_fmt_bytes(r, out, size);
+    else
+        snprintf(out, size, "-");
+}
+
 static int has_device(const json_t *w) {
     return json_object_get(w, "dev_used") != NULL;
 }
@@ -238,15 +247,8 @@ static void draw_device(const json_t *w, top_canvas *cv, int row) {
         snprintf(lim, sizeof lim, "-");
     top_fmt_bytes(num(w, "h2d_bytes"), h2d, sizeof h2d);
     top_fmt_bytes(num(w, "d2h_bytes"), d2h, sizeof d2h);
-    double a = rate(w, "h2d_per_s"), b = rate(w, "d2h_per_s");
-    if (a >= 0)
-        top_fmt_bytes(a, r1, sizeof r1);
-    else
-        snprintf(r1, sizeof r1, "-");
-    if (b >= 0)
-        top_fmt_bytes(b, r2, sizeof r2);
-    else
-        snprintf(r2, sizeof r2, "-");
+    fmt_rate(w, "h2d_per_s", r1, sizeof r1);
+    fmt_rate(w, "d2h_per_s", r2, sizeof r2);
     char tail[160];
     snprintf(tail, sizeof tail, "  dev %s/%s  h2d %s %s/s  d2h %s %s/s  evicted %.0f", used, lim,
              h2d, r1, d2h, r2, num(w, "dev_evicted"));
@@ -270,15 +272,8 @@ static void draw_disk(const json_t *w, top_canvas *cv, int row) {
     top_fmt_bytes(num(w, "disk_bytes"), on, sizeof on);
     top_fmt_bytes(num(w, "spilled_bytes"), out, sizeof out);
     top_fmt_bytes(num(w, "unspilled_bytes"), in, sizeof in);
-    double a = rate(w, "spilled_per_s"), b = rate(w, "unspilled_per_s");
-    if (a >= 0)
-        top_fmt_bytes(a, r1, sizeof r1);
-    else
-        snprintf(r1, sizeof r1, "-");
-    if (b >= 0)
-        top_fmt_bytes(b, r2, sizeof r2);
-    else
-        snprintf(r2, sizeof r2, "-");
+    fmt_rate(w, "spilled_per_s", r1, sizeof r1);
+    fmt_rate(w, "unspilled_per_s", r2, sizeof r2);
     int c = put(cv, row, 0, TS_NORMAL, "   ");
     if (is_paused(w)) c = put(cv, row, c, TS_ALERT, "PAUSED  ");
     put(cv, row, c, TS_NORMAL, "disk %s  spilled %s %s/s  read back %s %s/s", on, out, r1, in, r2);
