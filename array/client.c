@@ -61,6 +61,8 @@ const char *tsr_client_address(const tsr_client *c) {
 }
 
 int tsr__client_note_release(tsr_client *c, uint64_t job) {
+    for (size_t k = 0; k < c->ncaps; k++)
+        if (c->caps[k].job == job) c->caps[k--] = c->caps[--c->ncaps];
     if (TSR__GROW(c->releases, c->releases_cap, c->nreleases + 1)) return -ENOMEM;
     c->releases[c->nreleases++] = job;
     return 0;

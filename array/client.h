@@ -27,6 +27,13 @@ struct tsr_client {
     int connected;
     char address[128];
     char token[256];
+    /* The capabilities of this client's jobs (accepted's cap, docs/security.md), presented
+     * with every get of their chunks; dropped when the job is released. */
+    struct tsr__jobcap {
+        uint64_t job;
+        uint8_t cap[32];
+    } *caps;
+    size_t ncaps, caps_cap;
     uv_loop_t loop;
     int loop_init;
     struct tsr__conn *sched;

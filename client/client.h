@@ -102,8 +102,14 @@ void tsr__rt_end(tsr__rt *rt);
 /* Sends a message without payload: m points to the tsr__msg_<type> (wire/msg.h). 0 or a
  * negative code. */
 int tsr__send_msg(tsr__conn *conn, tsr__msg_type type, const void *m);
-/* Fills a client's hello: role, the name "client" and the token when there is one (borrowed). */
-void tsr__hello_init(tsr__msg_hello *m, const char *role, const char *token);
+/* Fills a client's hello: role, the name "client", and the answer to conn's challenge when the
+ * client has a token (wire/auth.c). */
+void tsr__hello_init(tsr__msg_hello *m, const char *role, tsr__conn *conn);
+
+/* The capability of job (accepted's cap): remembered, and copied into a fetch request (0 when
+ * there is one, -1 when the scheduler gave none). */
+int tsr__client_set_cap(tsr_client *c, uint64_t job, const void *cap);
+int tsr__client_get_cap(const tsr_client *c, uint64_t job, uint8_t *cap);
 int tsr__send_release(tsr__conn *conn, uint64_t job);
 /* Sends a `release` for every job that freed arrays no longer hold (array.c records them on
  * the client; array/ never talks to the network itself), without running the loop. */

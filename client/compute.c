@@ -139,6 +139,11 @@ int tsr__compute_on_message(tsr__rt *rt, const tsr__msg *m) {
     case TSR__MSG_accepted:
         rt->job = m->u.accepted.job;
         rt->accepted = 1;
+        if (TSR__MSG_HAS(accepted, &m->u.accepted, cap) && m->u.accepted.cap.n == 32 &&
+            tsr__client_set_cap(rt->c, rt->job, m->u.accepted.cap.p) != 0) {
+            tsr__rt_fail(rt, -ENOMEM, "out of memory");
+            break;
+        }
         rt->progress.total = m->u.accepted.tasks;
         if (rt->store)
             tsr__ostream_start(rt, TSR__MSG_HAS(accepted, &m->u.accepted, stream) &&

@@ -84,10 +84,10 @@ static void on_done(tsr__fetch_req *r, int status, const char *why) {
     free_fetch(f);
 }
 
-static void pack_hello(void *user, msgpack_sbuffer *sb) {
-    tsr__rt *rt = user;
+static void pack_hello(void *user, tsr__conn *c, msgpack_sbuffer *sb) {
+    (void)user;
     tsr__msg_hello m;
-    tsr__hello_init(&m, "peer", rt->c->token);
+    tsr__hello_init(&m, "peer", c);
     tsr__msg_pack_hello(sb, &m);
 }
 
@@ -113,6 +113,7 @@ static void pump(tsr__rt *rt) {
         f->req.job = (uint32_t)a->computed.job;
         f->req.id = a->computed.task[ci];
         f->req.user = f;
+        f->req.has_cap = tsr__client_get_cap(rt->c, a->computed.job, f->req.cap) == 0;
         if (tsr__fetch_get(&rt->pool, &f->req, a->computed.addr[ci]) != 0) {
             free(f);
             tsr__rt_fail(rt, -ENOMEM, "cannot reach worker %s", a->computed.addr[ci]);
@@ -128,8 +129,10 @@ static void pump(tsr__rt *rt) {
 
 /* Set up at the first fetch: a client that never reads opens no peer connection. */
 static void pool_init(tsr__rt *rt) {
-    if (!rt->pool.cbs)
+    if (!rt->pool.cbs) {
         tsr__fetch_pool_init(&rt->pool, &rt->c->loop, &rt->c->log, &fetch_cbs, rt, MAX_OUTSTANDING);
+        rt->pool.secret = rt->c->token;
+    }
 }
 
 int tsr__fetch_task(tsr__rt *rt, uint32_t job, uint32_t id, uint64_t nbytes, const char *addr) {
@@ -143,6 +146,7 @@ int tsr__fetch_task(tsr__rt *rt, uint32_t job, uint32_t id, uint64_t nbytes, con
     f->req.job = job;
     f->req.id = id;
     f->req.user = f;
+    f->req.has_cap = tsr__client_get_cap(rt->c, job, f->req.cap) == 0;
     if (tsr__fetch_get(&rt->pool, &f->req, addr) != 0) {
         free(f);
         return -ENOMEM;

@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "client/client.h"
+#include "wire/auth.h"
 
 /* How long a blocking call waits for a sign of life from the scheduler by default: many of its
  * heartbeats (one a second), and more than a long submission takes it to decode. */
@@ -34,16 +37,34 @@ int tsr__send_msg(tsr__conn *conn, tsr__msg_type type, const void *m) {
     return rc;
 }
 
-void tsr__hello_init(tsr__msg_hello *m, const char *role, const char *token) {
+void tsr__hello_init(tsr__msg_hello *m, const char *role, tsr__conn *conn) {
     memset(m, 0, sizeof *m);
     m->v = TSR_PROTOCOL_VERSION;
     m->role = tsr__str_of(role);
     m->name = tsr__str_of("client");
     TSR__MSG_SET(hello, m, name);
-    if (token && *token) {
-        m->token = tsr__str_of(token);
-        TSR__MSG_SET(hello, m, token);
-    }
+    tsr__auth_sign_hello(conn, m);
+}
+
+int tsr__client_set_cap(tsr_client *c, uint64_t job, const void *cap) {
+    for (size_t k = 0; k < c->ncaps; k++)
+        if (c->caps[k].job == job) {
+            memcpy(c->caps[k].cap, cap, 32);
+            return 0;
+        }
+    if (TSR__GROW(c->caps, c->caps_cap, c->ncaps + 1)) return -ENOMEM;
+    c->caps[c->ncaps].job = job;
+    memcpy(c->caps[c->ncaps++].cap, cap, 32);
+    return 0;
+}
+
+int tsr__client_get_cap(const tsr_client *c, uint64_t job, uint8_t *cap) {
+    for (size_t k = 0; k < c->ncaps; k++)
+        if (c->caps[k].job == job) {
+            memcpy(cap, c->caps[k].cap, 32);
+            return 0;
+        }
+    return -1;
 }
 
 int tsr__send_release(tsr__conn *conn, uint64_t job) {
@@ -78,7 +99,7 @@ static void sched_on_connect(tsr__conn *conn, int status) {
         return;
     }
     tsr__msg_hello m;
-    tsr__hello_init(&m, rt->c->monitor ? "monitor" : "client", rt->c->token);
+    tsr__hello_init(&m, rt->c->monitor ? "monitor" : "client", conn);
     tsr__send_msg(conn, TSR__MSG_hello, &m);
 }
 
@@ -114,6 +135,13 @@ static void sched_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *pay
         tsr__log(&rt->c->log, TSR_LOG_WARN, "left out a malformed part of '%s' from %s: %s",
                  tsr__msg_name(m.type), rt->c->address, err);
     if (m.type == TSR__MSG_welcome) {
+        /* Mutual: a server that cannot prove the token gets nothing (docs/security.md). */
+        if (tsr__auth_check_welcome(conn, &m.u.welcome, NULL, NULL) != 0) {
+            tsr__rt_fail(rt, TSR_EAUTH, "the scheduler at %s does not prove it holds the token",
+                         rt->c->address);
+            tsr__conn_close(conn, "the scheduler does not prove it holds the token");
+            return;
+        }
         rt->welcomed = 1;
         rt->hello_info = rt->c->monitor; /* a monitor's snapshot at hello follows */
         uv_stop(&rt->c->loop);
@@ -239,6 +267,7 @@ int tsr__client_open(tsr_client *c, const char *address, const char *token, int 
     rt->live.data = rt;
     c->sched = tsr__conn_new(&c->loop, &sched_cbs, rt, &c->log);
     if (!c->sched) return tsr__fail(c, -ENOMEM, "out of memory");
+    c->sched->auth.secret = c->token;
     rc = tsr__conn_connect(c->sched, address);
     if (rc) {
         tsr__conn_close(c->sched, "bad address");
@@ -383,5 +412,7 @@ void tsr_client_free(tsr_client *c) {
     tsr__client_close(c);
     tsr__local_free(c);
     free(c->releases);
+    free(c->caps);
+    sodium_memzero(c->token, sizeof c->token);
     free(c);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "scheduler/sched.h"
+#include "wire/auth.h"
 #include "wire/msg.h"
 #include "wire/wire.h"
 
@@ -116,14 +117,6 @@ static void drop(tsr__peer *p, const char *why) {
 
 /* ---- hello ---- */
 
-static int token_eq(const char *a, const char *b) {
-    /* Constant time in the length of the expected token. */
-    size_t na = strlen(a), nb = strlen(b);
-    unsigned char d = (unsigned char)(na != nb);
-    for (size_t i = 0; i < nb; i++) d |= (unsigned char)(b[i] ^ (i < na ? a[i] : 0));
-    return d == 0;
-}
-
 static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
     tsr__server *srv = p->srv;
     tsr__hello h;
@@ -140,7 +133,11 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
         return;
     }
     snprintf(p->name, sizeof p->name, "%s", h.name[0] ? h.name : p->conn->peer);
-    if (srv->token && (!h.has_token || !token_eq(h.token, srv->token))) {
+    /* The answer to the challenge this connection opened with (wire/auth.c). */
+    if (tsr__auth_check_proof(p->conn, srv->token, role_name(h.role),
+                              h.has_proof ? h.cnonce : NULL, h.has_proof ? h.mac : NULL) != 0) {
+        tsr__log(&srv->log, TSR_LOG_WARN, "%s %s (%s): authentication failed", role_name(h.role),
+                 p->name, p->conn->peer);
         send_error_and_close(p, "authentication failed: missing or wrong token");
         return;
     }
@@ -149,7 +146,11 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
     p->conn->max_payload = h.role == TSR__ROLE_CLIENT ? CLIENT_MAX_PAYLOAD : 0;
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
-    tsr__proto_welcome(&b, p->id);
+    /* The server's proof; a worker's welcome carries the capability key (docs/security.md). */
+    tsr__msg_welcome wm = {.v = TSR_PROTOCOL_VERSION, .id = p->id};
+    tsr__auth_sign_welcome(p->conn, srv->token, &wm,
+                           h.role == TSR__ROLE_WORKER ? srv->ckey : NULL);
+    tsr__msg_pack_welcome(&b, &wm);
     tsr__peer_send(p, &b);
     if (h.role == TSR__ROLE_WORKER) {
         int kind = strcmp(h.kind, "gpu") == 0 ? TSR__KIND_GPU : TSR__KIND_CPU;
@@ -206,7 +207,9 @@ static void handle_submit(tsr__peer *p, const tsr__msg_submit *m, const void *pa
                 j->rss_base = rss;
                 j->trace = TSR__MSG_HAS(submit, m, trace) && m->trace;
             }
-            tsr__proto_accepted(&b, job, n, stream);
+            uint8_t cap[32];
+            tsr__auth_cap(srv->ckey, job, cap);
+            tsr__proto_accepted(&b, job, n, stream, cap);
         }
     }
     if (rc) {
@@ -271,6 +274,21 @@ static void handle_client(tsr__peer *p, const tsr__msg *m, void *payload, uint64
         break;
     }
     case TSR__MSG_shutdown:
+        /* Only the cluster's owner, who holds its secret, may stop it (docs/security.md): a
+         * scheduler without one has nobody who can prove that, and is stopped by a signal. */
+        if (!srv->token) {
+            tsr__log(&srv->log, TSR_LOG_WARN,
+                     "client %s: shutdown refused (this scheduler has no token, so no client "
+                     "can prove it owns the cluster)",
+                     p->name);
+            msgpack_sbuffer b;
+            msgpack_sbuffer_init(&b);
+            tsr__proto_error(&b, "shutdown refused: the scheduler has no token (stop it with a "
+                                 "signal)");
+            tsr__peer_send(p, &b);
+            msgpack_sbuffer_destroy(&b);
+            break;
+        }
         tsr__server_stop(srv, "shutdown requested by a client");
         break;
     case TSR__MSG_heartbeat: /* a sign of life, nothing to do */

@@ -45,12 +45,11 @@ int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t
         tsr__fmt(err, errlen, "bad name");
         return TSR_EPROTOCOL;
     }
-    if (TSR__MSG_HAS(hello, x, token)) {
-        if (tsr__str_copy(h->token, sizeof h->token, x->token) != 0) {
-            tsr__fmt(err, errlen, "bad token");
-            return TSR_EPROTOCOL;
-        }
-        h->has_token = 1;
+    if (TSR__MSG_HAS(hello, x, cnonce) && TSR__MSG_HAS(hello, x, mac) && x->cnonce.n == 32 &&
+        x->mac.n == 32) {
+        memcpy(h->cnonce, x->cnonce.p, 32);
+        memcpy(h->mac, x->mac.p, 32);
+        h->has_proof = 1;
     }
     if (h->role == TSR__ROLE_WORKER) {
         h->threads = x->threads;
@@ -310,9 +309,14 @@ void tsr__proto_simple(msgpack_sbuffer *b, const char *type) {
     tsr__msg_pack(b, tsr__msg_type_of(type, strlen(type)), &m.u);
 }
 
-void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks, int stream) {
+void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks, int stream,
+                         const uint8_t *cap) {
     tsr__msg_accepted m = {.job = job, .tasks = tasks, .stream = 1};
     if (stream) TSR__MSG_SET(accepted, &m, stream);
+    if (cap) {
+        m.cap = (tsr__str){(const char *)cap, 32};
+        TSR__MSG_SET(accepted, &m, cap);
+    }
     tsr__msg_pack_accepted(b, &m);
 }
 

@@ -430,8 +430,8 @@ typedef struct tsr__hello {
     int64_t v;
     tsr__role role;
     char name[64];
-    char token[256];
-    int has_token;
+    uint8_t cnonce[32], mac[32]; /* the answer to the challenge (wire/auth.c) */
+    int has_proof;               /* both came, of the right size */
     int64_t threads;
     char kind[8];
     char addr[64];
@@ -453,7 +453,9 @@ void tsr__proto_welcome(msgpack_sbuffer *b, uint32_t id);
 void tsr__proto_error(msgpack_sbuffer *b, const char *msg);
 void tsr__proto_simple(msgpack_sbuffer *b, const char *type); /* {t:type} */
 /* stream: the job's outputs are streamed (accepted's `stream: true`). */
-void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks, int stream);
+/* cap: the job's capability (32 bytes, wire/auth.h), or NULL. */
+void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks, int stream,
+                         const uint8_t *cap);
 /* {t:"computed", job, outputs:[[id, addr, nbytes], ...]}: tasks are streamed outputs of j, each
  * in memory on a live worker. */
 void tsr__proto_computed(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjob *j,
@@ -525,6 +527,9 @@ struct tsr__server {
     uint32_t *touched; /* peers with batched output this turn */
     size_t ntouched, touchcap;
     const char *token; /* borrowed from the options; NULL = none required */
+    /* The key of the per-job capabilities (docs/security.md): random per scheduler, given to
+     * workers in their welcome; a job's owner gets HMAC(ckey, job) in accepted. */
+    uint8_t ckey[32];
     int stopping;
 };
 

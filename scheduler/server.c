@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "scheduler/sched.h"
+#include "wire/auth.h"
 #include "wire/msg.h"
 #include "wire/wire.h"
 
@@ -377,6 +378,13 @@ int tsr_scheduler_new(const tsr_scheduler_options *opts, tsr_scheduler **out) {
         return -ENOMEM;
     }
     srv->token = s->token;
+    if (tsr__auth_init() != 0) {
+        tsr__log(&srv->log, TSR_LOG_ERROR, "cannot start libsodium (no random source?)");
+        free(s->token);
+        free(s);
+        return TSR_EUNSUPPORTED;
+    }
+    tsr__auth_random(srv->ckey, sizeof srv->ckey);
 
     char host[96];
     int port, rc = tsr__parse_address(listen_addr, host, sizeof host, &port);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wire/auth.h"
 #include "wire/wire.h"
 
 #define STAGE_CHUNK (64 * 1024)
@@ -203,6 +204,29 @@ static void process_stage(tsr__conn *c) {
                        (unsigned long long)plen, (unsigned long long)c->max_payload);
             return;
         }
+        if (c->auth.first) {
+            /* The server's challenge opens the connection (wire/auth.c): a side with a secret
+             * waited for it and says hello now; one without ignores it. */
+            c->auth.first = 0;
+            if (c->auth.await || tsr__msg_peek_type(hdr) == TSR__MSG_challenge) {
+                char why[200];
+                int rc = tsr__auth_take_challenge(c, hdr, why, sizeof why);
+                if (rc && c->auth.await) {
+                    close_with(c, rc, "%s", why);
+                    return;
+                }
+                if (plen > 0) {
+                    close_with(c, TSR_EPROTOCOL, "challenge with a payload");
+                    return;
+                }
+                pos += 4 + (size_t)hlen;
+                if (c->auth.await) {
+                    c->auth.await = 0;
+                    if (c->cbs->on_connect) c->cbs->on_connect(c, 0);
+                }
+                continue;
+            }
+        }
         void *dest = NULL;
         c->have_hdr = 1;
         if (c->cbs->on_header) {
@@ -304,6 +328,7 @@ static int start_reading(tsr__conn *c) {
 int tsr__conn_accept(tsr__conn *c, uv_stream_t *server) {
     int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
     if (rc == 0) rc = start_reading(c);
+    if (rc == 0) rc = tsr__auth_send_challenge(c);
     return rc;
 }
 
@@ -312,6 +337,13 @@ static void connect_cb(uv_connect_t *req, int status) {
     tsr__conn *c = cr->conn;
     free(cr);
     if (status == 0 && !c->closing) status = start_reading(c);
+    if (status == 0 && !c->closing) {
+        /* on_connect (which says hello) waits for the challenge when there is a secret to
+         * prove; without one it is now, and the challenge is dropped when it comes. */
+        c->auth.first = 1;
+        c->auth.await = c->auth.secret && c->auth.secret[0];
+        if (c->auth.await) return;
+    }
     if (c->cbs->on_connect) c->cbs->on_connect(c, status);
     if (status < 0) close_with(c, status, "connect failed: %s", uv_strerror(status));
 }

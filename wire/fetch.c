@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wire/auth.h"
 #include "wire/fetch.h"
 
 typedef struct slot {
@@ -68,6 +69,7 @@ int tsr__fetch_get(tsr__fetch_pool *pool, tsr__fetch_req *r, const char *addr) {
             return -ENOMEM;
         }
         if (pool->max_header) p->conn->max_header = pool->max_header;
+        p->conn->auth.secret = pool->secret;
         p->next = pool->peers;
         pool->peers = p;
         int rc = tsr__conn_connect(p->conn, addr);
@@ -134,7 +136,12 @@ static void pump(tsr__fetch_peer *p) {
         r->sent = pool->clock ? pool->clock() : 0;
         msgpack_sbuffer sb;
         msgpack_sbuffer_init(&sb);
-        tsr__msg_pack_get(&sb, &(tsr__msg_get){.job = r->job, .id = r->id});
+        tsr__msg_get g = {.job = r->job, .id = r->id};
+        if (r->has_cap) {
+            g.cap = (tsr__str){(const char *)r->cap, sizeof r->cap};
+            TSR__MSG_SET(get, &g, cap);
+        }
+        tsr__msg_pack_get(&sb, &g);
         int rc = tsr__wbatch_add(&b, &sb, NULL, 0);
         msgpack_sbuffer_destroy(&sb);
         if (rc < 0) {
@@ -191,7 +198,7 @@ static void fp_on_connect(tsr__conn *c, int status) {
     if (status < 0) return; /* on_close follows */
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    p->pool->cbs->pack_hello(p->pool->user, &sb);
+    p->pool->cbs->pack_hello(p->pool->user, c, &sb);
     tsr__conn_send(c, &sb, NULL, 0, NULL, NULL);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -259,6 +266,13 @@ static void fp_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, 
     }
     if (!p->welcomed) {
         if (m.type == TSR__MSG_welcome) {
+            /* Mutual: a peer that cannot prove the secret gets no gets (docs/security.md). */
+            if (tsr__auth_check_welcome(c, &m.u.welcome, NULL, NULL) != 0) {
+                tsr__log(pool->log, TSR_LOG_WARN, "peer %s does not prove it holds the token",
+                         p->addr);
+                tsr__conn_close(c, "the peer does not prove it holds the token");
+                return;
+            }
             p->welcomed = 1;
             pump(p);
             return;

@@ -36,14 +36,18 @@ typedef struct tsr__fetch_cbs {
      * says what happened, naming the peer). r->from is the peer's address during the call. The
      * callback may queue, cancel or free requests, this one included. */
     void (*on_done)(tsr__fetch_req *r, int status, const char *why);
-    /* Packs the hello every connection starts with (role "peer"). */
-    void (*pack_hello)(void *user, msgpack_sbuffer *sb);
+    /* Packs the hello every connection starts with (role "peer"); c is the connection, for
+     * the answer to its challenge (tsr__auth_sign_hello). */
+    void (*pack_hello)(void *user, tsr__conn *c, msgpack_sbuffer *sb);
 } tsr__fetch_cbs;
 
-/* One request, embedded in the owner's record. The owner sets job, id and user. */
+/* One request, embedded in the owner's record. The owner sets job, id and user, and the job's
+ * capability (cap, has_cap) when it has one: the worker asked checks it (docs/security.md). */
 struct tsr__fetch_req {
     uint32_t job, id;
     void *user;
+    uint8_t cap[32];
+    int has_cap;
     /* Set by the pool. */
     double sent;      /* when the get went out, by the pool's clock (0 without one) */
     const char *from; /* the peer's address (valid until on_done returns) */
@@ -56,7 +60,8 @@ typedef struct tsr__fetch_pool {
     uv_loop_t *loop;
     const tsr__logger *log;
     const tsr__fetch_cbs *cbs;
-    void *user; /* for pack_hello */
+    void *user;         /* for pack_hello */
+    const char *secret; /* the cluster's secret (borrowed), proven to every peer; NULL = none */
     int max_inflight;
     uint32_t max_header;   /* of replies; 0 = the connection's default */
     double (*clock)(void); /* stamps r->sent, or NULL */

@@ -101,6 +101,7 @@ typedef struct tsr__list {
 
 /* Message types: C name, then the "t" string. */
 #define TSR__MSG_MAP(XX)                                                                           \
+    XX(challenge)                                                                                  \
     XX(hello)                                                                                      \
     XX(welcome)                                                                                    \
     XX(error)                                                                                      \
@@ -278,7 +279,8 @@ typedef struct tsr__list {
     F(X, I64, v, REQ, _)                                                                           \
     F(X, STR, role, REQ, _)                                                                        \
     F(X, STR, name, OPT, _)                                                                        \
-    F(X, STR, token, OPT, _)                                                                       \
+    F(X, BIN, cnonce, OPT, _)                                                                      \
+    F(X, BIN, mac, OPT, _)                                                                         \
     F(X, I64, threads, OPT, _)                                                                     \
     F(X, STR, kind, OPT, _)                                                                        \
     F(X, STR, addr, OPT, _)                                                                        \
@@ -287,14 +289,21 @@ typedef struct tsr__list {
     F(X, I64, pid, OPT, _)                                                                         \
     F(X, STR, dev_name, OPT, _)                                                                    \
     F(X, U64, dev_limit, OPT, _)
-#define TSR__R_welcome(F, X) F(X, I64, v, REQ, _) F(X, U64, id, REQ, _)
+/* challenge opens every connection (server to client, wire/auth.c); hello's cnonce and mac and
+ * welcome's mac answer it when the cluster has a secret; welcome's ckey (a worker's only) is the
+ * key of the per-job capabilities, accepted's cap the capability of the job, get's cap the
+ * capability presented to a worker's peer port (docs/security.md). */
+#define TSR__R_challenge(F, X) F(X, I64, v, REQ, _) F(X, BIN, nonce, REQ, _)
+#define TSR__R_welcome(F, X)                                                                       \
+    F(X, I64, v, REQ, _) F(X, U64, id, REQ, _) F(X, BIN, mac, OPT, _) F(X, BIN, ckey, OPT, _)
 #define TSR__R_error(F, X) F(X, STR, msg, REQ, _)
 /* stream: the first `stream` entries of the graph's outputs are written by the client as they
  * are computed (PROTOCOL.md "Streamed outputs"); accepted's stream says the scheduler will
  * report them with `computed` and takes `release_keys`. */
 #define TSR__R_submit(F, X) F(X, U64, n, OPT, _) F(X, BOOL, trace, OPT, _) F(X, U32, stream, OPT, _)
 #define TSR__R_accepted(F, X)                                                                      \
-    F(X, U32, job, REQ, _) F(X, U32, tasks, REQ, _) F(X, BOOL, stream, OPT, _)
+    F(X, U32, job, REQ, _)                                                                         \
+    F(X, U32, tasks, REQ, _) F(X, BOOL, stream, OPT, _) F(X, BIN, cap, OPT, _)
 #define TSR__R_rejected(F, X) F(X, STR, msg, REQ, _)
 #define TSR__R_progress(F, X)                                                                      \
     F(X, U32, job, REQ, _) F(X, U32, done, REQ, _) F(X, U32, total, REQ, _) F(X, U32, erred, REQ, _)
@@ -324,7 +333,7 @@ typedef struct tsr__list {
 #define TSR__R_erred(F, X)                                                                         \
     F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, STR, msg, OPT, _) F(X, BOOL, kept, OPT, _)
 #define TSR__R_free(F, X) F(X, LAZY, keys, REQ, key)
-#define TSR__R_get(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _)
+#define TSR__R_get(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, BIN, cap, OPT, _)
 #define TSR__R_chunk(F, X)                                                                         \
     F(X, U32, job, REQ, _)                                                                         \
     F(X, U32, id, REQ, _)                                                                          \

@@ -18,12 +18,27 @@
 #include "common/common.h"
 
 /* Bumped with every incompatible message change (2: heartbeat, which a version 1 peer would
- * close the connection on). */
-#define TSR_PROTOCOL_VERSION 2
+ * close the connection on; 3: the challenge that opens every connection, and no token in the
+ * hello). */
+#define TSR_PROTOCOL_VERSION 3
 #define TSR_WIRE_MAX_HEADER ((uint32_t)64 << 20) /* 64 MiB */
 #define TSR_WIRE_MAX_PAYLOAD ((uint64_t)1 << 40) /* 1 TiB */
 
 typedef struct tsr__conn tsr__conn;
+
+/* The handshake's state on one connection (wire/auth.c). Every accepted connection first sends
+ * a challenge; a connecting side with a secret waits for it before on_connect, one without
+ * drops it when it comes. */
+typedef struct tsr__conn_auth {
+    const char *secret; /* client side: set by the owner before connecting; NULL/"" = none */
+    uint8_t snonce[32]; /* the server's nonce (sent, or received in the challenge) */
+    uint8_t cnonce[32]; /* the client's nonce (made, or received in the hello) */
+    uint8_t mac[32];    /* the proof this side sent, which the message borrows */
+    uint8_t ckey[32];   /* the masked capability key a welcome borrows */
+    int await;          /* client side: the first frame must be the challenge */
+    int first;          /* client side: no frame has arrived yet */
+    int have_snonce, have_cnonce;
+} tsr__conn_auth;
 
 typedef struct tsr__conn_cbs {
     /* A header arrived (hdr is a msgpack map, valid until on_frame returns). For plen > 0 the
@@ -67,6 +82,7 @@ struct tsr__conn {
      * queued; both start at creation. Any bytes count as a sign of life, not only whole frames,
      * so a long payload does not look like silence. */
     uint64_t last_read, last_send;
+    tsr__conn_auth auth;
 };
 
 /* Creates a connection object on loop (not yet connected). log is borrowed. */

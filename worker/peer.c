@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wire/auth.h"
 #include "wire/fetch.h"
 #include "worker/worker.h"
 
@@ -125,21 +126,19 @@ static void pin_hello(peer_in *p, const msgpack_object *hdr) {
         send_error_and_close(c, "this is a worker's peer port: role must be \"peer\"");
         return;
     }
-    /* Off loopback, peers prove they belong to the cluster as the scheduler's clients do. */
-    const char *token = w->opts->token;
-    const char *lh = w->opts->listen_host ? w->opts->listen_host : "127.0.0.1";
-    if (token && token[0] && !tsr__is_loopback(lh)) {
-        if (!TSR__MSG_HAS(hello, &m.u.hello, token) || !tsr__str_eq(m.u.hello.token, token)) {
-            tsr__log(&w->log, TSR_LOG_WARN, "peer %s: bad or missing token", c->peer);
-            send_error_and_close(c, "authentication failed: bad or missing token");
-            return;
-        }
+    /* A worker with a secret requires it on its peer port too, loopback or not: the answer to
+     * the challenge this connection opened with (wire/auth.c). */
+    if (tsr__auth_check_hello(c, w->opts->token, &m.u.hello) != 0) {
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: authentication failed", c->peer);
+        send_error_and_close(c, "authentication failed: missing or wrong token");
+        return;
     }
     p->greeted = 1;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    tsr__msg_pack_welcome(&sb,
-                          &(tsr__msg_welcome){.v = TSR_PROTOCOL_VERSION, .id = ++w->next_peer_id});
+    tsr__msg_welcome wm = {.v = TSR_PROTOCOL_VERSION, .id = ++w->next_peer_id};
+    tsr__auth_sign_welcome(c, w->opts->token, &wm, NULL);
+    tsr__msg_pack_welcome(&sb, &wm);
     tsr__conn_send(c, &sb, NULL, 0, NULL, NULL);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -166,6 +165,18 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
         return;
     }
     uint32_t job = m.u.get.job, id = m.u.get.id;
+    /* Only the job's owner (and the workers) hold its capability (docs/security.md). */
+    if (w->has_ckey && (!TSR__MSG_HAS(get, &m.u.get, cap) ||
+                        tsr__auth_check_cap(w->ckey, job, m.u.get.cap) != 0)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "no valid capability for job %u", job);
+        tsr__log(&w->log, TSR_LOG_WARN, "peer %s: %s", c->peer, msg);
+        uv_read_stop((uv_stream_t *)&c->tcp); /* nothing more from it is acted on */
+        if (p->out.head.data) tsr__wbatch_flush(c, &p->out); /* earlier replies first */
+        tsr__wbatch_free(&p->out);
+        send_error_and_close(c, msg);
+        return;
+    }
     if (p->nparked == 0 && serve_get(p, job, id) == SERVED) return;
     /* Replies keep request order: behind a parked get, the others wait too. Their write-backs
      * from the device are asked for at once, so that they overlap; their reads from disk only
@@ -303,8 +314,8 @@ static void fetch_on_done(tsr__fetch_req *r, int status, const char *why) {
     }
 }
 
-static void fetch_pack_hello(void *user, msgpack_sbuffer *sb) {
-    tsr__worker_pack_peer_hello(user, sb);
+static void fetch_pack_hello(void *user, tsr__conn *c, msgpack_sbuffer *sb) {
+    tsr__worker_pack_peer_hello(user, c, sb);
 }
 
 static const tsr__fetch_cbs fetch_cbs = {
@@ -315,6 +326,7 @@ static const tsr__fetch_cbs fetch_cbs = {
 
 void tsr__peer_init(tsr__worker *w) {
     tsr__fetch_pool_init(&w->fetch, &w->loop, &w->log, &fetch_cbs, w, TSR__PEER_MAX_INFLIGHT);
+    w->fetch.secret = w->opts->token;
     w->fetch.max_header = 1 << 20;
     w->fetch.clock = tsr__wall_now;
 }
@@ -325,6 +337,10 @@ int tsr__peer_fetch(tsr__worker *w, wfetch *f, const char *addr) {
     f->req.job = (uint32_t)f->job;
     f->req.id = (uint32_t)f->id;
     f->req.user = f;
+    if (w->has_ckey) {
+        tsr__auth_cap(w->ckey, f->req.job, f->req.cap);
+        f->req.has_cap = 1;
+    }
     /* Sent at the end of the loop turn (tsr__peer_flush), with the turn's other gets. */
     return tsr__fetch_get(&w->fetch, &f->req, addr);
 }

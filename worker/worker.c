@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "kernels/kernels.h"
+#include "wire/auth.h"
 #include "worker/worker.h"
 
 /* The public handle: the worker, its own copy of the options and what only the handle's life
@@ -69,18 +70,16 @@ void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const cha
 
 /* The hello both connections start with: role "worker" (to the scheduler) or "peer". */
 static void hello_common(tsr__worker *w, tsr__msg_hello *m, const char *role) {
-    const char *token = w->opts->token;
     *m = (tsr__msg_hello){.v = TSR_PROTOCOL_VERSION,
                           .role = tsr__str_of(role),
-                          .name = tsr__str_of(w->name),
-                          .token = tsr__str_of(token)};
+                          .name = tsr__str_of(w->name)};
     TSR__MSG_SET(hello, m, name);
-    if (token && token[0]) TSR__MSG_SET(hello, m, token);
 }
 
-void tsr__worker_pack_peer_hello(tsr__worker *w, msgpack_sbuffer *sb) {
+void tsr__worker_pack_peer_hello(tsr__worker *w, tsr__conn *c, msgpack_sbuffer *sb) {
     tsr__msg_hello m;
     hello_common(w, &m, "peer");
+    tsr__auth_sign_hello(c, &m);
     tsr__msg_pack_hello(sb, &m);
 }
 
@@ -102,6 +101,7 @@ static void send_hello(tsr__worker *w) {
         m.dev_limit = w->st.dev.limit;
         m.has |= TSR__MSG_BIT(hello, dev_name) | TSR__MSG_BIT(hello, dev_limit);
     }
+    tsr__auth_sign_hello(w->sched, &m);
     tsr__msg_pack_hello(&sb, &m);
     send_sched(w, &sb);
 }
@@ -273,6 +273,13 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
     }
     if (!w->welcomed) {
         if (m.type == TSR__MSG_welcome) {
+            if (tsr__auth_check_welcome(c, &m.u.welcome, w->ckey, &w->has_ckey) != 0) {
+                tsr__log(&w->log, TSR_LOG_ERROR,
+                         "the scheduler at %s does not prove it holds the token", w->opts->scheduler);
+                w->exit_code = TSR_EAUTH;
+                tsr__conn_close(c, "the scheduler does not prove it holds the token");
+                return;
+            }
             w->welcomed = 1;
             tsr__log(&w->log, TSR_LOG_INFO, "connected to scheduler %s; peers reach us at %s",
                      w->opts->scheduler, w->peer_addr);
@@ -457,6 +464,7 @@ static int worker_start(tsr__worker *w) {
     if (!(w->sched = tsr__conn_new(&w->loop, &sched_cbs, w, &w->log))) return -ENOMEM;
     /* The scheduler sends no payloads to workers. */
     w->sched->max_payload = 0;
+    w->sched->auth.secret = o->token;
     rc = tsr__conn_connect(w->sched, o->scheduler);
     if (rc) {
         tsr__log(&w->log, TSR_LOG_ERROR, "cannot reach the scheduler at %s: %s", o->scheduler,

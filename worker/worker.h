@@ -478,6 +478,11 @@ struct tsr__worker {
 
     tsr__conn *sched;
     int welcomed;
+    /* The scheduler's capability key (welcome's ckey, docs/security.md): gets on the peer port
+     * must carry HMAC(ckey, job); this worker's own fetches compute theirs. A scheduler that
+     * sends none (has_ckey 0) leaves the peer port without capability checks. */
+    uint8_t ckey[32];
+    int has_ckey;
     uint64_t next_peer_id;
 
     tsr__chunkmem mem;
@@ -634,6 +639,6 @@ void tsr__peer_flush(tsr__worker *w);
 void tsr__worker_fetch_done(tsr__worker *w, wfetch *f);
 void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why);
 /* worker.c: packs the hello every outgoing connection starts with (role "peer"). */
-void tsr__worker_pack_peer_hello(tsr__worker *w, msgpack_sbuffer *sb);
+void tsr__worker_pack_peer_hello(tsr__worker *w, tsr__conn *c, msgpack_sbuffer *sb);
 
 #endif

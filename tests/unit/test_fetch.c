@@ -144,7 +144,8 @@ static void on_done(tsr__fetch_req *r, int status, const char *why) {
     cr_assert_str_eq(r->from, the_fx->bound);
 }
 
-static void pack_hello(void *user, msgpack_sbuffer *sb) {
+static void pack_hello(void *user, tsr__conn *c, msgpack_sbuffer *sb) {
+    (void)c;
     (void)user;
     tsr__msg_hello m = {.v = TSR_PROTOCOL_VERSION, .role = tsr__str_of("peer")};
     tsr__msg_pack_hello(sb, &m);
