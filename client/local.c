@@ -15,7 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/mman.h>
+
 #include "client/client.h"
+#include "wire/auth.h"
 #include "tsr_config.h"
 
 extern char **environ;
@@ -28,8 +31,14 @@ typedef struct tsr__local {
     int watch_fd;
 } tsr__local;
 
-/* The cluster processes get the watch pipe's read end as this descriptor. */
+/* The cluster processes get the watch pipe's read end as this descriptor, and the cluster's
+ * secret (a memfd holding it) as the next: `--token-file /dev/fd/4`, so that the secret never
+ * appears in a command line, which every local user can read (docs/security.md). */
 #define WATCH_FD 3
+#define SECRET_FD 4
+#define SECRET_ARG "/dev/fd/4"
+/* The most data roots a local cluster passes its workers. */
+#define TSR__LOCAL_MAX_ROOTS 64
 
 int tsr__physical_cores(int **cores) {
     hwloc_topology_t topo;
@@ -83,11 +92,14 @@ void tsr__local_cpus(const int *cores, int ncores, int w, int threads, char *out
 /* Starts a cluster process with the watch pipe's read end on WATCH_FD, stdin and (unless out_fd is
  * given) stdout on /dev/null, so its ready line never mixes with the program's printed outputs;
  * stderr stays shared for errors. */
-static int spawn(const char *exe, char *const argv[], int out_fd, int watch_rd, pid_t *pid) {
+static int spawn(const char *exe, char *const argv[], int out_fd, int watch_rd, int secret_fd,
+                 pid_t *pid) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    /* dup2 onto WATCH_FD clears close-on-exec there (also when watch_rd is WATCH_FD itself). */
+    /* dup2 onto WATCH_FD clears close-on-exec there (also when watch_rd is WATCH_FD itself).
+     * secret_fd is above both (make_secret), so the first dup2 cannot overwrite it. */
     posix_spawn_file_actions_adddup2(&fa, watch_rd, WATCH_FD);
+    posix_spawn_file_actions_adddup2(&fa, secret_fd, SECRET_FD);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     if (out_fd >= 0)
         posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
@@ -96,6 +108,27 @@ static int spawn(const char *exe, char *const argv[], int out_fd, int watch_rd, 
     int rc = posix_spawnp(pid, exe, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     return rc ? -rc : 0;
+}
+
+/* A random secret for the cluster (hex, NUL-terminated in secret[65]) and a close-on-exec
+ * memfd holding it, numbered above SECRET_FD. The fd, or a negative code. */
+static int make_secret(char secret[65]) {
+    uint8_t raw[32];
+    if (tsr__auth_init() != 0) return TSR_EUNSUPPORTED;
+    tsr__auth_random(raw, sizeof raw);
+    for (int i = 0; i < 32; i++) snprintf(secret + 2 * i, 3, "%02x", raw[i]);
+    memset(raw, 0, sizeof raw);
+    int fd = memfd_create("tessera-token", MFD_CLOEXEC);
+    if (fd < 0) return -errno;
+    int hi = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    close(fd);
+    if (hi < 0) return -errno;
+    if (write(hi, secret, 64) != 64 || write(hi, "\n", 1) != 1) {
+        int e = errno ? errno : EIO;
+        close(hi);
+        return -e;
+    }
+    return hi;
 }
 
 /* Reads the scheduler's "... listening on ADDR" line from fd, within timeout_ms. */
@@ -237,6 +270,19 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         free(cores);
         return tsr__fail_thread(TSR_EINVALID, "too many workers: %d", workers);
     }
+    if (opts->n_data_roots < 0 || opts->n_data_roots > TSR__LOCAL_MAX_ROOTS ||
+        (opts->n_data_roots > 0 && !opts->data_roots)) {
+        free(cores);
+        return tsr__fail_thread(TSR_EINVALID, "data roots: between 0 and %d directories",
+                                TSR__LOCAL_MAX_ROOTS);
+    }
+    for (int k = 0; k < opts->n_data_roots; k++)
+        if (!opts->data_roots[k] || !opts->data_roots[k][0]) {
+            free(cores);
+            return tsr__fail_thread(TSR_EINVALID, "data root %d is empty", k);
+        }
+    char secret[65] = "";
+    int secret_fd = -1;
     const char *exe = opts->tessera_path;
     int installed = access(TSR_INSTALLED_EXE, X_OK) == 0;
     if (!exe) exe = installed ? TSR_INSTALLED_EXE : "tessera";
@@ -271,6 +317,12 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
     l->watch_fd = -1;
     c->local = l;
 
+    if ((secret_fd = make_secret(secret)) < 0) {
+        rc = secret_fd;
+        tsr__fail_thread(rc, "cannot make the cluster's secret: %s", tsr_strerror(rc));
+        goto fail;
+    }
+
     int wfd[2];
     if (pipe2(wfd, O_CLOEXEC) != 0) {
         rc = -errno;
@@ -288,15 +340,10 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         tsr__fail_thread(rc, "pipe: %s", strerror(-rc));
         goto fail;
     }
-    char *sargv[] = {(char *)exe,
-                     "scheduler",
-                     "--listen",
-                     "127.0.0.1:0",
-                     "--watch-fd",
-                     watch_arg,
-                     opts->verbose ? "--verbose" : NULL,
+    char *sargv[] = {(char *)exe,     "scheduler",  "--listen",      "127.0.0.1:0", "--watch-fd",
+                     watch_arg,       "--token-file", SECRET_ARG,    opts->verbose ? "--verbose" : NULL,
                      NULL};
-    rc = spawn(exe, sargv, pfd[1], wfd[0], &l->pids[0]);
+    rc = spawn(exe, sargv, pfd[1], wfd[0], secret_fd, &l->pids[0]);
     close(pfd[1]);
     if (rc) {
         close(pfd[0]);
@@ -340,10 +387,11 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
             snprintf(dml, sizeof dml, "%lld", (long long)opts->device_memory_limit);
         }
         snprintf(nthreads, sizeof nthreads, "%d", threads);
-        char *wargv[24];
+        char *wargv[26 + 2 * TSR__LOCAL_MAX_ROOTS];
         int a = 0;
-        char *fixed[] = {(char *)exe, "worker", "--scheduler", addr,      "--cpus",         cpus,
-                         "--name",    name,     "--watch-fd",  watch_arg, "--memory-limit", memlim};
+        char *fixed[] = {(char *)exe, "worker",       "--scheduler", addr,       "--cpus",
+                         cpus,        "--name",       name,          "--watch-fd", watch_arg,
+                         "--memory-limit", memlim,    "--token-file", SECRET_ARG};
         for (size_t k = 0; k < TSR__ARRAY_LEN(fixed); k++) wargv[a++] = fixed[k];
         if (g < 0) {
             wargv[a++] = "--threads";
@@ -360,9 +408,13 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
             wargv[a++] = "--spill-dir";
             wargv[a++] = (char *)opts->spill_dir;
         }
+        for (int k = 0; k < opts->n_data_roots; k++) {
+            wargv[a++] = "--data-root";
+            wargv[a++] = (char *)opts->data_roots[k];
+        }
         if (opts->verbose) wargv[a++] = "--verbose";
         wargv[a] = NULL;
-        rc = spawn(exe, wargv, -1, wfd[0], &l->pids[l->npids]);
+        rc = spawn(exe, wargv, -1, wfd[0], secret_fd, &l->pids[l->npids]);
         if (rc) {
             close(wfd[0]);
             if (g < 0)
@@ -377,7 +429,10 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         l->npids++;
     }
     close(wfd[0]); /* only the cluster processes hold the read end */
-    rc = tsr__client_open(c, addr, NULL, 10000);
+    close(secret_fd);
+    secret_fd = -1;
+    rc = tsr__client_open(c, addr, secret, 10000);
+    memset(secret, 0, sizeof secret);
     if (rc == 0) rc = tsr__client_wait_workers(c, workers + ngpu, 30000, exited_early, l);
     if (rc) {
         tsr__fail_thread(rc, "cannot start the local cluster: %s", c->errmsg);
@@ -388,6 +443,8 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
     return 0;
 fail:
     free(cores);
+    if (secret_fd >= 0) close(secret_fd);
+    memset(secret, 0, sizeof secret);
     {
         char keep[1024];
         snprintf(keep, sizeof keep, "%s", tsr_last_error());

@@ -48,6 +48,12 @@ void cli_progress_end(cli_progress *bar);
 void cli_summary(tsr_client *c);
 void cli_report(tsr_client *c);
 
+/* --token-file FILE: the token is the file's first line (without its line end). Prints an error
+ * and returns EXIT_INVALID when the file cannot be read, is empty, or the line does not fit in
+ * size - 1 bytes; else 0. The CLI takes tokens from files (or $TESSERA_TOKEN) so that they
+ * need not appear in the command line, which every local user can read (/proc/PID/cmdline). */
+int cli_token_file(const char *path, char *buf, size_t size);
+
 /* Parses a positive int option value; prints an error and returns -1 when invalid. */
 int cli_parse_int(const char *opt, const char *value, int min, int max);
 /* Parses a byte count: digits with an optional unit, B, KB/MB/GB/TB (powers of 1000, as Dask) or

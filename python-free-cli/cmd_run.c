@@ -176,6 +176,8 @@ static const char run_usage[] =
     "                   or none (default: the machine's memory less a tenth, divided among\n"
     "                   the workers); chunks spill to disk above 70% of it\n"
     "  --spill-dir DIR  where workers spill chunks (default: $TMPDIR, else /tmp)\n"
+    "  --data-root DIR  also let `load` read under DIR (repeatable; the program file's\n"
+    "                   directory and the working directory always are: docs/security.md)\n"
     "  --device-memory-limit BYTES  device memory each GPU worker keeps chunks in, e.g. 20GiB\n"
     "                   (default: most of the device)\n"
     "  --no-progress    no progress bar and no summary line\n"
@@ -206,10 +208,16 @@ int cmd_run(int argc, char **argv) {
         {"device-memory-limit", required_argument, 0, 'D'},
         {"memory-limit", required_argument, 0, 'm'},
         {"spill-dir", required_argument, 0, 'L'},
+        {"data-root", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL, NULL};
+    /* The workers' data roots: the program file's directory and the working directory, then
+     * any --data-root (docs/security.md). */
+    static const char *roots[66];
+    static char progdir[4096];
+    int nroots = 2;
     tsr_local_options lo;
     tsr_local_options_default(&lo);
     lo.logger.callback = cli_log;
@@ -237,6 +245,13 @@ int cmd_run(int argc, char **argv) {
             break;
         case 'L':
             lo.spill_dir = optarg;
+            break;
+        case 'R':
+            if (nroots == (int)(sizeof roots / sizeof *roots)) {
+                cli_error("at most %d --data-root options", nroots - 2);
+                return EXIT_INVALID;
+            }
+            roots[nroots++] = optarg;
             break;
         case 'D':
             if ((lo.device_memory_limit = cli_parse_bytes("--device-memory-limit", optarg)) <= 0) {
@@ -270,6 +285,18 @@ int cmd_run(int argc, char **argv) {
     const char *path = argv[optind];
     int status = validate(path);
     if (status) return status;
+    snprintf(progdir, sizeof progdir, "%s", path);
+    char *slash = strrchr(progdir, '/');
+    if (!slash)
+        snprintf(progdir, sizeof progdir, ".");
+    else if (slash == progdir)
+        progdir[1] = '\0';
+    else
+        *slash = '\0';
+    roots[0] = progdir;
+    roots[1] = ".";
+    lo.data_roots = roots;
+    lo.n_data_roots = nroots;
 
     /* The cluster runs the `tessera` that is running now, not whatever PATH finds. */
     static char self[4096];
@@ -300,6 +327,7 @@ static const char submit_usage[] =
     "options:\n"
     "  --scheduler HOST:PORT  the scheduler (default: $TESSERA_SCHEDULER)\n"
     "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
+    "  --token-file FILE      the token is FILE's first line (keeps it off the command line)\n"
     "  --no-progress          no progress bar and no summary line\n"
     "  --progress             progress even when stderr is not a terminal (a plain line a\n"
     "                         second)\n"
@@ -319,6 +347,7 @@ int cmd_submit(int argc, char **argv) {
     static const struct option longopts[] = {
         {"scheduler", required_argument, 0, 's'},
         {"token", required_argument, 0, 'k'},
+        {"token-file", required_argument, 0, 'K'},
         {"no-progress", no_argument, 0, 'P'},
         {"progress", no_argument, 0, 'p'},
         {"report", no_argument, 0, 'r'},
@@ -330,6 +359,7 @@ int cmd_submit(int argc, char **argv) {
     run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL, NULL};
     const char *addr = getenv("TESSERA_SCHEDULER");
     const char *token = getenv("TESSERA_TOKEN");
+    static char token_buf[256];
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "s:h", longopts, NULL)) != -1) {
@@ -342,6 +372,10 @@ int cmd_submit(int argc, char **argv) {
             break;
         case 'k':
             token = optarg;
+            break;
+        case 'K':
+            if (cli_token_file(optarg, token_buf, sizeof token_buf)) return EXIT_INVALID;
+            token = token_buf;
             break;
         case 'h':
             fputs(submit_usage, stdout);

@@ -95,6 +95,7 @@ static const char scheduler_usage[] =
     "  --listen HOST:PORT  address to listen on (default 127.0.0.1:8786; port 0 picks one)\n"
     "  --token TOKEN       shared token required from every client and worker; mandatory off\n"
     "                      loopback (default: $TESSERA_TOKEN)\n"
+    "  --token-file FILE   the token is FILE's first line (keeps it off the command line)\n"
     "  --heartbeat MS      send every worker, client and monitor a heartbeat this often\n"
     "                      (default 1000)\n"
     "  --worker-timeout MS a worker silent this long is lost: its tasks go elsewhere and its\n"
@@ -106,6 +107,7 @@ int cmd_scheduler(int argc, char **argv) {
     static const struct option longopts[] = {
         {"listen", required_argument, 0, 'l'},
         {"token", required_argument, 0, 'k'},
+        {"token-file", required_argument, 0, 'K'},
         {"heartbeat", required_argument, 0, 'H'},
         {"worker-timeout", required_argument, 0, 'T'},
         {"verbose", no_argument, 0, 'v'},
@@ -122,6 +124,7 @@ int cmd_scheduler(int argc, char **argv) {
     o.logger.callback = log_to_stderr;
     o.logger.cookie = (void *)"scheduler";
     const char *watch = NULL;
+    static char token_buf[256];
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "l:vh", longopts, NULL)) != -1) {
@@ -131,6 +134,10 @@ int cmd_scheduler(int argc, char **argv) {
             break;
         case 'k':
             o.token = optarg;
+            break;
+        case 'K':
+            if (cli_token_file(optarg, token_buf, sizeof token_buf)) return EXIT_INVALID;
+            o.token = token_buf;
             break;
         case 'H':
             if ((o.heartbeat_ms = cli_parse_int("--heartbeat", optarg, 1, 3600000)) < 0)
@@ -204,6 +211,10 @@ static const char worker_usage[] =
     "  --spill-dir DIR        where chunks spill (default: $TMPDIR, else /tmp)\n"
     "  --blas-threads N       threads one BLAS call may use (default 1)\n"
     "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
+    "  --token-file FILE      the token is FILE's first line (keeps it off the command line)\n"
+    "  --data-root DIR        `load` reads only .npy files and Zarr stores under DIR\n"
+    "                         (repeatable; default: the working directory with a token, any\n"
+    "                         path without one; docs/security.md)\n"
     "  --heartbeat MS         send the scheduler a heartbeat this often (default 1000)\n"
     "  --timeout MS           stop when the scheduler sends nothing this long, and fail a\n"
     "                         fetch from a peer that sends nothing this long (default 30000)\n"
@@ -223,6 +234,8 @@ int cmd_worker(int argc, char **argv) {
         {"spill-dir", required_argument, 0, 'S'},
         {"blas-threads", required_argument, 0, 'b'},
         {"token", required_argument, 0, 'k'},
+        {"token-file", required_argument, 0, 'K'},
+        {"data-root", required_argument, 0, 'R'},
         {"heartbeat", required_argument, 0, 'H'},
         {"timeout", required_argument, 0, 'T'},
         {"verbose", no_argument, 0, 'v'},
@@ -235,6 +248,9 @@ int cmd_worker(int argc, char **argv) {
     o.scheduler = getenv("TESSERA_SCHEDULER");
     o.token = getenv("TESSERA_TOKEN");
     const char *watch = NULL;
+    static char token_buf[256];
+    static const char *roots[64];
+    int nroots = 0;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "s:t:c:g:n:vh", longopts, NULL)) != -1) {
@@ -281,6 +297,19 @@ int cmd_worker(int argc, char **argv) {
             break;
         case 'k':
             o.token = optarg;
+            break;
+        case 'K':
+            if (cli_token_file(optarg, token_buf, sizeof token_buf)) return EXIT_INVALID;
+            o.token = token_buf;
+            break;
+        case 'R':
+            if (nroots == (int)(sizeof roots / sizeof *roots)) {
+                cli_error("at most %d --data-root options", nroots);
+                return EXIT_INVALID;
+            }
+            roots[nroots++] = optarg;
+            o.data_roots = roots;
+            o.n_data_roots = nroots;
             break;
         case 'H':
             if ((o.heartbeat_ms = cli_parse_int("--heartbeat", optarg, 1, 3600000)) < 0)

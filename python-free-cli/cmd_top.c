@@ -211,6 +211,7 @@ static const char top_usage[] =
     "options:\n"
     "  --scheduler HOST:PORT  the scheduler (default: $TESSERA_SCHEDULER)\n"
     "  --token TOKEN          shared token (default: $TESSERA_TOKEN)\n"
+    "  --token-file FILE      the token is FILE's first line (keeps it off the command line)\n"
     "  --interval S           seconds between snapshots, 0.05 to 60 (default 0.25)\n"
     "  --once                 print one plain-text snapshot and exit (rates are measured\n"
     "                         over one interval)\n"
@@ -224,6 +225,7 @@ int cmd_top(int argc, char **argv) {
     static const struct option longopts[] = {
         {"scheduler", required_argument, 0, 's'},
         {"token", required_argument, 0, 'k'},
+        {"token-file", required_argument, 0, 'K'},
         {"interval", required_argument, 0, 'i'},
         {"once", no_argument, 0, '1'},
         {"json", no_argument, 0, 'j'},
@@ -232,6 +234,7 @@ int cmd_top(int argc, char **argv) {
     };
     const char *addr = getenv("TESSERA_SCHEDULER");
     const char *token = getenv("TESSERA_TOKEN");
+    static char token_buf[256];
     double interval = 0.25;
     int once = 0, as_json = 0, ch;
     optind = 1;
@@ -242,6 +245,10 @@ int cmd_top(int argc, char **argv) {
             break;
         case 'k':
             token = optarg;
+            break;
+        case 'K':
+            if (cli_token_file(optarg, token_buf, sizeof token_buf)) return EXIT_INVALID;
+            token = token_buf;
             break;
         case 'i': {
             char *end;

@@ -1,11 +1,13 @@
 /* `tessera`: the command-line entry point. Dispatches to one subcommand per file; every
  * subcommand takes --help. */
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -135,4 +137,32 @@ int main(int argc, char **argv) {
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     cli_error("unknown command \"%s\" (see tessera --help)", cmd);
     return EXIT_INVALID;
+}
+
+int cli_token_file(const char *path, char *buf, size_t size) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        cli_error("--token-file %s: %s", path, strerror(errno));
+        return EXIT_INVALID;
+    }
+    size_t n = fread(buf, 1, size, f);
+    int bad = ferror(f);
+    fclose(f);
+    /* A descriptor handed down for the token (the local cluster's /dev/fd/4) is done with. */
+    int fdno;
+    char end;
+    if (sscanf(path, "/dev/fd/%d%c", &fdno, &end) == 1 && fdno > 2) close(fdno);
+    size_t len = 0;
+    while (len < n && buf[len] != '\n' && buf[len] != '\r') len++;
+    if (bad || len >= size || len == 0 || memchr(buf, 0, len)) {
+        cli_error("--token-file %s: %s", path,
+                  bad             ? "read error"
+                  : len >= size   ? "the token is too long"
+                  : len == 0      ? "no token in it (the first line is empty)"
+                                  : "the token contains a NUL byte");
+        memset(buf, 0, size);
+        return EXIT_INVALID;
+    }
+    buf[len] = 0;
+    return 0;
 }

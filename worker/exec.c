@@ -54,6 +54,9 @@ void tsr__exec_run_host(tsr__worker *w, wtask *t) {
             goto out;
         }
     }
+    /* A load reads only under the data roots, and only the file its task describes. */
+    if (d->kop == TSR_KOP_LOAD && (t->rc = tsr__roots_check_load(w, d, msg, sizeof msg)) != 0)
+        goto out;
     tsr_chunkview out;
     out.data = t->out->data;
     out.dtype = d->dtype;

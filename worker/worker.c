@@ -548,6 +548,7 @@ static void finish_loop(tsr_worker *h) {
 
 static void release(tsr_worker *h) {
     worker_cleanup(&h->w);
+    tsr__roots_free(&h->w);
     for (size_t i = 0; i < TSR__ARRAY_LEN(h->strs); i++) free(h->strs[i]);
     free(h);
 }
@@ -616,7 +617,10 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
 
     w->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     w->execs = calloc((size_t)w->nexec, sizeof *w->execs);
-    int rc = w->zone && w->execs ? worker_start(w) : -ENOMEM;
+    int rc = w->zone && w->execs ? tsr__roots_init(w) : -ENOMEM;
+    h->o.data_roots = NULL; /* resolved into w->roots: the caller's array is not kept */
+    h->o.n_data_roots = 0;
+    if (rc == 0) rc = worker_start(w);
     if (rc == 0 && (rc = uv_async_init(&w->loop, &h->stop_async, on_stop_async)) == 0) {
         /* Unreferenced: it must not keep tsr_worker_run going once everything else closed, and
          * it stays open until free so that a late tsr_worker_stop still finds a live handle. */

@@ -483,6 +483,9 @@ struct tsr__worker {
      * sends none (has_ckey 0) leaves the peer port without capability checks. */
     uint8_t ckey[32];
     int has_ckey;
+    /* The data roots, as real paths (dataroot.c); roots_any: no restriction on paths. */
+    char **roots;
+    int nroots, roots_any;
     uint64_t next_peer_id;
 
     tsr__chunkmem mem;
@@ -640,5 +643,15 @@ void tsr__worker_fetch_done(tsr__worker *w, wfetch *f);
 void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why);
 /* worker.c: packs the hello every outgoing connection starts with (role "peer"). */
 void tsr__worker_pack_peer_hello(tsr__worker *w, tsr__conn *c, msgpack_sbuffer *sb);
+
+/* dataroot.c: where `load` may read (docs/security.md). */
+/* Resolves the options' data roots (or the default) into w->roots. 0 or TSR_EINVALID (logged). */
+int tsr__roots_init(tsr__worker *w);
+void tsr__roots_free(tsr__worker *w);
+/* 0 when d (a LOAD) reads a file or store under a root whose header matches d; else a negative
+ * code and why in msg. Any thread: w->roots is fixed once the worker started. */
+int tsr__roots_check_load(const tsr__worker *w, const tsr_kdesc *d, char *msg, size_t msglen);
+/* 0 when path (which may not exist yet: its directory must) lies under a root, for writes. */
+int tsr__roots_check_write(const tsr__worker *w, const char *path, char *msg, size_t msglen);
 
 #endif

@@ -168,6 +168,12 @@ typedef struct tsr_local_options {
      * (NULL: $TMPDIR, else /tmp; copied). Taken from reserved, the last of it. */
     int64_t memory_limit;
     const char *spill_dir;
+    /* The workers' data roots (tsr_worker_options.data_roots; copied): `tessera run` gives the
+     * program file's directory and the working directory. None: the working directory. The
+     * cluster gets a random token of its own, which reaches its processes through an inherited
+     * descriptor, never their command lines (docs/security.md). This field grows the struct. */
+    const char *const *data_roots;
+    int n_data_roots;
 } tsr_local_options;
 
 TSR_API void tsr_local_options_default(tsr_local_options *opts);
@@ -673,6 +679,15 @@ typedef struct tsr_worker_options {
      * removed at exit. NULL = $TMPDIR, else /tmp; copied. Taken from reserved, the last of it:
      * a field after this one grows the struct. */
     const char *spill_dir;
+    /* Data roots (docs/security.md): a `load` task reads only a .npy file or Zarr store whose
+     * real path (symlinks and `..` resolved) lies under one of these directories, and whose
+     * header matches the task's dtype and shape. n_data_roots entries, each copied. None given:
+     * the working directory when the worker has a token; any path (the header still checked)
+     * when it has none, since a cluster without a token is open to every local user anyway. A
+     * root that does not exist fails tsr_worker_new with TSR_EINVALID. This field grows the
+     * struct: code built against an older header must be rebuilt. */
+    const char *const *data_roots;
+    int n_data_roots;
 } tsr_worker_options;
 
 TSR_API void tsr_worker_options_default(tsr_worker_options *opts);
