@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 
 #include "scheduler/sched.h"
 #include "mp_ref.h"
+#include "wire/auth.h"
 #include "wire/msg.h"
 #include "wire/wire.h"
 
@@ -36,18 +38,30 @@ static void *run_sched(void *arg) {
     return NULL;
 }
 
-/* A scheduler on port 0 of 127.0.0.1, run on its own thread; t->addr and t->port say where. */
-static void start_sched(srv_thread *t) {
+/* The token of the schedulers here (start_sched); a client's shutdown needs it. */
+#define TEST_TOKEN "sched-socket-test"
+
+/* A scheduler on port 0 of 127.0.0.1 with token (NULL: none), run on its own thread; t->addr
+ * and t->port say where. */
+static void start_sched_token(srv_thread *t, const char *token) {
     signal(SIGPIPE, SIG_IGN);
     tsr_scheduler_options so;
     tsr_scheduler_options_default(&so);
     so.listen = "127.0.0.1:0";
+    so.token = token;
     cr_assert_eq(tsr_scheduler_new(&so, &t->s), 0);
     snprintf(t->addr, sizeof t->addr, "%s", tsr_scheduler_address(t->s));
     pthread_create(&t->th, NULL, run_sched, t);
     char host[64];
     cr_assert_eq(tsr__parse_address(t->addr, host, sizeof host, &t->port), 0);
 }
+
+static void start_sched(srv_thread *t) {
+    start_sched_token(t, TEST_TOKEN);
+}
+
+static int recv_frame(int fd, msgpack_unpacked *up, char *buf, size_t cap);
+static uint8_t nonces[1024][32];
 
 static int dial(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -56,6 +70,19 @@ static int dial(int port) {
     cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     struct timeval tv = {.tv_sec = 10};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    /* Every connection opens with the server's challenge (wire/auth.c). */
+    static char buf[4096];
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    cr_assert_eq(recv_frame(fd, &up, buf, sizeof buf), 0, "no challenge");
+    tsr__msg m;
+    char err[160];
+    cr_assert_eq(tsr__msg_decode(&up.data, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(m.type, TSR__MSG_challenge);
+    cr_assert(m.u.challenge.v == TSR_PROTOCOL_VERSION && m.u.challenge.nonce.n == 32);
+    cr_assert_lt(fd, 1024);
+    memcpy(nonces[fd], m.u.challenge.nonce.p, 32);
+    msgpack_unpacked_destroy(&up);
     return fd;
 }
 
@@ -114,6 +141,7 @@ static void expect_type(int fd, const char *type, msgpack_unpacked *up, char *bu
 }
 
 static void expect_closed(int fd) {
+    if (fd < 0) return;
     char c;
     ssize_t r;
     do r = recv(fd, &c, 1, 0);
@@ -121,7 +149,27 @@ static void expect_closed(int fd) {
     cr_assert_leq(r, 0);
 }
 
-static void pack_hello(msgpack_sbuffer *b, int v, const char *role, const char *addr) {
+/* nonces: the server's nonce of each dialled connection (its challenge), by descriptor. */
+
+/* A hello signed as wire/auth.c would sign it, with secret (NULL: unsigned), sent on fd. The
+ * signing needs only a connection's handshake state, so a zeroed tsr__conn stands in for one. */
+static void send_hello_as(int fd, msgpack_sbuffer *b, tsr__msg_hello *h, const char *secret) {
+    cr_assert_lt(fd, 1024);
+    static tsr__conn fake;
+    memset(&fake, 0, sizeof fake);
+    fake.auth.secret = secret;
+    memcpy(fake.auth.snonce, nonces[fd], 32);
+    fake.auth.have_snonce = 1;
+    tsr__auth_sign_hello(&fake, h);
+    tsr__msg_pack_hello(b, h);
+    send_frame(fd, b, NULL, 0);
+}
+
+static void send_hello_msg(int fd, msgpack_sbuffer *b, tsr__msg_hello *h) {
+    send_hello_as(fd, b, h, TEST_TOKEN);
+}
+
+static void send_hello(int fd, msgpack_sbuffer *b, int v, const char *role, const char *addr) {
     tsr__msg_hello h = {.v = v, .role = tsr__str_of(role), .name = tsr__str_of("test")};
     TSR__MSG_SET(hello, &h, name);
     if (addr) {
@@ -129,7 +177,7 @@ static void pack_hello(msgpack_sbuffer *b, int v, const char *role, const char *
         h.addr = tsr__str_of(addr);
         h.has |= TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, addr);
     }
-    tsr__msg_pack_hello(b, &h);
+    send_hello_msg(fd, b, &h);
 }
 
 Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
@@ -145,8 +193,7 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
 
     /* unknown role: closed */
     int fd = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "bogus", NULL);
-    send_frame(fd, &b, NULL, 0);
+    send_hello(fd, &b, TSR_PROTOCOL_VERSION, "bogus", NULL);
     expect_closed(fd);
     close(fd);
 
@@ -164,26 +211,23 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
 
     /* wrong version: an error naming both versions, then closed */
     fd = dial(t.port);
-    pack_hello(&b, 1, "client", NULL); /* version 1: before heartbeat existed */
-    send_frame(fd, &b, NULL, 0);
+    send_hello(fd, &b, 1, "client", NULL); /* version 1: before heartbeat existed */
     expect_type(fd, "error", &up, buf, sizeof buf, &m);
     char msg[128];
     cr_assert_eq(tsr__str_copy(msg, sizeof msg, m.u.error.msg), 0);
-    cr_assert_str_eq(msg, "protocol version mismatch: got 1, want 2");
+    cr_assert_str_eq(msg, "protocol version mismatch: got 1, want 3");
     expect_closed(fd);
     close(fd);
 
     /* A fake worker and a client run a two-task graph. */
     int cl = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "client", NULL);
-    send_frame(cl, &b, NULL, 0);
+    send_hello(cl, &b, TSR_PROTOCOL_VERSION, "client", NULL);
     expect_type(cl, "welcome", &up, buf, sizeof buf, &m);
     tsr__msg_pack_wait_workers(&b, &(tsr__msg_wait_workers){.count = 1});
     send_frame(cl, &b, NULL, 0);
 
     int wk = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1");
-    send_frame(wk, &b, NULL, 0);
+    send_hello(wk, &b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1");
     expect_type(wk, "welcome", &up, buf, sizeof buf, &m);
     expect_type(cl, "workers", &up, buf, sizeof buf, &m);
 
@@ -234,8 +278,7 @@ Test(sched_socket, bad_peers_are_dropped_and_good_ones_served, .timeout = 30) {
 
     /* a client that sends a worker's message is dropped; the others carry on */
     int bad = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "client", NULL);
-    send_frame(bad, &b, NULL, 0);
+    send_hello(bad, &b, TSR_PROTOCOL_VERSION, "client", NULL);
     expect_type(bad, "welcome", &up, buf, sizeof buf, &m);
     tsr__msg_pack_done(&b, &(tsr__msg_done){.items = {.n = 0}});
     send_frame(bad, &b, NULL, 0);
@@ -279,14 +322,12 @@ Test(sched_socket, malformed_done_item_drops_the_worker, .timeout = 30) {
     msgpack_sbuffer_init(&b);
 
     int cl = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "client", NULL);
-    send_frame(cl, &b, NULL, 0);
+    send_hello(cl, &b, TSR_PROTOCOL_VERSION, "client", NULL);
     expect_type(cl, "welcome", &up, buf, sizeof buf, &m);
     tsr__msg_pack_wait_workers(&b, &(tsr__msg_wait_workers){.count = 1});
     send_frame(cl, &b, NULL, 0);
     int wk = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1");
-    send_frame(wk, &b, NULL, 0);
+    send_hello(wk, &b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1");
     expect_type(wk, "welcome", &up, buf, sizeof buf, &m);
     expect_type(cl, "workers", &up, buf, sizeof buf, &m);
 
@@ -354,8 +395,7 @@ Test(sched_socket, gpu_worker_figures_reach_monitors, .timeout = 30) {
     msgpack_sbuffer_init(&b);
 
     int cpu = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1"); /* no kind, no device */
-    send_frame(cpu, &b, NULL, 0);
+    send_hello(cpu, &b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1"); /* no kind, no device */
     expect_type(cpu, "welcome", &up, buf, sizeof buf, &m);
     int gpu = dial(t.port);
     tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION,
@@ -369,13 +409,11 @@ Test(sched_socket, gpu_worker_figures_reach_monitors, .timeout = 30) {
     h.has = TSR__MSG_BIT(hello, name) | TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, kind) |
             TSR__MSG_BIT(hello, addr) | TSR__MSG_BIT(hello, dev_name) |
             TSR__MSG_BIT(hello, dev_limit);
-    tsr__msg_pack_hello(&b, &h);
-    send_frame(gpu, &b, NULL, 0);
+    send_hello_msg(gpu, &b, &h);
     expect_type(gpu, "welcome", &up, buf, sizeof buf, &m);
 
     int mon = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "monitor", NULL);
-    send_frame(mon, &b, NULL, 0);
+    send_hello(mon, &b, TSR_PROTOCOL_VERSION, "monitor", NULL);
     expect_type(mon, "welcome", &up, buf, sizeof buf, &m);
     expect_type(mon, "info", &up, buf, sizeof buf, &m);
     tsr__m_winfo wi;
@@ -417,8 +455,7 @@ Test(sched_socket, gpu_worker_figures_reach_monitors, .timeout = 30) {
     int cl = dial(t.port);
     msgpack_sbuffer c;
     msgpack_sbuffer_init(&c);
-    pack_hello(&c, TSR_PROTOCOL_VERSION, "client", NULL);
-    send_frame(cl, &c, NULL, 0);
+    send_hello(cl, &c, TSR_PROTOCOL_VERSION, "client", NULL);
     send_frame(cl, &b, NULL, 0);
     expect_closed(cl);
     expect_closed(gpu);
@@ -471,16 +508,13 @@ Test(sched_socket, a_paused_worker_gets_work_when_it_resumes, .timeout = 30) {
     msgpack_sbuffer_init(&b);
 
     int cl = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "client", NULL);
-    send_frame(cl, &b, NULL, 0);
+    send_hello(cl, &b, TSR_PROTOCOL_VERSION, "client", NULL);
     expect_type(cl, "welcome", &up, buf, sizeof buf, &m);
     int wk = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1");
-    send_frame(wk, &b, NULL, 0);
+    send_hello(wk, &b, TSR_PROTOCOL_VERSION, "worker", "127.0.0.1:1");
     expect_type(wk, "welcome", &up, buf, sizeof buf, &m);
     int mon = dial(t.port);
-    pack_hello(&b, TSR_PROTOCOL_VERSION, "monitor", NULL);
-    send_frame(mon, &b, NULL, 0);
+    send_hello(mon, &b, TSR_PROTOCOL_VERSION, "monitor", NULL);
     expect_type(mon, "welcome", &up, buf, sizeof buf, &m);
     expect_type(mon, "info", &up, buf, sizeof buf, &m);
     tsr__m_winfo wi;
@@ -553,6 +587,169 @@ Test(sched_socket, a_paused_worker_gets_work_when_it_resumes, .timeout = 30) {
     cr_assert_eq(t.rc, 0);
     tsr_scheduler_free(t.s);
     msgpack_sbuffer_destroy(&g);
+    msgpack_sbuffer_destroy(&b);
+    msgpack_unpacked_destroy(&up);
+}
+
+/* ---- the handshake (wire/auth.c, docs/security.md) ---- */
+
+/* HMAC-SHA256(key, msg), computed here with libsodium's one-shot API as the reference for the
+ * layouts docs/PROTOCOL.md gives ("Handshake"). */
+static void ref_hmac(const void *key, size_t keylen, const void *msg, size_t len, uint8_t *out) {
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, key, keylen);
+    crypto_auth_hmacsha256_update(&st, msg, len);
+    crypto_auth_hmacsha256_final(&st, out);
+}
+
+/* A scheduler with a token refuses a hello that does not prove it (none, or a wrong one) with
+ * "authentication failed", and welcomes one that does with its own proof: HMAC(token,
+ * "tessera server\0" || snonce || cnonce). A worker's welcome carries the capability key, masked
+ * by HMAC(token, "tessera ckey\0" || snonce || cnonce), and the client's accepted carries
+ * HMAC(ckey, "tessera-cap\0" || job as 4 big-endian bytes). */
+Test(sched_socket, the_token_is_proven_never_sent, .timeout = 30) {
+    srv_thread t = {.rc = -1};
+    start_sched(&t);
+    static char buf[1 << 16];
+    tsr__msg m;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    char msg[200];
+
+    /* No proof at all, then a proof made with the wrong token: refused, closed. */
+    for (int k = 0; k < 2; k++) {
+        int fd = dial(t.port);
+        tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION, .role = tsr__str_of("worker"),
+                            .threads = 1, .addr = tsr__str_of("127.0.0.1:1")};
+        h.has = TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, addr);
+        send_hello_as(fd, &b, &h, k == 0 ? NULL : "not-the-token");
+        expect_type(fd, "error", &up, buf, sizeof buf, &m);
+        tsr__str_copy(msg, sizeof msg, m.u.error.msg);
+        cr_assert(strstr(msg, "authentication failed"), "%s", msg);
+        expect_closed(fd);
+        close(fd);
+    }
+    /* A proof for another role does not pass either (the role is under the MAC). */
+    int fd = dial(t.port);
+    {
+        static tsr__conn fake;
+        memset(&fake, 0, sizeof fake);
+        fake.auth.secret = TEST_TOKEN;
+        memcpy(fake.auth.snonce, nonces[fd], 32);
+        fake.auth.have_snonce = 1;
+        tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION, .role = tsr__str_of("client")};
+        tsr__auth_sign_hello(&fake, &h);
+        h.role = tsr__str_of("monitor");
+        tsr__msg_pack_hello(&b, &h);
+        send_frame(fd, &b, NULL, 0);
+        expect_type(fd, "error", &up, buf, sizeof buf, &m);
+        expect_closed(fd);
+        close(fd);
+    }
+
+    /* The right token: the welcome proves the scheduler holds it too. */
+    int wk = dial(t.port);
+    tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION, .role = tsr__str_of("worker"), .threads = 1,
+                        .addr = tsr__str_of("127.0.0.1:1")};
+    h.has = TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, addr);
+    static tsr__conn fake;
+    memset(&fake, 0, sizeof fake);
+    fake.auth.secret = TEST_TOKEN;
+    memcpy(fake.auth.snonce, nonces[wk], 32);
+    fake.auth.have_snonce = 1;
+    tsr__auth_sign_hello(&fake, &h);
+    uint8_t cnonce[32];
+    memcpy(cnonce, h.cnonce.p, 32);
+    /* The hello carries no token, only the MAC. */
+    tsr__msg_pack_hello(&b, &h);
+    cr_assert_null(memmem(b.data, b.size, TEST_TOKEN, strlen(TEST_TOKEN)));
+    send_frame(wk, &b, NULL, 0);
+    expect_type(wk, "welcome", &up, buf, sizeof buf, &m);
+    uint8_t in[64 + 16], want[32], pad[32], ckey[32];
+    memcpy(in, "tessera server", 15);
+    memcpy(in + 15, nonces[wk], 32);
+    memcpy(in + 47, cnonce, 32);
+    ref_hmac(TEST_TOKEN, strlen(TEST_TOKEN), in, 79, want);
+    cr_assert(TSR__MSG_HAS(welcome, &m.u.welcome, mac) && m.u.welcome.mac.n == 32 &&
+              memcmp(m.u.welcome.mac.p, want, 32) == 0);
+    memcpy(in, "tessera ckey", 13);
+    memcpy(in + 13, nonces[wk], 32);
+    memcpy(in + 45, cnonce, 32);
+    ref_hmac(TEST_TOKEN, strlen(TEST_TOKEN), in, 77, pad);
+    cr_assert(TSR__MSG_HAS(welcome, &m.u.welcome, ckey) && m.u.welcome.ckey.n == 32);
+    for (int i = 0; i < 32; i++) ckey[i] = (uint8_t)m.u.welcome.ckey.p[i] ^ pad[i];
+
+    /* The client's job capability, from the key the worker got. */
+    int cl = dial(t.port);
+    send_hello(cl, &b, TSR_PROTOCOL_VERSION, "client", NULL);
+    expect_type(cl, "welcome", &up, buf, sizeof buf, &m);
+    cr_assert(!TSR__MSG_HAS(welcome, &m.u.welcome, ckey), "a client gets no capability key");
+    msgpack_sbuffer g;
+    msgpack_sbuffer_init(&g);
+    pack_graph(&g, 0);
+    tsr__msg_submit sub = {.n = g.size};
+    TSR__MSG_SET(submit, &sub, n);
+    tsr__msg_pack_submit(&b, &sub);
+    send_frame(cl, &b, g.data, g.size);
+    expect_type(cl, "accepted", &up, buf, sizeof buf, &m);
+    uint32_t job = m.u.accepted.job;
+    uint8_t capmsg[16] = "tessera-cap", cap[32];
+    capmsg[12] = (uint8_t)(job >> 24);
+    capmsg[13] = (uint8_t)(job >> 16);
+    capmsg[14] = (uint8_t)(job >> 8);
+    capmsg[15] = (uint8_t)job;
+    ref_hmac(ckey, 32, capmsg, 16, cap);
+    cr_assert(TSR__MSG_HAS(accepted, &m.u.accepted, cap) && m.u.accepted.cap.n == 32 &&
+              memcmp(m.u.accepted.cap.p, cap, 32) == 0);
+
+    /* The token's holder may stop the cluster. */
+    tsr__msg_pack_shutdown(&b, &(tsr__msg_shutdown){0});
+    send_frame(cl, &b, NULL, 0);
+    expect_closed(cl);
+    close(cl);
+    close(wk);
+    pthread_join(t.th, NULL);
+    cr_assert_eq(t.rc, 0);
+    tsr_scheduler_free(t.s);
+    msgpack_sbuffer_destroy(&g);
+    msgpack_sbuffer_destroy(&b);
+    msgpack_unpacked_destroy(&up);
+}
+
+/* A scheduler without a token (loopback, started by hand) serves clients that prove nothing,
+ * as SPEC §4 says, but nobody can prove to own it: a client's shutdown is refused, and it
+ * keeps serving. */
+Test(sched_socket, without_a_token_shutdown_is_refused, .timeout = 30) {
+    srv_thread t = {.rc = -1};
+    start_sched_token(&t, NULL);
+    static char buf[1 << 16];
+    tsr__msg m;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    int cl = dial(t.port);
+    tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION, .role = tsr__str_of("client")};
+    send_hello_as(cl, &b, &h, NULL);
+    expect_type(cl, "welcome", &up, buf, sizeof buf, &m);
+    cr_assert(!TSR__MSG_HAS(welcome, &m.u.welcome, mac));
+    tsr__msg_pack_shutdown(&b, &(tsr__msg_shutdown){0});
+    send_frame(cl, &b, NULL, 0);
+    expect_type(cl, "error", &up, buf, sizeof buf, &m);
+    char msg[200];
+    tsr__str_copy(msg, sizeof msg, m.u.error.msg);
+    cr_assert(strstr(msg, "shutdown refused"), "%s", msg);
+    tsr__msg_pack_wait_workers(&b, &(tsr__msg_wait_workers){.count = 0});
+    send_frame(cl, &b, NULL, 0);
+    expect_type(cl, "workers", &up, buf, sizeof buf, &m); /* still serving */
+    tsr_scheduler_stop(t.s);
+    expect_closed(cl);
+    close(cl);
+    pthread_join(t.th, NULL);
+    cr_assert_eq(t.rc, 0);
+    tsr_scheduler_free(t.s);
     msgpack_sbuffer_destroy(&b);
     msgpack_unpacked_destroy(&up);
 }
