@@ -8,6 +8,7 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "array/array.h"
 #include "array/client.h"
@@ -105,6 +106,9 @@ int tsr__send_msg(tsr__conn *conn, tsr__msg_type type, const void *m);
 /* Fills a client's hello: role, the name "client", and the answer to conn's challenge when the
  * client has a token (wire/auth.c). */
 void tsr__hello_init(tsr__msg_hello *m, const char *role, tsr__conn *conn);
+
+/* The processes of the local cluster c started (the scheduler first), for tests; 0 when none. */
+int tsr__local_pids(const tsr_client *c, const pid_t **pids);
 
 /* The capability of job (accepted's cap): remembered, and copied into a fetch request (0 when
  * there is one, -1 when the scheduler gave none). */

@@ -454,6 +454,12 @@ fail:
     return rc;
 }
 
+int tsr__local_pids(const tsr_client *c, const pid_t **pids) {
+    if (!c->local) return 0;
+    *pids = c->local->pids;
+    return c->local->npids;
+}
+
 void tsr__local_free(tsr_client *c) {
     tsr__local *l = c->local;
     if (!l) return;

@@ -778,7 +778,7 @@ Test(worker, chains_failures_and_bad_input) {
     tsr__mp_type(&up.data, type, sizeof type);
     tsr__mp_get_str(&up.data, "msg", msg, sizeof msg);
     cr_assert_str_eq(type, "error");
-    cr_assert_str_eq(msg, "protocol version mismatch: got 1, want 2");
+    cr_assert_str_eq(msg, "protocol version mismatch: got 1, want 3");
     cr_assert_eq(get_frame(pfd, &up, &payload, &plen), -1, "not closed after the error");
     close(pfd);
 
