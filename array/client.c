@@ -60,6 +60,10 @@ const char *tsr_client_address(const tsr_client *c) {
     return c && c->connected ? c->address : NULL;
 }
 
+const char *tsr_client_token(const tsr_client *c) {
+    return c && c->token[0] ? c->token : NULL;
+}
+
 int tsr__client_note_release(tsr_client *c, uint64_t job) {
     for (size_t k = 0; k < c->ncaps; k++)
         if (c->caps[k].job == job) c->caps[k--] = c->caps[--c->ncaps];

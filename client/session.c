@@ -148,7 +148,8 @@ static void sched_on_frame(tsr__conn *conn, const msgpack_object *hdr, void *pay
     } else if (m.type == TSR__MSG_error) {
         char msg[512];
         tsr__str_copy(msg, sizeof msg, m.u.error.msg);
-        tsr__rt_fail(rt, TSR_EPROTOCOL, "scheduler at %s: %s", rt->c->address, msg);
+        tsr__rt_fail(rt, strstr(msg, "authentication failed") ? TSR_EAUTH : TSR_EPROTOCOL,
+                     "scheduler at %s: %s", rt->c->address, msg);
     } else if (m.type == TSR__MSG_heartbeat) {
         /* A sign of life: its arrival is all (wire/conn.c notes it for on_live). */
     } else if (m.type == TSR__MSG_info && rt->c->monitor) {

@@ -214,6 +214,13 @@ TSR_API int tsr_client_flush(tsr_client *client);
 /* "HOST:PORT" of the scheduler; NULL for an offline client. Borrowed. */
 TSR_API const char *tsr_client_address(const tsr_client *client);
 
+/* The token this client proves to its scheduler: the one it was given, or the random secret of
+ * the local cluster it started (tsr_client_start_local), so that the program that owns the
+ * cluster can let other clients or monitors of its own in (tsr_client_options.token). NULL when
+ * there is none. Borrowed, valid until tsr_client_free(); keep it out of command lines and
+ * logs (docs/security.md). */
+TSR_API const char *tsr_client_token(const tsr_client *client);
+
 /* Statistics of the last computation this client finished (the last successful tsr_compute() or
  * tsr_program_run()), as one compact JSON object:
  *   {"tasks": N, "seconds": S, "sources_inline": N, "moved_bytes": B,

@@ -388,7 +388,7 @@ Test(cluster, hostile_frames_close_only_that_connection, .timeout = 120) {
     msgpack_sbuffer_destroy(&sb);
     ssize_t got = drain_until_closed(fd, buf, sizeof buf);
     cr_assert(got > 4, "no error reply to a wrong version");
-    cr_assert(memmem(buf, (size_t)got, "protocol version mismatch: got 1, want 2", 40),
+    cr_assert(memmem(buf, (size_t)got, "protocol version mismatch: got 1, want 3", 40),
               "the error does not name both versions");
     close(fd);
 

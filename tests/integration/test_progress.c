@@ -313,7 +313,11 @@ Test(progress, api_poll_from_another_thread, .timeout = 200) {
     cr_assert_eq(tsr_client_info_json(c, 1000, &info), TSR_EINVALID);
     cr_assert_null(info);
     tsr_client *mon;
-    cr_assert_eq(tsr_client_connect_monitor(tsr_client_address(c), NULL, &mon), 0, "%s",
+    tsr_client_options mo; /* the local cluster's secret: only its owner can let a monitor in */
+    tsr_client_options_default(&mo);
+    mo.token = tsr_client_token(c);
+    cr_assert_not_null(mo.token);
+    cr_assert_eq(tsr_client_connect_monitor(tsr_client_address(c), &mo, &mon), 0, "%s",
                  tsr_last_error());
     cr_assert_eq(tsr_client_info_json(mon, 10000, &info), 0, "%s", tsr_client_errmsg(mon));
     cr_assert(strstr(info, "\"wlist\"") && !strstr(info, "\"t\":"), "%s", info);
