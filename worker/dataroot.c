@@ -57,6 +57,7 @@ void tsr__roots_free(tsr__worker *w) {
     free(w->roots);
     w->roots = NULL;
     w->nroots = 0;
+    w->roots_any = 0;
 }
 
 static int under(const char *root, const char *path) {
