@@ -32,7 +32,7 @@ struct tsr_client {
     struct tsr__jobcap {
         uint64_t job;
         uint8_t cap[32];
-    } *caps;
+    } * caps;
     size_t ncaps, caps_cap;
     uv_loop_t loop;
     int loop_init;

@@ -340,8 +340,15 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         tsr__fail_thread(rc, "pipe: %s", strerror(-rc));
         goto fail;
     }
-    char *sargv[] = {(char *)exe,     "scheduler",  "--listen",      "127.0.0.1:0", "--watch-fd",
-                     watch_arg,       "--token-file", SECRET_ARG,    opts->verbose ? "--verbose" : NULL,
+    char *sargv[] = {(char *)exe,
+                     "scheduler",
+                     "--listen",
+                     "127.0.0.1:0",
+                     "--watch-fd",
+                     watch_arg,
+                     "--token-file",
+                     SECRET_ARG,
+                     opts->verbose ? "--verbose" : NULL,
                      NULL};
     rc = spawn(exe, sargv, pfd[1], wfd[0], secret_fd, &l->pids[0]);
     close(pfd[1]);
@@ -389,9 +396,10 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         snprintf(nthreads, sizeof nthreads, "%d", threads);
         char *wargv[26 + 2 * TSR__LOCAL_MAX_ROOTS];
         int a = 0;
-        char *fixed[] = {(char *)exe, "worker",       "--scheduler", addr,       "--cpus",
-                         cpus,        "--name",       name,          "--watch-fd", watch_arg,
-                         "--memory-limit", memlim,    "--token-file", SECRET_ARG};
+        char *fixed[] = {(char *)exe,    "worker",  "--scheduler",    addr,
+                         "--cpus",       cpus,      "--name",         name,
+                         "--watch-fd",   watch_arg, "--memory-limit", memlim,
+                         "--token-file", SECRET_ARG};
         for (size_t k = 0; k < TSR__ARRAY_LEN(fixed); k++) wargv[a++] = fixed[k];
         if (g < 0) {
             wargv[a++] = "--threads";

@@ -156,10 +156,10 @@ int cli_token_file(const char *path, char *buf, size_t size) {
     while (len < n && buf[len] != '\n' && buf[len] != '\r') len++;
     if (bad || len >= size || len == 0 || memchr(buf, 0, len)) {
         cli_error("--token-file %s: %s", path,
-                  bad             ? "read error"
-                  : len >= size   ? "the token is too long"
-                  : len == 0      ? "no token in it (the first line is empty)"
-                                  : "the token contains a NUL byte");
+                  bad           ? "read error"
+                  : len >= size ? "the token is too long"
+                  : len == 0    ? "no token in it (the first line is empty)"
+                                : "the token contains a NUL byte");
         memset(buf, 0, size);
         return EXIT_INVALID;
     }

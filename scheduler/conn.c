@@ -134,8 +134,8 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
     }
     snprintf(p->name, sizeof p->name, "%s", h.name[0] ? h.name : p->conn->peer);
     /* The answer to the challenge this connection opened with (wire/auth.c). */
-    if (tsr__auth_check_proof(p->conn, srv->token, role_name(h.role),
-                              h.has_proof ? h.cnonce : NULL, h.has_proof ? h.mac : NULL) != 0) {
+    if (tsr__auth_check_proof(p->conn, srv->token, role_name(h.role), h.has_proof ? h.cnonce : NULL,
+                              h.has_proof ? h.mac : NULL) != 0) {
         tsr__log(&srv->log, TSR_LOG_WARN, "%s %s (%s): authentication failed", role_name(h.role),
                  p->name, p->conn->peer);
         send_error_and_close(p, "authentication failed: missing or wrong token");
@@ -148,8 +148,7 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
     msgpack_sbuffer_init(&b);
     /* The server's proof; a worker's welcome carries the capability key (docs/security.md). */
     tsr__msg_welcome wm = {.v = TSR_PROTOCOL_VERSION, .id = p->id};
-    tsr__auth_sign_welcome(p->conn, srv->token, &wm,
-                           h.role == TSR__ROLE_WORKER ? srv->ckey : NULL);
+    tsr__auth_sign_welcome(p->conn, srv->token, &wm, h.role == TSR__ROLE_WORKER ? srv->ckey : NULL);
     tsr__msg_pack_welcome(&b, &wm);
     tsr__peer_send(p, &b);
     if (h.role == TSR__ROLE_WORKER) {

@@ -85,16 +85,16 @@ void tsr__auth_sign_hello(tsr__conn *c, tsr__msg_hello *m) {
     if (!has_secret(c->auth.secret) || !c->auth.have_snonce) return;
     tsr__auth_random(c->auth.cnonce, TSR__AUTH_BYTES);
     c->auth.have_cnonce = 1;
-    mac_of(c->auth.secret, "tessera client", c->auth.snonce, c->auth.cnonce, m->role.p,
-           m->role.n, c->auth.mac);
+    mac_of(c->auth.secret, "tessera client", c->auth.snonce, c->auth.cnonce, m->role.p, m->role.n,
+           c->auth.mac);
     m->cnonce = (tsr__str){(const char *)c->auth.cnonce, TSR__AUTH_BYTES};
     m->mac = (tsr__str){(const char *)c->auth.mac, TSR__AUTH_BYTES};
     TSR__MSG_SET(hello, m, cnonce);
     TSR__MSG_SET(hello, m, mac);
 }
 
-int tsr__auth_check_proof(tsr__conn *c, const char *secret, const char *role,
-                          const uint8_t *cnonce, const uint8_t *mac) {
+int tsr__auth_check_proof(tsr__conn *c, const char *secret, const char *role, const uint8_t *cnonce,
+                          const uint8_t *mac) {
     if (!has_secret(secret)) return 0;
     if (!c->auth.have_snonce || !cnonce || !mac) return TSR_EAUTH;
     memcpy(c->auth.cnonce, cnonce, TSR__AUTH_BYTES);
@@ -142,8 +142,7 @@ void tsr__auth_sign_welcome(tsr__conn *c, const char *secret, tsr__msg_welcome *
     }
 }
 
-int tsr__auth_check_welcome(tsr__conn *c, const tsr__msg_welcome *m, uint8_t *ckey,
-                            int *has_ckey) {
+int tsr__auth_check_welcome(tsr__conn *c, const tsr__msg_welcome *m, uint8_t *ckey, int *has_ckey) {
     int sec = has_secret(c->auth.secret);
     if (sec) {
         if (!c->auth.have_cnonce || !TSR__MSG_HAS(welcome, m, mac)) return TSR_EAUTH;

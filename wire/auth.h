@@ -38,8 +38,8 @@ int tsr__auth_check_hello(tsr__conn *c, const char *secret, const tsr__msg_hello
 
 /* The same from the hello's parts: role as sent, cnonce and mac of TSR__AUTH_BYTES each (NULL
  * when the hello had none). */
-int tsr__auth_check_proof(tsr__conn *c, const char *secret, const char *role,
-                          const uint8_t *cnonce, const uint8_t *mac);
+int tsr__auth_check_proof(tsr__conn *c, const char *secret, const char *role, const uint8_t *cnonce,
+                          const uint8_t *mac);
 
 /* Server side: adds the server's proof to welcome m when secret is set, and (ckey not NULL)
  * the capability key, masked with a pad only holders of the secret can compute (plain when
@@ -50,8 +50,7 @@ void tsr__auth_sign_welcome(tsr__conn *c, const char *secret, tsr__msg_welcome *
 /* Client side: 0 when the welcome proves that the server holds c's secret (or c has none),
  * else TSR_EAUTH. When ckey is not NULL and the welcome carries one, it is unmasked into ckey
  * and *has_ckey set. */
-int tsr__auth_check_welcome(tsr__conn *c, const tsr__msg_welcome *m, uint8_t *ckey,
-                            int *has_ckey);
+int tsr__auth_check_welcome(tsr__conn *c, const tsr__msg_welcome *m, uint8_t *ckey, int *has_ckey);
 
 /* The capability of a job under key ckey: HMAC-SHA256(ckey, "tessera-cap" || job). */
 void tsr__auth_cap(const uint8_t *ckey, uint32_t job, uint8_t *cap);

@@ -130,8 +130,11 @@ int tsr__roots_check_write(const tsr__worker *w, const char *path, char *msg, si
     char dir[PATH_MAX], real[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) dir[1] = '\0';
-    else *slash = '\0';
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
     return resolve_under(w, dir, real, msg, msglen);
 }

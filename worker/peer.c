@@ -171,7 +171,7 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
         char msg[96];
         snprintf(msg, sizeof msg, "no valid capability for job %u", job);
         tsr__log(&w->log, TSR_LOG_WARN, "peer %s: %s", c->peer, msg);
-        uv_read_stop((uv_stream_t *)&c->tcp); /* nothing more from it is acted on */
+        uv_read_stop((uv_stream_t *)&c->tcp);                /* nothing more from it is acted on */
         if (p->out.head.data) tsr__wbatch_flush(c, &p->out); /* earlier replies first */
         tsr__wbatch_free(&p->out);
         send_error_and_close(c, msg);

@@ -70,9 +70,8 @@ void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const cha
 
 /* The hello both connections start with: role "worker" (to the scheduler) or "peer". */
 static void hello_common(tsr__worker *w, tsr__msg_hello *m, const char *role) {
-    *m = (tsr__msg_hello){.v = TSR_PROTOCOL_VERSION,
-                          .role = tsr__str_of(role),
-                          .name = tsr__str_of(w->name)};
+    *m = (tsr__msg_hello){
+        .v = TSR_PROTOCOL_VERSION, .role = tsr__str_of(role), .name = tsr__str_of(w->name)};
     TSR__MSG_SET(hello, m, name);
 }
 
@@ -275,7 +274,8 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
         if (m.type == TSR__MSG_welcome) {
             if (tsr__auth_check_welcome(c, &m.u.welcome, w->ckey, &w->has_ckey) != 0) {
                 tsr__log(&w->log, TSR_LOG_ERROR,
-                         "the scheduler at %s does not prove it holds the token", w->opts->scheduler);
+                         "the scheduler at %s does not prove it holds the token",
+                         w->opts->scheduler);
                 w->exit_code = TSR_EAUTH;
                 tsr__conn_close(c, "the scheduler does not prove it holds the token");
                 return;

@@ -56,7 +56,8 @@ static int raw_recv(raw *r, tsr__msg *m) {
     for (;;) {
         uint8_t len[4];
         if (io_all(r->fd, len, 4, 1)) return -1;
-        uint32_t n = (uint32_t)len[0] << 24 | (uint32_t)len[1] << 16 | (uint32_t)len[2] << 8 | len[3];
+        uint32_t n =
+            (uint32_t)len[0] << 24 | (uint32_t)len[1] << 16 | (uint32_t)len[2] << 8 | len[3];
         free(r->buf);
         r->buf = malloc(n);
         if (io_all(r->fd, r->buf, n, 1)) return -1;
@@ -154,8 +155,10 @@ static int raw_refused(raw *r, char *msg, size_t size) {
     msg[0] = 0;
     for (;;) {
         if (raw_recv(r, &m) != 0) return 1;
-        if (m.type == TSR__MSG_error) tsr__str_copy(msg, size, m.u.error.msg);
-        else if (m.type != TSR__MSG_missing) return 0;
+        if (m.type == TSR__MSG_error)
+            tsr__str_copy(msg, size, m.u.error.msg);
+        else if (m.type != TSR__MSG_missing)
+            return 0;
     }
 }
 
@@ -201,19 +204,18 @@ Test(auth, wrong_token_refused_on_every_port, .timeout = 120) {
 
     /* Real processes: submit and worker with a wrong token. */
     const char *bad_submit[] = {"tessera", "submit", "--no-progress", "--scheduler", addr,
-                                "--token", "wrong", "p.json", NULL};
+                                "--token", "wrong",  "p.json",        NULL};
     proc_result r = run_cmd(dir, bad_submit, 60);
     cr_assert_eq(r.status, 1, "rc %d: %s", r.status, r.err);
     cr_assert(strstr(r.err, "authentication failed"), "%s", r.err);
     proc_result_free(&r);
-    const char *bad_worker[] = {"tessera", "worker", "--scheduler", addr, "--token", "wrong",
-                                NULL};
+    const char *bad_worker[] = {"tessera", "worker", "--scheduler", addr, "--token", "wrong", NULL};
     r = run_cmd(dir, bad_worker, 60);
     cr_assert_neq(r.status, 0);
     cr_assert(strstr(r.err, "authentication failed"), "%s", r.err);
     proc_result_free(&r);
-    const char *good_submit[] = {"tessera",  "submit", "--no-progress", "--scheduler", addr,
-                                 "--token-file", tf, "p.json", NULL};
+    const char *good_submit[] = {"tessera",      "submit", "--no-progress", "--scheduler", addr,
+                                 "--token-file", tf,       "p.json",        NULL};
     r = run_cmd(dir, good_submit, 60);
     cr_assert_eq(r.status, 0, "%s", r.err);
     proc_result_free(&r);
@@ -341,8 +343,8 @@ Test(auth, a_local_cluster_is_private, .timeout = 120) {
     tsr_array *a = compute_fill(c, 3.25);
     const char *addr = c->address, *peer = a->computed.addr[0];
     write_file(dir, "p.json", prog);
-    const char *submit[] = {"tessera", "submit", "--no-progress", "--scheduler", addr, "p.json",
-                            NULL};
+    const char *submit[] = {"tessera", "submit", "--no-progress", "--scheduler", addr,
+                            "p.json",  NULL};
     proc_result r = run_cmd(dir, submit, 60);
     cr_assert_eq(r.status, 1, "a process without the secret submitted: %s", r.err);
     cr_assert(strstr(r.err, "authentication failed"), "%s", r.err);
@@ -351,7 +353,8 @@ Test(auth, a_local_cluster_is_private, .timeout = 120) {
     r = run_cmd(dir, worker, 60);
     cr_assert_neq(r.status, 0, "a process without the secret joined as a worker");
     proc_result_free(&r);
-    const char *top[] = {"tessera", "top", "--scheduler", addr, "--once", "--interval", "0.1", NULL};
+    const char *top[] = {"tessera", "top",        "--scheduler", addr,
+                         "--once",  "--interval", "0.1",         NULL};
     r = run_cmd(dir, top, 60);
     cr_assert_neq(r.status, 0, "a process without the secret watched the cluster");
     proc_result_free(&r);
@@ -363,8 +366,8 @@ Test(auth, a_local_cluster_is_private, .timeout = 120) {
     raw_open(&x, addr);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    tsr__msg_pack_hello(&sb, &(tsr__msg_hello){.v = TSR_PROTOCOL_VERSION,
-                                               .role = tsr__str_of("client")});
+    tsr__msg_pack_hello(
+        &sb, &(tsr__msg_hello){.v = TSR_PROTOCOL_VERSION, .role = tsr__str_of("client")});
     raw_send(&x, &sb);
     tsr__msg_pack_shutdown(&sb, &(tsr__msg_shutdown){0});
     raw_send(&x, &sb);
@@ -418,7 +421,8 @@ Test(auth, load_reads_only_matching_npy_under_the_roots, .timeout = 120) {
     pid_t sched = start_scheduler(addr, sizeof addr);
     const char *rx[] = {"--data-root", root, NULL};
     for (int wroot = 0; wroot < 2; wroot++) {
-        pid_t wk = wroot ? start_worker_with(addr, 1, "rooted", rx) : start_worker(addr, 1, "any", NULL);
+        pid_t wk =
+            wroot ? start_worker_with(addr, 1, "rooted", rx) : start_worker(addr, 1, "any", NULL);
         tsr_client *c;
         cr_assert_eq(tsr_client_connect(addr, NULL, &c), 0, "%s", tsr_last_error());
         for (int k = 0; k < (wroot ? 2 : 1); k++) {

@@ -621,8 +621,10 @@ Test(sched_socket, the_token_is_proven_never_sent, .timeout = 30) {
     /* No proof at all, then a proof made with the wrong token: refused, closed. */
     for (int k = 0; k < 2; k++) {
         int fd = dial(t.port);
-        tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION, .role = tsr__str_of("worker"),
-                            .threads = 1, .addr = tsr__str_of("127.0.0.1:1")};
+        tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION,
+                            .role = tsr__str_of("worker"),
+                            .threads = 1,
+                            .addr = tsr__str_of("127.0.0.1:1")};
         h.has = TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, addr);
         send_hello_as(fd, &b, &h, k == 0 ? NULL : "not-the-token");
         expect_type(fd, "error", &up, buf, sizeof buf, &m);
@@ -651,7 +653,9 @@ Test(sched_socket, the_token_is_proven_never_sent, .timeout = 30) {
 
     /* The right token: the welcome proves the scheduler holds it too. */
     int wk = dial(t.port);
-    tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION, .role = tsr__str_of("worker"), .threads = 1,
+    tsr__msg_hello h = {.v = TSR_PROTOCOL_VERSION,
+                        .role = tsr__str_of("worker"),
+                        .threads = 1,
                         .addr = tsr__str_of("127.0.0.1:1")};
     h.has = TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, addr);
     static tsr__conn fake;
