@@ -472,3 +472,32 @@ Test(auth, load_reads_only_matching_npy_under_the_roots, .timeout = 120) {
     stop_proc(sched);
     remove_tmpdir(dir);
 }
+
+/* --token-file wherever --token is: a file that cannot be read, or holds no token, is a bad
+ * command line (exit 2) naming the file; a missing data root stops a worker at start. */
+Test(auth, bad_token_files_and_roots, .timeout = 60) {
+    char *dir = make_tmpdir();
+    write_file(dir, "empty", "\n");
+    char empty[600];
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    const char *cmds[] = {"scheduler", "worker", "submit", "top"};
+    const char *files[] = {"/nonexistent/token", empty};
+    for (int i = 0; i < 4; i++)
+        for (int f = 0; f < 2; f++) {
+            const char *argv[] = {"tessera",     cmds[i],       "--token-file", files[f],
+                                  "--scheduler", "127.0.0.1:1", "x.json",       NULL};
+            if (i == 0) argv[4] = NULL; /* the scheduler takes neither */
+            proc_result r = run_cmd(dir, argv, 20);
+            cr_assert_eq(r.status, 2, "%s --token-file %s: %d %s", cmds[i], files[f], r.status,
+                         r.err);
+            cr_assert(strstr(r.err, files[f]), "%s: %s", cmds[i], r.err);
+            proc_result_free(&r);
+        }
+    const char *w[] = {"tessera",           "worker", "--scheduler", "127.0.0.1:1", "--data-root",
+                       "/nonexistent/root", NULL};
+    proc_result r = run_cmd(dir, w, 20);
+    cr_assert_neq(r.status, 0);
+    cr_assert(strstr(r.err, "/nonexistent/root"), "%s", r.err);
+    proc_result_free(&r);
+    remove_tmpdir(dir);
+}
