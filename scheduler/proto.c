@@ -291,10 +291,6 @@ int tsr__proto_submit(const void *payload, size_t len, tsr__jobspec *spec, char 
  * scheduler's own arrays, so nothing is copied into intermediate structs. Generators are called
  * for i = 0, 1, ... in order (msg.c), which the cursors below rely on. ---- */
 
-void tsr__proto_welcome(msgpack_sbuffer *b, uint32_t id) {
-    tsr__msg_pack_welcome(b, &(tsr__msg_welcome){.v = TSR_PROTOCOL_VERSION, .id = id});
-}
-
 void tsr__proto_error(msgpack_sbuffer *b, const char *msg) {
     tsr__msg_pack_error(b, &(tsr__msg_error){.msg = tsr__str_of(msg)});
 }

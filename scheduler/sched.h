@@ -449,7 +449,6 @@ int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t
 int tsr__proto_submit(const void *payload, size_t len, tsr__jobspec *spec, char *err,
                       size_t errlen);
 
-void tsr__proto_welcome(msgpack_sbuffer *b, uint32_t id);
 void tsr__proto_error(msgpack_sbuffer *b, const char *msg);
 void tsr__proto_simple(msgpack_sbuffer *b, const char *type); /* {t:type} */
 /* stream: the job's outputs are streamed (accepted's `stream: true`). */
