@@ -451,8 +451,8 @@ int tsr__proto_submit(const void *payload, size_t len, tsr__jobspec *spec, char 
 
 void tsr__proto_error(msgpack_sbuffer *b, const char *msg);
 void tsr__proto_simple(msgpack_sbuffer *b, const char *type); /* {t:type} */
-/* stream: the job's outputs are streamed (accepted's `stream: true`). */
-/* cap: the job's capability (32 bytes, wire/auth.h), or NULL. */
+/* stream: the job's outputs are streamed (accepted's `stream: true`); cap: the job's
+ * capability (32 bytes, wire/auth.h), or NULL. */
 void tsr__proto_accepted(msgpack_sbuffer *b, uint32_t job, uint32_t tasks, int stream,
                          const uint8_t *cap);
 /* {t:"computed", job, outputs:[[id, addr, nbytes], ...]}: tasks are streamed outputs of j, each
