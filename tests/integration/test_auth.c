@@ -501,3 +501,31 @@ Test(auth, bad_token_files_and_roots, .timeout = 60) {
     proc_result_free(&r);
     remove_tmpdir(dir);
 }
+
+/* Mutual: a client or worker holding a token refuses a scheduler that cannot prove it (one
+ * without a token, such as a process that took over the port), and sends it nothing else. */
+Test(auth, the_server_must_prove_the_token_too, .timeout = 60) {
+    char addr[96];
+    pid_t sched = start_scheduler(addr, sizeof addr);
+    tsr_client_options co;
+    tsr_client_options_default(&co);
+    co.token = TOKEN;
+    tsr_client *c = NULL;
+    cr_assert_eq(tsr_client_connect(addr, &co, &c), TSR_EAUTH);
+    cr_assert_null(c);
+    cr_assert(strstr(tsr_last_error(), "does not prove it holds the token"), "%s",
+              tsr_last_error());
+    const char *w[] = {"tessera", "worker", "--scheduler", addr, "--token", TOKEN, NULL};
+    proc_result r = run_cmd(NULL, w, 30);
+    cr_assert_neq(r.status, 0);
+    cr_assert(strstr(r.err, "does not prove it holds the token"), "%s", r.err);
+    proc_result_free(&r);
+    /* Without a token, the same scheduler serves. */
+    pid_t wk = start_worker(addr, 1, "w", NULL);
+    cr_assert_eq(tsr_client_connect(addr, NULL, &c), 0, "%s", tsr_last_error());
+    tsr_array *a = compute_fill(c, 0.5);
+    tsr_array_free(a);
+    tsr_client_free(c);
+    stop_proc(wk);
+    stop_proc(sched);
+}
