@@ -17,6 +17,7 @@
 #include "kernels/kernels.h"
 #include "wire/auth.h"
 #include "worker/worker.h"
+#include "zarr/zarr.h"
 
 /* A client and a server connection's handshake state (only c->auth is used). */
 static tsr__conn cli, srv;
@@ -254,6 +255,55 @@ Test(auth, load_paths_stay_under_the_roots) {
     cr_assert_eq(tsr__roots_init(&w), TSR_EINVALID);
     tsr__roots_free(&w);
 
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", base);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* A Zarr store: its real path under a root and its .zarray matching the task. */
+Test(auth, zarr_stores_match_their_task) {
+    const char *base = tmpdir();
+    char store[128], p[256], msg[512];
+    snprintf(store, sizeof store, "%s/a.zarr", base);
+    cr_assert_eq(mkdir(store, 0700), 0);
+    snprintf(p, sizeof p, "%s/.zarray", store);
+    const char *meta = "{\"zarr_format\": 2, \"shape\": [4], \"chunks\": [2], \"dtype\": \"<f8\", "
+                       "\"compressor\": null, \"fill_value\": 0, \"order\": \"C\", "
+                       "\"filters\": null}";
+    put(p, meta, strlen(meta));
+    tsr_worker_options o;
+    tsr_worker_options_default(&o);
+    const char *roots[] = {base};
+    o.data_roots = roots;
+    o.n_data_roots = 1;
+    static tsr__worker w;
+    memset(&w, 0, sizeof w);
+    w.opts = &o;
+    w.log = (tsr__logger){"test", TSR_LOG_WARN, NULL, NULL};
+    cr_assert_eq(tsr__roots_init(&w), 0);
+    /* i = [file_dtype, codec, separator, gshape, zchunks, offset], f = [fill] */
+    int64_t iv[6] = {TSR_FLOAT64, TSR__ZC_NONE, '.', 4, 2, 0};
+    double fv[1] = {0};
+    tsr_kdesc d = {.kop = TSR_KOP_LOAD, .fn = TSR__LOAD_ZARR, .dtype = TSR_FLOAT64, .ndim = 1};
+    d.shape[0] = 2;
+    d.ni = 6;
+    d.i = iv;
+    d.nf = 1;
+    d.f = fv;
+    d.s = store;
+    cr_assert_eq(tsr__roots_check_load(&w, &d, msg, sizeof msg), 0, "%s", msg);
+    iv[4] = 1; /* other chunks than the store's */
+    cr_assert_eq(tsr__roots_check_load(&w, &d, msg, sizeof msg), TSR_EZARR);
+    iv[4] = 2;
+    iv[3] = 8; /* another shape */
+    cr_assert_eq(tsr__roots_check_load(&w, &d, msg, sizeof msg), TSR_EZARR);
+    iv[3] = 4;
+    iv[1] = TSR__ZC_ZLIB; /* another codec */
+    cr_assert_eq(tsr__roots_check_load(&w, &d, msg, sizeof msg), TSR_EZARR);
+    iv[1] = TSR__ZC_NONE;
+    d.s = "/etc"; /* not a store, and outside the root */
+    cr_assert_neq(tsr__roots_check_load(&w, &d, msg, sizeof msg), 0);
+    tsr__roots_free(&w);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", base);
     cr_assert_eq(system(cmd), 0);
