@@ -1,7 +1,6 @@
 /* The handshake and the per-job capabilities (wire/auth.h): HMAC-SHA256 from libsodium, nonces
  * from its CSPRNG, constant-time compares with sodium_memcmp. The secret itself never leaves
  * the process: only MACs over fresh nonces do. Nothing here decides roles or owns sockets. */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -175,38 +174,4 @@ int tsr__auth_check_cap(const uint8_t *ckey, uint32_t job, tsr__str cap) {
     uint8_t want[TSR__AUTH_BYTES];
     tsr__auth_cap(ckey, job, want);
     return bin_eq(cap, want) ? 0 : TSR_EAUTH;
-}
-
-int tsr__auth_read_secret(const char *path, char *out, size_t size, char *why, size_t whylen) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        int e = errno;
-        snprintf(why, whylen, "cannot read token file %s: %s", path, strerror(e));
-        return -e;
-    }
-    size_t n = fread(out, 1, size, f);
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        snprintf(why, whylen, "cannot read token file %s", path);
-        return TSR_EINVALID;
-    }
-    size_t len = 0;
-    while (len < n && out[len] != '\n' && out[len] != '\r') len++;
-    if (len >= size) {
-        snprintf(why, whylen, "token in %s is longer than %zu bytes", path, size - 1);
-        sodium_memzero(out, size);
-        return TSR_EINVALID;
-    }
-    out[len] = 0;
-    if (memchr(out, 0, len)) {
-        snprintf(why, whylen, "token in %s contains a NUL byte", path);
-        sodium_memzero(out, size);
-        return TSR_EINVALID;
-    }
-    if (len == 0) {
-        snprintf(why, whylen, "token file %s is empty", path);
-        return TSR_EINVALID;
-    }
-    return 0;
 }

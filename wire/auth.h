@@ -59,8 +59,4 @@ void tsr__auth_cap(const uint8_t *ckey, uint32_t job, uint8_t *cap);
  * time; else TSR_EAUTH. */
 int tsr__auth_check_cap(const uint8_t *ckey, uint32_t job, tsr__str cap);
 
-/* Reads a secret from path: its first line, without the line end; at most size - 1 bytes.
- * 0, or a negative code with why ("cannot read", "empty", "too long"). */
-int tsr__auth_read_secret(const char *path, char *out, size_t size, char *why, size_t whylen);
-
 #endif

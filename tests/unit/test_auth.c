@@ -1,6 +1,6 @@
 /* The handshake's pieces (wire/auth.c) and the worker's data roots (worker/dataroot.c), without
  * sockets: proofs made with one secret pass and any other secret, byte or role fails; the
- * capability key survives its mask; capabilities open their own job only; token files; and a
+ * capability key survives its mask; capabilities open their own job only; and a
  * load path that leaves a root through `..` or a symlink is refused, as is a file whose header
  * does not match its task. The same over real processes: tests/integration/test_auth.c. */
 #include <criterion/criterion.h>
@@ -120,26 +120,6 @@ static void put(const char *path, const void *data, size_t n) {
     cr_assert_not_null(f, "%s", path);
     fwrite(data, 1, n, f);
     fclose(f);
-}
-
-Test(auth, token_files) {
-    const char *d = tmpdir();
-    char p[128], out[256], why[200];
-    snprintf(p, sizeof p, "%s/t", d);
-    put(p, "abc\nrest", 8);
-    cr_assert_eq(tsr__auth_read_secret(p, out, sizeof out, why, sizeof why), 0, "%s", why);
-    cr_assert_str_eq(out, "abc");
-    put(p, "\n", 1);
-    cr_assert_neq(tsr__auth_read_secret(p, out, sizeof out, why, sizeof why), 0);
-    cr_assert(strstr(why, "empty"), "%s", why);
-    char big[300];
-    memset(big, 'x', sizeof big);
-    put(p, big, sizeof big);
-    cr_assert_neq(tsr__auth_read_secret(p, out, sizeof out, why, sizeof why), 0);
-    cr_assert(strstr(why, "longer"), "%s", why);
-    unlink(p);
-    cr_assert_neq(tsr__auth_read_secret(p, out, sizeof out, why, sizeof why), 0);
-    rmdir(d);
 }
 
 /* A LOAD of a 1-d .npy of n float64 (data at offset off). */
