@@ -107,11 +107,13 @@ static int64_t add(lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d, const 
     if (n->garray < 0) {
         n->garray = tsr__graph_add_array(L->g, tsr_array_name(a), tsr_array_op(a));
         if (n->garray < 0) return tsr__fail(L->c, (int)n->garray, "out of memory");
+        tsr__graph_set_grid(L->g, (uint32_t)n->garray, a->ndim, a->numchunks);
     }
     if (L->g->ntasks >= NONE - 1)
         return tsr__fail(L->c, TSR_ETOOLARGE, "%s: the task graph is too large", tsr_array_name(a));
     int64_t t = tsr__graph_add_task(L->g, d, (uint32_t)n->garray, deps, ndeps, flops);
     if (t < 0) return tsr__fail(L->c, (int)t, "%s: could not add a task", tsr_array_name(a));
+    L->g->tasks[t].chunk = ci;
     if (L->origin) {
         if (TSR__GROW(L->origin, L->origin_cap, (size_t)t + 1) < 0)
             return tsr__fail(L->c, -ENOMEM, "out of memory");

@@ -58,6 +58,7 @@ typedef struct tsr__rt {
     int info_ready;
     /* wait_workers; also carries a failed task's array index */
     int64_t workers;
+    int64_t failed_task; /* a failed message's task id (-1: none), for naming its chunk */
     int got_workers;
     /* Fetching (fetch.c): the peer connections, and the requests of the call in progress (a
      * call cancels what it still waits for when it returns, so none outlive it). */

@@ -115,6 +115,7 @@ static void on_failed(tsr__rt *rt, const tsr__msg_failed *m) {
     rt->progress.erred++;
     /* compute() turns the array index into a name. */
     rt->workers = m->array;
+    rt->failed_task = (int64_t)m->id;
     tsr__rt_fail(rt, TSR_ECOMPUTE, "task %lld: %s", (long long)m->id, msg);
 }
 
@@ -365,14 +366,21 @@ static int compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     publish(c, 1, &rt->progress);
     started = 1;
     rt->workers = -1;
+    rt->failed_task = -1;
     rc = submit_graph(c, &g, opts && opts->trace, nstream);
     if (rc) goto out;
     rc = tsr__rt_run_until(rt, &rt->complete, 0);
     if (rc == TSR_ECOMPUTE && rt->workers >= 0 && (size_t)rt->workers < g.narrays) {
-        char msg[1024];
+        char msg[1024], chunk[160] = "";
         snprintf(msg, sizeof msg, "%s", c->errmsg);
-        tsr__fail(c, rc, "array \"%s\" (%s): %s", g.arrays[rt->workers].name,
-                  g.arrays[rt->workers].op, msg);
+        if (rt->failed_task >= 0 && (uint64_t)rt->failed_task < g.ntasks &&
+            g.tasks[rt->failed_task].array == (uint32_t)rt->workers) {
+            char idx[128];
+            tsr__graph_chunk_str(&g, (uint32_t)rt->failed_task, idx, sizeof idx);
+            if (idx[0]) snprintf(chunk, sizeof chunk, "chunk %s: ", idx);
+        }
+        tsr__fail(c, rc, "array \"%s\" (%s): %s%s", g.arrays[rt->workers].name,
+                  g.arrays[rt->workers].op, chunk, msg);
     }
     if (rc == 0 && store) {
         /* Every chunk is written: the chunks still held for it may go at once. */

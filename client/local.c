@@ -340,16 +340,17 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         tsr__fail_thread(rc, "pipe: %s", strerror(-rc));
         goto fail;
     }
-    char *sargv[] = {(char *)exe,
-                     "scheduler",
-                     "--listen",
-                     "127.0.0.1:0",
-                     "--watch-fd",
-                     watch_arg,
-                     "--token-file",
-                     SECRET_ARG,
-                     opts->verbose ? "--verbose" : NULL,
-                     NULL};
+    char failures[16];
+    snprintf(failures, sizeof failures, "%d", opts->allowed_failures);
+    char *sargv[12] = {(char *)exe,  "scheduler", "--listen",     "127.0.0.1:0",
+                       "--watch-fd", watch_arg,   "--token-file", SECRET_ARG};
+    size_t na = 8;
+    if (opts->allowed_failures > 0) {
+        sargv[na++] = "--allowed-failures";
+        sargv[na++] = failures;
+    }
+    if (opts->verbose) sargv[na++] = "--verbose";
+    sargv[na] = NULL;
     rc = spawn(exe, sargv, pfd[1], wfd[0], secret_fd, &l->pids[0]);
     close(pfd[1]);
     if (rc) {

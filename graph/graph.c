@@ -208,9 +208,35 @@ int64_t tsr__graph_add_array(tsr_graph *g, const char *name, const char *op) {
         free(o);
         return -ENOMEM;
     }
+    memset(&g->arrays[g->narrays], 0, sizeof g->arrays[g->narrays]);
     g->arrays[g->narrays].name = n;
     g->arrays[g->narrays].op = o;
     return (int64_t)g->narrays++;
+}
+
+void tsr__graph_set_grid(tsr_graph *g, uint32_t a, int ndim, const int64_t *grid) {
+    if (a >= g->narrays || ndim < 0 || ndim > TSR_MAX_NDIM) return;
+    g->arrays[a].ndim = ndim;
+    for (int k = 0; k < ndim; k++) g->arrays[a].grid[k] = grid[k];
+}
+
+void tsr__graph_chunk_str(const tsr_graph *g, uint32_t t, char *buf, size_t size) {
+    if (size) buf[0] = '\0';
+    if (t >= g->ntasks || g->tasks[t].chunk < 0 || g->tasks[t].array >= g->narrays) return;
+    const tsr_garray *a = &g->arrays[g->tasks[t].array];
+    if (a->ndim == 0) return; /* one chunk: nothing to say */
+    int64_t idx[TSR_MAX_NDIM], ci = g->tasks[t].chunk;
+    for (int k = a->ndim; k-- > 0;) {
+        if (a->grid[k] <= 0) return;
+        idx[k] = ci % a->grid[k];
+        ci /= a->grid[k];
+    }
+    if (ci != 0) return; /* not in the grid: say nothing rather than something wrong */
+    size_t at = 0;
+    at += (size_t)snprintf(buf, size, "(");
+    for (int k = 0; k < a->ndim && at < size; k++)
+        at += (size_t)snprintf(buf + at, size - at, "%s%lld", k ? ", " : "", (long long)idx[k]);
+    if (at < size) snprintf(buf + at, size - at, a->ndim == 1 ? ",)" : ")");
 }
 
 /* Parameters are appended to the pools in task order, so task t's i[] starts at the sum of the
@@ -246,6 +272,7 @@ int64_t tsr__graph_add_task(tsr_graph *g, const tsr_kdesc *d, uint32_t array, co
     t->deps_off = (uint32_t)g->ndeps;
     t->ndeps = ndeps;
     t->flops = flops;
+    t->chunk = -1;
     g->ndeps += ndeps;
     g->nipool += d->ni;
     g->nfpool += d->nf;

@@ -50,6 +50,9 @@ typedef struct tsr_gtask {
     uint32_t deps_off; /* into graph->deps */
     uint32_t ndeps;    /* inputs, in the order the kernel takes them */
     double flops;      /* cost estimate */
+    int64_t chunk;     /* row-major index, in its array's chunk grid, of the chunk it makes or
+                        * contributes to (a reduction's partials); -1 when not said. Not sent:
+                        * the client names it when the task fails */
 } tsr_gtask;
 
 /* Per-array metadata carried with the graph (the scheduler uses it for messages and progress
@@ -57,6 +60,8 @@ typedef struct tsr_gtask {
 typedef struct tsr_garray {
     char *name; /* owned */
     char *op;   /* owned: "matmul", "random", ... */
+    int ndim;   /* its chunk grid, for messages (0 until set: tsr__graph_set_grid) */
+    int64_t grid[TSR_MAX_NDIM];
 } tsr_garray;
 
 typedef struct tsr_graph {
@@ -89,6 +94,11 @@ int64_t tsr__graph_add_array(tsr_graph *g, const char *name, const char *op);
 int64_t tsr__graph_add_task(tsr_graph *g, const tsr_kdesc *d, uint32_t array, const uint32_t *deps,
                             uint32_t ndeps, double flops);
 int tsr__graph_add_output(tsr_graph *g, uint32_t task);
+/* Records array a's chunk grid (numchunks per axis) for messages. */
+void tsr__graph_set_grid(tsr_graph *g, uint32_t a, int ndim, const int64_t *grid);
+/* "(i, j)": the grid index of task t's chunk (tsr_gtask.chunk) in its array, or "" when
+ * unknown. */
+void tsr__graph_chunk_str(const tsr_graph *g, uint32_t t, char *buf, size_t size);
 
 /* Makes every descriptor's i/f/s pointer valid (after the last add). */
 void tsr__graph_finish(tsr_graph *g);

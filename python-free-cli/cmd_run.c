@@ -180,6 +180,8 @@ static const char run_usage[] =
     "                   directory and the working directory always are: docs/security.md)\n"
     "  --device-memory-limit BYTES  device memory each GPU worker keeps chunks in, e.g. 20GiB\n"
     "                   (default: most of the device)\n"
+    "  --allowed-failures N  a task running on N workers when each died fails the run\n"
+    "                   instead of being retried (default 3; tessera scheduler's option)\n"
     "  --no-progress    no progress bar and no summary line\n"
     "  --progress       progress even when stderr is not a terminal (a plain line a second)\n"
     "  --report         print a table per operation on stderr: tasks, kernel time, GFLOP/s,\n"
@@ -209,6 +211,7 @@ int cmd_run(int argc, char **argv) {
         {"memory-limit", required_argument, 0, 'm'},
         {"spill-dir", required_argument, 0, 'L'},
         {"data-root", required_argument, 0, 'R'},
+        {"allowed-failures", required_argument, 0, 'F'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -252,6 +255,10 @@ int cmd_run(int argc, char **argv) {
                 return EXIT_INVALID;
             }
             roots[nroots++] = optarg;
+            break;
+        case 'F':
+            if ((lo.allowed_failures = cli_parse_int("--allowed-failures", optarg, 1, 255)) < 0)
+                return EXIT_INVALID;
             break;
         case 'D':
             if ((lo.device_memory_limit = cli_parse_bytes("--device-memory-limit", optarg)) <= 0) {

@@ -100,6 +100,9 @@ static const char scheduler_usage[] =
     "                      (default 1000)\n"
     "  --worker-timeout MS a worker silent this long is lost: its tasks go elsewhere and its\n"
     "                      connection closes (default 10000)\n"
+    "  --allowed-failures N\n"
+    "                      a task that was running on N workers when each of them died is\n"
+    "                      marked erred and fails its job instead of being retried (default 3)\n"
     "  --verbose           log connections and jobs\n"
     "  --help              this text\n";
 
@@ -110,6 +113,7 @@ int cmd_scheduler(int argc, char **argv) {
         {"token-file", required_argument, 0, 'K'},
         {"heartbeat", required_argument, 0, 'H'},
         {"worker-timeout", required_argument, 0, 'T'},
+        {"allowed-failures", required_argument, 0, 'F'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"watch-fd", required_argument, 0, 'W'}, /* hidden: the local cluster's creator */
@@ -145,6 +149,10 @@ int cmd_scheduler(int argc, char **argv) {
             break;
         case 'T':
             if ((o.worker_timeout_ms = cli_parse_int("--worker-timeout", optarg, 1, 86400000)) < 0)
+                return EXIT_INVALID;
+            break;
+        case 'F':
+            if ((o.allowed_failures = cli_parse_int("--allowed-failures", optarg, 1, 255)) < 0)
                 return EXIT_INVALID;
             break;
         case 'v':
@@ -247,6 +255,8 @@ int cmd_worker(int argc, char **argv) {
     tsr_worker_options_default(&o);
     o.scheduler = getenv("TESSERA_SCHEDULER");
     o.token = getenv("TESSERA_TOKEN");
+    /* Test-only fault injection (docs/cli/worker.md): tasks of this kernel family kill us. */
+    o.fault_kill_kernel = getenv("TESSERA_FAULT_KILL_KERNEL");
     const char *watch = NULL;
     static char token_buf[256];
     static const char *roots[64];

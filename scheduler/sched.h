@@ -42,6 +42,9 @@ enum {
 };
 
 #define TSR__NOHOME UINT16_MAX
+/* tsr_scheduler_options.allowed_failures: the default (Dask's), and the most (a byte counts). */
+#define TSR__ALLOWED_FAILURES 3
+#define TSR__ALLOWED_FAILURES_MAX 255
 
 typedef struct tsr__key {
     uint32_t job, task;
@@ -143,6 +146,9 @@ typedef struct tsr__sjob {
      * (running, or in memory and not released by the client). */
     uint8_t *stream;
     uint32_t stream_held;
+    /* Poison tasks: per task, how many workers died while it was in their in-flight window
+     * (allocated at the first such death; tsr__sched.allowed_failures ends it). */
+    uint8_t *deaths;
     int cancelled;     /* failed or released: only waits for in-flight reports to drain */
     int finished_sent; /* a finished message was emitted for the current set of outputs */
     int dirty;         /* progress changed since the last progress message */
@@ -275,6 +281,9 @@ typedef struct tsr__sched {
     tsr__parked *parked; /* errors that may be fetches from a worker not yet known lost */
     size_t nparked, parkcap;
     double grace; /* seconds a parked error waits for a loss before failing its job */
+    /* A task in the in-flight window of this many workers when they died is poison: it is
+     * marked erred and its job fails (Dask's allowed-failures; default 3, at most 255). */
+    uint32_t allowed_failures;
 } tsr__sched;
 
 /* ---- state.c ---- */

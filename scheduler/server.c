@@ -34,6 +34,7 @@ void tsr_scheduler_options_default(tsr_scheduler_options *opts) {
     opts->placement = TSR_PLACEMENT_DEFAULT;
     opts->heartbeat_ms = HEARTBEAT_MS;
     opts->worker_timeout_ms = WORKER_TIMEOUT_MS;
+    opts->allowed_failures = TSR__ALLOWED_FAILURES;
 }
 
 static void on_progress(uv_timer_t *t);
@@ -424,6 +425,9 @@ int tsr_scheduler_new(const tsr_scheduler_options *opts, tsr_scheduler **out) {
     srv->heartbeat_ms = (uint64_t)(opts->heartbeat_ms > 0 ? opts->heartbeat_ms : HEARTBEAT_MS);
     srv->worker_timeout_ms =
         (uint64_t)(opts->worker_timeout_ms > 0 ? opts->worker_timeout_ms : WORKER_TIMEOUT_MS);
+    if (opts->allowed_failures > 0)
+        srv->st.allowed_failures = (uint32_t)TSR__MIN(opts->allowed_failures,
+                                                      TSR__ALLOWED_FAILURES_MAX);
     /* Unreferenced: it must not keep tsr_scheduler_run going once everything else closed, and it
      * stays open until free so that a late tsr_scheduler_stop still finds a live handle. */
     uv_async_init(&srv->loop, &s->stop_async, on_stop_async);

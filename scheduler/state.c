@@ -121,6 +121,7 @@ void tsr__sched_init(tsr__sched *s, const tsr__logger *log) {
     s->log = log;
     s->njobs = 1; /* job ids start at 1 */
     s->grace = 1.0;
+    s->allowed_failures = TSR__ALLOWED_FAILURES;
     tsr__costs_init(&s->cost);
     s->least[0] = s->least[1] = TSR__NONE;
     tsr__kinds_init(s);
@@ -163,6 +164,7 @@ static void job_free(tsr__sjob *j) {
     free(j->spans);
     free(j->xfers);
     free(j->stream);
+    free(j->deaths);
     tsr__keyvec_free(&j->rfar);
     free(j);
 }
@@ -713,6 +715,18 @@ static void resurrect(tsr__sched *s, tsr__sjob *j, uint32_t id, tsr__keyvec *S) 
     push_key(S, (tsr__key){j->id, id});
 }
 
+/* A worker died with task id of j sent to it (in its in-flight window, the compute message
+ * written: Dask's "processing"). Counts the death against the task; 1 when that makes it poison
+ * (tsr__sched.allowed_failures deaths). A task only queued there, or never written, was not on
+ * the worker and is not suspected. */
+static int count_death(tsr__sched *s, tsr__sjob *j, uint32_t id) {
+    if (!(j->t[id].flags & TSR__TF_SENT)) return 0;
+    if (!j->deaths && !(j->deaths = calloc(j->g.ntasks, 1))) oom();
+    if (j->deaths[id] < UINT8_MAX) j->deaths[id]++;
+    if (j->deaths[id] < s->allowed_failures) return 0;
+    return 1;
+}
+
 void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
     tsr__sworker *w = &s->w[wid];
     if (!w->alive) return;
@@ -731,12 +745,22 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
     w->backlog.n = 0;
     w->q_backlog = w->q_inflight = 0;
     w->inflight_bytes = 0;
+    tsr__keyvec poison = {0};
     for (size_t i = 0; i < w->inflight.n; i++) {
         tsr__key k = w->inflight.v[i];
         tsr__sjob *j = s->jobs[k.job];
         j->inflight--;
         if (j->cancelled) {
             set_state(s, j, &j->t[k.task], TSR__TS_RELEASED);
+            continue;
+        }
+        if (count_death(s, j, k.task)) {
+            /* Failed below, once the worker's other tasks and chunks are accounted for. */
+            tsr__stask *t = &j->t[k.task];
+            set_state(s, j, t, TSR__TS_WAITING);
+            t->where = TSR__NONE;
+            t->flags &= (uint8_t)~TSR__TF_SENT;
+            push_key(&poison, k);
             continue;
         }
         push_key(R, k);
@@ -827,7 +851,20 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
             i++;
     }
 
-    /* 7. It was the last of its kind: jobs with tasks only that kind has kernels for fail. */
+    /* 7. Poison tasks fail their jobs (each job once: the first cancels it). */
+    for (size_t i = 0; i < poison.n; i++) {
+        tsr__sjob *j = tsr__sched_job(s, poison.v[i].job);
+        if (!j || j->cancelled) continue;
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "the worker running it died %u times (the last: %s); the task is taken to be "
+                 "what kills them and is not run again (--allowed-failures %u)",
+                 (unsigned)j->deaths[poison.v[i].task], w->name, s->allowed_failures);
+        fail_task(s, j, poison.v[i].task, w->name, msg);
+    }
+    tsr__keyvec_free(&poison);
+
+    /* 8. It was the last of its kind: jobs with tasks only that kind has kernels for fail. */
     if (s->nkind[w->kind] == 0) fail_unrunnable(s);
 }
 

@@ -8,9 +8,11 @@
  * lock and wakes only idle executors, and an executor reports its finished tasks when its queue
  * runs dry, when they have waited PUBLISH_AFTER, or before it starts a task that may be long. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 #include "worker/worker.h"
@@ -28,6 +30,10 @@ void tsr__exec_run_host(tsr__worker *w, wtask *t) {
     tsr_chunkview *ins = in;
     tsr_chunkview *heap = NULL;
     msg[0] = '\0';
+    /* Test-only fault injection (tsr_worker_options.fault_kill_kernel): the process dies here
+     * as it would of a crash in the kernel, with the task running. */
+    const char *fault = w->opts->fault_kill_kernel;
+    if (fault && strcmp(fault, tsr__kop_name(d->kop)) == 0) kill(getpid(), SIGKILL);
     if (t->nin > TSR__ARRAY_LEN(in)) {
         heap = malloc(t->nin * sizeof *heap);
         if (!heap) {

@@ -174,6 +174,10 @@ typedef struct tsr_local_options {
      * descriptor, never their command lines (docs/security.md). This field grows the struct. */
     const char *const *data_roots;
     int n_data_roots;
+    /* The scheduler's tsr_scheduler_options.allowed_failures: 0 = its default (3). This field
+     * grew the struct (reserved was used up): a program built against an older header must be
+     * rebuilt. */
+    int allowed_failures;
 } tsr_local_options;
 
 TSR_API void tsr_local_options_default(tsr_local_options *opts);
@@ -605,7 +609,13 @@ typedef struct tsr_scheduler_options {
      * default. Taken from reserved, which shrank from 32 bytes to 24: same size, same ABI. */
     int heartbeat_ms;
     int worker_timeout_ms;
-    uint8_t reserved[24]; /* room to grow: must stay zero (tsr_scheduler_options_default) */
+    /* Poison tasks (Dask's allowed-failures): a task that was running on allowed_failures
+     * workers when each of them died (crashed, was killed, or went silent) is marked erred and
+     * its job fails, naming the array and the task, instead of being placed on the next worker.
+     * 0 = the default, 3. Taken from reserved, which shrank from 24 bytes to 20: same size, same
+     * ABI. */
+    int allowed_failures;
+    uint8_t reserved[20]; /* room to grow: must stay zero (tsr_scheduler_options_default) */
 } tsr_scheduler_options;
 
 TSR_API void tsr_scheduler_options_default(tsr_scheduler_options *opts);
@@ -695,6 +705,12 @@ typedef struct tsr_worker_options {
      * struct: code built against an older header must be rebuilt. */
     const char *const *data_roots;
     int n_data_roots;
+    /* Fault injection, for tests of failure handling only (docs/cli/worker.md): the name of a
+     * kernel family ("reduce", "matmul", ...; tsr__kop_name's names) whose tasks kill this
+     * worker's process with SIGKILL when an executor starts one, as a task that crashes its
+     * worker would. NULL = none (the default); copied. `tessera worker` sets it from
+     * $TESSERA_FAULT_KILL_KERNEL. This field grew the struct. */
+    const char *fault_kill_kernel;
 } tsr_worker_options;
 
 TSR_API void tsr_worker_options_default(tsr_worker_options *opts);
