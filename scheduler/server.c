@@ -426,8 +426,8 @@ int tsr_scheduler_new(const tsr_scheduler_options *opts, tsr_scheduler **out) {
     srv->worker_timeout_ms =
         (uint64_t)(opts->worker_timeout_ms > 0 ? opts->worker_timeout_ms : WORKER_TIMEOUT_MS);
     if (opts->allowed_failures > 0)
-        srv->st.allowed_failures = (uint32_t)TSR__MIN(opts->allowed_failures,
-                                                      TSR__ALLOWED_FAILURES_MAX);
+        srv->st.allowed_failures =
+            (uint32_t)TSR__MIN(opts->allowed_failures, TSR__ALLOWED_FAILURES_MAX);
     /* Unreferenced: it must not keep tsr_scheduler_run going once everything else closed, and it
      * stays open until free so that a late tsr_scheduler_stop still finds a live handle. */
     uv_async_init(&srv->loop, &s->stop_async, on_stop_async);

@@ -18,7 +18,7 @@
  * cycle needs. */
 struct tsr_worker {
     tsr__worker w;
-    tsr_worker_options o;  /* w.opts points here; its strings are the copies below */
+    tsr_worker_options o; /* w.opts points here; its strings are the copies below */
     char *strs[7]; /* scheduler, token, cpus, name, listen_host, spill_dir, fault_kill_kernel */
     uv_async_t stop_async; /* tsr_worker_stop; unreferenced, open until free */
     int async_ok;
@@ -556,8 +556,12 @@ static void release(tsr_worker *h) {
 /* Copies the options' strings, so the caller's may go once tsr_worker_new returns. */
 static int copy_options(tsr_worker *h, const tsr_worker_options *opts) {
     h->o = *opts;
-    const char **fields[] = {&h->o.scheduler,   &h->o.token,       &h->o.cpus,
-                             &h->o.name,        &h->o.listen_host, &h->o.spill_dir,
+    const char **fields[] = {&h->o.scheduler,
+                             &h->o.token,
+                             &h->o.cpus,
+                             &h->o.name,
+                             &h->o.listen_host,
+                             &h->o.spill_dir,
                              &h->o.fault_kill_kernel};
     for (size_t i = 0; i < TSR__ARRAY_LEN(fields); i++) {
         if (!*fields[i]) continue;
