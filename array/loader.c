@@ -95,7 +95,8 @@ typedef struct def {
 
 typedef struct loader {
     tsr_client *c;
-    const char *file; /* for messages */
+    const char *file;      /* for messages */
+    const char *file_path; /* the program file, to compare outputs with; NULL for a string */
     json_t *root, *arrays, *index;
     def *defs;
     size_t ndefs;
@@ -751,6 +752,19 @@ static int parse_program(loader *L) {
     return check_outputs(L, outs);
 }
 
+/* Outputs against the program file, the loaded files and each other (loader_paths.c). */
+static int check_paths(loader *L, const tsr_program *p) {
+    tsr__load_input *in = calloc(L->ndefs + 1, sizeof *in);
+    if (!in) return fail(L, NULL, -ENOMEM, "out of memory");
+    size_t nin = 0;
+    for (size_t i = 0; i < L->ndefs; i++)
+        if (L->defs[i].op->kind == K_LOAD)
+            in[nin++] = (tsr__load_input){L->defs[i].name, L->defs[i].path};
+    int rc = tsr__program_check_paths(L->c, L->file, L->file_path, p, in, nin);
+    free(in);
+    return rc;
+}
+
 static int load_root(loader *L, tsr_program **out) {
     int rc = parse_program(L);
     if (!rc) rc = toposort(L);
@@ -767,6 +781,7 @@ static int load_root(loader *L, tsr_program **out) {
         if (!rc) p->arrays[p->narrays++] = d->array;
     }
     if (!rc) rc = add_outputs(L, p, json_object_get(L->root, "outputs"));
+    if (!rc) rc = check_paths(L, p);
     if (p) p->client = L->c;
     if (rc) {
         tsr_program_free(p);
@@ -779,13 +794,26 @@ static int load_root(loader *L, tsr_program **out) {
     return rc;
 }
 
-static int syntax_error(loader *L, const json_error_t *e) {
-    const char *hint = json_error_code(e) == json_error_numeric_overflow
-                           ? " (JSON integers must lie between -2^63 and 2^63-1; write a larger "
-                             "seed as a string of digits)"
-                           : "";
-    return tsr__fail(L->c, TSR_EPROGRAM, "%s:%d:%d: JSON syntax error: %s%s", L->file, e->line,
-                     e->column, e->text, hint);
+/* text (len bytes) is the program's text when at hand, to name the array a number too large
+ * for JSON belongs to. */
+static int syntax_error(loader *L, const json_error_t *e, const char *text, size_t len) {
+    if (json_error_code(e) == json_error_numeric_overflow) {
+        char array[128], key[64], where[256] = "";
+        if (text) {
+            tsr__json_where(text, len, (size_t)e->position, array, sizeof array, key, sizeof key);
+            if (array[0] && key[0])
+                snprintf(where, sizeof where, " array \"%s\": \"%s\":", array, key);
+            else if (array[0])
+                snprintf(where, sizeof where, " array \"%s\":", array);
+        }
+        return tsr__fail(L->c, TSR_EPROGRAM,
+                         "%s:%d:%d:%s number out of range: %s (JSON numbers must be finite "
+                         "doubles, integers between -2^63 and 2^63-1; write a larger seed as a "
+                         "string of digits)",
+                         L->file, e->line, e->column, where, e->text);
+    }
+    return tsr__fail(L->c, TSR_EPROGRAM, "%s:%d:%d: JSON syntax error: %s", L->file, e->line,
+                     e->column, e->text);
 }
 
 int tsr_program_load_string(tsr_client *c, const char *json, const char *name, tsr_program **out) {
@@ -795,7 +823,7 @@ int tsr_program_load_string(tsr_client *c, const char *json, const char *name, t
     loader L = {.c = c, .file = name ? name : "<string>"};
     json_error_t e;
     L.root = json_loads(json, JSON_REJECT_DUPLICATES, &e);
-    if (!L.root) return syntax_error(&L, &e);
+    if (!L.root) return syntax_error(&L, &e, json, strlen(json));
     int rc = load_root(&L, out);
     json_decref(L.root);
     return rc;
@@ -804,7 +832,7 @@ int tsr_program_load_string(tsr_client *c, const char *json, const char *name, t
 int tsr_program_load(tsr_client *c, const char *path, tsr_program **out) {
     if (out) *out = NULL;
     if (!c || !path || !out) return tsr__fail(c, TSR_EINVALID, "tsr_program_load: NULL argument");
-    loader L = {.c = c, .file = path};
+    loader L = {.c = c, .file = path, .file_path = path};
     FILE *f = fopen(path, "rb");
     struct stat st;
     if (!f) {
@@ -817,8 +845,21 @@ int tsr_program_load(tsr_client *c, const char *path, tsr_program **out) {
     }
     json_error_t e;
     L.root = json_loadf(f, JSON_REJECT_DUPLICATES, &e);
+    if (!L.root) {
+        /* The text again, for naming the array in the message (programs are small). */
+        char *text = NULL;
+        size_t len = 0;
+        if (json_error_code(&e) == json_error_numeric_overflow && fseek(f, 0, SEEK_END) == 0) {
+            long n = ftell(f);
+            if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)))
+                len = fread(text, 1, (size_t)n, f);
+        }
+        fclose(f);
+        int rc = syntax_error(&L, &e, text, len);
+        free(text);
+        return rc;
+    }
     fclose(f);
-    if (!L.root) return syntax_error(&L, &e);
     int rc = load_root(&L, out);
     json_decref(L.root);
     return rc;

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -192,6 +194,176 @@ Test(badinput, check_describes_valid_program, .timeout = 30) {
     cr_assert_eq(r.status, 0);
     cr_assert(strstr(r.out, "digraph"), "%s", r.out);
     cr_assert(strstr(r.out, "->"), "no edges in the dot output");
+    proc_result_free(&r);
+    remove_tmpdir(dir);
+}
+
+/* ---- bad output paths (issue 12, item 9) ---------------------------------------------------- */
+
+/* A 4-element <f8 .npy of 1, 2, 3, 4, written by hand (not by Tessera). */
+static void write_input_npy(const char *dir, const char *name) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    cr_assert(f);
+    char hdr[128];
+    int n = snprintf(hdr, sizeof hdr, "{'descr': '<f8', 'fortran_order': False, 'shape': (4,), }");
+    int pad = 128 - 10 - n - 1;
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    unsigned short hl = (unsigned short)(n + pad + 1);
+    fputc(hl & 0xff, f);
+    fputc(hl >> 8, f);
+    fwrite(hdr, 1, (size_t)n, f);
+    for (int i = 0; i < pad; i++) fputc(' ', f);
+    fputc('\n', f);
+    double v[4] = {1, 2, 3, 4};
+    fwrite(v, sizeof v[0], 4, f);
+    fclose(f);
+}
+
+static char *slurp(const char *dir, const char *name, size_t *len) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "rb");
+    cr_assert(f, "%s is gone", p);
+    char *buf = malloc(1 << 16);
+    *len = fread(buf, 1, 1 << 16, f);
+    fclose(f);
+    return buf;
+}
+
+typedef struct path_case {
+    const char *what;
+    const char *prog; /* written as prog.json (and run from the directory) */
+    const char *file; /* the program file named on the command line */
+    const char *expect[4];
+} path_case;
+
+#define LOADP                                                                                      \
+    "{\"tessera\": 1, \"arrays\": {\"A\": {\"op\": \"load\", \"path\": \"a.npy\"}, "               \
+    "\"B\": {\"op\": \"neg\", \"args\": [\"A\"]}}, \"outputs\": "
+
+static const path_case path_cases[] = {
+    {"output is the load input",
+     LOADP "{\"B\": \"a.npy\"}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "\"a.npy\"", "array \"A\" loads"}},
+    {"output is the load input, spelled ./",
+     LOADP "{\"B\": \"./a.npy\"}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "\"./a.npy\"", "array \"A\" loads"}},
+    {"output is a symlink to the load input",
+     LOADP "{\"B\": \"link.npy\"}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "link.npy", "array \"A\" loads"}},
+    {"output is a hard link to the load input",
+     LOADP "{\"B\": \"hard.npy\"}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "hard.npy", "array \"A\" loads"}},
+    {"output is the program file",
+     LOADP "{\"B\": \"./prog.json\"}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "program file"}},
+    {"output is the program file, run through a symlink",
+     LOADP "{\"B\": \"prog.json\"}}",
+     "plink.json",
+     {"plink.json", "array \"B\"", "program file"}},
+    {"output in a missing directory",
+     LOADP "{\"B\": \"nodir/b.npy\"}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "nodir", "No such file"}},
+    {"output under a file",
+     LOADP "{\"B\": \"a.npy/b.npy\"}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "Not a directory"}},
+    {"output is a directory",
+     LOADP "{\"B\": \"sub\"}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "\"sub\" is a directory"}},
+    {"two outputs, one file",
+     LOADP "{\"B\": \"b.npy\", \"A\": \"sub/../b.npy\"}}",
+     "prog.json",
+     {"prog.json", "\"B\"", "\"A\"", "both write one file"}},
+    {"a store output where a file is",
+     LOADP "{\"B\": {\"path\": \"a.npy\"}}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "Zarr store"}},
+    {"a number too large for JSON",
+     "{\"tessera\": 1, \"arrays\": {\"A\": {\"op\": \"full\", \"shape\": [3], \"value\": 1e400}},"
+     " \"outputs\": {\"A\": \"-\"}}",
+     "prog.json",
+     {"prog.json:1:", "array \"A\"", "\"value\"", "out of range"}},
+};
+
+/* Every case: exit 2 from run and check, the message, and nothing written or overwritten. */
+Test(badinput, bad_output_paths, .timeout = 120) {
+    const char *cmds[] = {"check", "run"};
+    for (size_t i = 0; i < sizeof path_cases / sizeof path_cases[0]; i++) {
+        for (int c = 0; c < 2; c++) {
+            const path_case *pc = &path_cases[i];
+            char *dir = make_tmpdir();
+            write_file(dir, "prog.json", pc->prog);
+            write_input_npy(dir, "a.npy");
+            char a[1100], b[1100];
+            snprintf(a, sizeof a, "%s/a.npy", dir);
+            snprintf(b, sizeof b, "%s/link.npy", dir);
+            cr_assert_eq(symlink("a.npy", b), 0);
+            snprintf(b, sizeof b, "%s/hard.npy", dir);
+            cr_assert_eq(link(a, b), 0);
+            snprintf(b, sizeof b, "%s/plink.json", dir);
+            cr_assert_eq(symlink("prog.json", b), 0);
+            snprintf(b, sizeof b, "%s/sub", dir);
+            cr_assert_eq(mkdir(b, 0755), 0);
+            size_t plen, alen;
+            char *prog0 = slurp(dir, "prog.json", &plen), *a0 = slurp(dir, "a.npy", &alen);
+            const char *argv[] = {"tessera", cmds[c], pc->file, NULL};
+            proc_result r = run_cmd(dir, argv, 60);
+            cr_assert_eq(r.status, 2, "%s (%s): exit %d, want 2:\n%s", pc->what, cmds[c], r.status,
+                         r.err);
+            for (int k = 0; k < 4 && pc->expect[k]; k++)
+                cr_assert(strstr(r.err, pc->expect[k]), "%s (%s): message lacks \"%s\":\n%s",
+                          pc->what, cmds[c], pc->expect[k], r.err);
+            size_t plen1, alen1;
+            char *prog1 = slurp(dir, "prog.json", &plen1), *a1 = slurp(dir, "a.npy", &alen1);
+            cr_assert(plen1 == plen && !memcmp(prog0, prog1, plen), "%s: program changed",
+                      pc->what);
+            cr_assert(alen1 == alen && !memcmp(a0, a1, alen), "%s: input changed", pc->what);
+            /* prog.json, a.npy, link.npy, hard.npy, plink.json, sub: nothing else. */
+            cr_assert_eq(dir_entries(dir), 6, "%s (%s): a file was created", pc->what, cmds[c]);
+            snprintf(b, sizeof b, "%s/sub", dir);
+            cr_assert_eq(dir_entries(b), 0, "%s (%s): a file was created in sub", pc->what,
+                         cmds[c]);
+            free(prog0);
+            free(prog1);
+            free(a0);
+            free(a1);
+            proc_result_free(&r);
+            remove_tmpdir(dir);
+        }
+    }
+}
+
+/* The same paths that are fine: an output next to its input, a store output replacing an old
+ * store, and "-" twice never clash. */
+Test(badinput, good_output_paths_run, .timeout = 60) {
+    char *dir = make_tmpdir();
+    write_input_npy(dir, "a.npy");
+    write_file(dir, "prog.json", LOADP "{\"B\": \"./b.npy\", \"A\": \"-\"}}");
+    const char *argv[] = {"tessera", "run", "prog.json", NULL};
+    proc_result r = run_cmd(dir, argv, 60);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "A: 1 2 3 4\n");
+    char p[1100];
+    snprintf(p, sizeof p, "%s/b.npy", dir);
+    npy_data d;
+    cr_assert_eq(read_npy(p, &d), 0);
+    cr_assert_eq(d.n, 4);
+    for (int i = 0; i < 4; i++) cr_assert_eq(d.v[i], -(double)(i + 1));
+    npy_free(&d);
+    proc_result_free(&r);
+    /* b.npy exists now: writing it again is fine (it is nobody's input). */
+    r = run_cmd(dir, argv, 60);
+    cr_assert_eq(r.status, 0, "%s", r.err);
     proc_result_free(&r);
     remove_tmpdir(dir);
 }
