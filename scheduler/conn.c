@@ -157,6 +157,8 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
         tsr__sworker *w = &srv->st.w[p->wid];
         snprintf(w->cpus, sizeof w->cpus, "%s", h.cpus);
         w->mem_limit = h.mem > 0 ? (uint64_t)h.mem : 0;
+        /* Jobs waiting for workers meet its limit now (tsr__sched_unfit). */
+        if (w->mem_limit) tsr__sched_check_jobs(&srv->st);
         /* A GPU worker's device figures are shown from the start (zero until its first st). */
         w->dev = kind == TSR__KIND_GPU || h.has_dev;
         snprintf(w->dev_name, sizeof w->dev_name, "%s", h.dev_name);

@@ -318,6 +318,15 @@ int tsr__sched_erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, c
                      int kept, double now);
 /* Fails the jobs of parked errors older than the grace period. */
 void tsr__sched_tick(tsr__sched *s, double now);
+/* Fails every live job that has a task no live worker can run: no kernel for it, or inputs and
+ * output larger than every worker's memory limit (after a worker joined or its limit is known). */
+void tsr__sched_check_jobs(tsr__sched *s);
+
+/* ---- fit.c ---- */
+/* The first unfinished task of j whose inputs and output together exceed every live worker's
+ * memory limit, with the reason in msg; TSR__NONE when all fit (or a live worker has no limit,
+ * or none is live). */
+uint32_t tsr__sched_unfit(const tsr__sched *s, const tsr__sjob *j, char *msg, size_t size);
 /* The client releases a job (cancelling it if still running). TSR_EINVALID if not its job. */
 int tsr__sched_release(tsr__sched *s, uint32_t client, uint32_t job);
 /* The client has written these streamed output chunks of its job: drop its references (freeing

@@ -670,6 +670,13 @@ static int check_runnable(tsr__sched *s, tsr__sjob *j) {
         fail_task(s, j, t, "the scheduler", msg);
         return -1;
     }
+    char msg[400];
+    uint32_t t = tsr__sched_unfit(s, j, msg, sizeof msg);
+    if (t != TSR__NONE) {
+        if (unqueue(s, j, t)) set_state(s, j, &j->t[t], TSR__TS_WAITING);
+        fail_task(s, j, t, "the scheduler", msg);
+        return -1;
+    }
     return 0;
 }
 
@@ -680,6 +687,10 @@ static void fail_unrunnable(tsr__sched *s) {
         check_runnable(s, s->jobs[s->live[i]]);
         if (s->nlive == before) i++; /* else slot i now holds another job */
     }
+}
+
+void tsr__sched_check_jobs(tsr__sched *s) {
+    fail_unrunnable(s);
 }
 
 /* Inputs not available: a virtual source always is (it is made where it is needed). */
@@ -725,6 +736,17 @@ static int count_death(tsr__sched *s, tsr__sjob *j, uint32_t id) {
     if (j->deaths[id] < UINT8_MAX) j->deaths[id]++;
     if (j->deaths[id] < s->allowed_failures) return 0;
     return 1;
+}
+
+/* The largest memory limit among live workers (UINT64_MAX when one has none). */
+static uint64_t largest_limit(const tsr__sched *s) {
+    uint64_t most = 0;
+    for (size_t k = 0; k < s->nw; k++) {
+        if (!s->w[k].alive) continue;
+        if (s->w[k].mem_limit == 0) return UINT64_MAX;
+        if (s->w[k].mem_limit > most) most = s->w[k].mem_limit;
+    }
+    return most;
 }
 
 void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
@@ -864,8 +886,10 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
     }
     tsr__keyvec_free(&poison);
 
-    /* 8. It was the last of its kind: jobs with tasks only that kind has kernels for fail. */
-    if (s->nkind[w->kind] == 0) fail_unrunnable(s);
+    /* 8. It was the last of its kind (jobs with tasks only that kind has kernels for fail), or
+     *    it had memory the others lack (jobs with a task none of them can hold fail). */
+    if (s->nkind[w->kind] == 0 || w->mem_limit == 0 || w->mem_limit > largest_limit(s))
+        fail_unrunnable(s);
 }
 
 /* ---- reports ---- */

@@ -185,3 +185,46 @@ Test(poison, default_allowed_failures_is_three, .timeout = 120) {
 Test(poison, allowed_failures_option, .timeout = 120) {
     poison_run("1", 1);
 }
+
+/* A task whose inputs and output cannot fit in any worker's memory limit fails its job at
+ * submission, naming the array, the chunk and the sizes, instead of spilling or being killed
+ * without end; a job whose tasks fit runs on the same cluster. */
+Test(poison, task_larger_than_every_memory_limit, .timeout = 120) {
+    char addr[64];
+    pid_t sched = start_scheduler(addr, sizeof addr);
+    const char *wx[] = {"--memory-limit", "8MiB", NULL};
+    pid_t w = start_worker_with(addr, 1, "small", wx);
+    char *dir = make_tmpdir();
+    /* C's chunks are 512 x 1024 float64, 4 MiB: each add needs 12 MiB. */
+    write_file(dir, "big.json",
+               "{\"tessera\": 1, \"arrays\": {"
+               "\"A\": {\"op\": \"random\", \"shape\": [1024, 1024], \"chunks\": [512, 1024]},"
+               "\"B\": {\"op\": \"random\", \"shape\": [1024, 1024], \"chunks\": [512, 1024], "
+               "\"seed\": 7},"
+               "\"C\": {\"op\": \"add\", \"args\": [\"A\", \"B\"]}}, \"outputs\": {\"C\": "
+               "\"c.npy\"}}");
+    const char *argv[] = {"tessera", "submit", "--scheduler", addr, "big.json", NULL};
+    proc_result r = run_cmd(dir, argv, 60);
+    cr_assert_eq(r.status, 1, "exit %d, want 1:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "array \"C\" (add): chunk (0, 0)"), "%s", r.err);
+    cr_assert(strstr(r.err, "needs 12.0 MiB") && strstr(r.err, "inputs 8.0 MiB") &&
+                  strstr(r.err, "output 4.0 MiB") && strstr(r.err, "largest: 8.0 MiB"),
+              "%s", r.err);
+    cr_assert_eq(dir_entries(dir), 1, "an output was written");
+    /* 128 x 1024 chunks (1 MiB): 3 MiB a task, fine. */
+    write_file(dir, "ok.json",
+               "{\"tessera\": 1, \"arrays\": {"
+               "\"A\": {\"op\": \"ones\", \"shape\": [1024, 1024], \"chunks\": [128, 1024]},"
+               "\"C\": {\"op\": \"add\", \"args\": [\"A\", \"A\"]},"
+               "\"s\": {\"op\": \"sum\", \"args\": [\"C\"], \"axis\": null}}, "
+               "\"outputs\": {\"s\": \"-\"}}");
+    const char *argv2[] = {"tessera", "submit", "--scheduler", addr, "ok.json", NULL};
+    proc_result r2 = run_cmd(dir, argv2, 60);
+    cr_assert_eq(r2.status, 0, "exit %d:\n%s", r2.status, r2.err);
+    cr_assert_str_eq(r2.out, "s: 2097152\n");
+    cr_assert_eq(stop_proc(w), 0);
+    cr_assert_eq(stop_proc(sched), 0);
+    proc_result_free(&r2);
+    proc_result_free(&r);
+    remove_tmpdir(dir);
+}
