@@ -322,11 +322,19 @@ void tsr__sched_tick(tsr__sched *s, double now);
  * output larger than every worker's memory limit (after a worker joined or its limit is known). */
 void tsr__sched_check_jobs(tsr__sched *s);
 
-/* ---- fit.c ---- */
+/* ---- poison.c ---- */
 /* The first unfinished task of j whose inputs and output together exceed every live worker's
  * memory limit, with the reason in msg; TSR__NONE when all fit (or a live worker has no limit,
  * or none is live). */
 uint32_t tsr__sched_unfit(const tsr__sched *s, const tsr__sjob *j, char *msg, size_t size);
+/* The largest memory limit among live workers (UINT64_MAX when one has none). */
+uint64_t tsr__sched_largest_limit(const tsr__sched *s);
+/* A worker died with task id of j in its in-flight window: counts the death against the task if
+ * it had been sent there; 1 when that makes it poison (allowed_failures deaths). */
+int tsr__sched_count_death(tsr__sched *s, tsr__sjob *j, uint32_t id);
+/* Why a poison task fails (last: the worker that died last). */
+void tsr__sched_poison_msg(const tsr__sched *s, const tsr__sjob *j, uint32_t id, const char *last,
+                           char *msg, size_t size);
 /* The client releases a job (cancelling it if still running). TSR_EINVALID if not its job. */
 int tsr__sched_release(tsr__sched *s, uint32_t client, uint32_t job);
 /* The client has written these streamed output chunks of its job: drop its references (freeing

@@ -726,29 +726,6 @@ static void resurrect(tsr__sched *s, tsr__sjob *j, uint32_t id, tsr__keyvec *S) 
     push_key(S, (tsr__key){j->id, id});
 }
 
-/* A worker died with task id of j sent to it (in its in-flight window, the compute message
- * written: Dask's "processing"). Counts the death against the task; 1 when that makes it poison
- * (tsr__sched.allowed_failures deaths). A task only queued there, or never written, was not on
- * the worker and is not suspected. */
-static int count_death(tsr__sched *s, tsr__sjob *j, uint32_t id) {
-    if (!(j->t[id].flags & TSR__TF_SENT)) return 0;
-    if (!j->deaths && !(j->deaths = calloc(j->g.ntasks, 1))) oom();
-    if (j->deaths[id] < UINT8_MAX) j->deaths[id]++;
-    if (j->deaths[id] < s->allowed_failures) return 0;
-    return 1;
-}
-
-/* The largest memory limit among live workers (UINT64_MAX when one has none). */
-static uint64_t largest_limit(const tsr__sched *s) {
-    uint64_t most = 0;
-    for (size_t k = 0; k < s->nw; k++) {
-        if (!s->w[k].alive) continue;
-        if (s->w[k].mem_limit == 0) return UINT64_MAX;
-        if (s->w[k].mem_limit > most) most = s->w[k].mem_limit;
-    }
-    return most;
-}
-
 void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
     tsr__sworker *w = &s->w[wid];
     if (!w->alive) return;
@@ -776,7 +753,7 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
             set_state(s, j, &j->t[k.task], TSR__TS_RELEASED);
             continue;
         }
-        if (count_death(s, j, k.task)) {
+        if (tsr__sched_count_death(s, j, k.task)) {
             /* Failed below, once the worker's other tasks and chunks are accounted for. */
             tsr__stask *t = &j->t[k.task];
             set_state(s, j, t, TSR__TS_WAITING);
@@ -878,17 +855,14 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
         tsr__sjob *j = tsr__sched_job(s, poison.v[i].job);
         if (!j || j->cancelled) continue;
         char msg[256];
-        snprintf(msg, sizeof msg,
-                 "the worker running it died %u times (the last: %s); the task is taken to be "
-                 "what kills them and is not run again (--allowed-failures %u)",
-                 (unsigned)j->deaths[poison.v[i].task], w->name, s->allowed_failures);
+        tsr__sched_poison_msg(s, j, poison.v[i].task, w->name, msg, sizeof msg);
         fail_task(s, j, poison.v[i].task, w->name, msg);
     }
     tsr__keyvec_free(&poison);
 
     /* 8. It was the last of its kind (jobs with tasks only that kind has kernels for fail), or
      *    it had memory the others lack (jobs with a task none of them can hold fail). */
-    if (s->nkind[w->kind] == 0 || w->mem_limit == 0 || w->mem_limit > largest_limit(s))
+    if (s->nkind[w->kind] == 0 || w->mem_limit == 0 || w->mem_limit > tsr__sched_largest_limit(s))
         fail_unrunnable(s);
 }
 

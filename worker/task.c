@@ -634,6 +634,20 @@ static void task_start(tsr__worker *w, uint64_t job, const tsr__m_task *to, uint
         tsr__task_free(w, t);
         return;
     }
+    /* An output that cannot fit in the memory limit by itself: refused here, where a task the
+     * scheduler's admission (which trusts the graph's sizes) let through is told apart from one
+     * that would push the worker into spilling without end. */
+    uint64_t obytes = tsr__kdesc_nbytes(&t->kd->d);
+    if (w->opts->memory_limit > 0 && obytes > (uint64_t)w->opts->memory_limit) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "its output chunk (%llu bytes) is larger than this worker's memory limit (%lld "
+                 "bytes)",
+                 (unsigned long long)obytes, (long long)w->opts->memory_limit);
+        tsr__worker_send_erred(w, job, id, msg, 1);
+        tsr__task_free(w, t);
+        return;
+    }
     task_link(w, t);
     /* One extra count while inputs are attached, so the task cannot start (or go) midway. */
     t->missing = t->nin + 1;

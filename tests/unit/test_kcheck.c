@@ -1,0 +1,160 @@
+/* Crafted kernel descriptors: whatever a peer sends in a descriptor (family, sub-operation,
+ * dtype, shape, parameter counts and values, path), tsr__kernel_run either runs it or returns a
+ * negative code with a message, and never reads or writes outside the buffers it was given (the
+ * ASan build of this test is what checks that). Inputs are what a worker would pass: real
+ * chunks, their buffers exactly their shape's bytes; the output buffer exactly the descriptor's
+ * bytes. Plus the descriptor's wire form: any bytes decode to a descriptor or TSR_EPROTOCOL. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <msgpack.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "kernels/kernels.h"
+#include "wire/wire.h"
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int64_t pick(const int64_t *v, size_t n) {
+    return v[rnd() % n];
+}
+
+static const int64_t small[] = {0, 1, 1, 2, 2, 3, 4, 5};
+static const int64_t params[] = {-3,        -1,       0,  0,         1,         1,
+                                 2,         2,        3,  4,         5,         7,
+                                 46,        47,       64, 1LL << 31, 1LL << 40, INT64_MAX / 4,
+                                 INT64_MAX, INT64_MIN};
+
+static int64_t nelem(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int a = 0; a < ndim; a++) n *= shape[a];
+    return n;
+}
+
+/* A descriptor of random family and parameters, mostly near something valid. */
+static void random_desc(tsr_kdesc *d, int64_t *ip, double *fp) {
+    memset(d, 0, sizeof *d);
+    d->kop = (uint8_t)(rnd() % (TSR_KOP_COUNT + 1));
+    d->fn = (uint8_t)(rnd() % 24);
+    d->dtype = (uint8_t)(rnd() % 8 ? rnd() % 2 : rnd() % 5);
+    d->ndim = (uint8_t)(rnd() % 4);
+    for (int a = 0; a < d->ndim; a++) d->shape[a] = pick(small, 8);
+    d->ni = (uint32_t)(rnd() % 14);
+    for (uint32_t k = 0; k < d->ni; k++)
+        ip[k] = rnd() % 3 ? pick(small, 8) : pick(params, sizeof params / sizeof params[0]);
+    d->i = d->ni ? ip : NULL;
+    d->nf = (uint32_t)(rnd() % 3);
+    const double fv[] = {0, 1, -1, 0.5, 1e308, -1e308, 3};
+    for (uint32_t k = 0; k < d->nf; k++) fp[k] = fv[rnd() % 7];
+    d->f = d->nf ? fp : NULL;
+    d->s = rnd() % 2 ? "/nonexistent/tessera-kcheck" : NULL;
+}
+
+Test(kcheck, crafted_descriptors_never_crash, .timeout = 120) {
+    rng_state = 12;
+    int ran = 0, refused = 0, ran_kop[TSR_KOP_COUNT + 1] = {0};
+    for (int it = 0; it < 200000; it++) {
+        tsr_kdesc d;
+        int64_t ip[16];
+        double fp[4];
+        random_desc(&d, ip, fp);
+        /* Inputs: real chunks (a dtype the worker has, a shape, exactly its bytes). Half of
+         * the time shaped like the output, as most families want. */
+        int nin = (int)(rnd() % 5);
+        tsr_chunkview in[4];
+        for (int k = 0; k < nin; k++) {
+            memset(&in[k], 0, sizeof in[k]);
+            in[k].dtype = (uint8_t)(rnd() % 2);
+            if (rnd() % 2) {
+                in[k].ndim = d.ndim;
+                memcpy(in[k].shape, d.shape, sizeof d.shape);
+            } else {
+                in[k].ndim = (uint8_t)(rnd() % 4);
+                for (int a = 0; a < in[k].ndim; a++) in[k].shape[a] = pick(small, 8);
+            }
+            size_t bytes = (size_t)nelem(in[k].ndim, in[k].shape) * (in[k].dtype ? 4 : 8);
+            in[k].data = bytes ? malloc(bytes) : NULL;
+            if (bytes) memset(in[k].data, 0, bytes);
+        }
+        size_t obytes = d.dtype <= TSR_FLOAT32 ? (size_t)tsr__kdesc_nbytes(&d) : 0;
+        tsr_chunkview out = {0};
+        out.data = obytes ? malloc(obytes) : NULL;
+        out.dtype = d.dtype;
+        out.ndim = d.ndim;
+        memcpy(out.shape, d.shape, sizeof d.shape);
+        char err[256] = "";
+        int rc = tsr__kernel_run(&d, nin ? in : NULL, nin, &out, TSR_DEVICE_CPU, err, sizeof err);
+        cr_assert(rc <= 0, "rc %d", rc);
+        if (rc) {
+            cr_assert(err[0], "family %d fn %d: code %d without a message", d.kop, d.fn, rc);
+            refused++;
+        } else {
+            ran++;
+            ran_kop[d.kop]++;
+        }
+        for (int k = 0; k < nin; k++) free(in[k].data);
+        free(out.data);
+    }
+    /* Both outcomes happen, and every family but LOAD (no file to read) runs, or the generator
+     * tests nothing. */
+    cr_assert(ran > 1000 && refused > 1000, "ran %d, refused %d", ran, refused);
+    for (int k = 0; k < TSR_KOP_COUNT; k++)
+        if (k != TSR_KOP_LOAD)
+            cr_expect(ran_kop[k] > 0, "family %s never ran", tsr__kop_name(k));
+}
+
+/* The wire form: random and mutated encodings decode to a descriptor or TSR_EPROTOCOL, and a
+ * decoded one passes the first checks a worker makes (family, dtype, ndim, shape, bytes). The
+ * kernel checks then see it as in the test above. */
+Test(kcheck, wire_form_decodes_or_refuses, .timeout = 120) {
+    rng_state = 99;
+    int ok = 0;
+    for (int it = 0; it < 50000; it++) {
+        tsr_kdesc d;
+        int64_t ip[16];
+        double fp[4];
+        random_desc(&d, ip, fp);
+        if (d.kop >= TSR_KOP_COUNT) d.kop = 0;
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        cr_assert_eq(tsr__kdesc_pack(&pk, &d), 0);
+        for (int m = (int)(rnd() % 4); m > 0 && sb.size; m--) /* flip some bytes */
+            sb.data[rnd() % sb.size] ^= (char)(1u << (rnd() % 8));
+        msgpack_zone z;
+        msgpack_zone_init(&z, 2048);
+        msgpack_object obj;
+        size_t off = 0;
+        /* As the worker does (task.c): counts the bytes cannot back are refused first. */
+        if (tsr__mpr_check(sb.data, sb.size) == 0 &&
+            msgpack_unpack(sb.data, sb.size, &off, &z, &obj) == MSGPACK_UNPACK_SUCCESS) {
+            tsr_kdesc e;
+            int64_t *ib;
+            double *fb;
+            int rc = tsr__kdesc_unpack(&obj, &e, &ib, &fb);
+            cr_assert(rc == 0 || rc == TSR_EPROTOCOL || rc == -ENOMEM, "rc %d", rc);
+            if (rc == 0) {
+                ok++;
+                cr_assert(e.kop < TSR_KOP_COUNT && e.dtype <= TSR_FLOAT32 &&
+                          e.ndim <= TSR_MAX_NDIM);
+                for (int a = 0; a < e.ndim; a++) cr_assert(e.shape[a] >= 0);
+                cr_assert(tsr__kdesc_nbytes(&e) <= (uint64_t)1 << 48);
+            }
+            tsr__kdesc_unpack_free(ib, fb);
+        }
+        msgpack_zone_destroy(&z);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    cr_assert(ok > 1000, "only %d decoded", ok);
+}
