@@ -694,6 +694,111 @@ Test(sched_state, stream_lost_output_is_reported_again) {
     tsr__sched_free(&s);
 }
 
+/* A task that was running on each of allowed_failures workers when they died fails its job
+ * (Dask's allowed-failures), naming the task; before that it is retried elsewhere. */
+Test(sched_state, poison_task_fails_after_allowed_deaths) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    cr_assert_eq(s.allowed_failures, 3);
+    uint32_t w[4];
+    char addr[32], name[8];
+    for (int i = 0; i < 4; i++) {
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", 9001 + i);
+        snprintf(name, sizeof name, "w%d", i);
+        w[i] = tsr__sched_add_worker(&s, (uint32_t)i + 1, 1, TSR__KIND_CPU, addr, name);
+    }
+    gb g = {0};
+    gb_task(&g, 0, NULL);
+    g.outputs[g.nout++] = 0;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    for (int death = 1; death <= 3; death++) {
+        tsr__sjob *j = tsr__sched_job(&s, job);
+        cr_assert(j && j->t[0].state == TSR__TS_RUNNING, "death %d: not running", death);
+        uint32_t on = j->t[0].where;
+        tsr__sched_remove_worker(&s, on);
+        drain(&s, &x);
+        if (death < 3) {
+            cr_assert_eq(count(&x, TSR__ACT_FAILED), 0, "failed after %d deaths", death);
+            cr_assert(has(&x, TSR__ACT_COMPUTE, tsr__sched_job(&s, job)->t[0].where, 0));
+            cr_assert_neq(tsr__sched_job(&s, job)->t[0].where, on);
+        } else {
+            cr_assert(has(&x, TSR__ACT_FAILED, 0, 0), "not failed after 3 deaths");
+        }
+    }
+    cr_assert_null(tsr__sched_job(&s, job), "the failed job is gone");
+    size_t alive = 0;
+    for (int i = 0; i < 4; i++) alive += s.w[w[i]].alive;
+    cr_assert_eq(alive, 1);
+    tsr__sched_free(&s);
+}
+
+/* Only tasks sent to the worker that died are suspected: with allowed_failures 1, the job fails
+ * on a task that was running there, and the tasks only queued there have no death counted. */
+Test(sched_state, only_tasks_sent_to_the_dead_worker_count) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    s.allowed_failures = 1;
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
+    gb g = {0};
+    for (int i = 0; i < 12; i++) {
+        gb_task(&g, 0, NULL);
+        g.outputs[g.nout++] = (uint32_t)i;
+    }
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    tsr__sjob *j = tsr__sched_job(&s, job);
+    int sent = 0, queued = 0;
+    uint8_t was_sent[12];
+    for (uint32_t t = 0; t < 12; t++) {
+        was_sent[t] = j->t[t].where == w0 && (j->t[t].flags & TSR__TF_SENT);
+        sent += was_sent[t];
+        queued += j->t[t].where == w0 && j->t[t].state == TSR__TS_QUEUED;
+    }
+    cr_assert(sent > 0 && queued > 0, "sent %d, queued %d on w0", sent, queued);
+    tsr__sched_remove_worker(&s, w0);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_FAILED), 1);
+    for (size_t i = 0; i < x.n; i++)
+        if (x.a[i].kind == TSR__ACT_FAILED)
+            cr_assert(was_sent[x.a[i].task], "task %u failed but was never sent", x.a[i].task);
+    tsr__sched_free(&s);
+}
+
+/* A task whose inputs and output together exceed every worker's memory limit fails its job at
+ * submission; one worker without a limit, or with room, lets it run. */
+Test(sched_state, task_larger_than_every_memory_limit_fails_at_submission) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    s.w[w0].mem_limit = 1000;
+    gb g = {0};
+    uint32_t a = gb_task(&g, 0, NULL), b = gb_task(&g, 0, NULL);
+    uint32_t c = gb_task(&g, 2, (uint32_t[]){a, b});
+    g.nbytes[a] = g.nbytes[b] = g.nbytes[c] = 400; /* c needs 1200 */
+    g.outputs[g.nout++] = c;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_FAILED, 0, c), "c fits nowhere and should fail");
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 0);
+    cr_assert_null(tsr__sched_job(&s, job));
+    /* A roomier worker joins: the same job runs. */
+    uint32_t w1 = tsr__sched_add_worker(&s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1");
+    s.w[w1].mem_limit = 1200;
+    job = submit(&s, &g);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
+    /* It leaves before c runs: c fits nowhere again and the job fails. */
+    tsr__sched_remove_worker(&s, w1);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_FAILED, 0, c));
+    tsr__sched_free(&s);
+}
+
 Test(sched_state, bogus_reports) {
     tsr__sched s;
     tsr__sched_init(&s, &quiet);
