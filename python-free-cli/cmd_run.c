@@ -34,26 +34,6 @@ static void install_sigint(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-/* Loads the program on an offline client: 0, or the exit status after printing the error. */
-static int validate(const char *path) {
-    tsr_client *off;
-    int rc = tsr_client_new_offline(&off);
-    if (rc) {
-        cli_error("%s", tsr_last_error());
-        return EXIT_FAILED;
-    }
-    tsr_program *p;
-    rc = tsr_program_load(off, path, &p);
-    if (rc) {
-        cli_error("%s", tsr_client_errmsg(off));
-        tsr_client_free(off);
-        return cli_status(rc) == EXIT_FAILED ? EXIT_INVALID : cli_status(rc);
-    }
-    tsr_program_free(p);
-    tsr_client_free(off);
-    return 0;
-}
-
 /* Writes the statistics of the computation c just finished to path (the library writes it
  * under a temporary name and renames it). A program with no outputs computes nothing: its file
  * says so with zero tasks. 0, or the exit status after printing the error. */
@@ -118,6 +98,88 @@ static int shared_option(int ch, run_opts *o) {
     default:
         return 0;
     }
+}
+
+/* A file's identity for comparing paths: an existing file's device and inode, or for a name
+ * not there yet its directory's and the last component (as the program loader compares
+ * outputs). 0 when neither can be found. */
+typedef struct path_key {
+    dev_t dev;
+    ino_t ino;
+    char base[256];
+} path_key;
+
+static int path_key_of(const char *path, path_key *k) {
+    struct stat st;
+    memset(k, 0, sizeof *k);
+    if (stat(path, &st) == 0) {
+        k->dev = st.st_dev;
+        k->ino = st.st_ino;
+        return 1;
+    }
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1,
+             slash ? path : ".");
+    snprintf(k->base, sizeof k->base, "%s", slash ? slash + 1 : path);
+    if (stat(dir, &st) != 0) return 0;
+    k->dev = st.st_dev;
+    k->ino = st.st_ino;
+    return 1;
+}
+
+static int same_path(const char *a, const char *b) {
+    path_key x, y;
+    return path_key_of(a, &x) && path_key_of(b, &y) && x.dev == y.dev && x.ino == y.ino &&
+           strcmp(x.base, y.base) == 0;
+}
+
+/* --stats and --trace must not overwrite the program, an output or each other: 0, or an error
+ * printed and EXIT_INVALID. */
+static int check_run_files(const char *path, const tsr_program *p, const run_opts *ro) {
+    const char *opt[2] = {"--stats", "--trace"}, *file[2] = {ro->stats, ro->trace};
+    for (int k = 0; k < 2; k++) {
+        if (!file[k]) continue;
+        if (same_path(file[k], path)) {
+            cli_error("%s \"%s\" is the program file %s", opt[k], file[k], path);
+            return EXIT_INVALID;
+        }
+        if (k == 1 && file[0] && same_path(file[0], file[1])) {
+            cli_error("--stats and --trace both write \"%s\"", file[1]);
+            return EXIT_INVALID;
+        }
+        for (size_t i = 0; i < tsr_program_noutputs(p); i++) {
+            const char *out = NULL;
+            tsr_array *a = tsr_program_output(p, i, &out);
+            if (!out || !strcmp(out, "-") || !same_path(file[k], out)) continue;
+            cli_error("%s \"%s\" is the output of array \"%s\" (\"%s\")", opt[k], file[k],
+                      tsr_array_name(a), out);
+            return EXIT_INVALID;
+        }
+    }
+    return 0;
+}
+
+/* Loads the program on an offline client and checks the files the run writes: 0, or the exit
+ * status after printing the error. */
+static int validate(const char *path, const run_opts *ro) {
+    tsr_client *off;
+    int rc = tsr_client_new_offline(&off);
+    if (rc) {
+        cli_error("%s", tsr_last_error());
+        return EXIT_FAILED;
+    }
+    tsr_program *p;
+    rc = tsr_program_load(off, path, &p);
+    if (rc) {
+        cli_error("%s", tsr_client_errmsg(off));
+        tsr_client_free(off);
+        return cli_status(rc) == EXIT_FAILED ? EXIT_INVALID : cli_status(rc);
+    }
+    rc = check_run_files(path, p, ro);
+    tsr_program_free(p);
+    tsr_client_free(off);
+    return rc;
 }
 
 static int run_on(tsr_client *c, const char *path, const run_opts *ro) {
@@ -290,7 +352,7 @@ int cmd_run(int argc, char **argv) {
         return EXIT_INVALID;
     }
     const char *path = argv[optind];
-    int status = validate(path);
+    int status = validate(path, &ro);
     if (status) return status;
     snprintf(progdir, sizeof progdir, "%s", path);
     char *slash = strrchr(progdir, '/');
@@ -401,7 +463,7 @@ int cmd_submit(int argc, char **argv) {
         return EXIT_INVALID;
     }
     const char *path = argv[optind];
-    int status = validate(path);
+    int status = validate(path, &ro);
     if (status) return status;
     install_sigint();
     tsr_client_options co;

@@ -367,3 +367,31 @@ Test(badinput, good_output_paths_run, .timeout = 60) {
     proc_result_free(&r);
     remove_tmpdir(dir);
 }
+
+/* --stats and --trace never overwrite the program, an output or each other (exit 2, nothing
+ * written), compared by file, not by spelling. */
+Test(badinput, stats_and_trace_paths, .timeout = 60) {
+    char *dir = make_tmpdir();
+    const char *prog = "{\"tessera\": 1, \"arrays\": {\"A\": {\"op\": \"ones\", \"shape\": [3]}}, "
+                       "\"outputs\": {\"A\": \"o.npy\"}}";
+    write_file(dir, "p.json", prog);
+    const char *a1[] = {"tessera", "run", "--stats", "./p.json", "p.json", NULL};
+    const char *a2[] = {"tessera", "run", "--trace", "./o.npy", "p.json", NULL};
+    const char *a3[] = {"tessera", "run",      "--trace", "t.json",
+                        "--stats", "./t.json", "p.json",  NULL};
+    const char *const *runs[] = {a1, a2, a3};
+    const char *want[] = {"is the program file", "is the output of array \"A\"",
+                          "both write \"t.json\""};
+    for (int i = 0; i < 3; i++) {
+        proc_result r = run_cmd(dir, runs[i], 30);
+        cr_assert_eq(r.status, 2, "case %d: exit %d:\n%s", i, r.status, r.err);
+        cr_assert(strstr(r.err, want[i]), "case %d:\n%s", i, r.err);
+        cr_assert_eq(dir_entries(dir), 1, "case %d wrote a file", i);
+        size_t n;
+        char *now = slurp(dir, "p.json", &n);
+        cr_assert(n == strlen(prog) && !memcmp(now, prog, n));
+        free(now);
+        proc_result_free(&r);
+    }
+    remove_tmpdir(dir);
+}
