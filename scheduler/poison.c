@@ -29,8 +29,11 @@ uint32_t tsr__sched_unfit(const tsr__sched *s, const tsr__sjob *j, char *msg, si
     }
     for (uint32_t t = 0; t < j->g.ntasks; t++) {
         const tsr__stask *ts = &j->t[t];
+        /* Not started: waiting, ready, queued, or in a window and not written yet (a worker
+         * joining places tasks before its limit is known to the state machine). */
+        int unsent = ts->state == TSR__TS_RUNNING && !(ts->flags & TSR__TF_SENT);
         if (ts->state != TSR__TS_WAITING && ts->state != TSR__TS_READY &&
-            ts->state != TSR__TS_QUEUED)
+            ts->state != TSR__TS_QUEUED && !unsent)
             continue;
         if (ts->flags & TSR__TF_VIRTUAL) continue; /* asked through its consumers */
         uint64_t in = 0;

@@ -797,6 +797,25 @@ Test(sched_state, task_larger_than_every_memory_limit_fails_at_submission) {
     drain(&s, &x);
     cr_assert(has(&x, TSR__ACT_FAILED, 0, c));
     tsr__sched_free(&s);
+
+    /* A job waiting for workers: the first one places its tasks before the server records its
+     * limit (conn.c), then the check fails the job and nothing it was to be sent goes out. */
+    tsr__sched_init(&s, &quiet);
+    gb g1 = {0};
+    uint32_t big = gb_task(&g1, 0, NULL); /* ready at once: placed when the worker joins */
+    g1.nbytes[big] = 1200;
+    g1.outputs[g1.nout++] = big;
+    job = submit(&s, &g1);
+    drain(&s, &x);
+    cr_assert_eq(x.n, 0);
+    w0 = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    s.w[w0].mem_limit = 1000;
+    tsr__sched_check_jobs(&s);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_FAILED, 0, big), "the job should fail once the limit is known");
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 0, "a task went out to a worker it cannot fit");
+    cr_assert_null(tsr__sched_job(&s, job));
+    tsr__sched_free(&s);
 }
 
 Test(sched_state, bogus_reports) {
