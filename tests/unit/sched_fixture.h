@@ -112,6 +112,7 @@ static inline void drain(tsr__sched *s, acts *out) {
         a.msg = NULL;
         if (a.kind == TSR__ACT_COMPUTE) {
             tsr__sjob *j = tsr__sched_job(s, a.job);
+            if (!j || j->cancelled) continue; /* as the server skips them */
             tsr__stask *t = &j->t[a.task];
             if (t->state != TSR__TS_RUNNING || t->where != a.worker || (t->flags & TSR__TF_SENT))
                 continue;
