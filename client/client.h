@@ -286,6 +286,9 @@ int tsr__fill_bytes(int fd, void *user, int *recorded);
 
 /* Stops and reaps the local cluster c started, if any (tsr_client_free). */
 void tsr__local_free(tsr_client *c);
+/* Why c's local cluster cannot compute any more (its scheduler exited, or every worker did), or
+ * NULL (also for a client that did not start one). Looks without reaping. */
+const char *tsr__local_dead(tsr_client *c);
 
 /* The cores (one PU os-index per physical core) in hwloc order; returns the count or a negative
  * code. *cores is malloc'd. */

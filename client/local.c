@@ -210,6 +210,24 @@ static int parse_gpus(const char *list, int *ids, int max) {
     }
 }
 
+const char *tsr__local_dead(tsr_client *c) {
+    tsr__local *l = c->local;
+    if (!l || l->npids < 2) return NULL;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (l->pids[0] > 0 && waitid(P_PID, (id_t)l->pids[0], &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        si.si_pid)
+        return "the local cluster's scheduler has exited";
+    for (int k = 1; k < l->npids; k++) {
+        memset(&si, 0, sizeof si);
+        if (l->pids[k] <= 0 ||
+            waitid(P_PID, (id_t)l->pids[k], &si, WEXITED | WNOHANG | WNOWAIT) != 0 || !si.si_pid)
+            return NULL; /* this one is alive */
+    }
+    return "every worker of the local cluster has died (killed, or crashed: their messages, if "
+           "any, are above); nothing is left to compute with";
+}
+
 /* Has a cluster process exited? Looked at without reaping it (reap_all does that). */
 static const char *exited_early(void *arg) {
     tsr__local *l = arg;
@@ -340,12 +358,18 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         tsr__fail_thread(rc, "pipe: %s", strerror(-rc));
         goto fail;
     }
+    /* A cluster of fewer workers than the allowed failures could never reach the count: a task
+     * that killed every one of them would leave the job waiting for workers that never come.
+     * Here nobody else joins, so every worker is the limit. */
+    int allowed =
+        opts->allowed_failures > 0 ? opts->allowed_failures : TSR_ALLOWED_FAILURES_DEFAULT;
+    if (workers + ngpu < allowed) allowed = workers + ngpu;
     char failures[16];
-    snprintf(failures, sizeof failures, "%d", opts->allowed_failures);
+    snprintf(failures, sizeof failures, "%d", allowed);
     char *sargv[12] = {(char *)exe,  "scheduler", "--listen",     "127.0.0.1:0",
                        "--watch-fd", watch_arg,   "--token-file", SECRET_ARG};
     size_t na = 8;
-    if (opts->allowed_failures > 0) {
+    if (allowed != TSR_ALLOWED_FAILURES_DEFAULT) {
         sargv[na++] = "--allowed-failures";
         sargv[na++] = failures;
     }

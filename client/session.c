@@ -191,6 +191,13 @@ static void on_live(uv_timer_t *t) {
      * a streamed chunk lost with its worker to be made again. */
     if (rt->pool.cbs) tsr__fetch_close_silent(&rt->pool, rt->live_ms, stalled);
     if (rt->store && !stalled) tsr__ostream_tick(rt, rt->live_ms);
+    /* A local cluster whose every worker died would leave the call waiting for workers that
+     * never come (nobody else joins it). */
+    const char *dead = tsr__local_dead(rt->c);
+    if (dead && !rt->failed) {
+        tsr__rt_fail(rt, TSR_ECOMPUTE, "%s", dead);
+        return;
+    }
     if (!sc || sc->closing) return;
     if (stalled) sc->last_read = now;
     uint64_t quiet = tsr__conn_silent_ms(sc, 0);

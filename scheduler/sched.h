@@ -43,7 +43,7 @@ enum {
 
 #define TSR__NOHOME UINT16_MAX
 /* tsr_scheduler_options.allowed_failures: the default (Dask's), and the most (a byte counts). */
-#define TSR__ALLOWED_FAILURES 3
+#define TSR__ALLOWED_FAILURES TSR_ALLOWED_FAILURES_DEFAULT
 #define TSR__ALLOWED_FAILURES_MAX 255
 
 typedef struct tsr__key {

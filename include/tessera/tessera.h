@@ -174,9 +174,11 @@ typedef struct tsr_local_options {
      * descriptor, never their command lines (docs/security.md). This field grows the struct. */
     const char *const *data_roots;
     int n_data_roots;
-    /* The scheduler's tsr_scheduler_options.allowed_failures: 0 = its default (3). This field
-     * grew the struct (reserved was used up): a program built against an older header must be
-     * rebuilt. */
+    /* The scheduler's tsr_scheduler_options.allowed_failures: 0 = its default (3). A cluster of
+     * fewer workers uses their number instead (nobody else joins it: a task that killed each of
+     * them fails the computation rather than leaving it waiting); a computation whose workers
+     * have all died fails too. This field grew the struct (reserved was used up): a program
+     * built against an older header must be rebuilt. */
     int allowed_failures;
 } tsr_local_options;
 
@@ -594,6 +596,9 @@ typedef enum tsr_placement {
     TSR_PLACEMENT_DEFAULT = 0,   /* partition, locality and stealing (docs/ARCHITECTURE.md) */
     TSR_PLACEMENT_ROUNDROBIN = 1 /* a baseline for benchmarks: tasks round-robin, no stealing */
 } tsr_placement;
+
+/* tsr_scheduler_options.allowed_failures when 0 (Dask's default). */
+#define TSR_ALLOWED_FAILURES_DEFAULT 3
 
 typedef struct tsr_scheduler_options {
     const char *listen; /* "HOST:PORT"; default "127.0.0.1:8786"; port 0 picks a free port.

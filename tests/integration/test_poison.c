@@ -228,3 +228,33 @@ Test(poison, task_larger_than_every_memory_limit, .timeout = 120) {
     proc_result_free(&r);
     remove_tmpdir(dir);
 }
+
+/* `tessera run` with fewer workers than --allowed-failures: nobody else joins a local cluster,
+ * so a task that killed each of its workers fails the run (it used to wait for ever). */
+Test(poison, local_cluster_smaller_than_allowed_failures, .timeout = 120) {
+    char *dir = make_tmpdir();
+    write_file(dir, "p.json", poison_prog);
+    setenv("TESSERA_FAULT_KILL_KERNEL", "reduce", 1);
+    const char *argv[] = {"tessera", "run", "--workers", "2", "p.json", NULL};
+    proc_result r = run_cmd(dir, argv, 60);
+    unsetenv("TESSERA_FAULT_KILL_KERNEL");
+    cr_assert_eq(r.status, 1, "exit %d, want 1:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "array \"total\" (sum): chunk (0,)"), "%s", r.err);
+    cr_assert(strstr(r.err, "died 2 times") && strstr(r.err, "--allowed-failures 2"), "%s", r.err);
+    proc_result_free(&r);
+    /* Two chunks, two killing tasks: each worker may die of another task, so that neither task
+     * reaches the count; the run then fails because every worker is gone. Either way it ends. */
+    write_file(dir, "q.json",
+               "{\"tessera\": 1, \"arrays\": {\"A\": {\"op\": \"ones\", \"shape\": [6, 8], "
+               "\"chunks\": [3, 8]}, \"total\": {\"op\": \"sum\", \"args\": [\"A\"], "
+               "\"axis\": 1}}, \"outputs\": {\"total\": \"-\"}}");
+    setenv("TESSERA_FAULT_KILL_KERNEL", "reduce", 1);
+    const char *argv2[] = {"tessera", "run", "--workers", "2", "q.json", NULL};
+    r = run_cmd(dir, argv2, 60);
+    unsetenv("TESSERA_FAULT_KILL_KERNEL");
+    cr_assert_eq(r.status, 1, "exit %d, want 1:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "died 2 times") || strstr(r.err, "every worker of the local cluster"),
+              "%s", r.err);
+    proc_result_free(&r);
+    remove_tmpdir(dir);
+}
