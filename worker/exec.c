@@ -25,23 +25,23 @@
  * its views: a chunk whose bytes disagree with its shape would be read or written past its
  * end). Chunks are checked where they enter the worker (a fetched payload against its header,
  * a made one against its descriptor); this is the last line, before any kernel touches them. */
-static int check_buffers(const wtask *t, const tsr_chunkview *ins, char *msg, size_t size) {
+int tsr__exec_check_buffers(const wtask *t, char *msg, size_t size) {
     for (uint32_t k = 0; k < t->nin; k++) {
-        uint64_t n = tsr_dtype_size((tsr_dtype)ins[k].dtype);
-        for (int a = 0; a < ins[k].ndim && a < TSR_MAX_NDIM; a++) {
-            if (ins[k].shape[a] < 0 ||
-                (ins[k].shape[a] && n > UINT64_MAX / (uint64_t)ins[k].shape[a]))
+        const wtask_in *in = &t->in[k];
+        uint64_t n = tsr_dtype_size((tsr_dtype)in->dtype);
+        for (int a = 0; a < in->ndim && a < TSR_MAX_NDIM; a++) {
+            if (in->shape[a] < 0 || (in->shape[a] && n > UINT64_MAX / (uint64_t)in->shape[a]))
                 n = UINT64_MAX;
             else
-                n *= (uint64_t)ins[k].shape[a];
+                n *= (uint64_t)in->shape[a];
         }
-        if (ins[k].ndim > TSR_MAX_NDIM || n != t->in[k].buf->size) {
+        if (in->ndim > TSR_MAX_NDIM || n != in->buf->size) {
             snprintf(msg, size, "input %u: a chunk of %zu bytes does not hold its shape and dtype",
-                     k, t->in[k].buf->size);
+                     k, in->buf->size);
             return TSR_EINVALID;
         }
     }
-    if (t->out->size < tsr__kdesc_nbytes(&t->kd->d)) {
+    if (t->out && t->out->size < tsr__kdesc_nbytes(&t->kd->d)) {
         snprintf(msg, size, "the output buffer (%zu bytes) is smaller than the chunk",
                  t->out->size);
         return TSR_EINVALID;
@@ -88,7 +88,7 @@ void tsr__exec_run_host(tsr__worker *w, wtask *t) {
             goto out;
         }
     }
-    if ((t->rc = check_buffers(t, ins, msg, sizeof msg)) != 0) goto out;
+    if ((t->rc = tsr__exec_check_buffers(t, msg, sizeof msg)) != 0) goto out;
     /* A load reads only under the data roots, and only the file its task describes. */
     if (d->kop == TSR_KOP_LOAD && (t->rc = tsr__roots_check_load(w, d, msg, sizeof msg)) != 0)
         goto out;

@@ -130,6 +130,10 @@ static void run_task(tsr__worker *w, wtask *t) {
     }
     char msg[256];
     msg[0] = '\0';
+    if ((t->rc = tsr__exec_check_buffers(t, msg, sizeof msg)) != 0) {
+        t->err = strdup(msg);
+        return;
+    }
     tsr_chunkview stack[16], *ins = stack;
     if (t->nin > TSR__ARRAY_LEN(stack) && !(ins = malloc(t->nin * sizeof *ins))) {
         t->rc = -ENOMEM;

@@ -587,6 +587,10 @@ wtask *tsr__exec_take_done(tsr__worker *w);
 /* The host kernel of t on host buffers (CPU executors, and a GPU worker's host-only kernels):
  * allocates t->out when the loop did not; t->rc and t->err say how it went. */
 void tsr__exec_run_host(tsr__worker *w, wtask *t);
+/* Before any kernel (host or device) touches t's buffers: each input's holds exactly its shape
+ * and dtype, and the output's (when there is one yet) the descriptor's chunk. 0, or TSR_EINVALID
+ * with a message. */
+int tsr__exec_check_buffers(const wtask *t, char *msg, size_t size);
 /* Hands finished tasks to the loop (executor threads). */
 void tsr__exec_publish(tsr__worker *w, wtask **head, wtask **tail);
 
