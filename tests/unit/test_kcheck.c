@@ -3,7 +3,8 @@
  * negative code with a message, and never reads or writes outside the buffers it was given (the
  * ASan build of this test is what checks that). Inputs are what a worker would pass: real
  * chunks, their buffers exactly their shape's bytes; the output buffer exactly the descriptor's
- * bytes. Plus the descriptor's wire form: any bytes decode to a descriptor or TSR_EPROTOCOL. */
+ * bytes. Plus the descriptor's wire form (any bytes decode to a descriptor or TSR_EPROTOCOL), and
+ * the worker's check that every buffer holds its chunk (tsr__exec_check_buffers). */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <msgpack.h>
@@ -15,6 +16,7 @@
 #include "graph/graph.h"
 #include "kernels/kernels.h"
 #include "wire/wire.h"
+#include "worker/worker.h"
 
 static uint64_t rng_state;
 
@@ -109,8 +111,7 @@ Test(kcheck, crafted_descriptors_never_crash, .timeout = 120) {
      * tests nothing. */
     cr_assert(ran > 1000 && refused > 1000, "ran %d, refused %d", ran, refused);
     for (int k = 0; k < TSR_KOP_COUNT; k++)
-        if (k != TSR_KOP_LOAD)
-            cr_expect(ran_kop[k] > 0, "family %s never ran", tsr__kop_name(k));
+        if (k != TSR_KOP_LOAD) cr_expect(ran_kop[k] > 0, "family %s never ran", tsr__kop_name(k));
 }
 
 /* The wire form: random and mutated encodings decode to a descriptor or TSR_EPROTOCOL, and a
@@ -157,4 +158,45 @@ Test(kcheck, wire_form_decodes_or_refuses, .timeout = 120) {
         msgpack_sbuffer_destroy(&sb);
     }
     cr_assert(ok > 1000, "only %d decoded", ok);
+}
+
+/* The worker's last check before a kernel: a buffer that does not hold its chunk's shape and
+ * dtype (one byte short, one too many) is refused with a message, and an output buffer smaller
+ * than the descriptor's chunk too. */
+Test(kcheck, worker_buffers_must_hold_their_chunks) {
+    wtask *t = calloc(1, sizeof *t + 2 * sizeof(wtask_in));
+    wkdesc kd = {0};
+    kd.d.kop = TSR_KOP_BINARY;
+    kd.d.dtype = TSR_FLOAT64;
+    kd.d.ndim = 1;
+    kd.d.shape[0] = 4;
+    t->kd = &kd;
+    t->nin = 2;
+    for (int k = 0; k < 2; k++) {
+        t->in[k].dtype = TSR_FLOAT32;
+        t->in[k].ndim = 1;
+        t->in[k].shape[0] = 4;
+        t->in[k].buf = tsr__buf_new(16);
+    }
+    char msg[160] = "";
+    cr_assert_eq(tsr__exec_check_buffers(t, msg, sizeof msg), 0, "%s", msg);
+    t->out = tsr__buf_new(32);
+    cr_assert_eq(tsr__exec_check_buffers(t, msg, sizeof msg), 0, "%s", msg);
+    t->in[1].shape[0] = 5; /* 20 bytes claimed, 16 held */
+    cr_assert_eq(tsr__exec_check_buffers(t, msg, sizeof msg), TSR_EINVALID);
+    cr_assert(strstr(msg, "input 1"), "%s", msg);
+    t->in[1].shape[0] = 3; /* 12 claimed, 16 held */
+    cr_assert_eq(tsr__exec_check_buffers(t, msg, sizeof msg), TSR_EINVALID);
+    t->in[1].shape[0] = 4;
+    t->in[1].ndim = 2;
+    t->in[1].shape[1] = INT64_MAX; /* a product that overflows */
+    cr_assert_eq(tsr__exec_check_buffers(t, msg, sizeof msg), TSR_EINVALID);
+    t->in[1].ndim = 1;
+    kd.d.shape[0] = 5; /* the output needs 40 bytes, has 32 */
+    msg[0] = '\0';
+    cr_assert_eq(tsr__exec_check_buffers(t, msg, sizeof msg), TSR_EINVALID);
+    cr_assert(strstr(msg, "output"), "%s", msg);
+    for (int k = 0; k < 2; k++) tsr__buf_unref(t->in[k].buf);
+    tsr__buf_unref(t->out);
+    free(t);
 }
