@@ -533,3 +533,19 @@ Test(loader, null_arguments) {
     cr_assert_null(tsr_program_find(NULL, "A"));
     tsr_program_free(NULL);
 }
+
+/* A number JSON cannot hold names the array (and key) it is in, wherever it sits in the
+ * definition; one outside "arrays" names only the file. */
+Test(loader, number_out_of_range_names_the_array) {
+    bad("{\"tessera\": 1, \"arrays\": {\"A\": {\"op\": \"full\", \"shape\": [2], \"value\": "
+        "1e400}}, \"outputs\": {}}",
+        "array \"A\": \"value\"", "out of range");
+    bad("{\"tessera\": 1, \"arrays\": {\"ok\": {\"op\": \"ones\", \"shape\": [2]}, \"B\": {\"op\": "
+        "\"zeros\", \"shape\": [2, -1e999], \"chunks\": 1}}, \"outputs\": {}}",
+        "array \"B\": \"shape\"", "out of range");
+    bad("{\"tessera\": 1, \"arrays\": {\"s\": {\"op\": \"random\", \"shape\": [2], \"seed\": "
+        "99999999999999999999999}, \"t\\\"x\": {}}, \"outputs\": {}}",
+        "array \"s\": \"seed\"", "string of digits");
+    bad("{\"tessera\": 1e400, \"arrays\": {}, \"outputs\": {}}", "prog.json:1:", "out of range");
+    cr_assert_null(strstr(tsr_client_errmsg(c), "array"), "%s", tsr_client_errmsg(c));
+}
