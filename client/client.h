@@ -21,6 +21,18 @@ struct json_t;
 typedef struct tsr__fetch tsr__fetch;
 typedef struct tsr__ostream tsr__ostream;
 
+/* Where a finished job's outputs are now, as a `finished` that came again after a recovery
+ * listed them (the scheduler makes lost output chunks again and says so): sorted by id. */
+typedef struct tsr__moved_out {
+    uint32_t id;
+    char *addr; /* owned; NULL for a chunk listed without one (a streamed chunk, released) */
+} tsr__moved_out;
+typedef struct tsr__moved {
+    uint64_t job;
+    size_t n;
+    tsr__moved_out *v;
+} tsr__moved;
+
 typedef struct tsr__rt {
     tsr_client *c;
     /* What the blocking call currently waits for. */
@@ -71,6 +83,15 @@ typedef struct tsr__rt {
     int64_t next_chunk; /* next chunk index to request */
     int64_t chunks_done;
     int fetch_complete;
+    /* A read's chunks whose holder failed them (fetch.c): `lost` wait for the scheduler to
+     * report them again (a `finished` after a recovery), `retry` are asked for again first. */
+    int64_t *lost, *retry;
+    size_t nlost, nretry, lostcap, retrycap;
+    double lost_since; /* when a chunk was lost with none fetched since; 0 if none */
+    double lost_retry; /* when lost chunks were last asked for again where they were */
+    char lost_why[600];
+    tsr__moved *moved; /* finished jobs' outputs reported again (compute.c) */
+    size_t nmoved, movedcap;
     /* The store the computation in progress writes as it goes (store.c), or NULL; complete is
      * what the call waits for: `finished`, and every stored chunk written. */
     tsr__ostream *store;
@@ -148,6 +169,18 @@ void tsr__fetch_free_peers(tsr__rt *rt);
 int tsr__fetch_task(tsr__rt *rt, uint32_t job, uint32_t id, uint64_t nbytes, const char *addr);
 /* Cancels every outstanding request (their late replies are dropped by the pool). */
 void tsr__fetch_cancel_all(tsr__rt *rt);
+/* A `finished` for a job whose call has returned: its outputs were made again after a loss.
+ * Recorded, and a read in progress of that job's chunks asks the new holders. */
+void tsr__fetch_on_moved(tsr__rt *rt, const tsr__msg_finished *m);
+/* A store's chunk id of job, being fetched, is reported at addr: when that is not where the
+ * fetch goes (its holder was lost and it was made again), the fetch is cancelled and 1
+ * returned, so that the caller asks addr; else 0. */
+int tsr__fetch_redirect(tsr__rt *rt, uint32_t job, uint32_t id, const char *addr);
+/* Forgets the moves of a job that is released. */
+void tsr__fetch_drop_moved(tsr__rt *rt, uint64_t job);
+/* Liveness tick (session.c): a chunk whose fetch failed and that the scheduler has not reported
+ * again within timeout_ms fails the read. */
+void tsr__fetch_tick(tsr__rt *rt, uint64_t timeout_ms);
 /* Bytes of chunk ci of a. */
 uint64_t tsr__chunk_nbytes(const tsr_array *a, int64_t ci);
 /* Calls fn for every contiguous run (along the last axis) of chunk ci of a: dst is the run's

@@ -165,7 +165,10 @@ int tsr__compute_on_message(tsr__rt *rt, const tsr__msg *m) {
         if (current_job(rt, m->u.progress.job)) on_progress(rt, &m->u.progress);
         break;
     case TSR__MSG_finished:
-        if (current_job(rt, m->u.finished.job)) handle_finished(rt, &m->u.finished);
+        if (current_job(rt, m->u.finished.job))
+            handle_finished(rt, &m->u.finished);
+        else /* again, after a loss: where its outputs are now (fetch.c) */
+            tsr__fetch_on_moved(rt, &m->u.finished);
         break;
     case TSR__MSG_failed:
         if (current_job(rt, m->u.failed.job)) on_failed(rt, &m->u.failed);

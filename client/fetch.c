@@ -54,6 +54,160 @@ static const char *on_chunk(tsr__fetch_req *r, const tsr__msg_chunk *ck, uint64_
 
 static void pump(tsr__rt *rt);
 
+/* ---- chunks made again after a loss ---- */
+
+/* A fetch fails when its holder dies (or is stopped, and then lost to the scheduler's
+ * heartbeats); the scheduler makes the chunk again elsewhere and sends the job's `finished`
+ * again, which tsr__fetch_on_moved records. A failed chunk is asked for again at its new
+ * address as soon as one is known, so a read never fails for a loss the cluster recovers from;
+ * one that nobody reports again within the client's timeout fails the read. */
+
+static int cmp_moved(const void *x, const void *y) {
+    uint32_t a = ((const tsr__moved_out *)x)->id, b = ((const tsr__moved_out *)y)->id;
+    return (a > b) - (a < b);
+}
+
+static tsr__moved *find_moved(const tsr__rt *rt, uint64_t job) {
+    for (size_t i = 0; i < rt->nmoved; i++)
+        if (rt->moved[i].job == job) return &rt->moved[i];
+    return NULL;
+}
+
+static void free_moved(tsr__moved *m) {
+    for (size_t i = 0; i < m->n; i++) free(m->v[i].addr);
+    free(m->v);
+}
+
+void tsr__fetch_drop_moved(tsr__rt *rt, uint64_t job) {
+    tsr__moved *m = find_moved(rt, job);
+    if (!m) return;
+    free_moved(m);
+    *m = rt->moved[--rt->nmoved];
+}
+
+/* Where chunk (job, id) was last reported again, or NULL. */
+static const char *moved_addr(const tsr__rt *rt, uint64_t job, uint32_t id) {
+    const tsr__moved *m = find_moved(rt, job);
+    if (!m) return NULL;
+    tsr__moved_out key = {.id = id}, *e = bsearch(&key, m->v, m->n, sizeof key, cmp_moved);
+    return e ? e->addr : NULL;
+}
+
+/* Chunk ci of the array being read takes its latest address: 1 if that changed. */
+static int update_addr(tsr__rt *rt, int64_t ci) {
+    tsr_array *a = rt->array;
+    const char *na = moved_addr(rt, a->computed.job, a->computed.task[ci]);
+    if (!na || (a->computed.addr[ci] && !strcmp(na, a->computed.addr[ci]))) return 0;
+    char *d = strdup(na);
+    if (!d) return 0; /* it stays lost, and the timeout ends the read */
+    free(a->computed.addr[ci]);
+    a->computed.addr[ci] = d;
+    return 1;
+}
+
+static int push_ci(int64_t **v, size_t *n, size_t *cap, int64_t ci) {
+    if (TSR__GROW(*v, *cap, *n + 1) < 0) return -ENOMEM;
+    (*v)[(*n)++] = ci;
+    return 0;
+}
+
+static void retry(tsr__rt *rt, int64_t ci) {
+    if (push_ci(&rt->retry, &rt->nretry, &rt->retrycap, ci) != 0)
+        tsr__rt_fail(rt, -ENOMEM, "out of memory");
+}
+
+/* The fetch of chunk ci failed (why says how): ask again where it was reported since, or wait
+ * for it to be reported again. */
+static void lose(tsr__rt *rt, int64_t ci, const char *why) {
+    if (update_addr(rt, ci)) {
+        retry(rt, ci);
+        return;
+    }
+    if (push_ci(&rt->lost, &rt->nlost, &rt->lostcap, ci) != 0) {
+        tsr__rt_fail(rt, -ENOMEM, "out of memory");
+        return;
+    }
+    if (rt->lost_since == 0) {
+        rt->lost_since = rt->lost_retry = tsr__now();
+        snprintf(rt->lost_why, sizeof rt->lost_why, "%s", why);
+    }
+}
+
+/* The read in progress takes its job's latest addresses: lost chunks that have a new holder
+ * are asked for again, and so are outstanding ones whose holder changed (a stopped worker's
+ * fetch would otherwise wait for the client's timeout). */
+static void relocate(tsr__rt *rt) {
+    for (fetch *f = rt->outstanding, *nx; f; f = nx) {
+        nx = f->next;
+        if (f->store || !update_addr(rt, f->ci)) continue;
+        unlink_fetch(rt, f);
+        tsr__fetch_cancel(&f->req);
+        retry(rt, f->ci);
+        free_fetch(f);
+    }
+    for (size_t i = 0; i < rt->nlost;) {
+        if (update_addr(rt, rt->lost[i])) {
+            retry(rt, rt->lost[i]);
+            rt->lost[i] = rt->lost[--rt->nlost];
+        } else {
+            i++;
+        }
+    }
+    pump(rt);
+}
+
+void tsr__fetch_on_moved(tsr__rt *rt, const tsr__msg_finished *m) {
+    tsr__moved nm = {.job = m->job, .n = m->outputs.n};
+    nm.v = calloc(nm.n ? nm.n : 1, sizeof *nm.v);
+    if (!nm.v) return; /* a read that needs it times out */
+    for (size_t k = 0; k < nm.n; k++) {
+        tsr__m_output e;
+        TSR__LIST_GET(&m->outputs, output, k, &e);
+        nm.v[k].id = e.id;
+        if (TSR__M_HAS(output, &e, addr)) nm.v[k].addr = strndup(e.addr.p, e.addr.n);
+    }
+    qsort(nm.v, nm.n, sizeof *nm.v, cmp_moved);
+    tsr__moved *old = find_moved(rt, m->job);
+    if (old) {
+        free_moved(old);
+        *old = nm;
+    } else if (TSR__GROW(rt->moved, rt->movedcap, rt->nmoved + 1) < 0) {
+        free_moved(&nm);
+        return;
+    } else {
+        rt->moved[rt->nmoved++] = nm;
+    }
+    if (rt->array && rt->array->computed.job == m->job) relocate(rt);
+}
+
+int tsr__fetch_redirect(tsr__rt *rt, uint32_t job, uint32_t id, const char *addr) {
+    for (fetch *f = rt->outstanding; f; f = f->next) {
+        if (!f->store || f->req.job != job || f->req.id != id) continue;
+        if (!f->req.from || !strcmp(f->req.from, addr)) return 0;
+        unlink_fetch(rt, f);
+        tsr__fetch_cancel(&f->req);
+        free_fetch(f);
+        return 1;
+    }
+    return 0;
+}
+
+void tsr__fetch_tick(tsr__rt *rt, uint64_t timeout_ms) {
+    if (!rt->array || rt->nlost == 0) return;
+    double now = tsr__now();
+    if ((now - rt->lost_since) * 1e3 > (double)timeout_ms) {
+        tsr__rt_fail(rt, TSR_ECLOSED, "%s (and the scheduler did not make it again in %.0f s)",
+                     rt->lost_why, now - rt->lost_since);
+        return;
+    }
+    /* Once a second, lost chunks are asked for again where they were: a fetch can fail on a
+     * holder that is alive (a connection dropped), and then nothing reports it again. */
+    if (now - rt->lost_retry < 1.0) return;
+    rt->lost_retry = now;
+    while (rt->nlost > 0) retry(rt, rt->lost[--rt->nlost]);
+    pump(rt);
+}
+
 static void on_done(tsr__fetch_req *r, int status, const char *why) {
     fetch *f = r->user;
     tsr__rt *rt = f->rt;
@@ -64,12 +218,17 @@ static void on_done(tsr__fetch_req *r, int status, const char *why) {
         free_fetch(f);
         return;
     }
+    char msg[600];
     if (status == TSR__FETCH_MISSING) {
-        tsr__rt_fail(rt, TSR_ECOMPUTE, "chunk %lld of array \"%s\" is no longer held by worker %s",
-                     (long long)f->ci, a->name, r->from);
+        snprintf(msg, sizeof msg, "chunk %lld of array \"%s\" is no longer held by worker %s",
+                 (long long)f->ci, a->name, r->from);
+        lose(rt, f->ci, msg);
+        pump(rt);
     } else if (status != TSR__FETCH_OK) {
-        tsr__rt_fail(rt, TSR_ECLOSED, "cannot fetch chunk %lld of array \"%s\": %s",
-                     (long long)f->ci, a->name, why);
+        snprintf(msg, sizeof msg, "cannot fetch chunk %lld of array \"%s\": %s", (long long)f->ci,
+                 a->name, why);
+        lose(rt, f->ci, msg);
+        pump(rt);
     } else {
         int rc = f->data ? rt->sink(rt, f) : TSR_EPROTOCOL;
         if (rc) {
@@ -78,6 +237,7 @@ static void on_done(tsr__fetch_req *r, int status, const char *why) {
             rt->fetch_complete = 1;
             uv_stop(&rt->c->loop);
         } else {
+            if (rt->nlost == 0) rt->lost_since = 0; /* progress: the clock starts again */
             pump(rt);
         }
     }
@@ -97,32 +257,46 @@ static const tsr__fetch_cbs fetch_cbs = {
     .pack_hello = pack_hello,
 };
 
+/* Asks for chunk ci of the array being read. 0, or -1 with the read failed. */
+static int ask(tsr__rt *rt, int64_t ci) {
+    tsr_array *a = rt->array;
+    update_addr(rt, ci); /* made again since the job finished: asked for where it is now */
+    fetch *f = calloc(1, sizeof *f);
+    if (!f) {
+        tsr__rt_fail(rt, -ENOMEM, "out of memory");
+        return -1;
+    }
+    f->rt = rt;
+    f->ci = ci;
+    f->nbytes = tsr__chunk_nbytes(a, ci);
+    f->req.job = (uint32_t)a->computed.job;
+    f->req.id = a->computed.task[ci];
+    f->req.user = f;
+    f->req.has_cap = tsr__client_get_cap(rt->c, a->computed.job, f->req.cap) == 0;
+    if (tsr__fetch_get(&rt->pool, &f->req, a->computed.addr[ci]) != 0) {
+        free(f);
+        tsr__rt_fail(rt, -ENOMEM, "cannot reach worker %s", a->computed.addr[ci]);
+        return -1;
+    }
+    f->next = rt->outstanding;
+    if (f->next) f->next->prev = f;
+    rt->outstanding = f;
+    rt->noutstanding++;
+    return 0;
+}
+
+/* Chunks asked for again come first, then those never asked for. */
 static void pump(tsr__rt *rt) {
     tsr_array *a = rt->array;
-    while (rt->noutstanding < MAX_OUTSTANDING && rt->next_chunk < a->computed.nchunks &&
-           !rt->failed) {
-        int64_t ci = rt->next_chunk++;
-        fetch *f = calloc(1, sizeof *f);
-        if (!f) {
-            tsr__rt_fail(rt, -ENOMEM, "out of memory");
+    while (rt->noutstanding < MAX_OUTSTANDING && !rt->failed && a) {
+        int64_t ci;
+        if (rt->nretry > 0)
+            ci = rt->retry[--rt->nretry];
+        else if (rt->next_chunk < a->computed.nchunks)
+            ci = rt->next_chunk++;
+        else
             break;
-        }
-        f->rt = rt;
-        f->ci = ci;
-        f->nbytes = tsr__chunk_nbytes(a, ci);
-        f->req.job = (uint32_t)a->computed.job;
-        f->req.id = a->computed.task[ci];
-        f->req.user = f;
-        f->req.has_cap = tsr__client_get_cap(rt->c, a->computed.job, f->req.cap) == 0;
-        if (tsr__fetch_get(&rt->pool, &f->req, a->computed.addr[ci]) != 0) {
-            free(f);
-            tsr__rt_fail(rt, -ENOMEM, "cannot reach worker %s", a->computed.addr[ci]);
-            break;
-        }
-        f->next = rt->outstanding;
-        if (f->next) f->next->prev = f;
-        rt->outstanding = f;
-        rt->noutstanding++;
+        if (ask(rt, ci) != 0) break;
     }
     tsr__fetch_flush(&rt->pool);
 }
@@ -182,6 +356,8 @@ static int fetch_all(tsr_array *a, int (*sink)(tsr__rt *, fetch *), void *user) 
     rt->sink_user = user;
     rt->next_chunk = 0;
     rt->chunks_done = 0;
+    rt->nlost = rt->nretry = 0;
+    rt->lost_since = 0;
     rt->fetch_complete = a->computed.nchunks == 0;
     pump(rt);
     int rc = tsr__rt_run_until(rt, &rt->fetch_complete, 0);
@@ -247,6 +423,10 @@ int tsr_array_read(tsr_array *a, void *buf, size_t size) {
 
 void tsr__fetch_free_peers(tsr__rt *rt) {
     if (rt->pool.cbs) tsr__fetch_pool_free(&rt->pool);
+    for (size_t i = 0; i < rt->nmoved; i++) free_moved(&rt->moved[i]);
+    free(rt->moved);
+    free(rt->lost);
+    free(rt->retry);
 }
 
 typedef struct save_ctx {

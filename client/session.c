@@ -74,6 +74,8 @@ int tsr__send_release(tsr__conn *conn, uint64_t job) {
 void tsr__client_flush_releases(tsr_client *c) {
     if (c->connected && c->sched && !c->sched->closing)
         for (size_t k = 0; k < c->nreleases; k++) tsr__send_release(c->sched, c->releases[k]);
+    if (c->rt)
+        for (size_t k = 0; k < c->nreleases; k++) tsr__fetch_drop_moved(c->rt, c->releases[k]);
     /* Queued on the connection: the loop writes them at its next run, or at close. */
     c->nreleases = 0;
 }
@@ -191,6 +193,7 @@ static void on_live(uv_timer_t *t) {
      * a streamed chunk lost with its worker to be made again. */
     if (rt->pool.cbs) tsr__fetch_close_silent(&rt->pool, rt->live_ms, stalled);
     if (rt->store && !stalled) tsr__ostream_tick(rt, rt->live_ms);
+    if (!stalled) tsr__fetch_tick(rt, rt->live_ms);
     /* A local cluster whose every worker died would leave the call waiting for workers that
      * never come (nobody else joins it). */
     const char *dead = tsr__local_dead(rt->c);

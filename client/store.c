@@ -393,7 +393,14 @@ void tsr__ostream_on_computed(tsr__rt *rt, uint32_t id, const char *addr) {
         pump(rt);
         break;
     case CK_FETCHING:
-        s->fl[id] |= CF_AGAIN;
+        /* Made again elsewhere: its holder was lost, or stopped (a fetch from it would wait
+         * for the client's timeout). */
+        if (tsr__fetch_redirect(rt, (uint32_t)rt->job, id, addr)) {
+            enqueue(rt, id);
+            pump(rt);
+        } else {
+            s->fl[id] |= CF_AGAIN;
+        }
         break;
     default: /* queued (it goes to the latest address) or written */
         break;
