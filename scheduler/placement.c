@@ -131,6 +131,13 @@ static int can_run(const tsr__sworker *w, unsigned kinds) {
  * workers alike that is threads / speed; a GPU worker that runs the job's matmuls 20 times
  * faster than a core gets about 20 cores' share, not one thread's. Progress along the order is
  * measured for each worker in its own kind's seconds, as a fraction of the whole job. */
+/* Tasks the partition divides: those still to run (all of them at submission; what is left
+ * when it is done again because the workers changed). Virtual sources are made where needed. */
+static int unfinished(const tsr__stask *t) {
+    return !(t->flags & TSR__TF_VIRTUAL) && t->state != TSR__TS_MEMORY &&
+           t->state != TSR__TS_RELEASED && t->state != TSR__TS_ERRED;
+}
+
 void tsr__partition(tsr__sched *s, tsr__sjob *j) {
     if (s->roundrobin || s->nalive == 0) return;
     uint32_t *ws = malloc(s->nw * sizeof *ws);
@@ -142,7 +149,7 @@ void tsr__partition(tsr__sched *s, tsr__sjob *j) {
     }
     double T[TSR__KINDS] = {0};
     for (uint32_t t = 0; t < j->g.ntasks; t++) {
-        if (j->t[t].flags & TSR__TF_VIRTUAL) continue;
+        if (!unfinished(&j->t[t])) continue;
         unsigned kinds = tsr__task_kinds(s, j, t);
         for (int k = 0; k < TSR__KINDS; k++)
             if (kinds >> k & 1) T[k] += tsr__cost_kind(&s->cost, j->cls[t], k);
@@ -164,7 +171,7 @@ void tsr__partition(tsr__sched *s, tsr__sjob *j) {
     size_t wi = 0;
     double acc = 0, end = share[0] / rate_total;
     for (uint32_t t = 0; t < j->g.ntasks; t++) {
-        if (j->t[t].flags & TSR__TF_VIRTUAL) continue;
+        if (!unfinished(&j->t[t])) continue;
         const tsr__sworker *wk = &s->w[ws[wi]];
         double c = tsr__cost_kind(&s->cost, j->cls[t], wk->kind) / T[wk->kind];
         while (acc + c / 2 > end && wi + 1 < nw) { /* a task goes where its middle falls */

@@ -433,7 +433,8 @@ static inline uint64_t tsr__worker_mem(const tsr__sworker *w) {
  * minimum (TSR__WINDOW_MIN_PER_THREAD) is never cut: every thread keeps work, and a worker
  * whose held chunks alone pass the fraction (outputs nobody has fetched yet) still progresses. */
 #define TSR__ROOT_MEM_FRACTION 0.5
-/* Gives each task of a new job a home (the up-front partition). */
+/* Gives each task of a job that is still to run a home (the partition): at submission, and
+ * again whenever a worker joins or is lost. */
 void tsr__partition(tsr__sched *s, tsr__sjob *j);
 /* The worker a ready task should go to, or TSR__NONE when no worker is alive. */
 uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task);

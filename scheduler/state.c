@@ -580,6 +580,16 @@ static void job_cancel(tsr__sched *s, tsr__sjob *j) {
 
 /* ---- workers ---- */
 
+/* The workers changed: what every live job still has to run is divided again among the live
+ * workers, so that one that joins mid-job gets its share of homes (not only what it steals)
+ * and nothing keeps a lost worker as its home. */
+static void repartition(tsr__sched *s) {
+    for (size_t i = 0; i < s->nlive; i++) {
+        tsr__sjob *j = s->jobs[s->live[i]];
+        if (!j->cancelled) tsr__partition(s, j);
+    }
+}
+
 uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, int kind,
                                const char *addr, const char *name) {
     MUST_GROW(s->w, s->wcap, s->nw + 1);
@@ -598,6 +608,7 @@ uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, i
     s->nalive++;
     s->nthreads += w->threads;
     s->nkind[w->kind]++;
+    repartition(s);
     /* Tasks that had nowhere to go get placed now (placement may spread them out). One pass
      * over the list as it was: a task this worker has no kernel for goes back on it. */
     tsr__keyvec pend = s->unassigned;
@@ -821,7 +832,8 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
         }
     }
 
-    /* 5. Recount and place what can run. */
+    /* 5. Recount and place what can run, after the tasks still to run have new homes. */
+    repartition(s);
     for (int pass = 0; pass < 2; pass++) {
         tsr__keyvec *L = pass ? S : R;
         for (size_t i = 0; i < L->n; i++) {

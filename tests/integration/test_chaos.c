@@ -6,6 +6,7 @@
  * long version with 100 faults is bench/chaos.py. TSR_CHAOS_RUNS sets the number of runs. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -381,4 +382,79 @@ Test(chaos, fetch_while_holder_stopped, .timeout = 120, .fini = reap_all) {
     free(want);
     cluster_stop(&cl);
     remove_tmpdir(dir);
+}
+
+/* ---- workers that come and go (issue 12, item 10) ---- */
+
+typedef struct joiner {
+    const char *addr;
+    pid_t late;
+    uint64_t at;   /* tasks run when it joined */
+    int64_t first; /* done at the first report: the sources, which count as done at once */
+} joiner;
+
+static void join_at_a_fifth(const tsr_progress *p, void *user) {
+    joiner *jn = user;
+    if (jn->first < 0) jn->first = (int64_t)p->done;
+    uint64_t run = p->done - (uint64_t)jn->first, all = p->total - (uint64_t)jn->first;
+    if (jn->late && !jn->at) jn->at = run; /* the first report after it joined */
+    if (jn->late || all == 0 || run * 5 < all) return;
+    jn->late = start_worker_with(jn->addr, 1, "late", worker_args);
+}
+
+/* A worker that joins a fifth of the way through a job gets a share of what is left (the
+ * homes of the tasks still to run are divided again), not only what it can steal. */
+Test(chaos, worker_joining_mid_job_gets_work, .timeout = 120, .fini = reap_all) {
+    cluster cl;
+    memset(&cl, 0, sizeof cl);
+    current = &cl;
+    cl.sched = start_scheduler_with(cl.addr, sizeof cl.addr, sched_args);
+    cl.w[0] = start_worker_with(cl.addr, 1, "first", worker_args);
+    tsr_client *c;
+    cr_assert_eq(tsr_client_connect(cl.addr, NULL, &c), 0, "%s", tsr_last_error());
+    int64_t shape[2] = {2400, 2400}, ch[2] = {200, 200};
+    tsr_array *a, *b, *ab, *t;
+    cr_assert_eq(tsr_random(c, 2, shape, ch, TSR_FLOAT64, 1, &a), 0);
+    cr_assert_eq(tsr_random(c, 2, shape, ch, TSR_FLOAT64, 2, &b), 0);
+    cr_assert_eq(tsr_matmul(a, b, &ab), 0);
+    cr_assert_eq(tsr_reduce(TSR_SUM, ab, NULL, 0, &t), 0);
+    joiner jn = {.addr = cl.addr, .first = -1};
+    tsr_compute_options o;
+    tsr_compute_options_default(&o);
+    o.progress = join_at_a_fifth;
+    o.user = &jn;
+    o.progress_interval_ms = 1;
+    cr_assert_eq(tsr_compute(c, &t, 1, &o), 0, "%s", tsr_client_errmsg(c));
+    cl.w[1] = jn.late;
+    cr_assert(jn.late > 0, "the job ended before the late worker could join");
+    char *js = tsr_client_stats_json(c);
+    cr_assert(js);
+    json_error_t jerr;
+    json_t *st = json_loads(js, 0, &jerr), *w;
+    cr_assert(st, "%s", jerr.text);
+    long late_tasks = 0, total = 0;
+    size_t i;
+    json_array_foreach(json_object_get(st, "workers"), i, w) {
+        long n = (long)json_integer_value(json_object_get(w, "tasks"));
+        total += n;
+        if (!strcmp(json_string_value(json_object_get(w, "name")), "late")) late_tasks = n;
+    }
+    json_decref(st);
+    long left = total - (long)jn.at;
+    cr_log_info("late joined at %llu tasks done; it ran %ld of %ld", (unsigned long long)jn.at,
+                late_tasks, total);
+    /* An equal share of what was left would be half; a third of it passes. */
+    cr_assert(late_tasks * 3 >= left,
+              "the late worker ran %ld of the %ld tasks left when it joined", late_tasks, left);
+    free(js);
+    tsr_array_free(a);
+    tsr_array_free(b);
+    tsr_array_free(ab);
+    tsr_array_free(t);
+    tsr_client_free(c);
+    cl.w[2] = 0;
+    current = NULL;
+    stop_proc(cl.w[0]);
+    stop_proc(cl.w[1]);
+    cr_assert_eq(stop_proc(cl.sched), 0);
 }
