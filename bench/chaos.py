@@ -4,10 +4,12 @@ at a random moment (SIGKILL a worker, or SIGSTOP it and SIGCONT it later), inclu
 client fetches the outputs; every run's output files must be byte-identical to the reference
 (numpy, computed here) and no temporary file may be left behind.
 
-    bench/chaos.py [--runs 100] [--exe build/python-free-cli/tessera] [--seed S]
+    bench/chaos.py [--faults 100] [--exe build/python-free-cli/tessera] [--seed S]
 
-Prints one line per run and the figure: runs, faults, identical, failures, time."""
-import argparse, os, random, re, signal, subprocess, sys, tempfile, time
+Runs until --faults faults have hit a running job (a fault drawn after the job ended is no
+fault: that run still counts, and must still be identical). Prints one line per run and the
+figure: runs, faults, identical, failures, time."""
+import argparse, atexit, os, random, re, signal, subprocess, sys, tempfile, time
 import numpy as np
 
 N, CH = 1600, 200  # D = A @ B + 1.5, E = sum(D, axis=0): 36 output chunks + a reduction
@@ -34,8 +36,22 @@ def spec_random(seed, shape):
         z = z ^ (z >> np.uint64(31))
     return ((z >> np.uint64(11)).astype(np.float64) / float(1 << 53)).reshape(shape)
 
+ALL = []  # every server started: none outlives this script, whatever happens
+
+
+@atexit.register
+def reap():
+    for p in ALL:
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()
+
+
 def start(cmd, log):
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    ALL.append(p)
+    return p
 
 def read_addr(p):
     line = p.stdout.readline()
@@ -46,7 +62,7 @@ def read_addr(p):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--faults", type=int, default=100)
     ap.add_argument("--exe", default=os.path.join(os.path.dirname(__file__), "..", "build",
                                                    "python-free-cli", "tessera"))
     ap.add_argument("--seed", type=int, default=int(time.time()))
@@ -92,9 +108,12 @@ def main():
     print("undisturbed: %.2f s, matches numpy" % base_s, flush=True)
     same = fail = faults = 0
     t_all = time.time()
-    for run in range(a.runs):
+    run = -1
+    while faults < a.faults:
+        run += 1
         for n in ref:
-            os.unlink(os.path.join(work, n))
+            if os.path.exists(os.path.join(work, n)):
+                os.unlink(os.path.join(work, n))
         kind = "STOP" if rnd.random() < a.stop_share else "KILL"
         at = rnd.uniform(0.05, 1.1) * base_s
         victim = rnd.randrange(len(workers))
@@ -152,7 +171,7 @@ def main():
         except subprocess.TimeoutExpired:
             x.kill()
     print("chaos: seed %d, %d runs, %d faults, %d identical, %d failures, %.0f s (undisturbed %.2f s)"
-          % (a.seed, a.runs, faults, same, fail, total, base_s))
+          % (a.seed, run + 1, faults, same, fail, total, base_s))
     print("work dir (logs): %s" % work)
     sys.exit(1 if fail else 0)
 

@@ -443,6 +443,23 @@ static void on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uin
 
 /* ---- close ---- */
 
+/* Every live worker hears that the worker at addr is lost: a fetch from it (stopped, it answers
+ * nothing) fails at once, instead of after the fetching worker's --timeout. */
+static void tell_peer_lost(tsr__server *srv, const char *addr) {
+    tsr__msg_peer_lost m = {.addr = tsr__str_of(addr)};
+    for (size_t i = 0; i < srv->npeers; i++) {
+        tsr__peer *q = srv->peers[i];
+        if (!q || q->role != TSR__ROLE_WORKER || !q->conn || q->conn->closing ||
+            !srv->st.w[q->wid].alive)
+            continue;
+        msgpack_sbuffer b; /* tsr__peer_send takes the buffer's bytes */
+        msgpack_sbuffer_init(&b);
+        tsr__msg_pack_peer_lost(&b, &m);
+        tsr__peer_send(q, &b);
+        msgpack_sbuffer_destroy(&b);
+    }
+}
+
 static void on_close(tsr__conn *c, int status, const char *reason) {
     tsr__peer *p = c->owner;
     tsr__server *srv = p->srv;
@@ -455,6 +472,7 @@ static void on_close(tsr__conn *c, int status, const char *reason) {
             tsr__events_add(&srv->events, tsr__now() - srv->started, "worker %s lost: %s", p->name,
                             reason && reason[0] ? reason : "closed");
             tsr__sched_remove_worker(&srv->st, p->wid);
+            tell_peer_lost(srv, srv->st.w[p->wid].addr);
         } else if (p->role == TSR__ROLE_CLIENT) {
             tsr__sched_client_gone(&srv->st, p->id);
         }

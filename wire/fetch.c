@@ -176,6 +176,11 @@ void tsr__fetch_close_silent(tsr__fetch_pool *pool, uint64_t timeout_ms, int sta
     }
 }
 
+void tsr__fetch_close_addr(tsr__fetch_pool *pool, const char *addr, const char *why) {
+    for (tsr__fetch_peer *p = pool->peers; p; p = p->next)
+        if (p->conn && !strcmp(p->addr, addr)) tsr__conn_close(p->conn, why);
+}
+
 void tsr__fetch_close_all(tsr__fetch_pool *pool) {
     pool->closing = 1;
     for (tsr__fetch_peer *p = pool->peers; p; p = p->next)

@@ -94,6 +94,9 @@ void tsr__fetch_flush(tsr__fetch_pool *p);
  * caller's own loop was held up, so silence is counted from now instead (nothing was read). */
 void tsr__fetch_close_silent(tsr__fetch_pool *p, uint64_t timeout_ms, int stalled);
 
+/* Closes the connection to addr, if there is one: its requests end in TSR__FETCH_ERROR (why)
+ * from the loop. For a peer known to be lost, which may be stopped and answer nothing. */
+void tsr__fetch_close_addr(tsr__fetch_pool *p, const char *addr, const char *why);
 /* Closes every connection; their requests end in TSR__FETCH_ERROR from the loop. */
 void tsr__fetch_close_all(tsr__fetch_pool *p);
 

@@ -125,7 +125,8 @@ typedef struct tsr__list {
     XX(info)                                                                                       \
     XX(heartbeat)                                                                                  \
     XX(computed)                                                                                   \
-    XX(release_keys)
+    XX(release_keys)                                                                               \
+    XX(peer_lost)
 
 /* Element records. A kv is one entry of a KV map; its key is the name, not a field key. */
 #define TSR__R_kv(F, X) F(X, STR, k, REQ, _) F(X, U64, v, REQ, _)
@@ -323,6 +324,9 @@ typedef struct tsr__list {
 #define TSR__R_wait_workers(F, X) F(X, U64, count, REQ, _)
 #define TSR__R_workers(F, X) F(X, U64, count, REQ, _)
 #define TSR__R_shutdown(F, X)
+/* S→W: the worker at addr (a peer address) is lost: fetches waiting on it fail now (it may be
+ * stopped, and would answer nothing until the fetch timeout). */
+#define TSR__R_peer_lost(F, X) F(X, STR, addr, REQ, _)
 /* Liveness: sent every heartbeat interval each way between scheduler and worker, and from the
  * scheduler to clients and monitors. Carries nothing; any frame counts as a sign of life. */
 #define TSR__R_heartbeat(F, X)

@@ -312,6 +312,14 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
         return;
     case TSR__MSG_heartbeat: /* its arrival was the point (wire/conn.c notes it) */
         return;
+    case TSR__MSG_peer_lost: {
+        /* Fetches from it fail now, not after --timeout: the scheduler runs their tasks again
+         * once their inputs are made again. */
+        char addr[128];
+        if (tsr__str_copy(addr, sizeof addr, m.u.peer_lost.addr) == 0)
+            tsr__fetch_close_addr(&w->fetch, addr, "the scheduler lost that worker");
+        return;
+    }
     default:
         tsr__log(&w->log, TSR_LOG_ERROR, "scheduler sent an unexpected \"%s\"",
                  tsr__msg_name(m.type));

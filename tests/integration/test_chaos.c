@@ -400,6 +400,7 @@ static void join_at_a_fifth(const tsr_progress *p, void *user) {
     if (jn->late && !jn->at) jn->at = run; /* the first report after it joined */
     if (jn->late || all == 0 || run * 5 < all) return;
     jn->late = start_worker_with(jn->addr, 1, "late", worker_args);
+    if (current) current->w[1] = jn->late; /* reaped with the cluster if the test fails */
 }
 
 /* A worker that joins a fifth of the way through a job gets a share of what is left (the
