@@ -48,6 +48,9 @@ def reap():
             p.wait()
 
 
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that reap() runs
+
+
 def start(cmd, log):
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     ALL.append(p)

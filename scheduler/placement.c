@@ -188,6 +188,16 @@ void tsr__partition(tsr__sched *s, tsr__sjob *j) {
     free(share);
 }
 
+/* The workers changed: what every live job still has to run is divided again among the live
+ * workers, so that one that joins mid-job gets its share of homes (not only what it steals)
+ * and nothing keeps a lost worker as its home. */
+void tsr__repartition(tsr__sched *s) {
+    for (size_t i = 0; i < s->nlive; i++) {
+        tsr__sjob *j = s->jobs[s->live[i]];
+        if (!j->cancelled) tsr__partition(s, j);
+    }
+}
+
 /* ---- placement ---- */
 
 /* Seconds before task id could start on worker wid because of its inputs: nothing for inputs

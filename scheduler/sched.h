@@ -149,6 +149,9 @@ typedef struct tsr__sjob {
     /* Poison tasks: per task, how many workers died while it was in their in-flight window
      * (allocated at the first such death; tsr__sched.allowed_failures ends it). */
     uint8_t *deaths;
+    /* Per task, how often it was run again after it erred before it started (a failed fetch, a
+     * missing input: not its kernel's fault); allocated at the first. */
+    uint8_t *input_retries;
     int cancelled;     /* failed or released: only waits for in-flight reports to drain */
     int finished_sent; /* a finished message was emitted for the current set of outputs */
     int dirty;         /* progress changed since the last progress message */
@@ -218,7 +221,12 @@ typedef struct tsr__parked {
     double since;
     char *msg;
     char worker[64];
+    int kept; /* it erred before it started (its inputs' stage): it may be run again */
 } tsr__parked;
+
+/* How many times a task that errs before it starts (a fetch that failed, an input its worker
+ * did not have) is run again before its error fails the job. */
+#define TSR__INPUT_RETRIES 3
 
 enum { TSR__KIND_CPU = 0, TSR__KIND_GPU = 1, TSR__KINDS };
 
@@ -436,6 +444,8 @@ static inline uint64_t tsr__worker_mem(const tsr__sworker *w) {
 /* Gives each task of a job that is still to run a home (the partition): at submission, and
  * again whenever a worker joins or is lost. */
 void tsr__partition(tsr__sched *s, tsr__sjob *j);
+/* tsr__partition for every live job (the workers changed). */
+void tsr__repartition(tsr__sched *s);
 /* The worker a ready task should go to, or TSR__NONE when no worker is alive. */
 uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task);
 /* Backlog heap on (job, task); keeps each task's pos current. */

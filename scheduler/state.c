@@ -165,6 +165,7 @@ static void job_free(tsr__sjob *j) {
     free(j->xfers);
     free(j->stream);
     free(j->deaths);
+    free(j->input_retries);
     tsr__keyvec_free(&j->rfar);
     free(j);
 }
@@ -580,16 +581,6 @@ static void job_cancel(tsr__sched *s, tsr__sjob *j) {
 
 /* ---- workers ---- */
 
-/* The workers changed: what every live job still has to run is divided again among the live
- * workers, so that one that joins mid-job gets its share of homes (not only what it steals)
- * and nothing keeps a lost worker as its home. */
-static void repartition(tsr__sched *s) {
-    for (size_t i = 0; i < s->nlive; i++) {
-        tsr__sjob *j = s->jobs[s->live[i]];
-        if (!j->cancelled) tsr__partition(s, j);
-    }
-}
-
 uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, int kind,
                                const char *addr, const char *name) {
     MUST_GROW(s->w, s->wcap, s->nw + 1);
@@ -608,7 +599,7 @@ uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, i
     s->nalive++;
     s->nthreads += w->threads;
     s->nkind[w->kind]++;
-    repartition(s);
+    tsr__repartition(s);
     /* Tasks that had nowhere to go get placed now (placement may spread them out). One pass
      * over the list as it was: a task this worker has no kernel for goes back on it. */
     tsr__keyvec pend = s->unassigned;
@@ -833,7 +824,7 @@ void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid) {
     }
 
     /* 5. Recount and place what can run, after the tasks still to run have new homes. */
-    repartition(s);
+    tsr__repartition(s);
     for (int pass = 0; pass < 2; pass++) {
         tsr__keyvec *L = pass ? S : R;
         for (size_t i = 0; i < L->n; i++) {
@@ -992,6 +983,26 @@ static void fail_task(tsr__sched *s, tsr__sjob *j, uint32_t task, const char *wo
     job_cancel(s, j);
 }
 
+/* A task that erred before it started (kept: its inputs' stage failed, as when a holder dies
+ * or a chunk is not where the scheduler last knew it) goes back to waiting and runs again, at
+ * most TSR__INPUT_RETRIES times: 1 then, 0 when its error must fail the job. */
+static int retry_input(tsr__sched *s, tsr__sjob *j, uint32_t task, const char *msg) {
+    if (!j->input_retries) {
+        j->input_retries = calloc(j->g.ntasks ? j->g.ntasks : 1, 1);
+        if (!j->input_retries) oom();
+    }
+    if (j->input_retries[task] >= TSR__INPUT_RETRIES) return 0;
+    j->input_retries[task]++;
+    tsr__stask *t = &j->t[task];
+    tsr__log(s->log, TSR_LOG_INFO, "job %u task %u: run again after an input failure (%s)", j->id,
+             task, msg);
+    set_state(s, j, t, TSR__TS_WAITING);
+    t->where = TSR__NONE;
+    t->deps_left = count_missing(j, task);
+    if (t->deps_left == 0) make_ready(s, j, task);
+    return 1;
+}
+
 static int erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const char *msg,
                  int kept, double now) {
     tsr__sjob *j;
@@ -1042,10 +1053,12 @@ static int erred(tsr__sched *s, uint32_t wid, uint32_t job, uint32_t task, const
         p->msg = strdup(msg);
         if (!p->msg) oom();
         snprintf(p->worker, sizeof p->worker, "%s", s->w[wid].name);
+        p->kept = kept;
         t->flags |= TSR__TF_SUSPECT;
         t->deps_left = 0;
         return 0;
     }
+    if (kept && !donated && retry_input(s, j, task, msg)) return 0;
     fail_task(s, j, task, s->w[wid].name, msg);
     return 0;
 }
@@ -1061,8 +1074,11 @@ void tsr__sched_tick(tsr__sched *s, double now) {
         tsr__sjob *j = tsr__sched_job(s, p.k.job);
         if (j && !j->cancelled && (j->t[p.k.task].flags & TSR__TF_SUSPECT)) {
             j->t[p.k.task].flags &= (uint8_t)~TSR__TF_SUSPECT;
-            fail_task(s, j, p.k.task, p.worker, p.msg); /* may unpark others: rescan */
-            i = 0;
+            /* Nobody was lost: a fetch from a live worker failed (a dropped connection). */
+            if (!p.kept || !retry_input(s, j, p.k.task, p.msg)) {
+                fail_task(s, j, p.k.task, p.worker, p.msg); /* may unpark others: rescan */
+                i = 0;
+            }
         }
         free(p.msg);
     }
