@@ -1020,3 +1020,51 @@ Test(sched_proto, submit_decode_and_validation) {
     cr_assert_eq(tsr__proto_submit("\xc1", 1, &spec, err, sizeof err), TSR_EPROGRAM);
     msgpack_sbuffer_destroy(&b);
 }
+
+/* Issue 12, item 3: a task that errs before it starts (kept: a fetch failed, or an input was
+ * not on its worker, as when a chunk's holder just died) is run again, up to
+ * TSR__INPUT_RETRIES times; only the next such error, like any kernel error, fails the job. */
+Test(sched_state, input_errors_are_retried_then_fail) {
+    tsr__sched s;
+    tsr__sched_init(&s, &quiet);
+    uint32_t w = tsr__sched_add_worker(&s, 1, 1, TSR__KIND_CPU, "127.0.0.1:9001", "w0");
+    gb g = {0};
+    uint32_t a = gb_task(&g, 0, NULL);
+    uint32_t b = gb_task(&g, 1, (uint32_t[]){a});
+    g.outputs[g.nout++] = b;
+    acts x;
+    uint32_t job = submit(&s, &g);
+    drain(&s, &x);
+    tsr__sched_done(&s, w, job, a, 10, -1);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_COMPUTE, w, b));
+    for (int i = 0; i < TSR__INPUT_RETRIES; i++) {
+        cr_assert_eq(tsr__sched_erred(&s, w, job, b, "input (1,0) is not on this worker", 1, 0.0),
+                     0);
+        drain(&s, &x);
+        cr_assert_eq(count(&x, TSR__ACT_FAILED), 0, "retry %d failed the job", i);
+        cr_assert(has(&x, TSR__ACT_COMPUTE, w, b), "retry %d: not sent again", i);
+    }
+    cr_assert_eq(tsr__sched_erred(&s, w, job, b, "input (1,0) is not on this worker", 1, 0.0), 0);
+    drain(&s, &x);
+    cr_assert(has(&x, TSR__ACT_FAILED, 0, b), "the retries are bounded");
+    tsr__sched_free(&s);
+}
+
+/* A fetch from a live holder that fails (a dropped connection) and stays unexplained by a loss
+ * through the grace period is run again when it erred before starting. */
+Test(sched_state, kept_fetch_error_without_loss_is_retried_after_grace) {
+    tsr__sched s;
+    acts x;
+    uint32_t job = spread_pair(&s, &x);
+    tsr__sjob *j = tsr__sched_job(&s, job);
+    uint32_t at = j->t[2].where;
+    cr_assert_eq(tsr__sched_erred(&s, at, job, 2, "could not fetch input", 1, 10.0), 0);
+    drain(&s, &x);
+    cr_assert_eq(x.n, 0, "parked first");
+    tsr__sched_tick(&s, 12.0);
+    drain(&s, &x);
+    cr_assert_eq(count(&x, TSR__ACT_FAILED), 0);
+    cr_assert_eq(count(&x, TSR__ACT_COMPUTE), 1, "run again");
+    tsr__sched_free(&s);
+}
