@@ -127,7 +127,9 @@ int tsr__kdesc_unpack(const msgpack_object *obj, tsr_kdesc *d, int64_t **ibuf, d
     size_t slen = 0;
     if (sp->type == MSGPACK_OBJECT_STR) {
         slen = sp->via.str.size;
-        if (slen > KDESC_MAX_STRING || memchr(sp->via.str.ptr, 0, slen)) return TSR_EPROTOCOL;
+        /* An empty string's pointer may be NULL (msgpack-c): memchr and memcpy must not see it. */
+        if (slen > KDESC_MAX_STRING || (slen && memchr(sp->via.str.ptr, 0, slen)))
+            return TSR_EPROTOCOL;
     } else if (sp->type != MSGPACK_OBJECT_NIL) {
         return TSR_EPROTOCOL;
     }
@@ -154,7 +156,7 @@ int tsr__kdesc_unpack(const msgpack_object *obj, tsr_kdesc *d, int64_t **ibuf, d
         if (obj_number(&fp->via.array.ptr[k], &fb[k])) goto bad;
     if (sp->type == MSGPACK_OBJECT_STR) {
         char *s = (char *)ib + ibytes;
-        memcpy(s, sp->via.str.ptr, slen);
+        if (slen) memcpy(s, sp->via.str.ptr, slen);
         s[slen] = '\0';
         d->s = s;
     }

@@ -332,6 +332,12 @@ int tsr__conn_accept(tsr__conn *c, uv_stream_t *server) {
     return rc;
 }
 
+int tsr__conn_open(tsr__conn *c, int fd) {
+    int rc = uv_tcp_open(&c->tcp, fd);
+    if (rc == 0) rc = start_reading(c);
+    return rc;
+}
+
 static void connect_cb(uv_connect_t *req, int status) {
     connect_req *cr = (connect_req *)req;
     tsr__conn *c = cr->conn;

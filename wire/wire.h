@@ -90,6 +90,9 @@ tsr__conn *tsr__conn_new(uv_loop_t *loop, const tsr__conn_cbs *cbs, void *owner,
                          const tsr__logger *log);
 /* Accepts a pending connection from server into c and starts reading. */
 int tsr__conn_accept(tsr__conn *c, uv_stream_t *server);
+/* Adopts a connected stream socket fd (the connection owns it from now on) and starts reading:
+ * for tests and the frame fuzzer (tests/fuzz), which feed bytes through a socketpair. */
+int tsr__conn_open(tsr__conn *c, int fd);
 /* Connects to "HOST:PORT"; reading starts when connected. A numeric HOST is connected to at
  * once; a name is looked up first with uv_getaddrinfo (on libuv's thread pool), and a failed
  * lookup ends like a failed connect: on_connect with the UV_EAI_* code, then on_close with
