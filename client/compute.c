@@ -394,7 +394,7 @@ static int compute(tsr_client *c, tsr_array *const *arrays, size_t n,
         if (rt->accepted && c->connected && c->sched) {
             /* Cancels the job if it is still running, frees whatever it holds. */
             tsr__send_release(c->sched, rt->job);
-            uv_run(&c->loop, UV_RUN_NOWAIT);
+            tsr__uv_run(&c->loop, UV_RUN_NOWAIT);
         }
         goto out;
     }
@@ -403,7 +403,7 @@ static int compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     } else if (c->connected && c->sched) {
         /* Nothing is kept: whatever the job still holds can go. */
         tsr__send_release(c->sched, rt->job);
-        uv_run(&c->loop, UV_RUN_NOWAIT);
+        tsr__uv_run(&c->loop, UV_RUN_NOWAIT);
     }
     if (rc == 0) {
         rt->progress.done = rt->progress.total;

@@ -87,7 +87,7 @@ int tsr_client_flush(tsr_client *c) {
         return 0;
     }
     tsr__client_flush_releases(c);
-    uv_run(&c->loop, UV_RUN_NOWAIT); /* writes what the socket did not take at once */
+    tsr__uv_run(&c->loop, UV_RUN_NOWAIT); /* writes what the socket did not take at once */
     return 0;
 }
 
@@ -229,7 +229,7 @@ int tsr__rt_run_until(tsr__rt *rt, const int *flag, int timeout_ms) {
             tsr__rt_fail(rt, TSR_EINTERRUPTED, "interrupted");
             break;
         }
-        uv_run(&rt->c->loop, UV_RUN_ONCE);
+        tsr__uv_run(&rt->c->loop, UV_RUN_ONCE);
     }
     uv_timer_stop(&rt->timer);
     uv_timer_stop(&rt->live);
@@ -309,13 +309,13 @@ void tsr__client_close(tsr_client *c) {
      * before the close; a release that still does not make it is done by the scheduler's own
      * cleanup when the connection closes. */
     tsr__client_flush_releases(c);
-    uv_run(&c->loop, UV_RUN_NOWAIT);
+    tsr__uv_run(&c->loop, UV_RUN_NOWAIT);
     if (c->rt) {
         /* Connections' on_close callbacks must not report failures into a dying runtime. */
         c->rt->failed = TSR_ECLOSED;
     }
     uv_walk(&c->loop, close_walk, NULL);
-    uv_run(&c->loop, UV_RUN_DEFAULT);
+    tsr__uv_run(&c->loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&c->loop);
     if (rc) tsr__log(&c->log, TSR_LOG_WARN, "event loop not empty at close: %s", uv_strerror(rc));
     c->loop_init = 0;
@@ -403,7 +403,7 @@ int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms, const char *(
     rc = tsr__rt_run_until(rt, &rt->got_workers, timeout_ms);
     if (checking) {
         uv_close((uv_handle_t *)&check, NULL);
-        uv_run(&c->loop, UV_RUN_NOWAIT);
+        tsr__uv_run(&c->loop, UV_RUN_NOWAIT);
     }
     return rc;
 }
@@ -411,7 +411,7 @@ int tsr__client_wait_workers(tsr_client *c, int n, int timeout_ms, const char *(
 void tsr__client_shutdown_cluster(tsr_client *c) {
     if (c->sched && !c->sched->closing)
         tsr__send_msg(c->sched, TSR__MSG_shutdown, &(tsr__msg_shutdown){0});
-    if (c->loop_init) uv_run(&c->loop, UV_RUN_NOWAIT);
+    if (c->loop_init) tsr__uv_run(&c->loop, UV_RUN_NOWAIT);
 }
 
 void tsr_client_free(tsr_client *c) {

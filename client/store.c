@@ -512,7 +512,7 @@ void tsr__ostream_free(tsr__ostream *s) {
         /* The handle lives in the store: the store goes in its close callback. */
         s->check.data = s;
         uv_close((uv_handle_t *)&s->check, free_check);
-        uv_run(&s->c->loop, UV_RUN_NOWAIT);
+        tsr__uv_run(&s->c->loop, UV_RUN_NOWAIT);
         return;
     }
     free(s);

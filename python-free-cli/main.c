@@ -123,8 +123,8 @@ int main(int argc, char **argv) {
         printf("tessera %s\n", tsr_version());
         return EXIT_OK;
     }
-    /* The library writes sockets with write(): a peer that vanished must close one connection,
-     * not kill the process (tessera.h, "Servers as handles"). */
+    /* The library keeps its own socket writes from raising SIGPIPE (tessera.h, "Servers as
+     * handles"); what is left is stdout or stderr on a closed pipe, where an error beats death. */
     signal(SIGPIPE, SIG_IGN);
     static const struct {
         const char *name;

@@ -341,7 +341,7 @@ static void close_all(tsr__server *srv) {
 static int finish_loop(tsr_scheduler *s) {
     tsr__server *srv = &s->srv;
     close_handle((uv_handle_t *)&s->stop_async);
-    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    tsr__uv_run(&srv->loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&srv->loop);
     if (rc) {
         uv_walk(&srv->loop, on_walk, srv);
@@ -462,7 +462,7 @@ const char *tsr_scheduler_address(const tsr_scheduler *s) {
 int tsr_scheduler_run(tsr_scheduler *s) {
     if (!s || s->ran) return TSR_EINVALID;
     s->ran = 1;
-    uv_run(&s->srv.loop, UV_RUN_DEFAULT);
+    tsr__uv_run(&s->srv.loop, UV_RUN_DEFAULT);
     return 0;
 }
 
@@ -476,7 +476,7 @@ void tsr_scheduler_free(tsr_scheduler *s) {
     if (!srv->stopping) {
         /* Never ran, or run has not been asked to stop: stop now and let the closes finish. */
         tsr__server_stop(srv, "freed");
-        uv_run(&srv->loop, UV_RUN_DEFAULT);
+        tsr__uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
     finish_loop(s);
     release(s);

@@ -2,6 +2,8 @@
  * owner's buffer), writing frames without copying payloads, and closing exactly once. It knows
  * nothing of message meanings; malformed input closes this connection only. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +40,54 @@ typedef struct resolve_req {
 } resolve_req;
 
 static void on_close_cb(uv_handle_t *h);
+
+/* ---- SIGPIPE ----------------------------------------------------------------------------------
+ * libuv writes sockets with write()/writev(), which cannot take MSG_NOSIGNAL: a write to a
+ * connection the peer has reset raises SIGPIPE, whose default action kills the process (a peer
+ * that asks for a large chunk twice and resets did exactly that to workers). The library may not
+ * change the process's disposition (tessera.h), so every socket write it makes runs with SIGPIPE
+ * blocked on the writing thread: inside tsr__uv_run (where libuv writes what a socket did not
+ * take at once) and around uv_write (which writes at once when it can). A SIGPIPE those writes
+ * raise is thread-directed, so it stays pending on this thread, and is taken with sigtimedwait
+ * before the mask is restored: it is never delivered, and the write fails with EPIPE, closing
+ * that connection only. A caller that blocks SIGPIPE itself is left alone. */
+
+static _Thread_local int sigpipe_depth;
+
+typedef struct pipe_guard {
+    int active; /* this guard blocked SIGPIPE and unblocks it */
+} pipe_guard;
+
+static void guard_enter(pipe_guard *g) {
+    g->active = 0;
+    if (sigpipe_depth++ > 0) return; /* an outer guard on this thread holds it */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGPIPE);
+    if (pthread_sigmask(SIG_BLOCK, &block, &old) == 0 && !sigismember(&old, SIGPIPE)) g->active = 1;
+}
+
+static void guard_leave(pipe_guard *g) {
+    sigpipe_depth--;
+    if (!g->active) return;
+    sigset_t only, pend;
+    sigemptyset(&only);
+    sigaddset(&only, SIGPIPE);
+    if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)) {
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&only, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_UNBLOCK, &only, NULL);
+}
+
+int tsr__uv_run(uv_loop_t *loop, uv_run_mode mode) {
+    pipe_guard g;
+    guard_enter(&g);
+    int rc = uv_run(loop, mode);
+    guard_leave(&g);
+    return rc;
+}
 
 tsr__conn *tsr__conn_new(uv_loop_t *loop, const tsr__conn_cbs *cbs, void *owner,
                          const tsr__logger *log) {
@@ -498,7 +548,10 @@ int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint
     }
     w->bytes = 4 + n + plen;
     c->queued_bytes += w->bytes;
+    pipe_guard g;
+    guard_enter(&g);
     rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, (unsigned)nb, write_cb);
+    guard_leave(&g);
     if (rc) {
         c->queued_bytes -= w->bytes;
         free(w->hdr);

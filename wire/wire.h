@@ -107,6 +107,12 @@ int tsr__conn_connect(tsr__conn *c, const char *address);
 int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint64_t plen,
                    void (*done)(void *arg), void *arg);
 
+/* uv_run with SIGPIPE blocked on the calling thread, and a SIGPIPE that the loop's socket writes
+ * raised taken before it is unblocked (conn.c, "SIGPIPE"): every loop of the library runs through
+ * this, so no process embedding it dies of a peer that went away. tsr__conn_send does the same
+ * around its write. */
+int tsr__uv_run(uv_loop_t *loop, uv_run_mode mode);
+
 /* Milliseconds since anything arrived on c (with since_send: since anything arrived or was
  * queued, for a requester that only expects replies to what it sent). */
 uint64_t tsr__conn_silent_ms(const tsr__conn *c, int since_send);

@@ -545,7 +545,7 @@ static void finish_loop(tsr_worker *h) {
     if (!w->loop_ok) return;
     if (h->async_ok) uv_close((uv_handle_t *)&h->stop_async, NULL);
     h->async_ok = 0;
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    tsr__uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Executors are joined; nothing else can be running. */
     int lrc = uv_loop_close(&w->loop);
     if (lrc != 0)
@@ -672,7 +672,7 @@ int tsr_worker_run(tsr_worker *h) {
     if (!h || h->ran) return TSR_EINVALID;
     h->ran = 1;
     tsr__worker *w = &h->w;
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    tsr__uv_run(&w->loop, UV_RUN_DEFAULT);
     uint64_t hwm = 0, rss = 0;
     if (w->st.status_fd >= 0) tsr__read_rss(w->st.status_fd, &hwm, &rss);
     tsr__poolstats ps;

@@ -578,12 +578,14 @@ TSR_API void tsr_program_free(tsr_program *p);
  * say goes to the logger in its options (nothing is printed when none is set). Several
  * schedulers and workers may run side by side in one process, each on its own thread.
  *
- * SIGPIPE: servers and clients write to sockets with write(), which raises SIGPIPE when the peer
- * has gone; its default action kills the process. A program that embeds a scheduler, a worker or
- * a client must either ignore SIGPIPE (signal(SIGPIPE, SIG_IGN), as the `tessera` command does;
- * the write then fails with EPIPE and only that connection closes) or block it with
- * pthread_sigmask() on every thread that runs tsr_scheduler_run(), tsr_worker_run() or a client
- * call, before those threads start the library's own threads (which inherit the mask).
+ * SIGPIPE: a program need not ignore it. The library writes sockets through libuv, with writev(),
+ * which cannot take MSG_NOSIGNAL; so every such write runs with SIGPIPE blocked on the thread
+ * that makes it (the one inside tsr_scheduler_run(), tsr_worker_run() or a client call), and a
+ * SIGPIPE it raised is taken with sigtimedwait() before SIGPIPE is unblocked again: it is never
+ * delivered, the write fails with EPIPE, and only that connection closes. The disposition of
+ * SIGPIPE is never changed. Two consequences: a SIGPIPE sent to the process with kill() while a
+ * library call blocks it may be taken too; and a program that blocks SIGPIPE itself keeps it
+ * blocked (the library then leaves the mask and any pending SIGPIPE alone).
  * ------------------------------------------------------------------------------------------- */
 
 /* The library's version, "MAJOR.MINOR.PATCH" (TSR_VERSION_* of the library actually linked).
