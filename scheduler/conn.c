@@ -60,6 +60,9 @@ void tsr__server_on_connection(uv_stream_t *listener, int status) {
     }
     p->conn->max_header = HELLO_MAX_HEADER;
     p->conn->max_payload = 0;
+    /* Until it says who it is, a peer gets backpressure and a deadline (wire.h). */
+    tsr__conn_limit_output(p->conn);
+    tsr__conn_set_deadline(p->conn, tsr__hello_timeout_ms, "no hello in time");
     p->id = (uint32_t)srv->npeers;
     srv->peers[srv->npeers++] = p;
     srv->nopen++;
@@ -95,7 +98,7 @@ void tsr__peer_close_soon(tsr__peer *p, const char *reason) {
         tsr__log(&p->srv->log, TSR_LOG_INFO, "%s %s (%s): closing: %s", role_name(p->role), p->name,
                  p->conn->peer, reason);
     p->close_when_drained = 1;
-    uv_read_stop((uv_stream_t *)&p->conn->tcp); /* nothing more from it is acted on */
+    tsr__conn_stop_reading(p->conn); /* nothing more from it is acted on */
     if (p->conn->queued_bytes == 0) tsr__conn_close(p->conn, reason);
 }
 
@@ -142,6 +145,10 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
         return;
     }
     p->role = h.role;
+    tsr__conn_clear_deadline(p->conn);
+    /* Clients and monitors keep the output caps; a worker's link is read at both ends always
+     * (compute one way, done the other: two paused ends would wait on each other). */
+    if (h.role == TSR__ROLE_WORKER) tsr__conn_unlimit_output(p->conn);
     p->conn->max_header = h.role == TSR__ROLE_MONITOR ? HELLO_MAX_HEADER : TSR_WIRE_MAX_HEADER;
     p->conn->max_payload = h.role == TSR__ROLE_CLIENT ? CLIENT_MAX_PAYLOAD : 0;
     msgpack_sbuffer b;

@@ -40,6 +40,12 @@ typedef struct resolve_req {
 } resolve_req;
 
 static void on_close_cb(uv_handle_t *h);
+static void on_timer_closed(uv_handle_t *h);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void process_stage(tsr__conn *c);
+
+unsigned tsr__hello_timeout_ms = 10000;
 
 /* ---- SIGPIPE ----------------------------------------------------------------------------------
  * libuv writes sockets with write()/writev(), which cannot take MSG_NOSIGNAL: a write to a
@@ -98,6 +104,10 @@ tsr__conn *tsr__conn_new(uv_loop_t *loop, const tsr__conn_cbs *cbs, void *owner,
         return NULL;
     }
     c->tcp.data = c;
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    uv_unref((uv_handle_t *)&c->timer); /* never what keeps a loop running */
+    c->handles_open = 2;
     c->loop = loop;
     c->cbs = cbs;
     c->owner = owner;
@@ -144,7 +154,124 @@ static void close_with(tsr__conn *c, int status, const char *fmt, ...) {
         uv_cancel((uv_req_t *)&rr->req);
         c->resolving = NULL;
     }
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
     uv_close((uv_handle_t *)&c->tcp, on_close_cb);
+}
+
+/* ---- backpressure and the greeting deadline --------------------------------------------------
+ * A connection with limits (tsr__conn_limit_output) stops reading while more than out_soft bytes
+ * of its output are queued: a peer that sends requests and never reads the replies (20,000 gets
+ * grew a worker by 335 MB) gets no more of them answered until it reads. Frames already read
+ * wait in the stage, in order. One timer per connection runs while a deadline is set or the
+ * connection is paused: it closes a connection not greeted in time, and one whose paused output
+ * made no progress for stall_ms (libuv's write queue did not shrink). */
+
+/* What the queued output costs in memory: its bytes, and for each frame its write request and
+ * the allocator's overhead (20-byte replies cost several times their size). */
+#define FRAME_OVERHEAD 256
+
+static size_t out_cost(const tsr__conn *c) {
+    return c->queued_bytes + c->queued_frames * FRAME_OVERHEAD;
+}
+
+static int over_soft(const tsr__conn *c) {
+    return c->out_soft && out_cost(c) > c->out_soft;
+}
+
+int tsr__conn_over_soft(const tsr__conn *c) {
+    return over_soft(c);
+}
+
+static void timer_cb(uv_timer_t *t);
+
+/* Starts the timer for the earliest thing due (checking a paused connection's progress at
+ * least every second), or stops it. */
+static void arm(tsr__conn *c) {
+    if (c->closing) return;
+    uint64_t now = uv_now(c->loop), due = c->deadline;
+    if (c->paused && c->stall_ms) {
+        uint64_t d = c->stall_since + c->stall_ms;
+        if (d > now + 1000) d = now + 1000;
+        if (!due || d < due) due = d;
+    }
+    if (!due) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uv_timer_start(&c->timer, timer_cb, due > now ? due - now : 0, 0);
+}
+
+static void timer_cb(uv_timer_t *t) {
+    tsr__conn *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    if (c->deadline && now >= c->deadline) {
+        close_with(c, UV_ETIMEDOUT, "%s", c->deadline_why);
+        return;
+    }
+    if (c->paused && c->stall_ms) {
+        size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+        if (q < c->stall_mark) {
+            c->stall_mark = q;
+            c->stall_since = now;
+        } else if (now - c->stall_since >= c->stall_ms) {
+            close_with(c, UV_ETIMEDOUT, "peer reads nothing: %zu bytes queued for it for %u ms",
+                       c->queued_bytes, c->stall_ms);
+            return;
+        }
+    }
+    arm(c);
+}
+
+static void pause_reading(tsr__conn *c) {
+    if (c->paused || c->closing) return;
+    c->paused = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->stall_mark = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    c->stall_since = uv_now(c->loop);
+    arm(c);
+}
+
+/* Reads again: first the owner's held-back work (on_drain: it was asked for before the frames
+ * still in the stage), then those frames. */
+static void resume_reading(tsr__conn *c) {
+    if (!c->paused || c->closing || c->stopped) return;
+    c->paused = 0;
+    arm(c);
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    if (rc) {
+        close_with(c, rc, "read error: %s", uv_strerror(rc));
+        return;
+    }
+    if (c->cbs->on_drain) c->cbs->on_drain(c);
+    if (!c->closing && !c->in_payload) process_stage(c);
+}
+
+void tsr__conn_stop_reading(tsr__conn *c) {
+    c->stopped = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void tsr__conn_limit_output(tsr__conn *c) {
+    c->out_soft = TSR_WIRE_OUT_SOFT;
+    c->out_hard = TSR_WIRE_OUT_HARD;
+    c->stall_ms = TSR_WIRE_OUT_STALL_MS;
+}
+
+void tsr__conn_unlimit_output(tsr__conn *c) {
+    c->out_soft = c->out_hard = 0;
+    c->stall_ms = 0;
+    resume_reading(c);
+}
+
+void tsr__conn_set_deadline(tsr__conn *c, unsigned ms, const char *why) {
+    c->deadline = uv_now(c->loop) + (ms ? ms : 1);
+    snprintf(c->deadline_why, sizeof c->deadline_why, "%s", why);
+    arm(c);
+}
+
+void tsr__conn_clear_deadline(tsr__conn *c) {
+    c->deadline = 0;
+    arm(c);
 }
 
 uint64_t tsr__conn_silent_ms(const tsr__conn *c, int since_send) {
@@ -179,7 +306,13 @@ static void on_close_cb(uv_handle_t *h) {
     if (c->pdest_owned) free(c->pdest);
     msgpack_unpacked_destroy(&c->hdr_unpacked);
     free(c->stage);
-    free(c);
+    c->stage = NULL;
+    if (--c->handles_open == 0) free(c);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+    tsr__conn *c = h->data;
+    if (--c->handles_open == 0) free(c);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -216,6 +349,10 @@ static void deliver(tsr__conn *c, void *payload, uint64_t plen) {
 static void process_stage(tsr__conn *c) {
     size_t pos = 0;
     while (!c->closing && !c->in_payload) {
+        if (over_soft(c)) { /* backpressure: the rest waits in the stage */
+            pause_reading(c);
+            break;
+        }
         size_t avail = c->stage_len - pos;
         if (avail < 4) break;
         const uint8_t *p = c->stage + pos;
@@ -354,7 +491,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     if (c->in_payload) {
         c->pgot += (uint64_t)nread;
-        if (c->pgot < c->plen) return;
+        if (c->pgot < c->plen) {
+            if (over_soft(c)) pause_reading(c);
+            return;
+        }
         uint8_t *dest = c->pdest;
         int owned = c->pdest_owned;
         c->in_payload = 0;
@@ -363,6 +503,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         deliver(c, dest, c->plen);
         if (owned) free(dest);
         c->stage_len = 0;
+        if (!c->closing && over_soft(c)) pause_reading(c);
         return;
     }
     c->stage_len += (size_t)nread;
@@ -489,12 +630,18 @@ int tsr__conn_connect(tsr__conn *c, const char *address) {
 
 static void write_cb(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
-    w->conn->queued_bytes -= w->bytes;
+    tsr__conn *c = w->conn;
+    c->queued_bytes -= w->bytes;
+    c->queued_frames--;
     if (status < 0 && status != UV_ECANCELED)
-        close_with(w->conn, status, "write error: %s", uv_strerror(status));
+        close_with(c, status, "write error: %s", uv_strerror(status));
     if (w->done) w->done(w->arg);
     free(w->hdr);
     free(w);
+    if (c->paused && !c->closing) {
+        c->stall_since = uv_now(c->loop); /* progress */
+        if (!over_soft(c)) resume_reading(c);
+    }
 }
 
 int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint64_t plen,
@@ -509,6 +656,12 @@ int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint
         rc = TSR_ETOOLARGE;
         goto fail;
     }
+    if (c->out_hard && over_soft(c) && out_cost(c) + 4 + hdr->size + plen > c->out_hard) {
+        close_with(c, TSR_ETOOLARGE, "peer reads too slowly: %zu bytes queued for it (limit %zu)",
+                   out_cost(c), c->out_hard);
+        rc = TSR_ECLOSED;
+        goto fail;
+    }
     w = malloc(sizeof *w);
     if (!w) {
         rc = -ENOMEM;
@@ -519,6 +672,11 @@ int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint
     w->len[1] = (uint8_t)(n >> 16);
     w->len[2] = (uint8_t)(n >> 8);
     w->len[3] = (uint8_t)n;
+    /* msgpack's sbuffer starts at 8 KiB: a queued 50-byte reply would hold all of it. */
+    if (hdr->alloc - hdr->size > 4096) {
+        char *shrunk = realloc(hdr->data, hdr->size);
+        if (shrunk) hdr->data = shrunk;
+    }
     w->hdr = hdr->data;
     hdr->data = NULL;
     hdr->size = 0;
@@ -548,18 +706,21 @@ int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint
     }
     w->bytes = 4 + n + plen;
     c->queued_bytes += w->bytes;
+    c->queued_frames++;
     pipe_guard g;
     guard_enter(&g);
     rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, (unsigned)nb, write_cb);
     guard_leave(&g);
     if (rc) {
         c->queued_bytes -= w->bytes;
+        c->queued_frames--;
         free(w->hdr);
         free(w);
         w = NULL;
         goto fail;
     }
     c->last_send = uv_now(c->loop);
+    if (over_soft(c)) pause_reading(c);
     return 0;
 fail:
     msgpack_sbuffer_clear(hdr);

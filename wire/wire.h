@@ -23,6 +23,18 @@
 #define TSR_PROTOCOL_VERSION 3
 #define TSR_WIRE_MAX_HEADER ((uint32_t)64 << 20) /* 64 MiB */
 #define TSR_WIRE_MAX_PAYLOAD ((uint64_t)1 << 40) /* 1 TiB */
+/* Backpressure on a connection that serves requests (tsr__conn_limit_output; docs/PROTOCOL.md
+ * "Backpressure"): over the soft cap of queued output it reads no more requests; a frame queued
+ * while over the soft cap that would pass the hard cap closes it, and so does a paused connection
+ * whose output makes no progress for the stall time. One frame alone may exceed both caps (a
+ * large chunk): the hard cap applies to what is queued behind it. */
+#define TSR_WIRE_OUT_SOFT ((size_t)4 << 20)  /* 4 MiB */
+#define TSR_WIRE_OUT_HARD ((size_t)64 << 20) /* 64 MiB */
+#define TSR_WIRE_OUT_STALL_MS 60000
+/* How long an accepted connection may take to be greeted (tsr__conn_set_deadline): a peer that
+ * connects and never completes its hello is dropped then. A variable only so that tests can
+ * shorten it; nothing else writes it. */
+extern unsigned tsr__hello_timeout_ms; /* default 10000 */
 
 typedef struct tsr__conn tsr__conn;
 
@@ -53,6 +65,9 @@ typedef struct tsr__conn_cbs {
     void (*on_close)(tsr__conn *c, int status, const char *reason);
     /* tsr__conn_connect finished (status 0 or an error; on error on_close follows). */
     void (*on_connect)(tsr__conn *c, int status);
+    /* Optional: a connection paused by backpressure drained below its soft cap and reads
+     * again (work the owner held back for it, such as parked replies, may go now). */
+    void (*on_drain)(tsr__conn *c);
 } tsr__conn_cbs;
 
 struct tsr__conn {
@@ -75,14 +90,26 @@ struct tsr__conn {
     int pdest_owned;
     msgpack_unpacked hdr_unpacked;
     int have_hdr;
-    size_t queued_bytes; /* bytes handed to uv_write and not yet written */
-    int status;          /* why it closed (0 = local close) */
+    size_t queued_bytes;  /* bytes handed to uv_write and not yet written */
+    size_t queued_frames; /* their frames */
+    int status;           /* why it closed (0 = local close) */
     char reason[160];
     /* Liveness (heartbeats): uv_now() when bytes last arrived, and when a frame was last
      * queued; both start at creation. Any bytes count as a sign of life, not only whole frames,
      * so a long payload does not look like silence. */
     uint64_t last_read, last_send;
     tsr__conn_auth auth;
+    /* Backpressure (tsr__conn_limit_output; 0 = no limit) and the greeting deadline, private
+     * to conn.c: a timer runs while either is pending. */
+    size_t out_soft, out_hard;
+    uint32_t stall_ms;
+    int paused;        /* reading stopped: queued output over out_soft */
+    int stopped;       /* tsr__conn_stop_reading: never reads again */
+    size_t stall_mark; /* libuv's write queue size when progress was last seen */
+    uint64_t stall_since, deadline;
+    char deadline_why[64];
+    uv_timer_t timer;
+    int handles_open; /* 2 while the TCP handle and the timer are open */
 };
 
 /* Creates a connection object on loop (not yet connected). log is borrowed. */
@@ -113,6 +140,20 @@ int tsr__conn_send(tsr__conn *c, msgpack_sbuffer *hdr, const void *payload, uint
  * around its write. */
 int tsr__uv_run(uv_loop_t *loop, uv_run_mode mode);
 
+/* Backpressure with the default caps (TSR_WIRE_OUT_*): for connections that answer requests
+ * (a worker's peer port, the scheduler's clients and monitors). Off by default, and off again
+ * with tsr__conn_unlimit_output (the scheduler's workers: both ends of that link must keep
+ * reading, or two full queues would wait on each other). */
+void tsr__conn_limit_output(tsr__conn *c);
+void tsr__conn_unlimit_output(tsr__conn *c);
+/* Over the soft cap: the owner should hold back work it would queue on its own (replies it
+ * parked), and resume it from on_drain. */
+int tsr__conn_over_soft(const tsr__conn *c);
+/* Closes the connection with reason `why` unless tsr__conn_clear_deadline is called within ms
+ * milliseconds (the greeting: tsr__hello_timeout_ms). */
+void tsr__conn_set_deadline(tsr__conn *c, unsigned ms, const char *why);
+void tsr__conn_clear_deadline(tsr__conn *c);
+
 /* Milliseconds since anything arrived on c (with since_send: since anything arrived or was
  * queued, for a requester that only expects replies to what it sent). */
 uint64_t tsr__conn_silent_ms(const tsr__conn *c, int since_send);
@@ -120,6 +161,9 @@ uint64_t tsr__conn_silent_ms(const tsr__conn *c, int since_send);
 /* The payload being received into the owner's buffer (on_header's *dest) must no longer touch
  * it: the rest goes to a buffer of the connection's own, handed to on_frame and freed. */
 void tsr__conn_drop_payload(tsr__conn *c);
+
+/* Reads nothing more, for good (a connection that closes once its output drains). */
+void tsr__conn_stop_reading(tsr__conn *c);
 
 /* Closes the connection (idempotent); on_close follows from the loop. reason may be NULL. */
 void tsr__conn_close(tsr__conn *c, const char *reason);

@@ -18,6 +18,8 @@
 
 /* Replies carrying at most this many payload bytes are copied into the turn's batch. */
 #define BATCH_MAX_PAYLOAD (16 * 1024)
+/* A batch this large goes out at once, so that backpressure (wire.h) sees it. */
+#define BATCH_FLUSH (256 * 1024)
 
 /* ---- Server side ----------------------------------------------------------------------------- */
 
@@ -27,9 +29,12 @@ enum { SERVED, PARKED };
 static int serve_get(peer_in *p, uint32_t job, uint32_t id);
 static int prepare_get(peer_in *p, uint32_t job, uint32_t id, int read);
 
+static void pin_on_drain(tsr__conn *c);
+
 static const tsr__conn_cbs pin_cbs = {
     .on_frame = pin_on_frame,
     .on_close = pin_on_close,
+    .on_drain = pin_on_drain,
 };
 
 void tsr__peer_on_connection(uv_stream_t *server, int status) {
@@ -50,6 +55,10 @@ void tsr__peer_on_connection(uv_stream_t *server, int status) {
     /* Peers only ask; nothing they send carries a payload or needs a large header. */
     c->max_payload = 0;
     c->max_header = 64 * 1024;
+    /* A peer that asks and never reads gets no more answers once 4 MiB wait for it, and one
+     * that never says hello goes (wire.h). */
+    tsr__conn_limit_output(c);
+    tsr__conn_set_deadline(c, tsr__hello_timeout_ms, "no hello in time");
     p->next = w->pins;
     if (w->pins) w->pins->prev = p;
     w->pins = p;
@@ -134,6 +143,7 @@ static void pin_hello(peer_in *p, const msgpack_object *hdr) {
         return;
     }
     p->greeted = 1;
+    tsr__conn_clear_deadline(c);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     tsr__msg_welcome wm = {.v = TSR_PROTOCOL_VERSION, .id = ++w->next_peer_id};
@@ -246,20 +256,29 @@ static int serve_get(peer_in *p, uint32_t job, uint32_t id) {
         }
     }
     msgpack_sbuffer_destroy(&sb);
+    if (rc == 0 && p->out.len > BATCH_FLUSH) rc = tsr__wbatch_flush(c, &p->out);
     if (rc < 0) tsr__conn_close(c, tsr_strerror(rc));
     return SERVED;
 }
 
+/* Serves p's parked gets in order, up to the first that must wait or until its output is
+ * over the soft cap (the rest go when it drains: pin_on_drain). */
+static void resume_peer(peer_in *p) {
+    size_t k = 0;
+    while (k < p->nparked && !p->conn->closing && !tsr__conn_over_soft(p->conn) &&
+           serve_get(p, (uint32_t)p->parked[k].job, (uint32_t)p->parked[k].id) == SERVED)
+        k++;
+    if (k == 0) return; /* nothing answered (parked may be NULL: no memmove) */
+    memmove(p->parked, p->parked + k, (p->nparked - k) * sizeof *p->parked);
+    p->nparked -= k;
+}
+
 void tsr__peer_resume(tsr__worker *w) {
-    for (peer_in *p = w->pins; p; p = p->next) {
-        size_t k = 0;
-        while (k < p->nparked && !p->conn->closing &&
-               serve_get(p, (uint32_t)p->parked[k].job, (uint32_t)p->parked[k].id) == SERVED)
-            k++;
-        if (k == 0) continue; /* nothing answered (parked may be NULL: no memmove) */
-        memmove(p->parked, p->parked + k, (p->nparked - k) * sizeof *p->parked);
-        p->nparked -= k;
-    }
+    for (peer_in *p = w->pins; p; p = p->next) resume_peer(p);
+}
+
+static void pin_on_drain(tsr__conn *c) {
+    resume_peer(c->owner);
 }
 
 /* ---- Fetch side ------------------------------------------------------------------------------ */

@@ -155,6 +155,19 @@ static void read_marker(int fd, const char *marker, char *out, size_t size) {
     }
 }
 
+pid_t spawn_reading(const char *const *argv, int *out_fd) {
+    int op[2];
+    cr_assert(pipe(op) == 0);
+    pid_t pid = spawn_in(NULL, argv, op[1], -1);
+    close(op[1]);
+    *out_fd = op[0];
+    return pid;
+}
+
+void wait_marker(int fd, const char *marker, char *out, size_t size) {
+    read_marker(fd, marker, out, size);
+}
+
 pid_t start_scheduler(char *addr, size_t size) {
     return start_scheduler_with(addr, size, NULL);
 }

@@ -38,6 +38,11 @@ pid_t start_worker(const char *addr, int threads, const char *name, const char *
 pid_t start_worker_with(const char *addr, int threads, const char *name, const char *const *extra);
 /* SIGTERM, then wait (SIGKILL after 5 s). Returns the exit status. */
 int stop_proc(pid_t pid);
+/* Starts argv (argv[0] "tessera" is the tessera executable) with its stdout on a pipe, whose
+ * read end goes to *out_fd; wait_marker reads that until a line holds marker (20 s at most),
+ * copying what follows it into out. */
+pid_t spawn_reading(const char *const *argv, int *out_fd);
+void wait_marker(int fd, const char *marker, char *out, size_t size);
 
 /* SPEC §2, independently. */
 double ref_random_f64(uint64_t seed, uint64_t i);
