@@ -126,7 +126,10 @@ typedef struct tsr__list {
     XX(heartbeat)                                                                                  \
     XX(computed)                                                                                   \
     XX(release_keys)                                                                               \
-    XX(peer_lost)
+    XX(peer_lost)                                                                                  \
+    XX(retire)                                                                                     \
+    XX(replicate)                                                                                  \
+    XX(replicated)
 
 /* Element records. A kv is one entry of a KV map; its key is the name, not a field key. */
 #define TSR__R_kv(F, X) F(X, STR, k, REQ, _) F(X, U64, v, REQ, _)
@@ -169,7 +172,8 @@ typedef struct tsr__list {
     F(X, U64, sched_rss_base, REQ, _)                                                              \
     F(X, U64, sched_rss_peak, REQ, _)                                                              \
     F(X, LIST, ops, REQ, op_stat)                                                                  \
-    F(X, LIST, workers, REQ, worker_stat)
+    F(X, LIST, workers, REQ, worker_stat)                                                          \
+    F(X, U64, retire_moved, OPT, _)
 #define TSR__R_trace_task(F, X)                                                                    \
     F(X, U32, worker, REQ, _)                                                                      \
     F(X, U32, id, REQ, _)                                                                          \
@@ -327,6 +331,13 @@ typedef struct tsr__list {
 /* S→W: the worker at addr (a peer address) is lost: fetches waiting on it fail now (it may be
  * stopped, and would answer nothing until the fetch timeout). */
 #define TSR__R_peer_lost(F, X) F(X, STR, addr, REQ, _)
+/* Graceful retirement (PROTOCOL.md): W→S retire, the worker wants to leave; S→W replicate, fetch
+ * (job, id) from the peer at addr and keep it; W→S replicated, it now holds that chunk. The
+ * scheduler ends a retirement with shutdown. */
+#define TSR__R_retire(F, X)
+#define TSR__R_replicate(F, X) F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, STR, addr, REQ, _)
+#define TSR__R_replicated(F, X)                                                                    \
+    F(X, U32, job, REQ, _) F(X, U32, id, REQ, _) F(X, U64, nbytes, REQ, _) F(X, STR, msg, OPT, _)
 /* Liveness: sent every heartbeat interval each way between scheduler and worker, and from the
  * scheduler to clients and monitors. Carries nothing; any frame counts as a sign of life. */
 #define TSR__R_heartbeat(F, X)
