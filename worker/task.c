@@ -332,11 +332,61 @@ void tsr__worker_fetch_done(tsr__worker *w, wfetch *f) {
     for (size_t k = 0; k < n; k++)
         input_ready(w, ws[k].t, ws[k].idx, f->buf, f->dtype, f->ndim, f->shape);
     free(ws);
+    if (f->keep) tsr__task_keep_fetched(w, f);
     fetch_release(w, f);
+}
+
+void tsr__task_keep_fetched(tsr__worker *w, wfetch *f) {
+    f->keep = 0;
+    if (!tsr__store_get(&w->store, f->job, f->id)) { /* else held already */
+        if (tsr__store_put(&w->store, f->job, f->id, tsr__buf_ref(f->buf), f->dtype, f->ndim,
+                           f->shape) != 0) {
+            tsr__worker_send_replicated(w, f->job, f->id, 0, "no memory to keep it");
+            return;
+        }
+        tsr__spill_track(w, f->job, f->id, f->buf);
+    }
+    tsr__worker_send_replicated(w, f->job, f->id, f->buf->size, NULL);
+}
+
+/* The scheduler moves a chunk off a retiring worker (PROTOCOL.md, "Retiring a worker"): fetched
+ * like an input (joining a fetch of the same key under way), and kept once it arrives. A failed
+ * fetch is reported (replicated with msg): the scheduler then lets the retiring worker go, and
+ * what it still held is made again by the usual recovery. */
+const char *tsr__task_replicate(tsr__worker *w, const tsr__msg_replicate *m) {
+    char addr[80];
+    if (tsr__str_copy(addr, sizeof addr, m->addr) != 0) return "address too long";
+    const tsr__chunk *ch = tsr__store_get(&w->store, m->job, m->id);
+    if (ch) {
+        tsr__worker_send_replicated(w, m->job, m->id, ch->buf ? ch->buf->size : 0, NULL);
+        return NULL;
+    }
+    wfetch *f = tsr__kmap_get(&w->fetched, m->job, m->id);
+    if (!f) {
+        f = calloc(1, sizeof *f);
+        if (!f || tsr__kmap_put(&w->fetched, m->job, m->id, f, NULL) != 0) {
+            free(f);
+            tsr__worker_send_replicated(w, m->job, m->id, 0, "no memory for a fetch");
+            return NULL;
+        }
+        f->job = m->job;
+        f->id = m->id;
+        f->keep = 1;
+        tsr__stats_fetch_begin(&w->st);
+        int rc = tsr__peer_fetch(w, f, addr);
+        if (rc < 0) tsr__worker_fetch_failed(w, f, tsr_strerror(rc));
+        return NULL;
+    }
+    if (f->state == FETCH_READY)
+        tsr__task_keep_fetched(w, f);
+    else
+        f->keep = 1;
+    return NULL;
 }
 
 void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why) {
     tsr__stats_fetch_end(&w->st);
+    if (f->keep) tsr__worker_send_replicated(w, f->job, f->id, 0, why);
     if (tsr__kmap_get(&w->fetched, f->job, f->id) == f) tsr__kmap_del(&w->fetched, f->job, f->id);
     /* The waiters no longer count as users of this entry, which goes now. */
     for (size_t k = 0; k < f->nwaiters; k++) f->waiters[k].t->in[f->waiters[k].idx].fetch = NULL;

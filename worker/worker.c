@@ -5,6 +5,7 @@
  * malloc policy and OpenBLAS's thread count are the program's (tessera.h, tsr_worker_new). */
 #include <errno.h>
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,8 @@ struct tsr_worker {
     tsr__worker w;
     tsr_worker_options o; /* w.opts points here; its strings are the copies below */
     char *strs[7]; /* scheduler, token, cpus, name, listen_host, spill_dir, fault_kill_kernel */
-    uv_async_t stop_async; /* tsr_worker_stop; unreferenced, open until free */
+    uv_async_t stop_async; /* tsr_worker_stop and _retire; unreferenced, open until free */
+    atomic_int stop_req, retire_req; /* what the async was sent for (a stop wins) */
     int async_ok;
     int ran;
 };
@@ -51,6 +53,21 @@ static void send_sched(tsr__worker *w, msgpack_sbuffer *sb) {
             tsr__log(&w->log, TSR_LOG_WARN, "send to scheduler failed: %s", tsr_strerror(rc));
     }
     msgpack_sbuffer_destroy(sb);
+}
+
+void tsr__worker_send_replicated(tsr__worker *w, uint64_t job, uint64_t id, uint64_t nbytes,
+                                 const char *msg) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_replicated m = {.job = (uint32_t)job, .id = (uint32_t)id, .nbytes = nbytes};
+    if (msg) {
+        tsr__log(&w->log, TSR_LOG_WARN, "could not keep (%llu,%llu) for a retiring worker: %s",
+                 (unsigned long long)job, (unsigned long long)id, msg);
+        m.msg = tsr__str_of(msg);
+        TSR__MSG_SET(replicated, &m, msg);
+    }
+    tsr__msg_pack_replicated(&sb, &m);
+    send_sched(w, &sb);
 }
 
 void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg, int kept) {
@@ -312,6 +329,9 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
         return;
     case TSR__MSG_heartbeat: /* its arrival was the point (wire/conn.c notes it) */
         return;
+    case TSR__MSG_replicate:
+        why = tsr__task_replicate(w, &m.u.replicate);
+        break;
     case TSR__MSG_peer_lost: {
         /* Fetches from it fail now, not after --timeout: the scheduler runs their tasks again
          * once their inputs are made again. */
@@ -535,8 +555,29 @@ static void worker_cleanup(tsr__worker *w) {
     if (w->topo_ok) hwloc_topology_destroy(w->topo);
 }
 
+/* Graceful retirement (PROTOCOL.md): the scheduler moves what only we hold, then sends
+ * shutdown. Without a scheduler connection there is nothing to hand over. */
+static void worker_retire(tsr__worker *w) {
+    if (w->stopping || w->retiring) return;
+    if (!w->sched || w->sched->closing) {
+        worker_stop(w, "retired (no scheduler)");
+        return;
+    }
+    w->retiring = 1;
+    tsr__log(&w->log, TSR_LOG_INFO, "retiring: the scheduler moves our chunks, then stops us");
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    tsr__msg_retire m = {0};
+    tsr__msg_pack_retire(&sb, &m);
+    send_sched(w, &sb);
+}
+
 static void on_stop_async(uv_async_t *a) {
-    worker_stop(a->data, "stop requested");
+    tsr_worker *h = a->data;
+    if (atomic_exchange(&h->stop_req, 0))
+        worker_stop(&h->w, "stop requested");
+    else if (atomic_exchange(&h->retire_req, 0))
+        worker_retire(&h->w);
 }
 
 /* Closes the stop handle, runs the loop until every close is done and closes it. */
@@ -637,7 +678,7 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     if (rc == 0 && (rc = uv_async_init(&w->loop, &h->stop_async, on_stop_async)) == 0) {
         /* Unreferenced: it must not keep tsr_worker_run going once everything else closed, and
          * it stays open until free so that a late tsr_worker_stop still finds a live handle. */
-        h->stop_async.data = w;
+        h->stop_async.data = h;
         h->async_ok = 1;
         uv_unref((uv_handle_t *)&h->stop_async);
     }
@@ -707,7 +748,15 @@ int tsr_worker_run(tsr_worker *h) {
 }
 
 void tsr_worker_stop(tsr_worker *h) {
-    if (h) uv_async_send(&h->stop_async); /* async-signal-safe */
+    if (!h) return;
+    atomic_store(&h->stop_req, 1); /* lock-free: async-signal-safe, as uv_async_send is */
+    uv_async_send(&h->stop_async);
+}
+
+void tsr_worker_retire(tsr_worker *h) {
+    if (!h) return;
+    atomic_store(&h->retire_req, 1);
+    uv_async_send(&h->stop_async);
 }
 
 void tsr_worker_free(tsr_worker *h) {

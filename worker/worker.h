@@ -286,6 +286,7 @@ struct wfetch {
     wwaiter *waiters; /* inputs waiting for the bytes */
     size_t nwaiters, waiters_cap;
     size_t users; /* task inputs holding this copy; at 0 (and READY) the copy is dropped */
+    uint8_t keep; /* the scheduler asked us to hold it (replicate): stored once READY */
     /* Not asked for yet: the worker is over its spill threshold (task.c, tsr__task_pump_fetches).
      */
     struct wfetch *dnext;
@@ -464,6 +465,7 @@ struct tsr__worker {
     char cpus[256];
     int exit_code;
     int stopping;
+    int retiring; /* retire was sent: the scheduler moves our chunks, then sends shutdown */
     int loop_ok, server_ok, async_ok, check_ok;
 
     uv_tcp_t server;
@@ -617,6 +619,13 @@ void tsr__task_idle(tsr__worker *w);
 /* worker.c: messages to the scheduler. */
 /* kept: the task never reached an executor, so the inputs it was given to consume (DONATE) are
  * still in the store (PROTOCOL.md, erred). */
+/* msg: NULL when the chunk is held now, else why it could not be. */
+void tsr__worker_send_replicated(tsr__worker *w, uint64_t job, uint64_t id, uint64_t nbytes,
+                                 const char *msg);
+/* replicate: fetch a chunk from a retiring worker and keep it (task.c). NULL or why not. */
+const char *tsr__task_replicate(tsr__worker *w, const tsr__msg_replicate *m);
+/* A fetched copy the scheduler asked us to keep goes into the store (task.c). */
+void tsr__task_keep_fetched(tsr__worker *w, wfetch *f);
 void tsr__worker_send_erred(tsr__worker *w, uint64_t job, uint64_t id, const char *msg, int kept);
 
 /* stats.c */

@@ -752,6 +752,14 @@ TSR_API int tsr_worker_run(tsr_worker *w);
  * before tsr_worker_free(). */
 TSR_API void tsr_worker_stop(tsr_worker *w);
 
+/* Asks a worker to retire gracefully (docs/PROTOCOL.md, "Retiring a worker"): it tells its
+ * scheduler, which lets it finish what it was sent, copies the chunks that only it holds and a
+ * job still needs to other live workers, then tells it to shut down (tsr_worker_run returns 0),
+ * so nothing is computed again. With no scheduler connection, or no other live worker, it stops
+ * at once. There is no deadline here: call tsr_worker_stop() when the caller's runs out.
+ * Async-signal-safe, any thread, any time before tsr_worker_free(). */
+TSR_API void tsr_worker_retire(tsr_worker *w);
+
 /* Joins the executors, closes everything and frees the worker. Not while tsr_worker_run() runs
  * on another thread. NULL is a no-op. */
 TSR_API void tsr_worker_free(tsr_worker *w);
