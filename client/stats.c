@@ -119,6 +119,7 @@ struct json_t *tsr__stats_json(const tsr__m_job_stats *st, double seconds, uint6
     if (!st) return j;
     set(j, "sources_inline", json_u64(st->sources_inline));
     set(j, "moved_bytes", json_u64(st->moved_bytes));
+    if (TSR__M_HAS(job_stats, st, retire_moved)) set(j, "retire_moved", json_u64(st->retire_moved));
     json_t *sched = json_object();
     if (sched) {
         set(sched, "rss_base", json_u64(st->sched_rss_base));

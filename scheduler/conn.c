@@ -344,6 +344,7 @@ static void read_stats(tsr__peer *p, const tsr__m_wstats *st) {
                            TSR__M_BIT(wstats, disk_bytes) | TSR__M_BIT(wstats, paused);
     if (st->has & dev) s->w[p->wid].dev = 1;
     if (st->has & spill) s->w[p->wid].spill = 1;
+    if (s->w[p->wid].retiring) w.paused = 1; /* for good (retire.c) */
     if (w.paused != s->w[p->wid].st.paused)
         tsr__events_add(&srv->events, tsr__now() - srv->started, "worker %s %s", p->name,
                         w.paused ? "paused (memory)" : "resumed");
@@ -429,6 +430,10 @@ static void on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload, uin
             handle_done(p, &m.u.done);
         else if (m.type == TSR__MSG_erred)
             handle_erred(p, &m.u.erred);
+        else if (m.type == TSR__MSG_retire)
+            tsr__retire_begin(p);
+        else if (m.type == TSR__MSG_replicated)
+            tsr__retire_replicated(p, &m.u.replicated);
         else if (m.type != TSR__MSG_heartbeat) /* its arrival was the point (wire/conn.c) */
             drop(p, "unexpected message type from a worker");
         break;
@@ -480,6 +485,7 @@ static void on_close(tsr__conn *c, int status, const char *reason) {
                             reason && reason[0] ? reason : "closed");
             tsr__sched_remove_worker(&srv->st, p->wid);
             tell_peer_lost(srv, srv->st.w[p->wid].addr);
+            if (srv->st.w[p->wid].retiring) tsr__retire_gone(srv); /* finished messages held */
         } else if (p->role == TSR__ROLE_CLIENT) {
             tsr__sched_client_gone(&srv->st, p->id);
         }

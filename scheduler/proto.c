@@ -471,6 +471,10 @@ void tsr__proto_finished(msgpack_sbuffer *b, const tsr__sched *s, const tsr__sjo
                   .workers = {.n = nw, .gen = gen_worker_stat, .ctx = &c}},
     };
     TSR__MSG_SET(finished, &m, stats);
+    if (j->retire_moved) {
+        m.stats.retire_moved = j->retire_moved;
+        TSR__M_SET(job_stats, &m.stats, retire_moved);
+    }
     if (j->trace) {
         /* At most 1,000,000 events are kept so the header stays under its limit. */
         m.trace =

@@ -127,7 +127,8 @@ typedef struct tsr__sjob {
     uint64_t trace_dropped; /* events past TSR__TRACE_MAX */
     uint64_t rss_base;      /* the scheduler's VmRSS when the submission arrived */
     uint32_t ndone, nerred;
-    uint32_t nvirtual; /* cheap sources made where needed (never run as tasks) */
+    uint32_t nvirtual;     /* cheap sources made where needed (never run as tasks) */
+    uint32_t retire_moved; /* chunks copied off retiring workers (retire.c) */
     /* Progress per operation type (`tessera top`): aop maps an array to its op; counts are
      * kept as tasks change state, never recomputed by walking tasks. */
     uint16_t *aop;
@@ -188,9 +189,12 @@ typedef struct tsr__sworker {
     char name[64];
     char cpus[64]; /* as the worker said in its hello */
     uint64_t mem_limit;
-    int dev;           /* reports device figures (a GPU worker): info and stats carry them */
-    char dev_name[64]; /* the device, as its hello named it */
-    int spill;         /* reports its disk tier (spilled bytes, paused): info and stats carry it */
+    int dev;            /* reports device figures (a GPU worker): info and stats carry them */
+    char dev_name[64];  /* the device, as its hello named it */
+    int spill;          /* reports its disk tier (spilled bytes, paused): info and stats carry it */
+    int retiring;       /* sent retire (TSR__RETIRING), told to shut down since (TSR__RETIRED) */
+    tsr__keyvec moving; /* retiring: chunks asked of other workers (replicate), not yet there */
+    uint32_t handed;    /* retiring: chunks moved to other workers so far */
 } tsr__sworker;
 
 /* Streamed output bits (tsr__sjob.stream): NOTIFY, the client is told with `computed` when the
@@ -575,6 +579,17 @@ void tsr__server_on_connection(uv_stream_t *listener, int status);
 void tsr__peer_send(tsr__peer *p, msgpack_sbuffer *b);
 /* Closes after the queued writes are done. */
 void tsr__peer_close_soon(tsr__peer *p, const char *reason);
+/* retire.c: graceful retirement (PROTOCOL.md, "Retiring a worker"). While one is under way
+ * (busy), finished messages wait: they would name the retiring worker for outputs it is about to
+ * hand over; they are sent when it ends (or when the worker is gone, retired or not). */
+enum { TSR__RETIRING = 1, TSR__RETIRED = 2 };
+void tsr__retire_begin(tsr__peer *p);
+int tsr__retire_busy(const tsr__sched *s);
+void tsr__retire_gone(tsr__server *srv);
+/* Each flush: moves on every retirement that can (retire.c). */
+void tsr__retire_pass(tsr__server *srv);
+struct tsr__msg_replicated;
+void tsr__retire_replicated(tsr__peer *p, const struct tsr__msg_replicated *m);
 /* server.c */
 void tsr__server_kick(tsr__server *srv); /* a flush is due though we are not in a poll turn */
 void tsr__server_stop(tsr__server *srv, const char *why);

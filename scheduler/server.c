@@ -140,6 +140,7 @@ static void send_stored(tsr__server *srv, msgpack_sbuffer *b) {
 static void flush(tsr__server *srv) {
     tsr__sched *s = &srv->st;
     tsr__sched_balance(s);
+    tsr__retire_pass(srv); /* after stealing: a retiring worker's backlog may have gone */
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
     send_stored(srv, &b);
@@ -166,6 +167,7 @@ static void flush(tsr__server *srv) {
             touch(srv, p);
         } else if (a->kind == TSR__ACT_FINISHED) {
             if (!j || j->cancelled || !j->finished_sent) continue;
+            if (tsr__retire_busy(s)) continue; /* sent when it ends (retire.c) */
             tsr__peer *c = peer_of(srv, j->client);
             if (!c) continue;
             send_progress(srv, j); /* the last progress (done == total) comes first */

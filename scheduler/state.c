@@ -177,6 +177,7 @@ void tsr__sched_free(tsr__sched *s) {
         tsr__keyvec_free(&s->w[i].backlog);
         tsr__keyvec_free(&s->w[i].inflight);
         tsr__keyvec_free(&s->w[i].held);
+        tsr__keyvec_free(&s->w[i].moving);
     }
     free(s->w);
     free(s->live);
