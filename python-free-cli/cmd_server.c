@@ -1,7 +1,8 @@
 /* `tessera scheduler` and `tessera worker`: thin wrappers over the server handles. Each prints
  * one line on stdout once it is ready, which the local cluster and the tests read to learn the
  * port picked with port 0. The process-wide settings the library leaves to its caller are made
- * here: SIGINT/SIGTERM handlers that call *_stop, the malloc policy and OpenBLAS's threads (a
+ * here: SIGINT/SIGTERM handlers that call *_stop (a worker's first SIGTERM retires it, with a
+ * SIGALRM deadline), the malloc policy and OpenBLAS's threads (a
  * worker), and the environment ($TESSERA_TOKEN, $TESSERA_SCHEDULER, $TESSERA_PLACEMENT).
  * SIGPIPE is ignored in main() for every command. The hidden --watch-fd N (given by the
  * embedded local cluster) stops the process when its creator dies. */
@@ -23,12 +24,23 @@
 /* The server the signal handlers stop. Set before the handlers are installed. */
 static tsr_scheduler *the_scheduler;
 static tsr_worker *the_worker;
+/* A worker's --retire-timeout in seconds (0: SIGTERM stops at once), and whether a SIGTERM came. */
+static unsigned retire_timeout_s = 30;
+static volatile sig_atomic_t retiring;
 
 static void on_stop_signal(int sig) {
-    (void)sig;
-    /* Both are async-signal-safe (uv_async_send). */
+    /* All async-signal-safe (uv_async_send, alarm). */
     if (the_scheduler) tsr_scheduler_stop(the_scheduler);
-    if (the_worker) tsr_worker_stop(the_worker);
+    if (!the_worker) return;
+    if (sig == SIGTERM && !retiring && retire_timeout_s > 0) {
+        /* The first SIGTERM retires (docs/cli/worker.md); a second one, SIGINT or the deadline
+         * (SIGALRM) stops at once. */
+        retiring = 1;
+        tsr_worker_retire(the_worker);
+        alarm(retire_timeout_s);
+    } else {
+        tsr_worker_stop(the_worker);
+    }
 }
 
 static void install_stop_handlers(void) {
@@ -39,6 +51,7 @@ static void install_stop_handlers(void) {
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGALRM, &sa, NULL);
 }
 
 /* The servers' log lines, as "tessera-WHO: LEVEL: message" on stderr; cookie is WHO. One
@@ -49,7 +62,8 @@ static void log_to_stderr(void *cookie, int level, const char *msg) {
 
 /* Blocks on the read end of a pipe whose write end only the creating process holds: when it
  * ends (the creator exited, crashed or was killed, whatever thread started us), the process
- * stops the way SIGTERM stops it. PR_SET_PDEATHSIG would follow the creating thread instead. */
+ * stops the way SIGINT stops it (at once: a worker's SIGTERM would retire it). PR_SET_PDEATHSIG
+ * would follow the creating thread instead. */
 static void *watch_main(void *arg) {
     int fd = (int)(intptr_t)arg;
     char buf[64];
@@ -58,7 +72,7 @@ static void *watch_main(void *arg) {
         if (n > 0 || (n < 0 && errno == EINTR)) continue;
         break; /* end of file, or the descriptor is unusable: the creator cannot be watched */
     }
-    kill(getpid(), SIGTERM);
+    kill(getpid(), SIGINT);
     return NULL;
 }
 
@@ -201,7 +215,9 @@ static void worker_ready(const char *address, void *user) {
 static const char worker_usage[] =
     "usage: tessera worker [OPTIONS]\n"
     "\n"
-    "Runs a worker until its scheduler goes away, SIGINT/SIGTERM or a shutdown request.\n"
+    "Runs a worker until its scheduler goes away, SIGINT or a shutdown request. SIGTERM\n"
+    "retires it: the scheduler moves the chunks only it holds to other workers, then stops\n"
+    "it; a second SIGTERM, SIGINT or --retire-timeout stops it at once.\n"
     "\n"
     "options:\n"
     "  --scheduler HOST:PORT  the scheduler (default: $TESSERA_SCHEDULER)\n"
@@ -226,6 +242,8 @@ static const char worker_usage[] =
     "  --heartbeat MS         send the scheduler a heartbeat this often (default 1000)\n"
     "  --timeout MS           stop when the scheduler sends nothing this long, and fail a\n"
     "                         fetch from a peer that sends nothing this long (default 30000)\n"
+    "  --retire-timeout S     after SIGTERM, stop at once if not retired within S seconds\n"
+    "                         (default 30; 0: SIGTERM stops at once)\n"
     "  --verbose              log tasks and transfers\n"
     "  --help                 this text\n";
 
@@ -246,6 +264,7 @@ int cmd_worker(int argc, char **argv) {
         {"data-root", required_argument, 0, 'R'},
         {"heartbeat", required_argument, 0, 'H'},
         {"timeout", required_argument, 0, 'T'},
+        {"retire-timeout", required_argument, 0, 'r'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {"watch-fd", required_argument, 0, 'W'}, /* hidden: the local cluster's creator */
@@ -332,6 +351,12 @@ int cmd_worker(int argc, char **argv) {
         case 'v':
             o.log_level = TSR_LOG_INFO;
             break;
+        case 'r': {
+            int t = cli_parse_int("--retire-timeout", optarg, 0, 86400);
+            if (t < 0) return EXIT_INVALID;
+            retire_timeout_s = (unsigned)t;
+            break;
+        }
         case 'W':
             watch = optarg;
             break;
