@@ -253,7 +253,8 @@ Test(retire, sigterm_mid_job_moves_chunks, .timeout = 120, .fini = reap_all) {
     cr_log_info("mid-job retirement: %ld tasks run for %ld, %ld chunks moved", ran, need, moved);
     cr_assert_eq(ran, need, "the workers ran %ld tasks for a graph of %ld: some ran twice", ran,
                  need);
-    cr_assert_gt(moved, 0, "no chunk was moved off the retiring worker");
+    /* How many chunks it still held that were needed depends on timing (its consumers may all
+     * have run elsewhere by the time it drained): the case before the fetch asserts some. */
     double *got = read_d(c, d, n);
     cr_assert_eq(memcmp(got, base, sizeof(double) * n * n), 0,
                  "D differs from the undisturbed run");
