@@ -176,7 +176,8 @@ static void reap_all(tsr__local *l, double grace) {
         }
         if (!alive) return;
         if (tsr__now() > deadline) {
-            int sig = sent_term ? SIGKILL : SIGTERM;
+            /* SIGINT, not SIGTERM: a worker's SIGTERM retires it (moves its chunks first). */
+            int sig = sent_term ? SIGKILL : SIGINT;
             for (int i = 0; i < l->npids; i++)
                 if (l->pids[i] > 0) kill(l->pids[i], sig);
             if (sent_term) {
