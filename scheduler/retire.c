@@ -186,7 +186,16 @@ void tsr__retire_replicated(tsr__peer *p, const tsr__msg_replicated *m) {
     }
     tsr__sjob *j = tsr__sched_job(s, job);
     tsr__stask *t = j && id < j->g.ntasks ? &j->t[id] : NULL;
-    if (failed) {
+    /* Whether the chunk is still the leaving worker's to hand over. Its last consumer may have
+     * finished while the copy was out: the scheduler then told the holder to free it, and the
+     * copy finds it gone. Nothing is lost then, and the retirement goes on. */
+    int needed = from != TSR__NONE && t && !j->cancelled && t->state == TSR__TS_MEMORY &&
+                 t->where == from && t->refs > 0 && !(t->flags & TSR__TF_DONATED);
+    if (failed && !needed) {
+        tsr__log(s->log, TSR_LOG_DEBUG,
+                 "(%u,%u) was released while worker %s copied it off a retiring worker", job, id,
+                 s->w[p->wid].name);
+    } else if (failed) {
         char why[200];
         tsr__str_copy(why, sizeof why, m->msg);
         tsr__log(s->log, TSR_LOG_WARN, "worker %s could not copy (%u,%u) off a retiring worker: %s",
