@@ -139,7 +139,7 @@ static void broadcast_strides(const tsr_chunkview *v, const tsr_chunkview *out, 
 /* Inputs of either dtype are converted to the output's as they are read. */
 KERNEL(g_binary) {
     CONTEXT(c);
-    int64_t sa[TSR_MAX_NDIM], sb[TSR_MAX_NDIM];
+    int64_t sa[TSR_MAX_NDIM] = {0}, sb[TSR_MAX_NDIM] = {0};
     broadcast_strides(&in[0], out, sa);
     broadcast_strides(&in[1], out, sb);
     tsr__cu_index ix;
