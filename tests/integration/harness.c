@@ -314,3 +314,47 @@ int dir_entries(const char *dir) {
     closedir(d);
     return n;
 }
+
+static pid_t tracked[64];
+
+pid_t proc_track(pid_t pid) {
+    for (size_t i = 0; i < 64; i++)
+        if (!tracked[i]) {
+            tracked[i] = pid;
+            return pid;
+        }
+    cr_assert_fail("more than 64 tracked processes");
+    return pid;
+}
+
+void proc_untrack(pid_t pid) {
+    for (size_t i = 0; i < 64; i++)
+        if (tracked[i] == pid) tracked[i] = 0;
+}
+
+void proc_reap_tracked(void) {
+    for (size_t i = 0; i < 64; i++) {
+        if (tracked[i] <= 0) continue;
+        kill(tracked[i], SIGCONT);
+        kill(tracked[i], SIGKILL);
+        waitpid(tracked[i], NULL, 0);
+        tracked[i] = 0;
+    }
+}
+
+int proc_wait_exit(pid_t pid, double timeout_s) {
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            proc_untrack(pid);
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) * 1e-9 >
+            timeout_s)
+            return -1;
+        usleep(10000);
+    }
+}

@@ -38,6 +38,15 @@ pid_t start_worker(const char *addr, int threads, const char *name, const char *
 pid_t start_worker_with(const char *addr, int threads, const char *name, const char *const *extra);
 /* SIGTERM, then wait (SIGKILL after 5 s). Returns the exit status. */
 int stop_proc(pid_t pid);
+/* Server processes a test started and has not reaped: a failed assertion ends the test at once,
+ * and proc_reap_tracked (a Criterion .fini hook) then resumes, kills and reaps them, so none
+ * outlives the test. proc_track returns pid; at most 64 at once. */
+pid_t proc_track(pid_t pid);
+void proc_untrack(pid_t pid);
+void proc_reap_tracked(void);
+/* Waits at most timeout_s for pid to exit: its exit status or 128 + the signal that ended it
+ * (and it is untracked), or -1 if it still runs. */
+int proc_wait_exit(pid_t pid, double timeout_s);
 /* Starts argv (argv[0] "tessera" is the tessera executable) with its stdout on a pipe, whose
  * read end goes to *out_fd; wait_marker reads that until a line holds marker (20 s at most),
  * copying what follows it into out. */

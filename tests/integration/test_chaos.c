@@ -92,68 +92,26 @@ typedef struct cluster {
     int next_name;
 } cluster;
 
-/* Every server process the test in progress started and has not reaped: a failed assertion
- * ends the test at once, and the fini hook then ends them, so none outlives the test. */
-static pid_t tracked[64];
-
-static pid_t track(pid_t pid) {
-    for (size_t i = 0; i < 64; i++)
-        if (!tracked[i]) {
-            tracked[i] = pid;
-            break;
-        }
-    return pid;
-}
-
-static void untrack(pid_t pid) {
-    for (size_t i = 0; i < 64; i++)
-        if (tracked[i] == pid) tracked[i] = 0;
-}
-
-static void reap_all(void) {
-    for (size_t i = 0; i < 64; i++) {
-        if (tracked[i] <= 0) continue;
-        kill(tracked[i], SIGCONT);
-        kill(tracked[i], SIGKILL);
-        waitpid(tracked[i], NULL, 0);
-        tracked[i] = 0;
-    }
-}
-
 static const char *const sched_args[] = {"--worker-timeout", "1000", "--heartbeat", "200", NULL};
 static const char *const worker_args[] = {"--heartbeat", "200", "--timeout", "3000", NULL};
 
 static pid_t new_worker(cluster *cl) {
     char name[32];
     snprintf(name, sizeof name, "w%d", cl->next_name++);
-    return track(start_worker_with(cl->addr, 1, name, worker_args));
+    return proc_track(start_worker_with(cl->addr, 1, name, worker_args));
 }
 
 static void cluster_start(cluster *cl) {
     memset(cl, 0, sizeof *cl);
-    cl->sched = track(start_scheduler_with(cl->addr, sizeof cl->addr, sched_args));
+    cl->sched = proc_track(start_scheduler_with(cl->addr, sizeof cl->addr, sched_args));
     for (int i = 0; i < 3; i++) cl->w[i] = new_worker(cl);
-}
-
-/* Waits at most timeout_s for pid to exit: its status, or -1 if it still runs. */
-static int wait_exit(pid_t pid, double timeout_s) {
-    double deadline = now_s() + timeout_s;
-    int st;
-    while (now_s() < deadline) {
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            untrack(pid);
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        usleep(10000);
-    }
-    return -1;
 }
 
 /* Worker i was killed, or stopped and resumed: once it is gone, a fresh one takes its place.
  * A resumed worker the scheduler had declared lost finds its connection closed and exits by
  * itself (cleanly); one stopped too briefly to be lost stays. */
 static void replace(cluster *cl, int i, int killed) {
-    int st = wait_exit(cl->w[i], killed ? 10 : 5);
+    int st = proc_wait_exit(cl->w[i], killed ? 10 : 5);
     if (killed) {
         cr_assert_eq(st, 128 + SIGKILL, "worker %d: status %d", cl->w[i], st);
     } else if (st < 0) {
@@ -167,7 +125,7 @@ static void replace(cluster *cl, int i, int killed) {
 /* stop_proc, and the process is no longer the fini hook's. */
 static int stop(pid_t pid) {
     int st = stop_proc(pid);
-    untrack(pid);
+    proc_untrack(pid);
     return st;
 }
 
@@ -234,7 +192,7 @@ static int submit(const cluster *cl, const char *dir, double fault_s, pid_t vict
     return st;
 }
 
-Test(chaos, random_faults_while_submitting, .timeout = 240, .fini = reap_all) {
+Test(chaos, random_faults_while_submitting, .timeout = 240, .fini = proc_reap_tracked) {
     cluster cl;
     cluster_start(&cl);
     char *dir = make_tmpdir();
@@ -354,7 +312,7 @@ static void read_and_save(tsr_client *c, tsr_array *d, const char *dir, const do
 
 /* Item 1 of issue 12: the outputs' holders die (two of three workers) between tsr_compute and
  * the fetches; the scheduler makes the lost chunks again and the save and read get them. */
-Test(chaos, fetch_after_holders_killed, .timeout = 120, .fini = reap_all) {
+Test(chaos, fetch_after_holders_killed, .timeout = 120, .fini = proc_reap_tracked) {
     cluster cl;
     cluster_start(&cl);
     char *dir = make_tmpdir();
@@ -378,7 +336,7 @@ Test(chaos, fetch_after_holders_killed, .timeout = 120, .fini = reap_all) {
 /* A holder stopped while the client reads: lost to the heartbeats after the worker timeout
  * (1 s here), its chunks are made again and fetched from there, well before the client's own
  * 30 s timeout would end a fetch from it. Resumed, it exits and corrupts nothing. */
-Test(chaos, fetch_while_holder_stopped, .timeout = 120, .fini = reap_all) {
+Test(chaos, fetch_while_holder_stopped, .timeout = 120, .fini = proc_reap_tracked) {
     cluster cl;
     cluster_start(&cl);
     char *dir = make_tmpdir();
@@ -419,16 +377,16 @@ static void join_at_a_fifth(const tsr_progress *p, void *user) {
     uint64_t run = p->done - (uint64_t)jn->first, all = p->total - (uint64_t)jn->first;
     if (jn->late && !jn->at) jn->at = run; /* the first report after it joined */
     if (jn->late || all == 0 || run * 5 < all) return;
-    jn->late = track(start_worker_with(jn->addr, 1, "late", worker_args));
+    jn->late = proc_track(start_worker_with(jn->addr, 1, "late", worker_args));
 }
 
 /* A worker that joins a fifth of the way through a job gets a share of what is left (the
  * homes of the tasks still to run are divided again), not only what it can steal. */
-Test(chaos, worker_joining_mid_job_gets_work, .timeout = 120, .fini = reap_all) {
+Test(chaos, worker_joining_mid_job_gets_work, .timeout = 120, .fini = proc_reap_tracked) {
     cluster cl;
     memset(&cl, 0, sizeof cl);
-    cl.sched = track(start_scheduler_with(cl.addr, sizeof cl.addr, sched_args));
-    cl.w[0] = track(start_worker_with(cl.addr, 1, "first", worker_args));
+    cl.sched = proc_track(start_scheduler_with(cl.addr, sizeof cl.addr, sched_args));
+    cl.w[0] = proc_track(start_worker_with(cl.addr, 1, "first", worker_args));
     tsr_client *c;
     cr_assert_eq(tsr_client_connect(cl.addr, NULL, &c), 0, "%s", tsr_last_error());
     int64_t shape[2] = {2400, 2400}, ch[2] = {200, 200};

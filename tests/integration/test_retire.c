@@ -26,12 +26,6 @@
 #define N_MID 1200
 #define CH 100
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* The reference, by naive loops over SPEC §2's random values (harness.c), for the rows i with
  * i % step == 0 (the others stay 0 and are not checked). */
 static double *ref_d(int n, int step) {
@@ -56,43 +50,6 @@ static double *ref_d(int n, int step) {
 
 /* ---- the cluster; every process is killed and reaped by the fini hook if a test fails ---- */
 
-static pid_t procs[8];
-static int nprocs;
-
-static pid_t track(pid_t p) {
-    cr_assert(nprocs < 8);
-    procs[nprocs++] = p;
-    return p;
-}
-
-static void reap_all(void) {
-    for (int i = 0; i < nprocs; i++) {
-        if (procs[i] <= 0) continue;
-        kill(procs[i], SIGKILL);
-        waitpid(procs[i], NULL, 0);
-    }
-    nprocs = 0;
-}
-
-static void untrack(pid_t p) {
-    for (int i = 0; i < nprocs; i++)
-        if (procs[i] == p) procs[i] = 0;
-}
-
-/* Waits at most timeout_s for pid to exit: its status, or -1 if it still runs. */
-static int wait_exit(pid_t pid, double timeout_s) {
-    double deadline = now_s() + timeout_s;
-    int st;
-    while (now_s() < deadline) {
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            untrack(pid);
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        usleep(10000);
-    }
-    return -1;
-}
-
 typedef struct cluster {
     char addr[64];
     pid_t sched, w[3];
@@ -103,11 +60,11 @@ static const char *const worker_args[] = {"--heartbeat", "200", "--timeout", "30
 
 static void cluster_start(cluster *cl) {
     memset(cl, 0, sizeof *cl);
-    cl->sched = track(start_scheduler_with(cl->addr, sizeof cl->addr, sched_args));
+    cl->sched = proc_track(start_scheduler_with(cl->addr, sizeof cl->addr, sched_args));
     for (int i = 0; i < 3; i++) {
         char name[8];
         snprintf(name, sizeof name, "w%d", i);
-        cl->w[i] = track(start_worker_with(cl->addr, 1, name, worker_args));
+        cl->w[i] = proc_track(start_worker_with(cl->addr, 1, name, worker_args));
     }
 }
 
@@ -115,10 +72,10 @@ static void cluster_stop(cluster *cl) {
     for (int i = 0; i < 3; i++) {
         if (cl->w[i] <= 0) continue;
         cr_assert_eq(stop_proc(cl->w[i]), 0, "worker %d did not stop cleanly", i);
-        untrack(cl->w[i]);
+        proc_untrack(cl->w[i]);
     }
     cr_assert_eq(stop_proc(cl->sched), 0, "the scheduler did not stop cleanly");
-    untrack(cl->sched);
+    proc_untrack(cl->sched);
 }
 
 /* ---- the computation ---- */
@@ -231,7 +188,7 @@ static double *undisturbed(tsr_client *c, int n, const double *want, int step) {
     return got;
 }
 
-Test(retire, sigterm_mid_job_moves_chunks, .timeout = 120, .fini = reap_all) {
+Test(retire, sigterm_mid_job_moves_chunks, .timeout = 120, .fini = proc_reap_tracked) {
     cluster cl;
     cluster_start(&cl);
     const int n = N_MID, step = 7;
@@ -245,7 +202,7 @@ Test(retire, sigterm_mid_job_moves_chunks, .timeout = 120, .fini = reap_all) {
     retirer r = {.victim = cl.w[0], .first = -1};
     tsr_array *d = compute_d(c, n, &r);
     cr_assert(r.fired, "the job ended before the worker could be retired");
-    int st = wait_exit(cl.w[0], 10);
+    int st = proc_wait_exit(cl.w[0], 10);
     cr_assert_eq(st, 0, "the retired worker: status %d (-1: still running)", st);
     cl.w[0] = 0;
     long ran, need, moved;
@@ -274,7 +231,7 @@ Test(retire, sigterm_mid_job_moves_chunks, .timeout = 120, .fini = reap_all) {
     cluster_stop(&cl);
 }
 
-Test(retire, sigterm_before_fetch_keeps_outputs, .timeout = 120, .fini = reap_all) {
+Test(retire, sigterm_before_fetch_keeps_outputs, .timeout = 120, .fini = proc_reap_tracked) {
     cluster cl;
     cluster_start(&cl);
     const int n = N_FETCH, step = 1;
@@ -287,7 +244,7 @@ Test(retire, sigterm_before_fetch_keeps_outputs, .timeout = 120, .fini = reap_al
     long done0, handed;
     sched_counts(cl.addr, "w1", &done0, &handed);
     kill(cl.w[1], SIGTERM);
-    int st = wait_exit(cl.w[1], 10);
+    int st = proc_wait_exit(cl.w[1], 10);
     cr_assert_eq(st, 0, "the retired worker: status %d (-1: still running)", st);
     cl.w[1] = 0;
     double *got = read_d(c, d, n);
