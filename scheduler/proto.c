@@ -522,6 +522,10 @@ static void gen_input(void *ctx, uint32_t k, void *elem) {
         e->kdesc = (tsr__str){(const char *)j->g.arena + j->g.kd_off[in],
                               (uint32_t)(j->g.kd_off[in + 1] - j->g.kd_off[in])};
         TSR__M_SET(input, e, kdesc);
+        /* How many tasks still need it, this one included: the worker keeps a replica only
+         * where enough uses remain to pay for holding it (worker/task.c, "Replicas"). */
+        e->uses = ti->refs;
+        TSR__M_SET(input, e, uses);
     }
 }
 

@@ -195,12 +195,13 @@ typedef struct tsr__list {
     F(X, LIST, tasks, REQ, trace_task)                                                             \
     F(X, LIST, transfers, REQ, transfer)                                                           \
     F(X, U64, dropped, REQ, _)
-/* A compute task's input: [id, addr|nil, flags?, kdesc?] (PROTOCOL.md). */
+/* A compute task's input: [id, addr|nil, flags?, kdesc?, uses?] (PROTOCOL.md). */
 #define TSR__R_input(F, X)                                                                         \
     F(X, U32, id, REQ, _)                                                                          \
     F(X, STR, addr, NIL, _)                                                                        \
     F(X, U64, flags, OPT, _)                                                                       \
-    F(X, BIN, kdesc, OPT, _)
+    F(X, BIN, kdesc, OPT, _)                                                                       \
+    F(X, U32, uses, OPT, _)
 #define TSR__R_task(F, X)                                                                          \
     F(X, U32, id, REQ, _) F(X, BIN, kdesc, REQ, _) F(X, LAZY, inputs, REQ, input)
 #define TSR__R_done_item(F, X)                                                                     \

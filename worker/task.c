@@ -487,7 +487,16 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
  * its sources (each is used 8 to 32 times), a larger one keeps rows of A while B's chunks are
  * made again per row of A in warm, reused buffers. (A bound of 64 MiB was 4% faster at chunk
  * 512 and 14% slower at chunk 128, where each chunk of B is used 32 times.) Only the store's
- * reference is dropped: queued tasks keep theirs. */
+ * reference is dropped: queued tasks keep theirs.
+ *
+ * The scheduler also sends how many tasks still need each source chunk (`uses`). A chunk with
+ * fewer than TSR__REPLICA_MIN_USES is not kept at all: it is made again for each task that
+ * needs it (tasks waiting at the same time still share one run), and its buffer goes straight
+ * back to the pool, so the chunks a worker makes keep reusing warm memory. Measured against
+ * keeping every replica (bench/notes.md, issue 9, section 10; medians of per-round ratios, 5
+ * alternated rounds): a threshold of 6 made the 4096² matmul 10% faster at chunk 1024 (4 uses
+ * a chunk) and 3% at 512 (8 uses: a chunk dropped by the bound above is not kept when made
+ * again near its last uses), and left 256 and 128 unchanged; 12 lost 3% at 512. */
 
 static void rep_unlink(tsr__worker *w, wreplica *r) {
     if (r->prev)
@@ -565,7 +574,7 @@ static void rep_cleanup(tsr__worker *w) {
 /* Input k of t is a source chunk this worker does not hold: compute it here from its descriptor
  * as an internal task that keeps the result as a replica under the input's key. Later tasks
  * needing the same key find it in w->pending (or the store) and wait instead. */
-static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, tsr__str kobj) {
+static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, tsr__str kobj, int keep) {
     wtask_in *in = &t->in[k];
     char msg[200];
     wkdesc *kd = NULL;
@@ -594,6 +603,7 @@ static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, tsr__str kobj
     r->id = in->id;
     r->kd = kd;
     r->internal = 1;
+    r->drop = !keep;
     task_link(w, r);
     r->mapped = tsr__kmap_put(&w->pending, r->job, r->id, r, NULL) == 0;
     if (!r->mapped || add_waiter(&r->deps, &r->ndeps, &r->deps_cap, t, k) != 0) {
@@ -640,7 +650,10 @@ static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const tsr__m
         }
     }
     if (recompute) {
-        attach_recompute(w, t, k, e->kdesc);
+        /* Kept as a replica only where enough uses remain (the scheduler's count; none sent:
+         * kept, as before the count existed). */
+        int keep = !TSR__M_HAS(input, e, uses) || e->uses >= TSR__REPLICA_MIN_USES;
+        attach_recompute(w, t, k, e->kdesc, keep);
     } else if (!has_addr) {
         char msg[200];
         snprintf(msg, sizeof msg, "input (%llu,%llu) is not on this worker",

@@ -298,6 +298,8 @@ struct wfetch {
  * (TSR__REPLICA_DEFAULT, or a quarter of the memory limit): beyond that, making a source chunk
  * again in a pooled buffer costs less than holding it (task.c, "Replicas"). */
 #define TSR__REPLICA_DEFAULT ((uint64_t)256 << 20)
+/* A source chunk fewer tasks than this still need is made again per use, not kept. */
+#define TSR__REPLICA_MIN_USES 6
 typedef struct wreplica {
     uint64_t job, id;
     const tsr__buf *buf; /* the store's buffer when it was kept (identity only) */
