@@ -98,7 +98,7 @@ tsr_array *tsr__array_new(tsr_client *c, const char *opname, tsr_dtype dtype, in
     tsr_array *a = calloc(1, sizeof *a);
     if (!a) return NULL;
     /* A provisional name for the messages of a construction that may still fail: the
-     * generated one is taken only when the array is made (named()). */
+     * generated one is taken only when the array is made (tsr__array_named()). */
     a->name = strdup(opname);
     if (!a->name) {
         free(a);
@@ -107,6 +107,8 @@ tsr_array *tsr__array_new(tsr_client *c, const char *opname, tsr_dtype dtype, in
     a->refs = 1;
     a->user_alive = 1;
     a->client = c;
+    a->args = a->args_small;
+    a->args_cap = (int)TSR__ARRAY_LEN(a->args_small);
     a->opname = opname;
     a->dtype = dtype;
     a->ndim = ndim;
@@ -241,6 +243,7 @@ void tsr__array_unref(tsr_array *a) {
             todo[n++] = arg;
         }
         free_chunks(x);
+        if (x->args != x->args_small) free(x->args);
         free(x->name);
         free(x->path);
         free(x->lower_tasks);
@@ -250,7 +253,7 @@ void tsr__array_unref(tsr_array *a) {
 }
 
 /* Frees an array that failed construction (it holds only its own operand references). */
-static int discard(tsr_array *a, int rc) {
+int tsr__array_discard(tsr_array *a, int rc) {
     a->user_alive = 0;
     tsr__array_unref(a);
     return rc;
@@ -259,7 +262,7 @@ static int discard(tsr_array *a, int rc) {
 /* Gives an array its generated name "<opname>-<seq>" once its construction has succeeded, so
  * that a failed constructor consumes no name; returns a, or NULL (and discards it) when out of
  * memory. */
-static tsr_array *named(tsr_array *a) {
+tsr_array *tsr__array_named(tsr_array *a) {
     if (a->named) return a;
     char name[64];
     snprintf(name, sizeof name, "%s-%llu", a->opname,
@@ -267,7 +270,7 @@ static tsr_array *named(tsr_array *a) {
     char *copy = strdup(name);
     if (!copy) {
         tsr__fail(a->client, -ENOMEM, "out of memory");
-        discard(a, -ENOMEM);
+        tsr__array_discard(a, -ENOMEM);
         return NULL;
     }
     free(a->name);
@@ -278,10 +281,20 @@ static tsr_array *named(tsr_array *a) {
 
 /* Adds an operand. Until the array is named, messages call it after its operands ("rechunk of
  * zeros-1", "add of x and y"), never by a name it may not get. */
-static void add_arg(tsr_array *a, tsr_array *arg) {
+int tsr__array_add_arg(tsr_array *a, tsr_array *arg) {
+    if (a->nargs == a->args_cap) {
+        int ncap = a->args_cap * 2;
+        tsr_array **grown = a->args == a->args_small
+                                ? malloc((size_t)ncap * sizeof *grown)
+                                : realloc(a->args, (size_t)ncap * sizeof *grown);
+        if (!grown) return tsr__fail(a->client, -ENOMEM, "out of memory");
+        if (a->args == a->args_small) memcpy(grown, a->args_small, sizeof a->args_small);
+        a->args = grown;
+        a->args_cap = ncap;
+    }
     arg->refs++;
     a->args[a->nargs++] = arg;
-    if (a->named) return;
+    if (a->named) return 0;
     char label[300];
     if (a->nargs == 1)
         snprintf(label, sizeof label, "%s of %s", a->opname, arg->name);
@@ -292,6 +305,7 @@ static void add_arg(tsr_array *a, tsr_array *arg) {
         free(a->name);
         a->name = copy;
     }
+    return 0;
 }
 
 /* A hidden rechunk of x to the explicit grid sizes/n; the caller owns its one reference (it is
@@ -301,10 +315,10 @@ static int hidden_rechunk(tsr_array *x, int64_t *const *sizes, const int64_t *n,
     if (!r) return tsr__fail(x->client, -ENOMEM, "out of memory");
     r->user_alive = 0;
     r->aop = TSR_A_RECHUNK;
-    add_arg(r, x);
+    (void)tsr__array_add_arg(r, x);
     int rc = tsr__array_set_chunk_sizes(r, sizes, n);
-    if (rc < 0) return discard(r, rc);
-    if (!named(r)) return -ENOMEM;
+    if (rc < 0) return tsr__array_discard(r, rc);
+    if (!tsr__array_named(r)) return -ENOMEM;
     *out = r;
     return 0;
 }
@@ -346,8 +360,8 @@ static int make_source(tsr_client *c, const char *opname, int ndim, const int64_
         chunks = def;
     }
     rc = tsr__array_set_chunks(a, chunks);
-    if (rc < 0) return discard(a, rc);
-    if (!named(a)) return -ENOMEM;
+    if (rc < 0) return tsr__array_discard(a, rc);
+    if (!tsr__array_named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }
@@ -506,10 +520,10 @@ static int like(tsr_array *x, const char *opname, tsr_dtype dtype, tsr_aop aop, 
     tsr_array *a = tsr__array_new(x->client, opname, dtype, x->ndim, x->shape);
     if (!a) return tsr__fail(x->client, -ENOMEM, "out of memory");
     a->aop = aop;
-    add_arg(a, x);
+    (void)tsr__array_add_arg(a, x);
     int rc = copy_grid(a, x, NULL);
-    if (rc < 0) return discard(a, rc);
-    if (!named(a)) return -ENOMEM;
+    if (rc < 0) return tsr__array_discard(a, rc);
+    if (!tsr__array_named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }
@@ -652,12 +666,12 @@ int tsr_binary(tsr_binary_op op, tsr_array *x, tsr_array *y, tsr_array **out) {
     if (rc == 0) {
         a->aop = TSR_A_BINARY;
         a->fn = (int)op;
-        add_arg(a, ops[0]);
-        add_arg(a, ops[1]);
+        (void)tsr__array_add_arg(a, ops[0]);
+        (void)tsr__array_add_arg(a, ops[1]);
         rc = tsr__array_set_chunk_sizes(a, osizes, on);
         if (rc < 0)
-            discard(a, rc);
-        else if (!named(a))
+            tsr__array_discard(a, rc);
+        else if (!tsr__array_named(a))
             rc = -ENOMEM;
         else
             *out = a;
@@ -704,14 +718,14 @@ int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out) {
         return tsr__fail(c, -ENOMEM, "out of memory");
     }
     m->aop = TSR_A_MATMUL;
-    add_arg(m, a);
-    add_arg(m, b);
+    (void)tsr__array_add_arg(m, a);
+    (void)tsr__array_add_arg(m, b);
     tsr__array_unref(owned);
     int64_t *osizes[2] = {a->chunks[0], b->ndim == 2 ? b->chunks[1] : NULL};
     int64_t on[2] = {a->numchunks[0], b->ndim == 2 ? b->numchunks[1] : 0};
     rc = tsr__array_set_chunk_sizes(m, osizes, on);
-    if (rc < 0) return discard(m, rc);
-    if (!named(m)) return -ENOMEM;
+    if (rc < 0) return tsr__array_discard(m, rc);
+    if (!tsr__array_named(m)) return -ENOMEM;
     *out = m;
     return 0;
 }
@@ -764,12 +778,12 @@ int tsr_transpose(tsr_array *x, const int *axes, int naxes, tsr_array **out) {
     tsr_array *a = tsr__array_new(x->client, "transpose", x->dtype, x->ndim, shape);
     if (!a) return tsr__fail(x->client, -ENOMEM, "out of memory");
     a->aop = TSR_A_TRANSPOSE;
-    add_arg(a, x);
+    (void)tsr__array_add_arg(a, x);
     memcpy(a->axes, perm, sizeof perm);
     a->naxes = x->ndim;
     int rc = copy_grid(a, x, perm);
-    if (rc < 0) return discard(a, rc);
-    if (!named(a)) return -ENOMEM;
+    if (rc < 0) return tsr__array_discard(a, rc);
+    if (!tsr__array_named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }
@@ -817,12 +831,12 @@ int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes, tsr_a
     if (!a) return tsr__fail(x->client, -ENOMEM, "out of memory");
     a->aop = TSR_A_REDUCE;
     a->fn = (int)op;
-    add_arg(a, x);
+    (void)tsr__array_add_arg(a, x);
     memcpy(a->axes, red, (size_t)nred * sizeof *red);
     a->naxes = nred;
     int rc = copy_grid(a, x, keep);
-    if (rc < 0) return discard(a, rc);
-    if (!named(a)) return -ENOMEM;
+    if (rc < 0) return tsr__array_discard(a, rc);
+    if (!tsr__array_named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }
@@ -832,15 +846,15 @@ int tsr_rechunk(tsr_array *x, const int64_t *chunks, tsr_array **out) {
     tsr_array *a = tsr__array_new(x->client, "rechunk", x->dtype, x->ndim, x->shape);
     if (!a) return tsr__fail(x->client, -ENOMEM, "out of memory");
     a->aop = TSR_A_RECHUNK;
-    add_arg(a, x);
+    (void)tsr__array_add_arg(a, x);
     int64_t def[TSR_MAX_NDIM];
     if (!chunks) {
         default_chunks(x->ndim, x->shape, x->dtype, def);
         chunks = def;
     }
     int rc = tsr__array_set_chunks(a, chunks);
-    if (rc < 0) return discard(a, rc);
-    if (!named(a)) return -ENOMEM;
+    if (rc < 0) return tsr__array_discard(a, rc);
+    if (!tsr__array_named(a)) return -ENOMEM;
     *out = a;
     return 0;
 }

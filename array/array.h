@@ -96,9 +96,10 @@ struct tsr_array {
 
     /* Definition. */
     tsr_aop aop;
-    int fn;             /* unary/binary/reduce op */
-    tsr_array *args[2]; /* operands (each holds a ref) */
-    int nargs;
+    int fn;           /* unary/binary/reduce op */
+    tsr_array **args; /* operands (each holds a ref): args_small, or owned beyond three */
+    int nargs, args_cap;
+    tsr_array *args_small[3];
     double value;           /* FULL value; BINARY_SCALAR scalar; ARANGE start */
     double step;            /* ARANGE step */
     int scalar_first;       /* BINARY_SCALAR */
@@ -147,6 +148,15 @@ int tsr__array_set_chunk_sizes(tsr_array *a, int64_t *const *sizes, const int64_
 int64_t tsr__array_nchunks(const tsr_array *a);
 /* Global offset of chunk (row-major index ci) along each axis, and its shape. */
 void tsr__array_chunk_box(const tsr_array *a, int64_t ci, int64_t *offset, int64_t *shape);
+/* Adds operand arg (taking a reference): 0, or -ENOMEM (message recorded) with nothing added.
+ * Until the array is named, messages call it after its operands ("add of x and y"). */
+int tsr__array_add_arg(tsr_array *a, tsr_array *arg);
+/* Gives a successfully built array its generated name "<opname>-<seq>": returns a, or NULL
+ * (the array discarded, -ENOMEM recorded) when out of memory. */
+tsr_array *tsr__array_named(tsr_array *a);
+/* Frees an array whose construction failed (it holds only its operand references); returns
+ * rc, so that constructors can `return tsr__array_discard(a, rc)`. */
+int tsr__array_discard(tsr_array *a, int rc);
 /* Drops one reference (structural). */
 void tsr__array_unref(tsr_array *a);
 /* Releases what a computed array holds on the cluster. */

@@ -35,11 +35,15 @@ typedef enum op_kind {
     K_ASTYPE,
 } op_kind;
 
+/* An op_info.nargs for operations that take any number of operands, at least one
+ * (concatenate, stack, map_blocks). */
+#define VARARGS (-1)
+
 typedef struct op_info {
     const char *name;
     op_kind kind;
     int fn;               /* the tsr_unary_op / tsr_binary_op / tsr_reduce_op; 1 for "ones" */
-    int nargs;            /* entries in "args" (0: no "args" key) */
+    int nargs;            /* entries in "args" (0: no "args" key; VARARGS: one or more) */
     const char *keys;     /* allowed keys besides "op" and "args", comma-separated */
     const char *required; /* keys that must be present, comma-separated */
 } op_info;
@@ -76,9 +80,12 @@ typedef struct def {
     const char *name; /* borrowed from the JSON document */
     json_t *obj;
     const op_info *op;
-    int arg[2];       /* index of the operand definition, or -1 for a scalar */
-    double scalar[2]; /* the scalar where arg[k] == -1 */
-    int ndim;         /* sources with "shape" */
+    int nargs;      /* entries in "args" */
+    int *arg;       /* index of each operand's definition, or -1 for a scalar (argbuf or owned) */
+    double *scalar; /* the scalar where arg[k] == -1 (scalarbuf or owned) */
+    int argbuf[3];
+    double scalarbuf[3];
+    int ndim; /* sources with "shape" */
     int64_t shape[TSR_MAX_NDIM];
     int has_chunks, chunks_is_int, nchunks;
     int64_t chunks[TSR_MAX_NDIM];
@@ -292,11 +299,23 @@ static int parse_args(loader *L, def *d, json_t *v) {
     if (!v) return fail(L, d, TSR_EPROGRAM, "%s needs \"args\"", op->name);
     if (!json_is_array(v))
         return fail(L, d, TSR_EPROGRAM, "\"args\" must be a list, got %s", show(v, b, sizeof b));
-    if (json_array_size(v) != (size_t)op->nargs)
+    size_t n = json_array_size(v);
+    if (op->nargs == VARARGS && n == 0)
+        return fail(L, d, TSR_EPROGRAM, "%s takes at least one argument in \"args\", got none",
+                    op->name);
+    if (op->nargs != VARARGS && n != (size_t)op->nargs)
         return fail(L, d, TSR_EPROGRAM, "%s takes %d %s in \"args\", got %zu", op->name, op->nargs,
-                    op->nargs == 1 ? "argument" : "arguments", json_array_size(v));
+                    op->nargs == 1 ? "argument" : "arguments", n);
+    if (n > 65536)
+        return fail(L, d, TSR_EPROGRAM, "%s takes at most 65536 arguments, got %zu", op->name, n);
+    if (n > TSR__ARRAY_LEN(d->argbuf)) {
+        d->arg = malloc(n * sizeof *d->arg);
+        d->scalar = malloc(n * sizeof *d->scalar);
+        if (!d->arg || !d->scalar) return fail(L, d, -ENOMEM, "out of memory");
+    }
+    d->nargs = (int)n;
     int nscalars = 0;
-    for (int k = 0; k < op->nargs; k++) {
+    for (int k = 0; k < d->nargs; k++) {
         json_t *x = json_array_get(v, (size_t)k);
         if (json_is_string(x)) {
             json_t *ix = json_object_get(L->index, json_string_value(x));
@@ -367,7 +386,9 @@ static int parse_def(loader *L, def *d) {
     d->dtype = TSR_FLOAT64;
     d->start = 0;
     d->step = 1;
-    d->arg[0] = d->arg[1] = -1;
+    d->arg = d->argbuf;
+    d->scalar = d->scalarbuf;
+    d->nargs = 0;
     if (op->nargs && (rc = parse_args(L, d, json_object_get(d->obj, "args")))) return rc;
     json_object_foreach(d->obj, key, v) {
         if (!strcmp(key, "shape")) {
@@ -431,7 +452,7 @@ static int toposort(loader *L) {
         stack[sp++] = r;
         while (sp) {
             def *d = &L->defs[stack[sp - 1]];
-            if (d->next_arg < d->op->nargs) {
+            if (d->next_arg < d->nargs) {
                 int child = d->arg[d->next_arg++];
                 if (child < 0 || L->defs[child].color == 2) continue;
                 if (L->defs[child].color == 0) {
@@ -506,8 +527,8 @@ static int build_def(loader *L, def *d) {
     tsr_client *c = L->c;
     int64_t ch[TSR_MAX_NDIM];
     const int64_t *chp = NULL;
-    tsr_array *x = d->arg[0] >= 0 ? L->defs[d->arg[0]].array : NULL;
-    tsr_array *y = d->arg[1] >= 0 ? L->defs[d->arg[1]].array : NULL;
+    tsr_array *x = d->nargs > 0 && d->arg[0] >= 0 ? L->defs[d->arg[0]].array : NULL;
+    tsr_array *y = d->nargs > 1 && d->arg[1] >= 0 ? L->defs[d->arg[1]].array : NULL;
     tsr_array *a = NULL;
     int rc = 0;
     const op_info *op = d->op;
@@ -788,6 +809,11 @@ static int load_root(loader *L, tsr_program **out) {
         p = NULL;
     }
     json_decref(L->index);
+    for (size_t i = 0; L->defs && i < L->ndefs; i++) {
+        def *d = &L->defs[i];
+        if (d->arg != d->argbuf) free(d->arg);
+        if (d->scalar != d->scalarbuf) free(d->scalar);
+    }
     free(L->defs);
     free(L->order);
     *out = p;

@@ -1,6 +1,7 @@
 /* A loaded program: its accessors, running it (one submission for all outputs, then the .npy
  * writes and the printed outputs in file order) and freeing it. A client of tessera.h only. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +59,16 @@ static int print_output(tsr_program *p, const tsr__output *o, FILE *out) {
         return rc;
     }
     fprintf(out, "%s:", tsr_array_name(a));
-    for (size_t i = 0; i < n; i++)
-        fprintf(out, " %.17g", dt == TSR_FLOAT32 ? (double)((float *)buf)[i] : ((double *)buf)[i]);
+    /* Floats as %.17g; int64 and bool as integers (bool 0 or 1), SPEC §2. */
+    for (size_t i = 0; i < n; i++) {
+        if (dt == TSR_INT64)
+            fprintf(out, " %" PRId64, ((const int64_t *)buf)[i]);
+        else if (dt == TSR_BOOL)
+            fprintf(out, " %d", ((const uint8_t *)buf)[i] ? 1 : 0);
+        else
+            fprintf(out, " %.17g",
+                    dt == TSR_FLOAT32 ? (double)((float *)buf)[i] : ((double *)buf)[i]);
+    }
     fputc('\n', out);
     free(buf);
     errno = 0;

@@ -112,20 +112,23 @@ static int parse_descr(dict_parser *d, tsr__npy_header *h) {
     skip_ws(d);
     if (d->p < d->end && *d->p == '[')
         return npy_err(d->err, d->errlen,
-                       "structured dtypes are not supported (only '<f8' and '<f4')");
+                       "structured dtypes are not supported (only '<f8', '<f4', '<i8' and '|b1')");
     char s[32];
     int rc = parse_str(d, s, sizeof s);
     if (rc) return rc;
-    if (!strcmp(s, "<f8")) {
-        h->dtype = TSR_FLOAT64;
-    } else if (!strcmp(s, "<f4")) {
-        h->dtype = TSR_FLOAT32;
-    } else if (s[0] == '>' && (!strcmp(s + 1, "f8") || !strcmp(s + 1, "f4"))) {
-        return npy_err(d->err, d->errlen,
-                       "big-endian data ('%s') is not supported; only '<f8' and '<f4'", s);
+    tsr_dtype dt;
+    if (tsr__dtype_from_descr(s, &dt) == 0) {
+        h->dtype = dt;
+    } else if (s[0] == '>' &&
+               (!strcmp(s + 1, "f8") || !strcmp(s + 1, "f4") || !strcmp(s + 1, "i8"))) {
+        return npy_err(
+            d->err, d->errlen,
+            "big-endian data ('%s') is not supported; only '<f8', '<f4', '<i8' and '|b1'", s);
     } else {
         return npy_err(d->err, d->errlen,
-                       "unsupported dtype '%s'; only '<f8' (float64) and '<f4' (float32)", s);
+                       "unsupported dtype '%s'; only '<f8' (float64), '<f4' (float32), '<i8' "
+                       "(int64) and '|b1' (bool)",
+                       s);
     }
     return 0;
 }
@@ -295,7 +298,7 @@ int tsr__npy_format_header(tsr_dtype dtype, int ndim, const int64_t *shape, char
     /* The dict as numpy writes it: repr() of a tuple, so "()" "(5,)" "(3, 4)". */
     char dict[64 + TSR_MAX_NDIM * 24];
     int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (",
-                     dtype == TSR_FLOAT64 ? "<f8" : "<f4");
+                     tsr__dtype_descr(dtype));
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) return TSR_EINVALID;
         n += snprintf(dict + n, sizeof dict - (size_t)n, "%s%" PRId64, i ? ", " : "", shape[i]);

@@ -181,19 +181,20 @@ const char *tsr_dtype_name(tsr_dtype dtype) {
         return "float64";
     case TSR_FLOAT32:
         return "float32";
+    case TSR_INT64:
+        return "int64";
+    case TSR_BOOL:
+        return "bool";
     }
     return NULL;
 }
 
 int tsr_dtype_parse(const char *name, tsr_dtype *out) {
-    if (name && strcmp(name, "float64") == 0) {
-        *out = TSR_FLOAT64;
-        return 0;
-    }
-    if (name && strcmp(name, "float32") == 0) {
-        *out = TSR_FLOAT32;
-        return 0;
-    }
+    for (int d = 0; name && d < TSR_DTYPE_COUNT; d++)
+        if (strcmp(name, tsr_dtype_name((tsr_dtype)d)) == 0) {
+            *out = (tsr_dtype)d;
+            return 0;
+        }
     return TSR_EINVALID;
 }
 
@@ -203,8 +204,31 @@ size_t tsr_dtype_size(tsr_dtype dtype) {
         return 8;
     case TSR_FLOAT32:
         return 4;
+    case TSR_INT64:
+        return 8;
+    case TSR_BOOL:
+        return 1;
     }
     return 0;
+}
+
+const char *tsr__dtype_descr(tsr_dtype dtype) {
+    static const char *const d[TSR_DTYPE_COUNT] = {"<f8", "<f4", "<i8", "|b1"};
+    return (unsigned)dtype < TSR_DTYPE_COUNT ? d[dtype] : NULL;
+}
+
+int tsr__dtype_from_descr(const char *descr, tsr_dtype *out) {
+    for (int d = 0; descr && d < TSR_DTYPE_COUNT; d++)
+        if (strcmp(descr, tsr__dtype_descr((tsr_dtype)d)) == 0) {
+            *out = (tsr_dtype)d;
+            return 0;
+        }
+    /* NumPy writes bool as "|b1"; "<b1" and ">b1" mean the same single byte. */
+    if (descr && (strcmp(descr, "<b1") == 0 || strcmp(descr, ">b1") == 0)) {
+        *out = TSR_BOOL;
+        return 0;
+    }
+    return TSR_EINVALID;
 }
 
 #define TSR__STR_(x) #x

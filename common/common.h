@@ -74,6 +74,11 @@ int tsr__parse_address(const char *addr, char *host, size_t hostsize, int *port)
 /* Is HOST a loopback address (127.0.0.0/8, ::1, "localhost")? */
 int tsr__is_loopback(const char *host);
 
+/* A dtype's NumPy descr as .npy headers and Zarr's .zarray say it ("<f8", "<f4", "<i8", "|b1"),
+ * NULL for an invalid value; and the reverse (also "<b1"), 0 or TSR_EINVALID. */
+const char *tsr__dtype_descr(tsr_dtype dtype);
+int tsr__dtype_from_descr(const char *descr, tsr_dtype *out);
+
 /* The memory this process may use, in bytes: the machine's (MemTotal), or its cgroup's limit
  * (v2 memory.max, v1 memory.limit_in_bytes) where that is lower; 0 when unknown. */
 uint64_t tsr__system_memory(void);

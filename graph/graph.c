@@ -100,7 +100,7 @@ int tsr__kdesc_unpack(const msgpack_object *obj, tsr_kdesc *d, int64_t **ibuf, d
     const msgpack_object *it = obj->via.array.ptr;
     uint64_t kop, fn, dtype;
     if (obj_uint(&it[0], TSR_KOP_COUNT - 1, &kop) || obj_uint(&it[1], 255, &fn) ||
-        obj_uint(&it[2], TSR_FLOAT32, &dtype))
+        obj_uint(&it[2], TSR_DTYPE_COUNT - 1, &dtype))
         return TSR_EPROTOCOL;
     if (fn >= (uint64_t)fn_limit((int)kop)) return TSR_EPROTOCOL;
     d->kop = (uint8_t)kop;

@@ -287,7 +287,7 @@ static const char *fetch_on_chunk(tsr__fetch_req *r, const tsr__msg_chunk *ck, u
                                   void **dest) {
     wfetch *f = r->user;
     tsr__worker *w = f->w;
-    if (ck->dtype != TSR_FLOAT64 && ck->dtype != TSR_FLOAT32) return "bad dtype";
+    if (ck->dtype >= TSR_DTYPE_COUNT) return "bad dtype";
     if (ck->shape.n > TSR_MAX_NDIM) return "bad shape";
     uint64_t count = 1;
     f->ndim = (uint8_t)ck->shape.n;

@@ -76,6 +76,8 @@ static int parse_fill(const json_t *v, double *fill, char *err, size_t errlen) {
         *fill = 0; /* zarr leaves missing chunks undefined then: zeros are as good and fixed */
     } else if (json_is_number(v)) {
         *fill = json_number_value(v);
+    } else if (json_is_boolean(v)) {
+        *fill = json_is_true(v) ? 1 : 0; /* a bool store's fill */
     } else if (json_is_string(v) && !strcmp(json_string_value(v), "NaN")) {
         *fill = NAN;
     } else if (json_is_string(v) && !strcmp(json_string_value(v), "Infinity")) {
@@ -116,13 +118,12 @@ int tsr__zarr_parse_meta(const char *text, size_t len, tsr__zarr_meta *m, char *
         BAD("\"chunks\" has %d entr%s but \"shape\" has %d", nc, nc == 1 ? "y" : "ies", nd);
     v = json_object_get(root, "dtype");
     if (!json_is_string(v)) BAD("\"dtype\" must be a string, got %s", show(v, b, sizeof b));
-    if (!strcmp(json_string_value(v), "<f8"))
-        m->dtype = TSR_FLOAT64;
-    else if (!strcmp(json_string_value(v), "<f4"))
-        m->dtype = TSR_FLOAT32;
+    tsr_dtype zdt;
+    if (tsr__dtype_from_descr(json_string_value(v), &zdt) == 0)
+        m->dtype = zdt;
     else
-        BAD("unsupported dtype \"%s\" (Tessera reads \"<f8\" and \"<f4\": little-endian float64 "
-            "and float32)",
+        BAD("unsupported dtype \"%s\" (Tessera reads \"<f8\", \"<f4\", \"<i8\" and \"|b1\": "
+            "little-endian float64, float32, int64 and bool)",
             json_string_value(v));
     v = json_object_get(root, "order");
     if (!json_is_string(v) || strcmp(json_string_value(v), "C") != 0)
@@ -214,14 +215,17 @@ char *tsr__zarr_format_meta(const tsr__zarr_meta *m) {
     default:
         comp = json_null();
     }
-    json_t *fill = isnan(m->fill)   ? json_string("NaN")
-                   : isinf(m->fill) ? json_string(m->fill > 0 ? "Infinity" : "-Infinity")
-                                    : json_real(m->fill);
+    /* zarr-python wants an int64 store's fill as an integer and a bool store's as a bool. */
+    json_t *fill = m->dtype == TSR_INT64  ? json_integer((json_int_t)m->fill)
+                   : m->dtype == TSR_BOOL ? json_boolean(m->fill != 0)
+                   : isnan(m->fill)       ? json_string("NaN")
+                   : isinf(m->fill)       ? json_string(m->fill > 0 ? "Infinity" : "-Infinity")
+                                          : json_real(m->fill);
     char sep[2] = {m->sep, 0};
     json_object_set_new(root, "chunks", int_array(m->ndim, m->chunks));
     json_object_set_new(root, "compressor", comp);
     json_object_set_new(root, "dimension_separator", json_string(sep));
-    json_object_set_new(root, "dtype", json_string(m->dtype == TSR_FLOAT32 ? "<f4" : "<f8"));
+    json_object_set_new(root, "dtype", json_string(tsr__dtype_descr(m->dtype)));
     json_object_set_new(root, "fill_value", fill);
     json_object_set_new(root, "filters", json_null());
     json_object_set_new(root, "order", json_string("C"));

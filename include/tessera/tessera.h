@@ -74,18 +74,21 @@ TSR_API const char *tsr_strerror(int code);
 /* The symbolic name ("TSR_ESHAPE", "ENOENT", ...), or "UNKNOWN". Borrowed (static storage). */
 TSR_API const char *tsr_err_name(int code);
 
-typedef enum tsr_dtype { TSR_FLOAT64 = 0, TSR_FLOAT32 = 1 } tsr_dtype;
+/* Element types. int64 and bool (one byte, 0 or 1) are .npy's "<i8" and "|b1". Which
+ * operations take them: SPEC §2 and docs/arrays.md. */
+typedef enum tsr_dtype { TSR_FLOAT64 = 0, TSR_FLOAT32 = 1, TSR_INT64 = 2, TSR_BOOL = 3 } tsr_dtype;
+#define TSR_DTYPE_COUNT 4
 
-/* "float64" or "float32"; NULL for an invalid value. Borrowed. */
+/* "float64", "float32", "int64" or "bool"; NULL for an invalid value. Borrowed. */
 TSR_API const char *tsr_dtype_name(tsr_dtype dtype);
 
 /* The memory this process may use, in bytes: the machine's, or its cgroup's limit where lower
  * (cgroup v2 memory.max, v1 memory.limit_in_bytes); 0 when unknown. Workers' default memory
  * limits come from it. */
 TSR_API uint64_t tsr_system_memory(void);
-/* Parses "float64"/"float32". Returns 0 or TSR_EINVALID. */
+/* Parses "float64", "float32", "int64" or "bool". Returns 0 or TSR_EINVALID. */
 TSR_API int tsr_dtype_parse(const char *name, tsr_dtype *out);
-/* Bytes per element: 8 or 4; 0 for an invalid value. */
+/* Bytes per element: 8, 4, 8 or 1; 0 for an invalid value. */
 TSR_API size_t tsr_dtype_size(tsr_dtype dtype);
 
 typedef struct tsr_client tsr_client;

@@ -190,7 +190,7 @@ Test(zarr, bad_zarray_and_bad_outputs, .timeout = 120) {
                " \"outputs\": {\"X\": \"-\"}}");
     bad_store(dir, "{\"zarr_format\": 2, \"shape\": [4", "invalid JSON");
     bad_store(dir, ZA("\"dtype\": \">f8\", \"compressor\": null"), "unsupported dtype \">f8\"");
-    bad_store(dir, ZA("\"dtype\": \"<i8\", \"compressor\": null"), "unsupported dtype \"<i8\"");
+    bad_store(dir, ZA("\"dtype\": \"<i4\", \"compressor\": null"), "unsupported dtype \"<i4\"");
     bad_store(dir,
               "{\"zarr_format\": 2, \"shape\": [4, 4], \"chunks\": [2, 2], \"order\": \"F\", "
               "\"dtype\": \"<f8\", \"compressor\": null}",

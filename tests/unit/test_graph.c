@@ -200,7 +200,7 @@ Test(graph, kdesc_rejects_malformed) {
         {"unary fn out of range", 7, TSR_KOP_UNARY, TSR_TANH + 1, 0, 0, 0, 0, 0},
         {"reduce fn out of range", 7, TSR_KOP_REDUCE, TSR_MIN + 1, 0, 0, 0, 0, 0},
         {"fn above a byte", 7, TSR_KOP_FILL, 256, 0, 0, 0, 0, 0},
-        {"dtype 2", 7, TSR_KOP_FILL, 0, 2, 0, 0, 0, 0},
+        {"dtype 4", 7, TSR_KOP_FILL, 0, 4, 0, 0, 0, 0},
         {"shape not an array", 7, TSR_KOP_FILL, 0, 0, 1, 0, 0, 0},
         {"ndim > max", 7, TSR_KOP_FILL, 0, 0, 2, 0, 0, 0},
         {"negative extent", 7, TSR_KOP_FILL, 0, 0, 3, 0, 0, 0},

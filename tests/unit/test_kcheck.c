@@ -147,7 +147,7 @@ Test(kcheck, wire_form_decodes_or_refuses, .timeout = 120) {
             cr_assert(rc == 0 || rc == TSR_EPROTOCOL || rc == -ENOMEM, "rc %d", rc);
             if (rc == 0) {
                 ok++;
-                cr_assert(e.kop < TSR_KOP_COUNT && e.dtype <= TSR_FLOAT32 &&
+                cr_assert(e.kop < TSR_KOP_COUNT && e.dtype < TSR_DTYPE_COUNT &&
                           e.ndim <= TSR_MAX_NDIM);
                 for (int a = 0; a < e.ndim; a++) cr_assert(e.shape[a] >= 0);
                 cr_assert(tsr__kdesc_nbytes(&e) <= (uint64_t)1 << 48);

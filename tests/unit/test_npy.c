@@ -115,6 +115,32 @@ Test(npy, format_matches_numpy) {
     len = tsr__npy_format_header(TSR_FLOAT32, 0, shape, buf, sizeof buf);
     buf[len] = '\0';
     cr_assert(strstr(buf + 10, "'shape': (), }"), "%s", buf + 10);
+    /* numpy.save of int64 and bool arrays writes '<i8' and '|b1'. */
+    len = tsr__npy_format_header(TSR_INT64, 1, shape, buf, sizeof buf);
+    buf[len] = '\0';
+    cr_assert(strstr(buf + 10, "'descr': '<i8'"), "%s", buf + 10);
+    len = tsr__npy_format_header(TSR_BOOL, 1, shape, buf, sizeof buf);
+    buf[len] = '\0';
+    cr_assert(strstr(buf + 10, "'descr': '|b1'"), "%s", buf + 10);
+}
+
+/* Headers as numpy.save writes them for int64 and bool (and '<b1', which means the same). */
+Test(npy, int64_and_bool) {
+    tsr__npy_header h;
+    char err[256];
+    write_npy(1, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", 24);
+    cr_assert_eq(tsr__npy_read_header(path, &h, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(h.dtype, TSR_INT64);
+    write_npy(1, "{'descr': '|b1', 'fortran_order': False, 'shape': (2, 3), }", 6);
+    cr_assert_eq(tsr__npy_read_header(path, &h, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(h.dtype, TSR_BOOL);
+    cr_assert_eq(h.ndim, 2);
+    write_npy(1, "{'descr': '<b1', 'fortran_order': False, 'shape': (2,), }", 2);
+    cr_assert_eq(tsr__npy_read_header(path, &h, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(h.dtype, TSR_BOOL);
+    /* A file too short for its int64 data is refused as for floats. */
+    write_npy(1, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", 16);
+    cr_assert_neq(tsr__npy_read_header(path, &h, err, sizeof err), 0);
 }
 
 Test(npy, format_errors) {
@@ -189,8 +215,10 @@ Test(npy, big_endian) {
 }
 
 Test(npy, int_dtype) {
-    write_npy(1, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", 24);
-    expect_error(TSR_ENPY, "unsupported dtype '<i8'");
+    write_npy(1, "{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", 12);
+    expect_error(TSR_ENPY, "unsupported dtype '<i4'");
+    write_npy(1, "{'descr': '>i8', 'fortran_order': False, 'shape': (3,), }", 24);
+    expect_error(TSR_ENPY, "big-endian data ('>i8') is not supported");
     write_npy(1, "{'descr': '=f8', 'fortran_order': False, 'shape': (3,), }", 24);
     expect_error(TSR_ENPY, "unsupported dtype '=f8'");
     write_npy(1, "{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': (3,), }", 24);
