@@ -8,6 +8,10 @@
 
 extern const tsr_kernel_fn tsr__cpu_kernels_f64[TSR_KOP_COUNT];
 extern const tsr_kernel_fn tsr__cpu_kernels_f32[TSR_KOP_COUNT];
+/* CPU kernels that handle every dtype their family's row declares themselves (copies that move
+ * elements by size, families whose output dtype differs from their inputs'): looked up before
+ * the per-dtype tables (kernels/generic.c; NULL for a family that has none). */
+extern const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT];
 /* The GPU kernels (kernels/cuda/host.c, in the CUDA module only), one table for both float
  * dtypes: they read the dtype from the descriptor. NULL for families that have none (LOAD). */
 extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];

@@ -26,6 +26,7 @@ tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
     const tsr__kop_info *k = tsr__kop_info_of(kop);
     if (!k || dtype < 0 || dtype > 31) return NULL;
     if (!(k->dtypes & TSR__DT(dtype))) return NULL;
+    if (dev == TSR_DEVICE_CPU && tsr__cpu_kernels_any[kop]) return tsr__cpu_kernels_any[kop];
     if (dtype != TSR_FLOAT64 && dtype != TSR_FLOAT32) return NULL;
     if (dev == TSR_DEVICE_CPU)
         return dtype == TSR_FLOAT64 ? tsr__cpu_kernels_f64[kop] : tsr__cpu_kernels_f32[kop];
@@ -87,7 +88,7 @@ static int check_views(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr
         tsr__fmt(err, errlen, "kernel family %d out of range", d->kop);
         return TSR_EINVALID;
     }
-    if (d->dtype > TSR_FLOAT32) FAIL("invalid output dtype %d", d->dtype);
+    if (d->dtype >= TSR_DTYPE_COUNT) FAIL("invalid output dtype %d", d->dtype);
     if (d->ndim > TSR_MAX_NDIM) FAIL("ndim %d exceeds %d", d->ndim, TSR_MAX_NDIM);
     for (int a = 0; a < d->ndim; a++)
         if (d->shape[a] < 0) FAIL("negative extent on axis %d", a);
@@ -99,7 +100,7 @@ static int check_views(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr
     if (nin < 0 || (nin > 0 && !in)) FAIL("invalid input list");
     for (int k = 0; k < nin; k++) {
         const tsr_chunkview *v = &in[k];
-        if (v->dtype > TSR_FLOAT32) FAIL("input %d: invalid dtype %d", k, v->dtype);
+        if (v->dtype >= TSR_DTYPE_COUNT) FAIL("input %d: invalid dtype %d", k, v->dtype);
         if (v->ndim > TSR_MAX_NDIM) FAIL("input %d: ndim %d exceeds %d", k, v->ndim, TSR_MAX_NDIM);
         for (int a = 0; a < v->ndim; a++)
             if (v->shape[a] < 0) FAIL("input %d: negative extent on axis %d", k, a);
