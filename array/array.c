@@ -390,8 +390,20 @@ int tsr_full(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunk
     return make_full(c, "full", ndim, shape, chunks, dtype, value, out);
 }
 
+int tsr_full_int64(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
+                   int64_t value, tsr_array **out) {
+    int rc = make_full(c, "full", ndim, shape, chunks, TSR_INT64, (double)value, out);
+    if (rc < 0) return rc;
+    (*out)->ivalue = value;
+    (*out)->has_ivalue = 1;
+    return 0;
+}
+
 int tsr_random(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
                tsr_dtype dtype, uint64_t seed, tsr_array **out) {
+    if (c && dtype != TSR_FLOAT64 && dtype != TSR_FLOAT32 && !bad_dtype(dtype))
+        return tsr__fail(c, TSR_EINVALID, "random makes float64 or float32, not %s",
+                         tsr_dtype_name(dtype));
     int rc = make_source(c, "random", ndim, shape, chunks, dtype, out);
     if (rc < 0) return rc;
     (*out)->aop = TSR_A_RANDOM;
@@ -406,6 +418,13 @@ int tsr_arange(tsr_client *c, double start, double stop, double step, int64_t ch
     if (!isfinite(start) || !isfinite(stop) || !isfinite(step))
         return tsr__fail(c, TSR_EINVALID, "arange: start, stop and step must be finite");
     if (step == 0) return tsr__fail(c, TSR_EINVALID, "arange: step must not be zero");
+    if (dtype == TSR_BOOL) return tsr__fail(c, TSR_EINVALID, "arange: no bool arange");
+    if (dtype == TSR_INT64 && (start != floor(start) || step != floor(step) ||
+                               fabs(start) > 9007199254740992.0 || fabs(step) > 9007199254740992.0))
+        return tsr__fail(c, TSR_EINVALID,
+                         "arange: an int64 arange needs integral start and step below 2^53, got "
+                         "start %.17g, step %.17g",
+                         start, step);
     double len = ceil((stop - start) / step);
     if (!(len >= 0))
         return tsr__fail(c, TSR_ESHAPE,
@@ -513,10 +532,8 @@ const char *tsr_reduce_name(tsr_reduce_op op) {
         CHECK_OUT((x)->client, out);                                                               \
     } while (0)
 
-/* An array of x's shape and grid, with x as its only operand; its dtype follows aop's rule
- * (`dtype` where the rule is GIVEN). */
+/* An array of x's shape and grid and of dtype `dtype`, with x as its only operand. */
 static int like(tsr_array *x, const char *opname, tsr_dtype dtype, tsr_aop aop, tsr_array **out) {
-    dtype = tsr__aop_dtype(aop, x->dtype, x->dtype, dtype);
     tsr_array *a = tsr__array_new(x->client, opname, dtype, x->ndim, x->shape);
     if (!a) return tsr__fail(x->client, -ENOMEM, "out of memory");
     a->aop = aop;
@@ -532,7 +549,12 @@ int tsr_unary(tsr_unary_op op, tsr_array *x, tsr_array **out) {
     CHECK_X(x, out, "unary");
     const char *name = tsr_unary_name(op);
     if (!name) return tsr__fail(x->client, TSR_EINVALID, "unknown unary operation %d", (int)op);
-    int rc = like(x, name, x->dtype, TSR_A_UNARY, out);
+    tsr_dtype dtype;
+    if (tsr__unary_dtype((int)op, x->dtype, &dtype) < 0)
+        return tsr__fail(x->client, TSR_EINVALID, "%s of %s: not defined for %s", name,
+                         tsr_array_name(x), tsr_dtype_name(x->dtype));
+    int pred = op == TSR_LOGICAL_NOT || op == TSR_ISNAN || op == TSR_ISFINITE;
+    int rc = like(x, name, dtype, pred ? TSR_A_PREDICATE : TSR_A_UNARY, out);
     if (rc == 0) (*out)->fn = (int)op;
     return rc;
 }
@@ -545,12 +567,37 @@ int tsr_astype(tsr_array *x, tsr_dtype dtype, tsr_array **out) {
     return like(x, "astype", dtype, TSR_A_ASTYPE, out);
 }
 
+/* Is s what a Python int literal could be (integral, within int64)? */
+static int integral(double s) {
+    return isfinite(s) && s == floor(s) && fabs(s) < 9223372036854775808.0;
+}
+
 int tsr_binary_scalar(tsr_binary_op op, tsr_array *x, double s, int scalar_first, tsr_array **out) {
+    return tsr_binary_scalar_kind(op, x, s, !integral(s), scalar_first, out);
+}
+
+int tsr_binary_scalar_kind(tsr_binary_op op, tsr_array *x, double s, int is_float, int scalar_first,
+                           tsr_array **out) {
     CHECK_X(x, out, "binary");
     const char *name = tsr_binary_name(op);
     if (!name) return tsr__fail(x->client, TSR_EINVALID, "unknown binary operation %d", (int)op);
-    int rc = like(x, name, x->dtype, TSR_A_BINARY_SCALAR, out);
+    if (!is_float && !integral(s))
+        return tsr__fail(x->client, TSR_EINVALID,
+                         "%s of %s: the integer scalar %.17g is not an "
+                         "int64",
+                         name, tsr_array_name(x), s);
+    tsr_dtype r = tsr__promote_weak(x->dtype, is_float), dtype;
+    if (tsr__binary_dtype((int)op, r, &dtype) < 0)
+        return tsr__fail(x->client, TSR_EINVALID, "%s of %s and %.17g: not defined for %s", name,
+                         tsr_array_name(x), s, tsr_dtype_name(x->dtype));
+    if (op == TSR_POW && dtype == TSR_INT64 && !scalar_first && s < 0)
+        return tsr__fail(x->client, TSR_EINVALID,
+                         "%s of %s and %.17g: Integers to negative integer powers are not allowed",
+                         name, tsr_array_name(x), s);
+    int cmp = op >= TSR_LESS;
+    int rc = like(x, name, dtype, cmp ? TSR_A_COMPARE_SCALAR : TSR_A_BINARY_SCALAR, out);
     if (rc < 0) return rc;
+    (*out)->cdtype = r;
     (*out)->fn = (int)op;
     (*out)->value = s;
     (*out)->scalar_first = scalar_first != 0;
@@ -599,56 +646,86 @@ static int align(tsr_array **x, int64_t *const *sizes, const int64_t *n, tsr_arr
     return 0;
 }
 
-int tsr_binary(tsr_binary_op op, tsr_array *x, tsr_array *y, tsr_array **out) {
-    if (!x || !y) return tsr__fail(x ? x->client : NULL, TSR_EINVALID, "binary: operand is NULL");
-    tsr_client *c = x->client;
-    CHECK_OUT(c, out);
-    if (!same_client(c, x, y))
-        return tsr__fail(c, TSR_EINVALID, "%s and %s belong to different clients",
-                         tsr_array_name(x), tsr_array_name(y));
-    const char *name = tsr_binary_name(op);
-    if (!name) return tsr__fail(c, TSR_EINVALID, "unknown binary operation %d", (int)op);
-
-    int d = TSR__MAX(x->ndim, y->ndim), xo = d - x->ndim, yo = d - y->ndim;
+int tsr__array_broadcast(tsr_client *c, const char *name, tsr_aop aop, int fn,
+                         tsr_array *const *ops_in, int nops, tsr_dtype dtype, tsr_array **out) {
+    int d = 0;
+    for (int k = 0; k < nops; k++) d = TSR__MAX(d, ops_in[k]->ndim);
     int64_t shape[TSR_MAX_NDIM];
     for (int ax = 0; ax < d; ax++) {
-        int64_t sx = ax >= xo ? x->shape[ax - xo] : 1, sy = ax >= yo ? y->shape[ax - yo] : 1;
-        if (sx != sy && sx != 1 && sy != 1) {
-            char bx[256], by[256];
-            return tsr__fail(c, TSR_ESHAPE,
-                             "operands could not be broadcast together with shapes %s %s "
-                             "(%s of %s and %s)",
-                             shape_str(bx, sizeof bx, x->ndim, x->shape),
-                             shape_str(by, sizeof by, y->ndim, y->shape), name, tsr_array_name(x),
-                             tsr_array_name(y));
+        shape[ax] = 1;
+        for (int k = 0; k < nops; k++) {
+            const tsr_array *x = ops_in[k];
+            int o = d - x->ndim;
+            int64_t sx = ax >= o ? x->shape[ax - o] : 1;
+            if (sx == 1 || sx == shape[ax]) continue;
+            if (shape[ax] != 1) {
+                char msg[600];
+                size_t len = 0;
+                for (int j = 0; j < nops && len < sizeof msg; j++) {
+                    char bx[128];
+                    len += (size_t)snprintf(
+                        msg + len, sizeof msg - len, "%s%s",
+                        shape_str(bx, sizeof bx, ops_in[j]->ndim, ops_in[j]->shape),
+                        j + 1 < nops ? " " : "");
+                }
+                char names[600];
+                len = 0;
+                for (int j = 0; j < nops && len < sizeof names; j++)
+                    len += (size_t)snprintf(names + len, sizeof names - len, "%s%s",
+                                            j ? (j + 1 < nops ? ", " : " and ") : "",
+                                            tsr_array_name(ops_in[j]));
+                return tsr__fail(c, TSR_ESHAPE,
+                                 "operands could not be broadcast together with shapes %s "
+                                 "(%s of %s)",
+                                 msg, name, names);
+            }
+            shape[ax] = sx;
         }
-        shape[ax] = sx == 1 ? sy : sx;
     }
 
     /* Output grid: on each axis, the chunks of the operand(s) that span it (not broadcast);
-     * where both do and disagree, the union of their boundaries. */
+     * where several do and disagree, the union of their boundaries. */
     int64_t *osizes[TSR_MAX_NDIM] = {0}, on[TSR_MAX_NDIM];
     int rc = 0;
-    for (int ax = 0; ax < d; ax++) {
-        int fx = ax >= xo && x->shape[ax - xo] == shape[ax];
-        int fy = ax >= yo && y->shape[ax - yo] == shape[ax];
-        const int64_t *cx = fx ? x->chunks[ax - xo] : NULL, *cy = fy ? y->chunks[ax - yo] : NULL;
-        int64_t nx = fx ? x->numchunks[ax - xo] : 0, ny = fy ? y->numchunks[ax - yo] : 0;
-        osizes[ax] = malloc((size_t)(nx + ny) * sizeof(int64_t));
-        if (!osizes[ax]) {
+    for (int ax = 0; ax < d && rc == 0; ax++) {
+        int64_t cap = 0;
+        for (int k = 0; k < nops; k++) {
+            const tsr_array *x = ops_in[k];
+            int o = d - x->ndim;
+            if (ax >= o && x->shape[ax - o] == shape[ax]) cap += x->numchunks[ax - o];
+        }
+        osizes[ax] = malloc((size_t)(cap ? cap : 1) * sizeof(int64_t));
+        int64_t *tmp = malloc((size_t)(cap ? cap : 1) * sizeof(int64_t));
+        if (!osizes[ax] || !tmp) {
+            free(tmp);
             rc = tsr__fail(c, -ENOMEM, "out of memory");
             break;
         }
-        if (fx && fy)
-            on[ax] = union_chunks(cx, nx, cy, ny, osizes[ax]);
-        else {
-            on[ax] = fx ? nx : ny;
-            memcpy(osizes[ax], fx ? cx : cy, (size_t)on[ax] * sizeof(int64_t));
+        on[ax] = 0;
+        for (int k = 0; k < nops; k++) {
+            const tsr_array *x = ops_in[k];
+            int o = d - x->ndim;
+            if (!(ax >= o && x->shape[ax - o] == shape[ax])) continue;
+            const int64_t *cx = x->chunks[ax - o];
+            int64_t nx = x->numchunks[ax - o];
+            if (on[ax] == 0) {
+                memcpy(osizes[ax], cx, (size_t)nx * sizeof(int64_t));
+                on[ax] = nx;
+            } else {
+                on[ax] = union_chunks(osizes[ax], on[ax], cx, nx, tmp);
+                memcpy(osizes[ax], tmp, (size_t)on[ax] * sizeof(int64_t));
+            }
+        }
+        free(tmp);
+        if (on[ax] == 0) { /* every operand broadcasts here: extent 1, one chunk */
+            osizes[ax][0] = 1;
+            on[ax] = 1;
         }
     }
 
-    tsr_array *ops[2] = {x, y}, *owned[2] = {NULL, NULL};
-    for (int k = 0; k < 2 && rc == 0; k++) {
+    tsr_array *ops[3], *owned[3] = {NULL, NULL, NULL};
+    for (int k = 0; k < nops && rc == 0; k++) {
+        ops[k] = ops_in[k];
         int off = d - ops[k]->ndim;
         int64_t *tsizes[TSR_MAX_NDIM], tn[TSR_MAX_NDIM], one = 1;
         for (int ax = 0; ax < ops[k]->ndim; ax++) {
@@ -660,14 +737,13 @@ int tsr_binary(tsr_binary_op op, tsr_array *x, tsr_array *y, tsr_array **out) {
     }
     tsr_array *a = NULL;
     if (rc == 0) {
-        a = tsr__array_new(c, name, tsr__aop_dtype(TSR_A_BINARY, x->dtype, y->dtype, 0), d, shape);
+        a = tsr__array_new(c, name, dtype, d, shape);
         if (!a) rc = tsr__fail(c, -ENOMEM, "out of memory");
     }
     if (rc == 0) {
-        a->aop = TSR_A_BINARY;
-        a->fn = (int)op;
-        (void)tsr__array_add_arg(a, ops[0]);
-        (void)tsr__array_add_arg(a, ops[1]);
+        a->aop = aop;
+        a->fn = fn;
+        for (int k = 0; k < nops; k++) (void)tsr__array_add_arg(a, ops[k]);
         rc = tsr__array_set_chunk_sizes(a, osizes, on);
         if (rc < 0)
             tsr__array_discard(a, rc);
@@ -676,9 +752,30 @@ int tsr_binary(tsr_binary_op op, tsr_array *x, tsr_array *y, tsr_array **out) {
         else
             *out = a;
     }
-    tsr__array_unref(owned[0]); /* the new array holds its own references */
-    tsr__array_unref(owned[1]);
+    for (int k = 0; k < nops; k++) tsr__array_unref(owned[k]); /* the array holds its own refs */
     for (int ax = 0; ax < d; ax++) free(osizes[ax]);
+    return rc;
+}
+
+int tsr_binary(tsr_binary_op op, tsr_array *x, tsr_array *y, tsr_array **out) {
+    if (!x || !y) return tsr__fail(x ? x->client : NULL, TSR_EINVALID, "binary: operand is NULL");
+    tsr_client *c = x->client;
+    CHECK_OUT(c, out);
+    if (!same_client(c, x, y))
+        return tsr__fail(c, TSR_EINVALID, "%s and %s belong to different clients",
+                         tsr_array_name(x), tsr_array_name(y));
+    const char *name = tsr_binary_name(op);
+    if (!name) return tsr__fail(c, TSR_EINVALID, "unknown binary operation %d", (int)op);
+    tsr_dtype r = tsr__promote(x->dtype, y->dtype), dtype;
+    if (tsr__binary_dtype((int)op, r, &dtype) < 0)
+        return tsr__fail(c, TSR_EINVALID, "%s of %s and %s: not defined for %s and %s operands",
+                         name, tsr_array_name(x), tsr_array_name(y), tsr_dtype_name(x->dtype),
+                         tsr_dtype_name(y->dtype));
+    int cmp = op >= TSR_LESS;
+    tsr_array *ops[2] = {x, y};
+    int rc = tsr__array_broadcast(c, name, cmp ? TSR_A_COMPARE : TSR_A_BINARY, (int)op, ops, 2,
+                                  dtype, out);
+    if (rc == 0 && cmp) (*out)->cdtype = r;
     return rc;
 }
 
@@ -711,8 +808,13 @@ int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out) {
     if (rc < 0) return rc;
 
     int64_t shape[2] = {a->shape[0], b->ndim == 2 ? b->shape[1] : 0};
-    tsr_array *m = tsr__array_new(c, "matmul", tsr__aop_dtype(TSR_A_MATMUL, a->dtype, b->dtype, 0),
-                                  b->ndim, shape);
+    tsr_dtype dtype = tsr__promote(a->dtype, b->dtype);
+    if (dtype == TSR_BOOL) {
+        tsr__array_unref(owned);
+        return tsr__fail(c, TSR_EINVALID, "matmul of %s and %s: no bool matmul (astype first)",
+                         tsr_array_name(a), tsr_array_name(b));
+    }
+    tsr_array *m = tsr__array_new(c, "matmul", dtype, b->ndim, shape);
     if (!m) {
         tsr__array_unref(owned);
         return tsr__fail(c, -ENOMEM, "out of memory");
@@ -826,7 +928,7 @@ int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes, tsr_a
             keep[nd] = ax;
             shape[nd++] = x->shape[ax];
         }
-    tsr_dtype dtype = tsr__aop_dtype(TSR_A_REDUCE, x->dtype, x->dtype, x->dtype);
+    tsr_dtype dtype = tsr__reduce_dtype((int)op, x->dtype);
     tsr_array *a = tsr__array_new(x->client, name, dtype, nd, shape);
     if (!a) return tsr__fail(x->client, -ENOMEM, "out of memory");
     a->aop = TSR_A_REDUCE;

@@ -20,22 +20,27 @@
  *          REDUCE also emits COMBINE tasks).
  *   nargs  array operands.
  *   dtype  the result's dtype rule (tsr__aop_dtype): GIVEN (the constructor's argument, or the
- *          file's), SAME (operand 0's), PROMOTE (float64 if either operand is). Issue 10's int64
- *          and bool add rules here (e.g. a true division of integers gives float64).
+ *          file's), SAME (operand 0's), PROMOTE (numpy.result_type of the operands), OP (the
+ *          sub-operation's rule on the promoted dtype, promote.c: div of integers gives float64,
+ *          sum of bools int64; the constructor applies it), BOOL (comparisons, predicates).
  *   lower  the lower.c function that emits the tasks of one output chunk. */
 #define TSR__AOP_MAP(XX)                                                                           \
     XX(FULL, FILL, 0, GIVEN, emit_source) /* zeros, ones and full: value */                        \
     XX(RANDOM, RANDOM, 0, GIVEN, emit_source)                                                      \
     XX(ARANGE, ARANGE, 0, GIVEN, emit_source)                                                      \
     XX(LOAD, LOAD, 0, GIVEN, emit_source)                                                          \
-    XX(UNARY, UNARY, 1, SAME, emit_map)                                                            \
-    XX(BINARY, BINARY, 2, PROMOTE, emit_binary)                                                    \
-    XX(BINARY_SCALAR, BINARY_SCALAR, 1, SAME, emit_map)                                            \
+    XX(UNARY, UNARY, 1, OP, emit_map)                                                              \
+    XX(BINARY, BINARY, 2, OP, emit_broadcast)                                                      \
+    XX(BINARY_SCALAR, BINARY_SCALAR, 1, OP, emit_map)                                              \
     XX(MATMUL, MATMUL, 2, PROMOTE, emit_matmul)                                                    \
     XX(TRANSPOSE, TRANSPOSE, 1, SAME, emit_transpose)                                              \
-    XX(REDUCE, REDUCE, 1, SAME, emit_reduce)                                                       \
+    XX(REDUCE, REDUCE, 1, OP, emit_reduce)                                                         \
     XX(RECHUNK, ASSEMBLE, 1, SAME, emit_rechunk)                                                   \
-    XX(ASTYPE, ASTYPE, 1, GIVEN, emit_map)
+    XX(ASTYPE, ASTYPE, 1, GIVEN, emit_map)                                                         \
+    XX(COMPARE, COMPARE, 2, BOOL, emit_broadcast)  /* less, ..., logical_or of two arrays */       \
+    XX(COMPARE_SCALAR, COMPARE, 1, BOOL, emit_map) /* ... of an array and a number */              \
+    XX(PREDICATE, PREDICATE, 1, BOOL, emit_map)    /* logical_not, isnan, isfinite */              \
+    XX(WHERE, WHERE, 3, PROMOTE, emit_broadcast)   /* X and Y may be numbers: fewer operands */
 
 typedef enum tsr_aop {
 #define TSR__AOP_ENUM_ROW(E, ...) TSR_A_##E,
@@ -55,7 +60,9 @@ enum {
 typedef enum tsr__dtype_rule {
     TSR__DTYPE_GIVEN,
     TSR__DTYPE_SAME,
-    TSR__DTYPE_PROMOTE
+    TSR__DTYPE_PROMOTE,
+    TSR__DTYPE_OP,
+    TSR__DTYPE_BOOL
 } tsr__dtype_rule;
 
 /* The kernel family, operand count and dtype rule of an array-level operation. */
@@ -63,6 +70,22 @@ tsr_kop tsr__aop_kop(tsr_aop aop);
 /* The result dtype of aop on operands of dtypes x and y (y ignored unless the rule needs two),
  * or `given` for GIVEN. */
 tsr_dtype tsr__aop_dtype(tsr_aop aop, tsr_dtype x, tsr_dtype y, tsr_dtype given);
+
+/* ---- promote.c: NumPy 2 (NEP 50) result dtypes ---- */
+
+/* numpy.result_type of two arrays' dtypes (int64 with float32 gives float64). */
+tsr_dtype tsr__promote(tsr_dtype x, tsr_dtype y);
+/* An array of dtype x with a weak scalar (a program-file number): a float scalar keeps a float x
+ * and makes int64/bool float64; an integer scalar keeps x, but makes bool int64. */
+tsr_dtype tsr__promote_weak(tsr_dtype x, int scalar_is_float);
+/* The result of unary op fn on dtype x (sqrt of int64 gives float64, isnan bool): 0, or
+ * TSR_EINVALID where NumPy has no such loop (neg or sign of bool). */
+int tsr__unary_dtype(int fn, tsr_dtype x, tsr_dtype *out);
+/* The result of binary op fn on operands that promote to r (div of integers gives float64,
+ * comparisons bool): 0, or TSR_EINVALID (sub of bools). */
+int tsr__binary_dtype(int fn, tsr_dtype r, tsr_dtype *out);
+/* The result of reduction fn of dtype x (sum of bool or int64 gives int64, mean float64). */
+tsr_dtype tsr__reduce_dtype(int fn, tsr_dtype x);
 
 /* Where a computed array's chunks live. */
 typedef struct tsr__computed {
@@ -101,8 +124,13 @@ struct tsr_array {
     int nargs, args_cap;
     tsr_array *args_small[3];
     double value;           /* FULL value; BINARY_SCALAR scalar; ARANGE start */
+    int64_t ivalue;         /* FULL of int64 when has_ivalue: the exact value */
+    int has_ivalue;
     double step;            /* ARANGE step */
-    int scalar_first;       /* BINARY_SCALAR */
+    int scalar_first;       /* BINARY_SCALAR, COMPARE_SCALAR */
+    tsr_dtype cdtype;       /* COMPARE, COMPARE_SCALAR: the dtype the operands are compared in */
+    int scalar_mask;        /* WHERE: bit 0, X is `value`; bit 1, Y is `value2` (not operands) */
+    double value2;          /* WHERE */
     uint64_t seed;          /* RANDOM */
     int axes[TSR_MAX_NDIM]; /* TRANSPOSE perm; REDUCE axes (normalised, ascending) */
     int naxes;
@@ -154,6 +182,12 @@ int tsr__array_add_arg(tsr_array *a, tsr_array *arg);
 /* Gives a successfully built array its generated name "<opname>-<seq>": returns a, or NULL
  * (the array discarded, -ENOMEM recorded) when out of memory. */
 tsr_array *tsr__array_named(tsr_array *a);
+/* An elementwise array over nops operands broadcast together (NumPy's rules; TSR_ESHAPE naming
+ * the operands otherwise), of dtype `dtype`, with aop and fn set: operands whose chunks differ are
+ * wrapped in hidden rechunks to the union of their boundaries, so that each operand's chunk index
+ * is the output's (or 0 on a broadcast axis). opname names the result ("add", "where"). */
+int tsr__array_broadcast(tsr_client *c, const char *opname, tsr_aop aop, int fn,
+                         tsr_array *const *ops, int nops, tsr_dtype dtype, tsr_array **out);
 /* Frees an array whose construction failed (it holds only its operand references); returns
  * rc, so that constructors can `return tsr__array_discard(a, rc)`. */
 int tsr__array_discard(tsr_array *a, int rc);

@@ -33,6 +33,8 @@ typedef enum op_kind {
     K_REDUCE,
     K_RECHUNK,
     K_ASTYPE,
+    K_WHERE,
+    K_CLIP,
 } op_kind;
 
 /* An op_info.nargs for operations that take any number of operands, at least one
@@ -69,6 +71,8 @@ static const op_info ops[] = {
     TSR__REDUCE_MAP(REDUCE_ROW)
     {"rechunk", K_RECHUNK, 0, TSR__AOP_NARGS_RECHUNK, "chunks", "chunks"},
     {"astype", K_ASTYPE, 0, TSR__AOP_NARGS_ASTYPE, "dtype", "dtype"},
+    {"where", K_WHERE, 0, TSR__AOP_NARGS_WHERE, "", ""},
+    {"clip", K_CLIP, 0, 1, "min,max", ""},
 };
 /* clang-format on */
 #undef UNARY_ROW
@@ -85,6 +89,10 @@ typedef struct def {
     double *scalar; /* the scalar where arg[k] == -1 (scalarbuf or owned) */
     int argbuf[3];
     double scalarbuf[3];
+    unsigned scalar_float; /* bit k: args[k] is a number written as a float (1.5, 1.0, 1e3) */
+    int has_min, has_max;  /* clip: "min" / "max" present and not null */
+    double min, max;
+    int min_float, max_float;
     int ndim; /* sources with "shape" */
     int64_t shape[TSR_MAX_NDIM];
     int has_chunks, chunks_is_int, nchunks;
@@ -322,18 +330,19 @@ static int parse_args(loader *L, def *d, json_t *v) {
             if (!ix) return fail(L, d, TSR_EPROGRAM, "unknown array \"%s\"", json_string_value(x));
             d->arg[k] = (int)json_integer_value(ix);
         } else if (json_is_number(x)) {
-            if (op->kind != K_BINARY)
+            if (op->kind != K_BINARY && !(op->kind == K_WHERE && k > 0))
                 return fail(L, d, TSR_EPROGRAM, "%s takes arrays only; args[%d] is the number %s",
                             op->name, k, show(x, b, sizeof b));
             d->arg[k] = -1;
             d->scalar[k] = json_number_value(x);
+            if (json_is_real(x) && k < 32) d->scalar_float |= 1u << k;
             nscalars++;
         } else {
             return fail(L, d, TSR_EPROGRAM, "args[%d] must be an array name or a number, got %s", k,
                         show(x, b, sizeof b));
         }
     }
-    if (nscalars == 2)
+    if (nscalars == 2 && op->kind == K_BINARY)
         return fail(L, d, TSR_EPROGRAM, "%s needs at least one array argument, got two numbers",
                     op->name);
     return 0;
@@ -398,7 +407,8 @@ static int parse_def(loader *L, def *d) {
         } else if (!strcmp(key, "dtype")) {
             if (!json_is_string(v) || tsr_dtype_parse(json_string_value(v), &d->dtype) != 0)
                 rc = fail(L, d, TSR_EPROGRAM,
-                          "unknown dtype %s (expected \"float64\" or \"float32\")",
+                          "unknown dtype %s (expected \"float64\", \"float32\", \"int64\" or "
+                          "\"bool\")",
                           show(v, b, sizeof b));
         } else if (!strcmp(key, "value")) {
             rc = parse_number(L, d, key, v, &d->value);
@@ -409,6 +419,13 @@ static int parse_def(loader *L, def *d) {
         } else if (!strcmp(key, "step")) {
             rc = parse_number(L, d, key, v, &d->step);
             if (!rc && d->step == 0) rc = fail(L, d, TSR_EPROGRAM, "\"step\" must not be 0");
+        } else if (!strcmp(key, "min") || !strcmp(key, "max")) {
+            int is_min = key[1] == 'i';
+            if (!json_is_null(v)) {
+                rc = parse_number(L, d, key, v, is_min ? &d->min : &d->max);
+                *(is_min ? &d->has_min : &d->has_max) = 1;
+                *(is_min ? &d->min_float : &d->max_float) = json_is_real(v);
+            }
         } else if (!strcmp(key, "seed")) {
             rc = parse_seed(L, d, v);
         } else if (!strcmp(key, "axis")) {
@@ -553,7 +570,11 @@ static int build_def(loader *L, def *d) {
                     : tsr_zeros(c, d->ndim, d->shape, chp, d->dtype, &a);
         break;
     case K_FULL:
-        rc = tsr_full(c, d->ndim, d->shape, chp, d->dtype, d->value, &a);
+        if (d->dtype == TSR_INT64 && json_is_integer(json_object_get(d->obj, "value")))
+            rc = tsr_full_int64(c, d->ndim, d->shape, chp,
+                                json_integer_value(json_object_get(d->obj, "value")), &a);
+        else
+            rc = tsr_full(c, d->ndim, d->shape, chp, d->dtype, d->value, &a);
         break;
     case K_RANDOM:
         rc = tsr_random(c, d->ndim, d->shape, chp, d->dtype, d->seed, &a);
@@ -571,9 +592,23 @@ static int build_def(loader *L, def *d) {
         if (x && y)
             rc = tsr_binary((tsr_binary_op)op->fn, x, y, &a);
         else if (x)
-            rc = tsr_binary_scalar((tsr_binary_op)op->fn, x, d->scalar[1], 0, &a);
+            rc = tsr_binary_scalar_kind((tsr_binary_op)op->fn, x, d->scalar[1],
+                                        (d->scalar_float >> 1) & 1, 0, &a);
         else
-            rc = tsr_binary_scalar((tsr_binary_op)op->fn, y, d->scalar[0], 1, &a);
+            rc = tsr_binary_scalar_kind((tsr_binary_op)op->fn, y, d->scalar[0], d->scalar_float & 1,
+                                        1, &a);
+        break;
+    case K_WHERE: {
+        tsr_array *z = d->arg[2] >= 0 ? L->defs[d->arg[2]].array : NULL;
+        rc = tsr_where_scalars(x, y, d->scalar[1], (d->scalar_float >> 1) & 1, z, d->scalar[2],
+                               (d->scalar_float >> 2) & 1, &a);
+        break;
+    }
+    case K_CLIP:
+        if (!d->has_min && !d->has_max)
+            return fail(L, d, TSR_EPROGRAM, "clip needs a number in \"min\" or \"max\"");
+        rc = tsr_clip(x, d->has_min ? &d->min : NULL, d->has_max ? &d->max : NULL,
+                      d->min_float | d->max_float << 1, &a);
         break;
     case K_MATMUL:
         rc = tsr_matmul(x, y, &a);

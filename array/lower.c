@@ -154,6 +154,11 @@ LOWERING(emit_source) {
         fv[0] = a->value;
         d.f = fv;
         d.nf = 1;
+        if (a->has_ivalue) { /* kernels.h: an int64 FILL may carry its exact value in i */
+            iv[0] = a->ivalue;
+            d.i = iv;
+            d.ni = 1;
+        }
         break;
     case TSR_A_RANDOM:
         memcpy(&iv[0], &a->seed, sizeof a->seed); /* the seed's uint64 bits */
@@ -205,14 +210,15 @@ LOWERING(emit_source) {
     return add(L, a, ci, &d, NULL, 0, 0, NULL);
 }
 
-/* UNARY, ASTYPE and BINARY_SCALAR: one task per chunk on the operand's matching chunk. */
+/* UNARY, ASTYPE, BINARY_SCALAR, COMPARE_SCALAR and PREDICATE: one task per chunk on the operand's
+ * matching chunk. */
 LOWERING(emit_map) {
     uint32_t dep;
     (void)idx;
     int rc = dep_of(L, a->args[0], ci, &dep);
     if (rc < 0) return rc;
     tsr_kdesc d;
-    int64_t iv[1];
+    int64_t iv[2];
     double fv[1];
     desc_init(&d, tsr__aop_kop(a->aop), a->aop == TSR_A_ASTYPE ? 0 : a->fn, a->dtype, a->ndim,
               shape);
@@ -223,15 +229,26 @@ LOWERING(emit_map) {
         d.nf = 1;
         d.i = iv;
         d.ni = 1;
+    } else if (a->aop == TSR_A_COMPARE_SCALAR) { /* kernels.h: i = [dtype, scalar_first] */
+        fv[0] = a->value;
+        iv[0] = a->cdtype;
+        iv[1] = a->scalar_first;
+        d.f = fv;
+        d.nf = 1;
+        d.i = iv;
+        d.ni = 2;
     }
     return add(L, a, ci, &d, &dep, 1, 0, NULL);
 }
 
-/* BINARY: array.c aligned both operands to the output grid on every axis they span, so an
- * operand's chunk index is the output's, or 0 where it is broadcast (a single chunk). */
-LOWERING(emit_binary) {
-    uint32_t deps[2];
-    for (int k = 0; k < 2; k++) {
+/* BINARY, COMPARE and WHERE: array.c aligned every operand to the output grid on every axis it
+ * spans, so an operand's chunk index is the output's, or 0 where it is broadcast (a single
+ * chunk). */
+LOWERING(emit_broadcast) {
+    uint32_t deps[3];
+    int64_t iv[2];
+    double fv[2];
+    for (int k = 0; k < a->nargs && k < 3; k++) {
         tsr_array *x = a->args[k];
         int64_t xidx[TSR_MAX_NDIM];
         int o = a->ndim - x->ndim;
@@ -240,8 +257,23 @@ LOWERING(emit_binary) {
         if (rc < 0) return rc;
     }
     tsr_kdesc d;
-    desc_init(&d, TSR_KOP_BINARY, a->fn, a->dtype, a->ndim, shape);
-    return add(L, a, ci, &d, deps, 2, 0, NULL);
+    desc_init(&d, tsr__aop_kop(a->aop), a->aop == TSR_A_WHERE ? 0 : a->fn, a->dtype, a->ndim,
+              shape);
+    if (a->aop == TSR_A_COMPARE) { /* kernels.h: i = [dtype] */
+        iv[0] = a->cdtype;
+        d.i = iv;
+        d.ni = 1;
+    } else if (a->aop == TSR_A_WHERE) { /* i = [x is a scalar, y is a scalar], f = [xs, ys] */
+        iv[0] = a->scalar_mask & 1;
+        iv[1] = (a->scalar_mask >> 1) & 1;
+        fv[0] = a->value;
+        fv[1] = a->value2;
+        d.i = iv;
+        d.ni = 2;
+        d.f = fv;
+        d.nf = 2;
+    }
+    return add(L, a, ci, &d, deps, (uint32_t)TSR__MIN(a->nargs, 3), 0, NULL);
 }
 
 /* MATMUL: C[i,j] accumulates A[i,kk] @ B[kk,j] over kk in increasing order, one task per block
@@ -481,7 +513,10 @@ tsr_dtype tsr__aop_dtype(tsr_aop aop, tsr_dtype x, tsr_dtype y, tsr_dtype given)
     case TSR__DTYPE_SAME:
         return x;
     case TSR__DTYPE_PROMOTE:
-        return (x == TSR_FLOAT64 || y == TSR_FLOAT64) ? TSR_FLOAT64 : TSR_FLOAT32;
+    case TSR__DTYPE_OP: /* the constructor applies the sub-operation's own rule (promote.c) */
+        return tsr__promote(x, y);
+    case TSR__DTYPE_BOOL:
+        return TSR_BOOL;
     case TSR__DTYPE_GIVEN:
         break;
     }

@@ -21,39 +21,70 @@
 
 /* ---- dtypes ----------------------------------------------------------------------------------
  * A kernel family's dtype column is a bit set over tsr_dtype: the output dtypes it has a kernel
- * for. Issue 10 adds int64 and bool as new bits (and kernels for the families that take them). */
+ * for: float64, float32, int64 and bool (TSR__DT_NUM: the first three; TSR__DT_ALL: all four). */
 #define TSR__DT(dtype) (1u << (unsigned)(dtype))
 #define TSR__DT_FLOAT (TSR__DT(TSR_FLOAT64) | TSR__DT(TSR_FLOAT32))
+#define TSR__DT_INT TSR__DT(TSR_INT64)
+#define TSR__DT_BOOL TSR__DT(TSR_BOOL)
+#define TSR__DT_NUM (TSR__DT_FLOAT | TSR__DT_INT)
+#define TSR__DT_ALL (TSR__DT_NUM | TSR__DT_BOOL)
 
 /* ---- elementwise sub-operations ---------------------------------------------------------------
  * XX(ENUM, name, dtypes, expr): dtypes is the bit set of dtypes the operation is defined on (a
  * descriptor asking for another is refused before its kernel runs; issue 10's integer and bool
  * ops declare theirs here). expr is the value of one output element, a pure expression of the
  * element(s) x (and y) of type T, where M(fn) names the libm function for T (fabs, or fabsf for
- * float32). The CPU kernels expand these expressions inside their loops (kernels/cpu_tmpl.c);
- * they are also the hook for fused elementwise chains (issues 6 and 10): a fused loop expands a
- * chain's expressions one after the other on a register, with no per-element call. ENUM is the
- * public enum's suffix (TSR_NEG); name is what program files and tsr_unary_name() say. Commas
- * inside expr must sit inside parentheses. */
+ * float32) and the E_* helpers are what differs between float, int64 and bool element types (each
+ * kernel instance defines them: kernels/cpu_tmpl.c; int64 wraps through uint64_t, bool add is or,
+ * bool mul is and). The dtypes column is the output dtypes the sub-operation has a kernel for. The
+ * CPU kernels expand these expressions inside their loops (kernels/cpu_tmpl.c); they are also the
+ * hook for fused elementwise chains (issues 6 and 10): a fused loop expands a chain's expressions
+ * one after the other on a register, with no per-element call. ENUM is the public enum's suffix
+ * (TSR_NEG); name is what program files and tsr_unary_name() say. Commas inside expr must sit
+ * inside parentheses. */
 #define TSR__UNARY_MAP(XX)                                                                         \
-    XX(NEG, neg, TSR__DT_FLOAT, -x)                                                                \
-    XX(ABS, abs, TSR__DT_FLOAT, M(fabs)(x))                                                        \
+    XX(NEG, neg, TSR__DT_NUM, E_NEG(x))                                                            \
+    XX(ABS, abs, TSR__DT_ALL, E_ABS(x))                                                            \
     XX(EXP, exp, TSR__DT_FLOAT, M(exp)(x))                                                         \
     XX(LOG, log, TSR__DT_FLOAT, M(log)(x))                                                         \
     XX(SQRT, sqrt, TSR__DT_FLOAT, M(sqrt)(x))                                                      \
     XX(SIN, sin, TSR__DT_FLOAT, M(sin)(x))                                                         \
     XX(COS, cos, TSR__DT_FLOAT, M(cos)(x))                                                         \
-    XX(TANH, tanh, TSR__DT_FLOAT, M(tanh)(x))
+    XX(TANH, tanh, TSR__DT_FLOAT, M(tanh)(x))                                                      \
+    XX(FLOOR, floor, TSR__DT_NUM, E_RND(floor, x))                                                 \
+    XX(CEIL, ceil, TSR__DT_NUM, E_RND(ceil, x))                                                    \
+    XX(ROUND, round, TSR__DT_NUM, E_RND(nearbyint, x))                                             \
+    XX(TAN, tan, TSR__DT_FLOAT, M(tan)(x))                                                         \
+    XX(ARCSIN, arcsin, TSR__DT_FLOAT, M(asin)(x))                                                  \
+    XX(ARCCOS, arccos, TSR__DT_FLOAT, M(acos)(x))                                                  \
+    XX(ARCTAN, arctan, TSR__DT_FLOAT, M(atan)(x))                                                  \
+    XX(LOG1P, log1p, TSR__DT_FLOAT, M(log1p)(x))                                                   \
+    XX(EXPM1, expm1, TSR__DT_FLOAT, M(expm1)(x))                                                   \
+    XX(SIGN, sign, TSR__DT_NUM, E_SIGN(x))                                                         \
+    XX(SQUARE, square, TSR__DT_NUM, E_MUL(x, x))                                                   \
+    XX(LOGICAL_NOT, logical_not, 0, E_NOT(x))                                                      \
+    XX(ISNAN, isnan, 0, E_ISNAN(x))                                                                \
+    XX(ISFINITE, isfinite, 0, E_ISFINITE(x))
 
-/* maximum/minimum return a NaN operand when there is one, as NumPy does. */
+/* maximum/minimum return a NaN operand when there is one, as NumPy does. The comparisons and
+ * logical operations (dtype column 0: no BINARY kernel) give bool and run in the COMPARE family,
+ * which computes in the operands' promoted dtype. */
 #define TSR__BINARY_MAP(XX)                                                                        \
-    XX(ADD, add, TSR__DT_FLOAT, x + y)                                                             \
-    XX(SUB, sub, TSR__DT_FLOAT, x - y)                                                             \
-    XX(MUL, mul, TSR__DT_FLOAT, (x * y))                                                           \
+    XX(ADD, add, TSR__DT_ALL, E_ADD(x, y))                                                         \
+    XX(SUB, sub, TSR__DT_NUM, E_SUB(x, y))                                                         \
+    XX(MUL, mul, TSR__DT_ALL, E_MUL(x, y))                                                         \
     XX(DIV, div, TSR__DT_FLOAT, x / y)                                                             \
-    XX(POW, pow, TSR__DT_FLOAT, M(pow)(x, y))                                                      \
-    XX(MAXIMUM, maximum, TSR__DT_FLOAT, (x >= y || x != x) ? x : y)                                \
-    XX(MINIMUM, minimum, TSR__DT_FLOAT, (x <= y || x != x) ? x : y)
+    XX(POW, pow, TSR__DT_NUM, E_POW(x, y))                                                         \
+    XX(MAXIMUM, maximum, TSR__DT_ALL, (x >= y || E_ISNAN(x)) ? x : y)                              \
+    XX(MINIMUM, minimum, TSR__DT_ALL, (x <= y || E_ISNAN(x)) ? x : y)                              \
+    XX(LESS, less, 0, x < y)                                                                       \
+    XX(LESS_EQUAL, less_equal, 0, x <= y)                                                          \
+    XX(GREATER, greater, 0, x > y)                                                                 \
+    XX(GREATER_EQUAL, greater_equal, 0, x >= y)                                                    \
+    XX(EQUAL, equal, 0, x == y)                                                                    \
+    XX(NOT_EQUAL, not_equal, 0, x != y)                                                            \
+    XX(LOGICAL_AND, logical_and, 0, E_NOT(E_NOT(x)) & E_NOT(E_NOT(y)))                             \
+    XX(LOGICAL_OR, logical_or, 0, E_NOT(E_NOT(x)) | E_NOT(E_NOT(y)))
 
 /* ---- reductions -------------------------------------------------------------------------------
  * XX(ENUM, name, init, fold, identity, ufunc, scale)
@@ -111,19 +142,22 @@ enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
 #define TSR__KOP_LONG 2u
 
 #define TSR__KOP_MAP(XX)                                                                           \
-    XX(FILL, fill, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                          \
+    XX(FILL, fill, 0, 0, 0, TSR__DT_ALL, NONE, OUT, TSR__KOP_RECOMPUTE)                            \
     XX(RANDOM, random, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                      \
-    XX(ARANGE, arange, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE)                      \
-    XX(LOAD, load, 0, 0, TSR__LOAD_COUNT, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_LONG)                 \
-    XX(UNARY, unary, 1, 1, TSR__UNARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                           \
-    XX(BINARY, binary, 2, 2, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)                        \
-    XX(BINARY_SCALAR, binary_scalar, 1, 1, TSR__BINARY_COUNT, TSR__DT_FLOAT, ANY, OUT, 0)          \
-    XX(MATMUL, matmul, 2, TSR__ANY, 0, TSR__DT_FLOAT, LAST, MATMUL, TSR__KOP_LONG)                 \
-    XX(TRANSPOSE, transpose, 1, 1, 0, TSR__DT_FLOAT, NONE, OUT, 0)                                 \
-    XX(REDUCE, reduce, 1, 1, TSR__REDUCE_COUNT, TSR__DT_FLOAT, NONE, IN0, 0)                       \
-    XX(COMBINE, combine, 1, TSR__ANY, TSR__REDUCE_COUNT, TSR__DT_FLOAT, ANY, INPUTS, 0)            \
-    XX(ASSEMBLE, assemble, 1, TSR__ANY, 0, TSR__DT_FLOAT, NONE, OUT, 0)                            \
-    XX(ASTYPE, astype, 1, 1, 0, TSR__DT_FLOAT, ANY, OUT, 0)
+    XX(ARANGE, arange, 0, 0, 0, TSR__DT_NUM, NONE, OUT, TSR__KOP_RECOMPUTE)                        \
+    XX(LOAD, load, 0, 0, TSR__LOAD_COUNT, TSR__DT_ALL, NONE, OUT, TSR__KOP_LONG)                   \
+    XX(UNARY, unary, 1, 1, TSR__UNARY_COUNT, TSR__DT_ALL, ANY, OUT, 0)                             \
+    XX(BINARY, binary, 2, 2, TSR__BINARY_COUNT, TSR__DT_ALL, ANY, OUT, 0)                          \
+    XX(BINARY_SCALAR, binary_scalar, 1, 1, TSR__BINARY_COUNT, TSR__DT_ALL, ANY, OUT, 0)            \
+    XX(MATMUL, matmul, 2, TSR__ANY, 0, TSR__DT_NUM, LAST, MATMUL, TSR__KOP_LONG)                   \
+    XX(TRANSPOSE, transpose, 1, 1, 0, TSR__DT_ALL, NONE, OUT, 0)                                   \
+    XX(REDUCE, reduce, 1, 1, TSR__REDUCE_COUNT, TSR__DT_ALL, NONE, IN0, 0)                         \
+    XX(COMBINE, combine, 1, TSR__ANY, TSR__REDUCE_COUNT, TSR__DT_ALL, ANY, INPUTS, 0)              \
+    XX(ASSEMBLE, assemble, 1, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT, 0)                              \
+    XX(ASTYPE, astype, 1, 1, 0, TSR__DT_ALL, ANY, OUT, 0)                                          \
+    XX(COMPARE, compare, 1, 2, TSR__BINARY_COUNT, TSR__DT_BOOL, NONE, OUT, 0)                      \
+    XX(PREDICATE, predicate, 1, 1, TSR__UNARY_COUNT, TSR__DT_BOOL, NONE, OUT, 0)                   \
+    XX(WHERE, where, 1, 3, 0, TSR__DT_ALL, NONE, OUT, 0)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
  * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */

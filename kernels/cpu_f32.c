@@ -1,8 +1,7 @@
 /* The float32 instance of the CPU kernels (see cpu_tmpl.c). */
 #define T float
-#define U double
 #define T_DTYPE TSR_FLOAT32
-#define U_DTYPE TSR_FLOAT64
+#define T_FLOAT 1
 #define M(fn) fn##f
 #define GEMM cblas_sgemm
 #define GEMV cblas_sgemv

@@ -1,8 +1,7 @@
 /* The float64 instance of the CPU kernels (see cpu_tmpl.c). */
 #define T double
-#define U float
 #define T_DTYPE TSR_FLOAT64
-#define U_DTYPE TSR_FLOAT32
+#define T_FLOAT 1
 #define M(fn) fn
 #define GEMM cblas_dgemm
 #define GEMV cblas_dgemv

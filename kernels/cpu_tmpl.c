@@ -1,8 +1,10 @@
-/* CPU kernels, written once and compiled once per dtype: cpu_f64.c and cpu_f32.c define T (the
- * output element type), U (the other dtype), M(fn) (the libm function for T), the BLAS calls and
- * the table's name, then include this file. Every kernel trusts its arguments (tsr__kernel_run
- * checked them), runs its inner loop along the contiguous last axis, and never calls through a
- * function pointer per element. Results depend only on the inputs: fixed summation orders. */
+/* CPU kernels, written once and compiled once per dtype: cpu_f64.c, cpu_f32.c, cpu_i64.c and
+ * cpu_bool.c define T (the output element type), T_DTYPE, one of T_FLOAT / T_INT / T_BOOL, and for
+ * floats M(fn) (the libm function for T), the BLAS calls and the random generators, then include
+ * this file. Inputs of any of the four dtypes are converted to T as they are read. Every kernel
+ * trusts its arguments (tsr__kernel_run checked them), runs its inner loop along the contiguous
+ * last axis, and never calls through a function pointer per element. Results depend only on the
+ * inputs: fixed summation orders. */
 #include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,14 +28,89 @@ static int64_t out_nelem(const tsr_chunkview *v) {
     return tsr__shape_nelem(v->ndim, v->shape);
 }
 
-/* n elements of dtype `dtype` at src, converted into dst. */
-static void convert_to_T(T *dst, const void *src, int dtype, int64_t n) {
-    if (dtype == T_DTYPE) {
+/* What differs between element kinds: conversions into T from a floating value (TO_T_F) and from
+ * an integer or bool (TO_T_I), and the E_* helpers of the operations table's expressions
+ * (graph/ops.h). int64 arithmetic goes through uint64_t, so it wraps and never overflows a signed
+ * type; a float -> int64 conversion of NaN, +-inf or an out-of-range value gives INT64_MIN (as
+ * NumPy on x86-64), and any non-zero value (NaN included) converts to bool true. */
+#if defined(T_FLOAT)
+#include "graph/ops_float.h"
+#define TO_T_F(v) ((T)(v))
+#define TO_T_I(v) ((T)(v))
+typedef double ACC; /* reductions and combines accumulate in double */
+#else
+/* No libm for integers: float-only rows (dtype column without T_DTYPE) never run here, but their
+ * expressions still compile. */
+static inline T no_float(T x, ...) {
+    return x;
+}
+#define M(fn) no_float
+#define E_RND(fn, x) (x)
+#define E_ISNAN(x) 0
+#if defined(T_INT)
+#define TO_T_F(v) tsr__f2i((double)(v))
+#define TO_T_I(v) ((T)(v))
+#define E_NEG(x) ((T)(0u - (uint64_t)(x)))
+#define E_ADD(x, y) ((T)((uint64_t)(x) + (uint64_t)(y)))
+#define E_SUB(x, y) ((T)((uint64_t)(x) - (uint64_t)(y)))
+#define E_MUL(x, y) ((T)((uint64_t)(x) * (uint64_t)(y)))
+#define E_ABS(x) ((x) < 0 ? E_NEG(x) : (x))
+#define E_POW(x, y) ipow(x, y)
+#define E_SIGN(x) ((x) > 0 ? (T)1 : (x) < 0 ? (T)-1 : (T)0)
+typedef int64_t ACC; /* int64 reductions accumulate in int64, wrapping */
+/* x ** y by squaring, wrapping; y >= 0 (k_binary refuses negative exponents first). */
+static inline T ipow(T x, T y) {
+    uint64_t r = 1, b = (uint64_t)x;
+    for (uint64_t e = (uint64_t)y; y > 0 && e; e >>= 1) {
+        if (e & 1) r *= b;
+        b *= b;
+    }
+    return (T)r;
+}
+#else /* T_BOOL */
+#define TO_T_F(v) ((T)((v) != 0))
+#define TO_T_I(v) ((T)((v) != 0))
+#define E_NEG(x) (x)
+#define E_ADD(x, y) ((T)((x) | (y)))
+#define E_SUB(x, y) ((T)((x) ^ (y)))
+#define E_MUL(x, y) ((T)((x) & (y)))
+#define E_ABS(x) (x)
+#define E_POW(x, y) (x)
+#define E_SIGN(x) (x)
+typedef double ACC;
+#endif
+#define E_NOT(x) ((x) == 0)
+#define E_ISFINITE(x) (!E_ISNAN((x) - (x)))
+#endif
+
+/* n elements of dtype `dtype` at src (stride `st` elements: 1, or 0 to repeat one element),
+ * converted into dst. */
+static void convert_strided(T *dst, const void *src, int dtype, int64_t st, int64_t n) {
+    if (dtype == T_DTYPE && st == 1) {
         if (n) memmove(dst, src, (size_t)n * sizeof(T));
         return;
     }
-    const U *s = src;
-    for (int64_t j = 0; j < n; j++) dst[j] = (T)s[j];
+    switch (dtype) {
+    case TSR_FLOAT64:
+        for (int64_t j = 0; j < n; j++) dst[j] = TO_T_F(((const double *)src)[j * st]);
+        break;
+    case TSR_FLOAT32:
+        for (int64_t j = 0; j < n; j++) dst[j] = TO_T_F(((const float *)src)[j * st]);
+        break;
+    case TSR_INT64:
+        for (int64_t j = 0; j < n; j++) dst[j] = TO_T_I(((const int64_t *)src)[j * st]);
+        break;
+    case TSR_BOOL:
+        for (int64_t j = 0; j < n; j++) dst[j] = TO_T_I(((const uint8_t *)src)[j * st]);
+        break;
+    default:
+        break;
+    }
+}
+
+/* n elements of dtype `dtype` at src, converted into dst. */
+static void convert_to_T(T *dst, const void *src, int dtype, int64_t n) {
+    convert_strided(dst, src, dtype, 1, n);
 }
 
 /* An input's data as T: its own buffer when it already is T, else a converted copy that the
@@ -57,12 +134,16 @@ static int oom(char *err, size_t errlen) {
 
 KERNEL(k_fill) {
     T *o = out->data;
-    T v = (T)d->f[0];
+    T v = TO_T_F(d->f[0]);
+#if defined(T_INT)
+    if (d->ni >= 1) v = d->i[0]; /* the exact int64 value, when lowering gives it */
+#endif
     int64_t n = out_nelem(out);
     for (int64_t j = 0; j < n; j++) o[j] = v;
     return 0;
 }
 
+#if defined(T_FLOAT)
 /* i = [seed, gshape[0..nd), offset[0..nd)]: each row of the chunk is a run of consecutive
  * global indices starting at g0, which random.c fills eight lanes at a time. */
 KERNEL(k_random) {
@@ -97,6 +178,23 @@ KERNEL(k_arange) {
     for (int64_t j = 0; j < n; j++) o[j] = (T)(start + (double)(offset + j) * step);
     return 0;
 }
+#elif defined(T_INT)
+#define k_random NULL
+/* Integers as NumPy's integer arange: start + (offset + j) * step in int64 (start and step are
+ * integral; lowering checks). */
+KERNEL(k_arange) {
+    int64_t start = tsr__f2i(d->f[0]), step = tsr__f2i(d->f[1]);
+    uint64_t offset = (uint64_t)d->i[0];
+    T *o = out->data;
+    int64_t n = out_nelem(out);
+    for (int64_t j = 0; j < n; j++)
+        o[j] = (T)((uint64_t)start + (offset + (uint64_t)j) * (uint64_t)step);
+    return 0;
+}
+#else
+#define k_random NULL
+#define k_arange NULL
+#endif
 
 /* Reads exactly len bytes at pos: 0, -errno, or 1 at end of file. */
 static int pread_full(int fd, void *buf, size_t len, int64_t pos) {
@@ -117,13 +215,14 @@ static int pread_full(int fd, void *buf, size_t len, int64_t pos) {
 
 /* Reads `count` file elements (dtype fdt) at byte pos into dst as T; .npy data is little-endian,
  * as is every machine we build for. */
-static int load_run(int fd, int fdt, T *dst, int64_t count, int64_t pos, U *stage) {
+static int load_run(int fd, int fdt, T *dst, int64_t count, int64_t pos, char *stage) {
     if (fdt == T_DTYPE) return pread_full(fd, dst, (size_t)count * sizeof(T), pos);
+    int64_t fsize = (int64_t)tsr_dtype_size((tsr_dtype)fdt);
     for (int64_t done = 0; done < count; done += BLOCK) {
         int64_t len = TSR__MIN(BLOCK, count - done);
-        int rc = pread_full(fd, stage, (size_t)len * sizeof(U), pos + done * (int64_t)sizeof(U));
+        int rc = pread_full(fd, stage, (size_t)(len * fsize), pos + done * fsize);
         if (rc) return rc;
-        for (int64_t j = 0; j < len; j++) dst[done + j] = (T)stage[j];
+        convert_to_T(dst + done, stage, fdt, len);
     }
     return 0;
 }
@@ -174,7 +273,7 @@ static int load_zarr(const tsr_kdesc *d, tsr_chunkview *out, char *err, size_t e
                 dst += (g - off[a]) * ostride[a];
             }
             if (missing)
-                for (int64_t j = 0; j < run; j++) o[dst + j] = (T)d->f[0];
+                for (int64_t j = 0; j < run; j++) o[dst + j] = TO_T_F(d->f[0]);
             else
                 convert_to_T(o + dst, buf + (size_t)src * fsize, fdt, run);
         } while (nd > 1 && tsr__next_index(r, bn, nd - 1));
@@ -208,7 +307,7 @@ KERNEL(k_load) {
         tsr__fmt(err, errlen, "%s: %s", d->s, strerror(-rc));
         return rc;
     }
-    U *stage = fdt == T_DTYPE ? NULL : malloc(BLOCK * sizeof(U));
+    char *stage = fdt == T_DTYPE ? NULL : malloc(BLOCK * sizeof(double));
     int rc = fdt != T_DTYPE && !stage ? -ENOMEM : 0;
     for (int64_t r = 0; r < n / run && !rc; r++) {
         int64_t g = nd ? off[k] * gstride[k] : 0;
@@ -229,15 +328,20 @@ KERNEL(k_load) {
 
 /* ---- elementwise ---------------------------------------------------------------------------- */
 
+/* The input may have another dtype (sqrt of int64 runs in float64): it is converted first. */
 KERNEL(k_unary) {
-    const T *a = in[0].data;
+    T *tmp;
+    const T *a = input_as_T(&in[0], &tmp);
+    if (!a) return oom(err, errlen);
     T *o = out->data;
     int64_t n = out_nelem(out);
 #define UNARY_CASE(E, name, dtypes, expr)                                                          \
     case TSR_##E:                                                                                  \
+        if (!((dtypes)&TSR__DT(T_DTYPE))) break;                                                   \
         for (int64_t j = 0; j < n; j++) {                                                          \
             T x = a[j];                                                                            \
-            o[j] = (expr);                                                                         \
+            (void)x;                                                                               \
+            o[j] = (T)(expr);                                                                      \
         }                                                                                          \
         break;
     switch (d->fn) {
@@ -246,6 +350,7 @@ KERNEL(k_unary) {
         break;
     }
 #undef UNARY_CASE
+    free(tmp);
     return 0;
 }
 
@@ -256,9 +361,12 @@ static inline __attribute__((always_inline)) void binary_loop(int fn, T *o, cons
                                                               const T *b, int64_t sb, int64_t n) {
 #define BINARY_CASE(E, name, dtypes, expr)                                                         \
     case TSR_##E:                                                                                  \
+        if (!((dtypes)&TSR__DT(T_DTYPE))) return;                                                  \
         for (int64_t j = 0; j < n; j++) {                                                          \
             T x = a[j * sa], y = b[j * sb];                                                        \
-            o[j] = (expr);                                                                         \
+            (void)x;                                                                               \
+            (void)y;                                                                               \
+            o[j] = (T)(expr);                                                                      \
         }                                                                                          \
         return;
     switch (fn) {
@@ -292,6 +400,18 @@ static void broadcast_strides(const tsr_chunkview *v, const tsr_chunkview *out, 
     }
 }
 
+#if defined(T_INT)
+/* NumPy refuses integers to negative integer powers. */
+static int negative_exponent(const T *b, int64_t n, char *err, size_t errlen) {
+    for (int64_t j = 0; j < n; j++)
+        if (b[j] < 0) {
+            tsr__fmt(err, errlen, "Integers to negative integer powers are not allowed");
+            return 1;
+        }
+    return 0;
+}
+#endif
+
 KERNEL(k_binary) {
     int64_t n = out_nelem(out);
     if (n == 0) return 0;
@@ -302,6 +422,13 @@ KERNEL(k_binary) {
         free(tb);
         return oom(err, errlen);
     }
+#if defined(T_INT)
+    if (d->fn == TSR_POW && negative_exponent(b, out_nelem(&in[1]), err, errlen)) {
+        free(ta);
+        free(tb);
+        return TSR_EINVALID;
+    }
+#endif
     int64_t sa0[TSR_MAX_NDIM], sb0[TSR_MAX_NDIM];
     broadcast_strides(&in[0], out, sa0);
     broadcast_strides(&in[1], out, sb0);
@@ -343,14 +470,25 @@ KERNEL(k_binary) {
     return 0;
 }
 
-/* f = [scalar], i = [scalar_first]; the scalar is taken in T (it never promotes the array). */
+/* f = [scalar], i = [scalar_first]; the scalar is taken in T, and so is the input (an int64
+ * array plus 1.5 runs in float64: lowering chose the output dtype by NEP 50's weak-scalar rule). */
 KERNEL(k_binary_scalar) {
-    T s = (T)d->f[0];
+    T s = TO_T_F(d->f[0]);
     int64_t n = out_nelem(out);
+    T *tmp;
+    const T *x = input_as_T(&in[0], &tmp);
+    if (!x) return oom(err, errlen);
+#if defined(T_INT)
+    if (d->fn == TSR_POW && negative_exponent(d->i[0] ? x : &s, d->i[0] ? n : 1, err, errlen)) {
+        free(tmp);
+        return TSR_EINVALID;
+    }
+#endif
     if (d->i[0])
-        binary_row(d->fn, out->data, &s, 0, in[0].data, 1, n);
+        binary_row(d->fn, out->data, &s, 0, x, 1, n);
     else
-        binary_row(d->fn, out->data, in[0].data, 1, &s, 0, n);
+        binary_row(d->fn, out->data, x, 1, &s, 0, n);
+    free(tmp);
     return 0;
 }
 
@@ -364,6 +502,7 @@ KERNEL(k_astype) {
 /* out = Cprev + A_0 @ B_0 + A_1 @ B_1 + ..., one BLAS call per k-step in order, beta = 1 after
  * the first (kernels.h): a group of steps gives exactly what a chain of one-step tasks gives.
  * When Cprev is not already the output buffer it is copied there first. */
+#if defined(T_FLOAT)
 KERNEL(k_matmul) {
     int64_t g = d->ni ? d->i[0] : 1;
     int64_t m = out->shape[0];
@@ -397,6 +536,56 @@ KERNEL(k_matmul) {
     if (!have) memset(o, 0, (size_t)(m * n) * sizeof(T));
     return 0;
 }
+#elif defined(T_INT)
+/* No BLAS for integers: o += A @ B with wrapping arithmetic, i-k-j order in KB-wide panels of k
+ * so a panel of B stays in cache. Each output element sums its terms in k order. */
+#define KB 64
+static void imatmul_step(T *o, const T *a, const T *b, int64_t m, int64_t k, int64_t n) {
+    for (int64_t k0 = 0; k0 < k; k0 += KB) {
+        int64_t k1 = TSR__MIN(k, k0 + KB);
+        for (int64_t i = 0; i < m; i++) {
+            uint64_t *orow = (uint64_t *)(void *)(o + i * n);
+            for (int64_t p = k0; p < k1; p++) {
+                uint64_t av = (uint64_t)a[i * k + p];
+                const T *brow = b + p * n;
+                for (int64_t j = 0; j < n; j++) orow[j] += av * (uint64_t)brow[j];
+            }
+        }
+    }
+}
+#undef KB
+
+KERNEL(k_matmul) {
+    int64_t g = d->ni ? d->i[0] : 1;
+    int64_t m = out->shape[0];
+    int64_t n = out->ndim == 2 ? out->shape[1] : 1;
+    T *o = out->data;
+    if (nin == 2 * g + 1) {
+        if (out->data != in[nin - 1].data)
+            convert_to_T(o, in[nin - 1].data, in[nin - 1].dtype, m * n);
+    } else if (m * n != 0) {
+        memset(o, 0, (size_t)(m * n) * sizeof(T));
+    }
+    if (m == 0 || n == 0) return 0;
+    for (int64_t s = 0; s < g; s++) {
+        int64_t k = in[2 * s].shape[1];
+        if (k == 0) continue;
+        T *ta, *tb;
+        const T *a = input_as_T(&in[2 * s], &ta), *b = input_as_T(&in[2 * s + 1], &tb);
+        if (!a || !b) {
+            free(ta);
+            free(tb);
+            return oom(err, errlen);
+        }
+        imatmul_step(o, a, b, m, k, n);
+        free(ta);
+        free(tb);
+    }
+    return 0;
+}
+#else
+#define k_matmul NULL
+#endif
 
 /* ---- transpose ------------------------------------------------------------------------------ */
 
@@ -484,11 +673,61 @@ KERNEL(k_transpose) {
 
 /* ---- reductions ----------------------------------------------------------------------------- */
 
-/* The folds and starting values are the table's (TSR__REDUCE_MAP, graph/ops.h). */
-#define FIRST_OP(s, x) ((double)(x))
+/* Floats (and bool's max/min) fold with the table's folds and starting values (TSR__REDUCE_MAP,
+ * graph/ops.h) in a double accumulator. int64 folds in an int64 accumulator (never through
+ * double, which would round past 2^53): the sums wrap as NumPy's do. ACC_TO_T gives the result in
+ * T. */
+#define FIRST_OP(s, x) ((ACC)(x))
+#if defined(T_INT)
+#define IFOLD_SUM(s, x) ((ACC)((uint64_t)(s) + (uint64_t)(x)))
+#define IFOLD_MAX(s, x) ((x) > (s) ? (x) : (s))
+#define IFOLD_MIN(s, x) ((x) < (s) ? (x) : (s))
+#define ACC_TO_T(v) (v)
+/* XX(fn, fold, init) for the reductions int64 has (the others have no int64 kernel). */
+#define INT_REDUCE_MAP(XX)                                                                         \
+    XX(TSR_SUM, IFOLD_SUM, 0)                                                                      \
+    XX(TSR_MEAN, IFOLD_SUM, 0)                                                                     \
+    XX(TSR_MAX, IFOLD_MAX, INT64_MIN)                                                              \
+    XX(TSR_MIN, IFOLD_MIN, INT64_MAX)
+#define ACC_FROM_F(v) tsr__f2i((double)(v))
+#define ACC_FROM_I(v) ((ACC)(v))
+#else
+#define ACC_TO_T(v) TO_T_F(v)
+#define ACC_FROM_F(v) ((double)(v))
+#define ACC_FROM_I(v) ((double)(v))
+#endif
 
-/* i = [axes...]. The input is walked once in row-major order, each element folded into its
- * output's double accumulator, so every output sees its terms in row-major order whatever the
+/* n elements of dtype `dtype` at src, converted to the accumulator's type. */
+static void convert_acc(ACC *dst, const void *src, int dtype, int64_t n) {
+    switch (dtype) {
+    case TSR_FLOAT64:
+        for (int64_t j = 0; j < n; j++) dst[j] = ACC_FROM_F(((const double *)src)[j]);
+        break;
+    case TSR_FLOAT32:
+        for (int64_t j = 0; j < n; j++) dst[j] = ACC_FROM_F(((const float *)src)[j]);
+        break;
+    case TSR_INT64:
+        for (int64_t j = 0; j < n; j++) dst[j] = ACC_FROM_I(((const int64_t *)src)[j]);
+        break;
+    case TSR_BOOL:
+        for (int64_t j = 0; j < n; j++) dst[j] = ACC_FROM_I(((const uint8_t *)src)[j]);
+        break;
+    default:
+        break;
+    }
+}
+
+#if defined(T_INT)
+static int no_reduction(const tsr_kdesc *d, char *err, size_t errlen) {
+    tsr__fmt(err, errlen, "reduce: %s is not defined for %s", tsr__reduce_name(d->fn),
+             tsr_dtype_name((tsr_dtype)T_DTYPE));
+    return TSR_EINVALID;
+}
+#endif
+
+/* i = [axes...]. The input (converted to T when it has another dtype: a sum of bools runs in
+ * int64, a mean of int64 in float64) is walked once in row-major order, each element folded into
+ * its output's accumulator, so every output sees its terms in row-major order whatever the
  * axes. */
 KERNEL(k_reduce) {
     const tsr_chunkview *x = &in[0];
@@ -498,9 +737,18 @@ KERNEL(k_reduce) {
         tsr__fmt(err, errlen, "reduce: %s of an empty selection", tsr__reduce_name(d->fn));
         return TSR_EINVALID;
     }
-    double *acc = malloc((size_t)nout * sizeof(double));
-    if (!acc) return oom(err, errlen);
-    double init = 0.0;
+    ACC init = 0;
+#if defined(T_INT)
+#define INIT_CASE(fn_, fold, init_)                                                                \
+    case fn_:                                                                                      \
+        init = (init_);                                                                            \
+        break;
+    switch (d->fn) {
+        INT_REDUCE_MAP(INIT_CASE)
+    default:
+        return no_reduction(d, err, errlen);
+    }
+#else
 #define INIT_CASE(E, name, init_, ...)                                                             \
     case TSR_##E:                                                                                  \
         init = (init_);                                                                            \
@@ -510,14 +758,21 @@ KERNEL(k_reduce) {
     default:
         break;
     }
+#endif
 #undef INIT_CASE
-    for (int64_t j = 0; j < nout; j++) acc[j] = init;
     if (nx == 0) { /* an empty reduced axis: every output is the identity (the walk divides by 0) */
         T *o = out->data;
-        for (int64_t j = 0; j < nout; j++) o[j] = (T)init;
-        free(acc);
+        for (int64_t j = 0; j < nout; j++) o[j] = ACC_TO_T(init);
         return 0;
     }
+    ACC *acc = malloc((size_t)nout * sizeof(ACC));
+    T *tmp;
+    const T *src = acc ? input_as_T(x, &tmp) : NULL;
+    if (!src) {
+        free(acc);
+        return oom(err, errlen);
+    }
+    for (int64_t j = 0; j < nout; j++) acc[j] = init;
 
     /* Per input axis: extent and stride into the output (0 on reduced axes). */
     int reduced[TSR_MAX_NDIM] = {0};
@@ -542,7 +797,6 @@ KERNEL(k_reduce) {
         ost[0] = 0;
         m = 1;
     }
-    const T *src = x->data;
     int64_t inner = ext[m - 1], inner_os = ost[m - 1], idx[TSR_MAX_NDIM] = {0};
 #define REDUCE_WALK(OP)                                                                            \
     for (int64_t r = 0; r < nx / inner; r++) {                                                     \
@@ -550,15 +804,26 @@ KERNEL(k_reduce) {
         for (int ax = 0; ax < m - 1; ax++) oo += idx[ax] * ost[ax];                                \
         const T *row = src + r * inner;                                                            \
         if (inner_os == 0) {                                                                       \
-            double s = acc[oo];                                                                    \
+            ACC s = acc[oo];                                                                       \
             for (int64_t j = 0; j < inner; j++) s = OP(s, row[j]);                                 \
             acc[oo] = s;                                                                           \
         } else {                                                                                   \
-            double *ac = acc + oo;                                                                 \
+            ACC *ac = acc + oo;                                                                    \
             for (int64_t j = 0; j < inner; j++) ac[j] = OP(ac[j], row[j]);                         \
         }                                                                                          \
         tsr__next_index(idx, ext, m - 1);                                                          \
     }
+#if defined(T_INT)
+#define WALK_CASE(fn_, fold, init_)                                                                \
+    case fn_:                                                                                      \
+        REDUCE_WALK(fold)                                                                          \
+        break;
+    switch (d->fn) {
+        INT_REDUCE_MAP(WALK_CASE)
+    default:
+        break;
+    }
+#else
 #define WALK_CASE(E, name, init_, fold, ...)                                                       \
     case TSR_##E:                                                                                  \
         REDUCE_WALK(fold)                                                                          \
@@ -568,60 +833,73 @@ KERNEL(k_reduce) {
     default:
         break;
     }
+#endif
 #undef WALK_CASE
 #undef REDUCE_WALK
     T *o = out->data;
-    for (int64_t j = 0; j < nout; j++) o[j] = (T)acc[j];
+    for (int64_t j = 0; j < nout; j++) o[j] = ACC_TO_T(acc[j]);
     free(acc);
+    free(tmp);
     return 0;
 }
 
-/* Folds len elements of input v (from element `at`) into acc with OP. */
-#define COMBINE_FOLD(OP)                                                                           \
-    do {                                                                                           \
-        if (v->dtype == T_DTYPE) {                                                                 \
-            const T *xs = (const T *)v->data + at;                                                 \
-            for (int64_t j = 0; j < len; j++) acc[j] = OP(acc[j], xs[j]);                          \
-        } else {                                                                                   \
-            const U *xs = (const U *)v->data + at;                                                 \
-            for (int64_t j = 0; j < len; j++) acc[j] = OP(acc[j], xs[j]);                          \
-        }                                                                                          \
-    } while (0)
-
-/* f = [scale]. ((in0 op in1) op in2) ... in double, block by block (so an output aliasing any
- * input is read before it is written), then scaled and rounded once to T. */
+/* f = [scale]. ((in0 op in1) op in2) ... in the accumulator's type (double; int64 for int64),
+ * block by block (so an output aliasing any input is read before it is written), then scaled and
+ * rounded once to T. */
 KERNEL(k_combine) {
     int64_t n = out_nelem(out);
     double scale = d->f[0];
     T *o = out->data;
-    double acc[BLOCK];
+    ACC acc[BLOCK], xs[BLOCK];
+#if defined(T_INT)
+    switch (d->fn) {
+#define CHECK_CASE(fn_, fold, init_) case fn_:
+        INT_REDUCE_MAP(CHECK_CASE)
+#undef CHECK_CASE
+        break;
+    default:
+        return no_reduction(d, err, errlen);
+    }
+#endif
     for (int64_t at = 0; at < n; at += BLOCK) {
         int64_t len = TSR__MIN(BLOCK, n - at);
         for (int k = 0; k < nin; k++) {
             const tsr_chunkview *v = &in[k];
+            size_t esz = tsr_dtype_size((tsr_dtype)v->dtype);
+            convert_acc(k ? xs : acc, (const char *)v->data + (size_t)at * esz, v->dtype, len);
+            if (k == 0) continue;
+#define FOLD_LOOP(fold)                                                                            \
+    for (int64_t j = 0; j < len; j++) acc[j] = fold(acc[j], xs[j]);                                \
+    break;
+#if defined(T_INT)
+#define FOLD_CASE(fn_, fold, init_)                                                                \
+    case fn_:                                                                                      \
+        FOLD_LOOP(fold)
+            switch (d->fn) {
+                INT_REDUCE_MAP(FOLD_CASE)
+            default:
+                break;
+            }
+#else
 #define FOLD_CASE(E, name, init_, fold, ...)                                                       \
     case TSR_##E:                                                                                  \
-        COMBINE_FOLD(fold);                                                                        \
-        break;
-            if (k == 0) {
-                COMBINE_FOLD(FIRST_OP);
-                continue;
-            }
+        FOLD_LOOP(fold)
             switch (d->fn) {
                 TSR__REDUCE_MAP(FOLD_CASE)
             default:
                 break;
             }
+#endif
 #undef FOLD_CASE
+#undef FOLD_LOOP
         }
         if (scale != 1.0)
-            for (int64_t j = 0; j < len; j++) o[at + j] = (T)(acc[j] * scale);
+            for (int64_t j = 0; j < len; j++) o[at + j] = TO_T_F((double)acc[j] * scale);
         else
-            for (int64_t j = 0; j < len; j++) o[at + j] = (T)acc[j];
+            for (int64_t j = 0; j < len; j++) o[at + j] = ACC_TO_T(acc[j]);
     }
     return 0;
 }
-#undef COMBINE_FOLD
 
 /* ---- assemble ------------------------------------------------------------------------------- */
 
@@ -672,6 +950,10 @@ KERNEL(k_assemble) {
 /* One entry per row of the operations table: family NAME's kernel is k_NAME. Every family the
  * table declares for this dtype must have one (a missing kernel does not compile; a test checks
  * the table against tsr__kernel_lookup). */
+/* Families whose kernels handle every dtype themselves (kernels/generic.c) have none here. */
+#define k_compare NULL
+#define k_predicate NULL
+#define k_where NULL
 const tsr_kernel_fn CPU_TABLE[TSR_KOP_COUNT] = {
 #define KERNEL_ROW(E, name, ...) [TSR_KOP_##E] = k_##name,
     TSR__KOP_MAP(KERNEL_ROW)

@@ -4,5 +4,7 @@
 #include "kernels/kernels_priv.h"
 
 const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT] = {
-    NULL, /* none yet: entries are [TSR_KOP_<FAMILY>] = k_<name> */
+    [TSR_KOP_COMPARE] = tsr__k_compare,
+    [TSR_KOP_PREDICATE] = tsr__k_predicate,
+    [TSR_KOP_WHERE] = tsr__k_where,
 };

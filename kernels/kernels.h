@@ -7,11 +7,12 @@
  * Parameter layouts (d = output ndim, all offsets/shapes are in elements; "global" means in the
  * whole array's coordinates):
  *
- *  FILL          no inputs.  f = [value]
+ *  FILL          no inputs.  f = [value]; int64 may add i = [value] (exact past 2^53)
  *  RANDOM        no inputs.  i = [seed (uint64 bits), gshape[0..d), offset[0..d)]
  *                            element with global row-major index g gets SPEC §2's formula(seed, g)
  *  ARANGE        no inputs, d = 1.  f = [start, step], i = [offset]
- *                            element j = start + (offset + j) * step, computed in double
+ *                            element j = start + (offset + j) * step, computed in double (in
+ *                            int64, wrapping, for an int64 output: start and step integral)
  *  LOAD          no inputs. fn = TSR__LOAD_NPY: s = absolute path of a .npy file,
  *                i = [data_offset, file_dtype, gshape[0..d), offset[0..d)]  (data_offset: bytes
  *                from file start to the data; file is C order).
@@ -19,25 +20,31 @@
  *                codec (TSR__ZC_*), separator ('.' or '/'), gshape[0..d), zchunks[0..d),
  *                offset[0..d)], f = [fill_value]: reads every chunk file the output box meets
  *                (a missing one is fill_value) and copies its part.
- *  UNARY         1 input of the output's shape and dtype. fn = tsr_unary_op
+ *  UNARY         1 input of the output's shape, any dtype (converted to the output's first:
+ *                sqrt of int64 runs in float64). fn = tsr_unary_op
  *  BINARY        2 inputs; fn = tsr_binary_op. Each input has ndim <= d; its shape, aligned to the
  *                right, equals the output's on every axis or is 1 there (broadcast). Inputs may
- *                have either dtype; computation is in the output dtype.
+ *                have any dtype; computation is in the output dtype (int64 wraps; a POW with
+ *                a negative int64 exponent fails, as NumPy's does).
  *  BINARY_SCALAR 1 input of the output's shape. fn = tsr_binary_op, f = [scalar],
- *                i = [scalar_first]  (0: x OP s, 1: s OP x). Output dtype = input dtype.
+ *                i = [scalar_first]  (0: x OP s, 1: s OP x). The input and the scalar are
+ *                converted to the output dtype (lowering picks it by NEP 50's weak scalars).
  *  MATMUL        g k-steps, i = [g] (no i: g = 1), 1 <= g <= TSR__MATMUL_MAX_GROUP: 2g inputs
  *                A_0, B_0, ..., A_(g-1), B_(g-1), with A_s (m x k_s) and B_s (k_s x n, or k_s
  *                when d = 1), and optionally Cprev (the output's shape) last:
  *                out = (((Cprev + A_0 @ B_0) + A_1 @ B_1) ...), one BLAS call per step with
  *                beta = 1 after the first, so a group gives bit for bit what a chain of
  *                one-step tasks gives (lowering groups the k-steps of small chunks:
- * docs/arrays.md). Inputs may be float32 or float64; computed in the output dtype. If out->data
+ * docs/arrays.md). Inputs of any dtype; computed in the output dtype (int64: blocked loops,
+ *                wrapping, no BLAS; no bool output). If out->data
  *                == Cprev's data the accumulation is in place (the worker passes Cprev's buffer
  *                when it holds the only reference; see tsr__kernel_may_alias).
  *  TRANSPOSE     1 input. i = [perm[0..d)]: out axis j is input axis perm[j].
  *  REDUCE        1 input of ndim n. fn = tsr_reduce_op (MEAN reduces like SUM; the scale is
  *                applied by COMBINE). i = [axes...] (input axes to reduce, ascending, possibly
- *                none). Output shape = input shape without those axes. Sums accumulate in double.
+ *                none). Output shape = input shape without those axes. The input may have another
+ *                dtype (sum of bool -> int64, mean of int64 -> float64): converted first. Float
+ *                sums accumulate in double, int64 ones in int64 (wrapping).
  *  COMBINE       k >= 1 inputs of the output's shape; fn = tsr_reduce_op (MEAN combines like SUM).
  *                Inputs are combined strictly in order (((in0 op in1) op in2) ...), then
  *                f = [scale] multiplies the result (1 for all but MEAN's last combine).
@@ -46,7 +53,17 @@
  *                in0_offset[0..d), in1_offset[0..d), ...] global offsets; each input has the
  *                output's ndim; every output element is covered by exactly one input, whose
  *                intersection with the output is copied (and converted to the output dtype).
- *  ASTYPE        1 input of the output's shape; converts to the output dtype.
+ *  ASTYPE        1 input of the output's shape; converts to the output dtype (float ->
+ *                int64: NaN, inf, out of range -> INT64_MIN; anything non-zero -> bool true).
+ *  COMPARE       fn = LESS .. LOGICAL_OR (tsr_binary_op); bool output. 2 inputs broadcasting as
+ *                BINARY's with i = [dtype], or 1 input with i = [dtype, scalar_first], f =
+ *                [scalar]: both operands are converted to `dtype` (their promotion), then
+ *                compared (NaN compares unequal; logical ops test != 0).
+ *  PREDICATE     1 input of the output's shape, any dtype; fn = LOGICAL_NOT, ISNAN or ISFINITE;
+ *                bool output.
+ *  WHERE         i = [x_scalar, y_scalar], f = [xs, ys]: inputs C, then X unless x_scalar, then
+ *                Y unless y_scalar, each broadcasting to the output; out = C != 0 ? X : Y,
+ *                converted to the output dtype.
  */
 #ifndef TSR_KERNELS_H
 #define TSR_KERNELS_H

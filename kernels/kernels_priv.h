@@ -8,10 +8,26 @@
 
 extern const tsr_kernel_fn tsr__cpu_kernels_f64[TSR_KOP_COUNT];
 extern const tsr_kernel_fn tsr__cpu_kernels_f32[TSR_KOP_COUNT];
+extern const tsr_kernel_fn tsr__cpu_kernels_i64[TSR_KOP_COUNT];
+extern const tsr_kernel_fn tsr__cpu_kernels_bool[TSR_KOP_COUNT];
 /* CPU kernels that handle every dtype their family's row declares themselves (copies that move
  * elements by size, families whose output dtype differs from their inputs'): looked up before
  * the per-dtype tables (kernels/generic.c; NULL for a family that has none). */
 extern const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT];
+/* The dtype-generic kernels of kernels/elementwise.c. */
+int tsr__k_compare(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                   char *err, size_t errlen);
+int tsr__k_predicate(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                     char *err, size_t errlen);
+int tsr__k_where(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                 char *err, size_t errlen);
+
+/* A float converted to int64 as NumPy does on x86-64, without undefined behaviour: NaN, +-inf and
+ * values outside [-2^63, 2^63) give INT64_MIN; others truncate toward zero. */
+static inline int64_t tsr__f2i(double v) {
+    return v >= -9223372036854775808.0 && v < 9223372036854775808.0 ? (int64_t)v : INT64_MIN;
+}
+
 /* The GPU kernels (kernels/cuda/host.c, in the CUDA module only), one table for both float
  * dtypes: they read the dtype from the descriptor. NULL for families that have none (LOAD). */
 extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];

@@ -27,9 +27,22 @@ tsr_kernel_fn tsr__kernel_lookup(int kop, int dtype, tsr_device dev) {
     if (!k || dtype < 0 || dtype > 31) return NULL;
     if (!(k->dtypes & TSR__DT(dtype))) return NULL;
     if (dev == TSR_DEVICE_CPU && tsr__cpu_kernels_any[kop]) return tsr__cpu_kernels_any[kop];
+    if (dev == TSR_DEVICE_CPU) {
+        switch (dtype) {
+        case TSR_FLOAT64:
+            return tsr__cpu_kernels_f64[kop];
+        case TSR_FLOAT32:
+            return tsr__cpu_kernels_f32[kop];
+        case TSR_INT64:
+            return tsr__cpu_kernels_i64[kop];
+        case TSR_BOOL:
+            return tsr__cpu_kernels_bool[kop];
+        default:
+            return NULL;
+        }
+    }
+    /* The GPU kernels are float-only (docs/gpu.md). */
     if (dtype != TSR_FLOAT64 && dtype != TSR_FLOAT32) return NULL;
-    if (dev == TSR_DEVICE_CPU)
-        return dtype == TSR_FLOAT64 ? tsr__cpu_kernels_f64[kop] : tsr__cpu_kernels_f32[kop];
     if (dev == TSR_DEVICE_GPU && gpu_kernels) return gpu_kernels[kop];
     return NULL;
 }
@@ -125,8 +138,10 @@ static int check_same_as_output(const tsr_kdesc *d, const tsr_chunkview *in, int
     return 0;
 }
 
-static int check_binary(const tsr_kdesc *d, const tsr_chunkview *in, char *err, size_t errlen) {
-    for (int k = 0; k < 2; k++) {
+/* Each of the nin inputs broadcasts to the output (right-aligned, extent 1 or the output's). */
+static int check_broadcast(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
+                           size_t errlen) {
+    for (int k = 0; k < nin; k++) {
         const tsr_chunkview *v = &in[k];
         if (v->ndim > d->ndim) FAIL("input %d has more axes than the output", k);
         int lead = d->ndim - v->ndim;
@@ -175,8 +190,7 @@ static int check_matmul(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
 }
 
 static int check_reduce(const tsr_kdesc *d, const tsr_chunkview *in, char *err, size_t errlen) {
-    const tsr_chunkview *x = &in[0];
-    if (x->dtype != d->dtype) FAIL("input does not have the output's dtype");
+    const tsr_chunkview *x = &in[0]; /* any dtype: a sum of bools gives int64 */
     if (d->ni > (uint32_t)x->ndim) FAIL("more axes than the input has");
     for (uint32_t k = 0; k < d->ni; k++) {
         if (d->i[k] < 0 || d->i[k] >= x->ndim) FAIL("axis %lld out of range", (long long)d->i[k]);
@@ -283,7 +297,7 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         if (d->fn == TSR__LOAD_ZARR) {
             NEED_PARAMS(3 + 3 * nd, 1);
             if (!d->s || !d->s[0]) FAIL("no path");
-            if (d->i[0] != TSR_FLOAT64 && d->i[0] != TSR_FLOAT32)
+            if (d->i[0] < 0 || d->i[0] >= TSR_DTYPE_COUNT)
                 FAIL("invalid file dtype %lld", (long long)d->i[0]);
             if (d->i[1] < 0 || d->i[1] >= TSR__ZC_COUNT)
                 FAIL("unknown codec %lld", (long long)d->i[1]);
@@ -298,17 +312,17 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         NEED_PARAMS(2 + 2 * nd, 0);
         if (!d->s || !d->s[0]) FAIL("no path");
         if (d->i[0] < 0) FAIL("negative data offset");
-        if (d->i[1] != TSR_FLOAT64 && d->i[1] != TSR_FLOAT32)
+        if (d->i[1] < 0 || d->i[1] >= TSR_DTYPE_COUNT)
             FAIL("invalid file dtype %lld", (long long)d->i[1]);
         return check_box(d, d->i + 2, d->i + 2 + nd, (int64_t)tsr_dtype_size((tsr_dtype)d->i[1]),
                          d->i[0], err, errlen);
-    case TSR_KOP_UNARY:
-        return check_same_as_output(d, in, 0, 1, err, errlen);
+    case TSR_KOP_UNARY: /* the input may have another dtype: sqrt of int64 gives float64 */
+        return check_same_as_output(d, in, 0, 0, err, errlen);
     case TSR_KOP_BINARY:
-        return check_binary(d, in, err, errlen);
+        return check_broadcast(d, in, 2, err, errlen);
     case TSR_KOP_BINARY_SCALAR:
         if (d->nf < 1 || d->ni < 1) FAIL("expects a scalar and its side");
-        return check_same_as_output(d, in, 0, 1, err, errlen);
+        return check_same_as_output(d, in, 0, 0, err, errlen);
     case TSR_KOP_MATMUL:
         return check_matmul(d, in, nin, out, err, errlen);
     case TSR_KOP_TRANSPOSE:
@@ -326,6 +340,26 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         return check_assemble(d, in, nin, err, errlen);
     case TSR_KOP_ASTYPE:
         return check_same_as_output(d, in, 0, 0, err, errlen);
+    case TSR_KOP_COMPARE:
+        if (d->fn < TSR_LESS || d->fn > TSR_LOGICAL_OR)
+            FAIL("%s is not a comparison", tsr__binary_name(d->fn));
+        if (d->ni != (uint32_t)(nin == 2 ? 1 : 2) || d->nf != (uint32_t)(nin == 2 ? 0 : 1))
+            FAIL("expects %s",
+                 nin == 2 ? "i = [dtype]" : "i = [dtype, scalar_first], f = [scalar]");
+        if (d->i[0] < 0 || d->i[0] >= TSR_DTYPE_COUNT)
+            FAIL("invalid compute dtype %lld", (long long)d->i[0]);
+        return check_broadcast(d, in, nin, err, errlen);
+    case TSR_KOP_PREDICATE:
+        if (d->fn != TSR_LOGICAL_NOT && d->fn != TSR_ISNAN && d->fn != TSR_ISFINITE)
+            FAIL("%s is not a predicate", tsr__unary_name(d->fn));
+        return check_same_as_output(d, in, 0, 0, err, errlen);
+    case TSR_KOP_WHERE:
+        NEED_PARAMS(2, 2);
+        if ((d->i[0] != 0 && d->i[0] != 1) || (d->i[1] != 0 && d->i[1] != 1))
+            FAIL("scalar flags must be 0 or 1");
+        if (nin != 3 - (int)d->i[0] - (int)d->i[1])
+            FAIL("expects %d inputs, got %d", 3 - (int)d->i[0] - (int)d->i[1], nin);
+        return check_broadcast(d, in, nin, err, errlen);
     case TSR_KOP_COUNT:
         break;
     }
@@ -342,6 +376,14 @@ int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_ch
     int rc = check_views(d, in, nin, out, err, errlen);
     if (!rc) rc = check_family(d, in, nin, out, err, errlen);
     if (rc) return rc;
+    /* The GPU kernels read float inputs only (docs/gpu.md): the worker runs the rest on its host.
+     */
+    for (int k = 0; k < nin && dev == TSR_DEVICE_GPU; k++)
+        if (in[k].dtype != TSR_FLOAT64 && in[k].dtype != TSR_FLOAT32) {
+            tsr__fmt(err, errlen, "%s kernel: no GPU kernel for %s inputs", tsr__kop_name(d->kop),
+                     tsr_dtype_name((tsr_dtype)in[k].dtype));
+            return TSR_EUNSUPPORTED;
+        }
     tsr_kernel_fn fn = tsr__kernel_lookup(d->kop, d->dtype, dev);
     if (!fn) {
         tsr__fmt(err, errlen, "%s kernel: no %s kernel for %s", tsr__kop_name(d->kop),

@@ -80,7 +80,11 @@ static void release_all(tsr__worker *w, wtask *t, int out_acquired, int wrote) {
     if (out_acquired) tsr__devtier_release(&w->dev, t->out, wrote);
 }
 
+/* The device kernels take float inputs only (docs/gpu.md): a task reading int64 or bool (a sum of
+ * bools, sqrt of int64) runs on the host. */
 static int device_runs(tsr__worker *w, const wtask *t) {
+    for (uint32_t k = 0; k < t->nin; k++)
+        if (t->in[k].dtype != TSR_FLOAT64 && t->in[k].dtype != TSR_FLOAT32) return 0;
     return w->dev.ops->has_kernel(t->kd->d.kop, t->kd->d.dtype);
 }
 

@@ -296,6 +296,10 @@ TSR_API int tsr_ones(tsr_client *c, int ndim, const int64_t *shape, const int64_
                      tsr_dtype dtype, tsr_array **out);
 TSR_API int tsr_full(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
                      tsr_dtype dtype, double value, tsr_array **out);
+/* An int64 full with an exact value (tsr_full's double holds integers up to 2^53 exactly; a
+ * float value converts as astype does: truncated, NaN/inf/out of range give INT64_MIN). */
+TSR_API int tsr_full_int64(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
+                           int64_t value, tsr_array **out);
 /* Uniform on [0, 1); element i (row-major index in the whole array) is SPEC §2's formula. */
 TSR_API int tsr_random(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
                        tsr_dtype dtype, uint64_t seed, tsr_array **out);
@@ -321,7 +325,21 @@ typedef enum tsr_unary_op {
     TSR_SQRT,
     TSR_SIN,
     TSR_COS,
-    TSR_TANH
+    TSR_TANH,
+    TSR_FLOOR,
+    TSR_CEIL,
+    TSR_ROUND, /* halves to even, as numpy.round */
+    TSR_TAN,
+    TSR_ARCSIN,
+    TSR_ARCCOS,
+    TSR_ARCTAN,
+    TSR_LOG1P,
+    TSR_EXPM1,
+    TSR_SIGN, /* NaN stays NaN */
+    TSR_SQUARE,
+    TSR_LOGICAL_NOT, /* these three give bool, for any operand dtype */
+    TSR_ISNAN,
+    TSR_ISFINITE
 } tsr_unary_op;
 
 typedef enum tsr_binary_op {
@@ -331,7 +349,15 @@ typedef enum tsr_binary_op {
     TSR_DIV,
     TSR_POW,
     TSR_MAXIMUM,
-    TSR_MINIMUM
+    TSR_MINIMUM,
+    TSR_LESS, /* the comparisons and logical operations give bool, computed in the operands' */
+    TSR_LESS_EQUAL, /* promoted dtype (a NaN compares unequal to everything) */
+    TSR_GREATER,
+    TSR_GREATER_EQUAL,
+    TSR_EQUAL,
+    TSR_NOT_EQUAL,
+    TSR_LOGICAL_AND,
+    TSR_LOGICAL_OR
 } tsr_binary_op;
 
 typedef enum tsr_reduce_op { TSR_SUM, TSR_MEAN, TSR_MAX, TSR_MIN } tsr_reduce_op;
@@ -341,14 +367,43 @@ TSR_API const char *tsr_unary_name(tsr_unary_op op);
 TSR_API const char *tsr_binary_name(tsr_binary_op op);
 TSR_API const char *tsr_reduce_name(tsr_reduce_op op);
 
-/* Elementwise, IEEE semantics. */
+/* Elementwise, IEEE semantics. Result dtype as NumPy 2 (docs/arrays.md, "Dtypes and promotion"):
+ * neg/abs/floor/ceil/round/sign/square keep int64 (bool: abs keeps bool, floor/ceil/round/square
+ * give int64), the other math ops give float64 for int64/bool, logical_not/isnan/isfinite give
+ * bool. TSR_EINVALID (nothing made) for an op NumPy does not define on x's dtype (neg or sign of
+ * bool). */
 TSR_API int tsr_unary(tsr_unary_op op, tsr_array *x, tsr_array **out);
 /* Elementwise with NumPy broadcasting; operands whose chunks differ are rechunked to common
- * chunks first. float32 with float64 promotes to float64. */
+ * chunks first. The result dtype is numpy.result_type of the operands (float32 with float64 or
+ * int64 gives float64; bool with bool stays bool), float64 for div of integers, bool for the
+ * comparisons and logical ops. int64 arithmetic wraps around. TSR_EINVALID for an op NumPy does
+ * not define on the dtypes (sub of bools, pow of bools), TSR_ESHAPE when shapes do not broadcast.
+ */
 TSR_API int tsr_binary(tsr_binary_op op, tsr_array *x, tsr_array *y, tsr_array **out);
-/* x OP s (scalar_first == 0) or s OP x (scalar_first != 0). A scalar never promotes x. */
+/* x OP s (scalar_first == 0) or s OP x (scalar_first != 0). s is a weak scalar (NEP 50): an
+ * integral s never widens x (int64 + 2 is int64, float32 + 2 float32, bool + 2 int64); a
+ * fractional or non-finite s keeps a float x's dtype and makes an int64/bool x float64. Use
+ * tsr_binary_scalar_kind to say whether s is an integer or a float literal explicitly. */
 TSR_API int tsr_binary_scalar(tsr_binary_op op, tsr_array *x, double s, int scalar_first,
                               tsr_array **out);
+/* As tsr_binary_scalar, with the scalar's kind given: is_float != 0 treats s as a Python float
+ * (1.0 makes an int64 x float64), 0 as a Python int (s must be integral). */
+TSR_API int tsr_binary_scalar_kind(tsr_binary_op op, tsr_array *x, double s, int is_float,
+                                   int scalar_first, tsr_array **out);
+/* numpy.where(cond, x, y): elementwise, the three broadcast together (TSR_ESHAPE otherwise);
+ * cond of any dtype (non-zero is true); the result dtype is numpy.result_type of x and y.
+ * References are taken, not consumed. */
+TSR_API int tsr_where(tsr_array *cond, tsr_array *x, tsr_array *y, tsr_array **out);
+/* The same with x or y a number: x NULL takes xs, y NULL takes ys (a weak scalar, NEP 50: an
+ * is_float number makes int64/bool float64, an integral one keeps int64 and makes bool int64);
+ * with both numbers the result is int64 or float64. */
+TSR_API int tsr_where_scalars(tsr_array *cond, tsr_array *x, double xs, int xs_is_float,
+                              tsr_array *y, double ys, int ys_is_float, tsr_array **out);
+/* numpy.clip(x, min, max): min or max NULL for none (not both). Bit 0 of float_mask says min is a
+ * float literal, bit 1 max (weak scalars as in tsr_binary_scalar_kind: clip of int64 by 0.5 gives
+ * float64). Made as maximum then minimum, so NaN propagates and min > max gives max. */
+TSR_API int tsr_clip(tsr_array *x, const double *min, const double *max, int float_mask,
+                     tsr_array **out);
 /* NumPy's a @ b for a 2-d and b 2-d or 1-d. */
 TSR_API int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out);
 /* numpy.transpose; axes NULL (naxes 0) reverses the axes. axes copied. */

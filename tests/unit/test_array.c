@@ -392,7 +392,7 @@ Test(array, broadcasting_shapes) {
     assert_msg("operands could not be broadcast together with shapes (3,4) (5,)");
     assert_msg("X");
     assert_msg("Y");
-    cr_assert_eq(tsr_binary((tsr_binary_op)9, a, b, &o), TSR_EINVALID);
+    cr_assert_eq(tsr_binary((tsr_binary_op)TSR__BINARY_COUNT, a, b, &o), TSR_EINVALID);
     cr_assert_eq(tsr_binary(TSR_ADD, a, NULL, &o), TSR_EINVALID);
     tsr_array_free(a);
     tsr_array_free(b);

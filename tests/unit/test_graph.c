@@ -197,7 +197,7 @@ Test(graph, kdesc_rejects_malformed) {
         {"long array", 8, TSR_KOP_UNARY, 0, 0, 0, 0, 0, 0},
         {"kop out of range", 7, TSR_KOP_COUNT, 0, 0, 0, 0, 0, 0},
         {"negative kop", 7, -1, 0, 0, 0, 0, 0, 0},
-        {"unary fn out of range", 7, TSR_KOP_UNARY, TSR_TANH + 1, 0, 0, 0, 0, 0},
+        {"unary fn out of range", 7, TSR_KOP_UNARY, TSR__UNARY_COUNT, 0, 0, 0, 0, 0},
         {"reduce fn out of range", 7, TSR_KOP_REDUCE, TSR_MIN + 1, 0, 0, 0, 0, 0},
         {"fn above a byte", 7, TSR_KOP_FILL, 256, 0, 0, 0, 0, 0},
         {"dtype 4", 7, TSR_KOP_FILL, 0, 4, 0, 0, 0, 0},

@@ -48,7 +48,7 @@ static void random_desc(tsr_kdesc *d, int64_t *ip, double *fp) {
     memset(d, 0, sizeof *d);
     d->kop = (uint8_t)(rnd() % (TSR_KOP_COUNT + 1));
     d->fn = (uint8_t)(rnd() % 24);
-    d->dtype = (uint8_t)(rnd() % 8 ? rnd() % 2 : rnd() % 5);
+    d->dtype = (uint8_t)(rnd() % 8 ? rnd() % TSR_DTYPE_COUNT : rnd() % 6);
     d->ndim = (uint8_t)(rnd() % 4);
     for (int a = 0; a < d->ndim; a++) d->shape[a] = pick(small, 8);
     d->ni = (uint32_t)(rnd() % 14);
@@ -76,7 +76,7 @@ Test(kcheck, crafted_descriptors_never_crash, .timeout = 120) {
         tsr_chunkview in[4];
         for (int k = 0; k < nin; k++) {
             memset(&in[k], 0, sizeof in[k]);
-            in[k].dtype = (uint8_t)(rnd() % 2);
+            in[k].dtype = (uint8_t)(rnd() % TSR_DTYPE_COUNT);
             if (rnd() % 2) {
                 in[k].ndim = d.ndim;
                 memcpy(in[k].shape, d.shape, sizeof d.shape);
@@ -84,11 +84,12 @@ Test(kcheck, crafted_descriptors_never_crash, .timeout = 120) {
                 in[k].ndim = (uint8_t)(rnd() % 4);
                 for (int a = 0; a < in[k].ndim; a++) in[k].shape[a] = pick(small, 8);
             }
-            size_t bytes = (size_t)nelem(in[k].ndim, in[k].shape) * (in[k].dtype ? 4 : 8);
+            size_t bytes =
+                (size_t)nelem(in[k].ndim, in[k].shape) * tsr_dtype_size((tsr_dtype)in[k].dtype);
             in[k].data = bytes ? malloc(bytes) : NULL;
             if (bytes) memset(in[k].data, 0, bytes);
         }
-        size_t obytes = d.dtype <= TSR_FLOAT32 ? (size_t)tsr__kdesc_nbytes(&d) : 0;
+        size_t obytes = d.dtype < TSR_DTYPE_COUNT ? (size_t)tsr__kdesc_nbytes(&d) : 0;
         tsr_chunkview out = {0};
         out.data = obytes ? malloc(obytes) : NULL;
         out.dtype = d.dtype;

@@ -369,7 +369,9 @@ Test(loader, attributes) {
     bad1("\"A\": {\"op\": \"arange\", \"stop\": 4, \"chunks\": [2, 2]}",
          "array \"A\": \"chunks\" has 2 entries but the array has 1 axis", NULL);
     bad1("\"A\": {\"op\": \"zeros\", \"shape\": [4], \"dtype\": \"int32\"}",
-         "array \"A\": unknown dtype \"int32\" (expected \"float64\" or \"float32\")", NULL);
+         "array \"A\": unknown dtype \"int32\" (expected \"float64\", \"float32\", \"int64\" or "
+         "\"bool\")",
+         NULL);
     bad1("\"A\": {\"op\": \"random\", \"shape\": [4], \"seed\": -1}",
          "array \"A\": \"seed\" must be an integer from 0 to 2^64-1", NULL);
     bad1("\"A\": {\"op\": \"random\", \"shape\": [4], \"seed\": 1.5}", "array \"A\": \"seed\"",

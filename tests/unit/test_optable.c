@@ -15,8 +15,14 @@
 TestSuite(optable, .timeout = 60);
 
 /* SPEC §2's program-file names, in the public enums' order. */
-static const char *const spec_unary[] = {"neg", "abs", "exp", "log", "sqrt", "sin", "cos", "tanh"};
-static const char *const spec_binary[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum"};
+static const char *const spec_unary[] = {
+    "neg",   "abs",  "exp",    "log",         "sqrt",   "sin",     "cos",    "tanh",
+    "floor", "ceil", "round",  "tan",         "arcsin", "arccos",  "arctan", "log1p",
+    "expm1", "sign", "square", "logical_not", "isnan",  "isfinite"};
+static const char *const spec_binary[] = {"add",        "sub",         "mul",           "div",
+                                          "pow",        "maximum",     "minimum",       "less",
+                                          "less_equal", "greater",     "greater_equal", "equal",
+                                          "not_equal",  "logical_and", "logical_or"};
 static const char *const spec_reduce[] = {"sum", "mean", "max", "min"};
 
 Test(optable, every_family_has_a_kernel_for_each_declared_dtype) {
@@ -33,10 +39,13 @@ Test(optable, every_family_has_a_kernel_for_each_declared_dtype) {
             else
                 cr_assert_null(fn, "%s has a kernel for undeclared dtype %d", k->name, dt);
         }
-        /* GPU kernels exist where the CUDA backend was built, for every declared dtype of every
-         * family but file reads (the worker runs LOAD on the host). */
+        /* GPU kernels exist where the CUDA backend was built, for every declared float dtype of
+         * every family but file reads (the worker runs LOAD on the host) and the CPU-only
+         * dtype-generic families (docs/gpu.md). */
         for (int dt = 0; dt < 32; dt++) {
-            int gpu = tsr__devops_cuda() && kop != TSR_KOP_LOAD && ((k->dtypes >> dt) & 1);
+            int cpu_only = kop == TSR_KOP_LOAD || kop == TSR_KOP_COMPARE ||
+                           kop == TSR_KOP_PREDICATE || kop == TSR_KOP_WHERE;
+            int gpu = tsr__devops_cuda() && !cpu_only && (((k->dtypes & TSR__DT_FLOAT) >> dt) & 1);
             tsr_kernel_fn fn = tsr__kernel_lookup(kop, dt, TSR_DEVICE_GPU);
             if (gpu)
                 cr_assert_not_null(fn, "%s has no GPU kernel for dtype %d", k->name, dt);
@@ -58,7 +67,8 @@ Test(optable, family_names_are_distinct) {
     cr_assert_eq(TSR_KOP_FILL, 0);
     cr_assert_eq(TSR_KOP_MATMUL, 7);
     cr_assert_eq(TSR_KOP_ASTYPE, 12);
-    cr_assert_eq(TSR_KOP_COUNT, 13);
+    cr_assert_eq(TSR_KOP_COMPARE, 13);
+    cr_assert_eq(TSR_KOP_WHERE, 15);
 }
 
 Test(optable, names_round_trip_and_match_spec) {
@@ -83,6 +93,7 @@ Test(optable, names_round_trip_and_match_spec) {
 Test(optable, elementwise_expressions_are_scalar_functions) {
     typedef double T;
 #define M(fn) fn
+#include "graph/ops_float.h"
     const double xs[] = {-2.5, -1, 0, 0.5, 3};
     for (size_t i = 0; i < TSR__ARRAY_LEN(xs); i++) {
         T x = xs[i], y = 1.5, got[TSR__BINARY_COUNT + TSR__UNARY_COUNT];
@@ -93,9 +104,44 @@ Test(optable, elementwise_expressions_are_scalar_functions) {
         TSR__BINARY_MAP(BINARY_EVAL)
 #undef UNARY_EVAL
 #undef BINARY_EVAL
-        const double want[] = {-x,     fabs(x), exp(x),    log(x),     sqrt(x),
-                               sin(x), cos(x),  tanh(x),   x + y,      x - y,
-                               x * y,  x / y,   pow(x, y), fmax(x, y), fmin(x, y)};
+        const double want[] = {-x,
+                               fabs(x),
+                               exp(x),
+                               log(x),
+                               sqrt(x),
+                               sin(x),
+                               cos(x),
+                               tanh(x),
+                               floor(x),
+                               ceil(x),
+                               nearbyint(x),
+                               tan(x),
+                               asin(x),
+                               acos(x),
+                               atan(x),
+                               log1p(x),
+                               expm1(x),
+                               x > 0   ? 1
+                               : x < 0 ? -1
+                                       : 0,
+                               x * x,
+                               x == 0,
+                               0,
+                               1,
+                               x + y,
+                               x - y,
+                               x * y,
+                               x / y,
+                               pow(x, y),
+                               fmax(x, y),
+                               fmin(x, y),
+                               x<y, x <= y, x>
+                                   y,
+                               x >= y,
+                               x == y,
+                               x != y,
+                               x != 0 && y != 0,
+                               x != 0 || y != 0};
         cr_assert_eq(n, (int)TSR__ARRAY_LEN(want));
         for (int k = 0; k < n; k++)
             cr_assert((isnan(got[k]) && isnan(want[k])) || got[k] == want[k],
@@ -253,7 +299,10 @@ Test(optable, array_level_rows) {
         cr_assert_not_null(k);
         cr_assert_eq(k->min_in == 0, nargs[a] == 0, "aop %d", a);
     }
-    cr_assert_eq(tsr__aop_dtype(TSR_A_UNARY, TSR_FLOAT32, TSR_FLOAT64, TSR_FLOAT64), TSR_FLOAT32);
+    cr_assert_eq(tsr__aop_dtype(TSR_A_UNARY, TSR_FLOAT32, TSR_FLOAT32, TSR_FLOAT64), TSR_FLOAT32);
+    cr_assert_eq(tsr__aop_dtype(TSR_A_BINARY, TSR_INT64, TSR_FLOAT32, TSR_FLOAT32), TSR_FLOAT64);
+    cr_assert_eq(tsr__aop_dtype(TSR_A_COMPARE, TSR_INT64, TSR_FLOAT32, TSR_FLOAT32), TSR_BOOL);
+    cr_assert_eq(tsr__aop_dtype(TSR_A_WHERE, TSR_BOOL, TSR_INT64, TSR_FLOAT32), TSR_INT64);
     cr_assert_eq(tsr__aop_dtype(TSR_A_BINARY, TSR_FLOAT32, TSR_FLOAT64, TSR_FLOAT32), TSR_FLOAT64);
     cr_assert_eq(tsr__aop_dtype(TSR_A_BINARY, TSR_FLOAT32, TSR_FLOAT32, TSR_FLOAT64), TSR_FLOAT32);
     cr_assert_eq(tsr__aop_dtype(TSR_A_ASTYPE, TSR_FLOAT64, TSR_FLOAT64, TSR_FLOAT32), TSR_FLOAT32);
@@ -273,16 +322,28 @@ Test(optable, reduction_columns) {
         cr_assert_eq(tsr__reduce_scales(fn), fn == TSR_MEAN, "%s", tsr__reduce_name(fn));
 }
 
-/* The sub-operation dtype column narrows the family's; today every op is defined on both floats. */
+/* The sub-operation dtype column narrows the family's, as NumPy defines the ops (written out by
+ * hand): int64 has the arithmetic but not the float math, bool only what stays bool. */
 Test(optable, sub_operation_dtypes) {
-    for (int fn = 0; fn < TSR__UNARY_COUNT; fn++)
-        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_UNARY, fn), TSR__DT_FLOAT);
+    const uint32_t F = TSR__DT_FLOAT, N = F | TSR__DT(TSR_INT64), A = N | TSR__DT(TSR_BOOL);
+    static const uint32_t unary_want[] = {0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0,
+                                          1, 1, 1, 1, 1, 1, 0, 0, 2, 2, 2};
+    for (int fn = 0; fn < TSR__UNARY_COUNT; fn++) {
+        uint32_t want = unary_want[fn] == 1 ? F : unary_want[fn] == 2 ? 0 : N;
+        if (fn == TSR_ABS) want = A;
+        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_UNARY, fn), want, "%s", tsr__unary_name(fn));
+    }
     for (int fn = 0; fn < TSR__BINARY_COUNT; fn++) {
-        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_BINARY, fn), TSR__DT_FLOAT);
-        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_BINARY_SCALAR, fn), TSR__DT_FLOAT);
+        uint32_t want = fn >= TSR_LESS                   ? 0
+                        : fn == TSR_DIV                  ? F
+                        : fn == TSR_SUB || fn == TSR_POW ? N
+                                                         : A;
+        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_BINARY, fn), want, "%s", tsr__binary_name(fn));
+        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_BINARY_SCALAR, fn), want);
+        cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_COMPARE, fn), TSR__DT(TSR_BOOL));
     }
     cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_UNARY, TSR__UNARY_COUNT), 0);
-    cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_MATMUL, 200), TSR__DT_FLOAT); /* fn unused */
+    cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_MATMUL, 200), N); /* fn unused */
     cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_COUNT, 0), 0);
     cr_assert_eq(TSR__DT_FLOAT, TSR__DT(TSR_FLOAT64) | TSR__DT(TSR_FLOAT32));
 }
