@@ -14,7 +14,7 @@
 #define E_POW(x, y) M(pow)(x, y)
 #define E_ISNAN(x) ((x) != (x))
 /* numpy.sign: NaN stays NaN, -0 gives 0. */
-#define E_SIGN(x) ((x) > 0 ? (T)1 : (x) < 0 ? (T)-1 : (x) == 0 ? (T)0 : (x))
+#define E_SIGN(x) ((x) > 0 ? 1 : (x) < 0 ? -1 : (x) == 0 ? 0 : (x))
 #define E_NOT(x) ((x) == 0)
 #define E_ISFINITE(x) (!E_ISNAN((x) - (x)))
 

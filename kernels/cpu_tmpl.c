@@ -56,7 +56,7 @@ static inline T no_float(T x, ...) {
 #define E_MUL(x, y) ((T)((uint64_t)(x) * (uint64_t)(y)))
 #define E_ABS(x) ((x) < 0 ? E_NEG(x) : (x))
 #define E_POW(x, y) ipow(x, y)
-#define E_SIGN(x) ((x) > 0 ? (T)1 : (x) < 0 ? (T)-1 : (T)0)
+#define E_SIGN(x) ((x) > 0 ? 1 : (x) < 0 ? -1 : 0)
 typedef int64_t ACC; /* int64 reductions accumulate in int64, wrapping */
 /* x ** y by squaring, wrapping; y >= 0 (k_binary refuses negative exponents first). */
 static inline T ipow(T x, T y) {

@@ -40,6 +40,15 @@ DM_UNARY(sqrt)
 DM_UNARY(sin)
 DM_UNARY(cos)
 DM_UNARY(tanh)
+DM_UNARY(floor)
+DM_UNARY(ceil)
+DM_UNARY(nearbyint)
+DM_UNARY(tan)
+DM_UNARY(asin)
+DM_UNARY(acos)
+DM_UNARY(atan)
+DM_UNARY(log1p)
+DM_UNARY(expm1)
 __device__ inline double dm_pow(double x, double y) {
     return ::pow(x, y);
 }
@@ -47,6 +56,7 @@ __device__ inline float dm_pow(float x, float y) {
     return ::powf(x, y);
 }
 #define M(fn) dm_##fn
+#include "graph/ops_float.h"
 
 /* One functor per table row. */
 #define UNARY_OP(E, name, dtypes, expr)                                                            \

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "graph/ops.h"
+#include "graph/ops_float.h"
 #include "kernels/cuda/cuda_priv.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/device.h"
