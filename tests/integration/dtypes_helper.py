@@ -5,6 +5,8 @@ program file must hold, dtype included.
   dtypes_helper.py gen DIR       writes DIR/prog.json and its .npy inputs
   dtypes_helper.py check DIR     compares each DIR/<name>.npy tessera wrote with NumPy's value
   dtypes_helper.py same D1 D2    byte-compares the outputs of two runs
+  dtypes_helper.py zgen DIR      writes int64 and bool Zarr stores (python3-zarr) and zprog.json
+  dtypes_helper.py zcheck DIR    reads the stores and .npy files zprog.json wrote
 
 Where NumPy gives a dtype Tessera does not have (float16 for sqrt or floor of bool, int8 for
 square of bool), the reference is NumPy's operation on the bool input cast to float64 / int64,
@@ -213,8 +215,48 @@ def same(d1, d2):
     return 1 if bad else 0
 
 
+ZI = (np.arange(35, dtype=np.int64).reshape(5, 7) * (2**40 + 1)) - 2**60
+ZB = np.arange(35).reshape(5, 7) % 3 == 0
+
+
+def zgen(d):
+    import zarr
+    z = zarr.open(os.path.join(d, "in_i.zarr"), mode="w", shape=(5, 7), chunks=(2, 3), dtype="<i8")
+    z[:] = ZI
+    z = zarr.open(os.path.join(d, "in_b.zarr"), mode="w", shape=(5, 7), chunks=(3, 3), dtype="|b1")
+    z[:] = ZB
+    prog = {"tessera": 1, "arrays": {
+        "i": {"op": "load", "path": "in_i.zarr", "chunks": [2, 4]},
+        "b": {"op": "load", "path": "in_b.zarr"},
+        "w": {"op": "where", "args": ["b", "i", 0]},
+        "nb": {"op": "logical_not", "args": ["b"]},
+        "s": {"op": "sum", "args": ["i"], "axis": 0}},
+        "outputs": {"w": {"path": "w.zarr"}, "nb": {"path": "nb.zarr"}, "i": "i.npy",
+                    "b": "b.npy", "s": "s.npy"}}
+    with open(os.path.join(d, "zprog.json"), "w") as f:
+        json.dump(prog, f)
+
+
+def zcheck(d):
+    import zarr
+    want = {"w.zarr": np.where(ZB, ZI, 0), "nb.zarr": ~ZB, "i.npy": ZI, "b.npy": ZB,
+            "s.npy": ZI.sum(axis=0)}
+    bad = 0
+    for n, w in want.items():
+        p = os.path.join(d, n)
+        got = zarr.open(p, "r")[:] if n.endswith(".zarr") else np.load(p)
+        if got.dtype != w.dtype or not np.array_equal(got, w):
+            print("%s: got %s %r, want %s %r" % (n, got.dtype, got, w.dtype, w))
+            bad += 1
+    return 1 if bad else 0
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "gen":
+    if sys.argv[1] == "zgen":
+        zgen(sys.argv[2])
+    elif sys.argv[1] == "zcheck":
+        sys.exit(zcheck(sys.argv[2]))
+    elif sys.argv[1] == "gen":
         gen(sys.argv[2])
     elif sys.argv[1] == "check":
         sys.exit(check(sys.argv[2]))

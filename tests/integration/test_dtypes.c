@@ -51,6 +51,19 @@ Test(dtypes, every_op_and_dtype_pair_matches_numpy) {
     remove_tmpdir(d3);
 }
 
+/* Zarr stores of int64 and bool written by python3-zarr are loaded, and int64/bool outputs are
+ * written as stores zarr reads back and as .npy files NumPy reads back. */
+Test(dtypes, zarr_and_npy_round_trip) {
+    char *d = make_tmpdir();
+    py(d, "zgen", d, NULL);
+    const char *argv[] = {"tessera", "run", "--no-progress", "zprog.json", NULL};
+    proc_result r = run_cmd(d, argv, 120);
+    cr_assert_eq(r.status, 0, "exit %d\n%s", r.status, r.err);
+    proc_result_free(&r);
+    py(d, "zcheck", d, NULL);
+    remove_tmpdir(d);
+}
+
 typedef struct bad_case {
     const char *what, *arrays, *expect[3];
     int status;
