@@ -998,3 +998,93 @@ Test(kernels, blas_threads_read_back) {
     openblas_set_num_threads(1);
     cr_assert_eq(tsr__kernels_blas_threads(), 1);
 }
+
+/* int64 and bool kernels against values written out by hand (NumPy's, on x86-64): wrapping
+ * arithmetic, float -> int64 of NaN/inf/out of range, int64 sums past 2^53, comparisons in the
+ * promoted dtype, predicates, where. */
+Test(kernels, int64_and_bool) {
+    int64_t sh[1] = {4};
+    int64_t xi[4] = {INT64_MAX, INT64_MIN, -7, (1LL << 53) + 1};
+    int64_t yi[4] = {1, -1, 2, 1};
+    tsr_chunkview in[3] = {view(xi, TSR_INT64, 1, sh), view(yi, TSR_INT64, 1, sh)};
+    void *o;
+    tsr_kdesc d = desc(TSR_KOP_BINARY, TSR_ADD, TSR_INT64, 1, sh);
+    cr_assert_eq(run(&d, in, 2, &o), 0, "%s", errbuf);
+    int64_t want_add[4] = {INT64_MIN, INT64_MAX, -5, (1LL << 53) + 2};
+    cr_assert_arr_eq(o, want_add, sizeof want_add);
+    free(o);
+    d = desc(TSR_KOP_BINARY, TSR_MUL, TSR_INT64, 1, sh);
+    cr_assert_eq(run(&d, in, 2, &o), 0, "%s", errbuf);
+    int64_t want_mul[4] = {INT64_MAX, INT64_MIN, -14, (1LL << 53) + 1};
+    cr_assert_arr_eq(o, want_mul, sizeof want_mul);
+    free(o);
+    d = desc(TSR_KOP_UNARY, TSR_NEG, TSR_INT64, 1, sh);
+    cr_assert_eq(run(&d, in, 1, &o), 0, "%s", errbuf);
+    int64_t want_neg[4] = {-INT64_MAX, INT64_MIN, 7, -(1LL << 53) - 1};
+    cr_assert_arr_eq(o, want_neg, sizeof want_neg);
+    free(o);
+    /* sqrt of int64 runs in float64 */
+    d = desc(TSR_KOP_UNARY, TSR_SQRT, TSR_FLOAT64, 1, sh);
+    cr_assert_eq(run(&d, in, 1, &o), 0, "%s", errbuf);
+    cr_assert(isnan(((double *)o)[2]) && ((double *)o)[0] == sqrt(9223372036854775807.0));
+    free(o);
+    /* pow by a negative int64 exponent fails the task */
+    d = desc(TSR_KOP_BINARY, TSR_POW, TSR_INT64, 1, sh);
+    cr_assert_eq(run(&d, in, 2, &o), TSR_EINVALID);
+    cr_assert(strstr(errbuf, "negative integer powers"), "%s", errbuf);
+    free(o);
+
+    double xf[4] = {NAN, INFINITY, 1e19, -2.75};
+    in[0] = view(xf, TSR_FLOAT64, 1, sh);
+    d = desc(TSR_KOP_ASTYPE, 0, TSR_INT64, 1, sh);
+    cr_assert_eq(run(&d, in, 1, &o), 0, "%s", errbuf);
+    int64_t want_i[4] = {INT64_MIN, INT64_MIN, INT64_MIN, -2};
+    cr_assert_arr_eq(o, want_i, sizeof want_i);
+    free(o);
+    d = desc(TSR_KOP_ASTYPE, 0, TSR_BOOL, 1, sh);
+    cr_assert_eq(run(&d, in, 1, &o), 0, "%s", errbuf);
+    uint8_t want_b[4] = {1, 1, 1, 1};
+    cr_assert_arr_eq(o, want_b, sizeof want_b);
+    free(o);
+
+    /* sum of int64 in int64: 2^53 + 1 survives, INT64_MAX + INT64_MIN + ... wraps */
+    in[0] = view(xi, TSR_INT64, 1, sh);
+    int64_t ax[1] = {0};
+    d = desc(TSR_KOP_REDUCE, TSR_SUM, TSR_INT64, 0, NULL);
+    d.i = ax;
+    d.ni = 1;
+    cr_assert_eq(run(&d, in, 1, &o), 0, "%s", errbuf);
+    cr_assert_eq(*(int64_t *)o, -1 - 7 + (1LL << 53) + 1);
+    free(o);
+
+    /* int64 vs float64 compared in float64; isnan of a float; where into int64 */
+    int64_t cdt[1] = {TSR_FLOAT64};
+    in[1] = view(xf, TSR_FLOAT64, 1, sh);
+    d = desc(TSR_KOP_COMPARE, TSR_LESS, TSR_BOOL, 1, sh);
+    d.i = cdt;
+    d.ni = 1;
+    cr_assert_eq(run(&d, in, 2, &o), 0, "%s", errbuf);
+    uint8_t want_lt[4] = {0, 1, 1, 0};
+    cr_assert_arr_eq(o, want_lt, sizeof want_lt);
+    free(o);
+    in[0] = view(xf, TSR_FLOAT64, 1, sh);
+    d = desc(TSR_KOP_PREDICATE, TSR_ISNAN, TSR_BOOL, 1, sh);
+    cr_assert_eq(run(&d, in, 1, &o), 0, "%s", errbuf);
+    uint8_t want_nan[4] = {1, 0, 0, 0};
+    cr_assert_arr_eq(o, want_nan, sizeof want_nan);
+    free(o);
+    uint8_t c[4] = {1, 0, 1, 0};
+    in[0] = view(c, TSR_BOOL, 1, sh);
+    in[1] = view(xi, TSR_INT64, 1, sh);
+    int64_t wi[2] = {0, 1};
+    double wf[2] = {0, -2.5};
+    d = desc(TSR_KOP_WHERE, 0, TSR_INT64, 1, sh);
+    d.i = wi;
+    d.ni = 2;
+    d.f = wf;
+    d.nf = 2;
+    cr_assert_eq(run(&d, in, 2, &o), 0, "%s", errbuf);
+    int64_t want_w[4] = {INT64_MAX, -2, -7, -2};
+    cr_assert_arr_eq(o, want_w, sizeof want_w);
+    free(o);
+}
