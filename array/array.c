@@ -576,12 +576,13 @@ int tsr_binary_scalar(tsr_binary_op op, tsr_array *x, double s, int scalar_first
     return tsr_binary_scalar_kind(op, x, s, !integral(s), scalar_first, out);
 }
 
-int tsr_binary_scalar_kind(tsr_binary_op op, tsr_array *x, double s, int is_float, int scalar_first,
-                           tsr_array **out) {
+/* is_int: s is exactly the integer is (a Python int); otherwise is_float says its kind. */
+static int binary_scalar(tsr_binary_op op, tsr_array *x, double s, int is_float, int is_int,
+                         int64_t is, int scalar_first, tsr_array **out) {
     CHECK_X(x, out, "binary");
     const char *name = tsr_binary_name(op);
     if (!name) return tsr__fail(x->client, TSR_EINVALID, "unknown binary operation %d", (int)op);
-    if (!is_float && !integral(s))
+    if (!is_float && !is_int && !integral(s))
         return tsr__fail(x->client, TSR_EINVALID,
                          "%s of %s: the integer scalar %.17g is not an "
                          "int64",
@@ -601,7 +602,19 @@ int tsr_binary_scalar_kind(tsr_binary_op op, tsr_array *x, double s, int is_floa
     (*out)->fn = (int)op;
     (*out)->value = s;
     (*out)->scalar_first = scalar_first != 0;
+    (*out)->ivalue = is;
+    (*out)->has_ivalue = is_int;
     return 0;
+}
+
+int tsr_binary_scalar_kind(tsr_binary_op op, tsr_array *x, double s, int is_float, int scalar_first,
+                           tsr_array **out) {
+    return binary_scalar(op, x, s, is_float, 0, 0, scalar_first, out);
+}
+
+int tsr_binary_scalar_int64(tsr_binary_op op, tsr_array *x, int64_t s, int scalar_first,
+                            tsr_array **out) {
+    return binary_scalar(op, x, (double)s, 0, 1, s, scalar_first, out);
 }
 
 /* The union of two chunkings' boundaries along one axis (dask's unify_chunks). Writes at most

@@ -123,8 +123,8 @@ struct tsr_array {
     tsr_array **args; /* operands (each holds a ref): args_small, or owned beyond three */
     int nargs, args_cap;
     tsr_array *args_small[3];
-    double value;           /* FULL value; BINARY_SCALAR scalar; ARANGE start */
-    int64_t ivalue;         /* FULL of int64 when has_ivalue: the exact value */
+    double value;   /* FULL value; BINARY_SCALAR scalar; ARANGE start */
+    int64_t ivalue; /* FULL of int64, BINARY_SCALAR, COMPARE_SCALAR when has_ivalue: exact */
     int has_ivalue;
     double step;            /* ARANGE step */
     int scalar_first;       /* BINARY_SCALAR, COMPARE_SCALAR */

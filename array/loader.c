@@ -90,6 +90,7 @@ typedef struct def {
     int argbuf[3];
     double scalarbuf[3];
     unsigned scalar_float; /* bit k: args[k] is a number written as a float (1.5, 1.0, 1e3) */
+    int64_t iscalar[3];    /* args[k] (k < 3) written as an integer: its exact value */
     int has_min, has_max;  /* clip: "min" / "max" present and not null */
     double min, max;
     int min_float, max_float;
@@ -336,6 +337,7 @@ static int parse_args(loader *L, def *d, json_t *v) {
             d->arg[k] = -1;
             d->scalar[k] = json_number_value(x);
             if (json_is_real(x) && k < 32) d->scalar_float |= 1u << k;
+            if (json_is_integer(x) && k < 3) d->iscalar[k] = json_integer_value(x);
             nscalars++;
         } else {
             return fail(L, d, TSR_EPROGRAM, "args[%d] must be an array name or a number, got %s", k,
@@ -540,6 +542,15 @@ static int load_file(tsr_client *c, const char *path, const int64_t *chunks, tsr
     return is_zarr(path) ? tsr_load_zarr(c, path, chunks, out) : tsr_load_npy(c, path, chunks, out);
 }
 
+/* A binary op of an array and the number args[k]: an integer literal exactly, a float one as a
+ * weak float (NEP 50). */
+static int scalar_op(const def *d, tsr_binary_op op, tsr_array *x, int k, tsr_array **out) {
+    int first = k == 0;
+    if ((d->scalar_float >> k) & 1)
+        return tsr_binary_scalar_kind(op, x, d->scalar[k], 1, first, out);
+    return tsr_binary_scalar_int64(op, x, d->iscalar[k], first, out);
+}
+
 static int build_def(loader *L, def *d) {
     tsr_client *c = L->c;
     int64_t ch[TSR_MAX_NDIM];
@@ -591,12 +602,8 @@ static int build_def(loader *L, def *d) {
     case K_BINARY:
         if (x && y)
             rc = tsr_binary((tsr_binary_op)op->fn, x, y, &a);
-        else if (x)
-            rc = tsr_binary_scalar_kind((tsr_binary_op)op->fn, x, d->scalar[1],
-                                        (d->scalar_float >> 1) & 1, 0, &a);
-        else
-            rc = tsr_binary_scalar_kind((tsr_binary_op)op->fn, y, d->scalar[0], d->scalar_float & 1,
-                                        1, &a);
+        else /* a number written as an integer stays exact (binary_scalar_int64) */
+            rc = scalar_op(d, (tsr_binary_op)op->fn, x ? x : y, x ? 1 : 0, &a);
         break;
     case K_WHERE: {
         tsr_array *z = d->arg[2] >= 0 ? L->defs[d->arg[2]].array : NULL;

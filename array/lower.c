@@ -218,25 +218,27 @@ LOWERING(emit_map) {
     int rc = dep_of(L, a->args[0], ci, &dep);
     if (rc < 0) return rc;
     tsr_kdesc d;
-    int64_t iv[2];
+    int64_t iv[3];
     double fv[1];
     desc_init(&d, tsr__aop_kop(a->aop), a->aop == TSR_A_ASTYPE ? 0 : a->fn, a->dtype, a->ndim,
               shape);
-    if (a->aop == TSR_A_BINARY_SCALAR) {
+    if (a->aop == TSR_A_BINARY_SCALAR) { /* kernels.h: i = [scalar_first(, exact int)] */
         fv[0] = a->value;
         iv[0] = a->scalar_first;
+        iv[1] = a->ivalue;
         d.f = fv;
         d.nf = 1;
         d.i = iv;
-        d.ni = 1;
-    } else if (a->aop == TSR_A_COMPARE_SCALAR) { /* kernels.h: i = [dtype, scalar_first] */
+        d.ni = a->has_ivalue ? 2 : 1;
+    } else if (a->aop == TSR_A_COMPARE_SCALAR) { /* i = [dtype, scalar_first(, exact int)] */
         fv[0] = a->value;
         iv[0] = a->cdtype;
         iv[1] = a->scalar_first;
+        iv[2] = a->ivalue;
         d.f = fv;
         d.nf = 1;
         d.i = iv;
-        d.ni = 2;
+        d.ni = a->has_ivalue ? 3 : 2;
     }
     return add(L, a, ci, &d, &dep, 1, 0, NULL);
 }

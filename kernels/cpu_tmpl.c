@@ -474,6 +474,9 @@ KERNEL(k_binary) {
  * array plus 1.5 runs in float64: lowering chose the output dtype by NEP 50's weak-scalar rule). */
 KERNEL(k_binary_scalar) {
     T s = TO_T_F(d->f[0]);
+#if defined(T_INT)
+    if (d->ni >= 2) s = d->i[1]; /* the exact integer, when lowering gives it */
+#endif
     int64_t n = out_nelem(out);
     T *tmp;
     const T *x = input_as_T(&in[0], &tmp);

@@ -93,10 +93,19 @@ static void bind_array(operand *p, const tsr_chunkview *v, const tsr_chunkview *
     p->dtype = v->dtype;
 }
 
-static void bind_scalar(operand *p, const double *s) {
+static void bind_number(operand *p, const double *s) {
     memset(p->st, 0, sizeof p->st);
     p->data = s;
     p->dtype = TSR_FLOAT64;
+}
+
+/* COMPARE's scalar: f[0], or exactly the int64 i[2] when given. */
+static void bind_scalar(operand *p, const tsr_kdesc *d) {
+    bind_number(p, d->f);
+    if (d->ni >= 3) {
+        p->data = &d->i[2];
+        p->dtype = TSR_INT64;
+    }
 }
 
 /* Converts block [j0, j0 + len) of the output row whose first element's multi-index is idx (the
@@ -190,11 +199,11 @@ int tsr__k_compare(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chu
         bind_array(&px, &in[0], out);
         bind_array(&py, &in[1], out);
     } else if (d->i[1]) {
-        bind_scalar(&px, d->f);
+        bind_scalar(&px, d);
         bind_array(&py, &in[0], out);
     } else {
         bind_array(&px, &in[0], out);
-        bind_scalar(&py, d->f);
+        bind_scalar(&py, d);
     }
     stage xs, ys;
     uint8_t *o = out->data;
@@ -274,11 +283,11 @@ int tsr__k_where(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunk
     int k = 1;
     bind_array(&pc, &in[0], out);
     if (d->i[0])
-        bind_scalar(&px, &d->f[0]);
+        bind_number(&px, &d->f[0]);
     else
         bind_array(&px, &in[k++], out);
     if (d->i[1])
-        bind_scalar(&py, &d->f[1]);
+        bind_number(&py, &d->f[1]);
     else
         bind_array(&py, &in[k], out);
     int odt = out->dtype;

@@ -27,7 +27,8 @@
  *                have any dtype; computation is in the output dtype (int64 wraps; a POW with
  *                a negative int64 exponent fails, as NumPy's does).
  *  BINARY_SCALAR 1 input of the output's shape. fn = tsr_binary_op, f = [scalar],
- *                i = [scalar_first]  (0: x OP s, 1: s OP x). The input and the scalar are
+ *                i = [scalar_first]  (0: x OP s, 1: s OP x), or [scalar_first, s exactly as
+ *                int64] (used by an int64 output instead of f[0]). The input and the scalar are
  *                converted to the output dtype (lowering picks it by NEP 50's weak scalars).
  *  MATMUL        g k-steps, i = [g] (no i: g = 1), 1 <= g <= TSR__MATMUL_MAX_GROUP: 2g inputs
  *                A_0, B_0, ..., A_(g-1), B_(g-1), with A_s (m x k_s) and B_s (k_s x n, or k_s
@@ -57,12 +58,11 @@
  *                int64: NaN, inf, out of range -> INT64_MIN; anything non-zero -> bool true).
  *  COMPARE       fn = LESS .. LOGICAL_OR (tsr_binary_op); bool output. 2 inputs broadcasting as
  *                BINARY's with i = [dtype], or 1 input with i = [dtype, scalar_first], f =
- *                [scalar]: both operands are converted to `dtype` (their promotion), then
- *                compared (NaN compares unequal; logical ops test != 0).
- *  PREDICATE     1 input of the output's shape, any dtype; fn = LOGICAL_NOT, ISNAN or ISFINITE;
- *                bool output.
- *  WHERE         i = [x_scalar, y_scalar], f = [xs, ys]: inputs C, then X unless x_scalar, then
- *                Y unless y_scalar, each broadcasting to the output; out = C != 0 ? X : Y,
+ *                [scalar] (or i = [dtype, scalar_first, scalar exactly as int64]): both operands
+ * are converted to `dtype` (their promotion), then compared (NaN compares unequal; logical ops test
+ * != 0). PREDICATE     1 input of the output's shape, any dtype; fn = LOGICAL_NOT, ISNAN or
+ * ISFINITE; bool output. WHERE         i = [x_scalar, y_scalar], f = [xs, ys]: inputs C, then X
+ * unless x_scalar, then Y unless y_scalar, each broadcasting to the output; out = C != 0 ? X : Y,
  *                converted to the output dtype.
  */
 #ifndef TSR_KERNELS_H

@@ -343,7 +343,8 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
     case TSR_KOP_COMPARE:
         if (d->fn < TSR_LESS || d->fn > TSR_LOGICAL_OR)
             FAIL("%s is not a comparison", tsr__binary_name(d->fn));
-        if (d->ni != (uint32_t)(nin == 2 ? 1 : 2) || d->nf != (uint32_t)(nin == 2 ? 0 : 1))
+        if ((nin == 2 ? d->ni != 1 : d->ni != 2 && d->ni != 3) ||
+            d->nf != (uint32_t)(nin == 2 ? 0 : 1))
             FAIL("expects %s",
                  nin == 2 ? "i = [dtype]" : "i = [dtype, scalar_first], f = [scalar]");
         if (d->i[0] < 0 || d->i[0] >= TSR_DTYPE_COUNT)

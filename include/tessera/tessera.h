@@ -390,6 +390,10 @@ TSR_API int tsr_binary_scalar(tsr_binary_op op, tsr_array *x, double s, int scal
  * (1.0 makes an int64 x float64), 0 as a Python int (s must be integral). */
 TSR_API int tsr_binary_scalar_kind(tsr_binary_op op, tsr_array *x, double s, int is_float,
                                    int scalar_first, tsr_array **out);
+/* As tsr_binary_scalar with an integer scalar kept exact where the operation runs in int64
+ * (a double holds integers up to 2^53 only): int64 + 9223372036854775807 wraps as NumPy's. */
+TSR_API int tsr_binary_scalar_int64(tsr_binary_op op, tsr_array *x, int64_t s, int scalar_first,
+                                    tsr_array **out);
 /* numpy.where(cond, x, y): elementwise, the three broadcast together (TSR_ESHAPE otherwise);
  * cond of any dtype (non-zero is true); the result dtype is numpy.result_type of x and y.
  * References are taken, not consumed. */

@@ -146,6 +146,12 @@ def program():
             out("clip_%s_hi" % x, {"op": "clip", "args": [x], "max": 0.5}, np.clip(v[x], None, 0.5))
             out("clip_%s_x" % x, {"op": "clip", "args": [x], "min": 3, "max": 1},
                 np.clip(v[x], 3, 1))
+    # Integer numbers stay exact past 2^53 where the op runs in int64.
+    out("big_add", {"op": "add", "args": ["I", 9223372036854775807]}, np.add(v["I"], I64MAX))
+    out("big_sub", {"op": "sub", "args": [-9223372036854775807, "I"]}, np.subtract(-I64MAX, v["I"]))
+    out("big_eq", {"op": "equal", "args": ["I", 9007199254740993]}, np.equal(v["I"], 2**53 + 1))
+    out("big_lt", {"op": "less", "args": [9007199254740992, "I"]}, np.less(2**53, v["I"]))
+    out("big_f", {"op": "add", "args": ["F", 9007199254740993]}, np.add(v["F"], 2**53 + 1))
     out("clip_B", {"op": "clip", "args": ["B"], "min": 0, "max": 0}, np.clip(v["B"], 0, 0))
     out("mm_IK", {"op": "matmul", "args": ["I", "K"]}, v["I"] @ v["K"])
     out("mm_IJ", {"op": "matmul", "args": ["I", "J"]}, v["I"] @ v["J"])
