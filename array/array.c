@@ -822,11 +822,6 @@ int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out) {
 
     int64_t shape[2] = {a->shape[0], b->ndim == 2 ? b->shape[1] : 0};
     tsr_dtype dtype = tsr__promote(a->dtype, b->dtype);
-    if (dtype == TSR_BOOL) {
-        tsr__array_unref(owned);
-        return tsr__fail(c, TSR_EINVALID, "matmul of %s and %s: no bool matmul (astype first)",
-                         tsr_array_name(a), tsr_array_name(b));
-    }
     tsr_array *m = tsr__array_new(c, "matmul", dtype, b->ndim, shape);
     if (!m) {
         tsr__array_unref(owned);

@@ -149,7 +149,7 @@ enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
     XX(UNARY, unary, 1, 1, TSR__UNARY_COUNT, TSR__DT_ALL, ANY, OUT, 0)                             \
     XX(BINARY, binary, 2, 2, TSR__BINARY_COUNT, TSR__DT_ALL, ANY, OUT, 0)                          \
     XX(BINARY_SCALAR, binary_scalar, 1, 1, TSR__BINARY_COUNT, TSR__DT_ALL, ANY, OUT, 0)            \
-    XX(MATMUL, matmul, 2, TSR__ANY, 0, TSR__DT_NUM, LAST, MATMUL, TSR__KOP_LONG)                   \
+    XX(MATMUL, matmul, 2, TSR__ANY, 0, TSR__DT_ALL, LAST, MATMUL, TSR__KOP_LONG)                   \
     XX(TRANSPOSE, transpose, 1, 1, 0, TSR__DT_ALL, NONE, OUT, 0)                                   \
     XX(REDUCE, reduce, 1, 1, TSR__REDUCE_COUNT, TSR__DT_ALL, NONE, IN0, 0)                         \
     XX(COMBINE, combine, 1, TSR__ANY, TSR__REDUCE_COUNT, TSR__DT_ALL, ANY, INPUTS, 0)              \

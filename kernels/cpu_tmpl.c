@@ -539,20 +539,30 @@ KERNEL(k_matmul) {
     if (!have) memset(o, 0, (size_t)(m * n) * sizeof(T));
     return 0;
 }
-#elif defined(T_INT)
-/* No BLAS for integers: o += A @ B with wrapping arithmetic, i-k-j order in KB-wide panels of k
- * so a panel of B stays in cache. Each output element sums its terms in k order. */
+#else
+/* No BLAS for integers: o += A @ B with wrapping arithmetic (bool: o |= A and B, NumPy's bool
+ * matmul), i-k-j order in KB-wide panels of k so a panel of B stays in cache. Each output element
+ * takes its terms in k order. */
 #define KB 64
 static void imatmul_step(T *o, const T *a, const T *b, int64_t m, int64_t k, int64_t n) {
     for (int64_t k0 = 0; k0 < k; k0 += KB) {
         int64_t k1 = TSR__MIN(k, k0 + KB);
         for (int64_t i = 0; i < m; i++) {
+#if defined(T_INT)
             uint64_t *orow = (uint64_t *)(void *)(o + i * n);
             for (int64_t p = k0; p < k1; p++) {
                 uint64_t av = (uint64_t)a[i * k + p];
                 const T *brow = b + p * n;
                 for (int64_t j = 0; j < n; j++) orow[j] += av * (uint64_t)brow[j];
             }
+#else
+            T *orow = o + i * n;
+            for (int64_t p = k0; p < k1; p++) {
+                if (!a[i * k + p]) continue;
+                const T *brow = b + p * n;
+                for (int64_t j = 0; j < n; j++) orow[j] |= brow[j];
+            }
+#endif
         }
     }
 }
@@ -586,8 +596,6 @@ KERNEL(k_matmul) {
     }
     return 0;
 }
-#else
-#define k_matmul NULL
 #endif
 
 /* ---- transpose ------------------------------------------------------------------------------ */

@@ -36,9 +36,9 @@
  *                out = (((Cprev + A_0 @ B_0) + A_1 @ B_1) ...), one BLAS call per step with
  *                beta = 1 after the first, so a group gives bit for bit what a chain of
  *                one-step tasks gives (lowering groups the k-steps of small chunks:
- * docs/arrays.md). Inputs of any dtype; computed in the output dtype (int64: blocked loops,
- *                wrapping, no BLAS; no bool output). If out->data
- *                == Cprev's data the accumulation is in place (the worker passes Cprev's buffer
+ *                docs/arrays.md). Inputs of any dtype; computed in the output dtype (int64:
+ *                blocked loops, wrapping, no BLAS; bool: an or of ands). If out->data ==
+ *                Cprev's data the accumulation is in place (the worker passes Cprev's buffer
  *                when it holds the only reference; see tsr__kernel_may_alias).
  *  TRANSPOSE     1 input. i = [perm[0..d)]: out axis j is input axis perm[j].
  *  REDUCE        1 input of ndim n. fn = tsr_reduce_op (MEAN reduces like SUM; the scale is

@@ -156,6 +156,8 @@ def program():
     out("mm_IK", {"op": "matmul", "args": ["I", "K"]}, v["I"] @ v["K"])
     out("mm_IJ", {"op": "matmul", "args": ["I", "J"]}, v["I"] @ v["J"])
     out("mm_BK", {"op": "matmul", "args": ["B", "K"]}, v["B"] @ v["K"])
+    out("mm_BBT", {"op": "matmul", "args": ["B", "T_B"]}, v["B"] @ v["B"].T)
+    out("mm_BJb", {"op": "matmul", "args": ["T_B", "u_logical_not_B"]}, v["B"].T @ ~v["B"])
     out("zeros_i", {"op": "zeros", "shape": [3, 5], "chunks": 2, "dtype": "int64"},
         np.zeros((3, 5), np.int64))
     out("ones_b", {"op": "ones", "shape": [4], "chunks": 3, "dtype": "bool"}, np.ones(4, bool))

@@ -123,11 +123,6 @@ static const bad_case bad[] = {
      "\"y\": {\"op\": \"clip\", \"args\": [\"a\"], \"max\": \"1\"}",
      {"array \"y\"", "\"max\" must be a number", NULL},
      2},
-    {"bool matmul",
-     "\"b\": {\"op\": \"ones\", \"shape\": [2, 2], \"dtype\": \"bool\"},"
-     "\"y\": {\"op\": \"matmul\", \"args\": [\"b\", \"b\"]}",
-     {"array \"y\"", "bool matmul", NULL},
-     2},
     {"int64 to a negative int power",
      "\"a\": {\"op\": \"arange\", \"stop\": 4, \"dtype\": \"int64\"},"
      "\"y\": {\"op\": \"pow\", \"args\": [\"a\", -1]}",

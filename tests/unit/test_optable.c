@@ -343,7 +343,7 @@ Test(optable, sub_operation_dtypes) {
         cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_COMPARE, fn), TSR__DT(TSR_BOOL));
     }
     cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_UNARY, TSR__UNARY_COUNT), 0);
-    cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_MATMUL, 200), N); /* fn unused */
+    cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_MATMUL, 200), A); /* fn unused */
     cr_assert_eq(tsr__kop_fn_dtypes(TSR_KOP_COUNT, 0), 0);
     cr_assert_eq(TSR__DT_FLOAT, TSR__DT(TSR_FLOAT64) | TSR__DT(TSR_FLOAT32));
 }
