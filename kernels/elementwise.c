@@ -245,6 +245,7 @@ int tsr__k_predicate(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_c
     (void)errlen;
     uint8_t *o = out->data;
     int64_t n = tsr__shape_nelem(out->ndim, out->shape);
+    if (n == 0) return 0; /* no buffer to write */
     switch (in[0].dtype) {
     case TSR_FLOAT64:
         PRED_FLOAT(double, isfinite);
