@@ -366,6 +366,11 @@ static int make_source(tsr_client *c, const char *opname, int ndim, const int64_
     return 0;
 }
 
+int tsr__array_source(tsr_client *c, const char *opname, int ndim, const int64_t *shape,
+                      const int64_t *chunks, tsr_dtype dtype, tsr_array **out) {
+    return make_source(c, opname, ndim, shape, chunks, dtype, out);
+}
+
 static int make_full(tsr_client *c, const char *opname, int ndim, const int64_t *shape,
                      const int64_t *chunks, tsr_dtype dtype, double value, tsr_array **out) {
     int rc = make_source(c, opname, ndim, shape, chunks, dtype, out);
@@ -659,6 +664,10 @@ static int align(tsr_array **x, int64_t *const *sizes, const int64_t *n, tsr_arr
     return 0;
 }
 
+int tsr__array_align(tsr_array **x, int64_t *const *sizes, const int64_t *n, tsr_array **owned) {
+    return align(x, sizes, n, owned);
+}
+
 int tsr__array_broadcast(tsr_client *c, const char *name, tsr_aop aop, int fn,
                          tsr_array *const *ops_in, int nops, tsr_dtype dtype, tsr_array **out) {
     int d = 0;
@@ -799,14 +808,9 @@ int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out) {
     if (!same_client(c, a, b))
         return tsr__fail(c, TSR_EINVALID, "%s and %s belong to different clients",
                          tsr_array_name(a), tsr_array_name(b));
-    char sb[256];
-    if (a->ndim != 2)
-        return tsr__fail(c, TSR_ESHAPE, "matmul needs a 2-d first operand, got %s with shape %s",
-                         tsr_array_name(a), shape_str(sb, sizeof sb, a->ndim, a->shape));
-    if (b->ndim != 1 && b->ndim != 2)
-        return tsr__fail(c, TSR_ESHAPE,
-                         "matmul needs a 1-d or 2-d second operand, got %s with shape %s",
-                         tsr_array_name(b), shape_str(sb, sizeof sb, b->ndim, b->shape));
+    /* Other shapes (batches, a 1-d first operand) are contractions (linalg.c); the 2-d @ 2-d and
+     * 2-d @ 1-d products keep the MATMUL family. */
+    if (a->ndim != 2 || (b->ndim != 1 && b->ndim != 2)) return tsr__matmul_nd(a, b, out);
     if (a->shape[1] != b->shape[0])
         return tsr__fail(
             c, TSR_ESHAPE, "matmul needs %s.shape[1] == %s.shape[0], got %lld and %lld",

@@ -40,7 +40,10 @@
     XX(COMPARE, COMPARE, 2, BOOL, emit_broadcast)  /* less, ..., logical_or of two arrays */       \
     XX(COMPARE_SCALAR, COMPARE, 1, BOOL, emit_map) /* ... of an array and a number */              \
     XX(PREDICATE, PREDICATE, 1, BOOL, emit_map)    /* logical_not, isnan, isfinite */              \
-    XX(WHERE, WHERE, 3, PROMOTE, emit_broadcast)   /* X and Y may be numbers: fewer operands */
+    XX(WHERE, WHERE, 3, PROMOTE, emit_broadcast)   /* X and Y may be numbers: fewer operands */    \
+    XX(NORMAL, NORMAL, 0, GIVEN, emit_source)                                                      \
+    XX(EYE, EYE, 0, GIVEN, emit_source)                                                            \
+    XX(CONTRACT, CONTRACT, 2, GIVEN, emit_contract) /* tensordot, N-d matmul: linalg.c */
 
 typedef enum tsr_aop {
 #define TSR__AOP_ENUM_ROW(E, ...) TSR_A_##E,
@@ -144,6 +147,13 @@ struct tsr_array {
     char zsep;
     double zfill;
     int64_t zchunks[TSR_MAX_NDIM];
+    /* CONTRACT (tensordot, N-d matmul; array/linalg.c): the first nbatch output axes are batch
+     * axes, which both operands may have (an operand's extent 1 there broadcasts); role[k][ax]
+     * says what axis ax of operand k is: r >= 0 output axis r, r < 0 contraction pair -1 - r (of
+     * ncontract). Output axes after the batch ones are operand 0's free axes, then operand 1's. */
+    int nbatch, ncontract;
+    int8_t role[2][TSR_MAX_NDIM];
+    int64_t diag; /* EYE: the diagonal k; NORMAL keeps loc in value and scale in step */
 
     /* Lowering scratch (lower.c): valid while lower_epoch == the current lowering's epoch. */
     uint64_t lower_epoch;
@@ -195,6 +205,19 @@ int tsr__array_discard(tsr_array *a, int rc);
 void tsr__array_unref(tsr_array *a);
 /* Releases what a computed array holds on the cluster. */
 void tsr__array_release_computed(tsr_array *a);
+
+/* make_source and align of array.c, for the constructors in other files: a source array of the
+ * given shape, chunks (NULL: the default) and dtype; *x wrapped in a hidden rechunk to the grid
+ * sizes/n unless it has it (*owned then holds the new array's reference, else NULL). */
+int tsr__array_source(tsr_client *c, const char *opname, int ndim, const int64_t *shape,
+                      const int64_t *chunks, tsr_dtype dtype, tsr_array **out);
+int tsr__array_align(tsr_array **x, int64_t *const *sizes, const int64_t *n, tsr_array **owned);
+
+/* ---- linalg.c ---- */
+
+/* tsr_matmul for the operands the MATMUL family does not take (either operand N-d, or a 1-d
+ * first operand): a CONTRACT array, with numpy's batch broadcasting. */
+int tsr__matmul_nd(tsr_array *a, tsr_array *b, tsr_array **out);
 
 /* ---- lower.c ---- */
 

@@ -35,6 +35,9 @@ typedef enum op_kind {
     K_ASTYPE,
     K_WHERE,
     K_CLIP,
+    K_TENSORDOT,
+    K_NORMAL,
+    K_EYE,
 } op_kind;
 
 /* An op_info.nargs for operations that take any number of operands, at least one
@@ -73,6 +76,9 @@ static const op_info ops[] = {
     {"astype", K_ASTYPE, 0, TSR__AOP_NARGS_ASTYPE, "dtype", "dtype"},
     {"where", K_WHERE, 0, TSR__AOP_NARGS_WHERE, "", ""},
     {"clip", K_CLIP, 0, 1, "min,max", ""},
+    {"tensordot", K_TENSORDOT, 0, TSR__AOP_NARGS_CONTRACT, "axes", ""},
+    {"normal", K_NORMAL, 0, TSR__AOP_NARGS_NORMAL, "shape,chunks,dtype,seed,loc,scale", "shape"},
+    {"eye", K_EYE, 0, TSR__AOP_NARGS_EYE, "n,m,k,chunks,dtype", "n"},
 };
 /* clang-format on */
 #undef UNARY_ROW
@@ -104,6 +110,10 @@ typedef struct def {
     int has_axes, naxes; /* has_axes == 0: "axis"/"axes" absent or null */
     int axes[TSR_MAX_NDIM];
     const char *path;
+    double loc, scale;           /* normal */
+    int64_t eye_n, eye_m, eye_k; /* eye; eye_m < 0: "m" absent (n) */
+    int td_n, td_lists;          /* tensordot: pairs; td_lists 0 for the integer form */
+    int td_a[TSR_MAX_NDIM], td_b[TSR_MAX_NDIM];
     /* Topological sort. */
     int color, next_arg;
     tsr_array *array;
@@ -302,6 +312,68 @@ static int parse_axes(loader *L, def *d, const char *key, json_t *v, int allow_i
     return 0;
 }
 
+/* An integer key (eye's n, m, k). */
+static int parse_int(loader *L, def *d, const char *key, json_t *v, int64_t *out) {
+    char b[64];
+    if (!json_is_integer(v))
+        return fail(L, d, TSR_EPROGRAM, "\"%s\" must be an integer, got %s", key,
+                    show(v, b, sizeof b));
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* tensordot's "axes": an integer N (the last N axes of A with the first N of B), or two lists
+ * of axes (or two integers, one axis each), as numpy.tensordot takes. */
+static int parse_td_axes(loader *L, def *d, json_t *v) {
+    char b[64];
+    if (json_is_integer(v)) {
+        json_int_t n = json_integer_value(v);
+        if (n < 0 || n > TSR_MAX_NDIM)
+            return fail(L, d, TSR_EPROGRAM, "\"axes\" must be from 0 to %d, got %s", TSR_MAX_NDIM,
+                        show(v, b, sizeof b));
+        d->td_n = (int)n;
+        d->td_lists = 0;
+        return 0;
+    }
+    if (!json_is_array(v) || json_array_size(v) != 2)
+        return fail(L, d, TSR_EPROGRAM, "\"axes\" must be an integer or two lists of axes, got %s",
+                    show(v, b, sizeof b));
+    int n[2];
+    for (int k = 0; k < 2; k++) {
+        json_t *l = json_array_get(v, (size_t)k);
+        int *dst = k ? d->td_b : d->td_a;
+        if (json_is_integer(l)) {
+            n[k] = 1;
+            json_int_t ax = json_integer_value(json_array_get(v, (size_t)k));
+            if (ax < -TSR_MAX_NDIM || ax >= TSR_MAX_NDIM)
+                return fail(L, d, TSR_EPROGRAM, "\"axes\" must hold axis numbers from %d to %d",
+                            -TSR_MAX_NDIM, TSR_MAX_NDIM - 1);
+            dst[0] = (int)ax;
+            continue;
+        }
+        if (!json_is_array(l) || json_array_size(l) > TSR_MAX_NDIM)
+            return fail(L, d, TSR_EPROGRAM,
+                        "\"axes\"[%d] must be a list of at most %d axes, got %s", k, TSR_MAX_NDIM,
+                        show(l, b, sizeof b));
+        n[k] = (int)json_array_size(l);
+        for (int i = 0; i < n[k]; i++) {
+            json_t *x = json_array_get(l, (size_t)i);
+            json_int_t ax = json_is_integer(x) ? json_integer_value(x) : 0;
+            if (!json_is_integer(x) || ax < -TSR_MAX_NDIM || ax >= TSR_MAX_NDIM)
+                return fail(L, d, TSR_EPROGRAM,
+                            "\"axes\" must hold axis numbers from %d to %d, got %s", -TSR_MAX_NDIM,
+                            TSR_MAX_NDIM - 1, show(x, b, sizeof b));
+            dst[i] = (int)ax;
+        }
+    }
+    if (n[0] != n[1])
+        return fail(L, d, TSR_EPROGRAM, "\"axes\" lists must have the same length, got %d and %d",
+                    n[0], n[1]);
+    d->td_n = n[0];
+    d->td_lists = 1;
+    return 0;
+}
+
 static int parse_args(loader *L, def *d, json_t *v) {
     char b[64];
     const op_info *op = d->op;
@@ -399,6 +471,9 @@ static int parse_def(loader *L, def *d) {
     d->step = 1;
     d->arg = d->argbuf;
     d->scalar = d->scalarbuf;
+    d->scale = 1;
+    d->eye_m = -1;
+    d->td_n = 2; /* numpy.tensordot's default */
     d->nargs = 0;
     if (op->nargs && (rc = parse_args(L, d, json_object_get(d->obj, "args")))) return rc;
     json_object_foreach(d->obj, key, v) {
@@ -432,8 +507,24 @@ static int parse_def(loader *L, def *d) {
             rc = parse_seed(L, d, v);
         } else if (!strcmp(key, "axis")) {
             rc = parse_axes(L, d, key, v, 1);
+        } else if (!strcmp(key, "axes") && op->kind == K_TENSORDOT) {
+            rc = parse_td_axes(L, d, v);
         } else if (!strcmp(key, "axes")) {
             rc = parse_axes(L, d, key, v, 0);
+        } else if (!strcmp(key, "loc")) {
+            rc = parse_number(L, d, key, v, &d->loc);
+        } else if (!strcmp(key, "scale")) {
+            rc = parse_number(L, d, key, v, &d->scale);
+        } else if (!strcmp(key, "m") && json_is_null(v)) {
+            d->eye_m = -1; /* numpy.eye's M=None: n */
+        } else if (!strcmp(key, "n") || !strcmp(key, "m") || !strcmp(key, "k")) {
+            rc = parse_int(L, d, key, v,
+                           key[0] == 'n'   ? &d->eye_n
+                           : key[0] == 'm' ? &d->eye_m
+                                           : &d->eye_k);
+            if (!rc && key[0] != 'k' && json_integer_value(v) < 0)
+                rc = fail(L, d, TSR_EPROGRAM, "\"%s\" must be >= 0, got %lld", key,
+                          (long long)json_integer_value(v));
         } else if (!strcmp(key, "path")) {
             if (!json_is_string(v) || !*json_string_value(v))
                 rc = fail(L, d, TSR_EPROGRAM, "\"path\" must be a file name, got %s",
@@ -449,6 +540,8 @@ static int parse_def(loader *L, def *d) {
         rc = expand_chunks(L, d, d->ndim, tmp);
     else if (d->has_chunks && op->kind == K_ARANGE)
         rc = expand_chunks(L, d, 1, tmp);
+    else if (d->has_chunks && op->kind == K_EYE)
+        rc = expand_chunks(L, d, 2, tmp);
     return rc;
 }
 
@@ -564,6 +657,7 @@ static int build_def(loader *L, def *d) {
     if (d->has_chunks) {
         int ndim = d->ndim;
         if (op->kind == K_ARANGE) ndim = 1;
+        if (op->kind == K_EYE) ndim = 2;
         if (op->kind == K_RECHUNK) ndim = tsr_array_ndim(x);
         if (op->kind == K_LOAD) {
             /* The number of axes is in the file: read its header once to learn it. */
@@ -633,6 +727,16 @@ static int build_def(loader *L, def *d) {
         break;
     case K_ASTYPE:
         rc = tsr_astype(x, d->dtype, &a);
+        break;
+    case K_TENSORDOT:
+        rc = tsr_tensordot(x, y, d->td_lists ? d->td_a : NULL, d->td_lists ? d->td_b : NULL,
+                           d->td_n, &a);
+        break;
+    case K_NORMAL:
+        rc = tsr_normal(c, d->ndim, d->shape, chp, d->dtype, d->seed, d->loc, d->scale, &a);
+        break;
+    case K_EYE:
+        rc = tsr_eye(c, d->eye_n, d->eye_m < 0 ? d->eye_n : d->eye_m, d->eye_k, chp, d->dtype, &a);
         break;
     }
     if (rc) return api_fail(L, d, rc);

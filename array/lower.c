@@ -169,6 +169,26 @@ LOWERING(emit_source) {
         d.i = iv;
         d.ni = (uint32_t)(1 + 2 * d_);
         break;
+    case TSR_A_NORMAL:
+        memcpy(&iv[0], &a->seed, sizeof a->seed);
+        for (int ax = 0; ax < d_; ax++) {
+            iv[1 + ax] = a->shape[ax];
+            iv[1 + d_ + ax] = off[ax];
+        }
+        fv[0] = a->value; /* loc */
+        fv[1] = a->step;  /* scale */
+        d.i = iv;
+        d.ni = (uint32_t)(1 + 2 * d_);
+        d.f = fv;
+        d.nf = 2;
+        break;
+    case TSR_A_EYE:
+        iv[0] = a->diag;
+        iv[1] = off[0];
+        iv[2] = off[1];
+        d.i = iv;
+        d.ni = 3;
+        break;
     case TSR_A_ARANGE:
         fv[0] = a->value;
         fv[1] = a->step;
@@ -319,6 +339,77 @@ LOWERING(emit_matmul) {
             d.ni = 1;
         }
         int64_t ashape[2] = {shape[0], ksum}; /* the flops of all its steps */
+        prev = add(L, a, ci, &d, deps, n, 2, ashape);
+        if (prev < 0) return prev;
+    }
+    return prev;
+}
+
+/* CONTRACT (tensordot, N-d matmul): the output chunk is a chain over every combination of the
+ * contraction pairs' chunk indices, row-major (the last pair fastest), each step contracting one
+ * A block with one B block and taking the previous partial last, as MATMUL's k-chain; steps are
+ * grouped by the same flops rule. array/linalg.c gave B the chunks of A on every contracted axis
+ * and on every batch axis they share, and the output the chunks of the operand axes it comes
+ * from; an operand axis of extent 1 under a longer batch axis is broadcast (chunk 0). */
+LOWERING(emit_contract) {
+    tsr_array *op[2] = {a->args[0], a->args[1]};
+    int nc = a->ncontract;
+    int64_t nk[TSR_MAX_NDIM], kc[TSR_MAX_NDIM] = {0}, kax[TSR_MAX_NDIM], total = 1;
+    double nout = 1, kfirst = 1;
+    for (int ax = 0; ax < op[0]->ndim; ax++)
+        if (a->role[0][ax] < 0) kax[-1 - a->role[0][ax]] = ax;
+    for (int j = 0; j < nc; j++) {
+        nk[j] = op[0]->numchunks[kax[j]];
+        total *= nk[j];
+        kfirst *= (double)op[0]->chunks[kax[j]][0];
+    }
+    for (int ax = 0; ax < a->ndim; ax++) nout *= (double)shape[ax];
+    double step = 2.0 * nout * kfirst;
+    int64_t g = step >= MATMUL_GROUP_FLOPS ? 1
+                : step <= 0                ? TSR__MATMUL_MAX_GROUP
+                                           : (int64_t)(MATMUL_GROUP_FLOPS / step) + 1;
+    g = TSR__MIN(g, TSR__MATMUL_MAX_GROUP);
+    int64_t iv[5 + 2 * TSR_MAX_NDIM], prev = -1;
+    iv[1] = a->nbatch;
+    iv[2] = nc;
+    iv[3] = op[0]->ndim;
+    iv[4] = op[1]->ndim;
+    for (int k = 0, n = 5; k < 2; k++)
+        for (int ax = 0; ax < op[k]->ndim; ax++) iv[n++] = a->role[k][ax];
+    for (int64_t k0 = 0; k0 < total; k0 += g) {
+        int64_t steps = TSR__MIN(g, total - k0);
+        double ksum = 0;
+        uint32_t deps[2 * TSR__MATMUL_MAX_GROUP + 1];
+        for (int64_t s = 0; s < steps; s++) {
+            double kext = 1;
+            for (int k = 0; k < 2; k++) {
+                tsr_array *x = op[k];
+                int64_t xidx[TSR_MAX_NDIM];
+                for (int ax = 0; ax < x->ndim; ax++) {
+                    int r = a->role[k][ax];
+                    if (r < 0)
+                        xidx[ax] = kc[-1 - r];
+                    else
+                        xidx[ax] = x->shape[ax] != a->shape[r] ? 0 : idx[r];
+                    if (r < 0 && k == 0) kext *= (double)x->chunks[ax][xidx[ax]];
+                }
+                int rc = dep_of(L, x, ravel(x, xidx), &deps[2 * s + k]);
+                if (rc < 0) return rc;
+            }
+            ksum += kext;
+            for (int j = nc - 1; j >= 0; j--) { /* the next block pair, row-major */
+                if (++kc[j] < nk[j]) break;
+                kc[j] = 0;
+            }
+        }
+        uint32_t n = (uint32_t)(2 * steps);
+        if (prev >= 0) deps[n++] = (uint32_t)prev;
+        iv[0] = steps;
+        tsr_kdesc d;
+        desc_init(&d, TSR_KOP_CONTRACT, 0, a->dtype, a->ndim, shape);
+        d.i = iv;
+        d.ni = (uint32_t)(5 + op[0]->ndim + op[1]->ndim);
+        int64_t ashape[2] = {1, (int64_t)ksum}; /* the flops of all its steps: 2 * out * k */
         prev = add(L, a, ci, &d, deps, n, 2, ashape);
         if (prev < 0) return prev;
     }

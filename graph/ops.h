@@ -130,7 +130,9 @@ enum {
  *               output element per input: a combine folds and scales). Bytes are not per family:
  *               the scheduler's model (scheduler/cost.c) counts output bytes times (1 + inputs).
  *   traits      a bit set: RECOMPUTE (a cheap source, made wherever it is needed instead of being
- *               run once and moved), LONG (may run long whatever its size: BLAS, file reads).
+ *               run once and moved), LONG (may run long whatever its size: BLAS, file reads),
+ *               HOST (no device kernel: a GPU worker runs it on its host thread, so the cost
+ *               model's GPU prior is the CPU one; LOAD is the older such family, named there).
  *               The scheduler (state.c: inline sources) and the worker (task.c: what may be
  *               recomputed; exec.c: what may run long) ask tsr__kop_has(), never a family. */
 #define TSR__ANY 255
@@ -140,6 +142,7 @@ enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
 #define TSR__MATMUL_MAX_GROUP 32
 #define TSR__KOP_RECOMPUTE 1u
 #define TSR__KOP_LONG 2u
+#define TSR__KOP_HOST 4u
 
 #define TSR__KOP_MAP(XX)                                                                           \
     XX(FILL, fill, 0, 0, 0, TSR__DT_ALL, NONE, OUT, TSR__KOP_RECOMPUTE)                            \
@@ -157,7 +160,11 @@ enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
     XX(ASTYPE, astype, 1, 1, 0, TSR__DT_ALL, ANY, OUT, 0)                                          \
     XX(COMPARE, compare, 1, 2, TSR__BINARY_COUNT, TSR__DT_BOOL, NONE, OUT, 0)                      \
     XX(PREDICATE, predicate, 1, 1, TSR__UNARY_COUNT, TSR__DT_BOOL, NONE, OUT, 0)                   \
-    XX(WHERE, where, 1, 3, 0, TSR__DT_ALL, NONE, OUT, 0)
+    XX(WHERE, where, 1, 3, 0, TSR__DT_ALL, NONE, OUT, 0)                                           \
+    XX(NORMAL, normal, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE | TSR__KOP_HOST)      \
+    XX(EYE, eye, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE | TSR__KOP_HOST)            \
+    XX(CONTRACT, contract, 2, TSR__ANY, 0, TSR__DT_FLOAT | TSR__DT(TSR_INT64) | TSR__DT(TSR_BOOL), \
+       LAST, MATMUL, TSR__KOP_LONG | TSR__KOP_HOST)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
  * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */

@@ -7,4 +7,8 @@ const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT] = {
     [TSR_KOP_COMPARE] = tsr__k_compare,
     [TSR_KOP_PREDICATE] = tsr__k_predicate,
     [TSR_KOP_WHERE] = tsr__k_where,
+    /* entries are [TSR_KOP_<FAMILY>] = k_<name> */
+    [TSR_KOP_NORMAL] = k_normal,
+    [TSR_KOP_EYE] = k_eye,
+    [TSR_KOP_CONTRACT] = k_contract,
 };

@@ -64,6 +64,24 @@
  * ISFINITE; bool output. WHERE         i = [x_scalar, y_scalar], f = [xs, ys]: inputs C, then X
  * unless x_scalar, then Y unless y_scalar, each broadcasting to the output; out = C != 0 ? X : Y,
  *                converted to the output dtype.
+ *  NORMAL        no inputs.  i = RANDOM's [seed, gshape, offset], f = [loc, scale]: element with
+ *                global index g is loc + scale * (sqrt(-2 ln(1 - u1)) * cos(2 pi u2)), u1 and u2
+ *                SPEC's float64 random values of indices 2g and 2g + 1, computed in double and
+ *                rounded to the output dtype at the end.
+ *  EYE           no inputs, d = 2.  i = [k, offset0, offset1]: element (r, c) is 1 where
+ *                (offset1 + c) - (offset0 + r) == k, else 0.
+ *  CONTRACT      tensordot and N-d matmul blocks. i = [g, nbatch, nc, na, nb, roleA[na],
+ *                roleB[nb]]; 2g inputs A_0, B_0, ..., A_(g-1), B_(g-1) (every A_s has na axes,
+ *                every B_s nb) and optionally Cprev (the output's shape) last, accumulated like
+ *                MATMUL: out = ((Cprev + A_0 . B_0) + A_1 . B_1) ..., one contraction per step,
+ *                in order. role[ax] >= 0: the operand's axis ax is output axis role[ax]; < 0: it
+ *                is contraction pair -1 - role[ax] (each pair is one axis of A and one of B, of
+ *                equal extent). The first nbatch output axes are batch axes: A, B or both have
+ *                them, an operand's extent 1 broadcasting; every later output axis is exactly one
+ *                operand's, A's before B's. Per batch element the blocks are packed into an
+ *                M x K and a K x N matrix (skipped when already laid out so) and multiplied with
+ *                BLAS gemm for floats, naive wrapping loops for int64. Inputs of any dtype are
+ *                converted to the output's.
  */
 #ifndef TSR_KERNELS_H
 #define TSR_KERNELS_H

@@ -28,6 +28,18 @@ static inline int64_t tsr__f2i(double v) {
     return v >= -9223372036854775808.0 && v < 9223372036854775808.0 ? (int64_t)v : INT64_MIN;
 }
 
+/* Issue 13's linear-algebra families (linalg.c): their kernels, registered in
+ * tsr__cpu_kernels_any, and the checks of what their descriptors need beyond the row (called by
+ * table.c's check_family). */
+int k_normal(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+             size_t errlen);
+int k_eye(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+          size_t errlen);
+int k_contract(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+               size_t errlen);
+int tsr__check_eye(const tsr_kdesc *d, char *err, size_t errlen);
+int tsr__check_contract(const tsr_kdesc *d, const tsr_chunkview *in, int nin,
+                        const tsr_chunkview *out, char *err, size_t errlen);
 /* The GPU kernels (kernels/cuda/host.c, in the CUDA module only), one table for both float
  * dtypes: they read the dtype from the descriptor. NULL for families that have none (LOAD). */
 extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];

@@ -361,6 +361,13 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         if (nin != 3 - (int)d->i[0] - (int)d->i[1])
             FAIL("expects %d inputs, got %d", 3 - (int)d->i[0] - (int)d->i[1], nin);
         return check_broadcast(d, in, nin, err, errlen);
+    case TSR_KOP_NORMAL:
+        NEED_PARAMS(1 + 2 * nd, 2);
+        return check_box(d, d->i + 1, d->i + 1 + nd, 1, 0, err, errlen);
+    case TSR_KOP_EYE:
+        return tsr__check_eye(d, err, errlen);
+    case TSR_KOP_CONTRACT:
+        return tsr__check_contract(d, in, nin, out, err, errlen);
     case TSR_KOP_COUNT:
         break;
     }
@@ -406,7 +413,10 @@ int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, 
     switch (row->alias) {
     case TSR__ALIAS_ANY:
         return 1;
-    case TSR__ALIAS_LAST: /* matmul's Cprev, when given */
+    case TSR__ALIAS_LAST: /* matmul's and contract's Cprev, when given (i[0]: contract's steps) */
+        if (d->kop == TSR_KOP_CONTRACT)
+            return k == nin - 1 && d->ni >= 1 && d->i && d->i[0] >= 1 &&
+                   d->i[0] <= TSR__MATMUL_MAX_GROUP && nin == 2 * d->i[0] + 1;
         return k == nin - 1 && d->kop == TSR_KOP_MATMUL && nin == 2 * matmul_groups(d) + 1;
     case TSR__ALIAS_NONE:
         break;

@@ -60,7 +60,7 @@ static int same(const tsr__cls *k, const char *op, uint8_t kop, uint8_t dtype, u
 static void priors(tsr__cls *k) {
     double touched = (double)k->nbytes * (1.0 + k->ndeps);
     k->model[TSR__KIND_CPU] = (double)k->flops / MODEL_FLOPS + touched / MODEL_BYTES + MODEL_TASK;
-    if (k->kop == TSR_KOP_LOAD)
+    if (k->kop == TSR_KOP_LOAD || tsr__kop_has(k->kop, TSR__KOP_HOST))
         k->model[TSR__KIND_GPU] = k->model[TSR__KIND_CPU];
     else
         k->model[TSR__KIND_GPU] =

@@ -303,6 +303,17 @@ TSR_API int tsr_full_int64(tsr_client *c, int ndim, const int64_t *shape, const 
 /* Uniform on [0, 1); element i (row-major index in the whole array) is SPEC §2's formula. */
 TSR_API int tsr_random(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
                        tsr_dtype dtype, uint64_t seed, tsr_array **out);
+/* Standard normal samples scaled: element i (row-major index) is loc + scale * (sqrt(-2 ln(1 -
+ * u1)) * cos(2 pi u2)), with u1, u2 the float64 tsr_random values of indices 2i and 2i + 1 of the
+ * same seed, computed in double and rounded to dtype. dtype float64 or float32 (others are
+ * TSR_EINVALID). Made wherever it is needed, like random. */
+TSR_API int tsr_normal(tsr_client *c, int ndim, const int64_t *shape, const int64_t *chunks,
+                       tsr_dtype dtype, uint64_t seed, double loc, double scale, tsr_array **out);
+/* numpy.eye(n, m, k): n x m, ones on diagonal k (k > 0 above the main one), zeros elsewhere.
+ * n, m >= 0 (else TSR_ESHAPE); dtype float64 or float32 (else TSR_EINVALID); chunks NULL or two
+ * sizes. */
+TSR_API int tsr_eye(tsr_client *c, int64_t n, int64_t m, int64_t k, const int64_t *chunks,
+                    tsr_dtype dtype, tsr_array **out);
 /* 1-d: start + i*step for i in 0 .. ceil((stop-start)/step)-1. chunk <= 0 picks the default. */
 TSR_API int tsr_arange(tsr_client *c, double start, double stop, double step, int64_t chunk,
                        tsr_dtype dtype, tsr_array **out);
@@ -408,8 +419,25 @@ TSR_API int tsr_where_scalars(tsr_array *cond, tsr_array *x, double xs, int xs_i
  * float64). Made as maximum then minimum, so NaN propagates and min > max gives max. */
 TSR_API int tsr_clip(tsr_array *x, const double *min, const double *max, int float_mask,
                      tsr_array **out);
-/* NumPy's a @ b for a 2-d and b 2-d or 1-d. */
+/* NumPy's a @ b: 2-d @ 2-d and 2-d @ 1-d as blocked gemm chains; N-d operands broadcast their
+ * batch axes (all but the last two) as NumPy does and 1-d operands get a unit axis that the result
+ * drops (1-d @ 2-d is 1-d, 1-d @ 1-d is 0-d), lowered like tsr_tensordot. Chunks of b are
+ * rechunked to a's along the contracted axis (and shared batch axes) when they differ. Errors:
+ * TSR_ESHAPE (a 0-d operand, contracted extents that differ, batch shapes that do not broadcast).
+ * Dtypes as tsr_tensordot. */
 TSR_API int tsr_matmul(tsr_array *a, tsr_array *b, tsr_array **out);
+/* numpy.tensordot: contracts axis axes_a[j] of a with axis axes_b[j] of b for j < naxes (negative
+ * axes count from the end); the result has a's remaining axes, then b's, in order. axes_a and
+ * axes_b NULL is numpy's integer form: the last naxes axes of a with the first naxes of b. Each
+ * output chunk is a chain over the contracted axes' chunk blocks in a fixed order (bitwise the
+ * same for any number of workers); b is rechunked to a's chunks on the contracted axes when they
+ * differ. Result dtype: float64 if either operand is float64 (or one is int64 and the other
+ * float32), float32 for float32 with float32 or bool, int64 for int64 with int64 or bool
+ * (wrapping), bool for two bool operands (an or of ands, as NumPy). Errors: TSR_ESHAPE (an axis out
+ * of range or repeated, paired extents that differ, a result of more than TSR_MAX_NDIM axes),
+ * TSR_EINVALID (naxes < 0, one of axes_a/axes_b NULL). axes copied. */
+TSR_API int tsr_tensordot(tsr_array *a, tsr_array *b, const int *axes_a, const int *axes_b,
+                          int naxes, tsr_array **out);
 /* numpy.transpose; axes NULL (naxes 0) reverses the axes. axes copied. */
 TSR_API int tsr_transpose(tsr_array *x, const int *axes, int naxes, tsr_array **out);
 /* Reduction with keepdims=False. axes NULL reduces every axis (a 0-d result); otherwise naxes

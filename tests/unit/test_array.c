@@ -595,9 +595,11 @@ Test(array, matmul_errors) {
     cr_assert_eq(tsr_array_set_name(b, "B"), 0);
     cr_assert_eq(tsr_matmul(a, b, &m), TSR_ESHAPE);
     assert_msg("matmul needs A.shape[1] == B.shape[0], got 300 and 200");
+    /* N-d and 1-d first operands are numpy's @ too (issue 13): refused for their extents. */
     cr_assert_eq(tsr_matmul(t, b, &m), TSR_ESHAPE);
-    assert_msg("(2,2,2)");
+    assert_msg("got 2 and 200");
     cr_assert_eq(tsr_matmul(v, b, &m), TSR_ESHAPE);
+    assert_msg("got 300 and 200");
     cr_assert_eq(tsr_matmul(a, t, &m), TSR_ESHAPE);
     cr_assert_eq(tsr_matmul(a, NULL, &m), TSR_EINVALID);
     cr_assert_null(m);

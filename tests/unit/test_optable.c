@@ -69,6 +69,8 @@ Test(optable, family_names_are_distinct) {
     cr_assert_eq(TSR_KOP_ASTYPE, 12);
     cr_assert_eq(TSR_KOP_COMPARE, 13);
     cr_assert_eq(TSR_KOP_WHERE, 15);
+    cr_assert_eq(TSR_KOP_NORMAL, 16);
+    cr_assert_eq(TSR_KOP_CONTRACT, 18);
 }
 
 Test(optable, names_round_trip_and_match_spec) {
@@ -218,9 +220,10 @@ Test(optable, arity_column_is_enforced) {
 
 Test(optable, traits) {
     for (int kop = 0; kop < TSR_KOP_COUNT; kop++) {
-        int source = kop == TSR_KOP_FILL || kop == TSR_KOP_RANDOM || kop == TSR_KOP_ARANGE;
+        int source = kop == TSR_KOP_FILL || kop == TSR_KOP_RANDOM || kop == TSR_KOP_ARANGE ||
+                     kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE;
         cr_assert_eq(tsr__kop_has(kop, TSR__KOP_RECOMPUTE), source, "%s", tsr__kop_name(kop));
-        int is_long = kop == TSR_KOP_MATMUL || kop == TSR_KOP_LOAD;
+        int is_long = kop == TSR_KOP_MATMUL || kop == TSR_KOP_LOAD || kop == TSR_KOP_CONTRACT;
         cr_assert_eq(tsr__kop_has(kop, TSR__KOP_LONG), is_long, "%s", tsr__kop_name(kop));
     }
     cr_assert_eq(tsr__kop_has(TSR_KOP_COUNT, 0), 0);
