@@ -63,7 +63,7 @@ static void random_desc(tsr_kdesc *d, int64_t *ip, double *fp) {
 }
 
 Test(kcheck, crafted_descriptors_never_crash, .timeout = 120) {
-    rng_state = 12;
+    rng_state = 13; /* every family runs under it (the stream moves with TSR_KOP_COUNT) */
     int ran = 0, refused = 0, ran_kop[TSR_KOP_COUNT + 1] = {0};
     for (int it = 0; it < 200000; it++) {
         tsr_kdesc d;
