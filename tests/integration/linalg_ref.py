@@ -84,5 +84,15 @@ close("N2", n2, 2.5e-7)
 exact("E1", np.eye(5, 7, 2))
 exact("E2", np.eye(6, k=-1, dtype=np.float32))
 exact("E3", np.eye(4, 3, 10))
+J1 = (rnd((4, 5, 3), 20) * 1000).astype(np.int64)
+J2 = (rnd((5, 2), 21) * 1000).astype(np.int64)
+exact("I1", np.tensordot(J1, J2, axes=([1], [0])))
+H1 = np.full((2, 3, 4), 3037000500, np.int64)
+H2 = np.full((4, 2), 3037000500, np.int64)
+exact("I2", H1 @ H2)  # wraps around, as NumPy's int64 loops do
+close("I3", np.tensordot(J1, C32, axes=([0], [0])), 1e-13)
+L1 = rnd((2, 3, 4), 22) < 0.3
+L2 = rnd((4, 5), 23) < 0.3
+exact("B1", L1 @ L2)
 print("\n".join(bad) if bad else "ok")
 sys.exit(1 if bad else 0)

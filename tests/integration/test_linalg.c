@@ -58,15 +58,34 @@ static const char prog[] =
     "\"E1\": {\"op\": \"eye\", \"n\": 5, \"m\": 7, \"k\": 2, \"chunks\": [2, 3]},"
     "\"E2\": {\"op\": \"eye\", \"n\": 6, \"m\": null, \"k\": -1, \"chunks\": 4, \"dtype\": "
     "\"float32\"},"
-    "\"E3\": {\"op\": \"eye\", \"n\": 4, \"m\": 3, \"k\": 10}"
+    "\"E3\": {\"op\": \"eye\", \"n\": 4, \"m\": 3, \"k\": 10},"
+    "\"R1\": {\"op\": \"random\", \"shape\": [4, 5, 3], \"chunks\": [3, 2, 2], \"seed\": 20},"
+    "\"R2\": {\"op\": \"random\", \"shape\": [5, 2], \"chunks\": [3, 1], \"seed\": 21},"
+    "\"S1\": {\"op\": \"mul\", \"args\": [\"R1\", 1000]},"
+    "\"S2\": {\"op\": \"mul\", \"args\": [\"R2\", 1000]},"
+    "\"J1\": {\"op\": \"astype\", \"args\": [\"S1\"], \"dtype\": \"int64\"},"
+    "\"J2\": {\"op\": \"astype\", \"args\": [\"S2\"], \"dtype\": \"int64\"},"
+    "\"I1\": {\"op\": \"tensordot\", \"args\": [\"J1\", \"J2\"], \"axes\": [[1], [0]]},"
+    "\"H1\": {\"op\": \"full\", \"shape\": [2, 3, 4], \"chunks\": 2, \"value\": 3037000500, "
+    "\"dtype\": \"int64\"},"
+    "\"H2\": {\"op\": \"full\", \"shape\": [4, 2], \"chunks\": 3, \"value\": 3037000500, "
+    "\"dtype\": \"int64\"},"
+    "\"I2\": {\"op\": \"matmul\", \"args\": [\"H1\", \"H2\"]},"
+    "\"I3\": {\"op\": \"tensordot\", \"args\": [\"J1\", \"C\"], \"axes\": [[0], [0]]},"
+    "\"R3\": {\"op\": \"random\", \"shape\": [2, 3, 4], \"chunks\": [1, 2, 3], \"seed\": 22},"
+    "\"R4\": {\"op\": \"random\", \"shape\": [4, 5], \"chunks\": [3, 2], \"seed\": 23},"
+    "\"L1\": {\"op\": \"less\", \"args\": [\"R3\", 0.3]},"
+    "\"L2\": {\"op\": \"less\", \"args\": [\"R4\", 0.3]},"
+    "\"B1\": {\"op\": \"matmul\", \"args\": [\"L1\", \"L2\"]}"
     "}, \"outputs\": {\"T1\": \"T1.npy\", \"T2\": \"T2.npy\", \"T3\": \"T3.npy\", "
     "\"T4\": \"T4.npy\", \"M1\": \"M1.npy\", \"M2\": \"M2.npy\", \"M3\": \"M3.npy\", "
     "\"M4\": \"M4.npy\", \"M5\": \"M5.npy\", \"M6\": \"M6.npy\", \"M7\": \"M7.npy\", \"N1\": "
     "\"N1.npy\", "
-    "\"N2\": \"N2.npy\", \"E1\": \"E1.npy\", \"E2\": \"E2.npy\", \"E3\": \"E3.npy\"}}";
+    "\"N2\": \"N2.npy\", \"E1\": \"E1.npy\", \"E2\": \"E2.npy\", \"E3\": \"E3.npy\", "
+    "\"I1\": \"I1.npy\", \"I2\": \"I2.npy\", \"I3\": \"I3.npy\", \"B1\": \"B1.npy\"}}";
 
-static const char *const outs[] = {"T1", "T2", "T3", "T4", "M1", "M2", "M3", "M4",
-                                   "M5", "M6", "M7", "N1", "N2", "E1", "E2", "E3"};
+static const char *const outs[] = {"T1", "T2", "T3", "T4", "M1", "M2", "M3", "M4", "M5", "M6",
+                                   "M7", "N1", "N2", "E1", "E2", "E3", "I1", "I2", "I3", "B1"};
 
 static char *slurp(const char *dir, const char *name, size_t *len) {
     char path[512];
