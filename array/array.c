@@ -107,6 +107,11 @@ tsr_array *tsr__array_new(tsr_client *c, const char *opname, tsr_dtype dtype, in
     a->refs = 1;
     a->user_alive = 1;
     a->client = c;
+    if (c) { /* the client's list of live arrays (tsr_client_free detaches them) */
+        a->live_next = c->live;
+        if (c->live) c->live->live_prev = a;
+        c->live = a;
+    }
     a->args = a->args_small;
     a->args_cap = (int)TSR__ARRAY_LEN(a->args_small);
     a->opname = opname;
@@ -218,6 +223,30 @@ void tsr__array_chunk_box(const tsr_array *a, int64_t ci, int64_t *offset, int64
     }
 }
 
+static void live_unlink(tsr_array *a) {
+    if (!a->client) return;
+    if (a->live_prev)
+        a->live_prev->live_next = a->live_next;
+    else
+        a->client->live = a->live_next;
+    if (a->live_next) a->live_next->live_prev = a->live_prev;
+    a->live_prev = a->live_next = NULL;
+}
+
+void tsr__client_detach_arrays(tsr_client *c) {
+    while (c->live) {
+        tsr_array *a = c->live;
+        /* The jobs its chunks are in are released with the client's other jobs. */
+        tsr__array_release_computed(a);
+        live_unlink(a);
+        a->client = NULL;
+        free(a->data); /* nothing can lower it any more */
+        a->data = NULL;
+        free(a->lower_tasks);
+        a->lower_tasks = NULL;
+    }
+}
+
 /* Frees one array whose last reference is gone, and the operands it held: iterative, so a long
  * chain of operations does not recurse once per link. */
 void tsr__array_unref(tsr_array *a) {
@@ -242,6 +271,8 @@ void tsr__array_unref(tsr_array *a) {
             }
             todo[n++] = arg;
         }
+        live_unlink(x);
+        free(x->data);
         free_chunks(x);
         if (x->args != x->args_small) free(x->args);
         free(x->name);
@@ -264,6 +295,11 @@ int tsr__array_discard(tsr_array *a, int rc) {
  * memory. */
 tsr_array *tsr__array_named(tsr_array *a) {
     if (a->named) return a;
+    if (!a->client) {
+        tsr__fail(NULL, TSR_EINVALID, "%s: its client was freed", a->name);
+        tsr__array_discard(a, TSR_EINVALID);
+        return NULL;
+    }
     char name[64];
     snprintf(name, sizeof name, "%s-%llu", a->opname,
              (unsigned long long)tsr__client_next_seq(a->client));
@@ -342,6 +378,9 @@ static int copy_grid(tsr_array *a, const tsr_array *x, const int *perm) {
     do {                                                                                           \
         if (!(out)) return tsr__fail((c), TSR_EINVALID, "%s: out is NULL", __func__);              \
         *(out) = NULL;                                                                             \
+        if (!(c))                                                                                  \
+            return tsr__fail(NULL, TSR_EINVALID,                                                   \
+                             "%s: no client (NULL, or the operand's client was freed)", __func__); \
     } while (0)
 
 /* ---- sources -------------------------------------------------------------------------------- */
@@ -1041,6 +1080,7 @@ void tsr__array_release_computed(tsr_array *a) {
     free(cp->task);
     tsr__jobref *jr = cp->jobref;
     memset(cp, 0, sizeof *cp);
+    a->persisted = 0;
     if (jr && --jr->refs == 0) {
         /* The client sends the release at its next network operation: freeing an array must
          * not run the loop, where replies to calls that have returned could be delivered. */

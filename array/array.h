@@ -43,7 +43,8 @@
     XX(WHERE, WHERE, 3, PROMOTE, emit_broadcast)   /* X and Y may be numbers: fewer operands */    \
     XX(NORMAL, NORMAL, 0, GIVEN, emit_source)                                                      \
     XX(EYE, EYE, 0, GIVEN, emit_source)                                                            \
-    XX(CONTRACT, CONTRACT, 2, GIVEN, emit_contract) /* tensordot, N-d matmul: linalg.c */
+    XX(CONTRACT, CONTRACT, 2, GIVEN, emit_contract) /* tensordot, N-d matmul: linalg.c */          \
+    XX(FROM_BUFFER, DATA, 0, GIVEN, emit_data)      /* tsr_from_buffer: data, a C-order copy */
 
 typedef enum tsr_aop {
 #define TSR__AOP_ENUM_ROW(E, ...) TSR_A_##E,
@@ -154,6 +155,14 @@ struct tsr_array {
     int nbatch, ncontract;
     int8_t role[2][TSR_MAX_NDIM];
     int64_t diag; /* EYE: the diagonal k; NORMAL keeps loc in value and scale in step */
+    /* FROM_BUFFER: the caller's elements copied at construction (C order, owned), kept until the
+     * array is freed so that a chunk lost with its worker is sent again (array/from_buffer.c). */
+    void *data;
+    /* tsr_persist'd: while computed.task is set, lowering takes its chunks from the job that holds
+     * them (HELD tasks) instead of lowering its definition again. */
+    int persisted;
+    /* The client's list of every array not yet freed (tsr_client_free detaches them). */
+    struct tsr_array *live_prev, *live_next;
 
     /* Lowering scratch (lower.c): valid while lower_epoch == the current lowering's epoch. */
     uint64_t lower_epoch;
@@ -178,6 +187,11 @@ uint64_t tsr__client_next_epoch(tsr_client *c);
  * the given shape; chunks are filled by tsr__array_set_chunks. NULL on ENOMEM. */
 tsr_array *tsr__array_new(tsr_client *c, const char *opname, tsr_dtype dtype, int ndim,
                           const int64_t *shape);
+/* A source array named after opname (static) with a checked shape and the given grid (NULL: the
+ * default chunks); the caller sets its aop and parameters. 0, or a negative code with the
+ * message recorded. */
+int tsr__array_source(tsr_client *c, const char *opname, int ndim, const int64_t *shape,
+                      const int64_t *chunks, tsr_dtype dtype, tsr_array **out);
 /* Sets a regular chunk grid from one size per axis (each > 0; the last chunk may be smaller). */
 int tsr__array_set_chunks(tsr_array *a, const int64_t *chunks);
 /* Sets an explicit grid: sizes[ax] has n[ax] entries summing to shape[ax] (copied). */
@@ -205,6 +219,10 @@ int tsr__array_discard(tsr_array *a, int rc);
 void tsr__array_unref(tsr_array *a);
 /* Releases what a computed array holds on the cluster. */
 void tsr__array_release_computed(tsr_array *a);
+/* tsr_client_free: releases what every live array of c holds on the cluster, frees their
+ * client-side copies and detaches them (client NULL), so that a later tsr_array_free of a handle
+ * only frees its memory. */
+void tsr__client_detach_arrays(tsr_client *c);
 
 /* make_source and align of array.c, for the constructors in other files: a source array of the
  * given shape, chunks (NULL: the default) and dtype; *x wrapped in a hidden rechunk to the grid

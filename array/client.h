@@ -23,6 +23,14 @@ struct tsr_client {
     uint64_t *releases;
     size_t nreleases, releases_cap;
 
+    /* Every array made on this client and not yet freed (array.c), so that tsr_client_free can
+     * detach the ones still alive: they stay valid, inert handles (tsr_array_free only frees
+     * their memory) instead of pointing at a freed client. */
+    struct tsr_array *live;
+    /* Set by compute.c for a retry after a held chunk was lost: lowering then ignores persisted
+     * chunks and lowers every array from its definition. */
+    int lower_no_held;
+
     /* Connection state; connected == 0 for an offline client. */
     int connected;
     char address[128];

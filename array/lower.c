@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "array/array.h"
+#include "array/client.h"
 
 #define NONE UINT32_MAX
 #define MAX_DFS_DEPTH 64
@@ -581,6 +582,69 @@ LOWERING(emit_rechunk) {
     return emit_assemble(L, a, ci, idx, shape);
 }
 
+/* FROM_BUFFER: the chunk's elements travel in its descriptor, gathered from the array's C-order
+ * copy into whole 64-bit words (kernels/kernels.h, DATA). */
+LOWERING(emit_data) {
+    int64_t off[TSR_MAX_NDIM], bshape[TSR_MAX_NDIM];
+    (void)shape;
+    int rc = box(L, a, idx, off, bshape);
+    if (rc < 0) return rc;
+    size_t es = tsr_dtype_size(a->dtype);
+    int64_t nelem = 1;
+    for (int ax = 0; ax < a->ndim; ax++) nelem *= bshape[ax];
+    size_t nbytes = (size_t)nelem * es, words = (nbytes + 7) / 8;
+    int64_t *iv = calloc(words ? words : 1, sizeof *iv);
+    if (!iv) return tsr__fail(L->c, -ENOMEM, "out of memory");
+    if (nelem > 0) {
+        /* One run per index of the leading axes: the chunk's last axis is contiguous in both. */
+        int d_ = a->ndim;
+        int64_t run = d_ ? bshape[d_ - 1] : 1, cur[TSR_MAX_NDIM] = {0};
+        char *dst = (char *)iv;
+        for (;;) {
+            int64_t src = 0;
+            for (int ax = 0; ax < d_; ax++) src = src * a->shape[ax] + off[ax] + cur[ax];
+            memcpy(dst, (const char *)a->data + (size_t)src * es, (size_t)run * es);
+            dst += (size_t)run * es;
+            int ax = d_ - 2;
+            for (; ax >= 0; ax--) {
+                if (++cur[ax] < bshape[ax]) break;
+                cur[ax] = 0;
+            }
+            if (ax < 0) break;
+        }
+    }
+    tsr_kdesc d;
+    desc_init(&d, TSR_KOP_DATA, 0, a->dtype, a->ndim, bshape);
+    d.i = iv;
+    d.ni = (uint32_t)words;
+    int64_t t = add(L, a, ci, &d, NULL, 0, 0, NULL);
+    free(iv);
+    return t;
+}
+
+/* ---- persisted arrays ------------------------------------------------------------------------ */
+
+/* Does lowering take a's chunks from the job that holds them (tsr_persist)? Not on the retry
+ * after a held chunk was lost (client/compute.c), which lowers every definition again. */
+static int is_held(const lctx *L, const tsr_array *a) {
+    return a->persisted && a->computed.task && !L->c->lower_no_held;
+}
+
+/* One HELD task per chunk: the worker takes the chunk of the earlier job as the task's input
+ * (kernels/kernels.h, HELD); nothing of the array's definition is lowered. */
+static int64_t emit_held(lctx *L, tsr_array *a, int64_t ci) {
+    int64_t idx[TSR_MAX_NDIM], shape[TSR_MAX_NDIM];
+    unravel(a, ci, idx);
+    for (int ax = 0; ax < a->ndim; ax++) shape[ax] = a->chunks[ax][idx[ax]];
+    tsr_kdesc d;
+    desc_init(&d, TSR_KOP_HELD, 0, a->dtype, a->ndim, shape);
+    int64_t iv[2] = {(int64_t)a->computed.job, (int64_t)a->computed.task[ci]};
+    d.i = iv;
+    d.ni = 2;
+    d.s = a->computed.addr[ci];
+    return add(L, a, ci, &d, NULL, 0, 0, NULL);
+}
+
 /* ---- the operations table ------------------------------------------------------------------- */
 
 typedef int64_t (*lower_fn)(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
@@ -627,7 +691,7 @@ static int64_t emit(lctx *L, tsr_array *a, int64_t ci) {
 
 static int64_t get_chunk(lctx *L, tsr_array *a, int64_t ci) {
     if (a->lower_tasks[ci] != NONE) return a->lower_tasks[ci];
-    int64_t t = emit(L, a, ci);
+    int64_t t = is_held(L, a) ? emit_held(L, a, ci) : emit(L, a, ci);
     if (t >= 0) a->lower_tasks[ci] = (uint32_t)t;
     return t;
 }
@@ -656,7 +720,7 @@ static int prepare_one(lctx *L, tsr_array *a) {
     nd->a = a;
     nd->nchunks = n;
     nd->garray = -1;
-    nd->same_grid = a->aop == TSR_A_RECHUNK && same_grid(a, a->args[0]);
+    nd->same_grid = a->aop == TSR_A_RECHUNK && !is_held(L, a) && same_grid(a, a->args[0]);
     a->lower_tasks[n] = (uint32_t)L->nnodes++;
     a->lower_epoch = L->epoch;
     return 0;
@@ -676,7 +740,9 @@ static int prepare(lctx *L, tsr_array *root) {
     if (rc == 0) stack[n++] = (struct frame){root, 0};
     while (rc == 0 && n > 0) {
         struct frame *f = &stack[n - 1];
-        if (f->next < f->a->nargs) {
+        /* A held array's operands are not lowered: its chunks exist. */
+        int nargs = is_held(L, f->a) ? 0 : f->a->nargs;
+        if (f->next < nargs) {
             tsr_array *x = f->a->args[f->next++];
             if (x->lower_epoch == L->epoch) continue;
             rc = prepare_one(L, x);
@@ -686,8 +752,7 @@ static int prepare(lctx *L, tsr_array *root) {
             continue;
         }
         int depth = 0;
-        for (int k = 0; k < f->a->nargs; k++)
-            depth = TSR__MAX(depth, node_of(L, f->a->args[k])->depth);
+        for (int k = 0; k < nargs; k++) depth = TSR__MAX(depth, node_of(L, f->a->args[k])->depth);
         node_of(L, f->a)->depth = depth + 1;
         if (TSR__GROW(L->order, L->order_cap, L->norder + 1) < 0)
             rc = tsr__fail(L->c, -ENOMEM, "out of memory");

@@ -96,6 +96,9 @@ typedef struct tsr__rt {
      * what the call waits for: `finished`, and every stored chunk written. */
     tsr__ostream *store;
     int complete;
+    /* The computation failed on a HELD task (a persisted chunk that is gone): tsr_compute then
+     * runs it again with every array lowered from its definition (persist.c). */
+    int held_lost;
 } tsr__rt;
 
 /* One requested chunk (fetch.c). */
@@ -160,6 +163,11 @@ void tsr__client_shutdown_cluster(tsr_client *c);
  * failed, workers); 1 if it was one, else 0. */
 int tsr__compute_on_message(tsr__rt *rt, const tsr__msg *m);
 
+/* ---- persist.c ---- */
+
+/* Before lowering: the persisted arrays of c take their chunks' latest addresses. */
+void tsr__persist_refresh(tsr_client *c);
+
 /* ---- fetch.c ---- */
 
 /* Frees the fetch pool's state once the loop has closed its connections (tsr__client_close). */
@@ -176,6 +184,10 @@ void tsr__fetch_on_moved(tsr__rt *rt, const tsr__msg_finished *m);
  * fetch goes (its holder was lost and it was made again), the fetch is cancelled and 1
  * returned, so that the caller asks addr; else 0. */
 int tsr__fetch_redirect(tsr__rt *rt, uint32_t job, uint32_t id, const char *addr);
+/* A computed array's chunks take the addresses the scheduler last reported for them (a
+ * `finished` again after a loss), so that a persisted array's HELD tasks name where its chunks
+ * are now (persist.c). */
+void tsr__fetch_refresh_addrs(tsr__rt *rt, tsr_array *a);
 /* Forgets the moves of a job that is released. */
 void tsr__fetch_drop_moved(tsr__rt *rt, uint64_t job);
 /* Liveness tick (session.c): a chunk whose fetch failed and that the scheduler has not reported

@@ -350,6 +350,7 @@ static int compute(tsr_client *c, tsr_array *const *arrays, size_t n,
         all = grown;
         for (size_t k = 0; k < n; k++) all[ns + k] = arrays[k];
     }
+    tsr__persist_refresh(c);
     rc = tsr__lower(c, ns ? (tsr_array *const *)all : arrays, ns + n, &g);
     if (rc) goto out;
     tsr__graph_finish(&g);
@@ -373,6 +374,9 @@ static int compute(tsr_client *c, tsr_array *const *arrays, size_t n,
     rc = submit_graph(c, &g, opts && opts->trace, nstream);
     if (rc) goto out;
     rc = tsr__rt_run_until(rt, &rt->complete, 0);
+    rt->held_lost = rc == TSR_ECOMPUTE && rt->failed_task >= 0 &&
+                    (uint64_t)rt->failed_task < g.ntasks &&
+                    g.tasks[rt->failed_task].d.kop == TSR_KOP_HELD;
     if (rc == TSR_ECOMPUTE && rt->workers >= 0 && (size_t)rt->workers < g.narrays) {
         char msg[1024], chunk[160] = "";
         snprintf(msg, sizeof msg, "%s", c->errmsg);
@@ -430,9 +434,27 @@ out:
     return rc;
 }
 
+static int compute_retry_held(tsr_client *c, tsr_array *const *arrays, size_t n,
+                              const tsr_store_target *targets, size_t nt,
+                              const tsr_compute_options *opts) {
+    if (c && c->rt) c->rt->held_lost = 0;
+    int rc = compute(c, arrays, n, targets, nt, opts);
+    if (rc == TSR_ECOMPUTE && c->rt && c->rt->held_lost && !c->lower_no_held) {
+        /* A persisted chunk was lost with its worker: compute again from the definitions,
+         * which the client still has (docs/arrays.md, "Persisted arrays"). */
+        tsr__log(&c->log, TSR_LOG_INFO, "a persisted chunk is gone (%s): computing again",
+                 c->errmsg);
+        c->lower_no_held = 1;
+        rc = compute(c, arrays, n, targets, nt, opts);
+        c->lower_no_held = 0;
+    }
+    return rc;
+}
+
 int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
                 const tsr_compute_options *opts) {
-    return compute(c, arrays, n, opts ? opts->store : NULL, opts ? opts->nstore : 0, opts);
+    return compute_retry_held(c, arrays, n, opts ? opts->store : NULL, opts ? opts->nstore : 0,
+                              opts);
 }
 
 int tsr_store(tsr_client *c, const tsr_store_target *targets, size_t n,
@@ -441,7 +463,7 @@ int tsr_store(tsr_client *c, const tsr_store_target *targets, size_t n,
     if (opts && opts->nstore)
         return tsr__fail(c, TSR_EINVALID,
                          "tsr_store: give the targets as its arguments, not in opts->store too");
-    return compute(c, NULL, 0, targets, n, opts);
+    return compute_retry_held(c, NULL, 0, targets, n, opts);
 }
 
 int tsr_client_progress(tsr_client *c, tsr_progress *out) {

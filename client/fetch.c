@@ -93,6 +93,18 @@ static const char *moved_addr(const tsr__rt *rt, uint64_t job, uint32_t id) {
     return e ? e->addr : NULL;
 }
 
+void tsr__fetch_refresh_addrs(tsr__rt *rt, tsr_array *a) {
+    if (!a->computed.task || !find_moved(rt, a->computed.job)) return;
+    for (int64_t ci = 0; ci < a->computed.nchunks; ci++) {
+        const char *na = moved_addr(rt, a->computed.job, a->computed.task[ci]);
+        if (!na || (a->computed.addr[ci] && !strcmp(na, a->computed.addr[ci]))) continue;
+        char *d = strdup(na);
+        if (!d) continue; /* the old address then fails, and the chunk is made again */
+        free(a->computed.addr[ci]);
+        a->computed.addr[ci] = d;
+    }
+}
+
 /* Chunk ci of the array being read takes its latest address: 1 if that changed. */
 static int update_addr(tsr__rt *rt, int64_t ci) {
     tsr_array *a = rt->array;

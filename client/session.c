@@ -416,6 +416,8 @@ void tsr__client_shutdown_cluster(tsr_client *c) {
 
 void tsr_client_free(tsr_client *c) {
     if (!c) return;
+    /* Arrays still alive become inert handles; the jobs they held are released below. */
+    tsr__client_detach_arrays(c);
     if (c->local && c->connected && c->sched) {
         tsr__client_flush_releases(c);
         tsr__client_shutdown_cluster(c);

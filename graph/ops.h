@@ -164,7 +164,9 @@ enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
     XX(NORMAL, normal, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE | TSR__KOP_HOST)      \
     XX(EYE, eye, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT, TSR__KOP_RECOMPUTE | TSR__KOP_HOST)            \
     XX(CONTRACT, contract, 2, TSR__ANY, 0, TSR__DT_FLOAT | TSR__DT(TSR_INT64) | TSR__DT(TSR_BOOL), \
-       LAST, MATMUL, TSR__KOP_LONG | TSR__KOP_HOST)
+       LAST, MATMUL, TSR__KOP_LONG | TSR__KOP_HOST)                                                \
+    XX(DATA, data, 0, 0, 0, TSR__DT_ALL, NONE, OUT, 0)                                             \
+    XX(HELD, held, 0, 1, 0, TSR__DT_ALL, ANY, OUT, 0)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
  * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */

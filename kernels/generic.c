@@ -11,4 +11,6 @@ const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT] = {
     [TSR_KOP_NORMAL] = k_normal,
     [TSR_KOP_EYE] = k_eye,
     [TSR_KOP_CONTRACT] = k_contract,
+    [TSR_KOP_DATA] = tsr__k_data, /* data.c */
+    [TSR_KOP_HELD] = tsr__k_held, /* data.c */
 };

@@ -82,6 +82,14 @@
  *                M x K and a K x N matrix (skipped when already laid out so) and multiplied with
  *                BLAS gemm for floats, naive wrapping loops for int64. Inputs of any dtype are
  *                converted to the output's.
+ *  DATA          no inputs (tsr_from_buffer). i = the chunk's bytes in C order, 8 to an integer
+ *                (memory order, so the bytes round-trip on one machine; the last one padded),
+ *                at least ceil(nbytes / 8) of them. Any dtype.
+ *  HELD          a chunk an earlier job of the same client holds (tsr_persist): i = [job, task]
+ *                of that chunk, s = "HOST:PORT" of the worker that held it when lowered. The
+ *                graph gives it no inputs; the worker hands it that chunk as its one input
+ *                (worker/task.c), from its store or fetched from s, and the kernel copies it
+ *                (or nothing, when the output shares the input's buffer). Any dtype.
  */
 #ifndef TSR_KERNELS_H
 #define TSR_KERNELS_H

@@ -40,6 +40,11 @@ int k_contract(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkvi
 int tsr__check_eye(const tsr_kdesc *d, char *err, size_t errlen);
 int tsr__check_contract(const tsr_kdesc *d, const tsr_chunkview *in, int nin,
                         const tsr_chunkview *out, char *err, size_t errlen);
+/* The dtype-generic kernels of DATA and HELD (data.c). */
+int tsr__k_data(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+                size_t errlen);
+int tsr__k_held(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+                size_t errlen);
 /* The GPU kernels (kernels/cuda/host.c, in the CUDA module only), one table for both float
  * dtypes: they read the dtype from the descriptor. NULL for families that have none (LOAD). */
 extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];

@@ -368,6 +368,18 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         return tsr__check_eye(d, err, errlen);
     case TSR_KOP_CONTRACT:
         return tsr__check_contract(d, in, nin, out, err, errlen);
+    case TSR_KOP_DATA:
+        /* The chunk's bytes, packed 8 to an integer parameter (kernels.h). */
+        if ((uint64_t)d->ni < (tsr__kdesc_nbytes(d) + 7) / 8)
+            FAIL("expects %llu bytes of data, got %llu", (unsigned long long)tsr__kdesc_nbytes(d),
+                 (unsigned long long)d->ni * 8);
+        return 0;
+    case TSR_KOP_HELD:
+        if (d->ni < 2) FAIL("expects the held chunk's job and task");
+        if (nin != 1)
+            FAIL("the held chunk (%lld,%lld) did not arrive", (long long)d->i[0],
+                 (long long)d->i[1]);
+        return check_same_as_output(d, in, 0, 1, err, errlen);
     case TSR_KOP_COUNT:
         break;
     }

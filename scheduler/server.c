@@ -72,6 +72,8 @@ static void send_progress(tsr__server *srv, tsr__sjob *j) {
     msgpack_sbuffer_destroy(&b);
 }
 
+#define COMPUTE_SPLIT_BYTES ((uint64_t)16 << 20)
+
 static void flush_worker(tsr__server *srv, tsr__peer *p) {
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
@@ -83,7 +85,16 @@ static void flush_worker(tsr__server *srv, tsr__peer *p) {
         if (!ids) abort();
         for (size_t i = 0; i < kv->n;) {
             size_t e = i, n = 0;
-            while (e < kv->n && kv->v[e].job == kv->v[i].job) ids[n++] = kv->v[e++].task;
+            /* Descriptors can be large (a DATA chunk's bytes, tsr_from_buffer): a message ends
+             * once its tasks' descriptors pass COMPUTE_SPLIT_BYTES, far under the 64 MiB a
+             * header may have. */
+            const tsr__sjob *jb = tsr__sched_job(&srv->st, kv->v[i].job);
+            uint64_t kbytes = 0;
+            while (e < kv->n && kv->v[e].job == kv->v[i].job && kbytes < COMPUTE_SPLIT_BYTES) {
+                uint32_t t = kv->v[e++].task;
+                if (jb) kbytes += jb->g.kd_off[t + 1] - jb->g.kd_off[t];
+                ids[n++] = t;
+            }
             tsr__proto_compute(&b, &srv->st, p->wid, kv->v[i].job, ids, n);
             tsr__peer_send(p, &b);
             i = e;

@@ -664,6 +664,41 @@ static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const tsr__m
     }
 }
 
+/* A HELD task (tsr_persist): its one input is a chunk of an earlier job of the same client, named
+ * by its descriptor (kernels/kernels.h), taken from this worker's store or fetched from the worker
+ * that held it when the client lowered the graph. The graph lists no input for it, since the
+ * scheduler tracks chunks per job; a chunk lost since fails the task, and the client then
+ * computes the array again from its definition (client/persist.c). */
+static void attach_held(tsr__worker *w, wtask *t) {
+    const tsr_kdesc *d = &t->kd->d;
+    wtask_in *in = &t->in[0];
+    if (d->ni < 2 || d->i[0] < 0 || d->i[0] > UINT32_MAX || d->i[1] < 0 || d->i[1] > UINT32_MAX) {
+        input_failed(w, t, 0, "malformed held chunk");
+        return;
+    }
+    in->job = (uint64_t)d->i[0];
+    in->id = (uint64_t)d->i[1];
+    const tsr__chunk *ch = tsr__store_get(&w->store, in->job, in->id);
+    if (ch && !ch->buf) {
+        if (tsr__spill_wait(w, in->job, in->id, t, 0) != 0)
+            input_failed(w, t, 0, "no memory to read a spilled input back");
+        return;
+    }
+    if (ch) {
+        input_ready(w, t, 0, ch->buf, ch->dtype, ch->ndim, ch->shape);
+        return;
+    }
+    size_t n = d->s ? strlen(d->s) : 0;
+    if (n == 0 || n >= 80) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "held chunk (%llu,%llu) is not on this worker",
+                 (unsigned long long)in->job, (unsigned long long)in->id);
+        input_failed(w, t, 0, msg);
+        return;
+    }
+    attach_fetch(w, t, 0, (tsr__str){d->s, (uint32_t)n});
+}
+
 static void task_start(tsr__worker *w, uint64_t job, const tsr__m_task *to, uint8_t traced) {
     uint64_t id = to->id;
     const tsr__list *ins = &to->inputs;
@@ -711,18 +746,25 @@ static void task_start(tsr__worker *w, uint64_t job, const tsr__m_task *to, uint
         tsr__task_free(w, t);
         return;
     }
+    int held = t->kd->d.kop == TSR_KOP_HELD && t->nin == 0;
+    if (held) { /* task_alloc leaves room for POOL_NIN inputs, and cleared none */
+        t->nin = 1;
+        memset(&t->in[0], 0, sizeof t->in[0]);
+    }
     task_link(w, t);
     /* One extra count while inputs are attached, so the task cannot start (or go) midway. */
     t->missing = t->nin + 1;
+    if (held) attach_held(w, t);
     /* The inputs were checked by tsr__task_compute's first pass: these reads cannot fail. */
     tsr__m_input e;
-    for (uint32_t k = 0; k < t->nin; k++) {
+    uint32_t listed = held ? 0 : t->nin;
+    for (uint32_t k = 0; k < listed; k++) {
         rc = TSR__LIST_GET(ins, input, k, &e);
         assert(rc == 0);
         t->in[k].job = job;
         t->in[k].id = e.id;
     }
-    for (uint32_t k = 0; k < t->nin; k++) {
+    for (uint32_t k = 0; k < listed; k++) {
         rc = TSR__LIST_GET(ins, input, k, &e);
         assert(rc == 0);
         task_attach_input(w, t, k, &e);

@@ -197,7 +197,12 @@ TSR_API int tsr_client_start_local(const tsr_local_options *opts, tsr_client **o
 TSR_API int tsr_client_new_offline(tsr_client **out);
 
 /* Stops a local cluster if this client started one, closes connections and frees the client.
- * Arrays and programs made from the client must be freed first. NULL is a no-op. */
+ * Arrays still alive are detached first: what they hold on the cluster is released, their
+ * client-side copies (tsr_from_buffer's data, chunk addresses) are freed, and each handle stays a
+ * valid, inert object until its tsr_array_free() (or tsr_program_free()), which then only frees
+ * its memory. A detached array still answers the accessors (name, shape, dtype, chunks;
+ * tsr_array_client() gives NULL); computing, reading or building on it fails with TSR_EINVALID
+ * or TSR_ENOTCOMPUTED. NULL is a no-op. */
 TSR_API void tsr_client_free(tsr_client *client);
 
 /* The message of the client's last failure ("" if none). Borrowed; valid until the next call
@@ -320,6 +325,18 @@ TSR_API int tsr_arange(tsr_client *c, double start, double stop, double step, in
 /* A .npy file (<f8 or <f4, C order). The header is read now; the data is read by the workers
  * when the array is computed, so the path must be readable by them. path copied (made absolute). */
 TSR_API int tsr_load_npy(tsr_client *c, const char *path, const int64_t *chunks, tsr_array **out);
+/* An array of the caller's memory: data holds shape's elements of dtype in C order. The
+ * elements are copied at the call (the caller may free or reuse data at once) and the copy stays
+ * with the array until tsr_array_free() (or tsr_client_free()), so a chunk lost with its worker
+ * is sent again and the result is still right. Each chunk travels to a worker inside its task of
+ * the submitted graph (through the scheduler), with every computation that uses the array: for
+ * data used by several computations, tsr_persist() it once. chunks NULL picks chunks of at most
+ * 4 MiB; a chunk may hold at most 16 MiB (else TSR_EINVALID). Any dtype (float64, float32,
+ * int64, bool: one byte 0/1). data may be NULL only for an empty array. Errors: TSR_EINVALID,
+ * TSR_ESHAPE (with a message naming what is wrong), -ENOMEM. Same thread rules as every
+ * constructor. */
+TSR_API int tsr_from_buffer(tsr_client *c, const void *data, tsr_dtype dtype, int ndim,
+                            const int64_t *shape, const int64_t *chunks, tsr_array **out);
 /* A Zarr v2 array store: the directory holding .zarray and the chunk files (docs/zarr.md:
  * dtype "<f8" or "<f4", order "C", compressor null, zlib or blosc, no filters; a missing chunk
  * file reads as fill_value). .zarray is read now (a bad one is TSR_EZARR, the message naming the
@@ -447,6 +464,23 @@ TSR_API int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxe
 TSR_API int tsr_rechunk(tsr_array *x, const int64_t *chunks, tsr_array **out);
 TSR_API int tsr_astype(tsr_array *x, tsr_dtype dtype, tsr_array **out);
 
+/* Shorthands, each one call of the constructor it names (same errors, same ownership):
+ * tsr_sum_all / tsr_mean_all reduce every axis (a 0-d result, for tsr_compute_scalar());
+ * tsr_sum_axis one axis (negative counts from the end); tsr_<op>_scalar is
+ * tsr_binary_scalar(op, x, s, 0): x + s, x - s, x * s, x / s. An intermediate array may be
+ * freed as soon as the next one is built from it (operands are kept by the arrays made from
+ * them), so `(a @ b).sum()` is:
+ *   tsr_array *ab, *s; double v;
+ *   tsr_matmul(a, b, &ab); tsr_sum_all(ab, &s); tsr_array_free(ab);
+ *   tsr_compute_scalar(s, &v); tsr_array_free(s);   */
+TSR_API int tsr_sum_all(tsr_array *x, tsr_array **out);
+TSR_API int tsr_mean_all(tsr_array *x, tsr_array **out);
+TSR_API int tsr_sum_axis(tsr_array *x, int axis, tsr_array **out);
+TSR_API int tsr_add_scalar(tsr_array *x, double s, tsr_array **out);
+TSR_API int tsr_sub_scalar(tsr_array *x, double s, tsr_array **out);
+TSR_API int tsr_mul_scalar(tsr_array *x, double s, tsr_array **out);
+TSR_API int tsr_div_scalar(tsr_array *x, double s, tsr_array **out);
+
 /* Names an array (for messages, progress and `check`). name copied; must be an identifier. */
 TSR_API int tsr_array_set_name(tsr_array *a, const char *name);
 /* The array's name: the one set, or a generated one such as "matmul-7". Borrowed. */
@@ -468,7 +502,8 @@ TSR_API int64_t tsr_array_size(const tsr_array *a);
 /* Drops the handle. An array that other arrays were built from lives on inside them; chunks a
  * computed array holds on the cluster are released once no handle needs them, by the client at
  * its next network call (tsr_client_flush). Never blocks, runs the client's loop or sends
- * anything itself. NULL is a no-op. */
+ * anything itself. NULL is a no-op. Safe after tsr_client_free() of the array's client: the
+ * handle was detached then (see tsr_client_free) and this only frees its memory. */
 TSR_API void tsr_array_free(tsr_array *a);
 
 /* ---------------------------------------------------------------------------------------------
@@ -551,6 +586,26 @@ TSR_API int tsr_client_progress(tsr_client *client, tsr_progress *out);
  * tsr_store() does (an array both computed here and stored is written and kept). */
 TSR_API int tsr_compute(tsr_client *c, tsr_array *const *arrays, size_t n,
                         const tsr_compute_options *opts);
+
+/* Computes n arrays like tsr_compute() and keeps them for later computations too: a later
+ * tsr_compute(), tsr_store() or tsr_persist() of arrays built from them takes their chunks where
+ * the workers hold them (one HELD task per chunk, copying or fetching it) instead of running
+ * their graphs again. The chunks stay on the workers until tsr_array_free() of the persisted
+ * array (its own handle: arrays built from it do not keep the chunks). A held chunk lost with
+ * its worker (the scheduler remakes the persisted job's outputs, and the client follows them
+ * where it is told) can make a later computation fail on its HELD task; tsr_compute() then runs
+ * that computation once more with every array computed from its definition, which the client
+ * still has, so the result is right either way. Reading a persisted array (tsr_array_read) works
+ * as after tsr_compute(). opts as tsr_compute()'s, without store targets (TSR_EINVALID). Errors
+ * as tsr_compute(). Thread-safety as tsr_compute(). */
+TSR_API int tsr_persist(tsr_client *c, tsr_array *const *arrays, size_t n,
+                        const tsr_compute_options *opts);
+
+/* Computes a (unless it is already computed) and reads its one element into *value, converted to
+ * double (bool: 0 or 1). a must have exactly one element (a 0-d array, e.g. tsr_sum_all's), else
+ * TSR_ESHAPE. a stays computed (its chunk held) until tsr_array_free(). Errors as tsr_compute()
+ * and tsr_array_read(); TSR_EINVALID for NULL arguments or a detached array. */
+TSR_API int tsr_compute_scalar(tsr_array *a, double *value);
 
 /* Computes and writes arrays in one call, as dask.array.store(sources, targets): each chunk is
  * written to its place in its target as soon as it is computed, and the workers free it once it
