@@ -206,7 +206,11 @@ static void handle_submit(tsr__peer *p, const tsr__msg_submit *m, const void *pa
         uint32_t n = spec.ntasks;
         if (TSR__MSG_HAS(submit, m, stream)) spec.nstream = m->stream;
         int stream = spec.nstream > 0;
-        rc = tsr__sched_submit(&srv->st, p->id, &spec, &job, err, sizeof err);
+        rc = tsr__jobspec_check_held(&srv->st, p->id, &spec, err, sizeof err);
+        if (rc)
+            tsr__jobspec_free(&spec);
+        else
+            rc = tsr__sched_submit(&srv->st, p->id, &spec, &job, err, sizeof err);
         if (rc == 0) {
             /* NULL when it failed at once (no connected worker can run one of its tasks): the
              * failed message follows this accepted at the turn's flush. */

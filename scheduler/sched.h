@@ -88,6 +88,12 @@ typedef struct tsr__jobspec {
 void tsr__jobspec_free(tsr__jobspec *spec);
 /* Structural checks (deps < task id, indices in range, offsets monotonic). 0 or TSR_EPROGRAM. */
 int tsr__jobspec_check(const tsr__jobspec *spec, char *err, size_t errlen);
+struct tsr__sched;
+/* A HELD task (tsr_persist, kernels/kernels.h) takes a chunk of another job, which its worker
+ * fetches with the capability of that job: the job must be a live one of the same client (else
+ * a client could read another's chunks). 0 or TSR_EPROGRAM with the message in err. */
+int tsr__jobspec_check_held(const struct tsr__sched *s, uint32_t client, const tsr__jobspec *spec,
+                            char *err, size_t errlen);
 
 /* Trace records (only for traced jobs). */
 typedef struct tsr__tspan {

@@ -289,8 +289,8 @@ Test(persist, persisted_worker_killed, .timeout = 120) {
     tsr_client_free(c);
 }
 
-/* A held chunk that is nowhere (its record points at a closed port and a task its job never
- * made, as after a loss the scheduler could not repair): the HELD task fails, and tsr_compute
+/* A held chunk that is nowhere (its record points at a closed port and a task whose chunk its
+ * job freed long ago, as after a loss the scheduler could not repair): the HELD task fails, and tsr_compute
  * runs the computation again from the definitions, with the right result. */
 Test(persist, held_chunk_gone_recomputes, .timeout = 120) {
     tsr_client *c = local_cluster(2);
@@ -303,7 +303,7 @@ Test(persist, held_chunk_gone_recomputes, .timeout = 120) {
     OK(c, tsr_persist(c, &y, 1, NULL));
     free(y->computed.addr[1]);
     y->computed.addr[1] = strdup("127.0.0.1:1");
-    y->computed.task[1] = 1000000;
+    y->computed.task[1] -= 1; /* its DATA input's task, freed since */
     OK(c, tsr_sum_all(y, &s));
     double v;
     OK(c, tsr_compute_scalar(s, &v));
@@ -317,6 +317,42 @@ Test(persist, held_chunk_gone_recomputes, .timeout = 120) {
     tsr_array_free(x);
     free(av);
     tsr_client_free(c);
+}
+
+/* A graph whose HELD task names another client's job is refused by the scheduler (its worker
+ * would fetch that chunk with the job's capability), and the other client's data stays its own. */
+Test(persist, held_of_other_client_refused, .timeout = 120) {
+    tsr_client *b = local_cluster(1);
+    tsr_client_options co;
+    tsr_client_options_default(&co);
+    co.token = tsr_client_token(b);
+    tsr_client *a = NULL;
+    cr_assert_eq(tsr_client_connect(tsr_client_address(b), &co, &a), 0, "%s", tsr_last_error());
+    int64_t shape[1] = {8}, chunks[1] = {4};
+    double v[8] = {1, 2, 3, 4, 5, 6, 7, 8}, zero[8] = {0};
+    tsr_array *x, *fake, *s;
+    OK(b, tsr_from_buffer(b, v, TSR_FLOAT64, 1, shape, chunks, &x));
+    OK(b, tsr_persist(b, &x, 1, NULL));
+    /* Client a forges a persisted array that points at b's chunks. */
+    OK(a, tsr_from_buffer(a, zero, TSR_FLOAT64, 1, shape, chunks, &fake));
+    tsr__computed saved = fake->computed;
+    fake->computed = x->computed;
+    fake->computed.jobref = NULL;
+    fake->persisted = 1;
+    OK(a, tsr_sum_all(fake, &s));
+    int rc = tsr_compute(a, &s, 1, NULL);
+    cr_assert_neq(rc, 0);
+    cr_assert(strstr(tsr_client_errmsg(a), "held chunk"), "%s", tsr_client_errmsg(a));
+    fake->computed = saved;
+    fake->persisted = 0;
+    tsr_array_free(s);
+    tsr_array_free(fake);
+    tsr_client_free(a);
+    double back[8];
+    OK(b, tsr_array_read(x, back, sizeof back));
+    cr_assert_eq(memcmp(back, v, sizeof v), 0);
+    tsr_array_free(x);
+    tsr_client_free(b);
 }
 
 /* tsr_client_free with arrays alive (computed, persisted, from_buffer, lazy, inside a program):
