@@ -44,31 +44,38 @@ bad_off:
     return TSR_EPROGRAM;
 }
 
+int tsr__jobspec_held(const tsr__jobspec *g, uint32_t t, uint32_t *job, uint32_t *task) {
+    const uint8_t *kd = g->arena + g->kd_off[t];
+    size_t n = g->kd_off[t + 1] - g->kd_off[t];
+    /* A descriptor is a msgpack array whose first item is the family, a small integer: only
+     * those that say HELD are decoded. */
+    if (n < 2 || (kd[0] & 0xf0) != 0x90 || kd[1] != TSR_KOP_HELD) return 0;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    tsr_kdesc d;
+    int64_t *ib = NULL;
+    double *fb = NULL;
+    int rc = msgpack_unpack_next(&u, (const char *)kd, n, NULL) == MSGPACK_UNPACK_SUCCESS
+                 ? tsr__kdesc_unpack(&u.data, &d, &ib, &fb)
+                 : TSR_EPROTOCOL;
+    int ok = rc == 0 && d.ni >= 2 && d.i[0] >= 0 && d.i[0] <= UINT32_MAX && d.i[1] >= 0 &&
+             d.i[1] <= UINT32_MAX;
+    *job = ok ? (uint32_t)d.i[0] : TSR__NONE;
+    *task = ok ? (uint32_t)d.i[1] : TSR__NONE;
+    tsr__kdesc_unpack_free(ib, fb);
+    msgpack_unpacked_destroy(&u);
+    return 1;
+}
+
 int tsr__jobspec_check_held(const tsr__sched *s, uint32_t client, const tsr__jobspec *g,
                             char *err, size_t errlen) {
-    int rc0 = tsr__jobspec_check(g, err, errlen); /* the offsets read below are checked */
-    if (rc0) return rc0;
+    int rc = tsr__jobspec_check(g, err, errlen); /* the offsets read below are checked */
+    if (rc) return rc;
     for (uint32_t t = 0; t < g->ntasks; t++) {
-        const uint8_t *kd = g->arena + g->kd_off[t];
-        size_t n = g->kd_off[t + 1] - g->kd_off[t];
-        /* A descriptor is a msgpack array whose first item is the family, a small integer: only
-         * those that say HELD are decoded. */
-        if (n < 2 || (kd[0] & 0xf0) != 0x90 || kd[1] != TSR_KOP_HELD) continue;
-        msgpack_unpacked u;
-        msgpack_unpacked_init(&u);
-        tsr_kdesc d;
-        int64_t *ib = NULL;
-        double *fb = NULL;
-        int rc = msgpack_unpack_next(&u, (const char *)kd, n, NULL) == MSGPACK_UNPACK_SUCCESS
-                     ? tsr__kdesc_unpack(&u.data, &d, &ib, &fb)
-                     : TSR_EPROTOCOL;
-        const tsr__sjob *j = NULL;
-        if (rc == 0 && d.ni >= 2 && d.i[0] >= 0 && d.i[0] <= UINT32_MAX && d.i[1] >= 0)
-            j = tsr__sched_job(s, (uint32_t)d.i[0]);
-        int ok = j && j->client == client && !j->cancelled && (uint64_t)d.i[1] < j->g.ntasks;
-        tsr__kdesc_unpack_free(ib, fb);
-        msgpack_unpacked_destroy(&u);
-        if (!ok) {
+        uint32_t job, task;
+        if (!tsr__jobspec_held(g, t, &job, &task)) continue;
+        const tsr__sjob *j = job != TSR__NONE ? tsr__sched_job(s, job) : NULL;
+        if (!j || j->client != client || j->cancelled || task >= j->g.ntasks) {
             tsr__fmt(err, errlen,
                      "task %u: a held chunk must name a task of a live job of the same client", t);
             return TSR_EPROGRAM;

@@ -314,9 +314,26 @@ static uint32_t round_robin(tsr__sched *s, unsigned kinds) {
     return TSR__NONE;
 }
 
+/* A HELD task goes where the chunk it names is, when that worker can take it: its kernel then
+ * copies from the worker's own store instead of fetching (tsr_persist). */
+static uint32_t held_where(const tsr__sched *s, const tsr__sjob *j, uint32_t task, unsigned kinds) {
+    uint32_t job, id;
+    if (!tsr__jobspec_held(&j->g, task, &job, &id) || job == TSR__NONE) return TSR__NONE;
+    const tsr__sjob *src = tsr__sched_job(s, job);
+    if (!src || id >= src->g.ntasks || src->t[id].state != TSR__TS_MEMORY) return TSR__NONE;
+    uint32_t w = src->t[id].where;
+    if (w >= s->nw || !s->w[w].alive || !can_run(&s->w[w], kinds) || s->w[w].st.paused)
+        return TSR__NONE;
+    return w;
+}
+
 uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task) {
     if (s->nalive == 0) return TSR__NONE;
     unsigned kinds = tsr__task_kinds(s, j, task);
+    /* Only tasks without inputs can be HELD: the others skip the descriptor check. */
+    uint32_t hw = j->g.dep_off[task] == j->g.dep_off[task + 1] ? held_where(s, j, task, kinds)
+                                                                : TSR__NONE;
+    if (hw != TSR__NONE) return hw;
     if (s->roundrobin) return round_robin(s, kinds);
     pick best = {TSR__NONE, 0, AVOID_NONE};
     const tsr__stask *t = &j->t[task];

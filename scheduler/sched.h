@@ -89,6 +89,9 @@ void tsr__jobspec_free(tsr__jobspec *spec);
 /* Structural checks (deps < task id, indices in range, offsets monotonic). 0 or TSR_EPROGRAM. */
 int tsr__jobspec_check(const tsr__jobspec *spec, char *err, size_t errlen);
 struct tsr__sched;
+/* Is task t a HELD task (tsr_persist)? 1 with the chunk it names in *job, *task (TSR__NONE both
+ * when its descriptor is malformed), else 0. Decodes only HELD descriptors. */
+int tsr__jobspec_held(const tsr__jobspec *g, uint32_t t, uint32_t *job, uint32_t *task);
 /* A HELD task (tsr_persist, kernels/kernels.h) takes a chunk of another job, which its worker
  * fetches with the capability of that job: the job must be a live one of the same client (else
  * a client could read another's chunks). 0 or TSR_EPROGRAM with the message in err. */
