@@ -20,10 +20,22 @@ int tsr_persist(tsr_client *c, tsr_array *const *arrays, size_t n,
     if (opts && opts->nstore)
         return tsr__fail(c, TSR_EINVALID,
                          "tsr_persist: write stores with tsr_store or tsr_compute");
-    int rc = tsr_compute(c, arrays, n, opts);
-    if (rc < 0) return rc;
-    for (size_t k = 0; k < n; k++) arrays[k]->persisted = 1;
-    return 0;
+    if (n > 0 && !arrays) return tsr__fail(c, TSR_EINVALID, "tsr_persist: arrays is NULL");
+    /* Arrays persisted already keep their chunks: computing them again would only copy them. */
+    tsr_array **todo = malloc((n ? n : 1) * sizeof *todo);
+    if (!todo) return tsr__fail(c, -ENOMEM, "out of memory");
+    size_t m = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (!arrays[k]) {
+            free(todo);
+            return tsr__fail(c, TSR_EINVALID, "tsr_persist: arrays[%zu] is NULL", k);
+        }
+        if (!(arrays[k]->persisted && arrays[k]->computed.task)) todo[m++] = arrays[k];
+    }
+    int rc = m > 0 ? tsr_compute(c, todo, m, opts) : 0;
+    for (size_t k = 0; rc == 0 && k < m; k++) todo[k]->persisted = 1;
+    free(todo);
+    return rc;
 }
 
 int tsr_compute_scalar(tsr_array *a, double *value) {

@@ -139,6 +139,9 @@ Test(persist, later_jobs_reuse_chunks, .timeout = 120) {
         for (int64_t i = 0; i < n; i++) r += xr[i * n + j];
         cr_assert(close_to(col[j], r), "col %lld = %.17g, expected %.17g", (long long)j, col[j], r);
     }
+    /* Persisting it again runs nothing. */
+    OK(c, tsr_persist(c, &x, 1, NULL));
+    cr_assert_eq(last_tasks(c), t2);
     /* Freeing the persisted array: later lowerings compute it again. */
     tsr_array_free(x);
     cr_assert_eq(tsr_task_count(&s1, 1), full1);
@@ -404,7 +407,14 @@ Test(persist, client_free_offline, .timeout = 30) {
     OK(c, tsr_matmul(a, a, &b));
     OK(c, tsr_sum_axis(b, -1, &m));
     tsr_array_free(b);
+    /* An empty array needs no data. */
+    int64_t none[2] = {0, 3};
+    tsr_array *e;
+    OK(c, tsr_from_buffer(c, NULL, TSR_INT64, 2, none, NULL, &e));
+    cr_assert_eq(tsr_array_size(e), 0);
+    cr_assert_eq(tsr_task_count(&e, 1), 1);
     tsr_client_free(c);
+    tsr_array_free(e);
     tsr_array_free(a); /* still an operand of m */
     cr_assert_str_eq(tsr_array_op(m), "sum");
     tsr_array_free(m);
