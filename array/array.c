@@ -1080,7 +1080,6 @@ void tsr__array_release_computed(tsr_array *a) {
     free(cp->task);
     tsr__jobref *jr = cp->jobref;
     memset(cp, 0, sizeof *cp);
-    a->persisted = 0;
     if (jr && --jr->refs == 0) {
         /* The client sends the release at its next network operation: freeing an array must
          * not run the loop, where replies to calls that have returned could be delivered. */

@@ -139,9 +139,13 @@ Test(persist, later_jobs_reuse_chunks, .timeout = 120) {
         for (int64_t i = 0; i < n; i++) r += xr[i * n + j];
         cr_assert(close_to(col[j], r), "col %lld = %.17g, expected %.17g", (long long)j, col[j], r);
     }
-    /* Persisting it again runs nothing. */
+    /* Persisting it again runs nothing; computing it again keeps it persisted (its new job's
+     * copies are held instead). */
     OK(c, tsr_persist(c, &x, 1, NULL));
     cr_assert_eq(last_tasks(c), t2);
+    OK(c, tsr_compute(c, &x, 1, NULL));
+    cr_assert_eq(op_tasks(c, "matmul"), 0);
+    cr_assert_eq(tsr_task_count(&s1, 1), held1);
     /* Freeing the persisted array: later lowerings compute it again. */
     tsr_array_free(x);
     cr_assert_eq(tsr_task_count(&s1, 1), full1);
