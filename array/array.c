@@ -106,6 +106,7 @@ tsr_array *tsr__array_new(tsr_client *c, const char *opname, tsr_dtype dtype, in
     }
     a->refs = 1;
     a->user_alive = 1;
+    a->scope_slot = -1;
     a->client = c;
     if (c) { /* the client's list of live arrays (tsr_client_free detaches them) */
         a->live_next = c->live;
@@ -234,6 +235,7 @@ static void live_unlink(tsr_array *a) {
 }
 
 void tsr__client_detach_arrays(tsr_client *c) {
+    tsr__scope_drop_all(c);
     while (c->live) {
         tsr_array *a = c->live;
         /* The jobs its chunks are in are released with the client's other jobs. */
@@ -271,6 +273,7 @@ void tsr__array_unref(tsr_array *a) {
             }
             todo[n++] = arg;
         }
+        tsr__scope_forget(x);
         live_unlink(x);
         free(x->data);
         free_chunks(x);
@@ -312,6 +315,7 @@ tsr_array *tsr__array_named(tsr_array *a) {
     free(a->name);
     a->name = copy;
     a->named = 1;
+    if (a->user_alive) tsr__scope_add(a);
     return a;
 }
 
@@ -1090,6 +1094,7 @@ void tsr__array_release_computed(tsr_array *a) {
 
 void tsr_array_free(tsr_array *a) {
     if (!a || !a->user_alive) return;
+    tsr__scope_forget(a);
     tsr__array_release_computed(a);
     a->user_alive = 0;
     tsr__array_unref(a);

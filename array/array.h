@@ -163,6 +163,8 @@ struct tsr_array {
     int persisted;
     /* The client's list of every array not yet freed (tsr_client_free detaches them). */
     struct tsr_array *live_prev, *live_next;
+    /* Its slot in the client's open scopes (scope.c), or -1: made in a scope, not kept. */
+    int64_t scope_slot;
 
     /* Lowering scratch (lower.c): valid while lower_epoch == the current lowering's epoch. */
     uint64_t lower_epoch;
@@ -236,6 +238,14 @@ int tsr__array_align(tsr_array **x, int64_t *const *sizes, const int64_t *n, tsr
 /* tsr_matmul for the operands the MATMUL family does not take (either operand N-d, or a 1-d
  * first operand): a CONTRACT array, with numpy's batch broadcasting. */
 int tsr__matmul_nd(tsr_array *a, tsr_array *b, tsr_array **out);
+/* ---- scope.c ---- */
+
+/* A user handle just made (named) on a client with an open scope joins the innermost one. */
+void tsr__scope_add(tsr_array *a);
+/* The array's handle is freed or the array goes: it leaves its scope. */
+void tsr__scope_forget(tsr_array *a);
+/* tsr_client_free: the open scopes are dropped (the handles stay the caller's). */
+void tsr__scope_drop_all(tsr_client *c);
 
 /* ---- lower.c ---- */
 

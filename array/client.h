@@ -27,6 +27,12 @@ struct tsr_client {
      * detach the ones still alive: they stay valid, inert handles (tsr_array_free only frees
      * their memory) instead of pointing at a freed client. */
     struct tsr_array *live;
+    /* Open scopes (array/scope.c): the user handles made since each tsr_scope_begin, in order,
+     * with NULL where one was freed or kept; marks[k] is where scope k starts. */
+    struct tsr_array **scoped;
+    size_t nscoped, scoped_cap;
+    size_t *marks;
+    size_t nmarks, marks_cap;
     /* Set by compute.c for a retry after a held chunk was lost: lowering then ignores persisted
      * chunks and lowers every array from its definition. */
     int lower_no_held;

@@ -945,7 +945,10 @@ static int load_root(loader *L, tsr_program **out) {
     for (size_t i = 0; !rc && i < L->ndefs; i++) {
         def *d = &L->defs[L->order[i]];
         rc = build_def(L, d);
-        if (!rc) p->arrays[p->narrays++] = d->array;
+        if (!rc) {
+            tsr_scope_keep(d->array); /* the program frees its arrays, scope or not */
+            p->arrays[p->narrays++] = d->array;
+        }
     }
     if (!rc) rc = add_outputs(L, p, json_object_get(L->root, "outputs"));
     if (!rc) rc = check_paths(L, p);

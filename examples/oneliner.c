@@ -1,5 +1,6 @@
 /* Dask's one-liner `(a @ b).sum()` in a few lines of C, on arrays made from this program's own
- * memory, plus a second result that reuses the persisted product instead of computing it again:
+ * memory, plus a second result that reuses the persisted product instead of computing it again
+ * (and a scope, so that no intermediate is freed by hand):
  *
  *     ab = a @ b; ab.persist(); print(ab.sum(), (ab * 2 + 1).mean())
  *
@@ -34,10 +35,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     int64_t shape[2] = {N, N}, chunks[2] = {CHUNK, CHUNK};
-    tsr_array *A = NULL, *B = NULL, *AB = NULL, *t = NULL, *u = NULL, *sum = NULL, *mean = NULL;
+    tsr_array *A, *B, *AB, *t, *u, *sum, *mean;
     double s = 0, m = 0;
-    /* An intermediate may be freed as soon as the next array is built from it: the arrays made
-     * from it keep it. */
+    /* Every handle made inside the scope is freed at its end: no tsr_array_free per
+     * intermediate. */
+    tsr_scope_begin(c);
     if ((rc = tsr_from_buffer(c, a, TSR_FLOAT64, 2, shape, chunks, &A)) ||
         (rc = tsr_from_buffer(c, b, TSR_FLOAT64, 2, shape, chunks, &B)) ||
         (rc = tsr_matmul(A, B, &AB)) || (rc = tsr_persist(c, &AB, 1, NULL)) ||
@@ -48,10 +50,9 @@ int main(int argc, char **argv) {
     } else {
         printf("sum %.17g\nmean %.17g\n", s, m);
     }
+    tsr_scope_end(c);
     free(a); /* already copied: the arrays never needed these after tsr_from_buffer */
     free(b);
-    tsr_array *all[] = {A, B, AB, t, u, sum, mean};
-    for (size_t k = 0; k < sizeof all / sizeof *all; k++) tsr_array_free(all[k]);
     tsr_client_free(c);
     return rc ? 1 : 0;
 }

@@ -473,6 +473,24 @@ TSR_API int tsr_astype(tsr_array *x, tsr_dtype dtype, tsr_array **out);
  *   tsr_array *ab, *s; double v;
  *   tsr_matmul(a, b, &ab); tsr_sum_all(ab, &s); tsr_array_free(ab);
  *   tsr_compute_scalar(s, &v); tsr_array_free(s);   */
+/* Auto-release. Between tsr_scope_begin(c) and the matching tsr_scope_end(c), every array handle
+ * made on c (by any constructor, shorthand or tsr_from_buffer) is recorded, and tsr_scope_end
+ * frees those still alive (as tsr_array_free would), newest first. tsr_scope_keep(a) takes a out
+ * of its scope: the caller frees it as usual (tsr_array_free), e.g. the one result to keep. A
+ * handle freed by hand inside the scope is simply forgotten by it. Scopes nest; arrays of a
+ * program (tsr_program_load) are never scoped, the program frees them. So a six-term expression
+ * needs one call at its end instead of a free per intermediate:
+ *   tsr_scope_begin(c);
+ *   tsr_matmul(a, b, &ab); tsr_add_scalar(ab, 1, &t); tsr_sum_all(t, &s);
+ *   tsr_compute_scalar(s, &v);
+ *   tsr_scope_end(c);                 (ab, t and s are freed here)
+ * tsr_scope_begin: 0, TSR_EINVALID (c NULL), -ENOMEM. tsr_scope_end: 0, or TSR_EINVALID when no
+ * scope is open. tsr_client_free drops open scopes (their handles stay valid, the caller's to
+ * free). Same thread rules as the constructors; never blocks or talks to the cluster. */
+TSR_API int tsr_scope_begin(tsr_client *c);
+TSR_API int tsr_scope_end(tsr_client *c);
+TSR_API void tsr_scope_keep(tsr_array *a);
+
 TSR_API int tsr_sum_all(tsr_array *x, tsr_array **out);
 TSR_API int tsr_mean_all(tsr_array *x, tsr_array **out);
 TSR_API int tsr_sum_axis(tsr_array *x, int axis, tsr_array **out);
