@@ -9,7 +9,14 @@
 #include "client/client.h"
 
 void tsr__persist_refresh(tsr_client *c) {
-    if (!c->rt) return;
+    if (!c->rt || !c->connected) return;
+    int any = 0;
+    for (tsr_array *a = c->live; a && !any; a = a->live_next) any = a->persisted;
+    if (!any) return;
+    /* A `finished` sent again since the last call (the scheduler made lost outputs again) is
+     * read now, before the addresses are taken; messages about other jobs are dropped as in
+     * any call. */
+    tsr__uv_run(&c->loop, UV_RUN_NOWAIT);
     for (tsr_array *a = c->live; a; a = a->live_next)
         if (a->persisted) tsr__fetch_refresh_addrs(c->rt, a);
 }
