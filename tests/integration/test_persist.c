@@ -146,9 +146,30 @@ Test(persist, later_jobs_reuse_chunks, .timeout = 120) {
     OK(c, tsr_compute(c, &x, 1, NULL));
     cr_assert_eq(op_tasks(c, "matmul"), 0);
     cr_assert_eq(tsr_task_count(&s1, 1), held1);
-    /* Freeing the persisted array: later lowerings compute it again. */
+    /* Freeing the persisted array: later lowerings compute it again, and its job is released
+     * on the cluster (a graph that still named its chunks is refused: no live job). */
+    uint64_t job = x->computed.job;
+    uint32_t task0 = x->computed.task[0];
+    char *addr0 = strdup(x->computed.addr[0]);
     tsr_array_free(x);
     cr_assert_eq(tsr_task_count(&s1, 1), full1);
+    OK(c, tsr_client_flush(c));
+    int64_t one[2] = {k, k};
+    double zero[24 * 24] = {0};
+    tsr_array *ghost, *gs;
+    OK(c, tsr_from_buffer(c, zero, TSR_FLOAT64, 2, one, one, &ghost));
+    tsr__computed saved = ghost->computed;
+    uint32_t gtask[1] = {task0};
+    char *gaddr[1] = {addr0};
+    ghost->computed = (tsr__computed){.job = job, .nchunks = 1, .task = gtask, .addr = gaddr};
+    ghost->persisted = 1;
+    OK(c, tsr_sum_all(ghost, &gs));
+    cr_assert_neq(tsr_compute(c, &gs, 1, NULL), 0, "a released job's chunk was still served");
+    cr_assert(strstr(tsr_client_errmsg(c), "live job"), "%s", tsr_client_errmsg(c));
+    ghost->computed = saved;
+    tsr_array_free(gs);
+    tsr_array_free(ghost);
+    free(addr0);
     tsr_array_free(s1);
     tsr_array_free(s2);
     tsr_array_free(a);
