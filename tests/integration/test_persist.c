@@ -318,8 +318,8 @@ Test(persist, persisted_worker_killed, .timeout = 120) {
 }
 
 /* A held chunk that is nowhere (its record points at a closed port and a task whose chunk its
- * job freed long ago, as after a loss the scheduler could not repair): the HELD task fails, and tsr_compute
- * runs the computation again from the definitions, with the right result. */
+ * job freed long ago, as after a loss the scheduler could not repair): the HELD task fails, and
+ * tsr_compute runs the computation again from the definitions, with the right result. */
 Test(persist, held_chunk_gone_recomputes, .timeout = 120) {
     tsr_client *c = local_cluster(2);
     const int64_t n = 32, k = 16;
