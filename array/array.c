@@ -570,6 +570,7 @@ const char *tsr_binary_name(tsr_binary_op op) {
 }
 
 const char *tsr_reduce_name(tsr_reduce_op op) {
+    if ((int)op >= TSR__REDUCE_COUNT) return tsr__reduce2_name((int)op - TSR__REDUCE_COUNT);
     return tsr__reduce_name((int)op);
 }
 
@@ -945,57 +946,9 @@ int tsr_transpose(tsr_array *x, const int *axes, int naxes, tsr_array **out) {
     return 0;
 }
 
-static int cmp_int(const void *p, const void *q) {
-    int a = *(const int *)p, b = *(const int *)q;
-    return (a > b) - (a < b);
-}
-
+/* keepdims, var/std, argmax/argmin, cumsum/cumprod: array/reduce.c. */
 int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes, tsr_array **out) {
-    CHECK_X(x, out, "reduce");
-    const char *name = tsr_reduce_name(op);
-    if (!name) return tsr__fail(x->client, TSR_EINVALID, "unknown reduction %d", (int)op);
-    int red[TSR_MAX_NDIM], nred;
-    if (!axes) {
-        nred = x->ndim;
-        for (int ax = 0; ax < x->ndim; ax++) red[ax] = ax;
-    } else {
-        int rc = norm_axes(x, name, axes, naxes, red);
-        if (rc < 0) return rc;
-        nred = naxes;
-        qsort(red, (size_t)nred, sizeof *red, cmp_int);
-    }
-    int reduced[TSR_MAX_NDIM] = {0};
-    for (int k = 0; k < nred; k++) {
-        reduced[red[k]] = 1;
-        if (x->shape[red[k]] == 0 && !tsr__reduce_has_identity((int)op)) {
-            char sb[256];
-            return tsr__fail(x->client, TSR_ESHAPE,
-                             "%s of %s: zero-size array to reduction operation %s which has no "
-                             "identity (shape %s, axis %d)",
-                             name, tsr_array_name(x), tsr__reduce_ufunc((int)op),
-                             shape_str(sb, sizeof sb, x->ndim, x->shape), red[k]);
-        }
-    }
-    int64_t shape[TSR_MAX_NDIM];
-    int keep[TSR_MAX_NDIM], nd = 0;
-    for (int ax = 0; ax < x->ndim; ax++)
-        if (!reduced[ax]) {
-            keep[nd] = ax;
-            shape[nd++] = x->shape[ax];
-        }
-    tsr_dtype dtype = tsr__reduce_dtype((int)op, x->dtype);
-    tsr_array *a = tsr__array_new(x->client, name, dtype, nd, shape);
-    if (!a) return tsr__fail(x->client, -ENOMEM, "out of memory");
-    a->aop = TSR_A_REDUCE;
-    a->fn = (int)op;
-    (void)tsr__array_add_arg(a, x);
-    memcpy(a->axes, red, (size_t)nred * sizeof *red);
-    a->naxes = nred;
-    int rc = copy_grid(a, x, keep);
-    if (rc < 0) return tsr__array_discard(a, rc);
-    if (!tsr__array_named(a)) return -ENOMEM;
-    *out = a;
-    return 0;
+    return tsr_reduce_ex(op, x, axes, naxes, NULL, out);
 }
 
 int tsr_rechunk(tsr_array *x, const int64_t *chunks, tsr_array **out) {

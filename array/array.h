@@ -43,8 +43,10 @@
     XX(WHERE, WHERE, 3, PROMOTE, emit_broadcast)   /* X and Y may be numbers: fewer operands */    \
     XX(NORMAL, NORMAL, 0, GIVEN, emit_source)                                                      \
     XX(EYE, EYE, 0, GIVEN, emit_source)                                                            \
-    XX(CONTRACT, CONTRACT, 2, GIVEN, emit_contract) /* tensordot, N-d matmul: linalg.c */          \
-    XX(FROM_BUFFER, DATA, 0, GIVEN, emit_data)      /* tsr_from_buffer: data, a C-order copy */
+    XX(CONTRACT, CONTRACT, 2, GIVEN, emit_contract)   /* tensordot, N-d matmul: linalg.c */        \
+    XX(FROM_BUFFER, DATA, 0, GIVEN, emit_data)        /* tsr_from_buffer: data, a C-order copy */  \
+    XX(REDUCE2, REDUCE2, 1, GIVEN, tsr__emit_reduce2) /* prod ... argmin: array/lower_reduce.c */  \
+    XX(SCAN, SCAN, 1, GIVEN, tsr__emit_scan)          /* cumsum, cumprod */
 
 typedef enum tsr_aop {
 #define TSR__AOP_ENUM_ROW(E, ...) TSR_A_##E,
@@ -138,6 +140,8 @@ struct tsr_array {
     uint64_t seed;          /* RANDOM */
     int axes[TSR_MAX_NDIM]; /* TRANSPOSE perm; REDUCE axes (normalised, ascending) */
     int naxes;
+    int keepdims;         /* REDUCE, REDUCE2: reduced axes kept with extent 1 */
+    int ddof;             /* REDUCE2 var/std */
     char *path;           /* LOAD: absolute path (owned) */
     int64_t data_offset;  /* LOAD: bytes to the data */
     tsr_dtype file_dtype; /* LOAD */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@ typedef enum op_kind {
     K_TENSORDOT,
     K_NORMAL,
     K_EYE,
+    K_SCAN,
 } op_kind;
 
 /* An op_info.nargs for operations that take any number of operands, at least one
@@ -58,7 +60,19 @@ typedef struct op_info {
  * program-file syntax: each op's keys. */
 #define UNARY_ROW(E, name, ...) {#name, K_UNARY, TSR_##E, TSR__AOP_NARGS_UNARY, "", ""},
 #define BINARY_ROW(E, name, ...) {#name, K_BINARY, TSR_##E, TSR__AOP_NARGS_BINARY, "", ""},
-#define REDUCE_ROW(E, name, ...) {#name, K_REDUCE, TSR_##E, TSR__AOP_NARGS_REDUCE, "axis", ""},
+#define REDUCE_ROW(E, name, ...)                                                                   \
+    {#name, K_REDUCE, TSR_##E, TSR__AOP_NARGS_REDUCE, "axis,keepdims", ""},
+/* var and std also take "ddof". */
+#define KEYS2_PROD ""
+#define KEYS2_ANY ""
+#define KEYS2_ALL ""
+#define KEYS2_VAR ",ddof"
+#define KEYS2_STD ",ddof"
+#define KEYS2_ARGMAX ""
+#define KEYS2_ARGMIN ""
+#define REDUCE2_ROW(E, name, ...)                                                                  \
+    {#name, K_REDUCE, TSR_##E, TSR__AOP_NARGS_REDUCE2, "axis,keepdims" KEYS2_##E, ""},
+#define SCAN_ROW(E, name, ...) {#name, K_SCAN, TSR_##E, TSR__AOP_NARGS_SCAN, "axis", ""},
 /* clang-format off */
 static const op_info ops[] = {
     {"zeros", K_CONST, 0, TSR__AOP_NARGS_FULL, "shape,chunks,dtype", "shape"},
@@ -79,11 +93,15 @@ static const op_info ops[] = {
     {"tensordot", K_TENSORDOT, 0, TSR__AOP_NARGS_CONTRACT, "axes", ""},
     {"normal", K_NORMAL, 0, TSR__AOP_NARGS_NORMAL, "shape,chunks,dtype,seed,loc,scale", "shape"},
     {"eye", K_EYE, 0, TSR__AOP_NARGS_EYE, "n,m,k,chunks,dtype", "n"},
+    TSR__REDUCE2_MAP(REDUCE2_ROW)
+    TSR__SCAN_MAP(SCAN_ROW)
 };
 /* clang-format on */
 #undef UNARY_ROW
 #undef BINARY_ROW
 #undef REDUCE_ROW
+#undef REDUCE2_ROW
+#undef SCAN_ROW
 
 /* One array definition, parsed and checked before anything is built. */
 typedef struct def {
@@ -109,6 +127,8 @@ typedef struct def {
     uint64_t seed;
     int has_axes, naxes; /* has_axes == 0: "axis"/"axes" absent or null */
     int axes[TSR_MAX_NDIM];
+    int axis_is_list; /* "axis" was a list (argmax/argmin and scans take an int or null) */
+    int keepdims, ddof;
     const char *path;
     double loc, scale;           /* normal */
     int64_t eye_n, eye_m, eye_k; /* eye; eye_m < 0: "m" absent (n) */
@@ -507,6 +527,18 @@ static int parse_def(loader *L, def *d) {
             rc = parse_seed(L, d, v);
         } else if (!strcmp(key, "axis")) {
             rc = parse_axes(L, d, key, v, 1);
+            d->axis_is_list = json_is_array(v);
+        } else if (!strcmp(key, "keepdims")) {
+            if (!json_is_boolean(v))
+                rc = fail(L, d, TSR_EPROGRAM, "\"keepdims\" must be true or false, got %s",
+                          show(v, b, sizeof b));
+            d->keepdims = json_is_true(v);
+        } else if (!strcmp(key, "ddof")) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX)
+                rc = fail(L, d, TSR_EPROGRAM, "\"ddof\" must be a non-negative integer, got %s",
+                          show(v, b, sizeof b));
+            else
+                d->ddof = (int)json_integer_value(v);
         } else if (!strcmp(key, "axes") && op->kind == K_TENSORDOT) {
             rc = parse_td_axes(L, d, v);
         } else if (!strcmp(key, "axes")) {
@@ -720,7 +752,24 @@ static int build_def(loader *L, def *d) {
     case K_REDUCE:
         /* "axis": [] reduces nothing (as in NumPy), which differs from null: pass a non-NULL
          * pointer with zero axes. */
-        rc = tsr_reduce((tsr_reduce_op)op->fn, x, d->has_axes ? d->axes : NULL, d->naxes, &a);
+        if (d->axis_is_list && (op->fn == TSR_ARGMAX || op->fn == TSR_ARGMIN))
+            return fail(L, d, TSR_EPROGRAM, "%s takes an integer \"axis\" or null, not a list",
+                        op->name);
+        {
+            tsr_reduce_options ro;
+            tsr_reduce_options_default(&ro);
+            ro.keepdims = d->keepdims;
+            ro.ddof = d->ddof;
+            rc = tsr_reduce_ex((tsr_reduce_op)op->fn, x, d->has_axes ? d->axes : NULL, d->naxes,
+                               &ro, &a);
+        }
+        break;
+    case K_SCAN:
+        /* "axis": an int, or null / absent for the flattened array (NumPy's default). */
+        if (d->axis_is_list)
+            return fail(L, d, TSR_EPROGRAM, "%s takes an integer \"axis\" or null, not a list",
+                        op->name);
+        rc = tsr_scan((tsr_scan_op)op->fn, x, d->has_axes ? d->axes[0] : 0, !d->has_axes, &a);
         break;
     case K_RECHUNK:
         rc = tsr_rechunk(x, chp, &a);
@@ -757,6 +806,14 @@ static void shape_str(const tsr_array *a, char *buf, size_t size) {
     for (int i = 0; i < nd && len < size; i++)
         len += (size_t)snprintf(buf + len, size - len, "%s%" PRId64, i ? "," : "", sh[i]);
     if (len < size) snprintf(buf + len, size - len, "%s)", nd == 1 ? "," : "");
+}
+
+/* Printable shapes: 0-d, 1-d, or every axis but at most one of extent 1 (a keepdims result). */
+static int one_long_axis(const tsr_array *a) {
+    int nd = tsr_array_ndim(a), long_axes = 0;
+    const int64_t *sh = tsr_array_shape(a);
+    for (int i = 0; i < nd; i++) long_axes += sh[i] != 1;
+    return nd <= 1 || long_axes <= 1;
 }
 
 /* An output entry's path: the string, or an object's "path" (NULL when it has none). */
@@ -852,7 +909,7 @@ static int add_outputs(loader *L, tsr_program *p, json_t *outs) {
         }
         p->noutputs++;
         if (!strcmp(o->path, "-") &&
-            (tsr_array_ndim(o->array) > 1 || tsr_array_size(o->array) > PRINT_MAX)) {
+            (!one_long_axis(o->array) || tsr_array_size(o->array) > PRINT_MAX)) {
             char sh[256];
             shape_str(o->array, sh, sizeof sh);
             return fail(L, d, TSR_EPROGRAM, "cannot print an array of shape %s; give a .npy path",

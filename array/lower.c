@@ -15,6 +15,7 @@
 
 #include "array/array.h"
 #include "array/client.h"
+#include "array/lower.h"
 
 #define NONE UINT32_MAX
 #define MAX_DFS_DEPTH 64
@@ -36,7 +37,7 @@ typedef struct task_origin {
     int64_t ci;
 } task_origin;
 
-typedef struct lctx {
+struct lctx {
     tsr_client *c;
     tsr_graph *g;
     uint64_t epoch;
@@ -46,7 +47,7 @@ typedef struct lctx {
     size_t norder, order_cap;
     task_origin *origin; /* NULL unless the dot writer asked for it */
     size_t origin_cap;
-} lctx;
+};
 
 static node *node_of(lctx *L, const tsr_array *a) {
     return &L->nodes[a->lower_tasks[tsr__array_nchunks(a)]];
@@ -131,6 +132,15 @@ static int dep_of(lctx *L, tsr_array *x, int64_t ci, uint32_t *dep) {
     if (t < 0) return (int)t;
     *dep = (uint32_t)t;
     return 0;
+}
+
+int64_t tsr__lower_add(lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d, const uint32_t *deps,
+                       uint32_t ndeps, int in0_ndim, const int64_t *in0) {
+    return add(L, a, ci, d, deps, ndeps, in0_ndim, in0);
+}
+
+int tsr__lower_dep(lctx *L, tsr_array *x, int64_t ci, uint32_t *dep) {
+    return dep_of(L, x, ci, dep);
 }
 
 /* ---- per-op emission ------------------------------------------------------------------------ */
@@ -501,8 +511,8 @@ LOWERING(emit_reduce) {
         R.cnt[0] *= x->numchunks[a->axes[k]];
         count *= (double)x->shape[a->axes[k]];
     }
-    for (int ax = 0, o = 0; ax < x->ndim; ax++)
-        if (!reduced[ax]) R.xidx[ax] = idx[o++];
+    for (int ax = 0, o = 0; ax < x->ndim; ax++) /* keepdims: a's grid has every axis */
+        if (!reduced[ax]) R.xidx[ax] = idx[a->keepdims ? ax : o++];
     while (R.cnt[R.height] > 1) {
         R.cnt[R.height + 1] = (R.cnt[R.height] + FAN_IN - 1) / FAN_IN;
         R.height++;

@@ -17,6 +17,13 @@ enum { TSR__REDUCE_MAP(REDUCE_IDX) };
 TSR__UNARY_MAP(UNARY_CHECK)
 TSR__BINARY_MAP(BINARY_CHECK)
 TSR__REDUCE_MAP(REDUCE_CHECK)
+#define REDUCE2_CHECK(E, ...)                                                                      \
+    _Static_assert((int)TSR_##E == TSR__REDUCE_COUNT + TSR__R2_##E, "tsr_reduce_op order");
+TSR__REDUCE2_MAP(REDUCE2_CHECK)
+#define SCAN_IDX(E, ...) SCAN_IDX_##E,
+enum { TSR__SCAN_MAP(SCAN_IDX) };
+#define SCAN_CHECK(E, ...) _Static_assert((int)TSR_##E == SCAN_IDX_##E, "tsr_scan_op order");
+TSR__SCAN_MAP(SCAN_CHECK)
 _Static_assert(TSR_KOP_COUNT < 128, "a family must pack as a positive fixint (scheduler/cost.c)");
 
 static const tsr__kop_info kops[TSR_KOP_COUNT] = {
@@ -64,6 +71,8 @@ int tsr__kop_has(int kop, unsigned traits) {
 static const char *const unary_names[] = {TSR__UNARY_MAP(NAME_ROW)};
 static const char *const binary_names[] = {TSR__BINARY_MAP(NAME_ROW)};
 static const char *const reduce_names[] = {TSR__REDUCE_MAP(NAME_ROW)};
+static const char *const reduce2_names[] = {TSR__REDUCE2_MAP(NAME_ROW)};
+static const char *const scan_names[] = {TSR__SCAN_MAP(NAME_ROW)};
 #undef NAME_ROW
 
 static const struct reduce_row {
@@ -87,6 +96,42 @@ int tsr__reduce_scales(int fn) {
     return fn >= 0 && fn < TSR__REDUCE_COUNT && reduce_rows[fn].scale;
 }
 
+static const struct reduce2_row {
+    int fields, identity;
+} reduce2_rows[] = {
+#define REDUCE2_ROW(E, name, fields, identity) {fields, identity},
+    TSR__REDUCE2_MAP(REDUCE2_ROW)
+#undef REDUCE2_ROW
+};
+
+int tsr__reduce2_fields(int fn) {
+    return fn >= 0 && fn < TSR__REDUCE2_COUNT ? reduce2_rows[fn].fields : 0;
+}
+
+int tsr__reduce2_has_identity(int fn) {
+    return fn >= 0 && fn < TSR__REDUCE2_COUNT && reduce2_rows[fn].identity;
+}
+
+int tsr__reduce2_partial_dtype(int fn, int xdtype) {
+    int fl = xdtype == TSR_FLOAT64 || xdtype == TSR_FLOAT32;
+    switch (fn) {
+    case TSR__R2_PROD:
+        return fl ? xdtype : TSR_INT64;
+    case TSR__R2_ANY:
+    case TSR__R2_ALL:
+        return TSR_BOOL;
+    case TSR__R2_VAR:
+    case TSR__R2_STD:
+        return TSR_FLOAT64;
+    default:
+        return TSR_INT64;
+    }
+}
+
+int tsr__scan_dtype(int xdtype) {
+    return xdtype == TSR_FLOAT64 || xdtype == TSR_FLOAT32 ? xdtype : TSR_INT64;
+}
+
 static const char *name_of(const char *const *names, int n, int fn) {
     return fn >= 0 && fn < n ? names[fn] : NULL;
 }
@@ -99,6 +144,12 @@ const char *tsr__binary_name(int fn) {
 }
 const char *tsr__reduce_name(int fn) {
     return name_of(reduce_names, TSR__REDUCE_COUNT, fn);
+}
+const char *tsr__reduce2_name(int fn) {
+    return name_of(reduce2_names, TSR__REDUCE2_COUNT, fn);
+}
+const char *tsr__scan_name(int fn) {
+    return name_of(scan_names, TSR__SCAN_COUNT, fn);
 }
 
 static double nelem(int ndim, const int64_t *shape) {

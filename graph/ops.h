@@ -104,11 +104,39 @@
     XX(MAX, max, -INFINITY, TSR__FOLD_MAX, 0, maximum, 0)                                          \
     XX(MIN, min, INFINITY, TSR__FOLD_MIN, 0, minimum, 0)
 
+/* The second reductions (issue 13), kernels in kernels/reduce2.c: XX(ENUM, name, fields, identity)
+ *   fields    values per output element in a partial (kernels/kernels.h: prod/any/all keep the
+ *             running value, var/std (count, mean, M2), argmax/argmin (value, index)).
+ *   identity  1 when reducing nothing has a value (prod 1, any false, all true, var/std NaN);
+ *             0 when it is an error, as in NumPy (argmax of an empty sequence).
+ * Their public values (tsr_reduce_op) follow TSR__REDUCE_MAP's: TSR_PROD is TSR__REDUCE_COUNT.
+ * The cumulative scans, XX(ENUM, name): kernels/reduce2.c's k_scan. */
+#define TSR__REDUCE2_MAP(XX)                                                                       \
+    XX(PROD, prod, 1, 1)                                                                           \
+    XX(ANY, any, 1, 1)                                                                             \
+    XX(ALL, all, 1, 1)                                                                             \
+    XX(VAR, var, 3, 1)                                                                             \
+    XX(STD, std, 3, 1)                                                                             \
+    XX(ARGMAX, argmax, 2, 0)                                                                       \
+    XX(ARGMIN, argmin, 2, 0)
+
+#define TSR__SCAN_MAP(XX)                                                                          \
+    XX(CUMSUM, cumsum)                                                                             \
+    XX(CUMPROD, cumprod)
+
 #define TSR__COUNT_ROW(E, ...) +1
 enum {
     TSR__UNARY_COUNT = 0 TSR__UNARY_MAP(TSR__COUNT_ROW),
     TSR__BINARY_COUNT = 0 TSR__BINARY_MAP(TSR__COUNT_ROW),
     TSR__REDUCE_COUNT = 0 TSR__REDUCE_MAP(TSR__COUNT_ROW),
+    TSR__REDUCE2_COUNT = 0 TSR__REDUCE2_MAP(TSR__COUNT_ROW),
+    TSR__SCAN_COUNT = 0 TSR__SCAN_MAP(TSR__COUNT_ROW),
+};
+/* Sub-operation numbers of the REDUCE2/COMBINE2 families (TSR__R2_PROD == 0) and SCAN's. */
+enum {
+#define TSR__R2_ENUM_ROW(E, ...) TSR__R2_##E,
+    TSR__REDUCE2_MAP(TSR__R2_ENUM_ROW)
+#undef TSR__R2_ENUM_ROW
 };
 
 /* ---- kernel families --------------------------------------------------------------------------
@@ -166,7 +194,10 @@ enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
     XX(CONTRACT, contract, 2, TSR__ANY, 0, TSR__DT_FLOAT | TSR__DT(TSR_INT64) | TSR__DT(TSR_BOOL), \
        LAST, MATMUL, TSR__KOP_LONG | TSR__KOP_HOST)                                                \
     XX(DATA, data, 0, 0, 0, TSR__DT_ALL, NONE, OUT, 0)                                             \
-    XX(HELD, held, 0, 1, 0, TSR__DT_ALL, ANY, OUT, 0)
+    XX(HELD, held, 0, 1, 0, TSR__DT_ALL, ANY, OUT, 0)                                              \
+    XX(REDUCE2, reduce2, 1, 2, TSR__REDUCE2_COUNT, TSR__DT_ALL, NONE, IN0, 0)                      \
+    XX(COMBINE2, combine2, 1, TSR__ANY, TSR__REDUCE2_COUNT, TSR__DT_ALL, NONE, INPUTS, 0)          \
+    XX(SCAN, scan, 1, 2, TSR__SCAN_COUNT, TSR__DT_ALL, NONE, OUT, 0)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
  * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */
@@ -212,6 +243,15 @@ uint32_t tsr__kop_fn_dtypes(int kop, int fn);
 const char *tsr__unary_name(int fn);
 const char *tsr__binary_name(int fn);
 const char *tsr__reduce_name(int fn);
+/* The second reductions' names (fn: TSR__R2_PROD ...) and columns, and the scans' names. */
+const char *tsr__reduce2_name(int fn);
+int tsr__reduce2_fields(int fn);
+int tsr__reduce2_has_identity(int fn);
+const char *tsr__scan_name(int fn);
+/* The dtype of a REDUCE2 partial of sub-operation fn over an input of dtype xdtype
+ * (kernels/kernels.h), and of a scan's result (floats keep theirs; int64 and bool give int64). */
+int tsr__reduce2_partial_dtype(int fn, int xdtype);
+int tsr__scan_dtype(int xdtype);
 /* A reduction's columns (0 / NULL when fn is out of range). */
 int tsr__reduce_has_identity(int fn);
 const char *tsr__reduce_ufunc(int fn);

@@ -790,9 +790,9 @@ KERNEL(k_reduce) {
     for (uint32_t k = 0; k < d->ni; k++) reduced[d->i[k]] = 1;
     int64_t ostr0[TSR_MAX_NDIM], ost[TSR_MAX_NDIM], ext[TSR_MAX_NDIM];
     tsr__shape_strides(out->ndim, out->shape, ostr0);
-    int m = 0;
+    int m = 0, keep = out->ndim == x->ndim; /* keepdims: the output keeps every axis */
     for (int a = 0, oa = 0; a < x->ndim; a++) {
-        int64_t s = reduced[a] ? 0 : ostr0[oa++];
+        int64_t s = reduced[a] ? 0 : ostr0[keep ? a : oa++];
         if (x->shape[a] == 1) continue;
         if (m && ost[m - 1] == s * x->shape[a]) {
             ext[m - 1] *= x->shape[a];

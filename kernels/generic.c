@@ -13,4 +13,7 @@ const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT] = {
     [TSR_KOP_CONTRACT] = k_contract,
     [TSR_KOP_DATA] = tsr__k_data, /* data.c */
     [TSR_KOP_HELD] = tsr__k_held, /* data.c */
+    [TSR_KOP_REDUCE2] = k_reduce2,
+    [TSR_KOP_COMBINE2] = k_combine2,
+    [TSR_KOP_SCAN] = k_scan,
 };

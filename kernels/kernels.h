@@ -45,7 +45,8 @@
  *                applied by COMBINE). i = [axes...] (input axes to reduce, ascending, possibly
  *                none). Output shape = input shape without those axes. The input may have another
  *                dtype (sum of bool -> int64, mean of int64 -> float64): converted first. Float
- *                sums accumulate in double, int64 ones in int64 (wrapping).
+ *                sums accumulate in double, int64 ones in int64 (wrapping). With keepdims the
+ *                output may instead have the input's shape with extent 1 on the reduced axes.
  *  COMBINE       k >= 1 inputs of the output's shape; fn = tsr_reduce_op (MEAN combines like SUM).
  *                Inputs are combined strictly in order (((in0 op in1) op in2) ...), then
  *                f = [scale] multiplies the result (1 for all but MEAN's last combine).
@@ -90,6 +91,41 @@
  *                graph gives it no inputs; the worker hands it that chunk as its one input
  *                (worker/task.c), from its store or fetched from s, and the kernel copies it
  *                (or nothing, when the output shares the input's buffer). Any dtype.
+ *  REDUCE2       (issue 13, kernels/reduce2.c) 1 input x of any dtype, ndim n (var/std: and
+ *                optionally a second, the first pass's final partial); fn = TSR__R2_*
+ *                (prod, any, all, var, std, argmax, argmin). i = [axes[0..r), gext[0..r),
+ *                goff[0..r)]: the reduced axes (ascending), their global extents and this
+ *                chunk's global offsets on them. Output: the chunk's partial, K = F * (elements
+ *                of x over the kept axes) values in any shape (lowering uses 1-d), F = the row's
+ *                fields, entry j's fields at [F*j, F*j + F), j row-major over the kept axes:
+ *                  prod       F = 1, the product in the result dtype (float64/float32 as x,
+ *                             folded in double; int64 for int64/bool x, wrapping)
+ *                  any, all   F = 1, bool
+ *                  var, std   F = 3, float64 (count, mean, M2): two passes over the chunk;
+ *                             with a second input (K float64 values: (count, mean, M2) per
+ *                             kept element), the mean is that input's and M2 the squared
+ *                             deviations from it (var's second pass over the array)
+ *                  argmax/min F = 2, int64 (value, index): the value as the bits of its
+ *                             float64 (float x) or as the int64 (int64/bool x); the index is
+ *                             row-major over the reduced axes' global extents (the flat index
+ *                             when all are reduced). The first NaN wins, then the larger
+ *                             (smaller) value, then the lower index, so candidates may meet in
+ *                             any order.
+ *  COMBINE2      k >= 1 partials of one dtype and size (REDUCE2's layout); i = [final, value
+ *                kind (argmax/argmin: 1 when values are int64, 0 float64 bits)] or none (0, 0),
+ *                f = [ddof] or none (0). Folded strictly in order (var/std with Chan's pairwise
+ *                update). final 0: the output is a partial again; final 1: the result, K / F
+ *                values in the result dtype (var/std float64 or float32, M2 / max(count -
+ *                ddof, 0), NaN for count 0; argmax/argmin the index; prod/any/all the value).
+ *  SCAN          cumsum/cumprod (fn = tsr_scan_op). 1 input x of any dtype, plus optionally the
+ *                previous output chunk along the axis (the running value, in the output
+ *                dtype). i = [axis]: axis >= 0: output shape = x's, the running value has x's
+ *                shape but on axis (any extent >= 1: its last slice is used); axis = -1: x is
+ *                scanned flat in C order, the output has x's size (any shape), the running
+ *                value is the last element of the second input. Output dtype: x's for floats,
+ *                int64 for int64/bool (wrapping). out[first] = run OP x[first] (x[first] with no
+ *                running value), then out[l] = out[l-1] OP x[l] in the output dtype: NumPy's
+ *                loop.
  */
 #ifndef TSR_KERNELS_H
 #define TSR_KERNELS_H

@@ -45,6 +45,19 @@ int tsr__k_data(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkv
                 size_t errlen);
 int tsr__k_held(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
                 size_t errlen);
+/* Issue 13's reductions and scans (kernels/reduce2.c): the dtype-generic kernels, the checks
+ * check_family runs for their families (0, or TSR_EINVALID with a message). */
+int k_reduce2(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+              size_t errlen);
+int k_combine2(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+               size_t errlen);
+int k_scan(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+           size_t errlen);
+int tsr__check_reduce2(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
+                       size_t errlen);
+int tsr__check_combine2(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
+                        size_t errlen);
+int tsr__check_scan(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err, size_t errlen);
 /* The GPU kernels (kernels/cuda/host.c, in the CUDA module only), one table for both float
  * dtypes: they read the dtype from the descriptor. NULL for families that have none (LOAD). */
 extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];

@@ -196,10 +196,14 @@ static int check_reduce(const tsr_kdesc *d, const tsr_chunkview *in, char *err, 
         if (d->i[k] < 0 || d->i[k] >= x->ndim) FAIL("axis %lld out of range", (long long)d->i[k]);
         if (k && d->i[k] <= d->i[k - 1]) FAIL("axes must be ascending and distinct");
     }
-    if ((uint32_t)d->ndim != x->ndim - d->ni) FAIL("output ndim does not match the reduction");
+    /* keepdims: the output may also keep the reduced axes, with extent 1. */
+    int keep = d->ndim == x->ndim && d->ni > 0;
+    if (!keep && (uint32_t)d->ndim != x->ndim - d->ni)
+        FAIL("output ndim does not match the reduction");
     for (int a = 0, oa = 0, k = 0; a < x->ndim; a++) {
         if ((uint32_t)k < d->ni && d->i[k] == a) {
             k++;
+            if (keep && d->shape[oa++] != 1) FAIL("a kept reduced axis must have extent 1");
             continue;
         }
         if (x->shape[a] != d->shape[oa])
@@ -380,6 +384,12 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
             FAIL("the held chunk (%lld,%lld) did not arrive", (long long)d->i[0],
                  (long long)d->i[1]);
         return check_same_as_output(d, in, 0, 1, err, errlen);
+    case TSR_KOP_REDUCE2:
+        return tsr__check_reduce2(d, in, nin, err, errlen);
+    case TSR_KOP_COMBINE2:
+        return tsr__check_combine2(d, in, nin, err, errlen);
+    case TSR_KOP_SCAN:
+        return tsr__check_scan(d, in, nin, err, errlen);
     case TSR_KOP_COUNT:
         break;
     }

@@ -388,7 +388,24 @@ typedef enum tsr_binary_op {
     TSR_LOGICAL_OR
 } tsr_binary_op;
 
-typedef enum tsr_reduce_op { TSR_SUM, TSR_MEAN, TSR_MAX, TSR_MIN } tsr_reduce_op;
+/* The reductions. TSR_PROD and later (issue 13) give: prod of int64/bool int64 (wrapping), any/all
+ * bool, var/std of int64/bool float64 (of float32 float32), argmax/argmin int64. */
+typedef enum tsr_reduce_op {
+    TSR_SUM,
+    TSR_MEAN,
+    TSR_MAX,
+    TSR_MIN,
+    TSR_PROD,
+    TSR_ANY,
+    TSR_ALL,
+    TSR_VAR,
+    TSR_STD,
+    TSR_ARGMAX,
+    TSR_ARGMIN
+} tsr_reduce_op;
+
+/* The cumulative scans (tsr_scan). */
+typedef enum tsr_scan_op { TSR_CUMSUM, TSR_CUMPROD } tsr_scan_op;
 
 /* Names as in program files ("neg", "add", "sum", ...); NULL for invalid values. Borrowed. */
 TSR_API const char *tsr_unary_name(tsr_unary_op op);
@@ -460,6 +477,31 @@ TSR_API int tsr_transpose(tsr_array *x, const int *axes, int naxes, tsr_array **
 /* Reduction with keepdims=False. axes NULL reduces every axis (a 0-d result); otherwise naxes
  * axes, negative ones counting from the end. axes copied. */
 TSR_API int tsr_reduce(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes, tsr_array **out);
+
+/* Options of tsr_reduce_ex. Initialise with tsr_reduce_options_default (keepdims 0, ddof 0). */
+typedef struct tsr_reduce_options {
+    int keepdims; /* nonzero: reduced axes stay, with extent 1 (one chunk), as NumPy's keepdims */
+    int ddof;     /* var/std: the divisor is N - ddof (>= 0; NaN or inf when N - ddof <= 0) */
+    unsigned char reserved[24]; /* zero */
+} tsr_reduce_options;
+TSR_API void tsr_reduce_options_default(tsr_reduce_options *o);
+/* tsr_reduce with options (opts NULL: the defaults, which is tsr_reduce). argmax/argmin take
+ * axes NULL (the flat index) or exactly one axis; they fail (TSR_ESHAPE) on an empty reduced
+ * axis, as NumPy does; the lowest index wins ties, and the first NaN wins over everything.
+ * var/std take two passes, as NumPy's (the mean, then the squared deviations from it), with
+ * partials combined in an order fixed by the graph: bitwise the same on any number of workers,
+ * within rounding (not bitwise) of NumPy's. Errors: TSR_EINVALID (unknown op, ddof < 0, a bad
+ * axis), TSR_ESHAPE. axes and opts copied. */
+TSR_API int tsr_reduce_ex(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes,
+                          const tsr_reduce_options *opts, tsr_array **out);
+/* numpy.cumsum / numpy.cumprod along axis (negative counts from the end), or over the flattened
+ * array (C order; a 1-d result) when flatten is nonzero (axis then ignored). float64/float32
+ * keep their dtype and accumulate in it, as NumPy's sequential loop does (bitwise NumPy's);
+ * int64/bool give int64 (wrapping). Chunk k along the axis continues from chunk k-1's last
+ * values: a chain of tasks along the axis. A flattened scan of an N-d array first rechunks it to
+ * whole rows (every axis but the first in one chunk). Errors: TSR_EINVALID (unknown op, bad
+ * axis). */
+TSR_API int tsr_scan(tsr_scan_op op, tsr_array *x, int axis, int flatten, tsr_array **out);
 /* Same values, new chunks (one per axis). chunks copied. */
 TSR_API int tsr_rechunk(tsr_array *x, const int64_t *chunks, tsr_array **out);
 TSR_API int tsr_astype(tsr_array *x, tsr_dtype dtype, tsr_array **out);

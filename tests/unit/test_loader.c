@@ -469,7 +469,8 @@ Test(loader, outputs) {
                          "\"A\": {\"op\": \"ones\", \"shape\": [4096, 4096], \"chunks\": 1024},"
                          "\"v\": {\"op\": \"ones\", \"shape\": [1000]},"
                          "\"w\": {\"op\": \"ones\", \"shape\": [1001]},"
-                         "\"m\": {\"op\": \"ones\", \"shape\": [1, 1]},"
+                         "\"m\": {\"op\": \"ones\", \"shape\": [2, 2]},"
+                         "\"k\": {\"op\": \"ones\", \"shape\": [1, 7, 1]},"
                          "\"s\": {\"op\": \"sum\", \"args\": [\"A\"]}},"
                          "\"outputs\": ";
     char json[1024];
@@ -522,7 +523,9 @@ Test(loader, outputs) {
         "prog.json: array \"A\": cannot print an array of shape (4096,4096); give a .npy path",
         NULL);
     bad(OUT("{\"w\": \"-\"}"), "array \"w\": cannot print an array of shape (1001,)", NULL);
-    bad(OUT("{\"m\": \"-\"}"), "array \"m\": cannot print an array of shape (1,1)", NULL);
+    bad(OUT("{\"m\": \"-\"}"), "array \"m\": cannot print an array of shape (2,2)", NULL);
+    /* All axes of extent 1 but one (a keepdims result) print as a line. */
+    tsr_program_free(good(OUT("{\"k\": \"-\"}")));
 #undef OUT
 }
 

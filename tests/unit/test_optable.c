@@ -24,6 +24,9 @@ static const char *const spec_binary[] = {"add",        "sub",         "mul",   
                                           "less_equal", "greater",     "greater_equal", "equal",
                                           "not_equal",  "logical_and", "logical_or"};
 static const char *const spec_reduce[] = {"sum", "mean", "max", "min"};
+/* Issue 13's reductions (their public values follow spec_reduce's) and scans. */
+static const char *const spec_reduce2[] = {"prod", "any", "all", "var", "std", "argmax", "argmin"};
+static const char *const spec_scan[] = {"cumsum", "cumprod"};
 
 Test(optable, every_family_has_a_kernel_for_each_declared_dtype) {
     for (int kop = 0; kop < TSR_KOP_COUNT; kop++) {
@@ -43,8 +46,13 @@ Test(optable, every_family_has_a_kernel_for_each_declared_dtype) {
          * every family but file reads (the worker runs LOAD on the host) and the CPU-only
          * dtype-generic families (docs/gpu.md). */
         for (int dt = 0; dt < 32; dt++) {
+            /* Issue 13's families other than the elementwise ones are CPU-only too
+             * (docs/gpu.md): a GPU worker runs them on its host, as it does LOAD. */
             int cpu_only = kop == TSR_KOP_LOAD || kop == TSR_KOP_COMPARE ||
-                           kop == TSR_KOP_PREDICATE || kop == TSR_KOP_WHERE;
+                           kop == TSR_KOP_PREDICATE || kop == TSR_KOP_WHERE ||
+                           kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE || kop == TSR_KOP_CONTRACT ||
+                           kop == TSR_KOP_DATA || kop == TSR_KOP_HELD || kop == TSR_KOP_REDUCE2 ||
+                           kop == TSR_KOP_COMBINE2 || kop == TSR_KOP_SCAN;
             int gpu = tsr__devops_cuda() && !cpu_only && (((k->dtypes & TSR__DT_FLOAT) >> dt) & 1);
             tsr_kernel_fn fn = tsr__kernel_lookup(kop, dt, TSR_DEVICE_GPU);
             if (gpu)
@@ -71,6 +79,9 @@ Test(optable, family_names_are_distinct) {
     cr_assert_eq(TSR_KOP_WHERE, 15);
     cr_assert_eq(TSR_KOP_NORMAL, 16);
     cr_assert_eq(TSR_KOP_CONTRACT, 18);
+    cr_assert_eq(TSR_KOP_COMBINE2, TSR_KOP_REDUCE2 + 1);
+    cr_assert_eq(TSR_KOP_SCAN, TSR_KOP_REDUCE2 + 2);
+    cr_assert_eq(TSR_KOP_COUNT, 24);
 }
 
 Test(optable, names_round_trip_and_match_spec) {
@@ -86,6 +97,15 @@ Test(optable, names_round_trip_and_match_spec) {
     for (int k = 0; k < TSR__REDUCE_COUNT; k++) {
         cr_assert_str_eq(tsr_reduce_name((tsr_reduce_op)k), spec_reduce[k]);
     }
+    cr_assert_eq(TSR__REDUCE2_COUNT, (int)TSR__ARRAY_LEN(spec_reduce2));
+    for (int k = 0; k < TSR__REDUCE2_COUNT; k++) {
+        cr_assert_str_eq(tsr_reduce_name((tsr_reduce_op)(TSR__REDUCE_COUNT + k)), spec_reduce2[k]);
+        cr_assert_str_eq(tsr__reduce2_name(k), spec_reduce2[k]);
+    }
+    cr_assert_str_eq(tsr_reduce_name(TSR_ARGMIN), "argmin");
+    cr_assert_null(tsr_reduce_name((tsr_reduce_op)(TSR__REDUCE_COUNT + TSR__REDUCE2_COUNT)));
+    cr_assert_eq(TSR__SCAN_COUNT, (int)TSR__ARRAY_LEN(spec_scan));
+    for (int k = 0; k < TSR__SCAN_COUNT; k++) cr_assert_str_eq(tsr__scan_name(k), spec_scan[k]);
     cr_assert_eq(tsr_unary_name(TSR_TANH), tsr__unary_name(TSR_TANH));
     cr_assert_null(tsr__unary_name(TSR__UNARY_COUNT));
     cr_assert_null(tsr__binary_name(-1));
