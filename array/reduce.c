@@ -47,7 +47,7 @@ static tsr_dtype reduce_dtype(int op, tsr_dtype x) {
     case TSR_ARGMIN:
         return TSR_INT64;
     default:
-        return tsr__reduce_dtype(op, x); /* sum, mean, max, min: promote.c */
+        return tsr__reduce_dtype(op, x);
     }
 }
 

@@ -33,6 +33,22 @@ static const char prog[] =
     " \"Ps\": {\"op\": \"sub\", \"args\": [\"A\", 0.8]},\n"
     " \"P\": {\"op\": \"maximum\", \"args\": [\"Ps\", 0]},\n"
     " \"Qs\": {\"op\": \"sub\", \"args\": [\"B\", 0.1]},\n"
+    " \"S\": {\"op\": \"mul\", \"args\": [\"A\", 2000000]},\n"
+    " \"I\": {\"op\": \"astype\", \"args\": [\"S\"], \"dtype\": \"int64\"},\n"
+    " \"Bl\": {\"op\": \"greater\", \"args\": [\"A\", 0.5]},\n"
+    " \"pI\": {\"op\": \"prod\", \"args\": [\"I\"], \"axis\": 0},\n"
+    " \"pB\": {\"op\": \"prod\", \"args\": [\"Bl\"], \"axis\": 1},\n"
+    " \"aI\": {\"op\": \"any\", \"args\": [\"I\"], \"axis\": 0},\n"
+    " \"lB\": {\"op\": \"all\", \"args\": [\"Bl\"], \"axis\": 1},\n"
+    " \"vI\": {\"op\": \"var\", \"args\": [\"I\"], \"axis\": 0, \"ddof\": 1},\n"
+    " \"sB\": {\"op\": \"std\", \"args\": [\"Bl\"]},\n"
+    " \"mI\": {\"op\": \"argmax\", \"args\": [\"I\"], \"axis\": 0},\n"
+    " \"nB\": {\"op\": \"argmin\", \"args\": [\"Bl\"]},\n"
+    " \"cI\": {\"op\": \"cumsum\", \"args\": [\"I\"], \"axis\": 1},\n"
+    " \"cB\": {\"op\": \"cumsum\", \"args\": [\"Bl\"]},\n"
+    " \"qI\": {\"op\": \"cumprod\", \"args\": [\"I\"], \"axis\": 0},\n"
+    " \"kB\": {\"op\": \"sum\", \"args\": [\"Bl\"], \"axis\": 0, \"keepdims\": true},\n"
+    " \"kI\": {\"op\": \"max\", \"args\": [\"I\"], \"axis\": 1, \"keepdims\": true},\n"
     " \"Q\": {\"op\": \"maximum\", \"args\": [\"Qs\", 0]},\n"
     " \"sum_k\": {\"op\": \"sum\", \"args\": [\"A\"], \"axis\": 0, \"keepdims\": true},\n"
     " \"mean_k\": {\"op\": \"mean\", \"args\": [\"B\"], \"axis\": [0, 2], \"keepdims\": true},\n"
@@ -109,6 +125,20 @@ static const char *const checks[][2] = {
     {"csDf", "D.cumsum()|0"},
     {"cp1", "A.cumprod(axis=1)|0"},
     {"cpf", "C.cumprod()|0"},
+    /* int64 and bool inputs (int64 products wrap, as NumPy's). */
+    {"pI", "I.prod(axis=0)|0"},
+    {"pB", "Bo.prod(axis=1)|0"},
+    {"aI", "I.any(axis=0)|0"},
+    {"lB", "Bo.all(axis=1)|0"},
+    {"vI", "I.var(axis=0, ddof=1)|1e-12"},
+    {"sB", "Bo.std()|1e-12"},
+    {"mI", "I.argmax(axis=0)|0"},
+    {"nB", "Bo.argmin()|0"},
+    {"cI", "I.cumsum(axis=1)|0"},
+    {"cB", "Bo.cumsum()|0"},
+    {"qI", "I.cumprod(axis=0)|0"},
+    {"kB", "Bo.sum(axis=0, keepdims=True)|0"},
+    {"kI", "I.max(axis=1, keepdims=True)|0"},
 };
 #define NCHECKS (sizeof checks / sizeof checks[0])
 
@@ -131,6 +161,7 @@ static const char ref_py[] =
     "A = rnd((7, 5), 1); B = rnd((4, 6, 5), 2, True); C = rnd((10,), 3); D = rnd((40, 30), 4)\n"
     "N = np.sqrt(A - 0.3); T = np.maximum(A, 0.7); P = np.maximum(A - 0.8, 0)\n"
     "Q = np.maximum(B - np.float32(0.1), np.float32(0))\n"
+    "I = (A * 2000000).astype(np.int64); Bo = A > 0.5\n"
     "bad = 0\n"
     "for spec in sys.argv[1:]:\n"
     "    name, expr, tol = spec.split('|')\n"
