@@ -348,9 +348,8 @@ int tsr__array_add_arg(tsr_array *a, tsr_array *arg) {
     return 0;
 }
 
-/* A hidden rechunk of x to the explicit grid sizes/n; the caller owns its one reference (it is
- * no user's handle). */
-static int hidden_rechunk(tsr_array *x, int64_t *const *sizes, const int64_t *n, tsr_array **out) {
+int tsr__array_hidden_rechunk(tsr_array *x, int64_t *const *sizes, const int64_t *n,
+                              tsr_array **out) {
     tsr_array *r = tsr__array_new(x->client, "rechunk", x->dtype, x->ndim, x->shape);
     if (!r) return tsr__fail(x->client, -ENOMEM, "out of memory");
     r->user_alive = 0;
@@ -699,7 +698,7 @@ static int align(tsr_array **x, int64_t *const *sizes, const int64_t *n, tsr_arr
     *owned = NULL;
     for (int ax = 0; ax < (*x)->ndim; ax++) {
         if (!chunks_equal(*x, ax, sizes[ax], n[ax])) {
-            int rc = hidden_rechunk(*x, sizes, n, owned);
+            int rc = tsr__array_hidden_rechunk(*x, sizes, n, owned);
             if (rc < 0) return rc;
             *x = *owned;
             return 0;

@@ -18,7 +18,7 @@
  * are in graph/ops.h): XX(ENUM, kop, nargs, dtype, lower)
  *   kop    the kernel family its tasks run (a RECHUNK to the operand's own grid runs none; a
  *          REDUCE also emits COMBINE tasks).
- *   nargs  array operands.
+ *   nargs  array operands (-1: any number, at least one).
  *   dtype  the result's dtype rule (tsr__aop_dtype): GIVEN (the constructor's argument, or the
  *          file's), SAME (operand 0's), PROMOTE (numpy.result_type of the operands), OP (the
  *          sub-operation's rule on the promoted dtype, promote.c: div of integers gives float64,
@@ -46,7 +46,11 @@
     XX(CONTRACT, CONTRACT, 2, GIVEN, emit_contract)   /* tensordot, N-d matmul: linalg.c */        \
     XX(FROM_BUFFER, DATA, 0, GIVEN, emit_data)        /* tsr_from_buffer: data, a C-order copy */  \
     XX(REDUCE2, REDUCE2, 1, GIVEN, tsr__emit_reduce2) /* prod ... argmin: array/lower_reduce.c */  \
-    XX(SCAN, SCAN, 1, GIVEN, tsr__emit_scan)          /* cumsum, cumprod */
+    XX(SCAN, SCAN, 1, GIVEN, tsr__emit_scan)          /* cumsum, cumprod */                        \
+    XX(SLICE, STRIDED, 1, SAME, tsr__lower_slice)                                                  \
+    XX(TAKE, TAKE, 2, SAME, tsr__lower_take)                                                       \
+    XX(CONCATENATE, STRIDED, -1, SAME, tsr__lower_concatenate)                                     \
+    XX(RESHAPE, STRIDED, 1, SAME, tsr__lower_reshape)
 
 typedef enum tsr_aop {
 #define TSR__AOP_ENUM_ROW(E, ...) TSR_A_##E,
@@ -169,6 +173,10 @@ struct tsr_array {
     struct tsr_array *live_prev, *live_next;
     /* Its slot in the client's open scopes (scope.c), or -1: made in a scope, not kept. */
     int64_t scope_slot;
+    /* SLICE: per operand axis, the first index taken and the step (0: an integer index, the
+     * axis dropped). TAKE and CONCATENATE: the axis is axes[0]. RESHAPE: axes[k] for operand
+     * axis k is the output axis whose chunks are its chunks, or -1 (one chunk) (shape_ops.c). */
+    int64_t sl_start[TSR_MAX_NDIM], sl_step[TSR_MAX_NDIM];
 
     /* Lowering scratch (lower.c): valid while lower_epoch == the current lowering's epoch. */
     uint64_t lower_epoch;
@@ -218,6 +226,10 @@ tsr_array *tsr__array_named(tsr_array *a);
  * is the output's (or 0 on a broadcast axis). opname names the result ("add", "where"). */
 int tsr__array_broadcast(tsr_client *c, const char *opname, tsr_aop aop, int fn,
                          tsr_array *const *ops, int nops, tsr_dtype dtype, tsr_array **out);
+/* A hidden rechunk of x to the explicit grid sizes/n[ndim]; *out receives its one reference (it
+ * is no user's handle). */
+int tsr__array_hidden_rechunk(tsr_array *x, int64_t *const *sizes, const int64_t *n,
+                              tsr_array **out);
 /* Frees an array whose construction failed (it holds only its operand references); returns
  * rc, so that constructors can `return tsr__array_discard(a, rc)`. */
 int tsr__array_discard(tsr_array *a, int rc);
@@ -257,6 +269,30 @@ void tsr__scope_drop_all(tsr_client *c);
  * lowered once. On success each arrays[k]->lower_tasks lists the task of each of its chunks,
  * and those tasks are added as the graph's outputs (in arrays order, row-major). */
 int tsr__lower(tsr_client *c, tsr_array *const *arrays, size_t n, tsr_graph *g);
+
+/* One lowering in progress (lower.c). */
+typedef struct tsr__lctx tsr__lctx;
+/* For lowering functions in other files: the task making operand x's chunk ci (emitting it
+ * first if needed), a new task of array a for its chunk ci, and a's cumulative chunk offsets
+ * along ax (numchunks + 1 entries; NULL with the failure recorded when out of memory). Each
+ * returns a task id or a negative code (the message recorded). */
+int64_t tsr__lower_chunk(tsr__lctx *L, tsr_array *x, int64_t ci);
+int64_t tsr__lower_add(tsr__lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d,
+                       const uint32_t *deps, uint32_t ndeps);
+const int64_t *tsr__lower_offsets(tsr__lctx *L, const tsr_array *a, int ax);
+
+/* ---- lower_shape.c: structural operations (slice, take, concatenate, reshape) ---- */
+
+/* Each emits the task(s) of output chunk ci (grid index idx, shape shape) of a, as lower.c's
+ * own lowering functions do (TSR__AOP_MAP names them). */
+int64_t tsr__lower_slice(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                         const int64_t *shape);
+int64_t tsr__lower_take(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                        const int64_t *shape);
+int64_t tsr__lower_concatenate(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                               const int64_t *shape);
+int64_t tsr__lower_reshape(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                           const int64_t *shape);
 
 /* ---- npy.c ---- */
 

@@ -40,6 +40,13 @@ typedef enum op_kind {
     K_NORMAL,
     K_EYE,
     K_SCAN,
+    K_SLICE,
+    K_TAKE,
+    K_CONCATENATE,
+    K_STACK,
+    K_RESHAPE,
+    K_SQUEEZE,
+    K_EXPAND_DIMS,
 } op_kind;
 
 /* An op_info.nargs for operations that take any number of operands, at least one
@@ -95,6 +102,13 @@ static const op_info ops[] = {
     {"eye", K_EYE, 0, TSR__AOP_NARGS_EYE, "n,m,k,chunks,dtype", "n"},
     TSR__REDUCE2_MAP(REDUCE2_ROW)
     TSR__SCAN_MAP(SCAN_ROW)
+    {"slice", K_SLICE, 0, TSR__AOP_NARGS_SLICE, "index", "index"},
+    {"take", K_TAKE, 0, TSR__AOP_NARGS_TAKE, "axis", ""},
+    {"concatenate", K_CONCATENATE, 0, VARARGS, "axis", ""},
+    {"stack", K_STACK, 0, VARARGS, "axis", ""},
+    {"reshape", K_RESHAPE, 0, TSR__AOP_NARGS_RESHAPE, "shape", "shape"},
+    {"squeeze", K_SQUEEZE, 0, TSR__AOP_NARGS_RESHAPE, "axis", ""},
+    {"expand_dims", K_EXPAND_DIMS, 0, TSR__AOP_NARGS_RESHAPE, "axis", "axis"},
 };
 /* clang-format on */
 #undef UNARY_ROW
@@ -130,6 +144,8 @@ typedef struct def {
     int axis_is_list; /* "axis" was a list (argmax/argmin and scans take an int or null) */
     int keepdims, ddof;
     const char *path;
+    tsr_index index[TSR_MAX_NDIM]; /* slice */
+    int nindex;
     double loc, scale;           /* normal */
     int64_t eye_n, eye_m, eye_k; /* eye; eye_m < 0: "m" absent (n) */
     int td_n, td_lists;          /* tensordot: pairs; td_lists 0 for the integer form */
@@ -394,6 +410,75 @@ static int parse_td_axes(loader *L, def *d, json_t *v) {
     return 0;
 }
 
+/* A slice's "index": one item per leading axis, each an integer, [start, stop] or [start, stop,
+ * step] (null for a default) or null (the whole axis). */
+static int parse_index(loader *L, def *d, json_t *v) {
+    char b[64];
+    if (!json_is_array(v))
+        return fail(L, d, TSR_EPROGRAM, "\"index\" must be a list with one item per axis, got %s",
+                    show(v, b, sizeof b));
+    if (json_array_size(v) > TSR_MAX_NDIM)
+        return fail(L, d, TSR_EPROGRAM, "\"index\" has %zu items; arrays have at most %d axes",
+                    json_array_size(v), TSR_MAX_NDIM);
+    d->nindex = (int)json_array_size(v);
+    for (int i = 0; i < d->nindex; i++) {
+        json_t *x = json_array_get(v, (size_t)i);
+        tsr_index *it = &d->index[i];
+        memset(it, 0, sizeof *it);
+        it->kind = TSR_INDEX_RANGE;
+        it->step = 1;
+        if (json_is_null(x)) continue;
+        if (json_is_integer(x)) {
+            it->kind = TSR_INDEX_INT;
+            it->start = json_integer_value(x);
+            continue;
+        }
+        size_t n = json_is_array(x) ? json_array_size(x) : 0;
+        int ok = n == 2 || n == 3;
+        for (size_t k = 0; ok && k < n; k++) {
+            json_t *e = json_array_get(x, k);
+            ok = json_is_null(e) || json_is_integer(e);
+        }
+        if (!ok)
+            return fail(L, d, TSR_EPROGRAM,
+                        "\"index\"[%d] must be an integer, [start, stop], [start, stop, step] "
+                        "(integers or null) or null, got %s",
+                        i, show(x, b, sizeof b));
+        json_t *st = json_array_get(x, 0), *sp = json_array_get(x, 1);
+        json_t *sz = n == 3 ? json_array_get(x, 2) : NULL;
+        it->has_start = json_is_integer(st);
+        it->start = json_integer_value(st);
+        it->has_stop = json_is_integer(sp);
+        it->stop = json_integer_value(sp);
+        if (sz && json_is_integer(sz)) it->step = json_integer_value(sz);
+        if (it->step == 0)
+            return fail(L, d, TSR_EPROGRAM, "\"index\"[%d]: slice step cannot be zero", i);
+    }
+    return 0;
+}
+
+/* A reshape's "shape": integers >= 0, and at most one -1 (inferred). */
+static int parse_newshape(loader *L, def *d, json_t *v) {
+    char b[64];
+    if (!json_is_array(v) || json_array_size(v) > TSR_MAX_NDIM)
+        return fail(L, d, TSR_EPROGRAM,
+                    "\"shape\" must be a list of at most %d integers (one may be -1), got %s",
+                    TSR_MAX_NDIM, show(v, b, sizeof b));
+    d->ndim = (int)json_array_size(v);
+    int unknown = 0;
+    for (int i = 0; i < d->ndim; i++) {
+        json_t *x = json_array_get(v, (size_t)i);
+        if (!json_is_integer(x) || json_integer_value(x) < -1)
+            return fail(L, d, TSR_EPROGRAM,
+                        "\"shape\"[%d] must be a non-negative integer or -1, got %s", i,
+                        show(x, b, sizeof b));
+        d->shape[i] = json_integer_value(x);
+        if (d->shape[i] == -1 && unknown++)
+            return fail(L, d, TSR_EPROGRAM, "\"shape\": can only specify one unknown dimension");
+    }
+    return 0;
+}
+
 static int parse_args(loader *L, def *d, json_t *v) {
     char b[64];
     const op_info *op = d->op;
@@ -498,7 +583,9 @@ static int parse_def(loader *L, def *d) {
     if (op->nargs && (rc = parse_args(L, d, json_object_get(d->obj, "args")))) return rc;
     json_object_foreach(d->obj, key, v) {
         if (!strcmp(key, "shape")) {
-            rc = parse_shape(L, d, v);
+            rc = op->kind == K_RESHAPE ? parse_newshape(L, d, v) : parse_shape(L, d, v);
+        } else if (!strcmp(key, "index")) {
+            rc = parse_index(L, d, v);
         } else if (!strcmp(key, "chunks")) {
             rc = parse_chunks(L, d, v);
         } else if (!strcmp(key, "dtype")) {
@@ -676,6 +763,61 @@ static int scalar_op(const def *d, tsr_binary_op op, tsr_array *x, int k, tsr_ar
     return tsr_binary_scalar_int64(op, x, d->iscalar[k], first, out);
 }
 
+/* Names a built array after its definition. */
+static int built(loader *L, def *d, int rc, tsr_array *a) {
+    if (rc) return api_fail(L, d, rc);
+    if ((rc = tsr_array_set_name(a, d->name))) {
+        tsr_array_free(a);
+        return api_fail(L, d, rc);
+    }
+    d->array = a;
+    return 0;
+}
+
+/* The structural operations (array/shape_ops.c). "axis" is one integer for take (or null: the
+ * flattened array), concatenate and stack (default 0). */
+static int build_shape_def(loader *L, def *d, tsr_array *x, tsr_array *y) {
+    char b[64];
+    tsr_array *a = NULL;
+    int rc = 0, kind = d->op->kind, axis = d->has_axes ? d->axes[0] : 0;
+    json_t *axv = json_object_get(d->obj, "axis");
+    if ((kind == K_TAKE || kind == K_CONCATENATE || kind == K_STACK) && axv &&
+        !json_is_integer(axv) && !(kind == K_TAKE && json_is_null(axv)))
+        return fail(L, d, TSR_EPROGRAM, "\"axis\" must be an integer%s, got %s",
+                    kind == K_TAKE ? " or null" : "", show(axv, b, sizeof b));
+    switch (kind) {
+    case K_SLICE:
+        rc = tsr_slice(x, d->index, d->nindex, &a);
+        break;
+    case K_TAKE:
+        rc = tsr_take(x, y, d->has_axes ? &axis : NULL, &a);
+        break;
+    case K_CONCATENATE:
+    case K_STACK: {
+        tsr_array **xs = malloc((size_t)d->nargs * sizeof *xs);
+        if (!xs) return fail(L, d, -ENOMEM, "out of memory");
+        for (int k = 0; k < d->nargs; k++) xs[k] = L->defs[d->arg[k]].array;
+        rc = kind == K_STACK ? tsr_stack(xs, d->nargs, axis, &a)
+                             : tsr_concatenate(xs, d->nargs, axis, &a);
+        free(xs);
+        break;
+    }
+    case K_RESHAPE:
+        rc = tsr_reshape(x, d->ndim, d->shape, &a);
+        break;
+    case K_SQUEEZE:
+        rc = tsr_squeeze(x, d->has_axes ? d->axes : NULL, d->naxes, &a);
+        break;
+    case K_EXPAND_DIMS:
+        if (!d->has_axes) return fail(L, d, TSR_EPROGRAM, "\"axis\" must not be null");
+        rc = tsr_expand_dims(x, d->axes, d->naxes, &a);
+        break;
+    default:
+        return fail(L, d, TSR_EPROGRAM, "unknown op");
+    }
+    return built(L, d, rc, a);
+}
+
 static int build_def(loader *L, def *d) {
     tsr_client *c = L->c;
     int64_t ch[TSR_MAX_NDIM];
@@ -787,14 +929,10 @@ static int build_def(loader *L, def *d) {
     case K_EYE:
         rc = tsr_eye(c, d->eye_n, d->eye_m < 0 ? d->eye_n : d->eye_m, d->eye_k, chp, d->dtype, &a);
         break;
+    default:
+        return build_shape_def(L, d, x, y);
     }
-    if (rc) return api_fail(L, d, rc);
-    if ((rc = tsr_array_set_name(a, d->name))) {
-        tsr_array_free(a);
-        return api_fail(L, d, rc);
-    }
-    d->array = a;
-    return 0;
+    return built(L, d, rc, a);
 }
 
 /* ---- Top level ---- */

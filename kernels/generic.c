@@ -16,4 +16,6 @@ const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT] = {
     [TSR_KOP_REDUCE2] = k_reduce2,
     [TSR_KOP_COMBINE2] = k_combine2,
     [TSR_KOP_SCAN] = k_scan,
+    [TSR_KOP_STRIDED] = k_strided,
+    [TSR_KOP_TAKE] = k_take,
 };

@@ -126,6 +126,18 @@
  *                int64 for int64/bool (wrapping). out[first] = run OP x[first] (x[first] with no
  *                running value), then out[l] = out[l-1] OP x[l] in the output dtype: NumPy's
  *                loop.
+ *  ASTYPE        1 input of the output's shape; converts to the output dtype.
+ *  STRIDED       1 input of the output's dtype, any shape. i = [offset, stride[0..d)] in input
+ *                elements (strides may be negative or 0): output element j (a multi-index) is
+ *                the input's element of flat C-order index offset + sum_k j[k] * stride[k]; all
+ *                of them inside the input. Slices, and reshapes of a chunk (offset 0, the
+ *                output's C strides). Any dtype (moves elements by size).
+ *  TAKE          k >= 2 inputs: X_0 .. X_(k-2), the chunks of X along axis in order (the output's
+ *                ndim and dtype; the output's extents but along axis), then a 1-d int64 index
+ *                chunk as long as the output along axis. i = [axis]. With n the X_j's extents
+ *                along axis summed, index v (-n <= v < n; v < 0 counts from the end) picks
+ *                position v of their concatenation; any other v is an error naming it, and
+ *                nothing is written. Any dtype.
  */
 #ifndef TSR_KERNELS_H
 #define TSR_KERNELS_H

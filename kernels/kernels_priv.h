@@ -58,6 +58,11 @@ int tsr__check_reduce2(const tsr_kdesc *d, const tsr_chunkview *in, int nin, cha
 int tsr__check_combine2(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
                         size_t errlen);
 int tsr__check_scan(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err, size_t errlen);
+/* The dtype-generic kernels (kernels/shape.c). */
+int k_strided(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+              size_t errlen);
+int k_take(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+           size_t errlen);
 /* The GPU kernels (kernels/cuda/host.c, in the CUDA module only), one table for both float
  * dtypes: they read the dtype from the descriptor. NULL for families that have none (LOAD). */
 extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];

@@ -259,6 +259,50 @@ static int check_assemble(const tsr_kdesc *d, const tsr_chunkview *in, int nin, 
     return 0;
 }
 
+/* STRIDED: i = [offset, stride[0..d)]; every element the output reads lies inside the input
+ * chunk (the lowest and highest flat index reached, computed without overflow). */
+static int check_strided(const tsr_kdesc *d, const tsr_chunkview *in, char *err, size_t errlen) {
+    NEED_PARAMS(1 + d->ndim, 0);
+    if (in[0].dtype != d->dtype) FAIL("input does not have the output's dtype");
+    int64_t n = safe_nelem(in[0].ndim, in[0].shape);
+    if (safe_nelem(d->ndim, d->shape) == 0) return 0;
+    int64_t lo = d->i[0], hi = d->i[0];
+    for (int a = 0; a < d->ndim; a++) {
+        int64_t s = d->i[1 + a], span;
+        if (__builtin_mul_overflow(s, d->shape[a] - 1, &span))
+            FAIL("stride %lld out of range on axis %d", (long long)s, a);
+        if ((span < 0 && __builtin_add_overflow(lo, span, &lo)) ||
+            (span > 0 && __builtin_add_overflow(hi, span, &hi)))
+            FAIL("strides out of range");
+    }
+    if (lo < 0 || hi >= n)
+        FAIL("reads elements %lld to %lld of an input of %lld", (long long)lo, (long long)hi,
+             (long long)n);
+    return 0;
+}
+
+/* TAKE: i = [axis]; inputs X_0 .. X_(nin-2) (the output's ndim and dtype, the output's extents
+ * but along axis), then a 1-d int64 index chunk as long as the output along axis. */
+static int check_take(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
+                      size_t errlen) {
+    NEED_PARAMS(1, 0);
+    int64_t ax = d->i[0];
+    if (ax < 0 || ax >= d->ndim) FAIL("axis %lld out of range", (long long)ax);
+    const tsr_chunkview *ind = &in[nin - 1];
+    if (ind->dtype != TSR_INT64 || ind->ndim != 1) FAIL("the indices must be a 1-d int64 chunk");
+    if (ind->shape[0] != d->shape[ax]) FAIL("output extent differs from the indices' count");
+    int64_t n = 0;
+    for (int k = 0; k < nin - 1; k++) {
+        if (in[k].ndim != d->ndim || in[k].dtype != d->dtype)
+            FAIL("input %d does not have the output's ndim and dtype", k);
+        for (int a = 0; a < d->ndim; a++)
+            if (a != ax && in[k].shape[a] != d->shape[a])
+                FAIL("input %d extent mismatch on axis %d", k, a);
+        if (__builtin_add_overflow(n, in[k].shape[ax], &n)) FAIL("inputs too large");
+    }
+    return 0;
+}
+
 /* The table's columns: how many inputs, and which sub-operations. */
 static int check_row(const tsr_kdesc *d, int nin, char *err, size_t errlen) {
     const tsr__kop_info *k = tsr__kop_info_of(d->kop);
@@ -390,6 +434,10 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         return tsr__check_combine2(d, in, nin, err, errlen);
     case TSR_KOP_SCAN:
         return tsr__check_scan(d, in, nin, err, errlen);
+    case TSR_KOP_STRIDED:
+        return check_strided(d, in, err, errlen);
+    case TSR_KOP_TAKE:
+        return check_take(d, in, nin, err, errlen);
     case TSR_KOP_COUNT:
         break;
     }

@@ -540,6 +540,49 @@ TSR_API int tsr_add_scalar(tsr_array *x, double s, tsr_array **out);
 TSR_API int tsr_sub_scalar(tsr_array *x, double s, tsr_array **out);
 TSR_API int tsr_mul_scalar(tsr_array *x, double s, tsr_array **out);
 TSR_API int tsr_div_scalar(tsr_array *x, double s, tsr_array **out);
+/* ---- Structural operations (NumPy semantics; docs/arrays.md says what each one moves) ---- */
+
+/* One item of a basic index, for one leading axis of X[...]. */
+typedef enum tsr_index_kind {
+    TSR_INDEX_RANGE, /* start:stop:step; has_start/has_stop 0 for the default (NumPy's None) */
+    TSR_INDEX_INT    /* the integer `start` (negative counts from the end); drops the axis */
+} tsr_index_kind;
+
+typedef struct tsr_index {
+    tsr_index_kind kind;
+    int has_start, has_stop;
+    int64_t start, stop;
+    int64_t step; /* RANGE: not 0; 1 for the default */
+} tsr_index;
+
+/* X[index[0], ..., index[nindex-1]] with basic indexing; axes past nindex are taken whole.
+ * index copied (NULL when nindex is 0). Output chunks are the parts of the input's chunks the
+ * slice covers; an input chunk taken whole with step 1 is reused without a task. Errors
+ * (TSR_EINVALID / TSR_ESHAPE, the message naming x): more items than axes, an integer out of
+ * range, a step of 0. */
+TSR_API int tsr_slice(tsr_array *x, const tsr_index *index, int nindex, tsr_array **out);
+/* numpy.take(x, indices, axis): indices a 1-d int64 array, -n <= i < n (n = x's extent along
+ * axis, negative ones counting from the end); any other value fails the computation
+ * (TSR_ECOMPUTE through tsr_compute), naming the array. axis NULL takes from the flattened x.
+ * Each output chunk is made from every chunk of x along axis and one chunk of indices. */
+TSR_API int tsr_take(tsr_array *x, tsr_array *indices, const int *axis, tsr_array **out);
+/* numpy.concatenate(xs, axis): n >= 1 arrays of the same ndim (>= 1) and the same extents but
+ * along axis; dtypes promote as NumPy's (an operand of another dtype is converted first). Chunks
+ * are reused: the output's chunks along axis are the operands' one after the other, and an
+ * operand whose chunks on another axis differ from xs[0]'s is rechunked to them. xs copied. */
+TSR_API int tsr_concatenate(tsr_array *const *xs, int n, int axis, tsr_array **out);
+/* numpy.stack(xs, axis): expand_dims of each at axis, then concatenate. Shapes must be equal. */
+TSR_API int tsr_stack(tsr_array *const *xs, int n, int axis, tsr_array **out);
+/* numpy.reshape(x, shape) in C order; at most one entry may be -1 (inferred). shape copied.
+ * Rechunks x only where a chunk of x is not a block of whole rows of the new shape (the rule
+ * is in docs/arrays.md). */
+TSR_API int tsr_reshape(tsr_array *x, int ndim, const int64_t *shape, tsr_array **out);
+/* numpy.squeeze(x, axis): axes NULL squeezes every axis of length 1; otherwise the naxes axes
+ * given, each of length 1. axes copied. */
+TSR_API int tsr_squeeze(tsr_array *x, const int *axes, int naxes, tsr_array **out);
+/* numpy.expand_dims(x, axis): inserts naxes (>= 1) axes of length 1 at the given positions of
+ * the result (negative ones counting from its end). axes copied. */
+TSR_API int tsr_expand_dims(tsr_array *x, const int *axes, int naxes, tsr_array **out);
 
 /* Names an array (for messages, progress and `check`). name copied; must be an identifier. */
 TSR_API int tsr_array_set_name(tsr_array *a, const char *name);

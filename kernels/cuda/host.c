@@ -462,18 +462,26 @@ KERNEL(g_assemble) {
  * none (the worker runs LOAD on the host), nor have issue 13's linear-algebra families, reductions
  * and scans yet (their CPU kernels run on the GPU worker's host thread, docs/gpu.md). A missing
  * kernel does not compile. */
+ * none (the worker runs LOAD on the host), nor have issue 13's linear-algebra families yet (their
+ * CPU kernels run on the GPU worker's host thread, docs/gpu.md). A missing kernel does not
+ /* One entry per row of the operations table: family NAME's GPU kernel is g_NAME; file reads and
+  * the structural copies have none (the worker runs them on the host). A missing kernel does not
+  * compile. */
 #define g_load NULL
-/* The dtype-generic families (comparisons, predicates, where) are CPU-only (docs/gpu.md). */
+ /* The dtype-generic families (comparisons, predicates, where) are CPU-only (docs/gpu.md). */
 #define g_compare NULL
 #define g_predicate NULL
 #define g_where NULL
 #define g_normal NULL
 #define g_eye NULL
 #define g_contract NULL
-/* Issue 13's reductions and scans have CPU kernels only: a GPU worker runs them on its host. */
+ /* Issue 13's reductions and scans have CPU kernels only: a GPU worker runs them on its host. */
 #define g_reduce2 NULL
 #define g_combine2 NULL
 #define g_scan NULL
+ /* The structural copies run on the host too (docs/gpu.md). */
+#define g_strided NULL
+#define g_take NULL
 const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT] = {
 #define KERNEL_ROW(E, name, ...) [TSR_KOP_##E] = g_##name,
     TSR__KOP_MAP(KERNEL_ROW)
