@@ -169,7 +169,7 @@ Test(shape, no_copy_lowerings, .timeout = 60) {
                                        "[6, 8]}",
                                        "R")),
                  3);
-    /* Y rechunked to X's column chunks only where they differ: its own [2, 8] already match. */
+    /* stack: one expand_dims copy per operand chunk; the concatenation adds none. */
     cr_assert_eq(
         check_tasks(dir, PROG("\"K\": {\"op\": \"stack\", \"args\": [\"X\", \"Y\"]}", "K")), 6 + 6);
     remove_tmpdir(dir);
