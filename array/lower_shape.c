@@ -78,7 +78,9 @@ int64_t tsr__lower_slice(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *
     iv[0] = 0;
     for (int ax = x->ndim - 1; ax >= 0; ax--) {
         iv[0] += local[ax] * stride;
-        if (outax[ax] >= 0) iv[1 + outax[ax]] = a->sl_step[ax] * stride;
+        /* Along an axis of one element the stride is never used (and step * stride could
+         * overflow for a huge step); otherwise the chunk's span bounds it. */
+        if (outax[ax] >= 0) iv[1 + outax[ax]] = shape[outax[ax]] > 1 ? a->sl_step[ax] * stride : 0;
         stride *= xs[ax];
     }
     return strided(L, a, ci, shape, x, ravel(x, xidx), iv);

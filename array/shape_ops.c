@@ -500,9 +500,13 @@ static int concat(tsr_array *const *xs, int nx, int axis, const char *opname, ts
         if (x->shape[ax] > 0) nchunks += x->numchunks[ax];
         dtype = promote(dtype, x->dtype);
     }
-    int64_t shape[TSR_MAX_NDIM], *sizes[TSR_MAX_NDIM], n[TSR_MAX_NDIM];
+    int64_t shape[TSR_MAX_NDIM], *sizes[TSR_MAX_NDIM], n[TSR_MAX_NDIM], bytes = 1;
     memcpy(shape, x0->shape, sizeof shape);
     shape[ax] = total;
+    for (int d = 0; d < nd; d++)
+        if (__builtin_mul_overflow(bytes, shape[d], &bytes)) bytes = INT64_MAX;
+    if (bytes > ((int64_t)1 << 60) / (int64_t)tsr_dtype_size(dtype))
+        return tsr__fail(c, TSR_ESHAPE, "%s: the result is too large", opname);
     tsr_array *a = tsr__array_new(c, opname, dtype, nd, shape);
     int64_t *axsizes = malloc((size_t)(nchunks ? nchunks : 1) * sizeof *axsizes);
     if (!a || !axsizes) {

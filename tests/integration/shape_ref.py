@@ -40,6 +40,7 @@ want = {
     "s8": B[::-3, ::-1],
     "s9": W[1:, -1, 4:0:-3],
     "s10": V[100:-100:-1],
+    "s11": A[:: 2**63 - 1, -1 :: -(2**63 - 1)],
     "c1": np.concatenate([A, A], axis=1),
     "c2": np.concatenate([B[5:0:-2], A, B], axis=0),
     "c3": np.concatenate([V, V[-20::4], V], axis=-1),

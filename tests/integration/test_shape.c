@@ -34,6 +34,8 @@ static const char prog[] =
     "-1]]},\n"
     " \"s9\": {\"op\": \"slice\", \"args\": [\"W\"], \"index\": [[1, null], -1, [4, 0, -3]]},\n"
     " \"s10\": {\"op\": \"slice\", \"args\": [\"V\"], \"index\": [[100, -100, -1]]},\n"
+    " \"s11\": {\"op\": \"slice\", \"args\": [\"A\"], \"index\": [[null, null, "
+    "9223372036854775807], [-1, null, -9223372036854775807]]},\n"
     " \"c1\": {\"op\": \"concatenate\", \"args\": [\"A\", \"A\"], \"axis\": 1},\n"
     " \"c2\": {\"op\": \"concatenate\", \"args\": [\"s3\", \"A\", \"B\"]},\n"
     " \"c3\": {\"op\": \"concatenate\", \"args\": [\"V\", \"s6\", \"V\"], \"axis\": -1},\n"
@@ -57,15 +59,16 @@ static const char prog[] =
     "},\n"
     "\"outputs\": {\"s1\": \"s1.npy\", \"s2\": \"s2.npy\", \"s3\": \"s3.npy\", \"s4\": "
     "\"s4.npy\", \"s5\": \"s5.npy\", \"s6\": \"s6.npy\", \"s7\": \"s7.npy\", \"s8\": \"s8.npy\", "
-    "\"s9\": \"s9.npy\", \"s10\": \"s10.npy\", \"c1\": \"c1.npy\", \"c2\": \"c2.npy\", \"c3\": "
+    "\"s9\": \"s9.npy\", \"s10\": \"s10.npy\", \"s11\": \"s11.npy\", \"c1\": \"c1.npy\", \"c2\": "
+    "\"c2.npy\", \"c3\": "
     "\"c3.npy\", \"c4\": \"c4.npy\", \"k1\": \"k1.npy\", \"k2\": \"k2.npy\", \"r1\": \"r1.npy\", "
     "\"r2\": \"r2.npy\", \"r3\": \"r3.npy\", \"r4\": \"r4.npy\", \"r5\": \"r5.npy\", \"r6\": "
     "\"r6.npy\", \"r7\": \"r7.npy\", \"r8\": \"r8.npy\", \"r9\": \"r9.npy\", \"q1\": \"q1.npy\", "
     "\"q2\": \"q2.npy\", \"q3\": \"q3.npy\", \"q4\": \"q4.npy\"}}\n";
 
-static const char *const outputs[] = {"s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10",
-                                      "c1", "c2", "c3", "c4", "k1", "k2", "r1", "r2", "r3", "r4",
-                                      "r5", "r6", "r7", "r8", "r9", "q1", "q2", "q3", "q4"};
+static const char *const outputs[] = {"s1",  "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10",
+                                      "s11", "c1", "c2", "c3", "c4", "k1", "k2", "r1", "r2", "r3",
+                                      "r4",  "r5", "r6", "r7", "r8", "r9", "q1", "q2", "q3", "q4"};
 
 static char *read_all(const char *dir, const char *name, size_t *len) {
     char path[512];
@@ -111,7 +114,7 @@ Test(shape, every_op_matches_numpy_and_workers_agree, .timeout = 240) {
     const char *pa[] = {PY, helper, one, NULL};
     proc_result ref = run_cmd(NULL, pa, 60);
     cr_assert_eq(ref.status, 0, "against numpy:\n%s%s", ref.out, ref.err);
-    cr_assert(strstr(ref.out, "checked 29 outputs, 0 differ"), "%s", ref.out);
+    cr_assert(strstr(ref.out, "checked 30 outputs, 0 differ"), "%s", ref.out);
     proc_result_free(&ref);
     remove_tmpdir(one);
     remove_tmpdir(three);
