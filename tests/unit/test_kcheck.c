@@ -99,6 +99,16 @@ Test(kcheck, crafted_descriptors_never_crash, .timeout = 240) {
             in[k].data = bytes ? malloc(bytes) : NULL;
             if (bytes) memset(in[k].data, 0, bytes);
         }
+        /* Half of TAKE's: the last input its indices, 1-d int64 as long as the output's axis. */
+        if (d.kop == TSR_KOP_TAKE && nin > 0 && d.ni > 0 && d.i[0] >= 0 && d.i[0] < d.ndim &&
+            rnd() % 2) {
+            tsr_chunkview *v = &in[nin - 1];
+            free(v->data);
+            v->dtype = TSR_INT64;
+            v->ndim = 1;
+            v->shape[0] = d.shape[d.i[0]];
+            v->data = v->shape[0] ? calloc((size_t)v->shape[0], 8) : NULL;
+        }
         size_t obytes = d.dtype < TSR_DTYPE_COUNT ? (size_t)tsr__kdesc_nbytes(&d) : 0;
         tsr_chunkview out = {0};
         out.data = obytes ? malloc(obytes) : NULL;

@@ -81,7 +81,9 @@ Test(optable, family_names_are_distinct) {
     cr_assert_eq(TSR_KOP_CONTRACT, 18);
     cr_assert_eq(TSR_KOP_COMBINE2, TSR_KOP_REDUCE2 + 1);
     cr_assert_eq(TSR_KOP_SCAN, TSR_KOP_REDUCE2 + 2);
-    cr_assert_eq(TSR_KOP_COUNT, 24);
+    cr_assert_eq(TSR_KOP_STRIDED, 24);
+    cr_assert_eq(TSR_KOP_TAKE, 25);
+    cr_assert_eq(TSR_KOP_COUNT, 26);
 }
 
 Test(optable, names_round_trip_and_match_spec) {
