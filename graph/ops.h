@@ -151,7 +151,9 @@ enum {
  *               input has the output's shape and dtype and the caller owns it: NONE; ANY input
  *               (each output element reads only the same element of it before writing, or the
  *               kernel works block by block); LAST (only the last input, when it is the family's
- *               running sum: matmul's Cprev, given when the input count is odd).
+ *               running sum: matmul's Cprev, given when the input count is odd); BYTES (input 0
+ *               whatever its shape, when the descriptor copies its bytes unchanged: a STRIDED
+ *               reshape of a chunk, whose output is the input's buffer as it is).
  *   flops       cost family (tsr__kop_flops): OUT (one per output element: elementwise, and
  *               sources and copies, which are memory-bound but must not look free), MATMUL
  *               (2mnk), IN0 (one per element of input 0: a reduction's partial), INPUTS (one per
@@ -198,7 +200,7 @@ enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
     XX(REDUCE2, reduce2, 1, 2, TSR__REDUCE2_COUNT, TSR__DT_ALL, NONE, IN0, 0)                      \
     XX(COMBINE2, combine2, 1, TSR__ANY, TSR__REDUCE2_COUNT, TSR__DT_ALL, NONE, INPUTS, 0)          \
     XX(SCAN, scan, 1, 2, TSR__SCAN_COUNT, TSR__DT_ALL, NONE, OUT, 0)                               \
-    XX(STRIDED, strided, 1, 1, 0, TSR__DT_ALL, NONE, OUT, TSR__KOP_HOST)                           \
+    XX(STRIDED, strided, 1, 1, 0, TSR__DT_ALL, BYTES, OUT, TSR__KOP_HOST)                          \
     XX(TAKE, take, 2, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT, TSR__KOP_HOST)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
@@ -210,7 +212,12 @@ typedef enum tsr_kop {
         TSR_KOP_COUNT
 } tsr_kop;
 
-typedef enum tsr__alias { TSR__ALIAS_NONE, TSR__ALIAS_ANY, TSR__ALIAS_LAST } tsr__alias;
+typedef enum tsr__alias {
+    TSR__ALIAS_NONE,
+    TSR__ALIAS_ANY,
+    TSR__ALIAS_LAST,
+    TSR__ALIAS_BYTES
+} tsr__alias;
 typedef enum tsr__flops {
     TSR__FLOPS_OUT,
     TSR__FLOPS_MATMUL,

@@ -175,7 +175,9 @@ int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_ch
 /* May the output chunk share input k's buffer (out->data == in[k].data)? Input k must have the
  * output's shape and dtype, and the family's alias column (graph/ops.h) must allow it: UNARY,
  * BINARY_SCALAR, ASTYPE, BINARY and COMBINE read each element they need before writing the output
- * element at the same place (COMBINE folds block by block); MATMUL only for Cprev, the last input.
+ * element at the same place (COMBINE folds block by block); MATMUL only for Cprev, the last input;
+ * STRIDED, whatever the shapes, only when it copies its input's bytes unchanged (offset 0, the
+ * output's C strides, as many elements: a reshape of a chunk), where it then does nothing.
  * The caller must own the buffer exclusively: nothing else may read it while the kernel runs. */
 int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k);
 

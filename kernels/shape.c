@@ -39,6 +39,7 @@ int k_strided(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkvie
     if (n == 0) return 0;
     const char *src = in[0].data;
     char *dst = out->data;
+    if (dst == src) return 0; /* in place: only an unchanged copy may alias (table.c) */
     if (nd == 0) {
         memcpy(dst, src + (size_t)d->i[0] * es, es);
         return 0;

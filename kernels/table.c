@@ -475,10 +475,26 @@ int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_ch
 
 /* The table's alias column decides; here only what every family shares: input k must have the
  * output's shape and dtype (so output element j overwrites exactly input element j). */
+/* BYTES: a STRIDED descriptor that reads input 0 in order, element j from element j (offset 0,
+ * the output's C strides, as many elements), so output and input are the same bytes. */
+static int copies_bytes(const tsr_kdesc *d, const tsr_chunkview *in, int k) {
+    if (k != 0 || d->kop != TSR_KOP_STRIDED || d->ni != 1u + d->ndim || !d->i || d->i[0] != 0)
+        return 0;
+    if (in[0].dtype != d->dtype || in[0].ndim > TSR_MAX_NDIM) return 0;
+    int64_t n = safe_nelem(d->ndim, d->shape), s = 1;
+    if (n <= 0 || safe_nelem(in[0].ndim, in[0].shape) != n) return 0;
+    for (int a = d->ndim - 1; a >= 0; a--) {
+        if (d->shape[a] > 1 && d->i[1 + a] != s) return 0;
+        s *= d->shape[a];
+    }
+    return 1;
+}
+
 int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k) {
     const tsr__kop_info *row = d ? tsr__kop_info_of(d->kop) : NULL;
     if (!row || !in || k < 0 || k >= nin || d->ndim > TSR_MAX_NDIM) return 0;
     if (nin < row->min_in || (row->max_in != TSR__ANY && nin > row->max_in)) return 0;
+    if (row->alias == TSR__ALIAS_BYTES) return copies_bytes(d, in, k);
     if (in[k].dtype != d->dtype || !same_shape(&in[k], d)) return 0;
     switch (row->alias) {
     case TSR__ALIAS_ANY:
@@ -489,6 +505,7 @@ int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, 
                    d->i[0] <= TSR__MATMUL_MAX_GROUP && nin == 2 * d->i[0] + 1;
         return k == nin - 1 && d->kop == TSR_KOP_MATMUL && nin == 2 * matmul_groups(d) + 1;
     case TSR__ALIAS_NONE:
+    case TSR__ALIAS_BYTES:
         break;
     }
     return 0;

@@ -113,6 +113,30 @@ Test(shape_kernels, strided_checks) {
                  TSR_EINVALID);
 }
 
+/* A STRIDED copy may reuse its input's buffer only when it copies the bytes unchanged (a
+ * reshape of the chunk); it then leaves them as they are. A reversal or a part may not. */
+Test(shape_kernels, strided_aliases_only_unchanged_bytes) {
+    int64_t x[12], xs[2] = {3, 4}, os[3] = {2, 1, 6};
+    for (int j = 0; j < 12; j++) x[j] = j * 11 - 5;
+    tsr_chunkview in = view(x, TSR_INT64, 2, xs);
+    int64_t same[4] = {0, 6, 99, 1}, rev[4] = {11, -6, 0, -1}, off[4] = {1, 6, 0, 1};
+    tsr_kdesc d = desc(TSR_KOP_STRIDED, TSR_INT64, 3, os, same, 4);
+    cr_assert(tsr__kernel_may_alias(&d, &in, 1, 0));
+    tsr_chunkview out = view(x, TSR_INT64, 3, os);
+    cr_assert_eq(tsr__kernel_run(&d, &in, 1, &out, TSR_DEVICE_CPU, err, sizeof err), 0, "%s", err);
+    for (int j = 0; j < 12; j++) cr_assert_eq(x[j], j * 11 - 5);
+    d.i = rev;
+    cr_assert_not(tsr__kernel_may_alias(&d, &in, 1, 0));
+    d.i = off;
+    cr_assert_not(tsr__kernel_may_alias(&d, &in, 1, 0));
+    int64_t small[2] = {2, 5}, part[3] = {0, 4, 1};
+    tsr_kdesc p = desc(TSR_KOP_STRIDED, TSR_INT64, 2, small, part, 3);
+    cr_assert_not(tsr__kernel_may_alias(&p, &in, 1, 0));
+    d.i = same;
+    d.dtype = TSR_FLOAT64;
+    cr_assert_not(tsr__kernel_may_alias(&d, &in, 1, 0));
+}
+
 /* numpy.take(X, [-1, 0, 4, 2, -5], axis=1) with X (3, 5) in two chunks along axis 1 (2 + 3). */
 Test(shape_kernels, take_every_dtype) {
     int64_t idx[5] = {-1, 0, 4, 2, -5}, is[1] = {5};
