@@ -1,7 +1,9 @@
 """NumPy's answers for tests/integration/test_shape.c: rebuilds the program's inputs from SPEC §2's
 random formula (written out again here, in numpy) and compares each .npy output Tessera wrote in
 DIR with NumPy's result for the same call, exactly (values, dtype and shape).
-Usage: shape_ref.py DIR. Prints one line per mismatch; exit status 0 when all match."""
+Usage: shape_ref.py DIR (the structural operations' program), shape_ref.py take-inputs DIR
+(writes the '<i8' index files the take program loads), shape_ref.py take DIR (its outputs).
+Prints one line per mismatch; exit status 0 when all match."""
 import os
 import sys
 
@@ -63,10 +65,31 @@ want = {
 }
 
 
+TAKE_I = np.array([-1, 0, 5, 3, -4, 2, 2], np.int64)
+
+
+def take_want():
+    X = random(5, (4, 6))
+    Y = random(6, (6, 3), "float32")
+    return {
+        "t1": np.take(X, TAKE_I, axis=1),
+        "t2": np.take(X, TAKE_I),
+        "t3": np.take(Y, TAKE_I, axis=-2),
+    }
+
+
 def main():
+    if sys.argv[1] == "take-inputs":
+        np.save(os.path.join(sys.argv[2], "idx.npy"), TAKE_I)
+        np.save(os.path.join(sys.argv[2], "bad.npy"), TAKE_I * 2)
+        return
+    expected = want
+    if sys.argv[1] == "take":
+        expected = take_want()
+        sys.argv.pop(1)
     d = sys.argv[1]
     bad = 0
-    for name, w in sorted(want.items()):
+    for name, w in sorted(expected.items()):
         path = os.path.join(d, name + ".npy")
         if not os.path.exists(path):
             print("%s: no output" % name)
@@ -77,7 +100,7 @@ def main():
         if g.dtype != w.dtype or g.shape != w.shape or not np.array_equal(g, w):
             print("%s: got %s %s, want %s %s" % (name, g.dtype, g.shape, w.dtype, w.shape))
             bad += 1
-    print("checked %d outputs, %d differ" % (len(want), bad))
+    print("checked %d outputs, %d differ" % (len(expected), bad))
     sys.exit(1 if bad else 0)
 
 
