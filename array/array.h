@@ -47,10 +47,10 @@
     XX(FROM_BUFFER, DATA, 0, GIVEN, emit_data)        /* tsr_from_buffer: data, a C-order copy */  \
     XX(REDUCE2, REDUCE2, 1, GIVEN, tsr__emit_reduce2) /* prod ... argmin: array/lower_reduce.c */  \
     XX(SCAN, SCAN, 1, GIVEN, tsr__emit_scan)          /* cumsum, cumprod */                        \
-    XX(SLICE, STRIDED, 1, SAME, tsr__lower_slice)                                                  \
-    XX(TAKE, TAKE, 2, SAME, tsr__lower_take)                                                       \
-    XX(CONCATENATE, STRIDED, -1, SAME, tsr__lower_concatenate)                                     \
-    XX(RESHAPE, STRIDED, 1, SAME, tsr__lower_reshape)
+    XX(SLICE, STRIDED, 1, SAME, tsr__emit_slice)                                                   \
+    XX(TAKE, TAKE, 2, SAME, tsr__emit_take)                                                        \
+    XX(CONCATENATE, STRIDED, -1, SAME, tsr__emit_concatenate)                                      \
+    XX(RESHAPE, STRIDED, 1, SAME, tsr__emit_reshape)
 
 typedef enum tsr_aop {
 #define TSR__AOP_ENUM_ROW(E, ...) TSR_A_##E,
@@ -269,30 +269,6 @@ void tsr__scope_drop_all(tsr_client *c);
  * lowered once. On success each arrays[k]->lower_tasks lists the task of each of its chunks,
  * and those tasks are added as the graph's outputs (in arrays order, row-major). */
 int tsr__lower(tsr_client *c, tsr_array *const *arrays, size_t n, tsr_graph *g);
-
-/* One lowering in progress (lower.c). */
-typedef struct tsr__lctx tsr__lctx;
-/* For lowering functions in other files: the task making operand x's chunk ci (emitting it
- * first if needed), a new task of array a for its chunk ci, and a's cumulative chunk offsets
- * along ax (numchunks + 1 entries; NULL with the failure recorded when out of memory). Each
- * returns a task id or a negative code (the message recorded). */
-int64_t tsr__lower_chunk(tsr__lctx *L, tsr_array *x, int64_t ci);
-int64_t tsr__lower_add(tsr__lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d,
-                       const uint32_t *deps, uint32_t ndeps);
-const int64_t *tsr__lower_offsets(tsr__lctx *L, const tsr_array *a, int ax);
-
-/* ---- lower_shape.c: structural operations (slice, take, concatenate, reshape) ---- */
-
-/* Each emits the task(s) of output chunk ci (grid index idx, shape shape) of a, as lower.c's
- * own lowering functions do (TSR__AOP_MAP names them). */
-int64_t tsr__lower_slice(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                         const int64_t *shape);
-int64_t tsr__lower_take(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                        const int64_t *shape);
-int64_t tsr__lower_concatenate(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                               const int64_t *shape);
-int64_t tsr__lower_reshape(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                           const int64_t *shape);
 
 /* ---- npy.c ---- */
 

@@ -586,17 +586,6 @@ static int64_t emit_assemble(lctx *L, tsr_array *a, int64_t ci, const int64_t *i
     return t;
 }
 
-/* ---- for lowering functions in other files (array.h) ----------------------------------------- */
-
-int64_t tsr__lower_chunk(lctx *L, tsr_array *x, int64_t ci) {
-    return get_chunk(L, x, ci);
-}
-
-int64_t tsr__lower_add(lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d, const uint32_t *deps,
-                       uint32_t ndeps) {
-    return add(L, a, ci, d, deps, ndeps, 0, NULL);
-}
-
 const int64_t *tsr__lower_offsets(lctx *L, const tsr_array *a, int ax) {
     const int64_t *o = offsets(L, a, ax);
     if (!o) tsr__fail(L->c, -ENOMEM, "out of memory");

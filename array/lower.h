@@ -1,6 +1,6 @@
-/* What lower.c shares with the lowering files of particular operations (lower_reduce.c): the
- * lowering context stays opaque; a lowering function adds tasks and asks for operand chunks
- * through these two calls only. */
+/* What lower.c shares with the lowering files of particular operations (lower_reduce.c,
+ * lower_shape.c): the lowering context stays opaque; a lowering function adds tasks and asks for
+ * operand chunks through these calls only. */
 #ifndef TSR_ARRAY_LOWER_H
 #define TSR_ARRAY_LOWER_H
 
@@ -22,5 +22,19 @@ int tsr__lower_dep(lctx *L, tsr_array *x, int64_t ci, uint32_t *dep);
 int64_t tsr__emit_reduce2(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
                           const int64_t *shape);
 int64_t tsr__emit_scan(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx, const int64_t *shape);
+
+/* a's cumulative chunk offsets along ax (numchunks + 1 entries, kept for the lowering), or NULL
+ * (the failure recorded) when out of memory. */
+const int64_t *tsr__lower_offsets(lctx *L, const tsr_array *a, int ax);
+
+/* The structural operations (array/lower_shape.c): slice, take, concatenate, and reshape (with
+ * squeeze and expand_dims). */
+int64_t tsr__emit_slice(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                        const int64_t *shape);
+int64_t tsr__emit_take(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx, const int64_t *shape);
+int64_t tsr__emit_concatenate(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                              const int64_t *shape);
+int64_t tsr__emit_reshape(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                          const int64_t *shape);
 
 #endif

@@ -8,11 +8,19 @@
 #include <string.h>
 
 #include "array/array.h"
+#include "array/lower.h"
 
 static int64_t ravel(const tsr_array *a, const int64_t *idx) {
     int64_t ci = 0;
     for (int ax = 0; ax < a->ndim; ax++) ci = ci * a->numchunks[ax] + idx[ax];
     return ci;
+}
+
+/* The task making operand x's chunk ci (emitted first if needed), or a negative code. */
+static int64_t chunk(lctx *L, tsr_array *x, int64_t ci) {
+    uint32_t t;
+    int rc = tsr__lower_dep(L, x, ci, &t);
+    return rc < 0 ? rc : (int64_t)t;
 }
 
 /* The chunk of an axis with cumulative offsets o[0..n] that holds position pos (clamped). */
@@ -30,9 +38,9 @@ static int64_t chunk_at(const int64_t *o, int64_t n, int64_t pos) {
 
 /* One STRIDED task of a's chunk ci (shape[a->ndim]) reading operand x's chunk xci; iv = [offset,
  * stride[0..a->ndim)]. */
-static int64_t strided(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *shape, tsr_array *x,
+static int64_t strided(lctx *L, tsr_array *a, int64_t ci, const int64_t *shape, tsr_array *x,
                        int64_t xci, int64_t *iv) {
-    int64_t t = tsr__lower_chunk(L, x, xci);
+    int64_t t = chunk(L, x, xci);
     if (t < 0) return t;
     uint32_t dep = (uint32_t)t;
     tsr_kdesc d;
@@ -43,14 +51,14 @@ static int64_t strided(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *sh
     for (int ax = 0; ax < a->ndim; ax++) d.shape[ax] = shape[ax];
     d.i = iv;
     d.ni = (uint32_t)(1 + a->ndim);
-    return tsr__lower_add(L, a, ci, &d, &dep, 1);
+    return tsr__lower_add(L, a, ci, &d, &dep, 1, 0, NULL);
 }
 
 /* SLICE: operand axis k takes positions sl_start[k] + j * sl_step[k] (an integer index: step 0,
  * position sl_start[k], no output axis). The output chunk's first position on each axis finds
  * the operand chunk; its strides are the steps times the operand chunk's C strides. */
-int64_t tsr__lower_slice(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                         const int64_t *shape) {
+int64_t tsr__emit_slice(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                        const int64_t *shape) {
     tsr_array *x = a->args[0];
     int64_t xidx[TSR_MAX_NDIM], local[TSR_MAX_NDIM], xs[TSR_MAX_NDIM], iv[1 + TSR_MAX_NDIM];
     int outax[TSR_MAX_NDIM];
@@ -73,7 +81,7 @@ int64_t tsr__lower_slice(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *
             oa++;
         }
     }
-    if (pass) return tsr__lower_chunk(L, x, ravel(x, xidx));
+    if (pass) return chunk(L, x, ravel(x, xidx));
     int64_t stride = 1;
     iv[0] = 0;
     for (int ax = x->ndim - 1; ax >= 0; ax--) {
@@ -89,8 +97,8 @@ int64_t tsr__lower_slice(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *
 /* RESHAPE: operand axis k's chunk index is the output's along axes[k] (0 where -1); the chunk
  * holds the output chunk's elements in the same C order, so the copy is contiguous, and none is
  * needed when the shapes agree too. */
-int64_t tsr__lower_reshape(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                           const int64_t *shape) {
+int64_t tsr__emit_reshape(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                          const int64_t *shape) {
     tsr_array *x = a->args[0];
     int64_t xidx[TSR_MAX_NDIM], iv[1 + TSR_MAX_NDIM];
     int same = x->ndim == a->ndim;
@@ -99,7 +107,7 @@ int64_t tsr__lower_reshape(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t
         same = same && x->chunks[k][xidx[k]] == shape[k];
     }
     int64_t xci = ravel(x, xidx);
-    if (same) return tsr__lower_chunk(L, x, xci);
+    if (same) return chunk(L, x, xci);
     int64_t s = 1;
     iv[0] = 0;
     for (int ax = a->ndim - 1; ax >= 0; ax--) {
@@ -111,8 +119,8 @@ int64_t tsr__lower_reshape(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t
 
 /* CONCATENATE: along the axis, the output's chunks are the operands' one after the other
  * (operands empty along it contribute none); every one is an operand's chunk, passed through. */
-int64_t tsr__lower_concatenate(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                               const int64_t *shape) {
+int64_t tsr__emit_concatenate(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                              const int64_t *shape) {
     (void)shape;
     int ax = a->axes[0];
     int64_t xidx[TSR_MAX_NDIM], j = idx[ax];
@@ -122,7 +130,7 @@ int64_t tsr__lower_concatenate(tsr__lctx *L, tsr_array *a, int64_t ci, const int
         if (x->shape[ax] == 0 && a->shape[ax] > 0) continue;
         if (j < x->numchunks[ax]) {
             xidx[ax] = j;
-            return tsr__lower_chunk(L, x, ravel(x, xidx));
+            return chunk(L, x, ravel(x, xidx));
         }
         j -= x->numchunks[ax];
     }
@@ -132,8 +140,8 @@ int64_t tsr__lower_concatenate(tsr__lctx *L, tsr_array *a, int64_t ci, const int
 
 /* TAKE: every chunk of X along the axis (the other axes at the output's chunk), in order, then
  * the index chunk. */
-int64_t tsr__lower_take(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
-                        const int64_t *shape) {
+int64_t tsr__emit_take(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
+                       const int64_t *shape) {
     tsr_array *x = a->args[0], *ind = a->args[1];
     int ax = a->axes[0];
     int64_t nc = x->numchunks[ax], xidx[TSR_MAX_NDIM], iv[1] = {ax};
@@ -143,7 +151,7 @@ int64_t tsr__lower_take(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *i
     int64_t t = 0;
     for (int64_t k = 0; k <= nc && t >= 0; k++) {
         xidx[ax] = k;
-        t = k < nc ? tsr__lower_chunk(L, x, ravel(x, xidx)) : tsr__lower_chunk(L, ind, idx[ax]);
+        t = k < nc ? chunk(L, x, ravel(x, xidx)) : chunk(L, ind, idx[ax]);
         if (t >= 0) deps[k] = (uint32_t)t;
     }
     if (t >= 0) {
@@ -155,7 +163,7 @@ int64_t tsr__lower_take(tsr__lctx *L, tsr_array *a, int64_t ci, const int64_t *i
         for (int k = 0; k < a->ndim; k++) d.shape[k] = shape[k];
         d.i = iv;
         d.ni = 1;
-        t = tsr__lower_add(L, a, ci, &d, deps, (uint32_t)(nc + 1));
+        t = tsr__lower_add(L, a, ci, &d, deps, (uint32_t)(nc + 1), 0, NULL);
     }
     free(deps);
     return t;
