@@ -240,6 +240,13 @@ Test(shape_api, slice_follows_input_chunks) {
     cr_assert_eq(tsr_slice(x, &whole, 1, &w), 0);
     grid_is(w, 0, 2, (int64_t[]){4, 2});
     cr_assert_eq(tasks(w), 2);
+    /* Only the chunks the slice covers are made: [5:7] lies in chunk 1. */
+    tsr_array *part = NULL;
+    tsr_index mid = {TSR_INDEX_RANGE, 1, 1, 5, 7, 1};
+    cr_assert_eq(tsr_slice(x, &mid, 1, &part), 0);
+    grid_is(part, 0, 1, (int64_t[]){2});
+    cr_assert_eq(tasks(part), 1 + 1);
+    tsr_array_free(part);
     tsr_array *bad = NULL;
     tsr_index zero = {TSR_INDEX_RANGE, 0, 0, 0, 0, 0};
     cr_assert_eq(tsr_slice(x, &zero, 1, &bad), TSR_EINVALID);
