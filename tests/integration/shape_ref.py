@@ -78,14 +78,27 @@ def take_want():
     }
 
 
+def ints_want():
+    M = np.arange(24, dtype=np.int64).reshape(4, 6)
+    B = M < 11
+    return {
+        "i1": M[::-1, 5:0:-2],
+        "i2": B[1:3, ::3],
+        "i3": np.concatenate([B, M], axis=1),
+        "i4": np.stack([B, B], axis=-1),
+        "i5": np.take(B, TAKE_I, axis=1),
+        "i6": np.squeeze(np.expand_dims(M, 0)).reshape(3, 8),
+    }
+
+
 def main():
     if sys.argv[1] == "take-inputs":
         np.save(os.path.join(sys.argv[2], "idx.npy"), TAKE_I)
         np.save(os.path.join(sys.argv[2], "bad.npy"), TAKE_I * 2)
         return
     expected = want
-    if sys.argv[1] == "take":
-        expected = take_want()
+    if sys.argv[1] in ("take", "ints"):
+        expected = take_want() if sys.argv[1] == "take" else ints_want()
         sys.argv.pop(1)
     d = sys.argv[1]
     bad = 0

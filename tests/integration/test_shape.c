@@ -236,3 +236,127 @@ Test(shape, bad_inputs_exit_2, .timeout = 120) {
         "must be a 1-d int64 array");
     remove_tmpdir(dir);
 }
+
+/* take with int64 indices loaded from a '<i8' .npy (written by numpy): along an axis, from the
+ * flattened array, float32; 1 and 3 workers alike; an index out of range fails the run (exit 1)
+ * naming the array and the index. */
+static const char take_prog[] =
+    "{\"tessera\": 1, \"arrays\": {\n"
+    " \"X\": {\"op\": \"random\", \"shape\": [4, 6], \"chunks\": [3, 4], \"seed\": 5},\n"
+    " \"Y\": {\"op\": \"random\", \"shape\": [6, 3], \"chunks\": [4, 2], \"seed\": 6,"
+    " \"dtype\": \"float32\"},\n"
+    " \"I\": {\"op\": \"load\", \"path\": \"idx.npy\", \"chunks\": 3},\n"
+    " \"t1\": {\"op\": \"take\", \"args\": [\"X\", \"I\"], \"axis\": 1},\n"
+    " \"t2\": {\"op\": \"take\", \"args\": [\"X\", \"I\"]},\n"
+    " \"t3\": {\"op\": \"take\", \"args\": [\"Y\", \"I\"], \"axis\": -2}\n"
+    "},\n"
+    "\"outputs\": {\"t1\": \"t1.npy\", \"t2\": \"t2.npy\", \"t3\": \"t3.npy\"}}\n";
+
+/* int64 and bool operands: slices with negative steps, concatenation (bool promoted to int64),
+ * stack, take, squeeze/expand_dims/reshape; 1 and 3 workers alike, and equal to NumPy's. */
+static const char ints_prog[] =
+    "{\"tessera\": 1, \"arrays\": {\n"
+    " \"N\": {\"op\": \"arange\", \"start\": 0, \"stop\": 24, \"chunks\": 5, \"dtype\": "
+    "\"int64\"},\n"
+    " \"M\": {\"op\": \"reshape\", \"args\": [\"N\"], \"shape\": [4, 6]},\n"
+    " \"B\": {\"op\": \"less\", \"args\": [\"M\", 11]},\n"
+    " \"I\": {\"op\": \"load\", \"path\": \"idx.npy\", \"chunks\": 3},\n"
+    " \"i1\": {\"op\": \"slice\", \"args\": [\"M\"], \"index\": [[null, null, -1], [5, 0, "
+    "-2]]},\n"
+    " \"i2\": {\"op\": \"slice\", \"args\": [\"B\"], \"index\": [[1, 3], [null, null, 3]]},\n"
+    " \"i3\": {\"op\": \"concatenate\", \"args\": [\"B\", \"M\"], \"axis\": 1},\n"
+    " \"i4\": {\"op\": \"stack\", \"args\": [\"B\", \"B\"], \"axis\": -1},\n"
+    " \"i5\": {\"op\": \"take\", \"args\": [\"B\", \"I\"], \"axis\": 1},\n"
+    " \"E\": {\"op\": \"expand_dims\", \"args\": [\"M\"], \"axis\": 0},\n"
+    " \"Q\": {\"op\": \"squeeze\", \"args\": [\"E\"]},\n"
+    " \"i6\": {\"op\": \"reshape\", \"args\": [\"Q\"], \"shape\": [3, 8]}\n"
+    "},\n"
+    "\"outputs\": {\"i1\": \"i1.npy\", \"i2\": \"i2.npy\", \"i3\": \"i3.npy\", \"i4\": "
+    "\"i4.npy\", \"i5\": \"i5.npy\", \"i6\": \"i6.npy\"}}\n";
+
+Test(shape, int64_and_bool_match_numpy, .timeout = 240) {
+    const char *helper = getenv("SHAPE_REF");
+    cr_assert(helper, "SHAPE_REF is not set (meson sets it)");
+    const char *probe[] = {PY, "-c", "import numpy", NULL};
+    proc_result pr = run_cmd(NULL, probe, 30);
+    if (pr.status != 0) cr_skip_test("numpy is not installed for %s", PY);
+    proc_result_free(&pr);
+    char *dirs[2];
+    const char *workers[2] = {"1", "3"};
+    for (int k = 0; k < 2; k++) {
+        dirs[k] = make_tmpdir();
+        const char *wa[] = {PY, helper, "take-inputs", dirs[k], NULL};
+        proc_result w = run_cmd(NULL, wa, 60);
+        cr_assert_eq(w.status, 0, "%s", w.err);
+        proc_result_free(&w);
+        write_file(dirs[k], "ints.json", ints_prog);
+        const char *argv[] = {"tessera", "run", "--workers", workers[k], "ints.json", NULL};
+        proc_result r = run_cmd(dirs[k], argv, 120);
+        cr_assert_eq(r.status, 0, "%s workers: exit %d:\n%s", workers[k], r.status, r.err);
+        proc_result_free(&r);
+    }
+    const char *names[] = {"i1", "i2", "i3", "i4", "i5", "i6"};
+    for (size_t k = 0; k < 6; k++) {
+        size_t n1, n3;
+        char *b1 = read_all(dirs[0], names[k], &n1), *b3 = read_all(dirs[1], names[k], &n3);
+        cr_assert(n1 == n3 && memcmp(b1, b3, n1) == 0, "%s differs between 1 and 3 workers",
+                  names[k]);
+        free(b1);
+        free(b3);
+    }
+    const char *pa[] = {PY, helper, "ints", dirs[0], NULL};
+    proc_result ref = run_cmd(NULL, pa, 60);
+    cr_assert_eq(ref.status, 0, "against numpy:\n%s%s", ref.out, ref.err);
+    proc_result_free(&ref);
+    remove_tmpdir(dirs[0]);
+    remove_tmpdir(dirs[1]);
+}
+
+Test(shape, take_matches_numpy_and_fails_on_bad_indices, .timeout = 240) {
+    const char *helper = getenv("SHAPE_REF");
+    cr_assert(helper, "SHAPE_REF is not set (meson sets it)");
+    const char *probe[] = {PY, "-c", "import numpy", NULL};
+    proc_result pr = run_cmd(NULL, probe, 30);
+    if (pr.status != 0) cr_skip_test("numpy is not installed for %s", PY);
+    proc_result_free(&pr);
+    char *dirs[2];
+    const char *workers[2] = {"1", "3"};
+    for (int k = 0; k < 2; k++) {
+        dirs[k] = make_tmpdir();
+        const char *wa[] = {PY, helper, "take-inputs", dirs[k], NULL};
+        proc_result w = run_cmd(NULL, wa, 60);
+        cr_assert_eq(w.status, 0, "%s", w.err);
+        proc_result_free(&w);
+        write_file(dirs[k], "take.json", take_prog);
+        const char *argv[] = {"tessera", "run", "--workers", workers[k], "take.json", NULL};
+        proc_result r = run_cmd(dirs[k], argv, 120);
+        cr_assert_eq(r.status, 0, "%s workers: exit %d:\n%s", workers[k], r.status, r.err);
+        proc_result_free(&r);
+    }
+    const char *names[] = {"t1", "t2", "t3"};
+    for (size_t k = 0; k < 3; k++) {
+        size_t n1, n3;
+        char *b1 = read_all(dirs[0], names[k], &n1), *b3 = read_all(dirs[1], names[k], &n3);
+        cr_assert(n1 == n3 && memcmp(b1, b3, n1) == 0, "%s differs between 1 and 3 workers",
+                  names[k]);
+        free(b1);
+        free(b3);
+    }
+    const char *pa[] = {PY, helper, "take", dirs[0], NULL};
+    proc_result ref = run_cmd(NULL, pa, 60);
+    cr_assert_eq(ref.status, 0, "against numpy:\n%s%s", ref.out, ref.err);
+    proc_result_free(&ref);
+    /* Indices 2x as large: 10 is out of range for an axis of 6; the run fails naming t1. */
+    char bad[sizeof take_prog + 16];
+    snprintf(bad, sizeof bad, "%s", take_prog);
+    char *p = strstr(bad, "idx.npy");
+    memcpy(p, "bad.npy", 7);
+    write_file(dirs[0], "bad.json", bad);
+    const char *argv[] = {"tessera", "run", "--workers", "2", "bad.json", NULL};
+    proc_result r = run_cmd(dirs[0], argv, 120);
+    cr_assert_eq(r.status, 1, "exit %d:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "is out of bounds for axis") && strstr(r.err, "\"t"), "%s", r.err);
+    proc_result_free(&r);
+    remove_tmpdir(dirs[0]);
+    remove_tmpdir(dirs[1]);
+}
