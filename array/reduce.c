@@ -79,7 +79,7 @@ int tsr_reduce_ex(tsr_reduce_op op, tsr_array *x, const int *axes, int naxes,
                              "%s of %s: takes one axis or none (the flat index), got %d", name,
                              tsr_array_name(x), naxes);
         for (int k = 0; k < naxes; k++) {
-            int ax;
+            int ax = 0;
             int rc = norm_axis(x, name, axes[k], &ax);
             if (rc < 0) return rc;
             if (reduced[ax])
@@ -163,7 +163,7 @@ int tsr_scan(tsr_scan_op op, tsr_array *x, int axis, int flatten, tsr_array **ou
     if (!name) return tsr__fail(x->client, TSR_EINVALID, "unknown scan %d", (int)op);
     tsr_dtype dtype = (tsr_dtype)tsr__scan_dtype(x->dtype);
     if (!flatten) {
-        int ax;
+        int ax = 0;
         int rc = norm_axis(x, name, axis, &ax);
         if (rc < 0) return rc;
         tsr_array *a = tsr__array_new(x->client, name, dtype, x->ndim, x->shape);

@@ -458,15 +458,10 @@ KERNEL(g_assemble) {
     return 0;
 }
 
-/* One entry per row of the operations table: family NAME's GPU kernel is g_NAME; file reads have
- * none (the worker runs LOAD on the host), nor have issue 13's linear-algebra families, reductions
- * and scans yet (their CPU kernels run on the GPU worker's host thread, docs/gpu.md). A missing
- * kernel does not compile. */
- * none (the worker runs LOAD on the host), nor have issue 13's linear-algebra families yet (their
- * CPU kernels run on the GPU worker's host thread, docs/gpu.md). A missing kernel does not
- /* One entry per row of the operations table: family NAME's GPU kernel is g_NAME; file reads and
-  * the structural copies have none (the worker runs them on the host). A missing kernel does not
-  * compile. */
+/* One entry per row of the operations table: family NAME's GPU kernel is g_NAME. File reads, and
+ * issue 13's comparisons, predicates, where, linear-algebra families, DATA/HELD, reductions,
+ * scans and structural copies have none yet: their CPU kernels run on the GPU worker's host
+ * thread (docs/gpu.md). A missing kernel does not compile. */
 #define g_load NULL
  /* The dtype-generic families (comparisons, predicates, where) are CPU-only (docs/gpu.md). */
 #define g_compare NULL
@@ -475,6 +470,8 @@ KERNEL(g_assemble) {
 #define g_normal NULL
 #define g_eye NULL
 #define g_contract NULL
+#define g_data NULL
+#define g_held NULL
  /* Issue 13's reductions and scans have CPU kernels only: a GPU worker runs them on its host. */
 #define g_reduce2 NULL
 #define g_combine2 NULL
