@@ -280,6 +280,8 @@ void tsr__array_unref(tsr_array *a) {
         if (x->args != x->args_small) free(x->args);
         free(x->name);
         free(x->path);
+        free(x->kernel);
+        free(x->scalars);
         free(x->lower_tasks);
         free(x);
     }
@@ -709,6 +711,11 @@ static int align(tsr_array **x, int64_t *const *sizes, const int64_t *n, tsr_arr
 
 int tsr__array_align(tsr_array **x, int64_t *const *sizes, const int64_t *n, tsr_array **owned) {
     return align(x, sizes, n, owned);
+}
+
+int64_t tsr__union_chunks(const int64_t *a, int64_t na, const int64_t *b, int64_t nb,
+                          int64_t *out) {
+    return union_chunks(a, na, b, nb, out);
 }
 
 int tsr__array_broadcast(tsr_client *c, const char *name, tsr_aop aop, int fn,

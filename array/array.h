@@ -50,7 +50,8 @@
     XX(SLICE, STRIDED, 1, SAME, tsr__emit_slice)                                                   \
     XX(TAKE, TAKE, 2, SAME, tsr__emit_take)                                                        \
     XX(CONCATENATE, STRIDED, -1, SAME, tsr__emit_concatenate)                                      \
-    XX(RESHAPE, STRIDED, 1, SAME, tsr__emit_reshape)
+    XX(RESHAPE, STRIDED, 1, SAME, tsr__emit_reshape)                                               \
+    XX(MAP_BLOCKS, MAP_BLOCKS, -1, GIVEN, emit_map_blocks) /* -1: one or more (map_blocks.c) */
 
 typedef enum tsr_aop {
 #define TSR__AOP_ENUM_ROW(E, ...) TSR_A_##E,
@@ -177,6 +178,13 @@ struct tsr_array {
      * axis dropped). TAKE and CONCATENATE: the axis is axes[0]. RESHAPE: axes[k] for operand
      * axis k is the output axis whose chunks are its chunks, or -1 (one chunk) (shape_ops.c). */
     int64_t sl_start[TSR_MAX_NDIM], sl_step[TSR_MAX_NDIM];
+    /* MAP_BLOCKS (array/map_blocks.c): the plugin kernel "LIBRARY:SYMBOL" (owned), the numbers
+     * passed to each call (owned), and whether output block i takes each operand's block i as it
+     * is (an explicit result shape) rather than operands aligned to the result's grid. */
+    char *kernel;
+    double *scalars;
+    int nscalars;
+    int blockwise;
 
     /* Lowering scratch (lower.c): valid while lower_epoch == the current lowering's epoch. */
     uint64_t lower_epoch;
@@ -262,6 +270,9 @@ void tsr__scope_add(tsr_array *a);
 void tsr__scope_forget(tsr_array *a);
 /* tsr_client_free: the open scopes are dropped (the handles stay the caller's). */
 void tsr__scope_drop_all(tsr_client *c);
+/* The union of two chunkings' boundaries along one axis: at most na + nb sizes into out; returns
+ * their count. */
+int64_t tsr__union_chunks(const int64_t *a, int64_t na, const int64_t *b, int64_t nb, int64_t *out);
 
 /* ---- lower.c ---- */
 

@@ -16,6 +16,7 @@
 #include "array/array.h"
 #include "array/client.h"
 #include "array/lower.h"
+#include "kernels/kernels.h"
 
 #define NONE UINT32_MAX
 #define MAX_DFS_DEPTH 64
@@ -307,6 +308,54 @@ LOWERING(emit_broadcast) {
         d.nf = 2;
     }
     return add(L, a, ci, &d, deps, (uint32_t)TSR__MIN(a->nargs, 3), 0, NULL);
+}
+
+/* MAP_BLOCKS: one task per output chunk on each operand's block: the block with the output's
+ * index (blockwise, or an operand array.c aligned to the output grid), or 0 on an axis where the
+ * operand is broadcast (one chunk of extent 1). i = [gshape, block index, offset] (kernels.h). */
+LOWERING(emit_map_blocks) {
+    int nd = a->ndim;
+    uint32_t small[8], *deps = small;
+    int64_t off[TSR_MAX_NDIM], bshape[TSR_MAX_NDIM], iv[3 * TSR_MAX_NDIM];
+    int rc = box(L, a, idx, off, bshape);
+    if (rc < 0) return rc;
+    if ((size_t)a->nargs > TSR__ARRAY_LEN(small) &&
+        !(deps = malloc((size_t)a->nargs * sizeof *deps)))
+        return tsr__fail(L->c, -ENOMEM, "out of memory");
+    for (int k = 0; k < a->nargs && rc == 0; k++) {
+        tsr_array *x = a->args[k];
+        int64_t xidx[TSR_MAX_NDIM];
+        int o = nd - x->ndim;
+        for (int ax = 0; ax < x->ndim; ax++)
+            xidx[ax] = a->blockwise || x->numchunks[ax] != 1 ? idx[ax + o] : 0;
+        rc = dep_of(L, x, ravel(x, xidx), &deps[k]);
+    }
+    int64_t t = rc;
+    if (rc == 0) {
+        for (int ax = 0; ax < nd; ax++) {
+            iv[ax] = a->shape[ax];
+            iv[nd + ax] = idx[ax];
+            iv[2 * nd + ax] = off[ax];
+        }
+        tsr_kdesc d;
+        desc_init(&d, TSR_KOP_MAP_BLOCKS, 0, a->dtype, nd, shape);
+        d.s = a->kernel;
+        d.i = iv;
+        d.ni = (uint32_t)(3 * nd);
+        d.f = a->scalars;
+        d.nf = (uint32_t)a->nscalars;
+        t = add(L, a, ci, &d, deps, (uint32_t)a->nargs, 0, NULL);
+    }
+    if (t >= 0) {
+        /* The scheduler places the tasks only on workers that announced the library. */
+        char lib[TSR__PLUGIN_NAME_MAX], sym[TSR__PLUGIN_NAME_MAX], why[8];
+        node *n = node_of(L, a);
+        if (tsr__plugin_parse_name(a->kernel, lib, sizeof lib, sym, sizeof sym, why, sizeof why) ||
+            tsr__graph_set_plugin(L->g, (uint32_t)n->garray, lib) < 0)
+            t = tsr__fail(L->c, -ENOMEM, "%s: out of memory", tsr_array_name(a));
+    }
+    if (deps != small) free(deps);
+    return t;
 }
 
 /* MATMUL: C[i,j] accumulates A[i,kk] @ B[kk,j] over kk in increasing order, one task per block

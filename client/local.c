@@ -295,6 +295,17 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         return tsr__fail_thread(TSR_EINVALID, "data roots: between 0 and %d directories",
                                 TSR__LOCAL_MAX_ROOTS);
     }
+    if (opts->n_plugin_dirs < 0 || opts->n_plugin_dirs > TSR__LOCAL_MAX_ROOTS ||
+        (opts->n_plugin_dirs > 0 && !opts->plugin_dirs)) {
+        free(cores);
+        return tsr__fail_thread(TSR_EINVALID, "plugin directories: between 0 and %d",
+                                TSR__LOCAL_MAX_ROOTS);
+    }
+    for (int k = 0; k < opts->n_plugin_dirs; k++)
+        if (!opts->plugin_dirs[k] || !opts->plugin_dirs[k][0]) {
+            free(cores);
+            return tsr__fail_thread(TSR_EINVALID, "plugin directory %d is empty", k);
+        }
     for (int k = 0; k < opts->n_data_roots; k++)
         if (!opts->data_roots[k] || !opts->data_roots[k][0]) {
             free(cores);
@@ -420,7 +431,7 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
             snprintf(dml, sizeof dml, "%lld", (long long)opts->device_memory_limit);
         }
         snprintf(nthreads, sizeof nthreads, "%d", threads);
-        char *wargv[26 + 2 * TSR__LOCAL_MAX_ROOTS];
+        char *wargv[26 + 2 * TSR__LOCAL_MAX_ROOTS + 2 * TSR__LOCAL_MAX_ROOTS];
         int a = 0;
         char *fixed[] = {(char *)exe,    "worker",  "--scheduler",    addr,
                          "--cpus",       cpus,      "--name",         name,
@@ -445,6 +456,10 @@ int tsr_client_start_local(const tsr_local_options *opts, tsr_client **out) {
         for (int k = 0; k < opts->n_data_roots; k++) {
             wargv[a++] = "--data-root";
             wargv[a++] = (char *)opts->data_roots[k];
+        }
+        for (int k = 0; k < opts->n_plugin_dirs; k++) {
+            wargv[a++] = "--plugin-dir";
+            wargv[a++] = (char *)opts->plugin_dirs[k];
         }
         if (opts->verbose) wargv[a++] = "--verbose";
         wargv[a] = NULL;

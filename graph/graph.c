@@ -188,6 +188,7 @@ void tsr__graph_free(tsr_graph *g) {
     for (size_t a = 0; a < g->narrays; a++) {
         free(g->arrays[a].name);
         free(g->arrays[a].op);
+        free(g->arrays[a].plugin);
     }
     for (size_t k = 0; k < g->nstrings; k++) free(g->strings[k]);
     free(g->tasks);
@@ -220,6 +221,12 @@ void tsr__graph_set_grid(tsr_graph *g, uint32_t a, int ndim, const int64_t *grid
     if (a >= g->narrays || ndim < 0 || ndim > TSR_MAX_NDIM) return;
     g->arrays[a].ndim = ndim;
     for (int k = 0; k < ndim; k++) g->arrays[a].grid[k] = grid[k];
+}
+
+int tsr__graph_set_plugin(tsr_graph *g, uint32_t a, const char *lib) {
+    if (g->arrays[a].plugin) return 0;
+    g->arrays[a].plugin = strdup(lib);
+    return g->arrays[a].plugin ? 0 : -ENOMEM;
 }
 
 void tsr__graph_chunk_str(const tsr_graph *g, uint32_t t, char *buf, size_t size) {
@@ -325,9 +332,10 @@ int tsr__graph_pack(const tsr_graph *g, msgpack_sbuffer *out) {
     rc |= pack_cstr(&pk, "arrays");
     rc |= msgpack_pack_array(&pk, g->narrays);
     for (size_t a = 0; a < g->narrays; a++) {
-        rc |= msgpack_pack_array(&pk, 2);
+        rc |= msgpack_pack_array(&pk, g->arrays[a].plugin ? 3 : 2);
         rc |= pack_cstr(&pk, g->arrays[a].name);
         rc |= pack_cstr(&pk, g->arrays[a].op);
+        if (g->arrays[a].plugin) rc |= pack_cstr(&pk, g->arrays[a].plugin);
     }
     rc |= pack_cstr(&pk, "tasks");
     rc |= msgpack_pack_array(&pk, g->ntasks);

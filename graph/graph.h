@@ -27,7 +27,11 @@ typedef struct tsr_kdesc {
     uint32_t ni, nf;
     const int64_t *i; /* ni integer parameters */
     const double *f;  /* nf float parameters */
-    const char *s;    /* string parameter (a path) or NULL */
+    const char *s;    /* string parameter (a path, a plugin's "LIBRARY:SYMBOL") or NULL */
+    /* MAP_BLOCKS only: the plugin function the worker resolved from s before running the task
+     * (worker/plugins.c); never packed or sent, NULL everywhere else. Kernels stay pure: they
+     * call what the descriptor hands them and look nothing up. */
+    tsr_plugin_fn plugin;
 } tsr_kdesc;
 
 /* Output chunk bytes of a descriptor (product of shape * dtype size; 1 element when ndim 0). */
@@ -58,9 +62,10 @@ typedef struct tsr_gtask {
 /* Per-array metadata carried with the graph (the scheduler uses it for messages and progress
  * per operation). */
 typedef struct tsr_garray {
-    char *name; /* owned */
-    char *op;   /* owned: "matmul", "random", ... */
-    int ndim;   /* its chunk grid, for messages (0 until set: tsr__graph_set_grid) */
+    char *name;   /* owned */
+    char *op;     /* owned: "matmul", "random", ... */
+    char *plugin; /* owned: the plugin library its tasks need (map_blocks), or NULL */
+    int ndim;     /* its chunk grid, for messages (0 until set: tsr__graph_set_grid) */
     int64_t grid[TSR_MAX_NDIM];
 } tsr_garray;
 
@@ -96,6 +101,9 @@ int64_t tsr__graph_add_task(tsr_graph *g, const tsr_kdesc *d, uint32_t array, co
 int tsr__graph_add_output(tsr_graph *g, uint32_t task);
 /* Records array a's chunk grid (numchunks per axis) for messages. */
 void tsr__graph_set_grid(tsr_graph *g, uint32_t a, int ndim, const int64_t *grid);
+/* Records the plugin library array a's tasks need (copied; the first one set stays): the
+ * scheduler sends them only to workers that can load it. 0 or -ENOMEM. */
+int tsr__graph_set_plugin(tsr_graph *g, uint32_t a, const char *lib);
 /* "(i, j)": the grid index of task t's chunk (tsr_gtask.chunk) in its array, or "" when
  * unknown. */
 void tsr__graph_chunk_str(const tsr_graph *g, uint32_t t, char *buf, size_t size);
@@ -105,7 +113,7 @@ void tsr__graph_finish(tsr_graph *g);
 
 /* The submission payload:
  *   {"v":1,
- *    "arrays": [[name, op], ...],
+ *    "arrays": [[name, op], ...]   ([name, op, plugin_library] for map_blocks arrays),
  *    "tasks": [[array_idx, [deps...], nbytes, flops, kdesc_bin], ...],
  *    "outputs": [task ids...]}
  * where kdesc_bin is a msgpack bin holding tsr__kdesc_pack's encoding (opaque to the scheduler,

@@ -201,7 +201,9 @@ enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
     XX(COMBINE2, combine2, 1, TSR__ANY, TSR__REDUCE2_COUNT, TSR__DT_ALL, NONE, INPUTS, 0)          \
     XX(SCAN, scan, 1, 2, TSR__SCAN_COUNT, TSR__DT_ALL, NONE, OUT, 0)                               \
     XX(STRIDED, strided, 1, 1, 0, TSR__DT_ALL, BYTES, OUT, TSR__KOP_HOST)                          \
-    XX(TAKE, take, 2, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT, TSR__KOP_HOST)
+    XX(TAKE, take, 2, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT, TSR__KOP_HOST)                          \
+    XX(MAP_BLOCKS, map_blocks, 1, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT,                             \
+       TSR__KOP_LONG | TSR__KOP_HOST)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
  * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */

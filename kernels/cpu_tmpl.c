@@ -967,6 +967,7 @@ KERNEL(k_assemble) {
 #define k_where NULL
 #define k_data NULL
 #define k_held NULL
+#define k_map_blocks NULL
 const tsr_kernel_fn CPU_TABLE[TSR_KOP_COUNT] = {
 #define KERNEL_ROW(E, name, ...) [TSR_KOP_##E] = k_##name,
     TSR__KOP_MAP(KERNEL_ROW)

@@ -18,4 +18,5 @@ const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT] = {
     [TSR_KOP_SCAN] = k_scan,
     [TSR_KOP_STRIDED] = k_strided,
     [TSR_KOP_TAKE] = k_take,
+    [TSR_KOP_MAP_BLOCKS] = tsr__k_map_blocks,
 };

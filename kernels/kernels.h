@@ -138,6 +138,11 @@
  *                along axis summed, index v (-n <= v < n; v < 0 counts from the end) picks
  *                position v of their concatenation; any other v is an error naming it, and
  *                nothing is written. Any dtype.
+ *  MAP_BLOCKS    k >= 1 inputs of any dtype, each with at most d axes. s = "LIBRARY:SYMBOL" (the
+ *                user kernel, include/tessera/plugin.h), i = [gshape[0..d), block_index[0..d),
+ *                offset[0..d)] of the output block, f = [scalars...] passed to the kernel. The
+ *                kernel calls d->plugin, which the worker resolved from s in its plugin
+ *                directories before the task ran (worker/plugins.c); with none it fails.
  */
 #ifndef TSR_KERNELS_H
 #define TSR_KERNELS_H
@@ -180,6 +185,15 @@ int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_ch
  * output's C strides, as many elements: a reshape of a chunk), where it then does nothing.
  * The caller must own the buffer exclusively: nothing else may read it while the kernel runs. */
 int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k);
+
+/* A plugin kernel's name, "LIBRARY:SYMBOL" (MAP_BLOCKS's s): LIBRARY a bare file name (letters,
+ * digits, '_', '-', '+', '.', no "..", not starting with '.'), SYMBOL a C identifier, each shorter
+ * than TSR__PLUGIN_NAME_MAX. Splits it into lib and sym (libsize/symsize bytes), or returns
+ * TSR_EINVALID with a message naming what is wrong. The client checks a program's names with it
+ * and the worker again before it looks in its plugin directories. */
+#define TSR__PLUGIN_NAME_MAX 64
+int tsr__plugin_parse_name(const char *spec, char *lib, size_t libsize, char *sym, size_t symsize,
+                           char *err, size_t errlen);
 
 /* The threads one OpenBLAS call may use now. OpenBLAS's setting is process-wide, so the library
  * only reads it (the worker warns when it exceeds blas_threads); the program sets it. */

@@ -63,6 +63,10 @@ int k_strided(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkvie
               size_t errlen);
 int k_take(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
            size_t errlen);
+/* The user-kernel family's (kernels/map_blocks.c): calls the plugin function the worker resolved
+ * into the descriptor. */
+int tsr__k_map_blocks(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                      char *err, size_t errlen);
 /* The GPU kernels (kernels/cuda/host.c, in the CUDA module only), one table for both float
  * dtypes: they read the dtype from the descriptor. NULL for families that have none (LOAD). */
 extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];

@@ -240,6 +240,8 @@ static const char run_usage[] =
     "  --spill-dir DIR  where workers spill chunks (default: $TMPDIR, else /tmp)\n"
     "  --data-root DIR  also let `load` read under DIR (repeatable; the program file's\n"
     "                   directory and the working directory always are: docs/security.md)\n"
+    "  --plugin-dir DIR  the workers load user kernels (map_blocks) from DIR only\n"
+    "                   (repeatable; default: none; docs/plugins.md)\n"
     "  --device-memory-limit BYTES  device memory each GPU worker keeps chunks in, e.g. 20GiB\n"
     "                   (default: most of the device)\n"
     "  --allowed-failures N  a task running on N workers when each died fails the run\n"
@@ -273,6 +275,7 @@ int cmd_run(int argc, char **argv) {
         {"memory-limit", required_argument, 0, 'm'},
         {"spill-dir", required_argument, 0, 'L'},
         {"data-root", required_argument, 0, 'R'},
+        {"plugin-dir", required_argument, 0, 'X'},
         {"allowed-failures", required_argument, 0, 'F'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -280,7 +283,8 @@ int cmd_run(int argc, char **argv) {
     run_opts ro = {CLI_PROGRESS_AUTO, 0, NULL, NULL};
     /* The workers' data roots: the program file's directory and the working directory, then
      * any --data-root (docs/security.md). */
-    static const char *roots[66];
+    static const char *roots[66], *pdirs[64];
+    int npdirs = 0;
     static char progdir[4096];
     int nroots = 2;
     tsr_local_options lo;
@@ -317,6 +321,19 @@ int cmd_run(int argc, char **argv) {
                 return EXIT_INVALID;
             }
             roots[nroots++] = optarg;
+            break;
+        case 'X':
+            if (npdirs == (int)(sizeof pdirs / sizeof *pdirs)) {
+                cli_error("at most %d --plugin-dir options", npdirs);
+                return EXIT_INVALID;
+            }
+            if (!*optarg) {
+                cli_error("--plugin-dir needs a directory");
+                return EXIT_INVALID;
+            }
+            pdirs[npdirs++] = optarg;
+            lo.plugin_dirs = pdirs;
+            lo.n_plugin_dirs = npdirs;
             break;
         case 'F':
             if ((lo.allowed_failures = cli_parse_int("--allowed-failures", optarg, 1, 255)) < 0)

@@ -239,6 +239,9 @@ static const char worker_usage[] =
     "  --data-root DIR        `load` reads only .npy files and Zarr stores under DIR\n"
     "                         (repeatable; default: the working directory with a token, any\n"
     "                         path without one; docs/security.md)\n"
+    "  --plugin-dir DIR       load user kernels (map_blocks) from DIR only, as\n"
+    "                         DIR/libNAME.so or DIR/NAME.so (repeatable; default: none;\n"
+    "                         docs/plugins.md)\n"
     "  --heartbeat MS         send the scheduler a heartbeat this often (default 1000)\n"
     "  --timeout MS           stop when the scheduler sends nothing this long, and fail a\n"
     "                         fetch from a peer that sends nothing this long (default 30000)\n"
@@ -262,6 +265,7 @@ int cmd_worker(int argc, char **argv) {
         {"token", required_argument, 0, 'k'},
         {"token-file", required_argument, 0, 'K'},
         {"data-root", required_argument, 0, 'R'},
+        {"plugin-dir", required_argument, 0, 'X'},
         {"heartbeat", required_argument, 0, 'H'},
         {"timeout", required_argument, 0, 'T'},
         {"retire-timeout", required_argument, 0, 'r'},
@@ -278,8 +282,8 @@ int cmd_worker(int argc, char **argv) {
     o.fault_kill_kernel = getenv("TESSERA_FAULT_KILL_KERNEL");
     const char *watch = NULL;
     static char token_buf[256];
-    static const char *roots[64];
-    int nroots = 0;
+    static const char *roots[64], *pdirs[64];
+    int nroots = 0, npdirs = 0;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "s:t:c:g:n:vh", longopts, NULL)) != -1) {
@@ -339,6 +343,19 @@ int cmd_worker(int argc, char **argv) {
             roots[nroots++] = optarg;
             o.data_roots = roots;
             o.n_data_roots = nroots;
+            break;
+        case 'X':
+            if (npdirs == (int)(sizeof pdirs / sizeof *pdirs)) {
+                cli_error("at most %d --plugin-dir options", npdirs);
+                return EXIT_INVALID;
+            }
+            if (!*optarg) {
+                cli_error("--plugin-dir needs a directory");
+                return EXIT_INVALID;
+            }
+            pdirs[npdirs++] = optarg;
+            o.plugin_dirs = pdirs;
+            o.n_plugin_dirs = npdirs;
             break;
         case 'H':
             if ((o.heartbeat_ms = cli_parse_int("--heartbeat", optarg, 1, 3600000)) < 0)

@@ -160,7 +160,9 @@ static void handle_hello(tsr__peer *p, const msgpack_object *hdr) {
     tsr__peer_send(p, &b);
     if (h.role == TSR__ROLE_WORKER) {
         int kind = strcmp(h.kind, "gpu") == 0 ? TSR__KIND_GPU : TSR__KIND_CPU;
-        p->wid = tsr__sched_add_worker(&srv->st, p->id, (uint32_t)h.threads, kind, h.addr, p->name);
+        p->wid = tsr__sched_add_worker_plugins(&srv->st, p->id, (uint32_t)h.threads, kind, h.addr,
+                                               p->name, (const char(*)[TSR__PLUGIN_NAME])h.plugins,
+                                               h.nplugins);
         tsr__sworker *w = &srv->st.w[p->wid];
         snprintf(w->cpus, sizeof w->cpus, "%s", h.cpus);
         w->mem_limit = h.mem > 0 ? (uint64_t)h.mem : 0;

@@ -94,5 +94,6 @@ void tsr__jobspec_free(tsr__jobspec *g) {
     free(g->arena);
     free(g->outputs);
     free(g->ops);
+    free(g->plugins);
     memset(g, 0, sizeof *g);
 }

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "scheduler/sched.h"
 
@@ -113,8 +114,24 @@ unsigned tsr__alive_kinds(const tsr__sched *s) {
     return m;
 }
 
-static int can_run(const tsr__sworker *w, unsigned kinds) {
-    return (kinds >> w->kind & 1) != 0;
+const char *tsr__task_plugin(const tsr__sjob *j, uint32_t id) {
+    if (!j->g.plugins) return NULL;
+    const char *lib = j->g.plugins[j->g.array[id]];
+    return lib[0] ? lib : NULL;
+}
+
+int tsr__worker_has_plugin(const tsr__sworker *w, const char *lib) {
+    if (!lib) return 1;
+    for (uint32_t k = 0; k < w->nplugins; k++)
+        if (strcmp(w->plugins[k], lib) == 0) return 1;
+    return 0;
+}
+
+/* Whether w can run a task: a kernel of its kind (kinds, tsr__task_kinds) and, for a user
+ * kernel, the plugin library lib (NULL: none needed). A task never goes to a worker that cannot
+ * load its plugin (docs/plugins.md). */
+static int can_run(const tsr__sworker *w, unsigned kinds, const char *lib) {
+    return (kinds >> w->kind & 1) != 0 && tsr__worker_has_plugin(w, lib);
 }
 
 /* ---- the partition ---- */
@@ -181,7 +198,9 @@ void tsr__partition(tsr__sched *s, tsr__sjob *j) {
             c = tsr__cost_kind(&s->cost, j->cls[t], wk->kind) / T[wk->kind];
         }
         /* A task its home could not run has none: placement alone decides. */
-        j->t[t].home = can_run(wk, tsr__task_kinds(s, j, t)) ? (uint16_t)ws[wi] : TSR__NOHOME;
+        j->t[t].home = can_run(wk, tsr__task_kinds(s, j, t), tsr__task_plugin(j, t))
+                           ? (uint16_t)ws[wi]
+                           : TSR__NOHOME;
         acc += c;
     }
     free(ws);
@@ -286,7 +305,7 @@ typedef struct pick {
  * avoidance rank, finishing it earliest so far. */
 static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, unsigned kinds,
                      uint32_t w, pick *best) {
-    if (w >= s->nw || !s->w[w].alive || !can_run(&s->w[w], kinds)) return;
+    if (w >= s->nw || !s->w[w].alive || !can_run(&s->w[w], kinds, tsr__task_plugin(j, id))) return;
     int a = avoid(&s->w[w], j->t[id].nbytes);
     if (best->w != TSR__NONE && a > best->avoid) return;
     double f = finish_time(s, j, id, w);
@@ -301,11 +320,11 @@ static void consider(const tsr__sched *s, const tsr__sjob *j, uint32_t id, unsig
 
 /* The next live worker able to run the task, not paused if any such is (the baseline keeps no
  * other rule). */
-static uint32_t round_robin(tsr__sched *s, unsigned kinds) {
+static uint32_t round_robin(tsr__sched *s, unsigned kinds, const char *lib) {
     for (int any = 0; any < 2; any++) {
         for (size_t n = 0; n < s->nw; n++) {
             uint32_t w = (uint32_t)((s->rr + n) % s->nw);
-            if (s->w[w].alive && can_run(&s->w[w], kinds) && (any || !s->w[w].st.paused)) {
+            if (s->w[w].alive && can_run(&s->w[w], kinds, lib) && (any || !s->w[w].st.paused)) {
                 s->rr = (w + 1) % (uint32_t)s->nw;
                 return w;
             }
@@ -322,7 +341,8 @@ static uint32_t held_where(const tsr__sched *s, const tsr__sjob *j, uint32_t tas
     const tsr__sjob *src = tsr__sched_job(s, job);
     if (!src || id >= src->g.ntasks || src->t[id].state != TSR__TS_MEMORY) return TSR__NONE;
     uint32_t w = src->t[id].where;
-    if (w >= s->nw || !s->w[w].alive || !can_run(&s->w[w], kinds) || s->w[w].st.paused)
+    if (w >= s->nw || !s->w[w].alive || !can_run(&s->w[w], kinds, tsr__task_plugin(j, task)) ||
+        s->w[w].st.paused)
         return TSR__NONE;
     return w;
 }
@@ -331,10 +351,10 @@ uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task) {
     if (s->nalive == 0) return TSR__NONE;
     unsigned kinds = tsr__task_kinds(s, j, task);
     /* Only tasks without inputs can be HELD: the others skip the descriptor check. */
-    uint32_t hw = j->g.dep_off[task] == j->g.dep_off[task + 1] ? held_where(s, j, task, kinds)
-                                                                : TSR__NONE;
+    uint32_t hw =
+        j->g.dep_off[task] == j->g.dep_off[task + 1] ? held_where(s, j, task, kinds) : TSR__NONE;
     if (hw != TSR__NONE) return hw;
-    if (s->roundrobin) return round_robin(s, kinds);
+    if (s->roundrobin) return round_robin(s, kinds, tsr__task_plugin(j, task));
     pick best = {TSR__NONE, 0, AVOID_NONE};
     const tsr__stask *t = &j->t[task];
     if (s->nw <= FULL_SCAN_WORKERS) {
@@ -354,7 +374,7 @@ uint32_t tsr__place(tsr__sched *s, const tsr__sjob *j, uint32_t task) {
      * costs O(workers) only while some are. */
     if (best.w != TSR__NONE && best.avoid != AVOID_NONE)
         for (uint32_t w = 0; w < s->nw; w++) consider(s, j, task, kinds, w, &best);
-    return best.w != TSR__NONE ? best.w : round_robin(s, kinds);
+    return best.w != TSR__NONE ? best.w : round_robin(s, kinds, tsr__task_plugin(j, task));
 }
 
 /* ---- stealing ---- */
@@ -388,7 +408,7 @@ uint32_t tsr__steal(tsr__sched *s, uint32_t thief) {
     while (n < half && n < room && v->backlog.n > 0) {
         tsr__key k = v->backlog.v[0];
         tsr__sjob *j = s->jobs[k.job];
-        if (!can_run(t, tsr__task_kinds(s, j, k.task))) break;
+        if (!can_run(t, tsr__task_kinds(s, j, k.task), tsr__task_plugin(j, k.task))) break;
         /* Ranked as placement ranks workers: never a task the thief has less room for than
          * the victim (what it took so far counts; a paused victim ranks last). */
         uint64_t nb = j->t[k.task].nbytes;

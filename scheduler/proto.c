@@ -1,6 +1,7 @@
 /* The scheduler's side of docs/PROTOCOL.md: msgpack headers and payloads to structs and back.
  * Pure functions on buffers (unit-testable); every read of peer input is checked, never
  * asserted. Framing lives in wire/, meanings in state.c. */
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -79,6 +80,17 @@ int tsr__proto_hello(const msgpack_object *hdr, tsr__hello *h, char *err, size_t
             tsr__str_copy(h->dev_name, sizeof h->dev_name, x->dev_name);
         if (TSR__MSG_HAS(hello, x, dev_limit)) h->dev_limit = x->dev_limit;
         h->has_dev = TSR__MSG_HAS(hello, x, dev_name) || TSR__MSG_HAS(hello, x, dev_limit);
+        /* Optional: the plugin libraries it can load. Names too long for the table are left
+         * out (no task can name them: the client refuses them too). */
+        for (uint32_t k = 0; TSR__MSG_HAS(hello, x, plugins) && k < x->plugins.n; k++) {
+            tsr__m_str_item e;
+            if (TSR__LIST_GET(&x->plugins, str_item, k, &e) != 0) {
+                tsr__fmt(err, errlen, "worker hello: bad plugins list");
+                return TSR_EPROTOCOL;
+            }
+            if (h->nplugins < TSR__WORKER_PLUGINS && e.s.n > 0 && e.s.n < TSR__PLUGIN_NAME)
+                tsr__str_copy(h->plugins[h->nplugins++], TSR__PLUGIN_NAME, e.s);
+        }
     }
     return 0;
 }
@@ -172,16 +184,29 @@ static int fill_tasks(tsr__mpr r, tsr__jobspec *g) {
 
 static int decode_arrays(tsr__mpr r, tsr__jobspec *g, char *err, size_t errlen) {
     for (uint32_t a = 0; a < g->narrays; a++) {
-        uint32_t n, ln, lo;
-        const char *name, *op;
-        if (tsr__mpr_array(&r, &n) || n != 2 || tsr__mpr_str(&r, &name, &ln) ||
+        uint32_t n, ln, lo, lp;
+        const char *name, *op, *plugin;
+        if (tsr__mpr_array(&r, &n) || (n != 2 && n != 3) || tsr__mpr_str(&r, &name, &ln) ||
             tsr__mpr_str(&r, &op, &lo)) {
-            tsr__fmt(err, errlen, "array %u: not [name, op]", a);
+            tsr__fmt(err, errlen, "array %u: not [name, op] or [name, op, plugin]", a);
             return TSR_EPROGRAM;
         }
         size_t k = lo < sizeof g->ops[a] - 1 ? lo : sizeof g->ops[a] - 1;
         memcpy(g->ops[a], op, k);
         g->ops[a][k] = 0;
+        if (n == 2) continue;
+        /* The plugin library its tasks need: placement sends them only where it is. */
+        if (tsr__mpr_str(&r, &plugin, &lp) || lp == 0 || lp >= TSR__PLUGIN_NAME ||
+            memchr(plugin, 0, lp)) {
+            tsr__fmt(err, errlen, "array %u: bad plugin library name", a);
+            return TSR_EPROGRAM;
+        }
+        if (!g->plugins && !(g->plugins = calloc((size_t)g->narrays + 1, sizeof *g->plugins))) {
+            tsr__fmt(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+        memcpy(g->plugins[a], plugin, lp);
+        g->plugins[a][lp] = 0;
     }
     return 0;
 }

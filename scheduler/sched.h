@@ -71,6 +71,11 @@ typedef struct tsr__stask {
 } tsr__stask;
 
 /* A decoded submission (proto.c fills it; tsr__sched_submit takes ownership of the arrays). */
+/* Plugin libraries: a name's bytes with its NUL, and how many one worker may announce (its
+ * hello's `plugins`; more are left out, and the worker says so in its log). */
+#define TSR__PLUGIN_NAME 64
+#define TSR__WORKER_PLUGINS 32
+
 typedef struct tsr__jobspec {
     uint32_t ntasks, narrays, noutputs;
     uint32_t *array;   /* ntasks: array index of each task */
@@ -82,7 +87,10 @@ typedef struct tsr__jobspec {
     uint8_t *arena;    /* every kdesc, copied out of the payload */
     uint32_t *outputs; /* noutputs task ids, in the graph's order */
     char (*ops)[16];   /* narrays operation names ("matmul"), truncated */
-    uint32_t nstream;  /* the first nstream outputs are streamed (submit's `stream`) */
+    /* narrays plugin libraries (map_blocks' "LIBRARY"), "" for an array that needs none; NULL
+     * when no array needs one. A task runs only on a worker that announced its array's. */
+    char (*plugins)[TSR__PLUGIN_NAME];
+    uint32_t nstream; /* the first nstream outputs are streamed (submit's `stream`) */
 } tsr__jobspec;
 
 void tsr__jobspec_free(tsr__jobspec *spec);
@@ -204,6 +212,8 @@ typedef struct tsr__sworker {
     int retiring;       /* sent retire (TSR__RETIRING), told to shut down since (TSR__RETIRED) */
     tsr__keyvec moving; /* retiring: chunks asked of other workers (replicate), not yet there */
     uint32_t handed;    /* retiring: chunks moved to other workers so far */
+    uint32_t nplugins;  /* the plugin libraries it can load (its hello's `plugins`) */
+    char plugins[TSR__WORKER_PLUGINS][TSR__PLUGIN_NAME];
 } tsr__sworker;
 
 /* Streamed output bits (tsr__sjob.stream): NOTIFY, the client is told with `computed` when the
@@ -319,6 +329,11 @@ static inline tsr__stask *tsr__key_task(const tsr__sched *s, tsr__key k) {
 /* A worker joins; returns its id (index into s->w). addr/name copied. */
 uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, int kind,
                                const char *addr, const char *name);
+/* The same, for a worker that can load the plugin libraries plugins[0..nplugins) (copied; at
+ * most TSR__WORKER_PLUGINS): they count before its first placement and admission checks. */
+uint32_t tsr__sched_add_worker_plugins(tsr__sched *s, uint32_t peer, uint32_t threads, int kind,
+                                       const char *addr, const char *name,
+                                       const char (*plugins)[TSR__PLUGIN_NAME], uint32_t nplugins);
 /* A worker's connection closed: requeue its tasks, recompute chunks only it held. */
 void tsr__sched_remove_worker(tsr__sched *s, uint32_t wid);
 /* A new job from client; spec's arrays are taken over (freed on failure too). 0, or
@@ -426,6 +441,10 @@ void tsr__kinds_init(tsr__sched *s);
 unsigned tsr__task_kinds(const tsr__sched *s, const tsr__sjob *j, uint32_t id);
 /* The kinds with a live worker (bit 1 << kind). */
 unsigned tsr__alive_kinds(const tsr__sched *s);
+/* The plugin library task id needs (its array's, map_blocks), or NULL when it needs none. */
+const char *tsr__task_plugin(const tsr__sjob *j, uint32_t id);
+/* Whether worker w announced library lib (1 when lib is NULL). */
+int tsr__worker_has_plugin(const tsr__sworker *w, const char *lib);
 /* Seconds until w is free, from the expected durations of what it has queued. */
 static inline double tsr__worker_load(const tsr__sworker *w) {
     return (w->q_inflight + w->q_backlog) / (double)w->threads;
@@ -490,6 +509,8 @@ typedef struct tsr__hello {
     char dev_name[64];  /* GPU worker: its device's name, optional */
     uint64_t dev_limit; /* GPU worker: device memory its cache may use, optional */
     int has_dev;        /* the hello carried either */
+    uint32_t nplugins;  /* worker: the plugin libraries it can load, optional */
+    char plugins[TSR__WORKER_PLUGINS][TSR__PLUGIN_NAME];
 } tsr__hello;
 
 /* Parses a hello header. 0, TSR_EVERSION (h->v holds what was sent), or TSR_EPROTOCOL with a

@@ -533,6 +533,12 @@ static void job_cancel(tsr__sched *s, tsr__sjob *j) {
 
 uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, int kind,
                                const char *addr, const char *name) {
+    return tsr__sched_add_worker_plugins(s, peer, threads, kind, addr, name, NULL, 0);
+}
+
+uint32_t tsr__sched_add_worker_plugins(tsr__sched *s, uint32_t peer, uint32_t threads, int kind,
+                                       const char *addr, const char *name,
+                                       const char (*plugins)[TSR__PLUGIN_NAME], uint32_t nplugins) {
     MUST_GROW(s->w, s->wcap, s->nw + 1);
     MUST_GROW(s->score, s->score_cap, s->nw + 1);
     uint32_t wid = (uint32_t)s->nw++;
@@ -546,6 +552,8 @@ uint32_t tsr__sched_add_worker(tsr__sched *s, uint32_t peer, uint32_t threads, i
     w->speed = 1.0;
     snprintf(w->addr, sizeof w->addr, "%s", addr);
     snprintf(w->name, sizeof w->name, "%s", name);
+    for (uint32_t k = 0; k < nplugins && k < TSR__WORKER_PLUGINS; k++)
+        snprintf(w->plugins[w->nplugins++], TSR__PLUGIN_NAME, "%s", plugins[k]);
     s->nalive++;
     s->nthreads += w->threads;
     s->nkind[w->kind]++;
@@ -602,6 +610,13 @@ static void unrunnable_msg(const tsr__sched *s, const tsr__sjob *j, uint32_t id,
              live);
 }
 
+/* Whether a live worker announced plugin library lib. */
+static int plugin_alive(const tsr__sched *s, const char *lib) {
+    for (size_t k = 0; k < s->nw; k++)
+        if (s->w[k].alive && tsr__worker_has_plugin(&s->w[k], lib)) return 1;
+    return 0;
+}
+
 /* A job that has a task no live worker can run (no kernel for it on any live kind) fails on
  * that task, instead of waiting forever: -1 then, and j is gone or cancelled. With no worker at
  * all it waits, as every job does: any kind may come. Tasks done (or made where needed) are not
@@ -616,6 +631,23 @@ static int check_runnable(tsr__sched *s, tsr__sjob *j) {
         char msg[256];
         unrunnable_msg(s, j, t, msg, sizeof msg);
         if (st == TSR__TS_READY) { /* unassigned: take it off that list first */
+            list_remove(s, &s->unassigned, j->t[t].pos);
+            set_state(s, j, &j->t[t], TSR__TS_WAITING);
+        }
+        fail_task(s, j, t, "the scheduler", msg);
+        return -1;
+    }
+    for (uint32_t t = 0; j->g.plugins && t < j->g.ntasks; t++) {
+        int st = j->t[t].state;
+        if (st != TSR__TS_WAITING && st != TSR__TS_READY) continue;
+        const char *lib = tsr__task_plugin(j, t);
+        if (!lib || plugin_alive(s, lib)) continue;
+        char msg[400];
+        tsr__fmt(msg, sizeof msg,
+                 "no connected worker can load the plugin library \"%s\" (start workers with "
+                 "--plugin-dir DIR, DIR holding lib%s.so or %s.so)",
+                 lib, lib, lib);
+        if (st == TSR__TS_READY) {
             list_remove(s, &s->unassigned, j->t[t].pos);
             set_state(s, j, &j->t[t], TSR__TS_WAITING);
         }

@@ -294,7 +294,8 @@ typedef struct tsr__list {
     F(X, I64, mem, OPT, _)                                                                         \
     F(X, I64, pid, OPT, _)                                                                         \
     F(X, STR, dev_name, OPT, _)                                                                    \
-    F(X, U64, dev_limit, OPT, _)
+    F(X, U64, dev_limit, OPT, _)                                                                   \
+    F(X, LIST, plugins, OPT, str_item)
 /* challenge opens every connection (server to client, wire/auth.c); hello's cnonce and mac and
  * welcome's mac answer it when the cluster has a secret; welcome's ckey (a worker's only) is the
  * key of the per-job capabilities, accepted's cap the capability of the job, get's cap the

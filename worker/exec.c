@@ -92,6 +92,14 @@ void tsr__exec_run_host(tsr__worker *w, wtask *t) {
     /* A load reads only under the data roots, and only the file its task describes. */
     if (d->kop == TSR_KOP_LOAD && (t->rc = tsr__roots_check_load(w, d, msg, sizeof msg)) != 0)
         goto out;
+    /* A user kernel is looked up in this worker's plugin directories, never anywhere a task
+     * says; the kernel then calls what the descriptor copy hands it (kernels stay pure). */
+    tsr_kdesc dp;
+    if (d->kop == TSR_KOP_MAP_BLOCKS) {
+        dp = *d;
+        if ((t->rc = tsr__plugins_resolve(w, d->s, &dp.plugin, msg, sizeof msg)) != 0) goto out;
+        d = &dp;
+    }
     tsr_chunkview out;
     out.data = t->out->data;
     out.dtype = d->dtype;

@@ -112,6 +112,18 @@ static void send_hello(tsr__worker *w) {
     m.pid = (int64_t)getpid();
     m.has |= TSR__MSG_BIT(hello, threads) | TSR__MSG_BIT(hello, kind) | TSR__MSG_BIT(hello, addr) |
              TSR__MSG_BIT(hello, cpus) | TSR__MSG_BIT(hello, mem) | TSR__MSG_BIT(hello, pid);
+    /* The plugin libraries it can load: the scheduler sends map_blocks tasks by them. */
+    tsr__m_str_item libs[TSR__WORKER_PLUGINS_MAX];
+    uint32_t nlibs = 0;
+    for (int k = 0; k < w->plugins.nnames && nlibs < TSR__ARRAY_LEN(libs); k++)
+        libs[nlibs++].s = tsr__str_of(w->plugins.names[k]);
+    if (w->plugins.nnames > (int)nlibs)
+        tsr__log(&w->log, TSR_LOG_WARN, "%d plugin libraries found; only %u are announced",
+                 w->plugins.nnames, nlibs);
+    if (nlibs) {
+        m.plugins = (tsr__list){.n = nlibs, .v = libs};
+        m.has |= TSR__MSG_BIT(hello, plugins);
+    }
     if (w->st.dev.on) { /* the device as the GPU tier opened it (worker.h, wdevstats) */
         m.dev_name = tsr__str_of(w->st.dev.name);
         m.dev_limit = w->st.dev.limit;
@@ -598,6 +610,7 @@ static void finish_loop(tsr_worker *h) {
 static void release(tsr_worker *h) {
     worker_cleanup(&h->w);
     tsr__roots_free(&h->w);
+    tsr__plugins_free(&h->w);
     for (size_t i = 0; i < TSR__ARRAY_LEN(h->strs); i++) free(h->strs[i]);
     free(h);
 }
@@ -674,6 +687,9 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     int rc = w->zone && w->execs ? tsr__roots_init(w) : -ENOMEM;
     h->o.data_roots = NULL; /* resolved into w->roots: the caller's array is not kept */
     h->o.n_data_roots = 0;
+    if (rc == 0) rc = tsr__plugins_init(w);
+    h->o.plugin_dirs = NULL; /* resolved into w->plugins, likewise */
+    h->o.n_plugin_dirs = 0;
     if (rc == 0) rc = worker_start(w);
     if (rc == 0 && (rc = uv_async_init(&w->loop, &h->stop_async, on_stop_async)) == 0) {
         /* Unreferenced: it must not keep tsr_worker_run going once everything else closed, and

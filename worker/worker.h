@@ -23,6 +23,31 @@
 #include "wire/msg.h"
 #include "wire/wire.h"
 
+/* A worker's plugins (plugins.c): the directories it was started with, the libraries found in
+ * them at start, and the libraries and functions opened since (under mu: executors resolve). */
+typedef struct tsr__plugin_lib {
+    char name[64];
+    void *handle;
+} tsr__plugin_lib;
+typedef struct tsr__plugin_sym {
+    char spec[130]; /* "LIBRARY:SYMBOL" */
+    tsr_plugin_fn fn;
+} tsr__plugin_sym;
+/* The most libraries a hello announces (the scheduler keeps as many: TSR__WORKER_PLUGINS). */
+#define TSR__WORKER_PLUGINS_MAX 32
+typedef struct tsr__plugins {
+    char **dirs; /* real paths */
+    int ndirs;
+    char (*names)[64]; /* library names found at start, sorted */
+    int nnames;
+    pthread_mutex_t mu;
+    int mu_ok;
+    tsr__plugin_lib *libs;
+    size_t nlibs, libs_cap;
+    tsr__plugin_sym *syms;
+    size_t nsyms, syms_cap;
+} tsr__plugins;
+
 /* ---- (job, id) -> pointer hash map (open addressing, linear probing, backward-shift delete) */
 
 typedef struct tsr__kslot {
@@ -490,6 +515,7 @@ struct tsr__worker {
     /* The data roots, as real paths (dataroot.c); roots_any: no restriction on paths. */
     char **roots;
     int nroots, roots_any;
+    tsr__plugins plugins; /* plugin directories and the libraries loaded from them (plugins.c) */
     uint64_t next_peer_id;
 
     tsr__chunkmem mem;
@@ -660,6 +686,17 @@ void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why);
 void tsr__worker_pack_peer_hello(tsr__worker *w, tsr__conn *c, msgpack_sbuffer *sb);
 
 /* dataroot.c: where `load` may read (docs/security.md). */
+/* ---- plugins.c: user kernels (docs/plugins.md) ---- */
+/* Resolves the options' plugin directories (real paths; one that does not exist fails with
+ * TSR_EINVALID, logged) and lists the libraries in them (announced in the hello). */
+int tsr__plugins_init(tsr__worker *w);
+void tsr__plugins_free(tsr__worker *w); /* closes the libraries loaded */
+/* The function "LIBRARY:SYMBOL" names, from the plugin directories only: LIBRARY is a bare name
+ * looked up as DIR/libLIBRARY.so then DIR/LIBRARY.so in each directory in order, opened on first
+ * use (its ABI checked) and kept open. 0, or a negative code with why in msg. Any thread. */
+int tsr__plugins_resolve(tsr__worker *w, const char *spec, tsr_plugin_fn *fn, char *msg,
+                         size_t msglen);
+
 /* Resolves the options' data roots (or the default) into w->roots. 0 or TSR_EINVALID (logged). */
 int tsr__roots_init(tsr__worker *w);
 void tsr__roots_free(tsr__worker *w);

@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "plugin.h" /* user kernels (map_blocks): self-contained, usable alone */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -183,6 +185,11 @@ typedef struct tsr_local_options {
      * have all died fails too. This field grew the struct (reserved was used up): a program
      * built against an older header must be rebuilt. */
     int allowed_failures;
+    /* The workers' plugin directories (tsr_worker_options.plugin_dirs; at most 64, copied):
+     * `tessera run --plugin-dir DIR`. None: the workers run no user kernel. This field grew
+     * the struct. */
+    const char *const *plugin_dirs;
+    int n_plugin_dirs;
 } tsr_local_options;
 
 TSR_API void tsr_local_options_default(tsr_local_options *opts);
@@ -505,6 +512,23 @@ TSR_API int tsr_scan(tsr_scan_op op, tsr_array *x, int axis, int flatten, tsr_ar
 /* Same values, new chunks (one per axis). chunks copied. */
 TSR_API int tsr_rechunk(tsr_array *x, const int64_t *chunks, tsr_array **out);
 TSR_API int tsr_astype(tsr_array *x, tsr_dtype dtype, tsr_array **out);
+/* A user kernel applied block by block (docs/plugins.md): `kernel` is "LIBRARY:SYMBOL", a
+ * function of the plugin library LIBRARY (a bare name: no '/', no "..") that the workers load
+ * from their --plugin-dir directories only; it is called once per output block with the
+ * arguments' blocks (include/tessera/plugin.h gives its signature). args[0..nargs) are the
+ * array operands (borrowed; the result takes its own references), args[0] first; scalars[0..
+ * nscalars) are numbers passed to every call (NULL when nscalars is 0). The result has dtype
+ * `dtype` and, when shape is NULL, args[0]'s shape and its chunks (or `chunks`, one size per
+ * axis, when given); every other operand has at most as many axes, aligned to the right, each
+ * either of the result's extent (rechunked to the result's chunks) or 1 (one block, passed
+ * whole). When shape (ndim axes) is given and differs from args[0]'s, `chunks` is required and
+ * every operand must have ndim axes and the result's number of chunks on each: output block i
+ * gets each operand's block i, as it is. Errors: TSR_EINVALID (a malformed kernel name, a NULL
+ * operand), TSR_ESHAPE (operands that do not line up). Whether a worker has the library is
+ * known only when the graph runs: a job whose plugin no connected worker has fails then. */
+TSR_API int tsr_map_blocks(const char *kernel, tsr_array *const *args, int nargs,
+                           const double *scalars, int nscalars, tsr_dtype dtype,
+                           const int64_t *shape, int ndim, const int64_t *chunks, tsr_array **out);
 
 /* Shorthands, each one call of the constructor it names (same errors, same ownership):
  * tsr_sum_all / tsr_mean_all reduce every axis (a 0-d result, for tsr_compute_scalar());
@@ -966,6 +990,14 @@ typedef struct tsr_worker_options {
      * worker would. NULL = none (the default); copied. `tessera worker` sets it from
      * $TESSERA_FAULT_KILL_KERNEL. This field grew the struct. */
     const char *fault_kill_kernel;
+    /* Plugin directories (docs/plugins.md): the only places this worker loads user kernels
+     * (map_blocks' "LIBRARY:SYMBOL") from, as DIR/libLIBRARY.so or DIR/LIBRARY.so, in this
+     * order. n_plugin_dirs entries, each copied (as a real path). The libraries found there at
+     * start are announced to the scheduler, which sends a map_blocks task only to a worker that
+     * has its library. None (the default): this worker runs no user kernel. A directory that
+     * does not exist fails tsr_worker_new with TSR_EINVALID. This field grew the struct. */
+    const char *const *plugin_dirs;
+    int n_plugin_dirs;
 } tsr_worker_options;
 
 TSR_API void tsr_worker_options_default(tsr_worker_options *opts);

@@ -463,7 +463,7 @@ KERNEL(g_assemble) {
  * scans and structural copies have none yet: their CPU kernels run on the GPU worker's host
  * thread (docs/gpu.md). A missing kernel does not compile. */
 #define g_load NULL
- /* The dtype-generic families (comparisons, predicates, where) are CPU-only (docs/gpu.md). */
+/* The dtype-generic families (comparisons, predicates, where) are CPU-only (docs/gpu.md). */
 #define g_compare NULL
 #define g_predicate NULL
 #define g_where NULL
@@ -472,13 +472,15 @@ KERNEL(g_assemble) {
 #define g_contract NULL
 #define g_data NULL
 #define g_held NULL
- /* Issue 13's reductions and scans have CPU kernels only: a GPU worker runs them on its host. */
+/* Issue 13's reductions and scans have CPU kernels only: a GPU worker runs them on its host. */
 #define g_reduce2 NULL
 #define g_combine2 NULL
 #define g_scan NULL
- /* The structural copies run on the host too (docs/gpu.md). */
+/* The structural copies run on the host too (docs/gpu.md). */
 #define g_strided NULL
 #define g_take NULL
+/* User kernels are host code: the worker runs MAP_BLOCKS on the host (docs/plugins.md). */
+#define g_map_blocks NULL
 const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT] = {
 #define KERNEL_ROW(E, name, ...) [TSR_KOP_##E] = g_##name,
     TSR__KOP_MAP(KERNEL_ROW)
