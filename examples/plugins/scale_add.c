@@ -24,10 +24,14 @@ static double element_at(const tsr_plugin_block *b, const tsr_plugin_block *out,
         if (ba >= 0 && b->shape[ba] != 1) off += i * b->strides[ba];
     }
     switch (b->dtype) {
-    case TSR_PLUGIN_FLOAT64: return ((const double *)b->data)[off];
-    case TSR_PLUGIN_FLOAT32: return ((const float *)b->data)[off];
-    case TSR_PLUGIN_INT64: return (double)((const int64_t *)b->data)[off];
-    default: return ((const unsigned char *)b->data)[off];
+    case TSR_PLUGIN_FLOAT64:
+        return ((const double *)b->data)[off];
+    case TSR_PLUGIN_FLOAT32:
+        return ((const float *)b->data)[off];
+    case TSR_PLUGIN_INT64:
+        return (double)((const int64_t *)b->data)[off];
+    default:
+        return ((const unsigned char *)b->data)[off];
     }
 }
 
