@@ -43,6 +43,18 @@ static int64_t nelem(int ndim, const int64_t *shape) {
     return n;
 }
 
+/* A user kernel that fills its output block with zeros by its shape and dtype: what a worker
+ * would have resolved for a MAP_BLOCKS descriptor. */
+static int zero_kernel(const tsr_plugin_block *in, int nin, tsr_plugin_block *out,
+                       const tsr_plugin_info *info, char *err, size_t errlen) {
+    int64_t n = 1;
+    for (int a = 0; a < out->ndim; a++) n *= out->shape[a];
+    size_t esize = out->dtype == TSR_PLUGIN_FLOAT32 ? 4 : out->dtype == TSR_PLUGIN_BOOL ? 1 : 8;
+    if (n) memset(out->data, 0, (size_t)n * esize);
+    for (int k = 0; k < info->ndim; k++) (void)(info->offset[k] + info->gshape[k]);
+    return 0;
+}
+
 /* A descriptor of random family and parameters, mostly near something valid. */
 static void random_desc(tsr_kdesc *d, int64_t *ip, double *fp) {
     memset(d, 0, sizeof *d);
@@ -60,6 +72,11 @@ static void random_desc(tsr_kdesc *d, int64_t *ip, double *fp) {
     for (uint32_t k = 0; k < d->nf; k++) fp[k] = fv[rnd() % 7];
     d->f = d->nf ? fp : NULL;
     d->s = rnd() % 2 ? "/nonexistent/tessera-kcheck" : NULL;
+    /* A user kernel's name, and the function a worker would have found for it. */
+    if (d->kop == TSR_KOP_MAP_BLOCKS && rnd() % 2) {
+        d->s = "lib:f";
+        d->plugin = zero_kernel;
+    }
 }
 
 /* Has every family run, but LOAD (no file to read) and CONTRACT (its role layout is never hit
