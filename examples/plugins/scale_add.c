@@ -105,3 +105,18 @@ TSR_PLUGIN_EXPORT int fail_on_block(const tsr_plugin_block *in, int nin, tsr_plu
     memcpy(out->data, in[0].data, (size_t)nelem(out) * esize);
     return 0;
 }
+
+/* A bool block: x > t, t the first number (0 when there is none). Any input dtype. */
+TSR_PLUGIN_EXPORT int threshold(const tsr_plugin_block *in, int nin, tsr_plugin_block *out,
+                                const tsr_plugin_info *info, char *err, size_t errlen) {
+    (void)nin;
+    if (out->dtype != TSR_PLUGIN_BOOL) {
+        snprintf(err, errlen, "threshold makes bool");
+        return 1;
+    }
+    double t = info->nscalars > 0 ? info->scalars[0] : 0.0;
+    int64_t n = nelem(out);
+    for (int64_t k = 0; k < n; k++)
+        ((unsigned char *)out->data)[k] = element_at(&in[0], out, k) > t;
+    return 0;
+}

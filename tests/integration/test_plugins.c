@@ -97,6 +97,21 @@ static void check_example_outputs(const char *dir) {
         cr_assert_eq(v, k, "G element %d is %lld", k, (long long)v);
     }
     free(raw);
+    /* B = X > 0.5 (bool), H = 0.5 * G + B (int64 and bool inputs). */
+    snprintf(path, sizeof path, "%s/B.npy", dir);
+    const unsigned char *bv = npy_payload(path, "'|b1'", R * C, 1, &raw);
+    for (int k = 0; k < R * C; k++)
+        cr_assert_eq(bv[k], ref_random_f64(11, (uint64_t)k) > 0.5, "B element %d", k);
+    free(raw);
+    npy_data h;
+    snprintf(path, sizeof path, "%s/H.npy", dir);
+    cr_assert_eq(read_npy(path, &h), 0);
+    for (int k = 0; k < R * C; k++) {
+        double want = 0.5 * (double)k;
+        want += ref_random_f64(11, (uint64_t)k) > 0.5 ? 1.0 : 0.0;
+        cr_assert_eq(h.v[k], want, "H element %d", k);
+    }
+    npy_free(&h);
     npy_data s;
     snprintf(path, sizeof path, "%s/S.npy", dir);
     cr_assert_eq(read_npy(path, &s), 0);
@@ -121,8 +136,8 @@ Test(plugins, example_program_against_references_1_and_3_workers) {
     run_example(d1, "1");
     check_example_outputs(d1);
     run_example(d3, "3");
-    const char *names[] = {"Y.npy", "Y32.npy", "G.npy", "S.npy"};
-    for (size_t k = 0; k < 4; k++) {
+    const char *names[] = {"Y.npy", "Y32.npy", "G.npy", "S.npy", "B.npy", "H.npy"};
+    for (size_t k = 0; k < 6; k++) {
         char p1[4096], p3[4096];
         size_t n1, n3;
         snprintf(p1, sizeof p1, "%s/%s", d1, names[k]);

@@ -324,3 +324,67 @@ Test(map_blocks, blockwise_form_and_refusals) {
     tsr_array_free(x);
     tsr_array_free(y);
 }
+
+/* ---- program files ---- */
+
+static int load(const char *arrays, tsr_program **p) {
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"tessera\": 1, \"arrays\": {\"X\": {\"op\": \"random\", \"shape\": [10, 7], "
+             "\"chunks\": [4, 3]}, \"v\": {\"op\": \"random\", \"shape\": [7], \"chunks\": 5}, "
+             "%s}, \"outputs\": {\"M\": \"m.npy\"}}",
+             arrays);
+    *p = NULL;
+    return tsr_program_load_string(c, json, "p.json", p);
+}
+
+Test(map_blocks, program_files) {
+    tsr_program *p;
+    cr_assert_eq(load("\"M\": {\"op\": \"map_blocks\", \"args\": [\"X\", 2, \"v\", -1], "
+                      "\"kernel\": \"lib:f\", \"dtype\": \"int64\"}",
+                      &p),
+                 0, "%s", tsr_client_errmsg(c));
+    tsr_array *m = tsr_program_find(p, "M");
+    cr_assert_eq(tsr_array_dtype(m), TSR_INT64);
+    cr_assert_eq(m->nargs, 2);
+    cr_assert_eq(m->nscalars, 2);
+    cr_assert_eq(m->scalars[0], 2);
+    cr_assert_eq(m->scalars[1], -1);
+    cr_assert_str_eq(m->kernel, "lib:f");
+    tsr_program_free(p);
+    /* dtype defaults to the first operand's; shape + chunks: the blockwise form. */
+    cr_assert_eq(load("\"M\": {\"op\": \"map_blocks\", \"args\": [\"X\"], \"kernel\": \"lib:f\", "
+                      "\"shape\": [3, 3], \"chunks\": [1, 1]}",
+                      &p),
+                 0, "%s", tsr_client_errmsg(c));
+    m = tsr_program_find(p, "M");
+    cr_assert_eq(tsr_array_dtype(m), TSR_FLOAT64);
+    cr_assert_eq(m->blockwise, 1);
+    tsr_program_free(p);
+    struct {
+        const char *def, *want;
+    } bad[] = {
+        {"\"M\": {\"op\": \"map_blocks\", \"args\": [\"X\"]}", "needs \"kernel\""},
+        {"\"M\": {\"op\": \"map_blocks\", \"args\": [2, \"X\"], \"kernel\": \"lib:f\"}",
+         "args[0] must be an array"},
+        {"\"M\": {\"op\": \"map_blocks\", \"args\": [\"X\"], \"kernel\": 3}", "LIBRARY:SYMBOL"},
+        {"\"M\": {\"op\": \"map_blocks\", \"args\": [\"X\"], \"kernel\": \"../lib:f\"}",
+         "bare name"},
+        {"\"M\": {\"op\": \"map_blocks\", \"args\": [\"X\"], \"kernel\": \"lib:f\", \"path\": 1}",
+         "unknown key \"path\""},
+        {"\"M\": {\"op\": \"map_blocks\", \"args\": [], \"kernel\": \"lib:f\"}",
+         "at least one argument"},
+        {"\"M\": {\"op\": \"map_blocks\", \"args\": [\"X\"], \"kernel\": \"lib:f\", "
+         "\"shape\": [3, 3]}",
+         "needs its chunks"},
+        {"\"M\": {\"op\": \"map_blocks\", \"args\": [\"X\"], \"kernel\": \"lib:f\", "
+         "\"chunks\": [1, 1, 1]}",
+         "chunks"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        cr_assert_eq(load(bad[k].def, &p), TSR_EPROGRAM, "%s accepted", bad[k].def);
+        const char *msg = tsr_client_errmsg(c);
+        cr_assert(strstr(msg, "p.json") && strstr(msg, "\"M\"") && strstr(msg, bad[k].want),
+                  "%s: \"%s\" lacks \"%s\"", bad[k].def, msg, bad[k].want);
+    }
+}
