@@ -3,7 +3,8 @@
 # `meson install --destdir` into a temporary folder, then pkg-config on that tree's tessera.pc
 # with --define-prefix and without it (the file's paths are relative to itself). The flags must
 # point into that tree only: no OpenBLAS or other dependency's include path, nothing from the
-# build folder or the configured prefix. Then runs the program on an embedded local cluster.
+# build folder or the configured prefix. Then runs the program on an embedded local cluster. The
+# example plugin (examples/plugins/scale_add.c) is built the same way, from the installed header.
 # Usage: example_pkgconfig.sh BUILD_DIR SOURCE_DIR TESSERA_EXE MESON [SANITIZE]
 # SANITIZE is meson's b_sanitize: a sanitized library needs a program built the same way.
 set -eu
@@ -51,6 +52,12 @@ for define in --define-prefix ""; do
   done
   [ "$fail" = 0 ] || exit 1
   cc -std=c11 -Wall -Wextra -Werror $sanflags "$src/examples/matmul.c" $flags -lm -o "$tmp/matmul"
+  # The example plugin, built as docs/plugins.md says: the header alone, no library.
+  cflags=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config $define --cflags tessera)
+  cc -shared -fPIC -std=c11 -Wall -Wextra -Werror $sanflags -o "$tmp/libscale_add.so" \
+    "$src/examples/plugins/scale_add.c" $cflags
+  nm -D "$tmp/libscale_add.so" | grep -q ' R tsr_plugin_abi$' || {
+    echo "the example plugin exports no tsr_plugin_abi"; exit 1; }
 done
 # The local cluster finds `tessera` on PATH when it is not installed.
 PATH="$(dirname "$exe"):$PATH" LD_LIBRARY_PATH="$libdir" "$tmp/matmul" > "$tmp/out" 2>"$tmp/err" || {
