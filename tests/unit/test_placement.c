@@ -962,3 +962,52 @@ Test(availability, a_gpu_never_steals_what_it_has_no_kernel_for) {
     cr_assert_eq(m->ran[1], 40);
     sim_free(m);
 }
+
+/* A decoded submission whose one array needs plugin library lib (map_blocks). */
+static uint32_t submit_plugin(tsr__sched *s, const gb *g, const char *lib) {
+    tsr__jobspec spec;
+    gb_spec(g, &spec);
+    spec.plugins = calloc(2, sizeof *spec.plugins);
+    snprintf(spec.plugins[0], sizeof spec.plugins[0], "%s", lib);
+    uint32_t job = 0;
+    char err[128];
+    cr_assert_eq(tsr__sched_submit(s, 7, &spec, &job, err, sizeof err), 0, "%s", err);
+    return job;
+}
+
+/* Tasks of an array that needs a plugin library run only on the worker that announced it
+ * (placement, the partition's homes and stealing alike, even while it is the busiest), and a
+ * job whose library no live worker has fails at once, naming it. */
+Test(placement, plugin_tasks_go_only_to_workers_with_the_library) {
+    sim m;
+    memset(&m, 0, sizeof m);
+    tsr__sched_init(&m.s, &quiet);
+    const char libs[2][TSR__PLUGIN_NAME] = {"other", "lib"};
+    sim_add(&m, 0, TSR__KIND_CPU);
+    cr_assert_eq(
+        tsr__sched_add_worker_plugins(&m.s, 2, 1, TSR__KIND_CPU, "127.0.0.1:9002", "w1", libs, 2),
+        1);
+    m.slow[1] = 0.01;
+    sim_add(&m, 2, TSR__KIND_CPU);
+    gb g = {0};
+    for (int i = 0; i < 40; i++) g.outputs[g.nout++] = gb_task(&g, 0, NULL);
+    m.job = submit_plugin(&m.s, &g, "lib");
+    sim_run(&m, 3);
+    cr_assert_eq(m.ran[1], 40, "the worker with the library ran %d of 40", m.ran[1]);
+    cr_assert_eq(m.ran[0] + m.ran[2], 0);
+
+    gb h = {0};
+    h.outputs[h.nout++] = gb_task(&h, 0, NULL);
+    uint32_t job = submit_plugin(&m.s, &h, "missing");
+    int failed = 0;
+    for (size_t i = 0; i < m.s.nact; i++)
+        if (m.s.act[i].kind == TSR__ACT_FAILED && m.s.act[i].job == job) {
+            cr_assert(strstr(m.s.act[i].msg, "\"missing\"") &&
+                          strstr(m.s.act[i].msg, "--plugin-dir"),
+                      "%s", m.s.act[i].msg);
+            failed = 1;
+        }
+    cr_assert(failed, "a job no worker can run did not fail");
+    tsr__sched_clear_actions(&m.s);
+    tsr__sched_free(&m.s);
+}
