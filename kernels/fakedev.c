@@ -94,8 +94,11 @@ static int fake_wait(void *ctx, char *err, size_t errlen) {
 }
 
 /* Everything but file reads, like the CUDA backend: LOAD runs on the host. */
+/* As the CUDA backend: file reads and user kernels (plugins are host code, resolved by the
+ * worker's host path) run on the host. */
 static int fake_has_kernel(int kop, int dtype) {
-    return kop != TSR_KOP_LOAD && tsr__kernel_lookup(kop, dtype, TSR_DEVICE_CPU) != NULL;
+    return kop != TSR_KOP_LOAD && kop != TSR_KOP_MAP_BLOCKS &&
+           tsr__kernel_lookup(kop, dtype, TSR_DEVICE_CPU) != NULL;
 }
 
 static const tsr__devops fake_ops = {

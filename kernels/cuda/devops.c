@@ -316,9 +316,11 @@ static int cuda_wait(void *ctx, char *err, size_t errlen) {
     return 0;
 }
 
-/* Everything but file reads: LOAD runs on the host. */
+/* Everything but file reads and user kernels (plugins are host code): LOAD and MAP_BLOCKS run on
+ * the host. */
 static int cuda_has_kernel(int kop, int dtype) {
-    return kop != TSR_KOP_LOAD && tsr__kernel_lookup(kop, dtype, TSR_DEVICE_GPU) != NULL;
+    return kop != TSR_KOP_LOAD && kop != TSR_KOP_MAP_BLOCKS &&
+           tsr__kernel_lookup(kop, dtype, TSR_DEVICE_GPU) != NULL;
 }
 
 static int cuda_pin(void *ctx, void *host, size_t n) {

@@ -122,10 +122,17 @@ static void check_example_outputs(const char *dir) {
     npy_free(&s);
 }
 
-static void run_example(const char *dir, const char *workers) {
+static void run_example(const char *dir, const char *workers, const char *gpus) {
     copy_example(dir);
-    const char *argv[] = {"tessera",      "run",        "--no-progress",   "-w", workers,
-                          "--plugin-dir", plugin_dir(), "map_blocks.json", NULL};
+    const char *argv[16] = {"tessera", "run",          "--no-progress", "-w",
+                            workers,   "--plugin-dir", plugin_dir()};
+    int n = 7;
+    if (gpus) {
+        argv[n++] = "--gpus";
+        argv[n++] = gpus;
+    }
+    argv[n++] = "map_blocks.json";
+    argv[n] = NULL;
     proc_result r = run_cmd(dir, argv, 100);
     cr_assert_eq(r.status, 0, "run -w %s: exit %d\n%s", workers, r.status, r.err);
     proc_result_free(&r);
@@ -133,9 +140,9 @@ static void run_example(const char *dir, const char *workers) {
 
 Test(plugins, example_program_against_references_1_and_3_workers) {
     char *d1 = make_tmpdir(), *d3 = make_tmpdir();
-    run_example(d1, "1");
+    run_example(d1, "1", NULL);
     check_example_outputs(d1);
-    run_example(d3, "3");
+    run_example(d3, "3", NULL);
     const char *names[] = {"Y.npy", "Y32.npy", "G.npy", "S.npy", "B.npy", "H.npy"};
     for (size_t k = 0; k < 6; k++) {
         char p1[4096], p3[4096];
@@ -150,6 +157,16 @@ Test(plugins, example_program_against_references_1_and_3_workers) {
     }
     remove_tmpdir(d1);
     remove_tmpdir(d3);
+}
+
+/* A GPU worker (the fake device: kernels/fakedev.c) runs user kernels on its host thread. */
+Test(plugins, example_on_a_gpu_worker) {
+    setenv("TESSERA_FAKE_GPU", "1", 1);
+    char *dir = make_tmpdir();
+    run_example(dir, "0", "0");
+    check_example_outputs(dir);
+    remove_tmpdir(dir);
+    unsetenv("TESSERA_FAKE_GPU");
 }
 
 /* ---- a cluster of one worker with the plugin and one without ---- */
