@@ -90,6 +90,12 @@ int tsr__plugins_init(tsr__worker *w) {
             free(real);
             return TSR_EINVALID;
         }
+        /* Whoever can write here can run code in this worker (docs/security.md). */
+        if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+            tsr__log(&w->log, TSR_LOG_WARN,
+                     "plugin directory %s is writable by every user: any of them can make this "
+                     "worker run their code",
+                     real);
         char **d = realloc(P->dirs, ((size_t)P->ndirs + 1) * sizeof *d);
         if (!d) {
             free(real);
