@@ -91,7 +91,7 @@ int tsr__plugins_init(tsr__worker *w) {
             return TSR_EINVALID;
         }
         /* Whoever can write here can run code in this worker (docs/security.md). */
-        if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+        if (st.st_mode & S_IWOTH)
             tsr__log(&w->log, TSR_LOG_WARN,
                      "plugin directory %s is writable by every user: any of them can make this "
                      "worker run their code",
