@@ -4,7 +4,8 @@
  * task whose inputs and output together are larger than every connected worker's memory limit
  * can never run (a worker would spill and pause without end, or be killed by the system and have
  * the task placed again), so its job fails up front, naming the array, the task and the sizes.
- * state.c fails the tasks; nothing here changes a task's state. */
+ * Admission by plugin: a user kernel's task no connected worker can load likewise. state.c fails
+ * the tasks; nothing here changes a task's state. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -48,6 +49,30 @@ uint32_t tsr__sched_unfit(const tsr__sched *s, const tsr__sjob *j, char *msg, si
                  "any connected worker's memory limit (the largest: %.1f MiB, worker %s); use "
                  "smaller chunks or give workers more memory (--memory-limit)",
                  mib(need), mib(in), mib(ts->nbytes), mib(most), who);
+        return t;
+    }
+    return TSR__NONE;
+}
+
+/* Admission by plugin: a map_blocks task whose library no live worker announced (docs/plugins.md)
+ * can never be placed. Only tasks not started are asked, as above. */
+static int plugin_alive(const tsr__sched *s, const char *lib) {
+    for (size_t k = 0; k < s->nw; k++)
+        if (s->w[k].alive && tsr__worker_has_plugin(&s->w[k], lib)) return 1;
+    return 0;
+}
+
+uint32_t tsr__sched_no_plugin(const tsr__sched *s, const tsr__sjob *j, char *msg, size_t size) {
+    if (s->nalive == 0 || j->cancelled || !j->g.plugins) return TSR__NONE;
+    for (uint32_t t = 0; t < j->g.ntasks; t++) {
+        int st = j->t[t].state;
+        if (st != TSR__TS_WAITING && st != TSR__TS_READY) continue;
+        const char *lib = tsr__task_plugin(j, t);
+        if (!lib || plugin_alive(s, lib)) continue;
+        snprintf(msg, size,
+                 "no connected worker can load the plugin library \"%s\" (start workers with "
+                 "--plugin-dir DIR, DIR holding lib%s.so or %s.so)",
+                 lib, lib, lib);
         return t;
     }
     return TSR__NONE;

@@ -70,12 +70,12 @@ typedef struct tsr__stask {
     uint64_t nbytes; /* the graph's estimate, then the size the worker reported */
 } tsr__stask;
 
-/* A decoded submission (proto.c fills it; tsr__sched_submit takes ownership of the arrays). */
 /* Plugin libraries: a name's bytes with its NUL, and how many one worker may announce (its
  * hello's `plugins`; more are left out, and the worker says so in its log). */
 #define TSR__PLUGIN_NAME 64
 #define TSR__WORKER_PLUGINS 32
 
+/* A decoded submission (proto.c fills it; tsr__sched_submit takes ownership of the arrays). */
 typedef struct tsr__jobspec {
     uint32_t ntasks, narrays, noutputs;
     uint32_t *array;   /* ntasks: array index of each task */
@@ -363,6 +363,9 @@ void tsr__sched_check_jobs(tsr__sched *s);
  * memory limit, with the reason in msg; TSR__NONE when all fit (or a live worker has no limit,
  * or none is live). */
 uint32_t tsr__sched_unfit(const tsr__sched *s, const tsr__sjob *j, char *msg, size_t size);
+/* The first task of j not started whose plugin library (map_blocks) no live worker announced,
+ * with the reason in msg; TSR__NONE when there is none (or no worker is live). */
+uint32_t tsr__sched_no_plugin(const tsr__sched *s, const tsr__sjob *j, char *msg, size_t size);
 /* The largest memory limit among live workers (UINT64_MAX when one has none). */
 uint64_t tsr__sched_largest_limit(const tsr__sched *s);
 /* A worker died with task id of j in its in-flight window: counts the death against the task if

@@ -610,13 +610,6 @@ static void unrunnable_msg(const tsr__sched *s, const tsr__sjob *j, uint32_t id,
              live);
 }
 
-/* Whether a live worker announced plugin library lib. */
-static int plugin_alive(const tsr__sched *s, const char *lib) {
-    for (size_t k = 0; k < s->nw; k++)
-        if (s->w[k].alive && tsr__worker_has_plugin(&s->w[k], lib)) return 1;
-    return 0;
-}
-
 /* A job that has a task no live worker can run (no kernel for it on any live kind) fails on
  * that task, instead of waiting forever: -1 then, and j is gone or cancelled. With no worker at
  * all it waits, as every job does: any kind may come. Tasks done (or made where needed) are not
@@ -637,25 +630,9 @@ static int check_runnable(tsr__sched *s, tsr__sjob *j) {
         fail_task(s, j, t, "the scheduler", msg);
         return -1;
     }
-    for (uint32_t t = 0; j->g.plugins && t < j->g.ntasks; t++) {
-        int st = j->t[t].state;
-        if (st != TSR__TS_WAITING && st != TSR__TS_READY) continue;
-        const char *lib = tsr__task_plugin(j, t);
-        if (!lib || plugin_alive(s, lib)) continue;
-        char msg[400];
-        tsr__fmt(msg, sizeof msg,
-                 "no connected worker can load the plugin library \"%s\" (start workers with "
-                 "--plugin-dir DIR, DIR holding lib%s.so or %s.so)",
-                 lib, lib, lib);
-        if (st == TSR__TS_READY) {
-            list_remove(s, &s->unassigned, j->t[t].pos);
-            set_state(s, j, &j->t[t], TSR__TS_WAITING);
-        }
-        fail_task(s, j, t, "the scheduler", msg);
-        return -1;
-    }
     char msg[400];
-    uint32_t t = tsr__sched_unfit(s, j, msg, sizeof msg);
+    uint32_t t = tsr__sched_no_plugin(s, j, msg, sizeof msg);
+    if (t == TSR__NONE) t = tsr__sched_unfit(s, j, msg, sizeof msg);
     if (t != TSR__NONE) {
         if (unqueue(s, j, t)) set_state(s, j, &j->t[t], TSR__TS_WAITING);
         fail_task(s, j, t, "the scheduler", msg);
