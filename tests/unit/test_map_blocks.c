@@ -2,7 +2,7 @@
  * the MAP_BLOCKS kernel's call of the function a descriptor carries (blocks, strides, the block's
  * place, the numbers, a failing kernel's message) and its descriptor checks, and the array side:
  * shape/chunk inference, alignment of operands, the blockwise form, refusals and the tasks
- * lowering emits. Expected values are worked out by hand next to each check. */
+ * lowering emits; program files; the worker's plugin registry (what it opens, and refuses). Expected values are worked out by hand next to each check. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,7 @@
 #include "array/array.h"
 #include "graph/graph.h"
 #include "kernels/kernels.h"
+#include "worker/worker.h"
 
 static tsr_client *c;
 
@@ -387,4 +388,76 @@ Test(map_blocks, program_files) {
         cr_assert(strstr(msg, "p.json") && strstr(msg, "\"M\"") && strstr(msg, bad[k].want),
                   "%s: \"%s\" lacks \"%s\"", bad[k].def, msg, bad[k].want);
     }
+}
+
+/* ---- the worker's plugin registry (worker/plugins.c) ---- */
+
+/* A worker whose only plugin directory is the build's examples/plugins. */
+static void plugin_worker(tsr__worker *w, tsr_worker_options *o, const char *const *dirs,
+                          int ndirs) {
+    memset(w, 0, sizeof *w);
+    tsr_worker_options_default(o);
+    o->plugin_dirs = dirs;
+    o->n_plugin_dirs = ndirs;
+    w->opts = o;
+    w->log = (tsr__logger){"test", TSR_LOG_ERROR, NULL, NULL};
+}
+
+/* Whatever a task names, the worker opens only DIR/libNAME.so or DIR/NAME.so in its own
+ * directories, refuses names that would leave them before touching the file system, and says
+ * why; a resolved function is the library's, and runs. */
+Test(map_blocks, worker_resolves_only_in_its_directories) {
+    const char *dirs[] = {TSR_BUILD_ROOT "/examples/plugins"};
+    tsr__worker w;
+    tsr_worker_options o;
+    plugin_worker(&w, &o, dirs, 1);
+    cr_assert_eq(tsr__plugins_init(&w), 0);
+    cr_assert_eq(w.plugins.nnames, 1);
+    cr_assert_str_eq(w.plugins.names[0], "scale_add");
+    tsr_plugin_fn fn = NULL, again = NULL;
+    char msg[512] = "";
+    cr_assert_eq(tsr__plugins_resolve(&w, "scale_add:global_index", &fn, msg, sizeof msg), 0, "%s",
+                 msg);
+    cr_assert_not_null(fn);
+    cr_assert_eq(tsr__plugins_resolve(&w, "scale_add:global_index", &again, msg, sizeof msg), 0);
+    cr_assert_eq(fn, again, "the cached function");
+    int64_t out[6], gshape[2] = {4, 3}, index[2] = {1, 0}, offset[2] = {2, 0};
+    tsr_plugin_block ob = {
+        .data = out, .dtype = TSR_PLUGIN_INT64, .ndim = 2, .shape = {2, 3}, .strides = {3, 1}};
+    tsr_plugin_info info = {
+        .abi = TSR_PLUGIN_ABI, .ndim = 2, .block_index = index, .offset = offset, .gshape = gshape};
+    char err[128];
+    cr_assert_eq(fn(NULL, 0, &ob, &info, err, sizeof err), 0);
+    for (int k = 0; k < 6; k++) cr_assert_eq(out[k], 6 + k, "element %d", k);
+    struct {
+        const char *spec, *want;
+    } bad[] = {
+        {"../plugins/libscale_add:scale_add", "bare name"},
+        {"/tmp/x:y", "bare name"},
+        {TSR_BUILD_ROOT "/examples/plugins/libscale_add.so:scale_add", "bare name"},
+        {"libscale_add.so:scale_add", "not in this worker's plugin directories"},
+        {"nolib:f", "--plugin-dir"},
+        {"scale_add:no_such_function", "has no function no_such_function"},
+        {"scale_add:scale_add;", "C identifier"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        msg[0] = '\0';
+        fn = (tsr_plugin_fn)1;
+        cr_assert_neq(tsr__plugins_resolve(&w, bad[k].spec, &fn, msg, sizeof msg), 0, "%s",
+                      bad[k].spec);
+        cr_assert_null(fn);
+        cr_assert(strstr(msg, bad[k].want), "%s: \"%s\" lacks \"%s\"", bad[k].spec, msg,
+                  bad[k].want);
+    }
+    tsr__plugins_free(&w);
+
+    /* No directories: nothing is ever loaded. A directory that does not exist: no start. */
+    plugin_worker(&w, &o, NULL, 0);
+    cr_assert_eq(tsr__plugins_init(&w), 0);
+    cr_assert_neq(tsr__plugins_resolve(&w, "scale_add:scale_add", &fn, msg, sizeof msg), 0);
+    tsr__plugins_free(&w);
+    const char *missing[] = {"/nonexistent/tessera-plugins"};
+    plugin_worker(&w, &o, missing, 1);
+    cr_assert_eq(tsr__plugins_init(&w), TSR_EINVALID);
+    tsr__plugins_free(&w);
 }
