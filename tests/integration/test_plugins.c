@@ -97,7 +97,8 @@ static void check_example_outputs(const char *dir) {
         cr_assert_eq(v, k, "G element %d is %lld", k, (long long)v);
     }
     free(raw);
-    /* B = X > 0.5 (bool), H = 0.5 * G + B (int64 and bool inputs). */
+    /* B = X > 0.5 (bool), H = 0.5 * G + B on one 37 x 23 block (int64 and bool inputs, both
+     * rechunked to it). */
     snprintf(path, sizeof path, "%s/B.npy", dir);
     const unsigned char *bv = npy_payload(path, "'|b1'", R * C, 1, &raw);
     for (int k = 0; k < R * C; k++)
