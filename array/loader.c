@@ -975,6 +975,7 @@ static int build_shape_def(loader *L, def *d, tsr_array *x, tsr_array *y) {
         case K_EYE:
             rc = tsr_eye(c, d->eye_n, d->eye_m < 0 ? d->eye_n : d->eye_m, d->eye_k, chp, d->dtype,
                          &a);
+            break;
         case K_MAP_BLOCKS:
             rc = build_map_blocks(L, d, chp, &a);
             break;
