@@ -835,458 +835,452 @@ static int build_shape_def(loader *L, def *d, tsr_array *x, tsr_array *y) {
         return fail(L, d, TSR_EPROGRAM, "unknown op");
     }
     return built(L, d, rc, a);
-    /* map_blocks: the array operands in order, the numbers in order; dtype defaults to the first
-     * operand's, shape to its shape (the blockwise form only when "shape" differs). */
-    static int build_map_blocks(loader * L, def * d, const int64_t *chunks, tsr_array **out) {
-        tsr_array **arrays = malloc((size_t)d->nargs * sizeof *arrays);
-        double *scalars = malloc((size_t)d->nargs * sizeof *scalars);
-        if (!arrays || !scalars) {
-            free(arrays);
-            free(scalars);
-            tsr__fail(L->c, -ENOMEM, "out of memory");
-            return -ENOMEM;
-        }
-        int na = 0, ns = 0;
-        for (int k = 0; k < d->nargs; k++) {
-            if (d->arg[k] >= 0)
-                arrays[na++] = L->defs[d->arg[k]].array;
-            else
-                scalars[ns++] = d->scalar[k];
-        }
-        int has_shape = json_object_get(d->obj, "shape") != NULL;
-        tsr_dtype dtype = json_object_get(d->obj, "dtype") ? d->dtype : tsr_array_dtype(arrays[0]);
-        int rc = tsr_map_blocks(d->kernel, arrays, na, scalars, ns, dtype,
-                                has_shape ? d->shape : NULL, has_shape ? d->ndim : 0, chunks, out);
+}
+
+/* map_blocks: the array operands in order, the numbers in order; dtype defaults to the first
+ * operand's, shape to its shape (the blockwise form only when "shape" differs). */
+static int build_map_blocks(loader *L, def *d, const int64_t *chunks, tsr_array **out) {
+    tsr_array **arrays = malloc((size_t)d->nargs * sizeof *arrays);
+    double *scalars = malloc((size_t)d->nargs * sizeof *scalars);
+    if (!arrays || !scalars) {
         free(arrays);
         free(scalars);
-        return rc;
+        tsr__fail(L->c, -ENOMEM, "out of memory");
+        return -ENOMEM;
     }
-
-    static int build_def(loader * L, def * d) {
-        tsr_client *c = L->c;
-        int64_t ch[TSR_MAX_NDIM];
-        const int64_t *chp = NULL;
-        tsr_array *x = d->nargs > 0 && d->arg[0] >= 0 ? L->defs[d->arg[0]].array : NULL;
-        tsr_array *y = d->nargs > 1 && d->arg[1] >= 0 ? L->defs[d->arg[1]].array : NULL;
-        tsr_array *a = NULL;
-        int rc = 0;
-        const op_info *op = d->op;
-
-        if (d->has_chunks) {
-            int ndim = d->ndim;
-            if (op->kind == K_ARANGE) ndim = 1;
-            if (op->kind == K_EYE) ndim = 2;
-            if (op->kind == K_RECHUNK) ndim = tsr_array_ndim(x);
-            if (op->kind == K_MAP_BLOCKS && !json_object_get(d->obj, "shape"))
-                ndim = tsr_array_ndim(x);
-            if (op->kind == K_LOAD) {
-                /* The number of axes is in the file: read its header once to learn it. */
-                tsr_array *probe = NULL;
-                if ((rc = load_file(c, d->path, NULL, &probe))) return api_fail(L, d, rc);
-                ndim = tsr_array_ndim(probe);
-                tsr_array_free(probe);
-            }
-            if ((rc = expand_chunks(L, d, ndim, ch))) return rc;
-            chp = ch;
-        }
-        switch (op->kind) {
-        case K_CONST:
-            rc = op->fn ? tsr_ones(c, d->ndim, d->shape, chp, d->dtype, &a)
-                        : tsr_zeros(c, d->ndim, d->shape, chp, d->dtype, &a);
-            break;
-        case K_FULL:
-            if (d->dtype == TSR_INT64 && json_is_integer(json_object_get(d->obj, "value")))
-                rc = tsr_full_int64(c, d->ndim, d->shape, chp,
-                                    json_integer_value(json_object_get(d->obj, "value")), &a);
-            else
-                rc = tsr_full(c, d->ndim, d->shape, chp, d->dtype, d->value, &a);
-            break;
-        case K_RANDOM:
-            rc = tsr_random(c, d->ndim, d->shape, chp, d->dtype, d->seed, &a);
-            break;
-        case K_ARANGE:
-            rc = tsr_arange(c, d->start, d->stop, d->step, chp ? chp[0] : 0, d->dtype, &a);
-            break;
-        case K_LOAD:
-            rc = load_file(c, d->path, chp, &a);
-            break;
-        case K_UNARY:
-            rc = tsr_unary((tsr_unary_op)op->fn, x, &a);
-            break;
-        case K_BINARY:
-            if (x && y)
-                rc = tsr_binary((tsr_binary_op)op->fn, x, y, &a);
-            else /* a number written as an integer stays exact (binary_scalar_int64) */
-                rc = scalar_op(d, (tsr_binary_op)op->fn, x ? x : y, x ? 1 : 0, &a);
-            break;
-        case K_WHERE: {
-            tsr_array *z = d->arg[2] >= 0 ? L->defs[d->arg[2]].array : NULL;
-            rc = tsr_where_scalars(x, y, d->scalar[1], (d->scalar_float >> 1) & 1, z, d->scalar[2],
-                                   (d->scalar_float >> 2) & 1, &a);
-            break;
-        }
-        case K_CLIP:
-            if (!d->has_min && !d->has_max)
-                return fail(L, d, TSR_EPROGRAM, "clip needs a number in \"min\" or \"max\"");
-            rc = tsr_clip(x, d->has_min ? &d->min : NULL, d->has_max ? &d->max : NULL,
-                          d->min_float | d->max_float << 1, &a);
-            break;
-        case K_MATMUL:
-            rc = tsr_matmul(x, y, &a);
-            break;
-        case K_TRANSPOSE:
-            rc = tsr_transpose(x, d->has_axes ? d->axes : NULL, d->naxes, &a);
-            break;
-        case K_REDUCE:
-            /* "axis": [] reduces nothing (as in NumPy), which differs from null: pass a non-NULL
-             * pointer with zero axes. */
-            if (d->axis_is_list && (op->fn == TSR_ARGMAX || op->fn == TSR_ARGMIN))
-                return fail(L, d, TSR_EPROGRAM, "%s takes an integer \"axis\" or null, not a list",
-                            op->name);
-            {
-                tsr_reduce_options ro;
-                tsr_reduce_options_default(&ro);
-                ro.keepdims = d->keepdims;
-                ro.ddof = d->ddof;
-                rc = tsr_reduce_ex((tsr_reduce_op)op->fn, x, d->has_axes ? d->axes : NULL, d->naxes,
-                                   &ro, &a);
-            }
-            break;
-        case K_SCAN:
-            /* "axis": an int, or null / absent for the flattened array (NumPy's default). */
-            if (d->axis_is_list)
-                return fail(L, d, TSR_EPROGRAM, "%s takes an integer \"axis\" or null, not a list",
-                            op->name);
-            rc = tsr_scan((tsr_scan_op)op->fn, x, d->has_axes ? d->axes[0] : 0, !d->has_axes, &a);
-            break;
-        case K_RECHUNK:
-            rc = tsr_rechunk(x, chp, &a);
-            break;
-        case K_ASTYPE:
-            rc = tsr_astype(x, d->dtype, &a);
-            break;
-        case K_TENSORDOT:
-            rc = tsr_tensordot(x, y, d->td_lists ? d->td_a : NULL, d->td_lists ? d->td_b : NULL,
-                               d->td_n, &a);
-            break;
-        case K_NORMAL:
-            rc = tsr_normal(c, d->ndim, d->shape, chp, d->dtype, d->seed, d->loc, d->scale, &a);
-            break;
-        case K_EYE:
-            rc = tsr_eye(c, d->eye_n, d->eye_m < 0 ? d->eye_n : d->eye_m, d->eye_k, chp, d->dtype,
-                         &a);
-            break;
-        case K_MAP_BLOCKS:
-            rc = build_map_blocks(L, d, chp, &a);
-            break;
-        default:
-            return build_shape_def(L, d, x, y);
-        }
-        return built(L, d, rc, a);
-    }
-
-    /* ---- Top level ---- */
-
-    static void shape_str(const tsr_array *a, char *buf, size_t size) {
-        int nd = tsr_array_ndim(a);
-        const int64_t *sh = tsr_array_shape(a);
-        size_t len = (size_t)snprintf(buf, size, "(");
-        for (int i = 0; i < nd && len < size; i++)
-            len += (size_t)snprintf(buf + len, size - len, "%s%" PRId64, i ? "," : "", sh[i]);
-        if (len < size) snprintf(buf + len, size - len, "%s)", nd == 1 ? "," : "");
-    }
-
-    /* Printable shapes: 0-d, 1-d, or every axis but at most one of extent 1 (a keepdims result). */
-    static int one_long_axis(const tsr_array *a) {
-        int nd = tsr_array_ndim(a), long_axes = 0;
-        const int64_t *sh = tsr_array_shape(a);
-        for (int i = 0; i < nd; i++) long_axes += sh[i] != 1;
-        return nd <= 1 || long_axes <= 1;
-    }
-
-    /* An output entry's path: the string, or an object's "path" (NULL when it has none). */
-    static const char *out_path(const json_t *v) {
-        if (json_is_string(v)) return json_string_value(v);
-        const json_t *p = json_object_get(v, "path");
-        return json_is_string(p) ? json_string_value(p) : NULL;
-    }
-
-    /* An object entry: {"path": "c.zarr", "compressor": "blosc" | "zlib" | null}, a Zarr store. */
-    static int check_store_entry(loader * L, const def *d, json_t *v, int *compressor) {
-        char b[64];
-        const char *key;
-        json_t *x;
-        *compressor = TSR_COMPRESSOR_DEFAULT;
-        json_object_foreach(v, key, x) {
-            if (strcmp(key, "path") && strcmp(key, "compressor"))
-                return fail(L, d, TSR_EPROGRAM,
-                            "output: unknown key \"%s\" (a store output takes path, compressor)",
-                            key);
-        }
-        x = json_object_get(v, "path");
-        if (!x) return fail(L, d, TSR_EPROGRAM, "output: a store output needs \"path\"");
-        if (!json_is_string(x) || !*json_string_value(x) || !strcmp(json_string_value(x), "-"))
-            return fail(L, d, TSR_EPROGRAM, "output: \"path\" must be the store's path, got %s",
-                        show(x, b, sizeof b));
-        x = json_object_get(v, "compressor");
-        if (!x) return 0;
-        if (json_is_null(x))
-            *compressor = TSR_COMPRESSOR_NONE;
-        else if (json_is_string(x) && !strcmp(json_string_value(x), "blosc"))
-            *compressor = TSR_COMPRESSOR_BLOSC;
-        else if (json_is_string(x) && !strcmp(json_string_value(x), "zlib"))
-            *compressor = TSR_COMPRESSOR_ZLIB;
+    int na = 0, ns = 0;
+    for (int k = 0; k < d->nargs; k++) {
+        if (d->arg[k] >= 0)
+            arrays[na++] = L->defs[d->arg[k]].array;
         else
+            scalars[ns++] = d->scalar[k];
+    }
+    int has_shape = json_object_get(d->obj, "shape") != NULL;
+    tsr_dtype dtype = json_object_get(d->obj, "dtype") ? d->dtype : tsr_array_dtype(arrays[0]);
+    int rc = tsr_map_blocks(d->kernel, arrays, na, scalars, ns, dtype, has_shape ? d->shape : NULL,
+                            has_shape ? d->ndim : 0, chunks, out);
+    free(arrays);
+    free(scalars);
+    return rc;
+}
+
+static int build_def(loader *L, def *d) {
+    tsr_client *c = L->c;
+    int64_t ch[TSR_MAX_NDIM];
+    const int64_t *chp = NULL;
+    tsr_array *x = d->nargs > 0 && d->arg[0] >= 0 ? L->defs[d->arg[0]].array : NULL;
+    tsr_array *y = d->nargs > 1 && d->arg[1] >= 0 ? L->defs[d->arg[1]].array : NULL;
+    tsr_array *a = NULL;
+    int rc = 0;
+    const op_info *op = d->op;
+
+    if (d->has_chunks) {
+        int ndim = d->ndim;
+        if (op->kind == K_ARANGE) ndim = 1;
+        if (op->kind == K_EYE) ndim = 2;
+        if (op->kind == K_RECHUNK) ndim = tsr_array_ndim(x);
+        if (op->kind == K_MAP_BLOCKS && !json_object_get(d->obj, "shape")) ndim = tsr_array_ndim(x);
+        if (op->kind == K_LOAD) {
+            /* The number of axes is in the file: read its header once to learn it. */
+            tsr_array *probe = NULL;
+            if ((rc = load_file(c, d->path, NULL, &probe))) return api_fail(L, d, rc);
+            ndim = tsr_array_ndim(probe);
+            tsr_array_free(probe);
+        }
+        if ((rc = expand_chunks(L, d, ndim, ch))) return rc;
+        chp = ch;
+    }
+    switch (op->kind) {
+    case K_CONST:
+        rc = op->fn ? tsr_ones(c, d->ndim, d->shape, chp, d->dtype, &a)
+                    : tsr_zeros(c, d->ndim, d->shape, chp, d->dtype, &a);
+        break;
+    case K_FULL:
+        if (d->dtype == TSR_INT64 && json_is_integer(json_object_get(d->obj, "value")))
+            rc = tsr_full_int64(c, d->ndim, d->shape, chp,
+                                json_integer_value(json_object_get(d->obj, "value")), &a);
+        else
+            rc = tsr_full(c, d->ndim, d->shape, chp, d->dtype, d->value, &a);
+        break;
+    case K_RANDOM:
+        rc = tsr_random(c, d->ndim, d->shape, chp, d->dtype, d->seed, &a);
+        break;
+    case K_ARANGE:
+        rc = tsr_arange(c, d->start, d->stop, d->step, chp ? chp[0] : 0, d->dtype, &a);
+        break;
+    case K_LOAD:
+        rc = load_file(c, d->path, chp, &a);
+        break;
+    case K_UNARY:
+        rc = tsr_unary((tsr_unary_op)op->fn, x, &a);
+        break;
+    case K_BINARY:
+        if (x && y)
+            rc = tsr_binary((tsr_binary_op)op->fn, x, y, &a);
+        else /* a number written as an integer stays exact (binary_scalar_int64) */
+            rc = scalar_op(d, (tsr_binary_op)op->fn, x ? x : y, x ? 1 : 0, &a);
+        break;
+    case K_WHERE: {
+        tsr_array *z = d->arg[2] >= 0 ? L->defs[d->arg[2]].array : NULL;
+        rc = tsr_where_scalars(x, y, d->scalar[1], (d->scalar_float >> 1) & 1, z, d->scalar[2],
+                               (d->scalar_float >> 2) & 1, &a);
+        break;
+    }
+    case K_CLIP:
+        if (!d->has_min && !d->has_max)
+            return fail(L, d, TSR_EPROGRAM, "clip needs a number in \"min\" or \"max\"");
+        rc = tsr_clip(x, d->has_min ? &d->min : NULL, d->has_max ? &d->max : NULL,
+                      d->min_float | d->max_float << 1, &a);
+        break;
+    case K_MATMUL:
+        rc = tsr_matmul(x, y, &a);
+        break;
+    case K_TRANSPOSE:
+        rc = tsr_transpose(x, d->has_axes ? d->axes : NULL, d->naxes, &a);
+        break;
+    case K_REDUCE:
+        /* "axis": [] reduces nothing (as in NumPy), which differs from null: pass a non-NULL
+         * pointer with zero axes. */
+        if (d->axis_is_list && (op->fn == TSR_ARGMAX || op->fn == TSR_ARGMIN))
+            return fail(L, d, TSR_EPROGRAM, "%s takes an integer \"axis\" or null, not a list",
+                        op->name);
+        {
+            tsr_reduce_options ro;
+            tsr_reduce_options_default(&ro);
+            ro.keepdims = d->keepdims;
+            ro.ddof = d->ddof;
+            rc = tsr_reduce_ex((tsr_reduce_op)op->fn, x, d->has_axes ? d->axes : NULL, d->naxes,
+                               &ro, &a);
+        }
+        break;
+    case K_SCAN:
+        /* "axis": an int, or null / absent for the flattened array (NumPy's default). */
+        if (d->axis_is_list)
+            return fail(L, d, TSR_EPROGRAM, "%s takes an integer \"axis\" or null, not a list",
+                        op->name);
+        rc = tsr_scan((tsr_scan_op)op->fn, x, d->has_axes ? d->axes[0] : 0, !d->has_axes, &a);
+        break;
+    case K_RECHUNK:
+        rc = tsr_rechunk(x, chp, &a);
+        break;
+    case K_ASTYPE:
+        rc = tsr_astype(x, d->dtype, &a);
+        break;
+    case K_TENSORDOT:
+        rc = tsr_tensordot(x, y, d->td_lists ? d->td_a : NULL, d->td_lists ? d->td_b : NULL,
+                           d->td_n, &a);
+        break;
+    case K_NORMAL:
+        rc = tsr_normal(c, d->ndim, d->shape, chp, d->dtype, d->seed, d->loc, d->scale, &a);
+        break;
+    case K_EYE:
+        rc = tsr_eye(c, d->eye_n, d->eye_m < 0 ? d->eye_n : d->eye_m, d->eye_k, chp, d->dtype, &a);
+        break;
+    case K_MAP_BLOCKS:
+        rc = build_map_blocks(L, d, chp, &a);
+        break;
+    default:
+        return build_shape_def(L, d, x, y);
+    }
+    return built(L, d, rc, a);
+}
+
+/* ---- Top level ---- */
+
+static void shape_str(const tsr_array *a, char *buf, size_t size) {
+    int nd = tsr_array_ndim(a);
+    const int64_t *sh = tsr_array_shape(a);
+    size_t len = (size_t)snprintf(buf, size, "(");
+    for (int i = 0; i < nd && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%" PRId64, i ? "," : "", sh[i]);
+    if (len < size) snprintf(buf + len, size - len, "%s)", nd == 1 ? "," : "");
+}
+
+/* Printable shapes: 0-d, 1-d, or every axis but at most one of extent 1 (a keepdims result). */
+static int one_long_axis(const tsr_array *a) {
+    int nd = tsr_array_ndim(a), long_axes = 0;
+    const int64_t *sh = tsr_array_shape(a);
+    for (int i = 0; i < nd; i++) long_axes += sh[i] != 1;
+    return nd <= 1 || long_axes <= 1;
+}
+
+/* An output entry's path: the string, or an object's "path" (NULL when it has none). */
+static const char *out_path(const json_t *v) {
+    if (json_is_string(v)) return json_string_value(v);
+    const json_t *p = json_object_get(v, "path");
+    return json_is_string(p) ? json_string_value(p) : NULL;
+}
+
+/* An object entry: {"path": "c.zarr", "compressor": "blosc" | "zlib" | null}, a Zarr store. */
+static int check_store_entry(loader *L, const def *d, json_t *v, int *compressor) {
+    char b[64];
+    const char *key;
+    json_t *x;
+    *compressor = TSR_COMPRESSOR_DEFAULT;
+    json_object_foreach(v, key, x) {
+        if (strcmp(key, "path") && strcmp(key, "compressor"))
             return fail(L, d, TSR_EPROGRAM,
-                        "output: unknown compressor %s (expected \"blosc\", \"zlib\" or null)",
-                        show(x, b, sizeof b));
-        return 0;
+                        "output: unknown key \"%s\" (a store output takes path, compressor)", key);
     }
+    x = json_object_get(v, "path");
+    if (!x) return fail(L, d, TSR_EPROGRAM, "output: a store output needs \"path\"");
+    if (!json_is_string(x) || !*json_string_value(x) || !strcmp(json_string_value(x), "-"))
+        return fail(L, d, TSR_EPROGRAM, "output: \"path\" must be the store's path, got %s",
+                    show(x, b, sizeof b));
+    x = json_object_get(v, "compressor");
+    if (!x) return 0;
+    if (json_is_null(x))
+        *compressor = TSR_COMPRESSOR_NONE;
+    else if (json_is_string(x) && !strcmp(json_string_value(x), "blosc"))
+        *compressor = TSR_COMPRESSOR_BLOSC;
+    else if (json_is_string(x) && !strcmp(json_string_value(x), "zlib"))
+        *compressor = TSR_COMPRESSOR_ZLIB;
+    else
+        return fail(L, d, TSR_EPROGRAM,
+                    "output: unknown compressor %s (expected \"blosc\", \"zlib\" or null)",
+                    show(x, b, sizeof b));
+    return 0;
+}
 
-    /* Checks the outputs before anything is built: known names, paths, no file written twice. */
-    static int check_outputs(loader * L, json_t * outs) {
-        char b[64];
-        if (!json_is_object(outs))
-            return fail(L, NULL, TSR_EPROGRAM,
-                        "\"outputs\" must be an object mapping array names to paths, got %s",
-                        show(outs, b, sizeof b));
-        const char *key, *key2;
-        json_t *v, *v2;
-        json_object_foreach(outs, key, v) {
-            json_t *ix = json_object_get(L->index, key);
-            if (!ix) return fail(L, NULL, TSR_EPROGRAM, "outputs: unknown array \"%s\"", key);
-            int compressor;
-            if (json_is_object(v)) {
-                int rc = check_store_entry(L, &L->defs[json_integer_value(ix)], v, &compressor);
-                if (rc) return rc;
-            } else if (!json_is_string(v) || !*json_string_value(v)) {
-                return fail(L, NULL, TSR_EPROGRAM,
-                            "outputs: \"%s\" must map to a .npy or .zarr path, \"-\" or "
-                            "{\"path\": ..., \"compressor\": ...}, got %s",
-                            key, show(v, b, sizeof b));
-            }
-            const char *path = out_path(v);
-            if (!strcmp(path, "-")) continue;
-            json_object_foreach(outs, key2, v2) {
-                if (v2 == v) break;
-                const char *p2 = out_path(v2);
-                if (p2 && !strcmp(p2, path))
-                    return fail(L, NULL, TSR_EPROGRAM,
-                                "outputs: \"%s\" and \"%s\" both write \"%s\"", key2, key, path);
-            }
-        }
-        return 0;
-    }
-
-    /* Records the outputs of a built program; a "-" output must be small enough to print. */
-    static int add_outputs(loader * L, tsr_program * p, json_t * outs) {
-        p->outputs = calloc(json_object_size(outs) + 1, sizeof *p->outputs);
-        if (!p->outputs) return fail(L, NULL, -ENOMEM, "out of memory");
-        const char *key;
-        json_t *v;
-        json_object_foreach(outs, key, v) {
-            const def *d = &L->defs[json_integer_value(json_object_get(L->index, key))];
-            tsr__output *o = &p->outputs[p->noutputs];
-            o->path = strdup(out_path(v));
-            if (!o->path) return fail(L, NULL, -ENOMEM, "out of memory");
-            o->array = d->array;
-            o->format = TSR_FORMAT_AUTO;
-            o->compressor = TSR_COMPRESSOR_DEFAULT;
-            if (json_is_object(v)) {
-                o->format = TSR_FORMAT_ZARR;
-                check_store_entry(L, d, v, &o->compressor); /* checked before: cannot fail */
-            }
-            p->noutputs++;
-            if (!strcmp(o->path, "-") &&
-                (!one_long_axis(o->array) || tsr_array_size(o->array) > PRINT_MAX)) {
-                char sh[256];
-                shape_str(o->array, sh, sizeof sh);
-                return fail(L, d, TSR_EPROGRAM,
-                            "cannot print an array of shape %s; give a .npy path", sh);
-            }
-        }
-        return 0;
-    }
-
-    /* Checks the top level and parses every definition; builds the name index. */
-    static int parse_program(loader * L) {
-        char b[64];
-        json_t *root = L->root;
-        if (!json_is_object(root))
-            return fail(L, NULL, TSR_EPROGRAM, "a program must be a JSON object, got %s",
-                        show(root, b, sizeof b));
-        const char *key;
-        json_t *v;
-        json_object_foreach(root, key, v) {
-            if (strcmp(key, "tessera") && strcmp(key, "arrays") && strcmp(key, "outputs"))
-                return fail(L, NULL, TSR_EPROGRAM,
-                            "unknown top-level key \"%s\" (expected \"tessera\", \"arrays\" and "
-                            "\"outputs\")",
-                            key);
-        }
-        json_t *ver = json_object_get(root, "tessera");
-        if (!ver) return fail(L, NULL, TSR_EPROGRAM, "missing the format version \"tessera\": 1");
-        if (!json_is_integer(ver) || json_integer_value(ver) != 1)
-            return fail(L, NULL, TSR_EPROGRAM,
-                        "unsupported format version %s (expected \"tessera\": 1)",
-                        show(ver, b, sizeof b));
-        L->arrays = json_object_get(root, "arrays");
-        if (!L->arrays) return fail(L, NULL, TSR_EPROGRAM, "missing \"arrays\"");
-        if (!json_is_object(L->arrays))
-            return fail(L, NULL, TSR_EPROGRAM, "\"arrays\" must be an object, got %s",
-                        show(L->arrays, b, sizeof b));
-        json_t *outs = json_object_get(root, "outputs");
-        if (!outs) return fail(L, NULL, TSR_EPROGRAM, "missing \"outputs\" (use {} for none)");
-
-        size_t n = json_object_size(L->arrays);
-        L->defs = calloc(n ? n : 1, sizeof *L->defs);
-        L->index = json_object();
-        if (!L->defs || !L->index) return fail(L, NULL, -ENOMEM, "out of memory");
-        json_object_foreach(L->arrays, key, v) {
-            def *d = &L->defs[L->ndefs];
-            d->name = key;
-            d->obj = v;
-            if (!is_identifier(key))
-                return fail(
-                    L, NULL, TSR_EPROGRAM,
-                    "invalid array name \"%s\" (names are identifiers: a letter or '_', then "
-                    "letters, digits or '_')",
-                    key);
-            if (strlen(key) > NAME_MAX_LEN)
-                return fail(L, NULL, TSR_EPROGRAM,
-                            "array name \"%.40s...\" is longer than %d characters", key,
-                            NAME_MAX_LEN);
-            if (json_object_set_new(L->index, key, json_integer((json_int_t)L->ndefs)))
-                return fail(L, NULL, -ENOMEM, "out of memory");
-            L->ndefs++;
-        }
-        for (size_t i = 0; i < L->ndefs; i++) {
-            int rc = parse_def(L, &L->defs[i]);
+/* Checks the outputs before anything is built: known names, paths, no file written twice. */
+static int check_outputs(loader *L, json_t *outs) {
+    char b[64];
+    if (!json_is_object(outs))
+        return fail(L, NULL, TSR_EPROGRAM,
+                    "\"outputs\" must be an object mapping array names to paths, got %s",
+                    show(outs, b, sizeof b));
+    const char *key, *key2;
+    json_t *v, *v2;
+    json_object_foreach(outs, key, v) {
+        json_t *ix = json_object_get(L->index, key);
+        if (!ix) return fail(L, NULL, TSR_EPROGRAM, "outputs: unknown array \"%s\"", key);
+        int compressor;
+        if (json_is_object(v)) {
+            int rc = check_store_entry(L, &L->defs[json_integer_value(ix)], v, &compressor);
             if (rc) return rc;
+        } else if (!json_is_string(v) || !*json_string_value(v)) {
+            return fail(L, NULL, TSR_EPROGRAM,
+                        "outputs: \"%s\" must map to a .npy or .zarr path, \"-\" or "
+                        "{\"path\": ..., \"compressor\": ...}, got %s",
+                        key, show(v, b, sizeof b));
         }
-        return check_outputs(L, outs);
+        const char *path = out_path(v);
+        if (!strcmp(path, "-")) continue;
+        json_object_foreach(outs, key2, v2) {
+            if (v2 == v) break;
+            const char *p2 = out_path(v2);
+            if (p2 && !strcmp(p2, path))
+                return fail(L, NULL, TSR_EPROGRAM, "outputs: \"%s\" and \"%s\" both write \"%s\"",
+                            key2, key, path);
+        }
     }
+    return 0;
+}
 
-    /* Outputs against the program file, the loaded files and each other (loader_paths.c). */
-    static int check_paths(loader * L, const tsr_program *p) {
-        tsr__load_input *in = calloc(L->ndefs + 1, sizeof *in);
-        if (!in) return fail(L, NULL, -ENOMEM, "out of memory");
-        size_t nin = 0;
-        for (size_t i = 0; i < L->ndefs; i++)
-            if (L->defs[i].op->kind == K_LOAD)
-                in[nin++] = (tsr__load_input){L->defs[i].name, L->defs[i].path};
-        int rc = tsr__program_check_paths(L->c, L->file, L->file_path, p, in, nin);
-        free(in);
-        return rc;
+/* Records the outputs of a built program; a "-" output must be small enough to print. */
+static int add_outputs(loader *L, tsr_program *p, json_t *outs) {
+    p->outputs = calloc(json_object_size(outs) + 1, sizeof *p->outputs);
+    if (!p->outputs) return fail(L, NULL, -ENOMEM, "out of memory");
+    const char *key;
+    json_t *v;
+    json_object_foreach(outs, key, v) {
+        const def *d = &L->defs[json_integer_value(json_object_get(L->index, key))];
+        tsr__output *o = &p->outputs[p->noutputs];
+        o->path = strdup(out_path(v));
+        if (!o->path) return fail(L, NULL, -ENOMEM, "out of memory");
+        o->array = d->array;
+        o->format = TSR_FORMAT_AUTO;
+        o->compressor = TSR_COMPRESSOR_DEFAULT;
+        if (json_is_object(v)) {
+            o->format = TSR_FORMAT_ZARR;
+            check_store_entry(L, d, v, &o->compressor); /* checked before: cannot fail */
+        }
+        p->noutputs++;
+        if (!strcmp(o->path, "-") &&
+            (!one_long_axis(o->array) || tsr_array_size(o->array) > PRINT_MAX)) {
+            char sh[256];
+            shape_str(o->array, sh, sizeof sh);
+            return fail(L, d, TSR_EPROGRAM, "cannot print an array of shape %s; give a .npy path",
+                        sh);
+        }
     }
+    return 0;
+}
 
-    static int load_root(loader * L, tsr_program * *out) {
-        int rc = parse_program(L);
-        if (!rc) rc = toposort(L);
-        tsr_program *p = NULL;
+/* Checks the top level and parses every definition; builds the name index. */
+static int parse_program(loader *L) {
+    char b[64];
+    json_t *root = L->root;
+    if (!json_is_object(root))
+        return fail(L, NULL, TSR_EPROGRAM, "a program must be a JSON object, got %s",
+                    show(root, b, sizeof b));
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "tessera") && strcmp(key, "arrays") && strcmp(key, "outputs"))
+            return fail(L, NULL, TSR_EPROGRAM,
+                        "unknown top-level key \"%s\" (expected \"tessera\", \"arrays\" and "
+                        "\"outputs\")",
+                        key);
+    }
+    json_t *ver = json_object_get(root, "tessera");
+    if (!ver) return fail(L, NULL, TSR_EPROGRAM, "missing the format version \"tessera\": 1");
+    if (!json_is_integer(ver) || json_integer_value(ver) != 1)
+        return fail(L, NULL, TSR_EPROGRAM,
+                    "unsupported format version %s (expected \"tessera\": 1)",
+                    show(ver, b, sizeof b));
+    L->arrays = json_object_get(root, "arrays");
+    if (!L->arrays) return fail(L, NULL, TSR_EPROGRAM, "missing \"arrays\"");
+    if (!json_is_object(L->arrays))
+        return fail(L, NULL, TSR_EPROGRAM, "\"arrays\" must be an object, got %s",
+                    show(L->arrays, b, sizeof b));
+    json_t *outs = json_object_get(root, "outputs");
+    if (!outs) return fail(L, NULL, TSR_EPROGRAM, "missing \"outputs\" (use {} for none)");
+
+    size_t n = json_object_size(L->arrays);
+    L->defs = calloc(n ? n : 1, sizeof *L->defs);
+    L->index = json_object();
+    if (!L->defs || !L->index) return fail(L, NULL, -ENOMEM, "out of memory");
+    json_object_foreach(L->arrays, key, v) {
+        def *d = &L->defs[L->ndefs];
+        d->name = key;
+        d->obj = v;
+        if (!is_identifier(key))
+            return fail(L, NULL, TSR_EPROGRAM,
+                        "invalid array name \"%s\" (names are identifiers: a letter or '_', then "
+                        "letters, digits or '_')",
+                        key);
+        if (strlen(key) > NAME_MAX_LEN)
+            return fail(L, NULL, TSR_EPROGRAM,
+                        "array name \"%.40s...\" is longer than %d characters", key, NAME_MAX_LEN);
+        if (json_object_set_new(L->index, key, json_integer((json_int_t)L->ndefs)))
+            return fail(L, NULL, -ENOMEM, "out of memory");
+        L->ndefs++;
+    }
+    for (size_t i = 0; i < L->ndefs; i++) {
+        int rc = parse_def(L, &L->defs[i]);
+        if (rc) return rc;
+    }
+    return check_outputs(L, outs);
+}
+
+/* Outputs against the program file, the loaded files and each other (loader_paths.c). */
+static int check_paths(loader *L, const tsr_program *p) {
+    tsr__load_input *in = calloc(L->ndefs + 1, sizeof *in);
+    if (!in) return fail(L, NULL, -ENOMEM, "out of memory");
+    size_t nin = 0;
+    for (size_t i = 0; i < L->ndefs; i++)
+        if (L->defs[i].op->kind == K_LOAD)
+            in[nin++] = (tsr__load_input){L->defs[i].name, L->defs[i].path};
+    int rc = tsr__program_check_paths(L->c, L->file, L->file_path, p, in, nin);
+    free(in);
+    return rc;
+}
+
+static int load_root(loader *L, tsr_program **out) {
+    int rc = parse_program(L);
+    if (!rc) rc = toposort(L);
+    tsr_program *p = NULL;
+    if (!rc) {
+        p = calloc(1, sizeof *p);
+        if (p) p->arrays = calloc(L->ndefs ? L->ndefs : 1, sizeof *p->arrays);
+        if (p) p->name = strdup(L->file);
+        if (!p || !p->arrays || !p->name) rc = fail(L, NULL, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; !rc && i < L->ndefs; i++) {
+        def *d = &L->defs[L->order[i]];
+        rc = build_def(L, d);
         if (!rc) {
-            p = calloc(1, sizeof *p);
-            if (p) p->arrays = calloc(L->ndefs ? L->ndefs : 1, sizeof *p->arrays);
-            if (p) p->name = strdup(L->file);
-            if (!p || !p->arrays || !p->name) rc = fail(L, NULL, -ENOMEM, "out of memory");
+            tsr_scope_keep(d->array); /* the program frees its arrays, scope or not */
+            p->arrays[p->narrays++] = d->array;
         }
-        for (size_t i = 0; !rc && i < L->ndefs; i++) {
-            def *d = &L->defs[L->order[i]];
-            rc = build_def(L, d);
-            if (!rc) {
-                tsr_scope_keep(d->array); /* the program frees its arrays, scope or not */
-                p->arrays[p->narrays++] = d->array;
-            }
-        }
-        if (!rc) rc = add_outputs(L, p, json_object_get(L->root, "outputs"));
-        if (!rc) rc = check_paths(L, p);
-        if (p) p->client = L->c;
-        if (rc) {
-            tsr_program_free(p);
-            p = NULL;
-        }
-        json_decref(L->index);
-        for (size_t i = 0; L->defs && i < L->ndefs; i++) {
-            def *d = &L->defs[i];
-            if (d->arg != d->argbuf) free(d->arg);
-            if (d->scalar != d->scalarbuf) free(d->scalar);
-        }
-        free(L->defs);
-        free(L->order);
-        *out = p;
-        return rc;
     }
-
-    /* text (len bytes) is the program's text when at hand, to name the array a number too large
-     * for JSON belongs to. */
-    static int syntax_error(loader * L, const json_error_t *e, const char *text, size_t len) {
-        if (json_error_code(e) == json_error_numeric_overflow) {
-            char array[128], key[64], where[256] = "";
-            if (text) {
-                tsr__json_where(text, len, (size_t)e->position, array, sizeof array, key,
-                                sizeof key);
-                if (array[0] && key[0])
-                    snprintf(where, sizeof where, " array \"%s\": \"%s\":", array, key);
-                else if (array[0])
-                    snprintf(where, sizeof where, " array \"%s\":", array);
-            }
-            return tsr__fail(L->c, TSR_EPROGRAM,
-                             "%s:%d:%d:%s number out of range: %s (JSON numbers must be finite "
-                             "doubles, integers between -2^63 and 2^63-1; write a larger seed as a "
-                             "string of digits)",
-                             L->file, e->line, e->column, where, e->text);
-        }
-        return tsr__fail(L->c, TSR_EPROGRAM, "%s:%d:%d: JSON syntax error: %s", L->file, e->line,
-                         e->column, e->text);
+    if (!rc) rc = add_outputs(L, p, json_object_get(L->root, "outputs"));
+    if (!rc) rc = check_paths(L, p);
+    if (p) p->client = L->c;
+    if (rc) {
+        tsr_program_free(p);
+        p = NULL;
     }
-
-    int tsr_program_load_string(tsr_client * c, const char *json, const char *name,
-                                tsr_program **out) {
-        if (out) *out = NULL;
-        if (!c || !json || !out)
-            return tsr__fail(c, TSR_EINVALID, "tsr_program_load_string: NULL argument");
-        loader L = {.c = c, .file = name ? name : "<string>"};
-        json_error_t e;
-        L.root = json_loads(json, JSON_REJECT_DUPLICATES, &e);
-        if (!L.root) return syntax_error(&L, &e, json, strlen(json));
-        int rc = load_root(&L, out);
-        json_decref(L.root);
-        return rc;
+    json_decref(L->index);
+    for (size_t i = 0; L->defs && i < L->ndefs; i++) {
+        def *d = &L->defs[i];
+        if (d->arg != d->argbuf) free(d->arg);
+        if (d->scalar != d->scalarbuf) free(d->scalar);
     }
+    free(L->defs);
+    free(L->order);
+    *out = p;
+    return rc;
+}
 
-    int tsr_program_load(tsr_client * c, const char *path, tsr_program **out) {
-        if (out) *out = NULL;
-        if (!c || !path || !out)
-            return tsr__fail(c, TSR_EINVALID, "tsr_program_load: NULL argument");
-        loader L = {.c = c, .file = path, .file_path = path};
-        FILE *f = fopen(path, "rb");
-        struct stat st;
-        if (!f) {
-            int e = errno;
-            return tsr__fail(c, -e, "%s: cannot open: %s", path, strerror(e));
+/* text (len bytes) is the program's text when at hand, to name the array a number too large
+ * for JSON belongs to. */
+static int syntax_error(loader *L, const json_error_t *e, const char *text, size_t len) {
+    if (json_error_code(e) == json_error_numeric_overflow) {
+        char array[128], key[64], where[256] = "";
+        if (text) {
+            tsr__json_where(text, len, (size_t)e->position, array, sizeof array, key, sizeof key);
+            if (array[0] && key[0])
+                snprintf(where, sizeof where, " array \"%s\": \"%s\":", array, key);
+            else if (array[0])
+                snprintf(where, sizeof where, " array \"%s\":", array);
         }
-        if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-            fclose(f);
-            return tsr__fail(c, -EISDIR, "%s: cannot open: %s", path, strerror(EISDIR));
-        }
-        json_error_t e;
-        L.root = json_loadf(f, JSON_REJECT_DUPLICATES, &e);
-        if (!L.root) {
-            /* The text again, for naming the array in the message (programs are small). */
-            char *text = NULL;
-            size_t len = 0;
-            if (json_error_code(&e) == json_error_numeric_overflow && fseek(f, 0, SEEK_END) == 0) {
-                long n = ftell(f);
-                if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)))
-                    len = fread(text, 1, (size_t)n, f);
-            }
-            fclose(f);
-            int rc = syntax_error(&L, &e, text, len);
-            free(text);
-            return rc;
+        return tsr__fail(L->c, TSR_EPROGRAM,
+                         "%s:%d:%d:%s number out of range: %s (JSON numbers must be finite "
+                         "doubles, integers between -2^63 and 2^63-1; write a larger seed as a "
+                         "string of digits)",
+                         L->file, e->line, e->column, where, e->text);
+    }
+    return tsr__fail(L->c, TSR_EPROGRAM, "%s:%d:%d: JSON syntax error: %s", L->file, e->line,
+                     e->column, e->text);
+}
+
+int tsr_program_load_string(tsr_client *c, const char *json, const char *name, tsr_program **out) {
+    if (out) *out = NULL;
+    if (!c || !json || !out)
+        return tsr__fail(c, TSR_EINVALID, "tsr_program_load_string: NULL argument");
+    loader L = {.c = c, .file = name ? name : "<string>"};
+    json_error_t e;
+    L.root = json_loads(json, JSON_REJECT_DUPLICATES, &e);
+    if (!L.root) return syntax_error(&L, &e, json, strlen(json));
+    int rc = load_root(&L, out);
+    json_decref(L.root);
+    return rc;
+}
+
+int tsr_program_load(tsr_client *c, const char *path, tsr_program **out) {
+    if (out) *out = NULL;
+    if (!c || !path || !out) return tsr__fail(c, TSR_EINVALID, "tsr_program_load: NULL argument");
+    loader L = {.c = c, .file = path, .file_path = path};
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (!f) {
+        int e = errno;
+        return tsr__fail(c, -e, "%s: cannot open: %s", path, strerror(e));
+    }
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return tsr__fail(c, -EISDIR, "%s: cannot open: %s", path, strerror(EISDIR));
+    }
+    json_error_t e;
+    L.root = json_loadf(f, JSON_REJECT_DUPLICATES, &e);
+    if (!L.root) {
+        /* The text again, for naming the array in the message (programs are small). */
+        char *text = NULL;
+        size_t len = 0;
+        if (json_error_code(&e) == json_error_numeric_overflow && fseek(f, 0, SEEK_END) == 0) {
+            long n = ftell(f);
+            if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)))
+                len = fread(text, 1, (size_t)n, f);
         }
         fclose(f);
-        int rc = load_root(&L, out);
-        json_decref(L.root);
+        int rc = syntax_error(&L, &e, text, len);
+        free(text);
         return rc;
     }
+    fclose(f);
+    int rc = load_root(&L, out);
+    json_decref(L.root);
+    return rc;
+}

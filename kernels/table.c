@@ -301,233 +301,232 @@ static int check_take(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char
         if (__builtin_add_overflow(n, in[k].shape[ax], &n)) FAIL("inputs too large");
     }
     return 0;
-    /* The kernel's name, the output block's place in the result, and inputs no deeper than it. */
-    static int check_map_blocks(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
-                                size_t errlen) {
-        int nd = d->ndim;
-        char lib[TSR__PLUGIN_NAME_MAX], sym[TSR__PLUGIN_NAME_MAX], why[160];
-        if (d->ni != (uint32_t)(3 * nd))
-            FAIL("expects %d integer parameters, got %u", 3 * nd, d->ni);
-        if (tsr__plugin_parse_name(d->s, lib, sizeof lib, sym, sizeof sym, why, sizeof why))
-            FAIL("%s", why);
-        for (int a = 0; a < nd; a++)
-            if (d->i[nd + a] < 0) FAIL("negative block index on axis %d", a);
-        for (int k = 0; k < nin; k++)
-            if (in[k].ndim > nd) FAIL("input %d has more axes than the output", k);
-        return check_box(d, d->i, d->i + 2 * nd, 1, 0, err, errlen);
-    }
+}
 
-    /* The table's columns: how many inputs, and which sub-operations. */
-    static int check_row(const tsr_kdesc *d, int nin, char *err, size_t errlen) {
-        const tsr__kop_info *k = tsr__kop_info_of(d->kop);
-        if (nin < k->min_in || (k->max_in != TSR__ANY && nin > k->max_in)) {
-            if (k->max_in == TSR__ANY)
-                FAIL("expects at least %d input%s, got %d", k->min_in, k->min_in == 1 ? "" : "s",
-                     nin);
-            else if (k->max_in == 0)
-                FAIL("expects no inputs, got %d", nin);
-            else if (k->max_in == k->min_in)
-                FAIL("expects %d input%s, got %d", k->min_in, k->min_in == 1 ? "" : "s", nin);
-            else
-                FAIL("expects %d %s %d inputs, got %d", k->min_in,
-                     k->max_in == k->min_in + 1 ? "or" : "to", k->max_in, nin);
-        }
-        if (k->nfn && d->fn >= k->nfn) FAIL("unknown operation %d", d->fn);
-        if (!(tsr__kop_fn_dtypes(d->kop, d->fn) & TSR__DT(d->dtype)))
-            FAIL("not defined for %s", tsr_dtype_name((tsr_dtype)d->dtype));
+/* The kernel's name, the output block's place in the result, and inputs no deeper than it. */
+static int check_map_blocks(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
+                            size_t errlen) {
+    int nd = d->ndim;
+    char lib[TSR__PLUGIN_NAME_MAX], sym[TSR__PLUGIN_NAME_MAX], why[160];
+    if (d->ni != (uint32_t)(3 * nd)) FAIL("expects %d integer parameters, got %u", 3 * nd, d->ni);
+    if (tsr__plugin_parse_name(d->s, lib, sizeof lib, sym, sizeof sym, why, sizeof why))
+        FAIL("%s", why);
+    for (int a = 0; a < nd; a++)
+        if (d->i[nd + a] < 0) FAIL("negative block index on axis %d", a);
+    for (int k = 0; k < nin; k++)
+        if (in[k].ndim > nd) FAIL("input %d has more axes than the output", k);
+    return check_box(d, d->i, d->i + 2 * nd, 1, 0, err, errlen);
+}
+
+/* The table's columns: how many inputs, and which sub-operations. */
+static int check_row(const tsr_kdesc *d, int nin, char *err, size_t errlen) {
+    const tsr__kop_info *k = tsr__kop_info_of(d->kop);
+    if (nin < k->min_in || (k->max_in != TSR__ANY && nin > k->max_in)) {
+        if (k->max_in == TSR__ANY)
+            FAIL("expects at least %d input%s, got %d", k->min_in, k->min_in == 1 ? "" : "s", nin);
+        else if (k->max_in == 0)
+            FAIL("expects no inputs, got %d", nin);
+        else if (k->max_in == k->min_in)
+            FAIL("expects %d input%s, got %d", k->min_in, k->min_in == 1 ? "" : "s", nin);
+        else
+            FAIL("expects %d %s %d inputs, got %d", k->min_in,
+                 k->max_in == k->min_in + 1 ? "or" : "to", k->max_in, nin);
+    }
+    if (k->nfn && d->fn >= k->nfn) FAIL("unknown operation %d", d->fn);
+    if (!(tsr__kop_fn_dtypes(d->kop, d->fn) & TSR__DT(d->dtype)))
+        FAIL("not defined for %s", tsr_dtype_name((tsr_dtype)d->dtype));
+    return 0;
+}
+
+/* What each family needs beyond its row (kernels.h documents the layouts). */
+static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                        char *err, size_t errlen) {
+    int nd = d->ndim;
+    int rc = check_row(d, nin, err, errlen);
+    if (rc) return rc;
+    switch ((tsr_kop)d->kop) {
+    case TSR_KOP_FILL:
+        if (d->nf < 1) FAIL("expects a value");
         return 0;
-    }
-
-    /* What each family needs beyond its row (kernels.h documents the layouts). */
-    static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin,
-                            tsr_chunkview *out, char *err, size_t errlen) {
-        int nd = d->ndim;
-        int rc = check_row(d, nin, err, errlen);
-        if (rc) return rc;
-        switch ((tsr_kop)d->kop) {
-        case TSR_KOP_FILL:
-            if (d->nf < 1) FAIL("expects a value");
-            return 0;
-        case TSR_KOP_RANDOM:
-            NEED_PARAMS(1 + 2 * nd, 0);
-            return check_box(d, d->i + 1, d->i + 1 + nd, 1, 0, err, errlen);
-        case TSR_KOP_ARANGE:
-            if (nd != 1) FAIL("output must be 1-d");
-            NEED_PARAMS(1, 2);
-            if (d->i[0] < 0 || d->i[0] > INT64_MAX - d->shape[0]) FAIL("offset out of range");
-            return 0;
-        case TSR_KOP_LOAD:
-            if (d->fn == TSR__LOAD_ZARR) {
-                NEED_PARAMS(3 + 3 * nd, 1);
-                if (!d->s || !d->s[0]) FAIL("no path");
-                if (d->i[0] < 0 || d->i[0] >= TSR_DTYPE_COUNT)
-                    FAIL("invalid file dtype %lld", (long long)d->i[0]);
-                if (d->i[1] < 0 || d->i[1] >= TSR__ZC_COUNT)
-                    FAIL("unknown codec %lld", (long long)d->i[1]);
-                if (d->i[2] != '.' && d->i[2] != '/') FAIL("invalid dimension separator");
-                for (int a = 0; a < nd; a++)
-                    if (d->i[3 + nd + a] < 1)
-                        FAIL("chunk size %lld on axis %d", (long long)d->i[3 + nd + a], a);
-                if (safe_nelem(nd, d->i + 3 + nd) < 0 ||
-                    safe_nelem(nd, d->i + 3 + nd) > INT64_MAX / 8)
-                    FAIL("store chunks too large");
-                return check_box(d, d->i + 3, d->i + 3 + 2 * nd, 1, 0, err, errlen);
-            }
-            NEED_PARAMS(2 + 2 * nd, 0);
+    case TSR_KOP_RANDOM:
+        NEED_PARAMS(1 + 2 * nd, 0);
+        return check_box(d, d->i + 1, d->i + 1 + nd, 1, 0, err, errlen);
+    case TSR_KOP_ARANGE:
+        if (nd != 1) FAIL("output must be 1-d");
+        NEED_PARAMS(1, 2);
+        if (d->i[0] < 0 || d->i[0] > INT64_MAX - d->shape[0]) FAIL("offset out of range");
+        return 0;
+    case TSR_KOP_LOAD:
+        if (d->fn == TSR__LOAD_ZARR) {
+            NEED_PARAMS(3 + 3 * nd, 1);
             if (!d->s || !d->s[0]) FAIL("no path");
-            if (d->i[0] < 0) FAIL("negative data offset");
-            if (d->i[1] < 0 || d->i[1] >= TSR_DTYPE_COUNT)
-                FAIL("invalid file dtype %lld", (long long)d->i[1]);
-            return check_box(d, d->i + 2, d->i + 2 + nd,
-                             (int64_t)tsr_dtype_size((tsr_dtype)d->i[1]), d->i[0], err, errlen);
-        case TSR_KOP_UNARY: /* the input may have another dtype: sqrt of int64 gives float64 */
-            return check_same_as_output(d, in, 0, 0, err, errlen);
-        case TSR_KOP_BINARY:
-            return check_broadcast(d, in, 2, err, errlen);
-        case TSR_KOP_BINARY_SCALAR:
-            if (d->nf < 1 || d->ni < 1) FAIL("expects a scalar and its side");
-            return check_same_as_output(d, in, 0, 0, err, errlen);
-        case TSR_KOP_MATMUL:
-            return check_matmul(d, in, nin, out, err, errlen);
-        case TSR_KOP_TRANSPOSE:
-            return check_transpose(d, in, err, errlen);
-        case TSR_KOP_REDUCE:
-            return check_reduce(d, in, err, errlen);
-        case TSR_KOP_COMBINE:
-            if (d->nf < 1) FAIL("expects a scale");
-            for (int k = 0; k < nin; k++) {
-                rc = check_same_as_output(d, in, k, 0, err, errlen);
-                if (rc) return rc;
-            }
-            return 0;
-        case TSR_KOP_ASSEMBLE:
-            return check_assemble(d, in, nin, err, errlen);
-        case TSR_KOP_ASTYPE:
-            return check_same_as_output(d, in, 0, 0, err, errlen);
-        case TSR_KOP_COMPARE:
-            if (d->fn < TSR_LESS || d->fn > TSR_LOGICAL_OR)
-                FAIL("%s is not a comparison", tsr__binary_name(d->fn));
-            if ((nin == 2 ? d->ni != 1 : d->ni != 2 && d->ni != 3) ||
-                d->nf != (uint32_t)(nin == 2 ? 0 : 1))
-                FAIL("expects %s",
-                     nin == 2 ? "i = [dtype]" : "i = [dtype, scalar_first], f = [scalar]");
             if (d->i[0] < 0 || d->i[0] >= TSR_DTYPE_COUNT)
-                FAIL("invalid compute dtype %lld", (long long)d->i[0]);
-            return check_broadcast(d, in, nin, err, errlen);
-        case TSR_KOP_PREDICATE:
-            if (d->fn != TSR_LOGICAL_NOT && d->fn != TSR_ISNAN && d->fn != TSR_ISFINITE)
-                FAIL("%s is not a predicate", tsr__unary_name(d->fn));
-            return check_same_as_output(d, in, 0, 0, err, errlen);
-        case TSR_KOP_WHERE:
-            NEED_PARAMS(2, 2);
-            if ((d->i[0] != 0 && d->i[0] != 1) || (d->i[1] != 0 && d->i[1] != 1))
-                FAIL("scalar flags must be 0 or 1");
-            if (nin != 3 - (int)d->i[0] - (int)d->i[1])
-                FAIL("expects %d inputs, got %d", 3 - (int)d->i[0] - (int)d->i[1], nin);
-            return check_broadcast(d, in, nin, err, errlen);
-        case TSR_KOP_NORMAL:
-            NEED_PARAMS(1 + 2 * nd, 2);
-            return check_box(d, d->i + 1, d->i + 1 + nd, 1, 0, err, errlen);
-        case TSR_KOP_EYE:
-            return tsr__check_eye(d, err, errlen);
-        case TSR_KOP_CONTRACT:
-            return tsr__check_contract(d, in, nin, out, err, errlen);
-        case TSR_KOP_DATA:
-            /* The chunk's bytes, packed 8 to an integer parameter (kernels.h). */
-            if ((uint64_t)d->ni < (tsr__kdesc_nbytes(d) + 7) / 8)
-                FAIL("expects %llu bytes of data, got %llu",
-                     (unsigned long long)tsr__kdesc_nbytes(d), (unsigned long long)d->ni * 8);
-            return 0;
-        case TSR_KOP_HELD:
-            if (d->ni < 2) FAIL("expects the held chunk's job and task");
-            if (nin != 1)
-                FAIL("the held chunk (%lld,%lld) did not arrive", (long long)d->i[0],
-                     (long long)d->i[1]);
-            return check_same_as_output(d, in, 0, 1, err, errlen);
-        case TSR_KOP_REDUCE2:
-            return tsr__check_reduce2(d, in, nin, err, errlen);
-        case TSR_KOP_COMBINE2:
-            return tsr__check_combine2(d, in, nin, err, errlen);
-        case TSR_KOP_SCAN:
-            return tsr__check_scan(d, in, nin, err, errlen);
-        case TSR_KOP_STRIDED:
-            return check_strided(d, in, err, errlen);
-        case TSR_KOP_TAKE:
-            return check_take(d, in, nin, err, errlen);
-        case TSR_KOP_MAP_BLOCKS:
-            return check_map_blocks(d, in, nin, err, errlen);
-        case TSR_KOP_COUNT:
-            break;
+                FAIL("invalid file dtype %lld", (long long)d->i[0]);
+            if (d->i[1] < 0 || d->i[1] >= TSR__ZC_COUNT)
+                FAIL("unknown codec %lld", (long long)d->i[1]);
+            if (d->i[2] != '.' && d->i[2] != '/') FAIL("invalid dimension separator");
+            for (int a = 0; a < nd; a++)
+                if (d->i[3 + nd + a] < 1)
+                    FAIL("chunk size %lld on axis %d", (long long)d->i[3 + nd + a], a);
+            if (safe_nelem(nd, d->i + 3 + nd) < 0 || safe_nelem(nd, d->i + 3 + nd) > INT64_MAX / 8)
+                FAIL("store chunks too large");
+            return check_box(d, d->i + 3, d->i + 3 + 2 * nd, 1, 0, err, errlen);
         }
-        FAIL("unknown kernel family");
+        NEED_PARAMS(2 + 2 * nd, 0);
+        if (!d->s || !d->s[0]) FAIL("no path");
+        if (d->i[0] < 0) FAIL("negative data offset");
+        if (d->i[1] < 0 || d->i[1] >= TSR_DTYPE_COUNT)
+            FAIL("invalid file dtype %lld", (long long)d->i[1]);
+        return check_box(d, d->i + 2, d->i + 2 + nd, (int64_t)tsr_dtype_size((tsr_dtype)d->i[1]),
+                         d->i[0], err, errlen);
+    case TSR_KOP_UNARY: /* the input may have another dtype: sqrt of int64 gives float64 */
+        return check_same_as_output(d, in, 0, 0, err, errlen);
+    case TSR_KOP_BINARY:
+        return check_broadcast(d, in, 2, err, errlen);
+    case TSR_KOP_BINARY_SCALAR:
+        if (d->nf < 1 || d->ni < 1) FAIL("expects a scalar and its side");
+        return check_same_as_output(d, in, 0, 0, err, errlen);
+    case TSR_KOP_MATMUL:
+        return check_matmul(d, in, nin, out, err, errlen);
+    case TSR_KOP_TRANSPOSE:
+        return check_transpose(d, in, err, errlen);
+    case TSR_KOP_REDUCE:
+        return check_reduce(d, in, err, errlen);
+    case TSR_KOP_COMBINE:
+        if (d->nf < 1) FAIL("expects a scale");
+        for (int k = 0; k < nin; k++) {
+            rc = check_same_as_output(d, in, k, 0, err, errlen);
+            if (rc) return rc;
+        }
+        return 0;
+    case TSR_KOP_ASSEMBLE:
+        return check_assemble(d, in, nin, err, errlen);
+    case TSR_KOP_ASTYPE:
+        return check_same_as_output(d, in, 0, 0, err, errlen);
+    case TSR_KOP_COMPARE:
+        if (d->fn < TSR_LESS || d->fn > TSR_LOGICAL_OR)
+            FAIL("%s is not a comparison", tsr__binary_name(d->fn));
+        if ((nin == 2 ? d->ni != 1 : d->ni != 2 && d->ni != 3) ||
+            d->nf != (uint32_t)(nin == 2 ? 0 : 1))
+            FAIL("expects %s",
+                 nin == 2 ? "i = [dtype]" : "i = [dtype, scalar_first], f = [scalar]");
+        if (d->i[0] < 0 || d->i[0] >= TSR_DTYPE_COUNT)
+            FAIL("invalid compute dtype %lld", (long long)d->i[0]);
+        return check_broadcast(d, in, nin, err, errlen);
+    case TSR_KOP_PREDICATE:
+        if (d->fn != TSR_LOGICAL_NOT && d->fn != TSR_ISNAN && d->fn != TSR_ISFINITE)
+            FAIL("%s is not a predicate", tsr__unary_name(d->fn));
+        return check_same_as_output(d, in, 0, 0, err, errlen);
+    case TSR_KOP_WHERE:
+        NEED_PARAMS(2, 2);
+        if ((d->i[0] != 0 && d->i[0] != 1) || (d->i[1] != 0 && d->i[1] != 1))
+            FAIL("scalar flags must be 0 or 1");
+        if (nin != 3 - (int)d->i[0] - (int)d->i[1])
+            FAIL("expects %d inputs, got %d", 3 - (int)d->i[0] - (int)d->i[1], nin);
+        return check_broadcast(d, in, nin, err, errlen);
+    case TSR_KOP_NORMAL:
+        NEED_PARAMS(1 + 2 * nd, 2);
+        return check_box(d, d->i + 1, d->i + 1 + nd, 1, 0, err, errlen);
+    case TSR_KOP_EYE:
+        return tsr__check_eye(d, err, errlen);
+    case TSR_KOP_CONTRACT:
+        return tsr__check_contract(d, in, nin, out, err, errlen);
+    case TSR_KOP_DATA:
+        /* The chunk's bytes, packed 8 to an integer parameter (kernels.h). */
+        if ((uint64_t)d->ni < (tsr__kdesc_nbytes(d) + 7) / 8)
+            FAIL("expects %llu bytes of data, got %llu", (unsigned long long)tsr__kdesc_nbytes(d),
+                 (unsigned long long)d->ni * 8);
+        return 0;
+    case TSR_KOP_HELD:
+        if (d->ni < 2) FAIL("expects the held chunk's job and task");
+        if (nin != 1)
+            FAIL("the held chunk (%lld,%lld) did not arrive", (long long)d->i[0],
+                 (long long)d->i[1]);
+        return check_same_as_output(d, in, 0, 1, err, errlen);
+    case TSR_KOP_REDUCE2:
+        return tsr__check_reduce2(d, in, nin, err, errlen);
+    case TSR_KOP_COMBINE2:
+        return tsr__check_combine2(d, in, nin, err, errlen);
+    case TSR_KOP_SCAN:
+        return tsr__check_scan(d, in, nin, err, errlen);
+    case TSR_KOP_STRIDED:
+        return check_strided(d, in, err, errlen);
+    case TSR_KOP_TAKE:
+        return check_take(d, in, nin, err, errlen);
+    case TSR_KOP_MAP_BLOCKS:
+        return check_map_blocks(d, in, nin, err, errlen);
+    case TSR_KOP_COUNT:
+        break;
     }
+    FAIL("unknown kernel family");
+}
 
-    int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
-                        tsr_device dev, char *err, size_t errlen) {
-        if (errlen) err[0] = '\0';
-        if (!d) {
-            tsr__fmt(err, errlen, "no kernel descriptor");
-            return TSR_EINVALID;
-        }
-        int rc = check_views(d, in, nin, out, err, errlen);
-        if (!rc) rc = check_family(d, in, nin, out, err, errlen);
-        if (rc) return rc;
-        /* The GPU kernels read float inputs only (docs/gpu.md): the worker runs the rest on its
-         * host.
-         */
-        for (int k = 0; k < nin && dev == TSR_DEVICE_GPU; k++)
-            if (in[k].dtype != TSR_FLOAT64 && in[k].dtype != TSR_FLOAT32) {
-                tsr__fmt(err, errlen, "%s kernel: no GPU kernel for %s inputs",
-                         tsr__kop_name(d->kop), tsr_dtype_name((tsr_dtype)in[k].dtype));
-                return TSR_EUNSUPPORTED;
-            }
-        tsr_kernel_fn fn = tsr__kernel_lookup(d->kop, d->dtype, dev);
-        if (!fn) {
-            tsr__fmt(err, errlen, "%s kernel: no %s kernel for %s", tsr__kop_name(d->kop),
-                     dev == TSR_DEVICE_CPU ? "CPU" : "GPU", tsr_dtype_name((tsr_dtype)d->dtype));
+int tsr__kernel_run(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                    tsr_device dev, char *err, size_t errlen) {
+    if (errlen) err[0] = '\0';
+    if (!d) {
+        tsr__fmt(err, errlen, "no kernel descriptor");
+        return TSR_EINVALID;
+    }
+    int rc = check_views(d, in, nin, out, err, errlen);
+    if (!rc) rc = check_family(d, in, nin, out, err, errlen);
+    if (rc) return rc;
+    /* The GPU kernels read float inputs only (docs/gpu.md): the worker runs the rest on its
+     * host.
+     */
+    for (int k = 0; k < nin && dev == TSR_DEVICE_GPU; k++)
+        if (in[k].dtype != TSR_FLOAT64 && in[k].dtype != TSR_FLOAT32) {
+            tsr__fmt(err, errlen, "%s kernel: no GPU kernel for %s inputs", tsr__kop_name(d->kop),
+                     tsr_dtype_name((tsr_dtype)in[k].dtype));
             return TSR_EUNSUPPORTED;
         }
-        return fn(d, in, nin, out, err, errlen);
+    tsr_kernel_fn fn = tsr__kernel_lookup(d->kop, d->dtype, dev);
+    if (!fn) {
+        tsr__fmt(err, errlen, "%s kernel: no %s kernel for %s", tsr__kop_name(d->kop),
+                 dev == TSR_DEVICE_CPU ? "CPU" : "GPU", tsr_dtype_name((tsr_dtype)d->dtype));
+        return TSR_EUNSUPPORTED;
     }
+    return fn(d, in, nin, out, err, errlen);
+}
 
-    /* ---- aliasing ------------------------------------------------------------------------------
-     */
+/* ---- aliasing ------------------------------------------------------------------------------
+ */
 
-    /* The table's alias column decides; here only what every family shares: input k must have the
-     * output's shape and dtype (so output element j overwrites exactly input element j). */
-    /* BYTES: a STRIDED descriptor that reads input 0 in order, element j from element j (offset 0,
-     * the output's C strides, as many elements), so output and input are the same bytes. */
-    static int copies_bytes(const tsr_kdesc *d, const tsr_chunkview *in, int k) {
-        if (k != 0 || d->kop != TSR_KOP_STRIDED || d->ni != 1u + d->ndim || !d->i || d->i[0] != 0)
-            return 0;
-        if (in[0].dtype != d->dtype || in[0].ndim > TSR_MAX_NDIM) return 0;
-        int64_t n = safe_nelem(d->ndim, d->shape), s = 1;
-        if (n <= 0 || safe_nelem(in[0].ndim, in[0].shape) != n) return 0;
-        for (int a = d->ndim - 1; a >= 0; a--) {
-            if (d->shape[a] > 1 && d->i[1 + a] != s) return 0;
-            s *= d->shape[a];
-        }
-        return 1;
-    }
-
-    int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k) {
-        const tsr__kop_info *row = d ? tsr__kop_info_of(d->kop) : NULL;
-        if (!row || !in || k < 0 || k >= nin || d->ndim > TSR_MAX_NDIM) return 0;
-        if (nin < row->min_in || (row->max_in != TSR__ANY && nin > row->max_in)) return 0;
-        if (row->alias == TSR__ALIAS_BYTES) return copies_bytes(d, in, k);
-        if (in[k].dtype != d->dtype || !same_shape(&in[k], d)) return 0;
-        switch (row->alias) {
-        case TSR__ALIAS_ANY:
-            return 1;
-        case TSR__ALIAS_LAST: /* matmul's and contract's Cprev, when given (i[0]: contract's steps)
-                               */
-            if (d->kop == TSR_KOP_CONTRACT)
-                return k == nin - 1 && d->ni >= 1 && d->i && d->i[0] >= 1 &&
-                       d->i[0] <= TSR__MATMUL_MAX_GROUP && nin == 2 * d->i[0] + 1;
-            return k == nin - 1 && d->kop == TSR_KOP_MATMUL && nin == 2 * matmul_groups(d) + 1;
-        case TSR__ALIAS_NONE:
-        case TSR__ALIAS_BYTES:
-            break;
-        }
+/* The table's alias column decides; here only what every family shares: input k must have the
+ * output's shape and dtype (so output element j overwrites exactly input element j). */
+/* BYTES: a STRIDED descriptor that reads input 0 in order, element j from element j (offset 0,
+ * the output's C strides, as many elements), so output and input are the same bytes. */
+static int copies_bytes(const tsr_kdesc *d, const tsr_chunkview *in, int k) {
+    if (k != 0 || d->kop != TSR_KOP_STRIDED || d->ni != 1u + d->ndim || !d->i || d->i[0] != 0)
         return 0;
+    if (in[0].dtype != d->dtype || in[0].ndim > TSR_MAX_NDIM) return 0;
+    int64_t n = safe_nelem(d->ndim, d->shape), s = 1;
+    if (n <= 0 || safe_nelem(in[0].ndim, in[0].shape) != n) return 0;
+    for (int a = d->ndim - 1; a >= 0; a--) {
+        if (d->shape[a] > 1 && d->i[1 + a] != s) return 0;
+        s *= d->shape[a];
     }
+    return 1;
+}
+
+int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, int k) {
+    const tsr__kop_info *row = d ? tsr__kop_info_of(d->kop) : NULL;
+    if (!row || !in || k < 0 || k >= nin || d->ndim > TSR_MAX_NDIM) return 0;
+    if (nin < row->min_in || (row->max_in != TSR__ANY && nin > row->max_in)) return 0;
+    if (row->alias == TSR__ALIAS_BYTES) return copies_bytes(d, in, k);
+    if (in[k].dtype != d->dtype || !same_shape(&in[k], d)) return 0;
+    switch (row->alias) {
+    case TSR__ALIAS_ANY:
+        return 1;
+    case TSR__ALIAS_LAST: /* matmul's and contract's Cprev, when given (i[0]: contract's steps)
+                           */
+        if (d->kop == TSR_KOP_CONTRACT)
+            return k == nin - 1 && d->ni >= 1 && d->i && d->i[0] >= 1 &&
+                   d->i[0] <= TSR__MATMUL_MAX_GROUP && nin == 2 * d->i[0] + 1;
+        return k == nin - 1 && d->kop == TSR_KOP_MATMUL && nin == 2 * matmul_groups(d) + 1;
+    case TSR__ALIAS_NONE:
+    case TSR__ALIAS_BYTES:
+        break;
+    }
+    return 0;
+}
