@@ -67,8 +67,8 @@ int tsr__jobspec_held(const tsr__jobspec *g, uint32_t t, uint32_t *job, uint32_t
     return 1;
 }
 
-int tsr__jobspec_check_held(const tsr__sched *s, uint32_t client, const tsr__jobspec *g,
-                            char *err, size_t errlen) {
+int tsr__jobspec_check_held(const tsr__sched *s, uint32_t client, const tsr__jobspec *g, char *err,
+                            size_t errlen) {
     int rc = tsr__jobspec_check(g, err, errlen); /* the offsets read below are checked */
     if (rc) return rc;
     for (uint32_t t = 0; t < g->ntasks; t++) {

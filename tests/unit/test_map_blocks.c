@@ -2,7 +2,8 @@
  * the MAP_BLOCKS kernel's call of the function a descriptor carries (blocks, strides, the block's
  * place, the numbers, a failing kernel's message) and its descriptor checks, and the array side:
  * shape/chunk inference, alignment of operands, the blockwise form, refusals and the tasks
- * lowering emits; program files; the worker's plugin registry (what it opens, and refuses). Expected values are worked out by hand next to each check. */
+ * lowering emits; program files; the worker's plugin registry (what it opens, and refuses).
+ * Expected values are worked out by hand next to each check. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
