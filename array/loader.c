@@ -3,7 +3,6 @@
  * internals, and nothing is computed or written while loading. Every failure leaves a message
  * that starts with the file name (and the array name where there is one) in the client. */
 #include <errno.h>
-#include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -14,55 +13,11 @@
 #include <unistd.h>
 
 #include "array/array.h"
-#include "array/loader.h"
+#include "array/loader_priv.h"
 #include "kernels/kernels.h"
 
-/* The largest array a "-" output may print. */
-#define PRINT_MAX 1000
 /* Array names longer than this are rejected, so that messages naming them stay readable. */
 #define NAME_MAX_LEN 255
-
-typedef enum op_kind {
-    K_CONST,
-    K_FULL,
-    K_RANDOM,
-    K_ARANGE,
-    K_LOAD,
-    K_UNARY,
-    K_BINARY,
-    K_MATMUL,
-    K_TRANSPOSE,
-    K_REDUCE,
-    K_RECHUNK,
-    K_ASTYPE,
-    K_WHERE,
-    K_CLIP,
-    K_TENSORDOT,
-    K_NORMAL,
-    K_EYE,
-    K_SCAN,
-    K_SLICE,
-    K_TAKE,
-    K_CONCATENATE,
-    K_STACK,
-    K_RESHAPE,
-    K_SQUEEZE,
-    K_EXPAND_DIMS,
-    K_MAP_BLOCKS,
-} op_kind;
-
-/* An op_info.nargs for operations that take any number of operands, at least one
- * (concatenate, stack, map_blocks). */
-#define VARARGS (-1)
-
-typedef struct op_info {
-    const char *name;
-    op_kind kind;
-    int fn;               /* the tsr_unary_op / tsr_binary_op / tsr_reduce_op; 1 for "ones" */
-    int nargs;            /* entries in "args" (0: no "args" key; VARARGS: one or more) */
-    const char *keys;     /* allowed keys besides "op" and "args", comma-separated */
-    const char *required; /* keys that must be present, comma-separated */
-} op_info;
 
 /* The program-file operations. Elementwise ops and reductions are the operations table's rows
  * (graph/ops.h) and operand counts its column (array/array.h); what is written here is only
@@ -120,60 +75,7 @@ static const op_info ops[] = {
 #undef REDUCE2_ROW
 #undef SCAN_ROW
 
-/* One array definition, parsed and checked before anything is built. */
-typedef struct def {
-    const char *name; /* borrowed from the JSON document */
-    json_t *obj;
-    const op_info *op;
-    int nargs;      /* entries in "args" */
-    int *arg;       /* index of each operand's definition, or -1 for a scalar (argbuf or owned) */
-    double *scalar; /* the scalar where arg[k] == -1 (scalarbuf or owned) */
-    int argbuf[3];
-    double scalarbuf[3];
-    unsigned scalar_float; /* bit k: args[k] is a number written as a float (1.5, 1.0, 1e3) */
-    int64_t iscalar[3];    /* args[k] (k < 3) written as an integer: its exact value */
-    int has_min, has_max;  /* clip: "min" / "max" present and not null */
-    double min, max;
-    int min_float, max_float;
-    int ndim; /* sources with "shape" */
-    int64_t shape[TSR_MAX_NDIM];
-    int has_chunks, chunks_is_int, nchunks;
-    int64_t chunks[TSR_MAX_NDIM];
-    tsr_dtype dtype;
-    double value, start, stop, step;
-    uint64_t seed;
-    int has_axes, naxes; /* has_axes == 0: "axis"/"axes" absent or null */
-    int axes[TSR_MAX_NDIM];
-    int axis_is_list; /* "axis" was a list (argmax/argmin and scans take an int or null) */
-    int keepdims, ddof;
-    const char *path;
-    tsr_index index[TSR_MAX_NDIM]; /* slice */
-    int nindex;
-    double loc, scale;           /* normal */
-    int64_t eye_n, eye_m, eye_k; /* eye; eye_m < 0: "m" absent (n) */
-    int td_n, td_lists;          /* tensordot: pairs; td_lists 0 for the integer form */
-    int td_a[TSR_MAX_NDIM], td_b[TSR_MAX_NDIM];
-    const char *kernel; /* map_blocks: "LIBRARY:SYMBOL" (borrowed from the document) */
-    /* Topological sort. */
-    int color, next_arg;
-    tsr_array *array;
-} def;
-
-typedef struct loader {
-    tsr_client *c;
-    const char *file;      /* for messages */
-    const char *file_path; /* the program file, to compare outputs with; NULL for a string */
-    json_t *root, *arrays, *index;
-    def *defs;
-    size_t ndefs;
-    size_t *order;
-} loader;
-
-/* Records `FILE: array "NAME": message` (or `FILE: message` without a def) and returns code. */
-static int fail(loader *L, const def *d, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(loader *L, const def *d, int code, const char *fmt, ...) {
+int tsr__loader_fail(loader *L, const def *d, int code, const char *fmt, ...) {
     char msg[900];
     va_list ap;
     va_start(ap, fmt);
@@ -183,8 +85,7 @@ static int fail(loader *L, const def *d, int code, const char *fmt, ...) {
     return tsr__fail(L->c, code, "%s: %s", L->file, msg);
 }
 
-/* A JSON value as it would be written, shortened for messages. */
-static const char *show(const json_t *v, char *buf, size_t size) {
+const char *tsr__loader_show(const json_t *v, char *buf, size_t size) {
     char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     if (!s) return "?";
     if (strlen(s) >= size && size > 4) {
@@ -230,17 +131,20 @@ static const op_info *find_op(const char *name) {
 static int parse_shape(loader *L, def *d, json_t *v) {
     char b[64];
     if (!json_is_array(v))
-        return fail(L, d, TSR_EPROGRAM, "\"shape\" must be a list of non-negative integers, got %s",
-                    show(v, b, sizeof b));
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "\"shape\" must be a list of non-negative integers, got %s",
+                                tsr__loader_show(v, b, sizeof b));
     if (json_array_size(v) > TSR_MAX_NDIM)
-        return fail(L, d, TSR_EPROGRAM, "\"shape\" has %zu axes; at most %d are supported",
-                    json_array_size(v), TSR_MAX_NDIM);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "\"shape\" has %zu axes; at most %d are supported",
+                                json_array_size(v), TSR_MAX_NDIM);
     d->ndim = (int)json_array_size(v);
     for (int i = 0; i < d->ndim; i++) {
         json_t *x = json_array_get(v, (size_t)i);
         if (!json_is_integer(x) || json_integer_value(x) < 0)
-            return fail(L, d, TSR_EPROGRAM, "\"shape\"[%d] must be a non-negative integer, got %s",
-                        i, show(x, b, sizeof b));
+            return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                    "\"shape\"[%d] must be a non-negative integer, got %s", i,
+                                    tsr__loader_show(x, b, sizeof b));
         d->shape[i] = json_integer_value(x);
     }
     return 0;
@@ -251,25 +155,27 @@ static int parse_chunks(loader *L, def *d, json_t *v) {
     d->has_chunks = 1;
     if (json_is_integer(v)) {
         if (json_integer_value(v) <= 0)
-            return fail(L, d, TSR_EPROGRAM, "\"chunks\" must be positive, got %s",
-                        show(v, b, sizeof b));
+            return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"chunks\" must be positive, got %s",
+                                    tsr__loader_show(v, b, sizeof b));
         d->chunks_is_int = 1;
         d->chunks[0] = json_integer_value(v);
         return 0;
     }
     if (!json_is_array(v))
-        return fail(L, d, TSR_EPROGRAM,
-                    "\"chunks\" must be a positive integer or a list of them, got %s",
-                    show(v, b, sizeof b));
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "\"chunks\" must be a positive integer or a list of them, got %s",
+                                tsr__loader_show(v, b, sizeof b));
     if (json_array_size(v) > TSR_MAX_NDIM)
-        return fail(L, d, TSR_EPROGRAM, "\"chunks\" has %zu entries; at most %d axes are supported",
-                    json_array_size(v), TSR_MAX_NDIM);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "\"chunks\" has %zu entries; at most %d axes are supported",
+                                json_array_size(v), TSR_MAX_NDIM);
     d->nchunks = (int)json_array_size(v);
     for (int i = 0; i < d->nchunks; i++) {
         json_t *x = json_array_get(v, (size_t)i);
         if (!json_is_integer(x) || json_integer_value(x) <= 0)
-            return fail(L, d, TSR_EPROGRAM, "\"chunks\"[%d] must be a positive integer, got %s", i,
-                        show(x, b, sizeof b));
+            return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                    "\"chunks\"[%d] must be a positive integer, got %s", i,
+                                    tsr__loader_show(x, b, sizeof b));
         d->chunks[i] = json_integer_value(x);
     }
     return 0;
@@ -282,8 +188,9 @@ static int expand_chunks(loader *L, const def *d, int ndim, int64_t *out) {
         return 0;
     }
     if (d->nchunks != ndim)
-        return fail(L, d, TSR_EPROGRAM, "\"chunks\" has %d %s but the array has %d %s", d->nchunks,
-                    d->nchunks == 1 ? "entry" : "entries", ndim, ndim == 1 ? "axis" : "axes");
+        return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"chunks\" has %d %s but the array has %d %s",
+                                d->nchunks, d->nchunks == 1 ? "entry" : "entries", ndim,
+                                ndim == 1 ? "axis" : "axes");
     memcpy(out, d->chunks, (size_t)ndim * sizeof *out);
     return 0;
 }
@@ -291,8 +198,8 @@ static int expand_chunks(loader *L, const def *d, int ndim, int64_t *out) {
 static int parse_number(loader *L, def *d, const char *key, json_t *v, double *out) {
     char b[64];
     if (!json_is_number(v))
-        return fail(L, d, TSR_EPROGRAM, "\"%s\" must be a number, got %s", key,
-                    show(v, b, sizeof b));
+        return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"%s\" must be a number, got %s", key,
+                                tsr__loader_show(v, b, sizeof b));
     *out = json_number_value(v);
     return 0;
 }
@@ -320,10 +227,11 @@ static int parse_seed(loader *L, def *d, json_t *v) {
             return 0;
         }
     }
-    return fail(L, d, TSR_EPROGRAM,
-                "\"seed\" must be an integer from 0 to 2^64-1 (above 2^63-1, write it as a "
-                "string of digits), got %s",
-                show(v, b, sizeof b));
+    return tsr__loader_fail(
+        L, d, TSR_EPROGRAM,
+        "\"seed\" must be an integer from 0 to 2^64-1 (above 2^63-1, write it as a "
+        "string of digits), got %s",
+        tsr__loader_show(v, b, sizeof b));
 }
 
 static int parse_axes(loader *L, def *d, const char *key, json_t *v, int allow_int) {
@@ -331,22 +239,24 @@ static int parse_axes(loader *L, def *d, const char *key, json_t *v, int allow_i
     if (json_is_null(v)) return 0;
     json_t *one = json_is_integer(v) && allow_int ? v : NULL;
     if (!one && !json_is_array(v))
-        return fail(L, d, TSR_EPROGRAM, "\"%s\" must be %s, got %s", key,
-                    allow_int ? "null, an integer or a list of integers"
-                              : "null or a list of integers",
-                    show(v, b, sizeof b));
+        return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"%s\" must be %s, got %s", key,
+                                allow_int ? "null, an integer or a list of integers"
+                                          : "null or a list of integers",
+                                tsr__loader_show(v, b, sizeof b));
     size_t n = one ? 1 : json_array_size(v);
     if (n > TSR_MAX_NDIM)
-        return fail(L, d, TSR_EPROGRAM, "\"%s\" has %zu entries; arrays have at most %d axes", key,
-                    n, TSR_MAX_NDIM);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "\"%s\" has %zu entries; arrays have at most %d axes", key, n,
+                                TSR_MAX_NDIM);
     d->has_axes = 1;
     d->naxes = (int)n;
     for (size_t i = 0; i < n; i++) {
         json_t *x = one ? one : json_array_get(v, i);
         json_int_t ax = json_is_integer(x) ? json_integer_value(x) : 0;
         if (!json_is_integer(x) || ax < -TSR_MAX_NDIM || ax >= TSR_MAX_NDIM)
-            return fail(L, d, TSR_EPROGRAM, "\"%s\" must hold axis numbers from %d to %d, got %s",
-                        key, -TSR_MAX_NDIM, TSR_MAX_NDIM - 1, show(x, b, sizeof b));
+            return tsr__loader_fail(
+                L, d, TSR_EPROGRAM, "\"%s\" must hold axis numbers from %d to %d, got %s", key,
+                -TSR_MAX_NDIM, TSR_MAX_NDIM - 1, tsr__loader_show(x, b, sizeof b));
         d->axes[i] = (int)ax;
     }
     return 0;
@@ -356,8 +266,8 @@ static int parse_axes(loader *L, def *d, const char *key, json_t *v, int allow_i
 static int parse_int(loader *L, def *d, const char *key, json_t *v, int64_t *out) {
     char b[64];
     if (!json_is_integer(v))
-        return fail(L, d, TSR_EPROGRAM, "\"%s\" must be an integer, got %s", key,
-                    show(v, b, sizeof b));
+        return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"%s\" must be an integer, got %s", key,
+                                tsr__loader_show(v, b, sizeof b));
     *out = json_integer_value(v);
     return 0;
 }
@@ -369,15 +279,16 @@ static int parse_td_axes(loader *L, def *d, json_t *v) {
     if (json_is_integer(v)) {
         json_int_t n = json_integer_value(v);
         if (n < 0 || n > TSR_MAX_NDIM)
-            return fail(L, d, TSR_EPROGRAM, "\"axes\" must be from 0 to %d, got %s", TSR_MAX_NDIM,
-                        show(v, b, sizeof b));
+            return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"axes\" must be from 0 to %d, got %s",
+                                    TSR_MAX_NDIM, tsr__loader_show(v, b, sizeof b));
         d->td_n = (int)n;
         d->td_lists = 0;
         return 0;
     }
     if (!json_is_array(v) || json_array_size(v) != 2)
-        return fail(L, d, TSR_EPROGRAM, "\"axes\" must be an integer or two lists of axes, got %s",
-                    show(v, b, sizeof b));
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "\"axes\" must be an integer or two lists of axes, got %s",
+                                tsr__loader_show(v, b, sizeof b));
     int n[2];
     for (int k = 0; k < 2; k++) {
         json_t *l = json_array_get(v, (size_t)k);
@@ -386,122 +297,57 @@ static int parse_td_axes(loader *L, def *d, json_t *v) {
             n[k] = 1;
             json_int_t ax = json_integer_value(json_array_get(v, (size_t)k));
             if (ax < -TSR_MAX_NDIM || ax >= TSR_MAX_NDIM)
-                return fail(L, d, TSR_EPROGRAM, "\"axes\" must hold axis numbers from %d to %d",
-                            -TSR_MAX_NDIM, TSR_MAX_NDIM - 1);
+                return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                        "\"axes\" must hold axis numbers from %d to %d",
+                                        -TSR_MAX_NDIM, TSR_MAX_NDIM - 1);
             dst[0] = (int)ax;
             continue;
         }
         if (!json_is_array(l) || json_array_size(l) > TSR_MAX_NDIM)
-            return fail(L, d, TSR_EPROGRAM,
-                        "\"axes\"[%d] must be a list of at most %d axes, got %s", k, TSR_MAX_NDIM,
-                        show(l, b, sizeof b));
+            return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                    "\"axes\"[%d] must be a list of at most %d axes, got %s", k,
+                                    TSR_MAX_NDIM, tsr__loader_show(l, b, sizeof b));
         n[k] = (int)json_array_size(l);
         for (int i = 0; i < n[k]; i++) {
             json_t *x = json_array_get(l, (size_t)i);
             json_int_t ax = json_is_integer(x) ? json_integer_value(x) : 0;
             if (!json_is_integer(x) || ax < -TSR_MAX_NDIM || ax >= TSR_MAX_NDIM)
-                return fail(L, d, TSR_EPROGRAM,
-                            "\"axes\" must hold axis numbers from %d to %d, got %s", -TSR_MAX_NDIM,
-                            TSR_MAX_NDIM - 1, show(x, b, sizeof b));
+                return tsr__loader_fail(
+                    L, d, TSR_EPROGRAM, "\"axes\" must hold axis numbers from %d to %d, got %s",
+                    -TSR_MAX_NDIM, TSR_MAX_NDIM - 1, tsr__loader_show(x, b, sizeof b));
             dst[i] = (int)ax;
         }
     }
     if (n[0] != n[1])
-        return fail(L, d, TSR_EPROGRAM, "\"axes\" lists must have the same length, got %d and %d",
-                    n[0], n[1]);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "\"axes\" lists must have the same length, got %d and %d", n[0],
+                                n[1]);
     d->td_n = n[0];
     d->td_lists = 1;
-    return 0;
-}
-
-/* A slice's "index": one item per leading axis, each an integer, [start, stop] or [start, stop,
- * step] (null for a default) or null (the whole axis). */
-static int parse_index(loader *L, def *d, json_t *v) {
-    char b[64];
-    if (!json_is_array(v))
-        return fail(L, d, TSR_EPROGRAM, "\"index\" must be a list with one item per axis, got %s",
-                    show(v, b, sizeof b));
-    if (json_array_size(v) > TSR_MAX_NDIM)
-        return fail(L, d, TSR_EPROGRAM, "\"index\" has %zu items; arrays have at most %d axes",
-                    json_array_size(v), TSR_MAX_NDIM);
-    d->nindex = (int)json_array_size(v);
-    for (int i = 0; i < d->nindex; i++) {
-        json_t *x = json_array_get(v, (size_t)i);
-        tsr_index *it = &d->index[i];
-        memset(it, 0, sizeof *it);
-        it->kind = TSR_INDEX_RANGE;
-        it->step = 1;
-        if (json_is_null(x)) continue;
-        if (json_is_integer(x)) {
-            it->kind = TSR_INDEX_INT;
-            it->start = json_integer_value(x);
-            continue;
-        }
-        size_t n = json_is_array(x) ? json_array_size(x) : 0;
-        int ok = n == 2 || n == 3;
-        for (size_t k = 0; ok && k < n; k++) {
-            json_t *e = json_array_get(x, k);
-            ok = json_is_null(e) || json_is_integer(e);
-        }
-        if (!ok)
-            return fail(L, d, TSR_EPROGRAM,
-                        "\"index\"[%d] must be an integer, [start, stop], [start, stop, step] "
-                        "(integers or null) or null, got %s",
-                        i, show(x, b, sizeof b));
-        json_t *st = json_array_get(x, 0), *sp = json_array_get(x, 1);
-        json_t *sz = n == 3 ? json_array_get(x, 2) : NULL;
-        it->has_start = json_is_integer(st);
-        it->start = json_integer_value(st);
-        it->has_stop = json_is_integer(sp);
-        it->stop = json_integer_value(sp);
-        if (sz && json_is_integer(sz)) it->step = json_integer_value(sz);
-        if (it->step == 0)
-            return fail(L, d, TSR_EPROGRAM, "\"index\"[%d]: slice step cannot be zero", i);
-    }
-    return 0;
-}
-
-/* A reshape's "shape": integers >= 0, and at most one -1 (inferred). */
-static int parse_newshape(loader *L, def *d, json_t *v) {
-    char b[64];
-    if (!json_is_array(v) || json_array_size(v) > TSR_MAX_NDIM)
-        return fail(L, d, TSR_EPROGRAM,
-                    "\"shape\" must be a list of at most %d integers (one may be -1), got %s",
-                    TSR_MAX_NDIM, show(v, b, sizeof b));
-    d->ndim = (int)json_array_size(v);
-    int unknown = 0;
-    for (int i = 0; i < d->ndim; i++) {
-        json_t *x = json_array_get(v, (size_t)i);
-        if (!json_is_integer(x) || json_integer_value(x) < -1)
-            return fail(L, d, TSR_EPROGRAM,
-                        "\"shape\"[%d] must be a non-negative integer or -1, got %s", i,
-                        show(x, b, sizeof b));
-        d->shape[i] = json_integer_value(x);
-        if (d->shape[i] == -1 && unknown++)
-            return fail(L, d, TSR_EPROGRAM, "\"shape\": can only specify one unknown dimension");
-    }
     return 0;
 }
 
 static int parse_args(loader *L, def *d, json_t *v) {
     char b[64];
     const op_info *op = d->op;
-    if (!v) return fail(L, d, TSR_EPROGRAM, "%s needs \"args\"", op->name);
+    if (!v) return tsr__loader_fail(L, d, TSR_EPROGRAM, "%s needs \"args\"", op->name);
     if (!json_is_array(v))
-        return fail(L, d, TSR_EPROGRAM, "\"args\" must be a list, got %s", show(v, b, sizeof b));
+        return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"args\" must be a list, got %s",
+                                tsr__loader_show(v, b, sizeof b));
     size_t n = json_array_size(v);
     if (op->nargs == VARARGS && n == 0)
-        return fail(L, d, TSR_EPROGRAM, "%s takes at least one argument in \"args\", got none",
-                    op->name);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "%s takes at least one argument in \"args\", got none", op->name);
     if (op->nargs != VARARGS && n != (size_t)op->nargs)
-        return fail(L, d, TSR_EPROGRAM, "%s takes %d %s in \"args\", got %zu", op->name, op->nargs,
-                    op->nargs == 1 ? "argument" : "arguments", n);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM, "%s takes %d %s in \"args\", got %zu", op->name,
+                                op->nargs, op->nargs == 1 ? "argument" : "arguments", n);
     if (n > 65536)
-        return fail(L, d, TSR_EPROGRAM, "%s takes at most 65536 arguments, got %zu", op->name, n);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM, "%s takes at most 65536 arguments, got %zu",
+                                op->name, n);
     if (n > TSR__ARRAY_LEN(d->argbuf)) {
         d->arg = malloc(n * sizeof *d->arg);
         d->scalar = malloc(n * sizeof *d->scalar);
-        if (!d->arg || !d->scalar) return fail(L, d, -ENOMEM, "out of memory");
+        if (!d->arg || !d->scalar) return tsr__loader_fail(L, d, -ENOMEM, "out of memory");
     }
     d->nargs = (int)n;
     int nscalars = 0;
@@ -509,46 +355,52 @@ static int parse_args(loader *L, def *d, json_t *v) {
         json_t *x = json_array_get(v, (size_t)k);
         if (json_is_string(x)) {
             json_t *ix = json_object_get(L->index, json_string_value(x));
-            if (!ix) return fail(L, d, TSR_EPROGRAM, "unknown array \"%s\"", json_string_value(x));
+            if (!ix)
+                return tsr__loader_fail(L, d, TSR_EPROGRAM, "unknown array \"%s\"",
+                                        json_string_value(x));
             d->arg[k] = (int)json_integer_value(ix);
         } else if (json_is_number(x)) {
             if (op->kind != K_BINARY && op->kind != K_MAP_BLOCKS && !(op->kind == K_WHERE && k > 0))
-                return fail(L, d, TSR_EPROGRAM, "%s takes arrays only; args[%d] is the number %s",
-                            op->name, k, show(x, b, sizeof b));
+                return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                        "%s takes arrays only; args[%d] is the number %s", op->name,
+                                        k, tsr__loader_show(x, b, sizeof b));
             d->arg[k] = -1;
             d->scalar[k] = json_number_value(x);
             if (json_is_real(x) && k < 32) d->scalar_float |= 1u << k;
             if (json_is_integer(x) && k < 3) d->iscalar[k] = json_integer_value(x);
             nscalars++;
         } else {
-            return fail(L, d, TSR_EPROGRAM, "args[%d] must be an array name or a number, got %s", k,
-                        show(x, b, sizeof b));
+            return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                    "args[%d] must be an array name or a number, got %s", k,
+                                    tsr__loader_show(x, b, sizeof b));
         }
     }
     if (nscalars == 2 && op->kind == K_BINARY)
-        return fail(L, d, TSR_EPROGRAM, "%s needs at least one array argument, got two numbers",
-                    op->name);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "%s needs at least one array argument, got two numbers", op->name);
     if (op->kind == K_MAP_BLOCKS && d->arg[0] < 0)
-        return fail(L, d, TSR_EPROGRAM,
-                    "%s: args[0] must be an array (the result's shape and "
-                    "chunks follow it), got a number",
-                    op->name);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "%s: args[0] must be an array (the result's shape and "
+                                "chunks follow it), got a number",
+                                op->name);
     return 0;
 }
 
 static int parse_def(loader *L, def *d) {
     char b[64];
     if (!json_is_object(d->obj))
-        return fail(L, d, TSR_EPROGRAM,
-                    "a definition must be an object such as {\"op\": \"zeros\", "
-                    "...}, got %s",
-                    show(d->obj, b, sizeof b));
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "a definition must be an object such as {\"op\": \"zeros\", "
+                                "...}, got %s",
+                                tsr__loader_show(d->obj, b, sizeof b));
     json_t *opv = json_object_get(d->obj, "op");
-    if (!opv) return fail(L, d, TSR_EPROGRAM, "missing \"op\"");
+    if (!opv) return tsr__loader_fail(L, d, TSR_EPROGRAM, "missing \"op\"");
     if (!json_is_string(opv))
-        return fail(L, d, TSR_EPROGRAM, "\"op\" must be a string, got %s", show(opv, b, sizeof b));
+        return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"op\" must be a string, got %s",
+                                tsr__loader_show(opv, b, sizeof b));
     d->op = find_op(json_string_value(opv));
-    if (!d->op) return fail(L, d, TSR_EPROGRAM, "unknown op \"%s\"", json_string_value(opv));
+    if (!d->op)
+        return tsr__loader_fail(L, d, TSR_EPROGRAM, "unknown op \"%s\"", json_string_value(opv));
     const op_info *op = d->op;
 
     const char *key;
@@ -566,8 +418,9 @@ static int parse_def(loader *L, def *d) {
                 allowed[len++] = *p;
             allowed[len] = '\0';
         }
-        return fail(L, d, TSR_EPROGRAM, "unknown key \"%s\" for op \"%s\" (it takes %s)", key,
-                    op->name, allowed);
+        return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                "unknown key \"%s\" for op \"%s\" (it takes %s)", key, op->name,
+                                allowed);
     }
     for (const char *p = op->required; *p;) {
         const char *e = strchr(p, ',');
@@ -575,7 +428,7 @@ static int parse_def(loader *L, def *d) {
         char want[32];
         snprintf(want, sizeof want, "%.*s", (int)len, p);
         if (!json_object_get(d->obj, want))
-            return fail(L, d, TSR_EPROGRAM, "%s needs \"%s\"", op->name, want);
+            return tsr__loader_fail(L, d, TSR_EPROGRAM, "%s needs \"%s\"", op->name, want);
         p = e ? e + 1 : p + len;
     }
 
@@ -592,17 +445,18 @@ static int parse_def(loader *L, def *d) {
     if (op->nargs && (rc = parse_args(L, d, json_object_get(d->obj, "args")))) return rc;
     json_object_foreach(d->obj, key, v) {
         if (!strcmp(key, "shape")) {
-            rc = op->kind == K_RESHAPE ? parse_newshape(L, d, v) : parse_shape(L, d, v);
+            rc = op->kind == K_RESHAPE ? tsr__loader_parse_newshape(L, d, v) : parse_shape(L, d, v);
         } else if (!strcmp(key, "index")) {
-            rc = parse_index(L, d, v);
+            rc = tsr__loader_parse_index(L, d, v);
         } else if (!strcmp(key, "chunks")) {
             rc = parse_chunks(L, d, v);
         } else if (!strcmp(key, "dtype")) {
             if (!json_is_string(v) || tsr_dtype_parse(json_string_value(v), &d->dtype) != 0)
-                rc = fail(L, d, TSR_EPROGRAM,
-                          "unknown dtype %s (expected \"float64\", \"float32\", \"int64\" or "
-                          "\"bool\")",
-                          show(v, b, sizeof b));
+                rc = tsr__loader_fail(
+                    L, d, TSR_EPROGRAM,
+                    "unknown dtype %s (expected \"float64\", \"float32\", \"int64\" or "
+                    "\"bool\")",
+                    tsr__loader_show(v, b, sizeof b));
         } else if (!strcmp(key, "value")) {
             rc = parse_number(L, d, key, v, &d->value);
         } else if (!strcmp(key, "start")) {
@@ -611,7 +465,8 @@ static int parse_def(loader *L, def *d) {
             rc = parse_number(L, d, key, v, &d->stop);
         } else if (!strcmp(key, "step")) {
             rc = parse_number(L, d, key, v, &d->step);
-            if (!rc && d->step == 0) rc = fail(L, d, TSR_EPROGRAM, "\"step\" must not be 0");
+            if (!rc && d->step == 0)
+                rc = tsr__loader_fail(L, d, TSR_EPROGRAM, "\"step\" must not be 0");
         } else if (!strcmp(key, "min") || !strcmp(key, "max")) {
             int is_min = key[1] == 'i';
             if (!json_is_null(v)) {
@@ -626,13 +481,15 @@ static int parse_def(loader *L, def *d) {
             d->axis_is_list = json_is_array(v);
         } else if (!strcmp(key, "keepdims")) {
             if (!json_is_boolean(v))
-                rc = fail(L, d, TSR_EPROGRAM, "\"keepdims\" must be true or false, got %s",
-                          show(v, b, sizeof b));
+                rc = tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                      "\"keepdims\" must be true or false, got %s",
+                                      tsr__loader_show(v, b, sizeof b));
             d->keepdims = json_is_true(v);
         } else if (!strcmp(key, "ddof")) {
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX)
-                rc = fail(L, d, TSR_EPROGRAM, "\"ddof\" must be a non-negative integer, got %s",
-                          show(v, b, sizeof b));
+                rc = tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                      "\"ddof\" must be a non-negative integer, got %s",
+                                      tsr__loader_show(v, b, sizeof b));
             else
                 d->ddof = (int)json_integer_value(v);
         } else if (!strcmp(key, "axes") && op->kind == K_TENSORDOT) {
@@ -651,22 +508,23 @@ static int parse_def(loader *L, def *d) {
                            : key[0] == 'm' ? &d->eye_m
                                            : &d->eye_k);
             if (!rc && key[0] != 'k' && json_integer_value(v) < 0)
-                rc = fail(L, d, TSR_EPROGRAM, "\"%s\" must be >= 0, got %lld", key,
-                          (long long)json_integer_value(v));
+                rc = tsr__loader_fail(L, d, TSR_EPROGRAM, "\"%s\" must be >= 0, got %lld", key,
+                                      (long long)json_integer_value(v));
         } else if (!strcmp(key, "kernel")) {
             char lib[TSR__PLUGIN_NAME_MAX], sym[TSR__PLUGIN_NAME_MAX], why[300];
             if (!json_is_string(v))
-                rc = fail(L, d, TSR_EPROGRAM, "\"kernel\" must be \"LIBRARY:SYMBOL\", got %s",
-                          show(v, b, sizeof b));
+                rc = tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                      "\"kernel\" must be \"LIBRARY:SYMBOL\", got %s",
+                                      tsr__loader_show(v, b, sizeof b));
             else if (tsr__plugin_parse_name(json_string_value(v), lib, sizeof lib, sym, sizeof sym,
                                             why, sizeof why))
-                rc = fail(L, d, TSR_EPROGRAM, "%s", why);
+                rc = tsr__loader_fail(L, d, TSR_EPROGRAM, "%s", why);
             else
                 d->kernel = json_string_value(v);
         } else if (!strcmp(key, "path")) {
             if (!json_is_string(v) || !*json_string_value(v))
-                rc = fail(L, d, TSR_EPROGRAM, "\"path\" must be a file name, got %s",
-                          show(v, b, sizeof b));
+                rc = tsr__loader_fail(L, d, TSR_EPROGRAM, "\"path\" must be a file name, got %s",
+                                      tsr__loader_show(v, b, sizeof b));
             else
                 d->path = json_string_value(v);
         }
@@ -694,7 +552,7 @@ static int toposort(loader *L) {
     L->order = malloc((n ? n : 1) * sizeof *L->order);
     if (!stack || !L->order) {
         free(stack);
-        return fail(L, NULL, -ENOMEM, "out of memory");
+        return tsr__loader_fail(L, NULL, -ENOMEM, "out of memory");
     }
     for (size_t r = 0; r < n; r++) {
         if (L->defs[r].color) continue;
@@ -730,7 +588,7 @@ static int toposort(loader *L) {
                     snprintf(msg + len, sizeof msg - len, "\"%.40s\"%s", L->defs[child].name,
                              count);
                 free(stack);
-                return fail(L, NULL, TSR_EPROGRAM, "cycle between arrays %s", msg);
+                return tsr__loader_fail(L, NULL, TSR_EPROGRAM, "cycle between arrays %s", msg);
             }
             d->color = 2;
             L->order[norder++] = stack[--sp];
@@ -749,8 +607,8 @@ static int api_fail(loader *L, const def *d, int rc) {
     if (!*msg) snprintf(msg, sizeof msg, "%s", tsr_strerror(rc));
     int code = rc == -ENOMEM ? rc : TSR_EPROGRAM;
     if (d->op->kind == K_LOAD && !strstr(msg, d->path))
-        return fail(L, d, code, "%s: %s", d->path, msg);
-    return fail(L, d, code, "%s", msg);
+        return tsr__loader_fail(L, d, code, "%s: %s", d->path, msg);
+    return tsr__loader_fail(L, d, code, "%s", msg);
 }
 
 /* Is path a Zarr store? A name ending in ".zarr" (a trailing '/' allowed), or a directory
@@ -782,8 +640,7 @@ static int scalar_op(const def *d, tsr_binary_op op, tsr_array *x, int k, tsr_ar
     return tsr_binary_scalar_int64(op, x, d->iscalar[k], first, out);
 }
 
-/* Names a built array after its definition. */
-static int built(loader *L, def *d, int rc, tsr_array *a) {
+int tsr__loader_built(loader *L, def *d, int rc, tsr_array *a) {
     if (rc) return api_fail(L, d, rc);
     if ((rc = tsr_array_set_name(a, d->name))) {
         tsr_array_free(a);
@@ -791,77 +648,6 @@ static int built(loader *L, def *d, int rc, tsr_array *a) {
     }
     d->array = a;
     return 0;
-}
-
-/* The structural operations (array/shape_ops.c). "axis" is one integer for take (or null: the
- * flattened array), concatenate and stack (default 0). */
-static int build_shape_def(loader *L, def *d, tsr_array *x, tsr_array *y) {
-    char b[64];
-    tsr_array *a = NULL;
-    int rc = 0, kind = d->op->kind, axis = d->has_axes ? d->axes[0] : 0;
-    json_t *axv = json_object_get(d->obj, "axis");
-    if ((kind == K_TAKE || kind == K_CONCATENATE || kind == K_STACK) && axv &&
-        !json_is_integer(axv) && !(kind == K_TAKE && json_is_null(axv)))
-        return fail(L, d, TSR_EPROGRAM, "\"axis\" must be an integer%s, got %s",
-                    kind == K_TAKE ? " or null" : "", show(axv, b, sizeof b));
-    switch (kind) {
-    case K_SLICE:
-        rc = tsr_slice(x, d->index, d->nindex, &a);
-        break;
-    case K_TAKE:
-        rc = tsr_take(x, y, d->has_axes ? &axis : NULL, &a);
-        break;
-    case K_CONCATENATE:
-    case K_STACK: {
-        tsr_array **xs = malloc((size_t)d->nargs * sizeof *xs);
-        if (!xs) return fail(L, d, -ENOMEM, "out of memory");
-        for (int k = 0; k < d->nargs; k++) xs[k] = L->defs[d->arg[k]].array;
-        rc = kind == K_STACK ? tsr_stack(xs, d->nargs, axis, &a)
-                             : tsr_concatenate(xs, d->nargs, axis, &a);
-        free(xs);
-        break;
-    }
-    case K_RESHAPE:
-        rc = tsr_reshape(x, d->ndim, d->shape, &a);
-        break;
-    case K_SQUEEZE:
-        rc = tsr_squeeze(x, d->has_axes ? d->axes : NULL, d->naxes, &a);
-        break;
-    case K_EXPAND_DIMS:
-        if (!d->has_axes) return fail(L, d, TSR_EPROGRAM, "\"axis\" must not be null");
-        rc = tsr_expand_dims(x, d->axes, d->naxes, &a);
-        break;
-    default:
-        return fail(L, d, TSR_EPROGRAM, "unknown op");
-    }
-    return built(L, d, rc, a);
-}
-
-/* map_blocks: the array operands in order, the numbers in order; dtype defaults to the first
- * operand's, shape to its shape (the blockwise form only when "shape" differs). */
-static int build_map_blocks(loader *L, def *d, const int64_t *chunks, tsr_array **out) {
-    tsr_array **arrays = malloc((size_t)d->nargs * sizeof *arrays);
-    double *scalars = malloc((size_t)d->nargs * sizeof *scalars);
-    if (!arrays || !scalars) {
-        free(arrays);
-        free(scalars);
-        tsr__fail(L->c, -ENOMEM, "out of memory");
-        return -ENOMEM;
-    }
-    int na = 0, ns = 0;
-    for (int k = 0; k < d->nargs; k++) {
-        if (d->arg[k] >= 0)
-            arrays[na++] = L->defs[d->arg[k]].array;
-        else
-            scalars[ns++] = d->scalar[k];
-    }
-    int has_shape = json_object_get(d->obj, "shape") != NULL;
-    tsr_dtype dtype = json_object_get(d->obj, "dtype") ? d->dtype : tsr_array_dtype(arrays[0]);
-    int rc = tsr_map_blocks(d->kernel, arrays, na, scalars, ns, dtype, has_shape ? d->shape : NULL,
-                            has_shape ? d->ndim : 0, chunks, out);
-    free(arrays);
-    free(scalars);
-    return rc;
 }
 
 static int build_def(loader *L, def *d) {
@@ -928,7 +714,8 @@ static int build_def(loader *L, def *d) {
     }
     case K_CLIP:
         if (!d->has_min && !d->has_max)
-            return fail(L, d, TSR_EPROGRAM, "clip needs a number in \"min\" or \"max\"");
+            return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                    "clip needs a number in \"min\" or \"max\"");
         rc = tsr_clip(x, d->has_min ? &d->min : NULL, d->has_max ? &d->max : NULL,
                       d->min_float | d->max_float << 1, &a);
         break;
@@ -942,8 +729,8 @@ static int build_def(loader *L, def *d) {
         /* "axis": [] reduces nothing (as in NumPy), which differs from null: pass a non-NULL
          * pointer with zero axes. */
         if (d->axis_is_list && (op->fn == TSR_ARGMAX || op->fn == TSR_ARGMIN))
-            return fail(L, d, TSR_EPROGRAM, "%s takes an integer \"axis\" or null, not a list",
-                        op->name);
+            return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                    "%s takes an integer \"axis\" or null, not a list", op->name);
         {
             tsr_reduce_options ro;
             tsr_reduce_options_default(&ro);
@@ -956,8 +743,8 @@ static int build_def(loader *L, def *d) {
     case K_SCAN:
         /* "axis": an int, or null / absent for the flattened array (NumPy's default). */
         if (d->axis_is_list)
-            return fail(L, d, TSR_EPROGRAM, "%s takes an integer \"axis\" or null, not a list",
-                        op->name);
+            return tsr__loader_fail(L, d, TSR_EPROGRAM,
+                                    "%s takes an integer \"axis\" or null, not a list", op->name);
         rc = tsr_scan((tsr_scan_op)op->fn, x, d->has_axes ? d->axes[0] : 0, !d->has_axes, &a);
         break;
     case K_RECHUNK:
@@ -977,204 +764,76 @@ static int build_def(loader *L, def *d) {
         rc = tsr_eye(c, d->eye_n, d->eye_m < 0 ? d->eye_n : d->eye_m, d->eye_k, chp, d->dtype, &a);
         break;
     case K_MAP_BLOCKS:
-        rc = build_map_blocks(L, d, chp, &a);
+        rc = tsr__loader_build_map_blocks(L, d, chp, &a);
         break;
     default:
-        return build_shape_def(L, d, x, y);
+        return tsr__loader_build_shape_def(L, d, x, y);
     }
-    return built(L, d, rc, a);
+    return tsr__loader_built(L, d, rc, a);
 }
 
 /* ---- Top level ---- */
-
-static void shape_str(const tsr_array *a, char *buf, size_t size) {
-    int nd = tsr_array_ndim(a);
-    const int64_t *sh = tsr_array_shape(a);
-    size_t len = (size_t)snprintf(buf, size, "(");
-    for (int i = 0; i < nd && len < size; i++)
-        len += (size_t)snprintf(buf + len, size - len, "%s%" PRId64, i ? "," : "", sh[i]);
-    if (len < size) snprintf(buf + len, size - len, "%s)", nd == 1 ? "," : "");
-}
-
-/* Printable shapes: 0-d, 1-d, or every axis but at most one of extent 1 (a keepdims result). */
-static int one_long_axis(const tsr_array *a) {
-    int nd = tsr_array_ndim(a), long_axes = 0;
-    const int64_t *sh = tsr_array_shape(a);
-    for (int i = 0; i < nd; i++) long_axes += sh[i] != 1;
-    return nd <= 1 || long_axes <= 1;
-}
-
-/* An output entry's path: the string, or an object's "path" (NULL when it has none). */
-static const char *out_path(const json_t *v) {
-    if (json_is_string(v)) return json_string_value(v);
-    const json_t *p = json_object_get(v, "path");
-    return json_is_string(p) ? json_string_value(p) : NULL;
-}
-
-/* An object entry: {"path": "c.zarr", "compressor": "blosc" | "zlib" | null}, a Zarr store. */
-static int check_store_entry(loader *L, const def *d, json_t *v, int *compressor) {
-    char b[64];
-    const char *key;
-    json_t *x;
-    *compressor = TSR_COMPRESSOR_DEFAULT;
-    json_object_foreach(v, key, x) {
-        if (strcmp(key, "path") && strcmp(key, "compressor"))
-            return fail(L, d, TSR_EPROGRAM,
-                        "output: unknown key \"%s\" (a store output takes path, compressor)", key);
-    }
-    x = json_object_get(v, "path");
-    if (!x) return fail(L, d, TSR_EPROGRAM, "output: a store output needs \"path\"");
-    if (!json_is_string(x) || !*json_string_value(x) || !strcmp(json_string_value(x), "-"))
-        return fail(L, d, TSR_EPROGRAM, "output: \"path\" must be the store's path, got %s",
-                    show(x, b, sizeof b));
-    x = json_object_get(v, "compressor");
-    if (!x) return 0;
-    if (json_is_null(x))
-        *compressor = TSR_COMPRESSOR_NONE;
-    else if (json_is_string(x) && !strcmp(json_string_value(x), "blosc"))
-        *compressor = TSR_COMPRESSOR_BLOSC;
-    else if (json_is_string(x) && !strcmp(json_string_value(x), "zlib"))
-        *compressor = TSR_COMPRESSOR_ZLIB;
-    else
-        return fail(L, d, TSR_EPROGRAM,
-                    "output: unknown compressor %s (expected \"blosc\", \"zlib\" or null)",
-                    show(x, b, sizeof b));
-    return 0;
-}
-
-/* Checks the outputs before anything is built: known names, paths, no file written twice. */
-static int check_outputs(loader *L, json_t *outs) {
-    char b[64];
-    if (!json_is_object(outs))
-        return fail(L, NULL, TSR_EPROGRAM,
-                    "\"outputs\" must be an object mapping array names to paths, got %s",
-                    show(outs, b, sizeof b));
-    const char *key, *key2;
-    json_t *v, *v2;
-    json_object_foreach(outs, key, v) {
-        json_t *ix = json_object_get(L->index, key);
-        if (!ix) return fail(L, NULL, TSR_EPROGRAM, "outputs: unknown array \"%s\"", key);
-        int compressor;
-        if (json_is_object(v)) {
-            int rc = check_store_entry(L, &L->defs[json_integer_value(ix)], v, &compressor);
-            if (rc) return rc;
-        } else if (!json_is_string(v) || !*json_string_value(v)) {
-            return fail(L, NULL, TSR_EPROGRAM,
-                        "outputs: \"%s\" must map to a .npy or .zarr path, \"-\" or "
-                        "{\"path\": ..., \"compressor\": ...}, got %s",
-                        key, show(v, b, sizeof b));
-        }
-        const char *path = out_path(v);
-        if (!strcmp(path, "-")) continue;
-        json_object_foreach(outs, key2, v2) {
-            if (v2 == v) break;
-            const char *p2 = out_path(v2);
-            if (p2 && !strcmp(p2, path))
-                return fail(L, NULL, TSR_EPROGRAM, "outputs: \"%s\" and \"%s\" both write \"%s\"",
-                            key2, key, path);
-        }
-    }
-    return 0;
-}
-
-/* Records the outputs of a built program; a "-" output must be small enough to print. */
-static int add_outputs(loader *L, tsr_program *p, json_t *outs) {
-    p->outputs = calloc(json_object_size(outs) + 1, sizeof *p->outputs);
-    if (!p->outputs) return fail(L, NULL, -ENOMEM, "out of memory");
-    const char *key;
-    json_t *v;
-    json_object_foreach(outs, key, v) {
-        const def *d = &L->defs[json_integer_value(json_object_get(L->index, key))];
-        tsr__output *o = &p->outputs[p->noutputs];
-        o->path = strdup(out_path(v));
-        if (!o->path) return fail(L, NULL, -ENOMEM, "out of memory");
-        o->array = d->array;
-        o->format = TSR_FORMAT_AUTO;
-        o->compressor = TSR_COMPRESSOR_DEFAULT;
-        if (json_is_object(v)) {
-            o->format = TSR_FORMAT_ZARR;
-            check_store_entry(L, d, v, &o->compressor); /* checked before: cannot fail */
-        }
-        p->noutputs++;
-        if (!strcmp(o->path, "-") &&
-            (!one_long_axis(o->array) || tsr_array_size(o->array) > PRINT_MAX)) {
-            char sh[256];
-            shape_str(o->array, sh, sizeof sh);
-            return fail(L, d, TSR_EPROGRAM, "cannot print an array of shape %s; give a .npy path",
-                        sh);
-        }
-    }
-    return 0;
-}
 
 /* Checks the top level and parses every definition; builds the name index. */
 static int parse_program(loader *L) {
     char b[64];
     json_t *root = L->root;
     if (!json_is_object(root))
-        return fail(L, NULL, TSR_EPROGRAM, "a program must be a JSON object, got %s",
-                    show(root, b, sizeof b));
+        return tsr__loader_fail(L, NULL, TSR_EPROGRAM, "a program must be a JSON object, got %s",
+                                tsr__loader_show(root, b, sizeof b));
     const char *key;
     json_t *v;
     json_object_foreach(root, key, v) {
         if (strcmp(key, "tessera") && strcmp(key, "arrays") && strcmp(key, "outputs"))
-            return fail(L, NULL, TSR_EPROGRAM,
-                        "unknown top-level key \"%s\" (expected \"tessera\", \"arrays\" and "
-                        "\"outputs\")",
-                        key);
+            return tsr__loader_fail(
+                L, NULL, TSR_EPROGRAM,
+                "unknown top-level key \"%s\" (expected \"tessera\", \"arrays\" and "
+                "\"outputs\")",
+                key);
     }
     json_t *ver = json_object_get(root, "tessera");
-    if (!ver) return fail(L, NULL, TSR_EPROGRAM, "missing the format version \"tessera\": 1");
+    if (!ver)
+        return tsr__loader_fail(L, NULL, TSR_EPROGRAM, "missing the format version \"tessera\": 1");
     if (!json_is_integer(ver) || json_integer_value(ver) != 1)
-        return fail(L, NULL, TSR_EPROGRAM,
-                    "unsupported format version %s (expected \"tessera\": 1)",
-                    show(ver, b, sizeof b));
+        return tsr__loader_fail(L, NULL, TSR_EPROGRAM,
+                                "unsupported format version %s (expected \"tessera\": 1)",
+                                tsr__loader_show(ver, b, sizeof b));
     L->arrays = json_object_get(root, "arrays");
-    if (!L->arrays) return fail(L, NULL, TSR_EPROGRAM, "missing \"arrays\"");
+    if (!L->arrays) return tsr__loader_fail(L, NULL, TSR_EPROGRAM, "missing \"arrays\"");
     if (!json_is_object(L->arrays))
-        return fail(L, NULL, TSR_EPROGRAM, "\"arrays\" must be an object, got %s",
-                    show(L->arrays, b, sizeof b));
+        return tsr__loader_fail(L, NULL, TSR_EPROGRAM, "\"arrays\" must be an object, got %s",
+                                tsr__loader_show(L->arrays, b, sizeof b));
     json_t *outs = json_object_get(root, "outputs");
-    if (!outs) return fail(L, NULL, TSR_EPROGRAM, "missing \"outputs\" (use {} for none)");
+    if (!outs)
+        return tsr__loader_fail(L, NULL, TSR_EPROGRAM, "missing \"outputs\" (use {} for none)");
 
     size_t n = json_object_size(L->arrays);
     L->defs = calloc(n ? n : 1, sizeof *L->defs);
     L->index = json_object();
-    if (!L->defs || !L->index) return fail(L, NULL, -ENOMEM, "out of memory");
+    if (!L->defs || !L->index) return tsr__loader_fail(L, NULL, -ENOMEM, "out of memory");
     json_object_foreach(L->arrays, key, v) {
         def *d = &L->defs[L->ndefs];
         d->name = key;
         d->obj = v;
         if (!is_identifier(key))
-            return fail(L, NULL, TSR_EPROGRAM,
-                        "invalid array name \"%s\" (names are identifiers: a letter or '_', then "
-                        "letters, digits or '_')",
-                        key);
+            return tsr__loader_fail(
+                L, NULL, TSR_EPROGRAM,
+                "invalid array name \"%s\" (names are identifiers: a letter or '_', then "
+                "letters, digits or '_')",
+                key);
         if (strlen(key) > NAME_MAX_LEN)
-            return fail(L, NULL, TSR_EPROGRAM,
-                        "array name \"%.40s...\" is longer than %d characters", key, NAME_MAX_LEN);
+            return tsr__loader_fail(L, NULL, TSR_EPROGRAM,
+                                    "array name \"%.40s...\" is longer than %d characters", key,
+                                    NAME_MAX_LEN);
         if (json_object_set_new(L->index, key, json_integer((json_int_t)L->ndefs)))
-            return fail(L, NULL, -ENOMEM, "out of memory");
+            return tsr__loader_fail(L, NULL, -ENOMEM, "out of memory");
         L->ndefs++;
     }
     for (size_t i = 0; i < L->ndefs; i++) {
         int rc = parse_def(L, &L->defs[i]);
         if (rc) return rc;
     }
-    return check_outputs(L, outs);
-}
-
-/* Outputs against the program file, the loaded files and each other (loader_paths.c). */
-static int check_paths(loader *L, const tsr_program *p) {
-    tsr__load_input *in = calloc(L->ndefs + 1, sizeof *in);
-    if (!in) return fail(L, NULL, -ENOMEM, "out of memory");
-    size_t nin = 0;
-    for (size_t i = 0; i < L->ndefs; i++)
-        if (L->defs[i].op->kind == K_LOAD)
-            in[nin++] = (tsr__load_input){L->defs[i].name, L->defs[i].path};
-    int rc = tsr__program_check_paths(L->c, L->file, L->file_path, p, in, nin);
-    free(in);
-    return rc;
+    return tsr__loader_check_outputs(L, outs);
 }
 
 static int load_root(loader *L, tsr_program **out) {
@@ -1185,7 +844,7 @@ static int load_root(loader *L, tsr_program **out) {
         p = calloc(1, sizeof *p);
         if (p) p->arrays = calloc(L->ndefs ? L->ndefs : 1, sizeof *p->arrays);
         if (p) p->name = strdup(L->file);
-        if (!p || !p->arrays || !p->name) rc = fail(L, NULL, -ENOMEM, "out of memory");
+        if (!p || !p->arrays || !p->name) rc = tsr__loader_fail(L, NULL, -ENOMEM, "out of memory");
     }
     for (size_t i = 0; !rc && i < L->ndefs; i++) {
         def *d = &L->defs[L->order[i]];
@@ -1195,8 +854,8 @@ static int load_root(loader *L, tsr_program **out) {
             p->arrays[p->narrays++] = d->array;
         }
     }
-    if (!rc) rc = add_outputs(L, p, json_object_get(L->root, "outputs"));
-    if (!rc) rc = check_paths(L, p);
+    if (!rc) rc = tsr__loader_add_outputs(L, p, json_object_get(L->root, "outputs"));
+    if (!rc) rc = tsr__loader_check_paths(L, p);
     if (p) p->client = L->c;
     if (rc) {
         tsr_program_free(p);
