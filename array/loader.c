@@ -22,10 +22,10 @@
 /* The program-file operations. Elementwise ops and reductions are the operations table's rows
  * (graph/ops.h) and operand counts its column (array/array.h); what is written here is only
  * program-file syntax: each op's keys. */
-#define UNARY_ROW(E, name, ...) {#name, K_UNARY, TSR_##E, TSR__AOP_NARGS_UNARY, "", ""},
-#define BINARY_ROW(E, name, ...) {#name, K_BINARY, TSR_##E, TSR__AOP_NARGS_BINARY, "", ""},
+#define UNARY_ROW(E, name, ...) {#name, TSR__LK_UNARY, TSR_##E, TSR__AOP_NARGS_UNARY, "", ""},
+#define BINARY_ROW(E, name, ...) {#name, TSR__LK_BINARY, TSR_##E, TSR__AOP_NARGS_BINARY, "", ""},
 #define REDUCE_ROW(E, name, ...)                                                                   \
-    {#name, K_REDUCE, TSR_##E, TSR__AOP_NARGS_REDUCE, "axis,keepdims", ""},
+    {#name, TSR__LK_REDUCE, TSR_##E, TSR__AOP_NARGS_REDUCE, "axis,keepdims", ""},
 /* var and std also take "ddof". */
 #define KEYS2_PROD ""
 #define KEYS2_ANY ""
@@ -35,38 +35,38 @@
 #define KEYS2_ARGMAX ""
 #define KEYS2_ARGMIN ""
 #define REDUCE2_ROW(E, name, ...)                                                                  \
-    {#name, K_REDUCE, TSR_##E, TSR__AOP_NARGS_REDUCE2, "axis,keepdims" KEYS2_##E, ""},
-#define SCAN_ROW(E, name, ...) {#name, K_SCAN, TSR_##E, TSR__AOP_NARGS_SCAN, "axis", ""},
+    {#name, TSR__LK_REDUCE, TSR_##E, TSR__AOP_NARGS_REDUCE2, "axis,keepdims" KEYS2_##E, ""},
+#define SCAN_ROW(E, name, ...) {#name, TSR__LK_SCAN, TSR_##E, TSR__AOP_NARGS_SCAN, "axis", ""},
 /* clang-format off */
-static const op_info ops[] = {
-    {"zeros", K_CONST, 0, TSR__AOP_NARGS_FULL, "shape,chunks,dtype", "shape"},
-    {"ones", K_CONST, 1, TSR__AOP_NARGS_FULL, "shape,chunks,dtype", "shape"},
-    {"full", K_FULL, 0, TSR__AOP_NARGS_FULL, "shape,chunks,dtype,value", "shape,value"},
-    {"random", K_RANDOM, 0, TSR__AOP_NARGS_RANDOM, "shape,chunks,dtype,seed", "shape"},
-    {"arange", K_ARANGE, 0, TSR__AOP_NARGS_ARANGE, "start,stop,step,chunks,dtype", "stop"},
-    {"load", K_LOAD, 0, TSR__AOP_NARGS_LOAD, "path,chunks", "path"},
+static const tsr__loader_op ops[] = {
+    {"zeros", TSR__LK_CONST, 0, TSR__AOP_NARGS_FULL, "shape,chunks,dtype", "shape"},
+    {"ones", TSR__LK_CONST, 1, TSR__AOP_NARGS_FULL, "shape,chunks,dtype", "shape"},
+    {"full", TSR__LK_FULL, 0, TSR__AOP_NARGS_FULL, "shape,chunks,dtype,value", "shape,value"},
+    {"random", TSR__LK_RANDOM, 0, TSR__AOP_NARGS_RANDOM, "shape,chunks,dtype,seed", "shape"},
+    {"arange", TSR__LK_ARANGE, 0, TSR__AOP_NARGS_ARANGE, "start,stop,step,chunks,dtype", "stop"},
+    {"load", TSR__LK_LOAD, 0, TSR__AOP_NARGS_LOAD, "path,chunks", "path"},
     TSR__UNARY_MAP(UNARY_ROW)
     TSR__BINARY_MAP(BINARY_ROW)
-    {"matmul", K_MATMUL, 0, TSR__AOP_NARGS_MATMUL, "", ""},
-    {"transpose", K_TRANSPOSE, 0, TSR__AOP_NARGS_TRANSPOSE, "axes", ""},
+    {"matmul", TSR__LK_MATMUL, 0, TSR__AOP_NARGS_MATMUL, "", ""},
+    {"transpose", TSR__LK_TRANSPOSE, 0, TSR__AOP_NARGS_TRANSPOSE, "axes", ""},
     TSR__REDUCE_MAP(REDUCE_ROW)
-    {"rechunk", K_RECHUNK, 0, TSR__AOP_NARGS_RECHUNK, "chunks", "chunks"},
-    {"astype", K_ASTYPE, 0, TSR__AOP_NARGS_ASTYPE, "dtype", "dtype"},
-    {"where", K_WHERE, 0, TSR__AOP_NARGS_WHERE, "", ""},
-    {"clip", K_CLIP, 0, 1, "min,max", ""},
-    {"tensordot", K_TENSORDOT, 0, TSR__AOP_NARGS_CONTRACT, "axes", ""},
-    {"normal", K_NORMAL, 0, TSR__AOP_NARGS_NORMAL, "shape,chunks,dtype,seed,loc,scale", "shape"},
-    {"eye", K_EYE, 0, TSR__AOP_NARGS_EYE, "n,m,k,chunks,dtype", "n"},
+    {"rechunk", TSR__LK_RECHUNK, 0, TSR__AOP_NARGS_RECHUNK, "chunks", "chunks"},
+    {"astype", TSR__LK_ASTYPE, 0, TSR__AOP_NARGS_ASTYPE, "dtype", "dtype"},
+    {"where", TSR__LK_WHERE, 0, TSR__AOP_NARGS_WHERE, "", ""},
+    {"clip", TSR__LK_CLIP, 0, 1, "min,max", ""},
+    {"tensordot", TSR__LK_TENSORDOT, 0, TSR__AOP_NARGS_CONTRACT, "axes", ""},
+    {"normal", TSR__LK_NORMAL, 0, TSR__AOP_NARGS_NORMAL, "shape,chunks,dtype,seed,loc,scale", "shape"},
+    {"eye", TSR__LK_EYE, 0, TSR__AOP_NARGS_EYE, "n,m,k,chunks,dtype", "n"},
     TSR__REDUCE2_MAP(REDUCE2_ROW)
     TSR__SCAN_MAP(SCAN_ROW)
-    {"slice", K_SLICE, 0, TSR__AOP_NARGS_SLICE, "index", "index"},
-    {"take", K_TAKE, 0, TSR__AOP_NARGS_TAKE, "axis", ""},
-    {"concatenate", K_CONCATENATE, 0, VARARGS, "axis", ""},
-    {"stack", K_STACK, 0, VARARGS, "axis", ""},
-    {"reshape", K_RESHAPE, 0, TSR__AOP_NARGS_RESHAPE, "shape", "shape"},
-    {"squeeze", K_SQUEEZE, 0, TSR__AOP_NARGS_RESHAPE, "axis", ""},
-    {"expand_dims", K_EXPAND_DIMS, 0, TSR__AOP_NARGS_RESHAPE, "axis", "axis"},
-    {"map_blocks", K_MAP_BLOCKS, 0, VARARGS, "kernel,dtype,shape,chunks", "kernel"},
+    {"slice", TSR__LK_SLICE, 0, TSR__AOP_NARGS_SLICE, "index", "index"},
+    {"take", TSR__LK_TAKE, 0, TSR__AOP_NARGS_TAKE, "axis", ""},
+    {"concatenate", TSR__LK_CONCATENATE, 0, TSR__LOADER_VARARGS, "axis", ""},
+    {"stack", TSR__LK_STACK, 0, TSR__LOADER_VARARGS, "axis", ""},
+    {"reshape", TSR__LK_RESHAPE, 0, TSR__AOP_NARGS_RESHAPE, "shape", "shape"},
+    {"squeeze", TSR__LK_SQUEEZE, 0, TSR__AOP_NARGS_RESHAPE, "axis", ""},
+    {"expand_dims", TSR__LK_EXPAND_DIMS, 0, TSR__AOP_NARGS_RESHAPE, "axis", "axis"},
+    {"map_blocks", TSR__LK_MAP_BLOCKS, 0, TSR__LOADER_VARARGS, "kernel,dtype,shape,chunks", "kernel"},
 };
 /* clang-format on */
 #undef UNARY_ROW
@@ -75,7 +75,7 @@ static const op_info ops[] = {
 #undef REDUCE2_ROW
 #undef SCAN_ROW
 
-int tsr__loader_fail(loader *L, const def *d, int code, const char *fmt, ...) {
+int tsr__loader_fail(tsr__loader *L, const tsr__loader_def *d, int code, const char *fmt, ...) {
     char msg[900];
     va_list ap;
     va_start(ap, fmt);
@@ -120,7 +120,7 @@ static int in_list(const char *list, const char *key) {
     return 0;
 }
 
-static const op_info *find_op(const char *name) {
+static const tsr__loader_op *find_op(const char *name) {
     for (size_t i = 0; i < TSR__ARRAY_LEN(ops); i++)
         if (!strcmp(ops[i].name, name)) return &ops[i];
     return NULL;
@@ -128,7 +128,7 @@ static const op_info *find_op(const char *name) {
 
 /* ---- Attributes ---- */
 
-static int parse_shape(loader *L, def *d, json_t *v) {
+static int parse_shape(tsr__loader *L, tsr__loader_def *d, json_t *v) {
     char b[64];
     if (!json_is_array(v))
         return tsr__loader_fail(L, d, TSR_EPROGRAM,
@@ -150,7 +150,7 @@ static int parse_shape(loader *L, def *d, json_t *v) {
     return 0;
 }
 
-static int parse_chunks(loader *L, def *d, json_t *v) {
+static int parse_chunks(tsr__loader *L, tsr__loader_def *d, json_t *v) {
     char b[64];
     d->has_chunks = 1;
     if (json_is_integer(v)) {
@@ -182,7 +182,7 @@ static int parse_chunks(loader *L, def *d, json_t *v) {
 }
 
 /* Expands d's chunks to one per axis of an ndim array into out. */
-static int expand_chunks(loader *L, const def *d, int ndim, int64_t *out) {
+static int expand_chunks(tsr__loader *L, const tsr__loader_def *d, int ndim, int64_t *out) {
     if (d->chunks_is_int) {
         for (int i = 0; i < ndim; i++) out[i] = d->chunks[0];
         return 0;
@@ -195,7 +195,8 @@ static int expand_chunks(loader *L, const def *d, int ndim, int64_t *out) {
     return 0;
 }
 
-static int parse_number(loader *L, def *d, const char *key, json_t *v, double *out) {
+static int parse_number(tsr__loader *L, tsr__loader_def *d, const char *key, json_t *v,
+                        double *out) {
     char b[64];
     if (!json_is_number(v))
         return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"%s\" must be a number, got %s", key,
@@ -206,7 +207,7 @@ static int parse_number(loader *L, def *d, const char *key, json_t *v, double *o
 
 /* Seeds are unsigned 64-bit. JSON integers above 2^63-1 do not survive jansson, so larger seeds
  * are accepted as strings of decimal digits. */
-static int parse_seed(loader *L, def *d, json_t *v) {
+static int parse_seed(tsr__loader *L, tsr__loader_def *d, json_t *v) {
     char b[64];
     if (json_is_integer(v) && json_integer_value(v) >= 0) {
         d->seed = (uint64_t)json_integer_value(v);
@@ -234,7 +235,8 @@ static int parse_seed(loader *L, def *d, json_t *v) {
         tsr__loader_show(v, b, sizeof b));
 }
 
-static int parse_axes(loader *L, def *d, const char *key, json_t *v, int allow_int) {
+static int parse_axes(tsr__loader *L, tsr__loader_def *d, const char *key, json_t *v,
+                      int allow_int) {
     char b[64];
     if (json_is_null(v)) return 0;
     json_t *one = json_is_integer(v) && allow_int ? v : NULL;
@@ -263,7 +265,7 @@ static int parse_axes(loader *L, def *d, const char *key, json_t *v, int allow_i
 }
 
 /* An integer key (eye's n, m, k). */
-static int parse_int(loader *L, def *d, const char *key, json_t *v, int64_t *out) {
+static int parse_int(tsr__loader *L, tsr__loader_def *d, const char *key, json_t *v, int64_t *out) {
     char b[64];
     if (!json_is_integer(v))
         return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"%s\" must be an integer, got %s", key,
@@ -274,7 +276,7 @@ static int parse_int(loader *L, def *d, const char *key, json_t *v, int64_t *out
 
 /* tensordot's "axes": an integer N (the last N axes of A with the first N of B), or two lists
  * of axes (or two integers, one axis each), as numpy.tensordot takes. */
-static int parse_td_axes(loader *L, def *d, json_t *v) {
+static int parse_td_axes(tsr__loader *L, tsr__loader_def *d, json_t *v) {
     char b[64];
     if (json_is_integer(v)) {
         json_int_t n = json_integer_value(v);
@@ -327,18 +329,18 @@ static int parse_td_axes(loader *L, def *d, json_t *v) {
     return 0;
 }
 
-static int parse_args(loader *L, def *d, json_t *v) {
+static int parse_args(tsr__loader *L, tsr__loader_def *d, json_t *v) {
     char b[64];
-    const op_info *op = d->op;
+    const tsr__loader_op *op = d->op;
     if (!v) return tsr__loader_fail(L, d, TSR_EPROGRAM, "%s needs \"args\"", op->name);
     if (!json_is_array(v))
         return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"args\" must be a list, got %s",
                                 tsr__loader_show(v, b, sizeof b));
     size_t n = json_array_size(v);
-    if (op->nargs == VARARGS && n == 0)
+    if (op->nargs == TSR__LOADER_VARARGS && n == 0)
         return tsr__loader_fail(L, d, TSR_EPROGRAM,
                                 "%s takes at least one argument in \"args\", got none", op->name);
-    if (op->nargs != VARARGS && n != (size_t)op->nargs)
+    if (op->nargs != TSR__LOADER_VARARGS && n != (size_t)op->nargs)
         return tsr__loader_fail(L, d, TSR_EPROGRAM, "%s takes %d %s in \"args\", got %zu", op->name,
                                 op->nargs, op->nargs == 1 ? "argument" : "arguments", n);
     if (n > 65536)
@@ -360,7 +362,8 @@ static int parse_args(loader *L, def *d, json_t *v) {
                                         json_string_value(x));
             d->arg[k] = (int)json_integer_value(ix);
         } else if (json_is_number(x)) {
-            if (op->kind != K_BINARY && op->kind != K_MAP_BLOCKS && !(op->kind == K_WHERE && k > 0))
+            if (op->kind != TSR__LK_BINARY && op->kind != TSR__LK_MAP_BLOCKS &&
+                !(op->kind == TSR__LK_WHERE && k > 0))
                 return tsr__loader_fail(L, d, TSR_EPROGRAM,
                                         "%s takes arrays only; args[%d] is the number %s", op->name,
                                         k, tsr__loader_show(x, b, sizeof b));
@@ -375,10 +378,10 @@ static int parse_args(loader *L, def *d, json_t *v) {
                                     tsr__loader_show(x, b, sizeof b));
         }
     }
-    if (nscalars == 2 && op->kind == K_BINARY)
+    if (nscalars == 2 && op->kind == TSR__LK_BINARY)
         return tsr__loader_fail(L, d, TSR_EPROGRAM,
                                 "%s needs at least one array argument, got two numbers", op->name);
-    if (op->kind == K_MAP_BLOCKS && d->arg[0] < 0)
+    if (op->kind == TSR__LK_MAP_BLOCKS && d->arg[0] < 0)
         return tsr__loader_fail(L, d, TSR_EPROGRAM,
                                 "%s: args[0] must be an array (the result's shape and "
                                 "chunks follow it), got a number",
@@ -386,7 +389,7 @@ static int parse_args(loader *L, def *d, json_t *v) {
     return 0;
 }
 
-static int parse_def(loader *L, def *d) {
+static int parse_def(tsr__loader *L, tsr__loader_def *d) {
     char b[64];
     if (!json_is_object(d->obj))
         return tsr__loader_fail(L, d, TSR_EPROGRAM,
@@ -401,7 +404,7 @@ static int parse_def(loader *L, def *d) {
     d->op = find_op(json_string_value(opv));
     if (!d->op)
         return tsr__loader_fail(L, d, TSR_EPROGRAM, "unknown op \"%s\"", json_string_value(opv));
-    const op_info *op = d->op;
+    const tsr__loader_op *op = d->op;
 
     const char *key;
     json_t *v;
@@ -445,7 +448,8 @@ static int parse_def(loader *L, def *d) {
     if (op->nargs && (rc = parse_args(L, d, json_object_get(d->obj, "args")))) return rc;
     json_object_foreach(d->obj, key, v) {
         if (!strcmp(key, "shape")) {
-            rc = op->kind == K_RESHAPE ? tsr__loader_parse_newshape(L, d, v) : parse_shape(L, d, v);
+            rc = op->kind == TSR__LK_RESHAPE ? tsr__loader_parse_newshape(L, d, v)
+                                             : parse_shape(L, d, v);
         } else if (!strcmp(key, "index")) {
             rc = tsr__loader_parse_index(L, d, v);
         } else if (!strcmp(key, "chunks")) {
@@ -492,7 +496,7 @@ static int parse_def(loader *L, def *d) {
                                       tsr__loader_show(v, b, sizeof b));
             else
                 d->ddof = (int)json_integer_value(v);
-        } else if (!strcmp(key, "axes") && op->kind == K_TENSORDOT) {
+        } else if (!strcmp(key, "axes") && op->kind == TSR__LK_TENSORDOT) {
             rc = parse_td_axes(L, d, v);
         } else if (!strcmp(key, "axes")) {
             rc = parse_axes(L, d, key, v, 0);
@@ -534,9 +538,9 @@ static int parse_def(loader *L, def *d) {
     int64_t tmp[TSR_MAX_NDIM];
     if (d->has_chunks && json_object_get(d->obj, "shape"))
         rc = expand_chunks(L, d, d->ndim, tmp);
-    else if (d->has_chunks && op->kind == K_ARANGE)
+    else if (d->has_chunks && op->kind == TSR__LK_ARANGE)
         rc = expand_chunks(L, d, 1, tmp);
-    else if (d->has_chunks && op->kind == K_EYE)
+    else if (d->has_chunks && op->kind == TSR__LK_EYE)
         rc = expand_chunks(L, d, 2, tmp);
     return rc;
 }
@@ -546,7 +550,7 @@ static int parse_def(loader *L, def *d) {
 /* Depth-first, iteratively (a long chain of definitions must not exhaust the C stack), visiting
  * roots in file order so that the order is stable. A grey operand closes a cycle: the stack from
  * that operand up is the cycle. */
-static int toposort(loader *L) {
+static int toposort(tsr__loader *L) {
     size_t n = L->ndefs, norder = 0, sp = 0;
     size_t *stack = malloc((n ? n : 1) * sizeof *stack);
     L->order = malloc((n ? n : 1) * sizeof *L->order);
@@ -559,7 +563,7 @@ static int toposort(loader *L) {
         L->defs[r].color = 1;
         stack[sp++] = r;
         while (sp) {
-            def *d = &L->defs[stack[sp - 1]];
+            tsr__loader_def *d = &L->defs[stack[sp - 1]];
             if (d->next_arg < d->nargs) {
                 int child = d->arg[d->next_arg++];
                 if (child < 0 || L->defs[child].color == 2) continue;
@@ -601,12 +605,12 @@ static int toposort(loader *L) {
 /* ---- Building ---- */
 
 /* Turns a failed API call into a program error: `FILE: array "NAME": <the API's message>`. */
-static int api_fail(loader *L, const def *d, int rc) {
+static int api_fail(tsr__loader *L, const tsr__loader_def *d, int rc) {
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", tsr_client_errmsg(L->c));
     if (!*msg) snprintf(msg, sizeof msg, "%s", tsr_strerror(rc));
     int code = rc == -ENOMEM ? rc : TSR_EPROGRAM;
-    if (d->op->kind == K_LOAD && !strstr(msg, d->path))
+    if (d->op->kind == TSR__LK_LOAD && !strstr(msg, d->path))
         return tsr__loader_fail(L, d, code, "%s: %s", d->path, msg);
     return tsr__loader_fail(L, d, code, "%s", msg);
 }
@@ -633,14 +637,15 @@ static int load_file(tsr_client *c, const char *path, const int64_t *chunks, tsr
 
 /* A binary op of an array and the number args[k]: an integer literal exactly, a float one as a
  * weak float (NEP 50). */
-static int scalar_op(const def *d, tsr_binary_op op, tsr_array *x, int k, tsr_array **out) {
+static int scalar_op(const tsr__loader_def *d, tsr_binary_op op, tsr_array *x, int k,
+                     tsr_array **out) {
     int first = k == 0;
     if ((d->scalar_float >> k) & 1)
         return tsr_binary_scalar_kind(op, x, d->scalar[k], 1, first, out);
     return tsr_binary_scalar_int64(op, x, d->iscalar[k], first, out);
 }
 
-int tsr__loader_built(loader *L, def *d, int rc, tsr_array *a) {
+int tsr__loader_built(tsr__loader *L, tsr__loader_def *d, int rc, tsr_array *a) {
     if (rc) return api_fail(L, d, rc);
     if ((rc = tsr_array_set_name(a, d->name))) {
         tsr_array_free(a);
@@ -650,7 +655,7 @@ int tsr__loader_built(loader *L, def *d, int rc, tsr_array *a) {
     return 0;
 }
 
-static int build_def(loader *L, def *d) {
+static int build_def(tsr__loader *L, tsr__loader_def *d) {
     tsr_client *c = L->c;
     int64_t ch[TSR_MAX_NDIM];
     const int64_t *chp = NULL;
@@ -658,15 +663,16 @@ static int build_def(loader *L, def *d) {
     tsr_array *y = d->nargs > 1 && d->arg[1] >= 0 ? L->defs[d->arg[1]].array : NULL;
     tsr_array *a = NULL;
     int rc = 0;
-    const op_info *op = d->op;
+    const tsr__loader_op *op = d->op;
 
     if (d->has_chunks) {
         int ndim = d->ndim;
-        if (op->kind == K_ARANGE) ndim = 1;
-        if (op->kind == K_EYE) ndim = 2;
-        if (op->kind == K_RECHUNK) ndim = tsr_array_ndim(x);
-        if (op->kind == K_MAP_BLOCKS && !json_object_get(d->obj, "shape")) ndim = tsr_array_ndim(x);
-        if (op->kind == K_LOAD) {
+        if (op->kind == TSR__LK_ARANGE) ndim = 1;
+        if (op->kind == TSR__LK_EYE) ndim = 2;
+        if (op->kind == TSR__LK_RECHUNK) ndim = tsr_array_ndim(x);
+        if (op->kind == TSR__LK_MAP_BLOCKS && !json_object_get(d->obj, "shape"))
+            ndim = tsr_array_ndim(x);
+        if (op->kind == TSR__LK_LOAD) {
             /* The number of axes is in the file: read its header once to learn it. */
             tsr_array *probe = NULL;
             if ((rc = load_file(c, d->path, NULL, &probe))) return api_fail(L, d, rc);
@@ -677,55 +683,55 @@ static int build_def(loader *L, def *d) {
         chp = ch;
     }
     switch (op->kind) {
-    case K_CONST:
+    case TSR__LK_CONST:
         rc = op->fn ? tsr_ones(c, d->ndim, d->shape, chp, d->dtype, &a)
                     : tsr_zeros(c, d->ndim, d->shape, chp, d->dtype, &a);
         break;
-    case K_FULL:
+    case TSR__LK_FULL:
         if (d->dtype == TSR_INT64 && json_is_integer(json_object_get(d->obj, "value")))
             rc = tsr_full_int64(c, d->ndim, d->shape, chp,
                                 json_integer_value(json_object_get(d->obj, "value")), &a);
         else
             rc = tsr_full(c, d->ndim, d->shape, chp, d->dtype, d->value, &a);
         break;
-    case K_RANDOM:
+    case TSR__LK_RANDOM:
         rc = tsr_random(c, d->ndim, d->shape, chp, d->dtype, d->seed, &a);
         break;
-    case K_ARANGE:
+    case TSR__LK_ARANGE:
         rc = tsr_arange(c, d->start, d->stop, d->step, chp ? chp[0] : 0, d->dtype, &a);
         break;
-    case K_LOAD:
+    case TSR__LK_LOAD:
         rc = load_file(c, d->path, chp, &a);
         break;
-    case K_UNARY:
+    case TSR__LK_UNARY:
         rc = tsr_unary((tsr_unary_op)op->fn, x, &a);
         break;
-    case K_BINARY:
+    case TSR__LK_BINARY:
         if (x && y)
             rc = tsr_binary((tsr_binary_op)op->fn, x, y, &a);
         else /* a number written as an integer stays exact (binary_scalar_int64) */
             rc = scalar_op(d, (tsr_binary_op)op->fn, x ? x : y, x ? 1 : 0, &a);
         break;
-    case K_WHERE: {
+    case TSR__LK_WHERE: {
         tsr_array *z = d->arg[2] >= 0 ? L->defs[d->arg[2]].array : NULL;
         rc = tsr_where_scalars(x, y, d->scalar[1], (d->scalar_float >> 1) & 1, z, d->scalar[2],
                                (d->scalar_float >> 2) & 1, &a);
         break;
     }
-    case K_CLIP:
+    case TSR__LK_CLIP:
         if (!d->has_min && !d->has_max)
             return tsr__loader_fail(L, d, TSR_EPROGRAM,
                                     "clip needs a number in \"min\" or \"max\"");
         rc = tsr_clip(x, d->has_min ? &d->min : NULL, d->has_max ? &d->max : NULL,
                       d->min_float | d->max_float << 1, &a);
         break;
-    case K_MATMUL:
+    case TSR__LK_MATMUL:
         rc = tsr_matmul(x, y, &a);
         break;
-    case K_TRANSPOSE:
+    case TSR__LK_TRANSPOSE:
         rc = tsr_transpose(x, d->has_axes ? d->axes : NULL, d->naxes, &a);
         break;
-    case K_REDUCE:
+    case TSR__LK_REDUCE:
         /* "axis": [] reduces nothing (as in NumPy), which differs from null: pass a non-NULL
          * pointer with zero axes. */
         if (d->axis_is_list && (op->fn == TSR_ARGMAX || op->fn == TSR_ARGMIN))
@@ -740,30 +746,30 @@ static int build_def(loader *L, def *d) {
                                &ro, &a);
         }
         break;
-    case K_SCAN:
+    case TSR__LK_SCAN:
         /* "axis": an int, or null / absent for the flattened array (NumPy's default). */
         if (d->axis_is_list)
             return tsr__loader_fail(L, d, TSR_EPROGRAM,
                                     "%s takes an integer \"axis\" or null, not a list", op->name);
         rc = tsr_scan((tsr_scan_op)op->fn, x, d->has_axes ? d->axes[0] : 0, !d->has_axes, &a);
         break;
-    case K_RECHUNK:
+    case TSR__LK_RECHUNK:
         rc = tsr_rechunk(x, chp, &a);
         break;
-    case K_ASTYPE:
+    case TSR__LK_ASTYPE:
         rc = tsr_astype(x, d->dtype, &a);
         break;
-    case K_TENSORDOT:
+    case TSR__LK_TENSORDOT:
         rc = tsr_tensordot(x, y, d->td_lists ? d->td_a : NULL, d->td_lists ? d->td_b : NULL,
                            d->td_n, &a);
         break;
-    case K_NORMAL:
+    case TSR__LK_NORMAL:
         rc = tsr_normal(c, d->ndim, d->shape, chp, d->dtype, d->seed, d->loc, d->scale, &a);
         break;
-    case K_EYE:
+    case TSR__LK_EYE:
         rc = tsr_eye(c, d->eye_n, d->eye_m < 0 ? d->eye_n : d->eye_m, d->eye_k, chp, d->dtype, &a);
         break;
-    case K_MAP_BLOCKS:
+    case TSR__LK_MAP_BLOCKS:
         rc = tsr__loader_build_map_blocks(L, d, chp, &a);
         break;
     default:
@@ -775,7 +781,7 @@ static int build_def(loader *L, def *d) {
 /* ---- Top level ---- */
 
 /* Checks the top level and parses every definition; builds the name index. */
-static int parse_program(loader *L) {
+static int parse_program(tsr__loader *L) {
     char b[64];
     json_t *root = L->root;
     if (!json_is_object(root))
@@ -812,7 +818,7 @@ static int parse_program(loader *L) {
     L->index = json_object();
     if (!L->defs || !L->index) return tsr__loader_fail(L, NULL, -ENOMEM, "out of memory");
     json_object_foreach(L->arrays, key, v) {
-        def *d = &L->defs[L->ndefs];
+        tsr__loader_def *d = &L->defs[L->ndefs];
         d->name = key;
         d->obj = v;
         if (!is_identifier(key))
@@ -836,7 +842,7 @@ static int parse_program(loader *L) {
     return tsr__loader_check_outputs(L, outs);
 }
 
-static int load_root(loader *L, tsr_program **out) {
+static int load_root(tsr__loader *L, tsr_program **out) {
     int rc = parse_program(L);
     if (!rc) rc = toposort(L);
     tsr_program *p = NULL;
@@ -847,7 +853,7 @@ static int load_root(loader *L, tsr_program **out) {
         if (!p || !p->arrays || !p->name) rc = tsr__loader_fail(L, NULL, -ENOMEM, "out of memory");
     }
     for (size_t i = 0; !rc && i < L->ndefs; i++) {
-        def *d = &L->defs[L->order[i]];
+        tsr__loader_def *d = &L->defs[L->order[i]];
         rc = build_def(L, d);
         if (!rc) {
             tsr_scope_keep(d->array); /* the program frees its arrays, scope or not */
@@ -863,7 +869,7 @@ static int load_root(loader *L, tsr_program **out) {
     }
     json_decref(L->index);
     for (size_t i = 0; L->defs && i < L->ndefs; i++) {
-        def *d = &L->defs[i];
+        tsr__loader_def *d = &L->defs[i];
         if (d->arg != d->argbuf) free(d->arg);
         if (d->scalar != d->scalarbuf) free(d->scalar);
     }
@@ -875,7 +881,7 @@ static int load_root(loader *L, tsr_program **out) {
 
 /* text (len bytes) is the program's text when at hand, to name the array a number too large
  * for JSON belongs to. */
-static int syntax_error(loader *L, const json_error_t *e, const char *text, size_t len) {
+static int syntax_error(tsr__loader *L, const json_error_t *e, const char *text, size_t len) {
     if (json_error_code(e) == json_error_numeric_overflow) {
         char array[128], key[64], where[256] = "";
         if (text) {
@@ -899,7 +905,7 @@ int tsr_program_load_string(tsr_client *c, const char *json, const char *name, t
     if (out) *out = NULL;
     if (!c || !json || !out)
         return tsr__fail(c, TSR_EINVALID, "tsr_program_load_string: NULL argument");
-    loader L = {.c = c, .file = name ? name : "<string>"};
+    tsr__loader L = {.c = c, .file = name ? name : "<string>"};
     json_error_t e;
     L.root = json_loads(json, JSON_REJECT_DUPLICATES, &e);
     if (!L.root) return syntax_error(&L, &e, json, strlen(json));
@@ -911,7 +917,7 @@ int tsr_program_load_string(tsr_client *c, const char *json, const char *name, t
 int tsr_program_load(tsr_client *c, const char *path, tsr_program **out) {
     if (out) *out = NULL;
     if (!c || !path || !out) return tsr__fail(c, TSR_EINVALID, "tsr_program_load: NULL argument");
-    loader L = {.c = c, .file = path, .file_path = path};
+    tsr__loader L = {.c = c, .file = path, .file_path = path};
     FILE *f = fopen(path, "rb");
     struct stat st;
     if (!f) {

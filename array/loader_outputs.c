@@ -40,7 +40,7 @@ static const char *out_path(const json_t *v) {
 }
 
 /* An object entry: {"path": "c.zarr", "compressor": "blosc" | "zlib" | null}, a Zarr store. */
-static int check_store_entry(loader *L, const def *d, json_t *v, int *compressor) {
+static int check_store_entry(tsr__loader *L, const tsr__loader_def *d, json_t *v, int *compressor) {
     char b[64];
     const char *key;
     json_t *x;
@@ -74,7 +74,7 @@ static int check_store_entry(loader *L, const def *d, json_t *v, int *compressor
 }
 
 /* Checks the outputs before anything is built: known names, paths, no file written twice. */
-int tsr__loader_check_outputs(loader *L, json_t *outs) {
+int tsr__loader_check_outputs(tsr__loader *L, json_t *outs) {
     char b[64];
     if (!json_is_object(outs))
         return tsr__loader_fail(
@@ -112,13 +112,13 @@ int tsr__loader_check_outputs(loader *L, json_t *outs) {
 }
 
 /* Records the outputs of a built program; a "-" output must be small enough to print. */
-int tsr__loader_add_outputs(loader *L, tsr_program *p, json_t *outs) {
+int tsr__loader_add_outputs(tsr__loader *L, tsr_program *p, json_t *outs) {
     p->outputs = calloc(json_object_size(outs) + 1, sizeof *p->outputs);
     if (!p->outputs) return tsr__loader_fail(L, NULL, -ENOMEM, "out of memory");
     const char *key;
     json_t *v;
     json_object_foreach(outs, key, v) {
-        const def *d = &L->defs[json_integer_value(json_object_get(L->index, key))];
+        const tsr__loader_def *d = &L->defs[json_integer_value(json_object_get(L->index, key))];
         tsr__output *o = &p->outputs[p->noutputs];
         o->path = strdup(out_path(v));
         if (!o->path) return tsr__loader_fail(L, NULL, -ENOMEM, "out of memory");
@@ -142,12 +142,12 @@ int tsr__loader_add_outputs(loader *L, tsr_program *p, json_t *outs) {
 }
 
 /* Outputs against the program file, the loaded files and each other (loader_paths.c). */
-int tsr__loader_check_paths(loader *L, const tsr_program *p) {
+int tsr__loader_check_paths(tsr__loader *L, const tsr_program *p) {
     tsr__load_input *in = calloc(L->ndefs + 1, sizeof *in);
     if (!in) return tsr__loader_fail(L, NULL, -ENOMEM, "out of memory");
     size_t nin = 0;
     for (size_t i = 0; i < L->ndefs; i++)
-        if (L->defs[i].op->kind == K_LOAD)
+        if (L->defs[i].op->kind == TSR__LK_LOAD)
             in[nin++] = (tsr__load_input){L->defs[i].name, L->defs[i].path};
     int rc = tsr__program_check_paths(L->c, L->file, L->file_path, p, in, nin);
     free(in);

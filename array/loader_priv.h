@@ -12,53 +12,55 @@
 #include "array/loader.h"
 #include "tessera/tessera.h"
 
-typedef enum op_kind {
-    K_CONST,
-    K_FULL,
-    K_RANDOM,
-    K_ARANGE,
-    K_LOAD,
-    K_UNARY,
-    K_BINARY,
-    K_MATMUL,
-    K_TRANSPOSE,
-    K_REDUCE,
-    K_RECHUNK,
-    K_ASTYPE,
-    K_WHERE,
-    K_CLIP,
-    K_TENSORDOT,
-    K_NORMAL,
-    K_EYE,
-    K_SCAN,
-    K_SLICE,
-    K_TAKE,
-    K_CONCATENATE,
-    K_STACK,
-    K_RESHAPE,
-    K_SQUEEZE,
-    K_EXPAND_DIMS,
-    K_MAP_BLOCKS,
-} op_kind;
+/* What a program-file operation builds (TSR__LK_: "loader kind"), which selects its parsing and
+ * its build in build_def. */
+typedef enum tsr__loader_kind {
+    TSR__LK_CONST,
+    TSR__LK_FULL,
+    TSR__LK_RANDOM,
+    TSR__LK_ARANGE,
+    TSR__LK_LOAD,
+    TSR__LK_UNARY,
+    TSR__LK_BINARY,
+    TSR__LK_MATMUL,
+    TSR__LK_TRANSPOSE,
+    TSR__LK_REDUCE,
+    TSR__LK_RECHUNK,
+    TSR__LK_ASTYPE,
+    TSR__LK_WHERE,
+    TSR__LK_CLIP,
+    TSR__LK_TENSORDOT,
+    TSR__LK_NORMAL,
+    TSR__LK_EYE,
+    TSR__LK_SCAN,
+    TSR__LK_SLICE,
+    TSR__LK_TAKE,
+    TSR__LK_CONCATENATE,
+    TSR__LK_STACK,
+    TSR__LK_RESHAPE,
+    TSR__LK_SQUEEZE,
+    TSR__LK_EXPAND_DIMS,
+    TSR__LK_MAP_BLOCKS,
+} tsr__loader_kind;
 
-/* An op_info.nargs for operations that take any number of operands, at least one
+/* A tsr__loader_op.nargs for operations that take any number of operands, at least one
  * (concatenate, stack, map_blocks). */
-#define VARARGS (-1)
+#define TSR__LOADER_VARARGS (-1)
 
-typedef struct op_info {
+typedef struct tsr__loader_op {
     const char *name;
-    op_kind kind;
-    int fn;               /* the tsr_unary_op / tsr_binary_op / tsr_reduce_op; 1 for "ones" */
-    int nargs;            /* entries in "args" (0: no "args" key; VARARGS: one or more) */
-    const char *keys;     /* allowed keys besides "op" and "args", comma-separated */
+    tsr__loader_kind kind;
+    int fn;           /* the tsr_unary_op / tsr_binary_op / tsr_reduce_op; 1 for "ones" */
+    int nargs;        /* entries in "args" (0: no "args" key; TSR__LOADER_VARARGS: one or more) */
+    const char *keys; /* allowed keys besides "op" and "args", comma-separated */
     const char *required; /* keys that must be present, comma-separated */
-} op_info;
+} tsr__loader_op;
 
 /* One array definition, parsed and checked before anything is built. */
-typedef struct def {
+typedef struct tsr__loader_def {
     const char *name; /* borrowed from the JSON document */
     json_t *obj;
-    const op_info *op;
+    const tsr__loader_op *op;
     int nargs;      /* entries in "args" */
     int *arg;       /* index of each operand's definition, or -1 for a scalar (argbuf or owned) */
     double *scalar; /* the scalar where arg[k] == -1 (scalarbuf or owned) */
@@ -91,35 +93,37 @@ typedef struct def {
     /* Topological sort. */
     int color, next_arg;
     tsr_array *array;
-} def;
+} tsr__loader_def;
 
-typedef struct loader {
+typedef struct tsr__loader {
     tsr_client *c;
     const char *file;      /* for messages */
     const char *file_path; /* the program file, to compare outputs with; NULL for a string */
     json_t *root, *arrays, *index;
-    def *defs;
+    tsr__loader_def *defs;
     size_t ndefs;
     size_t *order;
-} loader;
+} tsr__loader;
 
-/* Records `FILE: array "NAME": message` (or `FILE: message` without a def) and returns code. */
-int tsr__loader_fail(loader *L, const def *d, int code, const char *fmt, ...)
+/* Records `FILE: array "NAME": message` (or `FILE: message` without a definition) and returns code.
+ */
+int tsr__loader_fail(tsr__loader *L, const tsr__loader_def *d, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* A JSON value as it would be written, shortened for messages (in buf, or a fixed string). */
 const char *tsr__loader_show(const json_t *v, char *buf, size_t size);
 /* Names a built array after its definition: 0, or the failed call's code with a message. */
-int tsr__loader_built(loader *L, def *d, int rc, tsr_array *a);
+int tsr__loader_built(tsr__loader *L, tsr__loader_def *d, int rc, tsr_array *a);
 
 /* The structural operations and map_blocks (loader_shape.c). */
-int tsr__loader_parse_index(loader *L, def *d, json_t *v);
-int tsr__loader_parse_newshape(loader *L, def *d, json_t *v);
-int tsr__loader_build_shape_def(loader *L, def *d, tsr_array *x, tsr_array *y);
-int tsr__loader_build_map_blocks(loader *L, def *d, const int64_t *chunks, tsr_array **out);
+int tsr__loader_parse_index(tsr__loader *L, tsr__loader_def *d, json_t *v);
+int tsr__loader_parse_newshape(tsr__loader *L, tsr__loader_def *d, json_t *v);
+int tsr__loader_build_shape_def(tsr__loader *L, tsr__loader_def *d, tsr_array *x, tsr_array *y);
+int tsr__loader_build_map_blocks(tsr__loader *L, tsr__loader_def *d, const int64_t *chunks,
+                                 tsr_array **out);
 
 /* The "outputs" entries (loader_outputs.c). */
-int tsr__loader_check_outputs(loader *L, json_t *outs);
-int tsr__loader_add_outputs(loader *L, tsr_program *p, json_t *outs);
-int tsr__loader_check_paths(loader *L, const tsr_program *p);
+int tsr__loader_check_outputs(tsr__loader *L, json_t *outs);
+int tsr__loader_add_outputs(tsr__loader *L, tsr_program *p, json_t *outs);
+int tsr__loader_check_paths(tsr__loader *L, const tsr_program *p);
 
 #endif

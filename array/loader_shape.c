@@ -11,7 +11,7 @@
 
 /* A slice's "index": one item per leading axis, each an integer, [start, stop] or [start, stop,
  * step] (null for a default) or null (the whole axis). */
-int tsr__loader_parse_index(loader *L, def *d, json_t *v) {
+int tsr__loader_parse_index(tsr__loader *L, tsr__loader_def *d, json_t *v) {
     char b[64];
     if (!json_is_array(v))
         return tsr__loader_fail(L, d, TSR_EPROGRAM,
@@ -61,7 +61,7 @@ int tsr__loader_parse_index(loader *L, def *d, json_t *v) {
 }
 
 /* A reshape's "shape": integers >= 0, and at most one -1 (inferred). */
-int tsr__loader_parse_newshape(loader *L, def *d, json_t *v) {
+int tsr__loader_parse_newshape(tsr__loader *L, tsr__loader_def *d, json_t *v) {
     char b[64];
     if (!json_is_array(v) || json_array_size(v) > TSR_MAX_NDIM)
         return tsr__loader_fail(
@@ -85,40 +85,40 @@ int tsr__loader_parse_newshape(loader *L, def *d, json_t *v) {
 }
 /* The structural operations (array/shape_ops.c). "axis" is one integer for take (or null: the
  * flattened array), concatenate and stack (default 0). */
-int tsr__loader_build_shape_def(loader *L, def *d, tsr_array *x, tsr_array *y) {
+int tsr__loader_build_shape_def(tsr__loader *L, tsr__loader_def *d, tsr_array *x, tsr_array *y) {
     char b[64];
     tsr_array *a = NULL;
     int rc = 0, kind = d->op->kind, axis = d->has_axes ? d->axes[0] : 0;
     json_t *axv = json_object_get(d->obj, "axis");
-    if ((kind == K_TAKE || kind == K_CONCATENATE || kind == K_STACK) && axv &&
-        !json_is_integer(axv) && !(kind == K_TAKE && json_is_null(axv)))
+    if ((kind == TSR__LK_TAKE || kind == TSR__LK_CONCATENATE || kind == TSR__LK_STACK) && axv &&
+        !json_is_integer(axv) && !(kind == TSR__LK_TAKE && json_is_null(axv)))
         return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"axis\" must be an integer%s, got %s",
-                                kind == K_TAKE ? " or null" : "",
+                                kind == TSR__LK_TAKE ? " or null" : "",
                                 tsr__loader_show(axv, b, sizeof b));
     switch (kind) {
-    case K_SLICE:
+    case TSR__LK_SLICE:
         rc = tsr_slice(x, d->index, d->nindex, &a);
         break;
-    case K_TAKE:
+    case TSR__LK_TAKE:
         rc = tsr_take(x, y, d->has_axes ? &axis : NULL, &a);
         break;
-    case K_CONCATENATE:
-    case K_STACK: {
+    case TSR__LK_CONCATENATE:
+    case TSR__LK_STACK: {
         tsr_array **xs = malloc((size_t)d->nargs * sizeof *xs);
         if (!xs) return tsr__loader_fail(L, d, -ENOMEM, "out of memory");
         for (int k = 0; k < d->nargs; k++) xs[k] = L->defs[d->arg[k]].array;
-        rc = kind == K_STACK ? tsr_stack(xs, d->nargs, axis, &a)
-                             : tsr_concatenate(xs, d->nargs, axis, &a);
+        rc = kind == TSR__LK_STACK ? tsr_stack(xs, d->nargs, axis, &a)
+                                   : tsr_concatenate(xs, d->nargs, axis, &a);
         free(xs);
         break;
     }
-    case K_RESHAPE:
+    case TSR__LK_RESHAPE:
         rc = tsr_reshape(x, d->ndim, d->shape, &a);
         break;
-    case K_SQUEEZE:
+    case TSR__LK_SQUEEZE:
         rc = tsr_squeeze(x, d->has_axes ? d->axes : NULL, d->naxes, &a);
         break;
-    case K_EXPAND_DIMS:
+    case TSR__LK_EXPAND_DIMS:
         if (!d->has_axes) return tsr__loader_fail(L, d, TSR_EPROGRAM, "\"axis\" must not be null");
         rc = tsr_expand_dims(x, d->axes, d->naxes, &a);
         break;
@@ -130,7 +130,8 @@ int tsr__loader_build_shape_def(loader *L, def *d, tsr_array *x, tsr_array *y) {
 
 /* map_blocks: the array operands in order, the numbers in order; dtype defaults to the first
  * operand's, shape to its shape (the blockwise form only when "shape" differs). */
-int tsr__loader_build_map_blocks(loader *L, def *d, const int64_t *chunks, tsr_array **out) {
+int tsr__loader_build_map_blocks(tsr__loader *L, tsr__loader_def *d, const int64_t *chunks,
+                                 tsr_array **out) {
     tsr_array **arrays = malloc((size_t)d->nargs * sizeof *arrays);
     double *scalars = malloc((size_t)d->nargs * sizeof *scalars);
     if (!arrays || !scalars) {
