@@ -277,9 +277,10 @@ int64_t tsr__union_chunks(const int64_t *a, int64_t na, const int64_t *b, int64_
 /* ---- lower.c ---- */
 
 /* Lowers arrays to one chunk-task graph g (initialised by the caller); shared sub-graphs are
- * lowered once. On success each arrays[k]->lower_tasks lists the task of each of its chunks,
+ * lowered once. fuse: elementwise chains run as one FUSED task per chunk (fuse.c,
+ * docs/arrays.md). On success each arrays[k]->lower_tasks lists the task of each of its chunks,
  * and those tasks are added as the graph's outputs (in arrays order, row-major). */
-int tsr__lower(tsr_client *c, tsr_array *const *arrays, size_t n, tsr_graph *g);
+int tsr__lower(tsr_client *c, tsr_array *const *arrays, size_t n, tsr_graph *g, int fuse);
 
 /* ---- npy.c ---- */
 

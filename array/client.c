@@ -56,6 +56,12 @@ int tsr_client_new_offline(tsr_client **out) {
     return 0;
 }
 
+int tsr_client_set_fusion(tsr_client *c, int on) {
+    if (!c) return TSR_EINVALID;
+    c->no_fuse = !on;
+    return 0;
+}
+
 const char *tsr_client_address(const tsr_client *c) {
     return c && c->connected ? c->address : NULL;
 }

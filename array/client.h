@@ -18,6 +18,7 @@ struct tsr_client {
     char errmsg[1024];
     uint64_t seq;   /* generated array names */
     uint64_t epoch; /* lowering epochs */
+    int no_fuse;    /* tsr_client_set_fusion(c, 0): lowering leaves elementwise chains unfused */
     tsr__logger log;
     /* Jobs whose arrays were all freed, to be released on the scheduler by client/. */
     uint64_t *releases;

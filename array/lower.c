@@ -17,38 +17,10 @@
 #include "array/client.h"
 #include "array/lower.h"
 #include "kernels/kernels.h"
+#include "array/lower_priv.h"
 
-#define NONE UINT32_MAX
 #define MAX_DFS_DEPTH 64
 #define FAN_IN 8
-
-/* Per-array state of one lowering, found through the array's lower_tasks[nchunks] slot. */
-typedef struct node {
-    tsr_array *a;
-    int64_t nchunks;
-    int64_t *off[TSR_MAX_NDIM]; /* cumulative chunk offsets (numchunks + 1), made on demand */
-    int64_t garray;             /* graph array record, added with the array's first task */
-    int same_grid;              /* RECHUNK to the operand's own grid: pass its tasks through */
-    int depth;                  /* longest operand path below (1 for sources) */
-} node;
-
-/* Where a task's chunk sits, for the dot labels. */
-typedef struct task_origin {
-    tsr_array *a;
-    int64_t ci;
-} task_origin;
-
-struct lctx {
-    tsr_client *c;
-    tsr_graph *g;
-    uint64_t epoch;
-    node *nodes; /* in discovery order */
-    size_t nnodes, nodes_cap;
-    uint32_t *order; /* node indices in dependency order (operands first) */
-    size_t norder, order_cap;
-    task_origin *origin; /* NULL unless the dot writer asked for it */
-    size_t origin_cap;
-};
 
 static node *node_of(lctx *L, const tsr_array *a) {
     return &L->nodes[a->lower_tasks[tsr__array_nchunks(a)]];
@@ -103,12 +75,12 @@ static void desc_init(tsr_kdesc *d, int kop, int fn, tsr_dtype dtype, int ndim,
 
 /* Adds one task of array a (making chunk ci, or contributing to it). in0 (in0_ndim axes) is the
  * shape of the first input's chunk where the cost model needs it (matmul, reduce), else NULL. */
-static int64_t add(lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d, const uint32_t *deps,
-                   uint32_t ndeps, int in0_ndim, const int64_t *in0) {
-    double flops = tsr__kop_flops(d->kop, d->ndim, d->shape, (int)ndeps, in0_ndim, in0);
+int64_t tsr__lower_add_flops(lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d,
+                             const uint32_t *deps, uint32_t ndeps, double flops) {
     node *n = node_of(L, a);
     if (n->garray < 0) {
-        n->garray = tsr__graph_add_array(L->g, tsr_array_name(a), tsr_array_op(a));
+        n->garray =
+            tsr__graph_add_array(L->g, tsr_array_name(a), n->opname ? n->opname : tsr_array_op(a));
         if (n->garray < 0) return tsr__fail(L->c, (int)n->garray, "out of memory");
         tsr__graph_set_grid(L->g, (uint32_t)n->garray, a->ndim, a->numchunks);
     }
@@ -123,6 +95,16 @@ static int64_t add(lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d, const 
         L->origin[t] = (task_origin){a, ci};
     }
     return t;
+}
+
+static int64_t add(lctx *L, tsr_array *a, int64_t ci, const tsr_kdesc *d, const uint32_t *deps,
+                   uint32_t ndeps, int in0_ndim, const int64_t *in0) {
+    double flops = tsr__kop_flops(d->kop, d->ndim, d->shape, (int)ndeps, in0_ndim, in0);
+    return tsr__lower_add_flops(L, a, ci, d, deps, ndeps, flops);
+}
+
+node *tsr__lower_node(lctx *L, const tsr_array *a) {
+    return node_of(L, a);
 }
 
 static int64_t get_chunk(lctx *L, tsr_array *a, int64_t ci);
@@ -511,6 +493,7 @@ static int64_t partial(lctx *L, rctx *R, int64_t p) {
         R->xidx[ax] = p % x->numchunks[ax];
         p /= x->numchunks[ax];
     }
+    if (node_of(L, a)->root) return tsr__fuse_partial(L, a, R->ci, R->xidx, R->shape);
     uint32_t dep;
     int rc = dep_of(L, x, ravel(x, R->xidx), &dep);
     if (rc < 0) return rc;
@@ -751,6 +734,7 @@ static int64_t emit(lctx *L, tsr_array *a, int64_t ci) {
     for (int ax = 0; ax < a->ndim; ax++) shape[ax] = a->chunks[ax][idx[ax]];
     if ((unsigned)a->aop >= TSR__AOP_COUNT)
         return tsr__fail(L->c, TSR_EINVALID, "%s: unknown operation", tsr_array_name(a));
+    if (node_of(L, a)->root && a->aop != TSR_A_REDUCE) return tsr__fuse_emit(L, a, ci, idx, shape);
     return aops[a->aop].lower(L, a, ci, idx, shape);
 }
 
@@ -830,8 +814,10 @@ static int prepare(lctx *L, tsr_array *root) {
 }
 
 static void lctx_free(lctx *L) {
-    for (size_t k = 0; k < L->nnodes; k++)
+    for (size_t k = 0; k < L->nnodes; k++) {
         for (int ax = 0; ax < TSR_MAX_NDIM; ax++) free(L->nodes[k].off[ax]);
+        free(L->nodes[k].opname);
+    }
     free(L->nodes);
     free(L->order);
     free(L->origin);
@@ -852,11 +838,22 @@ static int lower(lctx *L, tsr_array *const *arrays, size_t n) {
         if (rc < 0) return rc;
         depth = TSR__MAX(depth, node_of(L, arrays[k])->depth);
     }
+    if (L->fuse) {
+        int rc = tsr__fuse_plan(L, arrays, n);
+        if (rc < 0) return rc;
+    }
     if (depth > MAX_DFS_DEPTH) {
         /* Array by array in dependency order: every operand chunk exists before it is asked
          * for, so get_chunk recurses at most one level (two through a pass-through rechunk). */
         for (size_t k = 0; k < L->norder; k++)
             for (int64_t ci = 0; ci < L->nodes[L->order[k]].nchunks; ci++) {
+                /* Fused arrays are made inside their consumer's tasks; with fusion a random
+                 * or constant source may be made inside groups only, so it is emitted on demand
+                 * (a leaf: one level of recursion). */
+                if (L->nodes[L->order[k]].fused) break;
+                if (L->fuse && (L->nodes[L->order[k]].a->aop == TSR_A_RANDOM ||
+                                L->nodes[L->order[k]].a->aop == TSR_A_FULL))
+                    break;
                 int64_t t = get_chunk(L, L->nodes[L->order[k]].a, ci);
                 if (t < 0) return (int)t;
             }
@@ -898,10 +895,10 @@ static int lower(lctx *L, tsr_array *const *arrays, size_t n) {
     return 0;
 }
 
-int tsr__lower(tsr_client *c, tsr_array *const *arrays, size_t n, tsr_graph *g) {
+int tsr__lower(tsr_client *c, tsr_array *const *arrays, size_t n, tsr_graph *g, int fuse) {
     if (!c || !g || (n > 0 && !arrays))
         return tsr__fail(c, TSR_EINVALID, "lower: invalid arguments");
-    lctx L = {.c = c, .g = g};
+    lctx L = {.c = c, .g = g, .fuse = fuse};
     int rc = lower(&L, arrays, n);
     lctx_free(&L);
     return rc;
@@ -920,7 +917,7 @@ int64_t tsr_task_count(tsr_array *const *arrays, size_t n) {
     if (!c) return tsr__fail(NULL, TSR_EINVALID, "task_count: array is NULL");
     tsr_graph g;
     tsr__graph_init(&g);
-    int rc = tsr__lower(c, arrays, n, &g);
+    int rc = tsr__lower(c, arrays, n, &g, !c->no_fuse);
     int64_t count = rc < 0 ? rc : (int64_t)g.ntasks;
     tsr__graph_free(&g);
     return count;
@@ -939,7 +936,7 @@ int tsr_write_dot(tsr_array *const *arrays, size_t n, FILE *f) {
     if (!f || (n > 0 && !c)) return tsr__fail(c, TSR_EINVALID, "write_dot: invalid arguments");
     tsr_graph g;
     tsr__graph_init(&g);
-    lctx L = {.c = c, .g = &g};
+    lctx L = {.c = c, .g = &g, .fuse = !c->no_fuse};
     int rc = 0;
     if (n > 0) {
         /* Ask add() to remember each task's array and chunk for the labels. */
@@ -955,7 +952,13 @@ int tsr_write_dot(tsr_array *const *arrays, size_t n, FILE *f) {
             unravel(o->a, o->ci, idx);
             fprintf(f, "  t%zu [label=\"", t);
             dot_str(f, tsr_array_name(o->a));
-            fprintf(f, "\\n%s (", tsr__kop_name(gt->d.kop));
+            const char *fname = node_of(&L, o->a)->opname;
+            fprintf(f, "\\n");
+            if (fname && gt->d.kop == TSR_KOP_FUSED)
+                dot_str(f, fname);
+            else
+                fprintf(f, "%s", tsr__kop_name(gt->d.kop));
+            fprintf(f, " (");
             for (int ax = 0; ax < o->a->ndim; ax++)
                 fprintf(f, ax ? ",%lld" : "%lld", (long long)idx[ax]);
             fprintf(f, ")\"];\n");

@@ -5,7 +5,7 @@ Builds what it needs (a release build of tessera unless --build is given, and th
 bench/src), runs the sections below with the systems compared in alternation (A B A B ...) within
 each round, and writes a Markdown report (bench/RESULTS.md for a full run of every section).
 
-Sections: matmul, small, transfers, memory, imbalance, traffic (docs/benchmarks.md says what
+Sections: matmul, small, transfers, memory, imbalance, traffic, spill, fusion (docs/benchmarks.md says what
 each measures and how). Every figure is a median over rounds; every comparison is the median of
 the per-round ratios, because the machines are shared and an absolute time can move 2x between
 runs while a same-round ratio does not.
@@ -32,7 +32,7 @@ BUILD = os.path.join(HERE, ".build")
 BIN = os.path.join(BUILD, "bin")
 PY = "/usr/bin/python3"  # Debian's Python, where python3-dask lives (not a pyenv shim)
 HZ = os.sysconf("SC_CLK_TCK")
-SECTIONS = ["matmul", "small", "transfers", "memory", "imbalance", "traffic", "spill"]
+SECTIONS = ["matmul", "small", "transfers", "memory", "imbalance", "traffic", "spill", "fusion"]
 
 
 def log(msg):
@@ -375,8 +375,8 @@ class Bench:
             kept.append(row)
         return kept, redone
 
-    def check_count(self, prog):
-        r = run([self.tessera, "check", prog], timeout=600)
+    def check_count(self, prog, *extra):
+        r = run([self.tessera, "check", *extra, prog], timeout=600)
         m = re.search(r"^(\d+) tasks$", r.out, re.M)
         if not m:
             raise RuntimeError(f"tessera check {prog} failed: {r.err}")
@@ -779,7 +779,9 @@ def sec_small(b):
     tmp = tempfile.mkdtemp(dir=WORK)
     prog = small_program(os.path.join(tmp, "small.json"), n, chunk)
     warm = small_program(os.path.join(tmp, "warm.json"), 8000, chunk)
-    out = {"n": n, "chunk": chunk, "tasks": b.check_count(prog), "dask_n": dask_n,
+    # The current build runs --no-fuse: the section measures tiny tasks, and fused, ones + add +
+    # the partial would be one task per chunk (issue 13). Baselines from before fusion had none.
+    out = {"n": n, "chunk": chunk, "tasks": b.check_count(prog, "--no-fuse"), "dask_n": dask_n,
            "cap": cap, "base_commit": b.base["commit"] if b.base else None}
     starpu_tasks = 100000
     cl = Cluster(b.tessera)
@@ -800,7 +802,8 @@ def sec_small(b):
             st_path = os.path.join(tmp, "small.stats.json")
             for pre, exe, c in (builds if rnd % 2 == 0 else builds[::-1]):
                 c0 = proc_cpu_ns(c.sched_pid)
-                r = run([exe, "submit", "--no-progress", "--scheduler", c.addr, "--stats",
+                nf = ["--no-fuse"] if exe == b.tessera else []
+                r = run([exe, "submit", "--no-progress", *nf, "--scheduler", c.addr, "--stats",
                          st_path, prog], timeout=600)
                 c1 = proc_cpu_ns(c.sched_pid)
                 fg.append(r.foreign)
@@ -839,8 +842,8 @@ def sec_small(b):
         out["dask_foreign"] = r.foreign
         if dask_n != n:
             dprog = small_program(os.path.join(tmp, "small_dask.json"), dask_n, chunk)
-            out["dask_tessera_tasks"] = b.check_count(dprog)
-            st, r = b.tessera_run(dprog)
+            out["dask_tessera_tasks"] = b.check_count(dprog, "--no-fuse")
+            st, r = b.tessera_run(dprog, extra=("--no-fuse",))
             out["dask_tessera_s"] = st["seconds"] if st else None
         else:
             out["dask_tessera_s"] = median([x.get("seconds") for x in out["rounds"]])
@@ -929,6 +932,114 @@ def md_small(b, d):
     return lines
 
 
+# ---- section 8: fusion (issue 13) -------------------------------------------------------------
+
+def fusion_program(path, n, chunk):
+    """sum(sqrt(abs((((X + 1) * 2 - Y) / 3) ** 2 + maximum(X, Y)))): ten cheap ops on two
+    n x n float64 `random` inputs, reduced to one printed sum (dask_peer.py --what fusion is the
+    same expression)."""
+    arrays = {
+        "X": {"op": "random", "shape": [n, n], "chunks": chunk, "seed": 1},
+        "Y": {"op": "random", "shape": [n, n], "chunks": chunk, "seed": 2},
+        "a": {"op": "add", "args": ["X", 1]}, "b": {"op": "mul", "args": ["a", 2]},
+        "c": {"op": "sub", "args": ["b", "Y"]}, "d": {"op": "div", "args": ["c", 3]},
+        "e": {"op": "pow", "args": ["d", 2]}, "m": {"op": "maximum", "args": ["X", "Y"]},
+        "f": {"op": "add", "args": ["e", "m"]}, "g": {"op": "abs", "args": ["f"]},
+        "h": {"op": "sqrt", "args": ["g"]}, "s": {"op": "sum", "args": ["h"], "axis": None},
+    }
+    return write_program(path, arrays, {"s": "-"})
+
+
+def sec_fusion(b):
+    n, chunk = (4096 if b.q else 8192), 1024
+    cap = 120 if b.q else 400
+    tmp = tempfile.mkdtemp(dir=WORK)
+    prog = fusion_program(os.path.join(tmp, "fusion.json"), n, chunk)
+    out = {"n": n, "chunk": chunk, "cap": cap,
+           "tasks": b.check_count(prog),
+           "unfused_tasks": int(re.search(r"^(\d+) tasks$", run(
+               [b.tessera, "check", "--no-fuse", prog], timeout=600).out, re.M).group(1))}
+    # (key, how): Tessera fused and --no-fuse, then Dask threaded and distributed; the order
+    # turns round by round so no variant always runs first.
+    variants = [("fused", ()), ("unfused", ("--no-fuse",))]
+    if b.dask_ok:
+        variants += [("threaded", None), ("distributed", None)]
+
+    def one(rnd):
+        row, fg = {}, []
+        order = variants if rnd % 2 == 0 else variants[::-1]
+        for key, extra in order:
+            if extra is not None:
+                st, r = b.tessera_run(prog, extra=extra)
+                fg.append(r.foreign)
+                if st:
+                    m = re.search(r"^s: (\S+)$", r.out, re.M)
+                    row.update({key + "_s": st["seconds"], key + "_wall": r.wall,
+                                key + "_tasks": st["tasks"],
+                                key + "_value": float(m.group(1)) if m else None})
+            else:
+                dk, r = b.dask(key, "fusion", n, chunk, cap)
+                fg.append(r.foreign)
+                if dk and dk.get("timeout"):
+                    row[key + "_timeout"] = cap
+                elif dk:
+                    row.update({key + "_s": dk["seconds"], key + "_tasks": dk["tasks"],
+                                key + "_value": dk.get("value")})
+        row["speedup"] = ratio(row.get("unfused_s"), row.get("fused_s"))
+        row["foreign"] = max(fg) if fg else 0.0
+        log(f"fusion round {rnd + 1}: fused {fmt(row.get('fused_s'))} s, unfused "
+            f"{fmt(row.get('unfused_s'))} s (x{fmt(row.get('speedup'))}), dask threaded "
+            f"{fmt(row.get('threaded_s'))} s, distributed {fmt(row.get('distributed_s'))} s")
+        return row
+
+    out["rounds"], out["redone"] = b.rounds("fusion", one)
+    b.data["fusion"] = out
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def md_fusion(b, d):
+    lines = [
+        "## 8. Fusion (issue 13)", "",
+        f"`sum(sqrt(abs((((X + 1) * 2 - Y) / 3) ** 2 + maximum(X, Y))))` on {d['n']}² float64 "
+        f"`random` X, Y at chunk {d['chunk']}: ten cheap operations reduced to one printed sum. "
+        "**fused** = `tessera run --workers 2 --threads 1` (the chain and the sum's partials run "
+        "as one task per chunk), **unfused** = the same with `--no-fuse`; seconds are stats "
+        "`seconds` (submit → finished). **Dask** = the same expression on "
+        "`da.random.RandomState(1).random_sample` inputs (its own values), threaded (2 threads) "
+        "and distributed (2 worker processes × 1 thread), `compute()` timed after a warm-up; "
+        "its task count is after `dask.optimize` (which fuses blockwise operations too). "
+        f"Tasks by `tessera check`: fused {d['tasks']}, `--no-fuse` {d['unfused_tasks']}.", "",
+        *redone_note(d.get("redone", [])),
+        "| round | fused s | unfused s | unfused / fused | Dask threaded s | "
+        "Dask distributed s | fused tasks | unfused tasks | Dask tasks | other load |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(d["rounds"]):
+        def dk(k):
+            return f"> {r[k + '_timeout']}" if r.get(k + "_timeout") else fmt(r.get(k + "_s"))
+        lines.append(f"| {i + 1} | {fmt(r.get('fused_s'))} | {fmt(r.get('unfused_s'))} | "
+                     f"{fmt(r.get('speedup'))} | {dk('threaded')} | {dk('distributed')} | "
+                     f"{r.get('fused_tasks', '—')} | {r.get('unfused_tasks', '—')} | "
+                     f"{r.get('distributed_tasks', r.get('threaded_tasks', '—'))} | "
+                     f"{r['foreign']:.2f} |")
+    same = all(r.get("fused_value") == r.get("unfused_value") for r in d["rounds"]
+               if r.get("fused_value") is not None)
+    tasks_ratio = ratio(d["unfused_tasks"], d["tasks"])
+    speedup = median([r.get("speedup") for r in d["rounds"]])
+    lines += ["", "| figure | median | target | |", "|---|---|---|---|",
+              f"| unfused / fused tasks | {fmt(tasks_ratio)} | ≥ 3 | {met(tasks_ratio, 3.0)} |",
+              f"| unfused / fused seconds, per round | {fmt(speedup)} | ≥ 2 | "
+              f"{met(speedup, 2.0)} |",
+              f"| Dask threaded / fused seconds, per round | "
+              f"{fmt(median([ratio(r.get('threaded_s'), r.get('fused_s')) for r in d['rounds']]))}"
+              " | — | |",
+              f"| Dask distributed / fused seconds, per round | "
+              f"{fmt(median([ratio(r.get('distributed_s'), r.get('fused_s')) for r in d['rounds']]))}"
+              " | — | |",
+              f"| fused sum == unfused sum, every round | {'yes' if same else 'NO'} | yes | |", ""]
+    b.data["fusion"]["summary"] = {"tasks_ratio": tasks_ratio, "speedup": speedup}
+    return lines
+
+
 # ---- section 3: transfers -------------------------------------------------------------------
 
 def sec_transfers(b):
@@ -939,7 +1050,8 @@ def sec_transfers(b):
     out = {"chunk_mib": rows * cols * 8 >> 20, "steps": steps}
     def one(rnd):
         row = {}
-        st, r = b.tessera_run(prog, env={"TESSERA_PLACEMENT": "roundrobin"})
+        # --no-fuse: fused, the chain would be one task and nothing would move (issue 13).
+        st, r = b.tessera_run(prog, env={"TESSERA_PLACEMENT": "roundrobin"}, extra=("--no-fuse",))
         fg = [r.foreign]
         if st:
             ws = st.get("workers", [])
@@ -1001,10 +1113,11 @@ def sec_memory(b):
     prog = small_program(os.path.join(tmp, "million.json"), n, chunk)
     mn = 2048 if b.q else 4096
     mm = matmul_program(os.path.join(tmp, "mm.json"), mn, 512, "float64")
-    out = {"n": n, "tasks": b.check_count(prog), "mm_n": mn}
+    # --no-fuse: the million tasks are the point (fused, ones + add + partial are one task).
+    out = {"n": n, "tasks": b.check_count(prog, "--no-fuse"), "mm_n": mn}
     def one(rnd):
         row = {}
-        st, r = b.tessera_run(prog)
+        st, r = b.tessera_run(prog, extra=("--no-fuse",))
         fg = [r.foreign]
         if st:
             sc = st.get("scheduler", {})
@@ -1434,7 +1547,7 @@ def report(b, info, sections, minutes, path):
     bodies = []
     renderers = {"matmul": md_matmul, "small": md_small, "transfers": md_transfers,
                  "memory": md_memory, "imbalance": md_imbalance, "traffic": md_traffic,
-                 "spill": md_spill}
+                 "spill": md_spill, "fusion": md_fusion}
     for s in sections:
         if s in b.data:
             try:
@@ -1512,6 +1625,12 @@ def targets_table(b):
         for key, label in (("write", "spill: write throughput / raw sequential write"),
                            ("read", "spill: read-back throughput / raw sequential read")):
             rows.append((label, fmt(s.get(key)), "≥ 0.70", met(s.get(key), 0.7)))
+    s = b.data.get("fusion", {}).get("summary")
+    if s:
+        rows.append(("fusion: unfused / fused tasks", fmt(s.get("tasks_ratio")), "≥ 3",
+                     met(s.get("tasks_ratio"), 3.0)))
+        rows.append(("fusion: unfused / fused seconds, per round", fmt(s.get("speedup")), "≥ 2",
+                     met(s.get("speedup"), 2.0)))
     s = b.data.get("imbalance", {}).get("summary")
     if s:
         rows.append(("imbalance: makespan / ideal", fmt(s["vs_ideal"]), "≤ 1.15",
@@ -1581,7 +1700,7 @@ def main():
     info = machine(b, desc, commit)
     fns = {"matmul": sec_matmul, "small": sec_small, "transfers": sec_transfers,
            "memory": sec_memory, "imbalance": sec_imbalance, "traffic": sec_traffic,
-           "spill": sec_spill}
+           "spill": sec_spill, "fusion": sec_fusion}
     for s in sections:
         log(f"section {s}")
         t0 = time.time()

@@ -7,6 +7,9 @@
 matmul: A, B = da.random.random_sample((n, n), chunks) (astype for float32), then
         (A @ B).sum().compute() is timed; the inputs are made inside the timed graph, as Tessera's.
 small:  (da.ones(n, chunks) + 1).sum().compute() is timed (Tessera's sum(add(ones, 1))).
+fusion: X, Y = random_sample((n, n), chunks), then
+        sqrt(abs((((X + 1) * 2 - Y) / 3) ** 2 + maximum(X, Y))).sum().compute() is timed
+        (bench.py's fusion section; the inputs are made inside the timed graph).
 
 distributed = LocalCluster(n_workers=2, threads_per_worker=1, processes=True), created and
 warmed up (a tiny matmul) before timing, OPENBLAS_NUM_THREADS=1 in every process; the bytes
@@ -41,6 +44,11 @@ def build(a, seed):
         if a.dtype == "float32":
             A, B = A.astype(np.float32), B.astype(np.float32)
         return (A @ B).sum()
+    if a.what == "fusion":
+        rs = da.random.RandomState(seed)
+        X = rs.random_sample((a.n, a.n), chunks=(a.chunk, a.chunk))
+        Y = rs.random_sample((a.n, a.n), chunks=(a.chunk, a.chunk))
+        return da.sqrt(da.abs((((X + 1) * 2 - Y) / 3) ** 2 + da.maximum(X, Y))).sum()
     return (da.ones(a.n, chunks=a.chunk) + 1).sum()
 
 
@@ -86,7 +94,7 @@ def timed(client, expr, cap, res):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sched", choices=["distributed", "threaded"], required=True)
-    ap.add_argument("--what", choices=["matmul", "small"], required=True)
+    ap.add_argument("--what", choices=["matmul", "small", "fusion"], required=True)
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--chunk", type=int, required=True)
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])

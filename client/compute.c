@@ -351,7 +351,8 @@ static int compute(tsr_client *c, tsr_array *const *arrays, size_t n,
         for (size_t k = 0; k < n; k++) all[ns + k] = arrays[k];
     }
     tsr__persist_refresh(c);
-    rc = tsr__lower(c, ns ? (tsr_array *const *)all : arrays, ns + n, &g);
+    rc = tsr__lower(c, ns ? (tsr_array *const *)all : arrays, ns + n, &g,
+                    !c->no_fuse && !(opts && opts->no_fuse));
     if (rc) goto out;
     tsr__graph_finish(&g);
     if (store && tsr__ostream_map(store, &g, arrays, n) != 0) {

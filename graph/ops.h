@@ -68,7 +68,9 @@
 
 /* maximum/minimum return a NaN operand when there is one, as NumPy does. The comparisons and
  * logical operations (dtype column 0: no BINARY kernel) give bool and run in the COMPARE family,
- * which computes in the operands' promoted dtype. */
+ * which computes in the operands' promoted dtype. A float pow with an exponent of exactly 2 is
+ * x * x (E_POW, graph/ops_float.h), as NumPy's power of an array is (its square fast path), and
+ * several times cheaper than libm's pow, which dominated an elementwise chain (issue 13). */
 #define TSR__BINARY_MAP(XX)                                                                        \
     XX(ADD, add, TSR__DT_ALL, E_ADD(x, y))                                                         \
     XX(SUB, sub, TSR__DT_NUM, E_SUB(x, y))                                                         \
@@ -170,6 +172,25 @@ enum {
 enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
 /* The most k-steps one MATMUL task may take (kernels/kernels.h): 2g + 1 inputs at most. */
 #define TSR__MATMUL_MAX_GROUP 32
+/* FUSED (issue 13): the most steps one program may have (kernels/kernels.h gives the layout), and
+ * its sub-operations: fn 0 writes the last step's values, fn 1 + r folds them into the partials
+ * of reduction r (a REDUCE prologue). */
+#define TSR__FUSED_MAX_STEPS 64
+#define TSR__FUSED_NFN (1 + TSR__REDUCE_COUNT)
+/* FUSED step kinds (kernels/kernels.h). Wire format: new kinds go at the end. */
+enum {
+    TSR__FS_UNARY = 0,
+    TSR__FS_BINARY = 1,
+    TSR__FS_SCALAR_R = 2,
+    TSR__FS_SCALAR_L = 3,
+    TSR__FS_ASTYPE = 4,
+    TSR__FS_RANDOM = 5,
+    TSR__FS_FILL = 6,
+    TSR__FS_KINDS
+};
+/* Integers per FUSED step, and where the steps start in i[] for a domain of d axes. */
+#define TSR__FS_STEP_INTS 5
+#define TSR__FS_STEPS_AT(d) (2 + (d))
 #define TSR__KOP_RECOMPUTE 1u
 #define TSR__KOP_LONG 2u
 #define TSR__KOP_HOST 4u
@@ -203,7 +224,8 @@ enum { TSR__LOAD_NPY = 0, TSR__LOAD_ZARR = 1, TSR__LOAD_COUNT };
     XX(STRIDED, strided, 1, 1, 0, TSR__DT_ALL, BYTES, OUT, TSR__KOP_HOST)                          \
     XX(TAKE, take, 2, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT, TSR__KOP_HOST)                          \
     XX(MAP_BLOCKS, map_blocks, 1, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT,                             \
-       TSR__KOP_LONG | TSR__KOP_HOST)
+       TSR__KOP_LONG | TSR__KOP_HOST)                                                  \
+    XX(FUSED, fused, 0, TSR__ANY, TSR__FUSED_NFN, TSR__DT_FLOAT, NONE, IN0, 0)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
  * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */

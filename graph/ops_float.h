@@ -11,7 +11,8 @@
 #define E_MUL(x, y) ((x) * (y))
 #define E_ABS(x) M(fabs)(x)
 #define E_RND(fn, x) M(fn)(x)
-#define E_POW(x, y) M(pow)(x, y)
+/* x ** 2 is x * x, as NumPy's power of an array (graph/ops.h, issue 13). */
+#define E_POW(x, y) ((y) == 2 ? (x) * (x) : M(pow)(x, y))
 #define E_ISNAN(x) ((x) != (x))
 /* numpy.sign: NaN stays NaN, -0 gives 0. */
 #define E_SIGN(x) ((x) > 0 ? 1 : (x) < 0 ? -1 : (x) == 0 ? 0 : (x))

@@ -958,6 +958,9 @@ KERNEL(k_assemble) {
     return 0;
 }
 
+/* FUSED runs one kernel for both dtypes (kernels/fused.c). */
+#define k_fused tsr__k_fused
+
 /* One entry per row of the operations table: family NAME's kernel is k_NAME. Every family the
  * table declares for this dtype must have one (a missing kernel does not compile; a test checks
  * the table against tsr__kernel_lookup). */

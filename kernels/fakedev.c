@@ -93,11 +93,10 @@ static int fake_wait(void *ctx, char *err, size_t errlen) {
     return 0;
 }
 
-/* Everything but file reads, like the CUDA backend: LOAD runs on the host. */
-/* As the CUDA backend: file reads and user kernels (plugins are host code, resolved by the
- * worker's host path) run on the host. */
+/* As the CUDA backend: file reads, user kernels (plugins are host code, resolved by the worker's
+ * host path) and fused programs run on the host. */
 static int fake_has_kernel(int kop, int dtype) {
-    return kop != TSR_KOP_LOAD && kop != TSR_KOP_MAP_BLOCKS &&
+    return kop != TSR_KOP_LOAD && kop != TSR_KOP_MAP_BLOCKS && kop != TSR_KOP_FUSED &&
            tsr__kernel_lookup(kop, dtype, TSR_DEVICE_CPU) != NULL;
 }
 

@@ -19,4 +19,5 @@ const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT] = {
     [TSR_KOP_STRIDED] = k_strided,
     [TSR_KOP_TAKE] = k_take,
     [TSR_KOP_MAP_BLOCKS] = tsr__k_map_blocks,
+    [TSR_KOP_FUSED] = tsr__k_fused,
 };

@@ -143,6 +143,26 @@
  *                offset[0..d)] of the output block, f = [scalars...] passed to the kernel. The
  *                kernel calls d->plugin, which the worker resolved from s in its plugin
  *                directories before the task ran (worker/plugins.c); with none it fails.
+ *  FUSED         a chain of elementwise operations run as one pass (issue 13; kernels/fused.c,
+ *                lowering in array/fuse.c). k >= 1 inputs; a program of S steps over a domain
+ *                (the chunk the chain computes) of D axes:
+ *                i = [S, D, dom[0..D), steps[0..S) as 5 integers each, naxes, axes[0..naxes),
+ *                boxes...]
+ *                step = [kind, fn, dtype, a, b]: kind TSR__FS_UNARY (fn = tsr_unary_op, operand
+ *                a), TSR__FS_BINARY (fn = tsr_binary_op, a OP b), TSR__FS_SCALAR_R (a OP f[b]),
+ *                TSR__FS_SCALAR_L (f[b] OP a), TSR__FS_ASTYPE (a converted), TSR__FS_RANDOM
+ *                (RANDOM's values made in place: a = the seed's uint64 bits, boxes[b..b+2D) =
+ *                [gshape[0..D), offset[0..D)] of the domain in the source array),
+ *                TSR__FS_FILL ((T)f[b]); fn is 0 for the last three; dtype (float64 or
+ *                float32) is the step's: its operands are converted to it and its result is
+ *                rounded to it, as the unfused kernel of that step would. An operand a or b >= 0
+ *                is an earlier step's result; < 0 is input (-1 - a), which broadcasts to the
+ *                domain as a BINARY input does (right-aligned, extents equal or 1).
+ *                fn = 0: the output is the domain (D == d, same extents) and takes the last
+ *                step's values. fn = 1 + r (tsr_reduce_op r): the output is REDUCE r's partial
+ *                of the last step's values over the ascending domain axes `axes` (naxes 0 when
+ *                fn = 0), folded in row-major order exactly as REDUCE folds its input. The last
+ *                step's dtype is the output's. f = the scalars. 1 <= S <= TSR__FUSED_MAX_STEPS.
  */
 #ifndef TSR_KERNELS_H
 #define TSR_KERNELS_H

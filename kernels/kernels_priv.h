@@ -67,6 +67,12 @@ int k_take(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *
  * into the descriptor. */
 int tsr__k_map_blocks(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                       char *err, size_t errlen);
+/* FUSED (kernels/fused.c): one kernel for both float dtypes (its steps each have their own), in
+ * the generic table and in both per-dtype ones; tsr__fused_check is its family's checks. */
+int tsr__k_fused(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                 char *err, size_t errlen);
+int tsr__fused_check(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
+                     size_t errlen);
 /* The GPU kernels (kernels/cuda/host.c, in the CUDA module only), one table for both float
  * dtypes: they read the dtype from the descriptor. NULL for families that have none (LOAD). */
 extern const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT];

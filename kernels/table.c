@@ -455,6 +455,8 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         return check_take(d, in, nin, err, errlen);
     case TSR_KOP_MAP_BLOCKS:
         return check_map_blocks(d, in, nin, err, errlen);
+    case TSR_KOP_FUSED:
+        return tsr__fused_check(d, in, nin, err, errlen);
     case TSR_KOP_COUNT:
         break;
     }

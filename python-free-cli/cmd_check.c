@@ -15,30 +15,37 @@ static void print_tuple(const int64_t *v, int n) {
 }
 
 static const char check_usage[] =
-    "usage: tessera check [--dot] FILE\n"
+    "usage: tessera check [--dot] [--no-fuse] FILE\n"
     "\n"
     "Validates a program file without running it. Prints one line per array (name, op, shape,\n"
     "dtype, chunk size per axis and the chunk grid) and ends with \"N tasks\", the size of\n"
-    "the chunk-task graph of the outputs.\n"
+    "the chunk-task graph of the outputs, after fusion: an elementwise chain (and one feeding a\n"
+    "reduction's partials) is one task per chunk (docs/arrays.md).\n"
     "\n"
     "options:\n"
-    "  --dot    print the chunk-task graph in Graphviz dot syntax instead\n"
-    "  --help   this text\n"
+    "  --dot      print the chunk-task graph in Graphviz dot syntax instead (a fused task\n"
+    "             is labelled with its chain, e.g. fused(add,mul,sqrt))\n"
+    "  --no-fuse  count (or print) the graph without fusion\n"
+    "  --help     this text\n"
     "\n"
     "exit status: 0 valid, 2 invalid.\n";
 
 int cmd_check(int argc, char **argv) {
     static const struct option longopts[] = {
         {"dot", no_argument, 0, 'd'},
+        {"no-fuse", no_argument, 0, 'U'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int dot = 0, ch;
+    int dot = 0, no_fuse = 0, ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'd':
             dot = 1;
+            break;
+        case 'U':
+            no_fuse = 1;
             break;
         case 'h':
             fputs(check_usage, stdout);
@@ -58,6 +65,7 @@ int cmd_check(int argc, char **argv) {
         cli_error("%s", tsr_last_error());
         return EXIT_FAILED;
     }
+    if (no_fuse) tsr_client_set_fusion(c, 0);
     tsr_program *p;
     rc = tsr_program_load(c, argv[optind], &p);
     if (rc) {

@@ -67,6 +67,7 @@ typedef struct run_opts {
     int report;        /* --report */
     const char *stats; /* --stats FILE, or NULL */
     const char *trace; /* --trace FILE, or NULL */
+    int no_fuse;       /* --no-fuse */
 } run_opts;
 
 /* Parses an option run and submit share: 1 if it was one, 0 if not, -1 after an error. */
@@ -80,6 +81,9 @@ static int shared_option(int ch, run_opts *o) {
         return 1;
     case 'r':
         o->report = 1;
+        return 1;
+    case 'U':
+        o->no_fuse = 1;
         return 1;
     case 'S':
         if (!*optarg) {
@@ -196,6 +200,7 @@ static int run_on(tsr_client *c, const char *path, const run_opts *ro) {
     co.progress = cli_progress_cb;
     co.user = &bar;
     co.trace = ro->trace != NULL;
+    co.no_fuse = (uint8_t)ro->no_fuse;
     rc = tsr_program_run(p, &co, stdout);
     cli_progress_end(&bar);
     fflush(stdout);
@@ -254,6 +259,8 @@ static const char run_usage[] =
     "                   per-operation and per-worker counters) to FILE as JSON\n"
     "  --trace FILE     write every task's run per worker thread and every chunk transfer to\n"
     "                   FILE in the Chrome trace-event format (open it in ui.perfetto.dev)\n"
+    "  --no-fuse        run every elementwise operation as its own tasks instead of fusing\n"
+    "                   chains into one task per chunk (same results; docs/arrays.md)\n"
     "  --verbose        show the cluster processes' logs\n"
     "  --help           this text\n"
     "\n"
@@ -267,6 +274,7 @@ int cmd_run(int argc, char **argv) {
         {"no-progress", no_argument, 0, 'P'},
         {"progress", no_argument, 0, 'p'},
         {"report", no_argument, 0, 'r'},
+        {"no-fuse", no_argument, 0, 'U'},
         {"verbose", no_argument, 0, 'v'},
         {"stats", required_argument, 0, 'S'},
         {"trace", required_argument, 0, 'T'},
@@ -424,6 +432,8 @@ static const char submit_usage[] =
     "  --trace FILE           write every task's run per worker thread and every chunk\n"
     "                         transfer to FILE in the Chrome trace-event format (open it in\n"
     "                         ui.perfetto.dev)\n"
+    "  --no-fuse              run every elementwise operation as its own tasks instead of\n"
+    "                         fusing chains into one task per chunk (same results)\n"
     "  --help                 this text\n"
     "\n"
     "exit status: 0 success, 1 the computation failed, 2 invalid program or arguments,\n"
@@ -437,6 +447,7 @@ int cmd_submit(int argc, char **argv) {
         {"no-progress", no_argument, 0, 'P'},
         {"progress", no_argument, 0, 'p'},
         {"report", no_argument, 0, 'r'},
+        {"no-fuse", no_argument, 0, 'U'},
         {"stats", required_argument, 0, 'S'},
         {"trace", required_argument, 0, 'T'},
         {"help", no_argument, 0, 'h'},

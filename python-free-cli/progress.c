@@ -125,11 +125,18 @@ void cli_report(tsr_client *c) {
     json_t *j = load_stats(c);
     if (!j) return;
     const json_t *ops = json_object_get(j, "ops");
-    fprintf(stderr, "%-12s %8s %10s %10s %9s %12s\n", "op", "tasks", "kernel s", "mean ms",
-            "GFLOP/s", "moved");
-    double tasks = 0, secs = 0, flops = 0;
+    /* The op column fits the longest name (fused chains: "fused(add,mul,sqrt)"). */
+    int width = 12;
     size_t k;
     const json_t *op;
+    json_array_foreach(ops, k, op) {
+        const char *name = json_string_value(json_object_get(op, "op"));
+        if (name && (int)strlen(name) > width) width = (int)strlen(name);
+    }
+    if (width > 64) width = 64;
+    fprintf(stderr, "%-*s %8s %10s %10s %9s %12s\n", width, "op", "tasks", "kernel s", "mean ms",
+            "GFLOP/s", "moved");
+    double tasks = 0, secs = 0, flops = 0;
     json_array_foreach(ops, k, op) {
         double n = num(op, "tasks"), s = num(op, "seconds"), f = num(op, "flops");
         /* Sources made inline never ran alone: their time is in their consumers', so the mean
@@ -140,8 +147,8 @@ void cli_report(tsr_client *c) {
         if (s > 0 && f > 0) snprintf(gf, sizeof gf, "%.2f", f / s / 1e9);
         fmt_bytes(num(op, "moved_bytes"), moved, sizeof moved);
         const char *name = json_string_value(json_object_get(op, "op"));
-        fprintf(stderr, "%-12.12s %8.0f %10.3f %10s %9s %12s\n", name ? name : "?", n, s, mean, gf,
-                moved);
+        fprintf(stderr, "%-*.*s %8.0f %10.3f %10s %9s %12s\n", width, width, name ? name : "?", n,
+                s, mean, gf, moved);
         tasks += n;
         secs += s;
         flops += f;
@@ -149,7 +156,8 @@ void cli_report(tsr_client *c) {
     char gf[32] = "-", moved[32];
     if (secs > 0 && flops > 0) snprintf(gf, sizeof gf, "%.2f", flops / secs / 1e9);
     fmt_bytes(num(j, "moved_bytes"), moved, sizeof moved);
-    fprintf(stderr, "%-12s %8.0f %10.3f %10s %9s %12s\n", "total", tasks, secs, "", gf, moved);
+    fprintf(stderr, "%-*s %8.0f %10.3f %10s %9s %12s\n", width, "total", tasks, secs, "", gf,
+            moved);
     if (num(j, "sources_inline") > 0)
         fprintf(stderr, "(%.0f source tasks ran inline in the tasks that used them)\n",
                 num(j, "sources_inline"));

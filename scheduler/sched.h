@@ -86,7 +86,7 @@ typedef struct tsr__jobspec {
     uint64_t *kd_off;  /* ntasks + 1: kdesc bytes of t are arena[kd_off[t] .. kd_off[t+1]) */
     uint8_t *arena;    /* every kdesc, copied out of the payload */
     uint32_t *outputs; /* noutputs task ids, in the graph's order */
-    char (*ops)[16];   /* narrays operation names ("matmul"), truncated */
+    char (*ops)[64];   /* narrays operation names ("matmul", "fused(add,sqrt)"), truncated */
     /* narrays plugin libraries (map_blocks' "LIBRARY"), "" for an array that needs none; NULL
      * when no array needs one. A task runs only on a worker that announced its array's. */
     char (*plugins)[TSR__PLUGIN_NAME];
@@ -150,7 +150,7 @@ typedef struct tsr__sjob {
      * kept as tasks change state, never recomputed by walking tasks. */
     uint16_t *aop;
     uint32_t nops;
-    char (*opname)[16];
+    char (*opname)[64];
     uint32_t *op_total, *op_done, *op_err;
     uint32_t *op_ready;  /* in a backlog or unassigned: inputs there, not sent yet */
     uint32_t *op_inline; /* virtual sources (made by their consumers) */
@@ -256,7 +256,7 @@ enum { TSR__KIND_CPU = 0, TSR__KIND_GPU = 1, TSR__KINDS };
 /* A cost class: tasks of one operation on one chunk shape and dtype (cost.c). */
 typedef struct tsr__cls {
     uint64_t hash;
-    char op[16];
+    char op[64];
     uint8_t kop;   /* kernel family; UINT8_MAX when the descriptor does not say */
     uint8_t dtype; /* output tsr_dtype; UINT8_MAX when the descriptor does not say */
     uint32_t ndeps;

@@ -689,7 +689,12 @@ typedef struct tsr_compute_options {
      * reserved, which shrank from 32 bytes to 16: same size, same ABI. */
     const tsr_store_target *store;
     size_t nstore;
-    uint8_t reserved[16]; /* room for later options without changing the struct's size:
+    /* Nonzero: run every elementwise operation as its own tasks instead of fusing chains of
+     * them (and a chain feeding a reduction's partials) into one task per chunk (docs/arrays.md,
+     * "Fusion"); for measurement and debugging, the results are the same bits. Default 0. Taken
+     * from reserved (16 bytes to 15): same size, same ABI. */
+    uint8_t no_fuse;
+    uint8_t reserved[15]; /* room for later options without changing the struct's size:
                              zeroed by tsr_compute_options_default */
 } tsr_compute_options;
 
@@ -801,8 +806,13 @@ TSR_API int tsr_array_read(tsr_array *a, void *buf, size_t size);
  * memory), under a temporary name that is renamed into place once complete. path copied. */
 TSR_API int tsr_array_save_npy(tsr_array *a, const char *path);
 
-/* The number of chunk tasks computing these arrays would run (shared sub-graphs counted once). */
+/* The number of chunk tasks computing these arrays would run (shared sub-graphs counted once),
+ * after fusion unless the client's fusion is off (tsr_client_set_fusion). */
 TSR_API int64_t tsr_task_count(tsr_array *const *arrays, size_t n);
+/* Whether lowering fuses elementwise chains into one task per chunk on this client (default on;
+ * docs/arrays.md, "Fusion"): tsr_task_count, tsr_write_dot and tsr_compute follow it
+ * (tsr_compute_options.no_fuse also turns it off for one computation). 0, or TSR_EINVALID. */
+TSR_API int tsr_client_set_fusion(tsr_client *client, int on);
 
 /* Writes the chunk-task graph of these arrays in Graphviz dot syntax. */
 TSR_API int tsr_write_dot(tsr_array *const *arrays, size_t n, FILE *f);

@@ -481,6 +481,8 @@ KERNEL(g_assemble) {
 #define g_take NULL
 /* User kernels are host code: the worker runs MAP_BLOCKS on the host (docs/plugins.md). */
 #define g_map_blocks NULL
+/* FUSED programs run their CPU kernel on the GPU worker's host thread (docs/gpu.md). */
+#define g_fused NULL
 const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT] = {
 #define KERNEL_ROW(E, name, ...) [TSR_KOP_##E] = g_##name,
     TSR__KOP_MAP(KERNEL_ROW)

@@ -75,7 +75,7 @@ static void programs_and_graphs(void) {
         for (size_t i = 0; i < n; i++) arrays[i] = tsr_program_array(p, i);
         tsr_graph g;
         tsr__graph_init(&g);
-        if (tsr__lower(c, arrays, n, &g) != 0) exit(1);
+        if (tsr__lower(c, arrays, n, &g, 1) != 0) exit(1);
         tsr__graph_finish(&g);
         msgpack_sbuffer sb;
         msgpack_sbuffer_init(&sb);

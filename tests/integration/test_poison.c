@@ -116,7 +116,8 @@ static int wait_exit(pid_t pid, double timeout_s) {
     }
 }
 
-/* A sum of one chunk: one REDUCE task, the one the fault injection kills with. */
+/* A sum of one chunk: one REDUCE task, the one the fault injection kills with (run with
+ * --no-fuse: fused, the ones and the sum would be one FUSED task). */
 static const char poison_prog[] =
     "{\"tessera\": 1, \"arrays\": {\"A\": {\"op\": \"ones\", \"shape\": [6, 8], \"chunks\": [6, "
     "8]},"
@@ -139,7 +140,7 @@ static void poison_run(const char *allowed, int deaths) {
     unsetenv("TESSERA_FAULT_KILL_KERNEL");
     char *dir = make_tmpdir();
     write_file(dir, "p.json", poison_prog);
-    const char *argv[] = {"tessera", "submit", "--scheduler", addr, "p.json", NULL};
+    const char *argv[] = {"tessera", "submit", "--no-fuse", "--scheduler", addr, "p.json", NULL};
     proc_result r = run_cmd(dir, argv, 60);
     cr_assert_eq(r.status, 1, "exit %d, want 1:\n%s", r.status, r.err);
     cr_assert(strstr(r.err, "array \"total\" (sum)"), "no array in:\n%s", r.err);
@@ -195,7 +196,8 @@ Test(poison, task_larger_than_every_memory_limit, .timeout = 120) {
     const char *wx[] = {"--memory-limit", "8MiB", NULL};
     pid_t w = start_worker_with(addr, 1, "small", wx);
     char *dir = make_tmpdir();
-    /* C's chunks are 512 x 1024 float64, 4 MiB: each add needs 12 MiB. */
+    /* C's chunks are 512 x 1024 float64, 4 MiB: each add needs 12 MiB (with --no-fuse: fused,
+     * the add would make A's and B's values in place and need only its output). */
     write_file(dir, "big.json",
                "{\"tessera\": 1, \"arrays\": {"
                "\"A\": {\"op\": \"random\", \"shape\": [1024, 1024], \"chunks\": [512, 1024]},"
@@ -203,7 +205,7 @@ Test(poison, task_larger_than_every_memory_limit, .timeout = 120) {
                "\"seed\": 7},"
                "\"C\": {\"op\": \"add\", \"args\": [\"A\", \"B\"]}}, \"outputs\": {\"C\": "
                "\"c.npy\"}}");
-    const char *argv[] = {"tessera", "submit", "--scheduler", addr, "big.json", NULL};
+    const char *argv[] = {"tessera", "submit", "--no-fuse", "--scheduler", addr, "big.json", NULL};
     proc_result r = run_cmd(dir, argv, 60);
     cr_assert_eq(r.status, 1, "exit %d, want 1:\n%s", r.status, r.err);
     cr_assert(strstr(r.err, "array \"C\" (add): chunk (0, 0)"), "%s", r.err);
@@ -235,7 +237,7 @@ Test(poison, local_cluster_smaller_than_allowed_failures, .timeout = 120) {
     char *dir = make_tmpdir();
     write_file(dir, "p.json", poison_prog);
     setenv("TESSERA_FAULT_KILL_KERNEL", "reduce", 1);
-    const char *argv[] = {"tessera", "run", "--workers", "2", "p.json", NULL};
+    const char *argv[] = {"tessera", "run", "--no-fuse", "--workers", "2", "p.json", NULL};
     proc_result r = run_cmd(dir, argv, 60);
     unsetenv("TESSERA_FAULT_KILL_KERNEL");
     cr_assert_eq(r.status, 1, "exit %d, want 1:\n%s", r.status, r.err);
@@ -249,7 +251,7 @@ Test(poison, local_cluster_smaller_than_allowed_failures, .timeout = 120) {
                "\"chunks\": [3, 8]}, \"total\": {\"op\": \"sum\", \"args\": [\"A\"], "
                "\"axis\": 1}}, \"outputs\": {\"total\": \"-\"}}");
     setenv("TESSERA_FAULT_KILL_KERNEL", "reduce", 1);
-    const char *argv2[] = {"tessera", "run", "--workers", "2", "q.json", NULL};
+    const char *argv2[] = {"tessera", "run", "--no-fuse", "--workers", "2", "q.json", NULL};
     r = run_cmd(dir, argv2, 60);
     unsetenv("TESSERA_FAULT_KILL_KERNEL");
     cr_assert_eq(r.status, 1, "exit %d, want 1:\n%s", r.status, r.err);

@@ -14,8 +14,11 @@
 
 static tsr_client *c;
 
+/* The graphs worked out here are the unfused ones, an operation's tasks each; fusion's counts
+ * (chains and sources made inside one task per chunk) are tests/unit/test_fuse.c's. */
 static void setup(void) {
     cr_assert_eq(tsr_client_new_offline(&c), 0);
+    cr_assert_eq(tsr_client_set_fusion(c, 0), 0);
 }
 
 static void teardown(void) {
@@ -48,7 +51,7 @@ static void assert_msg(const char *needle) {
 /* Lowers and checks the structural invariants every graph must have. */
 static void lower(tsr_array *const *arrays, size_t n, tsr_graph *g) {
     tsr__graph_init(g);
-    cr_assert_eq(tsr__lower(c, arrays, n, g), 0, "%s", tsr_client_errmsg(c));
+    cr_assert_eq(tsr__lower(c, arrays, n, g, 0), 0, "%s", tsr_client_errmsg(c));
     tsr__graph_finish(g);
     char err[256];
     cr_assert_eq(graph_check(g, err, sizeof err), 0, "%s", err);

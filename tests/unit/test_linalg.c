@@ -334,7 +334,7 @@ static void chunks_are(const tsr_array *a, int axis, const int64_t *want, int64_
 
 static void lower_one(tsr_array *a, tsr_graph *g) {
     tsr__graph_init(g);
-    cr_assert_eq(tsr__lower(oc, &a, 1, g), 0, "%s", tsr_client_errmsg(oc));
+    cr_assert_eq(tsr__lower(oc, &a, 1, g, 0), 0, "%s", tsr_client_errmsg(oc));
     tsr__graph_finish(g);
 }
 

@@ -236,7 +236,7 @@ Test(map_blocks, aligned_form) {
     cr_assert_eq(tsr_array_numchunks(m, 1), 3);
     tsr_graph g;
     tsr__graph_init(&g);
-    cr_assert_eq(tsr__lower(c, &m, 1, &g), 0, "%s", tsr_client_errmsg(c));
+    cr_assert_eq(tsr__lower(c, &m, 1, &g, 0), 0, "%s", tsr_client_errmsg(c));
     tsr__graph_finish(&g);
     /* 9 map tasks; y (chunks 5,2) is rechunked to (3,3,1): 3 assembles; b is broadcast on
      * axis 0 and rechunked on axis 1: 3 assembles. */
@@ -285,7 +285,7 @@ Test(map_blocks, blockwise_form_and_refusals) {
                  tsr_client_errmsg(c));
     tsr_graph g;
     tsr__graph_init(&g);
-    cr_assert_eq(tsr__lower(c, &m, 1, &g), 0, "%s", tsr_client_errmsg(c));
+    cr_assert_eq(tsr__lower(c, &m, 1, &g, 0), 0, "%s", tsr_client_errmsg(c));
     tsr__graph_finish(&g);
     /* 3 x 3 output blocks, each on x's block of the same index, no rechunk. */
     cr_assert_eq(count_kop(&g, TSR_KOP_MAP_BLOCKS), 9);

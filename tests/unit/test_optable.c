@@ -44,7 +44,7 @@ Test(optable, every_family_has_a_kernel_for_each_declared_dtype) {
         }
         /* GPU kernels exist where the CUDA backend was built, for every declared float dtype of
          * every family but file reads (the worker runs LOAD on the host) and the CPU-only
-         * dtype-generic families and structural copies (docs/gpu.md). */
+         * dtype-generic families, structural copies and fused programs (docs/gpu.md). */
         for (int dt = 0; dt < 32; dt++) {
             /* Issue 13's families other than the elementwise ones are CPU-only too
              * (docs/gpu.md): a GPU worker runs them on its host, as it does LOAD. */
@@ -53,7 +53,8 @@ Test(optable, every_family_has_a_kernel_for_each_declared_dtype) {
                 kop == TSR_KOP_WHERE || kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE ||
                 kop == TSR_KOP_CONTRACT || kop == TSR_KOP_DATA || kop == TSR_KOP_HELD ||
                 kop == TSR_KOP_REDUCE2 || kop == TSR_KOP_COMBINE2 || kop == TSR_KOP_SCAN ||
-                kop == TSR_KOP_STRIDED || kop == TSR_KOP_TAKE || kop == TSR_KOP_MAP_BLOCKS;
+                kop == TSR_KOP_STRIDED || kop == TSR_KOP_TAKE || kop == TSR_KOP_MAP_BLOCKS ||
+                kop == TSR_KOP_FUSED;
             int gpu = tsr__devops_cuda() && !cpu_only && (((k->dtypes & TSR__DT_FLOAT) >> dt) & 1);
             tsr_kernel_fn fn = tsr__kernel_lookup(kop, dt, TSR_DEVICE_GPU);
             if (gpu)
@@ -85,7 +86,8 @@ Test(optable, family_names_are_distinct) {
     cr_assert_eq(TSR_KOP_STRIDED, 24);
     cr_assert_eq(TSR_KOP_TAKE, 25);
     cr_assert_eq(TSR_KOP_MAP_BLOCKS, 26);
-    cr_assert_eq(TSR_KOP_COUNT, 27);
+    cr_assert_eq(TSR_KOP_FUSED, 27);
+    cr_assert_eq(TSR_KOP_COUNT, 28);
 }
 
 Test(optable, names_round_trip_and_match_spec) {
@@ -279,7 +281,7 @@ Test(optable, lowered_matmul_flops_are_2mnk) {
     cr_assert_eq(tsr_array_dtype(m), TSR_FLOAT64); /* the PROMOTE rule */
     tsr_graph g;
     tsr__graph_init(&g);
-    cr_assert_eq(tsr__lower(c, &m, 1, &g), 0, "%s", tsr_client_errmsg(c));
+    cr_assert_eq(tsr__lower(c, &m, 1, &g, 0), 0, "%s", tsr_client_errmsg(c));
     tsr__graph_finish(&g);
     double total = 0;
     size_t nmm = 0;
