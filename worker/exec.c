@@ -248,6 +248,7 @@ void tsr__exec_push(tsr__worker *w, wtask *t) {
         w->rq_head = t;
     w->rq_tail = t;
     w->nrq++;
+    w->nbusy++;
 }
 
 void tsr__exec_flush(tsr__worker *w) {

@@ -240,8 +240,11 @@ void tsr__spill_forget(tsr__worker *w, uint64_t job, uint64_t id) {
 /* ---- reading back ---------------------------------------------------------------------------- */
 
 /* Reads take memory: one starts while the bytes held and being read stay under the spill
- * threshold, or when no other read is under way (so that reads always progress); the others
- * wait in a queue, in order (a task's window can ask for many at once). */
+ * threshold; past it, one at a time, and only while the executors have fewer tasks than there are
+ * executors (so that the window always progresses). The others wait in a queue, in order (a
+ * task's window can ask for many at once), pumped at the end of every loop turn. Reading past the
+ * threshold whenever no read was under way held a worker at up to 25% over its limit: a window
+ * of ~190 fast fused tasks had its inputs read back faster than one executor consumed them. */
 /* Reads e back into b (a reference the request takes over), or into a new buffer when b is
  * NULL. */
 static int submit_read_into(tsr__worker *w, wspill *e, tsr__buf *b) {
@@ -261,7 +264,8 @@ static int submit_read(tsr__worker *w, wspill *e) {
 
 static int read_fits(tsr__worker *w, size_t bytes) {
     uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
-    return w->spill_reading == 0 || held + bytes <= w->spill_hi;
+    if (held + bytes <= w->spill_hi) return 1;
+    return w->spill_reading == 0 && w->nbusy < (size_t)(w->nexec > 0 ? w->nexec : 1);
 }
 
 /* Starts queued reads as memory allows. */

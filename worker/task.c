@@ -309,6 +309,9 @@ static void fetch_free(tsr__worker *w, wfetch *f) {
     free(f);
 }
 
+static void fetch_begin(tsr__worker *w, wfetch *f);
+static void fetch_end(tsr__worker *w, wfetch *f);
+
 /* A task input stops using a fetched copy; the last user drops it (it is not ours to keep:
  * the scheduler never heard that we hold it). */
 static void fetch_release(tsr__worker *w, wfetch *f) {
@@ -320,7 +323,7 @@ static void fetch_release(tsr__worker *w, wfetch *f) {
 void tsr__worker_fetch_done(tsr__worker *w, wfetch *f) {
     tsr__log(&w->log, TSR_LOG_DEBUG, "fetched (%llu,%llu): %zu bytes", (unsigned long long)f->job,
              (unsigned long long)f->id, f->buf->size);
-    tsr__stats_fetch_end(&w->st);
+    fetch_end(w, f);
     w->st.in_bytes += f->buf->size;
     wwaiter *ws = f->waiters;
     size_t n = f->nwaiters;
@@ -372,7 +375,7 @@ const char *tsr__task_replicate(tsr__worker *w, const tsr__msg_replicate *m) {
         f->job = m->job;
         f->id = m->id;
         f->keep = 1;
-        tsr__stats_fetch_begin(&w->st);
+        fetch_begin(w, f);
         int rc = tsr__peer_fetch(w, f, addr);
         if (rc < 0) tsr__worker_fetch_failed(w, f, tsr_strerror(rc));
         return NULL;
@@ -385,7 +388,7 @@ const char *tsr__task_replicate(tsr__worker *w, const tsr__msg_replicate *m) {
 }
 
 void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why) {
-    tsr__stats_fetch_end(&w->st);
+    fetch_end(w, f);
     if (f->keep) tsr__worker_send_replicated(w, f->job, f->id, 0, why);
     if (tsr__kmap_get(&w->fetched, f->job, f->id) == f) tsr__kmap_del(&w->fetched, f->job, f->id);
     /* The waiters no longer count as users of this entry, which goes now. */
@@ -402,24 +405,45 @@ void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why) {
     free(ws);
 }
 
-/* A fetch takes memory when its bytes arrive: with a memory limit, while the worker holds more
- * than its spill threshold, new fetches wait until it holds less, or until none is under way (so
- * that fetches always progress). */
-static int fetch_fits(tsr__worker *w) {
-    if (!w->io_started || (w->st.nfetch == 0 && !w->fd_head)) return 1;
+/* A fetch takes memory when its bytes arrive: with a memory limit, a fetch is asked for while
+ * what the worker holds and the fetches under way will bring stay under its spill threshold;
+ * past it, one at a time, and only while the executors have fewer tasks than there are
+ * executors (so that fetches always progress). The others wait, in order. Counting only the
+ * bytes held let a window of fast tasks ask for ~60 fetches at once, all admitted before the
+ * first arrived: the worker went 40% over its limit. */
+static int fetch_admits(tsr__worker *w, uint64_t bytes) {
+    uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
+    if (held + w->fetch_expect + bytes <= w->spill_hi) return 1;
+    return w->st.nfetch == 0 && w->nbusy < (size_t)(w->nexec > 0 ? w->nexec : 1);
+}
+
+static int fetch_fits(tsr__worker *w, uint64_t bytes) {
+    if (!w->io_started) return 1;
     if (w->fd_head) return 0; /* keep the order */
-    return atomic_load_explicit(&w->mem.bytes, memory_order_relaxed) <= w->spill_hi;
+    return fetch_admits(w, bytes);
+}
+
+/* Counts f's bytes as on their way (fetch_expect) and its fetch as begun. */
+static void fetch_begin(tsr__worker *w, wfetch *f) {
+    f->counted = f->expect;
+    w->fetch_expect += f->counted;
+    tsr__stats_fetch_begin(&w->st);
+}
+
+/* f's bytes came, or never will. */
+static void fetch_end(tsr__worker *w, wfetch *f) {
+    w->fetch_expect -= f->counted;
+    f->counted = 0;
+    tsr__stats_fetch_end(&w->st);
 }
 
 void tsr__task_pump_fetches(tsr__worker *w) {
-    while (w->fd_head &&
-           (w->st.nfetch == 0 ||
-            atomic_load_explicit(&w->mem.bytes, memory_order_relaxed) <= w->spill_hi)) {
+    while (w->fd_head && fetch_admits(w, w->fd_head->expect)) {
         wfetch *f = w->fd_head;
         w->fd_head = f->dnext;
         if (!w->fd_head) w->fd_tail = NULL;
         f->dnext = NULL;
-        tsr__stats_fetch_begin(&w->st);
+        fetch_begin(w, f);
         int rc = tsr__peer_fetch(w, f, f->daddr);
         if (rc < 0) tsr__worker_fetch_failed(w, f, tsr_strerror(rc));
     }
@@ -440,7 +464,9 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
         f->job = in->job;
         f->id = in->id;
         f->traced = t->traced; /* every user of (job, id) is of the same job */
-        if (!fetch_fits(w)) {
+        f->expect = tsr_dtype_size((tsr_dtype)in->dtype);
+        for (int ax = 0; ax < in->ndim; ax++) f->expect *= (uint64_t)in->shape[ax];
+        if (!fetch_fits(w, f->expect)) {
             /* Over the spill threshold with fetches under way: asked for later, in order. */
             f->state = FETCH_WAITING;
             f->w = w;
@@ -451,7 +477,7 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
                 w->fd_head = f;
             w->fd_tail = f;
         } else {
-            tsr__stats_fetch_begin(&w->st);
+            fetch_begin(w, f);
             int rc = tsr__peer_fetch(w, f, where);
             if (rc < 0) {
                 char msg[200];
@@ -808,6 +834,7 @@ const char *tsr__task_compute(tsr__worker *w, const tsr__msg_compute *m) {
 /* ---- Results --------------------------------------------------------------------------------- */
 
 void tsr__task_finished(tsr__worker *w, wtask *t) {
+    if (w->nbusy > 0) w->nbusy--;
     w->st.busy_s += t->seconds;
     if (!t->internal) w->st.tasks++;
     if (t->rc != 0) {

@@ -312,6 +312,9 @@ struct wfetch {
     size_t nwaiters, waiters_cap;
     size_t users; /* task inputs holding this copy; at 0 (and READY) the copy is dropped */
     uint8_t keep; /* the scheduler asked us to hold it (replicate): stored once READY */
+    /* Bytes it will bring (0 when unknown: a replicate's); counted: what of them is in
+     * w->fetch_expect, from when it is asked for until its bytes arrive or it fails. */
+    uint64_t expect, counted;
     /* Not asked for yet: the worker is over its spill threshold (task.c, tsr__task_pump_fetches).
      */
     struct wfetch *dnext;
@@ -556,6 +559,12 @@ struct tsr__worker {
     /* Tasks made ready during this loop turn (loop thread only), queued in one go at its end. */
     wtask *rq_head, *rq_tail;
     size_t nrq;
+    /* Tasks given to the executors (tsr__exec_push) whose completion the loop has not taken yet
+     * (tsr__task_finished); loop thread only. The disk tier reads ahead of them only while it is
+     * under its threshold, or when they would otherwise run dry (spill.c, read_fits). */
+    size_t nbusy;
+    /* Bytes of the fetches asked for whose bytes have not arrived (task.c, fetch_fits). */
+    uint64_t fetch_expect;
     /* Executor queue (FIFO), guarded by qmu; qidle executors wait on qcv. */
     pthread_mutex_t qmu;
     pthread_cond_t qcv;
