@@ -451,14 +451,6 @@ int tsr_take(tsr_array *x, tsr_array *ind, const int *axis, tsr_array **out) {
 
 /* ---- concatenate, stack --------------------------------------------------------------------- */
 
-/* numpy.result_type of two of Tessera's dtypes (NEP 50): bool < int64 < float32 < float64, but
- * int64 with float32 gives float64. */
-static tsr_dtype promote(tsr_dtype a, tsr_dtype b) {
-    if (a == b || b == TSR_BOOL) return a;
-    if (a == TSR_BOOL) return b;
-    return TSR_FLOAT64; /* two different ones of float64, float32 and int64 */
-}
-
 static int concat(tsr_array *const *xs, int nx, int axis, const char *opname, tsr_array **out) {
     if (!xs || nx < 1 || !xs[0])
         return tsr__fail(NULL, TSR_EINVALID, "%s: need at least one array to concatenate", opname);
@@ -498,7 +490,7 @@ static int concat(tsr_array *const *xs, int nx, int axis, const char *opname, ts
         if (__builtin_add_overflow(total, x->shape[ax], &total) || total > ((int64_t)1 << 60))
             return tsr__fail(c, TSR_ESHAPE, "%s: the result is too large", opname);
         if (x->shape[ax] > 0) nchunks += x->numchunks[ax];
-        dtype = promote(dtype, x->dtype);
+        dtype = tsr__promote(dtype, x->dtype); /* arrays only: numpy.result_type, no weak scalar */
     }
     int64_t shape[TSR_MAX_NDIM], *sizes[TSR_MAX_NDIM], n[TSR_MAX_NDIM], bytes = 1;
     memcpy(shape, x0->shape, sizeof shape);
