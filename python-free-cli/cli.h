@@ -54,6 +54,10 @@ void cli_report(tsr_client *c);
  * need not appear in the command line, which every local user can read (/proc/PID/cmdline). */
 int cli_token_file(const char *path, char *buf, size_t size);
 
+/* --plugin-dir DIR: appends dir to dirs[*n], which has room for max. Prints an error and returns
+ * EXIT_INVALID when dirs is full or dir is empty; else 0. dir is borrowed (an argv string). */
+int cli_plugin_dir(const char *dir, const char **dirs, int max, int *n);
+
 /* Parses a positive int option value; prints an error and returns -1 when invalid. */
 int cli_parse_int(const char *opt, const char *value, int min, int max);
 /* Parses a byte count: digits with an optional unit, B, KB/MB/GB/TB (powers of 1000, as Dask) or

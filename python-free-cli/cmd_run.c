@@ -331,15 +331,8 @@ int cmd_run(int argc, char **argv) {
             roots[nroots++] = optarg;
             break;
         case 'X':
-            if (npdirs == (int)(sizeof pdirs / sizeof *pdirs)) {
-                cli_error("at most %d --plugin-dir options", npdirs);
+            if (cli_plugin_dir(optarg, pdirs, (int)(sizeof pdirs / sizeof *pdirs), &npdirs))
                 return EXIT_INVALID;
-            }
-            if (!*optarg) {
-                cli_error("--plugin-dir needs a directory");
-                return EXIT_INVALID;
-            }
-            pdirs[npdirs++] = optarg;
             lo.plugin_dirs = pdirs;
             lo.n_plugin_dirs = npdirs;
             break;

@@ -345,15 +345,8 @@ int cmd_worker(int argc, char **argv) {
             o.n_data_roots = nroots;
             break;
         case 'X':
-            if (npdirs == (int)(sizeof pdirs / sizeof *pdirs)) {
-                cli_error("at most %d --plugin-dir options", npdirs);
+            if (cli_plugin_dir(optarg, pdirs, (int)(sizeof pdirs / sizeof *pdirs), &npdirs))
                 return EXIT_INVALID;
-            }
-            if (!*optarg) {
-                cli_error("--plugin-dir needs a directory");
-                return EXIT_INVALID;
-            }
-            pdirs[npdirs++] = optarg;
             o.plugin_dirs = pdirs;
             o.n_plugin_dirs = npdirs;
             break;

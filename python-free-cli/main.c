@@ -66,6 +66,19 @@ int cli_parse_int(const char *opt, const char *value, int min, int max) {
     return (int)v;
 }
 
+int cli_plugin_dir(const char *dir, const char **dirs, int max, int *n) {
+    if (*n == max) {
+        cli_error("at most %d --plugin-dir options", max);
+        return EXIT_INVALID;
+    }
+    if (!*dir) {
+        cli_error("--plugin-dir needs a directory");
+        return EXIT_INVALID;
+    }
+    dirs[(*n)++] = dir;
+    return 0;
+}
+
 long long cli_parse_bytes(const char *opt, const char *value) {
     static const struct {
         const char *unit;
