@@ -213,6 +213,18 @@ int64_t tsr__array_nchunks(const tsr_array *a) {
     return n;
 }
 
+int64_t tsr__chunk_at(const int64_t *o, int64_t n, int64_t pos) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (o[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
 void tsr__array_chunk_box(const tsr_array *a, int64_t ci, int64_t *offset, int64_t *shape) {
     for (int ax = a->ndim - 1; ax >= 0; ax--) {
         int64_t idx = ci % a->numchunks[ax];

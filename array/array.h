@@ -220,6 +220,9 @@ int tsr__array_set_chunks(tsr_array *a, const int64_t *chunks);
 int tsr__array_set_chunk_sizes(tsr_array *a, int64_t *const *sizes, const int64_t *n);
 /* Total chunks (product over axes; 1 for 0-d). */
 int64_t tsr__array_nchunks(const tsr_array *a);
+/* The chunk of an axis with n chunks and cumulative offsets o[0..n] that holds position pos, by
+ * binary search; clamped to [0, n - 1], so the end of an axis maps to its last chunk. */
+int64_t tsr__chunk_at(const int64_t *o, int64_t n, int64_t pos);
 /* Global offset of chunk (row-major index ci) along each axis, and its shape. */
 void tsr__array_chunk_box(const tsr_array *a, int64_t ci, int64_t *offset, int64_t *shape);
 /* Adds operand arg (taking a reference): 0, or -ENOMEM (message recorded) with nothing added.

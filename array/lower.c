@@ -558,20 +558,6 @@ LOWERING(emit_reduce) {
     return combine(L, &R, &dep, 1, scale);
 }
 
-/* Input chunk c of an axis with cumulative offsets o[0..n] holding position pos (clamped, so
- * the end of an axis maps to its last chunk). */
-static int64_t find_chunk(const int64_t *o, int64_t n, int64_t pos) {
-    int64_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo + 1) / 2;
-        if (o[mid] <= pos)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
-
 /* RECHUNK to a different grid: one ASSEMBLE per output chunk from the overlapping input chunks,
  * in row-major order. */
 static int64_t emit_assemble(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
@@ -585,8 +571,8 @@ static int64_t emit_assemble(lctx *L, tsr_array *a, int64_t ci, const int64_t *i
     for (int ax = 0; ax < d_; ax++) {
         const int64_t *o = offsets(L, x, ax);
         if (!o) return tsr__fail(L->c, -ENOMEM, "out of memory");
-        lo[ax] = find_chunk(o, x->numchunks[ax], off[ax]);
-        hi[ax] = sh[ax] > 0 ? find_chunk(o, x->numchunks[ax], off[ax] + sh[ax] - 1) : lo[ax];
+        lo[ax] = tsr__chunk_at(o, x->numchunks[ax], off[ax]);
+        hi[ax] = sh[ax] > 0 ? tsr__chunk_at(o, x->numchunks[ax], off[ax] + sh[ax] - 1) : lo[ax];
         nin *= hi[ax] - lo[ax] + 1;
         cur[ax] = lo[ax];
     }

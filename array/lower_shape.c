@@ -23,19 +23,6 @@ static int64_t chunk(lctx *L, tsr_array *x, int64_t ci) {
     return rc < 0 ? rc : (int64_t)t;
 }
 
-/* The chunk of an axis with cumulative offsets o[0..n] that holds position pos (clamped). */
-static int64_t chunk_at(const int64_t *o, int64_t n, int64_t pos) {
-    int64_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo + 1) / 2;
-        if (o[mid] <= pos)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
-
 /* One STRIDED task of a's chunk ci (shape[a->ndim]) reading operand x's chunk xci; iv = [offset,
  * stride[0..a->ndim)]. */
 static int64_t strided(lctx *L, tsr_array *a, int64_t ci, const int64_t *shape, tsr_array *x,
@@ -73,7 +60,7 @@ int64_t tsr__emit_slice(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx,
             if (!oo) return -ENOMEM;
             g = shape[oa] > 0 ? a->sl_start[ax] + oo[idx[oa]] * a->sl_step[ax] : 0;
         }
-        xidx[ax] = chunk_at(o, x->numchunks[ax], g);
+        xidx[ax] = tsr__chunk_at(o, x->numchunks[ax], g);
         local[ax] = g - o[xidx[ax]];
         xs[ax] = x->chunks[ax][xidx[ax]];
         if (a->sl_step[ax]) {

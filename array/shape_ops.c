@@ -68,19 +68,6 @@ static int64_t slice_len(const tsr_index *it, int64_t n, int64_t *first) {
     return s > e ? (s - e - 1) / (-step) + 1 : 0;
 }
 
-/* The chunk of an axis with cumulative offsets o[0..n] that holds position pos. */
-static int64_t chunk_at(const int64_t *o, int64_t n, int64_t pos) {
-    int64_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo + 1) / 2;
-        if (o[mid] <= pos)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
-
 /* The output chunks along one sliced axis: consecutive selected positions that fall in one
  * chunk of x make one output chunk. Writes at most x->numchunks[ax] sizes; returns the count. */
 static int64_t slice_chunks(const tsr_array *x, int ax, const int64_t *o, int64_t first,
@@ -91,7 +78,7 @@ static int64_t slice_chunks(const tsr_array *x, int ax, const int64_t *o, int64_
         return n;
     }
     for (int64_t j = 0; j < len;) {
-        int64_t g = first + j * step, c = chunk_at(o, x->numchunks[ax], g);
+        int64_t g = first + j * step, c = tsr__chunk_at(o, x->numchunks[ax], g);
         int64_t cnt = step > 0 ? (o[c + 1] - 1 - g) / step + 1 : (g - o[c]) / (-step) + 1;
         cnt = TSR__MIN(cnt, len - j);
         sizes[n++] = cnt;
