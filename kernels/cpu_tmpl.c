@@ -502,49 +502,30 @@ KERNEL(k_astype) {
 
 /* ---- matmul --------------------------------------------------------------------------------- */
 
-/* out = Cprev + A_0 @ B_0 + A_1 @ B_1 + ..., one BLAS call per k-step in order, beta = 1 after
- * the first (kernels.h): a group of steps gives exactly what a chain of one-step tasks gives.
- * When Cprev is not already the output buffer it is copied there first. */
+/* out = Cprev + A_0 @ B_0 + A_1 @ B_1 + ..., one matmul_step per k-step in order (floats: one
+ * BLAS call, beta = 1 after the first) (kernels.h): a group of steps gives exactly what a chain
+ * of one-step tasks gives. When Cprev is not already the output buffer it is copied there first. */
 #if defined(T_FLOAT)
-KERNEL(k_matmul) {
-    int64_t g = d->ni ? d->i[0] : 1;
-    int64_t m = out->shape[0];
-    int64_t n = out->ndim == 2 ? out->shape[1] : 1;
-    T *o = out->data;
-    int have = nin == 2 * g + 1; /* o holds a running sum */
-    if (have && out->data != in[nin - 1].data)
-        convert_to_T(o, in[nin - 1].data, in[nin - 1].dtype, m * n);
-    if (m == 0 || n == 0) return 0;
-    for (int64_t s = 0; s < g; s++) {
-        int64_t k = in[2 * s].shape[1];
-        if (k == 0) continue;
-        T *ta, *tb;
-        const T *a = input_as_T(&in[2 * s], &ta), *b = input_as_T(&in[2 * s + 1], &tb);
-        if (!a || !b) {
-            free(ta);
-            free(tb);
-            return oom(err, errlen);
-        }
-        T beta = have ? 1 : 0;
-        if (out->ndim == 2)
-            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1,
-                 a, (blasint)k, b, (blasint)n, beta, o, (blasint)n);
-        else
-            GEMV(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)k, 1, a, (blasint)k, b, 1, beta,
-                 o, 1);
-        free(ta);
-        free(tb);
-        have = 1;
-    }
-    if (!have) memset(o, 0, (size_t)(m * n) * sizeof(T));
-    return 0;
+/* o = A @ B + beta * o, one BLAS call; o is m x n (n 1 for a matrix-vector product). */
+static void matmul_step(T *o, const T *a, const T *b, int64_t m, int64_t k, int64_t n, int two_d,
+                        T beta) {
+    if (two_d)
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1, a,
+             (blasint)k, b, (blasint)n, beta, o, (blasint)n);
+    else
+        GEMV(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)k, 1, a, (blasint)k, b, 1, beta, o,
+             1);
 }
 #else
 /* No BLAS for integers: o += A @ B with wrapping arithmetic (bool: o |= A and B, NumPy's bool
  * matmul), i-k-j order in KB-wide panels of k so a panel of B stays in cache. Each output element
- * takes its terms in k order. */
+ * takes its terms in k order. o always holds a running sum (k_matmul zeroes it first), so beta is
+ * 1 and two_d does not matter (a vector is an n = 1 matrix). */
 #define KB 64
-static void imatmul_step(T *o, const T *a, const T *b, int64_t m, int64_t k, int64_t n) {
+static void matmul_step(T *o, const T *a, const T *b, int64_t m, int64_t k, int64_t n, int two_d,
+                        T beta) {
+    (void)two_d;
+    (void)beta;
     for (int64_t k0 = 0; k0 < k; k0 += KB) {
         int64_t k1 = TSR__MIN(k, k0 + KB);
         for (int64_t i = 0; i < m; i++) {
@@ -567,18 +548,22 @@ static void imatmul_step(T *o, const T *a, const T *b, int64_t m, int64_t k, int
     }
 }
 #undef KB
+#endif
 
 KERNEL(k_matmul) {
     int64_t g = d->ni ? d->i[0] : 1;
     int64_t m = out->shape[0];
     int64_t n = out->ndim == 2 ? out->shape[1] : 1;
     T *o = out->data;
-    if (nin == 2 * g + 1) {
-        if (out->data != in[nin - 1].data)
-            convert_to_T(o, in[nin - 1].data, in[nin - 1].dtype, m * n);
-    } else if (m * n != 0) {
+    int have = nin == 2 * g + 1; /* o holds a running sum */
+    if (have && out->data != in[nin - 1].data)
+        convert_to_T(o, in[nin - 1].data, in[nin - 1].dtype, m * n);
+#if !defined(T_FLOAT)
+    if (!have && m * n != 0) { /* the integer steps add into o: start from zero */
         memset(o, 0, (size_t)(m * n) * sizeof(T));
+        have = 1;
     }
+#endif
     if (m == 0 || n == 0) return 0;
     for (int64_t s = 0; s < g; s++) {
         int64_t k = in[2 * s].shape[1];
@@ -590,13 +575,14 @@ KERNEL(k_matmul) {
             free(tb);
             return oom(err, errlen);
         }
-        imatmul_step(o, a, b, m, k, n);
+        matmul_step(o, a, b, m, k, n, out->ndim == 2, have ? 1 : 0);
         free(ta);
         free(tb);
+        have = 1;
     }
+    if (!have) memset(o, 0, (size_t)(m * n) * sizeof(T));
     return 0;
 }
-#endif
 
 /* ---- transpose ------------------------------------------------------------------------------ */
 
