@@ -14,6 +14,15 @@
  *   the least recently used classes first; evicting unmaps it (or, in a slab, gives its pages
  *   back with MADV_DONTNEED and unmaps the slab when none of it is left in use or pooled).
  * - tsr__chunkmem_drain empties the lists when the worker goes idle.
+ * - The warm reserve (tsr__chunkmem_reserve; the worker asks for its whole cap at start): one
+ *   mapping of 2 MiB granules in transparent huge pages, every page touched once when it is
+ *   made. Slabs and large buffers take free granules (first fit) before mapping anew, and give
+ *   them back to the reserve, still resident, when they are evicted. In this guest a page a
+ *   process touches for the first time costs a host-side fault (~2.3 ms per 2 MiB, bench/notes.md
+ *   issue 9 §1), and a job's first touches cost the 4096² matmul 5-10% (§11). The reserve's
+ *   unused granules count against the cap like pooled buffers do, so the pool still keeps at most
+ *   cap bytes it does not use; only tsr__chunkmem_release (a worker near its memory limit) gives
+ *   them back to the system.
  *
  * Any thread may take or release buffers (executors allocate their outputs, the loop frees), so
  * the lists are under one mutex; the chunk byte counters stay atomics. */
@@ -26,6 +35,11 @@
 
 #define SLAB_LEN ((size_t)2 << 20)
 #define SLAB_MAX_CLASS ((size_t)1 << 20) /* classes above this map buffers one by one */
+#define GRANULE SLAB_LEN                 /* the warm reserve's unit */
+#define PAGE_LEN ((size_t)4096)
+
+/* Reserve granule states: unused and resident, in use, unused and given back. */
+enum { G_IDLE = 0, G_USED = 1, G_COLD = 2 };
 
 struct tsr__slab {
     tsr__chunkmem *m;
@@ -71,11 +85,69 @@ static int in_slab(const tsr__buf *b) {
     return b->release == release_slab;
 }
 
-/* Gives a pooled-class buffer's memory back to the system (mu held). */
+/* ---- the warm reserve (mu held) ---- */
+
+static int in_reserve(const tsr__chunkmem *m, const char *p) {
+    return m->nwarm && p >= m->warm && p < m->warm + m->nwarm * GRANULE;
+}
+
+/* len bytes (rounded up to granules) of the reserve, first fit; NULL when none is free. */
+static char *reserve_take(tsr__chunkmem *m, size_t len) {
+    size_t n = (len + GRANULE - 1) / GRANULE;
+    for (size_t i = 0; i + n <= m->nwarm;) {
+        size_t k = 0;
+        while (k < n && m->gstate[i + k] != G_USED) k++;
+        if (k < n) {
+            i += k + 1;
+            continue;
+        }
+        for (k = 0; k < n; k++) {
+            if (m->gstate[i + k] == G_IDLE) m->warm_idle -= GRANULE;
+            m->gstate[i + k] = G_USED;
+        }
+        return m->warm + i * GRANULE;
+    }
+    return NULL;
+}
+
+/* Gives p's granules back to the reserve, resident. */
+static void reserve_give(tsr__chunkmem *m, char *p, size_t len) {
+    size_t i = (size_t)(p - m->warm) / GRANULE, n = (len + GRANULE - 1) / GRANULE;
+    for (size_t k = 0; k < n; k++) m->gstate[i + k] = G_IDLE;
+    m->warm_idle += n * GRANULE;
+}
+
+static int evict_one_locked(tsr__chunkmem *m);
+
+/* len bytes of the reserve, evicting pooled buffers (least recently used class first) while
+ * that may free granules: a reserve held by one class's free list goes to the class that needs
+ * it. NULL when the reserve has no room even then, or there is none. */
+static char *reserve_take_evicting(tsr__chunkmem *m, size_t len) {
+    if ((len + GRANULE - 1) / GRANULE > m->nwarm) return NULL;
+    char *p;
+    while (!(p = reserve_take(m, len)) && m->pooled_warm > 0 && evict_one_locked(m)) {
+    }
+    return p;
+}
+
+/* Memory for a slab or a large buffer: from the reserve, else mapped anew. */
+static char *take_locked(tsr__chunkmem *m, size_t len) {
+    char *p = reserve_take_evicting(m, len);
+    return p ? p : tsr__map_aligned(len, 1);
+}
+
+static void give_locked(tsr__chunkmem *m, char *p, size_t len) {
+    if (in_reserve(m, p))
+        reserve_give(m, p, len);
+    else
+        tsr__unmap(p, len);
+}
+
+/* Gives a pooled-class buffer's memory back to the system, or to the reserve (mu held). */
 static void destroy_locked(tsr__chunkmem *m, tsr__buf *b) {
     if (!in_slab(b)) {
         m->mapped -= b->cap;
-        tsr__unmap(b->data, b->cap);
+        give_locked(m, b->data, b->cap);
         free(b);
         return;
     }
@@ -85,7 +157,7 @@ static void destroy_locked(tsr__chunkmem *m, tsr__buf *b) {
         while (*p != s) p = &(*p)->next;
         *p = s->next;
         m->mapped -= SLAB_LEN;
-        tsr__unmap(s->base, SLAB_LEN);
+        give_locked(m, s->base, SLAB_LEN);
         free(s);
         return;
     }
@@ -104,6 +176,7 @@ static int evict_one_locked(tsr__chunkmem *m) {
     tsr__buf *b = m->cls[best].free;
     m->cls[best].free = b->next;
     m->pooled -= b->cap;
+    if (in_reserve(m, b->data)) m->pooled_warm -= b->cap;
     m->evicted++;
     destroy_locked(m, b);
     return 1;
@@ -114,15 +187,21 @@ static void release_to(tsr__chunkmem *m, tsr__buf *b) {
     size_t cap;
     unsigned c = class_of(b->cap, &cap);
     pthread_mutex_lock(&m->mu);
-    if (b->cap > m->cap) {
+    int warm = in_reserve(m, b->data);
+    if (b->cap > m->cap && !warm) {
         destroy_locked(m, b);
-    } else {
-        while (m->pooled + b->cap > m->cap && evict_one_locked(m)) {
-        }
-        b->next = m->cls[c].free;
-        m->cls[c].free = b;
-        m->cls[c].stamp = ++m->tick;
-        m->pooled += b->cap;
+        pthread_mutex_unlock(&m->mu);
+        return;
+    }
+    b->next = m->cls[c].free;
+    m->cls[c].free = b;
+    m->cls[c].stamp = ++m->tick;
+    m->pooled += b->cap;
+    if (warm) m->pooled_warm += b->cap;
+    /* Memory kept and unused (pooled, and the reserve's unused granules) stays within the cap;
+     * evicting a reserve's buffer changes nothing resident, so it stops when only those are
+     * left (at most the reserve, itself at most the cap). */
+    while (m->pooled + m->warm_idle > m->cap && m->pooled > m->pooled_warm && evict_one_locked(m)) {
     }
     pthread_mutex_unlock(&m->mu);
 }
@@ -143,7 +222,7 @@ static tsr__buf *slab_block_locked(tsr__chunkmem *m, unsigned c, size_t cap) {
         uint32_t n = (uint32_t)(SLAB_LEN / cap);
         s = calloc(1, sizeof *s + n * sizeof(tsr__buf));
         if (!s) return NULL;
-        if (!(s->base = tsr__map_aligned(SLAB_LEN, 1))) {
+        if (!(s->base = take_locked(m, SLAB_LEN))) {
             free(s);
             return NULL;
         }
@@ -186,15 +265,21 @@ tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
     if ((b = m->cls[c].free)) {
         m->cls[c].free = b->next;
         m->pooled -= b->cap;
+        if (in_reserve(m, b->data)) m->pooled_warm -= b->cap;
         m->hits++;
     } else if (cap <= SLAB_MAX_CLASS) {
         b = slab_block_locked(m, c, cap);
         m->misses++;
     }
+    char *warm = !b && cap > SLAB_MAX_CLASS ? reserve_take_evicting(m, cap) : NULL;
     pthread_mutex_unlock(&m->mu);
     if (!b && cap > SLAB_MAX_CLASS) {
-        if (!(b = calloc(1, sizeof *b))) return NULL;
-        if (!(b->data = tsr__map_aligned(cap, 1))) {
+        if (!(b = calloc(1, sizeof *b)) || !(b->data = warm ? warm : tsr__map_aligned(cap, 1))) {
+            if (warm) {
+                pthread_mutex_lock(&m->mu);
+                reserve_give(m, warm, cap);
+                pthread_mutex_unlock(&m->mu);
+            }
             free(b);
             return NULL;
         }
@@ -229,8 +314,45 @@ void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap) {
     pthread_mutex_init(&m->mu, NULL);
 }
 
+void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes) {
+    if (bytes > m->cap) bytes = m->cap;
+    size_t n = (size_t)(bytes / GRANULE);
+    if (n == 0 || m->warm) return;
+    char *base = tsr__map_aligned(n * GRANULE, 1);
+    uint8_t *st = calloc(n, 1); /* G_IDLE */
+    if (!base || !st) {         /* no reserve: buffers are mapped as they are needed */
+        if (base) tsr__unmap(base, n * GRANULE);
+        free(st);
+        return;
+    }
+    for (size_t off = 0; off < n * GRANULE; off += PAGE_LEN) ((volatile char *)base)[off] = 0;
+    pthread_mutex_lock(&m->mu);
+    m->warm = base;
+    m->gstate = st;
+    m->nwarm = n;
+    m->warm_idle = n * GRANULE;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void tsr__chunkmem_release(tsr__chunkmem *m) {
+    tsr__chunkmem_drain(m);
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->nwarm; i++) {
+        if (m->gstate[i] != G_IDLE) continue;
+        madvise(m->warm + i * GRANULE, GRANULE, MADV_DONTNEED);
+        m->gstate[i] = G_COLD;
+        m->warm_idle -= GRANULE;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
 void tsr__chunkmem_destroy(tsr__chunkmem *m) {
     tsr__chunkmem_drain(m);
+    if (m->warm) tsr__unmap(m->warm, m->nwarm * GRANULE);
+    free(m->gstate);
+    m->warm = NULL;
+    m->gstate = NULL;
+    m->nwarm = 0;
     pthread_mutex_destroy(&m->mu);
 }
 
@@ -245,6 +367,8 @@ void tsr__chunkmem_read(tsr__chunkmem *m, tsr__poolstats *out) {
                             .mapped = m->mapped,
                             .hits = m->hits,
                             .misses = m->misses,
-                            .evicted = m->evicted};
+                            .evicted = m->evicted,
+                            .reserved = m->warm ? m->nwarm * GRANULE : 0,
+                            .reserve_idle = m->warm_idle};
     pthread_mutex_unlock(&m->mu);
 }

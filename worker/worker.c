@@ -237,7 +237,7 @@ static void on_async(uv_async_t *a) {
     }
     uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
     if (w->opts->memory_limit > 0 && held + w->mem.cap > (uint64_t)w->opts->memory_limit)
-        tsr__chunkmem_drain(&w->mem); /* reusable memory goes first */
+        tsr__chunkmem_release(&w->mem); /* reusable memory goes first, the warm reserve too */
     if (w->opts->memory_limit > 0 && held > (uint64_t)w->opts->memory_limit && !w->over_limit) {
         w->over_limit = 1;
         tsr__log(&w->log, TSR_LOG_WARN, "holding %llu bytes, over the memory limit of %lld",
@@ -673,6 +673,11 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     w->gpu = opts->gpu >= 0;
     w->nexec = w->gpu ? 1 : opts->threads > 0 ? opts->threads : 1;
     tsr__chunkmem_init(&w->mem, pool_cap(opts));
+    /* The pool's whole cap is made resident before the worker says hello, so that a job's
+     * buffers do not pay for first touches (pool.c, "warm reserve"; ~75 ms of start-up for the
+     * default 64 MiB here). Made on a thread beside the job instead, it gained about half as
+     * much at chunk 512 (bench/notes.md, issue 9 §11). */
+    tsr__chunkmem_reserve(&w->mem, pool_cap(opts));
     w->mem_ok = 1;
     tsr__store_init(&w->store);
     w->store.mem = &w->mem;

@@ -90,6 +90,13 @@ typedef struct tsr__chunkmem {
     uint64_t pooled;    /* bytes in the free lists */
     uint64_t mapped;    /* bytes of the pool's mappings (slabs and large buffers) alive */
     uint64_t hits, misses, evicted, tick;
+    /* The warm reserve (pool.c): nwarm granules of 2 MiB at warm, resident from the start;
+     * gstate says which are in use; warm_idle counts the resident ones that are not. */
+    char *warm;
+    uint8_t *gstate;
+    size_t nwarm;
+    uint64_t warm_idle;
+    uint64_t pooled_warm; /* of pooled, the bytes whose memory is the reserve's */
     struct {
         tsr__buf *free; /* newest first */
         uint64_t stamp; /* tick of the class's last use */
@@ -99,9 +106,17 @@ typedef struct tsr__chunkmem {
 
 typedef struct tsr__poolstats {
     uint64_t pooled, mapped, hits, misses, evicted;
+    uint64_t reserved, reserve_idle; /* the warm reserve's bytes, and those resident and unused */
 } tsr__poolstats;
 
 void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap);
+/* Gives the pool a warm reserve of bytes (rounded down to 2 MiB; at most its cap), mapped and
+ * touched now, so that slabs and large buffers come from memory that is resident already
+ * (pool.c). Without memory for it, the pool simply has none. */
+void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes);
+/* tsr__chunkmem_drain, and the reserve's unused memory given back to the system too (it is
+ * reused later, but no longer warm): for a worker near its memory limit. */
+void tsr__chunkmem_release(tsr__chunkmem *m);
 /* Drains the pool; every buffer must have come back. */
 void tsr__chunkmem_destroy(tsr__chunkmem *m);
 /* A counted buffer of size bytes (refs = 1), its contents undefined; any thread. NULL on
@@ -110,7 +125,8 @@ tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size);
 /* Drops one reference; the last one uncounts the bytes and gives the buffer back to m's pool.
  * b may be NULL. */
 void tsr__chunkmem_unref(tsr__chunkmem *m, tsr__buf *b);
-/* Gives every pooled buffer back to the system (the worker went idle, or is over its limit). */
+/* Gives every pooled buffer back to the system (the worker went idle), except the warm
+ * reserve's memory, which stays resident for the next job (tsr__chunkmem_release gives it too). */
 void tsr__chunkmem_drain(tsr__chunkmem *m);
 void tsr__chunkmem_read(tsr__chunkmem *m, tsr__poolstats *out);
 

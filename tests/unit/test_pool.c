@@ -3,7 +3,9 @@
  * documented rules (worker.h, ARCHITECTURE.md "Buffers and memory") re-derived here: classes are
  * eight per power of two, rounded up. */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -183,5 +185,123 @@ Test(pool, threads_take_and_give_back) {
     tsr__chunkmem_drain(&m);
     tsr__chunkmem_read(&m, &ps);
     cr_assert_eq(ps.mapped, 0);
+    tsr__chunkmem_destroy(&m);
+}
+
+/* ---- the warm reserve (pool.c) ---- */
+
+/* This process's resident memory, from /proc/self/status. */
+static uint64_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    cr_assert(f);
+    char line[256];
+    uint64_t kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %" SCNu64, &kib) == 1) break;
+    fclose(f);
+    return kib << 10;
+}
+
+static int in_warm(const tsr__chunkmem *m, const void *p) {
+    return m->warm && (const char *)p >= m->warm &&
+           (const char *)p < m->warm + m->nwarm * (2 * MiB);
+}
+
+/* Memory the pool keeps unused (pooled buffers and idle reserve granules) stays within its cap. */
+static void assert_within_cap(tsr__chunkmem *m) {
+    tsr__poolstats ps;
+    tsr__chunkmem_read(m, &ps);
+    cr_assert_leq(ps.pooled + ps.reserve_idle, m->cap, "pooled %" PRIu64 " + idle reserve %" PRIu64,
+                  ps.pooled, ps.reserve_idle);
+}
+
+Test(pool, reserve_is_resident_and_serves_slabs_and_large_buffers) {
+    tsr__chunkmem m;
+    tsr__chunkmem_init(&m, 32 * MiB);
+    uint64_t before = rss_bytes();
+    tsr__chunkmem_reserve(&m, 32 * MiB + 5);
+    uint64_t after = rss_bytes();
+    cr_assert_geq(after, before + 30 * MiB, "reserve not resident: RSS %" PRIu64 " -> %" PRIu64,
+                  before, after);
+    tsr__poolstats ps;
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.reserved, 32 * MiB, "rounded down to 2 MiB granules, at most the cap");
+    cr_assert_eq(ps.reserve_idle, 32 * MiB);
+    tsr__buf *big = tsr__chunkmem_new(&m, 3 * MiB), *small = tsr__chunkmem_new(&m, 256 * KiB);
+    cr_assert(big && small);
+    cr_assert(in_warm(&m, big->data) && in_warm(&m, small->data), "not from the reserve");
+    cr_assert_eq((uintptr_t)big->data % (2 * MiB), 0);
+    memset(big->data, 1, 3 * MiB);
+    memset(small->data, 2, 256 * KiB);
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.reserve_idle, 32 * MiB - 4 * MiB - 2 * MiB, "3 MiB takes 2 granules, a slab 1");
+    /* Larger than what is left of the reserve: mapped on its own. */
+    tsr__buf *huge = tsr__chunkmem_new(&m, 30 * MiB);
+    cr_assert(huge && !in_warm(&m, huge->data));
+    tsr__chunkmem_unref(&m, huge);
+    tsr__chunkmem_unref(&m, big);
+    tsr__chunkmem_unref(&m, small);
+    assert_within_cap(&m);
+    cr_assert_eq(atomic_load(&m.bytes), 0);
+    /* Idle: the lists are emptied, the reserve stays resident and whole. */
+    tsr__chunkmem_drain(&m);
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.pooled, 0);
+    cr_assert_eq(ps.mapped, 0);
+    cr_assert_eq(ps.reserve_idle, 32 * MiB);
+    cr_assert_geq(rss_bytes(), before + 30 * MiB, "drain gave the reserve back");
+    /* Near a memory limit: given back, yet still used (cold) for later buffers. */
+    tsr__chunkmem_release(&m);
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.reserve_idle, 0);
+    cr_assert_leq(rss_bytes(), before + 2 * MiB, "release kept the reserve resident");
+    tsr__buf *again = tsr__chunkmem_new(&m, 2 * MiB);
+    cr_assert(in_warm(&m, again->data));
+    memset(again->data, 3, 2 * MiB);
+    tsr__chunkmem_unref(&m, again);
+    tsr__chunkmem_destroy(&m);
+}
+
+Test(pool, reserve_moves_from_a_class_to_the_one_that_needs_it) {
+    tsr__chunkmem m;
+    tsr__chunkmem_init(&m, 4 * MiB);
+    tsr__chunkmem_reserve(&m, 4 * MiB);
+    tsr__buf *a = tsr__chunkmem_new(&m, 2 * MiB), *b = tsr__chunkmem_new(&m, 2 * MiB);
+    cr_assert(in_warm(&m, a->data) && in_warm(&m, b->data) && a->data != b->data);
+    tsr__chunkmem_unref(&m, a);
+    tsr__chunkmem_unref(&m, b);
+    assert_within_cap(&m);
+    tsr__poolstats ps;
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.pooled, 4 * MiB, "the 2 MiB class keeps both");
+    /* A 3.5 MiB buffer needs both granules: the 2 MiB class's pooled buffers give them up. */
+    tsr__buf *c = tsr__chunkmem_new(&m, 3 * MiB + MiB / 2);
+    cr_assert(c);
+    cr_assert_eq((char *)c->data, m.warm, "not made from the reserve");
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.pooled, 0);
+    cr_assert_eq(ps.reserve_idle, 0);
+    tsr__chunkmem_unref(&m, c);
+    assert_within_cap(&m);
+    tsr__chunkmem_destroy(&m);
+}
+
+Test(pool, buffers_outside_the_reserve_are_kept_only_within_the_cap) {
+    tsr__chunkmem m;
+    tsr__chunkmem_init(&m, 8 * MiB);
+    tsr__chunkmem_reserve(&m, 4 * MiB);
+    tsr__buf *v[5];
+    for (int i = 0; i < 5; i++) v[i] = tsr__chunkmem_new(&m, 2 * MiB);
+    int warm = 0;
+    for (int i = 0; i < 5; i++) warm += in_warm(&m, v[i]->data);
+    cr_assert_eq(warm, 2, "two granules of reserve, three buffers mapped");
+    for (int i = 0; i < 5; i++) {
+        tsr__chunkmem_unref(&m, v[i]);
+        assert_within_cap(&m);
+    }
+    tsr__poolstats ps;
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.pooled, 8 * MiB, "the cap's worth kept");
+    cr_assert_eq(ps.mapped, 10 * MiB - ps.evicted * 2 * MiB);
     tsr__chunkmem_destroy(&m);
 }
