@@ -137,11 +137,13 @@ struct tsr_array {
     double value;   /* FULL value; BINARY_SCALAR scalar; ARANGE start */
     int64_t ivalue; /* FULL of int64, BINARY_SCALAR, COMPARE_SCALAR when has_ivalue: exact */
     int has_ivalue;
-    double step;            /* ARANGE step */
-    int scalar_first;       /* BINARY_SCALAR, COMPARE_SCALAR */
-    tsr_dtype cdtype;       /* COMPARE, COMPARE_SCALAR: the dtype the operands are compared in */
-    int scalar_mask;        /* WHERE: bit 0, X is `value`; bit 1, Y is `value2` (not operands) */
-    double value2;          /* WHERE */
+    double step;      /* ARANGE step */
+    int scalar_first; /* BINARY_SCALAR, COMPARE_SCALAR */
+    tsr_dtype cdtype; /* COMPARE, COMPARE_SCALAR: the dtype the operands are compared in */
+    int scalar_mask;  /* WHERE: bit 0, X is `value`; bit 1, Y is `value2` (not operands) */
+    double value2;    /* WHERE */
+    int64_t ivalue2;  /* WHERE: Y exactly, when has_ivalue2 (X: ivalue, has_ivalue) */
+    int has_ivalue2;
     uint64_t seed;          /* RANDOM */
     int axes[TSR_MAX_NDIM]; /* TRANSPOSE perm; REDUCE axes (normalised, ascending) */
     int naxes;

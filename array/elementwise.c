@@ -10,8 +10,11 @@ static tsr_dtype scalar_dtype(int is_float) {
     return is_float ? TSR_FLOAT64 : TSR_INT64;
 }
 
-int tsr_where_scalars(tsr_array *cond, tsr_array *x, double xs, int xs_is_float, tsr_array *y,
-                      double ys, int ys_is_float, tsr_array **out) {
+/* where with X (Y) the number xs (ys) where x (y) is NULL; xi (yi), when not NULL, is that
+ * integer exactly. */
+static int where_impl(tsr_array *cond, tsr_array *x, double xs, int xs_is_float, const int64_t *xi,
+                      tsr_array *y, double ys, int ys_is_float, const int64_t *yi,
+                      tsr_array **out) {
     if (!cond)
         return tsr__fail(x   ? x->client
                          : y ? y->client
@@ -39,7 +42,25 @@ int tsr_where_scalars(tsr_array *cond, tsr_array *x, double xs, int xs_is_float,
     (*out)->scalar_mask = (x ? 0 : 1) | (y ? 0 : 2);
     (*out)->value = x ? 0 : xs;
     (*out)->value2 = y ? 0 : ys;
+    (*out)->has_ivalue = !x && xi;
+    (*out)->ivalue = !x && xi ? *xi : 0;
+    (*out)->has_ivalue2 = !y && yi;
+    (*out)->ivalue2 = !y && yi ? *yi : 0;
     return 0;
+}
+
+int tsr_where_scalars(tsr_array *cond, tsr_array *x, double xs, int xs_is_float, tsr_array *y,
+                      double ys, int ys_is_float, tsr_array **out) {
+    return where_impl(cond, x, xs, xs_is_float, NULL, y, ys, ys_is_float, NULL, out);
+}
+
+int tsr_where_int64(tsr_array *cond, tsr_array *x, const int64_t *xs, tsr_array *y,
+                    const int64_t *ys, tsr_array **out) {
+    if ((!x && !xs) || (!y && !ys))
+        return tsr__fail(cond ? cond->client : NULL, TSR_EINVALID,
+                         "where: an operand is neither an array nor a number");
+    return where_impl(cond, x, x ? 0 : (double)*xs, 0, x ? NULL : xs, y, y ? 0 : (double)*ys, 0,
+                      y ? NULL : ys, out);
 }
 
 int tsr_where(tsr_array *cond, tsr_array *x, tsr_array *y, tsr_array **out) {
@@ -48,7 +69,9 @@ int tsr_where(tsr_array *cond, tsr_array *x, tsr_array *y, tsr_array **out) {
     return tsr_where_scalars(cond, x, 0, 0, y, 0, 0, out);
 }
 
-int tsr_clip(tsr_array *x, const double *min, const double *max, int float_mask, tsr_array **out) {
+/* clip with min (max) exactly the integer *imin (*imax) where that is not NULL. */
+static int clip_impl(tsr_array *x, const double *min, const double *max, int float_mask,
+                     const int64_t *imin, const int64_t *imax, tsr_array **out) {
     if (!x) return tsr__fail(NULL, TSR_EINVALID, "clip: operand is NULL");
     if (!out) return tsr__fail(x->client, TSR_EINVALID, "clip: out is NULL");
     if (!min && !max)
@@ -58,9 +81,14 @@ int tsr_clip(tsr_array *x, const double *min, const double *max, int float_mask,
     /* numpy.clip is minimum(maximum(x, min), max): NaNs of x propagate, min > max gives max. */
     tsr_array *lo = NULL, *r = NULL;
     int rc = 0;
-    if (min) rc = tsr_binary_scalar_kind(TSR_MAXIMUM, x, *min, float_mask & 1, 0, &lo);
+    if (imin)
+        rc = tsr_binary_scalar_int64(TSR_MAXIMUM, x, *imin, 0, &lo);
+    else if (min)
+        rc = tsr_binary_scalar_kind(TSR_MAXIMUM, x, *min, float_mask & 1, 0, &lo);
     if (rc < 0) return rc;
-    if (max)
+    if (imax)
+        rc = tsr_binary_scalar_int64(TSR_MINIMUM, lo ? lo : x, *imax, 0, &r);
+    else if (max)
         rc = tsr_binary_scalar_kind(TSR_MINIMUM, lo ? lo : x, *max, (float_mask >> 1) & 1, 0, &r);
     else
         r = lo, lo = NULL;
@@ -69,4 +97,13 @@ int tsr_clip(tsr_array *x, const double *min, const double *max, int float_mask,
     r->opname = "clip";
     *out = r;
     return 0;
+}
+
+int tsr_clip(tsr_array *x, const double *min, const double *max, int float_mask, tsr_array **out) {
+    return clip_impl(x, min, max, float_mask, NULL, NULL, out);
+}
+
+int tsr_clip_int64(tsr_array *x, const int64_t *min, const int64_t *max, tsr_array **out) {
+    double dmin = min ? (double)*min : 0, dmax = max ? (double)*max : 0;
+    return clip_impl(x, min ? &dmin : NULL, max ? &dmax : NULL, 0, min, max, out);
 }

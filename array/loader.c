@@ -477,6 +477,7 @@ static int parse_def(tsr__loader *L, tsr__loader_def *d) {
                 rc = parse_number(L, d, key, v, is_min ? &d->min : &d->max);
                 *(is_min ? &d->has_min : &d->has_max) = 1;
                 *(is_min ? &d->min_float : &d->max_float) = json_is_real(v);
+                if (json_is_integer(v)) *(is_min ? &d->imin : &d->imax) = json_integer_value(v);
             }
         } else if (!strcmp(key, "seed")) {
             rc = parse_seed(L, d, v);
@@ -714,16 +715,22 @@ static int build_def(tsr__loader *L, tsr__loader_def *d) {
         break;
     case TSR__LK_WHERE: {
         tsr_array *z = d->arg[2] >= 0 ? L->defs[d->arg[2]].array : NULL;
-        rc = tsr_where_scalars(x, y, d->scalar[1], (d->scalar_float >> 1) & 1, z, d->scalar[2],
-                               (d->scalar_float >> 2) & 1, &a);
+        int yf = (d->scalar_float >> 1) & 1, zf = (d->scalar_float >> 2) & 1;
+        if ((y || !yf) && (z || !zf)) /* numbers written as integers stay exact */
+            rc = tsr_where_int64(x, y, y ? NULL : &d->iscalar[1], z, z ? NULL : &d->iscalar[2], &a);
+        else
+            rc = tsr_where_scalars(x, y, d->scalar[1], yf, z, d->scalar[2], zf, &a);
         break;
     }
     case TSR__LK_CLIP:
         if (!d->has_min && !d->has_max)
             return tsr__loader_fail(L, d, TSR_EPROGRAM,
                                     "clip needs a number in \"min\" or \"max\"");
-        rc = tsr_clip(x, d->has_min ? &d->min : NULL, d->has_max ? &d->max : NULL,
-                      d->min_float | d->max_float << 1, &a);
+        if ((!d->has_min || !d->min_float) && (!d->has_max || !d->max_float))
+            rc = tsr_clip_int64(x, d->has_min ? &d->imin : NULL, d->has_max ? &d->imax : NULL, &a);
+        else /* integer bounds stay exact above, where the clip runs in int64 */
+            rc = tsr_clip(x, d->has_min ? &d->min : NULL, d->has_max ? &d->max : NULL,
+                          d->min_float | d->max_float << 1, &a);
         break;
     case TSR__LK_MATMUL:
         rc = tsr_matmul(x, y, &a);

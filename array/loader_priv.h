@@ -70,6 +70,7 @@ typedef struct tsr__loader_def {
     int64_t iscalar[3];    /* args[k] (k < 3) written as an integer: its exact value */
     int has_min, has_max;  /* clip: "min" / "max" present and not null */
     double min, max;
+    int64_t imin, imax; /* clip: "min" / "max" written as integers, exactly */
     int min_float, max_float;
     int ndim; /* sources with "shape" */
     int64_t shape[TSR_MAX_NDIM];

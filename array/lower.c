@@ -262,7 +262,7 @@ LOWERING(emit_map) {
  * chunk). */
 LOWERING(emit_broadcast) {
     uint32_t deps[3];
-    int64_t iv[2];
+    int64_t iv[6];
     double fv[2];
     for (int k = 0; k < a->nargs && k < 3; k++) {
         tsr_array *x = a->args[k];
@@ -279,13 +279,19 @@ LOWERING(emit_broadcast) {
         iv[0] = a->cdtype;
         d.i = iv;
         d.ni = 1;
-    } else if (a->aop == TSR_A_WHERE) { /* i = [x is a scalar, y is a scalar], f = [xs, ys] */
+    } else if (a->aop == TSR_A_WHERE) {
+        /* i = [x is a scalar, y is a scalar] (+ [x exact, xi, y exact, yi] with an exact integer
+         * number), f = [xs, ys] */
         iv[0] = a->scalar_mask & 1;
         iv[1] = (a->scalar_mask >> 1) & 1;
+        iv[2] = a->has_ivalue;
+        iv[3] = a->ivalue;
+        iv[4] = a->has_ivalue2;
+        iv[5] = a->ivalue2;
         fv[0] = a->value;
         fv[1] = a->value2;
         d.i = iv;
-        d.ni = 2;
+        d.ni = a->has_ivalue || a->has_ivalue2 ? 6 : 2;
         d.f = fv;
         d.nf = 2;
     }

@@ -274,7 +274,8 @@ int tsr__k_predicate(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_c
         for (int64_t j = 0; j < len; j++) ot[j] = cs.b[j] ? xt[j] : yt[j];                         \
     } while (0)
 
-/* in[0] = C, then X unless i[0] (X is the scalar f[0]), then Y unless i[1] (Y is f[1]). */
+/* in[0] = C, then X unless i[0] (X is the scalar f[0], or exactly the int64 i[3] when i[2]),
+ * then Y unless i[1] (Y is f[1], or exactly i[5] when i[4]); i[2..5] only when ni == 6. */
 int tsr__k_where(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                  char *err, size_t errlen) {
     (void)nin;
@@ -283,14 +284,23 @@ int tsr__k_where(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunk
     operand pc, px, py;
     int k = 1;
     bind_array(&pc, &in[0], out);
+    int exact = d->ni >= 6;
     if (d->i[0])
         bind_number(&px, &d->f[0]);
     else
         bind_array(&px, &in[k++], out);
+    if (d->i[0] && exact && d->i[2]) {
+        px.data = &d->i[3];
+        px.dtype = TSR_INT64;
+    }
     if (d->i[1])
         bind_number(&py, &d->f[1]);
     else
         bind_array(&py, &in[k], out);
+    if (d->i[1] && exact && d->i[4]) {
+        py.data = &d->i[5];
+        py.dtype = TSR_INT64;
+    }
     int odt = out->dtype;
     stage cs, xs, ys;
     char *o = out->data;

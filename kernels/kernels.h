@@ -59,12 +59,15 @@
  *                int64: NaN, inf, out of range -> INT64_MIN; anything non-zero -> bool true).
  *  COMPARE       fn = LESS .. LOGICAL_OR (tsr_binary_op); bool output. 2 inputs broadcasting as
  *                BINARY's with i = [dtype], or 1 input with i = [dtype, scalar_first], f =
- *                [scalar] (or i = [dtype, scalar_first, scalar exactly as int64]): both operands
- * are converted to `dtype` (their promotion), then compared (NaN compares unequal; logical ops test
- * != 0). PREDICATE     1 input of the output's shape, any dtype; fn = LOGICAL_NOT, ISNAN or
- * ISFINITE; bool output. WHERE         i = [x_scalar, y_scalar], f = [xs, ys]: inputs C, then X
- * unless x_scalar, then Y unless y_scalar, each broadcasting to the output; out = C != 0 ? X : Y,
- *                converted to the output dtype.
+ *                [scalar] (or i = [dtype, scalar_first, scalar exactly as int64]): both
+ *                operands are converted to `dtype` (their promotion), then compared (NaN
+ *                compares unequal; logical ops test != 0).
+ *  PREDICATE     1 input of the output's shape, any dtype; fn = LOGICAL_NOT, ISNAN or ISFINITE;
+ *                bool output.
+ *  WHERE         i = [x_scalar, y_scalar], f = [xs, ys]: inputs C, then X unless x_scalar, then
+ *                Y unless y_scalar, each broadcasting to the output; out = C != 0 ? X : Y,
+ *                converted to the output dtype. With i = [x_scalar, y_scalar, x_exact, xi,
+ *                y_exact, yi], a scalar X with x_exact is the int64 xi exactly (Y likewise).
  *  NORMAL        no inputs.  i = RANDOM's [seed, gshape, offset], f = [loc, scale]: element with
  *                global index g is loc + scale * (sqrt(-2 ln(1 - u1)) * cos(2 pi u2)), u1 and u2
  *                SPEC's float64 random values of indices 2g and 2g + 1, computed in double and

@@ -418,8 +418,10 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
             FAIL("%s is not a predicate", tsr__unary_name(d->fn));
         return check_same_as_output(d, in, 0, 0, err, errlen);
     case TSR_KOP_WHERE:
-        NEED_PARAMS(2, 2);
-        if ((d->i[0] != 0 && d->i[0] != 1) || (d->i[1] != 0 && d->i[1] != 1))
+        if ((d->ni != 2 && d->ni != 6) || d->nf != 2)
+            FAIL("expects 2 or 6 integer and 2 float parameters, got %u and %u", d->ni, d->nf);
+        if ((d->i[0] != 0 && d->i[0] != 1) || (d->i[1] != 0 && d->i[1] != 1) ||
+            (d->ni == 6 && ((d->i[2] != 0 && d->i[2] != 1) || (d->i[4] != 0 && d->i[4] != 1))))
             FAIL("scalar flags must be 0 or 1");
         if (nin != 3 - (int)d->i[0] - (int)d->i[1])
             FAIL("expects %d inputs, got %d", 3 - (int)d->i[0] - (int)d->i[1], nin);

@@ -455,11 +455,19 @@ TSR_API int tsr_where(tsr_array *cond, tsr_array *x, tsr_array *y, tsr_array **o
  * with both numbers the result is int64 or float64. */
 TSR_API int tsr_where_scalars(tsr_array *cond, tsr_array *x, double xs, int xs_is_float,
                               tsr_array *y, double ys, int ys_is_float, tsr_array **out);
+/* As tsr_where_scalars with integer numbers kept exact (a double holds integers up to 2^53
+ * only): x NULL takes *xs, y NULL takes *ys (each pointer non-NULL where its array is NULL).
+ * where(c, 9007199254740993, int64 y) is exactly 2^53 + 1 where c holds, as NumPy's. */
+TSR_API int tsr_where_int64(tsr_array *cond, tsr_array *x, const int64_t *xs, tsr_array *y,
+                            const int64_t *ys, tsr_array **out);
 /* numpy.clip(x, min, max): min or max NULL for none (not both). Bit 0 of float_mask says min is a
  * float literal, bit 1 max (weak scalars as in tsr_binary_scalar_kind: clip of int64 by 0.5 gives
  * float64). Made as maximum then minimum, so NaN propagates and min > max gives max. */
 TSR_API int tsr_clip(tsr_array *x, const double *min, const double *max, int float_mask,
                      tsr_array **out);
+/* tsr_clip with integer bounds kept exact where it runs in int64 (as tsr_binary_scalar_int64):
+ * clip of int64 by 2^53 + 3 is exactly that bound where it applies. */
+TSR_API int tsr_clip_int64(tsr_array *x, const int64_t *min, const int64_t *max, tsr_array **out);
 /* NumPy's a @ b: 2-d @ 2-d and 2-d @ 1-d as blocked gemm chains; N-d operands broadcast their
  * batch axes (all but the last two) as NumPy does and 1-d operands get a unit axis that the result
  * drops (1-d @ 2-d is 1-d, 1-d @ 1-d is 0-d), lowered like tsr_tensordot. Chunks of b are

@@ -153,6 +153,15 @@ def program():
     out("big_lt", {"op": "less", "args": [9007199254740992, "I"]}, np.less(2**53, v["I"]))
     out("big_f", {"op": "add", "args": ["F", 9007199254740993]}, np.add(v["F"], 2**53 + 1))
     out("clip_B", {"op": "clip", "args": ["B"], "min": 0, "max": 0}, np.clip(v["B"], 0, 0))
+    big, I64 = 2**53 + 3, np.int64  # a double rounds 2^53 + 3 to 2^53 + 4
+    out("big_clip", {"op": "clip", "args": ["I"], "min": -big, "max": big},
+        np.clip(v["I"], I64(-big), I64(big)))
+    out("big_clip_lo", {"op": "clip", "args": ["I"], "min": big - 2}, np.maximum(v["I"], I64(big - 2)))
+    out("big_where_x", {"op": "where", "args": ["B", big, "I"]}, np.where(v["B"], I64(big), v["I"]))
+    out("big_where_y", {"op": "where", "args": ["B", "I", -I64MAX]},
+        np.where(v["B"], v["I"], I64(-I64MAX)))
+    out("big_where_xy", {"op": "where", "args": ["B", big, -big]},
+        np.where(v["B"], I64(big), I64(-big)))
     out("mm_IK", {"op": "matmul", "args": ["I", "K"]}, v["I"] @ v["K"])
     out("mm_IJ", {"op": "matmul", "args": ["I", "J"]}, v["I"] @ v["J"])
     out("mm_BK", {"op": "matmul", "args": ["B", "K"]}, v["B"] @ v["K"])
