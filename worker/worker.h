@@ -96,7 +96,8 @@ typedef struct tsr__chunkmem {
     uint8_t *gstate;
     size_t nwarm;
     uint64_t warm_idle;
-    uint64_t pooled_warm; /* of pooled, the bytes whose memory is the reserve's */
+    uint64_t pooled_warm;   /* of pooled, the bytes whose memory is the reserve's */
+    atomic_size_t warm_ask; /* granules to reserve at the first pooled-size buffer (lazy) */
     struct {
         tsr__buf *free; /* newest first */
         uint64_t stamp; /* tick of the class's last use */
@@ -114,6 +115,9 @@ void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap);
  * touched now, so that slabs and large buffers come from memory that is resident already
  * (pool.c). Without memory for it, the pool simply has none. */
 void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes);
+/* The same, made by the first request for a buffer the pool keeps (64 KiB and more), on the
+ * thread that asks: a worker that only ever holds small chunks never makes it. */
+void tsr__chunkmem_reserve_lazy(tsr__chunkmem *m, uint64_t bytes);
 /* tsr__chunkmem_drain, and the reserve's unused memory given back to the system too (it is
  * reused later, but no longer warm): for a worker near its memory limit. */
 void tsr__chunkmem_release(tsr__chunkmem *m);
