@@ -224,7 +224,7 @@ enum {
     XX(STRIDED, strided, 1, 1, 0, TSR__DT_ALL, BYTES, OUT, TSR__KOP_HOST)                          \
     XX(TAKE, take, 2, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT, TSR__KOP_HOST)                          \
     XX(MAP_BLOCKS, map_blocks, 1, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT,                             \
-       TSR__KOP_LONG | TSR__KOP_HOST)                                                  \
+       TSR__KOP_LONG | TSR__KOP_HOST)                                                              \
     XX(FUSED, fused, 0, TSR__ANY, TSR__FUSED_NFN, TSR__DT_FLOAT, NONE, IN0, 0)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in

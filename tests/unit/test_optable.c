@@ -48,13 +48,13 @@ Test(optable, every_family_has_a_kernel_for_each_declared_dtype) {
         for (int dt = 0; dt < 32; dt++) {
             /* Issue 13's families other than the elementwise ones are CPU-only too
              * (docs/gpu.md): a GPU worker runs them on its host, as it does LOAD. */
-            int cpu_only =
-                kop == TSR_KOP_LOAD || kop == TSR_KOP_COMPARE || kop == TSR_KOP_PREDICATE ||
-                kop == TSR_KOP_WHERE || kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE ||
-                kop == TSR_KOP_CONTRACT || kop == TSR_KOP_DATA || kop == TSR_KOP_HELD ||
-                kop == TSR_KOP_REDUCE2 || kop == TSR_KOP_COMBINE2 || kop == TSR_KOP_SCAN ||
-                kop == TSR_KOP_STRIDED || kop == TSR_KOP_TAKE || kop == TSR_KOP_MAP_BLOCKS ||
-                kop == TSR_KOP_FUSED;
+            int cpu_only = kop == TSR_KOP_LOAD || kop == TSR_KOP_COMPARE ||
+                           kop == TSR_KOP_PREDICATE || kop == TSR_KOP_WHERE ||
+                           kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE || kop == TSR_KOP_CONTRACT ||
+                           kop == TSR_KOP_DATA || kop == TSR_KOP_HELD || kop == TSR_KOP_REDUCE2 ||
+                           kop == TSR_KOP_COMBINE2 || kop == TSR_KOP_SCAN ||
+                           kop == TSR_KOP_STRIDED || kop == TSR_KOP_TAKE ||
+                           kop == TSR_KOP_MAP_BLOCKS || kop == TSR_KOP_FUSED;
             int gpu = tsr__devops_cuda() && !cpu_only && (((k->dtypes & TSR__DT_FLOAT) >> dt) & 1);
             tsr_kernel_fn fn = tsr__kernel_lookup(kop, dt, TSR_DEVICE_GPU);
             if (gpu)
