@@ -14,15 +14,17 @@
  *   the least recently used classes first; evicting unmaps it (or, in a slab, gives its pages
  *   back with MADV_DONTNEED and unmaps the slab when none of it is left in use or pooled).
  * - tsr__chunkmem_drain empties the lists when the worker goes idle.
- * - The warm reserve (tsr__chunkmem_reserve; a worker asks for its whole cap, made by its first
- *   request for a pooled-size buffer: tsr__chunkmem_reserve_lazy): one mapping of 2 MiB granules
- *   in transparent huge pages, every page touched once when it is made. Slabs and large buffers
- * take free granules (first fit) before mapping anew, and give them back to the reserve, still
- * resident, when they are evicted. In this guest a page a process touches for the first time costs
- * a host-side fault (~2.3 ms per 2 MiB, bench/notes.md issue 9 §1), and a job's first touches cost
- * the 4096² matmul 5-10% (§11). The reserve's unused granules count against the cap like pooled
- * buffers do, so the pool still keeps at most cap bytes it does not use; only tsr__chunkmem_release
- * (a worker near its memory limit) gives them back to the system.
+ * - The warm reserve (tsr__chunkmem_reserve; a worker makes TSR__RESERVE_DEFAULT, at most its
+ *   cap, at start, before it says hello): one mapping of 2 MiB granules in transparent huge
+ *   pages, every page touched once when it is made. Slabs and large buffers take free granules
+ *   (first fit) before mapping anew, and give them back to the reserve, still resident, when they
+ *   are evicted. In this guest a page a process touches for the first time costs a host-side
+ *   fault (2.3-4.8 ms per 2 MiB, bench/notes.md issue 9 §1 and §13), and a job's first touches
+ *   cost the 4096² matmul 5-10% (§11, §13). Made at the first pooled-size request instead (as
+ *   it was for a while) the whole touch stalled the one executor that asked, and gave the gain
+ *   back (§12). The reserve's unused granules count against the cap like pooled buffers do, so
+ *   the pool still keeps at most cap bytes it does not use; only tsr__chunkmem_release (a worker
+ *   near its memory limit) gives them back to the system.
  *
  * Any thread may take or release buffers (executors allocate their outputs, the loop frees), so
  * the lists are under one mutex; the chunk byte counters stay atomics. */
@@ -258,10 +260,6 @@ tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
         count(m, size);
         return b;
     }
-    if (atomic_load_explicit(&m->warm_ask, memory_order_relaxed)) {
-        size_t n = atomic_exchange_explicit(&m->warm_ask, 0, memory_order_relaxed);
-        if (n) tsr__chunkmem_reserve(m, (uint64_t)n * GRANULE);
-    }
     size_t cap;
     unsigned c = class_of(size, &cap);
     pthread_mutex_lock(&m->mu);
@@ -314,7 +312,6 @@ void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap) {
     memset(m, 0, sizeof *m);
     atomic_init(&m->bytes, 0);
     atomic_init(&m->peak, 0);
-    atomic_init(&m->warm_ask, 0);
     m->cap = cap;
     pthread_mutex_init(&m->mu, NULL);
 }
@@ -340,11 +337,6 @@ void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes) {
     m->nwarm = n;
     m->warm_idle = n * GRANULE;
     pthread_mutex_unlock(&m->mu);
-}
-
-void tsr__chunkmem_reserve_lazy(tsr__chunkmem *m, uint64_t bytes) {
-    if (bytes > m->cap) bytes = m->cap;
-    atomic_store_explicit(&m->warm_ask, (size_t)(bytes / GRANULE), memory_order_relaxed);
 }
 
 void tsr__chunkmem_release(tsr__chunkmem *m) {

@@ -673,11 +673,9 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     w->gpu = opts->gpu >= 0;
     w->nexec = w->gpu ? 1 : opts->threads > 0 ? opts->threads : 1;
     tsr__chunkmem_init(&w->mem, pool_cap(opts));
-    /* The pool's whole cap is made resident by the first request for a pooled-size buffer, so
-     * that a job's buffers do not pay for first touches (pool.c, "warm reserve"; ~75 ms once for
-     * the default 64 MiB here). Not at start: a worker whose chunks are all small (a million
-     * tiny tasks) would hold it for nothing, past issue 9's RSS bound (bench/notes.md, §11). */
-    tsr__chunkmem_reserve_lazy(&w->mem, pool_cap(opts));
+    /* Part of the pool's cap is made resident now, before hello, so that a job's buffers do not
+     * pay for first touches inside it (pool.c, "warm reserve"). */
+    tsr__chunkmem_reserve(&w->mem, TSR__RESERVE_DEFAULT);
     w->mem_ok = 1;
     tsr__store_init(&w->store);
     w->store.mem = &w->mem;

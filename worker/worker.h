@@ -80,6 +80,10 @@ void *tsr__kmap_del(tsr__kmap *m, uint64_t job, uint64_t id);
 #define TSR__POOL_CLASSES (64 * 8)
 /* The pool's default size: 64 MiB, or a tenth of the memory limit when that is less. */
 #define TSR__POOL_DEFAULT ((uint64_t)64 << 20)
+/* The warm reserve a worker makes at start, before it says hello (at most the pool's cap): in
+ * this guest 32 MiB gained as much on the 4096² matmul as 48 or 64, and it keeps the workers of
+ * the million-tiny-task graph well inside issue 9's RSS bound (bench/notes.md, issue 9 §13). */
+#define TSR__RESERVE_DEFAULT ((uint64_t)32 << 20)
 
 typedef struct tsr__slab tsr__slab;
 
@@ -96,8 +100,7 @@ typedef struct tsr__chunkmem {
     uint8_t *gstate;
     size_t nwarm;
     uint64_t warm_idle;
-    uint64_t pooled_warm;   /* of pooled, the bytes whose memory is the reserve's */
-    atomic_size_t warm_ask; /* granules to reserve at the first pooled-size buffer (lazy) */
+    uint64_t pooled_warm; /* of pooled, the bytes whose memory is the reserve's */
     struct {
         tsr__buf *free; /* newest first */
         uint64_t stamp; /* tick of the class's last use */
@@ -115,9 +118,6 @@ void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap);
  * touched now, so that slabs and large buffers come from memory that is resident already
  * (pool.c). Without memory for it, the pool simply has none. */
 void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes);
-/* The same, made by the first request for a buffer the pool keeps (64 KiB and more), on the
- * thread that asks: a worker that only ever holds small chunks never makes it. */
-void tsr__chunkmem_reserve_lazy(tsr__chunkmem *m, uint64_t bytes);
 /* tsr__chunkmem_drain, and the reserve's unused memory given back to the system too (it is
  * reused later, but no longer warm): for a worker near its memory limit. */
 void tsr__chunkmem_release(tsr__chunkmem *m);

@@ -305,22 +305,3 @@ Test(pool, buffers_outside_the_reserve_are_kept_only_within_the_cap) {
     cr_assert_eq(ps.mapped, 10 * MiB - ps.evicted * 2 * MiB);
     tsr__chunkmem_destroy(&m);
 }
-
-/* A lazy reserve is made by the first pooled-size request, not by small buffers. */
-Test(pool, lazy_reserve_waits_for_a_pooled_size) {
-    tsr__chunkmem m;
-    tsr__chunkmem_init(&m, 8 * MiB);
-    tsr__chunkmem_reserve_lazy(&m, 64 * MiB); /* at most the cap */
-    tsr__buf *s = tsr__chunkmem_new(&m, 1000);
-    tsr__poolstats ps;
-    tsr__chunkmem_read(&m, &ps);
-    cr_assert_eq(ps.reserved, 0, "a small buffer made the reserve");
-    tsr__buf *b = tsr__chunkmem_new(&m, 64 * KiB);
-    tsr__chunkmem_read(&m, &ps);
-    cr_assert_eq(ps.reserved, 8 * MiB);
-    cr_assert(in_warm(&m, b->data), "the first pooled buffer is not the reserve's");
-    tsr__chunkmem_unref(&m, s);
-    tsr__chunkmem_unref(&m, b);
-    assert_within_cap(&m);
-    tsr__chunkmem_destroy(&m);
-}
