@@ -89,11 +89,33 @@ void tsr__local_cpus(const int *cores, int ncores, int w, int threads, char *out
     }
 }
 
+/* The environment of the cluster's processes: the caller's, with OPENBLAS_NUM_THREADS=1. Every
+ * process links OpenBLAS, whose constructor otherwise starts a thread per core that spins in
+ * sched_yield for its first ~0.1 s: in the scheduler and beside each worker's executors, during
+ * the first job (4-5% of the 4096² float32 matmul's samples; bench/notes.md, issue 9 §13). The
+ * scheduler makes no BLAS call and a worker's executors call it one thread each (the worker's
+ * blas_threads, 1 here, which it sets itself). NULL on ENOMEM. */
+static char **cluster_env(void) {
+    static const char blas[] = "OPENBLAS_NUM_THREADS=";
+    size_t n = 0;
+    while (environ[n]) n++;
+    char **env = malloc((n + 2) * sizeof *env);
+    if (!env) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], blas, sizeof blas - 1) != 0) env[k++] = environ[i];
+    env[k++] = (char *)"OPENBLAS_NUM_THREADS=1";
+    env[k] = NULL;
+    return env;
+}
+
 /* Starts a cluster process with the watch pipe's read end on WATCH_FD, stdin and (unless out_fd is
  * given) stdout on /dev/null, so its ready line never mixes with the program's printed outputs;
  * stderr stays shared for errors. */
 static int spawn(const char *exe, char *const argv[], int out_fd, int watch_rd, int secret_fd,
                  pid_t *pid) {
+    char **env = cluster_env();
+    if (!env) return -ENOMEM;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     /* dup2 onto WATCH_FD clears close-on-exec there (also when watch_rd is WATCH_FD itself).
@@ -105,8 +127,9 @@ static int spawn(const char *exe, char *const argv[], int out_fd, int watch_rd, 
         posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
     else
         posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    int rc = posix_spawnp(pid, exe, &fa, NULL, argv, environ);
+    int rc = posix_spawnp(pid, exe, &fa, NULL, argv, env);
     posix_spawn_file_actions_destroy(&fa);
+    free(env);
     return rc ? -rc : 0;
 }
 

@@ -229,6 +229,26 @@ static int child_workers(pid_t ppid, pid_t *out, int max) {
     return n;
 }
 
+/* The value of name in the process's environment (/proc/PID/environ), "" when it has none. */
+static void environ_value(pid_t pid, const char *name, char *out, size_t size) {
+    char path[64], buf[65536];
+    snprintf(path, sizeof path, "/proc/%d/environ", pid);
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t k = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[k] = 0;
+    size_t len = strlen(name);
+    for (size_t i = 0; i < k; i += strlen(buf + i) + 1)
+        if (strncmp(buf + i, name, len) == 0 && buf[i + len] == '=') {
+            snprintf(out, size, "%s", buf + i + len + 1);
+            return;
+        }
+}
+
+/* Each worker of `tessera run` runs on its own core, and with OPENBLAS_NUM_THREADS=1 whatever the
+ * caller's is (client/local.c: OpenBLAS's own threads would spin beside the executors). */
 Test(cluster, run_gives_each_worker_its_own_core, .timeout = 120) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     char *dir = make_tmpdir();
@@ -245,18 +265,21 @@ Test(cluster, run_gives_each_worker_its_own_core, .timeout = 120) {
         dup2(nul, 1);
         dup2(nul, 2);
         chdir(dir);
+        setenv("OPENBLAS_NUM_THREADS", "4", 1);
         execl(tessera_exe(), "tessera", "run", "--workers", "2", "big.json", (char *)NULL);
         _exit(127);
     }
     pid_t w[4];
     int nw = 0;
-    char cores[2][8][64];
+    char cores[2][8][64], blas[2][16] = {"", ""};
     int nth[2] = {0, 0};
     for (int tries = 0; tries < 400; tries++) {
         nw = child_workers(pid, w, 4);
         if (nw == 2) {
             nth[0] = exec_threads(w[0], cores[0], 8);
             nth[1] = exec_threads(w[1], cores[1], 8);
+            environ_value(w[0], "OPENBLAS_NUM_THREADS", blas[0], sizeof blas[0]);
+            environ_value(w[1], "OPENBLAS_NUM_THREADS", blas[1], sizeof blas[1]);
             if (nth[0] == 1 && nth[1] == 1) break;
         }
         usleep(25000);
@@ -267,6 +290,8 @@ Test(cluster, run_gives_each_worker_its_own_core, .timeout = 120) {
               "executors not bound to one core: \"%s\" \"%s\"", cores[0][0], cores[1][0]);
     if (ncpu >= 2)
         cr_assert_str_neq(cores[0][0], cores[1][0], "two workers share core %s", cores[0][0]);
+    cr_assert(strcmp(blas[0], "1") == 0 && strcmp(blas[1], "1") == 0,
+              "workers' OPENBLAS_NUM_THREADS: \"%s\" and \"%s\", want \"1\"", blas[0], blas[1]);
     int st;
     waitpid(pid, &st, 0);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -289,6 +314,7 @@ Test(cluster, interrupt_stops_cluster_and_leaves_no_file, .timeout = 60) {
         dup2(nul, 1);
         dup2(nul, 2);
         chdir(dir);
+        setenv("OPENBLAS_NUM_THREADS", "4", 1);
         execl(tessera_exe(), "tessera", "run", "--workers", "2", "big.json", (char *)NULL);
         _exit(127);
     }
