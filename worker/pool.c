@@ -48,9 +48,10 @@ struct tsr__slab {
     tsr__slab *next; /* the class's slabs */
     char *base;
     uint32_t cls, nblocks;
-    uint32_t nout;   /* blocks in use or pooled; at 0 the slab is unmapped */
-    tsr__buf *fresh; /* blocks never handed out or given back (no resident pages) */
-    tsr__buf hdr[];  /* nblocks headers; block k is base + k * cap */
+    uint32_t nout;    /* blocks in use or pooled; at 0 the slab is unmapped */
+    uint32_t npooled; /* of those, the ones in the class's free list */
+    tsr__buf *fresh;  /* blocks never handed out or given back (no resident pages) */
+    tsr__buf hdr[];   /* nblocks headers; block k is base + k * cap */
 };
 
 /* Class index and capacity of a buffer of size bytes (size >= TSR__POOL_MIN). */
@@ -145,6 +146,17 @@ static void give_locked(tsr__chunkmem *m, char *p, size_t len) {
         tsr__unmap(p, len);
 }
 
+/* Frees slab s, none of whose blocks is in use or pooled any more: its memory goes back whole
+ * (mu held). */
+static void free_slab_locked(tsr__chunkmem *m, tsr__slab *s) {
+    tsr__slab **p = &m->cls[s->cls].slabs;
+    while (*p != s) p = &(*p)->next;
+    *p = s->next;
+    m->mapped -= SLAB_LEN;
+    give_locked(m, s->base, SLAB_LEN);
+    free(s);
+}
+
 /* Gives a pooled-class buffer's memory back to the system, or to the reserve (mu held). */
 static void destroy_locked(tsr__chunkmem *m, tsr__buf *b) {
     if (!in_slab(b)) {
@@ -155,12 +167,7 @@ static void destroy_locked(tsr__chunkmem *m, tsr__buf *b) {
     }
     tsr__slab *s = b->owner;
     if (--s->nout == 0) {
-        tsr__slab **p = &m->cls[s->cls].slabs;
-        while (*p != s) p = &(*p)->next;
-        *p = s->next;
-        m->mapped -= SLAB_LEN;
-        give_locked(m, s->base, SLAB_LEN);
-        free(s);
+        free_slab_locked(m, s);
         return;
     }
     madvise(b->data, b->cap, MADV_DONTNEED);
@@ -168,17 +175,49 @@ static void destroy_locked(tsr__chunkmem *m, tsr__buf *b) {
     s->fresh = b;
 }
 
-/* Evicts one buffer of the least recently used non-empty class; 0 when there was none. */
+/* Takes b, which is in class c's free list after *pp, out of the pool's counts (mu held). */
+static void unpool_locked(tsr__chunkmem *m, tsr__buf **pp, tsr__buf *b) {
+    *pp = b->next;
+    m->pooled -= b->cap;
+    if (in_reserve(m, b->data)) m->pooled_warm -= b->cap;
+    if (in_slab(b)) ((tsr__slab *)b->owner)->npooled--;
+}
+
+/* A slab of class c whose blocks are all in the free list, or NULL (mu held). */
+static tsr__slab *idle_slab(tsr__chunkmem *m, unsigned c) {
+    for (tsr__slab *s = m->cls[c].slabs; s; s = s->next)
+        if (s->npooled > 0 && s->npooled == s->nout) return s;
+    return NULL;
+}
+
+/* Evicts from the least recently used non-empty class; 0 when there was nothing to evict. A
+ * slab whose blocks are all pooled goes whole (unmapped, or back to the reserve), so its huge
+ * page is given back as one: evicting a single block gives its pages back with MADV_DONTNEED,
+ * which splits the huge page, and in this guest the block's next use then faults 4 KiB pages
+ * back one by one (~13 us each: 1.7 ms for a 512 KiB block; bench/notes.md issue 9 §13). */
 static int evict_one_locked(tsr__chunkmem *m) {
     unsigned best = TSR__POOL_CLASSES;
     for (unsigned c = 0; c < TSR__POOL_CLASSES; c++)
         if (m->cls[c].free && (best == TSR__POOL_CLASSES || m->cls[c].stamp < m->cls[best].stamp))
             best = c;
     if (best == TSR__POOL_CLASSES) return 0;
+    tsr__slab *s = idle_slab(m, best);
+    if (s) {
+        tsr__buf **pp = &m->cls[best].free;
+        while (*pp && s->npooled > 0) {
+            tsr__buf *b = *pp;
+            if (b->owner != s) {
+                pp = &b->next;
+                continue;
+            }
+            unpool_locked(m, pp, b);
+            m->evicted++;
+        }
+        free_slab_locked(m, s); /* its headers go with it */
+        return 1;
+    }
     tsr__buf *b = m->cls[best].free;
-    m->cls[best].free = b->next;
-    m->pooled -= b->cap;
-    if (in_reserve(m, b->data)) m->pooled_warm -= b->cap;
+    unpool_locked(m, &m->cls[best].free, b);
     m->evicted++;
     destroy_locked(m, b);
     return 1;
@@ -199,6 +238,7 @@ static void release_to(tsr__chunkmem *m, tsr__buf *b) {
     m->cls[c].free = b;
     m->cls[c].stamp = ++m->tick;
     m->pooled += b->cap;
+    if (in_slab(b)) ((tsr__slab *)b->owner)->npooled++;
     if (warm) m->pooled_warm += b->cap;
     /* Memory kept and unused (pooled, and the reserve's unused granules) stays within the cap;
      * evicting a reserve's buffer changes nothing resident, so it stops when only those are
@@ -265,9 +305,7 @@ tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
     pthread_mutex_lock(&m->mu);
     m->cls[c].stamp = ++m->tick;
     if ((b = m->cls[c].free)) {
-        m->cls[c].free = b->next;
-        m->pooled -= b->cap;
-        if (in_reserve(m, b->data)) m->pooled_warm -= b->cap;
+        unpool_locked(m, &m->cls[c].free, b);
         m->hits++;
     } else if (cap <= SLAB_MAX_CLASS) {
         b = slab_block_locked(m, c, cap);

@@ -112,6 +112,32 @@ Test(pool, cap_evicts_least_recently_used_class) {
     tsr__chunkmem_destroy(&m);
 }
 
+/* A slab whose blocks are all pooled is evicted whole: its huge page goes back as one instead of
+ * block by block with MADV_DONTNEED (which splits it; pool.c, evict_one_locked). */
+Test(pool, a_slab_all_pooled_is_evicted_whole) {
+    tsr__chunkmem m;
+    tsr__chunkmem_init(&m, MiB);
+    tsr__buf *b[4];
+    for (int i = 0; i < 4; i++) b[i] = tsr__chunkmem_new(&m, 512 * KiB); /* one slab of 4 */
+    tsr__poolstats ps;
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.mapped, 2 * MiB, "four 512 KiB blocks share one 2 MiB slab");
+    tsr__chunkmem_unref(&m, b[0]);
+    tsr__chunkmem_unref(&m, b[1]); /* 1 MiB pooled: at the cap */
+    tsr__chunkmem_unref(&m, b[2]); /* over: one block evicted, the slab still has b[3] out */
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.evicted, 1);
+    cr_assert_eq(ps.pooled, MiB);
+    cr_assert_eq(ps.mapped, 2 * MiB);
+    tsr__chunkmem_unref(&m, b[3]); /* every block left is pooled: the slab goes, whole */
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.pooled, 0, "%llu bytes still pooled", (unsigned long long)ps.pooled);
+    cr_assert_eq(ps.mapped, 0, "the slab is still mapped");
+    cr_assert_eq(ps.evicted, 4);
+    cr_assert_eq(bytes(&m), 0);
+    tsr__chunkmem_destroy(&m);
+}
+
 Test(pool, no_pool_gives_everything_back) {
     tsr__chunkmem m;
     tsr__chunkmem_init(&m, 0);
