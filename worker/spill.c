@@ -265,7 +265,7 @@ static int submit_read(tsr__worker *w, wspill *e) {
 static int read_fits(tsr__worker *w, size_t bytes) {
     uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
     if (held + bytes <= w->spill_hi) return 1;
-    return w->spill_reading == 0 && w->nbusy < (size_t)(w->nexec > 0 ? w->nexec : 1);
+    return w->spill_reading == 0 && tsr__exec_would_idle(w);
 }
 
 /* Starts queued reads as memory allows. */

@@ -414,7 +414,7 @@ void tsr__worker_fetch_failed(tsr__worker *w, wfetch *f, const char *why) {
 static int fetch_admits(tsr__worker *w, uint64_t bytes) {
     uint64_t held = atomic_load_explicit(&w->mem.bytes, memory_order_relaxed);
     if (held + w->fetch_expect + bytes <= w->spill_hi) return 1;
-    return w->st.nfetch == 0 && w->nbusy < (size_t)(w->nexec > 0 ? w->nexec : 1);
+    return w->st.nfetch == 0 && tsr__exec_would_idle(w);
 }
 
 static int fetch_fits(tsr__worker *w, uint64_t bytes) {

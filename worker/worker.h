@@ -629,6 +629,12 @@ struct tsr__worker {
     wio *io_done; /* under cmu */
 };
 
+/* Whether the executors would run dry without more work: fewer tasks given to them than they
+ * are. Past the spill threshold, a read back (spill.c) or a fetch (task.c) starts only then. */
+static inline int tsr__exec_would_idle(const tsr__worker *w) {
+    return w->nbusy < (size_t)(w->nexec > 0 ? w->nexec : 1);
+}
+
 /* Outputs smaller than this are allocated by the loop when their task is queued, larger ones by
  * the executor from the buffer pool (task.c says why). */
 #define TSR__LOOP_ALLOC_MAX (128 * 1024)
