@@ -472,11 +472,12 @@ def sec_matmul(b):
         def one(rnd, prog=prog, n=n, dtype=dtype, chunk=chunk, cap=cap, flops=flops,
                 extras=extras, cfg=cfg, gave_up=gave_up, letter=letter):
             row, fg = {}, []
-            for lay in [b.layout] + extras:
+
+            def tessera(lay):
                 st, r = b.tessera_run(prog, layout=lay)
                 fg.append(r.foreign)
                 if not st:
-                    continue
+                    return
                 if lay == b.layout:
                     row["tessera_s"], row["tessera_wall"] = st["seconds"], r.wall
                     row["tessera_workers"] = len(st.get("workers", []))
@@ -487,7 +488,8 @@ def sec_matmul(b):
                     # two-worker run's traffic means that.
                     row["moved_bytes"] = st.get("moved_bytes")
                     row["in_bytes"] = sum(w.get("in_bytes", 0) for w in st.get("workers", []))
-            if b.h["gemm"]:
+
+            def limit():
                 r = run([b.h["gemm"], letter, str(n), "2"], timeout=300)
                 fg.append(r.foreign)
                 if r.ok():
@@ -498,27 +500,43 @@ def sec_matmul(b):
                     # Two single-threaded workers each at one core's rate on one chunk: the
                     # most their kernels allow, expressed as seconds for the whole product.
                     row["ceiling_s"] = flops / (2 * float(r.out.split()[0]) * 1e9)
-            if b.dask_ok:
-                for sched, key in (("distributed", "dask_dist_s"), ("threaded", "dask_thr_s")):
-                    if sched in gave_up:
-                        row[key] = "not retried"
-                        continue
-                    d, r = b.dask(sched, "matmul", n, chunk, cap, dtype)
-                    fg.append(r.foreign)
-                    if d and d.get("timeout"):
-                        gave_up.add(sched)
-                        row[key] = f"> {cap} s"
-                    elif d:
-                        row[key] = d["seconds"]
-                        if sched == "distributed":
-                            row["dask_in_bytes"] = d["in_bytes"]
-                            cfg["dask_tasks"] = d["tasks"]
-            if b.h["starpu_gemm"]:
+
+            def dask(sched, key):
+                if sched in gave_up:
+                    row[key] = "not retried"
+                    return
+                d, r = b.dask(sched, "matmul", n, chunk, cap, dtype)
+                fg.append(r.foreign)
+                if d and d.get("timeout"):
+                    gave_up.add(sched)
+                    row[key] = f"> {cap} s"
+                elif d:
+                    row[key] = d["seconds"]
+                    if sched == "distributed":
+                        row["dask_in_bytes"] = d["in_bytes"]
+                        cfg["dask_tasks"] = d["tasks"]
+
+            def starpu():
                 r = run([b.h["starpu_gemm"], letter, str(n), str(chunk)],
                         env={**b.starpu_env, "STARPU_SCHED": "dmda"}, timeout=300)
                 fg.append(r.foreign)
                 if r.ok():
                     row["starpu_s"] = float(r.out.split()[0])
+
+            steps = [lambda lay=lay: tessera(lay) for lay in [b.layout] + extras]
+            if b.h["gemm"]:
+                steps.append(limit)
+            if b.dask_ok:
+                steps += [lambda: dask("distributed", "dask_dist_s"),
+                          lambda: dask("threaded", "dask_thr_s")]
+            if b.h["starpu_gemm"]:
+                steps.append(starpu)
+            # The order is reversed every other round: whatever runs first after another
+            # system's exit runs ~5% slower here (the same tessera build measured three times
+            # in a row after StarPU: 1.64, 1.55, 1.55 s; bench/notes.md, issue 9 §13), so no
+            # system may always be first.
+            for step in (steps if rnd % 2 == 0 else steps[::-1]):
+                step()
             row["foreign"] = max(fg)
             log(f"matmul {n} {dtype} chunk {chunk} round {rnd + 1}: " + ", ".join(
                 f"{k} {fmt(v, 3)}" for k, v in row.items() if k.endswith("_s")))
@@ -710,7 +728,9 @@ def md_matmul(b, d):
         "configuration. The summaries' ratios are of seconds, per round, then the median: "
         "**tessera / starpu** = starpu s / tessera s, **limit / tessera s** = limit s / "
         "tessera's stats seconds, **limit / tessera wall** = limit s / the whole command's "
-        "seconds (above 1: tessera is the faster).",
+        "seconds (above 1: tessera is the faster). Within a round the systems run in the "
+        "order of the columns, reversed every other round: here the first run after another "
+        "system's exit is ~5% slower, so none may always come first.",
         "",
     ]
     summary, all_sums = [], []
