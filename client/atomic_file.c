@@ -162,6 +162,172 @@ int tsr__tmpout_commit(tsr_client *c, tsr__tmpout *t) {
     return rc;
 }
 
+/* ---- several outputs as one ----------------------------------------------------------------- */
+
+/* How to undo putting one temporary in place: what was at its path before is kept under `old`
+ * (a hard link to the old file, the old store's directory) until every output is in place. */
+typedef struct placed {
+    char *old;     /* the previous file or store, kept aside; NULL when there was none */
+    int link;      /* old is a hard link to the old file (path never went missing) */
+    int exchanged; /* a store swapped in with RENAME_EXCHANGE: old is the temporary's name */
+    int empty;     /* a store put onto an empty directory, which undoing makes again */
+} placed;
+
+/* A fresh name beside path for keeping the old output aside, not yet existing (the name mkstemp
+ * reserved, removed again). NULL on failure. */
+static char *aside_name(const char *path) {
+    char *old = tmp_name(path, ".old-");
+    if (!old) return NULL;
+    int fd = mkstemp(old);
+    if (fd < 0) {
+        free(old);
+        return NULL;
+    }
+    close(fd);
+    unlink(old);
+    return old;
+}
+
+/* Puts t's temporary in place, recording in *pl how to undo it. 0 or a negative errno, with
+ * nothing changed at t->path on failure. */
+static int place(tsr__tmpout *t, placed *pl) {
+    memset(pl, 0, sizeof *pl);
+    struct stat st;
+    int had = lstat(t->path, &st) == 0;
+    if (!t->dir) {
+        if (had && !S_ISDIR(st.st_mode)) { /* onto a directory the rename fails, as it should */
+            /* A hard link keeps the old file while the rename replaces it in one step; where
+             * links are refused, the old file is moved aside (a moment with no file). */
+            if (!(pl->old = aside_name(t->path))) return -ENOMEM;
+            if (link(t->path, pl->old) == 0) {
+                pl->link = 1;
+            } else if (rename(t->path, pl->old) != 0) {
+                int e = errno;
+                free(pl->old);
+                pl->old = NULL;
+                return -e;
+            }
+        }
+        if (rename(t->tmp, t->path) != 0) {
+            int e = errno;
+            if (pl->old && !pl->link) rename(pl->old, t->path);
+            if (pl->old && pl->link) unlink(pl->old);
+            free(pl->old);
+            pl->old = NULL;
+            return -e;
+        }
+        return 0;
+    }
+    if (rename(t->tmp, t->path) == 0) { /* nothing there, or an empty directory */
+        pl->empty = had;
+        return 0;
+    }
+    if (errno != ENOTEMPTY && errno != EEXIST) return -errno;
+    if (renameat2(AT_FDCWD, t->tmp, AT_FDCWD, t->path, RENAME_EXCHANGE) == 0) {
+        pl->old = strdup(t->tmp); /* the old store, now under the temporary's name */
+        pl->exchanged = 1;
+        return pl->old ? 0 : -ENOMEM;
+    }
+    if (errno != EINVAL && errno != ENOSYS) return -errno;
+    char *old = tmp_name(t->path, ".old-");
+    if (!old) return -ENOMEM;
+    if (!mkdtemp(old)) {
+        int e = errno;
+        free(old);
+        return -e;
+    }
+    if (rename(t->path, old) != 0 || rename(t->tmp, t->path) != 0) {
+        int e = errno;
+        if (access(t->path, F_OK) != 0) rename(old, t->path);
+        rmdir(old);
+        free(old);
+        return -e;
+    }
+    pl->old = old;
+    return 0;
+}
+
+/* Puts back what was at t->path before place(): the old file or store, or nothing. */
+static void unplace(tsr__tmpout *t, placed *pl) {
+    if (!t->dir) {
+        if (pl->old)
+            rename(pl->old, t->path); /* onto the new file, in one step */
+        else
+            unlink(t->path);
+    } else if (pl->exchanged) {
+        if (renameat2(AT_FDCWD, pl->old, AT_FDCWD, t->path, RENAME_EXCHANGE) == 0)
+            remove_tree(pl->old);
+    } else {
+        remove_tree(t->path);
+        if (pl->old)
+            rename(pl->old, t->path);
+        else if (pl->empty)
+            mkdir(t->path, 0755);
+    }
+    free(pl->old);
+    pl->old = NULL;
+}
+
+/* What place() kept aside is not needed any more. */
+static void unkeep(tsr__tmpout *t, placed *pl) {
+    if (pl->old) {
+        if (t->dir)
+            remove_tree(pl->old);
+        else
+            unlink(pl->old);
+    }
+    free(pl->old);
+    pl->old = NULL;
+}
+
+int tsr__tmpout_commit_all(tsr_client *c, tsr__tmpout *const *t, size_t n) {
+    if (n == 1) return tsr__tmpout_commit(c, t[0]);
+    char lb[400];
+    int rc = 0;
+    size_t bad = n;
+    for (size_t k = 0; k < n; k++) {
+        if (t[k]->fd >= 0 && close(t[k]->fd) != 0 && rc == 0) {
+            rc = -errno;
+            bad = k;
+        }
+        t[k]->fd = -1;
+    }
+    if (rc) {
+        tsr__fail(c, rc, "cannot write \"%s\"%s: %s; no output was written", t[bad]->path,
+                  label(t[bad], lb, sizeof lb), strerror(-rc));
+        for (size_t k = 0; k < n; k++) tsr__tmpout_abort(t[k]);
+        return rc;
+    }
+    placed *pl = calloc(n, sizeof *pl);
+    if (!pl) {
+        for (size_t k = 0; k < n; k++) tsr__tmpout_abort(t[k]);
+        return tsr__fail(c, -ENOMEM, "out of memory");
+    }
+    size_t k = 0;
+    for (; k < n; k++)
+        if ((rc = place(t[k], &pl[k])) != 0) break;
+    if (rc) {
+        tsr__fail(c, rc,
+                  "cannot write \"%s\"%s: renaming \"%s\" onto it failed: %s; the other "
+                  "outputs were left as they were",
+                  t[k]->path, label(t[k], lb, sizeof lb), t[k]->tmp, strerror(-rc));
+        while (k-- > 0) {
+            unplace(t[k], &pl[k]);
+            free(t[k]->tmp); /* renamed onto the path, and taken back out */
+            t[k]->tmp = NULL;
+        }
+    } else {
+        for (k = 0; k < n; k++) {
+            unkeep(t[k], &pl[k]);
+            free(t[k]->tmp);
+            t[k]->tmp = NULL;
+        }
+    }
+    free(pl);
+    for (k = 0; k < n; k++) tsr__tmpout_abort(t[k]);
+    return rc;
+}
+
 void tsr__tmpout_abort(tsr__tmpout *t) {
     if (t->fd >= 0) close(t->fd);
     t->fd = -1;

@@ -307,6 +307,13 @@ int tsr__tmpout_open(tsr_client *c, tsr__tmpout *t, const char *path, const char
  * The temporary is removed on failure. 0 or a negative code with the message on c; t is
  * released either way. */
 int tsr__tmpout_commit(tsr_client *c, tsr__tmpout *t);
+/* Commits n temporaries as one: all are put in place, or, when one cannot be (say its
+ * directory vanished), those already placed are taken back out and what was at their paths
+ * before is put back (a path that had nothing gets nothing), so a failure changes no output.
+ * The old files and stores are kept aside (a file as a hard link, so its path never goes
+ * missing) until every output is in place. *t[0..n) are released either way; 0 or a negative
+ * code with the message on c. */
+int tsr__tmpout_commit_all(tsr_client *c, tsr__tmpout *const *t, size_t n);
 /* Closes and removes the temporary file or directory; t is released. Safe on a released t. */
 void tsr__tmpout_abort(tsr__tmpout *t);
 /* 1 when dir has no entries, 0 when it has, -errno when it cannot be read. */

@@ -483,11 +483,13 @@ int tsr__ostream_written(const tsr__ostream *s) {
 }
 
 int tsr__ostream_commit(tsr_client *c, tsr__ostream *s) {
-    for (size_t k = 0; k < s->nt; k++) {
-        int rc = tsr__tmpout_commit(c, &s->t[k].out);
-        if (rc) return rc;
-    }
-    return 0;
+    if (s->nt == 0) return 0;
+    tsr__tmpout **outs = malloc(s->nt * sizeof *outs);
+    if (!outs) return tsr__fail(c, -ENOMEM, "out of memory");
+    for (size_t k = 0; k < s->nt; k++) outs[k] = &s->t[k].out;
+    int rc = tsr__tmpout_commit_all(c, outs, s->nt); /* all of them, or none */
+    free(outs);
+    return rc;
 }
 
 static void free_check(uv_handle_t *h) {

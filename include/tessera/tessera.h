@@ -763,7 +763,9 @@ TSR_API int tsr_compute_scalar(tsr_array *a, double *value);
  * and a directory where a .npy file goes (-EISDIR), are refused before anything runs. A Zarr target
  * whose array has irregular chunks (an unequal chunk before the last on some axis) is written with
  * regular chunks, each axis's largest (a rechunk in the same submission). Two targets may not name
- * the same path.
+ * the same path. The targets are put in place all or none: if one cannot be at the end (its
+ * directory vanished, say), those already renamed are taken back out and the files and stores
+ * that were at their paths are put back, so a failed call changes no output.
  *
  * targets: n entries, borrowed for the call (see tsr_store_target_init). opts may be NULL; its
  * own store/nstore must be empty. Errors: TSR_EINVALID (a bad target: the message names it),

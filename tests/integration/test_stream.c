@@ -287,6 +287,89 @@ static void expect_random(const char *path, int64_t rows, int64_t cols, uint64_t
     npy_free(&d);
 }
 
+/* Renames the directory vanish_from at the first progress report, once. */
+static char vanish_from[512], vanish_to[512];
+static int vanished;
+
+static void vanish(const tsr_progress *p, void *user) {
+    (void)p;
+    (void)user;
+    if (!vanished && rename(vanish_from, vanish_to) == 0) vanished = 1;
+}
+
+static void expect_file(const char *path, const char *text) {
+    char buf[256] = "";
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "%s is gone", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cr_assert_str_eq(buf, text, "%s was changed", path);
+}
+
+/* Several outputs are written all or none (atomic_file.c, tsr__tmpout_commit_all): when the last
+ * one's directory vanishes during the job, its rename fails at the end and the outputs already
+ * in place are taken back out, leaving the .npy file and the Zarr store that were there before.
+ * With every directory there, the same call replaces both and keeps nothing aside. */
+Test(stream, outputs_are_written_all_or_none, .timeout = 180) {
+    tsr_client *c = local_cluster(2);
+    char *dir = make_tmpdir();
+    char d1[400], old_store[600], pz[512], p1[512], p2[600];
+    cr_assert_lt(strlen(dir), 300);
+    snprintf(d1, sizeof d1, "%s/d1", dir);
+    snprintf(vanish_from, sizeof vanish_from, "%s/d2", dir);
+    snprintf(vanish_to, sizeof vanish_to, "%s/gone", dir);
+    cr_assert_eq(mkdir(d1, 0755), 0);
+    cr_assert_eq(mkdir(vanish_from, 0755), 0);
+    snprintf(pz, sizeof pz, "%s/x.zarr", d1);
+    snprintf(p1, sizeof p1, "%s/x.npy", d1);
+    snprintf(p2, sizeof p2, "%s/y.npy", vanish_from);
+    snprintf(old_store, sizeof old_store, "%s/marker", pz);
+    cr_assert_eq(mkdir(pz, 0755), 0);
+    write_file(pz, ".zarray", "{}"); /* what makes it a store tsr_store may replace */
+    write_file(pz, "marker", "the old store\n");
+    write_file(d1, "x.npy", "old contents\n");
+    /* 64 MiB in 32 chunks: long enough for the scheduler's progress reports (every 100 ms). */
+    int64_t shape[2] = {8192, 1024}, chunks[2] = {256, 1024};
+    tsr_array *x;
+    cr_assert_eq(tsr_random(c, 2, shape, chunks, TSR_FLOAT64, 11, &x), 0);
+    tsr_store_target t[3];
+    tsr_store_target_init(&t[0], x, pz);
+    tsr_store_target_init(&t[1], x, p1);
+    tsr_store_target_init(&t[2], x, p2);
+    tsr_compute_options o;
+    tsr_compute_options_default(&o);
+    o.progress = vanish;
+    o.progress_interval_ms = 0;
+    vanished = 0;
+    int rc = tsr_store(c, t, 3, &o);
+    cr_assert(vanished, "the job ended before a progress report");
+    cr_assert_neq(rc, 0, "the store succeeded without its directory");
+    const char *msg = tsr_client_errmsg(c);
+    cr_assert(strstr(msg, p2) && strstr(msg, "the other outputs were left as they were"), "%s",
+              msg);
+    expect_file(p1, "old contents\n");
+    expect_file(old_store, "the old store\n");
+    cr_assert_eq(dir_entries(pz), 2, "the old store was changed");
+    cr_assert_eq(dir_entries(d1), 2, "something was left beside the outputs");
+
+    cr_assert_eq(mkdir(vanish_from, 0755), 0);
+    o.progress = NULL;
+    cr_assert_eq(tsr_store(c, t, 3, &o), 0, "%s", tsr_client_errmsg(c));
+    expect_random(p1, 8192, 1024, 11);
+    expect_random(p2, 8192, 1024, 11);
+    struct stat st;
+    cr_assert_eq(stat(old_store, &st), -1, "the old store's file is still there");
+    char zarray[700];
+    snprintf(zarray, sizeof zarray, "%s/.zarray", pz);
+    cr_assert_eq(stat(zarray, &st), 0, "the new store has no .zarray");
+    cr_assert_eq(dir_entries(d1), 2, "something was kept aside");
+    cr_assert_eq(dir_entries(vanish_from), 1);
+    tsr_array_free(x);
+    tsr_client_free(c);
+    remove_tmpdir(dir);
+}
+
 Test(stream, store_api, .timeout = 120) {
     tsr_client *c = local_cluster(2);
     char *dir = make_tmpdir();
