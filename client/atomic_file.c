@@ -108,61 +108,7 @@ int tsr__dir_empty(const char *dir) {
     return empty;
 }
 
-/* Puts the complete directory tmp in place of path. The old store, if any, is swapped out in
- * one step (renameat2's RENAME_EXCHANGE: a reader sees the old store or the new one, never
- * neither) and then removed; where the file system cannot exchange, it is renamed aside first,
- * which leaves a moment without a store at path but never a mixture of both. */
-static int replace_dir(const char *tmp, const char *path) {
-    if (rename(tmp, path) == 0) return 0; /* nothing there, or an empty directory */
-    if (errno != ENOTEMPTY && errno != EEXIST) return -errno;
-    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE) == 0) {
-        remove_tree(tmp); /* the old store, now under the temporary name */
-        return 0;
-    }
-    if (errno != EINVAL && errno != ENOSYS) return -errno;
-    char *old = tmp_name(path, ".old-");
-    if (!old) return -ENOMEM;
-    if (!mkdtemp(old)) {
-        int e = errno;
-        free(old);
-        return -e;
-    }
-    /* Onto the empty directory just made: rename replaces an empty directory. */
-    if (rename(path, old) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        if (access(path, F_OK) != 0) rename(old, path); /* put the old one back */
-        rmdir(old);
-        free(old);
-        return -e;
-    }
-    remove_tree(old);
-    free(old);
-    return 0;
-}
-
-int tsr__tmpout_commit(tsr_client *c, tsr__tmpout *t) {
-    char lb[400];
-    int rc = 0;
-    if (t->fd >= 0 && close(t->fd) != 0) rc = -errno;
-    t->fd = -1;
-    if (rc) {
-        tsr__fail(c, rc, "cannot write \"%s\"%s: %s", t->path, label(t, lb, sizeof lb),
-                  strerror(-rc));
-    } else {
-        rc = t->dir ? replace_dir(t->tmp, t->path) : (rename(t->tmp, t->path) == 0 ? 0 : -errno);
-        if (rc)
-            tsr__fail(c, rc, "cannot write \"%s\"%s: renaming \"%s\" onto it failed: %s", t->path,
-                      label(t, lb, sizeof lb), t->tmp, strerror(-rc));
-    }
-    if (rc == 0) {
-        free(t->tmp);
-        t->tmp = NULL;
-    }
-    tsr__tmpout_abort(t);
-    return rc;
-}
-
-/* ---- several outputs as one ----------------------------------------------------------------- */
+/* ---- putting outputs in place, one or several as one ---------------------------------------- */
 
 /* How to undo putting one temporary in place: what was at its path before is kept under `old`
  * (a hard link to the old file, the old store's directory) until every output is in place. */
@@ -188,14 +134,18 @@ static char *aside_name(const char *path) {
     return old;
 }
 
-/* Puts t's temporary in place, recording in *pl how to undo it. 0 or a negative errno, with
- * nothing changed at t->path on failure. */
-static int place(tsr__tmpout *t, placed *pl) {
+/* Puts t's temporary in place, recording in *pl how to undo it; a file's old version is kept
+ * aside only when `keep` (several outputs: there may be something to undo). 0 or a negative
+ * errno, with nothing changed at t->path on failure. A store replaces the old one in one step
+ * (renameat2's RENAME_EXCHANGE: a reader sees the old store or the new one, never neither);
+ * where the file system cannot exchange, the old one is renamed aside first, which leaves a
+ * moment without a store at the path but never a mixture of both. */
+static int place(tsr__tmpout *t, placed *pl, int keep) {
     memset(pl, 0, sizeof *pl);
     struct stat st;
     int had = lstat(t->path, &st) == 0;
     if (!t->dir) {
-        if (had && !S_ISDIR(st.st_mode)) { /* onto a directory the rename fails, as it should */
+        if (keep && had && !S_ISDIR(st.st_mode)) { /* onto a directory the rename fails */
             /* A hard link keeps the old file while the rename replaces it in one step; where
              * links are refused, the old file is moved aside (a moment with no file). */
             if (!(pl->old = aside_name(t->path))) return -ENOMEM;
@@ -224,9 +174,12 @@ static int place(tsr__tmpout *t, placed *pl) {
     }
     if (errno != ENOTEMPTY && errno != EEXIST) return -errno;
     if (renameat2(AT_FDCWD, t->tmp, AT_FDCWD, t->path, RENAME_EXCHANGE) == 0) {
-        pl->old = strdup(t->tmp); /* the old store, now under the temporary's name */
+        if (!(pl->old = strdup(t->tmp))) { /* the old store, now under the temporary's name */
+            renameat2(AT_FDCWD, t->tmp, AT_FDCWD, t->path, RENAME_EXCHANGE); /* back */
+            return -ENOMEM;
+        }
         pl->exchanged = 1;
-        return pl->old ? 0 : -ENOMEM;
+        return 0;
     }
     if (errno != EINVAL && errno != ENOSYS) return -errno;
     char *old = tmp_name(t->path, ".old-");
@@ -268,20 +221,22 @@ static void unplace(tsr__tmpout *t, placed *pl) {
     pl->old = NULL;
 }
 
+/* Removes p, a file or (dir) a directory with everything in it. */
+static void remove_path(const char *p, int dir) {
+    if (dir)
+        remove_tree(p);
+    else
+        unlink(p);
+}
+
 /* What place() kept aside is not needed any more. */
 static void unkeep(tsr__tmpout *t, placed *pl) {
-    if (pl->old) {
-        if (t->dir)
-            remove_tree(pl->old);
-        else
-            unlink(pl->old);
-    }
+    if (pl->old) remove_path(pl->old, t->dir);
     free(pl->old);
     pl->old = NULL;
 }
 
 int tsr__tmpout_commit_all(tsr_client *c, tsr__tmpout *const *t, size_t n) {
-    if (n == 1) return tsr__tmpout_commit(c, t[0]);
     char lb[400];
     int rc = 0;
     size_t bad = n;
@@ -293,8 +248,8 @@ int tsr__tmpout_commit_all(tsr_client *c, tsr__tmpout *const *t, size_t n) {
         t[k]->fd = -1;
     }
     if (rc) {
-        tsr__fail(c, rc, "cannot write \"%s\"%s: %s; no output was written", t[bad]->path,
-                  label(t[bad], lb, sizeof lb), strerror(-rc));
+        tsr__fail(c, rc, "cannot write \"%s\"%s: %s%s", t[bad]->path, label(t[bad], lb, sizeof lb),
+                  strerror(-rc), n > 1 ? "; no output was written" : "");
         for (size_t k = 0; k < n; k++) tsr__tmpout_abort(t[k]);
         return rc;
     }
@@ -305,12 +260,11 @@ int tsr__tmpout_commit_all(tsr_client *c, tsr__tmpout *const *t, size_t n) {
     }
     size_t k = 0;
     for (; k < n; k++)
-        if ((rc = place(t[k], &pl[k])) != 0) break;
+        if ((rc = place(t[k], &pl[k], n > 1)) != 0) break;
     if (rc) {
-        tsr__fail(c, rc,
-                  "cannot write \"%s\"%s: renaming \"%s\" onto it failed: %s; the other "
-                  "outputs were left as they were",
-                  t[k]->path, label(t[k], lb, sizeof lb), t[k]->tmp, strerror(-rc));
+        tsr__fail(c, rc, "cannot write \"%s\"%s: renaming \"%s\" onto it failed: %s%s", t[k]->path,
+                  label(t[k], lb, sizeof lb), t[k]->tmp, strerror(-rc),
+                  n > 1 ? "; the other outputs were left as they were" : "");
         while (k-- > 0) {
             unplace(t[k], &pl[k]);
             free(t[k]->tmp); /* renamed onto the path, and taken back out */
@@ -328,15 +282,14 @@ int tsr__tmpout_commit_all(tsr_client *c, tsr__tmpout *const *t, size_t n) {
     return rc;
 }
 
+int tsr__tmpout_commit(tsr_client *c, tsr__tmpout *t) {
+    return tsr__tmpout_commit_all(c, &t, 1);
+}
+
 void tsr__tmpout_abort(tsr__tmpout *t) {
     if (t->fd >= 0) close(t->fd);
     t->fd = -1;
-    if (t->tmp) {
-        if (t->dir)
-            remove_tree(t->tmp);
-        else
-            unlink(t->tmp);
-    }
+    if (t->tmp) remove_path(t->tmp, t->dir);
     free(t->tmp);
     free(t->path);
     t->tmp = t->path = NULL;
