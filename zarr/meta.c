@@ -133,6 +133,14 @@ int tsr__zarr_parse_meta(const char *text, size_t len, tsr__zarr_meta *m, char *
         BAD("filters are not supported, got %s", show(v, b, sizeof b));
     if ((rc = parse_codec(json_object_get(root, "compressor"), &m->codec, err, errlen))) goto out;
     if ((rc = parse_fill(json_object_get(root, "fill_value"), &m->fill, err, errlen))) goto out;
+    /* An int64 store's fill is an integer: NaN, infinities, fractions and values past int64's
+     * range have no int64 value to fill with (zarr-python fails on them too). */
+    v = json_object_get(root, "fill_value");
+    if (m->dtype == TSR_INT64 && !json_is_integer(v) &&
+        !(m->fill >= -0x1p63 && m->fill < 0x1p63 && m->fill == nearbyint(m->fill)))
+        BAD("\"fill_value\" of an int64 (\"<i8\") store must be an integer in int64's range, got "
+            "%s",
+            show(v, b, sizeof b));
     v = json_object_get(root, "dimension_separator");
     if (v && !json_is_null(v)) {
         const char *s = json_is_string(v) ? json_string_value(v) : "";
@@ -200,6 +208,15 @@ static json_t *int_array(int n, const int64_t *v) {
     return a;
 }
 
+/* An int64 store's fill as an integer. A JSON integer near int64's ends reads as a double one
+ * past them (2^63 for 2^63 - 1), so the ends are clamped, and what is not a number is 0. */
+static json_int_t fill_int(double f) {
+    if (!(f == f)) return 0;
+    if (f >= 0x1p63) return INT64_MAX;
+    if (f <= -0x1p63) return INT64_MIN;
+    return (json_int_t)f;
+}
+
 char *tsr__zarr_format_meta(const tsr__zarr_meta *m) {
     json_t *root = json_object(), *comp;
     if (!root) return NULL;
@@ -216,7 +233,7 @@ char *tsr__zarr_format_meta(const tsr__zarr_meta *m) {
         comp = json_null();
     }
     /* zarr-python wants an int64 store's fill as an integer and a bool store's as a bool. */
-    json_t *fill = m->dtype == TSR_INT64  ? json_integer((json_int_t)m->fill)
+    json_t *fill = m->dtype == TSR_INT64  ? json_integer(fill_int(m->fill))
                    : m->dtype == TSR_BOOL ? json_boolean(m->fill != 0)
                    : isnan(m->fill)       ? json_string("NaN")
                    : isinf(m->fill)       ? json_string(m->fill > 0 ? "Infinity" : "-Infinity")

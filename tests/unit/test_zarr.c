@@ -71,6 +71,15 @@ Test(zarr_meta, refusals_say_what_is_wrong) {
         {"{\"zarr_format\": 2, \"shape\": [4], \"chunks\": [2], \"dtype\": \"<f8\", \"order\": "
          "\"C\", \"fill_value\": \"lots\"}",
          "\"fill_value\" must be"},
+        {"{\"zarr_format\": 2, \"shape\": [4], \"chunks\": [2], \"dtype\": \"<i8\", \"order\": "
+         "\"C\", \"fill_value\": \"NaN\"}",
+         "\"fill_value\" of an int64 (\"<i8\") store must be an integer"},
+        {"{\"zarr_format\": 2, \"shape\": [4], \"chunks\": [2], \"dtype\": \"<i8\", \"order\": "
+         "\"C\", \"fill_value\": 1e19}",
+         "must be an integer in int64's range, got 1e19"},
+        {"{\"zarr_format\": 2, \"shape\": [4], \"chunks\": [2], \"dtype\": \"<i8\", \"order\": "
+         "\"C\", \"fill_value\": 2.5}",
+         "must be an integer in int64's range"},
         {"{\"zarr_format\": 2, \"shape\": [4], \"chunks\": [2], \"dtype\": \"<f8\", \"order\": "
          "\"C\", \"dimension_separator\": \"-\"}",
          "\"dimension_separator\" must be"},
