@@ -118,6 +118,28 @@ static void reserve_give(tsr__chunkmem *m, char *p, size_t len) {
     size_t i = (size_t)(p - m->warm) / GRANULE, n = (len + GRANULE - 1) / GRANULE;
     for (size_t k = 0; k < n; k++) m->gstate[i + k] = G_IDLE;
     m->warm_idle += n * GRANULE;
+    m->warm_stamp = m->tick;
+}
+
+/* Gives the reserve's highest idle granule back to the system (first fit keeps using the low
+ * ones); 0 when none is idle. */
+static int reserve_cool_one(tsr__chunkmem *m) {
+    for (size_t i = m->nwarm; i-- > 0;) {
+        if (m->gstate[i] != G_IDLE) continue;
+        madvise(m->warm + i * GRANULE, GRANULE, MADV_DONTNEED);
+        m->gstate[i] = G_COLD;
+        m->warm_idle -= GRANULE;
+        return 1;
+    }
+    return 0;
+}
+
+/* Whether the reserve's idle granules were last used before every pooled buffer's class. */
+static int reserve_idle_oldest(const tsr__chunkmem *m) {
+    if (!m->warm_idle) return 0;
+    for (unsigned c = 0; c < TSR__POOL_CLASSES; c++)
+        if (m->cls[c].free && m->cls[c].stamp < m->warm_stamp) return 0;
+    return 1;
 }
 
 static int evict_one_locked(tsr__chunkmem *m);
@@ -240,10 +262,15 @@ static void release_to(tsr__chunkmem *m, tsr__buf *b) {
     m->pooled += b->cap;
     if (in_slab(b)) ((tsr__slab *)b->owner)->npooled++;
     if (warm) m->pooled_warm += b->cap;
-    /* Memory kept and unused (pooled, and the reserve's unused granules) stays within the cap;
-     * evicting a reserve's buffer changes nothing resident, so it stops when only those are
-     * left (at most the reserve, itself at most the cap). */
-    while (m->pooled + m->warm_idle > m->cap && m->pooled > m->pooled_warm && evict_one_locked(m)) {
+    /* Memory kept and unused (pooled, and the reserve's unused granules) stays within the cap,
+     * the least recently used going first: idle granules unused since before every pooled
+     * buffer are given back to the system (the 64 MiB chunks of a chain were unmapped on every
+     * release while a 32 MiB reserve no buffer fitted in sat idle, and every fetch then faulted
+     * its destination in). Evicting a reserve's buffer changes nothing resident, so it stops
+     * when only those are left (at most the reserve, itself at most the cap). */
+    while (m->pooled + m->warm_idle > m->cap) {
+        if (reserve_idle_oldest(m) && reserve_cool_one(m)) continue;
+        if (!(m->pooled > m->pooled_warm && evict_one_locked(m))) break;
     }
     pthread_mutex_unlock(&m->mu);
 }
@@ -380,11 +407,7 @@ void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes) {
 void tsr__chunkmem_release(tsr__chunkmem *m) {
     tsr__chunkmem_drain(m);
     pthread_mutex_lock(&m->mu);
-    for (size_t i = 0; i < m->nwarm; i++) {
-        if (m->gstate[i] != G_IDLE) continue;
-        madvise(m->warm + i * GRANULE, GRANULE, MADV_DONTNEED);
-        m->gstate[i] = G_COLD;
-        m->warm_idle -= GRANULE;
+    while (reserve_cool_one(m)) {
     }
     pthread_mutex_unlock(&m->mu);
 }

@@ -100,6 +100,7 @@ typedef struct tsr__chunkmem {
     uint8_t *gstate;
     size_t nwarm;
     uint64_t warm_idle;
+    uint64_t warm_stamp;  /* tick at which a granule last went idle (0: since start) */
     uint64_t pooled_warm; /* of pooled, the bytes whose memory is the reserve's */
     struct {
         tsr__buf *free; /* newest first */

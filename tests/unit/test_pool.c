@@ -261,10 +261,6 @@ Test(pool, reserve_is_resident_and_serves_slabs_and_large_buffers) {
     memset(small->data, 2, 256 * KiB);
     tsr__chunkmem_read(&m, &ps);
     cr_assert_eq(ps.reserve_idle, 32 * MiB - 4 * MiB - 2 * MiB, "3 MiB takes 2 granules, a slab 1");
-    /* Larger than what is left of the reserve: mapped on its own. */
-    tsr__buf *huge = tsr__chunkmem_new(&m, 30 * MiB);
-    cr_assert(huge && !in_warm(&m, huge->data));
-    tsr__chunkmem_unref(&m, huge);
     tsr__chunkmem_unref(&m, big);
     tsr__chunkmem_unref(&m, small);
     assert_within_cap(&m);
@@ -285,6 +281,40 @@ Test(pool, reserve_is_resident_and_serves_slabs_and_large_buffers) {
     cr_assert(in_warm(&m, again->data));
     memset(again->data, 3, 2 * MiB);
     tsr__chunkmem_unref(&m, again);
+    tsr__chunkmem_destroy(&m);
+}
+
+/* A buffer larger than the reserve is mapped on its own. Released, it is kept, and the reserve's
+ * granules idle since start are given back instead, down to the cap: the least recently used
+ * memory goes first (a chain of 64 MiB chunks on 32 MiB of idle reserve faulted every fetch's
+ * destination in anew). Its next use is a hit. */
+Test(pool, an_idle_reserve_gives_way_to_a_buffer_used_since) {
+    tsr__chunkmem m;
+    tsr__chunkmem_init(&m, 64 * MiB);
+    tsr__chunkmem_reserve(&m, 32 * MiB);
+    tsr__buf *huge = tsr__chunkmem_new(&m, 40 * MiB);
+    cr_assert(huge && !in_warm(&m, huge->data));
+    memset(huge->data, 1, 40 * MiB);
+    void *where = huge->data;
+    uint64_t before = rss_bytes();
+    tsr__chunkmem_unref(&m, huge);
+    assert_within_cap(&m);
+    tsr__poolstats ps;
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.pooled, 40 * MiB, "the buffer was not kept");
+    cr_assert_eq(ps.reserve_idle, 24 * MiB, "the reserve kept more than the cap leaves");
+    cr_assert_leq(rss_bytes(), before - 6 * MiB, "the reserve's granules stayed resident");
+    huge = tsr__chunkmem_new(&m, 40 * MiB);
+    cr_assert_eq(huge->data, where);
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.hits, 1);
+    /* The granules given back still serve buffers (cold). */
+    tsr__buf *small = tsr__chunkmem_new(&m, 4 * MiB);
+    cr_assert(in_warm(&m, small->data));
+    memset(small->data, 2, 4 * MiB);
+    tsr__chunkmem_unref(&m, small);
+    tsr__chunkmem_unref(&m, huge);
+    assert_within_cap(&m);
     tsr__chunkmem_destroy(&m);
 }
 
