@@ -175,3 +175,16 @@ int tsr__auth_check_cap(const uint8_t *ckey, uint32_t job, tsr__str cap) {
     tsr__auth_cap(ckey, job, want);
     return bin_eq(cap, want) ? 0 : TSR_EAUTH;
 }
+
+const uint8_t *tsr__capkey_cap(tsr__capkey *k, uint32_t job) {
+    if (!k->have || k->job != job) {
+        tsr__auth_cap(k->key, job, k->cap);
+        k->job = job;
+        k->have = 1;
+    }
+    return k->cap;
+}
+
+int tsr__capkey_check(tsr__capkey *k, uint32_t job, tsr__str cap) {
+    return bin_eq(cap, tsr__capkey_cap(k, job)) ? 0 : TSR_EAUTH;
+}

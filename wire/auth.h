@@ -59,4 +59,21 @@ void tsr__auth_cap(const uint8_t *ckey, uint32_t job, uint8_t *cap);
  * time; else TSR_EAUTH. */
 int tsr__auth_check_cap(const uint8_t *ckey, uint32_t job, tsr__str cap);
 
+/* A capability key that keeps its last job's capability: a worker computes or checks one for
+ * every peer get, a job's gets all carry the same one, and an HMAC per get (~1 us) was 3% of
+ * the workers' time on a graph of tiny tasks (bench/notes.md, issue 9 §15). Set key, then have
+ * = 0, whenever the key changes. */
+typedef struct tsr__capkey {
+    uint8_t key[TSR__AUTH_BYTES];
+    uint8_t cap[TSR__AUTH_BYTES]; /* job's capability, when have */
+    uint32_t job;
+    int have;
+} tsr__capkey;
+
+/* job's capability under k->key (TSR__AUTH_BYTES bytes, valid until the next call). */
+const uint8_t *tsr__capkey_cap(tsr__capkey *k, uint32_t job);
+
+/* tsr__auth_check_cap with k's key. */
+int tsr__capkey_check(tsr__capkey *k, uint32_t job, tsr__str cap);
+
 #endif

@@ -176,8 +176,8 @@ static void pin_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payload,
     }
     uint32_t job = m.u.get.job, id = m.u.get.id;
     /* Only the job's owner (and the workers) hold its capability (docs/security.md). */
-    if (w->has_ckey && (!TSR__MSG_HAS(get, &m.u.get, cap) ||
-                        tsr__auth_check_cap(w->ckey, job, m.u.get.cap) != 0)) {
+    if (w->has_ckey &&
+        (!TSR__MSG_HAS(get, &m.u.get, cap) || tsr__capkey_check(&w->ckey, job, m.u.get.cap) != 0)) {
         char msg[96];
         snprintf(msg, sizeof msg, "no valid capability for job %u", job);
         tsr__log(&w->log, TSR_LOG_WARN, "peer %s: %s", c->peer, msg);
@@ -357,7 +357,7 @@ int tsr__peer_fetch(tsr__worker *w, wfetch *f, const char *addr) {
     f->req.id = (uint32_t)f->id;
     f->req.user = f;
     if (w->has_ckey) {
-        tsr__auth_cap(w->ckey, f->req.job, f->req.cap);
+        memcpy(f->req.cap, tsr__capkey_cap(&w->ckey, f->req.job), sizeof f->req.cap);
         f->req.has_cap = 1;
     }
     /* Sent at the end of the loop turn (tsr__peer_flush), with the turn's other gets. */

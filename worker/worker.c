@@ -301,7 +301,8 @@ static void sched_on_frame(tsr__conn *c, const msgpack_object *hdr, void *payloa
     }
     if (!w->welcomed) {
         if (m.type == TSR__MSG_welcome) {
-            if (tsr__auth_check_welcome(c, &m.u.welcome, w->ckey, &w->has_ckey) != 0) {
+            w->ckey.have = 0;
+            if (tsr__auth_check_welcome(c, &m.u.welcome, w->ckey.key, &w->has_ckey) != 0) {
                 tsr__log(&w->log, TSR_LOG_ERROR,
                          "the scheduler at %s does not prove it holds the token",
                          w->opts->scheduler);

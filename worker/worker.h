@@ -19,6 +19,7 @@
 #include "common/common.h"
 #include "graph/graph.h"
 #include "kernels/device.h"
+#include "wire/auth.h"
 #include "wire/fetch.h"
 #include "wire/msg.h"
 #include "wire/wire.h"
@@ -534,7 +535,7 @@ struct tsr__worker {
     /* The scheduler's capability key (welcome's ckey, docs/security.md): gets on the peer port
      * must carry HMAC(ckey, job); this worker's own fetches compute theirs. A scheduler that
      * sends none (has_ckey 0) leaves the peer port without capability checks. */
-    uint8_t ckey[32];
+    tsr__capkey ckey;
     int has_ckey;
     /* The data roots, as real paths (dataroot.c); roots_any: no restriction on paths. */
     char **roots;

@@ -5,6 +5,7 @@
  * does not match its task. The same over real processes: tests/integration/test_auth.c. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <sodium.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,35 @@ Test(auth, capabilities_open_their_own_job_only) {
     cr_assert_eq(tsr__auth_check_cap(key, 7, (tsr__str){(const char *)cap, 31}), TSR_EAUTH);
     cap[31] ^= 1;
     cr_assert_eq(tsr__auth_check_cap(key, 7, (tsr__str){(const char *)cap, 32}), TSR_EAUTH);
+}
+
+/* HMAC-SHA256(key, "tessera-cap\0" || job as 4 big-endian bytes), straight from libsodium. */
+static void ref_cap(const uint8_t *key, uint32_t job, uint8_t *out) {
+    unsigned char msg[16] = "tessera-cap";
+    for (int i = 0; i < 4; i++) msg[12 + i] = (unsigned char)(job >> (24 - 8 * i));
+    crypto_auth_hmacsha256(out, msg, sizeof msg, key);
+}
+
+/* The cached capability is always the key's and the job's, across job and key changes. */
+Test(auth, a_capkey_keeps_the_last_jobs_capability_only) {
+    tsr__capkey k = {0};
+    uint8_t want[32], other[32];
+    tsr__auth_random(k.key, 32);
+    const uint32_t jobs[] = {7, 7, 8, 7, 0xfffffffe, 0xfffffffe};
+    for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+        ref_cap(k.key, jobs[i], want);
+        cr_assert_eq(memcmp(tsr__capkey_cap(&k, jobs[i]), want, 32), 0, "job %u", jobs[i]);
+        cr_assert_eq(tsr__capkey_check(&k, jobs[i], (tsr__str){(const char *)want, 32}), 0);
+        cr_assert_eq(tsr__capkey_check(&k, jobs[i] + 1, (tsr__str){(const char *)want, 32}),
+                     TSR_EAUTH);
+    }
+    /* A new key (a new scheduler's welcome): have = 0, and the old capability is refused. */
+    memcpy(other, tsr__capkey_cap(&k, 9), 32);
+    tsr__auth_random(k.key, 32);
+    k.have = 0;
+    ref_cap(k.key, 9, want);
+    cr_assert_eq(memcmp(tsr__capkey_cap(&k, 9), want, 32), 0);
+    cr_assert_eq(tsr__capkey_check(&k, 9, (tsr__str){(const char *)other, 32}), TSR_EAUTH);
 }
 
 static char tmpl[64];
