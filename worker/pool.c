@@ -134,11 +134,11 @@ static int reserve_cool_one(tsr__chunkmem *m) {
     return 0;
 }
 
-/* Whether the reserve's idle granules were last used before every pooled buffer's class. */
-static int reserve_idle_oldest(const tsr__chunkmem *m) {
-    if (!m->warm_idle) return 0;
+/* Whether granules that went idle at tick `since` were last used before every pooled buffer's
+ * class. */
+static int reserve_idle_oldest(const tsr__chunkmem *m, uint64_t since) {
     for (unsigned c = 0; c < TSR__POOL_CLASSES; c++)
-        if (m->cls[c].free && m->cls[c].stamp < m->warm_stamp) return 0;
+        if (m->cls[c].free && m->cls[c].stamp < since) return 0;
     return 1;
 }
 
@@ -263,13 +263,18 @@ static void release_to(tsr__chunkmem *m, tsr__buf *b) {
     if (in_slab(b)) ((tsr__slab *)b->owner)->npooled++;
     if (warm) m->pooled_warm += b->cap;
     /* Memory kept and unused (pooled, and the reserve's unused granules) stays within the cap,
-     * the least recently used going first: idle granules unused since before every pooled
-     * buffer are given back to the system (the 64 MiB chunks of a chain were unmapped on every
-     * release while a 32 MiB reserve no buffer fitted in sat idle, and every fetch then faulted
-     * its destination in). Evicting a reserve's buffer changes nothing resident, so it stops
-     * when only those are left (at most the reserve, itself at most the cap). */
+     * the least recently used going first: granules that were idle before this release, and
+     * unused since before every pooled buffer, are given back to the system (the 64 MiB chunks
+     * of a chain were unmapped on every release while a 32 MiB reserve no buffer fitted in sat
+     * idle, and every fetch then faulted its destination in). Evicting a reserve's buffer
+     * changes nothing resident, so it stops when only those are left (at most the reserve,
+     * itself at most the cap); the granules such an eviction makes idle stay resident. */
+    uint64_t stale = m->warm_idle, since = m->warm_stamp;
     while (m->pooled + m->warm_idle > m->cap) {
-        if (reserve_idle_oldest(m) && reserve_cool_one(m)) continue;
+        if (stale && reserve_idle_oldest(m, since) && reserve_cool_one(m)) {
+            stale -= GRANULE;
+            continue;
+        }
         if (!(m->pooled > m->pooled_warm && evict_one_locked(m))) break;
     }
     pthread_mutex_unlock(&m->mu);

@@ -318,6 +318,27 @@ Test(pool, an_idle_reserve_gives_way_to_a_buffer_used_since) {
     tsr__chunkmem_destroy(&m);
 }
 
+/* Granules that an eviction gives back to the reserve while a release brings the pool down to
+ * its cap stay resident: only granules idle before the release may go back to the system. */
+Test(pool, granules_an_eviction_frees_stay_resident) {
+    tsr__chunkmem m;
+    tsr__chunkmem_init(&m, 4 * MiB);
+    tsr__chunkmem_reserve(&m, 4 * MiB);
+    tsr__buf *a = tsr__chunkmem_new(&m, 2 * MiB), *b = tsr__chunkmem_new(&m, 2 * MiB);
+    tsr__buf *c = tsr__chunkmem_new(&m, 2 * MiB);
+    cr_assert(in_warm(&m, a->data) && in_warm(&m, b->data) && !in_warm(&m, c->data));
+    tsr__chunkmem_unref(&m, c);
+    tsr__chunkmem_unref(&m, a);
+    tsr__chunkmem_unref(&m, b); /* over the cap: the pool evicts down to it */
+    assert_within_cap(&m);
+    tsr__poolstats ps;
+    tsr__chunkmem_read(&m, &ps);
+    cr_assert_eq(ps.reserve_idle, 4 * MiB, "reserve granules given back: %" PRIu64 " idle",
+                 ps.reserve_idle);
+    cr_assert_eq(ps.pooled, 0);
+    tsr__chunkmem_destroy(&m);
+}
+
 Test(pool, reserve_moves_from_a_class_to_the_one_that_needs_it) {
     tsr__chunkmem m;
     tsr__chunkmem_init(&m, 4 * MiB);
