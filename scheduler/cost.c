@@ -30,6 +30,7 @@
 #define GPU_D2H 2e10
 #define LEARN_RATE 0.1  /* EWMA weight once a class has a few samples */
 #define SPEED_RATE 0.05 /* EWMA weight of a worker's speed factor */
+#define OUTLIER 8       /* a sample past this many class means counts as this many */
 
 void tsr__costs_init(tsr__costs *c) {
     memset(c, 0, sizeof *c);
@@ -125,8 +126,13 @@ void tsr__cost_learn(tsr__costs *c, uint32_t cls, tsr__sworker *w, double second
     tsr__cls *k = &c->c[cls];
     int kd = w->kind;
     /* Speed: how this worker compares with the class mean, over many classes and tasks. Tiny
-     * tasks say more about overheads than about the core, so only tasks of some length count. */
-    if (k->n[kd] >= 4 && k->mean[kd] > 5e-5) {
+     * tasks say more about overheads than about the core, so only tasks of some length count:
+     * the class's usual length and this one's. (With the mean alone, one tiny task that ran
+     * late, its worker descheduled, lifted a class of 0.3 us tasks past the bar, and the next
+     * few dozen on-time ones each read as 8 times faster than the mean: a worker of a healthy
+     * 2-core cluster fell to speed 0.57, the next job's partition gave it 62% of the tasks and
+     * the other worker stole thousands back across the wire.) */
+    if (k->n[kd] >= 4 && k->mean[kd] > 5e-5 && seconds > 5e-5) {
         double r = seconds / k->mean[kd];
         if (r > 8) r = 8;
         if (r < 0.125) r = 0.125;
@@ -138,6 +144,11 @@ void tsr__cost_learn(tsr__costs *c, uint32_t cls, tsr__sworker *w, double second
     else {
         /* A running mean for the first samples, then an exponential one that follows drift. */
         double a = k->n[kd] < 1.0 / LEARN_RATE ? 1.0 / (k->n[kd] + 1) : LEARN_RATE;
+        /* Once the running mean has its first samples, one that ran OUTLIER times longer
+         * counts as OUTLIER times: a late tiny task no longer multiplies its class's mean a
+         * hundredfold (the window and every steal decision read it), while a real change still
+         * moves the mean by 70% a sample. */
+        if (k->n[kd] >= 1.0 / LEARN_RATE && x > OUTLIER * k->mean[kd]) x = OUTLIER * k->mean[kd];
         k->mean[kd] += a * (x - k->mean[kd]);
     }
     if (k->n[kd] < UINT32_MAX) k->n[kd]++;

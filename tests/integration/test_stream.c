@@ -329,8 +329,10 @@ Test(stream, outputs_are_written_all_or_none, .timeout = 180) {
     write_file(pz, ".zarray", "{}"); /* what makes it a store tsr_store may replace */
     write_file(pz, "marker", "the old store\n");
     write_file(d1, "x.npy", "old contents\n");
-    /* 64 MiB in 32 chunks: long enough for the scheduler's progress reports (every 100 ms). */
-    int64_t shape[2] = {8192, 1024}, chunks[2] = {256, 1024};
+    /* 2 MiB in 8 chunks. The scheduler reports progress every 100 ms and always once more just
+     * before the job's end (scheduler/server.c), and the outputs are renamed into place only
+     * after that end, so the callback renames the directory in time however short the job. */
+    int64_t shape[2] = {1024, 256}, chunks[2] = {128, 256};
     tsr_array *x;
     cr_assert_eq(tsr_random(c, 2, shape, chunks, TSR_FLOAT64, 11, &x), 0);
     tsr_store_target t[3];
@@ -356,8 +358,8 @@ Test(stream, outputs_are_written_all_or_none, .timeout = 180) {
     cr_assert_eq(mkdir(vanish_from, 0755), 0);
     o.progress = NULL;
     cr_assert_eq(tsr_store(c, t, 3, &o), 0, "%s", tsr_client_errmsg(c));
-    expect_random(p1, 8192, 1024, 11);
-    expect_random(p2, 8192, 1024, 11);
+    expect_random(p1, 1024, 256, 11);
+    expect_random(p2, 1024, 256, 11);
     struct stat st;
     cr_assert_eq(stat(old_store, &st), -1, "the old store's file is still there");
     char zarray[700];

@@ -289,6 +289,26 @@ Test(placement, slow_worker_gets_less_work) {
     tsr__sched_free(&m.s);
 }
 
+/* A tiny task that ran late (its worker descheduled) is one sample, not a new mean: it neither
+ * multiplies its class's estimate nor, through the next on-time tasks, makes its worker look
+ * several times faster. Longer tasks still teach speed (slow_worker_gets_less_work). */
+Test(placement, a_late_tiny_task_moves_neither_mean_nor_speed) {
+    tsr__costs c;
+    tsr__costs_init(&c);
+    uint32_t add = tsr__cost_class(&c, "add", TSR_KOP_BINARY, TSR_FLOAT64, 1, 64, 8.f);
+    tsr__sworker w = {.kind = TSR__KIND_CPU, .speed = 1, .threads = 1};
+    for (int k = 0; k < 20; k++) tsr__cost_learn(&c, add, &w, 3e-7);
+    cr_assert_float_eq(tsr__cost_est(&c, add, &w), 3e-7, 1e-12);
+    tsr__cost_learn(&c, add, &w, 5e-3); /* 16,000 times the mean */
+    double late = tsr__cost_est(&c, add, &w);
+    /* counted as 8 means with weight 0.1: 0.3 + 0.1 * 2.1 us */
+    cr_assert_float_eq(late, 5.1e-7, 1e-12, "mean after the late task: %g s", late);
+    for (int k = 0; k < 50; k++) tsr__cost_learn(&c, add, &w, 3e-7);
+    cr_assert_float_eq(w.speed, 1.0, 1e-12, "speed %g", w.speed);
+    cr_assert_lt(tsr__cost_est(&c, add, &w), 3.02e-7, "back to the usual length");
+    tsr__costs_free(&c);
+}
+
 Test(placement, round_robin_baseline_alternates) {
     sim m;
     sim_init(&m, 2);
