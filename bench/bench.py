@@ -808,6 +808,11 @@ def sec_small(b):
     # (prefix of the row's keys, executable, its cluster): the current build, and with
     # --baseline the baseline's build in a cluster of its own, alternated round by round.
     builds = [("", b.tessera, cl)]
+
+    def unfused(exe):
+        """The option that keeps the current build's tasks unfused; baselines have none."""
+        return ["--no-fuse"] if exe == b.tessera else []
+
     try:
         if b.base:
             try:
@@ -819,16 +824,15 @@ def sec_small(b):
         # the ones the rounds use, so the first round does not start from the priors. (Warmed
         # up fused, the current build met add and sum for the first time in round 1.)
         for _, exe, c in builds:
-            nf = ["--no-fuse"] if exe == b.tessera else []
-            run([exe, "submit", "--no-progress", *nf, "--scheduler", c.addr, warm], timeout=120)
+            run([exe, "submit", "--no-progress", *unfused(exe), "--scheduler", c.addr, warm],
+                timeout=120)
         def one(rnd):
             row, fg = {}, []
             st_path = os.path.join(tmp, "small.stats.json")
             for pre, exe, c in (builds if rnd % 2 == 0 else builds[::-1]):
                 c0 = proc_cpu_ns(c.sched_pid)
-                nf = ["--no-fuse"] if exe == b.tessera else []
-                r = run([exe, "submit", "--no-progress", *nf, "--scheduler", c.addr, "--stats",
-                         st_path, prog], timeout=600)
+                r = run([exe, "submit", "--no-progress", *unfused(exe), "--scheduler", c.addr,
+                         "--stats", st_path, prog], timeout=600)
                 c1 = proc_cpu_ns(c.sched_pid)
                 fg.append(r.foreign)
                 if r.ok():
@@ -882,7 +886,8 @@ def md_small(b, d):
         f"`sum(add(ones({d['n']}, chunks={d['chunk']}), 1))`: {d['tasks']} tasks by "
         "`tessera check`, submitted with `tessera submit --stats` to a cluster started by hand "
         "(`tessera scheduler` + 2 × `tessera worker --threads 1 --cpus K`), warmed up by one "
-        "smaller submission with the same options (`--no-fuse` for the current build). **tasks/s** = tasks / stats `seconds` (submit → finished). "
+        "smaller submission with the same options (`--no-fuse` for the current build). "
+        "**tasks/s** = tasks / stats `seconds` (submit → finished). "
         "**sched µs/task** = CPU time of the scheduler process (all threads, "
         "/proc/PID/task/*/schedstat) during the submission / tasks. The `ones` chunks are "
         "cheap sources that the scheduler hands to their consumers to make inline "
