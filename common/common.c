@@ -61,18 +61,64 @@ const char *tsr_log_level_name(int level) {
     return names[level < TSR_LOG_ERROR ? 0 : level > TSR_LOG_DEBUG ? 3 : level];
 }
 
-/* Chunk buffers of a huge page and more get their own 2 MiB-aligned mapping with transparent
- * huge pages asked for (madvise: this kernel's THP policy is "madvise"). In this guest a first
- * touch of a 4 KiB page costs about 8.6 us (a host-side fault behind every guest fault):
- * filling fresh 2 MiB chunks ran at 16.9 ns per float64 in 4 KiB pages and at 0.66 ns in huge
- * pages (bench/notes.md, issue 9), and the 4096-squared matmul at chunk 512 went from 2.4 s to
- * 1.6-1.9 s when its 2 MiB chunks got huge pages. (An earlier CPU generation measured the
- * opposite at 2 MiB, 10-15% slower, which is why the threshold had been 4 MiB.) Only whole huge
- * pages inside the chunk are advised, so resident memory never exceeds what the chunk uses. */
+/* Chunk buffers of a huge page and more get their own 2 MiB-aligned mapping, which asks for
+ * transparent huge pages (madvise: the kernels here have THP policy "madvise"), or for 4 KiB
+ * pages (MADV_NOHUGEPAGE, so that a "THP always" kernel follows the choice too) where a worker
+ * measured those cheaper (tsr__pages_probe; the worker's pool maps with its choice, client-side
+ * buffers keep huge pages). Only whole huge pages inside the chunk are advised, so resident
+ * memory never exceeds what the chunk uses.
+ *
+ * Which is cheaper to touch for the first time has flipped with the machines these guests run
+ * on, and it is most of what a job's fresh memory costs (bench/notes.md, issue 9 §1, §13, §19):
+ * one generation faulted 4 KiB pages at ~8.6 us each (16.9 ns per float64 filled, 0.66 in huge
+ * pages: the 4096-squared matmul at chunk 512 took 2.4 s in 4 KiB pages and 1.6-1.9 s in huge
+ * pages); the next faults a fresh huge page in 4.0-4.7 ms and 2 MiB of 4 KiB pages in 0.8-1.1
+ * ms, for as long as the guest has free memory in pieces smaller than a huge page that it has
+ * not yet handed back to the host (then 5-6 ms). So a worker measures both when it starts. */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define PAGE ((size_t)4096)
+#define PROBE_GRANULES 4
 
-void *tsr__map_aligned(size_t size, int huge) {
+static void advise(char *p, size_t size, int pages) {
+    if (size < HUGE_PAGE || (pages != TSR__PAGES_HUGE && pages != TSR__PAGES_SMALL)) return;
+    /* advisory: failure is harmless */
+    madvise(p, size & ~(HUGE_PAGE - 1), pages == TSR__PAGES_HUGE ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int tsr__pages_probe(double *huge_ms, double *small_ms) {
+    /* PROBE_GRANULES huge pages of each kind, touched in turn so that both meet the same
+     * moment's machine; the median granule of each decides. */
+    size_t half = PROBE_GRANULES * HUGE_PAGE;
+    char *p = tsr__map_aligned(2 * half, TSR__PAGES_NONE);
+    if (!p) return TSR__PAGES_HUGE;
+    advise(p, half, TSR__PAGES_HUGE);
+    advise(p + half, half, TSR__PAGES_SMALL);
+    double t[2][PROBE_GRANULES];
+    for (int g = 0; g < PROBE_GRANULES; g++) {
+        for (int kind = 0; kind < 2; kind++) {
+            volatile char *q = p + (size_t)kind * half + (size_t)g * HUGE_PAGE;
+            double t0 = tsr__now();
+            for (size_t off = 0; off < HUGE_PAGE; off += PAGE) q[off] = 1;
+            t[kind][g] = (tsr__now() - t0) * 1e3;
+        }
+    }
+    tsr__unmap(p, 2 * half);
+    for (int kind = 0; kind < 2; kind++) qsort(t[kind], PROBE_GRANULES, sizeof(double), cmp_double);
+    double h = (t[0][PROBE_GRANULES / 2 - 1] + t[0][PROBE_GRANULES / 2]) / 2;
+    double s = (t[1][PROBE_GRANULES / 2 - 1] + t[1][PROBE_GRANULES / 2]) / 2;
+    if (huge_ms) *huge_ms = h;
+    if (small_ms) *small_ms = s;
+    /* Huge pages unless 4 KiB ones are clearly cheaper: they also spare the TLB, and a huge page
+     * a process gave back moments ago is nearly free to take again (0.13-0.2 ms). */
+    return s < TSR__PAGES_SMALL_FACTOR * h ? TSR__PAGES_SMALL : TSR__PAGES_HUGE;
+}
+
+void *tsr__map_aligned(size_t size, int pages) {
     if (size > SIZE_MAX - HUGE_PAGE) return NULL;
     /* Map a huge page more, then cut the slack off both ends. */
     size_t len = size + HUGE_PAGE;
@@ -82,8 +128,7 @@ void *tsr__map_aligned(size_t size, int huge) {
     if (p > m) munmap(m, (size_t)(p - m));
     size_t tail = (size_t)(m + len - (p + size));
     if (tail) munmap(p + size, tail);
-    if (huge && size >= HUGE_PAGE)
-        madvise(p, size & ~(HUGE_PAGE - 1), MADV_HUGEPAGE); /* advisory: failure is harmless */
+    advise(p, size, pages);
     return p;
 }
 

@@ -60,8 +60,17 @@ typedef struct tsr__buf {
  * transparent huge pages asked for on every whole huge page in it (common.c says why). */
 tsr__buf *tsr__buf_new(size_t size);
 /* The mapping helpers behind it, for allocators of their own: size bytes (a multiple of 4 KiB)
- * starting on a 2 MiB boundary, huge pages advised when huge is set; NULL on ENOMEM. */
-void *tsr__map_aligned(size_t size, int huge);
+ * starting on a 2 MiB boundary; NULL on ENOMEM. What its whole huge pages are advised:
+ * transparent huge pages (TSR__PAGES_HUGE), 4 KiB pages (TSR__PAGES_SMALL) or nothing. */
+enum { TSR__PAGES_NONE = 0, TSR__PAGES_HUGE = 1, TSR__PAGES_SMALL = 2 };
+void *tsr__map_aligned(size_t size, int pages);
+/* 4 KiB pages are the cheaper when a first touch of them costs less than this share of a huge
+ * page's (huge pages also spare the TLB). */
+#define TSR__PAGES_SMALL_FACTOR 0.5
+/* Times a first touch of 2 MiB in huge pages and in 4 KiB pages (ms, the median of a few, both
+ * kinds in turn) and returns the cheaper kind, TSR__PAGES_HUGE or TSR__PAGES_SMALL. Maps and
+ * unmaps 16 MiB. A worker calls it when it starts (common.c says why). */
+int tsr__pages_probe(double *huge_ms, double *small_ms);
 void tsr__unmap(void *p, size_t size);
 tsr__buf *tsr__buf_ref(tsr__buf *b);
 void tsr__buf_unref(tsr__buf *b); /* NULL is a no-op */

@@ -68,5 +68,8 @@ long long cli_parse_bytes(const char *opt, const char *value);
  * its cgroup's) memory written with a point ("0.5", at most 1); -1 (an error printed) when
  * invalid. */
 long long cli_parse_memory(const char *opt, const char *value);
+/* $TESSERA_HUGE_PAGES as tsr_worker_options.huge_pages takes it (docs/cli/worker.md): unset or
+ * empty 0, "1"/"on" 1, "0"/"off" -1; anything else is printed as an error and gives -2. */
+int cli_huge_pages_env(void);
 
 #endif

@@ -369,6 +369,8 @@ int cmd_run(int argc, char **argv) {
         cli_error("--workers 0 leaves no workers: give --gpus too, or at least one worker");
         return EXIT_INVALID;
     }
+    /* The local cluster's workers read it (docs/cli/run.md, "Environment"): checked here first. */
+    if (cli_huge_pages_env() < -1) return EXIT_INVALID;
     const char *path = argv[optind];
     int status = validate(path, &ro);
     if (status) return status;

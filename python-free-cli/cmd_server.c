@@ -280,6 +280,8 @@ int cmd_worker(int argc, char **argv) {
     o.token = getenv("TESSERA_TOKEN");
     /* Test-only fault injection (docs/cli/worker.md): tasks of this kernel family kill us. */
     o.fault_kill_kernel = getenv("TESSERA_FAULT_KILL_KERNEL");
+    /* Which pages chunk buffers use (docs/cli/worker.md): measured at start unless this says. */
+    if ((o.huge_pages = cli_huge_pages_env()) < -1) return EXIT_INVALID;
     const char *watch = NULL;
     static char token_buf[256];
     static const char *roots[64], *pdirs[64];

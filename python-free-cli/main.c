@@ -106,6 +106,17 @@ long long cli_parse_bytes(const char *opt, const char *value) {
     return -1;
 }
 
+int cli_huge_pages_env(void) {
+    const char *v = getenv("TESSERA_HUGE_PAGES");
+    if (!v || !*v) return 0;
+    if (!strcmp(v, "1") || !strcmp(v, "on")) return 1;
+    if (!strcmp(v, "0") || !strcmp(v, "off")) return -1;
+    cli_error("TESSERA_HUGE_PAGES=%s: want 1 or on (huge pages), 0 or off (4 KiB pages), or leave "
+              "it unset (measured at start)",
+              v);
+    return -2;
+}
+
 long long cli_parse_memory(const char *opt, const char *value) {
     if (strchr(value, '.')) {
         char *end;

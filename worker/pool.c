@@ -8,15 +8,17 @@
  *   well, and pooling them would only add a lock to tiny tasks.
  * - Larger ones are rounded up to a size class (eight per power of two, so at most 12.5% more)
  *   and come from a per-class free list, newest first (its pages are the warmest).
- * - A class of at most 1 MiB carves its buffers out of 2 MiB slabs in transparent huge pages;
- *   larger classes map each buffer on its own, 2 MiB aligned, its whole huge pages advised.
+ * - A class of at most 1 MiB carves its buffers out of 2 MiB slabs; larger classes map each
+ *   buffer on its own, 2 MiB aligned. Every mapping asks for the pages the worker measured
+ *   cheaper to touch when it started (m->pages: transparent huge pages unless 4 KiB pages cost
+ *   less than half as much; common.c, tsr__pages_probe).
  * - The free lists hold at most `cap` bytes. A buffer that would go over evicts the buffers of
  *   the least recently used classes first; evicting unmaps it (or, in a slab, gives its pages
  *   back with MADV_DONTNEED and unmaps the slab when none of it is left in use or pooled).
  * - tsr__chunkmem_drain empties the lists when the worker goes idle.
  * - The warm reserve (tsr__chunkmem_reserve; a worker makes TSR__RESERVE_DEFAULT, at most its
- *   cap, at start, before it says hello): one mapping of 2 MiB granules in transparent huge
- *   pages, every page touched once when it is made. Slabs and large buffers take free granules
+ *   cap, at start, before it says hello): one mapping of 2 MiB granules in the pool's pages,
+ *   every page touched once when it is made. Slabs and large buffers take free granules
  *   (first fit) before mapping anew, and give them back to the reserve, still resident, when they
  *   are evicted. In this guest a page a process touches for the first time costs a host-side
  *   fault (2.3-4.8 ms per 2 MiB, bench/notes.md issue 9 §1 and §13), and a job's first touches
@@ -158,7 +160,7 @@ static char *reserve_take_evicting(tsr__chunkmem *m, size_t len) {
 /* Memory for a slab or a large buffer: from the reserve, else mapped anew. */
 static char *take_locked(tsr__chunkmem *m, size_t len) {
     char *p = reserve_take_evicting(m, len);
-    return p ? p : tsr__map_aligned(len, 1);
+    return p ? p : tsr__map_aligned(len, m->pages);
 }
 
 static void give_locked(tsr__chunkmem *m, char *p, size_t len) {
@@ -346,7 +348,8 @@ tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
     char *warm = !b && cap > SLAB_MAX_CLASS ? reserve_take_evicting(m, cap) : NULL;
     pthread_mutex_unlock(&m->mu);
     if (!b && cap > SLAB_MAX_CLASS) {
-        if (!(b = calloc(1, sizeof *b)) || !(b->data = warm ? warm : tsr__map_aligned(cap, 1))) {
+        if (!(b = calloc(1, sizeof *b)) ||
+            !(b->data = warm ? warm : tsr__map_aligned(cap, m->pages))) {
             if (warm) {
                 pthread_mutex_lock(&m->mu);
                 reserve_give(m, warm, cap);
@@ -383,7 +386,14 @@ void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap) {
     atomic_init(&m->bytes, 0);
     atomic_init(&m->peak, 0);
     m->cap = cap;
+    m->pages = TSR__PAGES_HUGE;
     pthread_mutex_init(&m->mu, NULL);
+}
+
+void tsr__chunkmem_set_pages(tsr__chunkmem *m, int pages) {
+    pthread_mutex_lock(&m->mu);
+    m->pages = pages == TSR__PAGES_SMALL ? TSR__PAGES_SMALL : TSR__PAGES_HUGE;
+    pthread_mutex_unlock(&m->mu);
 }
 
 void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes) {
@@ -393,7 +403,7 @@ void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes) {
     int have = m->warm != NULL;
     pthread_mutex_unlock(&m->mu);
     if (n == 0 || have) return;
-    char *base = tsr__map_aligned(n * GRANULE, 1);
+    char *base = tsr__map_aligned(n * GRANULE, m->pages);
     uint8_t *st = calloc(n, 1); /* G_IDLE */
     if (!base || !st) {         /* no reserve: buffers are mapped as they are needed */
         if (base) tsr__unmap(base, n * GRANULE);

@@ -528,6 +528,23 @@ static uint64_t pool_cap(const tsr_worker_options *o) {
 
 /* How many bytes of replicas a worker keeps (task.c, "Replicas"): TSR__REPLICA_DEFAULT, or a
  * quarter of the memory limit when that is less. */
+/* Which pages chunk buffers are mapped in (common.c, tsr__pages_probe): as the options say, or
+ * measured here, before the reserve below is made in them. */
+static void choose_pages(tsr__worker *w, int asked) {
+    if (asked != 0) {
+        tsr__chunkmem_set_pages(&w->mem, asked > 0 ? TSR__PAGES_HUGE : TSR__PAGES_SMALL);
+        tsr__log(&w->log, TSR_LOG_INFO, "pages: %s, as asked", asked > 0 ? "huge" : "4 KiB");
+        return;
+    }
+    double huge_ms, small_ms;
+    int pages = tsr__pages_probe(&huge_ms, &small_ms);
+    tsr__chunkmem_set_pages(&w->mem, pages);
+    tsr__log(&w->log, TSR_LOG_INFO,
+             "pages: %s (a first touch of 2 MiB took %.2f ms in huge pages, %.2f ms in 4 KiB "
+             "pages)",
+             pages == TSR__PAGES_HUGE ? "huge" : "4 KiB", huge_ms, small_ms);
+}
+
 static uint64_t replica_cap(const tsr_worker_options *o) {
     uint64_t cap = TSR__REPLICA_DEFAULT;
     if (o->memory_limit > 0 && (uint64_t)o->memory_limit / 10 < cap)
@@ -674,6 +691,7 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     w->gpu = opts->gpu >= 0;
     w->nexec = w->gpu ? 1 : opts->threads > 0 ? opts->threads : 1;
     tsr__chunkmem_init(&w->mem, pool_cap(opts));
+    choose_pages(w, opts->huge_pages);
     /* Part of the pool's cap is made resident now, before hello, so that a job's buffers do not
      * pay for first touches inside it (pool.c, "warm reserve"). */
     tsr__chunkmem_reserve(&w->mem, TSR__RESERVE_DEFAULT);

@@ -92,6 +92,7 @@ typedef struct tsr__chunkmem {
     atomic_uint_fast64_t bytes, peak;
     pthread_mutex_t mu; /* everything below */
     uint64_t cap;       /* most bytes the free lists keep; 0: none */
+    int pages;          /* what its mappings ask for: TSR__PAGES_HUGE (the default) or _SMALL */
     uint64_t pooled;    /* bytes in the free lists */
     uint64_t mapped;    /* bytes of the pool's mappings (slabs and large buffers) alive */
     uint64_t hits, misses, evicted, tick;
@@ -116,6 +117,9 @@ typedef struct tsr__poolstats {
 } tsr__poolstats;
 
 void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap);
+/* The pages the pool's mappings ask for from now on (common.h, TSR__PAGES_*): a worker sets what
+ * tsr__pages_probe measured cheaper before it makes its reserve. */
+void tsr__chunkmem_set_pages(tsr__chunkmem *m, int pages);
 /* Gives the pool a warm reserve of bytes (rounded down to 2 MiB; at most its cap), mapped and
  * touched now, so that slabs and large buffers come from memory that is resident already
  * (pool.c). Without memory for it, the pool simply has none. */
@@ -345,7 +349,7 @@ struct wfetch {
 
 /* A replica: a source chunk this worker made itself for its own tasks (RECOMPUTE), kept in the
  * store. Replicas are kept least recently used first, at most w->rep_cap bytes of them
- * (TSR__REPLICA_DEFAULT, or a quarter of the memory limit): beyond that, making a source chunk
+ * (TSR__REPLICA_DEFAULT, or a tenth of the memory limit): beyond that, making a source chunk
  * again in a pooled buffer costs less than holding it (task.c, "Replicas"). */
 #define TSR__REPLICA_DEFAULT ((uint64_t)256 << 20)
 /* A source chunk fewer tasks than this still need is made again per use, not kept. */

@@ -1018,6 +1018,12 @@ typedef struct tsr_worker_options {
      * does not exist fails tsr_worker_new with TSR_EINVALID. This field grew the struct. */
     const char *const *plugin_dirs;
     int n_plugin_dirs;
+    /* The pages chunk buffers are mapped in: 0 = measured when the worker starts (the default:
+     * a first touch of 2 MiB in each kind is timed, and 4 KiB pages are taken when they cost
+     * less than half of a huge page's; docs/ARCHITECTURE.md "Buffers and memory"), 1 =
+     * transparent huge pages, -1 = 4 KiB pages. `tessera worker` sets it from
+     * $TESSERA_HUGE_PAGES. This field grew the struct. */
+    int huge_pages;
 } tsr_worker_options;
 
 TSR_API void tsr_worker_options_default(tsr_worker_options *opts);

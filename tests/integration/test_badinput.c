@@ -395,3 +395,56 @@ Test(badinput, stats_and_trace_paths, .timeout = 60) {
     }
     remove_tmpdir(dir);
 }
+
+/* $TESSERA_HUGE_PAGES (docs/cli/worker.md): a value it does not take is exit 2 before anything
+ * starts, naming the variable; each value it takes gives the worker the pages asked for (its -v
+ * line) and the same, right results; unset, the worker measures and says both timings. */
+Test(badinput, huge_pages_environment, .timeout = 120) {
+    char *dir = make_tmpdir();
+    /* 3 MiB chunks: pooled buffers, mapped in the pages chosen. */
+    write_file(dir, "p.json",
+               "{\"tessera\": 1, \"arrays\": {\"A\": {\"op\": \"arange\", \"stop\": 1048576, "
+               "\"chunks\": 393216}, \"B\": {\"op\": \"add\", \"args\": [\"A\", 1]}, \"s\": "
+               "{\"op\": \"sum\", \"args\": [\"B\"], \"axis\": null}}, \"outputs\": {\"s\": "
+               "\"-\"}}");
+    const char *bad[] = {"bogus", "2", "yes"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("TESSERA_HUGE_PAGES", bad[i], 1);
+        const char *run[] = {"tessera", "run", "p.json", NULL};
+        proc_result r = run_cmd(dir, run, 30);
+        cr_assert_eq(r.status, 2, "%s: %s", bad[i], r.err);
+        char want[64];
+        snprintf(want, sizeof want, "TESSERA_HUGE_PAGES=%s", bad[i]);
+        cr_assert(strstr(r.err, want) && !strstr(r.err, "local cluster"), "%s", r.err);
+        proc_result_free(&r);
+        const char *wk[] = {"tessera", "worker", "-s", "127.0.0.1:9", NULL};
+        r = run_cmd(dir, wk, 30);
+        cr_assert_eq(r.status, 2, "worker, %s: %s", bad[i], r.err);
+        cr_assert(strstr(r.err, want), "%s", r.err);
+        proc_result_free(&r);
+    }
+    /* sum(i + 1 for i < 2^20) = 2^20 (2^20 + 1) / 2, exact in float64. */
+    const char *want_out = "s: 549756338176\n";
+    struct {
+        const char *value, *line;
+    } good[] = {{"1", "pages: huge, as asked"},
+                {"on", "pages: huge, as asked"},
+                {"0", "pages: 4 KiB, as asked"},
+                {"off", "pages: 4 KiB, as asked"},
+                {NULL, "ms in 4 KiB pages)"}};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        if (good[i].value)
+            setenv("TESSERA_HUGE_PAGES", good[i].value, 1);
+        else
+            unsetenv("TESSERA_HUGE_PAGES");
+        const char *run[] = {"tessera", "run", "-v", "p.json", NULL};
+        proc_result r = run_cmd(dir, run, 60);
+        cr_assert_eq(r.status, 0, "%s: %s", good[i].value ? good[i].value : "unset", r.err);
+        cr_assert_str_eq(r.out, want_out);
+        cr_assert(strstr(r.err, good[i].line), "%s: want \"%s\" in %s",
+                  good[i].value ? good[i].value : "unset", good[i].line, r.err);
+        proc_result_free(&r);
+    }
+    unsetenv("TESSERA_HUGE_PAGES");
+    remove_tmpdir(dir);
+}

@@ -382,3 +382,94 @@ Test(pool, buffers_outside_the_reserve_are_kept_only_within_the_cap) {
     cr_assert_eq(ps.mapped, 10 * MiB - ps.evicted * 2 * MiB);
     tsr__chunkmem_destroy(&m);
 }
+
+/* The VmFlags line of the mapping holding p, from /proc/self/smaps ("" when none is found). */
+static void vm_flags(const void *p, char *out, size_t n) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    cr_assert(f);
+    char line[512];
+    int inside = 0;
+    out[0] = '\0';
+    uintptr_t a = (uintptr_t)p;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = a >= lo && a < hi;
+        else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, n, "%s", line + 8);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static int has_flag(const char *flags, const char *flag) {
+    char padded[520];
+    snprintf(padded, sizeof padded, " %s ", flags);
+    for (char *c = padded; *c; c++)
+        if (*c == '\n') *c = ' ';
+    char want[8];
+    snprintf(want, sizeof want, " %s ", flag);
+    return strstr(padded, want) != NULL;
+}
+
+/* What a mapping asks the kernel for: huge pages ("hg" in smaps), 4 KiB pages ("nh") or
+ * nothing; and a pool maps its reserve, slabs and large buffers as it was told. */
+Test(pool, mappings_ask_for_the_pages_they_were_told) {
+    char flags[512];
+    struct {
+        int pages;
+        const char *want, *absent;
+    } cases[] = {{TSR__PAGES_SMALL, "nh", "hg"},
+                 {TSR__PAGES_HUGE, "hg", "nh"},
+                 {TSR__PAGES_NONE, NULL, NULL}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *p = tsr__map_aligned(4 * MiB, cases[i].pages);
+        cr_assert(p);
+        vm_flags(p, flags, sizeof flags);
+        cr_assert_neq(flags[0], '\0', "no smaps entry for the mapping");
+        if (cases[i].want) {
+            cr_assert(has_flag(flags, cases[i].want), "case %zu: want %s in VmFlags:%s", i,
+                      cases[i].want, flags);
+            cr_assert(!has_flag(flags, cases[i].absent), "case %zu: %s in VmFlags:%s", i,
+                      cases[i].absent, flags);
+        } else {
+            cr_assert(!has_flag(flags, "hg") && !has_flag(flags, "nh"), "case %zu: VmFlags:%s", i,
+                      flags);
+        }
+        tsr__unmap(p, 4 * MiB);
+    }
+    for (int small = 0; small < 2; small++) {
+        tsr__chunkmem m;
+        tsr__chunkmem_init(&m, 64 * MiB);
+        if (small) tsr__chunkmem_set_pages(&m, TSR__PAGES_SMALL);
+        tsr__chunkmem_reserve(&m, 4 * MiB);
+        const char *want = small ? "nh" : "hg", *absent = small ? "hg" : "nh";
+        /* One buffer from the reserve, one slab block, one large buffer mapped on its own. */
+        tsr__buf *b[3] = {tsr__chunkmem_new(&m, 3 * MiB), tsr__chunkmem_new(&m, 256 * KiB),
+                          tsr__chunkmem_new(&m, 6 * MiB)};
+        for (int k = 0; k < 3; k++) {
+            cr_assert(b[k]);
+            vm_flags(b[k]->data, flags, sizeof flags);
+            cr_assert(has_flag(flags, want) && !has_flag(flags, absent),
+                      "pool %s, buffer %d: VmFlags:%s", small ? "4 KiB" : "huge", k, flags);
+        }
+        for (int k = 0; k < 3; k++) tsr__chunkmem_unref(&m, b[k]);
+        tsr__chunkmem_destroy(&m);
+    }
+}
+
+/* The probe times both kinds and returns the one its rule calls for: 4 KiB pages only when they
+ * cost less than half of what a huge page does. */
+Test(pool, the_probe_returns_the_pages_its_timings_call_for) {
+    for (int round = 0; round < 3; round++) {
+        double h = -1, s = -1;
+        int pages = tsr__pages_probe(&h, &s);
+        cr_assert_gt(h, 0.0);
+        cr_assert_gt(s, 0.0);
+        cr_assert_lt(h, 1000.0, "%.3f ms for 2 MiB", h);
+        cr_assert_lt(s, 1000.0, "%.3f ms for 2 MiB", s);
+        int want = s < 0.5 * h ? TSR__PAGES_SMALL : TSR__PAGES_HUGE;
+        cr_assert_eq(pages, want, "huge %.3f ms, 4 KiB %.3f ms: pages %d", h, s, pages);
+    }
+}
