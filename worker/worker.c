@@ -526,8 +526,6 @@ static uint64_t pool_cap(const tsr_worker_options *o) {
     return cap;
 }
 
-/* How many bytes of replicas a worker keeps (task.c, "Replicas"): TSR__REPLICA_DEFAULT, or a
- * quarter of the memory limit when that is less. */
 /* Which pages chunk buffers are mapped in (common.c, tsr__pages_probe): as the options say, or
  * measured here, before the reserve below is made in them. */
 static void choose_pages(tsr__worker *w, int asked) {
@@ -545,6 +543,8 @@ static void choose_pages(tsr__worker *w, int asked) {
              pages == TSR__PAGES_HUGE ? "huge" : "4 KiB", huge_ms, small_ms);
 }
 
+/* How many bytes of replicas a worker keeps (task.c, "Replicas"): TSR__REPLICA_DEFAULT, or a
+ * tenth of the memory limit when that is less. */
 static uint64_t replica_cap(const tsr_worker_options *o) {
     uint64_t cap = TSR__REPLICA_DEFAULT;
     if (o->memory_limit > 0 && (uint64_t)o->memory_limit / 10 < cap)
