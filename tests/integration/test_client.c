@@ -170,6 +170,52 @@ static int children_of(pid_t pid, pid_t *out, int max) {
     return n;
 }
 
+/* The first line of a /proc file, newline dropped ("?" when it cannot be read). */
+static void proc_line(const char *path, char *out, size_t size) {
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(out, (int)size, f)) snprintf(out, size, "?");
+    if (f) fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+/* What a process that should have ended is doing, for the failure message: its command, and
+ * each thread's name, state and wait channel, and its own children (a sanitizer's symbolizer,
+ * say). */
+static void describe_proc(pid_t pid, char *out, size_t size) {
+    char path[384], line[256], comm[64], wchan[64];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t len = f ? fread(line, 1, sizeof line - 1, f) : 0;
+    if (f) fclose(f);
+    line[len] = '\0';
+    for (size_t i = 0; i + 1 < len; i++)
+        if (line[i] == '\0') line[i] = ' ';
+    size_t at = (size_t)snprintf(out, size, "\n  pid %d: %s", (int)pid, line);
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && at < size && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+        proc_line(path, comm, sizeof comm);
+        snprintf(path, sizeof path, "/proc/%d/task/%s/wchan", (int)pid, e->d_name);
+        proc_line(path, wchan, sizeof wchan);
+        snprintf(path, sizeof path, "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+        proc_line(path, line, sizeof line);
+        const char *st = strrchr(line, ')');
+        at += (size_t)snprintf(out + at, size - at, "\n    thread %s %s: %c in %s", e->d_name, comm,
+                               st && st[1] ? st[2] : '?', wchan);
+    }
+    if (d) closedir(d);
+    pid_t sub[8];
+    int ns = children_of(pid, sub, 8);
+    for (int k = 0; k < ns && at < size; k++) {
+        snprintf(path, sizeof path, "/proc/%d/comm", (int)sub[k]);
+        proc_line(path, comm, sizeof comm);
+        at += (size_t)snprintf(out + at, size - at, "\n    child %d: %s", (int)sub[k], comm);
+    }
+}
+
 /* A program that starts a local cluster and exits without tsr_client_free (as a crash or a
  * return from main would): the scheduler and workers must exit within seconds, not live on
  * with another parent. The test process is their subreaper, so it can see them end. */
@@ -215,12 +261,14 @@ Test(client, local_cluster_dies_with_its_creator, .timeout = 120) {
         }
         if (alive) usleep(20000);
     }
+    char why[2048] = "";
     for (int i = 0; i < n; i++)
         if (kids[i] > 0) {
+            describe_proc(kids[i], why + strlen(why), sizeof why - strlen(why));
             kill(kids[i], SIGKILL);
             waitpid(kids[i], NULL, 0);
         }
-    cr_assert_eq(alive, 0, "%d cluster processes outlived their creator by 10 s", alive);
+    cr_assert_eq(alive, 0, "%d cluster processes outlived their creator by 10 s:%s", alive, why);
 }
 
 /* Saving names the array and the path in every failure. */
