@@ -510,8 +510,7 @@ KERNEL(k_astype) {
 static void matmul_step(T *o, const T *a, const T *b, int64_t m, int64_t k, int64_t n, int two_d,
                         T beta) {
     if (two_d)
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1, a,
-             (blasint)k, b, (blasint)n, beta, o, (blasint)n);
+        GEMM(m, n, k, a, b, beta != 0, o);
     else
         GEMV(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)k, 1, a, (blasint)k, b, 1, beta, o,
              1);

@@ -28,6 +28,16 @@ static inline int64_t tsr__f2i(double v) {
     return v >= -9223372036854775808.0 && v < 9223372036854775808.0 ? (int64_t)v : INT64_MIN;
 }
 
+/* Float matrix products (gemm.c): out (m x n, row-major) = a (m x k) @ b (k x n) + beta * out,
+ * beta 0 or 1, by libxsmm for the tile shapes it computes faster (where built with it), else by
+ * OpenBLAS; which one depends on the shape alone. tsr__gemm_small_kernel says whether a shape
+ * goes to libxsmm (for tests). */
+void tsr__gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, const double *b, int beta,
+                   double *out);
+void tsr__gemm_f32(int64_t m, int64_t n, int64_t k, const float *a, const float *b, int beta,
+                   float *out);
+int tsr__gemm_small_kernel(int64_t m, int64_t n, int64_t k);
+
 /* Issue 13's linear-algebra families (linalg.c): their kernels, registered in
  * tsr__cpu_kernels_any, and the checks of what their descriptors need beyond the row (called by
  * table.c's check_family). */

@@ -3,7 +3,6 @@
  * (kernels.h gives the layouts). They handle every dtype their rows declare themselves, so they
  * register in the dtype-generic table (generic.c). Like every kernel: pure, deterministic (one
  * fixed order of every sum), never trusting a descriptor that tsr__check_* has not passed. */
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -244,11 +243,9 @@ static void gather(void *dst, int ddt, const void *src, int sdt, int64_t base, c
 static void product(int dt, int64_t M, int64_t N, int64_t K, const void *a, const void *b, int beta,
                     void *out) {
     if (dt == TSR_FLOAT64) {
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,
-                    1.0, a, (blasint)K, b, (blasint)N, beta ? 1.0 : 0.0, out, (blasint)N);
+        tsr__gemm_f64(M, N, K, a, b, beta, out);
     } else if (dt == TSR_FLOAT32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,
-                    1.0f, a, (blasint)K, b, (blasint)N, beta ? 1.0f : 0.0f, out, (blasint)N);
+        tsr__gemm_f32(M, N, K, a, b, beta, out);
     } else {
         const int64_t *x = a, *y = b;
         int64_t *o = out;

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "kernels/kernels.h"
+#include "kernels/kernels_priv.h"
+#include "tsr_config.h"
 
 static const int dtypes[2] = {TSR_FLOAT64, TSR_FLOAT32};
 
@@ -496,14 +498,19 @@ Test(kernels, binary_scalar_both_sides) {
     free(x);
 }
 
-/* Naive triple loop in double. */
-static void ref_matmul(const double *a, const double *b, double *c, int64_t m, int64_t k,
-                       int64_t n) {
+/* Naive triple loop in double; mag (if not NULL) gets each element's sum of |terms|, the scale
+ * of its rounding error. */
+static void ref_matmul(const double *a, const double *b, double *c, int64_t m, int64_t k, int64_t n,
+                       double *mag) {
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
-            double s = 0;
-            for (int64_t p = 0; p < k; p++) s += a[i * k + p] * b[p * n + j];
+            double s = 0, t = fabs(c[i * n + j]);
+            for (int64_t p = 0; p < k; p++) {
+                s += a[i * k + p] * b[p * n + j];
+                t += fabs(a[i * k + p] * b[p * n + j]);
+            }
             c[i * n + j] += s;
+            if (mag) mag[i * n + j] = t;
         }
 }
 
@@ -520,7 +527,8 @@ static void check_matmul(int dt, int adt, int bdt, int64_t m, int64_t k, int64_t
     for (int64_t j = 0; j < k * n; j++) rb[j] = get(bb, bdt, j);
     if (mode)
         for (int64_t j = 0; j < m * n; j++) want[j] = get(bc, dt, j);
-    ref_matmul(ra, rb, want, m, k, n);
+    double *mag = malloc((size_t)(m * n + 1) * sizeof *mag);
+    ref_matmul(ra, rb, want, m, k, n, mag);
 
     int64_t ash[2] = {m, k}, bsh[2] = {k, n}, osh[2] = {m, n};
     int ond = bvec ? 1 : 2;
@@ -536,13 +544,16 @@ static void check_matmul(int dt, int adt, int bdt, int64_t m, int64_t k, int64_t
         cr_assert_eq(run(&d, in, mode ? 3 : 2, &o), 0, "%s", errbuf);
     }
     const void *res = mode == 2 ? bc : o;
-    double tol = dt == TSR_FLOAT64 ? 1e-12 : 1e-4;
+    /* The classic bound of a k-term dot product's rounding: k + 2 units of the dtype's roundoff
+     * (doubled) at the scale of the terms' absolute sum. A wrong product is off by O(mag). */
+    double tol = 2.0 * (double)(k + 2) * (dt == TSR_FLOAT64 ? 0x1p-53 : 0x1p-24);
     for (int64_t j = 0; j < m * n; j++)
-        cr_assert(fabs(get(res, dt, j) - want[j]) <= tol * (1 + fabs(want[j])),
+        cr_assert(fabs(get(res, dt, j) - want[j]) <= tol * (1 + mag[j]),
                   "m%lld k%lld n%lld mode %d j %lld: %g vs %g", (long long)m, (long long)k,
                   (long long)n, mode, (long long)j, get(res, dt, j), want[j]);
     free(o);
-    free(a), free(b), free(c), free(want), free(ba), free(bb), free(bc), free(ra), free(rb);
+    free(a), free(b), free(c), free(want), free(mag), free(ba), free(bb), free(bc), free(ra),
+        free(rb);
 }
 
 Test(kernels, matmul) {
@@ -558,6 +569,28 @@ Test(kernels, matmul) {
         check_matmul(dt, TSR_FLOAT64, TSR_FLOAT32, 8, 5, 1, 1, 0);
         check_matmul(dt, dt, dt, 0, 3, 4, 0, 0);
     }
+}
+
+/* Tile shapes on both sides of the rule that sends a product to libxsmm instead of OpenBLAS
+ * (kernels/gemm.c: both output sides in [96, 256], k at most 256), each with and without a
+ * running sum, in place too: whichever library computes it, the same naive reference. */
+Test(kernels, matmul_tile_shapes) {
+    static const int64_t shapes[][3] = {
+        {128, 128, 128}, {256, 200, 96},  {97, 256, 250}, {96, 1, 96},     {256, 256, 256},
+        {95, 128, 128},  {128, 257, 128}, {257, 64, 128}, {300, 128, 300},
+    };
+#if TSR_HAVE_XSMM
+    cr_assert(tsr__gemm_small_kernel(128, 128, 128) && tsr__gemm_small_kernel(256, 256, 256));
+    cr_assert(tsr__gemm_small_kernel(97, 96, 1) && !tsr__gemm_small_kernel(95, 128, 128));
+    cr_assert(!tsr__gemm_small_kernel(128, 128, 257) && !tsr__gemm_small_kernel(257, 128, 64));
+#else
+    cr_assert(!tsr__gemm_small_kernel(128, 128, 128)); /* built without libxsmm: OpenBLAS only */
+#endif
+    for (int t = 0; t < 2; t++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int mode = 0; mode < 3; mode++)
+                check_matmul(dtypes[t], dtypes[t], dtypes[t], shapes[s][0], shapes[s][1],
+                             shapes[s][2], 0, mode);
 }
 
 Test(kernels, transpose_nd) {
