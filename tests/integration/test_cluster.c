@@ -96,8 +96,13 @@ static const char *det_prog =
     " \"B\": {\"op\": \"random\", \"shape\": [260, 200], \"chunks\": 48, \"seed\": 4},\n"
     " \"C\": {\"op\": \"matmul\", \"args\": [\"A\", \"B\"]},\n"
     " \"D\": {\"op\": \"sum\", \"args\": [\"C\"], \"axis\": 0},\n"
-    " \"E\": {\"op\": \"mean\", \"args\": [\"A\"], \"axis\": 1}\n"
-    "}, \"outputs\": {\"C\": \"c.npy\", \"D\": \"d.npy\", \"E\": \"e.npy\"}}\n";
+    " \"E\": {\"op\": \"mean\", \"args\": [\"A\"], \"axis\": 1},\n"
+    /* Blocks where libxsmm computes some products and OpenBLAS the edges (kernels/gemm.c). */
+    " \"P\": {\"op\": \"random\", \"shape\": [300, 260], \"chunks\": [128, 96], \"seed\": 5},\n"
+    " \"Q\": {\"op\": \"random\", \"shape\": [260, 200], \"chunks\": [96, 128], \"seed\": 6,"
+    " \"dtype\": \"float32\"},\n"
+    " \"F\": {\"op\": \"matmul\", \"args\": [\"P\", \"Q\"]}\n"
+    "}, \"outputs\": {\"C\": \"c.npy\", \"D\": \"d.npy\", \"E\": \"e.npy\", \"F\": \"f.npy\"}}\n";
 
 static npy_data run_det(const char *workers, const char *threads, const char *name) {
     char *dir = make_tmpdir();
@@ -116,11 +121,11 @@ static npy_data run_det(const char *workers, const char *threads, const char *na
 }
 
 Test(cluster, deterministic_across_workers, .timeout = 180) {
-    const char *names[] = {"c.npy", "d.npy", "e.npy"};
-    npy_data one[3], three[3];
-    for (int i = 0; i < 3; i++) one[i] = run_det("1", "1", names[i]);
-    for (int i = 0; i < 3; i++) three[i] = run_det("3", "2", names[i]);
-    for (int i = 0; i < 3; i++) {
+    const char *names[] = {"c.npy", "d.npy", "e.npy", "f.npy"};
+    npy_data one[4], three[4];
+    for (int i = 0; i < 4; i++) one[i] = run_det("1", "1", names[i]);
+    for (int i = 0; i < 4; i++) three[i] = run_det("3", "2", names[i]);
+    for (int i = 0; i < 4; i++) {
         cr_assert_eq(one[i].rawlen, three[i].rawlen, "%s sizes differ", names[i]);
         cr_assert(memcmp(one[i].raw, three[i].raw, one[i].rawlen) == 0,
                   "%s differs between 1 worker and 3 workers x 2 threads", names[i]);
