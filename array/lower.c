@@ -349,23 +349,34 @@ LOWERING(emit_map_blocks) {
 /* MATMUL: C[i,j] accumulates A[i,kk] @ B[kk,j] over kk in increasing order, one task per block
  * product, each taking the previous partial sum (a fixed order: SPEC determinism). */
 /* How many k-steps one matmul task takes: enough that a task is worth its per-task costs (a
- * message each way, a dispatch, a BLAS call's set-up), which at chunk 128 were about a third of
- * the run (bench/notes.md, issue 9). Decided from the chunk shapes alone, so the graph, and with
- * it the order of every sum, never depends on placement. */
-#define MATMUL_GROUP_FLOPS 64e6
+ * message each way, a dispatch, its inputs gathered, a partial sum handed on), which at chunk
+ * 128 were about a third of the run (bench/notes.md, issue 9): the fewest tasks per chain that
+ * reach MATMUL_GROUP_FLOPS each (at most TSR__MATMUL_MAX_GROUP steps a task), the chain's nk
+ * steps then cut into groups of ceil(nk / tasks), the last taking what is left (32 steps as
+ * 16 + 16, not 31 + 1). 128 MFLOP: at chunk
+ * 256 four steps a task ran 7-10% faster than two (64 MFLOP), at chunk 128 sixteen steps (67
+ * MFLOP) faster than 31 + 1 or 32 (bench/notes.md §22). Decided from the chunk shapes alone, so
+ * the graph, and with it the order of every sum, never depends on placement. */
+#define MATMUL_GROUP_FLOPS 128e6
 
-static int64_t matmul_group(const tsr_array *A, const int64_t *shape, int ndim) {
+static int64_t group_steps(double step, int64_t nk) {
+    if (nk <= 1 || step >= MATMUL_GROUP_FLOPS) return 1;
+    double want = step > 0 ? MATMUL_GROUP_FLOPS / step + 1 : TSR__MATMUL_MAX_GROUP;
+    int64_t g = want >= TSR__MATMUL_MAX_GROUP ? TSR__MATMUL_MAX_GROUP : (int64_t)want;
+    int64_t ntasks = (nk + g - 1) / g;
+    return (nk + ntasks - 1) / ntasks;
+}
+
+static int64_t matmul_group(const tsr_array *A, const int64_t *shape, int ndim, int64_t nk) {
     double step =
         2.0 * (double)shape[0] * (ndim == 2 ? (double)shape[1] : 1.0) * (double)A->chunks[1][0];
-    if (step >= MATMUL_GROUP_FLOPS) return 1;
-    double g = step > 0 ? MATMUL_GROUP_FLOPS / step : TSR__MATMUL_MAX_GROUP;
-    return g >= TSR__MATMUL_MAX_GROUP ? TSR__MATMUL_MAX_GROUP : (int64_t)g + 1;
+    return group_steps(step, nk);
 }
 
 LOWERING(emit_matmul) {
     tsr_array *A = a->args[0], *B = a->args[1];
     int64_t nk = A->numchunks[1], prev = -1;
-    int64_t g = matmul_group(A, shape, a->ndim);
+    int64_t g = matmul_group(A, shape, a->ndim, nk);
     for (int64_t k0 = 0; k0 < nk; k0 += g) {
         int64_t steps = TSR__MIN(g, nk - k0), ksum = 0;
         uint32_t deps[2 * TSR__MATMUL_MAX_GROUP + 1];
@@ -413,10 +424,7 @@ LOWERING(emit_contract) {
     }
     for (int ax = 0; ax < a->ndim; ax++) nout *= (double)shape[ax];
     double step = 2.0 * nout * kfirst;
-    int64_t g = step >= MATMUL_GROUP_FLOPS ? 1
-                : step <= 0                ? TSR__MATMUL_MAX_GROUP
-                                           : (int64_t)(MATMUL_GROUP_FLOPS / step) + 1;
-    g = TSR__MIN(g, TSR__MATMUL_MAX_GROUP);
+    int64_t g = group_steps(step, total);
     int64_t iv[5 + 2 * TSR_MAX_NDIM], prev = -1;
     iv[1] = a->nbatch;
     iv[2] = nc;

@@ -211,12 +211,12 @@ Test(top, json_and_once_match_the_cluster, .timeout = 180, .fini = cleanup) {
     tsr_client_free(c);
 }
 
-/* 16x16 output chunks of 256, each a chain of 8 tasks of 2 k-steps (docs/arrays.md): 2048 matmul
- * tasks. */
+/* 32x32 output chunks of 128, each a chain of 2 tasks of 16 k-steps (docs/arrays.md): 2048
+ * matmul tasks. */
 static const char *big =
     "{\"tessera\": 1, \"arrays\": {\n"
-    " \"A\": {\"op\": \"random\", \"shape\": [4096, 4096], \"chunks\": 256, \"seed\": 1},\n"
-    " \"B\": {\"op\": \"random\", \"shape\": [4096, 4096], \"chunks\": 256, \"seed\": 2},\n"
+    " \"A\": {\"op\": \"random\", \"shape\": [4096, 4096], \"chunks\": 128, \"seed\": 1},\n"
+    " \"B\": {\"op\": \"random\", \"shape\": [4096, 4096], \"chunks\": 128, \"seed\": 2},\n"
     " \"C\": {\"op\": \"matmul\", \"args\": [\"A\", \"B\"]},\n"
     " \"t\": {\"op\": \"sum\", \"args\": [\"C\"], \"axis\": null}},\n"
     " \"outputs\": {\"t\": \"-\"}}\n";

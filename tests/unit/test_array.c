@@ -494,18 +494,21 @@ Test(array, broadcast_chunks_and_deps) {
 
 /* docs/arrays.md: a matmul task takes g k-steps, g = 1 when one step is at least 64 MFLOP
  * (2 m n k of one block product), else the fewest steps that reach it, at most 32. */
-static int64_t want_group(double m, double n, double k) {
+/* The lowering's rule, restated: the fewest steps whose flops reach 128 MFLOP (at most 32), then
+ * the chain's nk steps in that many tasks' worth of equal groups, rounded up. */
+static int64_t want_group(double m, double n, double k, int64_t nk) {
     double step = 2 * m * n * k;
-    if (step >= 64e6) return 1;
+    if (step >= 128e6 || nk <= 1) return 1;
     int64_t g = 1;
-    while (g < 32 && (double)g * step < 64e6) g++;
-    return g;
+    while (g < 32 && (double)g * step < 128e6) g++;
+    int64_t tasks = (nk + g - 1) / g;
+    return (nk + tasks - 1) / tasks;
 }
 
 Test(array, matmul_blocked) {
     /* Chunks of 512: 268 MFLOP a step, one step a task. */
     int64_t s[2] = {2048, 2048}, ch[2] = {512, 512};
-    cr_assert_eq(want_group(512, 512, 512), 1);
+    cr_assert_eq(want_group(512, 512, 512, 4), 1);
     tsr_array *a = rnd(2, s, ch), *b = rnd(2, s, ch), *m = NULL;
     cr_assert_eq(tsr_matmul(a, b, &m), 0);
     cr_assert_str_eq(tsr_array_op(m), "matmul");
@@ -543,7 +546,7 @@ Test(array, matmul_blocked) {
  * B_1, ... then the previous partial; the last group takes what is left. */
 static void check_groups(int64_t n, int64_t chunk) {
     int64_t s[2] = {n, n}, ch[2] = {chunk, chunk};
-    int64_t nk = n / chunk, gs = want_group((double)chunk, (double)chunk, (double)chunk);
+    int64_t nk = n / chunk, gs = want_group((double)chunk, (double)chunk, (double)chunk, nk);
     int64_t per_chain = (nk + gs - 1) / gs;
     tsr_array *a = rnd(2, s, ch), *b = rnd(2, s, ch), *m = NULL;
     cr_assert_eq(tsr_matmul(a, b, &m), 0);
@@ -580,14 +583,16 @@ static void check_groups(int64_t n, int64_t chunk) {
 }
 
 Test(array, matmul_groups_small_blocks) {
-    cr_assert_eq(want_group(256, 256, 256), 2);  /* 33.5 MFLOP a step */
-    cr_assert_eq(want_group(128, 128, 128), 16); /* 4.2 MFLOP */
-    cr_assert_eq(want_group(100, 100, 100), 32); /* 2 MFLOP: capped */
-    check_groups(1024, 256);                     /* 4 steps: 2 groups of 2 */
-    check_groups(1280, 128);                     /* 10 steps: one group */
-    check_groups(4096, 128);                     /* 32 steps: 2 groups of 16 */
-    check_groups(400, 100);                      /* 4 steps: one group */
-    check_groups(3500, 100);                     /* 35 steps: 32, then 3 */
+    cr_assert_eq(want_group(256, 256, 256, 16), 4);  /* 33.5 MFLOP a step */
+    cr_assert_eq(want_group(128, 128, 128, 32), 16); /* 4.2 MFLOP: 31 steps, so 2 tasks of 16 */
+    cr_assert_eq(want_group(100, 100, 100, 35), 18); /* 2 MFLOP: capped at 32, so 18 + 17 */
+    cr_assert_eq(want_group(256, 256, 256, 10), 4);  /* 3 tasks: 4 + 4 + 2 */
+    check_groups(1024, 256);                         /* 4 steps: one group */
+    check_groups(2560, 256);                         /* 10 steps: 4, 4, then 2 */
+    check_groups(1280, 128);                         /* 10 steps: one group */
+    check_groups(4096, 128);                         /* 32 steps: 2 groups of 16 */
+    check_groups(400, 100);                          /* 4 steps: one group */
+    check_groups(3500, 100);                         /* 35 steps: 18, then 17 */
 }
 
 Test(array, matmul_errors) {
