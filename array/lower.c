@@ -348,21 +348,33 @@ LOWERING(emit_map_blocks) {
 
 /* MATMUL: C[i,j] accumulates A[i,kk] @ B[kk,j] over kk in increasing order, one task per block
  * product, each taking the previous partial sum (a fixed order: SPEC determinism). */
-/* How many k-steps one matmul task takes: enough that a task is worth its per-task costs (a
- * message each way, a dispatch, its inputs gathered, a partial sum handed on), which at chunk
- * 128 were about a third of the run (bench/notes.md, issue 9): the fewest tasks per chain that
- * reach MATMUL_GROUP_FLOPS each (at most TSR__MATMUL_MAX_GROUP steps a task), the chain's nk
- * steps then cut into groups of ceil(nk / tasks), the last taking what is left (32 steps as
- * 16 + 16, not 31 + 1). 128 MFLOP: at chunk
- * 256 four steps a task ran 7-10% faster than two (64 MFLOP), at chunk 128 sixteen steps (67
- * MFLOP) faster than 31 + 1 or 32 (bench/notes.md §22). Decided from the chunk shapes alone, so
- * the graph, and with it the order of every sum, never depends on placement. */
+/* How many k-steps one matmul task takes, from the step's flops and the chain's nk steps alone (so
+ * the graph, and with it the order of every sum, never depends on placement):
+ * - enough that a task is worth its per-task costs (a message each way, a dispatch, its inputs
+ *   gathered), which at chunk 128 were about a third of the run: the fewest steps that reach
+ *   MATMUL_GROUP_FLOPS (at most TSR__MATMUL_MAX_GROUP);
+ * - and at most MATMUL_CHAIN_TASKS tasks a chain, while a task stays under MATMUL_TASK_FLOPS_MAX:
+ *   a partial sum handed from task to task costs a new output buffer and a hop through the
+ *   window each time;
+ * then the chain's steps in groups of ceil(nk / tasks), the last taking what is left (32 steps
+ * as 16 + 16, not 31 + 1). Measured against StarPU (bench/notes.md §22): at chunk 256 four steps
+ * a task ran 3-10% faster than two, at 512 two or more faster than one (4096², and four at
+ * 8192²), at 128 sixteen faster than 31 + 1 or 32, and at 1024 one faster than two or four. */
 #define MATMUL_GROUP_FLOPS 128e6
+#define MATMUL_CHAIN_TASKS 4
+#define MATMUL_TASK_FLOPS_MAX 1.1e9
 
 static int64_t group_steps(double step, int64_t nk) {
-    if (nk <= 1 || step >= MATMUL_GROUP_FLOPS) return 1;
-    double want = step > 0 ? MATMUL_GROUP_FLOPS / step + 1 : TSR__MATMUL_MAX_GROUP;
-    int64_t g = want >= TSR__MATMUL_MAX_GROUP ? TSR__MATMUL_MAX_GROUP : (int64_t)want;
+    if (nk <= 1) return 1;
+    int64_t g = 1;
+    if (step < MATMUL_GROUP_FLOPS) {
+        double want = step > 0 ? MATMUL_GROUP_FLOPS / step + 1 : TSR__MATMUL_MAX_GROUP;
+        g = want >= TSR__MATMUL_MAX_GROUP ? TSR__MATMUL_MAX_GROUP : (int64_t)want;
+    }
+    int64_t chain = (nk + MATMUL_CHAIN_TASKS - 1) / MATMUL_CHAIN_TASKS;
+    double fit = step > 0 ? MATMUL_TASK_FLOPS_MAX / step : TSR__MATMUL_MAX_GROUP;
+    if (fit < (double)chain) chain = fit >= 1 ? (int64_t)fit : 1;
+    if (chain > g) g = TSR__MIN(chain, TSR__MATMUL_MAX_GROUP);
     int64_t ntasks = (nk + g - 1) / g;
     return (nk + ntasks - 1) / ntasks;
 }

@@ -494,13 +494,15 @@ Test(array, broadcast_chunks_and_deps) {
 
 /* docs/arrays.md: a matmul task takes g k-steps, g = 1 when one step is at least 64 MFLOP
  * (2 m n k of one block product), else the fewest steps that reach it, at most 32. */
-/* The lowering's rule, restated: the fewest steps whose flops reach 128 MFLOP (at most 32), then
+/* The lowering's rule, restated: the fewest steps whose flops reach 128 MFLOP (at most 32); more
+ * if the chain would otherwise have over 4 tasks, as long as a task stays under 1.1 GFLOP; then
  * the chain's nk steps in that many tasks' worth of equal groups, rounded up. */
 static int64_t want_group(double m, double n, double k, int64_t nk) {
     double step = 2 * m * n * k;
-    if (step >= 128e6 || nk <= 1) return 1;
+    if (nk <= 1) return 1;
     int64_t g = 1;
     while (g < 32 && (double)g * step < 128e6) g++;
+    while (g < 32 && (nk + g - 1) / g > 4 && (double)(g + 1) * step <= 1.1e9) g++;
     int64_t tasks = (nk + g - 1) / g;
     return (nk + tasks - 1) / tasks;
 }
@@ -583,16 +585,21 @@ static void check_groups(int64_t n, int64_t chunk) {
 }
 
 Test(array, matmul_groups_small_blocks) {
-    cr_assert_eq(want_group(256, 256, 256, 16), 4);  /* 33.5 MFLOP a step */
-    cr_assert_eq(want_group(128, 128, 128, 32), 16); /* 4.2 MFLOP: 31 steps, so 2 tasks of 16 */
-    cr_assert_eq(want_group(100, 100, 100, 35), 18); /* 2 MFLOP: capped at 32, so 18 + 17 */
-    cr_assert_eq(want_group(256, 256, 256, 10), 4);  /* 3 tasks: 4 + 4 + 2 */
-    check_groups(1024, 256);                         /* 4 steps: one group */
-    check_groups(2560, 256);                         /* 10 steps: 4, 4, then 2 */
-    check_groups(1280, 128);                         /* 10 steps: one group */
-    check_groups(4096, 128);                         /* 32 steps: 2 groups of 16 */
-    check_groups(400, 100);                          /* 4 steps: one group */
-    check_groups(3500, 100);                         /* 35 steps: 18, then 17 */
+    cr_assert_eq(want_group(256, 256, 256, 16), 4);   /* 33.5 MFLOP a step */
+    cr_assert_eq(want_group(128, 128, 128, 32), 16);  /* 4.2 MFLOP: 31 steps, so 2 tasks of 16 */
+    cr_assert_eq(want_group(100, 100, 100, 35), 18);  /* 2 MFLOP: capped at 32, so 18 + 17 */
+    cr_assert_eq(want_group(256, 256, 256, 10), 4);   /* 3 tasks: 4 + 4 + 2 */
+    cr_assert_eq(want_group(512, 512, 512, 8), 2);    /* 268 MFLOP: at most 4 tasks a chain */
+    cr_assert_eq(want_group(512, 512, 512, 16), 4);   /* 1.07 GFLOP a task */
+    cr_assert_eq(want_group(1024, 1024, 1024, 8), 1); /* 2.1 GFLOP a step: no more */
+    cr_assert_eq(want_group(128, 128, 128, 256), 32); /* capped at 32 steps */
+    check_groups(1024, 256);                          /* 4 steps: one group */
+    check_groups(4096, 512);                          /* 8 steps: 4 groups of 2 */
+    check_groups(2560, 256);                          /* 10 steps: 4, 4, then 2 */
+    check_groups(1280, 128);                          /* 10 steps: one group */
+    check_groups(4096, 128);                          /* 32 steps: 2 groups of 16 */
+    check_groups(400, 100);                           /* 4 steps: one group */
+    check_groups(3500, 100);                          /* 35 steps: 18, then 17 */
 }
 
 Test(array, matmul_errors) {
