@@ -32,39 +32,33 @@ static int xsmm_shape(int64_t m, int64_t n, int64_t k) {
 #endif
 
 /* Row-major out = a @ b + beta out is column-major out^T = b^T a^T + beta out^T: libxsmm (column
- * major) is asked for M = n, N = m with a and b swapped. */
+ * major) is asked for M = n, N = m with a and b swapped. One definition per float type. */
+#if TSR_HAVE_XSMM
+#define SMALL_GEMM(XSMM_T, DISPATCH)                                                               \
+    if (xsmm_shape(m, n, k)) {                                                                     \
+        pthread_once(&xsmm_once, xsmm_start);                                                      \
+        libxsmm_blasint M = (libxsmm_blasint)n, N = (libxsmm_blasint)m, K = (libxsmm_blasint)k;    \
+        int flags = beta ? LIBXSMM_GEMM_FLAG_NONE : LIBXSMM_GEMM_FLAG_BETA_0;                      \
+        XSMM_T f = DISPATCH(M, N, K, &M, &K, &M, NULL, NULL, &flags, NULL);                        \
+        if (f) {                                                                                   \
+            f(b, a, out);                                                                          \
+            return;                                                                                \
+        }                                                                                          \
+    }
+#else
+#define SMALL_GEMM(XSMM_T, DISPATCH)
+#endif
+
 void tsr__gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, const double *b, int beta,
                    double *out) {
-#if TSR_HAVE_XSMM
-    if (xsmm_shape(m, n, k)) {
-        pthread_once(&xsmm_once, xsmm_start);
-        libxsmm_blasint M = (libxsmm_blasint)n, N = (libxsmm_blasint)m, K = (libxsmm_blasint)k;
-        int flags = beta ? LIBXSMM_GEMM_FLAG_NONE : LIBXSMM_GEMM_FLAG_BETA_0;
-        libxsmm_dmmfunction f = libxsmm_dmmdispatch(M, N, K, &M, &K, &M, NULL, NULL, &flags, NULL);
-        if (f) {
-            f(b, a, out);
-            return;
-        }
-    }
-#endif
+    SMALL_GEMM(libxsmm_dmmfunction, libxsmm_dmmdispatch)
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0,
                 a, (blasint)k, b, (blasint)n, beta ? 1.0 : 0.0, out, (blasint)n);
 }
 
 void tsr__gemm_f32(int64_t m, int64_t n, int64_t k, const float *a, const float *b, int beta,
                    float *out) {
-#if TSR_HAVE_XSMM
-    if (xsmm_shape(m, n, k)) {
-        pthread_once(&xsmm_once, xsmm_start);
-        libxsmm_blasint M = (libxsmm_blasint)n, N = (libxsmm_blasint)m, K = (libxsmm_blasint)k;
-        int flags = beta ? LIBXSMM_GEMM_FLAG_NONE : LIBXSMM_GEMM_FLAG_BETA_0;
-        libxsmm_smmfunction f = libxsmm_smmdispatch(M, N, K, &M, &K, &M, NULL, NULL, &flags, NULL);
-        if (f) {
-            f(b, a, out);
-            return;
-        }
-    }
-#endif
+    SMALL_GEMM(libxsmm_smmfunction, libxsmm_smmdispatch)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f,
                 a, (blasint)k, b, (blasint)n, beta ? 1.0f : 0.0f, out, (blasint)n);
 }
