@@ -220,8 +220,11 @@ Test(retire, sigterm_mid_job_moves_chunks, .timeout = 120, .fini = proc_reap_tra
     sched_counts(cl.addr, "w0", &done1, &handed);
     cr_assert_eq(done1 - done0, need, "the scheduler counted %ld tasks done for %ld", done1 - done0,
                  need);
-    cr_assert_eq(handed, moved, "the retirement event says %ld chunks, the job's stats %ld", handed,
-                 moved);
+    /* The event counts every chunk the worker handed over; the job's stats only those moved
+     * while the job ran. When the job ends before the worker has drained (a fast job: kept D
+     * chunks then move after it), the event says more. */
+    cr_assert(handed >= moved, "the retirement event says %ld chunks, the job's stats %ld", handed,
+              moved);
 
     free(got);
     free(base);
