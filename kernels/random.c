@@ -8,8 +8,9 @@
 
 #include "kernels/kernels_priv.h"
 
-/* Four lanes: GCC lowers 4 x 64-bit multiplies well for AVX2 (and natively for AVX-512), while
- * eight-lane vectors split badly on AVX2 and gain little on AVX-512 (measured). */
+/* Four lanes for the generic and AVX2 copies: GCC lowers 4 x 64-bit multiplies well for AVX2,
+ * while eight-lane vectors split badly there. The AVX-512 copies below take eight lanes and the
+ * native 64-bit integer conversions instead (measured). */
 typedef uint64_t u64x4 __attribute__((vector_size(32)));
 typedef int64_t i64x4 __attribute__((vector_size(32)));
 typedef double f64x4 __attribute__((vector_size(32)));
@@ -77,6 +78,50 @@ static inline __attribute__((always_inline)) void row_f32(float *o, uint64_t see
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* AVX-512: eight lanes, and the integers become floats in one instruction each (vcvtqq2pd,
+ * vcvtqq2ps; exact: below 2^53 and 2^24). A 1 Mi-element float64 row into warm memory took 0.27
+ * ms against 0.44 with the four-lane body on this machine's Zen 4 (bench/notes.md, issue 9 §25),
+ * and every `random` chunk a matmul uses is made at least once inside the run. */
+typedef uint64_t u64x8 __attribute__((vector_size(64)));
+typedef int64_t i64x8 __attribute__((vector_size(64)));
+typedef double f64x8 __attribute__((vector_size(64)));
+typedef float f32x8 __attribute__((vector_size(32)));
+
+static inline __attribute__((always_inline)) u64x8 mix8(u64x8 z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static inline __attribute__((always_inline)) u64x8 first_state8(uint64_t seed, uint64_t g0) {
+    u64x8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    return seed + (g0 + 1 + lane) * GOLDEN;
+}
+
+static inline __attribute__((always_inline)) void row_f64_w8(double *o, uint64_t seed, uint64_t g0,
+                                                             int64_t n) {
+    int64_t j = 0;
+    u64x8 z = first_state8(seed, g0);
+    for (; j + 8 <= n; j += 8) {
+        f64x8 v = __builtin_convertvector((i64x8)(mix8(z) >> 11), f64x8) * 0x1.0p-53;
+        memcpy(o + j, &v, sizeof v);
+        z += 8 * GOLDEN;
+    }
+    for (; j < n; j++) o[j] = tsr__random_f64(seed, g0 + (uint64_t)j);
+}
+
+static inline __attribute__((always_inline)) void row_f32_w8(float *o, uint64_t seed, uint64_t g0,
+                                                             int64_t n) {
+    int64_t j = 0;
+    u64x8 z = first_state8(seed, g0);
+    for (; j + 8 <= n; j += 8) {
+        f32x8 v = __builtin_convertvector((i64x8)(mix8(z) >> 40), f32x8) * 0x1.0p-24f;
+        memcpy(o + j, &v, sizeof v);
+        z += 8 * GOLDEN;
+    }
+    for (; j < n; j++) o[j] = tsr__random_f32(seed, g0 + (uint64_t)j);
+}
+
 /* One copy per instruction set, picked by the caller once per chunk. Not target_clones: its ifunc
  * resolver runs while the program is being relocated, before a sanitizer's runtime is up, and
  * crashes TSan builds. */
@@ -85,9 +130,9 @@ static inline __attribute__((always_inline)) void row_f32(float *o, uint64_t see
                                                             int64_t n) {                           \
         body(o, seed, g0, n);                                                                      \
     }
-VARIANT("arch=x86-64-v4", row_f64_v4, double, row_f64)
+VARIANT("arch=x86-64-v4", row_f64_v4, double, row_f64_w8)
 VARIANT("arch=x86-64-v3", row_f64_v3, double, row_f64)
-VARIANT("arch=x86-64-v4", row_f32_v4, float, row_f32)
+VARIANT("arch=x86-64-v4", row_f32_v4, float, row_f32_w8)
 VARIANT("arch=x86-64-v3", row_f32_v3, float, row_f32)
 
 /* 0: baseline, 3: x86-64-v3 (AVX2), 4: x86-64-v4 (AVX-512). */
