@@ -418,6 +418,7 @@ static void gen_worker_stat(void *ctx, uint32_t i, void *elem) {
     const tsr__sworker *wk = &c->s->w[w];
     *(tsr__m_worker_stat *)elem = (tsr__m_worker_stat){.name = tsr__str_of(wk->name),
                                                        .addr = tsr__str_of(wk->addr),
+                                                       .threads = wk->threads,
                                                        .tasks = c->j->wtasks[w],
                                                        .rss_peak = wk->st.rss_peak,
                                                        .rss = wk->st.rss,
@@ -426,6 +427,7 @@ static void gen_worker_stat(void *ctx, uint32_t i, void *elem) {
                                                        .in_bytes = wk->st.in_bytes,
                                                        .in_s = wk->st.in_s,
                                                        .out_bytes = wk->st.out_bytes};
+    ((tsr__m_worker_stat *)elem)->has |= TSR__M_BIT(worker_stat, threads);
     if (wk->dev) {
         tsr__m_worker_stat *e = elem;
         e->h2d_bytes = wk->st.h2d_bytes;

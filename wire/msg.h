@@ -148,6 +148,7 @@ typedef struct tsr__list {
 #define TSR__R_worker_stat(F, X)                                                                   \
     F(X, STR, name, REQ, _)                                                                        \
     F(X, STR, addr, REQ, _)                                                                        \
+    F(X, U64, threads, OPT, _)                                                                     \
     F(X, U64, tasks, REQ, _)                                                                       \
     F(X, U64, rss_peak, REQ, _)                                                                    \
     F(X, U64, rss, REQ, _)                                                                         \
