@@ -1156,13 +1156,17 @@ def sec_memory(b):
                 row["sched_peak"], row["sched_base"] = sc["rss_peak"], sc["rss_base"]
                 row["bpt"] = (sc["rss_peak"] - sc["rss_base"]) / st["tasks"]
             row["seconds"] = st["seconds"]
-            row["workers"] = [(w.get("name"), w.get("rss_peak"), w.get("chunk_peak"))
-                              for w in st.get("workers", [])]
+            row["workers"] = worker_mem(st)
+        # The same graph on `tessera run`'s default layout (one worker, a thread per core: a
+        # pool and warm reserve per thread).
+        st, r = b.tessera_run(prog, layout="default", extra=("--no-fuse",))
+        fg.append(r.foreign)
+        if st:
+            row["dflt_workers"] = worker_mem(st)
         st, r = b.tessera_run(mm)
         fg.append(r.foreign)
         if st:
-            row["mm_workers"] = [(w.get("name"), w.get("rss_peak"), w.get("chunk_peak"))
-                                 for w in st.get("workers", [])]
+            row["mm_workers"] = worker_mem(st)
         row["foreign"] = max(fg)
         log(f"memory round {rnd + 1}: scheduler {fmt(row.get('bpt'), 1)} B/task")
         return row
@@ -1172,13 +1176,19 @@ def sec_memory(b):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-# A worker's buffer pool may keep this many freed chunk bytes (tsr_worker_options.pool_bytes's
-# default); issue 9's bound counts it.
+# A worker's buffer pool may keep this many freed chunk bytes per executor thread
+# (tsr_worker_options.pool_bytes's default); issue 9's bound counts it.
 POOL_CAP = 64 * 2 ** 20
 
 
-def worker_bound(chunk_peak):
-    return 1.15 * chunk_peak + POOL_CAP + 32 * 2 ** 20
+def worker_mem(st):
+    """(name, rss_peak, chunk_peak, threads) of each worker in a stats file."""
+    return [(w.get("name"), w.get("rss_peak"), w.get("chunk_peak"), w.get("threads", 1))
+            for w in st.get("workers", [])]
+
+
+def worker_bound(chunk_peak, threads=1):
+    return 1.15 * chunk_peak + POOL_CAP * threads + 32 * 2 ** 20
 
 
 def md_memory(b, d):
@@ -1190,37 +1200,40 @@ def md_memory(b, d):
         "`scheduler.rss_base`) / tasks: the scheduler's peak resident memory (VmHWM at finish) "
         "above its resident memory when the graph arrived. Each worker's `rss_peak` is shown "
         "next to `chunk_peak` (the most chunk bytes it held at once) and issue 9's bound "
-        "1.15 × chunk_peak + pool cap (64 MiB, the default) + 32 MiB, for this graph (tiny "
-        "chunks) and for the "
-        f"{d['mm_n']}² float64 matmul at chunk 512 (large chunks).", "",
+        "1.15 × chunk_peak + pool cap (the default: 64 MiB per executor thread) + 32 MiB, for "
+        "this graph (tiny chunks) on two 1-thread workers and on the default layout (one worker, "
+        "a thread per core), and for the "
+        f"{d['mm_n']}² float64 matmul at chunk 512 (large chunks) on two 1-thread workers.", "",
         *redone_note(d.get("redone", [])),
         "| round | seconds | sched rss_base MiB | sched rss_peak MiB | sched B/task | "
-        "workers, 1M graph: rss_peak / chunk_peak / bound MiB | workers, matmul: rss_peak / "
-        "chunk_peak / bound MiB | other load |",
-        "|---|---|---|---|---|---|---|---|"]
+        "workers, 1M graph: rss_peak / chunk_peak / bound MiB | default layout, 1M graph | "
+        "workers, matmul: rss_peak / chunk_peak / bound MiB | other load |",
+        "|---|---|---|---|---|---|---|---|---|"]
     worst = None
     for i, r in enumerate(d["rounds"]):
         def ws(key):
             nonlocal worst
             cells = []
-            for name, rp, cp in r.get(key, []):
+            for name, rp, cp, *th in r.get(key, []):
                 if rp is None or cp is None:
                     cells.append(f"{name}: —")
                     continue
-                q = rp / worker_bound(cp)
+                bound = worker_bound(cp, th[0] if th else 1)
+                q = rp / bound
                 worst = q if worst is None else max(worst, q)
-                cells.append(f"{name}: {rp / mib:.0f} / {cp / mib:.1f} / "
-                             f"{worker_bound(cp) / mib:.0f}")
+                cells.append(f"{name}{f' ({th[0]} threads)' if th and th[0] != 1 else ''}: "
+                             f"{rp / mib:.0f} / {cp / mib:.1f} / {bound / mib:.0f}")
             return "; ".join(cells) or "—"
         lines.append(f"| {i + 1} | {fmt(r.get('seconds'))} | "
                      f"{fmt((r.get('sched_base') or 0) / mib, 1)} | "
                      f"{fmt((r.get('sched_peak') or 0) / mib, 1)} | {fmt(r.get('bpt'), 1)} | "
-                     f"{ws('workers')} | {ws('mm_workers')} | {r['foreign']:.2f} |")
+                     f"{ws('workers')} | {ws('dflt_workers')} | {ws('mm_workers')} | "
+                     f"{r['foreign']:.2f} |")
     bpt = median([r.get("bpt") for r in d["rounds"]])
     lines += ["", "| figure | median / worst | target | |", "|---|---|---|---|",
               f"| scheduler bytes per task at {d['tasks']:,} tasks | {fmt(bpt, 1)} | ≤ 256 | "
               f"{met(bpt, 256, False)} |",
-              f"| worst worker rss_peak / (1.15 × chunk_peak + 64 MiB pool + 32 MiB) | "
+              f"| worst worker rss_peak / (1.15 × chunk_peak + 64 MiB pool a thread + 32 MiB) | "
               f"{fmt(worst)} | ≤ 1 | "
               f"{met(worst, 1.0, False)} |", ""]
     b.data["memory"]["summary"] = {"bytes_per_task": bpt, "worst_worker": worst}

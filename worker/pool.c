@@ -16,17 +16,17 @@
  *   the least recently used classes first; evicting unmaps it (or, in a slab, gives its pages
  *   back with MADV_DONTNEED and unmaps the slab when none of it is left in use or pooled).
  * - tsr__chunkmem_drain empties the lists when the worker goes idle.
- * - The warm reserve (tsr__chunkmem_reserve; a worker makes TSR__RESERVE_DEFAULT, at most its
- *   cap, at start, before it says hello): one mapping of 2 MiB granules in the pool's pages,
- *   every page touched once when it is made. Slabs and large buffers take free granules
- *   (first fit) before mapping anew, and give them back to the reserve, still resident, when they
- *   are evicted. In this guest a page a process touches for the first time costs a host-side
- *   fault (2.3-4.8 ms per 2 MiB, bench/notes.md issue 9 §1 and §13), and a job's first touches
- *   cost the 4096² matmul 5-10% (§11, §13). Made at the first pooled-size request instead (as
- *   it was for a while) the whole touch stalled the one executor that asked, and gave the gain
- *   back (§12). The reserve's unused granules count against the cap like pooled buffers do, so
- *   the pool still keeps at most cap bytes it does not use; only tsr__chunkmem_release (a worker
- *   near its memory limit) gives them back to the system.
+ * - The warm reserve (tsr__chunkmem_reserve; a worker makes TSR__RESERVE_DEFAULT per executor,
+ *   at most its cap, at start, before it says hello): one mapping of 2 MiB granules in the
+ *   pool's pages, every page touched once when it is made. Slabs and large buffers take free
+ *   granules (first fit) before mapping anew, and give them back to the reserve, still resident,
+ *   when they are evicted. In this guest a page a process touches for the first time costs a
+ *   host-side fault (2.3-4.8 ms per 2 MiB, bench/notes.md issue 9 §1 and §13), and a job's first
+ *   touches cost the 4096² matmul 5-10% (§11, §13). Made at the first pooled-size request
+ *   instead (as it was for a while) the whole touch stalled the one executor that asked, and
+ *   gave the gain back (§12). The reserve's unused granules count against the cap like pooled
+ *   buffers do, so the pool still keeps at most cap bytes it does not use; only
+ *   tsr__chunkmem_release (a worker near its memory limit) gives them back to the system.
  *
  * Any thread may take or release buffers (executors allocate their outputs, the loop frees), so
  * the lists are under one mutex; the chunk byte counters stay atomics. */

@@ -516,11 +516,10 @@ static int worker_start(tsr__worker *w) {
     return 0;
 }
 
-/* The buffer pool's size (worker.h: TSR__POOL_DEFAULT), or what the options ask for. */
-static uint64_t pool_cap(const tsr_worker_options *o) {
+uint64_t tsr__worker_pool_cap(const tsr_worker_options *o, int nexec) {
     if (o->pool_bytes < 0) return 0;
     if (o->pool_bytes > 0) return (uint64_t)o->pool_bytes;
-    uint64_t cap = TSR__POOL_DEFAULT;
+    uint64_t cap = TSR__POOL_DEFAULT * (uint64_t)nexec;
     if (o->memory_limit > 0 && (uint64_t)o->memory_limit / 10 < cap)
         cap = (uint64_t)o->memory_limit / 10;
     return cap;
@@ -690,11 +689,11 @@ int tsr_worker_new(const tsr_worker_options *opts, tsr_worker **out) {
     /* A GPU worker has one executor: the GPU thread (gpu.c). */
     w->gpu = opts->gpu >= 0;
     w->nexec = w->gpu ? 1 : opts->threads > 0 ? opts->threads : 1;
-    tsr__chunkmem_init(&w->mem, pool_cap(opts));
+    tsr__chunkmem_init(&w->mem, tsr__worker_pool_cap(opts, w->nexec));
     choose_pages(w, opts->huge_pages);
     /* Part of the pool's cap is made resident now, before hello, so that a job's buffers do not
      * pay for first touches inside it (pool.c, "warm reserve"). */
-    tsr__chunkmem_reserve(&w->mem, TSR__RESERVE_DEFAULT);
+    tsr__chunkmem_reserve(&w->mem, TSR__RESERVE_DEFAULT * (uint64_t)w->nexec);
     w->mem_ok = 1;
     tsr__store_init(&w->store);
     w->store.mem = &w->mem;

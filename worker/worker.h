@@ -79,12 +79,20 @@ void *tsr__kmap_del(tsr__kmap *m, uint64_t job, uint64_t id);
  * (pooled), by size class, for reuse without mapping or faulting pages again; pool.c says how. */
 #define TSR__POOL_MIN ((size_t)64 << 10)
 #define TSR__POOL_CLASSES (64 * 8)
-/* The pool's default size: 64 MiB, or a tenth of the memory limit when that is less. */
+/* The pool's default size per executor thread: 64 MiB, so a worker of T threads keeps T times
+ * that (a tenth of the memory limit when that is less), as T one-thread workers would: the
+ * pool serves the executors' outputs and inputs, and issue 9 sized it when a cluster ran a
+ * worker per core. A 2-thread worker with 128 MiB and a 64 MiB reserve ran the 4096² matmul
+ * 1-3% faster than with 64 and 32 (bench/notes.md, issue 9 §25). */
 #define TSR__POOL_DEFAULT ((uint64_t)64 << 20)
-/* The warm reserve a worker makes at start, before it says hello (at most the pool's cap): in
- * this guest 32 MiB gained as much on the 4096² matmul as 48 or 64, and it keeps the workers of
- * the million-tiny-task graph well inside issue 9's RSS bound (bench/notes.md, issue 9 §13). */
+/* The warm reserve a worker makes at start per executor thread, before it says hello (at most
+ * the pool's cap): 32 MiB gained as much as 48 or 64 for a one-thread worker on the 4096²
+ * matmul, and 48 would take the one-thread workers of the million-tiny-task graph to 0.92 of
+ * issue 9's RSS bound (32: 0.75; bench/notes.md, issue 9 §13 and §25). */
 #define TSR__RESERVE_DEFAULT ((uint64_t)32 << 20)
+/* The buffer pool's cap of a worker with nexec executor threads: TSR__POOL_DEFAULT per thread
+ * (a tenth of memory_limit when that is less), or what pool_bytes asks for (-1: no pool). */
+uint64_t tsr__worker_pool_cap(const tsr_worker_options *o, int nexec);
 
 typedef struct tsr__slab tsr__slab;
 

@@ -982,7 +982,8 @@ typedef struct tsr_worker_options {
     int timeout_ms;
     /* The buffer pool: freed chunk buffers of 64 KiB and more are kept, up to this many bytes,
      * and reused without mapping or faulting pages again; given back when the worker goes idle.
-     * 0 = the default (64 MiB, or a tenth of memory_limit when that is less), -1 = no pool.
+     * 0 = the default (64 MiB per executor thread, or a tenth of memory_limit when that is
+     * less), -1 = no pool.
      * Taken from reserved, which shrank from 24 bytes to 16: same size, same ABI. */
     int64_t pool_bytes;
     /* A GPU worker's device memory limit (gpu >= 0): the chunks it keeps on the device, least

@@ -473,3 +473,21 @@ Test(pool, the_probe_returns_the_pages_its_timings_call_for) {
         cr_assert_eq(pages, want, "huge %.3f ms, 4 KiB %.3f ms: pages %d", h, s, pages);
     }
 }
+
+/* The default cap is 64 MiB per executor thread, bounded by a tenth of the memory limit; an
+ * explicit pool_bytes wins, and -1 turns the pool off. */
+Test(pool, default_cap_scales_with_executor_threads) {
+    tsr_worker_options o;
+    tsr_worker_options_default(&o);
+    o.memory_limit = 0;
+    cr_assert_eq(tsr__worker_pool_cap(&o, 1), 64 * MiB);
+    cr_assert_eq(tsr__worker_pool_cap(&o, 2), 128 * MiB);
+    cr_assert_eq(tsr__worker_pool_cap(&o, 16), 1024 * MiB);
+    o.memory_limit = (int64_t)(1024 * MiB);
+    cr_assert_eq(tsr__worker_pool_cap(&o, 1), 64 * MiB, "64 MiB is under a tenth of 1 GiB");
+    cr_assert_eq(tsr__worker_pool_cap(&o, 2), 1024 * MiB / 10, "a tenth of the limit is less");
+    o.pool_bytes = 5 * MiB;
+    cr_assert_eq(tsr__worker_pool_cap(&o, 8), 5 * MiB);
+    o.pool_bytes = -1;
+    cr_assert_eq(tsr__worker_pool_cap(&o, 8), 0);
+}
