@@ -51,31 +51,33 @@ static inline __attribute__((always_inline)) f64x4 u53_to_f64(u64x4 v) {
     return (dh - two52) * 0x1.0p32 + (dl - two52);
 }
 
-static inline __attribute__((always_inline)) void row_f64(double *o, uint64_t seed, uint64_t g0,
-                                                          int64_t n) {
-    int64_t j = 0;
-    u64x4 z = first_state(seed, g0);
-    for (; j + 4 <= n; j += 4) {
-        f64x4 v = u53_to_f64(mix4(z) >> 11) * 0x1.0p-53;
-        memcpy(o + j, &v, sizeof v);
-        z += 4 * GOLDEN;
+/* Defines name(o, seed, g0, n): `lanes` values a step, conv turning the state vector (of type
+ * U, from first) into a vector of them (type V), stored as it is; the tail one at a time. */
+#define ROW_FN(name, T, U, V, lanes, first, conv, scalar)                                          \
+    static inline __attribute__((always_inline)) void name(T *o, uint64_t seed, uint64_t g0,       \
+                                                           int64_t n) {                            \
+        int64_t j = 0;                                                                             \
+        U z = first(seed, g0);                                                                     \
+        for (; j + (lanes) <= n; j += (lanes)) {                                                   \
+            V v = conv(z);                                                                         \
+            memcpy(o + j, &v, sizeof v);                                                           \
+            z += (lanes)*GOLDEN;                                                                   \
+        }                                                                                          \
+        for (; j < n; j++) o[j] = scalar(seed, g0 + (uint64_t)j);                                  \
     }
-    for (; j < n; j++) o[j] = tsr__random_f64(seed, g0 + (uint64_t)j);
+
+static inline __attribute__((always_inline)) f64x4 f64_of4(u64x4 z) {
+    return u53_to_f64(mix4(z) >> 11) * 0x1.0p-53;
 }
 
-static inline __attribute__((always_inline)) void row_f32(float *o, uint64_t seed, uint64_t g0,
-                                                          int64_t n) {
-    int64_t j = 0;
-    u64x4 z = first_state(seed, g0);
-    for (; j + 4 <= n; j += 4) {
-        /* Below 2^24: exact as int32 and as float. */
-        i32x4 b = __builtin_convertvector((i64x4)(mix4(z) >> 40), i32x4);
-        f32x4 v = __builtin_convertvector(b, f32x4) * 0x1.0p-24f;
-        memcpy(o + j, &v, sizeof v);
-        z += 4 * GOLDEN;
-    }
-    for (; j < n; j++) o[j] = tsr__random_f32(seed, g0 + (uint64_t)j);
+static inline __attribute__((always_inline)) f32x4 f32_of4(u64x4 z) {
+    /* Below 2^24: exact as int32 and as float. */
+    i32x4 b = __builtin_convertvector((i64x4)(mix4(z) >> 40), i32x4);
+    return __builtin_convertvector(b, f32x4) * 0x1.0p-24f;
 }
+
+ROW_FN(row_f64, double, u64x4, f64x4, 4, first_state, f64_of4, tsr__random_f64)
+ROW_FN(row_f32, float, u64x4, f32x4, 4, first_state, f32_of4, tsr__random_f32)
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 /* AVX-512: eight lanes, and the integers become floats in one instruction each (vcvtqq2pd,
@@ -98,29 +100,16 @@ static inline __attribute__((always_inline)) u64x8 first_state8(uint64_t seed, u
     return seed + (g0 + 1 + lane) * GOLDEN;
 }
 
-static inline __attribute__((always_inline)) void row_f64_w8(double *o, uint64_t seed, uint64_t g0,
-                                                             int64_t n) {
-    int64_t j = 0;
-    u64x8 z = first_state8(seed, g0);
-    for (; j + 8 <= n; j += 8) {
-        f64x8 v = __builtin_convertvector((i64x8)(mix8(z) >> 11), f64x8) * 0x1.0p-53;
-        memcpy(o + j, &v, sizeof v);
-        z += 8 * GOLDEN;
-    }
-    for (; j < n; j++) o[j] = tsr__random_f64(seed, g0 + (uint64_t)j);
+static inline __attribute__((always_inline)) f64x8 f64_of8(u64x8 z) {
+    return __builtin_convertvector((i64x8)(mix8(z) >> 11), f64x8) * 0x1.0p-53;
 }
 
-static inline __attribute__((always_inline)) void row_f32_w8(float *o, uint64_t seed, uint64_t g0,
-                                                             int64_t n) {
-    int64_t j = 0;
-    u64x8 z = first_state8(seed, g0);
-    for (; j + 8 <= n; j += 8) {
-        f32x8 v = __builtin_convertvector((i64x8)(mix8(z) >> 40), f32x8) * 0x1.0p-24f;
-        memcpy(o + j, &v, sizeof v);
-        z += 8 * GOLDEN;
-    }
-    for (; j < n; j++) o[j] = tsr__random_f32(seed, g0 + (uint64_t)j);
+static inline __attribute__((always_inline)) f32x8 f32_of8(u64x8 z) {
+    return __builtin_convertvector((i64x8)(mix8(z) >> 40), f32x8) * 0x1.0p-24f;
 }
+
+ROW_FN(row_f64_w8, double, u64x8, f64x8, 8, first_state8, f64_of8, tsr__random_f64)
+ROW_FN(row_f32_w8, float, u64x8, f32x8, 8, first_state8, f32_of8, tsr__random_f32)
 
 /* One copy per instruction set, picked by the caller once per chunk. Not target_clones: its ifunc
  * resolver runs while the program is being relocated, before a sanitizer's runtime is up, and
