@@ -27,6 +27,15 @@
  *   gave the gain back (§12). The reserve's unused granules count against the cap like pooled
  *   buffers do, so the pool still keeps at most cap bytes it does not use; only
  *   tsr__chunkmem_release (a worker near its memory limit) gives them back to the system.
+ * - Page kinds adapt (tsr__chunkmem_adapt, when the worker measured them at start rather than
+ *   being told): the probe touches 8 MiB, and when it finds huge pages cheap it is memory some
+ *   process freed moments ago, which the guest still backs; a job that needs more soon meets
+ *   huge pages the host must fault in, 4-5 ms per 2 MiB against ~0.9 in 4 KiB pages
+ *   (bench/notes.md, issue 9 §19, §26: 5.6% of a 4096² chunk-512 run). So the first 2 MiB of
+ *   every new mapping (not the reserve's) is touched where it is mapped, and timed: that fault
+ *   would come at the buffer's first write anyway. Two touches in a row costing more than
+ *   ADAPT_FACTOR times the other kind's last one switch later mappings to the other kind; that
+ *   kind's own touches are then what a switch back is judged by.
  *
  * Any thread may take or release buffers (executors allocate their outputs, the loop frees), so
  * the lists are under one mutex; the chunk byte counters stay atomics. */
@@ -41,6 +50,8 @@
 #define SLAB_MAX_CLASS ((size_t)1 << 20) /* classes above this map buffers one by one */
 #define GRANULE SLAB_LEN                 /* the warm reserve's unit */
 #define PAGE_LEN ((size_t)4096)
+#define ADAPT_FACTOR 2.0 /* the probe's rule too: common.h, TSR__PAGES_SMALL_FACTOR */
+#define ADAPT_RUN 2
 
 /* Reserve granule states: unused and resident, in use, unused and given back. */
 enum { G_IDLE = 0, G_USED = 1, G_COLD = 2 };
@@ -157,10 +168,38 @@ static char *reserve_take_evicting(tsr__chunkmem *m, size_t len) {
     return p;
 }
 
-/* Memory for a slab or a large buffer: from the reserve, else mapped anew. */
+/* Touches the first 2 MiB of p (just mapped, at least 2 MiB) and returns how long it took, in
+ * ms. */
+static double touch_first(char *p) {
+    double t0 = tsr__now();
+    for (size_t off = 0; off < GRANULE; off += PAGE_LEN) ((volatile char *)p)[off] = 0;
+    return (tsr__now() - t0) * 1e3;
+}
+
+/* A first touch of 2 MiB in pages `kind` took ms: the rule of "Page kinds" above (mu held). */
+static void observe_locked(tsr__chunkmem *m, int kind, double ms) {
+    if (!m->adapt || kind != m->pages) return;
+    int other = kind == TSR__PAGES_HUGE ? TSR__PAGES_SMALL : TSR__PAGES_HUGE;
+    m->touch_ms[kind] = ms;
+    if (ms <= ADAPT_FACTOR * m->touch_ms[other]) {
+        m->slow = 0;
+        return;
+    }
+    if (++m->slow < ADAPT_RUN) return;
+    m->pages = other;
+    m->slow = 0;
+    m->switches++;
+}
+
+/* Memory for a slab or a large buffer: from the reserve, else mapped anew (and its first touch
+ * timed, when the kind adapts). */
 static char *take_locked(tsr__chunkmem *m, size_t len) {
     char *p = reserve_take_evicting(m, len);
-    return p ? p : tsr__map_aligned(len, m->pages);
+    if (p) return p;
+    int kind = m->pages;
+    if (!(p = tsr__map_aligned(len, kind))) return NULL;
+    if (m->adapt && len >= GRANULE) observe_locked(m, kind, touch_first(p));
+    return p;
 }
 
 static void give_locked(tsr__chunkmem *m, char *p, size_t len) {
@@ -346,10 +385,10 @@ tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
         m->misses++;
     }
     char *warm = !b && cap > SLAB_MAX_CLASS ? reserve_take_evicting(m, cap) : NULL;
+    int kind = m->pages, timed = !warm && m->adapt && cap >= GRANULE;
     pthread_mutex_unlock(&m->mu);
     if (!b && cap > SLAB_MAX_CLASS) {
-        if (!(b = calloc(1, sizeof *b)) ||
-            !(b->data = warm ? warm : tsr__map_aligned(cap, m->pages))) {
+        if (!(b = calloc(1, sizeof *b)) || !(b->data = warm ? warm : tsr__map_aligned(cap, kind))) {
             if (warm) {
                 pthread_mutex_lock(&m->mu);
                 reserve_give(m, warm, cap);
@@ -361,7 +400,9 @@ tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
         b->cap = cap;
         b->owner = m;
         b->release = release_mapped;
+        double ms = timed ? touch_first(b->data) : 0;
         pthread_mutex_lock(&m->mu);
+        if (timed) observe_locked(m, kind, ms);
         m->mapped += cap;
         m->misses++;
         pthread_mutex_unlock(&m->mu);
@@ -396,14 +437,23 @@ void tsr__chunkmem_set_pages(tsr__chunkmem *m, int pages) {
     pthread_mutex_unlock(&m->mu);
 }
 
+void tsr__chunkmem_adapt(tsr__chunkmem *m, double huge_ms, double small_ms) {
+    pthread_mutex_lock(&m->mu);
+    m->adapt = 1;
+    m->touch_ms[TSR__PAGES_HUGE] = huge_ms;
+    m->touch_ms[TSR__PAGES_SMALL] = small_ms;
+    m->slow = 0;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes) {
     if (bytes > m->cap) bytes = m->cap;
     size_t n = (size_t)(bytes / GRANULE);
     pthread_mutex_lock(&m->mu);
-    int have = m->warm != NULL;
+    int have = m->warm != NULL, pages = m->pages;
     pthread_mutex_unlock(&m->mu);
     if (n == 0 || have) return;
-    char *base = tsr__map_aligned(n * GRANULE, m->pages);
+    char *base = tsr__map_aligned(n * GRANULE, pages);
     uint8_t *st = calloc(n, 1); /* G_IDLE */
     if (!base || !st) {         /* no reserve: buffers are mapped as they are needed */
         if (base) tsr__unmap(base, n * GRANULE);
@@ -450,6 +500,8 @@ void tsr__chunkmem_read(tsr__chunkmem *m, tsr__poolstats *out) {
                             .misses = m->misses,
                             .evicted = m->evicted,
                             .reserved = m->warm ? m->nwarm * GRANULE : 0,
-                            .reserve_idle = m->warm_idle};
+                            .reserve_idle = m->warm_idle,
+                            .pages = m->pages,
+                            .switches = m->switches};
     pthread_mutex_unlock(&m->mu);
 }

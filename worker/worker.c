@@ -536,6 +536,7 @@ static void choose_pages(tsr__worker *w, int asked) {
     double huge_ms, small_ms;
     int pages = tsr__pages_probe(&huge_ms, &small_ms);
     tsr__chunkmem_set_pages(&w->mem, pages);
+    tsr__chunkmem_adapt(&w->mem, huge_ms, small_ms); /* measured: later touches may say otherwise */
     tsr__log(&w->log, TSR_LOG_INFO,
              "pages: %s (a first touch of 2 MiB took %.2f ms in huge pages, %.2f ms in 4 KiB "
              "pages)",
@@ -758,12 +759,14 @@ int tsr_worker_run(tsr_worker *h) {
     tsr__log(&w->log, TSR_LOG_INFO,
              "stopped: %llu tasks (%llu in place) in %llu compute messages, reported in %llu "
              "done messages; chunk peak %llu bytes (%llu in the store); VmHWM %llu bytes; pool: "
-             "%llu reused, %llu new, %llu evicted; replicas: %llu made, %llu dropped early",
+             "%llu reused, %llu new, %llu evicted, pages %s after %llu switches; replicas: %llu "
+             "made, %llu dropped early",
              (unsigned long long)w->st.tasks, (unsigned long long)w->st.in_place,
              (unsigned long long)w->st.msgs_in, (unsigned long long)w->st.msgs_out,
              (unsigned long long)w->mem.peak, (unsigned long long)w->store.peak,
              (unsigned long long)hwm, (unsigned long long)ps.hits, (unsigned long long)ps.misses,
-             (unsigned long long)ps.evicted, (unsigned long long)w->rep_made,
+             (unsigned long long)ps.evicted, ps.pages == TSR__PAGES_SMALL ? "4 KiB" : "huge",
+             (unsigned long long)ps.switches, (unsigned long long)w->rep_made,
              (unsigned long long)w->rep_dropped);
     if (w->st.spill.on && (w->st.spill.spilled_bytes || w->st.spill.unspilled_bytes))
         tsr__log(&w->log, TSR_LOG_INFO,

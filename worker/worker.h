@@ -101,8 +101,15 @@ typedef struct tsr__chunkmem {
     pthread_mutex_t mu; /* everything below */
     uint64_t cap;       /* most bytes the free lists keep; 0: none */
     int pages;          /* what its mappings ask for: TSR__PAGES_HUGE (the default) or _SMALL */
-    uint64_t pooled;    /* bytes in the free lists */
-    uint64_t mapped;    /* bytes of the pool's mappings (slabs and large buffers) alive */
+    /* Adapting the page kind (tsr__chunkmem_adapt): on or not, the last first touch of 2 MiB
+     * seen in each kind (ms, indexed by TSR__PAGES_*), the current kind's slow touches in a row,
+     * and how many times the kind changed. */
+    int adapt;
+    double touch_ms[3];
+    unsigned slow;
+    uint64_t switches;
+    uint64_t pooled; /* bytes in the free lists */
+    uint64_t mapped; /* bytes of the pool's mappings (slabs and large buffers) alive */
     uint64_t hits, misses, evicted, tick;
     /* The warm reserve (pool.c): nwarm granules of 2 MiB at warm, resident from the start;
      * gstate says which are in use; warm_idle counts the resident ones that are not. */
@@ -122,12 +129,17 @@ typedef struct tsr__chunkmem {
 typedef struct tsr__poolstats {
     uint64_t pooled, mapped, hits, misses, evicted;
     uint64_t reserved, reserve_idle; /* the warm reserve's bytes, and those resident and unused */
+    int pages;                       /* the kind new mappings ask for now */
+    uint64_t switches;               /* times tsr__chunkmem_adapt's rule changed it */
 } tsr__poolstats;
 
 void tsr__chunkmem_init(tsr__chunkmem *m, uint64_t cap);
 /* The pages the pool's mappings ask for from now on (common.h, TSR__PAGES_*): a worker sets what
  * tsr__pages_probe measured cheaper before it makes its reserve. */
 void tsr__chunkmem_set_pages(tsr__chunkmem *m, int pages);
+/* Lets the pool change the kind its mappings ask for while it runs (pool.c, "Page kinds"), from
+ * what tsr__pages_probe measured a first touch of 2 MiB to cost in each kind. */
+void tsr__chunkmem_adapt(tsr__chunkmem *m, double huge_ms, double small_ms);
 /* Gives the pool a warm reserve of bytes (rounded down to 2 MiB; at most its cap), mapped and
  * touched now, so that slabs and large buffers come from memory that is resident already
  * (pool.c). Without memory for it, the pool simply has none. */

@@ -491,3 +491,43 @@ Test(pool, default_cap_scales_with_executor_threads) {
     o.pool_bytes = -1;
     cr_assert_eq(tsr__worker_pool_cap(&o, 8), 0);
 }
+
+/* Page kinds adapt: with the other kind's last touch made to look free, two new mappings whose
+ * first 2 MiB took any time at all switch the kind; made to look endless, nothing does; and a
+ * pool told its kind (no tsr__chunkmem_adapt) keeps it. Every buffer is mapped anew (no pool),
+ * and each stays usable whatever its kind. */
+static uint64_t adapt_run(int adapt, int start, double other_ms, int nbufs, int *pages_after) {
+    tsr__chunkmem m;
+    tsr__chunkmem_init(&m, 0);
+    tsr__chunkmem_set_pages(&m, start);
+    if (adapt)
+        tsr__chunkmem_adapt(&m, start == TSR__PAGES_HUGE ? 0 : other_ms,
+                            start == TSR__PAGES_SMALL ? 0 : other_ms);
+    for (int k = 0; k < nbufs; k++) {
+        tsr__buf *b = tsr__chunkmem_new(&m, 4 * MiB);
+        cr_assert(b != NULL);
+        memset(b->data, k + 1, 4 * MiB);
+        cr_assert_eq(((unsigned char *)b->data)[4 * MiB - 1], k + 1);
+        tsr__chunkmem_unref(&m, b);
+    }
+    tsr__poolstats ps;
+    tsr__chunkmem_read(&m, &ps);
+    *pages_after = ps.pages;
+    tsr__chunkmem_destroy(&m);
+    return ps.switches;
+}
+
+Test(pool, page_kind_follows_first_touch_costs) {
+    int pages;
+    /* The first touch sets this kind's cost; the other kind at 1e-9 ms: every touch is slow. */
+    cr_assert_eq(adapt_run(1, TSR__PAGES_HUGE, 1e-9, 1, &pages), 0, "one slow touch is not a run");
+    cr_assert_eq(pages, TSR__PAGES_HUGE);
+    cr_assert_eq(adapt_run(1, TSR__PAGES_HUGE, 1e-9, 2, &pages), 1);
+    cr_assert_eq(pages, TSR__PAGES_SMALL, "two slow touches in a row switch to 4 KiB pages");
+    cr_assert_eq(adapt_run(1, TSR__PAGES_SMALL, 1e-9, 2, &pages), 1);
+    cr_assert_eq(pages, TSR__PAGES_HUGE);
+    cr_assert_eq(adapt_run(1, TSR__PAGES_HUGE, 1e9, 6, &pages), 0, "never slower than 2e9 ms");
+    cr_assert_eq(pages, TSR__PAGES_HUGE);
+    cr_assert_eq(adapt_run(0, TSR__PAGES_HUGE, 1e-9, 6, &pages), 0, "told its kind: kept");
+    cr_assert_eq(pages, TSR__PAGES_HUGE);
+}
