@@ -101,10 +101,8 @@ int tsr__pages_probe(double *huge_ms, double *small_ms) {
     double t[2][PROBE_GRANULES];
     for (int g = 0; g < PROBE_GRANULES; g++) {
         for (int kind = 0; kind < 2; kind++) {
-            volatile char *q = p + (size_t)kind * half + (size_t)g * HUGE_PAGE;
-            double t0 = tsr__now();
-            for (size_t off = 0; off < HUGE_PAGE; off += PAGE) q[off] = 1;
-            t[kind][g] = (tsr__now() - t0) * 1e3;
+            t[kind][g] =
+                tsr__touch_pages(p + (size_t)kind * half + (size_t)g * HUGE_PAGE, HUGE_PAGE);
         }
     }
     tsr__unmap(p, 2 * half);
@@ -116,6 +114,12 @@ int tsr__pages_probe(double *huge_ms, double *small_ms) {
     /* Huge pages unless 4 KiB ones are clearly cheaper: they also spare the TLB, and a huge page
      * a process gave back moments ago is nearly free to take again (0.13-0.2 ms). */
     return s < TSR__PAGES_SMALL_FACTOR * h ? TSR__PAGES_SMALL : TSR__PAGES_HUGE;
+}
+
+double tsr__touch_pages(void *p, size_t len) {
+    double t0 = tsr__now();
+    for (size_t off = 0; off < len; off += PAGE) ((volatile char *)p)[off] = 0;
+    return (tsr__now() - t0) * 1e3;
 }
 
 void *tsr__map_aligned(size_t size, int pages) {

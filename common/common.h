@@ -71,6 +71,9 @@ void *tsr__map_aligned(size_t size, int pages);
  * kinds in turn) and returns the cheaper kind, TSR__PAGES_HUGE or TSR__PAGES_SMALL. Maps and
  * unmaps 16 MiB. A worker calls it when it starts (common.c says why). */
 int tsr__pages_probe(double *huge_ms, double *small_ms);
+/* Writes a byte on every 4 KiB page of [p, p + len), faulting in whatever is not resident yet,
+ * and returns how long that took in ms. */
+double tsr__touch_pages(void *p, size_t len);
 void tsr__unmap(void *p, size_t size);
 tsr__buf *tsr__buf_ref(tsr__buf *b);
 void tsr__buf_unref(tsr__buf *b); /* NULL is a no-op */

@@ -49,7 +49,6 @@
 #define SLAB_LEN ((size_t)2 << 20)
 #define SLAB_MAX_CLASS ((size_t)1 << 20) /* classes above this map buffers one by one */
 #define GRANULE SLAB_LEN                 /* the warm reserve's unit */
-#define PAGE_LEN ((size_t)4096)
 #define ADAPT_FACTOR 2.0 /* the probe's rule too: common.h, TSR__PAGES_SMALL_FACTOR */
 #define ADAPT_RUN 2
 
@@ -168,17 +167,10 @@ static char *reserve_take_evicting(tsr__chunkmem *m, size_t len) {
     return p;
 }
 
-/* Touches the first 2 MiB of p (just mapped, at least 2 MiB) and returns how long it took, in
- * ms. */
-static double touch_first(char *p) {
-    double t0 = tsr__now();
-    for (size_t off = 0; off < GRANULE; off += PAGE_LEN) ((volatile char *)p)[off] = 0;
-    return (tsr__now() - t0) * 1e3;
-}
-
-/* A first touch of 2 MiB in pages `kind` took ms: the rule of "Page kinds" above (mu held). */
+/* A first touch of 2 MiB in pages `kind` took ms: the rule of "Page kinds" above (mu held; the
+ * callers time touches only while m->adapt). */
 static void observe_locked(tsr__chunkmem *m, int kind, double ms) {
-    if (!m->adapt || kind != m->pages) return;
+    if (kind != m->pages) return;
     int other = kind == TSR__PAGES_HUGE ? TSR__PAGES_SMALL : TSR__PAGES_HUGE;
     m->touch_ms[kind] = ms;
     if (ms <= ADAPT_FACTOR * m->touch_ms[other]) {
@@ -198,7 +190,7 @@ static char *take_locked(tsr__chunkmem *m, size_t len) {
     if (p) return p;
     int kind = m->pages;
     if (!(p = tsr__map_aligned(len, kind))) return NULL;
-    if (m->adapt && len >= GRANULE) observe_locked(m, kind, touch_first(p));
+    if (m->adapt && len >= GRANULE) observe_locked(m, kind, tsr__touch_pages(p, GRANULE));
     return p;
 }
 
@@ -400,7 +392,7 @@ tsr__buf *tsr__chunkmem_new(tsr__chunkmem *m, size_t size) {
         b->cap = cap;
         b->owner = m;
         b->release = release_mapped;
-        double ms = timed ? touch_first(b->data) : 0;
+        double ms = timed ? tsr__touch_pages(b->data, GRANULE) : 0;
         pthread_mutex_lock(&m->mu);
         if (timed) observe_locked(m, kind, ms);
         m->mapped += cap;
@@ -460,7 +452,7 @@ void tsr__chunkmem_reserve(tsr__chunkmem *m, uint64_t bytes) {
         free(st);
         return;
     }
-    for (size_t off = 0; off < n * GRANULE; off += PAGE_LEN) ((volatile char *)base)[off] = 0;
+    tsr__touch_pages(base, n * GRANULE);
     pthread_mutex_lock(&m->mu);
     m->warm = base;
     m->gstate = st;
