@@ -20,4 +20,6 @@ const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT] = {
     [TSR_KOP_TAKE] = k_take,
     [TSR_KOP_MAP_BLOCKS] = tsr__k_map_blocks,
     [TSR_KOP_FUSED] = tsr__k_fused,
+    [TSR_KOP_PACK] = k_pack,                   /* gemm_pack.c */
+    [TSR_KOP_MATMUL_PACKED] = k_matmul_packed, /* gemm_pack.c */
 };

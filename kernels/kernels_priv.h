@@ -38,6 +38,18 @@ void tsr__gemm_f32(int64_t m, int64_t n, int64_t k, const float *a, const float 
                    float *out);
 int tsr__gemm_small_kernel(int64_t m, int64_t n, int64_t k);
 
+/* PACK and MATMUL_PACKED (gemm_pack.c; the layouts are kernels.h's). tsr__packed_product: out
+ * (m x n, row-major) = (zero ? 0 : out) + pa @ pb over packed operands, each element the chain
+ * of fma() over k in order; tsr__packed_force_portable(1) makes it take the portable path even
+ * on an AVX-512 CPU (tests compare the two). */
+int k_pack(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
+           size_t errlen);
+int k_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                    char *err, size_t errlen);
+void tsr__packed_product(int64_t m, int64_t n, int64_t k, const double *pa, const double *pb,
+                         int zero, double *out);
+void tsr__packed_force_portable(int on);
+
 /* Issue 13's linear-algebra families (linalg.c): their kernels, registered in
  * tsr__cpu_kernels_any, and the checks of what their descriptors need beyond the row (called by
  * table.c's check_family). */

@@ -189,6 +189,51 @@ static int check_matmul(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
     return 0;
 }
 
+static int check_pack(const tsr_kdesc *d, const tsr_chunkview *in, char *err, size_t errlen) {
+    const tsr_chunkview *x = &in[0];
+    if (d->ni != 1 || (d->i[0] != 0 && d->i[0] != 1))
+        FAIL("expects i = [0] (a left operand) or [1] (a right one)");
+    if (x->dtype != TSR_FLOAT64 || x->ndim != 2) FAIL("the input must be a 2-d float64 tile");
+    if (d->dtype != TSR_FLOAT64 || d->ndim != 1) FAIL("the output must be 1-d float64");
+    int64_t len = tsr__packed_len((int)d->i[0], x->shape[0], x->shape[1]);
+    if (len < 0 || d->shape[0] != len)
+        FAIL("a %lld x %lld tile packs into %lld values, not %lld", (long long)x->shape[0],
+             (long long)x->shape[1], (long long)len, (long long)d->shape[0]);
+    return 0;
+}
+
+/* Each step's k follows from the packed lengths: A_s holds ceil(m / MR) * MR * k values. */
+static int check_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
+                               size_t errlen) {
+    int64_t g = matmul_groups(d);
+    if (g == 0) FAIL("k-steps must be 1 to %d", TSR__MATMUL_MAX_GROUP);
+    if (nin != 2 * g && nin != 2 * g + 1)
+        FAIL("%lld k-steps take %lld or %lld inputs, got %d", (long long)g, (long long)(2 * g),
+             (long long)(2 * g + 1), nin);
+    if (d->dtype != TSR_FLOAT64 || d->ndim != 2) FAIL("the output must be 2-d float64");
+    int64_t m = d->shape[0], n = d->shape[1];
+    int64_t la = tsr__packed_len(0, m, 1), lb = tsr__packed_len(1, 1, n);
+    if (la < 0 || lb < 0) FAIL("output shape too large");
+    for (int64_t s = 0; s < 2 * g; s++) {
+        const tsr_chunkview *v = &in[s];
+        if (v->dtype != TSR_FLOAT64 || v->ndim != 1) FAIL("packed operands are 1-d float64");
+    }
+    for (int64_t s = 0; s < g; s++) {
+        int64_t a = in[2 * s].shape[0], b = in[2 * s + 1].shape[0];
+        int64_t k = la ? a / la : lb ? b / lb : 0;
+        if ((la && a != la * k) || (lb && b != lb * k) || (!la && a) || (!lb && b))
+            FAIL("step %lld: packed lengths %lld and %lld do not make a %lld x k and a k x %lld "
+                 "tile",
+                 (long long)s, (long long)a, (long long)b, (long long)m, (long long)n);
+    }
+    if (nin == 2 * g + 1) {
+        int rc = check_same_as_output(d, in, nin - 1, 0, err, errlen);
+        if (rc) return rc;
+        if (in[nin - 1].dtype != TSR_FLOAT64) FAIL("Cprev must be float64");
+    }
+    return 0;
+}
+
 static int check_reduce(const tsr_kdesc *d, const tsr_chunkview *in, char *err, size_t errlen) {
     const tsr_chunkview *x = &in[0]; /* any dtype: a sum of bools gives int64 */
     if (d->ni > (uint32_t)x->ndim) FAIL("more axes than the input has");
@@ -459,6 +504,10 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         return check_map_blocks(d, in, nin, err, errlen);
     case TSR_KOP_FUSED:
         return tsr__fused_check(d, in, nin, err, errlen);
+    case TSR_KOP_PACK:
+        return check_pack(d, in, err, errlen);
+    case TSR_KOP_MATMUL_PACKED:
+        return check_matmul_packed(d, in, nin, err, errlen);
     case TSR_KOP_COUNT:
         break;
     }
@@ -527,7 +576,8 @@ int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, 
         if (d->kop == TSR_KOP_CONTRACT)
             return k == nin - 1 && d->ni >= 1 && d->i && d->i[0] >= 1 &&
                    d->i[0] <= TSR__MATMUL_MAX_GROUP && nin == 2 * d->i[0] + 1;
-        return k == nin - 1 && d->kop == TSR_KOP_MATMUL && nin == 2 * matmul_groups(d) + 1;
+        return k == nin - 1 && (d->kop == TSR_KOP_MATMUL || d->kop == TSR_KOP_MATMUL_PACKED) &&
+               nin == 2 * matmul_groups(d) + 1;
     case TSR__ALIAS_NONE:
     case TSR__ALIAS_BYTES:
         break;

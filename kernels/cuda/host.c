@@ -254,6 +254,61 @@ KERNEL(g_matmul) {
     return 0;
 }
 
+/* MATMUL_PACKED (kernels.h): each step's packed tiles are laid out plainly in scratch by a
+ * gather over the layouts' index (A as ceil(m / MR) * MR rows of k, B as k rows of
+ * ceil(n / NR) * NR; the padding is copied too and never read), then one cuBLAS call as
+ * MATMUL's, with B's padded row as its leading dimension. */
+KERNEL(g_matmul_packed) {
+    CONTEXT(c);
+    const int64_t MR = TSR__PACK_MR, NR = TSR__PACK_NR;
+    int64_t g = d->ni ? d->i[0] : 1, m = out->shape[0], n = out->shape[1];
+    int64_t mp = (m + MR - 1) / MR * MR, np = (n + NR - 1) / NR * NR;
+    int have = nin == 2 * g + 1;
+    int rc;
+    if (have) {
+        const tsr_chunkview *cp = &in[nin - 1];
+        if ((rc = launched(d, convert(c, d->dtype, out->data, cp->dtype, cp->data, m * n), err,
+                           errlen)))
+            return rc;
+    }
+    if (m == 0 || n == 0) return 0;
+    for (int64_t s = 0; s < g; s++) {
+        int64_t k = in[2 * s].shape[0] / mp;
+        if (k == 0) continue;
+        double *a = tsr__cuda_scratch(c, (size_t)(mp * k) * sizeof(double));
+        double *b = a ? tsr__cuda_scratch(c, (size_t)(k * np) * sizeof(double)) : NULL;
+        if (!b) {
+            tsr__cuda_scratch_free(c, a);
+            return no_scratch(d, err, errlen);
+        }
+        /* a[p*MR + r][t] = A[p][t][r]; b[t][q*NR + j] = B[q][t][j]. */
+        tsr__cu_index ia, ib;
+        int64_t ea[3] = {mp / MR, MR, k}, sa[3] = {MR * k, 1, MR}, oa[3] = {MR * k, k, 1};
+        int64_t eb[3] = {k, np / NR, NR}, sb[3] = {NR, NR * k, 1}, ob[3] = {np, NR, 1};
+        make_index(&ia, 3, ea, sa, oa);
+        make_index(&ib, 3, eb, sb, ob);
+        rc = tsr__cu_gather(TSR_FLOAT64, a, TSR_FLOAT64, in[2 * s].data, mp * k, &ia, c->compute);
+        if (!rc)
+            rc = tsr__cu_gather(TSR_FLOAT64, b, TSR_FLOAT64, in[2 * s + 1].data, k * np, &ib,
+                                c->compute);
+        const double one = 1, beta = have ? 1 : 0;
+        cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+        if (!rc)
+            st = cublasDgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, b,
+                             (int)np, a, (int)k, &beta, out->data, (int)n);
+        tsr__cuda_scratch_free(c, a);
+        tsr__cuda_scratch_free(c, b);
+        if ((rc = launched(d, rc, err, errlen))) return rc;
+        if (st != CUBLAS_STATUS_SUCCESS) return blas_failed(d, st, err, errlen);
+        have = 1;
+    }
+    if (!have)
+        return launched(
+            d, (int)cudaMemsetAsync(out->data, 0, (size_t)(m * n) * sizeof(double), c->compute),
+            err, errlen);
+    return 0;
+}
+
 /* ---- transpose ------------------------------------------------------------------------------ */
 
 /* Output axis j reads input axis perm[j]. After merging (as the CPU does), either the output's
@@ -483,6 +538,9 @@ KERNEL(g_assemble) {
 #define g_map_blocks NULL
 /* FUSED programs run their CPU kernel on the GPU worker's host thread (docs/gpu.md). */
 #define g_fused NULL
+/* PACK lays a tile out for the CPU kernel (kernels/gemm_pack.c): a GPU worker runs it on its
+ * host; g_matmul_packed above lays the tiles out plainly again for cuBLAS. */
+#define g_pack NULL
 const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT] = {
 #define KERNEL_ROW(E, name, ...) [TSR_KOP_##E] = g_##name,
     TSR__KOP_MAP(KERNEL_ROW)

@@ -367,6 +367,50 @@ static void test_matmul(int dt) {
                 1, -1, -1, -1, 1);
 }
 
+/* MATMUL_PACKED (float64 only): g steps of tiles packed by the CPU's PACK kernel, so the
+ * device's gather and cuBLAS call read the layout kernels.h gives. */
+static tsr_chunkview packed(const tsr_chunkview *x, int role) {
+    int64_t len = tsr__packed_len(role, x->shape[0], x->shape[1]), r[1] = {role};
+    tsr_chunkview p = chunk(F64, 1, SHAPE(len));
+    tsr_kdesc d = desc(TSR_KOP_PACK, 0, F64, 1, SHAPE(len));
+    d.ni = 1;
+    d.i = r;
+    char err[256];
+    if (tsr__kernel_run(&d, x, 1, &p, TSR_DEVICE_CPU, err, sizeof err) != 0) {
+        fprintf(stderr, "PACK failed: %s\n", err);
+        exit(1);
+    }
+    return p;
+}
+
+static void packed_case(const char *what, int64_t m, int64_t n, int g, const int64_t *ks, int cprev,
+                        int in_place) {
+    tsr_chunkview in[MAXIN];
+    int nin = 0;
+    for (int s = 0; s < g; s++) {
+        tsr_chunkview a = uniform(F64, 2, SHAPE(m, ks[s]), 0, 1);
+        tsr_chunkview b = uniform(F64, 2, SHAPE(ks[s], n), 0, 1);
+        in[nin++] = packed(&a, 0);
+        in[nin++] = packed(&b, 1);
+        drop(&a, 1);
+        drop(&b, 1);
+    }
+    if (cprev) in[nin++] = uniform(F64, 2, SHAPE(m, n), 0, 4);
+    int64_t i[] = {g};
+    tsr_kdesc d = desc(TSR_KOP_MATMUL_PACKED, 0, F64, 2, SHAPE(m, n));
+    d.ni = 1;
+    d.i = i;
+    check(what, &d, in, nin, tol_of(F64), in_place ? nin - 1 : -1);
+    drop(in, nin);
+}
+
+static void test_matmul_packed(void) {
+    packed_case("matmul_packed 37x41 @ 41x29", 37, 29, 1, SHAPE(41), 0, 0);
+    packed_case("matmul_packed 24x32, Cprev", 24, 32, 1, SHAPE(9), 1, 0);
+    packed_case("matmul_packed 3 k-steps, Cprev in place", 33, 65, 3, SHAPE(16, 33, 7), 1, 1);
+    packed_case("matmul_packed 1 x 1", 1, 1, 1, SHAPE(1), 0, 0);
+}
+
 static void transpose_case(int dt, int nd, const int64_t *shape, const int64_t *perm) {
     int64_t oshape[TSR_MAX_NDIM];
     char what[128];
@@ -607,6 +651,7 @@ int main(int argc, char **argv) {
         test_combine(dt);
         test_assemble(dt);
     }
+    test_matmul_packed();
     test_backend();
     ops->close(ctx);
     printf("%d checks, %d failed\n", nchecks, nfailed);

@@ -54,7 +54,7 @@ Test(optable, every_family_has_a_kernel_for_each_declared_dtype) {
                            kop == TSR_KOP_DATA || kop == TSR_KOP_HELD || kop == TSR_KOP_REDUCE2 ||
                            kop == TSR_KOP_COMBINE2 || kop == TSR_KOP_SCAN ||
                            kop == TSR_KOP_STRIDED || kop == TSR_KOP_TAKE ||
-                           kop == TSR_KOP_MAP_BLOCKS || kop == TSR_KOP_FUSED;
+                           kop == TSR_KOP_MAP_BLOCKS || kop == TSR_KOP_FUSED || kop == TSR_KOP_PACK;
             int gpu = tsr__devops_cuda() && !cpu_only && (((k->dtypes & TSR__DT_FLOAT) >> dt) & 1);
             tsr_kernel_fn fn = tsr__kernel_lookup(kop, dt, TSR_DEVICE_GPU);
             if (gpu)
@@ -87,7 +87,9 @@ Test(optable, family_names_are_distinct) {
     cr_assert_eq(TSR_KOP_TAKE, 25);
     cr_assert_eq(TSR_KOP_MAP_BLOCKS, 26);
     cr_assert_eq(TSR_KOP_FUSED, 27);
-    cr_assert_eq(TSR_KOP_COUNT, 28);
+    cr_assert_eq(TSR_KOP_PACK, 28);
+    cr_assert_eq(TSR_KOP_MATMUL_PACKED, 29);
+    cr_assert_eq(TSR_KOP_COUNT, 30);
 }
 
 Test(optable, names_round_trip_and_match_spec) {
@@ -250,7 +252,7 @@ Test(optable, traits) {
                      kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE;
         cr_assert_eq(tsr__kop_has(kop, TSR__KOP_RECOMPUTE), source, "%s", tsr__kop_name(kop));
         int is_long = kop == TSR_KOP_MATMUL || kop == TSR_KOP_LOAD || kop == TSR_KOP_CONTRACT ||
-                      kop == TSR_KOP_MAP_BLOCKS;
+                      kop == TSR_KOP_MAP_BLOCKS || kop == TSR_KOP_MATMUL_PACKED;
         cr_assert_eq(tsr__kop_has(kop, TSR__KOP_LONG), is_long, "%s", tsr__kop_name(kop));
     }
     cr_assert_eq(tsr__kop_has(TSR_KOP_COUNT, 0), 0);

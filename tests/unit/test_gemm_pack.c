@@ -1,0 +1,300 @@
+/* PACK and MATMUL_PACKED (kernels/gemm_pack.c) against the layouts and the formula kernels.h
+ * gives them, re-implemented here: a packed tile's every value (padding included) from its
+ * index, and every product element as the chain of fma() over k in order, compared bit for
+ * bit, on the AVX-512 path (where the CPU has it) and on the portable one; bad descriptors
+ * refused with a message. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "kernels/kernels_priv.h"
+
+enum { MR = TSR__PACK_MR, NR = TSR__PACK_NR };
+
+static tsr_chunkview view(void *data, int dt, int ndim, int64_t s0, int64_t s1) {
+    tsr_chunkview v;
+    memset(&v, 0, sizeof v);
+    v.data = data;
+    v.dtype = (uint8_t)dt;
+    v.ndim = (uint8_t)ndim;
+    v.shape[0] = s0;
+    v.shape[1] = s1;
+    return v;
+}
+
+static tsr_kdesc desc(int kop, int ndim, int64_t s0, int64_t s1, int64_t *i, uint32_t ni) {
+    tsr_kdesc d;
+    memset(&d, 0, sizeof d);
+    d.kop = (uint8_t)kop;
+    d.dtype = TSR_FLOAT64;
+    d.ndim = (uint8_t)ndim;
+    d.shape[0] = s0;
+    d.shape[1] = s1;
+    d.i = i;
+    d.ni = ni;
+    return d;
+}
+
+/* Values with many significant bits, so that another summation order shows in the last bits. */
+static double *values(int64_t n, uint64_t seed) {
+    double *x = malloc((size_t)(n ? n : 1) * sizeof *x);
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t j = 0; j < n; j++) {
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        x[j] = (double)(int64_t)(z >> 11) * 0x1.0p-53 * 3.0 - 1.0 + 1.0 / 3.0;
+    }
+    return x;
+}
+
+static char err[256];
+
+/* PACK of x (r x c) with role, into a fresh buffer (caller frees). */
+static double *pack(const double *x, int64_t r, int64_t c, int role) {
+    int64_t len = tsr__packed_len(role, r, c);
+    cr_assert(len >= 0);
+    int64_t i[1] = {role};
+    tsr_kdesc d = desc(TSR_KOP_PACK, 1, len, 0, i, 1);
+    tsr_chunkview in = view((void *)x, TSR_FLOAT64, 2, r, c);
+    double *o = malloc((size_t)(len ? len : 1) * sizeof *o);
+    tsr_chunkview out = view(o, TSR_FLOAT64, 1, len, 0);
+    cr_assert_eq(tsr__kernel_run(&d, &in, 1, &out, TSR_DEVICE_CPU, err, sizeof err), 0, "%s", err);
+    return o;
+}
+
+Test(packed, layouts_follow_the_formula) {
+    const int64_t shapes[][2] = {{1, 1}, {12, 16}, {13, 17}, {25, 9}, {7, 40}, {36, 33}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int64_t r = shapes[t][0], c = shapes[t][1];
+        double *x = values(r * c, t + 1);
+        double *a = pack(x, r, c, 0), *b = pack(x, r, c, 1);
+        int64_t rp = (r + MR - 1) / MR * MR, cp = (c + NR - 1) / NR * NR;
+        cr_assert_eq(tsr__packed_len(0, r, c), rp * c);
+        cr_assert_eq(tsr__packed_len(1, r, c), cp * r);
+        /* Left: panel p, k-step s, row-in-panel q holds x[p*MR + q][s]. */
+        for (int64_t p = 0; p < rp / MR; p++)
+            for (int64_t s = 0; s < c; s++)
+                for (int64_t q = 0; q < MR; q++) {
+                    int64_t row = p * MR + q;
+                    double want = row < r ? x[row * c + s] : 0.0;
+                    double got = a[p * MR * c + s * MR + q];
+                    cr_assert(got == want, "%lldx%lld left p %lld s %lld q %lld: %g, want %g",
+                              (long long)r, (long long)c, (long long)p, (long long)s, (long long)q,
+                              got, want);
+                }
+        /* Right: panel p, k-step s (a row of x), column-in-panel q holds x[s][p*NR + q]. */
+        for (int64_t p = 0; p < cp / NR; p++)
+            for (int64_t s = 0; s < r; s++)
+                for (int64_t q = 0; q < NR; q++) {
+                    int64_t col = p * NR + q;
+                    double want = col < c ? x[s * c + col] : 0.0;
+                    double got = b[p * NR * r + s * NR + q];
+                    cr_assert(got == want, "%lldx%lld right p %lld s %lld q %lld: %g, want %g",
+                              (long long)r, (long long)c, (long long)p, (long long)s, (long long)q,
+                              got, want);
+                }
+        free(x);
+        free(a);
+        free(b);
+    }
+}
+
+/* MATMUL_PACKED of g steps (A_s m x k[s], B_s k[s] x n), with or without Cprev (separate or in
+ * place), against the fma chain over every step's k in order. */
+static void check_product(int64_t m, int64_t n, const int64_t *k, int g, int cprev, int inplace) {
+    double *A[4], *B[4], *PA[4], *PB[4];
+    tsr_chunkview in[9];
+    for (int s = 0; s < g; s++) {
+        A[s] = values(m * k[s], 10 + (uint64_t)s);
+        B[s] = values(k[s] * n, 20 + (uint64_t)s);
+        PA[s] = pack(A[s], m, k[s], 0);
+        PB[s] = pack(B[s], k[s], n, 1);
+        in[2 * s] = view(PA[s], TSR_FLOAT64, 1, tsr__packed_len(0, m, k[s]), 0);
+        in[2 * s + 1] = view(PB[s], TSR_FLOAT64, 1, tsr__packed_len(1, k[s], n), 0);
+    }
+    double *c0 = values(m * n, 30), *want = malloc((size_t)(m * n > 0 ? m * n : 1) * sizeof *want);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double acc = cprev ? c0[i * n + j] : 0.0;
+            for (int s = 0; s < g; s++)
+                for (int64_t p = 0; p < k[s]; p++)
+                    acc = fma(A[s][i * k[s] + p], B[s][p * n + j], acc);
+            want[i * n + j] = acc;
+        }
+    int64_t gi[1] = {g};
+    tsr_kdesc d = desc(TSR_KOP_MATMUL_PACKED, 2, m, n, gi, g > 1 ? 1 : 0);
+    int nin = 2 * g;
+    double *o = inplace ? c0 : calloc((size_t)(m * n > 0 ? m * n : 1), sizeof *o);
+    if (cprev) in[nin++] = view(c0, TSR_FLOAT64, 2, m, n);
+    tsr_chunkview out = view(o, TSR_FLOAT64, 2, m, n);
+    cr_assert_eq(tsr__kernel_run(&d, in, nin, &out, TSR_DEVICE_CPU, err, sizeof err), 0, "%s", err);
+    for (int64_t e = 0; e < m * n; e++)
+        cr_assert(memcmp(&o[e], &want[e], sizeof o[e]) == 0,
+                  "%lldx%lld, %d steps (k0 %lld), cprev %d in place %d: element %lld is %.17g, "
+                  "want %.17g",
+                  (long long)m, (long long)n, g, (long long)k[0], cprev, inplace, (long long)e,
+                  o[e], want[e]);
+    for (int s = 0; s < g; s++) {
+        free(A[s]);
+        free(B[s]);
+        free(PA[s]);
+        free(PB[s]);
+    }
+    if (!inplace) free(o);
+    free(c0);
+    free(want);
+}
+
+static void check_products(void) {
+    const int64_t k1[] = {1}, k7[] = {7}, k37[] = {37}, k600[] = {600}, k3[] = {5, 16, 3};
+    check_product(1, 1, k1, 1, 0, 0);
+    check_product(12, 16, k7, 1, 0, 0);
+    check_product(13, 17, k37, 1, 1, 0);
+    check_product(25, 40, k37, 1, 1, 1);
+    /* More k than one pass (512) and more rows than one row block (96): every blocking edge. */
+    check_product(109, 50, k600, 1, 1, 0);
+    check_product(30, 33, k3, 3, 0, 0);
+    check_product(30, 33, k3, 3, 1, 1);
+}
+
+Test(packed, products_are_fma_chains_in_k_order) {
+    check_products(); /* the AVX-512 kernel where this CPU has it */
+    tsr__packed_force_portable(1);
+    check_products();
+    tsr__packed_force_portable(0);
+}
+
+Test(packed, both_paths_give_the_same_bits_on_a_tile) {
+    int64_t m = 400, n = 385, k = 450;
+    double *a = values(m * k, 1), *b = values(k * n, 2);
+    double *pa = pack(a, m, k, 0), *pb = pack(b, k, n, 1);
+    double *x = calloc((size_t)(m * n), sizeof *x), *y = calloc((size_t)(m * n), sizeof *y);
+    tsr__packed_product(m, n, k, pa, pb, 1, x);
+    tsr__packed_force_portable(1);
+    tsr__packed_product(m, n, k, pa, pb, 1, y);
+    tsr__packed_force_portable(0);
+    cr_assert(memcmp(x, y, (size_t)(m * n) * sizeof *x) == 0);
+    /* And close to the plain sum (the fma chain is a correctly rounded one-at-a-time sum). */
+    for (int64_t e = 0; e < m * n; e += 97) {
+        double s = 0, mag = 0;
+        for (int64_t p = 0; p < k; p++) {
+            s += a[(e / n) * k + p] * b[p * n + e % n];
+            mag += fabs(a[(e / n) * k + p] * b[p * n + e % n]);
+        }
+        cr_assert(fabs(x[e] - s) <= 1e-13 * mag, "element %lld: %.17g vs %.17g", (long long)e, x[e],
+                  s);
+    }
+    free(a);
+    free(b);
+    free(pa);
+    free(pb);
+    free(x);
+    free(y);
+}
+
+Test(packed, bad_descriptors_are_refused) {
+    double x[64] = {0}, o[64];
+    int64_t left[1] = {0}, role2[1] = {2};
+    /* PACK: role out of range; a 5 x 3 left operand packs into 36 values, not 15. */
+    tsr_chunkview in = view(x, TSR_FLOAT64, 2, 5, 3), out = view(o, TSR_FLOAT64, 1, 36, 0);
+    tsr_kdesc d = desc(TSR_KOP_PACK, 1, 36, 0, role2, 1);
+    cr_assert_eq(tsr__kernel_run(&d, &in, 1, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
+    cr_assert(strstr(err, "left operand"), "%s", err);
+    d = desc(TSR_KOP_PACK, 1, 15, 0, left, 1);
+    out = view(o, TSR_FLOAT64, 1, 15, 0);
+    cr_assert_eq(tsr__kernel_run(&d, &in, 1, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
+    cr_assert(strstr(err, "packs into 36"), "%s", err);
+    /* MATMUL_PACKED: a 2 x 2 output takes A of 12k and B of 16k values for the same k. */
+    tsr_chunkview mm[2] = {view(x, TSR_FLOAT64, 1, 24, 0), view(x, TSR_FLOAT64, 1, 48, 0)};
+    out = view(o, TSR_FLOAT64, 2, 2, 2);
+    d = desc(TSR_KOP_MATMUL_PACKED, 2, 2, 2, NULL, 0);
+    cr_assert_eq(tsr__kernel_run(&d, mm, 2, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
+    cr_assert(strstr(err, "do not make"), "%s", err);
+    mm[1] = view(x, TSR_FLOAT64, 1, 32, 0); /* k = 2 on both sides */
+    cr_assert_eq(tsr__kernel_run(&d, mm, 2, &out, TSR_DEVICE_CPU, err, sizeof err), 0, "%s", err);
+    mm[0] = view(x, TSR_FLOAT64, 2, 2, 12); /* not packed */
+    cr_assert_eq(tsr__kernel_run(&d, mm, 2, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
+    cr_assert(strstr(err, "1-d float64"), "%s", err);
+}
+
+/* Valid descriptors and inputs, then one thing changed at random (a length, a role, a shape,
+ * an input count, a dtype, the step count): every run either succeeds or is refused with a
+ * message, never reads or writes past a buffer (ASan builds check that). */
+static int64_t next(uint64_t *z) {
+    *z = *z * 6364136223846793005ull + 1442695040888963407ull;
+    return (int64_t)(*z >> 33);
+}
+
+Test(packed, mutated_descriptors_never_crash) {
+    uint64_t z = 12345;
+#define NEXT() next(&z)
+    int ran = 0, refused = 0;
+    for (int it = 0; it < 4000; it++) {
+        int64_t m = 1 + NEXT() % 30, n = 1 + NEXT() % 40, k = 1 + NEXT() % 20;
+        int g = 1 + (int)(NEXT() % 3), what = (int)(NEXT() % 8);
+        int64_t la = tsr__packed_len(0, m, k), lb = tsr__packed_len(1, k, n);
+        /* Every buffer has room for the largest length a mutation can ask for, and for Cprev. */
+        int64_t most = la > lb ? la : lb;
+        size_t room = (size_t)(most > m * n ? most : m * n) + 64;
+        double *buf[7];
+        tsr_chunkview in[7];
+        int nin = 2 * g + (int)(NEXT() % 2);
+        for (int s = 0; s < 7; s++) {
+            buf[s] = calloc(room, sizeof(double));
+            in[s] = view(buf[s], TSR_FLOAT64, 1, s % 2 ? lb : la, 0);
+        }
+        if (nin % 2) in[nin - 1] = view(buf[nin - 1], TSR_FLOAT64, 2, m, n);
+        int64_t gi[1] = {g};
+        tsr_kdesc d = desc(TSR_KOP_MATMUL_PACKED, 2, m, n, gi, g > 1 ? 1 : 0);
+        int64_t r = NEXT() % 40;
+        switch (what) {
+        case 0: {
+            int64_t at = NEXT() % nin;
+            in[at].shape[0] += 1 + NEXT() % 20;
+            break;
+        }
+        case 1:
+            in[NEXT() % nin].shape[0] = r;
+            break;
+        case 2:
+            d.shape[NEXT() % 2] = r;
+            break;
+        case 3:
+            nin = (int)(NEXT() % 8);
+            break;
+        case 4:
+            in[NEXT() % nin].dtype = TSR_FLOAT32;
+            break;
+        case 5:
+            gi[0] = NEXT() % 5 - 1;
+            d.ni = 1;
+            break;
+        case 6:
+            in[NEXT() % nin].ndim = (uint8_t)(NEXT() % 3);
+            break;
+        default:
+            break; /* unchanged: it runs */
+        }
+        double *o = calloc(room + (size_t)(m * n) + 1600, sizeof(double));
+        tsr_chunkview out = view(o, TSR_FLOAT64, 2, d.shape[0], d.shape[1]);
+        char msg[256] = "";
+        int rc = tsr__kernel_run(&d, in, nin, &out, TSR_DEVICE_CPU, msg, sizeof msg);
+        cr_assert(rc == 0 || (rc == TSR_EINVALID && msg[0]), "rc %d, \"%s\"", rc, msg);
+        if (what == 7) cr_assert_eq(rc, 0, "%s", msg);
+        rc ? refused++ : ran++;
+        /* PACK of a random tile with a random role and length. */
+        int64_t role[1] = {NEXT() % 3};
+        int64_t want = tsr__packed_len(role[0] == 1, m, k);
+        tsr_kdesc p = desc(TSR_KOP_PACK, 1, NEXT() % 2 ? want : r * 12, 0, role, 1);
+        tsr_chunkview x = view(buf[0], TSR_FLOAT64, 2, m, k);
+        tsr_chunkview po = view(o, TSR_FLOAT64, 1, p.shape[0], 0);
+        rc = tsr__kernel_run(&p, &x, 1, &po, TSR_DEVICE_CPU, msg, sizeof msg);
+        cr_assert(rc == 0 || (rc == TSR_EINVALID && msg[0]), "pack rc %d, \"%s\"", rc, msg);
+        for (int s = 0; s < 7; s++) free(buf[s]);
+        free(o);
+    }
+    cr_assert(ran > 100 && refused > 100, "ran %d, refused %d", ran, refused);
+#undef NEXT
+}
