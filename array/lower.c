@@ -385,26 +385,79 @@ static int64_t matmul_group(const tsr_array *A, const int64_t *shape, int ndim, 
     return group_steps(step, nk);
 }
 
+/* Float64 2-d products whose chunks are all TSR__PACKED_MIN to TSR__PACKED_MAX on every side
+ * run over packed tiles (kernels/gemm_pack.c): each tile of A and B is laid out once by a PACK
+ * task, not once per product by the BLAS. At 384 to 768 that ran 1-10% faster per product than
+ * OpenBLAS on the same tiles (bench/notes.md §29); at 1024 OpenBLAS was as fast, and below 384
+ * libxsmm or OpenBLAS take the tiles. Decided from dtypes and chunk shapes alone. */
+static int side_packs(const tsr_array *x, int ax) {
+    for (int64_t k = 0; k < x->numchunks[ax]; k++)
+        if (x->chunks[ax][k] < TSR__PACKED_MIN || x->chunks[ax][k] > TSR__PACKED_MAX) return 0;
+    return 1;
+}
+
+static int matmul_packs(const tsr_array *a, const tsr_array *A, const tsr_array *B) {
+    return a->dtype == TSR_FLOAT64 && A->dtype == TSR_FLOAT64 && B->dtype == TSR_FLOAT64 &&
+           a->ndim == 2 && A->ndim == 2 && B->ndim == 2 && side_packs(A, 0) && side_packs(A, 1) &&
+           side_packs(B, 1);
+}
+
+/* The PACK task of chunk ci of operand x (role 0: A, 1: B) of matmul a, emitted the first time
+ * a product needs it. */
+static int packed_dep(lctx *L, tsr_array *a, int64_t out_ci, tsr_array *x, int role, int64_t ci,
+                      uint32_t *dep) {
+    node *n = node_of(L, a);
+    int64_t nch = tsr__array_nchunks(x);
+    if (!n->packed[role]) {
+        if (!(n->packed[role] = malloc((size_t)nch * sizeof *n->packed[role])))
+            return tsr__fail(L->c, -ENOMEM, "out of memory");
+        for (int64_t k = 0; k < nch; k++) n->packed[role][k] = -1;
+    }
+    if (n->packed[role][ci] < 0) {
+        uint32_t src;
+        int rc = dep_of(L, x, ci, &src);
+        if (rc < 0) return rc;
+        int64_t rows = x->chunks[0][ci / x->numchunks[1]],
+                cols = x->chunks[1][ci % x->numchunks[1]];
+        int64_t len = tsr__packed_len(role, rows, cols);
+        if (len < 0)
+            return tsr__fail(L->c, TSR_ETOOLARGE, "%s: chunk too large", tsr_array_name(a));
+        tsr_kdesc d;
+        desc_init(&d, TSR_KOP_PACK, 0, TSR_FLOAT64, 1, &len);
+        int64_t r = role;
+        d.i = &r;
+        d.ni = 1;
+        int64_t t = add(L, a, out_ci, &d, &src, 1, 0, NULL);
+        if (t < 0) return (int)t;
+        n->packed[role][ci] = t;
+    }
+    *dep = (uint32_t)n->packed[role][ci];
+    return 0;
+}
+
 LOWERING(emit_matmul) {
     tsr_array *A = a->args[0], *B = a->args[1];
     int64_t nk = A->numchunks[1], prev = -1;
     int64_t g = matmul_group(A, shape, a->ndim, nk);
+    int packs = matmul_packs(a, A, B);
     for (int64_t k0 = 0; k0 < nk; k0 += g) {
         int64_t steps = TSR__MIN(g, nk - k0), ksum = 0;
         uint32_t deps[2 * TSR__MATMUL_MAX_GROUP + 1];
         for (int64_t s = 0; s < steps; s++) {
-            int64_t kk = k0 + s;
-            int rc = dep_of(L, A, idx[0] * nk + kk, &deps[2 * s]);
+            int64_t kk = k0 + s, ai = idx[0] * nk + kk;
+            int64_t bi = B->ndim == 2 ? kk * B->numchunks[1] + idx[1] : kk;
+            int rc = packs ? packed_dep(L, a, ci, A, 0, ai, &deps[2 * s])
+                           : dep_of(L, A, ai, &deps[2 * s]);
             if (rc == 0)
-                rc = dep_of(L, B, B->ndim == 2 ? kk * B->numchunks[1] + idx[1] : kk,
-                            &deps[2 * s + 1]);
+                rc = packs ? packed_dep(L, a, ci, B, 1, bi, &deps[2 * s + 1])
+                           : dep_of(L, B, bi, &deps[2 * s + 1]);
             if (rc < 0) return rc;
             ksum += A->chunks[1][kk];
         }
         uint32_t n = (uint32_t)(2 * steps);
         if (prev >= 0) deps[n++] = (uint32_t)prev;
         tsr_kdesc d;
-        desc_init(&d, TSR_KOP_MATMUL, 0, a->dtype, a->ndim, shape);
+        desc_init(&d, packs ? TSR_KOP_MATMUL_PACKED : TSR_KOP_MATMUL, 0, a->dtype, a->ndim, shape);
         if (steps > 1) {
             d.i = &steps;
             d.ni = 1;
@@ -829,6 +882,8 @@ static void lctx_free(lctx *L) {
     for (size_t k = 0; k < L->nnodes; k++) {
         for (int ax = 0; ax < TSR_MAX_NDIM; ax++) free(L->nodes[k].off[ax]);
         free(L->nodes[k].opname);
+        free(L->nodes[k].packed[0]);
+        free(L->nodes[k].packed[1]);
     }
     free(L->nodes);
     free(L->order);

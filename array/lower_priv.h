@@ -27,6 +27,9 @@ typedef struct node {
     int steps;
     int output;
     char *opname;
+    /* A MATMUL over packed tiles (lower.c, emit_matmul): the PACK task of each chunk of its
+     * left operand (packed[0]) and right operand (packed[1]), -1 until emitted. */
+    int64_t *packed[2];
 } node;
 
 /* Where a task's chunk sits, for the dot labels. */

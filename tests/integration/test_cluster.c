@@ -101,8 +101,13 @@ static const char *det_prog =
     " \"P\": {\"op\": \"random\", \"shape\": [300, 260], \"chunks\": [128, 96], \"seed\": 5},\n"
     " \"Q\": {\"op\": \"random\", \"shape\": [260, 200], \"chunks\": [96, 128], \"seed\": 6,"
     " \"dtype\": \"float32\"},\n"
-    " \"F\": {\"op\": \"matmul\", \"args\": [\"P\", \"Q\"]}\n"
-    "}, \"outputs\": {\"C\": \"c.npy\", \"D\": \"d.npy\", \"E\": \"e.npy\", \"F\": \"f.npy\"}}\n";
+    " \"F\": {\"op\": \"matmul\", \"args\": [\"P\", \"Q\"]},\n"
+    /* Float64 chunks of 384 to 768: products over packed tiles (kernels/gemm_pack.c). */
+    " \"R\": {\"op\": \"random\", \"shape\": [800, 900], \"chunks\": [400, 450], \"seed\": 7},\n"
+    " \"S\": {\"op\": \"random\", \"shape\": [900, 770], \"chunks\": [450, 385], \"seed\": 8},\n"
+    " \"G\": {\"op\": \"matmul\", \"args\": [\"R\", \"S\"]}\n"
+    "}, \"outputs\": {\"C\": \"c.npy\", \"D\": \"d.npy\", \"E\": \"e.npy\", \"F\": \"f.npy\", "
+    "\"G\": \"g.npy\"}}\n";
 
 static npy_data run_det(const char *workers, const char *threads, const char *name) {
     char *dir = make_tmpdir();
@@ -121,11 +126,25 @@ static npy_data run_det(const char *workers, const char *threads, const char *na
 }
 
 Test(cluster, deterministic_across_workers, .timeout = 180) {
-    const char *names[] = {"c.npy", "d.npy", "e.npy", "f.npy"};
-    npy_data one[4], three[4];
-    for (int i = 0; i < 4; i++) one[i] = run_det("1", "1", names[i]);
-    for (int i = 0; i < 4; i++) three[i] = run_det("3", "2", names[i]);
-    for (int i = 0; i < 4; i++) {
+    const char *names[] = {"c.npy", "d.npy", "e.npy", "f.npy", "g.npy"};
+    npy_data one[5], three[5];
+    for (int i = 0; i < 5; i++) one[i] = run_det("1", "1", names[i]);
+    for (int i = 0; i < 5; i++) three[i] = run_det("3", "2", names[i]);
+    /* The packed product against a naive one, every 7th row and column: each element is a
+     * chain of fused multiply-adds, within a few ulps of the plain sum. */
+    for (int i = 0; i < 800; i += 7)
+        for (int j = 0; j < 770; j += 7) {
+            double s = 0, mag = 0;
+            for (int k = 0; k < 900; k++) {
+                double p = ref_random_f64(7, (uint64_t)(i * 900 + k)) *
+                           ref_random_f64(8, (uint64_t)(k * 770 + j));
+                s += p;
+                mag += fabs(p);
+            }
+            double got = one[4].v[i * 770 + j];
+            cr_assert(fabs(got - s) <= 1e-13 * mag, "G[%d,%d] = %.17g, want %.17g", i, j, got, s);
+        }
+    for (int i = 0; i < 5; i++) {
         cr_assert_eq(one[i].rawlen, three[i].rawlen, "%s sizes differ", names[i]);
         cr_assert(memcmp(one[i].raw, three[i].raw, one[i].rawlen) == 0,
                   "%s differs between 1 worker and 3 workers x 2 threads", names[i]);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "array/array.h"
+#include "kernels/kernels.h"
 #include "graph/graph.h"
 #include "graph_check.h"
 
@@ -508,9 +509,9 @@ static int64_t want_group(double m, double n, double k, int64_t nk) {
 }
 
 Test(array, matmul_blocked) {
-    /* Chunks of 512: 268 MFLOP a step, one step a task. */
-    int64_t s[2] = {2048, 2048}, ch[2] = {512, 512};
-    cr_assert_eq(want_group(512, 512, 512, 4), 1);
+    /* Chunks of 1024 (not packed): 2.1 GFLOP a step, one step a task. */
+    int64_t s[2] = {4096, 4096}, ch[2] = {1024, 1024};
+    cr_assert_eq(want_group(1024, 1024, 1024, 4), 1);
     tsr_array *a = rnd(2, s, ch), *b = rnd(2, s, ch), *m = NULL;
     cr_assert_eq(tsr_matmul(a, b, &m), 0);
     cr_assert_str_eq(tsr_array_op(m), "matmul");
@@ -525,8 +526,8 @@ Test(array, matmul_blocked) {
     const tsr_gtask *t = &g.tasks[g.outputs[0]];
     cr_assert_eq(t->ndeps, 3);
     cr_assert_eq(t->d.ni, 0);
-    cr_assert_eq(t->d.shape[0], 512);
-    cr_assert_eq(t->flops, 2.0 * 512 * 512 * 512);
+    cr_assert_eq(t->d.shape[0], 1024);
+    cr_assert_eq(t->flops, 2.0 * 1024 * 1024 * 1024);
     uint32_t prev = g.deps[t->deps_off + 2];
     int links = 1;
     while (g.tasks[prev].ndeps == 3) {
@@ -546,24 +547,32 @@ Test(array, matmul_blocked) {
 
 /* Small blocks: the k-steps of a chain are grouped into tasks of g steps, inputs A_0, B_0, A_1,
  * B_1, ... then the previous partial; the last group takes what is left. */
+/* Float64 chunks of 384 to 768 are multiplied over packed tiles (kernels.h, MATMUL_PACKED):
+ * each operand chunk gets one PACK task, which the products take in its place. */
+static int packs(int64_t chunk) {
+    return chunk >= TSR__PACKED_MIN && chunk <= TSR__PACKED_MAX;
+}
+
 static void check_groups(int64_t n, int64_t chunk) {
     int64_t s[2] = {n, n}, ch[2] = {chunk, chunk};
     int64_t nk = n / chunk, gs = want_group((double)chunk, (double)chunk, (double)chunk, nk);
     int64_t per_chain = (nk + gs - 1) / gs;
+    int pk = packs(chunk), kop = pk ? TSR_KOP_MATMUL_PACKED : TSR_KOP_MATMUL;
     tsr_array *a = rnd(2, s, ch), *b = rnd(2, s, ch), *m = NULL;
     cr_assert_eq(tsr_matmul(a, b, &m), 0);
     tsr_graph g;
     lower(&m, 1, &g);
-    cr_assert_eq(count_kop(&g, TSR_KOP_MATMUL), nk * nk * per_chain, "n %lld chunk %lld",
-                 (long long)n, (long long)chunk);
-    cr_assert_eq(g.ntasks, nk * nk * per_chain + 2 * nk * nk);
+    cr_assert_eq(count_kop(&g, kop), nk * nk * per_chain, "n %lld chunk %lld", (long long)n,
+                 (long long)chunk);
+    cr_assert_eq(count_kop(&g, TSR_KOP_PACK), pk ? 2 * nk * nk : 0);
+    cr_assert_eq(g.ntasks, nk * nk * per_chain + (pk ? 4 : 2) * nk * nk);
     /* Walk C[0,0]'s chain back from its last task. */
     uint32_t t = g.outputs[0];
     int64_t left = nk, groups = 0;
     for (;;) {
         const tsr_gtask *x = &g.tasks[t];
         int64_t steps = groups == 0 ? nk - (per_chain - 1) * gs : gs; /* the last is shorter */
-        cr_assert_eq(x->d.kop, TSR_KOP_MATMUL);
+        cr_assert_eq(x->d.kop, kop);
         cr_assert_eq(x->d.ni, steps > 1 ? 1u : 0u);
         if (steps > 1) cr_assert_eq(x->d.i[0], steps);
         cr_assert_eq(x->flops, 2.0 * (double)chunk * (double)chunk * (double)(chunk * steps));
@@ -571,9 +580,20 @@ static void check_groups(int64_t n, int64_t chunk) {
         groups++;
         int first = left == 0;
         cr_assert_eq(x->ndeps, (uint32_t)(2 * steps + (first ? 0 : 1)));
-        /* A_s is A[0, k0 + s] and B_s is B[k0 + s, 0]: both sources. */
-        for (int64_t q = 0; q < 2 * steps; q++)
-            cr_assert_eq(g.tasks[g.deps[x->deps_off + (uint32_t)q]].d.kop, TSR_KOP_RANDOM);
+        /* A_s is A[0, k0 + s] and B_s is B[k0 + s, 0]: both sources, or their PACK tasks (A's
+         * as a left operand, B's as a right one, each of the packed length). */
+        for (int64_t q = 0; q < 2 * steps; q++) {
+            const tsr_gtask *in = &g.tasks[g.deps[x->deps_off + (uint32_t)q]];
+            if (pk) {
+                cr_assert_eq(in->d.kop, TSR_KOP_PACK);
+                cr_assert_eq(in->d.ni, 1u);
+                cr_assert_eq(in->d.i[0], q % 2);
+                cr_assert_eq(in->d.shape[0], tsr__packed_len((int)(q % 2), chunk, chunk));
+                cr_assert_eq(in->ndeps, 1u);
+                in = &g.tasks[g.deps[in->deps_off]];
+            }
+            cr_assert_eq(in->d.kop, TSR_KOP_RANDOM);
+        }
         if (first) break;
         t = g.deps[x->deps_off + (uint32_t)(2 * steps)];
     }
@@ -600,6 +620,49 @@ Test(array, matmul_groups_small_blocks) {
     check_groups(4096, 128);                          /* 32 steps: 2 groups of 16 */
     check_groups(400, 100);                           /* 4 steps: one group */
     check_groups(3500, 100);                          /* 35 steps: 18, then 17 */
+}
+
+/* Which products are lowered over packed tiles: float64 2-d ones whose chunks are all 384 to 768
+ * on every side; each operand chunk is packed once, whatever number of products reads it. */
+static void check_packing(int64_t m, int64_t k, int64_t n, int64_t cm, int64_t ck, int64_t cn,
+                          tsr_dtype dt, size_t want_packs) {
+    int64_t sa[2] = {m, k}, sb[2] = {k, n}, ca[2] = {cm, ck}, cb[2] = {ck, cn};
+    tsr_array *a = NULL, *b = NULL, *p = NULL;
+    cr_assert_eq(tsr_random(c, 2, sa, ca, dt, 1, &a), 0);
+    cr_assert_eq(tsr_random(c, 2, sb, cb, dt, 2, &b), 0);
+    cr_assert_eq(tsr_matmul(a, b, &p), 0);
+    tsr_graph g;
+    lower(&p, 1, &g);
+    cr_assert_eq(count_kop(&g, TSR_KOP_PACK), want_packs, "%lldx%lldx%lld in %lld/%lld/%lld",
+                 (long long)m, (long long)k, (long long)n, (long long)cm, (long long)ck,
+                 (long long)cn);
+    cr_assert_eq(count_kop(&g, want_packs ? TSR_KOP_MATMUL : TSR_KOP_MATMUL_PACKED), 0);
+    tsr__graph_free(&g);
+    tsr_array_free(p);
+    tsr_array_free(a);
+    tsr_array_free(b);
+}
+
+Test(array, matmul_packs_float64_tiles_of_384_to_768) {
+    check_packing(800, 900, 770, 400, 450, 385, TSR_FLOAT64, 4 + 4);    /* 2x2 and 2x2 chunks */
+    check_packing(1536, 2304, 768, 768, 768, 768, TSR_FLOAT64, 6 + 3);  /* A 2x3, B 3x1 */
+    check_packing(800, 900, 770, 400, 450, 385, TSR_FLOAT32, 0);        /* float32: sgemm */
+    check_packing(2048, 2048, 2048, 1024, 1024, 1024, TSR_FLOAT64, 0);  /* OpenBLAS at 1024 */
+    check_packing(1100, 1024, 1024, 512, 512, 512, TSR_FLOAT64, 0);     /* a 76-row edge chunk */
+    check_packing(1024, 1024, 1100, 512, 512, 512, TSR_FLOAT64, 0);     /* a 76-column one */
+    check_packing(1024, 1100, 1024, 512, 512, 512, TSR_FLOAT64, 0);     /* a 76-deep k-step */
+    check_packing(1024, 1000, 1024, 512, 512, 512, TSR_FLOAT64, 4 + 4); /* 488 deep: packed */
+    /* A @ A: A's chunks are packed once as left and once as right operands. */
+    int64_t s[2] = {1024, 1024}, ch[2] = {512, 512};
+    tsr_array *a = rnd(2, s, ch), *p = NULL;
+    cr_assert_eq(tsr_matmul(a, a, &p), 0);
+    tsr_graph g;
+    lower(&p, 1, &g);
+    cr_assert_eq(count_kop(&g, TSR_KOP_PACK), 8);
+    cr_assert_eq(count_kop(&g, TSR_KOP_RANDOM), 4);
+    tsr__graph_free(&g);
+    tsr_array_free(p);
+    tsr_array_free(a);
 }
 
 Test(array, matmul_errors) {
