@@ -155,7 +155,9 @@ enum {
  *               kernel works block by block); LAST (only the last input, when it is the family's
  *               running sum: matmul's Cprev, given when the input count is odd); BYTES (input 0
  *               whatever its shape, when the descriptor copies its bytes unchanged: a STRIDED
- *               reshape of a chunk, whose output is the input's buffer as it is).
+ *               reshape of a chunk, whose output is the input's buffer as it is); SIZE (input 0,
+ *               when it has the output's dtype and byte count: the kernel copies it aside and
+ *               writes the output over it, as PACK lays a tile out in its own buffer).
  *   flops       cost family (tsr__kop_flops): OUT (one per output element: elementwise, and
  *               sources and copies, which are memory-bound but must not look free), MATMUL
  *               (2mnk), IN0 (one per element of input 0: a reduction's partial), INPUTS (one per
@@ -226,7 +228,7 @@ enum {
     XX(MAP_BLOCKS, map_blocks, 1, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT,                             \
        TSR__KOP_LONG | TSR__KOP_HOST)                                                              \
     XX(FUSED, fused, 0, TSR__ANY, TSR__FUSED_NFN, TSR__DT_FLOAT, NONE, IN0, 0)                     \
-    XX(PACK, pack, 1, 1, 0, TSR__DT(TSR_FLOAT64), NONE, OUT, TSR__KOP_HOST)                        \
+    XX(PACK, pack, 1, 1, 0, TSR__DT(TSR_FLOAT64), SIZE, OUT, TSR__KOP_HOST)                        \
     XX(MATMUL_PACKED, matmul_packed, 2, TSR__ANY, 0, TSR__DT(TSR_FLOAT64), LAST, MATMUL,           \
        TSR__KOP_LONG)
 
@@ -243,7 +245,8 @@ typedef enum tsr__alias {
     TSR__ALIAS_NONE,
     TSR__ALIAS_ANY,
     TSR__ALIAS_LAST,
-    TSR__ALIAS_BYTES
+    TSR__ALIAS_BYTES,
+    TSR__ALIAS_SIZE
 } tsr__alias;
 typedef enum tsr__flops {
     TSR__FLOPS_OUT,

@@ -46,7 +46,7 @@ int k_pack(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *
            size_t errlen);
 int k_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                     char *err, size_t errlen);
-void tsr__packed_product(int64_t m, int64_t n, int64_t k, const double *pa, const double *pb,
+int tsr__packed_product(int64_t m, int64_t n, int64_t k, const double *pa, const double *pb,
                          int zero, double *out);
 void tsr__packed_force_portable(int on);
 

@@ -202,7 +202,7 @@ static int check_pack(const tsr_kdesc *d, const tsr_chunkview *in, char *err, si
     return 0;
 }
 
-/* Each step's k follows from the packed lengths: A_s holds ceil(m / MR) * MR * k values. */
+/* Each step's k follows from the packed lengths: A_s holds m * k values, B_s k * n. */
 static int check_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
                                size_t errlen) {
     int64_t g = matmul_groups(d);
@@ -211,9 +211,7 @@ static int check_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int 
         FAIL("%lld k-steps take %lld or %lld inputs, got %d", (long long)g, (long long)(2 * g),
              (long long)(2 * g + 1), nin);
     if (d->dtype != TSR_FLOAT64 || d->ndim != 2) FAIL("the output must be 2-d float64");
-    int64_t m = d->shape[0], n = d->shape[1];
-    int64_t la = tsr__packed_len(0, m, 1), lb = tsr__packed_len(1, 1, n);
-    if (la < 0 || lb < 0) FAIL("output shape too large");
+    int64_t m = d->shape[0], n = d->shape[1], la = m, lb = n;
     for (int64_t s = 0; s < 2 * g; s++) {
         const tsr_chunkview *v = &in[s];
         if (v->dtype != TSR_FLOAT64 || v->ndim != 1) FAIL("packed operands are 1-d float64");
@@ -567,6 +565,9 @@ int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, 
     if (!row || !in || k < 0 || k >= nin || d->ndim > TSR_MAX_NDIM) return 0;
     if (nin < row->min_in || (row->max_in != TSR__ANY && nin > row->max_in)) return 0;
     if (row->alias == TSR__ALIAS_BYTES) return copies_bytes(d, in, k);
+    if (row->alias == TSR__ALIAS_SIZE) /* PACK: a tile becomes its packing, same dtype, same size */
+        return k == 0 && in[0].dtype == d->dtype && in[0].ndim == 2 && d->ndim == 1 &&
+               tsr__packed_len(0, in[0].shape[0], in[0].shape[1]) == d->shape[0];
     if (in[k].dtype != d->dtype || !same_shape(&in[k], d)) return 0;
     switch (row->alias) {
     case TSR__ALIAS_ANY:
@@ -580,6 +581,7 @@ int tsr__kernel_may_alias(const tsr_kdesc *d, const tsr_chunkview *in, int nin, 
                nin == 2 * matmul_groups(d) + 1;
     case TSR__ALIAS_NONE:
     case TSR__ALIAS_BYTES:
+    case TSR__ALIAS_SIZE:
         break;
     }
     return 0;

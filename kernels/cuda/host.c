@@ -254,15 +254,40 @@ KERNEL(g_matmul) {
     return 0;
 }
 
-/* MATMUL_PACKED (kernels.h): each step's packed tiles are laid out plainly in scratch by a
- * gather over the layouts' index (A as ceil(m / MR) * MR rows of k, B as k rows of
- * ceil(n / NR) * NR; the padding is copied too and never read), then one cuBLAS call as
- * MATMUL's, with B's padded row as its leading dimension. */
+/* A packed tile laid out plainly (kernels.h's layouts): the full panels by one gather, the last,
+ * narrower one (w wide) by another. Left: o is m x k; right: o is k x n. */
+static int unpack(tsr__cuda_ctx *c, int role, const double *p, int64_t m, int64_t n, int64_t k,
+                  double *o) {
+    const int64_t U = role == 0 ? TSR__PACK_MR : TSR__PACK_NR, side = role == 0 ? m : n;
+    int64_t full = side / U * U, w = side - full;
+    tsr__cu_index ix;
+    int rc = 0;
+    if (full && role == 0) { /* o[p*MR + r][s] = p[p][s][r] */
+        int64_t e[3] = {full / U, U, k}, si[3] = {U * k, 1, U}, so[3] = {U * k, k, 1};
+        make_index(&ix, 3, e, si, so);
+        rc = tsr__cu_gather(TSR_FLOAT64, o, TSR_FLOAT64, p, full * k, &ix, c->compute);
+    } else if (full) { /* o[s][q*NR + c] = p[q][s][c] */
+        int64_t e[3] = {k, full / U, U}, si[3] = {U, U * k, 1}, so[3] = {n, U, 1};
+        make_index(&ix, 3, e, si, so);
+        rc = tsr__cu_gather(TSR_FLOAT64, o, TSR_FLOAT64, p, full * k, &ix, c->compute);
+    }
+    if (rc || !w) return rc;
+    if (role == 0) { /* rows full.. of o, from the last panel at full * k: [s][r] */
+        int64_t e[2] = {w, k}, si[2] = {1, w}, so[2] = {k, 1};
+        make_index(&ix, 2, e, si, so);
+        return tsr__cu_gather(TSR_FLOAT64, o + full * k, TSR_FLOAT64, p + full * k, w * k, &ix,
+                              c->compute);
+    }
+    int64_t e[2] = {k, w}, si[2] = {w, 1}, so[2] = {n, 1};
+    make_index(&ix, 2, e, si, so);
+    return tsr__cu_gather(TSR_FLOAT64, o + full, TSR_FLOAT64, p + full * k, w * k, &ix, c->compute);
+}
+
+/* MATMUL_PACKED (kernels.h): each step's packed tiles are laid out plainly in scratch, then one
+ * cuBLAS call as MATMUL's. */
 KERNEL(g_matmul_packed) {
     CONTEXT(c);
-    const int64_t MR = TSR__PACK_MR, NR = TSR__PACK_NR;
     int64_t g = d->ni ? d->i[0] : 1, m = out->shape[0], n = out->shape[1];
-    int64_t mp = (m + MR - 1) / MR * MR, np = (n + NR - 1) / NR * NR;
     int have = nin == 2 * g + 1;
     int rc;
     if (have) {
@@ -273,29 +298,18 @@ KERNEL(g_matmul_packed) {
     }
     if (m == 0 || n == 0) return 0;
     for (int64_t s = 0; s < g; s++) {
-        int64_t k = in[2 * s].shape[0] / mp;
+        int64_t k = in[2 * s].shape[0] / m;
         if (k == 0) continue;
-        double *a = tsr__cuda_scratch(c, (size_t)(mp * k) * sizeof(double));
-        double *b = a ? tsr__cuda_scratch(c, (size_t)(k * np) * sizeof(double)) : NULL;
+        double *a = tsr__cuda_scratch(c, (size_t)(m * k) * sizeof(double));
+        double *b = a ? tsr__cuda_scratch(c, (size_t)(k * n) * sizeof(double)) : NULL;
         if (!b) {
             tsr__cuda_scratch_free(c, a);
             return no_scratch(d, err, errlen);
         }
-        /* a[p*MR + r][t] = A[p][t][r]; b[t][q*NR + j] = B[q][t][j]. */
-        tsr__cu_index ia, ib;
-        int64_t ea[3] = {mp / MR, MR, k}, sa[3] = {MR * k, 1, MR}, oa[3] = {MR * k, k, 1};
-        int64_t eb[3] = {k, np / NR, NR}, sb[3] = {NR, NR * k, 1}, ob[3] = {np, NR, 1};
-        make_index(&ia, 3, ea, sa, oa);
-        make_index(&ib, 3, eb, sb, ob);
-        rc = tsr__cu_gather(TSR_FLOAT64, a, TSR_FLOAT64, in[2 * s].data, mp * k, &ia, c->compute);
-        if (!rc)
-            rc = tsr__cu_gather(TSR_FLOAT64, b, TSR_FLOAT64, in[2 * s + 1].data, k * np, &ib,
-                                c->compute);
-        const double one = 1, beta = have ? 1 : 0;
+        rc = unpack(c, 0, in[2 * s].data, m, n, k, a);
+        if (!rc) rc = unpack(c, 1, in[2 * s + 1].data, m, n, k, b);
         cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-        if (!rc)
-            st = cublasDgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, b,
-                             (int)np, a, (int)k, &beta, out->data, (int)n);
+        if (!rc) st = gemm_step(c, out, a, b, m, n, k, have);
         tsr__cuda_scratch_free(c, a);
         tsr__cuda_scratch_free(c, b);
         if ((rc = launched(d, rc, err, errlen))) return rc;

@@ -70,31 +70,46 @@ Test(packed, layouts_follow_the_formula) {
         int64_t r = shapes[t][0], c = shapes[t][1];
         double *x = values(r * c, t + 1);
         double *a = pack(x, r, c, 0), *b = pack(x, r, c, 1);
-        int64_t rp = (r + MR - 1) / MR * MR, cp = (c + NR - 1) / NR * NR;
-        cr_assert_eq(tsr__packed_len(0, r, c), rp * c);
-        cr_assert_eq(tsr__packed_len(1, r, c), cp * r);
-        /* Left: panel p, k-step s, row-in-panel q holds x[p*MR + q][s]. */
-        for (int64_t p = 0; p < rp / MR; p++)
+        cr_assert_eq(tsr__packed_len(0, r, c), r * c);
+        cr_assert_eq(tsr__packed_len(1, r, c), r * c);
+        /* Left: panel p (width w: MR, or the rows left) at p*MR*c, k-step s, row-in-panel q
+         * holds x[p*MR + q][s] at s*w + q. Every value lands once: the layout is a permutation. */
+        for (int64_t p = 0; p * MR < r; p++) {
+            int64_t w = r - p * MR < MR ? r - p * MR : MR;
             for (int64_t s = 0; s < c; s++)
-                for (int64_t q = 0; q < MR; q++) {
-                    int64_t row = p * MR + q;
-                    double want = row < r ? x[row * c + s] : 0.0;
-                    double got = a[p * MR * c + s * MR + q];
+                for (int64_t q = 0; q < w; q++) {
+                    double want = x[(p * MR + q) * c + s], got = a[p * MR * c + s * w + q];
                     cr_assert(got == want, "%lldx%lld left p %lld s %lld q %lld: %g, want %g",
                               (long long)r, (long long)c, (long long)p, (long long)s, (long long)q,
                               got, want);
                 }
-        /* Right: panel p, k-step s (a row of x), column-in-panel q holds x[s][p*NR + q]. */
-        for (int64_t p = 0; p < cp / NR; p++)
+        }
+        /* Right: panel p (width w: NR, or the columns left) at p*NR*r, k-step s (a row of x),
+         * column-in-panel q holds x[s][p*NR + q] at s*w + q. */
+        for (int64_t p = 0; p * NR < c; p++) {
+            int64_t w = c - p * NR < NR ? c - p * NR : NR;
             for (int64_t s = 0; s < r; s++)
-                for (int64_t q = 0; q < NR; q++) {
-                    int64_t col = p * NR + q;
-                    double want = col < c ? x[s * c + col] : 0.0;
-                    double got = b[p * NR * r + s * NR + q];
+                for (int64_t q = 0; q < w; q++) {
+                    double want = x[s * c + p * NR + q], got = b[p * NR * r + s * w + q];
                     cr_assert(got == want, "%lldx%lld right p %lld s %lld q %lld: %g, want %g",
                               (long long)r, (long long)c, (long long)p, (long long)s, (long long)q,
                               got, want);
                 }
+        }
+        /* In place (the worker donates the tile): the same values. */
+        for (int role = 0; role < 2; role++) {
+            double *y = malloc((size_t)(r * c) * sizeof *y);
+            memcpy(y, x, (size_t)(r * c) * sizeof *y);
+            int64_t i[1] = {role};
+            tsr_kdesc d = desc(TSR_KOP_PACK, 1, r * c, 0, i, 1);
+            tsr_chunkview in = view(y, TSR_FLOAT64, 2, r, c);
+            tsr_chunkview out = view(y, TSR_FLOAT64, 1, r * c, 0);
+            cr_assert(tsr__kernel_may_alias(&d, &in, 1, 0));
+            cr_assert_eq(tsr__kernel_run(&d, &in, 1, &out, TSR_DEVICE_CPU, err, sizeof err), 0);
+            cr_assert(memcmp(y, role ? b : a, (size_t)(r * c) * sizeof *y) == 0,
+                      "%lldx%lld role %d in place", (long long)r, (long long)c, role);
+            free(y);
+        }
         free(x);
         free(a);
         free(b);
@@ -197,22 +212,22 @@ Test(packed, both_paths_give_the_same_bits_on_a_tile) {
 Test(packed, bad_descriptors_are_refused) {
     double x[64] = {0}, o[64];
     int64_t left[1] = {0}, role2[1] = {2};
-    /* PACK: role out of range; a 5 x 3 left operand packs into 36 values, not 15. */
-    tsr_chunkview in = view(x, TSR_FLOAT64, 2, 5, 3), out = view(o, TSR_FLOAT64, 1, 36, 0);
-    tsr_kdesc d = desc(TSR_KOP_PACK, 1, 36, 0, role2, 1);
+    /* PACK: role out of range; a 5 x 3 tile packs into 15 values, not 16. */
+    tsr_chunkview in = view(x, TSR_FLOAT64, 2, 5, 3), out = view(o, TSR_FLOAT64, 1, 15, 0);
+    tsr_kdesc d = desc(TSR_KOP_PACK, 1, 15, 0, role2, 1);
     cr_assert_eq(tsr__kernel_run(&d, &in, 1, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
     cr_assert(strstr(err, "left operand"), "%s", err);
-    d = desc(TSR_KOP_PACK, 1, 15, 0, left, 1);
-    out = view(o, TSR_FLOAT64, 1, 15, 0);
+    d = desc(TSR_KOP_PACK, 1, 16, 0, left, 1);
+    out = view(o, TSR_FLOAT64, 1, 16, 0);
     cr_assert_eq(tsr__kernel_run(&d, &in, 1, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
-    cr_assert(strstr(err, "packs into 36"), "%s", err);
-    /* MATMUL_PACKED: a 2 x 2 output takes A of 12k and B of 16k values for the same k. */
-    tsr_chunkview mm[2] = {view(x, TSR_FLOAT64, 1, 24, 0), view(x, TSR_FLOAT64, 1, 48, 0)};
-    out = view(o, TSR_FLOAT64, 2, 2, 2);
-    d = desc(TSR_KOP_MATMUL_PACKED, 2, 2, 2, NULL, 0);
+    cr_assert(strstr(err, "packs into 15"), "%s", err);
+    /* MATMUL_PACKED: a 2 x 3 output takes A of 2k and B of 3k values for the same k. */
+    tsr_chunkview mm[2] = {view(x, TSR_FLOAT64, 1, 4, 0), view(x, TSR_FLOAT64, 1, 9, 0)};
+    out = view(o, TSR_FLOAT64, 2, 2, 3);
+    d = desc(TSR_KOP_MATMUL_PACKED, 2, 2, 3, NULL, 0);
     cr_assert_eq(tsr__kernel_run(&d, mm, 2, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
     cr_assert(strstr(err, "do not make"), "%s", err);
-    mm[1] = view(x, TSR_FLOAT64, 1, 32, 0); /* k = 2 on both sides */
+    mm[1] = view(x, TSR_FLOAT64, 1, 6, 0); /* k = 2 on both sides */
     cr_assert_eq(tsr__kernel_run(&d, mm, 2, &out, TSR_DEVICE_CPU, err, sizeof err), 0, "%s", err);
     mm[0] = view(x, TSR_FLOAT64, 2, 2, 12); /* not packed */
     cr_assert_eq(tsr__kernel_run(&d, mm, 2, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
