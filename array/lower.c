@@ -385,11 +385,12 @@ static int64_t matmul_group(const tsr_array *A, const int64_t *shape, int ndim, 
     return group_steps(step, nk);
 }
 
-/* Float64 2-d products whose chunks are all TSR__PACKED_MIN to TSR__PACKED_MAX on every side
- * run over packed tiles (kernels/gemm_pack.c): each tile of A and B is laid out once by a PACK
- * task, not once per product by the BLAS. At 384 to 768 that ran 1-10% faster per product than
- * OpenBLAS on the same tiles (bench/notes.md §29); at 1024 OpenBLAS was as fast, and below 384
- * libxsmm or OpenBLAS take the tiles. Decided from dtypes and chunk shapes alone. */
+/* Float 2-d products (operands of the output's dtype) whose chunks are all TSR__PACKED_MIN to
+ * TSR__PACKED_MAX on every side run over packed tiles (kernels/gemm_pack.c): each tile of A and B
+ * is laid out once by a PACK task, not once per product by the BLAS. At 384 to 768 that ran 1-10%
+ * faster per product than OpenBLAS on the same tiles (bench/notes.md §29); at 1024 OpenBLAS was as
+ * fast, and below 384 libxsmm or OpenBLAS take the tiles. Decided from dtypes and chunk shapes
+ * alone. */
 static int side_packs(const tsr_array *x, int ax) {
     for (int64_t k = 0; k < x->numchunks[ax]; k++)
         if (x->chunks[ax][k] < TSR__PACKED_MIN || x->chunks[ax][k] > TSR__PACKED_MAX) return 0;
@@ -397,9 +398,9 @@ static int side_packs(const tsr_array *x, int ax) {
 }
 
 static int matmul_packs(const tsr_array *a, const tsr_array *A, const tsr_array *B) {
-    return a->dtype == TSR_FLOAT64 && A->dtype == TSR_FLOAT64 && B->dtype == TSR_FLOAT64 &&
-           a->ndim == 2 && A->ndim == 2 && B->ndim == 2 && side_packs(A, 0) && side_packs(A, 1) &&
-           side_packs(B, 1);
+    return (a->dtype == TSR_FLOAT64 || a->dtype == TSR_FLOAT32) && A->dtype == a->dtype &&
+           B->dtype == a->dtype && a->ndim == 2 && A->ndim == 2 && B->ndim == 2 &&
+           side_packs(A, 0) && side_packs(A, 1) && side_packs(B, 1);
 }
 
 /* The PACK task of chunk ci of operand x (role 0: A, 1: B) of matmul a, emitted the first time
@@ -423,7 +424,7 @@ static int packed_dep(lctx *L, tsr_array *a, int64_t out_ci, tsr_array *x, int r
         if (len < 0)
             return tsr__fail(L->c, TSR_ETOOLARGE, "%s: chunk too large", tsr_array_name(a));
         tsr_kdesc d;
-        desc_init(&d, TSR_KOP_PACK, 0, TSR_FLOAT64, 1, &len);
+        desc_init(&d, TSR_KOP_PACK, 0, x->dtype, 1, &len);
         int64_t r = role;
         d.i = &r;
         d.ni = 1;

@@ -228,9 +228,8 @@ enum {
     XX(MAP_BLOCKS, map_blocks, 1, TSR__ANY, 0, TSR__DT_ALL, NONE, OUT,                             \
        TSR__KOP_LONG | TSR__KOP_HOST)                                                              \
     XX(FUSED, fused, 0, TSR__ANY, TSR__FUSED_NFN, TSR__DT_FLOAT, NONE, IN0, 0)                     \
-    XX(PACK, pack, 1, 1, 0, TSR__DT(TSR_FLOAT64), SIZE, OUT, TSR__KOP_HOST)                        \
-    XX(MATMUL_PACKED, matmul_packed, 2, TSR__ANY, 0, TSR__DT(TSR_FLOAT64), LAST, MATMUL,           \
-       TSR__KOP_LONG)
+    XX(PACK, pack, 1, 1, 0, TSR__DT_FLOAT, SIZE, OUT, TSR__KOP_HOST)                               \
+    XX(MATMUL_PACKED, matmul_packed, 2, TSR__ANY, 0, TSR__DT_FLOAT, LAST, MATMUL, TSR__KOP_LONG)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
  * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */

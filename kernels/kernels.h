@@ -40,22 +40,21 @@
  *                blocked loops, wrapping, no BLAS; bool: an or of ands). If out->data ==
  *                Cprev's data the accumulation is in place (the worker passes Cprev's buffer
  *                when it holds the only reference; see tsr__kernel_may_alias).
- *  PACK          1 float64 input X (rows x cols), float64 output of d = 1, rows * cols values
+ *  PACK          1 float input X (rows x cols), output of X's dtype, d = 1, rows * cols values
  *                (tsr__packed_len), holding X in the layout MATMUL_PACKED reads
  *                (kernels/gemm_pack.c): i = [0] lays X out as a left operand, panels of
  *                TSR__PACK_MR rows (the last one of the rows left), panel p of width w at
  *                p*MR*cols holding for s = 0 .. cols-1 the values X[p*MR + r][s], r < w, at
- *                s*w + r; i = [1] as a right operand, panels of TSR__PACK_NR columns, panel q of
+ *                s*w + r; i = [1] as a right operand, panels of TSR__PACK_NR(dtype) columns
+ *                (16 float64, 32 float32: 128 bytes), panel q of
  *                width w at q*NR*rows holding for s = 0 .. rows-1 the values X[s][q*NR + c],
  *                c < w, at s*w + c. The output may be written over X (alias SIZE).
- *  MATMUL_PACKED MATMUL over packed operands, float64 only: d = 2, output m x n, i = [g] as
- *                MATMUL's; inputs A_0, B_0, ... as PACK made them (A_s of an m x k_s tile with
- *                i = [0], m * k_s values; B_s of a k_s x n tile with i = [1]), optionally
- *                Cprev last. Each
- *                output element is the chain of fused multiply-adds over every step's k in
- *                order, from Cprev's element or 0: the same bits on every CPU. Lowering uses it
- *                for float64 2-d products whose chunks are all TSR__PACKED_MIN to
- *                TSR__PACKED_MAX on every side (array/lower.c).
+ *  MATMUL_PACKED MATMUL over packed operands of the output's float dtype: d = 2, output m x n, i =
+ * [g] as MATMUL's; inputs A_0, B_0, ... as PACK made them (A_s of an m x k_s tile with i = [0], m *
+ * k_s values; B_s of a k_s x n tile with i = [1]), optionally Cprev last. Each output element is
+ * the chain of fused multiply-adds over every step's k in order, from Cprev's element or 0: the
+ * same bits on every CPU. Lowering uses it for float 2-d products (both operands of the output's
+ * dtype) whose chunks are all TSR__PACKED_MIN to TSR__PACKED_MAX on every side (array/lower.c).
  *  TRANSPOSE     1 input. i = [perm[0..d)]: out axis j is input axis perm[j].
  *  REDUCE        1 input of ndim n. fn = tsr_reduce_op (MEAN reduces like SUM; the scale is
  *                applied by COMBINE). i = [axes...] (input axes to reduce, ascending, possibly
@@ -199,7 +198,7 @@ typedef enum tsr_device { TSR_DEVICE_CPU = 0, TSR_DEVICE_GPU = 1 } tsr_device;
  * packs (array/lower.c; measured in bench/notes.md §29), and the length of a packed rows x cols
  * tile (role 0: left, 1: right; the tile's own), or -1 if it does not fit an int64 of bytes. */
 #define TSR__PACK_MR 12
-#define TSR__PACK_NR 16
+#define TSR__PACK_NR(dtype) ((dtype) == TSR_FLOAT32 ? 32 : 16)
 #define TSR__PACKED_MIN 384
 #define TSR__PACKED_MAX 768
 int64_t tsr__packed_len(int role, int64_t rows, int64_t cols);

@@ -38,7 +38,7 @@ void tsr__gemm_f32(int64_t m, int64_t n, int64_t k, const float *a, const float 
                    float *out);
 int tsr__gemm_small_kernel(int64_t m, int64_t n, int64_t k);
 
-/* PACK and MATMUL_PACKED (gemm_pack.c; the layouts are kernels.h's). tsr__packed_product: out
+/* PACK and MATMUL_PACKED (gemm_pack.c; the layouts are kernels.h's). tsr__packed_product_*: out
  * (m x n, row-major) = (zero ? 0 : out) + pa @ pb over packed operands, each element the chain
  * of fma() over k in order; tsr__packed_force_portable(1) makes it take the portable path even
  * on an AVX-512 CPU (tests compare the two). */
@@ -46,8 +46,10 @@ int k_pack(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *
            size_t errlen);
 int k_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                     char *err, size_t errlen);
-int tsr__packed_product(int64_t m, int64_t n, int64_t k, const double *pa, const double *pb,
-                         int zero, double *out);
+int tsr__packed_product_f64(int64_t m, int64_t n, int64_t k, const double *pa, const double *pb,
+                            int zero, double *out);
+int tsr__packed_product_f32(int64_t m, int64_t n, int64_t k, const float *pa, const float *pb,
+                            int zero, float *out);
 void tsr__packed_force_portable(int on);
 
 /* Issue 13's linear-algebra families (linalg.c): their kernels, registered in

@@ -193,8 +193,9 @@ static int check_pack(const tsr_kdesc *d, const tsr_chunkview *in, char *err, si
     const tsr_chunkview *x = &in[0];
     if (d->ni != 1 || (d->i[0] != 0 && d->i[0] != 1))
         FAIL("expects i = [0] (a left operand) or [1] (a right one)");
-    if (x->dtype != TSR_FLOAT64 || x->ndim != 2) FAIL("the input must be a 2-d float64 tile");
-    if (d->dtype != TSR_FLOAT64 || d->ndim != 1) FAIL("the output must be 1-d float64");
+    if ((x->dtype != TSR_FLOAT64 && x->dtype != TSR_FLOAT32) || x->ndim != 2)
+        FAIL("the input must be a 2-d float tile");
+    if (d->dtype != x->dtype || d->ndim != 1) FAIL("the output must be 1-d, of the input's dtype");
     int64_t len = tsr__packed_len((int)d->i[0], x->shape[0], x->shape[1]);
     if (len < 0 || d->shape[0] != len)
         FAIL("a %lld x %lld tile packs into %lld values, not %lld", (long long)x->shape[0],
@@ -210,11 +211,13 @@ static int check_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int 
     if (nin != 2 * g && nin != 2 * g + 1)
         FAIL("%lld k-steps take %lld or %lld inputs, got %d", (long long)g, (long long)(2 * g),
              (long long)(2 * g + 1), nin);
-    if (d->dtype != TSR_FLOAT64 || d->ndim != 2) FAIL("the output must be 2-d float64");
+    if ((d->dtype != TSR_FLOAT64 && d->dtype != TSR_FLOAT32) || d->ndim != 2)
+        FAIL("the output must be 2-d float");
     int64_t m = d->shape[0], n = d->shape[1], la = m, lb = n;
     for (int64_t s = 0; s < 2 * g; s++) {
         const tsr_chunkview *v = &in[s];
-        if (v->dtype != TSR_FLOAT64 || v->ndim != 1) FAIL("packed operands are 1-d float64");
+        if (v->dtype != d->dtype || v->ndim != 1)
+            FAIL("packed operands are 1-d, of the output's dtype");
     }
     for (int64_t s = 0; s < g; s++) {
         int64_t a = in[2 * s].shape[0], b = in[2 * s + 1].shape[0];
@@ -227,7 +230,7 @@ static int check_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int 
     if (nin == 2 * g + 1) {
         int rc = check_same_as_output(d, in, nin - 1, 0, err, errlen);
         if (rc) return rc;
-        if (in[nin - 1].dtype != TSR_FLOAT64) FAIL("Cprev must be float64");
+        if (in[nin - 1].dtype != d->dtype) FAIL("Cprev must have the output's dtype");
     }
     return 0;
 }

@@ -256,31 +256,32 @@ KERNEL(g_matmul) {
 
 /* A packed tile laid out plainly (kernels.h's layouts): the full panels by one gather, the last,
  * narrower one (w wide) by another. Left: o is m x k; right: o is k x n. */
-static int unpack(tsr__cuda_ctx *c, int role, const double *p, int64_t m, int64_t n, int64_t k,
-                  double *o) {
-    const int64_t U = role == 0 ? TSR__PACK_MR : TSR__PACK_NR, side = role == 0 ? m : n;
-    int64_t full = side / U * U, w = side - full;
+static int unpack(tsr__cuda_ctx *c, int dt, int role, const void *pv, int64_t m, int64_t n,
+                  int64_t k, void *ov) {
+    const int64_t U = role == 0 ? TSR__PACK_MR : TSR__PACK_NR(dt), side = role == 0 ? m : n;
+    int64_t full = side / U * U, w = side - full, es = (int64_t)esize(dt);
+    const char *p = pv;
+    char *o = ov;
     tsr__cu_index ix;
     int rc = 0;
     if (full && role == 0) { /* o[p*MR + r][s] = p[p][s][r] */
         int64_t e[3] = {full / U, U, k}, si[3] = {U * k, 1, U}, so[3] = {U * k, k, 1};
         make_index(&ix, 3, e, si, so);
-        rc = tsr__cu_gather(TSR_FLOAT64, o, TSR_FLOAT64, p, full * k, &ix, c->compute);
+        rc = tsr__cu_gather(dt, o, dt, p, full * k, &ix, c->compute);
     } else if (full) { /* o[s][q*NR + c] = p[q][s][c] */
         int64_t e[3] = {k, full / U, U}, si[3] = {U, U * k, 1}, so[3] = {n, U, 1};
         make_index(&ix, 3, e, si, so);
-        rc = tsr__cu_gather(TSR_FLOAT64, o, TSR_FLOAT64, p, full * k, &ix, c->compute);
+        rc = tsr__cu_gather(dt, o, dt, p, full * k, &ix, c->compute);
     }
     if (rc || !w) return rc;
     if (role == 0) { /* rows full.. of o, from the last panel at full * k: [s][r] */
         int64_t e[2] = {w, k}, si[2] = {1, w}, so[2] = {k, 1};
         make_index(&ix, 2, e, si, so);
-        return tsr__cu_gather(TSR_FLOAT64, o + full * k, TSR_FLOAT64, p + full * k, w * k, &ix,
-                              c->compute);
+        return tsr__cu_gather(dt, o + full * k * es, dt, p + full * k * es, w * k, &ix, c->compute);
     }
     int64_t e[2] = {k, w}, si[2] = {w, 1}, so[2] = {n, 1};
     make_index(&ix, 2, e, si, so);
-    return tsr__cu_gather(TSR_FLOAT64, o + full, TSR_FLOAT64, p + full * k, w * k, &ix, c->compute);
+    return tsr__cu_gather(dt, o + full * es, dt, p + full * k * es, w * k, &ix, c->compute);
 }
 
 /* MATMUL_PACKED (kernels.h): each step's packed tiles are laid out plainly in scratch, then one
@@ -288,6 +289,7 @@ static int unpack(tsr__cuda_ctx *c, int role, const double *p, int64_t m, int64_
 KERNEL(g_matmul_packed) {
     CONTEXT(c);
     int64_t g = d->ni ? d->i[0] : 1, m = out->shape[0], n = out->shape[1];
+    size_t es = esize(d->dtype);
     int have = nin == 2 * g + 1;
     int rc;
     if (have) {
@@ -300,14 +302,14 @@ KERNEL(g_matmul_packed) {
     for (int64_t s = 0; s < g; s++) {
         int64_t k = in[2 * s].shape[0] / m;
         if (k == 0) continue;
-        double *a = tsr__cuda_scratch(c, (size_t)(m * k) * sizeof(double));
-        double *b = a ? tsr__cuda_scratch(c, (size_t)(k * n) * sizeof(double)) : NULL;
+        void *a = tsr__cuda_scratch(c, (size_t)(m * k) * es);
+        void *b = a ? tsr__cuda_scratch(c, (size_t)(k * n) * es) : NULL;
         if (!b) {
             tsr__cuda_scratch_free(c, a);
             return no_scratch(d, err, errlen);
         }
-        rc = unpack(c, 0, in[2 * s].data, m, n, k, a);
-        if (!rc) rc = unpack(c, 1, in[2 * s + 1].data, m, n, k, b);
+        rc = unpack(c, d->dtype, 0, in[2 * s].data, m, n, k, a);
+        if (!rc) rc = unpack(c, d->dtype, 1, in[2 * s + 1].data, m, n, k, b);
         cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
         if (!rc) st = gemm_step(c, out, a, b, m, n, k, have);
         tsr__cuda_scratch_free(c, a);
@@ -317,9 +319,8 @@ KERNEL(g_matmul_packed) {
         have = 1;
     }
     if (!have)
-        return launched(
-            d, (int)cudaMemsetAsync(out->data, 0, (size_t)(m * n) * sizeof(double), c->compute),
-            err, errlen);
+        return launched(d, (int)cudaMemsetAsync(out->data, 0, (size_t)(m * n) * es, c->compute),
+                        err, errlen);
     return 0;
 }
 

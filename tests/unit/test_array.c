@@ -622,8 +622,9 @@ Test(array, matmul_groups_small_blocks) {
     check_groups(3500, 100);                          /* 35 steps: 18, then 17 */
 }
 
-/* Which products are lowered over packed tiles: float64 2-d ones whose chunks are all 384 to 768
- * on every side; each operand chunk is packed once, whatever number of products reads it. */
+/* Which products are lowered over packed tiles: float 2-d ones (operands of the output's dtype)
+ * whose chunks are all 384 to 768 on every side; each operand chunk is packed once, whatever
+ * number of products reads it. */
 static void check_packing(int64_t m, int64_t k, int64_t n, int64_t cm, int64_t ck, int64_t cn,
                           tsr_dtype dt, size_t want_packs) {
     int64_t sa[2] = {m, k}, sb[2] = {k, n}, ca[2] = {cm, ck}, cb[2] = {ck, cn};
@@ -646,7 +647,7 @@ static void check_packing(int64_t m, int64_t k, int64_t n, int64_t cm, int64_t c
 Test(array, matmul_packs_float64_tiles_of_384_to_768) {
     check_packing(800, 900, 770, 400, 450, 385, TSR_FLOAT64, 4 + 4);    /* 2x2 and 2x2 chunks */
     check_packing(1536, 2304, 768, 768, 768, 768, TSR_FLOAT64, 6 + 3);  /* A 2x3, B 3x1 */
-    check_packing(800, 900, 770, 400, 450, 385, TSR_FLOAT32, 0);        /* float32: sgemm */
+    check_packing(800, 900, 770, 400, 450, 385, TSR_FLOAT32, 4 + 4);    /* float32 too */
     check_packing(2048, 2048, 2048, 1024, 1024, 1024, TSR_FLOAT64, 0);  /* OpenBLAS at 1024 */
     check_packing(1100, 1024, 1024, 512, 512, 512, TSR_FLOAT64, 0);     /* a 76-row edge chunk */
     check_packing(1024, 1024, 1100, 512, 512, 512, TSR_FLOAT64, 0);     /* a 76-column one */

@@ -1,8 +1,8 @@
 /* PACK and MATMUL_PACKED (kernels/gemm_pack.c) against the layouts and the formula kernels.h
- * gives them, re-implemented here: a packed tile's every value (padding included) from its
- * index, and every product element as the chain of fma() over k in order, compared bit for
- * bit, on the AVX-512 path (where the CPU has it) and on the portable one; bad descriptors
- * refused with a message. */
+ * gives them, re-implemented here, for float64 and float32: a packed tile's every value from
+ * its index, and every product element as the chain of fma() (fmaf()) over k in order, compared
+ * bit for bit, on the AVX-512 path (where the CPU has it) and on the portable one; bad
+ * descriptors refused with a message. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -12,7 +12,19 @@
 #include "kernels/kernels.h"
 #include "kernels/kernels_priv.h"
 
-enum { MR = TSR__PACK_MR, NR = TSR__PACK_NR };
+enum { MR = TSR__PACK_MR };
+
+/* The dtype under test: each test runs for float64, then float32. */
+static int DT = TSR_FLOAT64;
+#define NR TSR__PACK_NR(DT)
+
+static size_t es(void) {
+    return DT == TSR_FLOAT64 ? sizeof(double) : sizeof(float);
+}
+
+static double get(const void *p, int64_t j) {
+    return DT == TSR_FLOAT64 ? ((const double *)p)[j] : (double)((const float *)p)[j];
+}
 
 static tsr_chunkview view(void *data, int dt, int ndim, int64_t s0, int64_t s1) {
     tsr_chunkview v;
@@ -29,7 +41,7 @@ static tsr_kdesc desc(int kop, int ndim, int64_t s0, int64_t s1, int64_t *i, uin
     tsr_kdesc d;
     memset(&d, 0, sizeof d);
     d.kop = (uint8_t)kop;
-    d.dtype = TSR_FLOAT64;
+    d.dtype = (uint8_t)DT;
     d.ndim = (uint8_t)ndim;
     d.shape[0] = s0;
     d.shape[1] = s1;
@@ -39,12 +51,16 @@ static tsr_kdesc desc(int kop, int ndim, int64_t s0, int64_t s1, int64_t *i, uin
 }
 
 /* Values with many significant bits, so that another summation order shows in the last bits. */
-static double *values(int64_t n, uint64_t seed) {
-    double *x = malloc((size_t)(n ? n : 1) * sizeof *x);
+static void *values(int64_t n, uint64_t seed) {
+    void *x = malloc((size_t)(n ? n : 1) * es());
     uint64_t z = seed * 0x9E3779B97F4A7C15ull + 1;
     for (int64_t j = 0; j < n; j++) {
         z = z * 6364136223846793005ull + 1442695040888963407ull;
-        x[j] = (double)(int64_t)(z >> 11) * 0x1.0p-53 * 3.0 - 1.0 + 1.0 / 3.0;
+        double v = (double)(int64_t)(z >> 11) * 0x1.0p-53 * 3.0 - 1.0 + 1.0 / 3.0;
+        if (DT == TSR_FLOAT64)
+            ((double *)x)[j] = v;
+        else
+            ((float *)x)[j] = (float)v;
     }
     return x;
 }
@@ -52,24 +68,24 @@ static double *values(int64_t n, uint64_t seed) {
 static char err[256];
 
 /* PACK of x (r x c) with role, into a fresh buffer (caller frees). */
-static double *pack(const double *x, int64_t r, int64_t c, int role) {
+static void *pack(const void *x, int64_t r, int64_t c, int role) {
     int64_t len = tsr__packed_len(role, r, c);
     cr_assert(len >= 0);
     int64_t i[1] = {role};
     tsr_kdesc d = desc(TSR_KOP_PACK, 1, len, 0, i, 1);
-    tsr_chunkview in = view((void *)x, TSR_FLOAT64, 2, r, c);
-    double *o = malloc((size_t)(len ? len : 1) * sizeof *o);
-    tsr_chunkview out = view(o, TSR_FLOAT64, 1, len, 0);
+    tsr_chunkview in = view((void *)x, DT, 2, r, c);
+    void *o = malloc((size_t)(len ? len : 1) * es());
+    tsr_chunkview out = view(o, DT, 1, len, 0);
     cr_assert_eq(tsr__kernel_run(&d, &in, 1, &out, TSR_DEVICE_CPU, err, sizeof err), 0, "%s", err);
     return o;
 }
 
-Test(packed, layouts_follow_the_formula) {
-    const int64_t shapes[][2] = {{1, 1}, {12, 16}, {13, 17}, {25, 9}, {7, 40}, {36, 33}};
+static void check_layouts(void) {
+    const int64_t shapes[][2] = {{1, 1}, {12, 16}, {13, 17}, {25, 9}, {7, 40}, {36, 33}, {5, 70}};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         int64_t r = shapes[t][0], c = shapes[t][1];
-        double *x = values(r * c, t + 1);
-        double *a = pack(x, r, c, 0), *b = pack(x, r, c, 1);
+        void *x = values(r * c, t + 1);
+        void *a = pack(x, r, c, 0), *b = pack(x, r, c, 1);
         cr_assert_eq(tsr__packed_len(0, r, c), r * c);
         cr_assert_eq(tsr__packed_len(1, r, c), r * c);
         /* Left: panel p (width w: MR, or the rows left) at p*MR*c, k-step s, row-in-panel q
@@ -78,7 +94,8 @@ Test(packed, layouts_follow_the_formula) {
             int64_t w = r - p * MR < MR ? r - p * MR : MR;
             for (int64_t s = 0; s < c; s++)
                 for (int64_t q = 0; q < w; q++) {
-                    double want = x[(p * MR + q) * c + s], got = a[p * MR * c + s * w + q];
+                    double want = get(x, (p * MR + q) * c + s),
+                           got = get(a, p * MR * c + s * w + q);
                     cr_assert(got == want, "%lldx%lld left p %lld s %lld q %lld: %g, want %g",
                               (long long)r, (long long)c, (long long)p, (long long)s, (long long)q,
                               got, want);
@@ -90,7 +107,7 @@ Test(packed, layouts_follow_the_formula) {
             int64_t w = c - p * NR < NR ? c - p * NR : NR;
             for (int64_t s = 0; s < r; s++)
                 for (int64_t q = 0; q < w; q++) {
-                    double want = x[s * c + p * NR + q], got = b[p * NR * r + s * w + q];
+                    double want = get(x, s * c + p * NR + q), got = get(b, p * NR * r + s * w + q);
                     cr_assert(got == want, "%lldx%lld right p %lld s %lld q %lld: %g, want %g",
                               (long long)r, (long long)c, (long long)p, (long long)s, (long long)q,
                               got, want);
@@ -98,15 +115,15 @@ Test(packed, layouts_follow_the_formula) {
         }
         /* In place (the worker donates the tile): the same values. */
         for (int role = 0; role < 2; role++) {
-            double *y = malloc((size_t)(r * c) * sizeof *y);
-            memcpy(y, x, (size_t)(r * c) * sizeof *y);
+            void *y = malloc((size_t)(r * c) * es());
+            memcpy(y, x, (size_t)(r * c) * es());
             int64_t i[1] = {role};
             tsr_kdesc d = desc(TSR_KOP_PACK, 1, r * c, 0, i, 1);
-            tsr_chunkview in = view(y, TSR_FLOAT64, 2, r, c);
-            tsr_chunkview out = view(y, TSR_FLOAT64, 1, r * c, 0);
+            tsr_chunkview in = view(y, DT, 2, r, c);
+            tsr_chunkview out = view(y, DT, 1, r * c, 0);
             cr_assert(tsr__kernel_may_alias(&d, &in, 1, 0));
             cr_assert_eq(tsr__kernel_run(&d, &in, 1, &out, TSR_DEVICE_CPU, err, sizeof err), 0);
-            cr_assert(memcmp(y, role ? b : a, (size_t)(r * c) * sizeof *y) == 0,
+            cr_assert(memcmp(y, role ? b : a, (size_t)(r * c) * es()) == 0,
                       "%lldx%lld role %d in place", (long long)r, (long long)c, role);
             free(y);
         }
@@ -116,41 +133,60 @@ Test(packed, layouts_follow_the_formula) {
     }
 }
 
+Test(packed, layouts_follow_the_formula) {
+    for (int t = 0; t < 2; t++) {
+        DT = t ? TSR_FLOAT32 : TSR_FLOAT64;
+        check_layouts();
+    }
+    DT = TSR_FLOAT64;
+}
+
 /* MATMUL_PACKED of g steps (A_s m x k[s], B_s k[s] x n), with or without Cprev (separate or in
  * place), against the fma chain over every step's k in order. */
 static void check_product(int64_t m, int64_t n, const int64_t *k, int g, int cprev, int inplace) {
-    double *A[4], *B[4], *PA[4], *PB[4];
+    void *A[4], *B[4], *PA[4], *PB[4];
     tsr_chunkview in[9];
     for (int s = 0; s < g; s++) {
         A[s] = values(m * k[s], 10 + (uint64_t)s);
         B[s] = values(k[s] * n, 20 + (uint64_t)s);
         PA[s] = pack(A[s], m, k[s], 0);
         PB[s] = pack(B[s], k[s], n, 1);
-        in[2 * s] = view(PA[s], TSR_FLOAT64, 1, tsr__packed_len(0, m, k[s]), 0);
-        in[2 * s + 1] = view(PB[s], TSR_FLOAT64, 1, tsr__packed_len(1, k[s], n), 0);
+        in[2 * s] = view(PA[s], DT, 1, tsr__packed_len(0, m, k[s]), 0);
+        in[2 * s + 1] = view(PB[s], DT, 1, tsr__packed_len(1, k[s], n), 0);
     }
-    double *c0 = values(m * n, 30), *want = malloc((size_t)(m * n > 0 ? m * n : 1) * sizeof *want);
+    size_t bytes = (size_t)(m * n > 0 ? m * n : 1) * es();
+    void *c0 = values(m * n, 30), *want = malloc(bytes);
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
-            double acc = cprev ? c0[i * n + j] : 0.0;
-            for (int s = 0; s < g; s++)
-                for (int64_t p = 0; p < k[s]; p++)
-                    acc = fma(A[s][i * k[s] + p], B[s][p * n + j], acc);
-            want[i * n + j] = acc;
+            if (DT == TSR_FLOAT64) {
+                double acc = cprev ? get(c0, i * n + j) : 0.0;
+                for (int s = 0; s < g; s++)
+                    for (int64_t p = 0; p < k[s]; p++)
+                        acc = fma(get(A[s], i * k[s] + p), get(B[s], p * n + j), acc);
+                ((double *)want)[i * n + j] = acc;
+            } else {
+                float acc = cprev ? (float)get(c0, i * n + j) : 0.0f;
+                for (int s = 0; s < g; s++)
+                    for (int64_t p = 0; p < k[s]; p++)
+                        acc =
+                            fmaf((float)get(A[s], i * k[s] + p), (float)get(B[s], p * n + j), acc);
+                ((float *)want)[i * n + j] = acc;
+            }
         }
     int64_t gi[1] = {g};
     tsr_kdesc d = desc(TSR_KOP_MATMUL_PACKED, 2, m, n, gi, g > 1 ? 1 : 0);
     int nin = 2 * g;
-    double *o = inplace ? c0 : calloc((size_t)(m * n > 0 ? m * n : 1), sizeof *o);
-    if (cprev) in[nin++] = view(c0, TSR_FLOAT64, 2, m, n);
-    tsr_chunkview out = view(o, TSR_FLOAT64, 2, m, n);
+    void *o = inplace ? c0 : calloc(1, bytes);
+    if (cprev) in[nin++] = view(c0, DT, 2, m, n);
+    tsr_chunkview out = view(o, DT, 2, m, n);
     cr_assert_eq(tsr__kernel_run(&d, in, nin, &out, TSR_DEVICE_CPU, err, sizeof err), 0, "%s", err);
     for (int64_t e = 0; e < m * n; e++)
-        cr_assert(memcmp(&o[e], &want[e], sizeof o[e]) == 0,
-                  "%lldx%lld, %d steps (k0 %lld), cprev %d in place %d: element %lld is %.17g, "
-                  "want %.17g",
-                  (long long)m, (long long)n, g, (long long)k[0], cprev, inplace, (long long)e,
-                  o[e], want[e]);
+        cr_assert(memcmp((char *)o + e * (int64_t)es(), (char *)want + e * (int64_t)es(), es()) ==
+                      0,
+                  "dtype %d %lldx%lld, %d steps (k0 %lld), cprev %d in place %d: element %lld is "
+                  "%.17g, want %.17g",
+                  DT, (long long)m, (long long)n, g, (long long)k[0], cprev, inplace, (long long)e,
+                  get(o, e), get(want, e));
     for (int s = 0; s < g; s++) {
         free(A[s]);
         free(B[s]);
@@ -172,41 +208,59 @@ static void check_products(void) {
     check_product(109, 50, k600, 1, 1, 0);
     check_product(30, 33, k3, 3, 0, 0);
     check_product(30, 33, k3, 3, 1, 1);
+    check_product(30, 70, k37, 1, 1, 0); /* float32: two full 32-wide panels and a 6-wide one */
 }
 
 Test(packed, products_are_fma_chains_in_k_order) {
-    check_products(); /* the AVX-512 kernel where this CPU has it */
-    tsr__packed_force_portable(1);
-    check_products();
-    tsr__packed_force_portable(0);
+    for (int t = 0; t < 2; t++) {
+        DT = t ? TSR_FLOAT32 : TSR_FLOAT64;
+        check_products(); /* the AVX-512 kernel where this CPU has it */
+        tsr__packed_force_portable(1);
+        check_products();
+        tsr__packed_force_portable(0);
+    }
+    DT = TSR_FLOAT64;
+}
+
+static void product(int64_t m, int64_t n, int64_t k, const void *pa, const void *pb, void *o) {
+    if (DT == TSR_FLOAT64)
+        cr_assert_eq(tsr__packed_product_f64(m, n, k, pa, pb, 1, o), 0);
+    else
+        cr_assert_eq(tsr__packed_product_f32(m, n, k, pa, pb, 1, o), 0);
 }
 
 Test(packed, both_paths_give_the_same_bits_on_a_tile) {
-    int64_t m = 400, n = 385, k = 450;
-    double *a = values(m * k, 1), *b = values(k * n, 2);
-    double *pa = pack(a, m, k, 0), *pb = pack(b, k, n, 1);
-    double *x = calloc((size_t)(m * n), sizeof *x), *y = calloc((size_t)(m * n), sizeof *y);
-    tsr__packed_product(m, n, k, pa, pb, 1, x);
-    tsr__packed_force_portable(1);
-    tsr__packed_product(m, n, k, pa, pb, 1, y);
-    tsr__packed_force_portable(0);
-    cr_assert(memcmp(x, y, (size_t)(m * n) * sizeof *x) == 0);
-    /* And close to the plain sum (the fma chain is a correctly rounded one-at-a-time sum). */
-    for (int64_t e = 0; e < m * n; e += 97) {
-        double s = 0, mag = 0;
-        for (int64_t p = 0; p < k; p++) {
-            s += a[(e / n) * k + p] * b[p * n + e % n];
-            mag += fabs(a[(e / n) * k + p] * b[p * n + e % n]);
+    for (int t = 0; t < 2; t++) {
+        DT = t ? TSR_FLOAT32 : TSR_FLOAT64;
+        int64_t m = 400, n = 385, k = 450;
+        void *a = values(m * k, 1), *b = values(k * n, 2);
+        void *pa = pack(a, m, k, 0), *pb = pack(b, k, n, 1);
+        void *x = calloc((size_t)(m * n), es()), *y = calloc((size_t)(m * n), es());
+        product(m, n, k, pa, pb, x);
+        tsr__packed_force_portable(1);
+        product(m, n, k, pa, pb, y);
+        tsr__packed_force_portable(0);
+        cr_assert(memcmp(x, y, (size_t)(m * n) * es()) == 0, "dtype %d", DT);
+        /* And close to the plain sum in double. */
+        for (int64_t e = 0; e < m * n; e += 97) {
+            double s = 0, mag = 0;
+            for (int64_t p = 0; p < k; p++) {
+                double q = get(a, (e / n) * k + p) * get(b, p * n + e % n);
+                s += q;
+                mag += fabs(q);
+            }
+            double tol = DT == TSR_FLOAT64 ? 1e-13 : 1e-4;
+            cr_assert(fabs(get(x, e) - s) <= tol * mag, "dtype %d element %lld: %.17g vs %.17g", DT,
+                      (long long)e, get(x, e), s);
         }
-        cr_assert(fabs(x[e] - s) <= 1e-13 * mag, "element %lld: %.17g vs %.17g", (long long)e, x[e],
-                  s);
+        free(a);
+        free(b);
+        free(pa);
+        free(pb);
+        free(x);
+        free(y);
     }
-    free(a);
-    free(b);
-    free(pa);
-    free(pb);
-    free(x);
-    free(y);
+    DT = TSR_FLOAT64;
 }
 
 Test(packed, bad_descriptors_are_refused) {
@@ -231,7 +285,7 @@ Test(packed, bad_descriptors_are_refused) {
     cr_assert_eq(tsr__kernel_run(&d, mm, 2, &out, TSR_DEVICE_CPU, err, sizeof err), 0, "%s", err);
     mm[0] = view(x, TSR_FLOAT64, 2, 2, 12); /* not packed */
     cr_assert_eq(tsr__kernel_run(&d, mm, 2, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
-    cr_assert(strstr(err, "1-d float64"), "%s", err);
+    cr_assert(strstr(err, "1-d, of the output's dtype"), "%s", err);
 }
 
 /* Valid descriptors and inputs, then one thing changed at random (a length, a role, a shape,
