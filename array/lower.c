@@ -134,10 +134,11 @@ int tsr__lower_dep(lctx *L, tsr_array *x, int64_t ci, uint32_t *dep) {
 #define LOWERING(name)                                                                             \
     static int64_t name(lctx *L, tsr_array *a, int64_t ci, const int64_t *idx, const int64_t *shape)
 
-LOWERING(emit_source) {
-    int64_t off[TSR_MAX_NDIM], bshape[TSR_MAX_NDIM], iv[3 + 3 * TSR_MAX_NDIM];
-    double fv[2];
-    (void)shape;
+/* The descriptor of a source's chunk at grid index idx; iv (3 + 3 * TSR_MAX_NDIM) and fv (2)
+ * hold its parameters. */
+static int source_desc(lctx *L, tsr_array *a, const int64_t *idx, tsr_kdesc *dp, int64_t *iv,
+                       double *fv) {
+    int64_t off[TSR_MAX_NDIM], bshape[TSR_MAX_NDIM];
     int rc = box(L, a, idx, off, bshape);
     if (rc < 0) return rc;
     tsr_kdesc d;
@@ -221,6 +222,17 @@ LOWERING(emit_source) {
         d.ni = (uint32_t)(2 + 2 * d_);
         break;
     }
+    *dp = d;
+    return 0;
+}
+
+LOWERING(emit_source) {
+    int64_t iv[3 + 3 * TSR_MAX_NDIM];
+    double fv[2];
+    tsr_kdesc d;
+    (void)shape;
+    int rc = source_desc(L, a, idx, &d, iv, fv);
+    if (rc < 0) return rc;
     return add(L, a, ci, &d, NULL, 0, 0, NULL);
 }
 
@@ -403,8 +415,19 @@ static int matmul_packs(const tsr_array *a, const tsr_array *A, const tsr_array 
            side_packs(A, 0) && side_packs(A, 1) && side_packs(B, 1);
 }
 
+static int is_held(const lctx *L, const tsr_array *a);
+
+/* A source made wherever it is needed (random, zeros, full, arange, normal, eye)? */
+static int remade_source(const lctx *L, const tsr_array *x) {
+    return (x->aop == TSR_A_FULL || x->aop == TSR_A_RANDOM || x->aop == TSR_A_ARANGE ||
+            x->aop == TSR_A_NORMAL || x->aop == TSR_A_EYE) &&
+           !is_held(L, x);
+}
+
 /* The PACK task of chunk ci of operand x (role 0: A, 1: B) of matmul a, emitted the first time
- * a product needs it. */
+ * a product needs it. A source's chunk becomes a PACK_SOURCE task instead, which every worker
+ * that needs the packed tile makes for itself as it would the source, rather than fetching it
+ * (kernels.h). */
 static int packed_dep(lctx *L, tsr_array *a, int64_t out_ci, tsr_array *x, int role, int64_t ci,
                       uint32_t *dep) {
     node *n = node_of(L, a);
@@ -415,20 +438,38 @@ static int packed_dep(lctx *L, tsr_array *a, int64_t out_ci, tsr_array *x, int r
         for (int64_t k = 0; k < nch; k++) n->packed[role][k] = -1;
     }
     if (n->packed[role][ci] < 0) {
-        uint32_t src;
-        int rc = dep_of(L, x, ci, &src);
-        if (rc < 0) return rc;
-        int64_t rows = x->chunks[0][ci / x->numchunks[1]],
-                cols = x->chunks[1][ci % x->numchunks[1]];
+        int64_t gi[2] = {ci / x->numchunks[1], ci % x->numchunks[1]};
+        int64_t rows = x->chunks[0][gi[0]], cols = x->chunks[1][gi[1]];
         int64_t len = tsr__packed_len(role, rows, cols);
         if (len < 0)
             return tsr__fail(L->c, TSR_ETOOLARGE, "%s: chunk too large", tsr_array_name(a));
         tsr_kdesc d;
-        desc_init(&d, TSR_KOP_PACK, 0, x->dtype, 1, &len);
-        int64_t r = role;
-        d.i = &r;
-        d.ni = 1;
-        int64_t t = add(L, a, out_ci, &d, &src, 1, 0, NULL);
+        int64_t r = role, iv[3 + 3 * TSR_MAX_NDIM], pi[4 + 3 + 3 * TSR_MAX_NDIM];
+        double fv[2];
+        uint32_t src, nsrc = 1;
+        if (remade_source(L, x)) {
+            tsr_kdesc s;
+            int rc = source_desc(L, x, gi, &s, iv, fv);
+            if (rc < 0) return rc;
+            pi[0] = role;
+            pi[1] = s.kop;
+            pi[2] = rows;
+            pi[3] = cols;
+            for (uint32_t k = 0; k < s.ni; k++) pi[4 + k] = s.i[k];
+            desc_init(&d, TSR_KOP_PACK_SOURCE, 0, x->dtype, 1, &len);
+            d.i = pi;
+            d.ni = 4 + s.ni;
+            d.f = s.f;
+            d.nf = s.nf;
+            nsrc = 0;
+        } else {
+            int rc = dep_of(L, x, ci, &src);
+            if (rc < 0) return rc;
+            desc_init(&d, TSR_KOP_PACK, 0, x->dtype, 1, &len);
+            d.i = &r;
+            d.ni = 1;
+        }
+        int64_t t = add(L, a, out_ci, &d, nsrc ? &src : NULL, nsrc, 0, NULL);
         if (t < 0) return (int)t;
         n->packed[role][ci] = t;
     }

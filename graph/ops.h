@@ -229,7 +229,9 @@ enum {
        TSR__KOP_LONG | TSR__KOP_HOST)                                                              \
     XX(FUSED, fused, 0, TSR__ANY, TSR__FUSED_NFN, TSR__DT_FLOAT, NONE, IN0, 0)                     \
     XX(PACK, pack, 1, 1, 0, TSR__DT_FLOAT, SIZE, OUT, TSR__KOP_HOST)                               \
-    XX(MATMUL_PACKED, matmul_packed, 2, TSR__ANY, 0, TSR__DT_FLOAT, LAST, MATMUL, TSR__KOP_LONG)
+    XX(MATMUL_PACKED, matmul_packed, 2, TSR__ANY, 0, TSR__DT_FLOAT, LAST, MATMUL, TSR__KOP_LONG)   \
+    XX(PACK_SOURCE, pack_source, 0, 0, 0, TSR__DT_FLOAT, NONE, OUT,                                \
+       TSR__KOP_RECOMPUTE | TSR__KOP_HOST)
 
 /* Kernel families. The meaning of each descriptor's i[] / f[] / s is documented in
  * kernels/kernels.h next to the family; lowering (array/) and kernels (kernels/) share it. */

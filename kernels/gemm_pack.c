@@ -183,6 +183,17 @@ static void *scratch_get(int which, size_t n) {
 
 /* ---- the kernels ---------------------------------------------------------------------------- */
 
+static void pack_any(int dt, int left, const void *src, int64_t rows, int64_t cols, void *out) {
+    if (dt == TSR_FLOAT64 && left)
+        pack_left_f64(src, rows, cols, out);
+    else if (dt == TSR_FLOAT64)
+        pack_right_f64(src, rows, cols, out);
+    else if (left)
+        pack_left_f32(src, rows, cols, out);
+    else
+        pack_right_f32(src, rows, cols, out);
+}
+
 /* In place (out over the input, which the worker donated): the tile is copied aside first. */
 int k_pack(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out, char *err,
            size_t errlen) {
@@ -201,15 +212,43 @@ int k_pack(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *
         memcpy(copy, src, bytes);
         src = copy;
     }
-    int left = d->i[0] == 0;
-    if (x->dtype == TSR_FLOAT64 && left)
-        pack_left_f64(src, rows, cols, out->data);
-    else if (x->dtype == TSR_FLOAT64)
-        pack_right_f64(src, rows, cols, out->data);
-    else if (left)
-        pack_left_f32(src, rows, cols, out->data);
-    else
-        pack_right_f32(src, rows, cols, out->data);
+    pack_any(x->dtype, d->i[0] == 0, src, rows, cols, out->data);
+    return 0;
+}
+
+/* The source's tile is made in per-thread scratch (by its own kernel, checks included), then
+ * packed into the output. */
+int k_pack_source(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                  char *err, size_t errlen) {
+    (void)in;
+    (void)nin;
+    tsr_kdesc s;
+    memset(&s, 0, sizeof s);
+    s.kop = (uint8_t)d->i[1];
+    s.dtype = d->dtype;
+    s.ndim = 2;
+    s.shape[0] = d->i[2];
+    s.shape[1] = d->i[3];
+    s.i = d->ni > 4 ? d->i + 4 : NULL;
+    s.ni = d->ni - 4;
+    s.f = d->f;
+    s.nf = d->nf;
+    size_t bytes = (size_t)(s.shape[0] * s.shape[1]) * tsr_dtype_size((tsr_dtype)d->dtype);
+    tsr_chunkview tile;
+    memset(&tile, 0, sizeof tile);
+    tile.dtype = d->dtype;
+    tile.ndim = 2;
+    tile.shape[0] = s.shape[0];
+    tile.shape[1] = s.shape[1];
+    if (bytes == 0) return 0;
+    if (!(tile.data = scratch_get(SCRATCH_TILE, bytes))) {
+        tsr__fmt(err, errlen, "no memory to make a %lld x %lld tile", (long long)s.shape[0],
+                 (long long)s.shape[1]);
+        return -ENOMEM;
+    }
+    int rc = tsr__kernel_run(&s, NULL, 0, &tile, TSR_DEVICE_CPU, err, errlen);
+    if (rc != 0) return rc;
+    pack_any(d->dtype, d->i[0] == 0, tile.data, s.shape[0], s.shape[1], out->data);
     return 0;
 }
 

@@ -22,4 +22,5 @@ const tsr_kernel_fn tsr__cpu_kernels_any[TSR_KOP_COUNT] = {
     [TSR_KOP_FUSED] = tsr__k_fused,
     [TSR_KOP_PACK] = k_pack,                   /* gemm_pack.c */
     [TSR_KOP_MATMUL_PACKED] = k_matmul_packed, /* gemm_pack.c */
+    [TSR_KOP_PACK_SOURCE] = k_pack_source,     /* gemm_pack.c */
 };

@@ -55,6 +55,12 @@
  * the chain of fused multiply-adds over every step's k in order, from Cprev's element or 0: the
  * same bits on every CPU. Lowering uses it for float 2-d products (both operands of the output's
  * dtype) whose chunks are all TSR__PACKED_MIN to TSR__PACKED_MAX on every side (array/lower.c).
+ *  PACK_SOURCE   no inputs: a source's tile made and packed in one task, so that it can be made
+ *                again wherever it is needed, as the source could (a PACK's output would be
+ *                moved between workers instead). i = [role, kop, rows, cols, the source's
+ *                i...], f = the source's f: the rows x cols chunk of output dtype that the
+ *                source family kop (FILL, RANDOM, ARANGE, NORMAL or EYE; its fn 0) makes from
+ *                those parameters, laid out as PACK with i = [role] would.
  *  TRANSPOSE     1 input. i = [perm[0..d)]: out axis j is input axis perm[j].
  *  REDUCE        1 input of ndim n. fn = tsr_reduce_op (MEAN reduces like SUM; the scale is
  *                applied by COMBINE). i = [axes...] (input axes to reduce, ascending, possibly

@@ -46,6 +46,8 @@ int k_pack(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *
            size_t errlen);
 int k_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                     char *err, size_t errlen);
+int k_pack_source(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
+                  char *err, size_t errlen);
 int tsr__packed_product_f64(int64_t m, int64_t n, int64_t k, const double *pa, const double *pb,
                             int zero, double *out);
 int tsr__packed_product_f32(int64_t m, int64_t n, int64_t k, const float *pa, const float *pb,

@@ -203,6 +203,21 @@ static int check_pack(const tsr_kdesc *d, const tsr_chunkview *in, char *err, si
     return 0;
 }
 
+static int check_pack_source(const tsr_kdesc *d, char *err, size_t errlen) {
+    if (d->ni < 4 || (d->i[0] != 0 && d->i[0] != 1))
+        FAIL("expects i = [role (0 or 1), kop, rows, cols, the source's i...]");
+    const tsr__kop_info *k = tsr__kop_info_of((int)d->i[1]);
+    if (!k || d->i[1] == TSR_KOP_PACK_SOURCE || k->max_in != 0 ||
+        !tsr__kop_has((int)d->i[1], TSR__KOP_RECOMPUTE))
+        FAIL("family %lld is not a source that can be made anywhere", (long long)d->i[1]);
+    if (d->i[2] < 0 || d->i[3] < 0) FAIL("negative tile shape");
+    int64_t len = tsr__packed_len((int)d->i[0], d->i[2], d->i[3]);
+    if (d->ndim != 1 || len < 0 || d->shape[0] != len)
+        FAIL("a %lld x %lld tile packs into %lld values, not %lld", (long long)d->i[2],
+             (long long)d->i[3], (long long)len, (long long)d->shape[0]);
+    return 0;
+}
+
 /* Each step's k follows from the packed lengths: A_s holds m * k values, B_s k * n. */
 static int check_matmul_packed(const tsr_kdesc *d, const tsr_chunkview *in, int nin, char *err,
                                size_t errlen) {
@@ -509,6 +524,8 @@ static int check_family(const tsr_kdesc *d, const tsr_chunkview *in, int nin, ts
         return check_pack(d, in, err, errlen);
     case TSR_KOP_MATMUL_PACKED:
         return check_matmul_packed(d, in, nin, err, errlen);
+    case TSR_KOP_PACK_SOURCE:
+        return check_pack_source(d, err, errlen);
     case TSR_KOP_COUNT:
         break;
     }

@@ -556,6 +556,7 @@ KERNEL(g_assemble) {
 /* PACK lays a tile out for the CPU kernel (kernels/gemm_pack.c): a GPU worker runs it on its
  * host; g_matmul_packed above lays the tiles out plainly again for cuBLAS. */
 #define g_pack NULL
+#define g_pack_source NULL
 const tsr_kernel_fn tsr__gpu_kernels[TSR_KOP_COUNT] = {
 #define KERNEL_ROW(E, name, ...) [TSR_KOP_##E] = g_##name,
     TSR__KOP_MAP(KERNEL_ROW)

@@ -105,9 +105,12 @@ static const char *det_prog =
     /* Float64 chunks of 384 to 768: products over packed tiles (kernels/gemm_pack.c). */
     " \"R\": {\"op\": \"random\", \"shape\": [800, 900], \"chunks\": [400, 450], \"seed\": 7},\n"
     " \"S\": {\"op\": \"random\", \"shape\": [900, 770], \"chunks\": [450, 385], \"seed\": 8},\n"
-    " \"G\": {\"op\": \"matmul\", \"args\": [\"R\", \"S\"]}\n"
+    " \"G\": {\"op\": \"matmul\", \"args\": [\"R\", \"S\"]},\n"
+    /* A computed operand: its chunks are packed by PACK tasks, not remade (array/lower.c). */
+    " \"R2\": {\"op\": \"mul\", \"args\": [\"R\", 2]},\n"
+    " \"H\": {\"op\": \"matmul\", \"args\": [\"R2\", \"S\"]}\n"
     "}, \"outputs\": {\"C\": \"c.npy\", \"D\": \"d.npy\", \"E\": \"e.npy\", \"F\": \"f.npy\", "
-    "\"G\": \"g.npy\"}}\n";
+    "\"G\": \"g.npy\", \"H\": \"h.npy\"}}\n";
 
 static npy_data run_det(const char *workers, const char *threads, const char *name) {
     char *dir = make_tmpdir();
@@ -126,10 +129,10 @@ static npy_data run_det(const char *workers, const char *threads, const char *na
 }
 
 Test(cluster, deterministic_across_workers, .timeout = 180) {
-    const char *names[] = {"c.npy", "d.npy", "e.npy", "f.npy", "g.npy"};
-    npy_data one[5], three[5];
-    for (int i = 0; i < 5; i++) one[i] = run_det("1", "1", names[i]);
-    for (int i = 0; i < 5; i++) three[i] = run_det("3", "2", names[i]);
+    const char *names[] = {"c.npy", "d.npy", "e.npy", "f.npy", "g.npy", "h.npy"};
+    npy_data one[6], three[6];
+    for (int i = 0; i < 6; i++) one[i] = run_det("1", "1", names[i]);
+    for (int i = 0; i < 6; i++) three[i] = run_det("3", "2", names[i]);
     /* The packed product against a naive one, every 7th row and column: each element is a
      * chain of fused multiply-adds, within a few ulps of the plain sum. */
     for (int i = 0; i < 800; i += 7)
@@ -143,8 +146,11 @@ Test(cluster, deterministic_across_workers, .timeout = 180) {
             }
             double got = one[4].v[i * 770 + j];
             cr_assert(fabs(got - s) <= 1e-13 * mag, "G[%d,%d] = %.17g, want %.17g", i, j, got, s);
+            got = one[5].v[i * 770 + j];
+            cr_assert(fabs(got - 2 * s) <= 2e-13 * mag, "H[%d,%d] = %.17g, want %.17g", i, j, got,
+                      2 * s);
         }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         cr_assert_eq(one[i].rawlen, three[i].rawlen, "%s sizes differ", names[i]);
         cr_assert(memcmp(one[i].raw, three[i].raw, one[i].rawlen) == 0,
                   "%s differs between 1 worker and 3 workers x 2 threads", names[i]);

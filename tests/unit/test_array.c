@@ -548,7 +548,8 @@ Test(array, matmul_blocked) {
 /* Small blocks: the k-steps of a chain are grouped into tasks of g steps, inputs A_0, B_0, A_1,
  * B_1, ... then the previous partial; the last group takes what is left. */
 /* Float64 chunks of 384 to 768 are multiplied over packed tiles (kernels.h, MATMUL_PACKED):
- * each operand chunk gets one PACK task, which the products take in its place. */
+ * each operand chunk gets one packing task, which the products take in its place; a random
+ * source's is a PACK_SOURCE (made wherever needed, as the source would be), in place of it. */
 static int packs(int64_t chunk) {
     return chunk >= TSR__PACKED_MIN && chunk <= TSR__PACKED_MAX;
 }
@@ -564,8 +565,9 @@ static void check_groups(int64_t n, int64_t chunk) {
     lower(&m, 1, &g);
     cr_assert_eq(count_kop(&g, kop), nk * nk * per_chain, "n %lld chunk %lld", (long long)n,
                  (long long)chunk);
-    cr_assert_eq(count_kop(&g, TSR_KOP_PACK), pk ? 2 * nk * nk : 0);
-    cr_assert_eq(g.ntasks, nk * nk * per_chain + (pk ? 4 : 2) * nk * nk);
+    cr_assert_eq(count_kop(&g, TSR_KOP_PACK_SOURCE), pk ? 2 * nk * nk : 0);
+    cr_assert_eq(count_kop(&g, TSR_KOP_RANDOM), pk ? 0 : 2 * nk * nk);
+    cr_assert_eq(g.ntasks, nk * nk * per_chain + 2 * nk * nk);
     /* Walk C[0,0]'s chain back from its last task. */
     uint32_t t = g.outputs[0];
     int64_t left = nk, groups = 0;
@@ -584,15 +586,18 @@ static void check_groups(int64_t n, int64_t chunk) {
          * as a left operand, B's as a right one, each of the packed length). */
         for (int64_t q = 0; q < 2 * steps; q++) {
             const tsr_gtask *in = &g.tasks[g.deps[x->deps_off + (uint32_t)q]];
-            if (pk) {
-                cr_assert_eq(in->d.kop, TSR_KOP_PACK);
-                cr_assert_eq(in->d.ni, 1u);
+            if (pk) { /* i = [role, RANDOM, rows, cols, RANDOM's i...] */
+                cr_assert_eq(in->d.kop, TSR_KOP_PACK_SOURCE);
                 cr_assert_eq(in->d.i[0], q % 2);
+                cr_assert_eq(in->d.i[1], TSR_KOP_RANDOM);
+                cr_assert_eq(in->d.i[2], chunk);
+                cr_assert_eq(in->d.i[3], chunk);
+                cr_assert_eq(in->d.ni, 4u + 5u); /* seed, gshape[2], offset[2] */
                 cr_assert_eq(in->d.shape[0], tsr__packed_len((int)(q % 2), chunk, chunk));
-                cr_assert_eq(in->ndeps, 1u);
-                in = &g.tasks[g.deps[in->deps_off]];
+                cr_assert_eq(in->ndeps, 0u);
+            } else {
+                cr_assert_eq(in->d.kop, TSR_KOP_RANDOM);
             }
-            cr_assert_eq(in->d.kop, TSR_KOP_RANDOM);
         }
         if (first) break;
         t = g.deps[x->deps_off + (uint32_t)(2 * steps)];
@@ -634,7 +639,7 @@ static void check_packing(int64_t m, int64_t k, int64_t n, int64_t cm, int64_t c
     cr_assert_eq(tsr_matmul(a, b, &p), 0);
     tsr_graph g;
     lower(&p, 1, &g);
-    cr_assert_eq(count_kop(&g, TSR_KOP_PACK), want_packs, "%lldx%lldx%lld in %lld/%lld/%lld",
+    cr_assert_eq(count_kop(&g, TSR_KOP_PACK_SOURCE), want_packs, "%lldx%lldx%lld in %lld/%lld/%lld",
                  (long long)m, (long long)k, (long long)n, (long long)cm, (long long)ck,
                  (long long)cn);
     cr_assert_eq(count_kop(&g, want_packs ? TSR_KOP_MATMUL : TSR_KOP_MATMUL_PACKED), 0);
@@ -655,13 +660,27 @@ Test(array, matmul_packs_float64_tiles_of_384_to_768) {
     check_packing(1024, 1000, 1024, 512, 512, 512, TSR_FLOAT64, 4 + 4); /* 488 deep: packed */
     /* A @ A: A's chunks are packed once as left and once as right operands. */
     int64_t s[2] = {1024, 1024}, ch[2] = {512, 512};
-    tsr_array *a = rnd(2, s, ch), *p = NULL;
+    tsr_array *a = rnd(2, s, ch), *p = NULL, *a2 = NULL, *q = NULL;
     cr_assert_eq(tsr_matmul(a, a, &p), 0);
     tsr_graph g;
     lower(&p, 1, &g);
-    cr_assert_eq(count_kop(&g, TSR_KOP_PACK), 8);
-    cr_assert_eq(count_kop(&g, TSR_KOP_RANDOM), 4);
+    cr_assert_eq(count_kop(&g, TSR_KOP_PACK_SOURCE), 8);
+    cr_assert_eq(count_kop(&g, TSR_KOP_RANDOM), 0);
     tsr__graph_free(&g);
+    /* A computed operand (2 * A) gets PACK tasks on its chunks' tasks. */
+    cr_assert_eq(tsr_binary_scalar(TSR_MUL, a, 2.0, 0, &a2), 0);
+    cr_assert_eq(tsr_matmul(a2, a, &q), 0);
+    lower(&q, 1, &g);
+    cr_assert_eq(count_kop(&g, TSR_KOP_PACK), 4);
+    cr_assert_eq(count_kop(&g, TSR_KOP_PACK_SOURCE), 4);
+    for (size_t t = 0; t < g.ntasks; t++)
+        if (g.tasks[t].d.kop == TSR_KOP_PACK) {
+            cr_assert_eq(g.tasks[t].ndeps, 1u);
+            cr_assert_neq(g.tasks[g.deps[g.tasks[t].deps_off]].d.kop, TSR_KOP_RANDOM);
+        }
+    tsr__graph_free(&g);
+    tsr_array_free(q);
+    tsr_array_free(a2);
     tsr_array_free(p);
     tsr_array_free(a);
 }

@@ -367,3 +367,66 @@ Test(packed, mutated_descriptors_never_crash) {
     cr_assert(ran > 100 && refused > 100, "ran %d, refused %d", ran, refused);
 #undef NEXT
 }
+
+/* PACK_SOURCE: a source's tile, made and packed in one task, is PACK of that source's tile, for
+ * each source family that can be made anywhere and both roles and dtypes; a family that is not
+ * such a source, a wrong length and a source's own bad parameters are refused. */
+Test(packed, a_packed_source_is_its_tile_packed) {
+    int64_t r = 13, c = 37;
+    for (int t = 0; t < 2; t++) {
+        DT = t ? TSR_FLOAT32 : TSR_FLOAT64;
+        /* RANDOM: [seed, gshape[2], offset[2]]; FILL: f = [value]; EYE: [k, off0, off1]. */
+        int64_t rnd[5] = {7, 100, 200, 26, 74}, eye[3] = {1, 26, 0};
+        double fill[1] = {2.5};
+        struct {
+            int kop;
+            int64_t *i;
+            uint32_t ni;
+            double *f;
+            uint32_t nf;
+        } src[3] = {{TSR_KOP_RANDOM, rnd, 5, NULL, 0},
+                    {TSR_KOP_FILL, NULL, 0, fill, 1},
+                    {TSR_KOP_EYE, eye, 3, NULL, 0}};
+        for (int k = 0; k < 3; k++)
+            for (int role = 0; role < 2; role++) {
+                tsr_kdesc sd = desc(src[k].kop, 2, r, c, src[k].i, src[k].ni);
+                sd.f = src[k].f;
+                sd.nf = src[k].nf;
+                void *tile = malloc((size_t)(r * c) * es());
+                tsr_chunkview tv = view(tile, DT, 2, r, c);
+                cr_assert_eq(tsr__kernel_run(&sd, NULL, 0, &tv, TSR_DEVICE_CPU, err, sizeof err), 0,
+                             "%s", err);
+                void *want = pack(tile, r, c, role);
+                int64_t pi[4 + 5] = {role, src[k].kop, r, c};
+                for (uint32_t q = 0; q < src[k].ni; q++) pi[4 + q] = src[k].i[q];
+                tsr_kdesc d = desc(TSR_KOP_PACK_SOURCE, 1, r * c, 0, pi, 4 + src[k].ni);
+                d.f = src[k].f;
+                d.nf = src[k].nf;
+                void *got = malloc((size_t)(r * c) * es());
+                tsr_chunkview out = view(got, DT, 1, r * c, 0);
+                cr_assert_eq(tsr__kernel_run(&d, NULL, 0, &out, TSR_DEVICE_CPU, err, sizeof err), 0,
+                             "%s", err);
+                cr_assert(memcmp(got, want, (size_t)(r * c) * es()) == 0,
+                          "dtype %d source %d role %d", DT, src[k].kop, role);
+                free(tile);
+                free(want);
+                free(got);
+            }
+    }
+    DT = TSR_FLOAT64;
+    double o[64];
+    int64_t bad_kop[4] = {0, TSR_KOP_UNARY, 2, 2},
+            bad_len[9] = {0, TSR_KOP_RANDOM, 2, 2, 1, 4, 4, 0, 0};
+    tsr_kdesc d = desc(TSR_KOP_PACK_SOURCE, 1, 4, 0, bad_kop, 4);
+    tsr_chunkview out = view(o, TSR_FLOAT64, 1, 4, 0);
+    cr_assert_eq(tsr__kernel_run(&d, NULL, 0, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
+    cr_assert(strstr(err, "not a source"), "%s", err);
+    d = desc(TSR_KOP_PACK_SOURCE, 1, 5, 0, bad_len, 9);
+    out = view(o, TSR_FLOAT64, 1, 5, 0);
+    cr_assert_eq(tsr__kernel_run(&d, NULL, 0, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
+    cr_assert(strstr(err, "packs into 4"), "%s", err);
+    d = desc(TSR_KOP_PACK_SOURCE, 1, 4, 0, bad_len, 6); /* RANDOM without its offsets */
+    out = view(o, TSR_FLOAT64, 1, 4, 0);
+    cr_assert_eq(tsr__kernel_run(&d, NULL, 0, &out, TSR_DEVICE_CPU, err, sizeof err), TSR_EINVALID);
+    cr_assert(err[0]);
+}

@@ -48,13 +48,13 @@ Test(optable, every_family_has_a_kernel_for_each_declared_dtype) {
         for (int dt = 0; dt < 32; dt++) {
             /* Issue 13's families other than the elementwise ones are CPU-only too
              * (docs/gpu.md): a GPU worker runs them on its host, as it does LOAD. */
-            int cpu_only = kop == TSR_KOP_LOAD || kop == TSR_KOP_COMPARE ||
-                           kop == TSR_KOP_PREDICATE || kop == TSR_KOP_WHERE ||
-                           kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE || kop == TSR_KOP_CONTRACT ||
-                           kop == TSR_KOP_DATA || kop == TSR_KOP_HELD || kop == TSR_KOP_REDUCE2 ||
-                           kop == TSR_KOP_COMBINE2 || kop == TSR_KOP_SCAN ||
-                           kop == TSR_KOP_STRIDED || kop == TSR_KOP_TAKE ||
-                           kop == TSR_KOP_MAP_BLOCKS || kop == TSR_KOP_FUSED || kop == TSR_KOP_PACK;
+            int cpu_only =
+                kop == TSR_KOP_LOAD || kop == TSR_KOP_COMPARE || kop == TSR_KOP_PREDICATE ||
+                kop == TSR_KOP_WHERE || kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE ||
+                kop == TSR_KOP_CONTRACT || kop == TSR_KOP_DATA || kop == TSR_KOP_HELD ||
+                kop == TSR_KOP_REDUCE2 || kop == TSR_KOP_COMBINE2 || kop == TSR_KOP_SCAN ||
+                kop == TSR_KOP_STRIDED || kop == TSR_KOP_TAKE || kop == TSR_KOP_MAP_BLOCKS ||
+                kop == TSR_KOP_FUSED || kop == TSR_KOP_PACK || kop == TSR_KOP_PACK_SOURCE;
             int gpu = tsr__devops_cuda() && !cpu_only && (((k->dtypes & TSR__DT_FLOAT) >> dt) & 1);
             tsr_kernel_fn fn = tsr__kernel_lookup(kop, dt, TSR_DEVICE_GPU);
             if (gpu)
@@ -89,7 +89,8 @@ Test(optable, family_names_are_distinct) {
     cr_assert_eq(TSR_KOP_FUSED, 27);
     cr_assert_eq(TSR_KOP_PACK, 28);
     cr_assert_eq(TSR_KOP_MATMUL_PACKED, 29);
-    cr_assert_eq(TSR_KOP_COUNT, 30);
+    cr_assert_eq(TSR_KOP_PACK_SOURCE, 30);
+    cr_assert_eq(TSR_KOP_COUNT, 31);
 }
 
 Test(optable, names_round_trip_and_match_spec) {
@@ -249,7 +250,7 @@ Test(optable, arity_column_is_enforced) {
 Test(optable, traits) {
     for (int kop = 0; kop < TSR_KOP_COUNT; kop++) {
         int source = kop == TSR_KOP_FILL || kop == TSR_KOP_RANDOM || kop == TSR_KOP_ARANGE ||
-                     kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE;
+                     kop == TSR_KOP_NORMAL || kop == TSR_KOP_EYE || kop == TSR_KOP_PACK_SOURCE;
         cr_assert_eq(tsr__kop_has(kop, TSR__KOP_RECOMPUTE), source, "%s", tsr__kop_name(kop));
         int is_long = kop == TSR_KOP_MATMUL || kop == TSR_KOP_LOAD || kop == TSR_KOP_CONTRACT ||
                       kop == TSR_KOP_MAP_BLOCKS || kop == TSR_KOP_MATMUL_PACKED;
