@@ -1,4 +1,5 @@
-/* Float64 matrix products over operands packed once (PACK and MATMUL_PACKED, kernels.h).
+/* Float matrix products over operands packed once (PACK, PACK_SOURCE and MATMUL_PACKED,
+ * kernels.h).
  *
  * OpenBLAS lays both operands of every call out again in its own panels. A blocked matmul
  * hands each tile to many calls (A_ik to every C_ij of its row, B_kj to every C_ij of its
@@ -7,9 +8,12 @@
  * tile a PACK task, whose chunk holds the tile in the layout the kernel below reads, and the
  * matmul tasks read those chunks: each tile is laid out once, the packed chunk is an ordinary
  * chunk (stored, moved, spilled like any other), and the unpacked tile is gone once it is
- * packed.
+ * packed. A tile of a source that can be made anywhere (random, full, ...) is made and packed
+ * by one PACK_SOURCE task, which the scheduler makes again wherever it is needed, as it would
+ * the source.
  *
- * Layouts (MR = 12, NR = 16): a left operand A (m x k) is ceil(m / MR) panels of MR rows (the
+ * Layouts (MR = 12; NR = 16 for float64, 32 for float32: 128 bytes): a left operand A (m x k)
+ * is ceil(m / MR) panels of MR rows (the
  * last one of what is left), each holding, for k-step s = 0 .. k-1, its rows' values A[p*MR +
  * r][s]; a right operand B (k x n) is ceil(n / NR) panels of NR columns (the last one of what is
  * left), each holding, for each s, its columns' values B[s][q*NR + c]. A packed tile has the
@@ -17,7 +21,8 @@
  * reference (the input is copied aside first): the source tile's memory becomes the packed
  * tile's, and no new buffer is touched.
  *
- * Every output element is one chain of fused multiply-adds over k in order, from the output's
+ * Every output element is one chain of fused multiply-adds (in the output's dtype) over k in
+ * order, from the output's
  * old value (Cprev) or from zero: out[i][j] = fma(A[i][k-1], B[k-1][j], ... fma(A[i][0],
  * B[0][j], c0)). The AVX-512 kernel blocks the work for the caches; the portable one walks the
  * elements one by one; both compute that chain, so their results are the same bits, whichever
@@ -25,6 +30,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,26 +58,28 @@ int64_t tsr__packed_len(int role, int64_t rows, int64_t cols) {
 
 static int cpu_has_avx512(void) {
 #if HAVE_AVX512_KERNEL
-    static int ok = -1;
-    if (ok < 0) {
+    static _Atomic int ok = -1; /* executors may ask at once: they store the same answer */
+    int v = atomic_load_explicit(&ok, memory_order_relaxed);
+    if (v < 0) {
         __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+        atomic_store_explicit(&ok, v, memory_order_relaxed);
     }
-    return ok;
+    return v;
 #else
     return 0;
 #endif
 }
 
 /* 0: the AVX-512 kernel where the CPU has it; 1: always the portable one (tests). */
-static int force_portable;
+static _Atomic int force_portable;
 
 void tsr__packed_force_portable(int on) {
-    force_portable = on;
+    atomic_store_explicit(&force_portable, on, memory_order_relaxed);
 }
 
 static int use_avx512(void) {
-    return !force_portable && cpu_has_avx512();
+    return !atomic_load_explicit(&force_portable, memory_order_relaxed) && cpu_has_avx512();
 }
 
 /* ---- packing -------------------------------------------------------------------------------- */

@@ -214,10 +214,8 @@ static void task_fail(tsr__worker *w, wtask *t, const char *msg) {
 
 /* With every input here: drop donated inputs from the store, and when one of them is a buffer
  * nobody else holds and the kernel allows it, let the output be written into it (matmul
- * accumulation, elementwise ops, a tile packed over itself) instead of a fresh buffer. Besides
- * donated inputs, that is a source made here for this task alone: a recompute not kept as a
- * replica, which only this task holds (a kept one is also the store's). Small outputs are allocated
- * here: the loop frees every chunk, and a buffer from an executor's malloc arena would make each of
+ * accumulation, elementwise ops) instead of a fresh buffer. Small outputs are allocated here:
+ * the loop frees every chunk, and a buffer from an executor's malloc arena would make each of
  * those frees take that arena's lock while the executor allocates from it. Large ones come from
  * the buffer pool (pool.c), taken by the executor when the task starts. */
 static void task_dispatch(tsr__worker *w, wtask *t) {
@@ -226,7 +224,7 @@ static void task_dispatch(tsr__worker *w, wtask *t) {
     tsr_chunkview stack[8], *v = stack;
     for (uint32_t k = 0; k < t->nin; k++) {
         wtask_in *in = &t->in[k];
-        if (!(in->flags & (TSR__IN_DONATE | TSR__IN_RECOMPUTE)) || in->fetch ||
+        if (!(in->flags & TSR__IN_DONATE) || in->fetch ||
             atomic_load_explicit(&in->buf->refs, memory_order_acquire) != 1)
             continue;
         /* A grouped matmul has up to 65 inputs. Without memory for their views the output
