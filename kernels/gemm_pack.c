@@ -145,19 +145,6 @@ static void *scratch_get(int which, size_t n) {
 #define SCATTER(p, at, v) _mm512_i64scatter_pd(p, at, v, 8)
 #define FMA fma
 #include "kernels/gemm_pack_tmpl.c"
-#undef T
-#undef NAME
-#undef NR
-#undef VL
-#undef VEC
-#undef LOADU
-#undef STOREU
-#undef SET1
-#undef SETZERO
-#undef FMADD
-#undef SCATTER_IDX
-#undef SCATTER
-#undef FMA
 
 #define T float
 #define NAME(x) x##_f32
@@ -175,19 +162,6 @@ static void *scratch_get(int which, size_t n) {
 #define SCATTER(p, at, v) _mm512_i32scatter_ps(p, at, v, 4)
 #define FMA fmaf
 #include "kernels/gemm_pack_tmpl.c"
-#undef T
-#undef NAME
-#undef NR
-#undef VL
-#undef VEC
-#undef LOADU
-#undef STOREU
-#undef SET1
-#undef SETZERO
-#undef FMADD
-#undef SCATTER_IDX
-#undef SCATTER
-#undef FMA
 
 /* ---- the kernels ---------------------------------------------------------------------------- */
 

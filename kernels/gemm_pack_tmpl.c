@@ -1,5 +1,6 @@
 /* PACK and MATMUL_PACKED for one float type (gemm_pack.c includes this once per type, with T,
- * NAME(), NR, VL and the vector macros defined; see there for the layouts and the kernel). */
+ * NAME(), NR, VL and the vector macros defined; see there for the layouts and the kernel). It
+ * undefines them at its end, ready for the next type. */
 
 #if HAVE_AVX512_KERNEL
 /* Full left panels VL k-steps of a row at a time: each load is scattered to its MR-strided
@@ -168,3 +169,17 @@ int NAME(tsr__packed_product)(int64_t m, int64_t n, int64_t k, const T *pa, cons
     NAME(product_portable)(m, n, k, pa, pb, zero, out);
     return 0;
 }
+
+#undef T
+#undef NAME
+#undef NR
+#undef VL
+#undef VEC
+#undef LOADU
+#undef STOREU
+#undef SET1
+#undef SETZERO
+#undef FMADD
+#undef SCATTER_IDX
+#undef SCATTER
+#undef FMA

@@ -215,6 +215,15 @@ static const void *input_as(tsr__cuda_ctx *c, const tsr_chunkview *v, int dtype,
     return *tmp;
 }
 
+/* A matmul's running sum starts as Cprev (the last input, when have), converted into the output
+ * unless it is the output. */
+static int start_sum(tsr__cuda_ctx *c, const tsr_kdesc *d, const tsr_chunkview *in, int nin,
+                     tsr_chunkview *out, int64_t n, int have, char *err, size_t errlen) {
+    if (!have) return 0;
+    const tsr_chunkview *cp = &in[nin - 1];
+    return launched(d, convert(c, d->dtype, out->data, cp->dtype, cp->data, n), err, errlen);
+}
+
 /* out = Cprev + A_0 @ B_0 + A_1 @ B_1 + ..., one cuBLAS call per k-step in order with beta = 1
  * after the first (kernels.h), Cprev copied into the output first unless it is the output. */
 KERNEL(g_matmul) {
@@ -223,13 +232,8 @@ KERNEL(g_matmul) {
     int64_t m = out->shape[0];
     int64_t n = out->ndim == 2 ? out->shape[1] : 1;
     int have = nin == 2 * g + 1; /* the output holds a running sum */
-    int rc;
-    if (have) {
-        const tsr_chunkview *cp = &in[nin - 1];
-        if ((rc = launched(d, convert(c, d->dtype, out->data, cp->dtype, cp->data, m * n), err,
-                           errlen)))
-            return rc;
-    }
+    int rc = start_sum(c, d, in, nin, out, m * n, have, err, errlen);
+    if (rc) return rc;
     if (m == 0 || n == 0) return 0;
     for (int64_t s = 0; s < g; s++) {
         int64_t k = in[2 * s].shape[1];
@@ -291,13 +295,8 @@ KERNEL(g_matmul_packed) {
     int64_t g = d->ni ? d->i[0] : 1, m = out->shape[0], n = out->shape[1];
     size_t es = esize(d->dtype);
     int have = nin == 2 * g + 1;
-    int rc;
-    if (have) {
-        const tsr_chunkview *cp = &in[nin - 1];
-        if ((rc = launched(d, convert(c, d->dtype, out->data, cp->dtype, cp->data, m * n), err,
-                           errlen)))
-            return rc;
-    }
+    int rc = start_sum(c, d, in, nin, out, m * n, have, err, errlen);
+    if (rc) return rc;
     if (m == 0 || n == 0) return 0;
     for (int64_t s = 0; s < g; s++) {
         int64_t k = in[2 * s].shape[0] / m;
