@@ -46,15 +46,17 @@
  *                TSR__PACK_MR rows (the last one of the rows left), panel p of width w at
  *                p*MR*cols holding for s = 0 .. cols-1 the values X[p*MR + r][s], r < w, at
  *                s*w + r; i = [1] as a right operand, panels of TSR__PACK_NR(dtype) columns
- *                (16 float64, 32 float32: 128 bytes), panel q of
- *                width w at q*NR*rows holding for s = 0 .. rows-1 the values X[s][q*NR + c],
- *                c < w, at s*w + c. The output may be written over X (alias SIZE).
- *  MATMUL_PACKED MATMUL over packed operands of the output's float dtype: d = 2, output m x n, i =
- * [g] as MATMUL's; inputs A_0, B_0, ... as PACK made them (A_s of an m x k_s tile with i = [0], m *
- * k_s values; B_s of a k_s x n tile with i = [1]), optionally Cprev last. Each output element is
- * the chain of fused multiply-adds over every step's k in order, from Cprev's element or 0: the
- * same bits on every CPU. Lowering uses it for float 2-d products (both operands of the output's
- * dtype) whose chunks are all TSR__PACKED_MIN to TSR__PACKED_MAX on every side (array/lower.c).
+ *                (16 float64, 32 float32: 128 bytes), panel q of width w at q*NR*rows holding
+ *                for s = 0 .. rows-1 the values X[s][q*NR + c], c < w, at s*w + c. The output
+ *                may be written over X (alias SIZE).
+ *  MATMUL_PACKED MATMUL over packed operands of the output's float dtype: d = 2, output
+ *                m x n, i = [g] as MATMUL's; inputs A_0, B_0, ... as PACK or PACK_SOURCE made
+ *                them (A_s of an m x k_s tile with i = [0], m * k_s values; B_s of a k_s x n
+ *                tile with i = [1]), optionally Cprev last. Each output element is the chain
+ *                of fused multiply-adds over every step's k in order, from Cprev's element or
+ *                0: the same bits on every CPU. Lowering uses it for float 2-d products (both
+ *                operands of the output's dtype) whose chunks are all TSR__PACKED_MIN to
+ *                TSR__PACKED_MAX on every side (array/lower.c).
  *  PACK_SOURCE   no inputs: a source's tile made and packed in one task, so that it can be made
  *                again wherever it is needed, as the source could (a PACK's output would be
  *                moved between workers instead). i = [role, kop, rows, cols, the source's
