@@ -811,9 +811,17 @@ def sec_small(b):
     # --baseline the baseline's build in a cluster of its own, alternated round by round.
     builds = [("", b.tessera, cl)]
 
+    knows = {}
+
     def unfused(exe):
-        """The option that keeps the current build's tasks unfused; baselines have none."""
-        return ["--no-fuse"] if exe == b.tessera else []
+        """`--no-fuse` for every build that has fusion: the current one, and a baseline from after
+        issue 13 (asked once: `check --no-fuse` fails on a build without the option). Without it
+        a post-fusion baseline would run the fused graph, a third of the tasks, and the ratio
+        would compare different graphs."""
+        if exe not in knows:
+            knows[exe] = exe == b.tessera or run([exe, "check", "--no-fuse", warm],
+                                                  timeout=60).ok()
+        return ["--no-fuse"] if knows[exe] else []
 
     try:
         if b.base:
@@ -861,7 +869,12 @@ def sec_small(b):
                 f"{fmt(row.get('starpu_lws'), 0)}")
             return row
 
-        out["rounds"], out["redone"] = b.rounds("small", one)
+        # A submission takes 0.11-0.15 s, and one build against the other reads 0.85-1.12 per
+        # round in the same minutes (bench/notes.md §31): with a baseline, three times the
+        # rounds (each ~2 s), so the median of the per-round ratios is the build's and not the
+        # minute's.
+        out["rounds"], out["redone"] = b.rounds(
+            "small", one, 3 * b.nrounds if len(builds) > 1 and not b.q else None)
     finally:
         for _, _, c in builds:
             c.close()
@@ -888,7 +901,7 @@ def md_small(b, d):
         f"`sum(add(ones({d['n']}, chunks={d['chunk']}), 1))`: {d['tasks']} tasks by "
         "`tessera check`, submitted with `tessera submit --stats` to a cluster started by hand "
         "(`tessera scheduler` + 2 × `tessera worker --threads 1 --cpus K`), warmed up by one "
-        "smaller submission with the same options (`--no-fuse` for the current build). "
+        "smaller submission with the same options (`--no-fuse`, for every build that has it). "
         "**tasks/s** = tasks / stats `seconds` (submit → finished). "
         "**sched µs/task** = CPU time of the scheduler process (all threads, "
         "/proc/PID/task/*/schedstat) during the submission / tasks. The `ones` chunks are "
@@ -899,7 +912,9 @@ def md_small(b, d):
         + (f" **baseline** = the same submissions to a second cluster of the same shape "
            f"started from a release build of commit {d['base_commit']} (`--baseline`), "
            "alternated with the current build round by round (the first of the two swaps "
-           "every round); **current / baseline** = the ratio of their tasks/s in the round."
+           "every round), in three times the section's rounds (a submission takes ~0.13 s, "
+           "and single rounds scatter by ±15%); **current / baseline** = the ratio of their "
+           "tasks/s in the round."
            if d.get("base_commit") else ""), "",
         *([f"The baseline's cluster did not start: `{d['base_error']}`.", ""]
           if d.get("base_error") else []),
