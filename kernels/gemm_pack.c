@@ -198,8 +198,61 @@ int k_pack(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *
     return 0;
 }
 
-/* The source's tile is made in per-thread scratch (by its own kernel, checks included), then
- * packed into the output. */
+/* Rows r0 .. r0 + h of a rows x cols tile (src holds those h rows) into out, the tile packed. A
+ * left strip starts on a panel's first row (r0 a multiple of MR). */
+static void pack_rows_any(int dt, int left, const void *src, int64_t h, int64_t cols, int64_t rows,
+                          int64_t r0, void *out) {
+    size_t at = (size_t)(r0 * cols);
+    if (dt == TSR_FLOAT64 && left)
+        pack_left_f64(src, h, cols, (double *)out + at);
+    else if (dt == TSR_FLOAT64)
+        pack_right_rows_f64(src, h, cols, rows, r0, out);
+    else if (left)
+        pack_left_f32(src, h, cols, (float *)out + at);
+    else
+        pack_right_rows_f32(src, h, cols, rows, r0, out);
+}
+
+/* The descriptor of rows r0 .. r0 + h of the source tile s: s with h rows and its row offset moved
+ * on by r0, for the families whose values depend only on where they are (RANDOM and NORMAL: i =
+ * [seed, gshape[2], offset[2]]; EYE: [k, offset[2]]) or on nothing (FILL). 0, or -1 for another
+ * family or layout, which is then made as one tile. */
+static int strip_desc(const tsr_kdesc *s, int64_t r0, int64_t h, tsr_kdesc *t, int64_t iv[5]) {
+    int at;
+    switch (s->kop) {
+    case TSR_KOP_FILL:
+        at = -1;
+        break;
+    case TSR_KOP_RANDOM:
+    case TSR_KOP_NORMAL:
+        if (s->ni != 5) return -1;
+        at = 3;
+        break;
+    case TSR_KOP_EYE:
+        if (s->ni != 3) return -1;
+        at = 1;
+        break;
+    default:
+        return -1;
+    }
+    *t = *s;
+    t->shape[0] = h;
+    if (at >= 0) {
+        memcpy(iv, s->i, s->ni * sizeof *iv);
+        iv[at] += r0;
+        t->i = iv;
+    }
+    return 0;
+}
+
+/* Bytes of source a strip holds at most: small enough to stay in the first-level cache between
+ * being made and being packed (a right strip; a left one is MR rows, whatever their length). */
+#define STRIP_BYTES 16384
+
+/* The source's tile is made by its own kernel (checks included) a strip of rows at a time into
+ * per-thread scratch, and each strip packed into the output while it is still in cache: the
+ * output is written once and nothing tile-sized is read back (bench/notes.md §31). A family
+ * without strips is made whole, then packed. */
 int k_pack_source(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *out,
                   char *err, size_t errlen) {
     (void)in;
@@ -215,22 +268,36 @@ int k_pack_source(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chun
     s.ni = d->ni - 4;
     s.f = d->f;
     s.nf = d->nf;
-    size_t bytes = (size_t)(s.shape[0] * s.shape[1]) * tsr_dtype_size((tsr_dtype)d->dtype);
-    tsr_chunkview tile;
-    memset(&tile, 0, sizeof tile);
-    tile.dtype = d->dtype;
-    tile.ndim = 2;
-    tile.shape[0] = s.shape[0];
-    tile.shape[1] = s.shape[1];
-    if (bytes == 0) return 0;
-    if (!(tile.data = scratch_get(SCRATCH_TILE, bytes))) {
-        tsr__fmt(err, errlen, "no memory to make a %lld x %lld tile", (long long)s.shape[0],
-                 (long long)s.shape[1]);
+    int64_t rows = s.shape[0], cols = s.shape[1];
+    int left = d->i[0] == 0;
+    size_t es = tsr_dtype_size((tsr_dtype)d->dtype), row_bytes = (size_t)cols * es;
+    if (rows == 0 || cols == 0) return 0;
+    int64_t h = left ? TSR__PACK_MR : (int64_t)(STRIP_BYTES / row_bytes);
+    tsr_kdesc t;
+    int64_t iv[5];
+    if (h < 1 || strip_desc(&s, 0, h < rows ? h : rows, &t, iv) != 0) h = rows;
+    if (h > rows) h = rows;
+    tsr_chunkview strip;
+    memset(&strip, 0, sizeof strip);
+    strip.dtype = d->dtype;
+    strip.ndim = 2;
+    strip.shape[1] = cols;
+    if (!(strip.data = scratch_get(SCRATCH_TILE, (size_t)h * row_bytes))) {
+        tsr__fmt(err, errlen, "no memory to make a %lld x %lld tile", (long long)rows,
+                 (long long)cols);
         return -ENOMEM;
     }
-    int rc = tsr__kernel_run(&s, NULL, 0, &tile, TSR_DEVICE_CPU, err, errlen);
-    if (rc != 0) return rc;
-    pack_any(d->dtype, d->i[0] == 0, tile.data, s.shape[0], s.shape[1], out->data);
+    for (int64_t r0 = 0; r0 < rows; r0 += h) {
+        int64_t n = rows - r0 < h ? rows - r0 : h;
+        if (h == rows)
+            t = s;
+        else
+            (void)strip_desc(&s, r0, n, &t, iv);
+        strip.shape[0] = n;
+        int rc = tsr__kernel_run(&t, NULL, 0, &strip, TSR_DEVICE_CPU, err, errlen);
+        if (rc != 0) return rc;
+        pack_rows_any(d->dtype, left, strip.data, n, cols, rows, r0, out->data);
+    }
     return 0;
 }
 

@@ -20,16 +20,19 @@ __attribute__((target("avx512f"))) static int64_t NAME(pack_left_avx512)(const T
     return i0;
 }
 
-/* Full right panels: two 64-byte copies per k-step. Returns the columns done. */
-__attribute__((target("avx512f"))) static int64_t NAME(pack_right_avx512)(const T *b, int64_t k,
-                                                                          int64_t n, T *p) {
+/* Rows s0 .. s0 + h of full right panels (b holds those h rows): two 64-byte copies per k-step.
+ * Returns the columns done. */
+__attribute__((target("avx512f"))) static int64_t
+NAME(pack_right_avx512)(const T *b, int64_t h, int64_t n, int64_t k, int64_t s0, T *p) {
     int64_t j0 = 0;
-    for (; j0 + NR <= n; j0 += NR)
-        for (int64_t s = 0; s < k; s++, p += NR) {
+    for (; j0 + NR <= n; j0 += NR) {
+        T *d = p + j0 * k + s0 * NR;
+        for (int64_t s = 0; s < h; s++, d += NR) {
             const T *q = b + s * n + j0;
-            STOREU(p, LOADU(q));
-            STOREU(p + VL, LOADU(q + VL));
+            STOREU(d, LOADU(q));
+            STOREU(d + VL, LOADU(q + VL));
         }
+    }
     return j0;
 }
 #endif
@@ -48,17 +51,23 @@ static void NAME(pack_left)(const T *a, int64_t m, int64_t k, T *p) {
     }
 }
 
-/* p (k * n values, not overlapping b) = b (k x n) as right panels. */
-static void NAME(pack_right)(const T *b, int64_t k, int64_t n, T *p) {
+/* Rows s0 .. s0 + h of a k x n right operand (b: those h rows, h x n) into p, the operand's
+ * right panels (k * n values, not overlapping b). */
+static void NAME(pack_right_rows)(const T *b, int64_t h, int64_t n, int64_t k, int64_t s0, T *p) {
     int64_t j0 = 0;
 #if HAVE_AVX512_KERNEL
-    if (cpu_has_avx512()) j0 = NAME(pack_right_avx512)(b, k, n, p);
+    if (cpu_has_avx512()) j0 = NAME(pack_right_avx512)(b, h, n, k, s0, p);
 #endif
     for (; j0 < n; j0 += NR) {
         int64_t w = n - j0 < NR ? n - j0 : NR;
-        T *q = p + j0 * k;
-        for (int64_t s = 0; s < k; s++) memcpy(q + s * w, b + s * n + j0, (size_t)w * sizeof(T));
+        T *q = p + j0 * k + s0 * w;
+        for (int64_t s = 0; s < h; s++) memcpy(q + s * w, b + s * n + j0, (size_t)w * sizeof(T));
     }
+}
+
+/* p (k * n values, not overlapping b) = b (k x n) as right panels. */
+static void NAME(pack_right)(const T *b, int64_t k, int64_t n, T *p) {
+    NAME(pack_right_rows)(b, k, n, k, 0, p);
 }
 
 /* ---- products ------------------------------------------------------------------------------- */

@@ -370,49 +370,59 @@ Test(packed, mutated_descriptors_never_crash) {
 
 /* PACK_SOURCE: a source's tile, made and packed in one task, is PACK of that source's tile, for
  * each source family that can be made anywhere and both roles and dtypes; a family that is not
- * such a source, a wrong length and a source's own bad parameters are refused. */
+ * such a source, a wrong length and a source's own bad parameters are refused. The kernel makes
+ * the tile in strips of rows (12 for a left operand, 16 KiB for a right one) where it knows the
+ * family, so the shapes give one strip, several with a short last one (100 x 300: 6 or 13 rows
+ * a right strip, 12 a left one) and rows too long for a strip (made whole). */
 Test(packed, a_packed_source_is_its_tile_packed) {
-    int64_t r = 13, c = 37;
-    for (int t = 0; t < 2; t++) {
-        DT = t ? TSR_FLOAT32 : TSR_FLOAT64;
-        /* RANDOM: [seed, gshape[2], offset[2]]; FILL: f = [value]; EYE: [k, off0, off1]. */
-        int64_t rnd[5] = {7, 100, 200, 26, 74}, eye[3] = {1, 26, 0};
-        double fill[1] = {2.5};
-        struct {
-            int kop;
-            int64_t *i;
-            uint32_t ni;
-            double *f;
-            uint32_t nf;
-        } src[3] = {{TSR_KOP_RANDOM, rnd, 5, NULL, 0},
-                    {TSR_KOP_FILL, NULL, 0, fill, 1},
-                    {TSR_KOP_EYE, eye, 3, NULL, 0}};
-        for (int k = 0; k < 3; k++)
-            for (int role = 0; role < 2; role++) {
-                tsr_kdesc sd = desc(src[k].kop, 2, r, c, src[k].i, src[k].ni);
-                sd.f = src[k].f;
-                sd.nf = src[k].nf;
-                void *tile = malloc((size_t)(r * c) * es());
-                tsr_chunkview tv = view(tile, DT, 2, r, c);
-                cr_assert_eq(tsr__kernel_run(&sd, NULL, 0, &tv, TSR_DEVICE_CPU, err, sizeof err), 0,
-                             "%s", err);
-                void *want = pack(tile, r, c, role);
-                int64_t pi[4 + 5] = {role, src[k].kop, r, c};
-                for (uint32_t q = 0; q < src[k].ni; q++) pi[4 + q] = src[k].i[q];
-                tsr_kdesc d = desc(TSR_KOP_PACK_SOURCE, 1, r * c, 0, pi, 4 + src[k].ni);
-                d.f = src[k].f;
-                d.nf = src[k].nf;
-                void *got = malloc((size_t)(r * c) * es());
-                tsr_chunkview out = view(got, DT, 1, r * c, 0);
-                cr_assert_eq(tsr__kernel_run(&d, NULL, 0, &out, TSR_DEVICE_CPU, err, sizeof err), 0,
-                             "%s", err);
-                cr_assert(memcmp(got, want, (size_t)(r * c) * es()) == 0,
-                          "dtype %d source %d role %d", DT, src[k].kop, role);
-                free(tile);
-                free(want);
-                free(got);
-            }
-    }
+    static const int64_t shapes[][2] = {{13, 37}, {100, 300}, {5, 3000}};
+    for (int t = 0; t < 2; t++)
+        for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+            DT = t ? TSR_FLOAT32 : TSR_FLOAT64;
+            int64_t r = shapes[sh][0], c = shapes[sh][1];
+            /* RANDOM and NORMAL: [seed, gshape[2], offset[2]] (NORMAL's f = [loc, scale]); FILL: f
+             * = [value]; EYE: [k, off0, off1] (the diagonal crosses the tile). */
+            int64_t rnd[5] = {7, 400, 4000, 26, 74}, eye[3] = {1, 26, 20};
+            double fill[1] = {2.5}, normal[2] = {1.5, 0.25};
+            struct {
+                int kop;
+                int64_t *i;
+                uint32_t ni;
+                double *f;
+                uint32_t nf;
+            } src[4] = {{TSR_KOP_RANDOM, rnd, 5, NULL, 0},
+                        {TSR_KOP_FILL, NULL, 0, fill, 1},
+                        {TSR_KOP_EYE, eye, 3, NULL, 0},
+                        {TSR_KOP_NORMAL, rnd, 5, normal, 2}};
+            for (int k = 0; k < 4; k++)
+                for (int role = 0; role < 2; role++) {
+                    tsr_kdesc sd = desc(src[k].kop, 2, r, c, src[k].i, src[k].ni);
+                    sd.f = src[k].f;
+                    sd.nf = src[k].nf;
+                    void *tile = malloc((size_t)(r * c) * es());
+                    tsr_chunkview tv = view(tile, DT, 2, r, c);
+                    cr_assert_eq(
+                        tsr__kernel_run(&sd, NULL, 0, &tv, TSR_DEVICE_CPU, err, sizeof err), 0,
+                        "%s", err);
+                    void *want = pack(tile, r, c, role);
+                    int64_t pi[4 + 5] = {role, src[k].kop, r, c};
+                    for (uint32_t q = 0; q < src[k].ni; q++) pi[4 + q] = src[k].i[q];
+                    tsr_kdesc d = desc(TSR_KOP_PACK_SOURCE, 1, r * c, 0, pi, 4 + src[k].ni);
+                    d.f = src[k].f;
+                    d.nf = src[k].nf;
+                    void *got = malloc((size_t)(r * c) * es());
+                    tsr_chunkview out = view(got, DT, 1, r * c, 0);
+                    cr_assert_eq(
+                        tsr__kernel_run(&d, NULL, 0, &out, TSR_DEVICE_CPU, err, sizeof err), 0,
+                        "%s", err);
+                    cr_assert(memcmp(got, want, (size_t)(r * c) * es()) == 0,
+                              "dtype %d source %d role %d, %lld x %lld", DT, src[k].kop, role,
+                              (long long)r, (long long)c);
+                    free(tile);
+                    free(want);
+                    free(got);
+                }
+        }
     DT = TSR_FLOAT64;
     double o[64];
     int64_t bad_kop[4] = {0, TSR_KOP_UNARY, 2, 2},
