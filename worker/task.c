@@ -509,11 +509,13 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
  * when next needed. Holding them costs memory, and in these guests a first touch of memory
  * costs about as much as making a chunk again 15 times: ~2.3 ms per fresh 2 MiB (host-side
  * faults) against ~0.15 ms to fill a pooled 2 MiB buffer (bench/notes.md, issue 9). So replicas
- * are kept least recently used first, at most rep_cap bytes (worker.h): a 4096² matmul keeps all
- * its sources (each is used 8 to 32 times), a larger one keeps rows of A while B's chunks are
- * made again per row of A in warm, reused buffers. (A bound of 64 MiB was 4% faster at chunk
- * 512 and 14% slower at chunk 128, where each chunk of B is used 32 times.) Only the store's
- * reference is dropped: queued tasks keep theirs.
+ * are kept least recently used first, at most rep_cap bytes (worker.h): the 4096² and 8192²
+ * matmuls keep all their sources (each is used 8 to 32 times), a larger one keeps rows of A
+ * while B's chunks are made again per row of A in warm, reused buffers. (A bound of 64 MiB was
+ * 4% faster at chunk 512 and 14% slower at chunk 128, where each chunk of B is used 32 times,
+ * before sources were packed; with packed sources, which cost twice as much to make again, 2
+ * GiB was 2.1% faster than 256 MiB at 8192² chunk 512.) Only the store's reference is dropped:
+ * queued tasks keep theirs.
  *
  * The scheduler also sends how many tasks still need each source chunk (`uses`). A chunk with
  * fewer than TSR__REPLICA_MIN_USES is not kept at all: it is made again for each task that

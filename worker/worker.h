@@ -370,8 +370,11 @@ struct wfetch {
 /* A replica: a source chunk this worker made itself for its own tasks (RECOMPUTE), kept in the
  * store. Replicas are kept least recently used first, at most w->rep_cap bytes of them
  * (TSR__REPLICA_DEFAULT, or a tenth of the memory limit): beyond that, making a source chunk
- * again in a pooled buffer costs less than holding it (task.c, "Replicas"). */
-#define TSR__REPLICA_DEFAULT ((uint64_t)256 << 20)
+ * again in a pooled buffer costs less than holding it (task.c, "Replicas"). 2 GiB since packed
+ * sources (PACK_SOURCE): made and packed, a tile costs twice a plain source's making, and at
+ * 256 MiB the 8192² matmul at chunk 512 made B's packed tiles 11 times each (bench/notes.md
+ * §31: 2 GiB ran it 2.1% faster, and 1024 the same). */
+#define TSR__REPLICA_DEFAULT ((uint64_t)2048 << 20)
 /* A source chunk fewer tasks than this still need is made again per use, not kept. */
 #define TSR__REPLICA_MIN_USES 6
 typedef struct wreplica {
