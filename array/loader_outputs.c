@@ -98,7 +98,7 @@ int tsr__loader_check_outputs(tsr__loader *L, json_t *outs) {
                                     key, tsr__loader_show(v, b, sizeof b));
         }
         const char *path = out_path(v);
-        if (!strcmp(path, "-")) continue;
+        if (!strcmp(path, "-") || tsr__is_char_device(path)) continue; /* /dev/null: any number */
         json_object_foreach(outs, key2, v2) {
             if (v2 == v) break;
             const char *p2 = out_path(v2);

@@ -19,6 +19,7 @@
 typedef struct file_id {
     int exists;
     int is_dir;
+    mode_t mode; /* an existing file's type (S_IFMT bits) */
     dev_t dev;
     ino_t ino;
     char base[256];
@@ -52,6 +53,7 @@ static int identify(const char *path, file_id *id, const char **why) {
     if (stat(path, &st) == 0) {
         id->exists = 1;
         id->is_dir = S_ISDIR(st.st_mode);
+        id->mode = st.st_mode & S_IFMT;
         id->dev = st.st_dev;
         id->ino = st.st_ino;
         return 0;
@@ -128,6 +130,22 @@ int tsr__program_check_paths(tsr_client *c, const char *file, const char *file_p
                            file, name, o->path);
             break;
         }
+        const char *kind = !id->exists          ? NULL
+                           : S_ISFIFO(id->mode) ? "a pipe"
+                           : S_ISSOCK(id->mode) ? "a socket"
+                           : S_ISBLK(id->mode)  ? "a block device"
+                                                : NULL;
+        if (kind && !store) {
+            rc = tsr__fail(c, TSR_EPROGRAM,
+                           "%s: array \"%s\": output \"%s\" is %s (a .npy output is written at "
+                           "offsets, in any order: write it to a file, to /dev/null, or print it "
+                           "with \"-\")",
+                           file, name, o->path, kind);
+            break;
+        }
+        /* A character device (/dev/null) is written where it is, and any number of outputs may
+         * go there: none of the checks below concern it. */
+        if (id->exists && S_ISCHR(id->mode) && !store) continue;
         if (id->exists && !id->is_dir && store) {
             rc = tsr__fail(c, TSR_EPROGRAM,
                            "%s: array \"%s\": output \"%s\" is a Zarr store, but a file that is "

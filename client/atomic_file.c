@@ -50,12 +50,38 @@ static char *tmp_name(const char *path, const char *suffix) {
     return tmp;
 }
 
+/* What a path that is not a file, a directory or a character device is, for messages; NULL for
+ * those three. */
+static const char *unwritable_kind(mode_t m) {
+    return S_ISFIFO(m) ? "a pipe" : S_ISSOCK(m) ? "a socket" : S_ISBLK(m) ? "a block device" : NULL;
+}
+
 int tsr__tmpout_open(tsr_client *c, tsr__tmpout *t, const char *path, const char *what, int dir) {
     char lb[400];
     memset(t, 0, sizeof *t);
     t->fd = -1;
     t->dir = dir;
     snprintf(t->what, sizeof t->what, "%s", what ? what : "");
+    struct stat st;
+    if (!dir && stat(path, &st) == 0) {
+        const char *kind = unwritable_kind(st.st_mode);
+        if (kind)
+            return tsr__fail(c, -EINVAL,
+                             "cannot write \"%s\"%s: it is %s; outputs are written to files (at "
+                             "offsets, in any order) or to character devices such as /dev/null",
+                             path, label(t, lb, sizeof lb), kind);
+        if (S_ISCHR(st.st_mode)) { /* /dev/null: written where it is (see client.h) */
+            t->direct = 1;
+            if (!(t->path = strdup(path))) return tsr__fail(c, -ENOMEM, "out of memory");
+            if ((t->fd = open(path, O_WRONLY | O_CLOEXEC)) < 0) {
+                int e = errno;
+                tsr__tmpout_abort(t);
+                return tsr__fail(c, -e, "cannot open \"%s\"%s: %s", path, label(t, lb, sizeof lb),
+                                 strerror(e));
+            }
+            return 0;
+        }
+    }
     t->path = strdup(path);
     t->tmp = tmp_name(path, ".tmp-");
     if (!t->path || !t->tmp) {
@@ -142,6 +168,7 @@ static char *aside_name(const char *path) {
  * moment without a store at the path but never a mixture of both. */
 static int place(tsr__tmpout *t, placed *pl, int keep) {
     memset(pl, 0, sizeof *pl);
+    if (t->direct) return 0; /* written in place: nothing to rename, nothing to undo */
     struct stat st;
     int had = lstat(t->path, &st) == 0;
     if (!t->dir) {
@@ -200,8 +227,10 @@ static int place(tsr__tmpout *t, placed *pl, int keep) {
     return 0;
 }
 
-/* Puts back what was at t->path before place(): the old file or store, or nothing. */
+/* Puts back what was at t->path before place(): the old file or store, or nothing. (Bytes
+ * written to a device in place cannot be taken back, and need not be.) */
 static void unplace(tsr__tmpout *t, placed *pl) {
+    if (t->direct) return;
     if (!t->dir) {
         if (pl->old)
             rename(pl->old, t->path); /* onto the new file, in one step */
@@ -280,6 +309,13 @@ int tsr__tmpout_commit_all(tsr_client *c, tsr__tmpout *const *t, size_t n) {
     free(pl);
     for (k = 0; k < n; k++) tsr__tmpout_abort(t[k]);
     return rc;
+}
+
+int tsr__tmpout_length(int fd, off_t len) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    if (!S_ISREG(st.st_mode)) return 0;
+    return ftruncate(fd, len) == 0 ? 0 : -errno;
 }
 
 int tsr__tmpout_commit(tsr_client *c, tsr__tmpout *t) {

@@ -210,6 +210,7 @@ typedef struct tsr__tmpout {
     char *tmp;  /* the temporary file or directory (owned); NULL once renamed */
     int fd;     /* the temporary file, or the directory (O_DIRECTORY), or -1 */
     int dir;
+    int direct;     /* path is a character device (/dev/null): written where it is, never renamed */
     char what[300]; /* names the data in messages (`array "x"`), or "" */
 } tsr__tmpout;
 
@@ -300,8 +301,14 @@ int tsr__trace_write(tsr__trace *t, FILE *f);
 /* ---- atomic_file.c: the one temp-then-rename writer ---- */
 
 /* Creates the temporary file (dir == 0) or directory beside path. 0, or a negative code with
- * the message recorded on c ("cannot create \"PATH\" (what): reason"). */
+ * the message recorded on c ("cannot create \"PATH\" (what): reason"). A file whose path names
+ * an existing character device (/dev/null) is opened and written in place instead (t->direct):
+ * renaming a temporary onto it would replace the device with a plain file. A pipe, a socket or
+ * a block device is refused (-EINVAL): outputs are written at offsets, in any order. */
 int tsr__tmpout_open(tsr_client *c, tsr__tmpout *t, const char *path, const char *what, int dir);
+/* Gives a file being written its whole length (a .npy's chunks land anywhere in it): ftruncate
+ * for a regular file; a character device written in place has no length to set. 0 or -errno. */
+int tsr__tmpout_length(int fd, off_t len);
 /* Closes it and renames it onto path: a file replaces what is there; a directory replaces an
  * existing store (swapped in one step where the file system can, the old one then removed).
  * The temporary is removed on failure. 0 or a negative code with the message on c; t is

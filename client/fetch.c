@@ -483,11 +483,9 @@ static int fill_npy(int fd, void *user, int *recorded) {
     *recorded = 1; /* every failure below is recorded where it happens */
     int rc = write_run(&(save_ctx){fd, 0, 1, s->path, a}, 0, hdr, (size_t)hl);
     if (rc) return rc;
-    if (ftruncate(fd, (off_t)(hl + tsr_array_size(a) * (int64_t)s->es)) != 0) {
-        int e = errno;
-        return tsr__fail(a->client, -e, "cannot write \"%s\" (array \"%s\"): %s", s->path, a->name,
-                         strerror(e));
-    }
+    if ((rc = tsr__tmpout_length(fd, (off_t)(hl + tsr_array_size(a) * (int64_t)s->es))) != 0)
+        return tsr__fail(a->client, rc, "cannot write \"%s\" (array \"%s\"): %s", s->path, a->name,
+                         strerror(-rc));
     return fetch_all(a, save_sink, s);
 }
 

@@ -144,9 +144,12 @@ static int npy_begin(tsr_client *c, tsr__target *t) {
         left -= (size_t)w;
     }
     /* The whole length now: chunks land anywhere in it, in any order. */
-    if (ftruncate(t->out.fd, (off_t)(hl + tsr_array_size(a) * (int64_t)tsr_dtype_size(a->dtype))) !=
-        0)
+    int rc = tsr__tmpout_length(
+        t->out.fd, (off_t)(hl + tsr_array_size(a) * (int64_t)tsr_dtype_size(a->dtype)));
+    if (rc) {
+        errno = -rc;
         goto fail;
+    }
     return 0;
 fail:;
     int e = errno;
@@ -199,7 +202,8 @@ int tsr__ostream_new(tsr_client *c, const tsr_store_target *targets, size_t n, t
     int rc = 0;
     for (size_t k = 0; k < n && !rc; k++) {
         rc = check_target(c, &targets[k], k, &fmt[k]);
-        for (size_t i = 0; i < k && !rc; i++)
+        int device = tsr__is_char_device(targets[k].path); /* /dev/null: any number */
+        for (size_t i = 0; i < k && !rc && !device; i++)
             if (!strcmp(targets[i].path, targets[k].path))
                 rc = tsr__fail(c, TSR_EINVALID,
                                "tsr_store: arrays \"%s\" and \"%s\" both write \"%s\"",

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 
 int tsr__grow(void **items, size_t *cap, size_t need, size_t elem) {
@@ -222,6 +223,11 @@ int tsr__parse_address(const char *addr, char *host, size_t hostsize, int *port)
 int tsr__is_loopback(const char *host) {
     return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
            strcmp(host, "localhost") == 0;
+}
+
+int tsr__is_char_device(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISCHR(st.st_mode);
 }
 
 const char *tsr_dtype_name(tsr_dtype dtype) {

@@ -85,6 +85,9 @@ char *tsr__fmt(char *dst, size_t size, const char *fmt, ...) __attribute__((form
 int tsr__parse_address(const char *addr, char *host, size_t hostsize, int *port);
 /* Is HOST a loopback address (127.0.0.0/8, ::1, "localhost")? */
 int tsr__is_loopback(const char *host);
+/* Does path name an existing character device (/dev/null)? Outputs written there are written in
+ * place, and any number may go there (client/atomic_file.c). */
+int tsr__is_char_device(const char *path);
 
 /* A dtype's NumPy descr as .npy headers and Zarr's .zarray say it ("<f8", "<f4", "<i8", "|b1"),
  * NULL for an invalid value; and the reverse (also "<b1"), 0 or TSR_EINVALID. */

@@ -132,7 +132,11 @@ static int path_key_of(const char *path, path_key *k) {
     return 1;
 }
 
+/* Two spellings of one file; never for a character device, which any number of outputs may
+ * share (/dev/null). */
 static int same_path(const char *a, const char *b) {
+    struct stat st;
+    if (stat(a, &st) == 0 && S_ISCHR(st.st_mode)) return 0;
     path_key x, y;
     return path_key_of(a, &x) && path_key_of(b, &y) && x.dev == y.dev && x.ino == y.ino &&
            strcmp(x.base, y.base) == 0;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -280,6 +281,10 @@ static const path_case path_cases[] = {
      LOADP "{\"B\": \"sub\"}}",
      "prog.json",
      {"prog.json", "array \"B\"", "\"sub\" is a directory"}},
+    {"output is a named pipe",
+     LOADP "{\"B\": \"fifo\"}}",
+     "prog.json",
+     {"prog.json", "array \"B\"", "\"fifo\" is a pipe"}},
     {"two outputs, one file",
      LOADP "{\"B\": \"b.npy\", \"A\": \"sub/../b.npy\"}}",
      "prog.json",
@@ -314,6 +319,8 @@ Test(badinput, bad_output_paths, .timeout = 120) {
             cr_assert_eq(symlink("prog.json", b), 0);
             snprintf(b, sizeof b, "%s/sub", dir);
             cr_assert_eq(mkdir(b, 0755), 0);
+            snprintf(b, sizeof b, "%s/fifo", dir);
+            cr_assert_eq(mkfifo(b, 0644), 0);
             size_t plen, alen;
             char *prog0 = slurp(dir, "prog.json", &plen), *a0 = slurp(dir, "a.npy", &alen);
             const char *argv[] = {"tessera", cmds[c], pc->file, NULL};
@@ -328,8 +335,11 @@ Test(badinput, bad_output_paths, .timeout = 120) {
             cr_assert(plen1 == plen && !memcmp(prog0, prog1, plen), "%s: program changed",
                       pc->what);
             cr_assert(alen1 == alen && !memcmp(a0, a1, alen), "%s: input changed", pc->what);
-            /* prog.json, a.npy, link.npy, hard.npy, plink.json, sub: nothing else. */
-            cr_assert_eq(dir_entries(dir), 6, "%s (%s): a file was created", pc->what, cmds[c]);
+            /* prog.json, a.npy, link.npy, hard.npy, plink.json, sub, fifo: nothing else. */
+            cr_assert_eq(dir_entries(dir), 7, "%s (%s): a file was created", pc->what, cmds[c]);
+            struct stat fst;
+            cr_assert(stat(b, &fst) == 0 && S_ISFIFO(fst.st_mode), "%s: the pipe was replaced",
+                      pc->what);
             snprintf(b, sizeof b, "%s/sub", dir);
             cr_assert_eq(dir_entries(b), 0, "%s (%s): a file was created in sub", pc->what,
                          cmds[c]);
@@ -364,6 +374,36 @@ Test(badinput, good_output_paths_run, .timeout = 60) {
     /* b.npy exists now: writing it again is fine (it is nobody's input). */
     r = run_cmd(dir, argv, 60);
     cr_assert_eq(r.status, 0, "%s", r.err);
+    proc_result_free(&r);
+    remove_tmpdir(dir);
+}
+
+/* Outputs, --stats and --trace may all go to a character device such as /dev/null: written
+ * where it is, never replaced by a file renamed onto it (which, run as root, turned /dev/null
+ * into a plain file). As root the test makes its own device node (a copy of /dev/null's), so
+ * nothing outside its directory is at stake; otherwise it writes to /dev/null itself, which a
+ * rename could not replace but would have failed on. */
+Test(badinput, outputs_to_a_character_device, .timeout = 60) {
+    char *dir = make_tmpdir();
+    char dev[1100], prog[2600];
+    snprintf(dev, sizeof dev, "%s/nul", dir);
+    if (mknod(dev, S_IFCHR | 0666, makedev(1, 3)) != 0) snprintf(dev, sizeof dev, "/dev/null");
+    snprintf(prog, sizeof prog,
+             "{\"tessera\": 1, \"arrays\": {\"A\": {\"op\": \"random\", \"shape\": [300, 200], "
+             "\"chunks\": 100, \"seed\": 1}, \"B\": {\"op\": \"sum\", \"args\": [\"A\"], "
+             "\"axis\": 0}, \"C\": {\"op\": \"sum\", \"args\": [\"A\"]}}, "
+             "\"outputs\": {\"A\": \"%s\", \"B\": \"%s\", \"C\": \"-\"}}",
+             dev, dev);
+    write_file(dir, "p.json", prog);
+    const char *argv[] = {"tessera", "run", "--no-progress", "--stats", dev,
+                          "--trace", dev,   "p.json",        NULL};
+    proc_result r = run_cmd(dir, argv, 60);
+    cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.err);
+    cr_assert(strncmp(r.out, "C: ", 3) == 0, "%s", r.out);
+    struct stat st;
+    cr_assert(stat(dev, &st) == 0 && S_ISCHR(st.st_mode), "%s is not a character device now", dev);
+    /* p.json, and nul when the test made it: no temporary left beside them. */
+    cr_assert_eq(dir_entries(dir), strcmp(dev, "/dev/null") ? 2 : 1);
     proc_result_free(&r);
     remove_tmpdir(dir);
 }
