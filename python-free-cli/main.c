@@ -133,7 +133,23 @@ long long cli_parse_memory(const char *opt, const char *value) {
     return cli_parse_bytes(opt, value);
 }
 
+/* OpenBLAS's constructor runs before main and, unless OPENBLAS_NUM_THREADS (or GOTO_ or
+ * OMP_NUM_THREADS) says otherwise, starts a thread per core that spins in sched_yield for its
+ * first ~0.1 s. No command but `worker` makes a BLAS call in its own process, and in `tessera
+ * run` that thread took 0.1 s of CPU from the cluster it was starting and from the job's first
+ * tasks (bench/notes.md, issue 9 §31). So such a command, started with none of the three set,
+ * sets OPENBLAS_NUM_THREADS=1 and executes itself again: the new image starts no thread. If the
+ * exec fails it goes on as it is. The cluster's processes get the variable anyway (client/local.c,
+ * cluster_env); a worker sets its BLAS threads itself (--blas-threads), so it is left alone. */
+static void quiet_blas(char **argv) {
+    if (getenv("OPENBLAS_NUM_THREADS") || getenv("GOTO_NUM_THREADS") || getenv("OMP_NUM_THREADS"))
+        return;
+    if (setenv("OPENBLAS_NUM_THREADS", "1", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "worker") != 0) quiet_blas(argv);
     if (argc < 2) {
         fputs(usage, stderr);
         return EXIT_INVALID;

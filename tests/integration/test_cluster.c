@@ -330,6 +330,50 @@ Test(cluster, run_gives_each_worker_its_own_core, .timeout = 120) {
     remove_tmpdir(dir);
 }
 
+/* `tessera run` itself, started with none of OPENBLAS_/GOTO_/OMP_NUM_THREADS, runs with
+ * OPENBLAS_NUM_THREADS=1 (python-free-cli/main.c: it executes itself again so that OpenBLAS's
+ * constructor starts no spinning thread); one the caller set is kept. /proc/PID/environ shows
+ * the environment an image was started with, so only the second image can show the 1. */
+Test(cluster, run_starts_no_blas_threads_of_its_own, .timeout = 120) {
+    char *dir = make_tmpdir();
+    write_file(dir, "big.json",
+               "{\"tessera\": 1, \"arrays\": {"
+               "\"A\": {\"op\": \"random\", \"shape\": [2048, 2048], \"chunks\": 256},"
+               "\"C\": {\"op\": \"matmul\", \"args\": [\"A\", \"A\"]},"
+               "\"t\": {\"op\": \"sum\", \"args\": [\"C\"]}}, \"outputs\": {\"t\": \"-\"}}");
+    const char *given[2] = {NULL, "3"}, *want[2] = {"1", "3"};
+    for (int c = 0; c < 2; c++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            int nul = open("/dev/null", 1);
+            dup2(nul, 1);
+            dup2(nul, 2);
+            chdir(dir);
+            unsetenv("GOTO_NUM_THREADS");
+            unsetenv("OMP_NUM_THREADS");
+            if (given[c])
+                setenv("OPENBLAS_NUM_THREADS", given[c], 1);
+            else
+                unsetenv("OPENBLAS_NUM_THREADS");
+            execl(tessera_exe(), "tessera", "run", "big.json", (char *)NULL);
+            _exit(127);
+        }
+        char blas[16] = "";
+        pid_t w[4];
+        for (int tries = 0; tries < 400; tries++) {
+            environ_value(pid, "OPENBLAS_NUM_THREADS", blas, sizeof blas);
+            if (!strcmp(blas, want[c]) && child_workers(pid, w, 4) > 0) break;
+            usleep(10000);
+        }
+        cr_assert_str_eq(blas, want[c], "tessera run's OPENBLAS_NUM_THREADS, started with %s",
+                         given[c] ? given[c] : "none");
+        int st;
+        waitpid(pid, &st, 0);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    remove_tmpdir(dir);
+}
+
 Test(cluster, interrupt_stops_cluster_and_leaves_no_file, .timeout = 60) {
     char *dir = make_tmpdir();
     write_file(dir, "big.json",
