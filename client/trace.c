@@ -266,8 +266,9 @@ static void name_track(FILE *f, int *first, const tsr__trace *t, uint32_t w, int
 }
 
 int tsr__trace_write(tsr__trace *t, FILE *f) {
-    qsort(t->spans, t->nspans, sizeof *t->spans, by_track);
-    qsort(t->xfers, t->nxfers, sizeof *t->xfers, by_worker_start);
+    /* Not with a NULL array: a run with one worker has no transfers (UB for qsort). */
+    if (t->nspans) qsort(t->spans, t->nspans, sizeof *t->spans, by_track);
+    if (t->nxfers) qsort(t->xfers, t->nxfers, sizeof *t->xfers, by_worker_start);
     if (assign_lanes(t) < 0) return -ENOMEM;
     double t0 = INFINITY;
     for (size_t i = 0; i < t->nspans; i++)

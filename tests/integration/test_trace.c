@@ -315,6 +315,26 @@ Test(trace, run_one_span_per_task, .timeout = 180, .fini = cleanup) {
     remove_tmpdir(dir);
 }
 
+/* One worker: nothing moves, so the trace has spans and no transfer at all (the writer once
+ * passed qsort a NULL array for them, which UBSan reports). */
+Test(trace, run_one_worker_no_transfers, .timeout = 180, .fini = cleanup) {
+    char *dir = setup();
+    const char *argv[] = {"tessera", "run",     "-w",      "1",       "--threads", "2",
+                          "--stats", "st.json", "--trace", "tr.json", "p.json",    NULL};
+    proc_result r = run_cmd(dir, argv, 150);
+    cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.err);
+    cr_assert_str_eq(r.err, "", "nothing on stderr off a terminal, got:\n%s", r.err);
+    proc_result_free(&r);
+    const json_t *st = load(dir, "st.json", &stats_j);
+    const json_t *tr = load(dir, "tr.json", &trace_j);
+    parsed p;
+    parse_trace(tr, &p);
+    cr_assert_eq(p.nxfers, 0, "%zu transfers with one worker", p.nxfers);
+    check_against_stats(&p, st, two_threads);
+    parsed_free(&p);
+    remove_tmpdir(dir);
+}
+
 /* Round-robin placement puts consecutive tasks of a k-chain on different workers, so partial
  * sums move: each fetch is a transfer on the fetching worker, of the chunk's bytes, from the
  * other worker's address; together no more than the bytes the scheduler had moved. */
