@@ -165,15 +165,19 @@ static void *scratch_get(int which, size_t n) {
 
 /* ---- the kernels ---------------------------------------------------------------------------- */
 
-static void pack_any(int dt, int left, const void *src, int64_t rows, int64_t cols, void *out) {
+/* Rows r0 .. r0 + h of a rows x cols tile (src holds those h rows) into out, the tile packed. A
+ * left strip starts on a panel's first row (r0 a multiple of MR). */
+static void pack_rows_any(int dt, int left, const void *src, int64_t h, int64_t cols, int64_t rows,
+                          int64_t r0, void *out) {
+    size_t at = (size_t)(r0 * cols);
     if (dt == TSR_FLOAT64 && left)
-        pack_left_f64(src, rows, cols, out);
+        pack_left_f64(src, h, cols, (double *)out + at);
     else if (dt == TSR_FLOAT64)
-        pack_right_f64(src, rows, cols, out);
+        pack_right_rows_f64(src, h, cols, rows, r0, out);
     else if (left)
-        pack_left_f32(src, rows, cols, out);
+        pack_left_f32(src, h, cols, (float *)out + at);
     else
-        pack_right_f32(src, rows, cols, out);
+        pack_right_rows_f32(src, h, cols, rows, r0, out);
 }
 
 /* In place (out over the input, which the worker donated): the tile is copied aside first. */
@@ -194,23 +198,8 @@ int k_pack(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chunkview *
         memcpy(copy, src, bytes);
         src = copy;
     }
-    pack_any(x->dtype, d->i[0] == 0, src, rows, cols, out->data);
+    pack_rows_any(x->dtype, d->i[0] == 0, src, rows, cols, rows, 0, out->data);
     return 0;
-}
-
-/* Rows r0 .. r0 + h of a rows x cols tile (src holds those h rows) into out, the tile packed. A
- * left strip starts on a panel's first row (r0 a multiple of MR). */
-static void pack_rows_any(int dt, int left, const void *src, int64_t h, int64_t cols, int64_t rows,
-                          int64_t r0, void *out) {
-    size_t at = (size_t)(r0 * cols);
-    if (dt == TSR_FLOAT64 && left)
-        pack_left_f64(src, h, cols, (double *)out + at);
-    else if (dt == TSR_FLOAT64)
-        pack_right_rows_f64(src, h, cols, rows, r0, out);
-    else if (left)
-        pack_left_f32(src, h, cols, (float *)out + at);
-    else
-        pack_right_rows_f32(src, h, cols, rows, r0, out);
 }
 
 /* The descriptor of rows r0 .. r0 + h of the source tile s: s with h rows and its row offset moved
@@ -273,10 +262,10 @@ int k_pack_source(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chun
     size_t es = tsr_dtype_size((tsr_dtype)d->dtype), row_bytes = (size_t)cols * es;
     if (rows == 0 || cols == 0) return 0;
     int64_t h = left ? TSR__PACK_MR : (int64_t)(STRIP_BYTES / row_bytes);
-    tsr_kdesc t;
+    tsr_kdesc t = s;
     int64_t iv[5];
-    if (h < 1 || strip_desc(&s, 0, h < rows ? h : rows, &t, iv) != 0) h = rows;
-    if (h > rows) h = rows;
+    int strips = h >= 1 && h < rows && strip_desc(&s, 0, h, &t, iv) == 0;
+    if (!strips) h = rows;
     tsr_chunkview strip;
     memset(&strip, 0, sizeof strip);
     strip.dtype = d->dtype;
@@ -289,10 +278,7 @@ int k_pack_source(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chun
     }
     for (int64_t r0 = 0; r0 < rows; r0 += h) {
         int64_t n = rows - r0 < h ? rows - r0 : h;
-        if (h == rows)
-            t = s;
-        else
-            (void)strip_desc(&s, r0, n, &t, iv);
+        if (strips) (void)strip_desc(&s, r0, n, &t, iv);
         strip.shape[0] = n;
         int rc = tsr__kernel_run(&t, NULL, 0, &strip, TSR_DEVICE_CPU, err, errlen);
         if (rc != 0) return rc;

@@ -65,11 +65,6 @@ static void NAME(pack_right_rows)(const T *b, int64_t h, int64_t n, int64_t k, i
     }
 }
 
-/* p (k * n values, not overlapping b) = b (k x n) as right panels. */
-static void NAME(pack_right)(const T *b, int64_t k, int64_t n, T *p) {
-    NAME(pack_right_rows)(b, k, n, k, 0, p);
-}
-
 /* ---- products ------------------------------------------------------------------------------- */
 
 #if HAVE_AVX512_KERNEL
