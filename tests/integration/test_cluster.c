@@ -277,6 +277,34 @@ static void environ_value(pid_t pid, const char *name, char *out, size_t size) {
         }
 }
 
+/* Starts `tessera run [--workers N] big.json` in dir (N > 0), stdout and stderr to /dev/null,
+ * with OPENBLAS_NUM_THREADS set to blas (unset when NULL) and GOTO_ and OMP_NUM_THREADS unset.
+ * Returns its pid. */
+static pid_t spawn_run(const char *dir, const char *blas, int workers) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int nul = open("/dev/null", 1);
+        dup2(nul, 1);
+        dup2(nul, 2);
+        if (chdir(dir) != 0) _exit(126);
+        unsetenv("GOTO_NUM_THREADS");
+        unsetenv("OMP_NUM_THREADS");
+        if (blas)
+            setenv("OPENBLAS_NUM_THREADS", blas, 1);
+        else
+            unsetenv("OPENBLAS_NUM_THREADS");
+        char nw[16];
+        snprintf(nw, sizeof nw, "%d", workers);
+        if (workers > 0)
+            execl(tessera_exe(), "tessera", "run", "--workers", nw, "big.json", (char *)NULL);
+        else
+            execl(tessera_exe(), "tessera", "run", "big.json", (char *)NULL);
+        _exit(127);
+    }
+    cr_assert(pid > 0);
+    return pid;
+}
+
 /* Each worker of `tessera run` runs on its own core, and with OPENBLAS_NUM_THREADS=1 whatever the
  * caller's is (client/local.c: OpenBLAS's own threads would spin beside the executors). */
 Test(cluster, run_gives_each_worker_its_own_core, .timeout = 120) {
@@ -289,16 +317,7 @@ Test(cluster, run_gives_each_worker_its_own_core, .timeout = 120) {
                "\"C\": {\"op\": \"matmul\", \"args\": [\"A\", \"A\"]},"
                "\"D\": {\"op\": \"matmul\", \"args\": [\"C\", \"A\"]},"
                "\"t\": {\"op\": \"sum\", \"args\": [\"D\"]}}, \"outputs\": {\"t\": \"-\"}}");
-    pid_t pid = fork();
-    if (pid == 0) {
-        int nul = open("/dev/null", 1);
-        dup2(nul, 1);
-        dup2(nul, 2);
-        chdir(dir);
-        setenv("OPENBLAS_NUM_THREADS", "4", 1);
-        execl(tessera_exe(), "tessera", "run", "--workers", "2", "big.json", (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = spawn_run(dir, "4", 2);
     pid_t w[4];
     int nw = 0;
     char cores[2][8][64], blas[2][16] = {"", ""};
@@ -343,21 +362,7 @@ Test(cluster, run_starts_no_blas_threads_of_its_own, .timeout = 120) {
                "\"t\": {\"op\": \"sum\", \"args\": [\"C\"]}}, \"outputs\": {\"t\": \"-\"}}");
     const char *given[2] = {NULL, "3"}, *want[2] = {"1", "3"};
     for (int c = 0; c < 2; c++) {
-        pid_t pid = fork();
-        if (pid == 0) {
-            int nul = open("/dev/null", 1);
-            dup2(nul, 1);
-            dup2(nul, 2);
-            chdir(dir);
-            unsetenv("GOTO_NUM_THREADS");
-            unsetenv("OMP_NUM_THREADS");
-            if (given[c])
-                setenv("OPENBLAS_NUM_THREADS", given[c], 1);
-            else
-                unsetenv("OPENBLAS_NUM_THREADS");
-            execl(tessera_exe(), "tessera", "run", "big.json", (char *)NULL);
-            _exit(127);
-        }
+        pid_t pid = spawn_run(dir, given[c], 0);
         char blas[16] = "";
         pid_t w[4];
         for (int tries = 0; tries < 400; tries++) {
@@ -382,16 +387,7 @@ Test(cluster, interrupt_stops_cluster_and_leaves_no_file, .timeout = 60) {
                "\"C\": {\"op\": \"matmul\", \"args\": [\"A\", \"A\"]},"
                "\"D\": {\"op\": \"matmul\", \"args\": [\"C\", \"C\"]}},"
                "\"outputs\": {\"D\": \"d.npy\"}}");
-    pid_t pid = fork();
-    if (pid == 0) {
-        int nul = open("/dev/null", 1);
-        dup2(nul, 1);
-        dup2(nul, 2);
-        chdir(dir);
-        setenv("OPENBLAS_NUM_THREADS", "4", 1);
-        execl(tessera_exe(), "tessera", "run", "--workers", "2", "big.json", (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = spawn_run(dir, "4", 2);
     pid_t w[4];
     for (int tries = 0; tries < 400 && child_workers(pid, w, 4) < 2; tries++) usleep(25000);
     usleep(300000);
