@@ -130,11 +130,7 @@ int tsr__program_check_paths(tsr_client *c, const char *file, const char *file_p
                            file, name, o->path);
             break;
         }
-        const char *kind = !id->exists          ? NULL
-                           : S_ISFIFO(id->mode) ? "a pipe"
-                           : S_ISSOCK(id->mode) ? "a socket"
-                           : S_ISBLK(id->mode)  ? "a block device"
-                                                : NULL;
+        const char *kind = id->exists ? tsr__unwritable_kind(id->mode) : NULL;
         if (kind && !store) {
             rc = tsr__fail(c, TSR_EPROGRAM,
                            "%s: array \"%s\": output \"%s\" is %s (a .npy output is written at "

@@ -50,12 +50,6 @@ static char *tmp_name(const char *path, const char *suffix) {
     return tmp;
 }
 
-/* What a path that is not a file, a directory or a character device is, for messages; NULL for
- * those three. */
-static const char *unwritable_kind(mode_t m) {
-    return S_ISFIFO(m) ? "a pipe" : S_ISSOCK(m) ? "a socket" : S_ISBLK(m) ? "a block device" : NULL;
-}
-
 int tsr__tmpout_open(tsr_client *c, tsr__tmpout *t, const char *path, const char *what, int dir) {
     char lb[400];
     memset(t, 0, sizeof *t);
@@ -64,7 +58,7 @@ int tsr__tmpout_open(tsr_client *c, tsr__tmpout *t, const char *path, const char
     snprintf(t->what, sizeof t->what, "%s", what ? what : "");
     struct stat st;
     if (!dir && stat(path, &st) == 0) {
-        const char *kind = unwritable_kind(st.st_mode);
+        const char *kind = tsr__unwritable_kind(st.st_mode);
         if (kind)
             return tsr__fail(c, -EINVAL,
                              "cannot write \"%s\"%s: it is %s; outputs are written to files (at "

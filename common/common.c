@@ -230,6 +230,10 @@ int tsr__is_char_device(const char *path) {
     return stat(path, &st) == 0 && S_ISCHR(st.st_mode);
 }
 
+const char *tsr__unwritable_kind(unsigned m) {
+    return S_ISFIFO(m) ? "a pipe" : S_ISSOCK(m) ? "a socket" : S_ISBLK(m) ? "a block device" : NULL;
+}
+
 const char *tsr_dtype_name(tsr_dtype dtype) {
     switch (dtype) {
     case TSR_FLOAT64:

@@ -88,6 +88,9 @@ int tsr__is_loopback(const char *host);
 /* Does path name an existing character device (/dev/null)? Outputs written there are written in
  * place, and any number may go there (client/atomic_file.c). */
 int tsr__is_char_device(const char *path);
+/* "a pipe", "a socket" or "a block device" for a file of mode m (stat's st_mode), which no output
+ * may be written to (a .npy is written at offsets, in any order); NULL for any other kind. */
+const char *tsr__unwritable_kind(unsigned m);
 
 /* A dtype's NumPy descr as .npy headers and Zarr's .zarray say it ("<f8", "<f4", "<i8", "|b1"),
  * NULL for an invalid value; and the reverse (also "<b1"), 0 or TSR_EINVALID. */

@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -277,9 +278,11 @@ Test(client, save_errors_name_array_and_path, .timeout = 120) {
     tsr_array *a = computed_full(c, 8, 4, 1.0);
     cr_assert_eq(tsr_array_set_name(a, "weights"), 0);
     char *dir = make_tmpdir();
-    char missing[512];
+    char missing[512], fifo[512];
     snprintf(missing, sizeof missing, "%s/no/such/dir/w.npy", dir);
-    const char *paths[] = {missing, dir, "/proc/tessera-cannot-write.npy"};
+    snprintf(fifo, sizeof fifo, "%s/fifo.npy", dir);
+    cr_assert_eq(mkfifo(fifo, 0644), 0);
+    const char *paths[] = {missing, dir, "/proc/tessera-cannot-write.npy", fifo};
     for (size_t k = 0; k < sizeof paths / sizeof *paths; k++) {
         int rc = tsr_array_save_npy(a, paths[k]);
         cr_assert(rc < 0, "saving to %s succeeded", paths[k]);
@@ -287,7 +290,17 @@ Test(client, save_errors_name_array_and_path, .timeout = 120) {
         cr_assert(strstr(msg, paths[k]), "the message does not name the path: %s", msg);
         cr_assert(strstr(msg, "\"weights\""), "the message does not name the array: %s", msg);
     }
-    cr_assert_eq(dir_entries(dir), 0, "a failed save left a file behind");
+    /* The pipe, still a pipe, and nothing else. */
+    cr_assert_eq(dir_entries(dir), 1, "a failed save left a file behind");
+    struct stat st;
+    cr_assert(stat(fifo, &st) == 0 && S_ISFIFO(st.st_mode), "the pipe was replaced");
+    /* A character device is written in place and stays a device: the test's own copy of
+     * /dev/null where it may make one (root), else /dev/null itself. */
+    char dev[512];
+    snprintf(dev, sizeof dev, "%s/nul", dir);
+    if (mknod(dev, S_IFCHR | 0666, makedev(1, 3)) != 0) snprintf(dev, sizeof dev, "/dev/null");
+    cr_assert_eq(tsr_array_save_npy(a, dev), 0, "%s", tsr_client_errmsg(c));
+    cr_assert(stat(dev, &st) == 0 && S_ISCHR(st.st_mode), "%s is not a device now", dev);
     remove_tmpdir(dir);
     tsr_array_free(a);
     tsr_client_free(c);
