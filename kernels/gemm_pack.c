@@ -12,7 +12,7 @@
  * by one PACK_SOURCE task, which the scheduler makes again wherever it is needed, as it would
  * the source.
  *
- * Layouts (MR = 12; NR = 16 for float64, 32 for float32: 128 bytes): a left operand A (m x k)
+ * Layouts (MR = 6; NR = 32 for float64, 64 for float32: 256 bytes): a left operand A (m x k)
  * is ceil(m / MR) panels of MR rows (the
  * last one of what is left), each holding, for k-step s = 0 .. k-1, its rows' values A[p*MR +
  * r][s]; a right operand B (k x n) is ceil(n / NR) panels of NR columns (the last one of what is
@@ -46,8 +46,8 @@
 
 enum {
     MR = TSR__PACK_MR,
-    KC = 512, /* k-steps per pass over a micro-tile: its B panel (64 KiB) is read from L2 */
-    MC = 96,  /* rows of A (in L2) that each B panel is used across before the next panel */
+    KC = 512, /* k-steps per pass over a micro-tile: its B panel (128 KiB) is read from L2 */
+    MC = 48,  /* rows of A (in L2) that each B panel is used across before the next panel */
 };
 
 int64_t tsr__packed_len(int role, int64_t rows, int64_t cols) {
@@ -128,11 +128,13 @@ static void *scratch_get(int which, size_t n) {
 
 /* ---- the two float types -------------------------------------------------------------------- */
 
-/* float64: 12 x 16 micro-tiles of 8-double vectors; float32: 12 x 32 of 16-float vectors (the
- * same 64-byte rows of B, so the same cache blocking). */
+/* float64: 6 x 32 micro-tiles of 8-double vectors; float32: 6 x 64 of 16-float vectors (the
+ * same 256-byte rows of B, so the same cache blocking). 6 x 32 ran 3-4% faster than 12 x 16 on
+ * this machine's Zen 4 (bench/notes.md §32): per k-step 6 broadcasts and 4 loads feed 24 fused
+ * multiply-adds, where 12 x 16 needed 12 and 2. */
 #define T double
 #define NAME(x) x##_f64
-#define NR 16
+#define NR 32
 #define VL 8
 #define VEC __m512d
 #define LOADU _mm512_loadu_pd
@@ -148,7 +150,7 @@ static void *scratch_get(int which, size_t n) {
 
 #define T float
 #define NAME(x) x##_f32
-#define NR 32
+#define NR 64
 #define VL 16
 #define VEC __m512
 #define LOADU _mm512_loadu_ps
@@ -235,7 +237,7 @@ static int strip_desc(const tsr_kdesc *s, int64_t r0, int64_t h, tsr_kdesc *t, i
 }
 
 /* Bytes of source a strip holds at most: small enough to stay in the first-level cache between
- * being made and being packed (a right strip; a left one is MR rows, whatever their length). */
+ * being made and being packed (a right strip; a left one is 2 MR rows, whatever their length). */
 #define STRIP_BYTES 16384
 
 /* The source's tile is made by its own kernel (checks included) a strip of rows at a time into
@@ -261,7 +263,7 @@ int k_pack_source(const tsr_kdesc *d, const tsr_chunkview *in, int nin, tsr_chun
     int left = d->i[0] == 0;
     size_t es = tsr_dtype_size((tsr_dtype)d->dtype), row_bytes = (size_t)cols * es;
     if (rows == 0 || cols == 0) return 0;
-    int64_t h = left ? TSR__PACK_MR : (int64_t)(STRIP_BYTES / row_bytes);
+    int64_t h = left ? 2 * TSR__PACK_MR : (int64_t)(STRIP_BYTES / row_bytes);
     tsr_kdesc t = s;
     int64_t iv[5];
     int strips = h >= 1 && h < rows && strip_desc(&s, 0, h, &t, iv) == 0;

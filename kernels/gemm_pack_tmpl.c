@@ -20,8 +20,8 @@ __attribute__((target("avx512f"))) static int64_t NAME(pack_left_avx512)(const T
     return i0;
 }
 
-/* Rows s0 .. s0 + h of full right panels (b holds those h rows): two 64-byte copies per k-step.
- * Returns the columns done. */
+/* Rows s0 .. s0 + h of full right panels (b holds those h rows): NR / VL 64-byte copies per
+ * k-step. Returns the columns done. */
 __attribute__((target("avx512f"))) static int64_t
 NAME(pack_right_avx512)(const T *b, int64_t h, int64_t n, int64_t k, int64_t s0, T *p) {
     int64_t j0 = 0;
@@ -29,8 +29,8 @@ NAME(pack_right_avx512)(const T *b, int64_t h, int64_t n, int64_t k, int64_t s0,
         T *d = p + j0 * k + s0 * NR;
         for (int64_t s = 0; s < h; s++, d += NR) {
             const T *q = b + s * n + j0;
-            STOREU(d, LOADU(q));
-            STOREU(d + VL, LOADU(q + VL));
+#pragma GCC unroll 4
+            for (int v = 0; v < NR / VL; v++) STOREU(d + v * VL, LOADU(q + v * VL));
         }
     }
     return j0;
@@ -68,31 +68,32 @@ static void NAME(pack_right_rows)(const T *b, int64_t h, int64_t n, int64_t k, i
 /* ---- products ------------------------------------------------------------------------------- */
 
 #if HAVE_AVX512_KERNEL
-/* c (MR x NR, row stride ldc) = (zero ? 0 : c) + the panels' product over kc steps: 24
- * accumulators of 8 Ts, one broadcast of A and two loads of B per step. */
+/* c (MR x NR, row stride ldc) = (zero ? 0 : c) + the panels' product over kc steps: MR * NR /
+ * VL (24) accumulators, MR broadcasts of A and NR / VL loads of B per step. */
 __attribute__((target("avx512f,fma"))) static void NAME(micro)(int64_t kc, const T *restrict a,
                                                                const T *restrict b, T *restrict c,
                                                                int64_t ldc, int zero) {
-    VEC x[MR][2];
+    enum { NV = NR / VL };
+    VEC x[MR][NV];
 #pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-        x[r][0] = zero ? SETZERO() : LOADU(c + r * ldc);
-        x[r][1] = zero ? SETZERO() : LOADU(c + r * ldc + VL);
-    }
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) x[r][v] = zero ? SETZERO() : LOADU(c + r * ldc + v * VL);
     for (int64_t s = 0; s < kc; s++, a += MR, b += NR) {
-        VEC b0 = LOADU(b), b1 = LOADU(b + VL);
+        VEC bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) bv[v] = LOADU(b + v * VL);
 #pragma GCC unroll 12
         for (int r = 0; r < MR; r++) {
-            VEC v = SET1(a[r]);
-            x[r][0] = FMADD(v, b0, x[r][0]);
-            x[r][1] = FMADD(v, b1, x[r][1]);
+            VEC av = SET1(a[r]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) x[r][v] = FMADD(av, bv[v], x[r][v]);
         }
     }
 #pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-        STOREU(c + r * ldc, x[r][0]);
-        STOREU(c + r * ldc + VL, x[r][1]);
-    }
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) STOREU(c + r * ldc + v * VL, x[r][v]);
 }
 
 /* out (m x n) = (zero ? 0 : out) + pa @ pb, KC steps at a time. A last panel narrower than MR

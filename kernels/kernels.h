@@ -46,7 +46,7 @@
  *                TSR__PACK_MR rows (the last one of the rows left), panel p of width w at
  *                p*MR*cols holding for s = 0 .. cols-1 the values X[p*MR + r][s], r < w, at
  *                s*w + r; i = [1] as a right operand, panels of TSR__PACK_NR(dtype) columns
- *                (16 float64, 32 float32: 128 bytes), panel q of width w at q*NR*rows holding
+ *                (32 float64, 64 float32: 256 bytes), panel q of width w at q*NR*rows holding
  *                for s = 0 .. rows-1 the values X[s][q*NR + c], c < w, at s*w + c. The output
  *                may be written over X (alias SIZE).
  *  MATMUL_PACKED MATMUL over packed operands of the output's float dtype: d = 2, output
@@ -205,8 +205,8 @@ typedef enum tsr_device { TSR_DEVICE_CPU = 0, TSR_DEVICE_GPU = 1 } tsr_device;
 /* PACK's panels (rows of a left operand, columns of a right one), the chunk sides lowering
  * packs (array/lower.c; measured in bench/notes.md §29), and the length of a packed rows x cols
  * tile (role 0: left, 1: right; the tile's own), or -1 if it does not fit an int64 of bytes. */
-#define TSR__PACK_MR 12
-#define TSR__PACK_NR(dtype) ((dtype) == TSR_FLOAT32 ? 32 : 16)
+#define TSR__PACK_MR 6
+#define TSR__PACK_NR(dtype) ((dtype) == TSR_FLOAT32 ? 64 : 32)
 #define TSR__PACKED_MIN 384
 #define TSR__PACKED_MAX 768
 int64_t tsr__packed_len(int role, int64_t rows, int64_t cols);

@@ -202,13 +202,15 @@ static void check_products(void) {
     const int64_t k1[] = {1}, k7[] = {7}, k37[] = {37}, k600[] = {600}, k3[] = {5, 16, 3};
     check_product(1, 1, k1, 1, 0, 0);
     check_product(12, 16, k7, 1, 0, 0);
+    check_product(12, 64, k7, 1, 1, 0); /* full panels only: 2 of 6 rows, 64 columns */
     check_product(13, 17, k37, 1, 1, 0);
     check_product(25, 40, k37, 1, 1, 1);
-    /* More k than one pass (512) and more rows than one row block (96): every blocking edge. */
+    /* More k than one pass (512) and more rows than one row block (48): every blocking edge. */
     check_product(109, 50, k600, 1, 1, 0);
+    check_product(54, 128, k600, 1, 0, 1); /* a row block and one panel of 6 more, full panels */
     check_product(30, 33, k3, 3, 0, 0);
     check_product(30, 33, k3, 3, 1, 1);
-    check_product(30, 70, k37, 1, 1, 0); /* float32: two full 32-wide panels and a 6-wide one */
+    check_product(30, 70, k37, 1, 1, 0); /* a 6-wide last panel after 64 columns */
 }
 
 Test(packed, products_are_fma_chains_in_k_order) {
