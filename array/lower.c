@@ -400,9 +400,10 @@ static int64_t matmul_group(const tsr_array *A, const int64_t *shape, int ndim, 
 /* Float 2-d products (operands of the output's dtype) whose chunks are all TSR__PACKED_MIN to
  * TSR__PACKED_MAX on every side run over packed tiles (kernels/gemm_pack.c): each tile of A and B
  * is laid out once by a PACK task, not once per product by the BLAS. At 384 to 768 that ran 1-10%
- * faster per product than OpenBLAS on the same tiles (bench/notes.md §29); at 1024 OpenBLAS was as
- * fast, and below 384 libxsmm or OpenBLAS take the tiles. Decided from dtypes and chunk shapes
- * alone. */
+ * faster per product than OpenBLAS on the same tiles (bench/notes.md §29); with the 6 x 32
+ * micro-kernel, whole runs at chunk 1024 and 256 were 2-4% faster than with OpenBLAS and libxsmm,
+ * and at 128 the same (§32), so libxsmm or OpenBLAS take the tiles below 256 and above 1024.
+ * Decided from dtypes and chunk shapes alone. */
 static int side_packs(const tsr_array *x, int ax) {
     for (int64_t k = 0; k < x->numchunks[ax]; k++)
         if (x->chunks[ax][k] < TSR__PACKED_MIN || x->chunks[ax][k] > TSR__PACKED_MAX) return 0;

@@ -207,8 +207,8 @@ typedef enum tsr_device { TSR_DEVICE_CPU = 0, TSR_DEVICE_GPU = 1 } tsr_device;
  * tile (role 0: left, 1: right; the tile's own), or -1 if it does not fit an int64 of bytes. */
 #define TSR__PACK_MR 6
 #define TSR__PACK_NR(dtype) ((dtype) == TSR_FLOAT32 ? 64 : 32)
-#define TSR__PACKED_MIN 384
-#define TSR__PACKED_MAX 768
+#define TSR__PACKED_MIN 256
+#define TSR__PACKED_MAX 1024
 int64_t tsr__packed_len(int role, int64_t rows, int64_t cols);
 
 typedef struct tsr_chunkview {

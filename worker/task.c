@@ -524,7 +524,10 @@ static void attach_fetch(tsr__worker *w, wtask *t, uint32_t k, tsr__str addr) {
  * keeping every replica (bench/notes.md, issue 9, section 10; medians of per-round ratios, 5
  * alternated rounds): a threshold of 6 made the 4096² matmul 10% faster at chunk 1024 (4 uses
  * a chunk) and 3% at 512 (8 uses: a chunk dropped by the bound above is not kept when made
- * again near its last uses), and left 256 and 128 unchanged; 12 lost 3% at 512. */
+ * again near its last uses), and left 256 and 128 unchanged; 12 lost 3% at 512. A packed
+ * source tile (PACK_SOURCE) costs 2-4 times a plain one to make, and is kept from 2 uses
+ * (TSR__REPLICA_MIN_USES_PACKED): at 4096² chunk 1024, packed, keeping ran 4% faster than
+ * making each tile per use (bench/notes.md §32). */
 
 static void rep_unlink(tsr__worker *w, wreplica *r) {
     if (r->prev)
@@ -602,7 +605,7 @@ static void rep_cleanup(tsr__worker *w) {
 /* Input k of t is a source chunk this worker does not hold: compute it here from its descriptor
  * as an internal task that keeps the result as a replica under the input's key. Later tasks
  * needing the same key find it in w->pending (or the store) and wait instead. */
-static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, tsr__str kobj, int keep) {
+static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, tsr__str kobj, int64_t uses) {
     wtask_in *in = &t->in[k];
     char msg[200];
     wkdesc *kd = NULL;
@@ -621,6 +624,10 @@ static void attach_recompute(tsr__worker *w, wtask *t, uint32_t k, tsr__str kobj
         input_failed(w, t, k, msg);
         return;
     }
+    /* Kept as a replica only where enough uses remain (the scheduler's count; none sent: kept,
+     * as before the count existed). */
+    int keep = uses < 0 || uses >= (kd->d.kop == TSR_KOP_PACK_SOURCE ? TSR__REPLICA_MIN_USES_PACKED
+                                                                     : TSR__REPLICA_MIN_USES);
     wtask *r = task_alloc(w, 0);
     if (!r) {
         wkd_unref(kd);
@@ -678,10 +685,7 @@ static void task_attach_input(tsr__worker *w, wtask *t, uint32_t k, const tsr__m
         }
     }
     if (recompute) {
-        /* Kept as a replica only where enough uses remain (the scheduler's count; none sent:
-         * kept, as before the count existed). */
-        int keep = !TSR__M_HAS(input, e, uses) || e->uses >= TSR__REPLICA_MIN_USES;
-        attach_recompute(w, t, k, e->kdesc, keep);
+        attach_recompute(w, t, k, e->kdesc, TSR__M_HAS(input, e, uses) ? (int64_t)e->uses : -1);
     } else if (!has_addr) {
         char msg[200];
         snprintf(msg, sizeof msg, "input (%llu,%llu) is not on this worker",

@@ -375,8 +375,10 @@ struct wfetch {
  * 256 MiB the 8192² matmul at chunk 512 made B's packed tiles 11 times each (bench/notes.md
  * §31: 2 GiB ran it 2.1% faster, and 1024 the same). */
 #define TSR__REPLICA_DEFAULT ((uint64_t)2048 << 20)
-/* A source chunk fewer tasks than this still need is made again per use, not kept. */
+/* A source chunk fewer tasks than this still need is made again per use, not kept; a packed
+ * source tile (PACK_SOURCE), which costs 2-4 times as much to make, from 2 (task.c). */
 #define TSR__REPLICA_MIN_USES 6
+#define TSR__REPLICA_MIN_USES_PACKED 2
 typedef struct wreplica {
     uint64_t job, id;
     const tsr__buf *buf; /* the store's buffer when it was kept (identity only) */

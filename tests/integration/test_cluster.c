@@ -102,7 +102,7 @@ static const char *det_prog =
     " \"Q\": {\"op\": \"random\", \"shape\": [260, 200], \"chunks\": [96, 128], \"seed\": 6,"
     " \"dtype\": \"float32\"},\n"
     " \"F\": {\"op\": \"matmul\", \"args\": [\"P\", \"Q\"]},\n"
-    /* Float64 chunks of 384 to 768: products over packed tiles (kernels/gemm_pack.c). */
+    /* Float64 chunks of 256 to 1024: products over packed tiles (kernels/gemm_pack.c). */
     " \"R\": {\"op\": \"random\", \"shape\": [800, 900], \"chunks\": [400, 450], \"seed\": 7},\n"
     " \"S\": {\"op\": \"random\", \"shape\": [900, 770], \"chunks\": [450, 385], \"seed\": 8},\n"
     " \"G\": {\"op\": \"matmul\", \"args\": [\"R\", \"S\"]},\n"

@@ -18,6 +18,7 @@ typedef struct tin {
     const char *addr;
     int flags;
     const tsr_kdesc *kd; /* RECOMPUTE's descriptor, or NULL */
+    int uses;            /* tasks that still need the input, sent when > 0 */
 } tin;
 
 /* A compute message being built by the fake scheduler: tasks are added one at a time (their
@@ -90,6 +91,10 @@ static void gen_input(void *ctx, uint32_t k, void *elem) {
     if (in->kd) {
         e->kdesc = (tsr__str){t->ikd[k].data, (uint32_t)t->ikd[k].size};
         e->has |= TSR__M_BIT(input, kdesc);
+    }
+    if (in->uses > 0) {
+        e->uses = (uint32_t)in->uses;
+        e->has |= TSR__M_BIT(input, uses);
     }
 }
 
@@ -535,6 +540,58 @@ Test(worker_proto, recompute_replica) {
     wait_done(&s, 1, &st);
     cr_expect_eq(st.chunk_bytes, 4 * BYTES, "10, 11, 12 and 14: the replica's bytes went");
     cr_expect_eq(st.tasks, 4, "13 never ran");
+    session_end(&s);
+}
+
+/* Whether a recomputed source is kept as a replica depends on the uses the scheduler says remain:
+ * a plain source from 6 (TSR__REPLICA_MIN_USES), a packed source tile (PACK_SOURCE), dearer to
+ * make again, from 2 (TSR__REPLICA_MIN_USES_PACKED). A replica kept is served to peers; one not
+ * kept is not. */
+Test(worker_proto, replicas_kept_by_remaining_uses) {
+    wsession s;
+    session_start(&s, "wU", 1);
+    enum { R = 8, C = 40 };
+    int64_t rp[5] = {5, 16, 80, 8, 40};
+    tsr_kdesc rnd = desc(TSR_KOP_RANDOM, 0, R, C);
+    rnd.ni = 5;
+    rnd.i = rp;
+    int64_t pp[4 + 5] = {1, TSR_KOP_RANDOM, R, C, 5, 16, 80, 8, 40};
+    tsr_kdesc pk = desc(TSR_KOP_PACK_SOURCE, 0, R * C, 0);
+    pk.ndim = 1;
+    pk.i = pp;
+    pk.ni = 9;
+    tsr_kdesc neg = desc(TSR_KOP_UNARY, TSR_NEG, R, C),
+              neg1 = desc(TSR_KOP_UNARY, TSR_NEG, R * C, 0);
+    neg1.ndim = 1;
+    /* key: source, uses sent, kept? */
+    struct {
+        uint64_t key;
+        const tsr_kdesc *src, *task;
+        int uses, kept;
+    } cases[] = {{20, &rnd, &neg, 5, 0},
+                 {21, &rnd, &neg, 6, 1},
+                 {22, &pk, &neg1, 1, 0},
+                 {23, &pk, &neg1, 2, 1},
+                 {24, &pk, &neg1, 5, 1}};
+    enum { NC = sizeof cases / sizeof cases[0] };
+    start_compute(7, NC);
+    for (int c = 0; c < NC; c++) {
+        tin in[1] = {{cases[c].key, NULL, TSR__IN_RECOMPUTE, cases[c].src, cases[c].uses}};
+        add_task(30 + (uint64_t)c, cases[c].task, 1, in);
+    }
+    send_compute(s.fd);
+    wst st;
+    wait_done(&s, NC, &st);
+    for (int c = 0; c < NC; c++) {
+        void *p = NULL;
+        uint64_t plen = 0;
+        int got = peer_get(&s, 7, cases[c].key, &p, &plen);
+        cr_expect_eq(got, cases[c].kept, "source %llu (%s, %d uses left): %s",
+                     (unsigned long long)cases[c].key, tsr__kop_name(cases[c].src->kop),
+                     cases[c].uses, got ? "kept" : "not kept");
+        if (got) cr_expect_eq(plen, (uint64_t)R * C * 8);
+        free(p);
+    }
     session_end(&s);
 }
 
