@@ -671,13 +671,15 @@ Test(fuse, task_counts) {
 
     /* A source used by something that does not fuse keeps its tasks for it: X @ X's inputs. */
     tsr_array *sq = NULL, *mm = NULL, *mmx = NULL;
-    const int64_t sshape[2] = {512, 512}, schunks[2] = {256, 256};
+    const int64_t sshape[2] = {256, 256}, schunks[2] = {128, 128}; /* not packed: MATMUL reads S */
     tsr_array *S = rand_arr(2, sshape, schunks, 4);
     cr_assert_eq(tsr_unary(TSR_EXP, S, &sq), 0);
     cr_assert_eq(tsr_matmul(S, S, &mm), 0);
     cr_assert_eq(tsr_binary(TSR_ADD, sq, mm, &mmx), 0);
-    /* S 4 tasks (for the matmul), matmul 2 x 2 x 2 one-step tasks (chunks of 256: 2 steps a
-     * task, k has 2 chunks: one task each), fused add(exp(S), mm) 4. Unfused: exp 4, add 4. */
+    /* S 4 tasks (for the matmul), matmul 2 x 2 one-task chains (chunks of 128, k has 2 chunks:
+     * both steps in one task), fused add(exp(S), mm) 4. Unfused: exp 4, add 4. (Chunks of 256
+     * or more would be packed: the matmul would read PACK_SOURCE tiles, not S, and S would fuse
+     * into exp too.) */
     int64_t fm = 0, um = 0;
     cr_assert_eq(tsr_client_set_fusion(cl, 1), 0);
     fm = tsr_task_count(&mmx, 1);
