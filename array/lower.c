@@ -398,15 +398,21 @@ static int64_t matmul_group(const tsr_array *A, const int64_t *shape, int ndim, 
 }
 
 /* Float 2-d products (operands of the output's dtype) whose chunks are all TSR__PACKED_MIN to
- * TSR__PACKED_MAX on every side run over packed tiles (kernels/gemm_pack.c): each tile of A and B
+ * TSR__PACKED_MAX on every side, except that a side's last chunk of several may be smaller (the
+ * edge of a shape the chunk size does not divide, as dask.array chunks it: 4100 in chunks of 512
+ * ends in a chunk of 4, and the kernel pads such panels), run over packed tiles
+ * (kernels/gemm_pack.c): each tile of A and B
  * is laid out once by a PACK task, not once per product by the BLAS. At 384 to 768 that ran 1-10%
  * faster per product than OpenBLAS on the same tiles (bench/notes.md §29); with the 6 x 32
  * micro-kernel, whole runs at chunk 1024 and 256 were 2-4% faster than with OpenBLAS and libxsmm,
  * and at 128 the same (§32), so libxsmm or OpenBLAS take the tiles below 256 and above 1024.
  * Decided from dtypes and chunk shapes alone. */
 static int side_packs(const tsr_array *x, int ax) {
-    for (int64_t k = 0; k < x->numchunks[ax]; k++)
-        if (x->chunks[ax][k] < TSR__PACKED_MIN || x->chunks[ax][k] > TSR__PACKED_MAX) return 0;
+    int64_t n = x->numchunks[ax];
+    for (int64_t k = 0; k < n; k++)
+        if ((x->chunks[ax][k] < TSR__PACKED_MIN && (k < n - 1 || n == 1)) ||
+            x->chunks[ax][k] > TSR__PACKED_MAX)
+            return 0;
     return 1;
 }
 

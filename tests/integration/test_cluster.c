@@ -102,9 +102,10 @@ static const char *det_prog =
     " \"Q\": {\"op\": \"random\", \"shape\": [260, 200], \"chunks\": [96, 128], \"seed\": 6,"
     " \"dtype\": \"float32\"},\n"
     " \"F\": {\"op\": \"matmul\", \"args\": [\"P\", \"Q\"]},\n"
-    /* Float64 chunks of 256 to 1024: products over packed tiles (kernels/gemm_pack.c). */
-    " \"R\": {\"op\": \"random\", \"shape\": [800, 900], \"chunks\": [400, 450], \"seed\": 7},\n"
-    " \"S\": {\"op\": \"random\", \"shape\": [900, 770], \"chunks\": [450, 385], \"seed\": 8},\n"
+    /* Float64 chunks of 256 to 1024 and a last chunk of 100 on every side (rows, k, columns):
+     * products over packed tiles (kernels/gemm_pack.c), the edges' panels padded. */
+    " \"R\": {\"op\": \"random\", \"shape\": [900, 1000], \"chunks\": [400, 450], \"seed\": 7},\n"
+    " \"S\": {\"op\": \"random\", \"shape\": [1000, 870], \"chunks\": [450, 385], \"seed\": 8},\n"
     " \"G\": {\"op\": \"matmul\", \"args\": [\"R\", \"S\"]},\n"
     /* A computed operand: its chunks are packed by PACK tasks, not remade (array/lower.c). */
     " \"R2\": {\"op\": \"mul\", \"args\": [\"R\", 2]},\n"
@@ -135,18 +136,19 @@ Test(cluster, deterministic_across_workers, .timeout = 180) {
     for (int i = 0; i < 6; i++) three[i] = run_det("3", "2", names[i]);
     /* The packed product against a naive one, every 7th row and column: each element is a
      * chain of fused multiply-adds, within a few ulps of the plain sum. */
-    for (int i = 0; i < 800; i += 7)
-        for (int j = 0; j < 770; j += 7) {
+    cr_assert_eq(one[4].n, 900 * 870);
+    for (int i = 0; i < 900; i += 7)
+        for (int j = 0; j < 870; j += 7) {
             double s = 0, mag = 0;
-            for (int k = 0; k < 900; k++) {
-                double p = ref_random_f64(7, (uint64_t)(i * 900 + k)) *
-                           ref_random_f64(8, (uint64_t)(k * 770 + j));
+            for (int k = 0; k < 1000; k++) {
+                double p = ref_random_f64(7, (uint64_t)(i * 1000 + k)) *
+                           ref_random_f64(8, (uint64_t)(k * 870 + j));
                 s += p;
                 mag += fabs(p);
             }
-            double got = one[4].v[i * 770 + j];
+            double got = one[4].v[i * 870 + j];
             cr_assert(fabs(got - s) <= 1e-13 * mag, "G[%d,%d] = %.17g, want %.17g", i, j, got, s);
-            got = one[5].v[i * 770 + j];
+            got = one[5].v[i * 870 + j];
             cr_assert(fabs(got - 2 * s) <= 2e-13 * mag, "H[%d,%d] = %.17g, want %.17g", i, j, got,
                       2 * s);
         }

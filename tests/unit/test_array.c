@@ -657,10 +657,16 @@ Test(array, matmul_packs_float64_tiles_of_256_to_1024) {
     check_packing(4096, 2048, 2048, 2048, 2048, 2048, TSR_FLOAT64, 0);     /* OpenBLAS above */
     check_packing(512, 512, 512, 256, 256, 256, TSR_FLOAT64, 4 + 4);       /* the smallest */
     check_packing(510, 510, 510, 255, 255, 255, TSR_FLOAT64, 0);           /* libxsmm below */
-    check_packing(1100, 1024, 1024, 512, 512, 512, TSR_FLOAT64, 0);        /* a 76-row edge chunk */
-    check_packing(1024, 1024, 1100, 512, 512, 512, TSR_FLOAT64, 0);        /* a 76-column one */
-    check_packing(1024, 1100, 1024, 512, 512, 512, TSR_FLOAT64, 0);        /* a 76-deep k-step */
-    check_packing(1024, 1000, 1024, 512, 512, 512, TSR_FLOAT64, 4 + 4);    /* 488 deep: packed */
+    /* A side's last chunk may be smaller (an edge), never larger; the others must be in range. */
+    check_packing(1100, 1024, 1024, 512, 512, 512, TSR_FLOAT64, 6 + 4); /* a 76-row edge chunk */
+    check_packing(1024, 1024, 1100, 512, 512, 512, TSR_FLOAT64, 4 + 6); /* a 76-column one */
+    check_packing(1024, 1100, 1024, 512, 512, 512, TSR_FLOAT64, 6 + 6); /* a 76-deep k-step */
+    check_packing(1025, 1024, 1024, 512, 512, 512, TSR_FLOAT64, 6 + 4); /* a 1-row edge */
+    check_packing(100, 1024, 1024, 100, 512, 512, TSR_FLOAT64, 0);      /* one chunk of 100 rows */
+    check_packing(1024, 1024, 1024, 512, 200, 512, TSR_FLOAT64, 0);     /* k in chunks of 200 */
+    check_packing(2200, 1024, 1024, 1100, 512, 512, TSR_FLOAT64,
+                  0); /* rows in chunks of 1100: above */
+    check_packing(1024, 1000, 1024, 512, 512, 512, TSR_FLOAT64, 4 + 4); /* 488 deep: packed */
     /* A @ A: A's chunks are packed once as left and once as right operands. */
     int64_t s[2] = {1024, 1024}, ch[2] = {512, 512};
     tsr_array *a = rnd(2, s, ch), *p = NULL, *a2 = NULL, *q = NULL;
