@@ -401,9 +401,9 @@ static int64_t matmul_group(const tsr_array *A, const int64_t *shape, int ndim, 
  * TSR__PACKED_MAX on every side, except that a side's last chunk of several may be smaller (the
  * edge of a shape the chunk size does not divide, as dask.array chunks it: 4100 in chunks of 512
  * ends in a chunk of 4, and the kernel pads such panels), run over packed tiles
- * (kernels/gemm_pack.c): each tile of A and B
- * is laid out once by a PACK task, not once per product by the BLAS. At 384 to 768 that ran 1-10%
- * faster per product than OpenBLAS on the same tiles (bench/notes.md §29); with the 6 x 32
+ * (kernels/gemm_pack.c): each tile of A and B is laid out once by a PACK task, not once per
+ * product by the BLAS. At 384 to 768 that ran 1-10% faster per product than OpenBLAS on the same
+ * tiles (bench/notes.md §29), and the edge case 7.7% faster at 4100² (§32); with the 6 x 32
  * micro-kernel, whole runs at chunk 1024 and 256 were 2-4% faster than with OpenBLAS and libxsmm,
  * and at 128 the same (§32), so libxsmm or OpenBLAS take the tiles below 256 and above 1024.
  * Decided from dtypes and chunk shapes alone. */
