@@ -405,7 +405,8 @@ static int64_t matmul_group(const tsr_array *A, const int64_t *shape, int ndim, 
  * product by the BLAS. At 384 to 768 that ran 1-10% faster per product than OpenBLAS on the same
  * tiles (bench/notes.md §29), and the edge case 7.7% faster at 4100² (§32); with the 6 x 32
  * micro-kernel, whole runs at chunk 1024 and 256 were 2-4% faster than with OpenBLAS and libxsmm,
- * and at 128 the same (§32), so libxsmm or OpenBLAS take the tiles below 256 and above 1024.
+ * and at 128 the same (§32); with B read NC columns at a time, chunk 2048 ran 4-6% faster and
+ * 4096 the same (§33), so libxsmm or OpenBLAS take the tiles below 256 and above 2048.
  * Decided from dtypes and chunk shapes alone. */
 static int side_packs(const tsr_array *x, int ax) {
     int64_t n = x->numchunks[ax];

@@ -48,6 +48,10 @@ enum {
     MR = TSR__PACK_MR,
     KC = 512, /* k-steps per pass over a micro-tile: its B panel (128 KiB) is read from L2 */
     MC = 48,  /* rows of A (in L2) that each B panel is used across before the next panel */
+    /* The columns of B (NC) one pass over all of A's rows reads, 2 MiB of it (512 float64, 1024
+     * float32 columns): without that bound a 2048-wide tile streamed 8 MiB of B from the last
+     * level cache for every MC rows, 44-50 GFLOP/s a core against 52-53 (bench/notes.md §33). */
+    B_SLICE_BYTES = 2 << 20,
 };
 
 int64_t tsr__packed_len(int role, int64_t rows, int64_t cols) {
@@ -136,6 +140,7 @@ static void *scratch_get(int which, size_t n) {
 #define NAME(x) x##_f64
 #define NR 32
 #define VL 8
+#define NC (B_SLICE_BYTES / (KC * 8))
 #define VEC __m512d
 #define LOADU _mm512_loadu_pd
 #define STOREU _mm512_storeu_pd
@@ -152,6 +157,7 @@ static void *scratch_get(int which, size_t n) {
 #define NAME(x) x##_f32
 #define NR 64
 #define VL 16
+#define NC (B_SLICE_BYTES / (KC * 4))
 #define VEC __m512
 #define LOADU _mm512_loadu_ps
 #define STOREU _mm512_storeu_ps

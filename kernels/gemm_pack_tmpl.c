@@ -96,15 +96,45 @@ __attribute__((target("avx512f,fma"))) static void NAME(micro)(int64_t kc, const
         for (int v = 0; v < NV; v++) STOREU(c + r * ldc + v * VL, x[r][v]);
 }
 
-/* out (m x n) = (zero ? 0 : out) + pa @ pb, KC steps at a time. A last panel narrower than MR
- * rows or NR columns is first padded to full width with zeros (ea, eb: MR * k and NR * k
- * values); a micro-tile that crosses an edge of out runs on a copy. */
+/* The kc k-steps from pc of out's columns jc .. je (NR-aligned, all rows), MC rows of A across
+ * each B panel; z: start from zero. The edges are as product_avx512 says. */
+__attribute__((target("avx512f,fma"))) static void
+NAME(block_avx512)(int64_t m, int64_t n, int64_t k, const T *pa, const T *pb, T *out, const T *ea,
+                   const T *eb, int64_t jc, int64_t je, int64_t pc, int64_t kc, int z) {
+    _Alignas(64) T edge[MR * NR];
+    int64_t mf = m / MR * MR, nf = n / NR * NR, mp = (m + MR - 1) / MR * MR;
+    for (int64_t ic = 0; ic < mp; ic += MC) {
+        int64_t ie = ic + MC < mp ? ic + MC : mp;
+        for (int64_t j = jc; j < je; j += NR) {
+            const T *bp = (j < nf ? pb + j * k : eb) + pc * NR;
+            for (int64_t i = ic; i < ie; i += MR) {
+                const T *ap = (i < mf ? pa + i * k : ea) + pc * MR;
+                if (i < mf && j < nf) {
+                    NAME(micro)(kc, ap, bp, out + i * n + j, n, z);
+                    continue;
+                }
+                int64_t rows = m - i < MR ? m - i : MR, cols = n - j < NR ? n - j : NR;
+                for (int64_t r = 0; r < MR; r++)
+                    for (int64_t q = 0; q < NR; q++)
+                        edge[r * NR + q] =
+                            r < rows && q < cols && !z ? out[(i + r) * n + j + q] : 0;
+                NAME(micro)(kc, ap, bp, edge, NR, z);
+                for (int64_t r = 0; r < rows; r++)
+                    memcpy(out + (i + r) * n + j, edge + r * NR, (size_t)cols * sizeof(T));
+            }
+        }
+    }
+}
+
+/* out (m x n) = (zero ? 0 : out) + pa @ pb, NC columns and KC steps at a time (each element's
+ * steps still in k order). A last panel narrower than MR rows or NR columns is first padded to
+ * full width with zeros (ea, eb: MR * k and NR * k values); a micro-tile that crosses an edge
+ * of out runs on a copy. */
 __attribute__((target("avx512f,fma"))) static void NAME(product_avx512)(int64_t m, int64_t n,
                                                                         int64_t k, const T *pa,
                                                                         const T *pb, int zero,
                                                                         T *out, T *ea, T *eb) {
-    _Alignas(64) T edge[MR * NR];
-    int64_t mf = m / MR * MR, nf = n / NR * NR, mp = (m + MR - 1) / MR * MR;
+    int64_t mf = m / MR * MR, nf = n / NR * NR;
     if (mf < m) { /* the last left panel, m - mf rows wide, to MR rows */
         int64_t w = m - mf;
         for (int64_t s = 0; s < k; s++)
@@ -115,31 +145,11 @@ __attribute__((target("avx512f,fma"))) static void NAME(product_avx512)(int64_t 
         for (int64_t s = 0; s < k; s++)
             for (int64_t c = 0; c < NR; c++) eb[s * NR + c] = c < w ? pb[nf * k + s * w + c] : 0;
     }
-    for (int64_t pc = 0; pc < k; pc += KC) {
-        int64_t kc = k - pc < KC ? k - pc : KC;
-        int z = zero && pc == 0;
-        for (int64_t ic = 0; ic < mp; ic += MC) {
-            int64_t ie = ic + MC < mp ? ic + MC : mp;
-            for (int64_t j = 0; j < n; j += NR) {
-                const T *bp = (j < nf ? pb + j * k : eb) + pc * NR;
-                for (int64_t i = ic; i < ie; i += MR) {
-                    const T *ap = (i < mf ? pa + i * k : ea) + pc * MR;
-                    if (i < mf && j < nf) {
-                        NAME(micro)(kc, ap, bp, out + i * n + j, n, z);
-                        continue;
-                    }
-                    int64_t rows = m - i < MR ? m - i : MR, cols = n - j < NR ? n - j : NR;
-                    for (int64_t r = 0; r < MR; r++)
-                        for (int64_t q = 0; q < NR; q++)
-                            edge[r * NR + q] =
-                                r < rows && q < cols && !z ? out[(i + r) * n + j + q] : 0;
-                    NAME(micro)(kc, ap, bp, edge, NR, z);
-                    for (int64_t r = 0; r < rows; r++)
-                        memcpy(out + (i + r) * n + j, edge + r * NR, (size_t)cols * sizeof(T));
-                }
-            }
-        }
-    }
+    for (int64_t jc = 0; jc < n; jc += NC)
+        for (int64_t pc = 0; pc < k; pc += KC)
+            NAME(block_avx512)
+            (m, n, k, pa, pb, out, ea, eb, jc, jc + NC < n ? jc + NC : n, pc,
+             k - pc < KC ? k - pc : KC, zero && pc == 0);
 }
 #endif
 
@@ -179,6 +189,7 @@ int NAME(tsr__packed_product)(int64_t m, int64_t n, int64_t k, const T *pa, cons
 #undef NAME
 #undef NR
 #undef VL
+#undef NC
 #undef VEC
 #undef LOADU
 #undef STOREU

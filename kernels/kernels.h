@@ -203,12 +203,13 @@ typedef enum tsr_device { TSR_DEVICE_CPU = 0, TSR_DEVICE_GPU = 1 } tsr_device;
 
 /* A chunk as a kernel sees it: dense, C order. */
 /* PACK's panels (rows of a left operand, columns of a right one), the chunk sides lowering
- * packs (array/lower.c; measured in bench/notes.md §29), and the length of a packed rows x cols
- * tile (role 0: left, 1: right; the tile's own), or -1 if it does not fit an int64 of bytes. */
+ * packs (array/lower.c; measured in bench/notes.md §29, §32, §33), and the length of a packed
+ * rows x cols tile (role 0: left, 1: right; the tile's own), or -1 if it does not fit an int64
+ * of bytes. */
 #define TSR__PACK_MR 6
 #define TSR__PACK_NR(dtype) ((dtype) == TSR_FLOAT32 ? 64 : 32)
 #define TSR__PACKED_MIN 256
-#define TSR__PACKED_MAX 1024
+#define TSR__PACKED_MAX 2048
 int64_t tsr__packed_len(int role, int64_t rows, int64_t cols);
 
 typedef struct tsr_chunkview {

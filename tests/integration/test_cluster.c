@@ -102,7 +102,7 @@ static const char *det_prog =
     " \"Q\": {\"op\": \"random\", \"shape\": [260, 200], \"chunks\": [96, 128], \"seed\": 6,"
     " \"dtype\": \"float32\"},\n"
     " \"F\": {\"op\": \"matmul\", \"args\": [\"P\", \"Q\"]},\n"
-    /* Float64 chunks of 256 to 1024 and a last chunk of 100 on every side (rows, k, columns):
+    /* Float64 chunks of 256 to 2048 and a last chunk of 100 on every side (rows, k, columns):
      * products over packed tiles (kernels/gemm_pack.c), the edges' panels padded. */
     " \"R\": {\"op\": \"random\", \"shape\": [900, 1000], \"chunks\": [400, 450], \"seed\": 7},\n"
     " \"S\": {\"op\": \"random\", \"shape\": [1000, 870], \"chunks\": [450, 385], \"seed\": 8},\n"

@@ -509,9 +509,9 @@ static int64_t want_group(double m, double n, double k, int64_t nk) {
 }
 
 Test(array, matmul_blocked) {
-    /* Chunks of 1100 (not packed: above TSR__PACKED_MAX): 2.7 GFLOP a step, one step a task. */
-    int64_t s[2] = {4400, 4400}, ch[2] = {1100, 1100};
-    cr_assert_eq(want_group(1100, 1100, 1100, 4), 1);
+    /* Chunks of 2200 (not packed: above TSR__PACKED_MAX): 21 GFLOP a step, one step a task. */
+    int64_t s[2] = {8800, 8800}, ch[2] = {2200, 2200};
+    cr_assert_eq(want_group(2200, 2200, 2200, 4), 1);
     tsr_array *a = rnd(2, s, ch), *b = rnd(2, s, ch), *m = NULL;
     cr_assert_eq(tsr_matmul(a, b, &m), 0);
     cr_assert_str_eq(tsr_array_op(m), "matmul");
@@ -526,8 +526,8 @@ Test(array, matmul_blocked) {
     const tsr_gtask *t = &g.tasks[g.outputs[0]];
     cr_assert_eq(t->ndeps, 3);
     cr_assert_eq(t->d.ni, 0);
-    cr_assert_eq(t->d.shape[0], 1100);
-    cr_assert_eq(t->flops, 2.0 * 1100 * 1100 * 1100);
+    cr_assert_eq(t->d.shape[0], 2200);
+    cr_assert_eq(t->flops, 2.0 * 2200 * 2200 * 2200);
     uint32_t prev = g.deps[t->deps_off + 2];
     int links = 1;
     while (g.tasks[prev].ndeps == 3) {
@@ -547,7 +547,7 @@ Test(array, matmul_blocked) {
 
 /* Small blocks: the k-steps of a chain are grouped into tasks of g steps, inputs A_0, B_0, A_1,
  * B_1, ... then the previous partial; the last group takes what is left. */
-/* Float64 chunks of 256 to 1024 are multiplied over packed tiles (kernels.h, MATMUL_PACKED):
+/* Float64 chunks of 256 to 2048 are multiplied over packed tiles (kernels.h, MATMUL_PACKED):
  * each operand chunk gets one packing task, which the products take in its place; a random
  * source's is a PACK_SOURCE (made wherever needed, as the source would be), in place of it. */
 static int packs(int64_t chunk) {
@@ -628,7 +628,7 @@ Test(array, matmul_groups_small_blocks) {
 }
 
 /* Which products are lowered over packed tiles: float 2-d ones (operands of the output's dtype)
- * whose chunks are all 256 to 1024 on every side; each operand chunk is packed once, whatever
+ * whose chunks are all 256 to 2048 on every side; each operand chunk is packed once, whatever
  * number of products reads it. */
 static void check_packing(int64_t m, int64_t k, int64_t n, int64_t cm, int64_t ck, int64_t cn,
                           tsr_dtype dt, size_t want_packs) {
@@ -649,12 +649,13 @@ static void check_packing(int64_t m, int64_t k, int64_t n, int64_t cm, int64_t c
     tsr_array_free(b);
 }
 
-Test(array, matmul_packs_float64_tiles_of_256_to_1024) {
+Test(array, matmul_packs_float_tiles_of_256_to_2048) {
     check_packing(800, 900, 770, 400, 450, 385, TSR_FLOAT64, 4 + 4);       /* 2x2 and 2x2 chunks */
     check_packing(1536, 2304, 768, 768, 768, 768, TSR_FLOAT64, 6 + 3);     /* A 2x3, B 3x1 */
     check_packing(800, 900, 770, 400, 450, 385, TSR_FLOAT32, 4 + 4);       /* float32 too */
-    check_packing(2048, 2048, 2048, 1024, 1024, 1024, TSR_FLOAT64, 4 + 4); /* the largest */
-    check_packing(4096, 2048, 2048, 2048, 2048, 2048, TSR_FLOAT64, 0);     /* OpenBLAS above */
+    check_packing(2048, 2048, 2048, 1024, 1024, 1024, TSR_FLOAT64, 4 + 4); /* 1024 */
+    check_packing(4096, 4096, 2048, 2048, 2048, 2048, TSR_FLOAT64, 4 + 2); /* the largest */
+    check_packing(4096, 4096, 2048, 2049, 2048, 2048, TSR_FLOAT64, 0);     /* OpenBLAS above */
     check_packing(512, 512, 512, 256, 256, 256, TSR_FLOAT64, 4 + 4);       /* the smallest */
     check_packing(510, 510, 510, 255, 255, 255, TSR_FLOAT64, 0);           /* libxsmm below */
     /* A side's last chunk may be smaller (an edge), never larger; the others must be in range. */
@@ -664,8 +665,8 @@ Test(array, matmul_packs_float64_tiles_of_256_to_1024) {
     check_packing(1025, 1024, 1024, 512, 512, 512, TSR_FLOAT64, 6 + 4); /* a 1-row edge */
     check_packing(100, 1024, 1024, 100, 512, 512, TSR_FLOAT64, 0);      /* one chunk of 100 rows */
     check_packing(1024, 1024, 1024, 512, 200, 512, TSR_FLOAT64, 0);     /* k in chunks of 200 */
-    check_packing(2200, 1024, 1024, 1100, 512, 512, TSR_FLOAT64,
-                  0); /* rows in chunks of 1100: above */
+    check_packing(4200, 1024, 1024, 2100, 512, 512, TSR_FLOAT64,
+                  0); /* rows in chunks of 2100: above */
     check_packing(1024, 1000, 1024, 512, 512, 512, TSR_FLOAT64, 4 + 4); /* 488 deep: packed */
     /* A @ A: A's chunks are packed once as left and once as right operands. */
     int64_t s[2] = {1024, 1024}, ch[2] = {512, 512};

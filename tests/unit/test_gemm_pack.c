@@ -211,6 +211,8 @@ static void check_products(void) {
     check_product(30, 33, k3, 3, 0, 0);
     check_product(30, 33, k3, 3, 1, 1);
     check_product(30, 70, k37, 1, 1, 0); /* a 6-wide last panel after 64 columns */
+    /* More columns than one column block (512 float64, 1024 float32), a 12-wide last panel. */
+    check_product(7, 1100, k600, 1, 1, 0);
 }
 
 Test(packed, products_are_fma_chains_in_k_order) {
