@@ -69,12 +69,18 @@ static void NAME(pack_right_rows)(const T *b, int64_t h, int64_t n, int64_t k, i
 
 #if HAVE_AVX512_KERNEL
 /* c (MR x NR, row stride ldc) = (zero ? 0 : c) + the panels' product over kc steps: MR * NR /
- * VL (24) accumulators, MR broadcasts of A and NR / VL loads of B per step. */
+ * VL (24) accumulators, MR broadcasts of A and NR / VL loads of B per step. cn, if not NULL, is
+ * the next call's c (same ldc): its lines are fetched into L2 while this call runs, so that
+ * call's first steps do not wait for its accumulators from memory (+0.5-3.5%, notes §33). */
 __attribute__((target("avx512f,fma"))) static void NAME(micro)(int64_t kc, const T *restrict a,
                                                                const T *restrict b, T *restrict c,
-                                                               int64_t ldc, int zero) {
+                                                               int64_t ldc, int zero, const T *cn) {
     enum { NV = NR / VL };
     VEC x[MR][NV];
+    if (cn)
+        for (int r = 0; r < MR; r++)
+            for (int v = 0; v < NV; v++)
+                _mm_prefetch((const char *)(cn + r * ldc + v * VL), _MM_HINT_T1);
 #pragma GCC unroll 12
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
@@ -110,7 +116,11 @@ NAME(block_avx512)(int64_t m, int64_t n, int64_t k, const T *pa, const T *pb, T 
             for (int64_t i = ic; i < ie; i += MR) {
                 const T *ap = (i < mf ? pa + i * k : ea) + pc * MR;
                 if (i < mf && j < nf) {
-                    NAME(micro)(kc, ap, bp, out + i * n + j, n, z);
+                    /* The next micro-tile in this order, if it lies in out whole. */
+                    int64_t ni = i + MR < ie ? i + MR : j + NR < je ? ic : ie;
+                    int64_t nj = i + MR < ie ? j : j + NR < je ? j + NR : jc;
+                    const T *cn = ni < mf && nj < nf ? out + ni * n + nj : NULL;
+                    NAME(micro)(kc, ap, bp, out + i * n + j, n, z, cn);
                     continue;
                 }
                 int64_t rows = m - i < MR ? m - i : MR, cols = n - j < NR ? n - j : NR;
@@ -118,7 +128,7 @@ NAME(block_avx512)(int64_t m, int64_t n, int64_t k, const T *pa, const T *pb, T 
                     for (int64_t q = 0; q < NR; q++)
                         edge[r * NR + q] =
                             r < rows && q < cols && !z ? out[(i + r) * n + j + q] : 0;
-                NAME(micro)(kc, ap, bp, edge, NR, z);
+                NAME(micro)(kc, ap, bp, edge, NR, z, NULL);
                 for (int64_t r = 0; r < rows; r++)
                     memcpy(out + (i + r) * n + j, edge + r * NR, (size_t)cols * sizeof(T));
             }
@@ -146,10 +156,9 @@ __attribute__((target("avx512f,fma"))) static void NAME(product_avx512)(int64_t 
             for (int64_t c = 0; c < NR; c++) eb[s * NR + c] = c < w ? pb[nf * k + s * w + c] : 0;
     }
     for (int64_t jc = 0; jc < n; jc += NC)
-        for (int64_t pc = 0; pc < k; pc += KC)
-            NAME(block_avx512)
-            (m, n, k, pa, pb, out, ea, eb, jc, jc + NC < n ? jc + NC : n, pc,
-             k - pc < KC ? k - pc : KC, zero && pc == 0);
+        for (int64_t pc = 0; pc < k; pc += KC) NAME(block_avx512)
+    (m, n, k, pa, pb, out, ea, eb, jc, jc + NC < n ? jc + NC : n, pc, k - pc < KC ? k - pc : KC,
+     zero && pc == 0);
 }
 #endif
 
