@@ -155,10 +155,13 @@ __attribute__((target("avx512f,fma"))) static void NAME(product_avx512)(int64_t 
         for (int64_t s = 0; s < k; s++)
             for (int64_t c = 0; c < NR; c++) eb[s * NR + c] = c < w ? pb[nf * k + s * w + c] : 0;
     }
-    for (int64_t jc = 0; jc < n; jc += NC)
-        for (int64_t pc = 0; pc < k; pc += KC) NAME(block_avx512)
-    (m, n, k, pa, pb, out, ea, eb, jc, jc + NC < n ? jc + NC : n, pc, k - pc < KC ? k - pc : KC,
-     zero && pc == 0);
+    for (int64_t jc = 0; jc < n; jc += NC) {
+        int64_t je = jc + NC < n ? jc + NC : n;
+        for (int64_t pc = 0; pc < k; pc += KC) {
+            int64_t kc = k - pc < KC ? k - pc : KC;
+            NAME(block_avx512)(m, n, k, pa, pb, out, ea, eb, jc, je, pc, kc, zero && pc == 0);
+        }
+    }
 }
 #endif
 
